@@ -1,0 +1,198 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+/**
+ * Configuration is read once, at start-up, from the environment. Every problem is collected and
+ * reported together so an operator fixes a broken deployment in one round trip.
+ * Secrets may also come from files (`<VAR>_FILE`), the usual way container orchestrators mount them.
+ */
+
+const SECRET_VARS = [
+  'HETZNER_API_TOKEN',
+  'TAILSCALE_OAUTH_CLIENT_SECRET',
+  'API_TOKEN',
+  'BULL_BOARD_PASSWORD',
+] as const;
+
+const url = (protocols: string[]) =>
+  z.string().refine(
+    (v) => {
+      try {
+        return protocols.includes(new URL(v).protocol);
+      } catch {
+        return false;
+      }
+    },
+    { message: `must be a URL (${protocols.join(' or ')})` },
+  );
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+const csv = z
+  .string()
+  .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean));
+
+const schema = z.object({
+  DATABASE_URL: url(['postgres:', 'postgresql:']),
+  REDIS_URL: url(['redis:', 'rediss:']),
+  HETZNER_API_TOKEN: z.string().min(1, 'is required'),
+  HETZNER_API_URL: url(['http:', 'https:']).default('https://api.hetzner.cloud/v1'),
+  TAILSCALE_OAUTH_CLIENT_ID: z.string().min(1, 'is required'),
+  TAILSCALE_OAUTH_CLIENT_SECRET: z.string().min(1, 'is required'),
+  TAILSCALE_API_URL: url(['http:', 'https:']).default('https://api.tailscale.com/api/v2'),
+  TAILSCALE_TAILNET: z.string().min(1).default('-'),
+  TAILSCALE_TAGS: csv
+    .default(['tag:agent'])
+    .refine((tags) => tags.length > 0 && tags.every((t) => /^tag:[A-Za-z0-9-]+$/.test(t)), {
+      message: 'must be a comma-separated list of tags like tag:agent',
+    }),
+  API_TOKEN: z.string().min(16, 'must be at least 16 characters'),
+  PORT: int(0, 65535).default(3000),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  ROLE: z.enum(['all', 'api', 'worker']).default('all'),
+  HETZNER_SERVER_TYPE: z.string().regex(/^[a-z0-9-]+$/, 'must be a server type name like cx22').default('cx22'),
+  HETZNER_IMAGE: z.string().min(1).default('ubuntu-24.04'),
+  HETZNER_LOCATION: z.string().regex(/^[a-z0-9-]+$/, 'must be a location name like fsn1').default('fsn1'),
+  HETZNER_SSH_KEYS: csv.default([]),
+  SHUTDOWN_TIMEOUT_SECONDS: int(1, 3600).default(60),
+  ENROLLMENT_TIMEOUT_SECONDS: int(10, 3600).default(300),
+  ACTION_TIMEOUT_SECONDS: int(10, 7200).default(600),
+  POLL_INTERVAL_MS: int(10, 60_000).default(1000),
+  WORKER_CONCURRENCY: int(1, 500).default(10),
+  JOB_ATTEMPTS: int(1, 100).default(5),
+  JOB_BACKOFF_MS: int(10, 3_600_000).default(5000),
+  DRAIN_TIMEOUT_SECONDS: int(1, 3600).default(30),
+  QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]+$/).default('tailfleet'),
+  ROLLBACK_SWEEP_INTERVAL_SECONDS: int(5, 86_400).default(60),
+  RECONCILE_INTERVAL_SECONDS: int(0, 86_400).default(300),
+  RECONCILE_ORPHANS: z.enum(['report', 'delete']).default('report'),
+  RECONCILE_GRACE_SECONDS: int(0, 86_400).default(900),
+  BULL_BOARD_USER: z.string().min(1).default('admin'),
+  BULL_BOARD_PASSWORD: z.string().min(8).optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+type Env = z.output<typeof schema>;
+
+export interface Config {
+  databaseUrl: string;
+  redisUrl: string;
+  role: Env['ROLE'];
+  http: { host: string; port: number; apiToken: string; boardUser: string; boardPassword: string };
+  hetzner: {
+    apiUrl: string;
+    token: string;
+    serverType: string;
+    image: string;
+    location: string;
+    sshKeys: string[];
+    shutdownTimeoutSeconds: number;
+    actionTimeoutSeconds: number;
+  };
+  tailscale: {
+    apiUrl: string;
+    clientId: string;
+    clientSecret: string;
+    tailnet: string;
+    tags: string[];
+    enrollmentTimeoutSeconds: number;
+  };
+  pollIntervalMs: number;
+  queues: {
+    prefix: string;
+    concurrency: number;
+    attempts: number;
+    backoffMs: number;
+    drainTimeoutSeconds: number;
+    rollbackSweepIntervalSeconds: number;
+  };
+  reconcile: { intervalSeconds: number; orphans: 'report' | 'delete'; graceSeconds: number };
+  logLevel: Env['LOG_LEVEL'];
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+function resolveFileSecrets(env: NodeJS.ProcessEnv, problems: string[]): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = { ...env };
+  for (const name of SECRET_VARS) {
+    const file = env[`${name}_FILE`];
+    if (!file) continue;
+    if (env[name]) {
+      problems.push(`${name}: set either ${name} or ${name}_FILE, not both`);
+      continue;
+    }
+    try {
+      out[name] = readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      problems.push(`${name}_FILE: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  }
+  // An empty variable means "not set": compose files and shells often export VAR= for optional settings.
+  for (const [k, v] of Object.entries(out)) if (v === '') delete out[k];
+  return out;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const problems: string[] = [];
+  const raw = resolveFileSecrets(env, problems);
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      const name = issue.path.join('.') || '(environment)';
+      const message = issue.code === 'invalid_type' && raw[name] === undefined ? 'is required' : issue.message;
+      problems.push(`${name}: ${message}`);
+    }
+  }
+  if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
+  const e = parsed.data;
+  return {
+    databaseUrl: e.DATABASE_URL,
+    redisUrl: e.REDIS_URL,
+    role: e.ROLE,
+    http: {
+      host: e.HOST,
+      port: e.PORT,
+      apiToken: e.API_TOKEN,
+      boardUser: e.BULL_BOARD_USER,
+      boardPassword: e.BULL_BOARD_PASSWORD ?? e.API_TOKEN,
+    },
+    hetzner: {
+      apiUrl: e.HETZNER_API_URL.replace(/\/+$/, ''),
+      token: e.HETZNER_API_TOKEN,
+      serverType: e.HETZNER_SERVER_TYPE,
+      image: e.HETZNER_IMAGE,
+      location: e.HETZNER_LOCATION,
+      sshKeys: e.HETZNER_SSH_KEYS,
+      shutdownTimeoutSeconds: e.SHUTDOWN_TIMEOUT_SECONDS,
+      actionTimeoutSeconds: e.ACTION_TIMEOUT_SECONDS,
+    },
+    tailscale: {
+      apiUrl: e.TAILSCALE_API_URL.replace(/\/+$/, ''),
+      clientId: e.TAILSCALE_OAUTH_CLIENT_ID,
+      clientSecret: e.TAILSCALE_OAUTH_CLIENT_SECRET,
+      tailnet: e.TAILSCALE_TAILNET,
+      tags: e.TAILSCALE_TAGS,
+      enrollmentTimeoutSeconds: e.ENROLLMENT_TIMEOUT_SECONDS,
+    },
+    pollIntervalMs: e.POLL_INTERVAL_MS,
+    queues: {
+      prefix: e.QUEUE_PREFIX,
+      concurrency: e.WORKER_CONCURRENCY,
+      attempts: e.JOB_ATTEMPTS,
+      backoffMs: e.JOB_BACKOFF_MS,
+      drainTimeoutSeconds: e.DRAIN_TIMEOUT_SECONDS,
+      rollbackSweepIntervalSeconds: e.ROLLBACK_SWEEP_INTERVAL_SECONDS,
+    },
+    reconcile: {
+      intervalSeconds: e.RECONCILE_INTERVAL_SECONDS,
+      orphans: e.RECONCILE_ORPHANS,
+      graceSeconds: e.RECONCILE_GRACE_SECONDS,
+    },
+    logLevel: e.LOG_LEVEL,
+  };
+}

@@ -1,0 +1,113 @@
+import { expect } from 'chai';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, loadConfig } from '../src/config';
+
+const valid = {
+  DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/tailfleet',
+  REDIS_URL: 'redis://127.0.0.1:6379',
+  HETZNER_API_TOKEN: 'hz-token',
+  TAILSCALE_OAUTH_CLIENT_ID: 'client',
+  TAILSCALE_OAUTH_CLIENT_SECRET: 'secret',
+  API_TOKEN: 'a-long-enough-api-token',
+};
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    expect(err).to.be.instanceOf(ConfigError);
+    return (err as ConfigError).problems;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('config', () => {
+  it('applies the documented defaults', () => {
+    const c = loadConfig(valid);
+    expect(c.http.port).to.equal(3000);
+    expect(c.role).to.equal('all');
+    expect(c.tailscale.tailnet).to.equal('-');
+    expect(c.tailscale.tags).to.deep.equal(['tag:agent']);
+    expect(c.hetzner.apiUrl).to.equal('https://api.hetzner.cloud/v1');
+    expect(c.tailscale.apiUrl).to.equal('https://api.tailscale.com/api/v2');
+    expect(c.hetzner.shutdownTimeoutSeconds).to.equal(60);
+    expect(c.hetzner.sshKeys).to.deep.equal([]);
+    expect(c.http.boardPassword).to.equal(valid.API_TOKEN);
+  });
+
+  it('names every missing variable in one error', () => {
+    const problems = problemsOf({});
+    for (const name of [
+      'DATABASE_URL',
+      'REDIS_URL',
+      'HETZNER_API_TOKEN',
+      'TAILSCALE_OAUTH_CLIENT_ID',
+      'TAILSCALE_OAUTH_CLIENT_SECRET',
+      'API_TOKEN',
+    ]) {
+      expect(problems.some((p) => p.startsWith(`${name}: is required`)), name).to.equal(true);
+    }
+  });
+
+  it('names every malformed variable in one error', () => {
+    const problems = problemsOf({
+      ...valid,
+      DATABASE_URL: 'mysql://x',
+      PORT: 'eighty',
+      ROLE: 'boss',
+      TAILSCALE_TAGS: 'agent',
+      SHUTDOWN_TIMEOUT_SECONDS: '-4',
+      HETZNER_API_URL: 'not a url',
+    });
+    const names = problems.map((p) => p.split(':')[0]);
+    expect(names).to.have.members([
+      'DATABASE_URL',
+      'PORT',
+      'ROLE',
+      'TAILSCALE_TAGS',
+      'SHUTDOWN_TIMEOUT_SECONDS',
+      'HETZNER_API_URL',
+    ]);
+  });
+
+  it('parses lists and numbers', () => {
+    const c = loadConfig({
+      ...valid,
+      TAILSCALE_TAGS: 'tag:agent, tag:prod',
+      HETZNER_SSH_KEYS: 'laptop,ci',
+      ROLE: 'worker',
+      PORT: '8080',
+    });
+    expect(c.tailscale.tags).to.deep.equal(['tag:agent', 'tag:prod']);
+    expect(c.hetzner.sshKeys).to.deep.equal(['laptop', 'ci']);
+    expect(c.role).to.equal('worker');
+    expect(c.http.port).to.equal(8080);
+  });
+
+  it('reads secrets from <VAR>_FILE and refuses both forms at once', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tf-config-'));
+    const file = join(dir, 'token');
+    writeFileSync(file, 'from-file-token\n');
+    const { HETZNER_API_TOKEN: _omit, ...rest } = valid;
+    expect(loadConfig({ ...rest, HETZNER_API_TOKEN_FILE: file }).hetzner.token).to.equal('from-file-token');
+    expect(problemsOf({ ...valid, HETZNER_API_TOKEN_FILE: file })[0]).to.match(/HETZNER_API_TOKEN: set either/);
+    expect(problemsOf({ ...rest, HETZNER_API_TOKEN_FILE: join(dir, 'missing') })[0]).to.match(
+      /HETZNER_API_TOKEN_FILE: cannot read/,
+    );
+  });
+
+  it('never echoes a secret value in its error', () => {
+    const err = (() => {
+      try {
+        loadConfig({ ...valid, API_TOKEN: 'short-secret' });
+      } catch (e) {
+        return e as Error;
+      }
+      throw new Error('expected failure');
+    })();
+    expect(err.message).to.match(/API_TOKEN: must be at least 16 characters/);
+    expect(err.message).not.to.include('short-secret');
+  });
+});
