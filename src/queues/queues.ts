@@ -1,0 +1,101 @@
+import { Queue, type JobsOptions } from 'bullmq';
+import IORedis, { type Redis } from 'ioredis';
+
+/**
+ * Everything the producer and the consumers must agree on: queue names, payloads, default job
+ * options. Payloads carry ids only — never tokens, auth keys or user data — because job data is
+ * stored in Redis and shown in Bull Board.
+ */
+
+export const QUEUE_NAMES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile'] as const;
+export type QueueName = (typeof QUEUE_NAMES)[number];
+export const OPERATION_QUEUES = ['provision', 'stop', 'start', 'destroy', 'rollback'] as const;
+
+export interface ProvisionJobData {
+  operationId: string;
+  agentId: string;
+  instanceId: string;
+  provisioningJobId: string;
+}
+export interface AgentJobData {
+  operationId: string;
+  agentId: string;
+}
+export interface RollbackJobData {
+  operationId: string;
+  provisioningJobId: string;
+}
+export interface ReconcileJobData {
+  operationId?: string;
+  trigger: 'schedule' | 'manual';
+}
+
+export interface JobPayloads {
+  provision: ProvisionJobData;
+  stop: AgentJobData;
+  start: AgentJobData;
+  destroy: AgentJobData;
+  rollback: RollbackJobData;
+  reconcile: ReconcileJobData;
+}
+
+export interface QueueDefaults {
+  attempts: number;
+  backoffMs: number;
+}
+
+/** Retry and retention policy for every queue, in one place. */
+export function defaultJobOptions(d: QueueDefaults): JobsOptions {
+  return {
+    attempts: d.attempts,
+    backoff: { type: 'exponential', delay: d.backoffMs, jitter: 0.5 },
+    // Bounded retention: history lives in PostgreSQL (operations, events), Redis keeps enough
+    // for Bull Board to show recent work and failures.
+    removeOnComplete: { age: 7 * 24 * 3600, count: 1000 },
+    removeOnFail: { age: 30 * 24 * 3600, count: 5000 },
+  };
+}
+
+/** Deterministic job ids make enqueueing idempotent: BullMQ ignores an add whose id already exists. */
+export const jobIds = {
+  operation: (operationId: string) => `op-${operationId}`,
+  rollback: (provisioningJobId: string) => `rollback-${provisioningJobId}`,
+};
+
+/**
+ * Producers (the API) should fail fast when Redis is down instead of queueing commands in memory
+ * while a client waits; workers need `maxRetriesPerRequest: null` so blocking calls survive
+ * reconnects, as BullMQ requires.
+ */
+export function createProducerConnection(redisUrl: string): Redis {
+  return new IORedis(redisUrl, {
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+    connectTimeout: 5000,
+    lazyConnect: false,
+  });
+}
+
+export function createWorkerConnection(redisUrl: string): Redis {
+  return new IORedis(redisUrl, { maxRetriesPerRequest: null, enableReadyCheck: true });
+}
+
+export type Queues = { [K in QueueName]: Queue<JobPayloads[K]> };
+
+export function createQueues(deps: { connection: Redis; prefix: string; defaults: QueueDefaults }): Queues {
+  const defaultJobOpts = defaultJobOptions(deps.defaults);
+  const make = <K extends QueueName>(name: K) =>
+    new Queue<JobPayloads[K]>(name, { connection: deps.connection, prefix: deps.prefix, defaultJobOptions: defaultJobOpts });
+  return {
+    provision: make('provision'),
+    stop: make('stop'),
+    start: make('start'),
+    destroy: make('destroy'),
+    rollback: make('rollback'),
+    reconcile: make('reconcile'),
+  };
+}
+
+export async function closeQueues(queues: Queues): Promise<void> {
+  await Promise.all(Object.values(queues).map((q) => q.close()));
+}
