@@ -1,0 +1,408 @@
+import { sleep as realSleep } from '../../lib/time';
+import { ActionFailedError, CloudApiError, WaitTimeoutError, isNotFound } from '../errors';
+import {
+  ClientLogger,
+  CloudRequest,
+  CloudRequestObserver,
+  RateLimiter,
+  RequestCore,
+  silentClientLogger,
+} from '../http';
+import { BatchPoller, KEEP_WAITING, PollVerdict } from '../poller';
+import type {
+  CreateServerOptions,
+  CreateServerResult,
+  HetznerAction,
+  HetznerPagination,
+  HetznerServer,
+  PowerOnResult,
+  ShutdownResult,
+} from './hetzner.types';
+
+export interface HetznerClientDeps {
+  baseUrl: string;
+  token: string;
+  fetch?: typeof fetch;
+  logger?: ClientLogger;
+  observer?: CloudRequestObserver;
+  sleep?: (ms: number) => Promise<void>;
+  now?: () => number;
+  random?: () => number;
+  requestTimeoutMs?: number;
+  maxRetries?: number;
+  retryBaseDelayMs?: number;
+  retryMaxDelayMs?: number;
+  maxRateLimitWaitMs?: number;
+  maxRateLimitRetries?: number;
+  /** Share one limiter between clients that use the same token (rate limits are per project). */
+  rateLimiter?: RateLimiter;
+  actionPollIntervalMs?: number;
+  serverPollIntervalMs?: number;
+  /** Default deadline of waitForAction(s). */
+  actionTimeoutMs?: number;
+  /** Default deadline of waitForServerStatus. */
+  serverWaitTimeoutMs?: number;
+  managedLabelSelector?: string;
+}
+
+/** The API accepts at most this many `id` filters per GET /actions, the same chunk hcloud-go uses. */
+const ACTION_IDS_PER_REQUEST = 25;
+const SERVERS_PER_PAGE = 50;
+
+export class HetznerClient {
+  private readonly core: RequestCore;
+  private readonly logger: ClientLogger;
+  private readonly now: () => number;
+  private readonly actionTimeoutMs: number;
+  private readonly serverWaitTimeoutMs: number;
+  private readonly managedLabelSelector: string;
+  private readonly actionPoller: BatchPoller<number, HetznerAction>;
+  private readonly serverPoller: BatchPoller<number, HetznerServer | null>;
+  /** Pages the managed listing took last time; decides between one listing and per-server reads. */
+  private managedListingPages = 1;
+
+  constructor(deps: HetznerClientDeps) {
+    if (!deps.token) throw new Error('HetznerClient needs a token');
+    const token = deps.token;
+    this.logger = deps.logger ?? silentClientLogger;
+    this.now = deps.now ?? Date.now;
+    const sleep = deps.sleep ?? ((ms: number) => realSleep(ms));
+    this.actionTimeoutMs = deps.actionTimeoutMs ?? 10 * 60_000;
+    this.serverWaitTimeoutMs = deps.serverWaitTimeoutMs ?? 5 * 60_000;
+    this.managedLabelSelector = deps.managedLabelSelector ?? 'managed-by=tailfleet';
+    this.core = new RequestCore({
+      api: 'hetzner',
+      baseUrl: deps.baseUrl,
+      fetch: deps.fetch,
+      sleep,
+      now: this.now,
+      random: deps.random,
+      logger: this.logger,
+      observer: deps.observer,
+      auth: { header: async () => `Bearer ${token}` },
+      secrets: () => [token],
+      requestTimeoutMs: deps.requestTimeoutMs,
+      maxRetries: deps.maxRetries,
+      retryBaseDelayMs: deps.retryBaseDelayMs,
+      retryMaxDelayMs: deps.retryMaxDelayMs,
+      maxRateLimitWaitMs: deps.maxRateLimitWaitMs,
+      maxRateLimitRetries: deps.maxRateLimitRetries,
+      rateLimiter: deps.rateLimiter,
+      rateLimitModel: 'refill',
+    });
+    this.actionPoller = new BatchPoller({
+      intervalMs: deps.actionPollIntervalMs ?? 1000,
+      sleep,
+      now: this.now,
+      logger: this.logger,
+      fetch: (ids) => this.fetchActions(ids),
+    });
+    this.serverPoller = new BatchPoller({
+      intervalMs: deps.serverPollIntervalMs ?? 1000,
+      sleep,
+      now: this.now,
+      logger: this.logger,
+      fetch: (ids) => this.fetchServers(ids),
+    });
+  }
+
+  get rateLimiter(): RateLimiter {
+    return this.core.rateLimiter;
+  }
+
+  /** Not retried on ambiguous failures: a timed-out create may have made the server. Only 429 is repeated. */
+  async createServer(o: CreateServerOptions): Promise<CreateServerResult> {
+    const body = await this.core.request<{
+      server: HetznerServer;
+      action: HetznerAction;
+      next_actions?: HetznerAction[];
+    }>({
+      method: 'POST',
+      path: '/servers',
+      route: '/servers',
+      idempotent: false,
+      json: {
+        name: o.name,
+        server_type: o.serverType,
+        image: o.image,
+        location: o.location,
+        ssh_keys: o.sshKeys,
+        user_data: o.userData,
+        labels: o.labels,
+        start_after_create: true,
+      },
+    });
+    this.logger.info({ serverId: body.server.id, name: o.name }, `[Hetzner] Server ${body.server.id} created`);
+    return { server: body.server, action: body.action, nextActions: body.next_actions ?? [] };
+  }
+
+  async getServer(id: number): Promise<HetznerServer | null> {
+    try {
+      const body = await this.core.request<{ server: HetznerServer }>({
+        method: 'GET',
+        path: `/servers/${id}`,
+        route: '/servers/{id}',
+        idempotent: true,
+      });
+      return body.server;
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+  }
+
+  async listServers(labelSelector?: string): Promise<HetznerServer[]> {
+    return (await this.listServersWithPages(labelSelector)).servers;
+  }
+
+  async deleteServer(id: number): Promise<boolean> {
+    let action: HetznerAction;
+    try {
+      ({ action } = await this.core.request<{ action: HetznerAction }>({
+        method: 'DELETE',
+        path: `/servers/${id}`,
+        route: '/servers/{id}',
+        idempotent: true,
+      }));
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      this.logger.info({ serverId: id }, `[Hetzner] Server ${id} already deleted`);
+      return false;
+    }
+    await this.settleAction(action);
+    this.logger.info({ serverId: id }, `[Hetzner] Server ${id} deleted`);
+    return true;
+  }
+
+  /**
+   * Hetzner's shutdown action succeeds once the ACPI signal is sent, not when the server is off,
+   * so the server itself is watched until `off`; past the deadline it is powered off.
+   */
+  async shutdownServer(id: number, o: { timeoutMs?: number } = {}): Promise<ShutdownResult> {
+    const timeoutMs = o.timeoutMs ?? 60_000;
+    const server = await this.getServer(id);
+    if (!server) throw this.serverNotFound(id, 'shutdown');
+    if (server.status === 'off') {
+      this.logger.info({ serverId: id }, `[Hetzner] Server ${id} is already off`);
+      return 'already_off';
+    }
+
+    const startedAt = this.now();
+    const action = await this.serverAction(id, 'shutdown');
+    await this.settleAction(action);
+    try {
+      const remaining = Math.max(0, timeoutMs - (this.now() - startedAt));
+      const off = await this.waitForServerStatus(id, 'off', { timeoutMs: remaining });
+      if (!off) throw this.serverNotFound(id, 'shutdown');
+      this.logger.info({ serverId: id }, `[Hetzner] Server ${id} shut down gracefully`);
+      return 'graceful';
+    } catch (err) {
+      if (!(err instanceof WaitTimeoutError)) throw err;
+    }
+    this.logger.warn(
+      { serverId: id, timeoutMs },
+      `[Hetzner] Server ${id} did not shut down within ${Math.round(timeoutMs / 1000)}s, falling back to forced power off`,
+    );
+    await this.powerOffServer(id);
+    return 'forced';
+  }
+
+  async powerOnServer(id: number): Promise<PowerOnResult> {
+    const server = await this.getServer(id);
+    if (!server) throw this.serverNotFound(id, 'poweron');
+    if (server.status === 'running') {
+      this.logger.info({ serverId: id }, `[Hetzner] Server ${id} is already running`);
+      return 'already_running';
+    }
+    await this.settleAction(await this.serverAction(id, 'poweron'));
+    this.logger.info({ serverId: id }, `[Hetzner] Server ${id} powered on`);
+    return 'powered_on';
+  }
+
+  /** Cuts power like pulling the plug: unsaved data on the server may be lost. */
+  async powerOffServer(id: number): Promise<void> {
+    await this.settleAction(await this.serverAction(id, 'poweroff'));
+    this.logger.warn({ serverId: id }, `[Hetzner] Server ${id} forced power off`);
+  }
+
+  /**
+   * Resolves when the action succeeds; rejects with ActionFailedError when it ends in `error`.
+   * All waits in this client share one poller: one GET /actions?id=…&id=… per interval for up to
+   * 25 pending actions, however many callers wait.
+   */
+  waitForAction(id: number, o: { timeoutMs?: number } = {}): Promise<HetznerAction> {
+    const timeoutMs = o.timeoutMs ?? this.actionTimeoutMs;
+    return this.actionPoller.wait(id, {
+      timeoutMs,
+      evaluate: (action): PollVerdict<HetznerAction> => {
+        if (action.status === 'success') return { done: true, value: action };
+        if (action.status === 'error') throw new ActionFailedError(action);
+        return KEEP_WAITING;
+      },
+      timeoutError: () =>
+        new WaitTimeoutError({
+          api: 'hetzner',
+          code: 'action_timeout',
+          path: `/actions/${id}`,
+          message: `Hetzner action ${id} did not finish within ${timeoutMs} ms`,
+        }),
+    });
+  }
+
+  waitForActions(ids: number[], o: { timeoutMs?: number } = {}): Promise<HetznerAction[]> {
+    return Promise.all(ids.map((id) => this.waitForAction(id, o)));
+  }
+
+  /**
+   * Resolves with the server once it has `status`, or null once it no longer exists. Concurrent
+   * waits share requests: one GET per server while few wait, one labelled listing for all of them
+   * when that is cheaper.
+   */
+  waitForServerStatus(id: number, status: string, o: { timeoutMs?: number } = {}): Promise<HetznerServer | null> {
+    const timeoutMs = o.timeoutMs ?? this.serverWaitTimeoutMs;
+    return this.serverPoller.wait(id, {
+      timeoutMs,
+      evaluate: (server): PollVerdict<HetznerServer | null> => {
+        if (server === null) return { done: true, value: null };
+        return server.status === status ? { done: true, value: server } : KEEP_WAITING;
+      },
+      timeoutError: () =>
+        new WaitTimeoutError({
+          api: 'hetzner',
+          code: 'server_status_timeout',
+          path: `/servers/${id}`,
+          message: `Hetzner server ${id} did not reach status '${status}' within ${timeoutMs} ms`,
+        }),
+    });
+  }
+
+  /** Skips the poll when the API already reported the action finished. */
+  private async settleAction(action: HetznerAction): Promise<HetznerAction> {
+    if (action.status === 'success') return action;
+    if (action.status === 'error') throw new ActionFailedError(action);
+    return this.waitForAction(action.id);
+  }
+
+  private async serverAction(id: number, name: 'shutdown' | 'poweron' | 'poweroff'): Promise<HetznerAction> {
+    // Power actions are safe to repeat: a second shutdown/poweron/poweroff ends in the same state.
+    const body = await this.core.request<{ action: HetznerAction }>({
+      method: 'POST',
+      path: `/servers/${id}/actions/${name}`,
+      route: `/servers/{id}/actions/${name}`,
+      idempotent: true,
+    });
+    return body.action;
+  }
+
+  private async listServersWithPages(labelSelector?: string): Promise<{ servers: HetznerServer[]; pages: number }> {
+    const servers: HetznerServer[] = [];
+    let page: number | null = 1;
+    let pages = 0;
+    while (page !== null) {
+      const req: CloudRequest = {
+        method: 'GET',
+        path: '/servers',
+        route: '/servers',
+        idempotent: true,
+        query: { label_selector: labelSelector, page, per_page: SERVERS_PER_PAGE },
+      };
+      const body: { servers: HetznerServer[]; meta?: { pagination?: HetznerPagination } } =
+        await this.core.request(req);
+      servers.push(...body.servers);
+      pages++;
+      const next: number | null | undefined = body.meta?.pagination?.next_page;
+      page = typeof next === 'number' && next > page ? next : null;
+    }
+    return { servers, pages };
+  }
+
+  private async fetchActions(ids: number[]): Promise<Map<number, HetznerAction | Error>> {
+    const out = new Map<number, HetznerAction | Error>();
+    const chunks: number[][] = [];
+    for (let i = 0; i < ids.length; i += ACTION_IDS_PER_REQUEST) chunks.push(ids.slice(i, i + ACTION_IDS_PER_REQUEST));
+    await Promise.all(
+      chunks.map(async (chunk) => {
+        try {
+          const body = await this.core.request<{ actions: HetznerAction[] }>({
+            method: 'GET',
+            path: '/actions',
+            route: '/actions',
+            idempotent: true,
+            query: { id: chunk },
+          });
+          for (const action of body.actions) out.set(action.id, action);
+          for (const id of chunk) {
+            if (!out.has(id)) {
+              out.set(
+                id,
+                new CloudApiError({
+                  api: 'hetzner',
+                  status: 404,
+                  code: 'not_found',
+                  message: `Hetzner action ${id} not found`,
+                  retryable: false,
+                  method: 'GET',
+                  path: '/actions',
+                }),
+              );
+            }
+          }
+        } catch (err) {
+          for (const id of chunk) out.set(id, err as Error);
+        }
+      }),
+    );
+    return out;
+  }
+
+  private async fetchServers(ids: number[]): Promise<Map<number, HetznerServer | null | Error>> {
+    const out = new Map<number, HetznerServer | null | Error>();
+    // One listing costs `managedListingPages` requests and answers for every waiting server; below
+    // that many waiters, reading each server is cheaper.
+    if (ids.length > 1 && ids.length >= this.managedListingPages) {
+      try {
+        const { servers, pages } = await this.listServersWithPages(this.managedLabelSelector);
+        this.managedListingPages = Math.max(1, pages);
+        const byId = new Map(servers.map((s) => [s.id, s]));
+        const missing: number[] = [];
+        for (const id of ids) {
+          const server = byId.get(id);
+          if (server) out.set(id, server);
+          else missing.push(id);
+        }
+        // Absent from the listing usually means deleted, but a server without the managed label
+        // would be absent too: confirm those one by one (rare, so cheap).
+        await this.readEach(missing, out);
+      } catch (err) {
+        for (const id of ids) out.set(id, err as Error);
+      }
+      return out;
+    }
+    await this.readEach(ids, out);
+    return out;
+  }
+
+  private async readEach(ids: number[], out: Map<number, HetznerServer | null | Error>): Promise<void> {
+    await Promise.all(
+      ids.map(async (id) => {
+        try {
+          out.set(id, await this.getServer(id));
+        } catch (err) {
+          out.set(id, err as Error);
+        }
+      }),
+    );
+  }
+
+  private serverNotFound(id: number, operation: string): CloudApiError {
+    return new CloudApiError({
+      api: 'hetzner',
+      status: 404,
+      code: 'not_found',
+      message: `Hetzner server ${id} not found (${operation})`,
+      retryable: false,
+      method: 'GET',
+      path: `/servers/${id}`,
+    });
+  }
+}

@@ -1,0 +1,91 @@
+// Shapes follow the official Hetzner Cloud OpenAPI spec; only the fields tailfleet reads are typed
+// strictly, the rest are optional so a newer API version does not break parsing.
+
+export type HetznerServerStatus =
+  | 'initializing'
+  | 'starting'
+  | 'running'
+  | 'stopping'
+  | 'off'
+  | 'deleting'
+  | 'migrating'
+  | 'rebuilding'
+  | 'unknown';
+
+export type HetznerActionStatus = 'running' | 'success' | 'error';
+
+export interface HetznerAction {
+  id: number;
+  command: string;
+  status: HetznerActionStatus;
+  progress: number;
+  started: string;
+  finished: string | null;
+  resources: Array<{ id: number; type: string }>;
+  error: { code: string; message: string } | null;
+}
+
+export interface HetznerIpv4 {
+  id?: number;
+  ip: string;
+  blocked: boolean;
+  dns_ptr: string;
+}
+
+export interface HetznerIpv6 {
+  id?: number;
+  ip: string;
+  blocked: boolean;
+  dns_ptr: Array<{ ip: string; dns_ptr: string }> | null;
+}
+
+export interface HetznerServer {
+  id: number;
+  name: string;
+  status: HetznerServerStatus;
+  created: string;
+  public_net: {
+    ipv4: HetznerIpv4 | null;
+    ipv6: HetznerIpv6 | null;
+    floating_ips: number[];
+    firewalls?: Array<{ id?: number; status?: 'applied' | 'pending' }>;
+  };
+  private_net?: Array<{ network?: number; ip?: string; alias_ips?: string[]; mac_address?: string }>;
+  server_type?: { id?: number; name: string; cores?: number; memory?: number; disk?: number; [k: string]: unknown };
+  location?: { id?: number; name: string; [k: string]: unknown };
+  datacenter?: { id?: number; name: string; [k: string]: unknown };
+  image?: { id?: number; name?: string | null; [k: string]: unknown } | null;
+  labels: Record<string, string>;
+  locked?: boolean;
+  protection?: { delete: boolean; rebuild: boolean };
+  primary_disk_size?: number;
+  [k: string]: unknown;
+}
+
+export interface HetznerPagination {
+  page: number;
+  per_page: number;
+  previous_page: number | null;
+  next_page: number | null;
+  last_page: number | null;
+  total_entries: number | null;
+}
+
+export interface CreateServerOptions {
+  name: string;
+  serverType: string;
+  image: string;
+  location?: string;
+  sshKeys?: string[];
+  userData?: string;
+  labels: Record<string, string>;
+}
+
+export interface CreateServerResult {
+  server: HetznerServer;
+  action: HetznerAction;
+  nextActions: HetznerAction[];
+}
+
+export type ShutdownResult = 'already_off' | 'graceful' | 'forced';
+export type PowerOnResult = 'already_running' | 'powered_on';
