@@ -1,0 +1,280 @@
+import { sleep as realSleep } from '../../lib/time';
+import { CloudApiError, WaitTimeoutError, isNotFound } from '../errors';
+import {
+  AuthProvider,
+  ClientLogger,
+  CloudRequestObserver,
+  RateLimiter,
+  RequestCore,
+  silentClientLogger,
+} from '../http';
+import { BatchPoller, KEEP_WAITING, PollVerdict } from '../poller';
+import type { CreatedAuthKey, OAuthTokenResponse, TailscaleDevice, TailscaleKey } from './tailscale.types';
+
+export interface TailscaleClientDeps {
+  baseUrl: string;
+  clientId: string;
+  clientSecret: string;
+  tailnet?: string;
+  tags?: string[];
+  fetch?: typeof fetch;
+  logger?: ClientLogger;
+  observer?: CloudRequestObserver;
+  sleep?: (ms: number) => Promise<void>;
+  now?: () => number;
+  random?: () => number;
+  requestTimeoutMs?: number;
+  maxRetries?: number;
+  retryBaseDelayMs?: number;
+  retryMaxDelayMs?: number;
+  maxRateLimitWaitMs?: number;
+  maxRateLimitRetries?: number;
+  rateLimiter?: RateLimiter;
+  enrollmentPollIntervalMs?: number;
+  /** Default deadline of waitForEnrollment. */
+  enrollmentTimeoutMs?: number;
+  /** A cached token is replaced this long before it expires. */
+  tokenRefreshMarginMs?: number;
+}
+
+/**
+ * OAuth client-credentials access token, minted once and reused until shortly before it expires.
+ * Concurrent callers share one in-flight token request.
+ */
+class OAuthTokenSource implements AuthProvider {
+  private current?: { header: string; expiresAt: number };
+  private inflight?: Promise<string>;
+
+  constructor(
+    private readonly mint: () => Promise<OAuthTokenResponse>,
+    private readonly now: () => number,
+    private readonly marginMs: number,
+  ) {}
+
+  header(): Promise<string> {
+    if (this.current && this.now() < this.current.expiresAt - this.marginMs) {
+      return Promise.resolve(this.current.header);
+    }
+    this.inflight ??= this.refresh().finally(() => {
+      this.inflight = undefined;
+    });
+    return this.inflight;
+  }
+
+  /** Drops the token the API refused; if another caller already replaced it, the new one is kept. */
+  invalidate(rejected: string): boolean {
+    if (this.current?.header === rejected) this.current = undefined;
+    return true;
+  }
+
+  secret(): string | undefined {
+    return this.current?.header.slice('Bearer '.length);
+  }
+
+  private async refresh(): Promise<string> {
+    const res = await this.mint();
+    const header = `Bearer ${res.access_token}`;
+    this.current = { header, expiresAt: this.now() + (res.expires_in ?? 3600) * 1000 };
+    return header;
+  }
+}
+
+export class TailscaleClient {
+  private readonly core: RequestCore;
+  private readonly logger: ClientLogger;
+  private readonly tailnet: string;
+  private readonly tags: string[];
+  private readonly enrollmentTimeoutMs: number;
+  private readonly tokens: OAuthTokenSource;
+  private readonly enrollmentPoller: BatchPoller<string, TailscaleDevice | null>;
+
+  constructor(deps: TailscaleClientDeps) {
+    if (!deps.clientId || !deps.clientSecret) throw new Error('TailscaleClient needs an OAuth client id and secret');
+    const { clientId, clientSecret } = deps;
+    this.logger = deps.logger ?? silentClientLogger;
+    this.tailnet = deps.tailnet ?? '-';
+    this.tags = deps.tags ?? ['tag:agent'];
+    this.enrollmentTimeoutMs = deps.enrollmentTimeoutMs ?? 5 * 60_000;
+    const now = deps.now ?? Date.now;
+    const sleep = deps.sleep ?? ((ms: number) => realSleep(ms));
+
+    this.tokens = new OAuthTokenSource(
+      () =>
+        this.core.request<OAuthTokenResponse>({
+          method: 'POST',
+          path: '/oauth/token',
+          route: '/oauth/token',
+          auth: false,
+          // Minting a second token does no harm.
+          idempotent: true,
+          form: { client_id: clientId, client_secret: clientSecret, grant_type: 'client_credentials' },
+          unauthorizedMessage: 'Tailscale rejected the OAuth client credentials',
+        }),
+      now,
+      deps.tokenRefreshMarginMs ?? 60_000,
+    );
+    this.core = new RequestCore({
+      api: 'tailscale',
+      baseUrl: deps.baseUrl,
+      fetch: deps.fetch,
+      sleep,
+      now,
+      random: deps.random,
+      logger: this.logger,
+      observer: deps.observer,
+      auth: this.tokens,
+      secrets: () => [clientSecret, this.tokens.secret()],
+      requestTimeoutMs: deps.requestTimeoutMs,
+      maxRetries: deps.maxRetries,
+      retryBaseDelayMs: deps.retryBaseDelayMs,
+      retryMaxDelayMs: deps.retryMaxDelayMs,
+      maxRateLimitWaitMs: deps.maxRateLimitWaitMs,
+      maxRateLimitRetries: deps.maxRateLimitRetries,
+      rateLimiter: deps.rateLimiter,
+      // Tailscale does not document how its budget refills; assume nothing comes back before the reset.
+      rateLimitModel: 'window',
+    });
+    this.enrollmentPoller = new BatchPoller({
+      intervalMs: deps.enrollmentPollIntervalMs ?? 2000,
+      sleep,
+      now,
+      logger: this.logger,
+      fetch: async (hostnames) => {
+        const devices = await this.listDevices();
+        return new Map(hostnames.map((h) => [h, findByHostname(devices, h) ?? null]));
+      },
+    });
+  }
+
+  get rateLimiter(): RateLimiter {
+    return this.core.rateLimiter;
+  }
+
+  /**
+   * Single-use, preauthorized, tagged, and not ephemeral: the device must survive the server being
+   * stopped and started. Safe to repeat on ambiguous failures, an unused key is harmless.
+   */
+  async createAuthKey(o: { description?: string; expirySeconds?: number } = {}): Promise<CreatedAuthKey> {
+    const key = await this.core.request<TailscaleKey>({
+      method: 'POST',
+      path: `/tailnet/${encodeURIComponent(this.tailnet)}/keys`,
+      route: '/tailnet/{tailnet}/keys',
+      idempotent: true,
+      json: {
+        capabilities: {
+          devices: { create: { reusable: false, ephemeral: false, preauthorized: true, tags: this.tags } },
+        },
+        expirySeconds: o.expirySeconds ?? 3600,
+        description: o.description,
+      },
+    });
+    if (!key.key) {
+      throw new CloudApiError({
+        api: 'tailscale',
+        status: 200,
+        code: 'invalid_response',
+        message: 'Tailscale API created an auth key but returned no key material',
+        retryable: true,
+        method: 'POST',
+        path: '/tailnet/{tailnet}/keys',
+      });
+    }
+    this.logger.info({ keyId: key.id }, `[Tailscale] Auth key ${key.id} created`);
+    return { id: key.id, key: key.key, expires: key.expires };
+  }
+
+  async deleteAuthKey(id: string): Promise<boolean> {
+    try {
+      await this.core.request({
+        method: 'DELETE',
+        path: `/tailnet/${encodeURIComponent(this.tailnet)}/keys/${encodeURIComponent(id)}`,
+        route: '/tailnet/{tailnet}/keys/{keyId}',
+        idempotent: true,
+      });
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+    this.logger.info({ keyId: id }, `[Tailscale] Auth key ${id} deleted`);
+    return true;
+  }
+
+  async listDevices(): Promise<TailscaleDevice[]> {
+    const body = await this.core.request<{ devices?: TailscaleDevice[] }>({
+      method: 'GET',
+      path: `/tailnet/${encodeURIComponent(this.tailnet)}/devices`,
+      route: '/tailnet/{tailnet}/devices',
+      idempotent: true,
+    });
+    return body.devices ?? [];
+  }
+
+  async getDevice(id: string): Promise<TailscaleDevice | null> {
+    try {
+      return await this.core.request<TailscaleDevice>({
+        method: 'GET',
+        path: `/device/${encodeURIComponent(id)}`,
+        route: '/device/{deviceId}',
+        idempotent: true,
+      });
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+  }
+
+  /** 404 means the device is already gone, which is what the caller wanted: false, not an error. */
+  async deleteDevice(id: string): Promise<boolean> {
+    try {
+      await this.core.request({
+        method: 'DELETE',
+        path: `/device/${encodeURIComponent(id)}`,
+        route: '/device/{deviceId}',
+        idempotent: true,
+      });
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      this.logger.info({ deviceId: id }, `[Tailscale] Device ${id} was already gone`);
+      return false;
+    }
+    this.logger.info({ deviceId: id }, `[Tailscale] Device ${id} deleted from network`);
+    return true;
+  }
+
+  async findDeviceByIp(ip: string): Promise<TailscaleDevice | undefined> {
+    const devices = await this.listDevices();
+    return devices.find((d) => d.addresses?.includes(ip));
+  }
+
+  async findDeviceByHostname(hostname: string): Promise<TailscaleDevice | undefined> {
+    return findByHostname(await this.listDevices(), hostname);
+  }
+
+  /**
+   * Resolves once a device with this hostname is in the tailnet and has addresses. Concurrent
+   * waits share one device listing per interval.
+   */
+  waitForEnrollment(hostname: string, o: { timeoutMs?: number } = {}): Promise<TailscaleDevice> {
+    const timeoutMs = o.timeoutMs ?? this.enrollmentTimeoutMs;
+    return this.enrollmentPoller.wait(hostname, {
+      timeoutMs,
+      evaluate: (device): PollVerdict<TailscaleDevice> =>
+        device && device.addresses?.length > 0 ? { done: true, value: device } : KEEP_WAITING,
+      timeoutError: () =>
+        new WaitTimeoutError({
+          api: 'tailscale',
+          code: 'enrollment_timeout',
+          path: '/tailnet/{tailnet}/devices',
+          message: `No Tailscale device with hostname '${hostname}' enrolled within ${timeoutMs} ms`,
+        }),
+    });
+  }
+}
+
+/** Matches the machine name, or the first label of the MagicDNS name (`agent-1` in `agent-1.tail123.ts.net`). */
+function findByHostname(devices: TailscaleDevice[], hostname: string): TailscaleDevice | undefined {
+  const wanted = hostname.toLowerCase();
+  return devices.find(
+    (d) => d.hostname?.toLowerCase() === wanted || d.name?.split('.')[0]?.toLowerCase() === wanted,
+  );
+}
