@@ -1,0 +1,42 @@
+import type { Queue } from 'bullmq';
+import type { Logger } from '../lib/logger';
+import type { Metrics } from '../lib/metrics';
+import type { OPERATION_QUEUES } from '../queues/queues';
+import type { LifecycleService } from '../services/lifecycle.service';
+import type { DataSource } from 'typeorm';
+import { createDestroyProcessor } from './destroy.processor';
+import { createProvisionProcessor } from './provision.processor';
+import { createRollbackProcessor } from './rollback.processor';
+import { createStartProcessor } from './start.processor';
+import { createStopProcessor } from './stop.processor';
+
+export type OperationQueueName = (typeof OPERATION_QUEUES)[number];
+
+export interface ProcessorDeps {
+  dataSource: DataSource;
+  lifecycle: LifecycleService;
+  logger: Logger;
+  metrics: Pick<Metrics, 'jobs' | 'jobDuration'>;
+  /** Each processor pauses its own queue on a 429. */
+  queues: Record<OperationQueueName, Pick<Queue, 'rateLimit' | 'name'>>;
+}
+
+/** One processor per operation queue, each a thin call into the lifecycle service through runOperation. */
+export function createProcessors(deps: ProcessorDeps) {
+  const base = (q: OperationQueueName) => ({
+    dataSource: deps.dataSource,
+    logger: deps.logger,
+    metrics: deps.metrics,
+    queue: deps.queues[q],
+    lifecycle: deps.lifecycle,
+  });
+  return {
+    provision: createProvisionProcessor(base('provision')),
+    stop: createStopProcessor(base('stop')),
+    start: createStartProcessor(base('start')),
+    destroy: createDestroyProcessor(base('destroy')),
+    rollback: createRollbackProcessor(base('rollback')),
+  };
+}
+
+export type Processors = ReturnType<typeof createProcessors>;

@@ -1,0 +1,246 @@
+import { UnrecoverableError, WaitingError, Worker, type Job, type Queue } from 'bullmq';
+import type { DataSource } from 'typeorm';
+import { CloudApiError } from '../clients/errors';
+import { Operation, type OperationStatus } from '../entities';
+import type { Logger } from '../lib/logger';
+import type { Metrics } from '../lib/metrics';
+import { isPermanentError } from '../services/errors';
+import type { StepReporter } from '../services/lifecycle.service';
+
+export interface OperationJobData {
+  operationId: string;
+}
+
+export interface RunnerDeps {
+  dataSource: DataSource;
+  logger: Logger;
+  metrics: Pick<Metrics, 'jobs' | 'jobDuration'>;
+  /** Pause target for a 429: the queue the job came from. */
+  queue: Pick<Queue, 'rateLimit' | 'name'>;
+  /** Pause used when a 429 carries no reset time. */
+  defaultRateLimitMs?: number;
+}
+
+export interface RunContext<D> {
+  job: Job<D>;
+  reporter: StepReporter;
+  logger: Logger;
+}
+
+export interface RunHooks {
+  /**
+   * Runs once the job will not be tried again (last attempt, or a permanent error), after the
+   * Operation is marked failed and before BullMQ moves the job to failed.
+   */
+  onFinalFailure?(err: Error, info: { failedStep: string | null; logger: Logger }): Promise<void>;
+}
+
+export type ErrorClass = 'permanent' | 'rate_limited' | 'transient';
+
+/** Trying again cannot help a permanent error; a 429 is about pacing, not about this job. */
+export function classifyError(err: unknown): ErrorClass {
+  if (err instanceof CloudApiError) {
+    if (err.status === 429) return 'rate_limited';
+    if (!err.retryable && err.status >= 400 && err.status < 500) return 'permanent';
+    return 'transient';
+  }
+  if (err instanceof UnrecoverableError || (err as Error)?.name === 'UnrecoverableError') return 'permanent';
+  return isPermanentError(err) ? 'permanent' : 'transient';
+}
+
+function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message || err.name;
+  return String(err);
+}
+
+const clampPercent = (n: number) => Math.max(0, Math.min(100, Math.round(Number.isFinite(n) ? n : 0)));
+
+// Statuses a (re)delivered job may take over. `failed` is included because an operator retrying a
+// failed job from Bull Board means "run it again".
+const RUNNABLE: OperationStatus[] = ['queued', 'running', 'failed'];
+
+/** Reason given to the abort signal when shutdown's drain deadline passes. */
+export const SHUTDOWN_ABORT_REASON = 'worker shutdown: drain deadline passed';
+
+/**
+ * The one wrapper every processor goes through: it owns the Operation row (running, progress,
+ * succeeded/failed), the retry policy decisions (permanent → UnrecoverableError, 429 → pause the
+ * queue without spending an attempt, otherwise let BullMQ back off), metrics and the job's log.
+ */
+export async function runOperation<D extends OperationJobData, T>(
+  deps: RunnerDeps,
+  job: Job<D>,
+  fn: (ctx: RunContext<D>) => Promise<T>,
+  hooks: RunHooks = {},
+  signal?: AbortSignal,
+): Promise<T | undefined> {
+  const started = process.hrtime.bigint();
+  const queueName = deps.queue.name;
+  const operationId = job.data.operationId;
+  const attempt = job.attemptsMade + 1;
+  const maxAttempts = job.opts.attempts ?? 1;
+  const logger = deps.logger.child({ queue: queueName, jobId: job.id, operationId, attempt });
+  const ops = deps.dataSource.getRepository(Operation);
+
+  const observe = (outcome: string) => {
+    deps.metrics.jobs.inc({ queue: queueName, outcome });
+    deps.metrics.jobDuration.observe({ queue: queueName, outcome }, Number(process.hrtime.bigint() - started) / 1e9);
+  };
+  const jobLog = async (line: string) => {
+    try {
+      await job.log(`${new Date().toISOString()} ${line}`);
+    } catch (err) {
+      logger.warn({ err }, 'Could not append to the job log');
+    }
+  };
+
+  const claimed = await ops
+    .createQueryBuilder()
+    .update(Operation)
+    .set({ status: 'running', attempts: attempt, startedAt: () => 'COALESCE("started_at", now())', finishedAt: null, failedStep: null })
+    .where('id = :id AND status IN (:...runnable)', { id: operationId, runnable: RUNNABLE })
+    .execute();
+  if (!claimed.affected) {
+    const existing = await ops.findOne({ where: { id: operationId }, select: { id: true, status: true } });
+    if (!existing) {
+      observe('failed');
+      throw new UnrecoverableError(`Operation ${operationId} not found`);
+    }
+    // At-least-once delivery: the work was already done (or cancelled) and only the job's own
+    // completion was lost. Running it again would turn a success into a state conflict.
+    logger.info({ status: existing.status }, 'Operation already finished; nothing to do');
+    await jobLog(`operation already ${existing.status}; nothing to do`);
+    observe('completed');
+    return undefined;
+  }
+
+  let currentStep: string | null = null;
+  let abandoned = false;
+  const reporter: StepReporter = {
+    async step(name, progress, message) {
+      if (abandoned) return;
+      currentStep = name;
+      const percent = clampPercent(progress);
+      logger.info({ step: name, percent }, message ?? name);
+      try {
+        await job.updateProgress({ step: name, percent });
+      } catch (err) {
+        logger.warn({ err }, 'Could not report job progress');
+      }
+      await jobLog(`[${name}] ${percent}%${message ? ` ${message}` : ''}`);
+      await ops.update({ id: operationId, status: 'running' }, { progress: percent, currentStep: name });
+    },
+  };
+
+  await jobLog(`attempt ${attempt}/${maxAttempts} started`);
+  logger.info('Job started');
+
+  try {
+    const work = fn({ job, reporter, logger });
+    const result = signal ? await raceAbort(work, signal) : await work;
+    await ops.update(
+      { id: operationId, status: 'running' },
+      { status: 'succeeded', progress: 100, error: null, failedStep: null, finishedAt: new Date() },
+    );
+    await jobLog('succeeded');
+    logger.info('Job succeeded');
+    observe('completed');
+    return result;
+  } catch (err) {
+    if (err instanceof ShutdownAbort) {
+      // The drain deadline passed while this job was still running. Leave it active in Redis: its
+      // lock is no longer renewed, so once it expires the stalled-job check of another worker puts
+      // it back in the queue. Waiting for the lock (rather than requeueing now) keeps a second
+      // worker from starting the same job while this process may still be half-way through a call.
+      abandoned = true;
+      await ops
+        .update(
+          { id: operationId, status: 'running' },
+          { status: 'queued', error: `Interrupted by worker shutdown during ${currentStep ?? 'start'}; will resume` },
+        )
+        .catch((e: unknown) => logger.warn({ err: e }, 'Could not record the interruption'));
+      logger.warn({ step: currentStep }, 'Job interrupted by shutdown; it will be picked up again as stalled');
+      observe('interrupted');
+      throw new WaitingError();
+    }
+
+    const message = errorMessage(err);
+    const kind = classifyError(err);
+
+    if (kind === 'rate_limited') {
+      const waitMs = Math.max(1000, (err as CloudApiError).retryAfterMs ?? deps.defaultRateLimitMs ?? 60_000);
+      await deps.queue.rateLimit(waitMs);
+      await ops.update(
+        { id: operationId, status: 'running' },
+        { status: 'queued', error: `Rate limited by ${(err as CloudApiError).api}; queue paused for ${Math.ceil(waitMs / 1000)}s` },
+      );
+      await jobLog(`rate limited: queue ${queueName} paused for ${waitMs} ms`);
+      logger.warn({ waitMs }, 'Cloud API rate limit reached; pausing the queue');
+      observe('rate_limited');
+      throw Worker.RateLimitError();
+    }
+
+    const final = kind === 'permanent' || attempt >= maxAttempts;
+    await jobLog(`failed${currentStep ? ` at ${currentStep}` : ''}: ${message}${final ? '' : ' (will retry)'}`);
+    if (final) {
+      await ops.update(
+        { id: operationId, status: 'running' },
+        { status: 'failed', error: message, failedStep: currentStep, finishedAt: new Date() },
+      );
+      logger.error({ err, step: currentStep, permanent: kind === 'permanent' }, 'Job failed for good');
+      if (hooks.onFinalFailure) {
+        try {
+          await hooks.onFinalFailure(err as Error, { failedStep: currentStep, logger });
+        } catch (hookErr) {
+          // The failed-provision listener and the sweep repeat this work, so a failure here is logged, not fatal.
+          logger.error({ err: hookErr }, 'Final-failure handling failed');
+        }
+      }
+      observe('failed');
+      if (kind === 'permanent') throw new UnrecoverableError(message);
+      throw err;
+    }
+    await ops.update(
+      { id: operationId, status: 'running' },
+      { status: 'queued', error: message, failedStep: currentStep },
+    );
+    logger.warn({ err, step: currentStep }, 'Job failed; BullMQ will retry with backoff');
+    observe('retried');
+    throw err;
+  }
+}
+
+class ShutdownAbort extends Error {
+  constructor() {
+    super(SHUTDOWN_ABORT_REASON);
+    this.name = 'ShutdownAbort';
+  }
+}
+
+/**
+ * Rejects as soon as the signal aborts; the work itself cannot be cancelled (the service takes no
+ * signal), so its eventual outcome is swallowed — the process is on its way out.
+ */
+function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    work.catch(() => undefined);
+    return Promise.reject(new ShutdownAbort());
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      work.catch(() => undefined);
+      reject(new ShutdownAbort());
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e as Error);
+      },
+    );
+  });
+}
