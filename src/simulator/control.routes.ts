@@ -1,0 +1,111 @@
+import type { ApiModule } from './api-module';
+import { HetznerApiError, parseId } from './hetzner.model';
+import { BodyParseError, Router, parseJsonBody, type SimRequest } from './router';
+import type { CloudSimulator, SimDeviceInput, SimServerInput, SimServerPatch } from './simulator';
+import { SimInputError } from './timings';
+
+export const CONTROL_PREFIX = '/_sim';
+
+class ControlError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function objectBody(req: SimRequest, required: boolean): Record<string, unknown> | undefined {
+  const body = parseJsonBody(req);
+  if (body === undefined && !required) return undefined;
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new ControlError(400, 'request body must be a JSON object');
+  }
+  return body as Record<string, unknown>;
+}
+
+function serverId(req: SimRequest): number {
+  const id = parseId(req.params.id);
+  if (id === undefined) throw new ControlError(404, `server ${req.params.id} not found`);
+  return id;
+}
+
+/** The `/_sim` test API: thin JSON wrappers over `sim.control`. Not counted, not rate limited, no faults. */
+export function createControlApi(sim: CloudSimulator): ApiModule {
+  const c = sim.control;
+  const router = new Router();
+  const P = CONTROL_PREFIX;
+  const ok = (body: unknown = { ok: true }) => ({ status: 200, body });
+
+  router
+    .add('POST', `${P}/reset`, (req) => {
+      c.reset(objectBody(req, false));
+      return ok({ ok: true, timings: c.timings() });
+    })
+    .add('GET', `${P}/state`, () => ok(c.state()))
+    .add('GET', `${P}/requests`, () => ok({ counts: c.requestCounts() }))
+    .add('POST', `${P}/requests/reset`, () => {
+      c.resetRequestCounts();
+      return ok();
+    })
+    .add('DELETE', `${P}/requests`, () => {
+      c.resetRequestCounts();
+      return ok();
+    })
+    .add('GET', `${P}/timings`, () => ok(c.timings()))
+    .add('PUT', `${P}/timings`, (req) => ok(c.setTimings(objectBody(req, true) ?? {})))
+    .add('GET', `${P}/faults`, () => ok(c.faults()))
+    .add('PUT', `${P}/faults`, (req) => {
+      const body = parseJsonBody(req);
+      c.setFaults(body as never);
+      return ok(c.faults());
+    })
+    .add('DELETE', `${P}/faults`, () => {
+      c.clearFaults();
+      return ok();
+    })
+    .add('POST', `${P}/servers`, (req) => ({
+      status: 201,
+      body: { server: c.createServer((objectBody(req, false) ?? {}) as SimServerInput) },
+    }))
+    .add('PATCH', `${P}/servers/{id}`, (req) => {
+      const server = c.updateServer(serverId(req), (objectBody(req, true) ?? {}) as SimServerPatch);
+      if (!server) throw new ControlError(404, `server ${req.params.id} not found`);
+      return ok({ server });
+    })
+    .add('DELETE', `${P}/servers/{id}`, (req) => {
+      if (!c.deleteServer(serverId(req))) throw new ControlError(404, `server ${req.params.id} not found`);
+      return ok();
+    })
+    .add('POST', `${P}/devices`, (req) => ({
+      status: 201,
+      body: { device: c.createDevice((objectBody(req, true) ?? {}) as unknown as SimDeviceInput) },
+    }))
+    .add('DELETE', `${P}/devices/{id}`, (req) => {
+      if (!c.deleteDevice(req.params.id)) throw new ControlError(404, `device ${req.params.id} not found`);
+      return ok();
+    })
+    .add('POST', `${P}/tokens/revoke`, () => ok({ revoked: c.revokeAccessTokens() }));
+
+  return {
+    prefix: P,
+    router,
+    handle(req, match) {
+      if (match.kind === 'not_found') return { status: 404, body: { error: 'unknown control route' } };
+      if (match.kind === 'method_not_allowed') return { status: 405, body: { error: 'method not allowed' } };
+      try {
+        return match.handler(req);
+      } catch (err) {
+        if (err instanceof ControlError) return { status: err.status, body: { error: err.message } };
+        if (err instanceof SimInputError || err instanceof BodyParseError) {
+          return { status: 400, body: { error: err.message } };
+        }
+        if (err instanceof HetznerApiError) return { status: 400, body: { error: err.message, details: err.details } };
+        throw err;
+      }
+    },
+    injectedError(status) {
+      return { status, body: { error: 'injected fault' } };
+    },
+  };
+}

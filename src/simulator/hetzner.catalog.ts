@@ -1,0 +1,94 @@
+// Static Hetzner catalog data, enough for response bodies to have the official shape.
+
+export interface LocationInfo {
+  id: number;
+  name: string;
+  description: string;
+  country: string;
+  city: string;
+  latitude: number;
+  longitude: number;
+  network_zone: string;
+}
+
+export const LOCATIONS: Record<string, LocationInfo> = {
+  fsn1: { id: 1, name: 'fsn1', description: 'Falkenstein DC Park 1', country: 'DE', city: 'Falkenstein', latitude: 50.47612, longitude: 12.370071, network_zone: 'eu-central' },
+  nbg1: { id: 2, name: 'nbg1', description: 'Nuremberg DC Park 1', country: 'DE', city: 'Nuremberg', latitude: 49.452102, longitude: 11.076665, network_zone: 'eu-central' },
+  hel1: { id: 3, name: 'hel1', description: 'Helsinki DC Park 1', country: 'FI', city: 'Helsinki', latitude: 60.169855, longitude: 24.938379, network_zone: 'eu-central' },
+  ash: { id: 4, name: 'ash', description: 'Ashburn, VA', country: 'US', city: 'Ashburn, VA', latitude: 39.043757, longitude: -77.487442, network_zone: 'us-east' },
+  hil: { id: 5, name: 'hil', description: 'Hillsboro, OR', country: 'US', city: 'Hillsboro, OR', latitude: 45.54222, longitude: -122.951924, network_zone: 'us-west' },
+  sin: { id: 6, name: 'sin', description: 'Singapore', country: 'SG', city: 'Singapore', latitude: 1.283333, longitude: 103.833333, network_zone: 'ap-southeast' },
+};
+
+export const DEFAULT_LOCATION = 'fsn1';
+
+/** Data center names as Hetzner spells them (`fsn1-dc14`), used to accept the deprecated `datacenter` field. */
+export const DATACENTER_NUMBERS: Record<string, number> = { fsn1: 14, nbg1: 3, hel1: 2, ash: 1, hil: 1, sin: 1 };
+
+interface ServerTypeSpec {
+  id: number;
+  cores: number;
+  memory: number;
+  disk: number;
+  cpu_type: 'shared' | 'dedicated';
+  architecture: 'x86' | 'arm';
+  hourly: string;
+  monthly: string;
+}
+
+const SERVER_TYPES: Record<string, ServerTypeSpec> = {
+  cx22: { id: 104, cores: 2, memory: 4, disk: 40, cpu_type: 'shared', architecture: 'x86', hourly: '0.0060', monthly: '3.7900' },
+  cx32: { id: 105, cores: 4, memory: 8, disk: 80, cpu_type: 'shared', architecture: 'x86', hourly: '0.0110', monthly: '6.8000' },
+  cx42: { id: 106, cores: 8, memory: 16, disk: 160, cpu_type: 'shared', architecture: 'x86', hourly: '0.0270', monthly: '16.4000' },
+  cx23: { id: 114, cores: 2, memory: 4, disk: 40, cpu_type: 'shared', architecture: 'x86', hourly: '0.0060', monthly: '3.4900' },
+  cpx11: { id: 22, cores: 2, memory: 2, disk: 40, cpu_type: 'shared', architecture: 'x86', hourly: '0.0070', monthly: '4.3500' },
+  cpx21: { id: 23, cores: 3, memory: 4, disk: 80, cpu_type: 'shared', architecture: 'x86', hourly: '0.0130', monthly: '7.7000' },
+  cpx22: { id: 116, cores: 2, memory: 4, disk: 80, cpu_type: 'shared', architecture: 'x86', hourly: '0.0110', monthly: '6.4900' },
+  cpx31: { id: 24, cores: 4, memory: 8, disk: 160, cpu_type: 'shared', architecture: 'x86', hourly: '0.0230', monthly: '13.6000' },
+  cax11: { id: 45, cores: 2, memory: 4, disk: 40, cpu_type: 'shared', architecture: 'arm', hourly: '0.0060', monthly: '3.7900' },
+  cax21: { id: 93, cores: 4, memory: 8, disk: 80, cpu_type: 'shared', architecture: 'arm', hourly: '0.0110', monthly: '6.4900' },
+  ccx13: { id: 96, cores: 2, memory: 8, disk: 80, cpu_type: 'dedicated', architecture: 'x86', hourly: '0.0230', monthly: '13.9900' },
+};
+
+// Unknown but well-formed names are accepted with these specs, so a config naming a newer type still works.
+const GENERIC_TYPE: ServerTypeSpec = { id: 999, cores: 2, memory: 4, disk: 40, cpu_type: 'shared', architecture: 'x86', hourly: '0.0100', monthly: '5.0000' };
+
+export const SERVER_TYPE_NAME = /^[a-z]{2,4}[0-9]{1,3}$/;
+
+export function serverTypeBody(name: string) {
+  const t = SERVER_TYPES[name] ?? GENERIC_TYPE;
+  const price = (loc: string) => ({
+    location: loc,
+    price_hourly: { net: t.hourly, gross: gross(t.hourly) },
+    price_monthly: { net: t.monthly, gross: gross(t.monthly) },
+    included_traffic: 21990232555520,
+    price_per_tb_traffic: { net: '1.0000', gross: '1.1900' },
+  });
+  const locations = Object.values(LOCATIONS);
+  return {
+    id: t.id,
+    name,
+    description: name.toUpperCase(),
+    cores: t.cores,
+    memory: t.memory,
+    disk: t.disk,
+    deprecated: false,
+    prices: locations.map((l) => price(l.name)),
+    storage_type: 'local',
+    cpu_type: t.cpu_type,
+    architecture: t.architecture,
+    locations: locations.map((l) => ({ id: l.id, name: l.name, deprecation: null, available: true, recommended: true })),
+  };
+}
+
+export function serverTypeDisk(name: string): number {
+  return (SERVER_TYPES[name] ?? GENERIC_TYPE).disk;
+}
+
+export function serverTypeArchitecture(name: string): 'x86' | 'arm' {
+  return (SERVER_TYPES[name] ?? GENERIC_TYPE).architecture;
+}
+
+function gross(net: string): string {
+  return (Number(net) * 1.19).toFixed(4);
+}

@@ -1,0 +1,167 @@
+import { DEFAULT_ERROR_CODES, type ApiModule } from './api-module';
+import { HetznerApiError, parseId, type ActionRecord, type Pagination, type PowerAction } from './hetzner.model';
+import { BodyParseError, Router, bearerToken, parseJsonBody, type SimRequest, type SimResponse } from './router';
+import type { CloudSimulator } from './simulator';
+
+export const HETZNER_PREFIX = '/hetzner/v1';
+const POWER_ACTIONS: PowerAction[] = ['shutdown', 'poweron', 'poweroff', 'reboot', 'reset'];
+
+function errorBody(code: string, message: string, details: unknown = null) {
+  return { error: { code, message, details } };
+}
+
+function idParam(req: SimRequest, name: string, what: string): number {
+  const id = parseId(req.params[name]);
+  if (id === undefined) throw new HetznerApiError(404, 'not_found', `${what} with ID '${req.params[name]}' not found`);
+  return id;
+}
+
+/** Hetzner's `Link` header next to `meta.pagination`. */
+function linkHeader(req: SimRequest, p: Pagination): Record<string, string> {
+  const link = (page: number, rel: string) => {
+    const q = new URLSearchParams(req.query);
+    q.set('page', String(page));
+    q.set('per_page', String(p.per_page));
+    return `<${req.path}?${q.toString()}>; rel="${rel}"`;
+  };
+  const parts: string[] = [];
+  if (p.previous_page !== null) parts.push(link(p.previous_page, 'prev'));
+  if (p.next_page !== null) parts.push(link(p.next_page, 'next'));
+  if (p.last_page !== null) parts.push(link(p.last_page, 'last'));
+  return parts.length > 0 ? { Link: parts.join(', ') } : {};
+}
+
+export function createHetznerApi(sim: CloudSimulator): ApiModule {
+  const h = sim.hetzner;
+  const router = new Router();
+  const P = HETZNER_PREFIX;
+  const actionList = (req: SimRequest, items: ActionRecord[], pagination: Pagination, now: number): SimResponse => ({
+    status: 200,
+    body: { actions: items.map((a) => h.actionBody(a, now)), meta: { pagination } },
+    headers: linkHeader(req, pagination),
+  });
+  const listParams = (req: SimRequest) => ({
+    status: req.query.getAll('status'),
+    sort: req.query.getAll('sort'),
+    page: req.query.get('page') ?? undefined,
+    perPage: req.query.get('per_page') ?? undefined,
+  });
+
+  router
+    .add('POST', `${P}/servers`, (req) => {
+      const input = h.parseCreateBody(jsonBody(req));
+      const now = sim.now();
+      const { server, action, nextActions } = h.createServer(input, now);
+      return {
+        status: 201,
+        body: {
+          server: h.serverBody(server),
+          action: h.actionBody(action, now),
+          next_actions: nextActions.map((a) => h.actionBody(a, now)),
+          // Hetzner only mails/returns a root password when no SSH key is given.
+          root_password: server.sshKeys.length > 0 ? null : sim.random.string(20),
+        },
+      };
+    })
+    .add('GET', `${P}/servers`, (req) => {
+      sim.now();
+      const { items, pagination } = h.listServers({
+        ...listParams(req),
+        name: req.query.get('name') ?? undefined,
+        labelSelector: req.query.get('label_selector') ?? undefined,
+      });
+      return {
+        status: 200,
+        body: { servers: items.map((s) => h.serverBody(s)), meta: { pagination } },
+        headers: linkHeader(req, pagination),
+      };
+    })
+    .add('GET', `${P}/servers/{id}`, (req) => {
+      sim.now();
+      return { status: 200, body: { server: h.serverBody(h.getServer(idParam(req, 'id', 'server'))) } };
+    })
+    .add('DELETE', `${P}/servers/{id}`, (req) => {
+      const now = sim.now();
+      return { status: 200, body: { action: h.actionBody(h.deleteServer(idParam(req, 'id', 'server'), now), now) } };
+    })
+    .add('GET', `${P}/servers/actions/{id}`, (req) => {
+      const now = sim.now();
+      return { status: 200, body: { action: h.actionBody(h.getAction(idParam(req, 'id', 'action')), now) } };
+    })
+    .add('GET', `${P}/servers/{id}/actions`, (req) => {
+      const now = sim.now();
+      const { items, pagination } = h.listActions({ ids: [], ...listParams(req) }, idParam(req, 'id', 'server'));
+      return actionList(req, items, pagination, now);
+    })
+    .add('GET', `${P}/servers/{id}/actions/{action_id}`, (req) => {
+      const now = sim.now();
+      const serverId = idParam(req, 'id', 'server');
+      const action = h.getAction(idParam(req, 'action_id', 'action'), serverId);
+      return { status: 200, body: { action: h.actionBody(action, now) } };
+    })
+    .add('GET', `${P}/actions`, (req) => {
+      const now = sim.now();
+      const { items, pagination } = h.listActions({ ids: req.query.getAll('id'), ...listParams(req) });
+      return actionList(req, items, pagination, now);
+    })
+    .add('GET', `${P}/actions/{id}`, (req) => {
+      const now = sim.now();
+      return { status: 200, body: { action: h.actionBody(h.getAction(idParam(req, 'id', 'action')), now) } };
+    });
+  for (const kind of POWER_ACTIONS) {
+    router.add('POST', `${P}/servers/{id}/actions/${kind}`, (req) => {
+      const now = sim.now();
+      return { status: 201, body: { action: h.actionBody(h.powerAction(idParam(req, 'id', 'server'), kind, now), now) } };
+    });
+  }
+
+  return {
+    prefix: P,
+    router,
+    handle(req, match) {
+      const token = bearerToken(req);
+      const limit = sim.rateLimiter.take(token ?? `anonymous`, sim.now());
+      const withLimits = (res: SimResponse): SimResponse => ({ ...res, headers: { ...res.headers, ...limit.headers } });
+      if (!limit.allowed) {
+        return withLimits({ status: 429, body: errorBody('rate_limit_exceeded', 'limit of requests per hour reached') });
+      }
+      if (!token) return withLimits({ status: 401, body: errorBody('unauthorized', 'unable to authenticate') });
+      if (match.kind === 'not_found') return withLimits({ status: 404, body: errorBody('not_found', 'not found') });
+      if (match.kind === 'method_not_allowed') {
+        return withLimits({ status: 405, body: errorBody('method_not_allowed', 'method not allowed') });
+      }
+      try {
+        return withLimits(match.handler(req));
+      } catch (err) {
+        if (err instanceof HetznerApiError) {
+          return withLimits({ status: err.status, body: errorBody(err.code, err.message, err.details) });
+        }
+        throw err;
+      }
+    },
+    injectedError(status, code, message) {
+      const res: SimResponse = {
+        status,
+        body: errorBody(code ?? DEFAULT_ERROR_CODES[status] ?? 'server_error', message ?? 'injected fault'),
+      };
+      if (status === 429) {
+        const limit = sim.timings.rateLimit.limit;
+        res.headers = {
+          'RateLimit-Limit': String(limit),
+          'RateLimit-Remaining': '0',
+          'RateLimit-Reset': String(Math.ceil(sim.now() / 1000) + 1),
+        };
+      }
+      return res;
+    },
+  };
+}
+
+function jsonBody(req: SimRequest): unknown {
+  try {
+    return parseJsonBody(req);
+  } catch (err) {
+    if (err instanceof BodyParseError) throw new HetznerApiError(400, 'json_error', err.message);
+    throw err;
+  }
+}

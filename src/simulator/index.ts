@@ -1,0 +1,18 @@
+export { startSimulator, type RunningSimulator, type StartSimulatorOptions } from './simulator.server';
+export type {
+  EnrollmentState,
+  HetznerActionBody,
+  HetznerServerBody,
+  SimAuthKeyState,
+  SimControl,
+  SimDeviceInput,
+  SimServerInput,
+  SimServerPatch,
+  SimServerState,
+  SimState,
+  TailscaleDeviceBody,
+  TailscaleKeyBody,
+} from './simulator';
+export type { SimFaultRule, SimFaults } from './faults';
+export type { ServerStatus } from './hetzner.model';
+export { ACTION_COMMANDS, DEFAULT_TIMINGS, type ActionCommand, type SimRateLimit, type SimTimings, type SimTimingsInput } from './timings';

@@ -1,0 +1,32 @@
+import { startSimulator } from './index';
+
+// `npm run simulator`: the simulated clouds on SIM_HOST:SIM_PORT, demo-scale timings unless SIM_TIMINGS says otherwise.
+async function main(): Promise<void> {
+  const port = Number(process.env.SIM_PORT ?? 4010);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`SIM_PORT must be a port number, got ${process.env.SIM_PORT}`);
+  const seed = process.env.SIM_SEED === undefined ? undefined : Number(process.env.SIM_SEED);
+  const timings = process.env.SIM_TIMINGS ? JSON.parse(process.env.SIM_TIMINGS) : undefined;
+  const sim = await startSimulator({ port, host: process.env.SIM_HOST ?? '127.0.0.1', seed, timings });
+
+  process.stdout.write(
+    [
+      `Cloud simulator listening on ${sim.url}`,
+      `  Hetzner API:   ${sim.hetznerUrl}   (HETZNER_API_URL; any non-empty bearer token)`,
+      `  Tailscale API: ${sim.tailscaleUrl}   (TAILSCALE_API_URL; any OAuth client id/secret except secret "invalid")`,
+      `  Control API:   ${sim.url}/_sim   (state, requests, timings, faults, reset)`,
+      '',
+    ].join('\n'),
+  );
+
+  const stop = (signal: string) => {
+    process.stdout.write(`Cloud simulator stopping (${signal})\n`);
+    void sim.close().then(() => process.exit(0));
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`Cloud simulator failed to start: ${(err as Error)?.message ?? String(err)}\n`);
+  process.exit(1);
+});

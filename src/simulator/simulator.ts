@@ -1,0 +1,301 @@
+import { FaultInjector, type SimFaultRule, type SimFaults } from './faults';
+import {
+  HetznerApiError,
+  HetznerCloud,
+  SERVER_STATUSES,
+  iso,
+  type ServerRecord,
+  type ServerStatus,
+} from './hetzner.model';
+import { Random } from './random';
+import { RateLimiter } from './rate-limiter';
+import { Scheduler } from './scheduler';
+import { Tailnet } from './tailnet.model';
+import { DEFAULT_TIMINGS, SimInputError, cloneTimings, mergeTimings, type SimTimings, type SimTimingsInput } from './timings';
+import { parseTailscaleUp, type TailscaleUp } from './user-data';
+
+export type HetznerServerBody = ReturnType<HetznerCloud['serverBody']>;
+export type HetznerActionBody = ReturnType<HetznerCloud['actionBody']>;
+export type TailscaleDeviceBody = ReturnType<Tailnet['deviceBody']>;
+export type TailscaleKeyBody = ReturnType<Tailnet['keyBody']>;
+
+export type EnrollmentState = 'none' | 'waiting' | 'scheduled' | 'enrolled' | 'failed';
+
+export interface SimServerState extends HetznerServerBody {
+  /** Simulator-only facts, not part of the Hetzner shape. */
+  _sim: {
+    ignoresAcpi: boolean;
+    failNextAction: string | null;
+    enrollment: { state: EnrollmentState; hostname?: string; error?: string; deviceId?: string };
+  };
+}
+
+export interface SimAuthKeyState extends TailscaleKeyBody {
+  used: boolean;
+  uses: number;
+  usedAt: string | null;
+}
+
+export interface SimState {
+  now: string;
+  servers: SimServerState[];
+  actions: HetznerActionBody[];
+  devices: TailscaleDeviceBody[];
+  authKeys: SimAuthKeyState[];
+}
+
+export interface SimServerInput {
+  name?: string;
+  labels?: Record<string, string>;
+  status?: ServerStatus;
+  server_type?: string;
+  image?: string;
+  location?: string;
+  user_data?: string;
+  ignoresAcpi?: boolean;
+}
+
+export interface SimServerPatch {
+  status?: ServerStatus;
+  ignoresAcpi?: boolean;
+  labels?: Record<string, string>;
+  /** The next action on this server ends with status `error` (a string = its error message). */
+  failNextAction?: string | boolean;
+}
+
+export interface SimDeviceInput {
+  hostname: string;
+  tags?: string[];
+  ephemeral?: boolean;
+  serverId?: number | null;
+  connected?: boolean;
+}
+
+/** The control surface, in-process; the `/_sim/...` HTTP routes call exactly these. */
+export interface SimControl {
+  reset(timings?: SimTimingsInput): void;
+  timings(): SimTimings;
+  setTimings(timings: SimTimingsInput): SimTimings;
+  faults(): SimFaults;
+  setFaults(faults: SimFaults | SimFaultRule[]): void;
+  clearFaults(): void;
+  state(): SimState;
+  requestCounts(): Record<string, number>;
+  resetRequestCounts(): void;
+  createServer(input?: SimServerInput): SimServerState;
+  updateServer(id: number, patch: SimServerPatch): SimServerState | undefined;
+  deleteServer(id: number): boolean;
+  createDevice(input: SimDeviceInput): TailscaleDeviceBody;
+  deleteDevice(id: string): boolean;
+  /** Invalidates every Tailscale access token (clients must fetch a new one). */
+  revokeAccessTokens(): number;
+}
+
+interface Enrollment {
+  plan: TailscaleUp | undefined;
+  state: EnrollmentState;
+  error?: string;
+  deviceId?: string;
+}
+
+export interface CloudSimulatorOptions {
+  timings?: SimTimingsInput;
+  seed?: number;
+  /** Wall clock; read on every request, so sinon fake timers steer the simulator too. */
+  now?: () => number;
+}
+
+/** All simulated cloud state. Transport-free: the HTTP layer and `control` both drive it. */
+export class CloudSimulator {
+  readonly scheduler = new Scheduler();
+  readonly random: Random;
+  readonly hetzner: HetznerCloud;
+  readonly tailnet: Tailnet;
+  readonly faults: FaultInjector;
+  readonly rateLimiter: RateLimiter;
+  readonly control: SimControl;
+  private current: SimTimings;
+  private readonly initialTimings: SimTimings;
+  private readonly enrollments = new Map<number, Enrollment>();
+  private readonly counts = new Map<string, number>();
+  private readonly clock: () => number;
+
+  constructor(opts: CloudSimulatorOptions, knownTemplates: ReadonlySet<string>) {
+    this.clock = opts.now ?? (() => Date.now());
+    this.random = new Random(opts.seed ?? Math.floor(Math.random() * 2 ** 32));
+    this.initialTimings = mergeTimings(DEFAULT_TIMINGS, opts.timings);
+    this.current = cloneTimings(this.initialTimings);
+    this.rateLimiter = new RateLimiter(this.current.rateLimit);
+    this.faults = new FaultInjector(this.random, knownTemplates);
+    this.hetzner = new HetznerCloud({
+      scheduler: this.scheduler,
+      random: this.random,
+      timings: () => this.current,
+      hooks: {
+        onStatusChange: (server, _from, at) => this.onServerStatus(server, at),
+        onDeleted: (server, at) => {
+          this.tailnet.onServerDeleted(server.id, at);
+          this.enrollments.delete(server.id);
+        },
+      },
+    });
+    this.tailnet = new Tailnet({ random: this.random, tokenTtlSeconds: () => this.current.tokenTtlSeconds });
+    this.control = this.buildControl();
+  }
+
+  get timings(): SimTimings {
+    return this.current;
+  }
+
+  /** Current time, after applying every state change that is due by then. */
+  now(): number {
+    const now = this.clock();
+    this.scheduler.runDue(now);
+    return now;
+  }
+
+  countRequest(key: string): void {
+    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+  }
+
+  serverState(server: ServerRecord): SimServerState {
+    const e = this.enrollment(server);
+    return {
+      ...this.hetzner.serverBody(server),
+      _sim: {
+        ignoresAcpi: server.ignoresAcpi,
+        failNextAction: server.failNextAction,
+        enrollment: {
+          state: e.state,
+          ...(e.plan ? { hostname: e.plan.hostname ?? server.name } : {}),
+          ...(e.error ? { error: e.error } : {}),
+          ...(e.deviceId ? { deviceId: e.deviceId } : {}),
+        },
+      },
+    };
+  }
+
+  private enrollment(server: ServerRecord): Enrollment {
+    let e = this.enrollments.get(server.id);
+    if (!e) {
+      const plan = parseTailscaleUp(server.userData);
+      e = { plan, state: plan ? 'waiting' : 'none' };
+      this.enrollments.set(server.id, e);
+    }
+    return e;
+  }
+
+  private onServerStatus(server: ServerRecord, at: number): void {
+    const running = server.status === 'running';
+    this.tailnet.onServerPower(server.id, running, at);
+    if (!running) return;
+    const e = this.enrollment(server);
+    if (e.state !== 'waiting' || !e.plan) return;
+    const plan = e.plan;
+    e.state = 'scheduled';
+    // cloud-init runs `tailscale up` once, on the first boot that gets far enough.
+    this.scheduler.schedule(at + this.current.bootMs + this.current.enrollDelayMs, (due) => {
+      if (this.hetzner.servers.get(server.id) !== server) return;
+      if (server.status !== 'running') {
+        e.state = 'waiting';
+        return;
+      }
+      const result = this.tailnet.enroll(
+        { authKey: plan.authKey, hostname: plan.hostname ?? server.name, serverId: server.id },
+        due,
+      );
+      if (result.ok) {
+        e.state = 'enrolled';
+        e.deviceId = result.device.id;
+      } else {
+        e.state = 'failed';
+        e.error = result.reason;
+      }
+    });
+  }
+
+  private buildControl(): SimControl {
+    return {
+      reset: (timings) => {
+        this.scheduler.clear();
+        this.hetzner.reset();
+        this.tailnet.reset();
+        this.enrollments.clear();
+        this.counts.clear();
+        this.faults.clear();
+        this.rateLimiter.reset();
+        this.current = mergeTimings(this.initialTimings, timings);
+        this.rateLimiter.configure(this.current.rateLimit);
+      },
+      timings: () => cloneTimings(this.current),
+      setTimings: (timings) => {
+        this.now();
+        this.current = mergeTimings(this.current, timings);
+        this.rateLimiter.configure(this.current.rateLimit);
+        return cloneTimings(this.current);
+      },
+      faults: () => this.faults.get(),
+      setFaults: (faults) => this.faults.set(faults),
+      clearFaults: () => this.faults.clear(),
+      state: () => {
+        const now = this.now();
+        return {
+          now: iso(now),
+          servers: [...this.hetzner.servers.values()].map((s) => this.serverState(s)),
+          actions: [...this.hetzner.actions.values()].map((a) => this.hetzner.actionBody(a, now)),
+          devices: [...this.tailnet.devices.values()].map((d) => this.tailnet.deviceBody(d)),
+          authKeys: [...this.tailnet.keys.values()].map((k) => ({
+            ...this.tailnet.keyBody(k, now, false),
+            used: k.usedAt !== null,
+            uses: k.uses,
+            usedAt: k.usedAt === null ? null : iso(k.usedAt),
+          })),
+        };
+      },
+      requestCounts: () => Object.fromEntries(this.counts),
+      resetRequestCounts: () => this.counts.clear(),
+      createServer: (input = {}) => {
+        const now = this.now();
+        if (input.status !== undefined && !SERVER_STATUSES.includes(input.status)) {
+          throw new SimInputError(`status must be one of ${SERVER_STATUSES.join(', ')}`);
+        }
+        const parsed = this.hetzner.parseCreateBody({
+          name: input.name ?? `unmanaged-${this.random.string(6).toLowerCase()}`,
+          server_type: input.server_type ?? 'cx22',
+          image: input.image ?? 'ubuntu-24.04',
+          location: input.location,
+          user_data: input.user_data,
+          labels: input.labels,
+        });
+        const server = this.hetzner.createServerDirect(
+          { ...parsed, status: input.status, ignoresAcpi: input.ignoresAcpi },
+          now,
+        );
+        return this.serverState(server);
+      },
+      updateServer: (id, patch) => {
+        const now = this.now();
+        if (patch.status !== undefined && !SERVER_STATUSES.includes(patch.status)) {
+          throw new SimInputError(`status must be one of ${SERVER_STATUSES.join(', ')}`);
+        }
+        const server = this.hetzner.patchServer(id, patch, now);
+        return server ? this.serverState(server) : undefined;
+      },
+      deleteServer: (id) => this.hetzner.removeServerDirect(id, this.now()),
+      createDevice: (input) => {
+        const now = this.now();
+        if (!input || typeof input.hostname !== 'string' || input.hostname === '') {
+          throw new SimInputError('hostname is required');
+        }
+        return this.tailnet.deviceBody(this.tailnet.addDevice(input, now));
+      },
+      deleteDevice: (id) => {
+        this.now();
+        return this.tailnet.deleteDevice(id);
+      },
+      revokeAccessTokens: () => this.tailnet.revokeTokens(),
+    };
+  }
+}
+
+export { HetznerApiError, SimInputError };
