@@ -1,7 +1,8 @@
 import { UnrecoverableError, WaitingError, Worker, type Job, type Queue } from 'bullmq';
 import type { DataSource } from 'typeorm';
 import { CloudApiError } from '../clients/errors';
-import { Operation, type OperationStatus } from '../entities';
+import { OperationRepository, TransitionConflictError, transition, type PatchOf } from '../db';
+import type { OperationStatus } from '../entities';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
 import { isPermanentError } from '../services/errors';
@@ -55,9 +56,43 @@ function errorMessage(err: unknown): string {
 
 const clampPercent = (n: number) => Math.max(0, Math.min(100, Math.round(Number.isFinite(n) ? n : 0)));
 
-// Statuses a (re)delivered job may take over. `failed` is included because an operator retrying a
-// failed job from Bull Board means "run it again".
-const RUNNABLE: OperationStatus[] = ['queued', 'running', 'failed'];
+/**
+ * Moves the Operation to running for this attempt. `failed` may be taken over because an operator
+ * retrying a failed job from Bull Board means "run it again"; `running` is a redelivery after a
+ * stall. Returns the final status instead when there is nothing left to do.
+ */
+async function claimOperation(
+  dataSource: DataSource,
+  operationId: string,
+  attempt: number,
+): Promise<'claimed' | 'missing' | Exclude<OperationStatus, 'queued' | 'running' | 'failed'>> {
+  const repo = new OperationRepository({ dataSource });
+  for (let tries = 0; tries < 3; tries++) {
+    const op = await repo.findById(operationId);
+    if (!op) return 'missing';
+    if (op.status === 'succeeded' || op.status === 'cancelled') return op.status;
+    if (op.status === 'running') {
+      await repo.update(operationId, { attempts: attempt, failedStep: null });
+      return 'claimed';
+    }
+    try {
+      await transition(dataSource, {
+        entity: 'operation',
+        id: operationId,
+        from: [op.status],
+        to: 'running',
+        reason: attempt === 1 ? 'job started' : `attempt ${attempt} started`,
+        operationId,
+        patch: { attempts: attempt, startedAt: op.startedAt ?? new Date(), finishedAt: null, failedStep: null },
+      });
+      return 'claimed';
+    } catch (err) {
+      // Changed under us (e.g. cancelled): read again and decide on the new status.
+      if (!(err instanceof TransitionConflictError)) throw err;
+    }
+  }
+  throw new Error(`Operation ${operationId} keeps changing; try again later`);
+}
 
 /** Reason given to the abort signal when shutdown's drain deadline passes. */
 export const SHUTDOWN_ABORT_REASON = 'worker shutdown: drain deadline passed';
@@ -80,7 +115,12 @@ export async function runOperation<D extends OperationJobData, T>(
   const attempt = job.attemptsMade + 1;
   const maxAttempts = job.opts.attempts ?? 1;
   const logger = deps.logger.child({ queue: queueName, jobId: job.id, operationId, attempt });
-  const ops = deps.dataSource.getRepository(Operation);
+  const ops = new OperationRepository({ dataSource: deps.dataSource });
+  const leave = (to: 'succeeded' | 'failed' | 'queued', reason: string, patch: PatchOf<'operation'>) =>
+    transition(deps.dataSource, { entity: 'operation', id: operationId, from: ['running'], to, reason, operationId, patch }).then(
+      () => undefined,
+      (err: unknown) => logger.warn({ err, to }, 'Could not record the operation outcome'),
+    );
 
   const observe = (outcome: string) => {
     deps.metrics.jobs.inc({ queue: queueName, outcome });
@@ -94,22 +134,16 @@ export async function runOperation<D extends OperationJobData, T>(
     }
   };
 
-  const claimed = await ops
-    .createQueryBuilder()
-    .update(Operation)
-    .set({ status: 'running', attempts: attempt, startedAt: () => 'COALESCE("started_at", now())', finishedAt: null, failedStep: null })
-    .where('id = :id AND status IN (:...runnable)', { id: operationId, runnable: RUNNABLE })
-    .execute();
-  if (!claimed.affected) {
-    const existing = await ops.findOne({ where: { id: operationId }, select: { id: true, status: true } });
-    if (!existing) {
-      observe('failed');
-      throw new UnrecoverableError(`Operation ${operationId} not found`);
-    }
+  const claim = await claimOperation(deps.dataSource, operationId, attempt);
+  if (claim === 'missing') {
+    observe('failed');
+    throw new UnrecoverableError(`Operation ${operationId} not found`);
+  }
+  if (claim !== 'claimed') {
     // At-least-once delivery: the work was already done (or cancelled) and only the job's own
     // completion was lost. Running it again would turn a success into a state conflict.
-    logger.info({ status: existing.status }, 'Operation already finished; nothing to do');
-    await jobLog(`operation already ${existing.status}; nothing to do`);
+    logger.info({ status: claim }, 'Operation already finished; nothing to do');
+    await jobLog(`operation already ${claim}; nothing to do`);
     observe('completed');
     return undefined;
   }
@@ -128,7 +162,7 @@ export async function runOperation<D extends OperationJobData, T>(
         logger.warn({ err }, 'Could not report job progress');
       }
       await jobLog(`[${name}] ${percent}%${message ? ` ${message}` : ''}`);
-      await ops.update({ id: operationId, status: 'running' }, { progress: percent, currentStep: name });
+      await ops.reportProgress(operationId, percent, name);
     },
   };
 
@@ -138,10 +172,7 @@ export async function runOperation<D extends OperationJobData, T>(
   try {
     const work = fn({ job, reporter, logger });
     const result = signal ? await raceAbort(work, signal) : await work;
-    await ops.update(
-      { id: operationId, status: 'running' },
-      { status: 'succeeded', progress: 100, error: null, failedStep: null, finishedAt: new Date() },
-    );
+    await leave('succeeded', 'job succeeded', { progress: 100, error: null, failedStep: null, finishedAt: new Date() });
     await jobLog('succeeded');
     logger.info('Job succeeded');
     observe('completed');
@@ -153,12 +184,9 @@ export async function runOperation<D extends OperationJobData, T>(
       // it back in the queue. Waiting for the lock (rather than requeueing now) keeps a second
       // worker from starting the same job while this process may still be half-way through a call.
       abandoned = true;
-      await ops
-        .update(
-          { id: operationId, status: 'running' },
-          { status: 'queued', error: `Interrupted by worker shutdown during ${currentStep ?? 'start'}; will resume` },
-        )
-        .catch((e: unknown) => logger.warn({ err: e }, 'Could not record the interruption'));
+      await leave('queued', 'worker shut down; the job resumes on another worker', {
+        error: `Interrupted by worker shutdown during ${currentStep ?? 'start'}; will resume`,
+      });
       logger.warn({ step: currentStep }, 'Job interrupted by shutdown; it will be picked up again as stalled');
       observe('interrupted');
       throw new WaitingError();
@@ -170,10 +198,8 @@ export async function runOperation<D extends OperationJobData, T>(
     if (kind === 'rate_limited') {
       const waitMs = Math.max(1000, (err as CloudApiError).retryAfterMs ?? deps.defaultRateLimitMs ?? 60_000);
       await deps.queue.rateLimit(waitMs);
-      await ops.update(
-        { id: operationId, status: 'running' },
-        { status: 'queued', error: `Rate limited by ${(err as CloudApiError).api}; queue paused for ${Math.ceil(waitMs / 1000)}s` },
-      );
+      const note = `Rate limited by ${(err as CloudApiError).api}; queue paused for ${Math.ceil(waitMs / 1000)}s`;
+      await leave('queued', note, { error: note });
       await jobLog(`rate limited: queue ${queueName} paused for ${waitMs} ms`);
       logger.warn({ waitMs }, 'Cloud API rate limit reached; pausing the queue');
       observe('rate_limited');
@@ -183,10 +209,11 @@ export async function runOperation<D extends OperationJobData, T>(
     const final = kind === 'permanent' || attempt >= maxAttempts;
     await jobLog(`failed${currentStep ? ` at ${currentStep}` : ''}: ${message}${final ? '' : ' (will retry)'}`);
     if (final) {
-      await ops.update(
-        { id: operationId, status: 'running' },
-        { status: 'failed', error: message, failedStep: currentStep, finishedAt: new Date() },
-      );
+      await leave('failed', kind === 'permanent' ? `failed: ${message}` : `failed after ${attempt} attempts: ${message}`, {
+        error: message,
+        failedStep: currentStep,
+        finishedAt: new Date(),
+      });
       logger.error({ err, step: currentStep, permanent: kind === 'permanent' }, 'Job failed for good');
       if (hooks.onFinalFailure) {
         try {
@@ -200,10 +227,7 @@ export async function runOperation<D extends OperationJobData, T>(
       if (kind === 'permanent') throw new UnrecoverableError(message);
       throw err;
     }
-    await ops.update(
-      { id: operationId, status: 'running' },
-      { status: 'queued', error: message, failedStep: currentStep },
-    );
+    await leave('queued', `attempt ${attempt} failed; retrying with backoff`, { error: message, failedStep: currentStep });
     logger.warn({ err, step: currentStep }, 'Job failed; BullMQ will retry with backoff');
     observe('retried');
     throw err;

@@ -1,6 +1,6 @@
 import type { Job, Queue, Worker } from 'bullmq';
 import type { DataSource } from 'typeorm';
-import { Event, Operation, ProvisioningJob } from '../entities';
+import { RecordNotFoundError, TransitionConflictError, inTransaction, transition } from '../db';
 import type { Logger } from '../lib/logger';
 import type { ProvisionJobData } from '../queues/queues';
 
@@ -55,37 +55,45 @@ export async function recordProvisionFailure(
   dataSource: DataSource,
   input: { provisioningJobId: string; operationId?: string | null; error: string; failedStep?: string | null },
 ): Promise<boolean> {
-  return dataSource.transaction(async (m) => {
-    const now = new Date();
+  return inTransaction(dataSource, async (m) => {
+    const finishedAt = new Date();
     if (input.operationId) {
-      await m
-        .createQueryBuilder()
-        .update(Operation)
-        .set({ status: 'failed', error: input.error, failedStep: input.failedStep ?? null, finishedAt: now })
-        .where('id = :id AND status IN (:...live)', { id: input.operationId, live: ['queued', 'running'] })
-        .execute();
+      await ignoreConflict(
+        transition(m, {
+          entity: 'operation',
+          id: input.operationId,
+          from: ['queued', 'running'],
+          to: 'failed',
+          reason: `provision failed for good: ${input.error}`,
+          operationId: input.operationId,
+          patch: { error: input.error, finishedAt, ...(input.failedStep ? { failedStep: input.failedStep } : {}) },
+        }),
+      );
     }
-    const pj = await m.findOne(ProvisioningJob, {
-      where: { id: input.provisioningJobId },
-      lock: { mode: 'pessimistic_write' },
-    });
-    if (!pj || (pj.status !== 'queued' && pj.status !== 'running')) return false;
-    await m.update(
-      ProvisioningJob,
-      { id: pj.id },
-      { status: 'failed', error: input.error, failedStep: input.failedStep ?? pj.failedStep, finishedAt: now },
+    const moved = await ignoreConflict(
+      transition(m, {
+        entity: 'provisioning_job',
+        id: input.provisioningJobId,
+        from: ['queued', 'running'],
+        to: 'failed',
+        reason: `provision failed for good${input.failedStep ? ` at ${input.failedStep}` : ''}: ${input.error}`,
+        operationId: input.operationId ?? null,
+        // The lifecycle service already recorded the step it failed at; keep it unless we know better.
+        patch: { error: input.error, finishedAt, ...(input.failedStep ? { failedStep: input.failedStep } : {}) },
+      }),
     );
-    await m.insert(Event, {
-      entityType: 'provisioning_job',
-      entityId: pj.id,
-      agentId: pj.agentId,
-      fromStatus: pj.status,
-      toStatus: 'failed',
-      reason: `Provision failed for good${input.failedStep ? ` at ${input.failedStep}` : ''}: ${input.error}`,
-      operationId: input.operationId ?? null,
-    });
-    return true;
+    return moved !== undefined;
   });
+}
+
+/** Someone else moved the row first (or it is gone): nothing for us to do. */
+async function ignoreConflict<T>(p: Promise<T>): Promise<T | undefined> {
+  try {
+    return await p;
+  } catch (err) {
+    if (err instanceof TransitionConflictError || err instanceof RecordNotFoundError) return undefined;
+    throw err;
+  }
 }
 
 /** True when BullMQ will not try this job again. */
@@ -214,7 +222,9 @@ export class RollbackListener {
       `SELECT pj.id
          FROM provisioning_jobs pj
         WHERE pj.status = 'failed'
-          AND NOT EXISTS (SELECT 1 FROM operations r WHERE r.provisioning_job_id = pj.id AND r.type = 'rollback')
+          -- The key, not just any rollback row: a rollback whose enqueue failed releases its key so
+          -- that it can be requested again.
+          AND NOT EXISTS (SELECT 1 FROM operations r WHERE r.idempotency_key = 'rollback:' || pj.id::text)
         ORDER BY pj.updated_at
         LIMIT 500`,
     );

@@ -1,7 +1,7 @@
 import { Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
-import { Operation } from '../entities';
+import { RecordNotFoundError, TransitionConflictError, transition } from '../db';
 import type { Logger } from '../lib/logger';
 import type { OperationQueueName, Processors } from '../processors';
 import { SHUTDOWN_ABORT_REASON } from '../processors/run-operation';
@@ -124,12 +124,21 @@ export function createWorkers(deps: WorkersDeps): WorkerPool {
 async function settleOperation(ds: DataSource, job: Job<{ operationId: string }>, err: Error | undefined) {
   const operationId = job.data?.operationId;
   if (!operationId) return;
-  await ds
-    .createQueryBuilder()
-    .update(Operation)
-    .set({ status: 'failed', error: err?.message || job.failedReason || 'job failed', finishedAt: new Date() })
-    .where('id = :id AND status IN (:...live)', { id: operationId, live: ['queued', 'running'] })
-    .execute();
+  const error = err?.message || job.failedReason || 'job failed';
+  try {
+    await transition(ds, {
+      entity: 'operation',
+      id: operationId,
+      from: ['queued', 'running'],
+      to: 'failed',
+      reason: `job failed in the queue: ${error}`,
+      operationId,
+      patch: { error, finishedAt: new Date() },
+    });
+  } catch (e) {
+    // The processor already recorded the outcome (the usual case).
+    if (!(e instanceof TransitionConflictError || e instanceof RecordNotFoundError)) throw e;
+  }
 }
 
 async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
