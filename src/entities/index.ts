@@ -1,0 +1,13 @@
+import { Agent } from './agent.entity';
+import { Event } from './event.entity';
+import { Instance } from './instance.entity';
+import { Operation } from './operation.entity';
+import { ProvisioningJob } from './provisioning-job.entity';
+
+export * from './agent.entity';
+export * from './event.entity';
+export * from './instance.entity';
+export * from './operation.entity';
+export * from './provisioning-job.entity';
+
+export const entities = [Agent, Instance, ProvisioningJob, Operation, Event];

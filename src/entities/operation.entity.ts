@@ -1,0 +1,86 @@
+import {
+  Check,
+  Column,
+  CreateDateColumn,
+  Entity,
+  Index,
+  JoinColumn,
+  ManyToOne,
+  PrimaryGeneratedColumn,
+  UpdateDateColumn,
+} from 'typeorm';
+import { Agent } from './agent.entity';
+import { ProvisioningJob } from './provisioning-job.entity';
+
+export const OPERATION_TYPES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile'] as const;
+export type OperationType = (typeof OPERATION_TYPES)[number];
+
+export const OPERATION_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+export type OperationStatus = (typeof OPERATION_STATUSES)[number];
+
+// One row per accepted API request: the API answers from here, so Redis job retention never loses history.
+@Entity({ name: 'operations' })
+// A plain unique index is enough: PostgreSQL treats NULL keys as distinct, and ON CONFLICT can target it.
+@Index('uq_operations_idempotency_key', ['idempotencyKey'], { unique: true })
+@Index('idx_operations_agent_requested', ['agentId', 'requestedAt'])
+@Index('idx_operations_provisioning_job', ['provisioningJobId'])
+@Check('ck_operations_progress', '"progress" BETWEEN 0 AND 100')
+@Check('ck_operations_attempts', '"attempts" >= 0')
+export class Operation {
+  @PrimaryGeneratedColumn('uuid', { primaryKeyConstraintName: 'pk_operations' })
+  id!: string;
+
+  @Column({ type: 'enum', enum: OPERATION_TYPES, enumName: 'operation_type', name: 'type' })
+  type!: OperationType;
+
+  @Column({ type: 'uuid', name: 'agent_id', nullable: true })
+  agentId!: string | null;
+
+  @ManyToOne(() => Agent, { nullable: true, onDelete: 'RESTRICT' })
+  @JoinColumn({ name: 'agent_id', foreignKeyConstraintName: 'fk_operations_agent' })
+  agent?: Agent | null;
+
+  @Column({ type: 'uuid', name: 'provisioning_job_id', nullable: true })
+  provisioningJobId!: string | null;
+
+  @ManyToOne(() => ProvisioningJob, { nullable: true, onDelete: 'RESTRICT' })
+  @JoinColumn({ name: 'provisioning_job_id', foreignKeyConstraintName: 'fk_operations_provisioning_job' })
+  provisioningJob?: ProvisioningJob | null;
+
+  @Column({ type: 'enum', enum: OPERATION_STATUSES, enumName: 'operation_status', name: 'status', default: 'queued' })
+  status!: OperationStatus;
+
+  @Column({ type: 'varchar', length: 255, name: 'idempotency_key', nullable: true })
+  idempotencyKey!: string | null;
+
+  @Column({ type: 'varchar', length: 255, name: 'queue_job_id', nullable: true })
+  queueJobId!: string | null;
+
+  @Column({ type: 'integer', name: 'attempts', default: 0 })
+  attempts!: number;
+
+  @Column({ type: 'integer', name: 'progress', default: 0 })
+  progress!: number;
+
+  // Name of the step in progress, so the API can say where a long provision is.
+  @Column({ type: 'varchar', length: 64, name: 'current_step', nullable: true })
+  currentStep!: string | null;
+
+  @Column({ type: 'text', name: 'error', nullable: true })
+  error!: string | null;
+
+  @Column({ type: 'varchar', length: 64, name: 'failed_step', nullable: true })
+  failedStep!: string | null;
+
+  @CreateDateColumn({ type: 'timestamptz', name: 'requested_at' })
+  requestedAt!: Date;
+
+  @Column({ type: 'timestamptz', name: 'started_at', nullable: true })
+  startedAt!: Date | null;
+
+  @Column({ type: 'timestamptz', name: 'finished_at', nullable: true })
+  finishedAt!: Date | null;
+
+  @UpdateDateColumn({ type: 'timestamptz', name: 'updated_at' })
+  updatedAt!: Date;
+}

@@ -1,0 +1,5 @@
+import type { MigrationInterface } from 'typeorm';
+import { InitialSchema1795725990969 } from './1795725990969-initial-schema';
+
+// Every migration class, oldest first. scripts/db-migration-generate.ts appends new ones here.
+export const migrations: Array<new () => MigrationInterface> = [InitialSchema1795725990969];
