@@ -1,0 +1,48 @@
+import 'reflect-metadata';
+import { DataSource, type LoggerOptions } from 'typeorm';
+import { entities } from '../entities';
+import { migrations } from '../migrations';
+
+export interface DatabaseOptions {
+  url: string;
+  /** PostgreSQL schema holding every table and type; default: the server's default (public). */
+  schema?: string;
+  logging?: LoggerOptions;
+  /** Size of the pg pool (default 10). Keep it ≥ 2: runMigrations holds one connection for its lock. */
+  poolSize?: number;
+  applicationName?: string;
+  connectTimeoutMs?: number;
+}
+
+const IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/**
+ * Builds (does not connect) the one DataSource shape the service, the scripts and the tests use.
+ * The schema is never synchronised from entities: committed migrations are the only source of DDL.
+ */
+export function createDataSource(options: DatabaseOptions): DataSource {
+  const { schema } = options;
+  if (schema !== undefined && !IDENTIFIER.test(schema)) {
+    throw new Error(`invalid schema name ${JSON.stringify(schema)}: use lower-case letters, digits and _`);
+  }
+  return new DataSource({
+    type: 'postgres',
+    url: options.url,
+    schema,
+    applicationName: options.applicationName ?? 'tailfleet',
+    poolSize: options.poolSize ?? 10,
+    connectTimeoutMS: options.connectTimeoutMs ?? 10_000,
+    // Migrations are written without schema qualifiers and land in the first schema of the search path.
+    extra: schema ? { options: `-c search_path=${schema}` } : undefined,
+    entities,
+    migrations,
+    migrationsTableName: 'migrations',
+    migrationsTransactionMode: 'each',
+    migrationsRun: false,
+    synchronize: false,
+    // gen_random_uuid() is built into PostgreSQL ≥ 13; no extension (and no superuser) needed.
+    uuidExtension: 'pgcrypto',
+    installExtensions: false,
+    logging: options.logging ?? false,
+  });
+}
