@@ -1,0 +1,365 @@
+import { DataSource, type EntityManager, type EntityMetadata, type ObjectLiteral } from 'typeorm';
+import {
+  Agent,
+  type AgentStatus,
+  Event,
+  type EventEntityType,
+  Instance,
+  type InstanceStatus,
+  Operation,
+  type OperationStatus,
+  ProvisioningJob,
+  type ProvisioningJobStatus,
+} from '../entities';
+import { IllegalTransitionError, RecordNotFoundError, TransitionConflictError } from './errors';
+import { isUuid } from './uuid';
+
+/** Anything that can run a query: the DataSource (autocommit) or a transaction's EntityManager. */
+export type Db = DataSource | EntityManager;
+
+export interface StatusOf {
+  agent: AgentStatus;
+  instance: InstanceStatus;
+  provisioning_job: ProvisioningJobStatus;
+  operation: OperationStatus;
+}
+
+export interface RowOf {
+  agent: Agent;
+  instance: Instance;
+  provisioning_job: ProvisioningJob;
+  operation: Operation;
+}
+
+type Table<K extends EventEntityType> = { readonly [S in StatusOf[K]]: readonly StatusOf[K][] };
+
+/**
+ * Every status change the system may make, and nothing else. Derived from SPEC "Domain and states"
+ * and "Operations"; a move missing here is refused as a programming error before any SQL runs.
+ *
+ * instance
+ * - pending → provisioning → running is the provision path; pending/provisioning → failed is the
+ *   rollback of a provision that failed for good (the only way into `failed`).
+ * - running → stopping → stopped and stopped → starting → running are stop and start.
+ *   stopping → running and starting → stopped undo a stop / start that failed, so the job can retry
+ *   from a stable state.
+ * - every live state → destroying → destroyed. A destroy that cannot confirm the server and the device
+ *   are gone keeps failing and retrying in `destroying`, so there is no destroying → failed (that would
+ *   hide a billed server) and no way back from destroying. Reconciliation that finds a server gone
+ *   behind our back goes through destroying too, so the tailnet device is cleaned up as well.
+ * - destroyed and failed are terminal: a new provision makes a new instance row (the partial unique
+ *   index allows one live instance per agent, any number of dead ones).
+ *
+ * agent
+ * - draft → provisioning → active ⇄ paused; any non-terminal state → destroyed.
+ * - draft/provisioning → error when a provision is rolled back (the job may fail before the agent
+ *   left draft); active/paused → error when reconciliation finds its machine broken.
+ * - error → provisioning re-provisions (with a new instance); error → destroyed cleans up.
+ *
+ * provisioning_job
+ * - queued → running → succeeded | failed; failed → running when an operator retries it in Bull Board.
+ * - queued/running/failed → rolled_back: the rollback is triggered by the queue's final failure, which
+ *   may reach us before (or without) the worker recording `failed`.
+ *
+ * operation
+ * - queued → running → succeeded | failed; queued → cancelled (never started); queued → failed
+ *   (rejected before it ran, e.g. the agent is gone).
+ * - running → queued while BullMQ waits to retry a failed attempt; failed → queued | running when an
+ *   operator retries the job.
+ *
+ * No status moves to itself: re-running a step whose target is already reached is `allowSame`.
+ */
+export const TRANSITIONS: { readonly [K in EventEntityType]: Table<K> } = {
+  instance: {
+    pending: ['provisioning', 'failed', 'destroying'],
+    provisioning: ['running', 'failed', 'destroying'],
+    running: ['stopping', 'destroying'],
+    stopping: ['stopped', 'running', 'destroying'],
+    stopped: ['starting', 'destroying'],
+    starting: ['running', 'stopped', 'destroying'],
+    destroying: ['destroyed'],
+    destroyed: [],
+    failed: [],
+  },
+  agent: {
+    draft: ['provisioning', 'error', 'destroyed'],
+    provisioning: ['active', 'error', 'destroyed'],
+    active: ['paused', 'error', 'destroyed'],
+    paused: ['active', 'error', 'destroyed'],
+    error: ['provisioning', 'destroyed'],
+    destroyed: [],
+  },
+  provisioning_job: {
+    queued: ['running', 'failed', 'rolled_back'],
+    running: ['succeeded', 'failed', 'rolled_back'],
+    failed: ['running', 'rolled_back'],
+    succeeded: [],
+    rolled_back: [],
+  },
+  operation: {
+    queued: ['running', 'failed', 'cancelled'],
+    running: ['succeeded', 'failed', 'queued'],
+    failed: ['queued', 'running'],
+    succeeded: [],
+    cancelled: [],
+  },
+};
+
+export function canTransition<K extends EventEntityType>(entity: K, from: StatusOf[K], to: StatusOf[K]): boolean {
+  const table = TRANSITIONS[entity] as Table<K>;
+  return (table[from] ?? []).includes(to);
+}
+
+/** Columns a transition may set together with the status (timestamps, ids learnt on the way, error). */
+export interface PatchMap {
+  agent: Record<never, never>;
+  instance: Partial<
+    Pick<
+      Instance,
+      | 'serverId'
+      | 'serverName'
+      | 'serverIp'
+      | 'tailscaleDeviceId'
+      | 'tailscaleIp'
+      | 'tailscaleHostname'
+      | 'error'
+      | 'startedAt'
+      | 'stoppedAt'
+      | 'destroyedAt'
+    >
+  >;
+  provisioning_job: Partial<Pick<ProvisioningJob, 'attempts' | 'error' | 'failedStep' | 'startedAt' | 'finishedAt'>>;
+  operation: Partial<
+    Pick<
+      Operation,
+      'attempts' | 'progress' | 'currentStep' | 'error' | 'failedStep' | 'queueJobId' | 'startedAt' | 'finishedAt'
+    >
+  >;
+}
+export type PatchOf<K extends EventEntityType> = PatchMap[K];
+
+const PATCHABLE: { [K in EventEntityType]: readonly (keyof PatchMap[K])[] } = {
+  agent: [],
+  instance: [
+    'serverId',
+    'serverName',
+    'serverIp',
+    'tailscaleDeviceId',
+    'tailscaleIp',
+    'tailscaleHostname',
+    'error',
+    'startedAt',
+    'stoppedAt',
+    'destroyedAt',
+  ],
+  provisioning_job: ['attempts', 'error', 'failedStep', 'startedAt', 'finishedAt'],
+  operation: ['attempts', 'progress', 'currentStep', 'error', 'failedStep', 'queueJobId', 'startedAt', 'finishedAt'],
+};
+
+export interface TransitionRequest<K extends EventEntityType = EventEntityType> {
+  entity: K;
+  id: string;
+  /** Statuses the row must be in; each from → to must be in TRANSITIONS. */
+  from: readonly StatusOf[K][];
+  to: StatusOf[K];
+  /** Why, for the audit trail (e.g. "stop requested", "shutdown failed: …"). */
+  reason: string;
+  operationId?: string | null;
+  patch?: PatchOf<K>;
+  /**
+   * When the row is already in `to`, return it unchanged (changed: false, no event, patch not applied)
+   * instead of throwing. For steps re-run after a crash or a BullMQ redelivery.
+   */
+  allowSame?: boolean;
+}
+
+export interface TransitionResult<K extends EventEntityType = EventEntityType> {
+  row: RowOf[K];
+  /** false only when allowSame found the row already in `to`. */
+  changed: boolean;
+  /** The status the row was in; equals `to` when nothing changed. */
+  from: StatusOf[K];
+}
+
+const TARGETS: { [K in EventEntityType]: { new (): RowOf[K] } } = {
+  agent: Agent,
+  instance: Instance,
+  provisioning_job: ProvisioningJob,
+  operation: Operation,
+};
+
+// The column that names the agent an entity belongs to, copied onto its events.
+const AGENT_COLUMN: { [K in EventEntityType]: string } = {
+  agent: 'id',
+  instance: 'agent_id',
+  provisioning_job: 'agent_id',
+  operation: 'agent_id',
+};
+
+export function managerOf(db: Db): EntityManager {
+  return db instanceof DataSource ? db.manager : db;
+}
+
+/** Runs fn in the caller's transaction when there is one, else in a new one. */
+export async function inTransaction<T>(db: Db, fn: (manager: EntityManager) => Promise<T>): Promise<T> {
+  const manager = managerOf(db);
+  if (manager.queryRunner?.isTransactionActive) return fn(manager);
+  return manager.transaction(fn);
+}
+
+export function quotedTable(metadata: EntityMetadata): string {
+  return metadata.schema ? `"${metadata.schema}"."${metadata.tableName}"` : `"${metadata.tableName}"`;
+}
+
+export function columnName(metadata: EntityMetadata, property: string): string {
+  const column = metadata.findColumnWithPropertyName(property);
+  if (!column) throw new Error(`${metadata.name} has no column ${property}`);
+  return column.databaseName;
+}
+
+/** Turns a raw `RETURNING *` / `SELECT *` row into an entity instance (entities here have no embeddeds). */
+export function hydrate<T extends ObjectLiteral>(manager: EntityManager, target: { new (): T }, raw: ObjectLiteral): T {
+  const metadata = manager.connection.getMetadata(target);
+  const entity = metadata.create() as Record<string, unknown>;
+  for (const column of metadata.columns) {
+    if (!(column.databaseName in raw)) continue;
+    entity[column.propertyName] = manager.connection.driver.prepareHydratedValue(raw[column.databaseName], column);
+  }
+  return entity as T;
+}
+
+/** INSERT … RETURNING * for one row, hydrated (database defaults included). */
+export async function insertReturning<T extends ObjectLiteral>(
+  db: Db,
+  target: { new (): T },
+  values: Partial<T>,
+): Promise<T> {
+  const manager = managerOf(db);
+  const result = await manager
+    .createQueryBuilder()
+    .insert()
+    .into(target)
+    .values(values as never)
+    .returning('*')
+    .execute();
+  return hydrate(manager, target, (result.raw as ObjectLiteral[])[0]!);
+}
+
+function validate<K extends EventEntityType>(req: TransitionRequest<K>): void {
+  const table = TRANSITIONS[req.entity] as Table<K> | undefined;
+  if (!table) throw new IllegalTransitionError(req.entity, req.from, req.to, 'unknown entity');
+  if (!(req.to in table)) throw new IllegalTransitionError(req.entity, req.from, req.to, `unknown status ${req.to}`);
+  if (req.from.length === 0) throw new IllegalTransitionError(req.entity, req.from, req.to, 'empty from list');
+  for (const from of req.from) {
+    if (from === req.to) {
+      throw new IllegalTransitionError(req.entity, req.from, req.to, 'a status cannot move to itself; use allowSame');
+    }
+    if (!canTransition(req.entity, from, req.to)) {
+      throw new IllegalTransitionError(req.entity, req.from, req.to, `${from} → ${req.to} is not allowed`);
+    }
+  }
+  const allowed = PATCHABLE[req.entity] as readonly string[];
+  for (const key of Object.keys(req.patch ?? {})) {
+    if (!allowed.includes(key)) {
+      throw new IllegalTransitionError(req.entity, req.from, req.to, `column ${key} cannot be set by a transition`);
+    }
+  }
+  if (!req.reason?.trim()) throw new IllegalTransitionError(req.entity, req.from, req.to, 'a reason is required');
+}
+
+/**
+ * Moves one row from one of `from` to `to` with a guarded update and writes its event row, both in a
+ * single statement (so in the caller's transaction when `db` is a transaction's manager, atomically
+ * otherwise). Exactly one row changes or it throws:
+ * - TransitionConflictError: the row is in another status (re-read after the update matched nothing);
+ * - RecordNotFoundError: no such row;
+ * - IllegalTransitionError: the move is not in TRANSITIONS (checked before touching the database).
+ */
+export async function transition<K extends EventEntityType>(
+  db: Db,
+  req: TransitionRequest<K>,
+): Promise<TransitionResult<K>> {
+  validate(req);
+  if (!isUuid(req.id)) throw new RecordNotFoundError(req.entity, req.id);
+  const manager = managerOf(db);
+  const target = TARGETS[req.entity] as { new (): RowOf[K] };
+  const metadata = manager.connection.getMetadata(target);
+  const events = manager.connection.getMetadata(Event);
+  const table = quotedTable(metadata);
+
+  const params: unknown[] = [req.id, [...req.from], req.to, req.reason, req.operationId ?? null];
+  const sets = [`"status" = $3`, `"updated_at" = now()`];
+  for (const [key, value] of Object.entries(req.patch ?? {})) {
+    params.push(value === undefined ? null : value);
+    sets.push(`"${columnName(metadata, key)}" = $${params.length}`);
+  }
+  const entityTypeParam = params.push(req.entity);
+
+  // prev locks the row only if it is still in an allowed status (PostgreSQL re-checks the condition
+  // on the newest version after waiting for a concurrent writer), and remembers the status it left.
+  const sql = `
+    WITH prev AS (
+      SELECT "id", "status" FROM ${table}
+      WHERE "id" = $1 AND "status"::text = ANY($2::text[])
+      FOR UPDATE
+    ), moved AS (
+      UPDATE ${table} AS t SET ${sets.join(', ')}
+      FROM prev WHERE t."id" = prev."id"
+      RETURNING t.*, prev."status"::text AS "__from_status"
+    ), logged AS (
+      INSERT INTO ${quotedTable(events)}
+        ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id")
+      SELECT $${entityTypeParam}, moved."id", moved."${AGENT_COLUMN[req.entity]}", moved."__from_status", $3, $4, $5
+      FROM moved
+    )
+    SELECT * FROM moved`;
+  const rows: ObjectLiteral[] = await manager.query(sql, params);
+
+  if (rows.length === 1) {
+    const raw = rows[0]!;
+    return { row: hydrate(manager, target, raw), changed: true, from: raw.__from_status as StatusOf[K] };
+  }
+
+  const current: ObjectLiteral[] = await manager.query(`SELECT * FROM ${table} WHERE "id" = $1`, [req.id]);
+  if (current.length === 0) throw new RecordNotFoundError(req.entity, req.id);
+  const row = hydrate(manager, target, current[0]!);
+  const actual = (row as unknown as { status: StatusOf[K] }).status;
+  if (req.allowSame && actual === req.to) return { row, changed: false, from: actual };
+  throw new TransitionConflictError(req.entity, req.id, req.from, actual, req.to);
+}
+
+type ResultsOf<T extends readonly TransitionRequest<any>[]> = {
+  -readonly [I in keyof T]: T[I] extends TransitionRequest<infer K> ? TransitionResult<K> : never;
+};
+
+/**
+ * Several transitions that must happen together (instance + agent, job + operation …), in order,
+ * all or nothing. Inside a caller's transaction it uses a savepoint, so a conflict on the second
+ * move also undoes the first while leaving the caller's transaction usable.
+ */
+export async function transitionGroup<const T extends readonly TransitionRequest<any>[]>(
+  db: Db,
+  requests: T,
+): Promise<ResultsOf<T>> {
+  for (const req of requests) validate(req);
+  return managerOf(db).transaction(async (manager) => {
+    const results: TransitionResult[] = [];
+    for (const req of requests) results.push(await transition(manager, req));
+    return results as ResultsOf<T>;
+  });
+}
+
+export interface NewEvent {
+  entityType: EventEntityType;
+  entityId: string;
+  agentId: string | null;
+  fromStatus: string | null;
+  toStatus: string;
+  reason: string;
+  operationId?: string | null;
+}
+
+/** Event for a row created directly in a status (fromStatus null); transitions write their own. */
+export async function recordEvent(db: Db, event: NewEvent): Promise<void> {
+  await managerOf(db).insert(Event, { ...event, operationId: event.operationId ?? null });
+}
