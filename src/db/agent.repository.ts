@@ -1,0 +1,206 @@
+import type { DataSource, EntityManager } from 'typeorm';
+import { In } from 'typeorm';
+import { Agent, type AgentStatus, Instance, Operation, ProvisioningJob } from '../entities';
+import { IdempotencyKeyConflictError, isUniqueViolation, LiveInstanceExistsError, RecordNotFoundError } from './errors';
+import { insertOperation } from './operation.repository';
+import { type Db, insertReturning, managerOf, recordEvent, transition } from './transitions';
+import { isUuid } from './uuid';
+
+export interface InstanceSpec {
+  serverType: string;
+  image: string;
+  location?: string | null;
+  serverName?: string | null;
+  tailscaleHostname?: string | null;
+}
+
+export interface NewAgentWithProvision extends InstanceSpec {
+  name: string;
+  idempotencyKey?: string | null;
+}
+
+export interface ProvisionAgainInput extends InstanceSpec {
+  idempotencyKey?: string | null;
+}
+
+export interface ProvisionBundle {
+  agent: Agent;
+  instance: Instance;
+  job: ProvisioningJob;
+  operation: Operation;
+  /** false: the idempotency key named an earlier identical request, whose rows are returned. */
+  created: boolean;
+}
+
+const IDEMPOTENCY_INDEX = 'uq_operations_idempotency_key';
+
+export class AgentRepository {
+  private readonly dataSource: DataSource;
+
+  constructor(deps: { dataSource: DataSource }) {
+    this.dataSource = deps.dataSource;
+  }
+
+  async findById(id: string, db: Db = this.dataSource): Promise<Agent | null> {
+    if (!isUuid(id)) return null;
+    return managerOf(db).findOne(Agent, { where: { id } });
+  }
+
+  /** Newest first. */
+  list(
+    options: { limit?: number; offset?: number; statuses?: readonly AgentStatus[] } = {},
+    db: Db = this.dataSource,
+  ): Promise<Agent[]> {
+    return managerOf(db).find(Agent, {
+      where: options.statuses ? { status: In([...options.statuses]) } : {},
+      order: { createdAt: 'DESC', id: 'DESC' },
+      take: options.limit ?? 50,
+      skip: options.offset ?? 0,
+    });
+  }
+
+  /**
+   * POST /v1/agents in one transaction: agent (draft), instance (pending), provisioning job (queued)
+   * and provision operation (queued), each with its creation event. The caller enqueues the BullMQ
+   * job afterwards and stores its id with OperationRepository.update(…, { queueJobId }).
+   * A repeated idempotency key returns the first request's rows with created: false.
+   */
+  async createWithProvision(input: NewAgentWithProvision, db: Db = this.dataSource): Promise<ProvisionBundle> {
+    return this.idempotent(input.idempotencyKey, null, db, async (manager) => {
+      const agent = await insertReturning(manager, Agent, { name: input.name });
+      await recordEvent(manager, {
+        entityType: 'agent',
+        entityId: agent.id,
+        agentId: agent.id,
+        fromStatus: null,
+        toStatus: agent.status,
+        reason: 'agent created',
+      });
+      return this.insertProvision(manager, agent, input);
+    });
+  }
+
+  /**
+   * Provisions an agent in `error` again (its last instance failed and was rolled back): agent
+   * error → provisioning, plus a new pending instance, job and operation. Throws
+   * TransitionConflictError when the agent is not in error, LiveInstanceExistsError if it still has
+   * a live instance.
+   */
+  async provisionAgain(agentId: string, input: ProvisionAgainInput, db: Db = this.dataSource): Promise<ProvisionBundle> {
+    if (!isUuid(agentId)) throw new RecordNotFoundError('agent', agentId);
+    return this.idempotent(input.idempotencyKey, agentId, db, async (manager) => {
+      const existing = await manager.findOne(Agent, { where: { id: agentId } });
+      if (!existing) throw new RecordNotFoundError('agent', agentId);
+      const bundle = await this.insertProvision(manager, existing, input);
+      const { row: agent } = await transition(manager, {
+        entity: 'agent',
+        id: agentId,
+        from: ['error'],
+        to: 'provisioning',
+        reason: 'provision requested again',
+        operationId: bundle.operation.id,
+      });
+      return { ...bundle, agent };
+    });
+  }
+
+  private async insertProvision(
+    manager: EntityManager,
+    agent: Agent,
+    input: InstanceSpec & { idempotencyKey?: string | null },
+  ): Promise<ProvisionBundle> {
+    let instance: Instance;
+    try {
+      instance = await insertReturning(manager, Instance, {
+        agentId: agent.id,
+        serverType: input.serverType,
+        image: input.image,
+        location: input.location ?? null,
+        serverName: input.serverName ?? null,
+        tailscaleHostname: input.tailscaleHostname ?? null,
+      });
+    } catch (err) {
+      if (isUniqueViolation(err, 'uq_instances_live_agent')) throw new LiveInstanceExistsError(agent.id);
+      throw err;
+    }
+    const job = await insertReturning(manager, ProvisioningJob, { agentId: agent.id, instanceId: instance.id });
+    const { operation, created } = await insertOperation(manager, {
+      type: 'provision',
+      agentId: agent.id,
+      provisioningJobId: job.id,
+      idempotencyKey: input.idempotencyKey ?? null,
+    });
+    if (!created) {
+      // The key was taken between our lookup and this insert; undo and let idempotent() answer.
+      throw new IdempotencyRace();
+    }
+    await recordEvent(manager, {
+      entityType: 'instance',
+      entityId: instance.id,
+      agentId: agent.id,
+      fromStatus: null,
+      toStatus: instance.status,
+      reason: 'instance created',
+      operationId: operation.id,
+    });
+    await recordEvent(manager, {
+      entityType: 'provisioning_job',
+      entityId: job.id,
+      agentId: agent.id,
+      fromStatus: null,
+      toStatus: job.status,
+      reason: 'provisioning job created',
+      operationId: operation.id,
+    });
+    return { agent, instance, job, operation, created: true };
+  }
+
+  /**
+   * Runs create in its own transaction (a savepoint inside the caller's), unless the idempotency key
+   * already names a provision operation, in which case that request's rows are returned.
+   */
+  private async idempotent(
+    key: string | null | undefined,
+    agentId: string | null,
+    db: Db,
+    create: (manager: EntityManager) => Promise<ProvisionBundle>,
+  ): Promise<ProvisionBundle> {
+    const manager = managerOf(db);
+    if (key) {
+      const found = await this.existingBundle(manager, key, agentId);
+      if (found) return found;
+    }
+    try {
+      return await manager.transaction(create);
+    } catch (err) {
+      if (key && (err instanceof IdempotencyRace || isUniqueViolation(err, IDEMPOTENCY_INDEX))) {
+        const found = await this.existingBundle(manager, key, agentId);
+        if (found) return found;
+      }
+      throw err;
+    }
+  }
+
+  private async existingBundle(
+    manager: EntityManager,
+    key: string,
+    agentId: string | null,
+  ): Promise<ProvisionBundle | null> {
+    const operation = await manager.findOne(Operation, { where: { idempotencyKey: key } });
+    if (!operation) return null;
+    if (
+      operation.type !== 'provision' ||
+      !operation.provisioningJobId ||
+      !operation.agentId ||
+      (agentId !== null && operation.agentId !== agentId)
+    ) {
+      throw new IdempotencyKeyConflictError(key, operation.id);
+    }
+    const job = await manager.findOneOrFail(ProvisioningJob, { where: { id: operation.provisioningJobId } });
+    const agent = await manager.findOneOrFail(Agent, { where: { id: operation.agentId } });
+    const instance = await manager.findOneOrFail(Instance, { where: { id: job.instanceId } });
+    return { agent, instance, job, operation, created: false };
+  }
+}
+
+class IdempotencyRace extends Error {}

@@ -1,0 +1,36 @@
+import type { DataSource } from 'typeorm';
+import { Event, type EventEntityType } from '../entities';
+import { type Db, managerOf } from './transitions';
+import { isUuid } from './uuid';
+
+export interface EventPage {
+  limit?: number;
+  /** Return events with an id greater than this one (ids grow in insertion order). */
+  afterId?: string;
+}
+
+export class EventRepository {
+  private readonly dataSource: DataSource;
+
+  constructor(deps: { dataSource: DataSource }) {
+    this.dataSource = deps.dataSource;
+  }
+
+  /** Every event of an agent and of its instances, jobs and operations, oldest first. */
+  async listForAgent(agentId: string, page: EventPage = {}, db: Db = this.dataSource): Promise<Event[]> {
+    if (!isUuid(agentId)) return [];
+    const qb = managerOf(db)
+      .createQueryBuilder(Event, 'e')
+      .where('e.agentId = :agentId', { agentId })
+      .orderBy('e.at', 'ASC')
+      .addOrderBy('e.id', 'ASC')
+      .take(page.limit ?? 200);
+    if (page.afterId !== undefined) qb.andWhere('e.id > :afterId', { afterId: page.afterId });
+    return qb.getMany();
+  }
+
+  async listForEntity(entityType: EventEntityType, entityId: string, db: Db = this.dataSource): Promise<Event[]> {
+    if (!isUuid(entityId)) return [];
+    return managerOf(db).find(Event, { where: { entityType, entityId }, order: { at: 'ASC', id: 'ASC' } });
+  }
+}

@@ -1,0 +1,11 @@
+export * from './agent.repository';
+export { createDataSource, type DatabaseOptions } from './data-source';
+export * from './errors';
+export * from './event.repository';
+export * from './instance.repository';
+export { expressionDrift, pendingSchemaChanges, runMigrations, schemaDrift, type MigrationRunResult } from './migrate';
+export * from './operation.repository';
+export * from './provisioning-job.repository';
+export * from './repositories';
+export * from './transitions';
+export { isUuid } from './uuid';
