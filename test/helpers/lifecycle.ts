@@ -1,0 +1,176 @@
+import { expect } from 'chai';
+import type { DataSource } from 'typeorm';
+import { HetznerClient } from '../../src/clients/hetzner/hetzner.client';
+import { TailscaleClient } from '../../src/clients/tailscale/tailscale.client';
+import { AgentRepository } from '../../src/db/agent.repository';
+import { insertOperation } from '../../src/db/operation.repository';
+import { Agent, Event, Instance, ProvisioningJob, type OperationType } from '../../src/entities';
+import { silentLogger } from '../../src/lib/logger';
+import { LifecycleService, type LifecycleSettings, type StepReporter } from '../../src/services/lifecycle.service';
+import { startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
+import { createTestDatabase, truncateAll, type TestDatabase } from './db';
+
+/** Fast but ordered: every action still runs asynchronously, enrollment still follows boot. */
+export const FAST_TIMINGS: SimTimingsInput = {
+  actionDurationMs: 20,
+  bootMs: 10,
+  enrollDelayMs: 10,
+  shutdownMs: 20,
+  ignoreAcpiRate: 0,
+  rateLimit: { limit: 1_000_000, refillPerSecond: 1_000_000 },
+};
+
+export const FAST_SETTINGS: LifecycleSettings = {
+  serverType: 'cx22',
+  image: 'ubuntu-24.04',
+  location: 'fsn1',
+  sshKeys: [],
+  shutdownTimeoutMs: 300,
+  enrollmentTimeoutMs: 3000,
+  actionTimeoutMs: 3000,
+};
+
+const FAST_CLIENT = {
+  requestTimeoutMs: 3000,
+  maxRetries: 2,
+  retryBaseDelayMs: 5,
+  retryMaxDelayMs: 20,
+  maxRateLimitWaitMs: 1000,
+};
+
+export interface LifecycleHarness {
+  db: TestDatabase;
+  ds: DataSource;
+  sim: RunningSimulator;
+  hetzner: HetznerClient;
+  tailscale: TailscaleClient;
+  service: LifecycleService;
+  agents: AgentRepository;
+  /** Back to an empty database and an empty cloud with FAST_TIMINGS. */
+  reset(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Real PostgreSQL (own database), the simulator on a random port, the real clients over HTTP. */
+export async function startLifecycleHarness(label: string, settings: Partial<LifecycleSettings> = {}): Promise<LifecycleHarness> {
+  const db = await createTestDatabase(label, { poolSize: 10 });
+  const sim = await startSimulator({ timings: FAST_TIMINGS, seed: 7 });
+  const hetzner = new HetznerClient({
+    baseUrl: sim.hetznerUrl,
+    token: 'test-token',
+    ...FAST_CLIENT,
+    actionPollIntervalMs: 10,
+    serverPollIntervalMs: 10,
+  });
+  const tailscale = new TailscaleClient({
+    baseUrl: sim.tailscaleUrl,
+    clientId: 'test-client',
+    clientSecret: 'test-secret',
+    ...FAST_CLIENT,
+    enrollmentPollIntervalMs: 10,
+  });
+  const service = new LifecycleService({
+    dataSource: db.dataSource,
+    hetzner,
+    tailscale,
+    logger: silentLogger,
+    settings: { ...FAST_SETTINGS, ...settings },
+  });
+  return {
+    db,
+    ds: db.dataSource,
+    sim,
+    hetzner,
+    tailscale,
+    service,
+    agents: new AgentRepository({ dataSource: db.dataSource }),
+    async reset() {
+      sim.control.reset(FAST_TIMINGS);
+      await truncateAll(db.dataSource);
+    },
+    async close() {
+      await sim.close();
+      await db.drop();
+    },
+  };
+}
+
+export interface AgentFixture {
+  agentId: string;
+  instanceId: string;
+  provisioningJobId: string;
+  provisionOperationId: string;
+}
+
+export async function newAgent(h: LifecycleHarness, name = 'build-box'): Promise<AgentFixture> {
+  const bundle = await h.agents.createWithProvision({ name, serverType: 'cx22', image: 'ubuntu-24.04', location: 'fsn1' });
+  return {
+    agentId: bundle.agent.id,
+    instanceId: bundle.instance.id,
+    provisioningJobId: bundle.job.id,
+    provisionOperationId: bundle.operation.id,
+  };
+}
+
+export async function provisionedAgent(h: LifecycleHarness, name?: string): Promise<AgentFixture> {
+  const a = await newAgent(h, name);
+  await h.service.provision({ provisioningJobId: a.provisioningJobId, operationId: a.provisionOperationId });
+  return a;
+}
+
+export async function newOperation(h: LifecycleHarness, type: OperationType, agentId: string): Promise<string> {
+  return (await insertOperation(h.ds, { type, agentId })).operation.id;
+}
+
+export async function rows(h: LifecycleHarness, a: { agentId: string; instanceId: string; provisioningJobId?: string }) {
+  const agent = await h.ds.getRepository(Agent).findOneByOrFail({ id: a.agentId });
+  const instance = await h.ds.getRepository(Instance).findOneByOrFail({ id: a.instanceId });
+  const job = a.provisioningJobId ? await h.ds.getRepository(ProvisioningJob).findOneByOrFail({ id: a.provisioningJobId }) : null;
+  return { agent, instance, job };
+}
+
+/** "from→to" of every status change of one row, oldest first (creation events show as "∅→to"). */
+export async function transitionsOf(h: LifecycleHarness, entityId: string): Promise<string[]> {
+  const events = await h.ds.getRepository(Event).find({ where: { entityId }, order: { id: 'ASC' } });
+  return events.map((e) => `${e.fromStatus ?? '∅'}→${e.toStatus}`);
+}
+
+export function serverCreates(h: LifecycleHarness): number {
+  return h.sim.control.requestCounts()['POST /hetzner/v1/servers'] ?? 0;
+}
+
+export function cloud(h: LifecycleHarness) {
+  const state = h.sim.control.state();
+  return { servers: state.servers, devices: state.devices, authKeys: state.authKeys };
+}
+
+/** Collects progress reports, as a processor would forward them to BullMQ. */
+export function recordingReporter(): StepReporter & { steps: Array<{ name: string; progress: number }> } {
+  const steps: Array<{ name: string; progress: number }> = [];
+  return {
+    steps,
+    async step(name, progress) {
+      steps.push({ name, progress });
+    },
+  };
+}
+
+export async function expectRejection(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (err) {
+    return err as Error;
+  }
+  expect.fail('expected the promise to reject');
+}
+
+/** Polls `check` until it returns a value (not undefined) or the deadline passes. */
+export async function eventually<T>(check: () => T | undefined | Promise<T | undefined>, timeoutMs = 3000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) expect.fail(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
