@@ -1,0 +1,670 @@
+import { randomUUID } from 'node:crypto';
+import type { JobState } from 'bullmq';
+import type { DataSource, EntityManager } from 'typeorm';
+import { isUniqueViolation } from '../db/errors';
+import { hydrate, recordEvent, transition } from '../db/transitions';
+import {
+  Agent,
+  Event,
+  Instance,
+  LIVE_INSTANCE_STATUSES,
+  Operation,
+  ProvisioningJob,
+  type AgentStatus,
+  type OperationType,
+} from '../entities';
+import type { Logger } from '../lib/logger';
+import { jobIds, type JobPayloads, type Queues } from '../queues/queues';
+import { NotFoundError, StateConflictError } from './errors';
+
+/**
+ * The command side: turns a request into an Operation row and a queue job, and answers the read
+ * models the API serves. Rows are written first and the job is added after the commit, with a job id
+ * derived from the row, so a worker always finds what it is asked to work on and a repeated add is a
+ * no-op in BullMQ.
+ */
+
+/** The Idempotency-Key was first used for a different request (other agent, type or body). */
+export class IdempotencyKeyReuseError extends Error {
+  readonly code = 'idempotency_key_reused';
+  constructor(message: string) {
+    super(message);
+    this.name = 'IdempotencyKeyReuseError';
+  }
+}
+
+/** Redis refused the job: the request was not accepted and nothing is left half-done. */
+export class QueueUnavailableError extends Error {
+  readonly code = 'queue_unavailable';
+  constructor(message: string, cause?: unknown) {
+    super(message, { cause });
+    this.name = 'QueueUnavailableError';
+  }
+}
+
+export interface OperationsDefaults {
+  serverType: string;
+  image: string;
+  location: string;
+}
+
+export interface OperationsDeps {
+  dataSource: DataSource;
+  queues: Queues;
+  logger: Logger;
+  defaults: OperationsDefaults;
+}
+
+export interface CreateAgentInput {
+  name: string;
+  location?: string;
+  serverType?: string;
+}
+
+export interface CreateAgentResult {
+  agent: Agent;
+  instance: Instance;
+  operation: Operation;
+  provisioningJob: ProvisioningJob;
+  /** false when an earlier request with the same Idempotency-Key created these rows. */
+  created: boolean;
+}
+
+export interface CommandResult {
+  operation: Operation;
+  created: boolean;
+}
+
+export type RollbackTrigger = 'api' | 'auto' | 'sweep';
+
+export interface ListAgentsQuery {
+  limit: number;
+  /** Opaque keyset cursor from a previous page (`nextCursor`). */
+  cursor?: string;
+  offset?: number;
+  status?: AgentStatus[];
+}
+
+export interface AgentWithInstance {
+  agent: Agent;
+  instance: Instance | null;
+}
+
+export interface AgentPage {
+  items: AgentWithInstance[];
+  nextCursor: string | null;
+}
+
+export interface AgentDetail extends AgentWithInstance {
+  /** Most recent queued or running operation of the agent. */
+  operation: Operation | null;
+}
+
+export interface EventPage {
+  items: Event[];
+  nextCursor: string | null;
+}
+
+export type QueueJobState = JobState | 'not_retained' | 'unavailable';
+
+export interface QueueJobInfo {
+  queue: string;
+  id: string;
+  state: QueueJobState;
+  progress?: unknown;
+  attemptsMade?: number;
+  failedReason?: string | null;
+  createdAt?: Date | null;
+  processedAt?: Date | null;
+  finishedAt?: Date | null;
+}
+
+export interface OperationDetail {
+  operation: Operation;
+  job: QueueJobInfo | null;
+}
+
+export class InvalidCursorError extends Error {
+  constructor() {
+    super('The cursor is not one this API handed out.');
+    this.name = 'InvalidCursorError';
+  }
+}
+
+// Client keys and internal keys share one unique column; the prefixes keep a client from ever
+// claiming `rollback:<id>` and blocking the exactly-once rollback of that job.
+const CLIENT_KEY_PREFIX = 'client:';
+const rollbackKey = (provisioningJobId: string) => `rollback:${provisioningJobId}`;
+const IDEMPOTENCY_CONSTRAINT = 'uq_operations_idempotency_key';
+
+const LIVE: readonly string[] = LIVE_INSTANCE_STATUSES;
+const PENDING_OPERATION = ['queued', 'running'] as const;
+
+type AgentCommand = Extract<OperationType, 'stop' | 'start' | 'destroy'>;
+
+/** The client-visible Idempotency-Key of an operation (internal keys are not the client's business). */
+export function clientIdempotencyKey(operation: Operation): string | null {
+  const key = operation.idempotencyKey;
+  return key?.startsWith(CLIENT_KEY_PREFIX) ? key.slice(CLIENT_KEY_PREFIX.length) : null;
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message || err.name : String(err);
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function encodeCursor(value: string): string {
+  return Buffer.from(value, 'utf8').toString('base64url');
+}
+
+function decodeCursor(cursor: string, valid: RegExp): string {
+  const value = Buffer.from(cursor, 'base64url').toString('utf8');
+  if (!valid.test(value)) throw new InvalidCursorError();
+  return value;
+}
+
+export class OperationsService {
+  private readonly ds: DataSource;
+  private readonly queues: Queues;
+  private readonly logger: Logger;
+  private readonly defaults: OperationsDefaults;
+
+  constructor(deps: OperationsDeps) {
+    this.ds = deps.dataSource;
+    this.queues = deps.queues;
+    this.logger = deps.logger;
+    this.defaults = deps.defaults;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // commands
+
+  async createAgent(input: CreateAgentInput, idempotencyKey?: string): Promise<CreateAgentResult> {
+    const location = input.location ?? this.defaults.location;
+    const serverType = input.serverType ?? this.defaults.serverType;
+    const key = idempotencyKey === undefined ? null : CLIENT_KEY_PREFIX + idempotencyKey;
+
+    if (key) {
+      const replay = await this.replayCreate(key, { name: input.name, location, serverType });
+      if (replay) return replay;
+    }
+
+    const ids = { agent: randomUUID(), instance: randomUUID(), job: randomUUID(), operation: randomUUID() };
+    const queueJobId = jobIds.operation(ids.operation);
+    let rows: Omit<CreateAgentResult, 'created'>;
+    try {
+      rows = await this.ds.transaction(async (m) => {
+        const agent = await m.save(m.create(Agent, { id: ids.agent, name: input.name, status: 'provisioning' }));
+        const instance = await m.save(
+          m.create(Instance, {
+            id: ids.instance,
+            agentId: agent.id,
+            status: 'pending',
+            location,
+            serverType,
+            image: this.defaults.image,
+          }),
+        );
+        const provisioningJob = await m.save(
+          m.create(ProvisioningJob, { id: ids.job, agentId: agent.id, instanceId: instance.id, status: 'queued' }),
+        );
+        const operation = await m.save(
+          m.create(Operation, {
+            id: ids.operation,
+            type: 'provision',
+            agentId: agent.id,
+            provisioningJobId: provisioningJob.id,
+            status: 'queued',
+            idempotencyKey: key,
+            queueJobId,
+          }),
+        );
+        const created = { agentId: agent.id, fromStatus: null, operationId: operation.id };
+        await recordEvent(m, { ...created, entityType: 'agent', entityId: agent.id, toStatus: agent.status, reason: 'agent created' });
+        await recordEvent(m, { ...created, entityType: 'instance', entityId: instance.id, toStatus: 'pending', reason: 'instance created' });
+        await recordEvent(m, {
+          ...created,
+          entityType: 'provisioning_job',
+          entityId: provisioningJob.id,
+          toStatus: 'queued',
+          reason: 'provision requested',
+        });
+        await recordEvent(m, { ...created, entityType: 'operation', entityId: operation.id, toStatus: 'queued', reason: 'provision requested' });
+        return { agent, instance, provisioningJob, operation };
+      });
+    } catch (err) {
+      if (key && isUniqueViolation(err, IDEMPOTENCY_CONSTRAINT)) {
+        const replay = await this.replayCreate(key, { name: input.name, location, serverType });
+        if (replay) return replay;
+      }
+      throw err;
+    }
+
+    const data: JobPayloads['provision'] = {
+      operationId: rows.operation.id,
+      agentId: rows.agent.id,
+      instanceId: rows.instance.id,
+      provisioningJobId: rows.provisioningJob.id,
+    };
+    try {
+      await this.queues.provision.add('provision', data, { jobId: queueJobId });
+    } catch (err) {
+      // The client gets a 503 and no agent: remove what this request wrote, so a retry starts clean
+      // and no agent sits in the list that nobody will ever provision.
+      this.logger.error({ err, agentId: rows.agent.id, operationId: rows.operation.id }, 'Could not enqueue provision; agent not created');
+      await this.discardAgent(rows).catch((cleanupErr: unknown) =>
+        this.logger.error({ err: cleanupErr, agentId: rows.agent.id }, 'Could not remove the agent of a refused provision'),
+      );
+      throw new QueueUnavailableError('Could not enqueue the provision job', err);
+    }
+    this.logger.info(
+      { agentId: rows.agent.id, operationId: rows.operation.id, provisioningJobId: rows.provisioningJob.id, jobId: queueJobId },
+      `[API] Agent ${rows.agent.id} created, provision queued`,
+    );
+    return { ...rows, created: true };
+  }
+
+  requestStop(agentId: string, idempotencyKey?: string): Promise<CommandResult> {
+    return this.requestAgentCommand('stop', agentId, idempotencyKey);
+  }
+
+  requestStart(agentId: string, idempotencyKey?: string): Promise<CommandResult> {
+    return this.requestAgentCommand('start', agentId, idempotencyKey);
+  }
+
+  requestDestroy(agentId: string, idempotencyKey?: string): Promise<CommandResult> {
+    return this.requestAgentCommand('destroy', agentId, idempotencyKey);
+  }
+
+  /**
+   * At most one rollback operation per provisioning job, whoever asks (API, failed-provision
+   * listener, sweep) and however often: the operation is found or created under `rollback:<pjId>`
+   * and the queue job id is `rollback-<pjId>`.
+   */
+  async requestRollback(
+    provisioningJobId: string,
+    opts: { idempotencyKey?: string; trigger?: RollbackTrigger } = {},
+  ): Promise<CommandResult> {
+    const trigger = opts.trigger ?? 'api';
+    if (opts.idempotencyKey !== undefined) {
+      const previous = await this.findByKey(this.ds.manager, CLIENT_KEY_PREFIX + opts.idempotencyKey);
+      if (previous && !(previous.type === 'rollback' && previous.provisioningJobId === provisioningJobId)) {
+        throw new IdempotencyKeyReuseError(
+          `Idempotency-Key was already used for a ${previous.type} request on another resource`,
+        );
+      }
+    }
+
+    const key = rollbackKey(provisioningJobId);
+    const existing = await this.findByKey(this.ds.manager, key);
+    if (existing) return this.replay(existing, 'rollback', { provisioningJobId });
+
+    const job = UUID.test(provisioningJobId)
+      ? await this.ds.getRepository(ProvisioningJob).findOneBy({ id: provisioningJobId })
+      : null;
+    if (!job) throw new NotFoundError(`Job ${provisioningJobId} not found`);
+    if (job.status === 'succeeded') {
+      throw new StateConflictError(`Job ${provisioningJobId} succeeded; destroy the agent instead of rolling back`);
+    }
+    if (job.status === 'rolled_back') throw new StateConflictError(`Job ${provisioningJobId} is already rolled back`);
+    if (trigger === 'api' && job.status !== 'failed') {
+      // A provision may have failed for good in the queue while its row still says queued/running
+      // (the worker died); its operation row tells.
+      const failedOperation = await this.ds
+        .getRepository(Operation)
+        .findOneBy({ provisioningJobId, type: 'provision', status: 'failed' });
+      if (!failedOperation) {
+        throw new StateConflictError(
+          `Job ${provisioningJobId} is ${job.status}; only a failed provision can be rolled back`,
+        );
+      }
+    }
+
+    const operationId = randomUUID();
+    const queueJobId = jobIds.rollback(provisioningJobId);
+    const inserted = await this.ds.transaction(async (m) => {
+      // ON CONFLICT: the listener and the sweep may ask at the same moment from different processes.
+      const result = await m
+        .createQueryBuilder()
+        .insert()
+        .into(Operation)
+        .values({
+          id: operationId,
+          type: 'rollback',
+          agentId: job.agentId,
+          provisioningJobId,
+          status: 'queued',
+          idempotencyKey: key,
+          queueJobId,
+        })
+        .orIgnore()
+        .returning('id')
+        .execute();
+      if ((result.raw as unknown[]).length === 0) return false;
+      await recordEvent(m, {
+        entityType: 'operation',
+        entityId: operationId,
+        agentId: job.agentId,
+        fromStatus: null,
+        toStatus: 'queued',
+        reason: `rollback requested (${trigger})`,
+        operationId,
+      });
+      return true;
+    });
+    const operation = await this.findByKey(this.ds.manager, key);
+    if (!operation) throw new Error(`Rollback operation for job ${provisioningJobId} vanished`);
+    if (!inserted) return this.replay(operation, 'rollback', { provisioningJobId });
+
+    await this.enqueueOrFail(operation);
+    this.logger.info(
+      { agentId: job.agentId, operationId: operation.id, provisioningJobId, jobId: queueJobId, trigger },
+      `[API] Rollback of job ${provisioningJobId} queued`,
+    );
+    return { operation, created: true };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // read models
+
+  async listAgents(query: ListAgentsQuery): Promise<AgentPage> {
+    const qb = this.ds.getRepository(Agent).createQueryBuilder('a');
+    if (query.status && query.status.length > 0) qb.andWhere('a.status IN (:...statuses)', { statuses: query.status });
+    if (query.cursor !== undefined) {
+      const after = decodeCursor(query.cursor, UUID);
+      // Compared in SQL, not through a JS Date, so microsecond timestamps never skip or repeat a row.
+      qb.andWhere(
+        `(a.created_at, a.id) < (SELECT c.created_at, c.id FROM ${qb.escape(
+          this.ds.getMetadata(Agent).tableName,
+        )} c WHERE c.id = :after)`,
+        { after },
+      );
+    }
+    qb.orderBy('a.created_at', 'DESC').addOrderBy('a.id', 'DESC').take(query.limit + 1);
+    if (query.offset !== undefined) qb.skip(query.offset);
+    const agents = await qb.getMany();
+    const page = agents.slice(0, query.limit);
+    const instances = await this.currentInstances(
+      this.ds.manager,
+      page.map((a) => a.id),
+    );
+    return {
+      items: page.map((agent) => ({ agent, instance: instances.get(agent.id) ?? null })),
+      nextCursor: agents.length > query.limit ? encodeCursor(page[page.length - 1]!.id) : null,
+    };
+  }
+
+  async getAgent(agentId: string): Promise<AgentDetail> {
+    const agent = await this.mustGetAgent(this.ds.manager, agentId);
+    const instances = await this.currentInstances(this.ds.manager, [agent.id]);
+    const operation = await this.ds
+      .getRepository(Operation)
+      .createQueryBuilder('o')
+      .where('o.agent_id = :agentId', { agentId })
+      .andWhere('o.status IN (:...pending)', { pending: PENDING_OPERATION })
+      .orderBy('o.requested_at', 'DESC')
+      .getOne();
+    return { agent, instance: instances.get(agent.id) ?? null, operation };
+  }
+
+  async listEvents(agentId: string, page: { limit: number; cursor?: string }): Promise<EventPage> {
+    await this.mustGetAgent(this.ds.manager, agentId);
+    const qb = this.ds
+      .getRepository(Event)
+      .createQueryBuilder('e')
+      .where('e.agent_id = :agentId', { agentId })
+      .orderBy('e.id', 'ASC')
+      .limit(page.limit + 1);
+    if (page.cursor !== undefined) qb.andWhere('e.id > :after', { after: decodeCursor(page.cursor, /^\d{1,19}$/) });
+    const events = await qb.getMany();
+    const items = events.slice(0, page.limit);
+    return { items, nextCursor: events.length > page.limit ? encodeCursor(items[items.length - 1]!.id) : null };
+  }
+
+  async getOperation(operationId: string): Promise<OperationDetail> {
+    const operation = await this.ds.getRepository(Operation).findOneBy({ id: operationId });
+    if (!operation) throw new NotFoundError(`Operation ${operationId} not found`);
+    return { operation, job: await this.queueJobInfo(operation) };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // internals
+
+  private async requestAgentCommand(type: AgentCommand, agentId: string, idempotencyKey?: string): Promise<CommandResult> {
+    const key = idempotencyKey === undefined ? null : CLIENT_KEY_PREFIX + idempotencyKey;
+    if (key) {
+      const previous = await this.findByKey(this.ds.manager, key);
+      if (previous) return this.replay(previous, type, { agentId });
+    }
+
+    const operationId = randomUUID();
+    const queueJobId = jobIds.operation(operationId);
+    let operation: Operation;
+    try {
+      operation = await this.ds.transaction(async (m) => {
+        // The row lock serialises commands on one agent, so two requests cannot both pass the checks.
+        const agent = await this.mustGetAgent(m, agentId, { lock: true });
+        await this.assertCommandAllowed(m, type, agent);
+        const created = await m.save(
+          m.create(Operation, { id: operationId, type, agentId, status: 'queued', idempotencyKey: key, queueJobId }),
+        );
+        await recordEvent(m, {
+          entityType: 'operation',
+          entityId: created.id,
+          agentId,
+          fromStatus: null,
+          toStatus: 'queued',
+          reason: `${type} requested`,
+          operationId: created.id,
+        });
+        return created;
+      });
+    } catch (err) {
+      if (key && isUniqueViolation(err, IDEMPOTENCY_CONSTRAINT)) {
+        const previous = await this.findByKey(this.ds.manager, key);
+        if (previous) return this.replay(previous, type, { agentId });
+      }
+      throw err;
+    }
+
+    await this.enqueueOrFail(operation);
+    this.logger.info({ agentId, operationId, jobId: queueJobId }, `[API] ${type} of agent ${agentId} queued`);
+    return { operation, created: true };
+  }
+
+  private async assertCommandAllowed(m: EntityManager, type: AgentCommand, agent: Agent): Promise<void> {
+    if (agent.status === 'destroyed') throw new StateConflictError(`Agent ${agent.id} is already destroyed`);
+    const pending = await m
+      .getRepository(Operation)
+      .createQueryBuilder('o')
+      .where('o.agent_id = :agentId', { agentId: agent.id })
+      .andWhere('o.status IN (:...pending)', { pending: PENDING_OPERATION })
+      .andWhere('o.type IN (:...types)', { types: ['stop', 'start', 'destroy'] })
+      .orderBy('o.requested_at', 'DESC')
+      .getMany();
+    const destroying = pending.find((o) => o.type === 'destroy');
+    if (destroying) throw new StateConflictError(`Agent ${agent.id} is being destroyed (operation ${destroying.id})`);
+    if (type === 'destroy') return;
+
+    const same = pending.find((o) => o.type === type);
+    if (same) throw new StateConflictError(`A ${type} of agent ${agent.id} is already in progress (operation ${same.id})`);
+    const instance = await m
+      .getRepository(Instance)
+      .createQueryBuilder('i')
+      .where('i.agent_id = :agentId', { agentId: agent.id })
+      .andWhere('i.status IN (:...live)', { live: LIVE })
+      .getOne();
+    if (type === 'stop' && instance?.status !== 'running') throw new StateConflictError('No running instance to stop');
+    if (type === 'start' && instance?.status !== 'stopped') throw new StateConflictError('No stopped instance to start');
+  }
+
+  /**
+   * The answer to a repeated request: the operation it created first, provided the key is not being
+   * reused for something else. A queued operation is enqueued again (a no-op in BullMQ when the job
+   * exists), which also repairs a crash between the commit and the first add.
+   */
+  private async replay(
+    operation: Operation,
+    type: OperationType,
+    target: { agentId?: string; provisioningJobId?: string },
+  ): Promise<CommandResult> {
+    const sameTarget =
+      operation.type === type &&
+      (target.agentId === undefined || operation.agentId === target.agentId) &&
+      (target.provisioningJobId === undefined || operation.provisioningJobId === target.provisioningJobId);
+    if (!sameTarget) {
+      throw new IdempotencyKeyReuseError(
+        `Idempotency-Key was already used for a ${operation.type} request on another resource`,
+      );
+    }
+    if (operation.status === 'queued' && operation.queueJobId) {
+      try {
+        await this.addJob(operation);
+      } catch (err) {
+        throw new QueueUnavailableError(`Could not confirm the queue job of operation ${operation.id}`, err);
+      }
+    }
+    return { operation, created: false };
+  }
+
+  private async replayCreate(
+    key: string,
+    input: { name: string; location: string; serverType: string },
+  ): Promise<CreateAgentResult | undefined> {
+    const operation = await this.findByKey(this.ds.manager, key);
+    if (!operation) return undefined;
+    const reused = () =>
+      new IdempotencyKeyReuseError(`Idempotency-Key was already used for a ${operation.type} request with other parameters`);
+    if (operation.type !== 'provision' || !operation.agentId || !operation.provisioningJobId) throw reused();
+    const provisioningJob = await this.ds.getRepository(ProvisioningJob).findOneByOrFail({ id: operation.provisioningJobId });
+    const agent = await this.ds.getRepository(Agent).findOneByOrFail({ id: operation.agentId });
+    const instance = await this.ds.getRepository(Instance).findOneByOrFail({ id: provisioningJob.instanceId });
+    if (agent.name !== input.name || instance.location !== input.location || instance.serverType !== input.serverType) {
+      throw reused();
+    }
+    await this.replay(operation, 'provision', { agentId: agent.id });
+    return { agent, instance, operation, provisioningJob, created: false };
+  }
+
+  private async addJob(operation: Operation): Promise<void> {
+    const jobId = operation.queueJobId!;
+    switch (operation.type) {
+      case 'provision': {
+        const job = await this.ds.getRepository(ProvisioningJob).findOneByOrFail({ id: operation.provisioningJobId! });
+        await this.queues.provision.add(
+          'provision',
+          { operationId: operation.id, agentId: job.agentId, instanceId: job.instanceId, provisioningJobId: job.id },
+          { jobId },
+        );
+        return;
+      }
+      case 'rollback':
+        await this.queues.rollback.add(
+          'rollback',
+          { operationId: operation.id, provisioningJobId: operation.provisioningJobId! },
+          { jobId },
+        );
+        return;
+      case 'stop':
+      case 'start':
+      case 'destroy':
+        await this.queues[operation.type].add(operation.type, { operationId: operation.id, agentId: operation.agentId! }, { jobId });
+        return;
+      default:
+        // reconcile operations are scheduled by the reconciler, never replayed through the API.
+        return;
+    }
+  }
+
+  /**
+   * Adds the job of a freshly committed operation. When Redis refuses, the operation is marked
+   * failed and its idempotency key released, so the client's retry (or the next sweep) can try again
+   * instead of finding a request that was never carried out.
+   */
+  private async enqueueOrFail(operation: Operation): Promise<void> {
+    try {
+      await this.addJob(operation);
+    } catch (err) {
+      const message = `Could not enqueue: ${errorMessage(err)}`;
+      this.logger.error({ err, operationId: operation.id, agentId: operation.agentId }, `Could not enqueue ${operation.type} operation`);
+      try {
+        await this.ds.transaction(async (m) => {
+          await transition(m, {
+            entity: 'operation',
+            id: operation.id,
+            from: ['queued'],
+            to: 'failed',
+            reason: 'queue unavailable',
+            operationId: operation.id,
+            patch: { error: message, finishedAt: new Date() },
+          });
+          await m.update(Operation, { id: operation.id }, { idempotencyKey: null });
+        });
+      } catch (markErr) {
+        this.logger.error({ err: markErr, operationId: operation.id }, 'Could not mark the refused operation failed');
+      }
+      throw new QueueUnavailableError(`Could not enqueue the ${operation.type} job`, err);
+    }
+  }
+
+  private async discardAgent(rows: Omit<CreateAgentResult, 'created'>): Promise<void> {
+    await this.ds.transaction(async (m) => {
+      await m.delete(Event, { agentId: rows.agent.id });
+      await m.delete(Operation, { id: rows.operation.id });
+      await m.delete(ProvisioningJob, { id: rows.provisioningJob.id });
+      await m.delete(Instance, { id: rows.instance.id });
+      await m.delete(Agent, { id: rows.agent.id });
+    });
+  }
+
+  private findByKey(m: EntityManager, key: string): Promise<Operation | null> {
+    return m.getRepository(Operation).findOneBy({ idempotencyKey: key });
+  }
+
+  private async mustGetAgent(m: EntityManager, agentId: string, opts: { lock?: boolean } = {}): Promise<Agent> {
+    const agent = UUID.test(agentId)
+      ? await m.getRepository(Agent).findOne({ where: { id: agentId }, ...(opts.lock ? { lock: { mode: 'pessimistic_write' } } : {}) })
+      : null;
+    if (!agent) throw new NotFoundError(`Agent ${agentId} not found`);
+    return agent;
+  }
+
+  /** Per agent: its live instance, else its most recent one (so a destroyed agent still shows what it had). */
+  private async currentInstances(m: EntityManager, agentIds: string[]): Promise<Map<string, Instance>> {
+    if (agentIds.length === 0) return new Map();
+    const table = m.connection.getMetadata(Instance).tableName;
+    const rows: Record<string, unknown>[] = await m.query(
+      `SELECT DISTINCT ON ("agent_id") * FROM "${table}"
+       WHERE "agent_id" = ANY($1::uuid[])
+       ORDER BY "agent_id", ("status"::text = ANY($2::text[])) DESC, "created_at" DESC, "id" DESC`,
+      [agentIds, [...LIVE]],
+    );
+    return new Map(rows.map((raw) => [raw.agent_id as string, hydrate(m, Instance, raw)]));
+  }
+
+  private async queueJobInfo(operation: Operation): Promise<QueueJobInfo | null> {
+    if (!operation.queueJobId) return null;
+    const queue = this.queues[operation.type];
+    const info: QueueJobInfo = { queue: queue.name, id: operation.queueJobId, state: 'not_retained' };
+    try {
+      const job = await queue.getJob(operation.queueJobId);
+      if (!job) return info;
+      const state = await job.getState();
+      return {
+        ...info,
+        state: state === 'unknown' ? 'not_retained' : state,
+        progress: job.progress,
+        attemptsMade: job.attemptsMade,
+        failedReason: job.failedReason || null,
+        createdAt: job.timestamp ? new Date(job.timestamp) : null,
+        processedAt: job.processedOn ? new Date(job.processedOn) : null,
+        finishedAt: job.finishedOn ? new Date(job.finishedOn) : null,
+      };
+    } catch (err) {
+      // PostgreSQL is the source of truth; a Redis outage only hides the live job details.
+      this.logger.warn({ err, operationId: operation.id }, 'Could not read the queue job of an operation');
+      return { ...info, state: 'unavailable' };
+    }
+  }
+}
