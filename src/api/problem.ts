@@ -1,0 +1,172 @@
+import type { NextFunction, Request, Response } from 'express';
+import { ZodError } from 'zod';
+import type { Logger } from '../lib/logger';
+import { NotFoundError, StateConflictError } from '../services/errors';
+import { StateConflictError as TransitionStateConflict } from '../db/errors';
+import { IdempotencyKeyReuseError, InvalidCursorError, QueueUnavailableError } from '../services/operations.service';
+
+/**
+ * RFC 9457 problem details. Every 4xx/5xx the API sends has this one shape, so a client can branch
+ * on `type` and show `detail`; `errors` lists every invalid field at once.
+ */
+export interface FieldProblem {
+  path: string;
+  message: string;
+}
+
+export interface ProblemDetails {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  instance?: string;
+  requestId?: string;
+  errors?: FieldProblem[];
+  [extension: string]: unknown;
+}
+
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+
+const TYPE_PREFIX = 'urn:tailfleet:problem:';
+
+/** Problem kinds with their fixed status and title; `type` is `urn:tailfleet:problem:<kind>`. */
+export const PROBLEM_KINDS = {
+  'validation-error': { status: 400, title: 'Invalid request' },
+  'invalid-json': { status: 400, title: 'Malformed JSON body' },
+  unauthorized: { status: 401, title: 'Authentication required' },
+  'not-found': { status: 404, title: 'Resource not found' },
+  'route-not-found': { status: 404, title: 'No such route' },
+  'method-not-allowed': { status: 405, title: 'Method not allowed' },
+  'state-conflict': { status: 409, title: 'State does not allow this operation' },
+  'payload-too-large': { status: 413, title: 'Request body too large' },
+  'unsupported-media-type': { status: 415, title: 'Unsupported media type' },
+  'idempotency-key-reused': { status: 422, title: 'Idempotency key already used for a different request' },
+  'internal-error': { status: 500, title: 'Internal server error' },
+  'service-unavailable': { status: 503, title: 'Service temporarily unavailable' },
+} as const;
+
+export type ProblemKind = keyof typeof PROBLEM_KINDS;
+
+export function problemType(kind: ProblemKind): string {
+  return `${TYPE_PREFIX}${kind}`;
+}
+
+/** An error that already knows its HTTP answer; thrown by handlers and middleware in src/api. */
+export class HttpProblem extends Error {
+  readonly status: number;
+  constructor(
+    readonly kind: ProblemKind,
+    readonly detail: string,
+    readonly extra: { errors?: FieldProblem[]; headers?: Record<string, string>; [k: string]: unknown } = {},
+  ) {
+    super(detail);
+    this.name = 'HttpProblem';
+    this.status = PROBLEM_KINDS[kind].status;
+  }
+}
+
+export function zodProblems(err: ZodError, root?: string): FieldProblem[] {
+  return err.issues.map((issue) => {
+    const segments = [...(root ? [root] : []), ...issue.path.map(String)];
+    return { path: segments.join('.') || '(root)', message: issue.message };
+  });
+}
+
+/** Whether an error means PostgreSQL cannot be reached right now (as opposed to a bug in a query). */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown; driverError?: { code?: unknown } } | null;
+  if (!e || typeof e !== 'object') return false;
+  const code = String(e.driverError?.code ?? e.code ?? '');
+  // SQLSTATE 08xxx connection exceptions, 53xxx resources, 57P0x operator intervention (shutdown, cannot connect now).
+  if (/^(08|53|57P0)/.test(code)) return true;
+  if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'EPIPE'].includes(code)) return true;
+  const message = typeof e.message === 'string' ? e.message : '';
+  return /Connection terminated|timeout exceeded when trying to connect|DataSource is not initialized|Client has encountered a connection error/i.test(
+    message,
+  );
+}
+
+interface BodyParserError {
+  type?: string;
+  status?: number;
+  expose?: boolean;
+}
+
+function bodyParserProblem(err: BodyParserError, limit: string): HttpProblem | undefined {
+  switch (err.type) {
+    case 'entity.parse.failed':
+      return new HttpProblem('invalid-json', 'The request body is not valid JSON.');
+    case 'entity.too.large':
+      return new HttpProblem('payload-too-large', `The request body exceeds the limit of ${limit}.`);
+    case 'charset.unsupported':
+    case 'encoding.unsupported':
+      return new HttpProblem('unsupported-media-type', 'The request body uses an unsupported charset or content encoding.');
+    case 'request.aborted':
+    case 'request.size.invalid':
+    case 'stream.encoding.set':
+      return new HttpProblem('invalid-json', 'The request body could not be read.');
+    default:
+      return undefined;
+  }
+}
+
+/** Maps anything thrown in a request to a problem. Unknown errors become an opaque 500. */
+export function toProblem(err: unknown, bodyLimit: string): HttpProblem {
+  if (err instanceof HttpProblem) return err;
+  if (err instanceof ZodError) {
+    return new HttpProblem('validation-error', 'The request has invalid fields.', { errors: zodProblems(err) });
+  }
+  if (err instanceof NotFoundError) return new HttpProblem('not-found', err.message);
+  if (err instanceof StateConflictError) return new HttpProblem('state-conflict', err.message);
+  // Lost a guarded transition to a concurrent request: the state moved under us.
+  if (err instanceof TransitionStateConflict) return new HttpProblem('state-conflict', err.message);
+  if (err instanceof InvalidCursorError) {
+    return new HttpProblem('validation-error', 'The request has invalid fields.', {
+      errors: [{ path: 'query.cursor', message: err.message }],
+    });
+  }
+  if (err instanceof IdempotencyKeyReuseError) return new HttpProblem('idempotency-key-reused', err.message);
+  if (err instanceof QueueUnavailableError) {
+    return new HttpProblem('service-unavailable', 'The job queue is unavailable; the request was not accepted. Retry later.', {
+      headers: { 'Retry-After': '5' },
+    });
+  }
+  const parsed = err && typeof err === 'object' ? bodyParserProblem(err as BodyParserError, bodyLimit) : undefined;
+  if (parsed) return parsed;
+  if (isDatabaseUnavailable(err)) {
+    return new HttpProblem('service-unavailable', 'The database is unavailable. Retry later.', {
+      headers: { 'Retry-After': '5' },
+    });
+  }
+  return new HttpProblem('internal-error', 'An unexpected error occurred.');
+}
+
+export function sendProblem(req: Request, res: Response, problem: HttpProblem): void {
+  const { errors, headers, ...extensions } = problem.extra;
+  const body: ProblemDetails = {
+    ...extensions,
+    type: problemType(problem.kind),
+    title: PROBLEM_KINDS[problem.kind].title,
+    status: problem.status,
+    detail: problem.detail,
+    instance: req.originalUrl.split('?')[0],
+    requestId: res.locals.requestId as string | undefined,
+    ...(errors && errors.length > 0 ? { errors } : {}),
+  };
+  for (const [name, value] of Object.entries(headers ?? {})) res.setHeader(name, value);
+  res.status(problem.status).type(PROBLEM_CONTENT_TYPE).send(JSON.stringify(body));
+}
+
+/** The last middleware: turns every error into a problem and logs server-side failures with the cause. */
+export function problemErrorHandler(opts: { logger: Logger; bodyLimit: string }) {
+  return (err: unknown, req: Request, res: Response, next: NextFunction): void => {
+    const problem = toProblem(err, opts.bodyLimit);
+    const log = (res.locals.logger as Logger | undefined) ?? opts.logger;
+    if (problem.status >= 500) log.error({ err }, `Request failed: ${problem.detail}`);
+    if (res.headersSent) {
+      next(err);
+      return;
+    }
+    sendProblem(req, res, problem);
+  };
+}

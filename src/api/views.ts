@@ -1,0 +1,116 @@
+import type { Agent, Event, Instance, Operation, ProvisioningJob } from '../entities';
+import { clientIdempotencyKey, type QueueJobInfo } from '../services/operations.service';
+
+/**
+ * What the API shows of each row. Explicit mappers (rather than serialising entities) keep internal
+ * columns and relation objects out of responses and make the wire format a deliberate choice.
+ */
+
+export const links = {
+  agent: (id: string) => `/v1/agents/${id}`,
+  events: (agentId: string) => `/v1/agents/${agentId}/events`,
+  operation: (id: string) => `/v1/operations/${id}`,
+};
+
+export function agentView(a: Agent) {
+  return { id: a.id, name: a.name, status: a.status, createdAt: a.createdAt, updatedAt: a.updatedAt };
+}
+
+export function instanceView(i: Instance) {
+  return {
+    id: i.id,
+    agentId: i.agentId,
+    status: i.status,
+    serverId: i.serverId,
+    serverName: i.serverName,
+    serverIp: i.serverIp,
+    tailscaleDeviceId: i.tailscaleDeviceId,
+    tailscaleIp: i.tailscaleIp,
+    tailscaleHostname: i.tailscaleHostname,
+    location: i.location,
+    serverType: i.serverType,
+    image: i.image,
+    error: i.error,
+    startedAt: i.startedAt,
+    stoppedAt: i.stoppedAt,
+    destroyedAt: i.destroyedAt,
+    createdAt: i.createdAt,
+    updatedAt: i.updatedAt,
+  };
+}
+
+export function provisioningJobView(j: ProvisioningJob) {
+  return {
+    id: j.id,
+    agentId: j.agentId,
+    instanceId: j.instanceId,
+    status: j.status,
+    attempts: j.attempts,
+    error: j.error,
+    failedStep: j.failedStep,
+    startedAt: j.startedAt,
+    finishedAt: j.finishedAt,
+    createdAt: j.createdAt,
+    updatedAt: j.updatedAt,
+  };
+}
+
+export function operationView(o: Operation) {
+  return {
+    id: o.id,
+    type: o.type,
+    status: o.status,
+    agentId: o.agentId,
+    provisioningJobId: o.provisioningJobId,
+    idempotencyKey: clientIdempotencyKey(o),
+    queueJobId: o.queueJobId,
+    attempts: o.attempts,
+    progress: o.progress,
+    currentStep: o.currentStep,
+    error: o.error,
+    failedStep: o.failedStep,
+    requestedAt: o.requestedAt,
+    startedAt: o.startedAt,
+    finishedAt: o.finishedAt,
+    updatedAt: o.updatedAt,
+  };
+}
+
+export function eventView(e: Event) {
+  return {
+    id: e.id,
+    entityType: e.entityType,
+    entityId: e.entityId,
+    agentId: e.agentId,
+    fromStatus: e.fromStatus,
+    toStatus: e.toStatus,
+    reason: e.reason,
+    operationId: e.operationId,
+    at: e.at,
+  };
+}
+
+export function queueJobView(j: QueueJobInfo | null) {
+  if (!j) return null;
+  return {
+    queue: j.queue,
+    id: j.id,
+    state: j.state,
+    ...(j.progress !== undefined ? { progress: j.progress } : {}),
+    ...(j.attemptsMade !== undefined ? { attemptsMade: j.attemptsMade } : {}),
+    ...(j.failedReason !== undefined ? { failedReason: j.failedReason } : {}),
+    ...(j.createdAt !== undefined ? { createdAt: j.createdAt, processedAt: j.processedAt, finishedAt: j.finishedAt } : {}),
+  };
+}
+
+/** Body of a 202 (or a 200 replay) for every command. */
+export function commandView(operation: Operation) {
+  return {
+    operation: operationView(operation),
+    job: { queue: operation.type, id: operation.queueJobId },
+    links: {
+      operation: links.operation(operation.id),
+      ...(operation.agentId ? { agent: links.agent(operation.agentId) } : {}),
+    },
+  };
+}
