@@ -1,0 +1,126 @@
+import { randomUUID } from 'node:crypto';
+import { createBullBoard } from '@bull-board/api';
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
+import { ExpressAdapter } from '@bull-board/express';
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import type { Config } from '../config';
+import type { Logger } from '../lib/logger';
+import type { Metrics } from '../lib/metrics';
+import type { Queues } from '../queues/queues';
+import type { OperationsService } from '../services/operations.service';
+import { basicAuth, bearerAuth } from './auth';
+import { openApiDocument } from './openapi';
+import { HttpProblem, problemErrorHandler } from './problem';
+import { registerQueueMetrics } from './queue-metrics';
+import { JSON_BODY_LIMIT, v1Router } from './v1.routes';
+
+export interface AppDeps {
+  config: Pick<Config, 'http'>;
+  operations: OperationsService;
+  metrics: Metrics;
+  logger: Logger;
+  queues: Queues;
+  /** Whether PostgreSQL and Redis answer right now; the composition root knows how to ask. */
+  readiness: () => Promise<{ postgres: boolean; redis: boolean }>;
+}
+
+export const BOARD_BASE_PATH = '/admin/queues';
+const READINESS_TIMEOUT_MS = 3000;
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+// Probes and scrapes arrive every few seconds; logging each at info would drown the real traffic.
+const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
+
+/** The route template for metrics labels: never the raw path, which would explode label cardinality. */
+function routeLabel(req: Request, res: Response): string {
+  const template = res.locals.routeTemplate as string | undefined;
+  if (template) return template;
+  if (req.path === BOARD_BASE_PATH || req.path.startsWith(`${BOARD_BASE_PATH}/`)) return BOARD_BASE_PATH;
+  return 'unmatched';
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, fallback: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<T>((resolve) => {
+    timer = setTimeout(() => resolve(fallback), ms);
+  });
+  return Promise.race([promise.catch(() => fallback), timeout]).finally(() => clearTimeout(timer));
+}
+
+function tagRoute(template: string) {
+  return (_req: Request, res: Response, next: NextFunction) => {
+    res.locals.routeTemplate = template;
+    next();
+  };
+}
+
+export function createApp(deps: AppDeps): Express {
+  const { http } = deps.config;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('query parser', 'simple');
+
+  // Request id, child logger, access log and the request counter, for every request.
+  app.use((req, res, next) => {
+    const incoming = req.get('x-request-id');
+    const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    const started = process.hrtime.bigint();
+    const logger = deps.logger.child({ reqId: requestId });
+    res.locals.requestId = requestId;
+    res.locals.logger = logger;
+    res.setHeader('X-Request-Id', requestId);
+    res.on('finish', () => {
+      const route = routeLabel(req, res);
+      deps.metrics.httpRequests.inc({ method: req.method, route, status: String(res.statusCode) });
+      const entry = {
+        method: req.method,
+        route,
+        path: req.path,
+        status: res.statusCode,
+        durationMs: Number(process.hrtime.bigint() - started) / 1e6,
+      };
+      if (QUIET_ROUTES.has(route)) logger.debug(entry, 'request');
+      else logger.info(entry, 'request');
+    });
+    next();
+  });
+
+  app.get('/healthz', tagRoute('/healthz'), (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+
+  app.get('/readyz', tagRoute('/readyz'), async (_req, res) => {
+    const state = await withTimeout(deps.readiness(), READINESS_TIMEOUT_MS, { postgres: false, redis: false });
+    const ready = state.postgres && state.redis;
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', postgres: state.postgres, redis: state.redis });
+  });
+
+  registerQueueMetrics(deps.metrics.registry, deps.queues, deps.logger);
+  app.get('/metrics', tagRoute('/metrics'), async (_req, res) => {
+    const body = await deps.metrics.registry.metrics();
+    res.type(deps.metrics.registry.contentType).send(body);
+  });
+
+  const board = new ExpressAdapter();
+  board.setBasePath(BOARD_BASE_PATH);
+  createBullBoard({
+    queues: Object.values(deps.queues).map((queue) => new BullMQAdapter(queue)),
+    // @bull-board/express pins its own copy of @bull-board/api (9.10.1 beside our 9.10.2); the adapter
+    // interface is the same, only TypeScript sees two declarations of it.
+    serverAdapter: board as unknown as Parameters<typeof createBullBoard>[0]['serverAdapter'],
+    options: { uiConfig: { boardTitle: 'tailfleet' } },
+  });
+  app.use(BOARD_BASE_PATH, basicAuth(http.boardUser, http.boardPassword), board.getRouter());
+
+  // The contract of the API is public, like the API's existence; everything else under /v1 needs the token.
+  app.get('/v1/openapi.json', tagRoute('/v1/openapi.json'), (_req, res) => {
+    res.json(openApiDocument);
+  });
+  app.use('/v1', bearerAuth(http.apiToken), v1Router(deps.operations));
+
+  app.use((req, _res, next) => {
+    next(new HttpProblem('route-not-found', `No route for ${req.method} ${req.path}.`));
+  });
+  app.use(problemErrorHandler({ logger: deps.logger, bodyLimit: JSON_BODY_LIMIT }));
+  return app;
+}

@@ -1,0 +1,497 @@
+import { AGENT_STATUSES, INSTANCE_STATUSES, OPERATION_STATUSES, OPERATION_TYPES, PROVISIONING_JOB_STATUSES } from '../entities';
+import { EVENT_ENTITY_TYPES } from '../entities';
+import { OPERATION_QUEUES } from '../queues/queues';
+import { PROBLEM_KINDS, problemType } from './problem';
+
+/**
+ * OpenAPI 3.1 description of the HTTP API, served at GET /v1/openapi.json. Kept as a plain object
+ * beside the routes (not generated) so a reviewer sees the contract in one file; the API tests check
+ * that every documented path is routed and every route is documented.
+ */
+
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const nullable = (schema: Record<string, unknown>) => ({ oneOf: [schema, { type: 'null' }] });
+const dateTime = { type: 'string', format: 'date-time' };
+const nullableDateTime = { type: ['string', 'null'], format: 'date-time' };
+const uuid = { type: 'string', format: 'uuid' };
+
+const problem = (description: string) => ({
+  description,
+  content: { 'application/problem+json': { schema: ref('Problem') } },
+});
+
+const json = (description: string, schema: Record<string, unknown>, headers?: Record<string, unknown>) => ({
+  description,
+  ...(headers ? { headers } : {}),
+  content: { 'application/json': { schema } },
+});
+
+const idParam = (name: string, description: string) => ({
+  name,
+  in: 'path',
+  required: true,
+  description,
+  schema: uuid,
+});
+
+const idempotencyKeyParam = {
+  name: 'Idempotency-Key',
+  in: 'header',
+  required: false,
+  description:
+    'Makes the request safe to retry: the same key returns the operation it created first (200) instead of ' +
+    'creating another. Reusing a key for a different request is a 422. 1–200 visible ASCII characters.',
+  schema: { type: 'string', minLength: 1, maxLength: 200, pattern: '^[\\x21-\\x7E]+$' },
+};
+
+const commonErrors = {
+  '401': problem('Missing or wrong bearer token.'),
+  '500': problem('Unexpected failure (never carries internal details).'),
+  '503': problem('PostgreSQL or Redis is unavailable; nothing was changed. Retry later (see Retry-After).'),
+};
+
+const commandResponses = (what: string) => ({
+  '200': json('Replay of an earlier request with the same Idempotency-Key: the operation it created.', ref('CommandAccepted')),
+  '202': json(`${what} queued.`, ref('CommandAccepted')),
+  '400': problem('Malformed id, body or Idempotency-Key.'),
+  ...commonErrors,
+  '404': problem('Unknown agent.'),
+  '409': problem('The current state does not allow it (e.g. "No running instance to stop").'),
+  '415': problem('A body was sent that is not JSON.'),
+  '422': problem('Idempotency-Key already used for a different request.'),
+});
+
+const agentCommand = (verb: 'stop' | 'start' | 'destroy', summary: string, description: string) => ({
+  post: {
+    operationId: `${verb}Agent`,
+    summary,
+    description,
+    tags: ['agents'],
+    parameters: [idParam('id', 'Agent id.'), idempotencyKeyParam],
+    responses: commandResponses(`The ${verb} operation was`),
+  },
+});
+
+export const openApiDocument = {
+  openapi: '3.1.0',
+  info: {
+    title: 'tailfleet API',
+    version: '1.0.0',
+    description:
+      'Lifecycle of agent machines (a Hetzner Cloud server joined to a Tailscale tailnet). Commands are ' +
+      'recorded as operations and carried out asynchronously by workers; poll GET /v1/operations/{id}. ' +
+      'Errors are RFC 9457 problem details.',
+  },
+  servers: [{ url: '/' }],
+  security: [{ bearerAuth: [] }],
+  tags: [
+    { name: 'agents', description: 'Agent machines and their lifecycle commands.' },
+    { name: 'operations', description: 'Accepted commands and their progress.' },
+    { name: 'provisioning', description: 'Provisioning jobs.' },
+    { name: 'system', description: 'Health, readiness, metrics and this document.' },
+  ],
+  paths: {
+    '/v1/agents': {
+      post: {
+        operationId: 'createAgent',
+        summary: 'Create an agent and queue its provision',
+        tags: ['agents'],
+        parameters: [idempotencyKeyParam],
+        requestBody: { required: true, content: { 'application/json': { schema: ref('CreateAgentRequest') } } },
+        responses: {
+          '201': json('Agent, instance and provisioning job created; provision queued.', ref('AgentCreated'), {
+            Location: { description: 'URL of the new agent.', schema: { type: 'string' } },
+          }),
+          '200': json('Replay of an earlier request with the same Idempotency-Key.', ref('AgentCreated')),
+          '400': problem('Malformed JSON or invalid fields (every problem is listed in `errors`).'),
+          ...commonErrors,
+          '413': problem('Body larger than 16 KiB.'),
+          '415': problem('Content-Type is not application/json.'),
+          '422': problem('Idempotency-Key already used for a different request.'),
+        },
+      },
+      get: {
+        operationId: 'listAgents',
+        summary: 'List agents, newest first',
+        description:
+          'Keyset pagination with `cursor` (pass `nextCursor` from the previous page) or offset pagination ' +
+          'with `offset`; not both.',
+        tags: ['agents'],
+        parameters: [
+          { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 100, default: 20 } },
+          { name: 'cursor', in: 'query', schema: { type: 'string' } },
+          { name: 'offset', in: 'query', schema: { type: 'integer', minimum: 0 } },
+          {
+            name: 'status',
+            in: 'query',
+            description: 'Only agents in these statuses (comma-separated).',
+            schema: { type: 'string', examples: ['active,paused'] },
+          },
+        ],
+        responses: {
+          '200': json('One page of agents with their current instance.', ref('AgentPage')),
+          '400': problem('Invalid query parameters.'),
+          ...commonErrors,
+        },
+      },
+    },
+    '/v1/agents/{id}': {
+      get: {
+        operationId: 'getAgent',
+        summary: 'An agent with its current instance and its queued or running operation',
+        tags: ['agents'],
+        parameters: [idParam('id', 'Agent id.')],
+        responses: {
+          '200': json('The agent.', ref('AgentDetail')),
+          '400': problem('The id is not a UUID.'),
+          ...commonErrors,
+          '404': problem('Unknown agent.'),
+        },
+      },
+    },
+    '/v1/agents/{id}/events': {
+      get: {
+        operationId: 'listAgentEvents',
+        summary: 'Audit trail of every status change of the agent and its instances, jobs and operations',
+        tags: ['agents'],
+        parameters: [
+          idParam('id', 'Agent id.'),
+          { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 500, default: 100 } },
+          { name: 'cursor', in: 'query', description: 'nextCursor of the previous page.', schema: { type: 'string' } },
+        ],
+        responses: {
+          '200': json('Events, oldest first.', ref('EventPage')),
+          '400': problem('The id or a query parameter is invalid.'),
+          ...commonErrors,
+          '404': problem('Unknown agent.'),
+        },
+      },
+    },
+    '/v1/agents/{id}/stop': agentCommand(
+      'stop',
+      'Stop the agent (graceful shutdown, then power off after the timeout)',
+      'Requires a running instance.',
+    ),
+    '/v1/agents/{id}/start': agentCommand('start', 'Start a stopped agent', 'Requires a stopped instance.'),
+    '/v1/agents/{id}/destroy': agentCommand(
+      'destroy',
+      'Destroy the agent: delete its server and tailnet device',
+      'Allowed in any state except destroyed.',
+    ),
+    '/v1/provisioning-jobs/{id}/rollback': {
+      post: {
+        operationId: 'rollbackProvisioningJob',
+        summary: 'Roll back a failed provision (exactly once per provisioning job)',
+        description:
+          'Deletes every server and tailnet device the provision left behind. There is at most one rollback ' +
+          'operation per provisioning job: asking again returns it (200).',
+        tags: ['provisioning'],
+        parameters: [idParam('id', 'Provisioning job id.'), idempotencyKeyParam],
+        responses: {
+          ...commandResponses('The rollback was'),
+          '404': problem('Unknown provisioning job ("Job <id> not found").'),
+          '409': problem('The provisioning job has not failed (it is queued, running or succeeded).'),
+        },
+      },
+    },
+    '/v1/operations/{id}': {
+      get: {
+        operationId: 'getOperation',
+        summary: 'State, progress, attempts and error of an operation',
+        description:
+          'PostgreSQL is the source of truth; `job` adds what BullMQ still retains about the queue job ' +
+          '(state `not_retained` once retention removed it, `unavailable` while Redis is down).',
+        tags: ['operations'],
+        parameters: [idParam('id', 'Operation id.')],
+        responses: {
+          '200': json('The operation.', ref('OperationDetail')),
+          '400': problem('The id is not a UUID.'),
+          ...commonErrors,
+          '404': problem('Unknown operation.'),
+        },
+      },
+    },
+    '/v1/openapi.json': {
+      get: {
+        operationId: 'getOpenApiDocument',
+        summary: 'This document',
+        tags: ['system'],
+        security: [],
+        responses: { '200': json('OpenAPI 3.1 document.', { type: 'object' }) },
+      },
+    },
+    '/healthz': {
+      get: {
+        operationId: 'liveness',
+        summary: 'Liveness: the process serves HTTP',
+        tags: ['system'],
+        security: [],
+        responses: { '200': json('Alive.', ref('Health')) },
+      },
+    },
+    '/readyz': {
+      get: {
+        operationId: 'readiness',
+        summary: 'Readiness: PostgreSQL and Redis answer',
+        tags: ['system'],
+        security: [],
+        responses: {
+          '200': json('Ready.', ref('Readiness')),
+          '503': json('A dependency is down.', ref('Readiness')),
+        },
+      },
+    },
+    '/metrics': {
+      get: {
+        operationId: 'metrics',
+        summary: 'Prometheus metrics, including job counts per queue and state',
+        tags: ['system'],
+        security: [],
+        responses: {
+          '200': {
+            description: 'Prometheus text exposition format.',
+            content: { 'text/plain': { schema: { type: 'string' } } },
+          },
+        },
+      },
+    },
+    '/admin/queues': {
+      get: {
+        operationId: 'bullBoard',
+        summary: 'Bull Board dashboard (HTML; its JSON API lives below /admin/queues/api)',
+        tags: ['system'],
+        security: [{ basicAuth: [] }],
+        responses: {
+          '200': { description: 'Dashboard.', content: { 'text/html': { schema: { type: 'string' } } } },
+          '401': problem('Missing or wrong credentials (WWW-Authenticate: Basic).'),
+        },
+      },
+    },
+  },
+  components: {
+    securitySchemes: {
+      bearerAuth: { type: 'http', scheme: 'bearer', description: 'The API_TOKEN of the deployment.' },
+      basicAuth: { type: 'http', scheme: 'basic', description: 'BULL_BOARD_USER / BULL_BOARD_PASSWORD.' },
+    },
+    schemas: {
+      Problem: {
+        type: 'object',
+        description: 'RFC 9457 problem details.',
+        required: ['type', 'title', 'status', 'detail'],
+        properties: {
+          type: {
+            type: 'string',
+            format: 'uri',
+            enum: Object.keys(PROBLEM_KINDS).map((k) => problemType(k as keyof typeof PROBLEM_KINDS)),
+          },
+          title: { type: 'string' },
+          status: { type: 'integer' },
+          detail: { type: 'string' },
+          instance: { type: 'string', description: 'Path of the request.' },
+          requestId: { type: 'string', description: 'Same as the X-Request-Id response header.' },
+          errors: {
+            type: 'array',
+            items: {
+              type: 'object',
+              required: ['path', 'message'],
+              properties: { path: { type: 'string' }, message: { type: 'string' } },
+            },
+          },
+        },
+      },
+      CreateAgentRequest: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name'],
+        properties: {
+          name: {
+            type: 'string',
+            minLength: 1,
+            maxLength: 63,
+            pattern: '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$',
+            description: 'A DNS label: lower-case letters, digits and inner hyphens.',
+          },
+          location: { type: 'string', pattern: '^[a-z0-9-]{1,32}$', description: 'Hetzner location, e.g. fsn1.' },
+          serverType: { type: 'string', pattern: '^[a-z0-9-]{1,32}$', description: 'Hetzner server type, e.g. cx22.' },
+        },
+      },
+      Agent: {
+        type: 'object',
+        required: ['id', 'name', 'status', 'createdAt', 'updatedAt'],
+        properties: {
+          id: uuid,
+          name: { type: 'string' },
+          status: { type: 'string', enum: [...AGENT_STATUSES] },
+          createdAt: dateTime,
+          updatedAt: dateTime,
+        },
+      },
+      Instance: {
+        type: 'object',
+        required: ['id', 'agentId', 'status', 'serverType', 'image', 'createdAt', 'updatedAt'],
+        properties: {
+          id: uuid,
+          agentId: uuid,
+          status: { type: 'string', enum: [...INSTANCE_STATUSES] },
+          serverId: { type: ['string', 'null'], description: 'Hetzner server id (int64 as a string).' },
+          serverName: { type: ['string', 'null'] },
+          serverIp: { type: ['string', 'null'] },
+          tailscaleDeviceId: { type: ['string', 'null'] },
+          tailscaleIp: { type: ['string', 'null'] },
+          tailscaleHostname: { type: ['string', 'null'] },
+          location: { type: ['string', 'null'] },
+          serverType: { type: 'string' },
+          image: { type: 'string' },
+          error: { type: ['string', 'null'] },
+          startedAt: nullableDateTime,
+          stoppedAt: nullableDateTime,
+          destroyedAt: nullableDateTime,
+          createdAt: dateTime,
+          updatedAt: dateTime,
+        },
+      },
+      ProvisioningJob: {
+        type: 'object',
+        required: ['id', 'agentId', 'instanceId', 'status', 'attempts', 'createdAt', 'updatedAt'],
+        properties: {
+          id: uuid,
+          agentId: uuid,
+          instanceId: uuid,
+          status: { type: 'string', enum: [...PROVISIONING_JOB_STATUSES] },
+          attempts: { type: 'integer' },
+          error: { type: ['string', 'null'] },
+          failedStep: { type: ['string', 'null'] },
+          startedAt: nullableDateTime,
+          finishedAt: nullableDateTime,
+          createdAt: dateTime,
+          updatedAt: dateTime,
+        },
+      },
+      Operation: {
+        type: 'object',
+        required: ['id', 'type', 'status', 'attempts', 'progress', 'requestedAt', 'updatedAt'],
+        properties: {
+          id: uuid,
+          type: { type: 'string', enum: [...OPERATION_TYPES] },
+          status: { type: 'string', enum: [...OPERATION_STATUSES] },
+          agentId: { type: ['string', 'null'], format: 'uuid' },
+          provisioningJobId: { type: ['string', 'null'], format: 'uuid' },
+          idempotencyKey: { type: ['string', 'null'], description: 'The Idempotency-Key the request carried.' },
+          queueJobId: { type: ['string', 'null'] },
+          attempts: { type: 'integer' },
+          progress: { type: 'integer', minimum: 0, maximum: 100 },
+          currentStep: { type: ['string', 'null'] },
+          error: { type: ['string', 'null'] },
+          failedStep: { type: ['string', 'null'] },
+          requestedAt: dateTime,
+          startedAt: nullableDateTime,
+          finishedAt: nullableDateTime,
+          updatedAt: dateTime,
+        },
+      },
+      Event: {
+        type: 'object',
+        required: ['id', 'entityType', 'entityId', 'toStatus', 'reason', 'at'],
+        properties: {
+          id: { type: 'string', description: 'Monotonic (bigint as a string).' },
+          entityType: { type: 'string', enum: [...EVENT_ENTITY_TYPES] },
+          entityId: uuid,
+          agentId: { type: ['string', 'null'], format: 'uuid' },
+          fromStatus: { type: ['string', 'null'] },
+          toStatus: { type: 'string' },
+          reason: { type: 'string' },
+          operationId: { type: ['string', 'null'], format: 'uuid' },
+          at: dateTime,
+        },
+      },
+      JobRef: {
+        type: 'object',
+        required: ['queue', 'id'],
+        properties: { queue: { type: 'string', enum: [...OPERATION_QUEUES, 'reconcile'] }, id: { type: 'string' } },
+      },
+      QueueJob: {
+        type: 'object',
+        required: ['queue', 'id', 'state'],
+        properties: {
+          queue: { type: 'string' },
+          id: { type: 'string' },
+          state: {
+            type: 'string',
+            enum: ['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed', 'not_retained', 'unavailable'],
+          },
+          progress: {},
+          attemptsMade: { type: 'integer' },
+          failedReason: { type: ['string', 'null'] },
+          createdAt: nullableDateTime,
+          processedAt: nullableDateTime,
+          finishedAt: nullableDateTime,
+        },
+      },
+      AgentCreated: {
+        type: 'object',
+        required: ['agent', 'instance', 'operation', 'provisioningJob', 'job', 'links'],
+        properties: {
+          agent: ref('Agent'),
+          instance: ref('Instance'),
+          operation: ref('Operation'),
+          provisioningJob: ref('ProvisioningJob'),
+          job: ref('JobRef'),
+          links: ref('Links'),
+        },
+      },
+      CommandAccepted: {
+        type: 'object',
+        required: ['operation', 'job', 'links'],
+        properties: { operation: ref('Operation'), job: ref('JobRef'), links: ref('Links') },
+      },
+      Links: {
+        type: 'object',
+        additionalProperties: { type: 'string' },
+        properties: { self: { type: 'string' }, agent: { type: 'string' }, operation: { type: 'string' }, events: { type: 'string' } },
+      },
+      AgentSummary: {
+        allOf: [ref('Agent'), { type: 'object', required: ['instance'], properties: { instance: nullable(ref('Instance')) } }],
+      },
+      AgentPage: {
+        type: 'object',
+        required: ['items', 'limit', 'nextCursor'],
+        properties: {
+          items: { type: 'array', items: ref('AgentSummary') },
+          limit: { type: 'integer' },
+          offset: { type: 'integer' },
+          nextCursor: { type: ['string', 'null'] },
+        },
+      },
+      AgentDetail: {
+        type: 'object',
+        required: ['agent', 'instance', 'operation', 'links'],
+        properties: {
+          agent: ref('Agent'),
+          instance: { ...nullable(ref('Instance')), description: 'The live instance, else the most recent one.' },
+          operation: { ...nullable(ref('Operation')), description: 'The most recent queued or running operation.' },
+          links: ref('Links'),
+        },
+      },
+      EventPage: {
+        type: 'object',
+        required: ['items', 'nextCursor'],
+        properties: { items: { type: 'array', items: ref('Event') }, nextCursor: { type: ['string', 'null'] } },
+      },
+      OperationDetail: {
+        type: 'object',
+        required: ['operation', 'job', 'links'],
+        properties: { operation: ref('Operation'), job: nullable(ref('QueueJob')), links: ref('Links') },
+      },
+      Health: { type: 'object', properties: { status: { type: 'string', const: 'ok' } } },
+      Readiness: {
+        type: 'object',
+        required: ['status', 'postgres', 'redis'],
+        properties: {
+          status: { type: 'string', enum: ['ready', 'unavailable'] },
+          postgres: { type: 'boolean' },
+          redis: { type: 'boolean' },
+        },
+      },
+    },
+  },
+} as const;

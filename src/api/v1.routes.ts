@@ -1,0 +1,232 @@
+import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
+import { z } from 'zod';
+import { AGENT_NAME_MAX_LENGTH, AGENT_STATUSES, type AgentStatus } from '../entities';
+import type { OperationsService } from '../services/operations.service';
+import { HttpProblem, type FieldProblem, zodProblems } from './problem';
+import {
+  agentView,
+  commandView,
+  eventView,
+  instanceView,
+  links,
+  operationView,
+  provisioningJobView,
+  queueJobView,
+} from './views';
+
+export const JSON_BODY_LIMIT = '16kb';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const IDEMPOTENCY_KEY = /^[\x21-\x7E]{1,200}$/;
+const JSON_TYPES = ['application/json', 'application/*+json'];
+
+const createAgentBody = z.strictObject({
+  name: z
+    .string()
+    .min(1, 'must not be empty')
+    .max(AGENT_NAME_MAX_LENGTH, `must be at most ${AGENT_NAME_MAX_LENGTH} characters`)
+    .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'must be a DNS label: lower-case letters, digits and inner hyphens'),
+  location: z.string().regex(/^[a-z0-9-]{1,32}$/, 'must be a Hetzner location name like fsn1').optional(),
+  serverType: z.string().regex(/^[a-z0-9-]{1,32}$/, 'must be a Hetzner server type name like cx22').optional(),
+});
+
+const intParam = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d{1,9}$/, 'must be a non-negative integer')
+    .transform(Number)
+    .pipe(z.number().int().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`));
+
+const listAgentsQuery = z
+  .strictObject({
+    limit: intParam(1, 100).optional(),
+    cursor: z.string().min(1).max(200).optional(),
+    offset: intParam(0, 1_000_000).optional(),
+    status: z
+      .string()
+      .transform((s) => s.split(',').map((v) => v.trim()).filter(Boolean))
+      .pipe(
+        z.array(
+          z.enum(AGENT_STATUSES, { error: () => `must be a comma-separated list of ${AGENT_STATUSES.join(', ')}` }),
+        ),
+      )
+      .optional(),
+  })
+  .refine((q) => q.cursor === undefined || q.offset === undefined, {
+    message: 'use either cursor or offset, not both',
+    path: ['cursor'],
+  });
+
+const listEventsQuery = z.strictObject({
+  limit: intParam(1, 500).optional(),
+  cursor: z.string().min(1).max(200).optional(),
+});
+
+function parse<T extends z.ZodType>(schema: T, value: unknown, root: string): z.output<T> {
+  const result = schema.safeParse(value);
+  if (!result.success) {
+    throw new HttpProblem('validation-error', 'The request has invalid fields.', { errors: zodProblems(result.error, root) });
+  }
+  return result.data;
+}
+
+function invalid(errors: FieldProblem[]): HttpProblem {
+  return new HttpProblem('validation-error', 'The request has invalid fields.', { errors });
+}
+
+function uuidParam(req: Request, name = 'id'): string {
+  const value = req.params[name];
+  if (typeof value !== 'string' || !UUID.test(value)) {
+    throw invalid([{ path: `params.${name}`, message: 'must be a UUID' }]);
+  }
+  return value.toLowerCase();
+}
+
+function idempotencyKey(req: Request): string | undefined {
+  const value = req.get('idempotency-key');
+  if (value === undefined) return undefined;
+  if (!IDEMPOTENCY_KEY.test(value)) {
+    throw invalid([{ path: 'headers.idempotency-key', message: 'must be 1–200 visible ASCII characters' }]);
+  }
+  return value;
+}
+
+/** A body, when there is one, must be JSON: anything else is refused before it is read. */
+function requireJsonBody(req: Request, _res: Response, next: NextFunction): void {
+  if (req.is(JSON_TYPES) === false) {
+    next(new HttpProblem('unsupported-media-type', 'Send the request body as application/json.'));
+    return;
+  }
+  next();
+}
+
+/** Registers a route with its template (for metrics and logs) and a 405 for every other method. */
+function route(
+  router: Router,
+  path: string,
+  handlers: Partial<Record<'get' | 'post', RequestHandler>>,
+): void {
+  const allowed = Object.keys(handlers).map((m) => m.toUpperCase());
+  if (allowed.includes('GET')) allowed.push('HEAD');
+  const r = router.route(path).all((_req, res, next) => {
+    res.locals.routeTemplate = `/v1${path}`;
+    next();
+  });
+  if (handlers.get) r.get(handlers.get);
+  if (handlers.post) r.post(handlers.post);
+  r.all((req, res, next) => {
+    res.setHeader('Allow', allowed.join(', '));
+    if (req.method === 'OPTIONS') {
+      res.status(204).end();
+      return;
+    }
+    next(new HttpProblem('method-not-allowed', `${req.method} is not allowed here; use ${allowed.join(', ')}.`));
+  });
+}
+
+/** Everything below /v1 that needs the bearer token (mounted after the auth middleware). */
+export function v1Router(operations: OperationsService): Router {
+  const router = express.Router({ strict: false });
+  router.use(requireJsonBody, express.json({ limit: JSON_BODY_LIMIT, type: JSON_TYPES, strict: true }));
+
+  route(router, '/agents', {
+    post: async (req, res) => {
+      const key = idempotencyKey(req);
+      if (req.body === undefined) {
+        throw invalid([{ path: '(body)', message: 'a JSON object with at least "name" is required' }]);
+      }
+      const input = parse(createAgentBody, req.body, 'body');
+      const result = await operations.createAgent(input, key);
+      const agentId = result.agent.id;
+      if (result.created) res.location(links.agent(agentId));
+      res.status(result.created ? 201 : 200).json({
+        agent: agentView(result.agent),
+        instance: instanceView(result.instance),
+        operation: operationView(result.operation),
+        provisioningJob: provisioningJobView(result.provisioningJob),
+        job: { queue: 'provision', id: result.operation.queueJobId },
+        links: {
+          self: links.agent(agentId),
+          operation: links.operation(result.operation.id),
+          events: links.events(agentId),
+        },
+      });
+    },
+    get: async (req, res) => {
+      const q = parse(listAgentsQuery, req.query, 'query');
+      const limit = q.limit ?? 20;
+      const page = await operations.listAgents({
+        limit,
+        cursor: q.cursor,
+        offset: q.offset,
+        status: q.status as AgentStatus[] | undefined,
+      });
+      res.json({
+        items: page.items.map(({ agent, instance }) => ({
+          ...agentView(agent),
+          instance: instance ? instanceView(instance) : null,
+        })),
+        limit,
+        ...(q.offset !== undefined ? { offset: q.offset } : {}),
+        nextCursor: page.nextCursor,
+      });
+    },
+  });
+
+  route(router, '/agents/:id', {
+    get: async (req, res) => {
+      const detail = await operations.getAgent(uuidParam(req));
+      res.json({
+        agent: agentView(detail.agent),
+        instance: detail.instance ? instanceView(detail.instance) : null,
+        operation: detail.operation ? operationView(detail.operation) : null,
+        links: {
+          self: links.agent(detail.agent.id),
+          events: links.events(detail.agent.id),
+          ...(detail.operation ? { operation: links.operation(detail.operation.id) } : {}),
+        },
+      });
+    },
+  });
+
+  route(router, '/agents/:id/events', {
+    get: async (req, res) => {
+      const id = uuidParam(req);
+      const q = parse(listEventsQuery, req.query, 'query');
+      const page = await operations.listEvents(id, { limit: q.limit ?? 100, cursor: q.cursor });
+      res.json({ items: page.items.map(eventView), nextCursor: page.nextCursor });
+    },
+  });
+
+  const command =
+    (run: (id: string, key: string | undefined) => ReturnType<OperationsService['requestStop']>): RequestHandler =>
+    async (req, res) => {
+      const id = uuidParam(req);
+      const key = idempotencyKey(req);
+      const { operation, created } = await run(id, key);
+      res.status(created ? 202 : 200).json(commandView(operation));
+    };
+
+  route(router, '/agents/:id/stop', { post: command((id, key) => operations.requestStop(id, key)) });
+  route(router, '/agents/:id/start', { post: command((id, key) => operations.requestStart(id, key)) });
+  route(router, '/agents/:id/destroy', { post: command((id, key) => operations.requestDestroy(id, key)) });
+  route(router, '/provisioning-jobs/:id/rollback', {
+    post: command((id, key) => operations.requestRollback(id, { idempotencyKey: key, trigger: 'api' })),
+  });
+
+  route(router, '/operations/:id', {
+    get: async (req, res) => {
+      const { operation, job } = await operations.getOperation(uuidParam(req));
+      res.json({
+        operation: operationView(operation),
+        job: queueJobView(job),
+        links: {
+          self: links.operation(operation.id),
+          ...(operation.agentId ? { agent: links.agent(operation.agentId) } : {}),
+        },
+      });
+    },
+  });
+
+  return router;
+}
