@@ -3,11 +3,13 @@ import { Event } from './event.entity';
 import { Instance } from './instance.entity';
 import { Operation } from './operation.entity';
 import { ProvisioningJob } from './provisioning-job.entity';
+import { ReconcileReportRecord } from './reconcile-report.entity';
 
 export * from './agent.entity';
 export * from './event.entity';
 export * from './instance.entity';
 export * from './operation.entity';
 export * from './provisioning-job.entity';
+export * from './reconcile-report.entity';
 
-export const entities = [Agent, Instance, ProvisioningJob, Operation, Event];
+export const entities = [Agent, Instance, ProvisioningJob, Operation, Event, ReconcileReportRecord];
