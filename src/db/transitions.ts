@@ -39,14 +39,16 @@ type Table<K extends EventEntityType> = { readonly [S in StatusOf[K]]: readonly 
  *
  * instance
  * - pending → provisioning → running is the provision path; pending/provisioning → failed is the
- *   rollback of a provision that failed for good (the only way into `failed`).
+ *   rollback of a provision that failed for good.
+ * - running/stopped → failed: reconciliation found the server deleted behind tailfleet's back. The
+ *   machine is lost (not destroyed on request), so the instance fails with the reason and the agent
+ *   goes to `error`, from where it can be provisioned again; its device becomes an orphan for the sweeper.
  * - running → stopping → stopped and stopped → starting → running are stop and start.
  *   stopping → running and starting → stopped undo a stop / start that failed, so the job can retry
  *   from a stable state.
  * - every live state → destroying → destroyed. A destroy that cannot confirm the server and the device
  *   are gone keeps failing and retrying in `destroying`, so there is no destroying → failed (that would
- *   hide a billed server) and no way back from destroying. Reconciliation that finds a server gone
- *   behind our back goes through destroying too, so the tailnet device is cleaned up as well.
+ *   hide a billed server) and no way back from destroying.
  * - destroyed and failed are terminal: a new provision makes a new instance row (the partial unique
  *   index allows one live instance per agent, any number of dead ones).
  *
@@ -73,9 +75,9 @@ export const TRANSITIONS: { readonly [K in EventEntityType]: Table<K> } = {
   instance: {
     pending: ['provisioning', 'failed', 'destroying'],
     provisioning: ['running', 'failed', 'destroying'],
-    running: ['stopping', 'destroying'],
+    running: ['stopping', 'destroying', 'failed'],
     stopping: ['stopped', 'running', 'destroying'],
-    stopped: ['starting', 'destroying'],
+    stopped: ['starting', 'destroying', 'failed'],
     starting: ['running', 'stopped', 'destroying'],
     destroying: ['destroyed'],
     destroyed: [],
