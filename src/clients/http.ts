@@ -452,7 +452,8 @@ export class RequestCore {
   private redact(message: string): string {
     let out = message;
     for (const secret of this.secrets()) {
-      if (secret && secret.length >= 4) out = out.split(secret).join('[redacted]');
+      // Very short strings are not real credentials and would mangle ordinary words.
+      if (secret && secret.length >= 8) out = out.split(secret).join('[redacted]');
     }
     return out;
   }
@@ -480,9 +481,13 @@ function errorFields(body: unknown): { code?: string; message?: string } {
       message: typeof e.message === 'string' ? e.message : undefined,
     };
   }
+  // OAuth token errors (RFC 6749): `{error: "invalid_client", error_description | message}`.
+  const oauthCode = typeof b.error === 'string' ? b.error : undefined;
+  const description = (b as { error_description?: unknown }).error_description;
   return {
-    code: typeof b.code === 'string' ? b.code : undefined,
-    message: typeof b.message === 'string' ? b.message : typeof b.error === 'string' ? b.error : undefined,
+    code: typeof b.code === 'string' ? b.code : oauthCode,
+    message:
+      typeof b.message === 'string' ? b.message : typeof description === 'string' ? description : undefined,
   };
 }
 
