@@ -1,0 +1,53 @@
+import 'reflect-metadata';
+import { ConfigError, loadConfig, type Config } from './config';
+import { createLogger } from './lib/logger';
+import { createTailfleet } from './server';
+
+/**
+ * Entry point of `npm start`. SIGTERM/SIGINT run the ordered shutdown (HTTP → workers drain →
+ * queues → Redis → database); a second signal exits at once.
+ */
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+
+  const logger = createLogger({ level: config.logLevel });
+  const tailfleet = createTailfleet(config, { logger });
+
+  let signalled = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) {
+      logger.warn({ signal }, 'Second signal: exiting without waiting');
+      process.exit(130);
+    }
+    signalled = true;
+    logger.info({ signal, drainTimeoutSeconds: config.queues.drainTimeoutSeconds }, `${signal} received, shutting down`);
+    tailfleet.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'Shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
+  try {
+    await tailfleet.start();
+  } catch (err) {
+    logger.fatal({ err }, 'tailfleet failed to start');
+    await tailfleet.stop().catch(() => undefined);
+    process.exit(1);
+  }
+}
+
+void main();

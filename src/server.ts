@@ -1,0 +1,296 @@
+import 'reflect-metadata';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import express, { type Application } from 'express';
+import type { Redis } from 'ioredis';
+import type { DataSource } from 'typeorm';
+import { createApp } from './api/app';
+import { HetznerClient, type HetznerClientDeps } from './clients/hetzner/hetzner.client';
+import { TailscaleClient, type TailscaleClientDeps } from './clients/tailscale/tailscale.client';
+import type { Config } from './config';
+import { createDataSource, createRepositories, runMigrations, type Repositories } from './db';
+import { createLogger, type Logger } from './lib/logger';
+import { createMetrics, type Metrics } from './lib/metrics';
+import { createProcessors } from './processors';
+import {
+  closeQueues,
+  createProducerConnection,
+  createQueues,
+  createWorkerConnection,
+  type Queues,
+} from './queues/queues';
+import { LifecycleService } from './services/lifecycle.service';
+import { OperationsService } from './services/operations.service';
+import { RollbackListener } from './services/rollback-listener';
+import { createWorkers, type WorkerPool, type WorkerSettings } from './workers';
+
+/**
+ * The composition root: the only place that builds infrastructure. Order follows the data flow —
+ * config → logger → DataSource → Redis → repositories → clients → services → queues → app/workers —
+ * and shutdown walks it backwards.
+ */
+
+export interface TailfleetOverrides {
+  logger?: Logger;
+  metrics?: Metrics;
+  /** Extra client options (e.g. short retry delays in tests); the config supplies the rest. */
+  hetzner?: Partial<HetznerClientDeps>;
+  tailscale?: Partial<TailscaleClientDeps>;
+  worker?: Partial<WorkerSettings>;
+  /** Run the failed-provision listener and sweep in worker processes (default true). */
+  rollbackListener?: boolean;
+  /** Apply pending migrations at start (default true). */
+  migrate?: boolean;
+}
+
+export interface Tailfleet {
+  config: Config;
+  logger: Logger;
+  metrics: Metrics;
+  dataSource: DataSource;
+  queues: Queues;
+  repositories: Repositories;
+  operations: OperationsService;
+  /** The HTTP app: the API (roles all and api) or only probes and metrics (role worker). */
+  app?: Application;
+  /** Worker roles only. */
+  lifecycle?: LifecycleService;
+  workers?: WorkerPool;
+  rollbackListener?: RollbackListener;
+  /** Set once start() has the HTTP server listening, e.g. http://127.0.0.1:3000. */
+  url?: string;
+  start(): Promise<void>;
+  /** Ordered graceful shutdown; safe to call more than once. */
+  stop(): Promise<void>;
+}
+
+export function createTailfleet(config: Config, overrides: TailfleetOverrides = {}): Tailfleet {
+  const runsApi = config.role === 'all' || config.role === 'api';
+  const runsWorkers = config.role === 'all' || config.role === 'worker';
+
+  const logger = overrides.logger ?? createLogger({ level: config.logLevel });
+  const metrics = overrides.metrics ?? createMetrics({ defaultMetrics: true });
+  const dataSource = createDataSource({ url: config.databaseUrl, applicationName: `tailfleet-${config.role}` });
+
+  // Producers fail fast when Redis is down (the API answers 503); workers need a connection that
+  // waits through reconnects. Only worker roles open the second one.
+  const producer = createProducerConnection(config.redisUrl);
+  const workerConnection: Redis | undefined = runsWorkers ? createWorkerConnection(config.redisUrl) : undefined;
+  for (const [name, conn] of [['producer', producer], ['worker', workerConnection]] as const) {
+    conn?.on('error', (err) => logger.warn({ err: { message: err.message }, connection: name }, 'Redis connection error'));
+  }
+
+  const repositories = createRepositories(dataSource);
+  const queues = createQueues({
+    connection: producer,
+    prefix: config.queues.prefix,
+    defaults: { attempts: config.queues.attempts, backoffMs: config.queues.backoffMs },
+  });
+  const operations = new OperationsService({
+    dataSource,
+    queues,
+    logger: logger.child({ component: 'operations' }),
+    defaults: { serverType: config.hetzner.serverType, image: config.hetzner.image, location: config.hetzner.location },
+  });
+
+  const tf: Tailfleet = { config, logger, metrics, dataSource, queues, repositories, operations, start, stop };
+
+  if (runsWorkers) {
+    const hetzner = new HetznerClient({
+      baseUrl: config.hetzner.apiUrl,
+      token: config.hetzner.token,
+      logger: logger.child({ component: 'hetzner' }),
+      observer: metrics.cloudObserver,
+      actionPollIntervalMs: config.pollIntervalMs,
+      serverPollIntervalMs: config.pollIntervalMs,
+      actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
+      ...overrides.hetzner,
+    });
+    const tailscale = new TailscaleClient({
+      baseUrl: config.tailscale.apiUrl,
+      clientId: config.tailscale.clientId,
+      clientSecret: config.tailscale.clientSecret,
+      tailnet: config.tailscale.tailnet,
+      tags: config.tailscale.tags,
+      logger: logger.child({ component: 'tailscale' }),
+      observer: metrics.cloudObserver,
+      enrollmentPollIntervalMs: config.pollIntervalMs,
+      enrollmentTimeoutMs: config.tailscale.enrollmentTimeoutSeconds * 1000,
+      ...overrides.tailscale,
+    });
+    const lifecycle = new LifecycleService({
+      dataSource,
+      hetzner,
+      tailscale,
+      logger: logger.child({ component: 'lifecycle' }),
+      settings: {
+        serverType: config.hetzner.serverType,
+        image: config.hetzner.image,
+        location: config.hetzner.location,
+        sshKeys: config.hetzner.sshKeys,
+        shutdownTimeoutMs: config.hetzner.shutdownTimeoutSeconds * 1000,
+        enrollmentTimeoutMs: config.tailscale.enrollmentTimeoutSeconds * 1000,
+        actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
+      },
+    });
+    const processors = createProcessors({
+      dataSource,
+      lifecycle,
+      logger: logger.child({ component: 'processor' }),
+      metrics,
+      queues,
+    });
+    const workers = createWorkers({
+      connection: workerConnection!,
+      prefix: config.queues.prefix,
+      concurrency: config.queues.concurrency,
+      processors,
+      dataSource,
+      logger,
+      settings: overrides.worker,
+    });
+    tf.lifecycle = lifecycle;
+    tf.workers = workers;
+    if (overrides.rollbackListener !== false) {
+      const listener = new RollbackListener({
+        dataSource,
+        operations,
+        provisionQueue: queues.provision,
+        logger: logger.child({ component: 'rollback-listener' }),
+        sweepIntervalMs: config.queues.rollbackSweepIntervalSeconds * 1000,
+      });
+      listener.attach(workers.workers.provision!);
+      tf.rollbackListener = listener;
+    }
+  }
+
+  let server: Server | undefined;
+  const sockets = new Set<Socket>();
+  const readiness = async () => {
+    const [postgres, redis] = await Promise.all([
+      dataSource.isInitialized ? dataSource.query('SELECT 1').then(() => true, () => false) : false,
+      producer.ping().then(() => true, () => false),
+    ]);
+    return { postgres, redis };
+  };
+  if (runsApi) {
+    tf.app = createApp({ config, operations, metrics, logger: logger.child({ component: 'http' }), queues, readiness });
+  } else {
+    // A worker-only process serves just probes and its own metrics (jobs, cloud requests).
+    tf.app = createProbeApp(metrics, readiness);
+  }
+
+  let started = false;
+  let stopping: Promise<void> | undefined;
+
+  async function start(): Promise<void> {
+    if (started) throw new Error('tailfleet already started');
+    started = true;
+    await dataSource.initialize();
+    if (overrides.migrate !== false) {
+      const { applied } = await runMigrations(dataSource);
+      if (applied.length > 0) logger.info({ applied }, 'Database migrations applied');
+    }
+    if (tf.workers) {
+      await workerConnection!.ping();
+      tf.workers.run();
+      tf.rollbackListener?.start();
+    }
+    if (tf.app) {
+      server = createServer(tf.app);
+      server.on('connection', (s) => {
+        sockets.add(s);
+        s.once('close', () => sockets.delete(s));
+      });
+      await new Promise<void>((resolve, reject) => {
+        server!.once('error', reject);
+        server!.listen(config.http.port, config.http.host, () => {
+          server!.off('error', reject);
+          resolve();
+        });
+      });
+      const addr = server.address() as AddressInfo;
+      const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+      tf.url = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${addr.port}`;
+      logger.info({ url: tf.url, role: config.role }, `tailfleet API listening on ${tf.url}`);
+    }
+    logger.info({ role: config.role, prefix: config.queues.prefix }, 'tailfleet started');
+  }
+
+  function stop(): Promise<void> {
+    stopping ??= shutdown();
+    return stopping;
+  }
+
+  async function shutdown(): Promise<void> {
+    const step = async (name: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (err) {
+        logger.error({ err, step: name }, 'Shutdown step failed');
+      }
+    };
+    logger.info({ role: config.role }, 'Shutting down');
+
+    // 1. No new requests; idle keep-alive sockets closed, busy ones get a moment to answer.
+    if (server) {
+      await step('http', () => closeHttp(server!, sockets, 5_000));
+    }
+    // 2. No new jobs; in-flight ones finish or, past the deadline, are left for another worker.
+    if (tf.workers) {
+      await step('workers', async () => {
+        const { drained } = await tf.workers!.close(config.queues.drainTimeoutSeconds * 1000);
+        logger.info({ drained }, drained ? 'Workers drained' : 'Workers stopped before their jobs finished');
+      });
+    }
+    // 3. The listener may still be recording a failure the workers just reported.
+    if (tf.rollbackListener) await step('rollback-listener', () => tf.rollbackListener!.close());
+    // 4. Queues, then the Redis connections under them, then the database.
+    await step('queues', () => closeQueues(queues));
+    await step('redis', () => Promise.all([quit(producer), workerConnection ? quit(workerConnection) : undefined]));
+    if (dataSource.isInitialized) await step('database', () => dataSource.destroy());
+    logger.info('Shutdown complete');
+  }
+
+  return tf;
+}
+
+function createProbeApp(metrics: Metrics, readiness: () => Promise<{ postgres: boolean; redis: boolean }>): Application {
+  const app = express();
+  app.disable('x-powered-by');
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', async (_req, res) => {
+    const state = await readiness();
+    const ready = state.postgres && state.redis;
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', ...state });
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  return app;
+}
+
+async function quit(conn: Redis): Promise<void> {
+  if (conn.status === 'end') return;
+  try {
+    await conn.quit();
+  } catch {
+    conn.disconnect();
+  }
+}
+
+function closeHttp(server: Server, sockets: Set<Socket>, graceMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      for (const s of sockets) s.destroy();
+    }, graceMs);
+    timer.unref();
+    server.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}

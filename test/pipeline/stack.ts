@@ -1,0 +1,155 @@
+import { randomBytes } from 'node:crypto';
+import IORedis from 'ioredis';
+import { loadConfig, type Config } from '../../src/config';
+import { silentLogger } from '../../src/lib/logger';
+import { createTailfleet, type Tailfleet, type TailfleetOverrides } from '../../src/server';
+import { startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
+import { createTestDatabase, type TestDatabase } from '../helpers/db';
+
+export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+/** Simulator timings small enough for a fast suite, large enough that jobs really wait on actions. */
+export const TINY_TIMINGS: SimTimingsInput = {
+  actionDurationMs: 20,
+  bootMs: 20,
+  enrollDelayMs: 20,
+  shutdownMs: 20,
+};
+
+/** Environment for a tailfleet process pointed at this suite's database, Redis prefix and simulator. */
+export function stackEnv(ctx: { db: TestDatabase; sim: RunningSimulator; prefix: string; apiToken: string }, extra: Record<string, string> = {}) {
+  return {
+    DATABASE_URL: ctx.db.url,
+    REDIS_URL,
+    HETZNER_API_URL: ctx.sim.hetznerUrl,
+    HETZNER_API_TOKEN: 'sim-token',
+    TAILSCALE_API_URL: ctx.sim.tailscaleUrl,
+    TAILSCALE_OAUTH_CLIENT_ID: 'sim-client',
+    TAILSCALE_OAUTH_CLIENT_SECRET: 'sim-secret',
+    API_TOKEN: ctx.apiToken,
+    HOST: '127.0.0.1',
+    PORT: '0',
+    QUEUE_PREFIX: ctx.prefix,
+    POLL_INTERVAL_MS: '10',
+    JOB_ATTEMPTS: '3',
+    JOB_BACKOFF_MS: '20',
+    SHUTDOWN_TIMEOUT_SECONDS: '2',
+    WORKER_CONCURRENCY: '5',
+    LOG_LEVEL: 'silent',
+    ...extra,
+  };
+}
+
+export interface Suite {
+  db: TestDatabase;
+  sim: RunningSimulator;
+  prefix: string;
+  apiToken: string;
+  /** Config as the suite's processes see it (through loadConfig, like production). */
+  config(extra?: Record<string, string>): Config;
+  /** A tailfleet built through the composition root, started; stopped by close(). */
+  launch(opts?: { env?: Record<string, string>; overrides?: TailfleetOverrides }): Promise<Tailfleet>;
+  close(): Promise<void>;
+}
+
+/** Per-suite database, Redis prefix and simulator; every tailfleet it launches is stopped at close(). */
+export async function createSuite(label: string, timings: SimTimingsInput = TINY_TIMINGS): Promise<Suite> {
+  const db = await createTestDatabase(label);
+  const sim = await startSimulator({ timings });
+  const prefix = `tf-test-${label}-${randomBytes(4).toString('hex')}`;
+  const apiToken = randomBytes(24).toString('hex');
+  const launched: Tailfleet[] = [];
+  const ctx = { db, sim, prefix, apiToken };
+
+  const config = (extra: Record<string, string> = {}) => loadConfig(stackEnv(ctx, extra));
+  return {
+    ...ctx,
+    config,
+    async launch(opts = {}) {
+      const tf = createTailfleet(config(opts.env), {
+        logger: silentLogger,
+        // Retries of the clients themselves in milliseconds, not seconds.
+        hetzner: { retryBaseDelayMs: 5, retryMaxDelayMs: 20, maxRateLimitWaitMs: 200 },
+        tailscale: { retryBaseDelayMs: 5, retryMaxDelayMs: 20, maxRateLimitWaitMs: 200 },
+        ...opts.overrides,
+        worker: { lockDurationMs: 2000, stalledIntervalMs: 500, ...opts.overrides?.worker },
+      });
+      launched.push(tf);
+      await tf.start();
+      return tf;
+    },
+    async close() {
+      await Promise.allSettled(launched.map((tf) => tf.stop()));
+      await sim.close();
+      await deleteRedisPrefix(prefix);
+      await db.drop();
+    },
+  };
+}
+
+export async function deleteRedisPrefix(prefix: string): Promise<void> {
+  const redis = new IORedis(REDIS_URL, { maxRetriesPerRequest: 1 });
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 500);
+      cursor = next;
+      if (keys.length > 0) await redis.del(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Polls until `fn` returns a truthy value, or fails with the last value seen once the deadline passes. */
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | null | false>,
+  opts: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<T> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+      last = v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out waiting for ${what}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
+    }
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 20));
+  }
+}
+
+/** Minimal client for the tailfleet HTTP API. */
+export function apiClient(baseUrl: string, token: string) {
+  const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
+    const res = await fetch(`${baseUrl}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${token}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...headers,
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let json: any;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      json = text;
+    }
+    return { status: res.status, body: json };
+  };
+  return {
+    call,
+    get: (path: string) => call('GET', path),
+    post: (path: string, body?: unknown, headers?: Record<string, string>) => call('POST', path, body ?? {}, headers),
+  };
+}
+
+export type ApiClient = ReturnType<typeof apiClient>;
