@@ -214,10 +214,9 @@ describe('cloud request core (through HetznerClient, against the simulator)', ()
     for (let i = 0; i < 3; i++) {
       await fetch(`${sim.hetznerUrl}/servers/${id}`, { headers: { authorization: `Bearer ${TOKEN}` } });
     }
-    let h!: HetznerClient;
     let second: Promise<unknown> | undefined;
     const statuses: Array<number | string> = [];
-    h = client({
+    const h: HetznerClient = client({
       maxRetries: 0,
       observer: {
         onRequest: (e) => {
