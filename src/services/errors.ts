@@ -26,10 +26,13 @@ export class NotFoundError extends LifecycleError {
 export class StateConflictError extends LifecycleError {
   readonly permanent = true;
   readonly code = 'state_conflict';
+  /** True when a guarded write lost to another operation (as opposed to a state that never allowed the request). */
+  readonly lostRace: boolean;
 
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(message: string, options?: { cause?: unknown; lostRace?: boolean }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'StateConflictError';
+    this.lostRace = options?.lostRace ?? false;
   }
 }
 

@@ -175,7 +175,9 @@ export class LifecycleService {
       await r.step('done', 100, `server ${serverId} running and enrolled`);
       log.info({ serverId }, `[Lifecycle] Agent ${agent.id} provisioned successfully`);
     } catch (err) {
-      await this.recordProvisionFailure(job, step, err, log);
+      // A lost race is the other operation's story to tell; writing it onto the job would only hide the real state.
+      if (err instanceof StateConflictError && err.lostRace) log.warn({ step }, `[Lifecycle] Provision stopped: ${err.message}`);
+      else await this.recordProvisionFailure(job, step, err, log);
       throw err;
     }
   }
@@ -341,6 +343,7 @@ export class LifecycleService {
       const current = await this.mustGetInstance(instanceId);
       throw new StateConflictError(
         `Instance ${instanceId} is ${current.status} with server ${current.serverId ?? 'none'}; cannot record server ${serverId}`,
+        { lostRace: true },
       );
     }
   }
@@ -355,7 +358,9 @@ export class LifecycleService {
       .execute();
     if (result.affected !== 1) {
       const current = await this.mustGetInstance(instanceId);
-      throw new StateConflictError(`Instance ${instanceId} is ${current.status}; cannot record device ${device.id}`);
+      throw new StateConflictError(`Instance ${instanceId} is ${current.status}; cannot record device ${device.id}`, {
+        lostRace: true,
+      });
     }
   }
 
@@ -730,7 +735,7 @@ export class LifecycleService {
     try {
       return await write();
     } catch (err) {
-      if (err instanceof DbStateConflictError) throw new StateConflictError(err.message, { cause: err });
+      if (err instanceof DbStateConflictError) throw new StateConflictError(err.message, { cause: err, lostRace: true });
       if (err instanceof RecordNotFoundError) throw new NotFoundError(err.message, { cause: err });
       throw err;
     }
@@ -766,6 +771,7 @@ export class LifecycleService {
       const current = await this.mustGetInstance(instanceId);
       throw new StateConflictError(`Instance ${instanceId} is now ${current.status}; another operation took over (${message})`, {
         cause: err,
+        lostRace: true,
       });
     }
   }

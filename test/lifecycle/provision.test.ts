@@ -1,14 +1,24 @@
 import { expect } from 'chai';
-import { StateConflictError, NotFoundError } from '../../src/services/errors';
+import pino from 'pino';
+import sinon from 'sinon';
+import { CloudApiError } from '../../src/clients/errors';
+import { transition } from '../../src/db/transitions';
+import { Instance } from '../../src/entities';
+import { NotFoundError, StateConflictError } from '../../src/services/errors';
+import { silentLogger } from '../../src/lib/logger';
+import { LifecycleService } from '../../src/services/lifecycle.service';
 import {
   cloud,
+  FAST_SETTINGS,
   expectRejection,
   newAgent,
+  provisionedAgent,
   recordingReporter,
   rows,
   serverCreates,
   startLifecycleHarness,
   transitionsOf,
+  type AgentFixture,
   type LifecycleHarness,
 } from '../helpers/lifecycle';
 
@@ -24,26 +34,57 @@ describe('lifecycle: provision', function () {
   beforeEach(async () => {
     await h.reset();
   });
+  afterEach(() => {
+    sinon.restore();
+  });
+
+  const run = (a: AgentFixture) => h.service.provision({ provisioningJobId: a.provisioningJobId, operationId: a.provisionOperationId });
+
+  /** The create call reaches the cloud, but its answer is lost (as on a timeout or a crash right after). */
+  function loseNextCreateResponse() {
+    const real = h.hetzner.createServer.bind(h.hetzner);
+    return sinon.stub(h.hetzner, 'createServer').callsFake(async (o) => {
+      await real(o);
+      throw new CloudApiError({
+        api: 'hetzner',
+        status: 0,
+        code: 'timeout',
+        message: 'request timed out',
+        retryable: true,
+        method: 'POST',
+        path: '/servers',
+      });
+    });
+  }
+
+  async function expectProvisioned(a: AgentFixture) {
+    const { agent, instance, job } = await rows(h, a);
+    expect(agent.status).to.equal('active');
+    expect(instance.status).to.equal('running');
+    expect(job!.status).to.equal('succeeded');
+    const { servers, devices } = cloud(h);
+    expect(servers).to.have.length(1);
+    expect(servers[0].status).to.equal('running');
+    expect(instance.serverId).to.equal(String(servers[0].id));
+    expect(devices).to.have.length(1);
+    expect(instance.tailscaleDeviceId).to.equal(devices[0].id);
+    return { agent, instance, job: job! };
+  }
 
   it('creates one labelled server, enrolls its device and records everything', async () => {
     const a = await newAgent(h, 'Build Box #1');
     const reporter = recordingReporter();
     await h.service.provision({ provisioningJobId: a.provisioningJobId, operationId: a.provisionOperationId }, reporter);
 
-    const { agent, instance, job } = await rows(h, a);
-    expect(agent.status).to.equal('active');
-    expect(instance.status).to.equal('running');
+    const { instance, job } = await expectProvisioned(a);
     expect(instance.startedAt).to.be.instanceOf(Date);
     expect(instance.error).to.equal(null);
-    expect(job!.status).to.equal('succeeded');
-    expect(job!.attempts).to.equal(1);
+    expect(job.attempts).to.equal(1);
+    expect(job.finishedAt).to.be.instanceOf(Date);
 
     const { servers, devices, authKeys } = cloud(h);
-    expect(servers).to.have.length(1);
     const [server] = servers;
-    expect(instance.serverId).to.equal(String(server.id));
     expect(instance.serverIp).to.equal(server.public_net.ipv4!.ip);
-    expect(server.status).to.equal('running');
     expect(server.labels).to.include({
       'managed-by': 'tailfleet',
       'tailfleet-agent': a.agentId,
@@ -51,9 +92,6 @@ describe('lifecycle: provision', function () {
     });
     expect(instance.tailscaleHostname).to.match(/^build-box-1-[0-9a-f]{8}$/);
     expect(server.name).to.equal(instance.tailscaleHostname);
-
-    expect(devices).to.have.length(1);
-    expect(instance.tailscaleDeviceId).to.equal(devices[0].id);
     expect(devices[0].hostname).to.equal(instance.tailscaleHostname);
     expect(devices[0].addresses).to.include(instance.tailscaleIp);
 
@@ -67,5 +105,190 @@ describe('lifecycle: provision', function () {
     expect(reporter.steps.map((s) => s.name)).to.include.members(['prepare', 'create-server', 'wait-server', 'wait-enrollment', 'done']);
     expect(reporter.steps.at(-1)!.progress).to.equal(100);
     expect(serverCreates(h)).to.equal(1);
+  });
+
+  it('refuses an unknown provisioning job', async () => {
+    const id = '00000000-0000-4000-8000-000000000000';
+    const err = await expectRejection(h.service.provision({ provisioningJobId: id }));
+    expect(err).to.be.instanceOf(NotFoundError);
+    expect(err.message).to.equal(`Job ${id} not found`);
+  });
+
+  it('is a no-op for a job that already succeeded', async () => {
+    const a = await provisionedAgent(h);
+    h.sim.control.resetRequestCounts();
+    await run(a);
+    expect(h.sim.control.requestCounts()).to.deep.equal({});
+    expect((await rows(h, a)).job!.attempts).to.equal(1);
+  });
+
+  it('lets the database refuse a second live instance for the agent', async () => {
+    const a = await provisionedAgent(h);
+    const err = await expectRejection(
+      h.ds.getRepository(Instance).insert({ agentId: a.agentId, serverType: 'cx22', image: 'ubuntu-24.04' }),
+    );
+    expect((err as { driverError?: { constraint?: string } }).driverError?.constraint).to.equal('uq_instances_live_agent');
+  });
+
+  describe('resumes after a crash', () => {
+    it('after the instance moved to provisioning and before any cloud call', async () => {
+      const a = await newAgent(h);
+      await transition(h.ds, { entity: 'instance', id: a.instanceId, from: ['pending'], to: 'provisioning', reason: 'test' });
+      await transition(h.ds, { entity: 'agent', id: a.agentId, from: ['draft'], to: 'provisioning', reason: 'test' });
+      await transition(h.ds, { entity: 'provisioning_job', id: a.provisioningJobId, from: ['queued'], to: 'running', reason: 'test' });
+      await run(a);
+      const { job } = await expectProvisioned(a);
+      expect(job.attempts).to.equal(1);
+      expect(serverCreates(h)).to.equal(1);
+    });
+
+    it('after the server was created but its id never reached the database', async () => {
+      const a = await newAgent(h);
+      const stub = loseNextCreateResponse();
+      const err = await expectRejection(run(a));
+      expect(err).to.be.instanceOf(CloudApiError);
+      stub.restore();
+
+      const failed = await rows(h, a);
+      expect(failed.instance.status).to.equal('provisioning');
+      expect(failed.instance.serverId).to.equal(null);
+      expect(failed.job!.failedStep).to.equal('create-server');
+      expect(failed.job!.error).to.equal('request timed out');
+      expect(cloud(h).servers).to.have.length(1);
+
+      await run(a);
+      const { job } = await expectProvisioned(a);
+      expect(job.attempts).to.equal(2);
+      expect(job.error).to.equal(null);
+      expect(serverCreates(h)).to.equal(1);
+      // The first attempt's key was kept (the server might use it) and was indeed the one that enrolled.
+      expect(cloud(h).authKeys).to.have.length(1);
+    });
+
+    it('after the server id was stored but before the device enrolled', async () => {
+      const a = await newAgent(h);
+      sinon.stub(h.tailscale, 'waitForEnrollment').rejects(new Error('worker killed'));
+      await expectRejection(run(a));
+      sinon.restore();
+
+      const mid = await rows(h, a);
+      expect(mid.instance.status).to.equal('provisioning');
+      expect(mid.instance.serverId).to.be.a('string');
+      expect(mid.instance.tailscaleDeviceId).to.equal(null);
+      expect(mid.job!.failedStep).to.equal('wait-enrollment');
+
+      await run(a);
+      await expectProvisioned(a);
+      expect(serverCreates(h)).to.equal(1);
+    });
+
+    it('after the device was recorded but before the final transition', async () => {
+      const a = await provisionedAgent(h);
+      // Wind the rows back to the moment before the last transaction (a crash there rolls it back).
+      await h.ds.query(`UPDATE instances SET status = 'provisioning', started_at = NULL WHERE id = $1`, [a.instanceId]);
+      await h.ds.query(`UPDATE agents SET status = 'provisioning' WHERE id = $1`, [a.agentId]);
+      await h.ds.query(`UPDATE provisioning_jobs SET status = 'running' WHERE id = $1`, [a.provisioningJobId]);
+      h.sim.control.resetRequestCounts();
+
+      await run(a);
+      await expectProvisioned(a);
+      const counts = h.sim.control.requestCounts();
+      expect(counts['POST /hetzner/v1/servers'] ?? 0).to.equal(0);
+      expect(counts['POST /tailscale/api/v2/tailnet/{tailnet}/keys'] ?? 0).to.equal(0);
+      expect(counts['GET /tailscale/api/v2/tailnet/{tailnet}/devices'] ?? 0).to.equal(0);
+    });
+
+    it('powers the server on again if it was found off', async () => {
+      const a = await newAgent(h);
+      sinon.stub(h.tailscale, 'waitForEnrollment').rejects(new Error('worker killed'));
+      await expectRejection(run(a));
+      sinon.restore();
+      const { instance } = await rows(h, a);
+      h.sim.control.updateServer(Number(instance.serverId), { status: 'off' });
+
+      await run(a);
+      await expectProvisioned(a);
+      expect(serverCreates(h)).to.equal(1);
+    });
+  });
+
+  it('keeps one server when two attempts of the same job run at once', async () => {
+    const a = await newAgent(h);
+    const results = await Promise.allSettled([run(a), run(a)]);
+    const failures = results.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason);
+    for (const f of failures) expect(f).to.be.instanceOf(StateConflictError);
+    const { job, instance } = await expectProvisioned(a);
+    // The loser's conflict is not written over the winner's record.
+    expect(job.error).to.equal(null);
+    expect(instance.error).to.equal(null);
+  });
+
+  it('records the failure and keeps the instance provisioning when enrollment times out', async () => {
+    const impatient = new LifecycleService({
+      dataSource: h.ds,
+      hetzner: h.hetzner,
+      tailscale: h.tailscale,
+      logger: silentLogger,
+      settings: { ...FAST_SETTINGS, enrollmentTimeoutMs: 100 },
+    });
+    h.sim.control.setTimings({ enrollDelayMs: 60_000 });
+    const a = await newAgent(h);
+    const err = await expectRejection(impatient.provision({ provisioningJobId: a.provisioningJobId }));
+    expect(err).to.be.instanceOf(CloudApiError);
+    expect((err as CloudApiError).retryable).to.equal(true);
+    const { instance, job, agent } = await rows(h, a);
+    expect(instance.status).to.equal('provisioning');
+    expect(instance.serverId).to.be.a('string');
+    expect(instance.error).to.match(/enrolled within 100 ms/);
+    expect(job!.status).to.equal('running');
+    expect(job!.failedStep).to.equal('wait-enrollment');
+    expect(agent.status).to.equal('provisioning');
+  });
+
+  it('deletes the unused auth key when Hetzner refuses the create', async () => {
+    const a = await newAgent(h);
+    h.sim.control.setFaults([{ method: 'POST', route: '/hetzner/v1/servers', status: 422, code: 'invalid_input', times: 1 }]);
+    const err = await expectRejection(run(a));
+    expect(err).to.be.instanceOf(CloudApiError);
+    expect((err as CloudApiError).status).to.equal(422);
+
+    const { authKeys, servers } = cloud(h);
+    expect(servers).to.have.length(0);
+    expect(authKeys).to.have.length(1);
+    expect(authKeys[0].revoked, 'auth key revoked').to.be.a('string');
+    const { job } = await rows(h, a);
+    expect(job!.failedStep).to.equal('create-server');
+
+    // The job's retry creates a fresh key and the server.
+    await run(a);
+    await expectProvisioned(a);
+  });
+
+  it('keeps the auth key out of the database and the logs', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'trace' }, { write: (line: string) => void lines.push(line) });
+    const service = new LifecycleService({ dataSource: h.ds, hetzner: h.hetzner, tailscale: h.tailscale, logger, settings: FAST_SETTINGS });
+    const keySpy = sinon.spy(h.tailscale, 'createAuthKey');
+    const a = await newAgent(h);
+    await service.provision({ provisioningJobId: a.provisioningJobId, operationId: a.provisionOperationId });
+
+    const { key } = await keySpy.firstCall.returnValue;
+    expect(key).to.have.length.greaterThan(10);
+    const dump = JSON.stringify(await h.ds.query(`SELECT row_to_json(t) FROM (SELECT * FROM instances) t
+      UNION ALL SELECT row_to_json(t) FROM (SELECT * FROM provisioning_jobs) t
+      UNION ALL SELECT row_to_json(t) FROM (SELECT * FROM events) t
+      UNION ALL SELECT row_to_json(t) FROM (SELECT * FROM operations) t`));
+    expect(dump).to.include(a.instanceId);
+    expect(dump).to.not.include(key);
+    expect(lines.join('')).to.include(`[Lifecycle] Agent ${a.agentId} provisioned successfully`);
+    expect(lines.join('')).to.not.include(key);
+  });
+
+  it('refuses to run a rolled-back job again', async () => {
+    const a = await newAgent(h);
+    await h.service.rollbackFailedProvision(a.provisioningJobId);
+    const err = await expectRejection(run(a));
+    expect(err).to.be.instanceOf(StateConflictError);
+    expect(serverCreates(h)).to.equal(0);
   });
 });

@@ -1,0 +1,214 @@
+import { expect } from 'chai';
+import { CloudApiError } from '../../src/clients/errors';
+import { transition } from '../../src/db/transitions';
+import { NotFoundError, StateConflictError } from '../../src/services/errors';
+import {
+  cloud,
+  expectRejection,
+  newAgent,
+  newOperation,
+  provisionedAgent,
+  rows,
+  startLifecycleHarness,
+  transitionsOf,
+  type AgentFixture,
+  type LifecycleHarness,
+} from '../helpers/lifecycle';
+
+const SHUTDOWN = '/hetzner/v1/servers/{id}/actions/shutdown';
+const POWERON = '/hetzner/v1/servers/{id}/actions/poweron';
+
+describe('lifecycle: stop and start', function () {
+  let h: LifecycleHarness;
+
+  before(async () => {
+    h = await startLifecycleHarness('lc_stop_start');
+  });
+  after(async () => {
+    await h?.close();
+  });
+  beforeEach(async () => {
+    await h.reset();
+  });
+
+  const serverOf = (a: AgentFixture) => cloud(h).servers.find((s) => s.labels['tailfleet-agent'] === a.agentId)!;
+  const requests = (key: string) => h.sim.control.requestCounts()[`POST ${key}`] ?? 0;
+
+  async function stoppedAgent(): Promise<AgentFixture> {
+    const a = await provisionedAgent(h);
+    await h.service.stop(a.agentId);
+    return a;
+  }
+
+  describe('stop', () => {
+    it('shuts the server down gracefully, then records stopped and pauses the agent', async () => {
+      const a = await provisionedAgent(h);
+      const op = await newOperation(h, 'stop', a.agentId);
+      await h.service.stop(a.agentId, { operationId: op });
+
+      const { agent, instance } = await rows(h, a);
+      expect(instance.status).to.equal('stopped');
+      expect(instance.stoppedAt).to.be.instanceOf(Date);
+      expect(instance.error).to.equal(null);
+      expect(agent.status).to.equal('paused');
+      expect(serverOf(a).status).to.equal('off');
+      expect(requests(SHUTDOWN)).to.equal(1);
+      expect(requests('/hetzner/v1/servers/{id}/actions/poweroff')).to.equal(0);
+      expect((await transitionsOf(h, a.instanceId)).slice(-2)).to.deep.equal(['running→stopping', 'stopping→stopped']);
+      expect((await transitionsOf(h, a.agentId)).at(-1)).to.equal('active→paused');
+    });
+
+    it('powers the server off when it ignores the ACPI signal past the timeout', async () => {
+      const a = await provisionedAgent(h);
+      h.sim.control.updateServer(serverOf(a).id, { ignoresAcpi: true });
+      await h.service.stop(a.agentId);
+      expect((await rows(h, a)).instance.status).to.equal('stopped');
+      expect(serverOf(a).status).to.equal('off');
+      expect(requests('/hetzner/v1/servers/{id}/actions/poweroff')).to.equal(1);
+    });
+
+    it('refuses an instance that is not running, and an unknown agent', async () => {
+      const a = await stoppedAgent();
+      const err = await expectRejection(h.service.stop(a.agentId, { operationId: await newOperation(h, 'stop', a.agentId) }));
+      expect(err).to.be.instanceOf(StateConflictError);
+      expect(err.message).to.equal('No running instance to stop');
+
+      const pending = await newAgent(h, 'pending-one');
+      expect((await expectRejection(h.service.stop(pending.agentId))).message).to.equal('No running instance to stop');
+
+      const missing = await expectRejection(h.service.stop('00000000-0000-4000-8000-000000000000'));
+      expect(missing).to.be.instanceOf(NotFoundError);
+    });
+
+    for (const fault of [
+      { name: 'a 500 beyond the client retries', rule: { status: 500, times: 10 } },
+      { name: 'a 422', rule: { status: 422, code: 'invalid_input', times: 1 } },
+    ]) {
+      it(`puts the instance back to running with the error kept when the shutdown fails with ${fault.name}`, async () => {
+        const a = await provisionedAgent(h);
+        h.sim.control.setFaults([{ method: 'POST', route: SHUTDOWN, ...fault.rule }]);
+        const err = await expectRejection(h.service.stop(a.agentId));
+        expect(err).to.be.instanceOf(CloudApiError);
+
+        const { agent, instance } = await rows(h, a);
+        expect(instance.status).to.equal('running');
+        expect(instance.error).to.be.a('string').and.not.empty;
+        expect(instance.stoppedAt).to.equal(null);
+        expect(agent.status).to.equal('active');
+        expect((await transitionsOf(h, a.instanceId)).slice(-2)).to.deep.equal(['running→stopping', 'stopping→running']);
+        expect(serverOf(a).status).to.equal('running');
+
+        // The job's retry, once the API is healthy again, completes the stop and clears the error.
+        h.sim.control.clearFaults();
+        await h.service.stop(a.agentId);
+        const after = await rows(h, a);
+        expect(after.instance.status).to.equal('stopped');
+        expect(after.instance.error).to.equal(null);
+        expect(after.agent.status).to.equal('paused');
+      });
+    }
+
+    it('continues a stop that crashed in stopping with the server still running', async () => {
+      const a = await provisionedAgent(h);
+      await transition(h.ds, { entity: 'instance', id: a.instanceId, from: ['running'], to: 'stopping', reason: 'test' });
+      await h.service.stop(a.agentId);
+      expect((await rows(h, a)).instance.status).to.equal('stopped');
+      expect(serverOf(a).status).to.equal('off');
+    });
+
+    it('continues a stop that crashed in stopping after the server was already off', async () => {
+      const a = await provisionedAgent(h);
+      await transition(h.ds, { entity: 'instance', id: a.instanceId, from: ['running'], to: 'stopping', reason: 'test' });
+      h.sim.control.updateServer(serverOf(a).id, { status: 'off' });
+      h.sim.control.resetRequestCounts();
+      await h.service.stop(a.agentId);
+      const { agent, instance } = await rows(h, a);
+      expect(instance.status).to.equal('stopped');
+      expect(agent.status).to.equal('paused');
+      expect(requests(SHUTDOWN)).to.equal(0);
+    });
+
+    it('treats a redelivered stop that already finished as done, but not someone else\'s', async () => {
+      const a = await provisionedAgent(h);
+      const op = await newOperation(h, 'stop', a.agentId);
+      await h.service.stop(a.agentId, { operationId: op });
+      const before = await transitionsOf(h, a.instanceId);
+      await h.service.stop(a.agentId, { operationId: op });
+      expect(await transitionsOf(h, a.instanceId)).to.deep.equal(before);
+
+      const other = await newOperation(h, 'stop', a.agentId);
+      expect(await expectRejection(h.service.stop(a.agentId, { operationId: other }))).to.be.instanceOf(StateConflictError);
+    });
+  });
+
+  describe('start', () => {
+    it('powers the server on, records running and activates the agent', async () => {
+      const a = await stoppedAgent();
+      const op = await newOperation(h, 'start', a.agentId);
+      await h.service.start(a.agentId, { operationId: op });
+
+      const { agent, instance } = await rows(h, a);
+      expect(instance.status).to.equal('running');
+      expect(instance.stoppedAt).to.equal(null);
+      expect(instance.startedAt).to.be.instanceOf(Date);
+      expect(agent.status).to.equal('active');
+      expect(serverOf(a).status).to.equal('running');
+      expect((await transitionsOf(h, a.instanceId)).slice(-2)).to.deep.equal(['stopped→starting', 'starting→running']);
+      expect((await transitionsOf(h, a.agentId)).slice(-2)).to.deep.equal(['active→paused', 'paused→active']);
+      // Non-ephemeral key: the device survived the stop.
+      expect(cloud(h).devices).to.have.length(1);
+    });
+
+    it('refuses an instance that is not stopped', async () => {
+      const a = await provisionedAgent(h);
+      const err = await expectRejection(h.service.start(a.agentId, { operationId: await newOperation(h, 'start', a.agentId) }));
+      expect(err).to.be.instanceOf(StateConflictError);
+      expect(err.message).to.equal('No stopped instance to start');
+    });
+
+    it('puts the instance back to stopped with the error kept when the power-on fails', async () => {
+      const a = await stoppedAgent();
+      h.sim.control.setFaults([{ method: 'POST', route: POWERON, status: 500, times: 10 }]);
+      const err = await expectRejection(h.service.start(a.agentId));
+      expect(err).to.be.instanceOf(CloudApiError);
+
+      const { agent, instance } = await rows(h, a);
+      expect(instance.status).to.equal('stopped');
+      expect(instance.error).to.be.a('string').and.not.empty;
+      expect(agent.status).to.equal('paused');
+      expect((await transitionsOf(h, a.instanceId)).slice(-2)).to.deep.equal(['stopped→starting', 'starting→stopped']);
+
+      h.sim.control.clearFaults();
+      await h.service.start(a.agentId);
+      expect((await rows(h, a)).instance.status).to.equal('running');
+    });
+
+    it('continues a start that crashed in starting with the server still off', async () => {
+      const a = await stoppedAgent();
+      await transition(h.ds, { entity: 'instance', id: a.instanceId, from: ['stopped'], to: 'starting', reason: 'test' });
+      await h.service.start(a.agentId);
+      expect((await rows(h, a)).instance.status).to.equal('running');
+      expect(serverOf(a).status).to.equal('running');
+    });
+
+    it('continues a start that crashed in starting after the server was already running', async () => {
+      const a = await stoppedAgent();
+      await transition(h.ds, { entity: 'instance', id: a.instanceId, from: ['stopped'], to: 'starting', reason: 'test' });
+      h.sim.control.updateServer(serverOf(a).id, { status: 'running' });
+      h.sim.control.resetRequestCounts();
+      await h.service.start(a.agentId);
+      const { agent, instance } = await rows(h, a);
+      expect(instance.status).to.equal('running');
+      expect(agent.status).to.equal('active');
+      expect(requests(POWERON)).to.equal(0);
+    });
+
+    it('treats a redelivered start that already finished as done', async () => {
+      const a = await stoppedAgent();
+      const op = await newOperation(h, 'start', a.agentId);
+      await h.service.start(a.agentId, { operationId: op });
+      await h.service.start(a.agentId, { operationId: op });
+      expect((await rows(h, a)).instance.status).to.equal('running');
+    });
+  });
+});
