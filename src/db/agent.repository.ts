@@ -173,7 +173,13 @@ export class AgentRepository {
     try {
       return await manager.transaction(create);
     } catch (err) {
-      if (key && (err instanceof IdempotencyRace || isUniqueViolation(err, IDEMPOTENCY_INDEX))) {
+      // A concurrent request with the same key committed first: answer with its rows (or, if the key
+      // really names another request, existingBundle throws IdempotencyKeyConflictError).
+      const raced =
+        err instanceof IdempotencyRace ||
+        err instanceof IdempotencyKeyConflictError ||
+        isUniqueViolation(err, IDEMPOTENCY_INDEX);
+      if (key && raced) {
         const found = await this.existingBundle(manager, key, agentId);
         if (found) return found;
       }

@@ -1,7 +1,7 @@
 import { type DataSource, In, Not, type ObjectLiteral } from 'typeorm';
 import { Instance, type InstanceStatus, TERMINAL_INSTANCE_STATUSES } from '../entities';
 import { GuardedUpdateConflictError, RecordNotFoundError, ServerIdConflictError } from './errors';
-import { type Db, hydrate, managerOf, quotedTable } from './transitions';
+import { type Db, hydrate, managerOf, quotedTable, returningRows } from './transitions';
 import { isUuid } from './uuid';
 
 export interface ServerDetails {
@@ -74,9 +74,9 @@ export class InstanceRepository {
     if (server.serverName !== undefined) sets.push(`"server_name" = $${params.push(server.serverName)}`);
     if (server.serverIp !== undefined) sets.push(`"server_ip" = $${params.push(server.serverIp)}`);
     const rows: ObjectLiteral[] = await manager.query(
-      `UPDATE ${table} SET ${sets.join(', ')}
+      returningRows(`UPDATE ${table} SET ${sets.join(', ')}
        WHERE "id" = $1 AND "status"::text = ANY($3::text[]) AND ("server_id" IS NULL OR "server_id" = $2)
-       RETURNING *`,
+       RETURNING *`),
       params,
     );
     if (rows.length === 1) return hydrate(manager, Instance, rows[0]!);
@@ -96,9 +96,9 @@ export class InstanceRepository {
       sets.push(`"tailscale_hostname" = $${params.push(device.tailscaleHostname)}`);
     }
     const rows: ObjectLiteral[] = await manager.query(
-      `UPDATE ${table} SET ${sets.join(', ')}
+      returningRows(`UPDATE ${table} SET ${sets.join(', ')}
        WHERE "id" = $1 AND NOT ("status"::text = ANY($2::text[]))
-       RETURNING *`,
+       RETURNING *`),
       params,
     );
     if (rows.length === 1) return hydrate(manager, Instance, rows[0]!);

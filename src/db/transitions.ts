@@ -219,6 +219,14 @@ export function columnName(metadata: EntityMetadata, property: string): string {
   return column.databaseName;
 }
 
+/**
+ * TypeORM answers a bare UPDATE … RETURNING with [rows, count] but a SELECT with rows; wrapping the
+ * statement in a CTE always yields plain rows.
+ */
+export function returningRows(updateSql: string): string {
+  return `WITH changed AS (${updateSql}) SELECT * FROM changed`;
+}
+
 /** Turns a raw `RETURNING *` / `SELECT *` row into an entity instance (entities here have no embeddeds). */
 export function hydrate<T extends ObjectLiteral>(manager: EntityManager, target: { new (): T }, raw: ObjectLiteral): T {
   const metadata = manager.connection.getMetadata(target);
