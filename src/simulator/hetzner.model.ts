@@ -642,9 +642,11 @@ function imageId(image: string): number {
   return 100_000 + (h % 100_000);
 }
 
+/** Records are kept in id order already (ids only grow), so the default order costs nothing. */
 function sortRecords<T extends { id: number }>(items: T[], sort: string[] | undefined, name: (x: T) => string): void {
-  const key = sort && sort.length > 0 ? sort[0] : 'id';
-  const [field, dir = 'asc'] = key.split(':');
+  if (!sort || sort.length === 0) return;
+  const [field, dir = 'asc'] = sort[0].split(':');
+  if (field === 'id' && dir === 'asc') return;
   const sign = dir === 'desc' ? -1 : 1;
   if (field === 'name') items.sort((a, b) => sign * name(a).localeCompare(name(b)) || a.id - b.id);
   else items.sort((a, b) => sign * (a.id - b.id));
