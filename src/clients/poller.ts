@@ -70,8 +70,11 @@ export class BatchPoller<K, V> {
   private async run(): Promise<void> {
     this.running = true;
     try {
+      let lastPollAt = this.opts.now();
       while (this.waiters.size > 0) {
-        await this.opts.sleep(this.opts.intervalMs);
+        // Fixed rate: the time a poll took counts toward the interval, so it stays one poll per interval.
+        await this.opts.sleep(Math.max(0, lastPollAt + this.opts.intervalMs - this.opts.now()));
+        lastPollAt = this.opts.now();
         this.expire();
         if (this.waiters.size === 0) break;
         const keys = [...this.waiters.keys()];
@@ -134,5 +137,48 @@ export class BatchPoller<K, V> {
     if (!set) return;
     set.delete(waiter);
     if (set.size === 0) this.waiters.delete(key);
+  }
+}
+
+/**
+ * Collects the keys asked for in the same turn of the event loop and looks them up with one
+ * `fetch`, so a burst of callers (e.g. 100 stops started together) costs one batched read.
+ */
+export class ReadCoalescer<K, V> {
+  private pending = new Map<K, Array<{ resolve: (v: V) => void; reject: (e: unknown) => void }>>();
+  private scheduled = false;
+
+  constructor(private readonly fetch: BatchFetch<K, V>) {}
+
+  get(key: K): Promise<V> {
+    return new Promise<V>((resolve, reject) => {
+      let list = this.pending.get(key);
+      if (!list) this.pending.set(key, (list = []));
+      list.push({ resolve, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => void this.flush());
+      }
+    });
+  }
+
+  private async flush(): Promise<void> {
+    const batch = this.pending;
+    this.pending = new Map();
+    this.scheduled = false;
+    let results: Map<K, V | Error>;
+    try {
+      results = await this.fetch([...batch.keys()]);
+    } catch (err) {
+      results = new Map([...batch.keys()].map((k) => [k, err instanceof Error ? err : new Error(String(err))]));
+    }
+    for (const [key, callers] of batch) {
+      const value = results.get(key);
+      for (const c of callers) {
+        if (value === undefined) c.reject(new Error('batched read returned nothing for this key'));
+        else if (value instanceof Error) c.reject(value);
+        else c.resolve(value);
+      }
+    }
   }
 }

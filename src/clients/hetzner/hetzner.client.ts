@@ -2,13 +2,12 @@ import { sleep as realSleep } from '../../lib/time';
 import { ActionFailedError, CloudApiError, WaitTimeoutError, isNotFound } from '../errors';
 import {
   ClientLogger,
-  CloudRequest,
   CloudRequestObserver,
   RateLimiter,
   RequestCore,
   silentClientLogger,
 } from '../http';
-import { BatchPoller, KEEP_WAITING, PollVerdict } from '../poller';
+import { BatchPoller, KEEP_WAITING, PollVerdict, ReadCoalescer } from '../poller';
 import type {
   CreateServerOptions,
   CreateServerResult,
@@ -58,6 +57,8 @@ export class HetznerClient {
   private readonly managedLabelSelector: string;
   private readonly actionPoller: BatchPoller<number, HetznerAction>;
   private readonly serverPoller: BatchPoller<number, HetznerServer | null>;
+  /** Reads of concurrent power operations, batched like the status polls. */
+  private readonly serverReader: ReadCoalescer<number, HetznerServer | null>;
   /** Pages the managed listing took last time; decides between one listing and per-server reads. */
   private managedListingPages = 1;
 
@@ -104,6 +105,7 @@ export class HetznerClient {
       logger: this.logger,
       fetch: (ids) => this.fetchServers(ids),
     });
+    this.serverReader = new ReadCoalescer((ids) => this.fetchServers(ids));
   }
 
   get rateLimiter(): RateLimiter {
@@ -180,7 +182,7 @@ export class HetznerClient {
    */
   async shutdownServer(id: number, o: { timeoutMs?: number } = {}): Promise<ShutdownResult> {
     const timeoutMs = o.timeoutMs ?? 60_000;
-    const server = await this.getServer(id);
+    const server = await this.serverReader.get(id);
     if (!server) throw this.serverNotFound(id, 'shutdown');
     if (server.status === 'off') {
       this.logger.info({ serverId: id }, `[Hetzner] Server ${id} is already off`);
@@ -208,7 +210,7 @@ export class HetznerClient {
   }
 
   async powerOnServer(id: number): Promise<PowerOnResult> {
-    const server = await this.getServer(id);
+    const server = await this.serverReader.get(id);
     if (!server) throw this.serverNotFound(id, 'poweron');
     if (server.status === 'running') {
       this.logger.info({ serverId: id }, `[Hetzner] Server ${id} is already running`);
@@ -295,23 +297,39 @@ export class HetznerClient {
   }
 
   private async listServersWithPages(labelSelector?: string): Promise<{ servers: HetznerServer[]; pages: number }> {
-    const servers: HetznerServer[] = [];
-    let page: number | null = 1;
-    let pages = 0;
-    while (page !== null) {
-      const req: CloudRequest = {
+    const page = (n: number) =>
+      this.core.request<{ servers: HetznerServer[]; meta?: { pagination?: HetznerPagination } }>({
         method: 'GET',
         path: '/servers',
         route: '/servers',
         idempotent: true,
-        query: { label_selector: labelSelector, page, per_page: SERVERS_PER_PAGE },
-      };
-      const body: { servers: HetznerServer[]; meta?: { pagination?: HetznerPagination } } =
-        await this.core.request(req);
+        query: { label_selector: labelSelector, page: n, per_page: SERVERS_PER_PAGE },
+      });
+    const first = await page(1);
+    const servers = [...first.servers];
+    const pagination = first.meta?.pagination;
+    if (!pagination?.next_page) return { servers, pages: 1 };
+    // The first page says how many there are; fetch the rest together rather than one after another.
+    const last = pagination.last_page ?? Math.ceil((pagination.total_entries ?? 0) / SERVERS_PER_PAGE);
+    if (last > 1) {
+      const rest = await Promise.all(Array.from({ length: last - 1 }, (_, i) => page(i + 2)));
+      // A server deleted meanwhile shifts the pages; never report one twice.
+      const seen = new Set(servers.map((x) => x.id));
+      for (const x of rest.flatMap((p) => p.servers)) {
+        if (seen.has(x.id)) continue;
+        seen.add(x.id);
+        servers.push(x);
+      }
+      return { servers, pages: last };
+    }
+    // Neither last_page nor total_entries: follow next_page.
+    let pages = 1;
+    for (let next: number | null | undefined = pagination.next_page; next; ) {
+      const body = await page(next);
       servers.push(...body.servers);
       pages++;
-      const next: number | null | undefined = body.meta?.pagination?.next_page;
-      page = typeof next === 'number' && next > page ? next : null;
+      const following: number | null | undefined = body.meta?.pagination?.next_page;
+      next = following && following > next ? following : null;
     }
     return { servers, pages };
   }
