@@ -94,6 +94,9 @@ async function claimOperation(
   throw new Error(`Operation ${operationId} keeps changing; try again later`);
 }
 
+// A reset time in the past or a few ms away still deserves a short pause, or the queue hammers the API.
+const MIN_RATE_LIMIT_PAUSE_MS = 250;
+
 /** Reason given to the abort signal when shutdown's drain deadline passes. */
 export const SHUTDOWN_ABORT_REASON = 'worker shutdown: drain deadline passed';
 
@@ -196,7 +199,7 @@ export async function runOperation<D extends OperationJobData, T>(
     const kind = classifyError(err);
 
     if (kind === 'rate_limited') {
-      const waitMs = Math.max(1000, (err as CloudApiError).retryAfterMs ?? deps.defaultRateLimitMs ?? 60_000);
+      const waitMs = Math.max(MIN_RATE_LIMIT_PAUSE_MS, (err as CloudApiError).retryAfterMs ?? deps.defaultRateLimitMs ?? 60_000);
       await deps.queue.rateLimit(waitMs);
       const note = `Rate limited by ${(err as CloudApiError).api}; queue paused for ${Math.ceil(waitMs / 1000)}s`;
       await leave('queued', note, { error: note });
