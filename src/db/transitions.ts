@@ -300,7 +300,9 @@ export async function transition<K extends EventEntityType>(
   const params: unknown[] = [req.id, [...req.from], req.to, req.reason, req.operationId ?? null];
   const sets = [`"status" = $3`, `"updated_at" = now()`];
   for (const [key, value] of Object.entries(req.patch ?? {})) {
-    params.push(value === undefined ? null : value);
+    // As in TypeORM's update(): undefined means "leave as is"; null clears the column.
+    if (value === undefined) continue;
+    params.push(value);
     sets.push(`"${columnName(metadata, key)}" = $${params.length}`);
   }
   const entityTypeParam = params.push(req.entity);

@@ -236,8 +236,9 @@ describe('db: transitions', () => {
       expect(event).to.include({ fromStatus: 'stopped', toStatus: 'destroying', operationId: null });
     });
 
-    it('applies the patch with the status, and bumps updated_at', async () => {
+    it('applies the patch with the status (undefined keys left alone), and bumps updated_at', async () => {
       await force('instance', 'provisioning');
+      await ds.query(`UPDATE instances SET server_name = 'kept' WHERE id = $1`, [ids.instance]);
       const [{ updated_at: before }] = await ds.query(`SELECT updated_at FROM instances WHERE id = $1`, [ids.instance]);
       const startedAt = new Date('2026-01-02T03:04:05.678Z');
       const { row } = await transition(ds, {
@@ -246,12 +247,13 @@ describe('db: transitions', () => {
         from: ['provisioning'],
         to: 'running',
         reason: 'enrolled',
-        patch: { startedAt, tailscaleIp: '100.64.0.7', tailscaleDeviceId: 'dev-1', error: null },
+        patch: { startedAt, tailscaleIp: '100.64.0.7', tailscaleDeviceId: 'dev-1', error: null, serverName: undefined },
       });
       expect(row).to.be.instanceOf(Instance);
       expect(row.startedAt?.toISOString()).to.equal(startedAt.toISOString());
       const fresh = await ds.getRepository(Instance).findOneByOrFail({ id: ids.instance });
       expect(fresh).to.include({ status: 'running', tailscaleIp: '100.64.0.7', tailscaleDeviceId: 'dev-1' });
+      expect(fresh.serverName, 'undefined leaves a column alone').to.equal('kept');
       expect(fresh.startedAt?.toISOString()).to.equal(startedAt.toISOString());
       expect(fresh.updatedAt.getTime()).to.be.greaterThan(new Date(before).getTime());
     });
