@@ -1,0 +1,86 @@
+import { expect } from 'chai';
+import type { Tailfleet } from '../../src/server';
+import { apiClient, createSuite, waitFor, type ApiClient, type Suite } from './stack';
+
+// How the runner treats failures: transient ones are retried by BullMQ with backoff, a 429 pauses
+// the queue without spending an attempt, a permanent one fails at once.
+
+describe('pipeline: retries, rate limits and permanent errors', function () {
+  this.timeout(60_000);
+
+  let suite: Suite;
+  let tf: Tailfleet;
+  let api: ApiClient;
+  let agentId: string;
+
+  const op = async (id: string) =>
+    ((await suite.db.dataSource.query(`SELECT status, attempts, error, failed_step FROM operations WHERE id = $1`, [id])) as any[])[0];
+  const finished = (id: string) =>
+    waitFor(`operation ${id} to finish`, async () => {
+      const o = await op(id);
+      return o.status === 'succeeded' || o.status === 'failed' ? o : undefined;
+    });
+
+  before(async () => {
+    suite = await createSuite('pipeline_retries');
+    // The Hetzner client hands every failure straight back (no retries of its own, no 429 waits), so
+    // what happens next is the job runner's doing.
+    tf = await suite.launch({ overrides: { hetzner: { maxRetries: 0, maxRateLimitRetries: 0 } } });
+    api = apiClient(tf.url!, suite.apiToken);
+    const res = await api.post('/v1/agents', { name: 'retry-1' });
+    agentId = res.body.agent.id;
+    expect((await finished(res.body.operation.id)).status).to.equal('succeeded');
+  });
+
+  afterEach(() => suite.sim.control.clearFaults());
+  after(async () => {
+    await suite?.close();
+  });
+
+  it('a transient failure is retried with backoff and then succeeds', async () => {
+    // Two failed shutdown calls: attempts one and two fail, the third succeeds.
+    suite.sim.control.setFaults([{ method: 'POST', route: '/hetzner/v1/servers/{id}/actions/shutdown', status: 500, times: 2 }]);
+    const res = await api.post(`/v1/agents/${agentId}/stop`);
+    const done = await finished(res.body.operation.id);
+    expect(done.status, done.error).to.equal('succeeded');
+    expect(done.attempts).to.equal(3);
+    const text = await tf.metrics.registry.getSingleMetricAsString('tailfleet_jobs_total');
+    expect(text).to.match(/tailfleet_jobs_total\{queue="stop",outcome="retried"\} 2/);
+  });
+
+  it('a 429 pauses the queue and does not spend an attempt', async () => {
+    suite.sim.control.setFaults([{ method: 'POST', route: '/hetzner/v1/servers/{id}/actions/poweron', status: 429, times: 1 }]);
+    const res = await api.post(`/v1/agents/${agentId}/start`);
+    const id = res.body.operation.id as string;
+
+    const paused = await waitFor('the queue to be paused', async () => {
+      const ttl = await tf.queues.start.getRateLimitTtl();
+      return ttl > 0 ? ttl : undefined;
+    });
+    expect(paused).to.be.at.most(2_500);
+    expect((await op(id)).error).to.match(/Rate limited by hetzner/);
+
+    const done = await finished(id);
+    expect(done.status, done.error).to.equal('succeeded');
+    expect(done.attempts).to.equal(1);
+    const text = await tf.metrics.registry.getSingleMetricAsString('tailfleet_jobs_total');
+    expect(text).to.match(/tailfleet_jobs_total\{queue="start",outcome="rate_limited"\} 1/);
+  });
+
+  it('a permanent error fails at once, without retries', async () => {
+    const stop = await api.post(`/v1/agents/${agentId}/stop`);
+    expect((await finished(stop.body.operation.id)).status).to.equal('succeeded');
+    // A 403 will not change by asking again.
+    suite.sim.control.setFaults([{ method: 'POST', route: '/hetzner/v1/servers/{id}/actions/poweron', status: 403, code: 'forbidden' }]);
+    const res = await api.post(`/v1/agents/${agentId}/start`);
+    const done = await finished(res.body.operation.id);
+    expect(done.status).to.equal('failed');
+    expect(done.attempts).to.equal(1);
+    const job = await tf.queues.start.getJob(`op-${res.body.operation.id}`);
+    expect(job?.attemptsMade).to.equal(1);
+    expect(await job?.isFailed()).to.equal(true);
+    // The lifecycle service put the instance back where it was, ready for another try.
+    const agent = await api.get(`/v1/agents/${agentId}`);
+    expect(agent.body.instance.status).to.equal('stopped');
+  });
+});
