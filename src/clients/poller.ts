@@ -141,7 +141,7 @@ export class BatchPoller<K, V> {
 }
 
 /**
- * Collects the keys asked for in the same turn of the event loop and looks them up with one
+ * Collects the keys asked for in the same synchronous run and looks them up with one
  * `fetch`, so a burst of callers (e.g. 100 stops started together) costs one batched read.
  */
 export class ReadCoalescer<K, V> {
@@ -157,7 +157,9 @@ export class ReadCoalescer<K, V> {
       list.push({ resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
-        setImmediate(() => void this.flush());
+        // A microtask rather than a timer: it batches every caller of the current synchronous run and
+        // keeps working under fake timers.
+        queueMicrotask(() => void this.flush());
       }
     });
   }
