@@ -267,7 +267,8 @@ export class RequestCore {
     this.retryBaseDelayMs = opts.retryBaseDelayMs ?? 500;
     this.retryMaxDelayMs = opts.retryMaxDelayMs ?? 15_000;
     this.maxRateLimitWaitMs = opts.maxRateLimitWaitMs ?? 60_000;
-    this.maxRateLimitRetries = opts.maxRateLimitRetries ?? 10;
+    // Few: past this the caller (a queue) is better off pausing than holding a job for many minutes.
+    this.maxRateLimitRetries = opts.maxRateLimitRetries ?? 3;
     this.rateLimiter = opts.rateLimiter ?? new RateLimiter({ model: opts.rateLimitModel, now: this.now });
   }
 
