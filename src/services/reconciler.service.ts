@@ -4,6 +4,7 @@ import type { HetznerClient } from '../clients/hetzner/hetzner.client';
 import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleClient } from '../clients/tailscale/tailscale.client';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
+import { GuardedUpdateConflictError, StateConflictError } from '../db/errors';
 import { insertOperation } from '../db/operation.repository';
 import { inTransaction, recordEvent, transition, transitionGroup, type TransitionRequest } from '../db/transitions';
 import {
@@ -235,6 +236,7 @@ interface Ownership {
 export class ReconcilerService {
   private readonly now: () => number;
   private readonly settings: Required<ReconcilerSettings>;
+  private readonly reports: ReconcileReports;
 
   constructor(private readonly deps: ReconcilerDeps) {
     this.now = deps.now ?? Date.now;
@@ -244,45 +246,21 @@ export class ReconcilerService {
       lockWaitMs: 30_000,
       ...deps.settings,
     };
+    this.reports = new ReconcileReports({
+      dataSource: deps.dataSource,
+      queues: deps.queues,
+      keep: this.settings.keepReports,
+    });
   }
 
   /** The newest stored report, from whichever process ran it; null before the first pass. */
-  async latestReport(): Promise<ReconcileReport | null> {
-    const row = await this.reports().findOne({ where: {}, order: { id: 'DESC' } });
-    return row ? toReport(row) : null;
+  latestReport(): Promise<ReconcileReport | null> {
+    return this.reports.latestReport();
   }
 
-  /**
-   * Queues one pass now (POST /v1/reconcile). A manual pass that is still queued is reused rather
-   * than stacking a second one behind it. The Operation row comes first so a failed enqueue leaves
-   * a visible failed operation instead of nothing.
-   */
-  async requestPass(): Promise<{ operation: Operation; created: boolean }> {
-    const ops = this.deps.dataSource.getRepository(Operation);
-    const pending = await ops.findOne({ where: { type: 'reconcile', status: 'queued' }, order: { requestedAt: 'DESC' } });
-    if (pending?.queueJobId) {
-      const job = await this.deps.queues.reconcile.getJob(pending.queueJobId);
-      if (job && LIVE_JOB_STATES.includes((await job.getState()) as JobType)) return { operation: pending, created: false };
-    }
-    const { operation } = await insertOperation(this.deps.dataSource, { type: 'reconcile', reason: 'reconcile pass requested' });
-    const jobId = jobIds.operation(operation.id);
-    try {
-      await this.deps.queues.reconcile.add('reconcile', { operationId: operation.id, trigger: 'manual' }, { jobId, attempts: 1 });
-    } catch (err) {
-      await transition(this.deps.dataSource, {
-        entity: 'operation',
-        id: operation.id,
-        from: ['queued'],
-        to: 'failed',
-        reason: 'could not enqueue the reconcile pass',
-        operationId: operation.id,
-        patch: { error: `Queue unavailable: ${(err as Error).message}`, finishedAt: new Date() },
-      }).catch(() => undefined);
-      throw err;
-    }
-    await ops.update({ id: operation.id }, { queueJobId: jobId });
-    operation.queueJobId = jobId;
-    return { operation, created: true };
+  /** Queues one pass now (POST /v1/reconcile). */
+  requestPass(): Promise<{ operation: Operation; created: boolean }> {
+    return this.reports.requestPass();
   }
 
   /** Runs one full pass and stores its report. Throws when the clouds cannot be listed. */
@@ -341,15 +319,15 @@ export class ReconcilerService {
     for (const instance of snapshot.instances) {
       try {
         if (instance.status === 'running' || instance.status === 'stopped') {
-          const found = await this.checkServer(instance, servers, snapshot, deadInstanceIds);
+          const found =
+            (await this.checkServer(instance, servers, snapshot, deadInstanceIds)) ??
+            (await this.checkDevice(instance, devicesById, unclaimedByHostname, snapshot));
           if (found) drift.push(found);
-          else {
-            const deviceFinding = await this.checkDevice(instance, devicesById, unclaimedByHostname, snapshot);
-            if (deviceFinding) drift.push(deviceFinding);
-          }
+          if (found?.action === 'error') errors.push(`instance ${instance.id}: ${found.detail}`);
         } else if ((TRANSITIONAL as readonly string[]).includes(instance.status)) {
           const found = await this.checkStuck(instance);
           if (found) stuck.push(found);
+          if (found?.action === 'error') errors.push(`instance ${instance.id}: ${found.detail}`);
         }
       } catch (err) {
         const message = `instance ${instance.id}: ${(err as Error).message}`;
@@ -358,7 +336,7 @@ export class ReconcilerService {
       }
     }
 
-    const previous = await this.latestReport().catch(() => null);
+    const previous = await this.reports.latestReport().catch(() => null);
     const ownership = this.ownership(snapshot, deadInstanceIds);
     const { orphanServers, orphanDevices, withinGrace, inFlight } = this.findOrphans(
       servers,
@@ -418,7 +396,7 @@ export class ReconcilerService {
       orphanDevices,
       errors,
     };
-    report.id = await this.store(report);
+    report.id = await this.reports.save(report);
     this.publishMetrics(report);
     log.info(
       { summary: report.summary, durationMs: report.durationMs },
@@ -513,6 +491,10 @@ export class ReconcilerService {
     try {
       await this.repairServerDrift(instance, kind, what, snapshot);
     } catch (err) {
+      if (err instanceof StateConflictError) {
+        // An operation moved the instance after the snapshot; its view is newer than ours.
+        return { ...base, action: 'deferred', detail: `${what}${note}; not recorded: ${err.message}` };
+      }
       return { ...base, action: 'error', detail: `${what}${note}; repair failed: ${(err as Error).message}` };
     }
     if (kind === 'server_gone') deadInstanceIds.add(instance.id);
@@ -598,6 +580,9 @@ export class ReconcilerService {
     try {
       await this.updateDevice(instance, patch, `reconcile: ${what}`);
     } catch (err) {
+      if (err instanceof StateConflictError) {
+        return { ...base, kind, action: 'deferred', detail: `${what}; not recorded: ${err.message}` };
+      }
       return { ...base, kind, action: 'error', detail: `${what}; repair failed: ${(err as Error).message}` };
     }
     if (replacement) unclaimedByHostname.delete(hostname!);
@@ -623,7 +608,10 @@ export class ReconcilerService {
       if (instance.tailscaleDeviceId) qb.andWhere('tailscale_device_id = :device', { device: instance.tailscaleDeviceId });
       else qb.andWhere('tailscale_device_id IS NULL');
       const result = await qb.execute();
-      if (result.affected !== 1) throw new Error(`instance ${instance.id} changed while reconciling; will look again`);
+      if (result.affected !== 1) {
+        const now = await manager.findOne(Instance, { where: { id: instance.id }, select: { id: true, status: true } });
+        throw new GuardedUpdateConflictError('instance', instance.id, 'take a tailnet device change', now?.status ?? 'gone');
+      }
       await recordEvent(manager, {
         entityType: 'instance',
         entityId: instance.id,
@@ -802,24 +790,27 @@ export class ReconcilerService {
     let inFlight = 0;
 
     const orphanServers: OrphanServerFinding[] = [];
-    // Names of labelled servers that are not orphans: a device with that hostname belongs to them.
-    const keptHostnames = new Set<string>();
+    // Names of labelled servers that are not orphans: a device with that hostname goes with its server.
+    const ownedNames = new Set<string>();
+    const inFlightNames = new Set<string>();
+    const youngNames = new Set<string>();
     for (const [id, s] of servers) {
+      const name = s.name.toLowerCase();
       if (own.serverIds.has(id)) {
-        keptHostnames.add(s.name.toLowerCase());
+        ownedNames.add(name);
         continue;
       }
       const pjId = s.labels[JOB_LABEL] ?? null;
       const instanceId = s.labels[INSTANCE_LABEL];
       // A provision creates the server before it records the id: its job (or instance) vouches for it.
       if ((pjId && inFlightPjIds.has(pjId)) || (instanceId && own.provisioningInstanceIds.has(instanceId))) {
-        keptHostnames.add(s.name.toLowerCase());
+        inFlightNames.add(name);
         inFlight++;
         continue;
       }
       const ageMs = now - Date.parse(s.created);
       if (!(ageMs >= graceMs)) {
-        keptHostnames.add(s.name.toLowerCase());
+        youngNames.add(name);
         withinGrace++;
         continue;
       }
@@ -841,13 +832,13 @@ export class ReconcilerService {
       if (!this.carriesTags(d)) continue;
       const hostname = (d.hostname ?? '').toLowerCase();
       if (own.deviceIds.has(d.id) || (d.addresses ?? []).some((a) => own.ips.has(a))) continue;
-      if (own.hostnames.has(hostname)) continue;
-      if (keptHostnames.has(hostname)) {
+      if (own.hostnames.has(hostname) || ownedNames.has(hostname)) continue;
+      if (inFlightNames.has(hostname)) {
         inFlight++;
         continue;
       }
       const ageMs = now - Date.parse(d.created);
-      if (!(ageMs >= graceMs)) {
+      if (!(ageMs >= graceMs) || youngNames.has(hostname)) {
         withinGrace++;
         continue;
       }
@@ -963,12 +954,67 @@ export class ReconcilerService {
     return this.settings.tags.length > 0 && this.settings.tags.every((t) => tags.includes(t));
   }
 
-  private reports() {
-    return this.deps.dataSource.getRepository(ReconcileReportRecord);
+  /**
+   * Sets the gauges in this process (the worker that ran the pass). An API process reads the stored
+   * report at scrape time instead (registerReconcileMetrics).
+   */
+  publishMetrics(report: ReconcileReport): void {
+    const m = this.deps.metrics;
+    if (!m) return;
+    for (const [kind, value] of Object.entries(reportGauges(report))) m.reconcile.set({ kind }, value);
+  }
+}
+
+/**
+ * The stored reports and the request for a pass: all an API process needs, so it can answer
+ * GET/POST /v1/reconcile without cloud clients.
+ */
+export class ReconcileReports {
+  constructor(
+    private readonly deps: { dataSource: DataSource; queues: Pick<Queues, 'reconcile'>; keep?: number },
+  ) {}
+
+  /** The newest stored report, from whichever process ran it; null before the first pass. */
+  async latestReport(): Promise<ReconcileReport | null> {
+    const row = await this.repo().findOne({ where: {}, order: { id: 'DESC' } });
+    return row ? toReport(row) : null;
   }
 
-  private async store(report: ReconcileReport): Promise<string> {
-    const repo = this.reports();
+  /**
+   * Queues one pass now (POST /v1/reconcile). A manual pass that is still queued is reused rather
+   * than stacking a second one behind it. The Operation row comes first so a failed enqueue leaves
+   * a visible failed operation instead of nothing.
+   */
+  async requestPass(): Promise<{ operation: Operation; created: boolean }> {
+    const ops = this.deps.dataSource.getRepository(Operation);
+    const pending = await ops.findOne({ where: { type: 'reconcile', status: 'queued' }, order: { requestedAt: 'DESC' } });
+    if (pending?.queueJobId) {
+      const job = await this.deps.queues.reconcile.getJob(pending.queueJobId);
+      if (job && LIVE_JOB_STATES.includes((await job.getState()) as JobType)) return { operation: pending, created: false };
+    }
+    const { operation } = await insertOperation(this.deps.dataSource, { type: 'reconcile', reason: 'reconcile pass requested' });
+    const jobId = jobIds.operation(operation.id);
+    try {
+      await this.deps.queues.reconcile.add('reconcile', { operationId: operation.id, trigger: 'manual' }, { jobId, attempts: 1 });
+    } catch (err) {
+      await transition(this.deps.dataSource, {
+        entity: 'operation',
+        id: operation.id,
+        from: ['queued'],
+        to: 'failed',
+        reason: 'could not enqueue the reconcile pass',
+        operationId: operation.id,
+        patch: { error: `Queue unavailable: ${(err as Error).message}`, finishedAt: new Date() },
+      }).catch(() => undefined);
+      throw err;
+    }
+    await ops.update({ id: operation.id }, { queueJobId: jobId });
+    operation.queueJobId = jobId;
+    return { operation, created: true };
+  }
+
+  async save(report: ReconcileReport): Promise<string> {
+    const repo = this.repo();
     const row = await repo.save(
       repo.create({
         trigger: report.trigger,
@@ -981,19 +1027,13 @@ export class ReconcilerService {
     await repo
       .createQueryBuilder()
       .delete()
-      .where(`id <= (SELECT max(id) - :keep FROM ${repo.metadata.tableName})`, { keep: this.settings.keepReports })
+      .where(`id <= (SELECT max(id) - :keep FROM ${repo.metadata.tableName})`, { keep: this.deps.keep ?? 200 })
       .execute();
     return String(row.id);
   }
 
-  /**
-   * Sets the gauges in this process (the worker that ran the pass). An API process reads the stored
-   * report at scrape time instead (registerReconcileMetrics).
-   */
-  publishMetrics(report: ReconcileReport): void {
-    const m = this.deps.metrics;
-    if (!m) return;
-    for (const [kind, value] of Object.entries(reportGauges(report))) m.reconcile.set({ kind }, value);
+  private repo() {
+    return this.deps.dataSource.getRepository(ReconcileReportRecord);
   }
 }
 

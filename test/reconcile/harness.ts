@@ -1,0 +1,126 @@
+import { randomBytes } from 'node:crypto';
+import { expect } from 'chai';
+import type { Job } from 'bullmq';
+import IORedis, { type Redis } from 'ioredis';
+import { transition } from '../../src/db/transitions';
+import { Agent, Event, Instance, Operation } from '../../src/entities';
+import { silentLogger } from '../../src/lib/logger';
+import { createMetrics, type Metrics } from '../../src/lib/metrics';
+import { closeQueues, createQueues, type Queues } from '../../src/queues/queues';
+import { ReconcilerService, type ReconcilerSettings } from '../../src/services/reconciler.service';
+import { newOperation, provisionedAgent, startLifecycleHarness, type AgentFixture, type LifecycleHarness } from '../helpers/lifecycle';
+
+export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+export const STUCK_AFTER: ReconcilerSettings['stuckAfterMs'] = {
+  pending: 60_000,
+  provisioning: 60_000,
+  stopping: 60_000,
+  starting: 60_000,
+  destroying: 60_000,
+};
+
+export interface ReconcileHarness {
+  h: LifecycleHarness;
+  queues: Queues;
+  connection: Redis;
+  prefix: string;
+  metrics: Metrics;
+  reconciler(settings?: Partial<ReconcilerSettings>, now?: () => number): ReconcilerService;
+  /** The simulator's control API over HTTP: the "someone in the console" of these tests. */
+  simApi(method: string, path: string, body?: unknown): Promise<any>;
+  agent(name: string): Promise<AgentFixture & { serverId: string; deviceId: string }>;
+  reset(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Real PostgreSQL, the simulator over HTTP, real BullMQ queues under a prefix of their own. */
+export async function startReconcileHarness(label: string): Promise<ReconcileHarness> {
+  const h = await startLifecycleHarness(label);
+  const connection = new IORedis(REDIS_URL, { maxRetriesPerRequest: null });
+  const prefix = `tf-test-${label}-${randomBytes(4).toString('hex')}`;
+  const queues = createQueues({ connection, prefix, defaults: { attempts: 3, backoffMs: 10 } });
+  const metrics = createMetrics();
+
+  const obliterate = async () => {
+    for (const q of Object.values(queues)) await q.obliterate({ force: true });
+  };
+
+  return {
+    h,
+    queues,
+    connection,
+    prefix,
+    metrics,
+    reconciler(settings = {}, now) {
+      return new ReconcilerService({
+        dataSource: h.ds,
+        hetzner: h.hetzner,
+        tailscale: h.tailscale,
+        queues,
+        logger: silentLogger,
+        metrics,
+        settings: { orphans: 'report', graceSeconds: 0, tags: ['tag:agent'], stuckAfterMs: STUCK_AFTER, lockWaitMs: 5000, ...settings },
+        now,
+      });
+    },
+    async simApi(method, path, body) {
+      const res = await fetch(`${h.sim.url}/_sim${path}`, {
+        method,
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const text = await res.text();
+      expect(res.ok, `${method} /_sim${path} → ${res.status} ${text}`).to.equal(true);
+      return text ? JSON.parse(text) : undefined;
+    },
+    async agent(name) {
+      const a = await provisionedAgent(h, name);
+      const instance = await h.ds.getRepository(Instance).findOneByOrFail({ id: a.instanceId });
+      expect(instance.status).to.equal('running');
+      return { ...a, serverId: instance.serverId!, deviceId: instance.tailscaleDeviceId! };
+    },
+    async reset() {
+      await h.reset();
+      await obliterate();
+    },
+    async close() {
+      await obliterate().catch(() => undefined);
+      await closeQueues(queues);
+      await connection.quit();
+      await h.close();
+    },
+  };
+}
+
+export async function instanceOf(r: ReconcileHarness, id: string): Promise<Instance> {
+  return r.h.ds.getRepository(Instance).findOneByOrFail({ id });
+}
+
+export async function agentOf(r: ReconcileHarness, id: string): Promise<Agent> {
+  return r.h.ds.getRepository(Agent).findOneByOrFail({ id });
+}
+
+export async function operationOf(r: ReconcileHarness, id: string): Promise<Operation> {
+  return r.h.ds.getRepository(Operation).findOneByOrFail({ id });
+}
+
+export async function eventsOf(r: ReconcileHarness, entityId: string): Promise<Event[]> {
+  return r.h.ds.getRepository(Event).find({ where: { entityId }, order: { id: 'ASC' } });
+}
+
+/** Puts an operation in `running` as a worker would when it claims the job. */
+export async function claimOperation(r: ReconcileHarness, type: Operation['type'], agentId: string): Promise<string> {
+  const id = await newOperation(r.h, type, agentId);
+  await transition(r.h.ds, { entity: 'operation', id, from: ['queued'], to: 'running', reason: 'test: worker claimed it' });
+  return id;
+}
+
+/** Counted cloud requests since the last reset, keyed as the simulator counts them. */
+export function requestCounts(r: ReconcileHarness): Record<string, number> {
+  return r.h.sim.control.requestCounts();
+}
+
+export async function stateOf(job: Job | undefined): Promise<string> {
+  return job ? job.getState() : 'missing';
+}
