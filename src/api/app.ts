@@ -22,6 +22,8 @@ export interface AppDeps {
   queues: Queues;
   /** Whether PostgreSQL and Redis answer right now; the composition root knows how to ask. */
   readiness: () => Promise<{ postgres: boolean; redis: boolean }>;
+  /** Longest a scrape waits for one queue's job counts (default 2000 ms). */
+  redisTimeoutMs?: number;
 }
 
 export const BOARD_BASE_PATH = '/admin/queues';
@@ -95,7 +97,7 @@ export function createApp(deps: AppDeps): Express {
     res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', postgres: state.postgres, redis: state.redis });
   });
 
-  registerQueueMetrics(deps.metrics.registry, deps.queues, deps.logger);
+  registerQueueMetrics(deps.metrics.registry, deps.queues, deps.logger, deps.redisTimeoutMs);
   app.get('/metrics', tagRoute('/metrics'), async (_req, res) => {
     const body = await deps.metrics.registry.metrics();
     res.type(deps.metrics.registry.contentType).send(body);

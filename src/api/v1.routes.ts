@@ -93,7 +93,9 @@ function idempotencyKey(req: Request): string | undefined {
 
 /** A body, when there is one, must be JSON: anything else is refused before it is read. */
 function requireJsonBody(req: Request, _res: Response, next: NextFunction): void {
-  if (req.is(JSON_TYPES) === false) {
+  // Clients (fetch, curl -X POST) send `Content-Length: 0` for a body-less POST: that is no body.
+  const empty = req.get('content-length') === '0' && req.get('transfer-encoding') === undefined;
+  if (!empty && req.is(JSON_TYPES) === false) {
     next(new HttpProblem('unsupported-media-type', 'Send the request body as application/json.'));
     return;
   }

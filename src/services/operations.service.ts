@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { JobState } from 'bullmq';
+import type { Job, JobState, Queue } from 'bullmq';
 import type { DataSource, EntityManager } from 'typeorm';
 import { isUniqueViolation } from '../db/errors';
 import { hydrate, recordEvent, transition } from '../db/transitions';
@@ -53,6 +53,11 @@ export interface OperationsDeps {
   queues: Queues;
   logger: Logger;
   defaults: OperationsDefaults;
+  /**
+   * How long one Redis call may take before the request is answered 503 (default 5000). BullMQ
+   * waits indefinitely for a connection that never came up, so the API must not.
+   */
+  redisTimeoutMs?: number;
 }
 
 export interface CreateAgentInput {
@@ -148,6 +153,22 @@ export function clientIdempotencyKey(operation: Operation): string | null {
   return key?.startsWith(CLIENT_KEY_PREFIX) ? key.slice(CLIENT_KEY_PREFIX.length) : null;
 }
 
+export class DeadlineError extends Error {
+  constructor(what: string, ms: number) {
+    super(`${what} did not answer within ${ms} ms`);
+    this.name = 'DeadlineError';
+  }
+}
+
+/** Rejects with DeadlineError when `promise` has not settled after `ms`; the promise itself keeps running. */
+export function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new DeadlineError(what, ms)), ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
+
 function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message || err.name : String(err);
 }
@@ -169,8 +190,10 @@ export class OperationsService {
   private readonly queues: Queues;
   private readonly logger: Logger;
   private readonly defaults: OperationsDefaults;
+  private readonly redisTimeoutMs: number;
 
   constructor(deps: OperationsDeps) {
+    this.redisTimeoutMs = deps.redisTimeoutMs ?? 5000;
     this.ds = deps.dataSource;
     this.queues = deps.queues;
     this.logger = deps.logger;
@@ -248,7 +271,7 @@ export class OperationsService {
       provisioningJobId: rows.provisioningJob.id,
     };
     try {
-      await this.queues.provision.add('provision', data, { jobId: queueJobId });
+      await this.addWithDeadline(rows.operation, () => this.queues.provision.add('provision', data, { jobId: queueJobId }));
     } catch (err) {
       // The client gets a 503 and no agent: remove what this request wrote, so a retry starts clean
       // and no agent sits in the list that nobody will ever provision.
@@ -440,11 +463,14 @@ export class OperationsService {
 
     const operationId = randomUUID();
     const queueJobId = jobIds.operation(operationId);
-    let operation: Operation;
+    let outcome: { operation: Operation; created: boolean };
     try {
-      operation = await this.ds.transaction(async (m) => {
+      outcome = await this.ds.transaction(async (m) => {
         // The row lock serialises commands on one agent, so two requests cannot both pass the checks.
         const agent = await this.mustGetAgent(m, agentId, { lock: true });
+        // Looked up again under the lock: a request with the same key may have committed meanwhile.
+        const previous = key ? await this.findByKey(m, key) : null;
+        if (previous) return { operation: previous, created: false };
         await this.assertCommandAllowed(m, type, agent);
         const created = await m.save(
           m.create(Operation, { id: operationId, type, agentId, status: 'queued', idempotencyKey: key, queueJobId }),
@@ -458,7 +484,7 @@ export class OperationsService {
           reason: `${type} requested`,
           operationId: created.id,
         });
-        return created;
+        return { operation: created, created: true };
       });
     } catch (err) {
       if (key && isUniqueViolation(err, IDEMPOTENCY_CONSTRAINT)) {
@@ -467,6 +493,8 @@ export class OperationsService {
       }
       throw err;
     }
+    if (!outcome.created) return this.replay(outcome.operation, type, { agentId });
+    const { operation } = outcome;
 
     await this.enqueueOrFail(operation);
     this.logger.info({ agentId, operationId, jobId: queueJobId }, `[API] ${type} of agent ${agentId} queued`);
@@ -552,28 +580,45 @@ export class OperationsService {
     switch (operation.type) {
       case 'provision': {
         const job = await this.ds.getRepository(ProvisioningJob).findOneByOrFail({ id: operation.provisioningJobId! });
-        await this.queues.provision.add(
-          'provision',
-          { operationId: operation.id, agentId: job.agentId, instanceId: job.instanceId, provisioningJobId: job.id },
-          { jobId },
-        );
-        return;
+        const data = { operationId: operation.id, agentId: job.agentId, instanceId: job.instanceId, provisioningJobId: job.id };
+        return this.addWithDeadline(operation, () => this.queues.provision.add('provision', data, { jobId }));
       }
-      case 'rollback':
-        await this.queues.rollback.add(
-          'rollback',
-          { operationId: operation.id, provisioningJobId: operation.provisioningJobId! },
-          { jobId },
-        );
-        return;
+      case 'rollback': {
+        const data = { operationId: operation.id, provisioningJobId: operation.provisioningJobId! };
+        return this.addWithDeadline(operation, () => this.queues.rollback.add('rollback', data, { jobId }));
+      }
       case 'stop':
       case 'start':
-      case 'destroy':
-        await this.queues[operation.type].add(operation.type, { operationId: operation.id, agentId: operation.agentId! }, { jobId });
-        return;
+      case 'destroy': {
+        const type = operation.type;
+        const data = { operationId: operation.id, agentId: operation.agentId! };
+        return this.addWithDeadline(operation, () => this.queues[type].add(type, data, { jobId }));
+      }
       default:
         // reconcile operations are scheduled by the reconciler, never replayed through the API.
         return;
+    }
+  }
+
+  /**
+   * An add that outlives its deadline may still land once Redis comes back, after the client was
+   * told 503: the job is then removed again, so a refused request never runs later by surprise.
+   */
+  private async addWithDeadline(operation: Operation, add: () => Promise<Job>): Promise<void> {
+    const adding = add();
+    try {
+      await withDeadline(adding, this.redisTimeoutMs, 'Redis');
+    } catch (err) {
+      if (err instanceof DeadlineError) {
+        adding
+          .then(async (job) => {
+            if ((job.data as { operationId?: string }).operationId !== operation.id) return;
+            await job.remove();
+            this.logger.warn({ operationId: operation.id, jobId: job.id }, 'Removed a job that was added after its request timed out');
+          })
+          .catch(() => undefined);
+      }
+      throw err;
     }
   }
 
@@ -645,12 +690,12 @@ export class OperationsService {
 
   private async queueJobInfo(operation: Operation): Promise<QueueJobInfo | null> {
     if (!operation.queueJobId) return null;
-    const queue = this.queues[operation.type];
+    const queue: Queue = this.queues[operation.type];
     const info: QueueJobInfo = { queue: queue.name, id: operation.queueJobId, state: 'not_retained' };
     try {
-      const job = await queue.getJob(operation.queueJobId);
+      const job = await withDeadline(queue.getJob(operation.queueJobId), this.redisTimeoutMs, 'Redis');
       if (!job) return info;
-      const state = await job.getState();
+      const state = await withDeadline(job.getState(), this.redisTimeoutMs, 'Redis');
       return {
         ...info,
         state: state === 'unknown' ? 'not_retained' : state,

@@ -1,0 +1,188 @@
+import { randomBytes } from 'node:crypto';
+import type { Server } from 'node:http';
+import { createServer, connect, type Server as TcpServer, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { expect } from 'chai';
+import sinon from 'sinon';
+import IORedis from 'ioredis';
+import { createApp } from '../../src/api/app';
+import { createDataSource } from '../../src/db/data-source';
+import { Agent, Operation } from '../../src/entities';
+import { silentLogger } from '../../src/lib/logger';
+import { createMetrics } from '../../src/lib/metrics';
+import { closeQueues, createQueues, type Queues } from '../../src/queues/queues';
+import { OperationsService } from '../../src/services/operations.service';
+import { API_TOKEN, BOARD, DEFAULTS, apiClient, markRunning, startApiHarness, type ApiClient, type ApiHarness } from './harness';
+
+/** A TCP hop in front of PostgreSQL that the test can cut, like a database that goes away. */
+async function startTcpProxy(target: { host: string; port: number }) {
+  const sockets = new Set<Socket>();
+  const server: TcpServer = createServer((client) => {
+    const upstream = connect(target.port, target.host);
+    sockets.add(client).add(upstream);
+    client.pipe(upstream).pipe(client);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', drop).on('close', drop);
+    upstream.on('error', drop).on('close', drop);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    async cut() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      });
+    },
+  };
+}
+
+describe('HTTP API while Redis or PostgreSQL is down', () => {
+  let h: ApiHarness;
+  let brokenRedis: IORedis;
+  let brokenQueues: Queues;
+  let broken: ApiClient;
+  let brokenServer: Server;
+
+  before(async () => {
+    h = await startApiHarness('api_outage');
+    // Nothing listens on port 1: the producer connection never becomes ready, which is when BullMQ
+    // would wait forever without the service's deadline.
+    brokenRedis = new IORedis('redis://127.0.0.1:1', { maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy: () => 50 });
+    brokenRedis.on('error', () => undefined);
+    brokenQueues = createQueues({ connection: brokenRedis, prefix: `tf-test-${randomBytes(6).toString('hex')}`, defaults: { attempts: 1, backoffMs: 10 } });
+    for (const q of Object.values(brokenQueues)) q.on('error', () => undefined);
+    const operations = new OperationsService({
+      dataSource: h.ds,
+      queues: brokenQueues,
+      logger: silentLogger,
+      defaults: DEFAULTS,
+      redisTimeoutMs: 200,
+    });
+    const app = createApp({
+      config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, boardUser: BOARD.user, boardPassword: BOARD.password } },
+      operations,
+      metrics: createMetrics(),
+      logger: silentLogger,
+      queues: brokenQueues,
+      readiness: async () => ({
+        postgres: await h.ds.query('SELECT 1').then(() => true, () => false),
+        redis: await brokenRedis.ping().then(() => true, () => false),
+      }),
+      redisTimeoutMs: 200,
+    });
+    brokenServer = await new Promise<Server>((resolve) => {
+      const s = app.listen(0, '127.0.0.1', () => resolve(s));
+    });
+    broken = apiClient(`http://127.0.0.1:${(brokenServer.address() as AddressInfo).port}`);
+  });
+
+  after(async () => {
+    await new Promise<void>((resolve) => brokenServer?.close(() => resolve()));
+    brokenServer?.closeAllConnections();
+    if (brokenQueues) await Promise.race([closeQueues(brokenQueues).catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
+    brokenRedis?.disconnect();
+    await h?.close();
+  });
+
+  it('answers 503 to a create and leaves no agent behind', async () => {
+    const before = await h.ds.getRepository(Agent).count();
+    const started = Date.now();
+    const res = await broken.request('POST', '/v1/agents', { body: { name: 'no-redis' } });
+    expect(res.status, res.text).to.equal(503);
+    expect(res.headers.get('content-type')).to.match(/^application\/problem\+json/);
+    expect(res.body).to.include({ type: 'urn:tailfleet:problem:service-unavailable', status: 503 });
+    expect(res.headers.get('retry-after')).to.equal('5');
+    expect(res.text).not.to.match(/127\.0\.0\.1|ECONNREFUSED|did not answer/);
+    expect(Date.now() - started).to.be.below(3000);
+    expect(await h.ds.getRepository(Agent).count()).to.equal(before);
+  });
+
+  it('marks a refused stop failed and frees its Idempotency-Key for the retry', async () => {
+    const created = await h.api.request('POST', '/v1/agents', { body: { name: 'stop-no-redis' } });
+    const agentId = created.body.agent.id as string;
+    await markRunning(h.ds, agentId);
+    const headers = { 'idempotency-key': 'stop-during-outage' };
+
+    const refused = await broken.request('POST', `/v1/agents/${agentId}/stop`, { headers });
+    expect(refused.status, refused.text).to.equal(503);
+    const [failed] = await h.ds.getRepository(Operation).findBy({ agentId, type: 'stop' });
+    expect(failed).to.include({ status: 'failed', idempotencyKey: null });
+    expect(failed!.error).to.match(/^Could not enqueue/);
+    expect(failed!.finishedAt).to.be.instanceOf(Date);
+
+    // The operation reads from PostgreSQL even though the queue cannot be asked.
+    const shown = await broken.request('GET', `/v1/operations/${failed!.id}`);
+    expect(shown.status).to.equal(200);
+    expect(shown.body.operation.status).to.equal('failed');
+    expect(shown.body.job).to.include({ queue: 'stop', state: 'unavailable' });
+
+    const retried = await h.api.request('POST', `/v1/agents/${agentId}/stop`, { headers });
+    expect(retried.status, retried.text).to.equal(202);
+    expect(retried.body.operation.id).not.to.equal(failed!.id);
+    expect((await h.queues.stop.getJob(`op-${retried.body.operation.id}`))?.data.operationId).to.equal(retried.body.operation.id);
+  });
+
+  it('reports not ready and still serves /metrics', async () => {
+    const ready = await broken.request('GET', '/readyz', { token: null });
+    expect(ready.status).to.equal(503);
+    expect(ready.body).to.deep.equal({ status: 'unavailable', postgres: true, redis: false });
+    const metrics = await broken.request('GET', '/metrics', { token: null });
+    expect(metrics.status).to.equal(200);
+    expect(metrics.text).to.contain('tailfleet_http_requests_total');
+    expect(metrics.text).not.to.match(/tailfleet_queue_jobs\{/);
+  });
+
+  it('answers an unexpected failure with an opaque 500', async () => {
+    const stub = sinon.stub(h.operations, 'listAgents').rejects(new Error('relation "x" broke; password=hunter2'));
+    try {
+      const res = await h.api.request('GET', '/v1/agents');
+      expect(res.status).to.equal(500);
+      expect(res.body).to.include({ type: 'urn:tailfleet:problem:internal-error', detail: 'An unexpected error occurred.' });
+      expect(res.text).not.to.match(/hunter2|relation|Error:|\.ts:/);
+    } finally {
+      stub.restore();
+    }
+  });
+
+  it('answers 503 when PostgreSQL goes away', async () => {
+    const url = new URL(h.db.url);
+    const proxy = await startTcpProxy({ host: url.hostname, port: Number(url.port || 5432) });
+    url.host = `127.0.0.1:${proxy.port}`;
+    const ds = createDataSource({ url: url.toString(), poolSize: 2, connectTimeoutMs: 1000 });
+    await ds.initialize();
+    const operations = new OperationsService({ dataSource: ds, queues: h.queues, logger: silentLogger, defaults: DEFAULTS });
+    const app = createApp({
+      config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, boardUser: BOARD.user, boardPassword: BOARD.password } },
+      operations,
+      metrics: createMetrics(),
+      logger: silentLogger,
+      queues: h.queues,
+      readiness: async () => ({ postgres: await ds.query('SELECT 1').then(() => true, () => false), redis: true }),
+    });
+    const server = await new Promise<Server>((resolve) => {
+      const s = app.listen(0, '127.0.0.1', () => resolve(s));
+    });
+    const api = apiClient(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    try {
+      expect((await api.request('GET', '/v1/agents')).status).to.equal(200);
+      await proxy.cut();
+      const list = await api.request('GET', '/v1/agents');
+      expect(list.status, list.text).to.equal(503);
+      expect(list.body).to.include({ type: 'urn:tailfleet:problem:service-unavailable' });
+      expect(list.text).not.to.match(/ECONNREFUSED|terminated|127\.0\.0\.1/);
+      const create = await api.request('POST', '/v1/agents', { body: { name: 'no-postgres' } });
+      expect(create.status, create.text).to.equal(503);
+      const ready = await api.request('GET', '/readyz', { token: null });
+      expect(ready.status).to.equal(503);
+      expect(ready.body.postgres).to.equal(false);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      await ds.destroy().catch(() => undefined);
+    }
+  });
+});
