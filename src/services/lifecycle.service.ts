@@ -288,25 +288,65 @@ export class LifecycleService {
           log.warn({ err: cleanupErr, authKeyId: authKey.id }, `[Tailscale] Could not delete unused auth key ${authKey.id}`);
         });
       }
+      if (err instanceof CloudApiError && err.code === 'uniqueness_error') {
+        // The name is the hostname, so a parallel attempt of this job most likely created it first: continue with that one.
+        const theirs = await this.findProvisionedServer(await this.mustGetInstance(instance.id), job, log);
+        if (theirs) return { server: theirs, actionIds: [] };
+      }
       throw err;
     }
 
     const { server } = created;
+    const actionIds = [created.action.id, ...created.nextActions.map((a) => a.id)];
     try {
       await this.recordServer(instance.id, server);
     } catch (err) {
       if (err instanceof StateConflictError) {
         // Destroy, rollback or a parallel attempt moved the instance while the server was being made:
-        // nobody will ever look for this server by the instance, so it must not outlive this attempt.
-        log.warn({ serverId: server.id }, `[Lifecycle] Instance changed during create; deleting server ${server.id}`);
-        await this.hetzner.deleteServer(server.id).catch((cleanupErr: unknown) => {
-          log.error({ err: cleanupErr, serverId: server.id }, `[Lifecycle] Could not delete server ${server.id}`);
-        });
+        // nobody will look for this server through the instance, so it must not outlive this attempt.
+        await this.discardServer(instance.id, server.id, actionIds, authKey.id, hostname, log);
       }
       throw err;
     }
     log.info({ serverId: server.id }, `[Lifecycle] Server ${server.id} created and recorded`);
-    return { server, actionIds: [created.action.id, ...created.nextActions.map((a) => a.id)] };
+    return { server, actionIds };
+  }
+
+  /**
+   * Undoes a create that lost its instance. The key goes first so the server cannot join any more;
+   * the delete waits for the create actions (the server is locked until they finish); a device that
+   * joined meanwhile is removed by hostname, but only when the instance is no longer provisioning —
+   * otherwise the hostname belongs to the attempt that won.
+   */
+  private async discardServer(
+    instanceId: string,
+    serverId: number,
+    actionIds: number[],
+    authKeyId: string,
+    hostname: string,
+    log: Logger,
+  ): Promise<void> {
+    log.warn({ serverId }, `[Lifecycle] Instance changed during create; deleting server ${serverId}`);
+    const attempt = async (what: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (cleanupErr) {
+        log.error({ err: cleanupErr, serverId }, `[Lifecycle] Could not ${what} of discarded server ${serverId}`);
+      }
+    };
+    await attempt('delete the auth key', () => this.tailscale.deleteAuthKey(authKeyId));
+    await attempt('wait for the create actions', () =>
+      this.hetzner.waitForActions(actionIds, { timeoutMs: this.settings.actionTimeoutMs }),
+    );
+    await attempt('delete', () => this.hetzner.deleteServer(serverId));
+    const current = await this.mustGetInstance(instanceId);
+    if (current.status !== 'provisioning') {
+      await attempt('delete the device', async () => {
+        for (const d of (await this.tailscale.listDevices()).filter((x) => hostnameMatches(x, hostname))) {
+          await this.tailscale.deleteDevice(d.id);
+        }
+      });
+    }
   }
 
   private async waitForServerRunning(serverId: number, actionIds: number[], log: Logger): Promise<HetznerServer> {

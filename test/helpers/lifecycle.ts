@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import type { DataSource } from 'typeorm';
+import { isRetryable } from '../../src/clients/errors';
 import { HetznerClient } from '../../src/clients/hetzner/hetzner.client';
 import { TailscaleClient } from '../../src/clients/tailscale/tailscale.client';
 import { AgentRepository } from '../../src/db/agent.repository';
@@ -32,9 +33,9 @@ export const FAST_SETTINGS: LifecycleSettings = {
 
 const FAST_CLIENT = {
   requestTimeoutMs: 3000,
-  maxRetries: 2,
-  retryBaseDelayMs: 5,
-  retryMaxDelayMs: 20,
+  maxRetries: 3,
+  retryBaseDelayMs: 10,
+  retryMaxDelayMs: 40,
   maxRateLimitWaitMs: 1000,
 };
 
@@ -162,6 +163,29 @@ export async function expectRejection(p: Promise<unknown>): Promise<Error> {
     return err as Error;
   }
   expect.fail('expected the promise to reject');
+}
+
+/**
+ * Runs an operation the way its queue would: a retryable failure (a `locked` server while another
+ * action runs, a 5xx) is tried again after a backoff, anything else is final.
+ */
+export async function withQueueRetries<T>(fn: () => Promise<T>, attempts = 5, backoffMs = 30): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (attempt >= attempts || !isRetryable(err)) throw err;
+      await new Promise((r) => setTimeout(r, backoffMs));
+    }
+  }
+}
+
+/** The promise's error, or null if it resolved; attached at once so no rejection goes unhandled. */
+export function settle(p: Promise<unknown>): Promise<Error | null> {
+  return p.then(
+    () => null,
+    (err: Error) => err,
+  );
 }
 
 /** Polls `check` until it returns a value (not undefined) or the deadline passes. */

@@ -16,6 +16,7 @@ import {
   recordingReporter,
   rows,
   serverCreates,
+  settle,
   startLifecycleHarness,
   transitionsOf,
   type AgentFixture,
@@ -220,6 +221,42 @@ describe('lifecycle: provision', function () {
     const { job, instance } = await expectProvisioned(a);
     // The loser's conflict is not written over the winner's record.
     expect(job.error).to.equal(null);
+    expect(instance.error).to.equal(null);
+  });
+
+  it('when two attempts of one job create at once, the second continues with the first one\'s server', async () => {
+    const a = await newAgent(h);
+    const real = h.hetzner.createServer.bind(h.hetzner);
+    let arrivals = 0;
+    let firstArrived!: () => void;
+    let secondArrived!: () => void;
+    const first = new Promise<void>((r) => (firstArrived = r));
+    const second = new Promise<void>((r) => (secondArrived = r));
+    sinon.stub(h.hetzner, 'createServer').callsFake(async (o) => {
+      if (++arrivals === 1) {
+        firstArrived();
+        await second;
+      } else {
+        secondArrived();
+      }
+      return real(o);
+    });
+
+    const p1 = settle(run(a));
+    await first;
+    const p2 = settle(run(a)); // a redelivery while the first attempt still runs: resumes, finds no server yet
+    const errors = await Promise.all([p1, p2]);
+    expect(errors.filter((e) => e === null)).to.have.length(1);
+    expect(errors.find((e) => e !== null)).to.be.instanceOf(StateConflictError);
+
+    const { instance } = await expectProvisioned(a);
+    // Hetzner refused the second create (the name is taken), so there never was a second server.
+    expect(serverCreates(h)).to.equal(2);
+    expect(cloud(h).servers).to.have.length(1);
+    const keys = cloud(h).authKeys;
+    expect(keys).to.have.length(2);
+    expect(keys.filter((k) => k.used && !k.revoked)).to.have.length(1);
+    expect(keys.filter((k) => !k.used && k.revoked)).to.have.length(1);
     expect(instance.error).to.equal(null);
   });
 

@@ -92,7 +92,7 @@ describe('lifecycle: stop and start', function () {
 
         const { agent, instance } = await rows(h, a);
         expect(instance.status).to.equal('running');
-        expect(instance.error).to.be.a('string').and.not.empty;
+        expect(instance.error).to.be.a('string').with.length.greaterThan(0);
         expect(instance.stoppedAt).to.equal(null);
         expect(agent.status).to.equal('active');
         expect((await transitionsOf(h, a.instanceId)).slice(-2)).to.deep.equal(['running→stopping', 'stopping→running']);
@@ -174,7 +174,7 @@ describe('lifecycle: stop and start', function () {
 
       const { agent, instance } = await rows(h, a);
       expect(instance.status).to.equal('stopped');
-      expect(instance.error).to.be.a('string').and.not.empty;
+      expect(instance.error).to.be.a('string').with.length.greaterThan(0);
       expect(agent.status).to.equal('paused');
       expect((await transitionsOf(h, a.instanceId)).slice(-2)).to.deep.equal(['stopped→starting', 'starting→stopped']);
 
