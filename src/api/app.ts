@@ -12,6 +12,7 @@ import { basicAuth, bearerAuth } from './auth';
 import { openApiDocument } from './openapi';
 import { HttpProblem, problemErrorHandler } from './problem';
 import { registerQueueMetrics } from './queue-metrics';
+import { createReconcileRouter, registerReconcileMetrics, type ReconcileRouterDeps } from './reconcile.routes';
 import { JSON_BODY_LIMIT, v1Router } from './v1.routes';
 
 export interface AppDeps {
@@ -24,6 +25,8 @@ export interface AppDeps {
   readiness: () => Promise<{ postgres: boolean; redis: boolean }>;
   /** Longest a scrape waits for one queue's job counts (default 2000 ms). */
   redisTimeoutMs?: number;
+  /** GET/POST /v1/reconcile and the reconcile gauges; omitted, neither is served. */
+  reconcile?: ReconcileRouterDeps['reconciler'];
 }
 
 export const BOARD_BASE_PATH = '/admin/queues';
@@ -98,6 +101,7 @@ export function createApp(deps: AppDeps): Express {
   });
 
   registerQueueMetrics(deps.metrics.registry, deps.queues, deps.logger, deps.redisTimeoutMs);
+  if (deps.reconcile) registerReconcileMetrics(deps.metrics.registry, deps.reconcile, deps.logger);
   app.get('/metrics', tagRoute('/metrics'), async (_req, res) => {
     const body = await deps.metrics.registry.metrics();
     res.type(deps.metrics.registry.contentType).send(body);
@@ -119,6 +123,7 @@ export function createApp(deps: AppDeps): Express {
     res.json(openApiDocument);
   });
   app.use('/v1', bearerAuth(http.apiToken), v1Router(deps.operations));
+  if (deps.reconcile) app.use('/v1', bearerAuth(http.apiToken), createReconcileRouter({ reconciler: deps.reconcile }));
 
   app.use((req, _res, next) => {
     next(new HttpProblem('route-not-found', `No route for ${req.method} ${req.path}.`));
