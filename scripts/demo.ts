@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { Client } from 'pg';
 import { loadConfig } from '../src/config';
-import { createDatabase, databaseUrl } from '../src/db/admin';
+import IORedis from 'ioredis';
+import { createDatabase, dropDatabase } from '../src/db/admin';
 import { createLogger } from '../src/lib/logger';
 import { createTailfleet } from '../src/server';
 import { startSimulator } from '../src/simulator';
@@ -11,11 +12,13 @@ import { startSimulator } from '../src/simulator';
 /**
  * `npm run demo`: the cloud simulator and tailfleet (API + workers + Bull Board) in one process,
  * against the local PostgreSQL and Redis, then three agents created through the HTTP API.
- * Env: DATABASE_URL (an admin connection; the demo uses its own database `tailfleet_demo`),
+ * Env: DATABASE_URL (an admin connection; the demo uses its own database `tailfleet_demo`, emptied
+ * at every start like the simulator, and the queue prefix `tailfleet-demo`),
  * REDIS_URL, PORT (3000), SIM_PORT (4010), LOG_LEVEL (warn).
  */
 
 const DEMO_DATABASE = 'tailfleet_demo';
+const DEMO_QUEUE_PREFIX = 'tailfleet-demo';
 const AGENTS = 3;
 
 async function portOrRandom(preferred: number): Promise<number> {
@@ -26,17 +29,35 @@ async function portOrRandom(preferred: number): Promise<number> {
   });
 }
 
-async function ensureDatabase(adminUrl: string): Promise<string> {
+/**
+ * The simulator keeps its cloud in memory, so agents of an earlier run would point at servers that
+ * no longer exist: every run starts from an empty database and empty queues.
+ */
+async function freshState(adminUrl: string, redisUrl: string): Promise<string> {
   const client = new Client({ connectionString: adminUrl });
   await client.connect();
+  let exists: boolean;
   try {
-    const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [DEMO_DATABASE]);
-    if (rowCount) return databaseUrl(adminUrl, DEMO_DATABASE);
+    exists = Boolean((await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [DEMO_DATABASE])).rowCount);
   } finally {
     await client.end();
   }
-  console.log(`Creating database ${DEMO_DATABASE}`);
-  return createDatabase(adminUrl, DEMO_DATABASE);
+  if (exists) await dropDatabase(adminUrl, DEMO_DATABASE);
+  console.log(`${exists ? 'Recreating' : 'Creating'} database ${DEMO_DATABASE}`);
+  const url = await createDatabase(adminUrl, DEMO_DATABASE);
+
+  const redis = new IORedis(redisUrl, { maxRetriesPerRequest: 1 });
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${DEMO_QUEUE_PREFIX}:*`, 'COUNT', 500);
+      cursor = next;
+      if (keys.length > 0) await redis.del(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+  return url;
 }
 
 async function main(): Promise<void> {
@@ -48,7 +69,7 @@ async function main(): Promise<void> {
   const sim = await startSimulator({ port: await portOrRandom(Number(process.env.SIM_PORT ?? 4010)), host: '127.0.0.1' });
   const apiToken = randomBytes(24).toString('base64url');
   const config = loadConfig({
-    DATABASE_URL: await ensureDatabase(adminUrl),
+    DATABASE_URL: await freshState(adminUrl, redisUrl),
     REDIS_URL: redisUrl,
     HETZNER_API_URL: sim.hetznerUrl,
     HETZNER_API_TOKEN: 'demo-hetzner-token',
@@ -58,7 +79,7 @@ async function main(): Promise<void> {
     API_TOKEN: apiToken,
     HOST: '127.0.0.1',
     PORT: String(await portOrRandom(Number(process.env.PORT ?? 3000))),
-    QUEUE_PREFIX: 'tailfleet-demo',
+    QUEUE_PREFIX: DEMO_QUEUE_PREFIX,
     POLL_INTERVAL_MS: '250',
     JOB_BACKOFF_MS: '1000',
     ROLLBACK_SWEEP_INTERVAL_SECONDS: '30',
@@ -67,10 +88,16 @@ async function main(): Promise<void> {
   const tailfleet = createTailfleet(config, { logger: createLogger({ level: logLevel, name: 'tailfleet-demo' }) });
 
   let stopping = false;
+  let stoppingAt = 0;
   const shutdown = async () => {
-    if (stopping) process.exit(130);
+    if (stopping) {
+      // npm, tsx and the terminal may each deliver the same Ctrl-C; a later one means "now".
+      if (Date.now() - stoppingAt > 1000) process.exit(130);
+      return;
+    }
     stopping = true;
-    console.log('\nStopping…');
+    stoppingAt = Date.now();
+    console.log('\nStopping (running jobs finish first; Ctrl-C again to quit at once)…');
     await tailfleet.stop();
     await sim.close();
     process.exit(0);
@@ -109,8 +136,15 @@ Try:
   const started = Date.now();
   while (pending.size > 0 && !stopping) {
     for (const agent of [...pending.values()]) {
-      const res = await fetch(`${url}/v1/agents/${agent.id}`, { headers });
-      const body = (await res.json()) as any;
+      // Ctrl-C closes the API under this loop; that is the end of it, not an error.
+      const body = await fetch(`${url}/v1/agents/${agent.id}`, { headers }).then(
+        (res) => res.json() as Promise<any>,
+        (err: unknown) => {
+          if (stopping) return undefined;
+          throw err;
+        },
+      );
+      if (!body) return;
       const instance = body.instance;
       if (instance?.status === 'running') {
         pending.delete(agent.id);

@@ -7,6 +7,8 @@ import { createTailfleet } from './server';
  * Entry point of `npm start`. SIGTERM/SIGINT run the ordered shutdown (HTTP → workers drain →
  * queues → Redis → database); a second signal exits at once.
  */
+const DUPLICATE_SIGNAL_MS = 1000;
+
 async function main(): Promise<void> {
   let config: Config;
   try {
@@ -22,13 +24,16 @@ async function main(): Promise<void> {
   const logger = createLogger({ level: config.logLevel });
   const tailfleet = createTailfleet(config, { logger });
 
-  let signalled = false;
+  let signalledAt = 0;
   const onSignal = (signal: NodeJS.Signals) => {
-    if (signalled) {
-      logger.warn({ signal }, 'Second signal: exiting without waiting');
+    if (signalledAt) {
+      // One Ctrl-C can arrive more than once (the terminal signals the whole process group and
+      // npm/tsx relay it too); only a later, deliberate second signal skips the drain.
+      if (Date.now() - signalledAt < DUPLICATE_SIGNAL_MS) return;
+      logger.warn({ signal }, 'Second signal: exiting without waiting for jobs to finish');
       process.exit(130);
     }
-    signalled = true;
+    signalledAt = Date.now();
     logger.info({ signal, drainTimeoutSeconds: config.queues.drainTimeoutSeconds }, `${signal} received, shutting down`);
     tailfleet.stop().then(
       () => process.exit(0),
