@@ -1,8 +1,8 @@
-import { randomUUID } from 'node:crypto';
 import type { Job, JobState, Queue } from 'bullmq';
 import type { DataSource, EntityManager } from 'typeorm';
-import { isUniqueViolation } from '../db/errors';
-import { hydrate, recordEvent, transition } from '../db/transitions';
+import { IdempotencyKeyConflictError } from '../db/errors';
+import { createRepositories, type Repositories } from '../db/repositories';
+import { hydrate, transition } from '../db/transitions';
 import {
   Agent,
   Event,
@@ -53,6 +53,8 @@ export interface OperationsDeps {
   queues: Queues;
   logger: Logger;
   defaults: OperationsDefaults;
+  /** Built from dataSource when not given (the composition root passes its own). */
+  repositories?: Repositories;
   /**
    * How long one Redis call may take before the request is answered 503 (default 5000). BullMQ
    * waits indefinitely for a connection that never came up, so the API must not.
@@ -140,7 +142,6 @@ export class InvalidCursorError extends Error {
 // claiming `rollback:<id>` and blocking the exactly-once rollback of that job.
 const CLIENT_KEY_PREFIX = 'client:';
 const rollbackKey = (provisioningJobId: string) => `rollback:${provisioningJobId}`;
-const IDEMPOTENCY_CONSTRAINT = 'uq_operations_idempotency_key';
 
 const LIVE: readonly string[] = LIVE_INSTANCE_STATUSES;
 const PENDING_OPERATION = ['queued', 'running'] as const;
@@ -190,11 +191,13 @@ export class OperationsService {
   private readonly queues: Queues;
   private readonly logger: Logger;
   private readonly defaults: OperationsDefaults;
+  private readonly repos: Repositories;
   private readonly redisTimeoutMs: number;
 
   constructor(deps: OperationsDeps) {
     this.redisTimeoutMs = deps.redisTimeoutMs ?? 5000;
     this.ds = deps.dataSource;
+    this.repos = deps.repositories ?? createRepositories(deps.dataSource);
     this.queues = deps.queues;
     this.logger = deps.logger;
     this.defaults = deps.defaults;
@@ -213,56 +216,32 @@ export class OperationsService {
       if (replay) return replay;
     }
 
-    const ids = { agent: randomUUID(), instance: randomUUID(), job: randomUUID(), operation: randomUUID() };
-    const queueJobId = jobIds.operation(ids.operation);
     let rows: Omit<CreateAgentResult, 'created'>;
     try {
-      rows = await this.ds.transaction(async (m) => {
-        const agent = await m.save(m.create(Agent, { id: ids.agent, name: input.name, status: 'provisioning' }));
-        const instance = await m.save(
-          m.create(Instance, {
-            id: ids.instance,
-            agentId: agent.id,
-            status: 'pending',
-            location,
-            serverType,
-            image: this.defaults.image,
-          }),
+      const bundle = await this.ds.transaction(async (m) => {
+        const created = await this.repos.agents.createWithProvision(
+          { name: input.name, location, serverType, image: this.defaults.image, idempotencyKey: key },
+          m,
         );
-        const provisioningJob = await m.save(
-          m.create(ProvisioningJob, { id: ids.job, agentId: agent.id, instanceId: instance.id, status: 'queued' }),
+        if (!created.created) return created;
+        // Stored before the add, so no reader ever sees a queued operation without its job id.
+        const operation = await this.repos.operations.update(
+          created.operation.id,
+          { queueJobId: jobIds.operation(created.operation.id) },
+          m,
         );
-        const operation = await m.save(
-          m.create(Operation, {
-            id: ids.operation,
-            type: 'provision',
-            agentId: agent.id,
-            provisioningJobId: provisioningJob.id,
-            status: 'queued',
-            idempotencyKey: key,
-            queueJobId,
-          }),
-        );
-        const created = { agentId: agent.id, fromStatus: null, operationId: operation.id };
-        await recordEvent(m, { ...created, entityType: 'agent', entityId: agent.id, toStatus: agent.status, reason: 'agent created' });
-        await recordEvent(m, { ...created, entityType: 'instance', entityId: instance.id, toStatus: 'pending', reason: 'instance created' });
-        await recordEvent(m, {
-          ...created,
-          entityType: 'provisioning_job',
-          entityId: provisioningJob.id,
-          toStatus: 'queued',
-          reason: 'provision requested',
-        });
-        await recordEvent(m, { ...created, entityType: 'operation', entityId: operation.id, toStatus: 'queued', reason: 'provision requested' });
-        return { agent, instance, provisioningJob, operation };
+        return { ...created, operation };
       });
-    } catch (err) {
-      if (key && isUniqueViolation(err, IDEMPOTENCY_CONSTRAINT)) {
-        const replay = await this.replayCreate(key, { name: input.name, location, serverType });
+      if (!bundle.created) {
+        // A concurrent request with the same key won the race between our lookup and our insert.
+        const replay = key ? await this.replayCreate(key, { name: input.name, location, serverType }) : undefined;
         if (replay) return replay;
       }
-      throw err;
+      rows = { agent: bundle.agent, instance: bundle.instance, provisioningJob: bundle.job, operation: bundle.operation };
+    } catch (err) {
+      throw this.keyConflict(err);
     }
+    const queueJobId = rows.operation.queueJobId!;
 
     const data: JobPayloads['provision'] = {
       operationId: rows.operation.id,
@@ -311,7 +290,7 @@ export class OperationsService {
   ): Promise<CommandResult> {
     const trigger = opts.trigger ?? 'api';
     if (opts.idempotencyKey !== undefined) {
-      const previous = await this.findByKey(this.ds.manager, CLIENT_KEY_PREFIX + opts.idempotencyKey);
+      const previous = await this.repos.operations.findByIdempotencyKey(CLIENT_KEY_PREFIX + opts.idempotencyKey);
       if (previous && !(previous.type === 'rollback' && previous.provisioningJobId === provisioningJobId)) {
         throw new IdempotencyKeyReuseError(
           `Idempotency-Key was already used for a ${previous.type} request on another resource`,
@@ -320,12 +299,10 @@ export class OperationsService {
     }
 
     const key = rollbackKey(provisioningJobId);
-    const existing = await this.findByKey(this.ds.manager, key);
+    const existing = await this.repos.operations.findByIdempotencyKey(key);
     if (existing) return this.replay(existing, 'rollback', { provisioningJobId });
 
-    const job = UUID.test(provisioningJobId)
-      ? await this.ds.getRepository(ProvisioningJob).findOneBy({ id: provisioningJobId })
-      : null;
+    const job = await this.repos.provisioningJobs.findById(provisioningJobId);
     if (!job) throw new NotFoundError(`Job ${provisioningJobId} not found`);
     if (job.status === 'succeeded') {
       throw new StateConflictError(`Job ${provisioningJobId} succeeded; destroy the agent instead of rolling back`);
@@ -344,41 +321,23 @@ export class OperationsService {
       }
     }
 
-    const operationId = randomUUID();
     const queueJobId = jobIds.rollback(provisioningJobId);
-    const inserted = await this.ds.transaction(async (m) => {
-      // ON CONFLICT: the listener and the sweep may ask at the same moment from different processes.
-      const result = await m
-        .createQueryBuilder()
-        .insert()
-        .into(Operation)
-        .values({
-          id: operationId,
+    // ON CONFLICT under the fixed key: the listener and the sweep may ask at the same moment from
+    // different processes, and exactly one of them creates the operation.
+    const { operation, created } = await this.ds.transaction((m) =>
+      this.repos.operations.create(
+        {
           type: 'rollback',
           agentId: job.agentId,
           provisioningJobId,
-          status: 'queued',
           idempotencyKey: key,
           queueJobId,
-        })
-        .orIgnore()
-        .returning('id')
-        .execute();
-      if ((result.raw as unknown[]).length === 0) return false;
-      await recordEvent(m, {
-        entityType: 'operation',
-        entityId: operationId,
-        agentId: job.agentId,
-        fromStatus: null,
-        toStatus: 'queued',
-        reason: `rollback requested (${trigger})`,
-        operationId,
-      });
-      return true;
-    });
-    const operation = await this.findByKey(this.ds.manager, key);
-    if (!operation) throw new Error(`Rollback operation for job ${provisioningJobId} vanished`);
-    if (!inserted) return this.replay(operation, 'rollback', { provisioningJobId });
+          reason: `rollback requested (${trigger})`,
+        },
+        m,
+      ),
+    );
+    if (!created) return this.replay(operation, 'rollback', { provisioningJobId });
 
     await this.enqueueOrFail(operation);
     this.logger.info(
@@ -420,33 +379,24 @@ export class OperationsService {
 
   async getAgent(agentId: string): Promise<AgentDetail> {
     const agent = await this.mustGetAgent(this.ds.manager, agentId);
-    const instances = await this.currentInstances(this.ds.manager, [agent.id]);
-    const operation = await this.ds
-      .getRepository(Operation)
-      .createQueryBuilder('o')
-      .where('o.agent_id = :agentId', { agentId })
-      .andWhere('o.status IN (:...pending)', { pending: PENDING_OPERATION })
-      .orderBy('o.requested_at', 'DESC')
-      .getOne();
-    return { agent, instance: instances.get(agent.id) ?? null, operation };
+    const [live, operation] = await Promise.all([
+      this.repos.instances.findLiveByAgent(agent.id),
+      this.repos.operations.findActiveByAgent(agent.id),
+    ]);
+    const instance = live ?? (await this.repos.instances.findLatestByAgent(agent.id));
+    return { agent, instance, operation };
   }
 
   async listEvents(agentId: string, page: { limit: number; cursor?: string }): Promise<EventPage> {
     await this.mustGetAgent(this.ds.manager, agentId);
-    const qb = this.ds
-      .getRepository(Event)
-      .createQueryBuilder('e')
-      .where('e.agent_id = :agentId', { agentId })
-      .orderBy('e.id', 'ASC')
-      .limit(page.limit + 1);
-    if (page.cursor !== undefined) qb.andWhere('e.id > :after', { after: decodeCursor(page.cursor, /^\d{1,19}$/) });
-    const events = await qb.getMany();
+    const afterId = page.cursor === undefined ? undefined : decodeCursor(page.cursor, /^\d{1,19}$/);
+    const events = await this.repos.events.listForAgent(agentId, { limit: page.limit + 1, afterId });
     const items = events.slice(0, page.limit);
     return { items, nextCursor: events.length > page.limit ? encodeCursor(items[items.length - 1]!.id) : null };
   }
 
   async getOperation(operationId: string): Promise<OperationDetail> {
-    const operation = await this.ds.getRepository(Operation).findOneBy({ id: operationId });
+    const operation = await this.repos.operations.findById(operationId);
     if (!operation) throw new NotFoundError(`Operation ${operationId} not found`);
     return { operation, job: await this.queueJobInfo(operation) };
   }
@@ -457,47 +407,39 @@ export class OperationsService {
   private async requestAgentCommand(type: AgentCommand, agentId: string, idempotencyKey?: string): Promise<CommandResult> {
     const key = idempotencyKey === undefined ? null : CLIENT_KEY_PREFIX + idempotencyKey;
     if (key) {
-      const previous = await this.findByKey(this.ds.manager, key);
+      const previous = await this.repos.operations.findByIdempotencyKey(key);
       if (previous) return this.replay(previous, type, { agentId });
     }
 
-    const operationId = randomUUID();
-    const queueJobId = jobIds.operation(operationId);
     let outcome: { operation: Operation; created: boolean };
     try {
       outcome = await this.ds.transaction(async (m) => {
         // The row lock serialises commands on one agent, so two requests cannot both pass the checks.
         const agent = await this.mustGetAgent(m, agentId, { lock: true });
         // Looked up again under the lock: a request with the same key may have committed meanwhile.
-        const previous = key ? await this.findByKey(m, key) : null;
+        const previous = key ? await this.repos.operations.findByIdempotencyKey(key, m) : null;
         if (previous) return { operation: previous, created: false };
         await this.assertCommandAllowed(m, type, agent);
-        const created = await m.save(
-          m.create(Operation, { id: operationId, type, agentId, status: 'queued', idempotencyKey: key, queueJobId }),
+        const inserted = await this.repos.operations.create({ type, agentId, idempotencyKey: key }, m);
+        if (!inserted.created) return inserted;
+        const operation = await this.repos.operations.update(
+          inserted.operation.id,
+          { queueJobId: jobIds.operation(inserted.operation.id) },
+          m,
         );
-        await recordEvent(m, {
-          entityType: 'operation',
-          entityId: created.id,
-          agentId,
-          fromStatus: null,
-          toStatus: 'queued',
-          reason: `${type} requested`,
-          operationId: created.id,
-        });
-        return { operation: created, created: true };
+        return { operation, created: true };
       });
     } catch (err) {
-      if (key && isUniqueViolation(err, IDEMPOTENCY_CONSTRAINT)) {
-        const previous = await this.findByKey(this.ds.manager, key);
-        if (previous) return this.replay(previous, type, { agentId });
-      }
-      throw err;
+      throw this.keyConflict(err);
     }
     if (!outcome.created) return this.replay(outcome.operation, type, { agentId });
     const { operation } = outcome;
 
     await this.enqueueOrFail(operation);
-    this.logger.info({ agentId, operationId, jobId: queueJobId }, `[API] ${type} of agent ${agentId} queued`);
+    this.logger.info(
+      { agentId, operationId: operation.id, jobId: operation.queueJobId },
+      `[API] ${type} of agent ${agentId} queued`,
+    );
     return { operation, created: true };
   }
 
@@ -517,12 +459,7 @@ export class OperationsService {
 
     const same = pending.find((o) => o.type === type);
     if (same) throw new StateConflictError(`A ${type} of agent ${agent.id} is already in progress (operation ${same.id})`);
-    const instance = await m
-      .getRepository(Instance)
-      .createQueryBuilder('i')
-      .where('i.agent_id = :agentId', { agentId: agent.id })
-      .andWhere('i.status IN (:...live)', { live: LIVE })
-      .getOne();
+    const instance = await this.repos.instances.findLiveByAgent(agent.id, m);
     if (type === 'stop' && instance?.status !== 'running') throw new StateConflictError('No running instance to stop');
     if (type === 'start' && instance?.status !== 'stopped') throw new StateConflictError('No stopped instance to start');
   }
@@ -560,7 +497,7 @@ export class OperationsService {
     key: string,
     input: { name: string; location: string; serverType: string },
   ): Promise<CreateAgentResult | undefined> {
-    const operation = await this.findByKey(this.ds.manager, key);
+    const operation = await this.repos.operations.findByIdempotencyKey(key);
     if (!operation) return undefined;
     const reused = () =>
       new IdempotencyKeyReuseError(`Idempotency-Key was already used for a ${operation.type} request with other parameters`);
@@ -663,8 +600,12 @@ export class OperationsService {
     });
   }
 
-  private findByKey(m: EntityManager, key: string): Promise<Operation | null> {
-    return m.getRepository(Operation).findOneBy({ idempotencyKey: key });
+  /** The repository's conflict names the stored key; the client hears about its own key only. */
+  private keyConflict(err: unknown): unknown {
+    if (err instanceof IdempotencyKeyConflictError) {
+      return new IdempotencyKeyReuseError('Idempotency-Key was already used for a different request');
+    }
+    return err;
   }
 
   private async mustGetAgent(m: EntityManager, agentId: string, opts: { lock?: boolean } = {}): Promise<Agent> {

@@ -96,7 +96,7 @@ describe('HTTP API', () => {
       expect(res.status, res.text).to.equal(201);
       const { agent, instance, operation, provisioningJob, job, links } = res.body;
       expect(res.headers.get('location')).to.equal(`/v1/agents/${agent.id}`);
-      expect(agent).to.include({ name: 'build-box-1', status: 'provisioning' });
+      expect(agent).to.include({ name: 'build-box-1', status: 'draft' });
       expect(instance).to.include({ agentId: agent.id, status: 'pending', location: 'nbg1', serverType: DEFAULTS.serverType });
       expect(provisioningJob).to.include({ agentId: agent.id, instanceId: instance.id, status: 'queued' });
       expect(operation).to.include({ type: 'provision', status: 'queued', agentId: agent.id, provisioningJobId: provisioningJob.id });
@@ -121,7 +121,7 @@ describe('HTTP API', () => {
 
       const events = await h.ds.getRepository(Event).findBy({ agentId: agent.id });
       expect(events.map((e) => `${e.entityType}:${e.toStatus}`).sort()).to.deep.equal([
-        'agent:provisioning',
+        'agent:draft',
         'instance:pending',
         'operation:queued',
         'provisioning_job:queued',
@@ -240,7 +240,7 @@ describe('HTTP API', () => {
       const events = await h.api.request('GET', `/v1/agents/${created.agent.id}/events?limit=3`);
       expect(events.status).to.equal(200);
       expect(events.body.items).to.have.length(3);
-      expect(events.body.items[0]).to.include({ entityType: 'agent', fromStatus: null, toStatus: 'provisioning' });
+      expect(events.body.items[0]).to.include({ entityType: 'agent', fromStatus: null, toStatus: 'draft' });
       const rest = await h.api.request('GET', `/v1/agents/${created.agent.id}/events?cursor=${events.body.nextCursor}`);
       expect(rest.body.items).to.have.length(1);
       expect(rest.body.nextCursor).to.equal(null);

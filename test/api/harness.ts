@@ -141,6 +141,7 @@ export async function markRunning(ds: DataSource, agentId: string): Promise<Inst
     reason: 'test',
     patch: { serverId: '4242', startedAt: new Date() },
   });
+  await transition(ds, { entity: 'agent', id: agentId, from: ['draft'], to: 'provisioning', reason: 'test' });
   await transition(ds, { entity: 'agent', id: agentId, from: ['provisioning'], to: 'active', reason: 'test' });
   return ds.getRepository(Instance).findOneByOrFail({ id: instance.id });
 }
