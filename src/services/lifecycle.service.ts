@@ -188,7 +188,8 @@ export class LifecycleService {
     log: Logger,
   ): Promise<{ agent: Agent; instance: Instance; hostname: string }> {
     return this.ds.transaction(async (m) => {
-      const instance = await m.findOneBy(Instance, { id: job.instanceId });
+      // Locked, so the status checked here is the one the moves below start from.
+      const instance = await m.findOne(Instance, { where: { id: job.instanceId }, lock: { mode: 'pessimistic_write' } });
       if (!instance) throw new NotFoundError(`Instance ${job.instanceId} not found`);
       const agent = await m.findOneBy(Agent, { id: job.agentId });
       if (!agent) throw new NotFoundError(`Agent ${job.agentId} not found`);
@@ -536,6 +537,7 @@ export class LifecycleService {
         return;
       }
       // Without a live instance nothing should exist; the labelled sweep catches a server a crashed provision left.
+      log.info(`[Lifecycle] Agent ${agentId} has no live instance, nothing to clean up but leftovers`);
       await r.step('delete-server', 30, 'looking for leftover servers');
       await this.deleteServers(agentServerSelector(agentId), [], log);
       await this.move(this.ds, { entity: 'agent', id: agentId, from: NOT_DESTROYED_AGENT, to: 'destroyed', reason: 'destroyed', operationId, allowSame: true });
@@ -703,7 +705,7 @@ export class LifecycleService {
     // The instance leaves `provisioning` before anything is deleted: an attempt still running can then
     // not record a new server (its guarded write fails and it deletes what it made).
     const { instance, agent, owned } = await this.ds.transaction(async (m) => {
-      const inst = await m.findOneBy(Instance, { id: job.instanceId });
+      const inst = await m.findOne(Instance, { where: { id: job.instanceId }, lock: { mode: 'pessimistic_write' } });
       if (!inst) throw new NotFoundError(`Instance ${job.instanceId} not found`);
       const ag = await m.findOneByOrFail(Agent, { id: agentId });
       if (inst.status === 'pending' || inst.status === 'provisioning') {
@@ -740,6 +742,7 @@ export class LifecycleService {
     );
     await r.step('delete-device', 60, 'removing the tailnet device');
     const cleanedTailscale = await this.deleteDevices(instance, hostname, log);
+    if (!cleanedHetzner && !cleanedTailscale) log.info(`[Lifecycle] No VM to clean up for job ${provisioningJobId}`);
 
     await r.step('finish', 90, 'marking the job as rolled back');
     const summary = `Rolled back after provision failure. Cleaned: Hetzner=${cleanedHetzner}, Tailscale=${cleanedTailscale}`;
