@@ -12,6 +12,7 @@ import { createDataSource, createRepositories, runMigrations, type Repositories 
 import { createLogger, type Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
 import { createProcessors } from './processors';
+import { createReconcileProcessor, createReconcileWorker, scheduleReconcile } from './processors/reconcile.processor';
 import {
   closeQueues,
   createProducerConnection,
@@ -21,6 +22,7 @@ import {
 } from './queues/queues';
 import { LifecycleService } from './services/lifecycle.service';
 import { OperationsService } from './services/operations.service';
+import { ReconcileReports, ReconcilerService, stuckTimeouts } from './services/reconciler.service';
 import { RollbackListener } from './services/rollback-listener';
 import { createWorkers, type WorkerPool, type WorkerSettings } from './workers';
 
@@ -57,6 +59,8 @@ export interface Tailfleet {
   lifecycle?: LifecycleService;
   workers?: WorkerPool;
   rollbackListener?: RollbackListener;
+  /** Worker roles only: drift reconciler and orphan sweeper, run by the reconcile queue's worker. */
+  reconciler?: ReconcilerService;
   /** Set once start() has the HTTP server listening, e.g. http://127.0.0.1:3000. */
   url?: string;
   start(): Promise<void>;
@@ -94,6 +98,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
   });
 
   const tf: Tailfleet = { config, logger, metrics, dataSource, queues, repositories, operations, start, stop };
+  let reconcileWorker: ReturnType<typeof createReconcileWorker> | undefined;
 
   if (runsWorkers) {
     const hetzner = new HetznerClient({
@@ -162,6 +167,36 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       listener.attach(workers.workers.provision!);
       tf.rollbackListener = listener;
     }
+    tf.reconciler = new ReconcilerService({
+      dataSource,
+      hetzner,
+      tailscale,
+      queues,
+      logger: logger.child({ component: 'reconciler' }),
+      metrics,
+      settings: {
+        orphans: config.reconcile.orphans,
+        graceSeconds: config.reconcile.graceSeconds,
+        tags: config.tailscale.tags,
+        stuckAfterMs: stuckTimeouts({
+          actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
+          shutdownTimeoutMs: config.hetzner.shutdownTimeoutSeconds * 1000,
+          enrollmentTimeoutMs: config.tailscale.enrollmentTimeoutSeconds * 1000,
+        }),
+      },
+    });
+    reconcileWorker = createReconcileWorker({
+      connection: workerConnection!,
+      prefix: config.queues.prefix,
+      processor: createReconcileProcessor({
+        dataSource,
+        logger: logger.child({ component: 'processor' }),
+        metrics,
+        queue: queues.reconcile,
+        reconciler: tf.reconciler,
+      }),
+      logger,
+    });
   }
 
   let server: Server | undefined;
@@ -174,7 +209,15 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     return { postgres, redis };
   };
   if (runsApi) {
-    tf.app = createApp({ config, operations, metrics, logger: logger.child({ component: 'http' }), queues, readiness });
+    tf.app = createApp({
+      config,
+      operations,
+      metrics,
+      logger: logger.child({ component: 'http' }),
+      queues,
+      readiness,
+      reconcile: new ReconcileReports({ dataSource, queues }),
+    });
   } else {
     // A worker-only process serves just probes and its own metrics (jobs, cloud requests).
     tf.app = createProbeApp(metrics, readiness);
@@ -195,6 +238,10 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       await workerConnection!.ping();
       tf.workers.run();
       tf.rollbackListener?.start();
+    }
+    if (reconcileWorker) {
+      reconcileWorker.run().catch((err: unknown) => logger.error({ err, queue: 'reconcile' }, 'Worker stopped with an error'));
+      await scheduleReconcile(queues.reconcile, config.reconcile.intervalSeconds);
     }
     if (tf.app) {
       server = createServer(tf.app);
@@ -243,6 +290,8 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
         logger.info({ drained }, drained ? 'Workers drained' : 'Workers stopped before their jobs finished');
       });
     }
+    // A pass in flight finishes (passes are short: one listing, then database work).
+    if (reconcileWorker) await step('reconcile-worker', () => reconcileWorker!.close());
     // 3. The listener may still be recording a failure the workers just reported.
     if (tf.rollbackListener) await step('rollback-listener', () => tf.rollbackListener!.close());
     // 4. Queues, then the Redis connections under them, then the database.
