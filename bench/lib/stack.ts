@@ -1,0 +1,116 @@
+import { randomBytes } from 'node:crypto';
+import IORedis from 'ioredis';
+import { loadConfig, type Config } from '../../src/config';
+import { createDatabase, dropDatabase, scratchDatabaseName } from '../../src/db/admin';
+import { silentLogger } from '../../src/lib/logger';
+import { createTailfleet, type Tailfleet, type TailfleetOverrides } from '../../src/server';
+import { startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
+
+export const ADMIN_DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+/** No simulated waiting at all: what is left is tailfleet's own cost (queue, database, HTTP). */
+export const ZERO_TIMINGS: SimTimingsInput = {
+  actionDurationMs: 0,
+  bootMs: 0,
+  enrollDelayMs: 0,
+  shutdownMs: 0,
+  ignoreAcpiRate: 0,
+  rateLimit: { limit: 1_000_000_000, refillPerSecond: 1_000_000_000 },
+};
+
+export interface BenchStack {
+  label: string;
+  sim: RunningSimulator;
+  prefix: string;
+  apiToken: string;
+  databaseUrl: string;
+  config: Config;
+  tf: Tailfleet;
+  /** Stops tailfleet and the simulator, drops the database and deletes the Redis prefix. */
+  close(): Promise<void>;
+}
+
+/**
+ * One tailfleet built through the composition root (role all) against its own database, its own
+ * Redis prefix and an in-process simulator, with logging off so the numbers measure the service.
+ */
+export async function startBenchStack(
+  label: string,
+  opts: { timings?: SimTimingsInput; env?: Record<string, string>; overrides?: TailfleetOverrides } = {},
+): Promise<BenchStack> {
+  const dbName = scratchDatabaseName(`bench_${label}`);
+  const databaseUrl = await createDatabase(ADMIN_DATABASE_URL, dbName);
+  const prefix = `tf-bench-${label}-${randomBytes(4).toString('hex')}`;
+  const apiToken = randomBytes(24).toString('hex');
+  let sim: RunningSimulator | undefined;
+  let tf: Tailfleet | undefined;
+  const close = async () => {
+    await tf?.stop().catch(() => undefined);
+    await sim?.close().catch(() => undefined);
+    await deleteRedisPrefix(prefix).catch(() => undefined);
+    await dropDatabase(ADMIN_DATABASE_URL, dbName);
+  };
+  try {
+    sim = await startSimulator({ timings: opts.timings ?? ZERO_TIMINGS, seed: 1 });
+    const config = loadConfig({
+      DATABASE_URL: databaseUrl,
+      REDIS_URL,
+      HETZNER_API_URL: sim.hetznerUrl,
+      HETZNER_API_TOKEN: 'bench-token',
+      TAILSCALE_API_URL: sim.tailscaleUrl,
+      TAILSCALE_OAUTH_CLIENT_ID: 'bench-client',
+      TAILSCALE_OAUTH_CLIENT_SECRET: 'bench-secret',
+      API_TOKEN: apiToken,
+      HOST: '127.0.0.1',
+      PORT: '0',
+      QUEUE_PREFIX: prefix,
+      POLL_INTERVAL_MS: '10',
+      RECONCILE_INTERVAL_SECONDS: '0',
+      LOG_LEVEL: 'silent',
+      ...opts.env,
+    });
+    tf = createTailfleet(config, { logger: silentLogger, ...opts.overrides });
+    await tf.start();
+    return { label, sim, prefix, apiToken, databaseUrl, config, tf, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+export async function deleteRedisPrefix(prefix: string): Promise<void> {
+  const redis = new IORedis(REDIS_URL, { maxRetriesPerRequest: 1 });
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await redis.unlink(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** A keep-alive JSON client for the tailfleet API (undici's global fetch pools connections). */
+export function api(baseUrl: string, token: string) {
+  return async (method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> => {
+    const res = await fetch(`${baseUrl}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : undefined };
+  };
+}
+
+/** Polls until `check` is true or the deadline passes (benches must end by themselves). */
+export async function until(what: string, check: () => Promise<boolean>, timeoutMs: number, intervalMs = 20): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`bench: timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

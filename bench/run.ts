@@ -1,0 +1,199 @@
+/**
+ * `npm run bench`: every benchmark in one run, one summary table, one JSON file under bench/results/.
+ *
+ *   npm run bench [-- --only throughput,requests,latency,clients,reconcile]
+ *
+ * The in-process benches (throughput, requests, latency) each build tailfleet through the
+ * composition root against their own database, Redis prefix and simulator, and clean up. The
+ * client and reconcile benches belong to their own scripts: they run as child processes and their
+ * printed tables and JSON results are carried over.
+ */
+import { spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { runLatencyBench } from './latency.bench';
+import { fmt, log, RESULTS_DIR, table, writeResult, type Row } from './lib/report';
+import { runRequestsBench } from './requests.bench';
+import { runThroughputBench } from './throughput.bench';
+
+interface ChildBench {
+  name: string;
+  script: string;
+  args: string[];
+  /** Summary lines from the JSON result the script wrote (if it did). */
+  rows(result: any): Row[];
+}
+
+const CHILD_TIMEOUT_MS = 5 * 60_000;
+
+const CHILDREN: ChildBench[] = [
+  {
+    name: 'clients',
+    script: 'clients.bench.ts',
+    args: [],
+    rows(r) {
+      const results: Array<{ client: string; requestsPerStop: number; rateLimited: number }> = r?.results ?? [];
+      return results.map((x) => ({
+        bench: 'clients',
+        metric: `Hetzner requests per stop, ${x.client} client (${r.servers} servers, poll ${r.pollIntervalMs} ms)`,
+        value: fmt.ratio(x.requestsPerStop),
+        ...(x.client === 'tailfleet' ? { target: '≤ 3', met: x.requestsPerStop <= 3 && x.rateLimited === 0 } : {}),
+      }));
+    },
+  },
+  {
+    name: 'reconcile',
+    script: 'reconcile.bench.ts',
+    args: [],
+    rows(r) {
+      // Shape owned by the reconcile bench; pick up the figure it calls requests per pass if present.
+      const perPass = findNumber(r, /requests.?per.?pass/i);
+      return perPass === undefined ? [] : [{ bench: 'reconcile', metric: 'Hetzner + Tailscale requests per pass', value: fmt.ratio(perPass) }];
+    },
+  },
+];
+
+function findNumber(o: unknown, key: RegExp): number | undefined {
+  if (!o || typeof o !== 'object') return undefined;
+  for (const [k, v] of Object.entries(o)) {
+    if (typeof v === 'number' && key.test(k)) return v;
+    const inner = findNumber(v, key);
+    if (inner !== undefined) return inner;
+  }
+  return undefined;
+}
+
+interface ChildOutcome {
+  name: string;
+  ran: boolean;
+  exitCode: number | null;
+  ms: number;
+  stdout: string;
+  stderrTail: string;
+  result?: unknown;
+}
+
+function runChild(c: ChildBench): Promise<ChildOutcome> {
+  const file = join(__dirname, c.script);
+  if (!existsSync(file)) return Promise.resolve({ name: c.name, ran: false, exitCode: null, ms: 0, stdout: '', stderrTail: `${c.script} not found` });
+  const resultFile = join(RESULTS_DIR, `${c.name}.json`);
+  const before = existsSync(resultFile) ? readFileSync(resultFile, 'utf8') : undefined;
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [require.resolve('tsx/cli'), file, ...c.args], {
+      cwd: join(__dirname, '..'),
+      env: process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGTERM'), CHILD_TIMEOUT_MS);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      const after = existsSync(resultFile) ? readFileSync(resultFile, 'utf8') : undefined;
+      let result: unknown;
+      // Only a file this run wrote counts; an old one would report stale numbers.
+      if (after !== undefined && after !== before) {
+        try {
+          result = JSON.parse(after);
+        } catch {
+          result = undefined;
+        }
+      }
+      resolve({ name: c.name, ran: true, exitCode: code, ms: Date.now() - started, stdout, stderrTail: stderr.split('\n').slice(-20).join('\n'), result });
+    });
+  });
+}
+
+function gitDescribe(): { commit: string; dirty: boolean } {
+  try {
+    const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: __dirname }).toString().trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], { cwd: __dirname }).toString().trim() !== '';
+    return { commit, dirty };
+  } catch {
+    return { commit: 'unknown', dirty: false };
+  }
+}
+
+async function main(): Promise<void> {
+  const onlyArg = process.argv.indexOf('--only');
+  const only = onlyArg >= 0 ? new Set(process.argv[onlyArg + 1].split(',')) : undefined;
+  const wanted = (name: string) => !only || only.has(name);
+  const started = Date.now();
+  const env = {
+    node: process.version,
+    cpus: cpus().length,
+    loadavgBefore: loadavg().map((l) => Number(l.toFixed(2))),
+    ...gitDescribe(),
+  };
+  const rows: Row[] = [];
+  const results: Record<string, unknown> = {};
+  const failures: string[] = [];
+
+  const inProcess: Array<[string, () => Promise<{ rows: Row[] }>]> = [
+    ['throughput', () => runThroughputBench()],
+    ['requests', () => runRequestsBench()],
+    ['latency', () => runLatencyBench()],
+  ];
+  for (const [name, run] of inProcess) {
+    if (!wanted(name)) continue;
+    const t = Date.now();
+    try {
+      const { rows: r, ...data } = await run();
+      rows.push(...r);
+      results[name] = { ms: Date.now() - t, ...data };
+    } catch (err) {
+      failures.push(`${name}: ${(err as Error).stack ?? String(err)}`);
+      rows.push({ bench: name, metric: 'did not complete', value: '-', met: false });
+    }
+  }
+
+  const printed: string[] = [];
+  for (const c of CHILDREN) {
+    if (!wanted(c.name)) continue;
+    log(`${c.name}: running bench/${c.script} as a child process`);
+    const o = await runChild(c);
+    if (!o.ran) {
+      rows.push({ bench: c.name, metric: `not run: ${o.stderrTail}`, value: '-' });
+      continue;
+    }
+    printed.push(`── bench/${c.script} (exit ${o.exitCode}, ${fmt.s(o.ms)}) ──\n${o.stdout.trim()}`);
+    const childRows = o.result ? c.rows(o.result) : [];
+    rows.push(...childRows);
+    if (o.exitCode !== 0 && childRows.length === 0) {
+      failures.push(`${c.name}: exit ${o.exitCode}\n${o.stderrTail}`);
+      rows.push({ bench: c.name, metric: `exited ${o.exitCode}`, value: '-', met: false });
+    }
+    results[c.name] = { exitCode: o.exitCode, ms: o.ms, stdout: o.stdout, result: o.result };
+  }
+
+  const summary = table(rows);
+  const envLine = `node ${env.node}, ${env.cpus} CPUs, load average ${env.loadavgBefore.join(' ')} at start, commit ${env.commit}${env.dirty ? ' + uncommitted src changes' : ''}`;
+  console.log(`\ntailfleet benchmarks — ${envLine}\n`);
+  console.log(summary);
+  if (printed.length > 0) console.log(`\n${printed.join('\n\n')}`);
+  const file = writeResult(`run-${new Date(started).toISOString().replace(/[:.]/g, '-')}`, {
+    at: new Date(started).toISOString(),
+    durationMs: Date.now() - started,
+    env: { ...env, loadavgAfter: loadavg().map((l) => Number(l.toFixed(2))) },
+    table: summary,
+    rows,
+    results,
+    failures,
+  });
+  writeResult('latest', JSON.parse(readFileSync(file, 'utf8')));
+  console.log(`\nWrote ${file} (and latest.json) in ${fmt.s(Date.now() - started)}`);
+  if (failures.length > 0) {
+    console.error(`\n${failures.length} bench(es) failed:\n${failures.join('\n\n')}`);
+    process.exitCode = 1;
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
