@@ -133,6 +133,16 @@ export function toProblem(err: unknown, bodyLimit: string): HttpProblem {
   }
   const parsed = err && typeof err === 'object' ? bodyParserProblem(err as BodyParserError, bodyLimit) : undefined;
   if (parsed) return parsed;
+  // The router cannot decode a path parameter such as `%zz` or `%C0%AE`: the client's mistake.
+  if (err instanceof URIError && (err as BodyParserError).status === 400) {
+    return new HttpProblem('validation-error', 'The request has invalid fields.', {
+      errors: [{ path: 'params', message: 'must be valid percent-encoded UTF-8' }],
+    });
+  }
+  // body-parser answers a body that does not decompress (bad gzip/deflate/br data) with a bare 400.
+  if ((err as BodyParserError | null)?.status === 400 && (err as BodyParserError).expose === true) {
+    return new HttpProblem('invalid-json', 'The request body could not be read.');
+  }
   if (isDatabaseUnavailable(err)) {
     return new HttpProblem('service-unavailable', 'The database is unavailable. Retry later.', {
       headers: { 'Retry-After': '5' },
