@@ -1,0 +1,645 @@
+import { gzipSync } from 'node:zlib';
+import type { Prng } from './prng';
+
+/**
+ * Generators of bad requests for the tailfleet API. Every request is built with at least one defect
+ * that the API must refuse (or is a read), so none of them may change anything: the fuzz test
+ * compares the database and the queues before and after.
+ */
+
+export interface FuzzRequest {
+  category: string;
+  method: string;
+  path: string;
+  /** Flat [name, value, name, value, ...] like `rawHeaders`, so a header can appear twice. */
+  headers: string[];
+  body?: Buffer;
+  /** Send the body with chunked transfer encoding instead of Content-Length. */
+  chunked?: boolean;
+  /** A read (GET/HEAD/OPTIONS) that may legitimately succeed; every other request must get a 4xx. */
+  readOnly: boolean;
+}
+
+/** Bytes sent as they are on a fresh socket: for requests no HTTP client library would produce. */
+export interface RawRequest {
+  category: 'raw-http';
+  label: string;
+  bytes: Buffer;
+}
+
+export interface FuzzContext {
+  token: string;
+  agentIds: string[];
+  provisioningJobIds: string[];
+  operationIds: string[];
+}
+
+const ROUTES_WITH_ID = [
+  { method: 'GET', template: '/v1/agents/:id' },
+  { method: 'GET', template: '/v1/agents/:id/events' },
+  { method: 'POST', template: '/v1/agents/:id/stop' },
+  { method: 'POST', template: '/v1/agents/:id/start' },
+  { method: 'POST', template: '/v1/agents/:id/destroy' },
+  { method: 'POST', template: '/v1/provisioning-jobs/:id/rollback' },
+  { method: 'GET', template: '/v1/operations/:id' },
+] as const;
+
+const PROTECTED_ROUTES = [
+  { method: 'GET', path: '/v1/agents' },
+  { method: 'POST', path: '/v1/agents' },
+  ...ROUTES_WITH_ID.map((r) => ({ method: r.method, path: r.template })),
+];
+
+const SQL_INJECTIONS = [
+  "1' OR '1'='1",
+  "'; DROP TABLE agents; --",
+  "1; DELETE FROM operations WHERE '1'='1",
+  "' UNION SELECT id, name FROM agents --",
+  '1) OR pg_sleep(5)--',
+  "$$; TRUNCATE events; $$",
+  '\\x27 OR 1=1',
+];
+const TRAVERSALS = ['..', '../..', '../../etc/passwd', '..%2F..%2Fetc%2Fpasswd', '%2e%2e', '%2e%2e%2f%2e%2e', '....//....//', '..\\..\\windows', '%252e%252e'];
+const PROTO_WORDS = ['__proto__', 'constructor', 'prototype', 'hasOwnProperty', 'toString', '__defineGetter__', 'valueOf'];
+const UNICODE = ['ü', 'агент', '代理', '𝔘𝔫𝔦', '\u202eevil', 'a\u200db', '🤖', '\uFEFF', 'ｆｕｌｌｗｉｄｔｈ', 'e\u0301'];
+const NULS = ['%00', 'abc%00def', '%00%00', 'a%00.json'];
+const ODD_PERCENT = ['%', '%zz', '%C0%AE', '%E0%A4%A', '%FF%FE', '%ED%A0%80', '%u0041'];
+const ODD_METHODS = ['PUT', 'PATCH', 'DELETE', 'PROPFIND', 'SEARCH', 'LOCK', 'UNLOCK', 'PURGE', 'MKCOL', 'COPY', 'MOVE', 'REPORT', 'LINK', 'UNLINK', 'TRACE', 'NOTIFY', 'SUBSCRIBE', 'MERGE'];
+const VALID_BODY_JSON = (name: string) => JSON.stringify({ name });
+
+/** Percent-encodes what a request target may not carry raw, keeping already-encoded sequences as they are. */
+function pathSegment(value: string): string {
+  return Array.from(value)
+    .map((ch) => (/^[A-Za-z0-9\-._~!$&'()*+,;=:@%]$/.test(ch) ? ch : encodeURIComponent(ch)))
+    .join('');
+}
+
+function json(value: unknown): Buffer {
+  return Buffer.from(JSON.stringify(value), 'utf8');
+}
+
+export class RequestFactory {
+  constructor(
+    private readonly rng: Prng,
+    private readonly ctx: FuzzContext,
+  ) {}
+
+  private auth(): string[] {
+    return ['authorization', `Bearer ${this.ctx.token}`];
+  }
+
+  private validName(): string {
+    return `fz-${this.rng.hex(8)}`;
+  }
+
+  private badId(): string {
+    const r = this.rng;
+    const uuid = r.uuid();
+    return r.weighted<() => string>([
+      [3, () => r.pick(SQL_INJECTIONS)],
+      [3, () => r.pick(TRAVERSALS)],
+      [2, () => r.pick(PROTO_WORDS)],
+      [2, () => r.pick(UNICODE)],
+      [2, () => r.pick(NULS)],
+      [2, () => r.pick(ODD_PERCENT)],
+      [1, () => uuid.slice(0, -1)],
+      [1, () => `${uuid}0`],
+      [1, () => `{${uuid}}`],
+      [1, () => uuid.replace(/-/g, '')],
+      [1, () => `urn:uuid:${uuid}`],
+      [1, () => uuid.replace(/[a-f]/, 'g')],
+      [1, () => `${uuid}%00`],
+      [1, () => ` ${uuid}`],
+      [3, () => uuid], // well-formed, unknown
+      [2, () => uuid.toUpperCase()], // well-formed, unknown
+      [1, () => '00000000-0000-0000-0000-000000000000'],
+      [1, () => 'x'.repeat(r.int(300, 6000))],
+      [1, () => String(r.int(-1e9, 1e9))],
+      [1, () => r.string(r.int(1, 40), 'abcdefABCDEF0123456789-_.~!$&()*+,;=:@')],
+    ])();
+  }
+
+  private badName(): unknown {
+    const r = this.rng;
+    return r.weighted<() => unknown>([
+      [3, () => r.pick<unknown>([0, 1, -1, 1.5, 1e308, true, false, null, [], {}, ['a'], { $gt: '' }, { toString: 'x' }])],
+      [1, () => ''],
+      [1, () => ' '],
+      [1, () => 'UPPER'],
+      [1, () => 'a_b'],
+      [1, () => 'a b'],
+      [1, () => '-lead'],
+      [1, () => 'trail-'],
+      [1, () => 'a'.repeat(r.int(64, 5000))],
+      [2, () => r.pick(SQL_INJECTIONS)],
+      [1, () => r.pick(TRAVERSALS)],
+      // 'constructor' and 'prototype' are valid DNS labels, so only the others are bad names.
+      [1, () => r.pick(PROTO_WORDS.filter((w) => !/^[a-z]+$/.test(w)))],
+      [2, () => r.pick(UNICODE)],
+      [1, () => `a\u0000b`],
+      [1, () => '<script>alert(1)</script>'],
+      [1, () => '${jndi:ldap://x/a}'],
+      [1, () => '\ud800'],
+    ])();
+  }
+
+  /** A create-agent body that is invalid by construction. */
+  private badCreateBody(): { body: Buffer; label: string } {
+    const r = this.rng;
+    const name = this.validName();
+    return r.weighted<() => { body: Buffer; label: string }>([
+      [4, () => ({ body: json({ name: this.badName() }), label: 'bad name' })],
+      [2, () => ({ body: json({}), label: 'missing name' })],
+      [1, () => ({ body: json({ location: 'fsn1' }), label: 'missing name' })],
+      [2, () => ({ body: Buffer.from(`{"name":"${name}","__proto__":{"polluted":"yes","isAdmin":true}}`), label: '__proto__ key' })],
+      [1, () => ({ body: Buffer.from(`{"__proto__":{"name":"${name}"}}`), label: '__proto__ holds the name' })],
+      [2, () => ({ body: json({ name, constructor: { prototype: { polluted: 'yes' } } }), label: 'constructor key' })],
+      [1, () => ({ body: json({ name, prototype: { polluted: 'yes' } }), label: 'prototype key' })],
+      [2, () => ({ body: json({ name, [r.pick(['status', 'id', 'admin', 'serverId', 'image', 'role'])]: r.pick(['active', 1, true, 'x']) }), label: 'extra field' })],
+      [
+        2,
+        () => ({
+          body: json({ name, location: r.pick(['FSN1', '', 'a'.repeat(40), 1, null, ['fsn1'], "fsn1'; --", '../fsn1', 'fsn1\u0000', { a: 1 }]) }),
+          label: 'bad location',
+        }),
+      ],
+      [
+        2,
+        () => ({
+          body: json({ name, serverType: r.pick(['CX22', '', 'x'.repeat(33), 22, false, ['cx22'], 'cx22; rm -rf /', 'cx_22']) }),
+          label: 'bad serverType',
+        }),
+      ],
+      [2, () => ({ body: Buffer.from(r.pick(['[]', `[{"name":"${name}"}]`, '"name"', '123', 'null', 'true', '{}'])), label: 'not an object' })],
+    ])();
+  }
+
+  /** Bodies no JSON parser accepts (never empty, never valid after BOM stripping). */
+  private malformedJson(): { body: Buffer; label: string } {
+    const r = this.rng;
+    const name = this.validName();
+    const depth = r.int(1000, 7000);
+    return r.weighted<() => { body: Buffer; label: string }>([
+      [2, () => ({ body: Buffer.from(r.pick(['{', '{"name":', `{"name":"${name}",}`, `{'name':'${name}'}`, `{name:"${name}"}`, '{"name" "x"}', '}{'])), label: 'syntax' })],
+      [1, () => ({ body: Buffer.from(`{"name":"${name}"} trailing`), label: 'trailing garbage' })],
+      [1, () => ({ body: Buffer.from(`{"name":"${name}"}{"name":"${name}"}`), label: 'two documents' })],
+      [1, () => ({ body: Buffer.from(r.pick(['NaN', 'undefined', 'Infinity', '-', '+1', '0x10', "'x'"])), label: 'not JSON' })],
+      [1, () => ({ body: Buffer.from(`// comment\n{"name":"${name}"}`), label: 'comment' })],
+      [1, () => ({ body: Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"name":')]), label: 'BOM + truncated' })],
+      [1, () => ({ body: Buffer.from('['.repeat(depth) + ']'.repeat(depth - 1)), label: 'deep + unbalanced' })],
+      [1, () => ({ body: Buffer.from('{"a":'.repeat(depth / 5) + '1'), label: 'deep objects, truncated' })],
+      [1, () => ({ body: Buffer.from([0x7b, 0x22, 0x6e, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0xc0, 0xaf, 0x22]), label: 'invalid UTF-8' })],
+      [1, () => ({ body: Buffer.from(`{"name":"${name}\u0000`), label: 'raw NUL, truncated' })],
+      [1, () => ({ body: Buffer.from(`{"name":"${name}\n"}`), label: 'raw newline in string' })],
+      [1, () => ({ body: Buffer.from(r.pick(['"just a string"', '42', 'null', 'true'])), label: 'non-object top level (strict)' })],
+    ])();
+  }
+
+  private idPath(template: string, id: string): string {
+    return template.replace(':id', pathSegment(id));
+  }
+
+  private realAgent(): string {
+    return this.rng.pick(this.ctx.agentIds);
+  }
+
+  /** A state-changing route aimed at a real agent: the request must be refused for another reason. */
+  private realCommandPath(): string {
+    const action = this.rng.pick(['stop', 'start', 'destroy']);
+    return `/v1/agents/${this.realAgent()}/${action}`;
+  }
+
+  next(): FuzzRequest {
+    const r = this.rng;
+    return r.weighted<() => FuzzRequest>([
+      [3, () => this.auth_()],
+      [3, () => this.ids()],
+      [4, () => this.createBodies()],
+      [3, () => this.badJson()],
+      [1, () => this.hugeBodies()],
+      [3, () => this.contentTypes()],
+      [2, () => this.queries()],
+      [3, () => this.methodsAndPaths()],
+      [3, () => this.oddHeaders()],
+      [1, () => this.board()],
+      [1, () => this.refusedByState()],
+    ])();
+  }
+
+  private auth_(): FuzzRequest {
+    const r = this.rng;
+    const route = r.pick(PROTECTED_ROUTES);
+    const path = route.path.includes(':id') ? route.path.replace(':id', r.bool() ? this.realAgent() : r.uuid()) : route.path;
+    const token = this.ctx.token;
+    const headers: string[] = r.weighted<() => string[]>([
+      [3, () => []],
+      [1, () => ['authorization', 'Bearer']],
+      [1, () => ['authorization', 'Bearer ']],
+      [2, () => ['authorization', `Bearer ${r.hex(48)}`]],
+      [1, () => ['authorization', `Bearer ${token}x`]],
+      [1, () => ['authorization', `Bearer ${token.slice(0, -1)}`]],
+      [1, () => ['authorization', `Bearer ${token} extra`]],
+      [1, () => ['authorization', `Basic ${Buffer.from(`admin:${token}`).toString('base64')}`]],
+      [1, () => ['authorization', `Token ${token}`]],
+      [1, () => ['authorization', token]],
+      [1, () => ['authorization', `Bearer ${'A'.repeat(r.int(1000, 8000))}`]],
+      [1, () => ['authorization', `Bearer ${token.toUpperCase()}`]],
+      [1, () => ['authorization', `Bearer t\u00f6ken`]],
+      [1, () => ['authorization', `Bearer ${r.pick(SQL_INJECTIONS).replace(/\s/g, '')}`]],
+      // Node keeps the first of duplicated Authorization headers: a wrong one first must still be refused.
+      [1, () => ['authorization', 'Bearer wrong', 'authorization', `Bearer ${token}`]],
+    ])();
+    const withBody = route.method === 'POST';
+    return {
+      category: 'auth',
+      method: route.method,
+      path,
+      headers: withBody ? [...headers, 'content-type', 'application/json'] : headers,
+      body: withBody ? Buffer.from(VALID_BODY_JSON(this.validName())) : undefined,
+      readOnly: false,
+    };
+  }
+
+  private ids(): FuzzRequest {
+    const r = this.rng;
+    const route = r.pick(ROUTES_WITH_ID);
+    const post = route.method === 'POST';
+    return {
+      category: 'ids',
+      method: route.method,
+      path: this.idPath(route.template, this.badId()),
+      headers: [...this.auth(), ...(post && r.bool() ? ['content-type', 'application/json'] : [])],
+      body: post && r.bool() ? Buffer.from('{}') : undefined,
+      readOnly: !post,
+    };
+  }
+
+  private createBodies(): FuzzRequest {
+    const { body } = this.badCreateBody();
+    return {
+      category: 'create-body',
+      method: 'POST',
+      path: '/v1/agents',
+      headers: [...this.auth(), 'content-type', this.rng.pick(['application/json', 'application/json; charset=utf-8', 'application/merge-patch+json'])],
+      body,
+      readOnly: false,
+    };
+  }
+
+  private badJson(): FuzzRequest {
+    const r = this.rng;
+    const { body } = this.malformedJson();
+    return {
+      category: 'bad-json',
+      method: 'POST',
+      path: r.bool(0.6) ? '/v1/agents' : this.realCommandPath(),
+      headers: [...this.auth(), 'content-type', r.pick(['application/json', 'application/json; charset=utf-8', 'application/problem+json'])],
+      body,
+      chunked: r.bool(0.2),
+      readOnly: false,
+    };
+  }
+
+  private hugeBodies(): FuzzRequest {
+    const r = this.rng;
+    const size = r.weighted([
+      [6, r.int(16 * 1024 + 1, 64 * 1024)],
+      [3, r.int(64 * 1024, 512 * 1024)],
+      [1, r.int(512 * 1024, 2 * 1024 * 1024)],
+    ]);
+    const body = Buffer.from(JSON.stringify({ name: this.validName(), pad: 'x'.repeat(size) }));
+    return {
+      category: 'huge-body',
+      method: 'POST',
+      path: r.bool() ? '/v1/agents' : this.realCommandPath(),
+      headers: [...this.auth(), 'content-type', r.pick(['application/json', 'text/plain', 'application/octet-stream'])],
+      body,
+      chunked: r.bool(0.3),
+      readOnly: false,
+    };
+  }
+
+  private contentTypes(): FuzzRequest {
+    const r = this.rng;
+    const name = this.validName();
+    // Non-JSON media types are refused whatever the body; JSON-family types only ever carry bad bodies.
+    const variant = r.weighted<() => { headers: string[]; body: Buffer; createOnly?: boolean }>([
+      [3, () => ({ headers: ['content-type', r.pick(['text/plain', 'text/html', 'application/xml', 'text/json', 'application/javascript', 'application/octet-stream', 'image/png', 'application/jsonx', 'json', 'application/json-seq'])], body: Buffer.from(VALID_BODY_JSON(name)) })],
+      [2, () => ({ headers: ['content-type', 'application/x-www-form-urlencoded'], body: Buffer.from(`name=${name}`) })],
+      [1, () => ({ headers: ['content-type', 'multipart/form-data; boundary=X'], body: Buffer.from(`--X\r\nContent-Disposition: form-data; name="name"\r\n\r\n${name}\r\n--X--\r\n`) })],
+      [2, () => ({ headers: [], body: Buffer.from(VALID_BODY_JSON(name)) })],
+      [2, () => ({ headers: ['content-type', r.pick(['application/json; charset=latin1', 'application/json; charset=iso-8859-1', 'application/json; charset=koi8-r', 'application/json; charset=bogus'])], body: Buffer.from(VALID_BODY_JSON(name)) })],
+      [1, () => ({ headers: ['content-type', 'application/json; charset=utf-16'], body: Buffer.from(VALID_BODY_JSON(name), 'utf8') })],
+      [1, () => ({ headers: ['content-type', r.pick(['', ';', 'application/', '/json', '*/*', 'application', 'json/application'])], body: Buffer.from(VALID_BODY_JSON(name)) })],
+      // Broken parameters on a JSON type are tolerated (the type is still JSON), so these carry bad JSON.
+      [1, () => ({ headers: ['content-type', r.pick(['application/json;;;', 'application/json; charset="', 'application/json; x'])], body: this.malformedJson().body })],
+      // Random bytes may happen to be a valid brotli stream of nothing, which is an empty body: only
+      // create (which needs a name) is sure to refuse whatever these decode to.
+      [
+        2,
+        () => ({
+          headers: ['content-type', 'application/json', 'content-encoding', r.pick(['gzip', 'deflate', 'br', 'compress', 'x-bogus', 'gzip, gzip'])],
+          body: Buffer.from(r.hex(r.int(1, 200))),
+          createOnly: true,
+        }),
+      ],
+      [1, () => ({ headers: ['content-type', 'application/json', 'content-encoding', 'gzip'], body: gzipSync(Buffer.from(`{"name":"${name}",`)) })],
+      [1, () => ({ headers: ['content-type', 'application/json', 'content-encoding', 'gzip'], body: gzipSync(Buffer.from('x'.repeat(r.int(20_000, 200_000)))) })],
+      // Node keeps the first of duplicated Content-Type headers.
+      [1, () => ({ headers: ['content-type', 'text/plain', 'content-type', 'application/json'], body: Buffer.from(VALID_BODY_JSON(name)) })],
+    ])();
+    return {
+      category: 'content-type',
+      method: 'POST',
+      path: variant.createOnly || r.bool(0.6) ? '/v1/agents' : this.realCommandPath(),
+      headers: [...this.auth(), ...variant.headers],
+      body: variant.body,
+      chunked: r.bool(0.2),
+      readOnly: false,
+    };
+  }
+
+  private queries(): FuzzRequest {
+    const r = this.rng;
+    const q = r.weighted<() => string>([
+      [2, () => `limit=${r.pick(['0', '-1', '101', 'abc', '1.5', '1e3', '', '0x10', '9999999999', '%00', '1%20', '+1', '%091'])}`],
+      [1, () => 'limit=1&limit=2'],
+      [2, () => `status=${pathSegment(r.pick(['bogus', 'ACTIVE', 'active,bogus', "active' OR 1=1", '__proto__', 'active;paused']))}`],
+      [2, () => `cursor=${pathSegment(r.pick(['garbage', '', '%%%', 'AAAA', Buffer.from("' OR 1=1").toString('base64url'), 'x'.repeat(300)]))}`],
+      [1, () => `cursor=${Buffer.from(r.uuid()).toString('base64url')}&offset=1`],
+      [1, () => `offset=${r.pick(['-1', 'x', '1000001', '1.2'])}`],
+      [2, () => `${r.pick(['unknown', 'sort', 'order', 'where', 'filter[status]', 'include'])}=${pathSegment(r.pick(SQL_INJECTIONS))}`],
+      [2, () => r.pick(['__proto__[polluted]=yes', '__proto__=x', 'constructor[prototype][polluted]=yes', 'constructor.prototype.polluted=yes', '__proto__.polluted=yes'])],
+      [1, () => `limit=1&${'x'.repeat(r.int(2000, 9000))}=1`],
+      [1, () => '%'],
+      [1, () => 'limit=%zz'],
+    ])();
+    const path = r.weighted([
+      [3, '/v1/agents'],
+      [2, `/v1/agents/${this.realAgent()}/events`],
+    ]);
+    return {
+      category: 'query',
+      method: r.bool(0.85) ? 'GET' : 'HEAD',
+      path: `${path}?${q}`,
+      headers: this.auth(),
+      readOnly: true,
+    };
+  }
+
+  private methodsAndPaths(): FuzzRequest {
+    const r = this.rng;
+    const authed = r.bool(0.7);
+    const headers = authed ? this.auth() : [];
+    return r.weighted<() => FuzzRequest>([
+      [
+        4,
+        () => {
+          const route = r.pick(PROTECTED_ROUTES);
+          const method = r.pick(ODD_METHODS);
+          const path = route.path.replace(':id', r.bool() ? this.realAgent() : r.uuid());
+          const body = r.bool(0.3) ? Buffer.from(VALID_BODY_JSON(this.validName())) : undefined;
+          return {
+            category: 'method',
+            method,
+            path,
+            headers: [...headers, ...(body ? ['content-type', 'application/json'] : [])],
+            body,
+            readOnly: false,
+          };
+        },
+      ],
+      [
+        2,
+        () => ({
+          category: 'method',
+          method: r.pick(['OPTIONS', 'HEAD']),
+          path: r.pick(PROTECTED_ROUTES).path.replace(':id', this.realAgent()),
+          headers,
+          readOnly: true,
+        }),
+      ],
+      [
+        4,
+        () => ({
+          category: 'path',
+          method: r.pick(['GET', 'HEAD', 'OPTIONS', 'DELETE', 'PUT']),
+          path: r.pick([
+            '/',
+            '/v1',
+            '/v1/',
+            '/v2/agents',
+            '/v1/agent',
+            '/v1//agents',
+            '/V1/AGENTS/' + r.uuid(),
+            '/v1/agents/../agents',
+            '/v1/agents/%2e%2e/%2e%2e/etc/passwd',
+            '/%2e%2e/%2e%2e/etc/passwd',
+            '/v1/agents/' + this.realAgent() + '/../../operations',
+            '/v1/agents/' + this.realAgent() + '/events/extra',
+            '/v1/agents/' + this.realAgent() + '/reboot',
+            '/v1/operations',
+            '/v1/provisioning-jobs',
+            '/v1/provisioning-jobs/' + r.uuid(),
+            '/metrics/x',
+            '/healthz/..',
+            '/v1/openapi.json/x',
+            '/.env',
+            '/.git/config',
+            '/node_modules/.bin/tsx',
+            '/src/config.ts',
+            '/admin',
+            '/admin/queues/../../v1/agents',
+            '/v1/agents;jsessionid=1',
+            '/v1/agents/%',
+            '/v1/%00',
+            '/\\v1\\agents',
+            '/' + 'a/'.repeat(r.int(100, 2000)),
+            '/v1/agents/' + 'b'.repeat(r.int(1000, 6000)),
+            '*',
+          ]),
+          headers,
+          readOnly: true,
+        }),
+      ],
+      [
+        1,
+        () => ({
+          category: 'path',
+          method: 'POST',
+          path: r.pick(['/', '/v1', '/v2/agents', '/v1/agents/' + r.uuid() + '/reboot', '/healthz', '/metrics', '/readyz', '/v1/openapi.json', '/v1/operations']),
+          headers: [...headers, 'content-type', 'application/json'],
+          body: Buffer.from(VALID_BODY_JSON(this.validName())),
+          readOnly: false,
+        }),
+      ],
+      [1, () => ({ category: 'path', method: 'GET', path: 'http://evil.example/v1/agents', headers, readOnly: true })],
+    ])();
+  }
+
+  private oddHeaders(): FuzzRequest {
+    const r = this.rng;
+    const name = this.validName();
+    const validCreate = Buffer.from(VALID_BODY_JSON(name));
+    return r.weighted<() => FuzzRequest>([
+      [
+        4,
+        () => {
+          // A valid body with a bad Idempotency-Key: the key alone must get the request refused.
+          const key = r.pick([
+            '',
+            ' ',
+            'a b',
+            'x'.repeat(201),
+            'x'.repeat(r.int(202, 6000)),
+            'caf\u00e9',
+            'tab\there',
+            '\u00ff\u00fe',
+            "key'; DROP TABLE operations; --",
+          ]);
+          const toCommand = r.bool(0.4);
+          return {
+            category: 'idempotency-key',
+            method: 'POST',
+            path: toCommand ? this.realCommandPath() : '/v1/agents',
+            headers: [...this.auth(), 'content-type', 'application/json', 'idempotency-key', key],
+            body: toCommand ? undefined : validCreate,
+            readOnly: false,
+          };
+        },
+      ],
+      [
+        2,
+        () => ({
+          // Duplicated Idempotency-Key headers arrive joined with ", ", which no key may contain.
+          category: 'idempotency-key',
+          method: 'POST',
+          path: r.bool() ? '/v1/agents' : this.realCommandPath(),
+          headers: [...this.auth(), 'content-type', 'application/json', 'idempotency-key', `k-${r.hex(6)}`, 'idempotency-key', `k-${r.hex(6)}`],
+          body: validCreate,
+          readOnly: false,
+        }),
+      ],
+      [
+        2,
+        () => ({
+          category: 'headers',
+          method: 'POST',
+          path: '/v1/agents',
+          // An odd request id and other odd headers around a request refused for its body.
+          headers: [
+            ...this.auth(),
+            'content-type',
+            'application/json',
+            'x-request-id',
+            r.pick(['', "' OR 1=1 --", 'x'.repeat(500), '../../etc', '\u00e9\u00e8', '<script>', '${jndi:x}']),
+            'x-forwarded-for',
+            r.pick(['127.0.0.1, 10.0.0.1', 'evil', '::1']),
+            'accept',
+            r.pick(['text/html', 'application/xml', '*/*', 'application/json;q=0', '']),
+            'host',
+            r.pick(['evil.example', '', 'x'.repeat(300), 'localhost:99999']),
+          ],
+          body: json({ name: this.badName() }),
+          readOnly: false,
+        }),
+      ],
+      [
+        1,
+        () => ({
+          category: 'headers',
+          method: 'POST',
+          path: '/v1/agents',
+          headers: [...this.auth(), 'content-type', 'application/json', 'expect', '100-continue'],
+          body: json({ name: this.badName() }),
+          readOnly: false,
+        }),
+      ],
+      [
+        1,
+        () => {
+          const many: string[] = [];
+          for (let i = 0, n = r.int(50, 150); i < n; i++) many.push(`x-fuzz-${i}`, r.hex(r.int(1, 40)));
+          return {
+            category: 'headers',
+            method: 'GET',
+            path: '/v1/agents/' + r.uuid(),
+            headers: [...this.auth(), ...many],
+            readOnly: true,
+          };
+        },
+      ],
+    ])();
+  }
+
+  private board(): FuzzRequest {
+    const r = this.rng;
+    const auth = r.weighted<string[]>([
+      [2, []],
+      [1, ['authorization', `Basic ${Buffer.from('admin:wrong').toString('base64')}`]],
+      [1, ['authorization', `Basic ${Buffer.from(`root:${this.ctx.token}`).toString('base64')}`]],
+      [1, ['authorization', 'Basic !!!notbase64']],
+      [1, ['authorization', `Basic ${Buffer.from('admin').toString('base64')}`]],
+      [1, ['authorization', `Bearer ${this.ctx.token}`]],
+    ]);
+    const queue = r.pick(['provision', 'stop', 'rollback', '__proto__', '..', 'nope']);
+    const target = r.pick([
+      { method: 'GET', path: '/admin/queues' },
+      { method: 'GET', path: '/admin/queues/api/queues' },
+      { method: 'PUT', path: `/admin/queues/api/queues/${queue}/retry/failed` },
+      { method: 'PUT', path: `/admin/queues/api/queues/${queue}/clean/completed` },
+      { method: 'PUT', path: `/admin/queues/api/queues/${queue}/pause` },
+      { method: 'PUT', path: `/admin/queues/api/queues/${queue}/empty` },
+      { method: 'PUT', path: `/admin/queues/api/queues/${queue}/op-x/promote` },
+      { method: 'DELETE', path: `/admin/queues/api/queues/${queue}/op-x` },
+      { method: 'POST', path: `/admin/queues/api/queues/${queue}/add` },
+    ]);
+    return {
+      category: 'bull-board',
+      method: target.method,
+      path: target.path,
+      headers: [...auth, 'content-type', 'application/json'],
+      body: target.method === 'GET' ? undefined : json({ name: 'x', data: {} }),
+      readOnly: false,
+    };
+  }
+
+  /** Well-formed requests the state refuses: stop/start of agents still provisioning, rollback of live jobs. */
+  private refusedByState(): FuzzRequest {
+    const r = this.rng;
+    const path = r.bool()
+      ? `/v1/agents/${this.realAgent()}/${r.pick(['stop', 'start'])}`
+      : `/v1/provisioning-jobs/${r.pick(this.ctx.provisioningJobIds)}/rollback`;
+    return { category: 'refused-by-state', method: 'POST', path, headers: this.auth(), readOnly: false };
+  }
+}
+
+/** Malformed HTTP that only a raw socket can send; Node's parser answers these before the app. */
+export function rawRequests(rng: Prng, count: number): RawRequest[] {
+  const host = 'Host: 127.0.0.1\r\n';
+  const fixed: [string, string][] = [
+    ['garbage request line', 'HELLO\r\n\r\n'],
+    ['no version', 'GET /v1/agents\r\n\r\n'],
+    ['HTTP/2 preface', 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'],
+    ['unknown version', 'GET /v1/agents HTTP/9.9\r\n' + host + '\r\n'],
+    ['header without colon', 'GET /v1/agents HTTP/1.1\r\n' + host + 'NoColonHere\r\n\r\n'],
+    ['space before colon', 'GET /v1/agents HTTP/1.1\r\n' + host + 'Authorization : Bearer x\r\n\r\n'],
+    ['two content-lengths', 'POST /v1/agents HTTP/1.1\r\n' + host + 'Content-Type: application/json\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}'],
+    ['content-length and chunked', 'POST /v1/agents HTTP/1.1\r\n' + host + 'Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'],
+    ['bad chunk size', 'POST /v1/agents HTTP/1.1\r\n' + host + 'Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n'],
+    ['negative content-length', 'POST /v1/agents HTTP/1.1\r\n' + host + 'Content-Length: -1\r\n\r\n'],
+    ['obs-fold', 'GET /v1/agents HTTP/1.1\r\n' + host + 'Authorization: Bearer\r\n x\r\n\r\n'],
+    ['NUL in header', 'GET /v1/agents HTTP/1.1\r\n' + host + 'X-A: a\u0000b\r\n\r\n'],
+    ['space in target', 'GET /v1/agents/a b HTTP/1.1\r\n' + host + '\r\n'],
+    ['oversized headers', 'GET /v1/agents HTTP/1.1\r\n' + host + `X-Big: ${'a'.repeat(20_000)}\r\n\r\n`],
+    ['bare LF line endings', 'GET /v1/agents HTTP/1.1\n' + 'Host: x\n\n'],
+    ['unknown transfer-encoding', 'POST /v1/agents HTTP/1.1\r\n' + host + 'Transfer-Encoding: bogus\r\n\r\n'],
+  ];
+  const out: RawRequest[] = fixed.map(([label, text]) => ({ category: 'raw-http', label, bytes: Buffer.from(text, 'latin1') }));
+  while (out.length < count) {
+    const bytes = Buffer.alloc(rng.int(1, 200));
+    for (let i = 0; i < bytes.length; i++) bytes[i] = rng.int(0, 255);
+    out.push({ category: 'raw-http', label: `random bytes (${bytes.length})`, bytes: Buffer.concat([bytes, Buffer.from('\r\n\r\n')]) });
+  }
+  return out;
+}
