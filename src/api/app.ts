@@ -9,7 +9,7 @@ import type { Metrics } from '../lib/metrics';
 import type { Queues } from '../queues/queues';
 import type { OperationsService } from '../services/operations.service';
 import { basicAuth, bearerAuth } from './auth';
-import { openApiDocument } from './openapi';
+import { buildOpenApiDocument } from './openapi';
 import { HttpProblem, problemErrorHandler } from './problem';
 import { registerQueueMetrics } from './queue-metrics';
 import { createReconcileRouter, registerReconcileMetrics, type ReconcileRouterDeps } from './reconcile.routes';
@@ -119,11 +119,12 @@ export function createApp(deps: AppDeps): Express {
   app.use(BOARD_BASE_PATH, basicAuth(http.boardUser, http.boardPassword), board.getRouter());
 
   // The contract of the API is public, like the API's existence; everything else under /v1 needs the token.
+  const document = buildOpenApiDocument({ reconcile: deps.reconcile !== undefined });
   app.get('/v1/openapi.json', tagRoute('/v1/openapi.json'), (_req, res) => {
-    res.json(openApiDocument);
+    res.json(document);
   });
-  app.use('/v1', bearerAuth(http.apiToken), v1Router(deps.operations));
-  if (deps.reconcile) app.use('/v1', bearerAuth(http.apiToken), createReconcileRouter({ reconciler: deps.reconcile }));
+  const extra = deps.reconcile ? [createReconcileRouter({ reconciler: deps.reconcile })] : [];
+  app.use('/v1', bearerAuth(http.apiToken), v1Router(deps.operations, extra));
 
   app.use((req, _res, next) => {
     next(new HttpProblem('route-not-found', `No route for ${req.method} ${req.path}.`));

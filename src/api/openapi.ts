@@ -72,6 +72,70 @@ const agentCommand = (verb: 'stop' | 'start' | 'destroy', summary: string, descr
   },
 });
 
+const reconcilePaths = {
+  '/v1/reconcile': {
+    get: {
+      operationId: 'getReconcileReport',
+      summary: 'Latest drift / orphan report (written by whichever worker ran the pass)',
+      tags: ['system'],
+      responses: {
+        '200': json('The latest report.', {
+          type: 'object',
+          required: ['report', 'links'],
+          properties: { report: ref('ReconcileReport'), links: ref('Links') },
+        }),
+        ...commonErrors,
+        '404': problem('No pass has finished yet.'),
+      },
+    },
+    post: {
+      operationId: 'requestReconcilePass',
+      summary: 'Queue one reconcile pass now',
+      tags: ['system'],
+      responses: {
+        '202': json('Pass queued.', ref('CommandAccepted')),
+        '200': json('A pass is already queued: that one.', ref('CommandAccepted')),
+        ...commonErrors,
+      },
+    },
+  },
+};
+
+const reconcileSchemas = {
+  ReconcileReport: {
+    type: 'object',
+    description: 'Drift, stuck instances and orphans found by one pass, with the repairs made.',
+    required: ['trigger', 'startedAt', 'finishedAt', 'summary'],
+    properties: {
+      id: { type: ['string', 'null'] },
+      trigger: { type: 'string' },
+      operationId: { type: ['string', 'null'], format: 'uuid' },
+      startedAt: dateTime,
+      finishedAt: dateTime,
+      durationMs: { type: 'number' },
+      summary: { type: 'object', additionalProperties: { type: 'integer' } },
+      drift: { type: 'array', items: { type: 'object' } },
+      stuck: { type: 'array', items: { type: 'object' } },
+      orphanServers: { type: 'array', items: { type: 'object' } },
+      orphanDevices: { type: 'array', items: { type: 'object' } },
+      errors: { type: 'array', items: { type: 'string' } },
+    },
+  },
+};
+
+/** The document of an app; /v1/reconcile is described only when that app mounts it. */
+export function buildOpenApiDocument(opts: { reconcile?: boolean } = {}) {
+  if (!opts.reconcile) return openApiDocument;
+  return {
+    ...openApiDocument,
+    paths: { ...openApiDocument.paths, ...reconcilePaths },
+    components: {
+      ...openApiDocument.components,
+      schemas: { ...openApiDocument.components.schemas, ...reconcileSchemas },
+    },
+  };
+}
+
 export const openApiDocument = {
   openapi: '3.1.0',
   info: {

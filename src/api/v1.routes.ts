@@ -127,9 +127,11 @@ function route(
 }
 
 /** Everything below /v1 that needs the bearer token (mounted after the auth middleware). */
-export function v1Router(operations: OperationsService): Router {
+export function v1Router(operations: OperationsService, extra: Router[] = []): Router {
   const router = express.Router({ strict: false });
   router.use(requireJsonBody, express.json({ limit: JSON_BODY_LIMIT, type: JSON_TYPES, strict: true }));
+  // Optional feature routers (e.g. /reconcile) share the token check and the body rules above.
+  for (const r of extra) router.use(r);
 
   route(router, '/agents', {
     post: async (req, res) => {

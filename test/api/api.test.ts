@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { transition } from '../../src/db/transitions';
 import { Agent, Event, Operation, ProvisioningJob } from '../../src/entities';
-import { openApiDocument } from '../../src/api/openapi';
+import { buildOpenApiDocument } from '../../src/api/openapi';
 import { API_TOKEN, BOARD, DEFAULTS, jobIdsIn, markRunning, startApiHarness, type ApiHarness } from './harness';
 
 const UNKNOWN_ID = '00000000-0000-4000-8000-000000000000';
@@ -517,9 +517,16 @@ describe('HTTP API', () => {
         expect(probe.status, route).not.to.equal(405);
       }
 
-      // Every $ref resolves.
-      const refs = JSON.stringify(openApiDocument).match(/#\/components\/schemas\/\w+/g) ?? [];
-      for (const r of new Set(refs)) expect(res.body.components.schemas, r).to.have.property(r.split('/').pop()!);
+    });
+
+    it('resolves every schema reference, with and without the reconcile routes', () => {
+      for (const doc of [buildOpenApiDocument(), buildOpenApiDocument({ reconcile: true })]) {
+        const refs = JSON.stringify(doc).match(/#\/components\/schemas\/\w+/g) ?? [];
+        expect(refs.length).to.be.greaterThan(10);
+        for (const r of new Set(refs)) expect(doc.components.schemas, r).to.have.property(r.split('/').pop()!);
+      }
+      expect(Object.keys(buildOpenApiDocument({ reconcile: true }).paths['/v1/reconcile' as never] ?? {})).to.deep.equal(['get', 'post']);
+      expect(buildOpenApiDocument().paths).not.to.have.property('/v1/reconcile');
     });
   });
 });
