@@ -368,41 +368,23 @@ export class LifecycleService {
 
   /**
    * Its own statement, run right after the create call, so a crash at any later point leaves the id
-   * where rollback and destroy look. Guarded: only while provisioning, and never over a different id
-   * (recording the same id again is a no-op success for resumed runs).
+   * where rollback and destroy look. The repository guards it: only while pending/provisioning, never
+   * over a different id (the same id again is a no-op success for resumed runs).
    */
   private async recordServer(instanceId: string, server: HetznerServer): Promise<void> {
-    const serverId = String(server.id);
-    const result = await this.ds
-      .createQueryBuilder()
-      .update(Instance)
-      .set({ serverId, serverName: server.name, serverIp: server.public_net.ipv4?.ip ?? null })
-      .where('id = :id AND status = :status', { id: instanceId, status: 'provisioning' })
-      .andWhere('(server_id IS NULL OR server_id = :serverId)', { serverId })
-      .execute();
-    if (result.affected !== 1) {
-      const current = await this.mustGetInstance(instanceId);
-      throw new StateConflictError(
-        `Instance ${instanceId} is ${current.status} with server ${current.serverId ?? 'none'}; cannot record server ${serverId}`,
-        { lostRace: true },
-      );
-    }
+    await this.guarded(() =>
+      this.instances.setServer(instanceId, {
+        serverId: String(server.id),
+        serverName: server.name,
+        serverIp: server.public_net.ipv4?.ip ?? null,
+      }),
+    );
   }
 
-  /** Guarded like recordServer: a device learnt after destroy or rollback took over is not written. */
   private async recordDevice(instanceId: string, device: TailscaleDevice): Promise<void> {
-    const result = await this.ds
-      .createQueryBuilder()
-      .update(Instance)
-      .set({ tailscaleDeviceId: device.id, tailscaleIp: tailnetIpv4(device) })
-      .where('id = :id AND status = :status', { id: instanceId, status: 'provisioning' })
-      .execute();
-    if (result.affected !== 1) {
-      const current = await this.mustGetInstance(instanceId);
-      throw new StateConflictError(`Instance ${instanceId} is ${current.status}; cannot record device ${device.id}`, {
-        lostRace: true,
-      });
-    }
+    await this.guarded(() =>
+      this.instances.setDevice(instanceId, { tailscaleDeviceId: device.id, tailscaleIp: tailnetIpv4(device) }),
+    );
   }
 
   /** The reason stays on job and instance for the API and the rollback; statuses are left to retries and rollback. */
