@@ -988,9 +988,19 @@ export class ReconcileReports {
   async requestPass(): Promise<{ operation: Operation; created: boolean }> {
     const ops = this.deps.dataSource.getRepository(Operation);
     const pending = await ops.findOne({ where: { type: 'reconcile', status: 'queued' }, order: { requestedAt: 'DESC' } });
-    if (pending?.queueJobId) {
-      const job = await this.deps.queues.reconcile.getJob(pending.queueJobId);
+    if (pending) {
+      const job = pending.queueJobId ? await this.deps.queues.reconcile.getJob(pending.queueJobId) : undefined;
       if (job && LIVE_JOB_STATES.includes((await job.getState()) as JobType)) return { operation: pending, created: false };
+      // Its job is gone (Redis lost it): close it so it does not look queued forever.
+      await transition(this.deps.dataSource, {
+        entity: 'operation',
+        id: pending.id,
+        from: ['queued'],
+        to: 'failed',
+        reason: 'reconcile job no longer in the queue; superseded by a new request',
+        operationId: pending.id,
+        patch: { error: 'Job lost from the queue; superseded by a new reconcile request', finishedAt: new Date() },
+      }).catch(() => undefined);
     }
     const { operation } = await insertOperation(this.deps.dataSource, { type: 'reconcile', reason: 'reconcile pass requested' });
     const jobId = jobIds.operation(operation.id);
