@@ -200,9 +200,9 @@ export async function runOperation<D extends OperationJobData, T>(
 
     if (kind === 'rate_limited') {
       const waitMs = Math.max(MIN_RATE_LIMIT_PAUSE_MS, (err as CloudApiError).retryAfterMs ?? deps.defaultRateLimitMs ?? 60_000);
-      await deps.queue.rateLimit(waitMs);
       const note = `Rate limited by ${(err as CloudApiError).api}; queue paused for ${Math.ceil(waitMs / 1000)}s`;
       await leave('queued', note, { error: note });
+      await deps.queue.rateLimit(waitMs);
       await jobLog(`rate limited: queue ${queueName} paused for ${waitMs} ms`);
       logger.warn({ waitMs }, 'Cloud API rate limit reached; pausing the queue');
       observe('rate_limited');

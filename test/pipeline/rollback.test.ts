@@ -50,7 +50,10 @@ describe('pipeline: failed provisions are rolled back', function () {
       'the rollback to finish',
       async () => {
         const r = await row(tf, `SELECT status FROM provisioning_jobs WHERE id = $1`, [provisioningJobId]);
-        return r?.status === 'rolled_back';
+        const op = await row(tf, `SELECT status FROM operations WHERE provisioning_job_id = $1 AND type = 'rollback'`, [
+          provisioningJobId,
+        ]);
+        return r?.status === 'rolled_back' && op?.status === 'succeeded';
       },
       { timeoutMs: 20_000 },
     );
