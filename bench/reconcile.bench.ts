@@ -41,6 +41,8 @@ export interface ReconcileBenchOptions {
 }
 
 export interface ReconcileBenchResult {
+  /** Hetzner + Tailscale requests of the first pass (the one with drift to confirm): the upper figure. */
+  requestsPerPass: number;
   options: ReconcileBenchOptions;
   passes: Array<{
     pass: number;
@@ -175,7 +177,7 @@ export async function runReconcileBench(opts: Partial<ReconcileBenchOptions> = {
       },
       { bench: 'reconcile', metric: 'pass duration (1 / 2)', value: `${(first.wallMs / 1000).toFixed(2)} s / ${(second.wallMs / 1000).toFixed(2)} s` },
     ];
-    return { options: o, passes, rows };
+    return { requestsPerPass: first.hetznerRequests + first.tailscaleRequests, options: o, passes, rows };
   } finally {
     for (const q of Object.values(queues)) await q.obliterate({ force: true }).catch(() => undefined);
     await closeQueues(queues);
