@@ -80,7 +80,7 @@ export function createApp(deps: AppDeps): Express {
       const entry = {
         method: req.method,
         route,
-        path: req.path,
+        path: req.originalUrl.split('?')[0],
         status: res.statusCode,
         durationMs: Number(process.hrtime.bigint() - started) / 1e6,
       };

@@ -74,12 +74,18 @@ export function zodProblems(err: ZodError, root?: string): FieldProblem[] {
 
 /** Whether an error means PostgreSQL cannot be reached right now (as opposed to a bug in a query). */
 export function isDatabaseUnavailable(err: unknown): boolean {
-  const e = err as { code?: unknown; message?: unknown; driverError?: { code?: unknown } } | null;
+  const e = err as
+    | { code?: unknown; name?: unknown; message?: unknown; driverError?: { code?: unknown }; errors?: unknown }
+    | null;
   if (!e || typeof e !== 'object') return false;
   const code = String(e.driverError?.code ?? e.code ?? '');
   // SQLSTATE 08xxx connection exceptions, 53xxx resources, 57P0x operator intervention (shutdown, cannot connect now).
   if (/^(08|53|57P0)/.test(code)) return true;
   if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'EPIPE'].includes(code)) return true;
+  // TypeORM after the DataSource was destroyed (shutdown in progress).
+  if (e.name === 'CannotExecuteNotConnectedError' || e.name === 'ConnectionIsNotSetError') return true;
+  // Node reports a refused dual-stack connect as an AggregateError of the per-address failures.
+  if (Array.isArray(e.errors) && e.errors.some(isDatabaseUnavailable)) return true;
   const message = typeof e.message === 'string' ? e.message : '';
   return /Connection terminated|timeout exceeded when trying to connect|DataSource is not initialized|Client has encountered a connection error/i.test(
     message,
