@@ -284,14 +284,22 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       await step('http', () => closeHttp(server!, sockets, 5_000));
     }
     // 2. No new jobs; in-flight ones finish or, past the deadline, are left for another worker.
-    if (tf.workers) {
-      await step('workers', async () => {
-        const { drained } = await tf.workers!.close(config.queues.drainTimeoutSeconds * 1000);
-        logger.info({ drained }, drained ? 'Workers drained' : 'Workers stopped before their jobs finished');
-      });
-    }
-    // A pass in flight finishes (passes are short: one listing, then database work).
-    if (reconcileWorker) await step('reconcile-worker', () => reconcileWorker!.close());
+    //    The reconcile worker drains alongside, under the same deadline: a pass cut short is
+    //    re-run from scratch by the next worker (its lock expires, BullMQ requeues it).
+    const drainMs = config.queues.drainTimeoutSeconds * 1000;
+    await Promise.all([
+      tf.workers &&
+        step('workers', async () => {
+          const { drained } = await tf.workers!.close(drainMs);
+          logger.info({ drained }, drained ? 'Workers drained' : 'Workers stopped before their jobs finished');
+        }),
+      reconcileWorker &&
+        step('reconcile-worker', async () => {
+          if (!(await settlesWithin(reconcileWorker!.close(), drainMs))) {
+            logger.warn({ drainMs }, 'Reconcile pass still running at the drain deadline; leaving it for another worker');
+          }
+        }),
+    ]);
     // 3. The listener may still be recording a failure the workers just reported.
     if (tf.rollbackListener) await step('rollback-listener', () => tf.rollbackListener!.close());
     // 4. Queues, then the Redis connections under them, then the database.
@@ -319,6 +327,18 @@ function createProbeApp(metrics: Metrics, readiness: () => Promise<{ postgres: b
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   return app;
+}
+
+async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([p.then(() => true as const), deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function quit(conn: Redis): Promise<void> {
