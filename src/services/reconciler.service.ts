@@ -881,6 +881,17 @@ export class ReconcilerService {
           o.detail = owner;
           return;
         }
+        // The label is the licence to delete: read the server once more in case someone took it off.
+        const current = await this.deps.hetzner.getServer(Number(o.serverId));
+        if (!current) {
+          o.action = 'already_gone';
+          return;
+        }
+        if (current.labels?.[MANAGED_LABEL.key] !== MANAGED_LABEL.value) {
+          o.action = 'kept';
+          o.detail = 'no longer carries the managed-by label';
+          return;
+        }
         const deleted = await this.deps.hetzner.deleteServer(Number(o.serverId));
         o.action = deleted ? 'deleted' : 'already_gone';
         if (deleted) this.deps.metrics?.reconcileRepairs.inc({ kind: 'orphan_server_deleted' });

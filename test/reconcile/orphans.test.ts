@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
+import sinon from 'sinon';
 import { transition } from '../../src/db/transitions';
 import { jobIds } from '../../src/queues/queues';
 import { MANAGED_LABEL, serverLabels } from '../../src/services/server-labels';
@@ -119,6 +120,26 @@ describe('reconcile: orphan servers and devices', function () {
     const after = await r.reconciler({ orphans: 'delete' }).runPass();
     expect(after.orphanServers).to.deep.equal([]);
     expect(serverIds()).to.include(Number(a.serverId));
+    expect(requestCounts(r)['DELETE /hetzner/v1/servers/{id}'] ?? 0).to.equal(0);
+  });
+
+  it('keeps an orphan whose label was taken off between the listing and the delete', async () => {
+    const { server } = await r.simApi('POST', '/servers', { name: 'claimed-by-hand', status: 'running', labels: { ...MANAGED } });
+    const listServers = r.h.hetzner.listServers.bind(r.h.hetzner);
+    const stub = sinon.stub(r.h.hetzner, 'listServers').callsFake(async (selector?: string) => {
+      const listed = await listServers(selector);
+      await r.simApi('PATCH', `/servers/${server.id}`, { labels: { team: 'ops' } });
+      return listed;
+    });
+    try {
+      const report = await r.reconciler({ orphans: 'delete' }).runPass();
+      expect(report.orphanServers.map((o) => [o.serverId, o.action, o.detail])).to.deep.equal([
+        [String(server.id), 'kept', 'no longer carries the managed-by label'],
+      ]);
+    } finally {
+      stub.restore();
+    }
+    expect(serverIds()).to.include(server.id);
     expect(requestCounts(r)['DELETE /hetzner/v1/servers/{id}'] ?? 0).to.equal(0);
   });
 
