@@ -111,9 +111,7 @@ export function createApp(deps: AppDeps): Express {
   board.setBasePath(BOARD_BASE_PATH);
   createBullBoard({
     queues: Object.values(deps.queues).map((queue) => new BullMQAdapter(queue)),
-    // @bull-board/express pins its own copy of @bull-board/api (9.10.1 beside our 9.10.2); the adapter
-    // interface is the same, only TypeScript sees two declarations of it.
-    serverAdapter: board as unknown as Parameters<typeof createBullBoard>[0]['serverAdapter'],
+    serverAdapter: board,
     options: { uiConfig: { boardTitle: 'tailfleet' } },
   });
   app.use(BOARD_BASE_PATH, basicAuth(http.boardUser, http.boardPassword), board.getRouter());
