@@ -11,6 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import { Queue, Worker } from 'bullmq';
 import { createProducerConnection, createWorkerConnection, defaultJobOptions } from '../src/queues/queues';
+import { installRoundTripCounters, roundTrips, roundTripsSince, type RoundTrips } from './lib/counters';
 import { fmt, log, table, writeResult, type Row } from './lib/report';
 import { api, deleteRedisPrefix, REDIS_URL, startBenchStack, ZERO_TIMINGS } from './lib/stack';
 
@@ -21,13 +22,22 @@ export interface ThroughputOptions {
   concurrency: number;
 }
 
+/** What one job or operation cost this process on average (the simulator and HTTP clients included). */
+export interface CostPerOp {
+  cpuMs: number;
+  sql: number;
+  redis: number;
+  cloudRequests?: number;
+  redisByCommand: Record<string, number>;
+}
+
 export interface ThroughputResult {
   concurrency: number;
-  bare: { jobs: number; ms: number; jobsPerSec: number };
+  bare: { jobs: number; ms: number; jobsPerSec: number; perJob: CostPerOp };
   tailfleet: {
     agents: number;
     provision: { ops: number; ms: number; opsPerSec: number };
-    stopStart: { ops: number; ms: number; opsPerSec: number; stopMs: number[]; startMs: number[] };
+    stopStart: { ops: number; ms: number; opsPerSec: number; stopMs: number[]; startMs: number[]; perOp: CostPerOp };
   };
   ratio: number;
   rows: Row[];
@@ -35,6 +45,19 @@ export interface ThroughputResult {
 
 const DEFAULTS: ThroughputOptions = { agents: 100, cycles: 2, bareJobs: 3000, concurrency: 10 };
 const TARGET_RATIO = 0.25;
+
+function costPer(n: number, cpu: NodeJS.CpuUsage, trips: RoundTrips, cloudRequests?: number): CostPerOp {
+  const per = (x: number) => Number((x / n).toFixed(2));
+  const redisByCommand: Record<string, number> = {};
+  for (const [k, v] of Object.entries(trips.redisByCommand)) redisByCommand[k] = per(v);
+  return {
+    cpuMs: per((cpu.user + cpu.system) / 1000),
+    sql: per(trips.sql),
+    redis: per(trips.redis),
+    ...(cloudRequests === undefined ? {} : { cloudRequests: per(cloudRequests) }),
+    redisByCommand,
+  };
+}
 
 /** Resolves once `worker` has completed `n` more jobs; any failure rejects (a bench must not hide one). */
 function completions(worker: Worker, n: number, timeoutMs: number): Promise<void> {
@@ -80,8 +103,10 @@ export async function bareBullmq(jobs: number, concurrency: number): Promise<Thr
       return performance.now() - started;
     };
     await round(Math.min(300, jobs)); // warm-up: JIT, Lua script loading
+    const cpu = process.cpuUsage();
+    const trips = roundTrips();
     const ms = await round(jobs);
-    return { jobs, ms, jobsPerSec: (jobs * 1000) / ms };
+    return { jobs, ms, jobsPerSec: (jobs * 1000) / ms, perJob: costPer(jobs, process.cpuUsage(cpu), roundTripsSince(trips)) };
   } finally {
     await worker.close();
     await queue.close();
@@ -128,11 +153,17 @@ export async function tailfleetStopStart(o: ThroughputOptions): Promise<Throughp
     };
     const stopMs: number[] = [];
     const startMs: number[] = [];
+    stack.sim.control.resetRequestCounts();
+    const cpu = process.cpuUsage();
+    const trips = roundTrips();
     for (let c = 0; c < o.cycles; c++) {
       log(`throughput: cycle ${c + 1}/${o.cycles}: ${o.agents} stops, then ${o.agents} starts`);
       stopMs.push(await phase('stop'));
       startMs.push(await phase('start'));
     }
+    const cpuUsed = process.cpuUsage(cpu);
+    const tripsUsed = roundTripsSince(trips);
+    const cloudRequests = Object.values(stack.sim.control.requestCounts()).reduce((a, b) => a + b, 0);
 
     // Every operation really succeeded and every instance is back where it started.
     const ops: Array<{ type: string; status: string; n: number }> = await tf.dataSource.query(
@@ -148,7 +179,7 @@ export async function tailfleetStopStart(o: ThroughputOptions): Promise<Throughp
     return {
       agents: o.agents,
       provision: { ops: o.agents, ms: provisionMs, opsPerSec: (o.agents * 1000) / provisionMs },
-      stopStart: { ops: n, ms, opsPerSec: (n * 1000) / ms, stopMs, startMs },
+      stopStart: { ops: n, ms, opsPerSec: (n * 1000) / ms, stopMs, startMs, perOp: costPer(n, cpuUsed, tripsUsed, cloudRequests) },
     };
   } finally {
     await stack.close();
@@ -157,6 +188,7 @@ export async function tailfleetStopStart(o: ThroughputOptions): Promise<Throughp
 
 export async function runThroughputBench(opts: Partial<ThroughputOptions> = {}): Promise<ThroughputResult> {
   const o = { ...DEFAULTS, ...opts };
+  installRoundTripCounters();
   log(`throughput: bare BullMQ, ${o.bareJobs} no-op jobs at concurrency ${o.concurrency}`);
   const bare = await bareBullmq(o.bareJobs, o.concurrency);
   const tailfleet = await tailfleetStopStart(o);
@@ -166,6 +198,16 @@ export async function runThroughputBench(opts: Partial<ThroughputOptions> = {}):
     { bench, metric: `bare BullMQ no-op jobs/s (concurrency ${o.concurrency})`, value: fmt.rate(bare.jobsPerSec) },
     { bench, metric: `tailfleet provisions/s (${o.agents} agents)`, value: fmt.rate(tailfleet.provision.opsPerSec) },
     { bench, metric: `tailfleet stop+start ops/s (${tailfleet.stopStart.ops} ops)`, value: fmt.rate(tailfleet.stopStart.opsPerSec) },
+    {
+      bench,
+      metric: 'cost per bare job: CPU ms / SQL / Redis',
+      value: `${bare.perJob.cpuMs} / ${bare.perJob.sql} / ${bare.perJob.redis}`,
+    },
+    {
+      bench,
+      metric: 'cost per tailfleet op: CPU ms / SQL / Redis / cloud HTTP',
+      value: [tailfleet.stopStart.perOp.cpuMs, tailfleet.stopStart.perOp.sql, tailfleet.stopStart.perOp.redis, tailfleet.stopStart.perOp.cloudRequests].join(' / '),
+    },
     { bench, metric: 'ratio tailfleet / bare', value: fmt.ratio(ratio), target: `≥ ${TARGET_RATIO}`, met: ratio >= TARGET_RATIO },
   ];
   return { concurrency: o.concurrency, bare, tailfleet, ratio, rows };
