@@ -1,7 +1,7 @@
 import { UnrecoverableError, WaitingError, Worker, type Job, type Queue } from 'bullmq';
 import type { DataSource } from 'typeorm';
 import { CloudApiError } from '../clients/errors';
-import { OperationRepository, TransitionConflictError, transition, type PatchOf } from '../db';
+import { OperationRepository, TransitionConflictError, transition, transitionGroup, type PatchOf } from '../db';
 import type { OperationStatus } from '../entities';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
@@ -175,7 +175,7 @@ export async function runOperation<D extends OperationJobData, T>(
   try {
     const work = fn({ job, reporter, logger });
     const result = signal ? await raceAbort(work, signal) : await work;
-    await leave('succeeded', 'job succeeded', { progress: 100, error: null, failedStep: null, finishedAt: new Date() });
+    await recordSuccess(deps.dataSource, operationId, logger);
     await jobLog('succeeded');
     logger.info('Job succeeded');
     observe('completed');
@@ -235,6 +235,36 @@ export async function runOperation<D extends OperationJobData, T>(
     observe('retried');
     throw err;
   }
+}
+
+/**
+ * The work is done, so the Operation succeeded. Usually it is `running`; but when BullMQ redelivered
+ * this job while it ran (its lock lapsed), the duplicate may have moved the Operation to `queued`
+ * (a retryable failure) or `failed` (a lost race) meanwhile. Recording only from `running` then left
+ * it queued for ever once this run completed the job. Those are moved back through `running`.
+ */
+async function recordSuccess(dataSource: DataSource, operationId: string, logger: Logger): Promise<void> {
+  const repo = new OperationRepository({ dataSource });
+  const patch = { progress: 100, error: null, failedStep: null, finishedAt: new Date() };
+  for (let tries = 0; tries < 3; tries++) {
+    const op = await repo.findById(operationId);
+    if (!op || op.status === 'succeeded' || op.status === 'cancelled') return;
+    const done = { entity: 'operation', id: operationId, from: ['running'], to: 'succeeded', reason: 'job succeeded', operationId, patch } as const;
+    try {
+      if (op.status === 'running') await transition(dataSource, done);
+      else {
+        const back = { entity: 'operation', id: operationId, from: [op.status], to: 'running', reason: 'a duplicate delivery of the job finished the work', operationId } as const;
+        await transitionGroup(dataSource, [back, done]);
+      }
+      return;
+    } catch (err) {
+      if (!(err instanceof TransitionConflictError)) {
+        logger.warn({ err }, 'Could not record the operation outcome');
+        return;
+      }
+    }
+  }
+  logger.warn('Could not record the operation outcome: it keeps changing');
 }
 
 class ShutdownAbort extends Error {

@@ -1,0 +1,80 @@
+import { randomBytes } from 'node:crypto';
+import { Queue } from 'bullmq';
+import { expect } from 'chai';
+import IORedis from 'ioredis';
+import { insertOperation } from '../../src/db/operation.repository';
+import { silentLogger } from '../../src/lib/logger';
+import { createMetrics } from '../../src/lib/metrics';
+import { runOperation, type RunnerDeps } from '../../src/processors/run-operation';
+import { StateConflictError } from '../../src/services/errors';
+import { createTestDatabase, type TestDatabase } from '../helpers/db';
+import { deleteRedisPrefix, REDIS_URL } from '../pipeline/stack';
+
+// Found by the chaos suite: BullMQ delivers a job again when its lock lapses (a starved or frozen
+// worker), so two runs of one job can overlap. The duplicate's bookkeeping (retryable failure →
+// queued, lost race → failed) must not hide the success of the run that did the work: the
+// Operation stayed `queued` for ever once that run completed the job.
+
+describe('chaos regression: overlapping deliveries of one job', function () {
+  this.timeout(30_000);
+
+  let db: TestDatabase;
+  let redis: IORedis;
+  let queue: Queue;
+  const prefix = `tf-test-dup-${randomBytes(4).toString('hex')}`;
+  let deps: RunnerDeps;
+
+  before(async () => {
+    db = await createTestDatabase('chaos_duplicate');
+    redis = new IORedis(REDIS_URL, { maxRetriesPerRequest: null });
+    queue = new Queue('stop', { connection: redis, prefix });
+    deps = { dataSource: db.dataSource, logger: silentLogger, metrics: createMetrics(), queue };
+  });
+
+  after(async () => {
+    await queue?.close();
+    redis?.disconnect();
+    await deleteRedisPrefix(prefix);
+    await db?.drop();
+  });
+
+  async function overlap(duplicateError: Error) {
+    const { operation: op } = await insertOperation(db.dataSource, { type: 'stop' });
+    const job = await queue.add('stop', { operationId: op.id }, { attempts: 3 });
+    const result = await runOperation(deps, job, async () => {
+      // The redelivered copy runs while this one is still working, and fails.
+      await runOperation(deps, job, async () => {
+        throw duplicateError;
+      }).catch(() => undefined);
+      return 'done';
+    });
+    expect(result).to.equal('done');
+    const [row] = await db.dataSource.query(`SELECT status, error, finished_at FROM operations WHERE id = $1`, [op.id]);
+    const events: { from_status: string; to_status: string; reason: string }[] = await db.dataSource.query(
+      `SELECT from_status, to_status, reason FROM events WHERE entity_id = $1 ORDER BY id`,
+      [op.id],
+    );
+    return { row, events };
+  }
+
+  it('a duplicate that failed with a retryable error does not leave the operation queued', async () => {
+    const { row, events } = await overlap(new Error('connect ECONNRESET'));
+    expect(row.status).to.equal('succeeded');
+    expect(row.error).to.equal(null);
+    expect(row.finished_at).to.not.equal(null);
+    expect(events.map((e) => `${e.from_status}→${e.to_status}`)).to.deep.equal([
+      'null→queued',
+      'queued→running',
+      'running→queued',
+      'queued→running',
+      'running→succeeded',
+    ]);
+    expect(events[3]!.reason).to.match(/duplicate delivery/);
+  });
+
+  it('a duplicate that lost the race does not leave the operation failed', async () => {
+    const { row, events } = await overlap(new StateConflictError('instance is running, expected stopping', { lostRace: true }));
+    expect(row.status).to.equal('succeeded');
+    expect(events.map((e) => e.to_status)).to.deep.equal(['queued', 'running', 'failed', 'running', 'succeeded']);
+  });
+});
