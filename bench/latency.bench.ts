@@ -12,6 +12,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import { Queue } from 'bullmq';
 import express from 'express';
 import { createProducerConnection, defaultJobOptions, jobIds } from '../src/queues/queues';
@@ -36,6 +37,9 @@ export interface LatencySeries {
   p99: number;
   max: number;
   sendLagP99Ms: number;
+  /** Share of the run the server's event loop was busy, and busy time per request (ms). */
+  eventLoopUtilization: number;
+  busyMsPerRequest: number;
 }
 
 export interface LatencyResult {
@@ -44,9 +48,11 @@ export interface LatencyResult {
   rows: Row[];
 }
 
-function summarise(target: LatencySeries['target'], r: OpenLoopResult): LatencySeries {
+function summarise(target: LatencySeries['target'], r: OpenLoopResult, elu: EventLoopUtilization): LatencySeries {
   const l = r.latencies;
   return {
+    eventLoopUtilization: Number(elu.utilization.toFixed(3)),
+    busyMsPerRequest: Number((elu.active / Math.max(1, r.sent)).toFixed(3)),
     target,
     rate: r.rate,
     sent: r.sent,
@@ -71,8 +77,10 @@ async function measure(
   const out: LatencySeries[] = [];
   for (const rate of RATES) {
     log(`latency: ${target} at ${rate} req/s for ${ms} ms`);
-    const r = await openLoop(rate, ms, requests(Math.floor((rate * ms) / 1000)), expectStatus);
-    out.push(summarise(target, r));
+    const batch = requests(Math.floor((rate * ms) / 1000));
+    const elu = performance.eventLoopUtilization();
+    const r = await openLoop(rate, ms, batch, expectStatus);
+    out.push(summarise(target, r, performance.eventLoopUtilization(elu)));
   }
   return out;
 }
@@ -152,6 +160,11 @@ export async function runLatencyBench(opts: { seconds?: number } = {}): Promise<
     const failed = s.sent - s.ok;
     const note = failed > 0 ? ` (${failed} failed: ${JSON.stringify(s.errors)})` : '';
     rows.push({ bench, metric: `${who} p50 @ ${s.rate} req/s`, value: fmt.ms(s.p50) });
+    rows.push({
+      bench,
+      metric: `${who} server busy per request @ ${s.rate} req/s (event loop ${Math.round(s.eventLoopUtilization * 100)}% busy)`,
+      value: fmt.ms(s.busyMsPerRequest),
+    });
     const gated = s.target === 'tailfleet' && s.rate === TARGET_RATE;
     rows.push({
       bench,

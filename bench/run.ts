@@ -3,10 +3,9 @@
  *
  *   npm run bench [-- --only throughput,requests,latency,clients,reconcile]
  *
- * The in-process benches (throughput, requests, latency) each build tailfleet through the
- * composition root against their own database, Redis prefix and simulator, and clean up. The
- * client and reconcile benches belong to their own scripts: they run as child processes and their
- * printed tables and JSON results are carried over.
+ * The in-process benches (throughput, requests, latency, reconcile) each use their own database,
+ * Redis prefix and simulator, and clean up. The client bench exports no function (it runs on
+ * import), so it runs as a child process and its printed table and JSON result are carried over.
  */
 import { spawn } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
@@ -15,6 +14,7 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { runLatencyBench } from './latency.bench';
 import { fmt, log, RESULTS_DIR, table, writeResult, type Row } from './lib/report';
+import { runReconcileBench } from './reconcile.bench';
 import { runRequestsBench } from './requests.bench';
 import { runThroughputBench } from './throughput.bench';
 
@@ -43,27 +43,7 @@ const CHILDREN: ChildBench[] = [
       }));
     },
   },
-  {
-    name: 'reconcile',
-    script: 'reconcile.bench.ts',
-    args: [],
-    rows(r) {
-      // Shape owned by the reconcile bench; pick up the figure it calls requests per pass if present.
-      const perPass = findNumber(r, /requests.?per.?pass/i);
-      return perPass === undefined ? [] : [{ bench: 'reconcile', metric: 'Hetzner + Tailscale requests per pass', value: fmt.ratio(perPass) }];
-    },
-  },
 ];
-
-function findNumber(o: unknown, key: RegExp): number | undefined {
-  if (!o || typeof o !== 'object') return undefined;
-  for (const [k, v] of Object.entries(o)) {
-    if (typeof v === 'number' && key.test(k)) return v;
-    const inner = findNumber(v, key);
-    if (inner !== undefined) return inner;
-  }
-  return undefined;
-}
 
 interface ChildOutcome {
   name: string;
@@ -138,6 +118,7 @@ async function main(): Promise<void> {
     ['throughput', () => runThroughputBench()],
     ['requests', () => runRequestsBench()],
     ['latency', () => runLatencyBench()],
+    ['reconcile', () => runReconcileBench()],
   ];
   for (const [name, run] of inProcess) {
     if (!wanted(name)) continue;
