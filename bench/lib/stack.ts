@@ -19,6 +19,25 @@ export const ZERO_TIMINGS: SimTimingsInput = {
   rateLimit: { limit: 1_000_000_000, refillPerSecond: 1_000_000_000 },
 };
 
+// An interrupted bench (Ctrl-C) still drops its databases and Redis keys.
+const open = new Set<() => Promise<void>>();
+let handlersInstalled = false;
+function closeOnSignal(close: () => Promise<void>): () => void {
+  if (!handlersInstalled) {
+    handlersInstalled = true;
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      process.once(signal, () => {
+        process.stderr.write(`\n${signal}: cleaning up ${open.size} bench stack(s)\n`);
+        void Promise.allSettled([...open].map((c) => c())).then(() => process.exit(130));
+      });
+    }
+  }
+  open.add(close);
+  return () => {
+    open.delete(close);
+  };
+}
+
 export interface BenchStack {
   label: string;
   sim: RunningSimulator;
@@ -45,12 +64,15 @@ export async function startBenchStack(
   const apiToken = randomBytes(24).toString('hex');
   let sim: RunningSimulator | undefined;
   let tf: Tailfleet | undefined;
+  let forget: () => void = () => undefined;
   const close = async () => {
+    forget();
     await tf?.stop().catch(() => undefined);
     await sim?.close().catch(() => undefined);
     await deleteRedisPrefix(prefix).catch(() => undefined);
     await dropDatabase(ADMIN_DATABASE_URL, dbName);
   };
+  forget = closeOnSignal(close);
   try {
     sim = await startSimulator({ timings: opts.timings ?? ZERO_TIMINGS, seed: 1 });
     const config = loadConfig({
