@@ -169,6 +169,11 @@ export interface TransitionRequest<K extends EventEntityType = EventEntityType> 
   operationId?: string | null;
   patch?: PatchOf<K>;
   /**
+   * Columns set only where they are still null (e.g. the first start time of an operation that is
+   * claimed again), so the caller need not read the row first to keep an existing value.
+   */
+  patchIfNull?: PatchOf<K>;
+  /**
    * When the row is already in `to`, return it unchanged (changed: false, no event, patch not applied)
    * instead of throwing. For steps re-run after a crash or a BullMQ redelivery.
    */
@@ -269,7 +274,7 @@ function validate<K extends EventEntityType>(req: TransitionRequest<K>): void {
     }
   }
   const allowed = PATCHABLE[req.entity] as readonly string[];
-  for (const key of Object.keys(req.patch ?? {})) {
+  for (const key of [...Object.keys(req.patch ?? {}), ...Object.keys(req.patchIfNull ?? {})]) {
     if (!allowed.includes(key)) {
       throw new IllegalTransitionError(req.entity, req.from, req.to, `column ${key} cannot be set by a transition`);
     }
@@ -304,6 +309,12 @@ export async function transition<K extends EventEntityType>(
     if (value === undefined) continue;
     params.push(value);
     sets.push(`"${columnName(metadata, key)}" = $${params.length}`);
+  }
+  for (const [key, value] of Object.entries(req.patchIfNull ?? {})) {
+    if (value === undefined || value === null || (req.patch as Record<string, unknown> | undefined)?.[key] !== undefined) continue;
+    params.push(value);
+    const column = columnName(metadata, key);
+    sets.push(`"${column}" = COALESCE(t."${column}", $${params.length})`);
   }
   const entityTypeParam = params.push(req.entity);
 

@@ -258,6 +258,33 @@ describe('db: transitions', () => {
       expect(fresh.updatedAt.getTime()).to.be.greaterThan(new Date(before).getTime());
     });
 
+    it('sets patchIfNull columns only where they are still null', async () => {
+      const first = new Date('2026-01-02T03:04:05.678Z');
+      const later = new Date('2026-02-03T04:05:06.789Z');
+      await force('instance', 'stopped');
+      await ds.query(`UPDATE instances SET started_at = NULL, stopped_at = $2 WHERE id = $1`, [ids.instance, first]);
+      const { row } = await transition(ds, {
+        entity: 'instance',
+        id: ids.instance,
+        from: ['stopped'],
+        to: 'starting',
+        reason: 'start requested',
+        patchIfNull: { startedAt: first, stoppedAt: later },
+      });
+      expect(row.startedAt?.toISOString(), 'null column set').to.equal(first.toISOString());
+      expect(row.stoppedAt?.toISOString(), 'existing value kept').to.equal(first.toISOString());
+
+      const err = await transition(ds, {
+        entity: 'instance',
+        id: ids.instance,
+        from: ['starting'],
+        to: 'running',
+        reason: 'x',
+        patchIfNull: { agentId: ids.agent } as never,
+      }).catch((e: unknown) => e);
+      expect(err, 'a column a transition may not set').to.be.instanceOf(IllegalTransitionError);
+    });
+
     it('with allowSame treats "already there" as done: no conflict, no second event, patch not applied', async () => {
       await force('instance', 'stopping');
       const before = await eventCount();
