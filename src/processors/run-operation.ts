@@ -1,7 +1,7 @@
 import { UnrecoverableError, WaitingError, Worker, type Job, type Queue } from 'bullmq';
 import type { DataSource } from 'typeorm';
 import { CloudApiError } from '../clients/errors';
-import { OperationRepository, TransitionConflictError, transition, transitionGroup, type PatchOf } from '../db';
+import { OperationRepository, RecordNotFoundError, TransitionConflictError, transition, transitionGroup, type PatchOf } from '../db';
 import type { OperationStatus } from '../entities';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
@@ -20,6 +20,8 @@ export interface RunnerDeps {
   queue: Pick<Queue, 'rateLimit' | 'name'>;
   /** Pause used when a 429 carries no reset time. */
   defaultRateLimitMs?: number;
+  /** Least time between two writes of an operation's progress to PostgreSQL (default 1000). */
+  progressWriteIntervalMs?: number;
 }
 
 export interface RunContext<D> {
@@ -59,39 +61,97 @@ const clampPercent = (n: number) => Math.max(0, Math.min(100, Math.round(Number.
 /**
  * Moves the Operation to running for this attempt. `failed` may be taken over because an operator
  * retrying a failed job from Bull Board means "run it again"; `running` is a redelivery after a
- * stall. Returns the final status instead when there is nothing left to do.
+ * stall. Returns the final status instead when there is nothing left to do. The guarded move is
+ * tried first: it is the usual case and needs no read; the row is looked at only when it refuses.
  */
 async function claimOperation(
   dataSource: DataSource,
   operationId: string,
   attempt: number,
 ): Promise<'claimed' | 'missing' | Exclude<OperationStatus, 'queued' | 'running' | 'failed'>> {
-  const repo = new OperationRepository({ dataSource });
   for (let tries = 0; tries < 3; tries++) {
-    const op = await repo.findById(operationId);
-    if (!op) return 'missing';
-    if (op.status === 'succeeded' || op.status === 'cancelled') return op.status;
-    if (op.status === 'running') {
-      await repo.update(operationId, { attempts: attempt, failedStep: null });
-      return 'claimed';
-    }
     try {
       await transition(dataSource, {
         entity: 'operation',
         id: operationId,
-        from: [op.status],
+        from: ['queued', 'failed'],
         to: 'running',
         reason: attempt === 1 ? 'job started' : `attempt ${attempt} started`,
         operationId,
-        patch: { attempts: attempt, startedAt: op.startedAt ?? new Date(), finishedAt: null, failedStep: null },
+        patch: { attempts: attempt, finishedAt: null, failedStep: null },
+        // A retried operation keeps the time its first attempt started.
+        patchIfNull: { startedAt: new Date() },
       });
       return 'claimed';
     } catch (err) {
-      // Changed under us (e.g. cancelled): read again and decide on the new status.
+      if (err instanceof RecordNotFoundError) return 'missing';
+      // Changed under us (e.g. cancelled), or already running: decide on the status it is in.
       if (!(err instanceof TransitionConflictError)) throw err;
+      const status = err.actual as OperationStatus;
+      if (status === 'succeeded' || status === 'cancelled') return status;
+      if (status === 'running') {
+        await new OperationRepository({ dataSource }).update(operationId, { attempts: attempt, failedStep: null });
+        return 'claimed';
+      }
     }
   }
   throw new Error(`Operation ${operationId} keeps changing; try again later`);
+}
+
+const DEFAULT_PROGRESS_WRITE_INTERVAL_MS = 1000;
+
+/**
+ * Operation.progress is for people watching a long wait (a shutdown, an enrollment). Writing it on
+ * every step cost each job one database round trip per step; instead a step is written at most once
+ * per interval, from a timer, and the step reached last rides on the transition that ends the
+ * attempt. A write never overtakes that transition: close() waits for the one in flight, and the
+ * repository only writes progress while the operation is running.
+ */
+class ProgressWriter {
+  private unwritten: { percent: number; step: string } | null = null;
+  private timer: NodeJS.Timeout | undefined;
+  private writing: Promise<void> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly write: (percent: number, step: string) => Promise<unknown>,
+    private readonly intervalMs: number,
+    private readonly logger: Logger,
+  ) {}
+
+  report(percent: number, step: string): void {
+    if (this.closed) return;
+    this.unwritten = { percent, step };
+    this.schedule();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.writing;
+  }
+
+  private schedule(): void {
+    if (this.timer || this.writing) return;
+    this.timer = setTimeout(() => this.flush(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  private flush(): void {
+    this.timer = undefined;
+    const next = this.unwritten;
+    if (this.closed || !next) return;
+    this.unwritten = null;
+    this.writing = this.write(next.percent, next.step).then(
+      () => undefined,
+      (err: unknown) => this.logger.warn({ err }, 'Could not record the operation progress'),
+    );
+    void this.writing.finally(() => {
+      this.writing = undefined;
+      if (this.unwritten && !this.closed) this.schedule();
+    });
+  }
 }
 
 // A reset time in the past or a few ms away still deserves a short pause, or the queue hammers the API.
@@ -129,12 +189,17 @@ export async function runOperation<D extends OperationJobData, T>(
     deps.metrics.jobs.inc({ queue: queueName, outcome });
     deps.metrics.jobDuration.observe({ queue: queueName, outcome }, Number(process.hrtime.bigint() - started) / 1e9);
   };
-  const jobLog = async (line: string) => {
-    try {
-      await job.log(`${new Date().toISOString()} ${line}`);
-    } catch (err) {
-      logger.warn({ err }, 'Could not append to the job log');
-    }
+  // Chained, so lines keep their order even when one is not awaited.
+  let logTail: Promise<void> = Promise.resolve();
+  const jobLog = (line: string): Promise<void> => {
+    const stamped = `${new Date().toISOString()} ${line}`;
+    logTail = logTail
+      .then(() => job.log(stamped))
+      .then(
+        () => undefined,
+        (err: unknown) => logger.warn({ err }, 'Could not append to the job log'),
+      );
+    return logTail;
   };
 
   const claim = await claimOperation(deps.dataSource, operationId, attempt);
@@ -152,35 +217,47 @@ export async function runOperation<D extends OperationJobData, T>(
   }
 
   let currentStep: string | null = null;
+  let currentPercent = 0;
   let abandoned = false;
+  const progressWriter = new ProgressWriter(
+    (percent, step) => ops.reportProgress(operationId, percent, step),
+    deps.progressWriteIntervalMs ?? DEFAULT_PROGRESS_WRITE_INTERVAL_MS,
+    logger,
+  );
+  // The step reached last, written with the transition that ends the attempt (whether or not the
+  // progress writer got to it), so the row ends up where a write per step would have left it.
+  const stepPatch = (): PatchOf<'operation'> =>
+    currentStep === null ? {} : { progress: currentPercent, currentStep };
   const reporter: StepReporter = {
     async step(name, progress, message) {
       if (abandoned) return;
       currentStep = name;
-      const percent = clampPercent(progress);
+      const percent = (currentPercent = clampPercent(progress));
       logger.info({ step: name, percent }, message ?? name);
-      try {
-        await job.updateProgress({ step: name, percent });
-      } catch (err) {
-        logger.warn({ err }, 'Could not report job progress');
-      }
-      await jobLog(`[${name}] ${percent}%${message ? ` ${message}` : ''}`);
-      await ops.reportProgress(operationId, percent, name);
+      progressWriter.report(percent, name);
+      // Independent writes: sent together, they cost one round trip instead of two.
+      await Promise.all([
+        job.updateProgress({ step: name, percent }).catch((err: unknown) => logger.warn({ err }, 'Could not report job progress')),
+        jobLog(`[${name}] ${percent}%${message ? ` ${message}` : ''}`),
+      ]);
     },
   };
 
-  await jobLog(`attempt ${attempt}/${maxAttempts} started`);
+  // Not awaited: the line is chained ahead of every later one, and the work need not wait for Redis.
+  void jobLog(`attempt ${attempt}/${maxAttempts} started`);
   logger.info('Job started');
 
   try {
     const work = fn({ job, reporter, logger });
     const result = signal ? await raceAbort(work, signal) : await work;
-    await recordSuccess(deps.dataSource, operationId, logger);
+    await progressWriter.close();
+    await recordSuccess(deps.dataSource, operationId, logger, currentStep);
     await jobLog('succeeded');
     logger.info('Job succeeded');
     observe('completed');
     return result;
   } catch (err) {
+    await progressWriter.close();
     if (err instanceof ShutdownAbort) {
       // The drain deadline passed while this job was still running. Leave it active in Redis: its
       // lock is no longer renewed, so once it expires the stalled-job check of another worker puts
@@ -188,6 +265,7 @@ export async function runOperation<D extends OperationJobData, T>(
       // worker from starting the same job while this process may still be half-way through a call.
       abandoned = true;
       await leave('queued', 'worker shut down; the job resumes on another worker', {
+        ...stepPatch(),
         error: `Interrupted by worker shutdown during ${currentStep ?? 'start'}; will resume`,
       });
       logger.warn({ step: currentStep }, 'Job interrupted by shutdown; it will be picked up again as stalled');
@@ -201,7 +279,7 @@ export async function runOperation<D extends OperationJobData, T>(
     if (kind === 'rate_limited') {
       const waitMs = Math.max(MIN_RATE_LIMIT_PAUSE_MS, (err as CloudApiError).retryAfterMs ?? deps.defaultRateLimitMs ?? 60_000);
       const note = `Rate limited by ${(err as CloudApiError).api}; queue paused for ${Math.ceil(waitMs / 1000)}s`;
-      await leave('queued', note, { error: note });
+      await leave('queued', note, { ...stepPatch(), error: note });
       await deps.queue.rateLimit(waitMs);
       await jobLog(`rate limited: queue ${queueName} paused for ${waitMs} ms`);
       logger.warn({ waitMs }, 'Cloud API rate limit reached; pausing the queue');
@@ -213,6 +291,7 @@ export async function runOperation<D extends OperationJobData, T>(
     await jobLog(`failed${currentStep ? ` at ${currentStep}` : ''}: ${message}${final ? '' : ' (will retry)'}`);
     if (final) {
       await leave('failed', kind === 'permanent' ? `failed: ${message}` : `failed after ${attempt} attempts: ${message}`, {
+        ...stepPatch(),
         error: message,
         failedStep: currentStep,
         finishedAt: new Date(),
@@ -230,7 +309,7 @@ export async function runOperation<D extends OperationJobData, T>(
       if (kind === 'permanent') throw new UnrecoverableError(message);
       throw err;
     }
-    await leave('queued', `attempt ${attempt} failed; retrying with backoff`, { error: message, failedStep: currentStep });
+    await leave('queued', `attempt ${attempt} failed; retrying with backoff`, { ...stepPatch(), error: message, failedStep: currentStep });
     logger.warn({ err, step: currentStep }, 'Job failed; BullMQ will retry with backoff');
     observe('retried');
     throw err;
@@ -243,25 +322,28 @@ export async function runOperation<D extends OperationJobData, T>(
  * (a retryable failure) or `failed` (a lost race) meanwhile. Recording only from `running` then left
  * it queued for ever once this run completed the job. Those are moved back through `running`.
  */
-async function recordSuccess(dataSource: DataSource, operationId: string, logger: Logger): Promise<void> {
-  const repo = new OperationRepository({ dataSource });
-  const patch = { progress: 100, error: null, failedStep: null, finishedAt: new Date() };
+async function recordSuccess(dataSource: DataSource, operationId: string, logger: Logger, lastStep: string | null): Promise<void> {
+  const patch = { progress: 100, currentStep: lastStep ?? undefined, error: null, failedStep: null, finishedAt: new Date() };
+  const done = { entity: 'operation', id: operationId, from: ['running'], to: 'succeeded', reason: 'job succeeded', operationId, patch } as const;
+  // The usual case first, without reading the row: it is still running.
+  let from: OperationStatus = 'running';
   for (let tries = 0; tries < 3; tries++) {
-    const op = await repo.findById(operationId);
-    if (!op || op.status === 'succeeded' || op.status === 'cancelled') return;
-    const done = { entity: 'operation', id: operationId, from: ['running'], to: 'succeeded', reason: 'job succeeded', operationId, patch } as const;
     try {
-      if (op.status === 'running') await transition(dataSource, done);
+      if (from === 'running') await transition(dataSource, done);
       else {
-        const back = { entity: 'operation', id: operationId, from: [op.status], to: 'running', reason: 'a duplicate delivery of the job finished the work', operationId } as const;
+        const back = { entity: 'operation', id: operationId, from: [from], to: 'running', reason: 'a duplicate delivery of the job finished the work', operationId } as const;
         await transitionGroup(dataSource, [back, done]);
       }
       return;
     } catch (err) {
+      if (err instanceof RecordNotFoundError) return;
       if (!(err instanceof TransitionConflictError)) {
         logger.warn({ err }, 'Could not record the operation outcome');
         return;
       }
+      // transitionGroup reports the status of whichever move refused; only the first move can.
+      from = err.actual as OperationStatus;
+      if (from === 'succeeded' || from === 'cancelled') return;
     }
   }
   logger.warn('Could not record the operation outcome: it keeps changing');
