@@ -90,6 +90,11 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     prefix: config.queues.prefix,
     defaults: { attempts: config.queues.attempts, backoffMs: config.queues.backoffMs },
   });
+  // A Queue with no 'error' listener makes BullMQ print raw stack dumps to stderr whenever Redis
+  // goes away (its console.error fallback); the connection errors above already say it in the log.
+  for (const queue of Object.values(queues)) {
+    queue.on('error', (err) => logger.debug({ err: { message: err.message }, queue: queue.name }, 'Queue error'));
+  }
   const operations = new OperationsService({
     dataSource,
     queues,
