@@ -407,23 +407,25 @@ export class LifecycleService {
   async stop(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {
     const operationId = ctx.operationId ?? null;
     const log = this.logger.child({ agentId, operationId, operation: 'stop' });
-    await this.mustGetAgent(agentId);
-    const found = await this.findLiveInstance(agentId);
+    const found = await this.findLiveInstanceOfAgent(agentId);
 
     if (found?.status === 'stopped' && (await this.reachedBy(found.id, 'stopped', operationId))) {
       log.info(`[Lifecycle] Agent ${agentId} already stopped by this operation`);
       await r.step('done', 100, 'already stopped');
       return;
     }
+    let instance: Instance;
     if (found?.status === 'running') {
       await r.step('prepare', 10, 'marking the instance as stopping');
-      await this.move(this.ds, { entity: 'instance', id: found.id, from: ['running'], to: 'stopping', reason: 'stop requested', operationId });
+      ({ row: instance } = await this.guarded(() =>
+        transition(this.ds, { entity: 'instance', id: found.id, from: ['running'], to: 'stopping', reason: 'stop requested', operationId }),
+      ));
     } else if (found?.status === 'stopping') {
       log.info('[Lifecycle] Instance already stopping, resuming the shutdown');
+      instance = found;
     } else {
       throw new StateConflictError('No running instance to stop');
     }
-    const instance = await this.mustGetInstance(found.id);
 
     let result: string;
     try {
@@ -458,23 +460,25 @@ export class LifecycleService {
   async start(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {
     const operationId = ctx.operationId ?? null;
     const log = this.logger.child({ agentId, operationId, operation: 'start' });
-    await this.mustGetAgent(agentId);
-    const found = await this.findLiveInstance(agentId);
+    const found = await this.findLiveInstanceOfAgent(agentId);
 
     if (found?.status === 'running' && (await this.reachedBy(found.id, 'running', operationId))) {
       log.info(`[Lifecycle] Agent ${agentId} already started by this operation`);
       await r.step('done', 100, 'already running');
       return;
     }
+    let instance: Instance;
     if (found?.status === 'stopped') {
       await r.step('prepare', 10, 'marking the instance as starting');
-      await this.move(this.ds, { entity: 'instance', id: found.id, from: ['stopped'], to: 'starting', reason: 'start requested', operationId });
+      ({ row: instance } = await this.guarded(() =>
+        transition(this.ds, { entity: 'instance', id: found.id, from: ['stopped'], to: 'starting', reason: 'start requested', operationId }),
+      ));
     } else if (found?.status === 'starting') {
       log.info('[Lifecycle] Instance already starting, resuming the power-on');
+      instance = found;
     } else {
       throw new StateConflictError('No stopped instance to start');
     }
-    const instance = await this.mustGetInstance(found.id);
 
     let result: string;
     try {
@@ -831,6 +835,16 @@ export class LifecycleService {
 
   private findLiveInstance(agentId: string): Promise<Instance | null> {
     return this.instances.findLiveByAgent(agentId);
+  }
+
+  /**
+   * The agent's live instance; NotFoundError for an unknown agent. An instance implies its agent
+   * (foreign key), so the agent is read only when there is none, to tell the two answers apart.
+   */
+  private async findLiveInstanceOfAgent(agentId: string): Promise<Instance | null> {
+    const found = await this.findLiveInstance(agentId);
+    if (!found) await this.mustGetAgent(agentId);
+    return found;
   }
 }
 
