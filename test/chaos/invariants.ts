@@ -1,0 +1,150 @@
+import type { DataSource } from 'typeorm';
+import { AGENT_LABEL, INSTANCE_LABEL, MANAGED_LABEL } from '../../src/services/server-labels';
+import type { SimState } from '../../src/simulator';
+
+/**
+ * What must hold once the fleet has settled, checked against the database and the simulator's own
+ * state (not through tailfleet's clients). Each check counts what it looked at, so the summary says
+ * how much was verified, and lists every violation rather than stopping at the first.
+ */
+
+export interface InvariantReport {
+  checked: Record<string, number>;
+  violations: string[];
+}
+
+interface InstanceRow {
+  id: string;
+  agent_id: string;
+  status: string;
+  server_id: string | null;
+  tailscale_device_id: string | null;
+  tailscale_hostname: string | null;
+  agent_status: string;
+}
+
+const FINAL_OPERATION = new Set(['succeeded', 'failed', 'cancelled']);
+const AGENT_FOR_INSTANCE: Record<string, string> = { running: 'active', stopped: 'paused', destroyed: 'destroyed', failed: 'error' };
+
+export async function checkInvariants(ds: DataSource, sim: SimState, accepted: Map<string, string>): Promise<InvariantReport> {
+  const checked: Record<string, number> = {};
+  const violations: string[] = [];
+  const count = (name: string, n = 1) => {
+    checked[name] = (checked[name] ?? 0) + n;
+  };
+  const fail = (msg: string) => violations.push(msg);
+
+  // 1. Every operation is final, and a failed one says why.
+  const ops: { id: string; type: string; status: string; error: string | null; provisioning_job_id: string | null; idempotency_key: string | null }[] =
+    await ds.query(`SELECT id, type, status, error, provisioning_job_id, idempotency_key FROM operations`);
+  const opById = new Map(ops.map((o) => [o.id, o]));
+  for (const op of ops) {
+    count('operation final');
+    if (!FINAL_OPERATION.has(op.status)) fail(`operation ${op.id} (${op.type}) is still ${op.status}`);
+    if (op.status === 'failed' && !op.error) fail(`operation ${op.id} (${op.type}) failed without a reason`);
+  }
+
+  // 2. Nothing lost: every operation the API accepted (2xx) is in the database and finished.
+  for (const [id, what] of accepted) {
+    count('accepted operation recorded');
+    const op = opById.get(id);
+    if (!op) fail(`accepted operation ${id} (${what}) is not in the database`);
+    else if (!FINAL_OPERATION.has(op.status)) fail(`accepted operation ${id} (${what}) is ${op.status}`);
+  }
+
+  // 3. Every provision ended: succeeded, or failed and rolled back exactly once.
+  const jobs: { id: string; status: string; instance_id: string }[] = await ds.query(`SELECT id, status, instance_id FROM provisioning_jobs`);
+  const rollbacksByJob = new Map<string, typeof ops>();
+  for (const op of ops.filter((o) => o.type === 'rollback')) {
+    const list = rollbacksByJob.get(op.provisioning_job_id ?? '') ?? [];
+    list.push(op);
+    rollbacksByJob.set(op.provisioning_job_id ?? '', list);
+  }
+  for (const job of jobs) {
+    count('provisioning job settled');
+    const rollbacks = rollbacksByJob.get(job.id) ?? [];
+    if (job.status === 'succeeded') {
+      if (rollbacks.length > 0) fail(`provisioning job ${job.id} succeeded but has ${rollbacks.length} rollback operation(s)`);
+    } else if (job.status === 'rolled_back') {
+      count('rollback exactly once');
+      if (rollbacks.length !== 1) fail(`provisioning job ${job.id} has ${rollbacks.length} rollback operations`);
+      else if (rollbacks[0]!.status !== 'succeeded') fail(`rollback of job ${job.id} is ${rollbacks[0]!.status}`);
+      else if (rollbacks[0]!.idempotency_key !== `rollback:${job.id}`) fail(`rollback of job ${job.id} has key ${rollbacks[0]!.idempotency_key}`);
+    } else {
+      fail(`provisioning job ${job.id} is ${job.status} (not succeeded, not rolled back)`);
+    }
+  }
+
+  // 4. Every instance matches the cloud, and its agent matches the instance.
+  const instances: InstanceRow[] = await ds.query(
+    `SELECT i.id, i.agent_id, i.status, i.server_id, i.tailscale_device_id, i.tailscale_hostname, a.status AS agent_status
+       FROM instances i JOIN agents a ON a.id = i.agent_id`,
+  );
+  const servers = new Map(sim.servers.map((s) => [String(s.id), s]));
+  const devices = new Map(sim.devices.map((d) => [d.id, d]));
+  const ownedServers = new Set<string>();
+  const ownedDevices = new Set<string>();
+  for (const inst of instances) {
+    count('instance matches the cloud');
+    const where = `instance ${inst.id} (agent ${inst.agent_id}) is ${inst.status}`;
+    const server = inst.server_id ? servers.get(inst.server_id) : undefined;
+    const device = inst.tailscale_device_id ? devices.get(inst.tailscale_device_id) : undefined;
+    const expectedAgent = AGENT_FOR_INSTANCE[inst.status];
+    if (expectedAgent && inst.agent_status !== expectedAgent) fail(`${where} but its agent is ${inst.agent_status}`);
+    switch (inst.status) {
+      case 'running':
+      case 'stopped': {
+        const want = inst.status === 'running' ? 'running' : 'off';
+        if (!server) fail(`${where} but server ${inst.server_id} does not exist`);
+        else if (server.status !== want) fail(`${where} but server ${inst.server_id} is ${server.status}`);
+        if (!device) fail(`${where} but device ${inst.tailscale_device_id} is not in the tailnet`);
+        if (server) ownedServers.add(String(server.id));
+        if (device) ownedDevices.add(device.id);
+        break;
+      }
+      case 'destroyed':
+      case 'failed': {
+        if (server) fail(`${where} but server ${server.id} still exists (${server.status})`);
+        const labelled = sim.servers.filter((s) => s.labels[INSTANCE_LABEL] === inst.id);
+        if (labelled.length > 0) fail(`${where} but servers ${labelled.map((s) => s.id).join(', ')} carry its label`);
+        if (device) fail(`${where} but device ${device.id} is still in the tailnet`);
+        const named = inst.tailscale_hostname ? sim.devices.filter((d) => d.hostname === inst.tailscale_hostname) : [];
+        if (named.length > 0) fail(`${where} but devices ${named.map((d) => d.id).join(', ')} use its hostname`);
+        break;
+      }
+      default:
+        fail(`${where}: not settled`);
+    }
+  }
+
+  // 5. No orphans: every server and device belongs to a running or stopped instance.
+  for (const s of sim.servers) {
+    count('server owned');
+    if (!ownedServers.has(String(s.id))) {
+      fail(`orphan server ${s.id} (${s.name}, ${s.status}, agent ${s.labels[AGENT_LABEL] ?? '-'}, managed=${s.labels[MANAGED_LABEL.key] ?? '-'})`);
+    }
+  }
+  for (const d of sim.devices) {
+    count('device owned');
+    if (!ownedDevices.has(d.id)) fail(`orphan device ${d.id} (${d.hostname})`);
+  }
+
+  // 6. No agent with two servers, and at most one live instance per agent.
+  const serversPerAgent = new Map<string, number>();
+  for (const s of sim.servers) {
+    const agent = s.labels[AGENT_LABEL] ?? `(unlabelled ${s.id})`;
+    serversPerAgent.set(agent, (serversPerAgent.get(agent) ?? 0) + 1);
+  }
+  const agents: { id: string }[] = await ds.query(`SELECT id FROM agents`);
+  for (const { id } of agents) {
+    count('agent has at most one server');
+    const n = serversPerAgent.get(id) ?? 0;
+    if (n > 1) fail(`agent ${id} has ${n} servers`);
+  }
+  const live: { agent_id: string; n: string }[] = await ds.query(
+    `SELECT agent_id, count(*) AS n FROM instances WHERE status NOT IN ('destroyed', 'failed') GROUP BY agent_id HAVING count(*) > 1`,
+  );
+  for (const row of live) fail(`agent ${row.agent_id} has ${row.n} live instances`);
+
+  return { checked, violations };
+}
