@@ -24,6 +24,7 @@ import { LifecycleService } from './services/lifecycle.service';
 import { OperationsService } from './services/operations.service';
 import { ReconcileReports, ReconcilerService, stuckTimeouts } from './services/reconciler.service';
 import { RollbackListener } from './services/rollback-listener';
+import { answerClientError } from './api/problem';
 import { createWorkers, type WorkerPool, type WorkerSettings } from './workers';
 
 /**
@@ -250,6 +251,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     }
     if (tf.app) {
       server = createServer(tf.app);
+      server.on('clientError', answerClientError);
       server.on('connection', (s) => {
         sockets.add(s);
         s.once('close', () => sockets.delete(s));

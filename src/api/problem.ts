@@ -186,3 +186,27 @@ export function problemErrorHandler(opts: { logger: Logger; bodyLimit: string })
     sendProblem(req, res, problem);
   };
 }
+
+/**
+ * Node's HTTP parser rejects some requests (malformed request line, duplicate Content-Length,
+ * oversized headers) before Express sees them, and by default answers with an empty body. Answer
+ * those with a problem document too, so every client gets the same error shape.
+ */
+export function answerClientError(err: NodeJS.ErrnoException & { bytesParsed?: number }, socket: import('node:stream').Duplex): void {
+  if (!socket.writable || (socket as { _httpMessage?: unknown })._httpMessage) {
+    socket.destroy();
+    return;
+  }
+  const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+  const status = tooLarge ? 431 : 400;
+  const body = JSON.stringify({
+    type: problemType('validation-error'),
+    title: tooLarge ? 'Request headers too large' : 'Malformed HTTP request',
+    status,
+    detail: tooLarge ? 'The request headers exceed the size this server accepts.' : 'The request could not be parsed as HTTP/1.1.',
+  });
+  socket.end(
+    `HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n` +
+      `Content-Type: ${PROBLEM_CONTENT_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}

@@ -253,6 +253,8 @@ describe('API fuzzing: bad requests change nothing and never get a 5xx', functio
         const res = await sendRaw(base, r);
         record(r.category, res.status);
         if (res.status >= 500 || res.status === 0) failures.push(`raw request "${r.label}" → ${res.status || 'no status line'}: ${JSON.stringify(res.text.slice(0, 120))}`);
+        else if (!/content-type: application\/problem\+json/i.test(res.text) || !/"status":\s*4\d\d/.test(res.text))
+          failures.push(`raw request "${r.label}" → ${res.status} without a problem document: ${JSON.stringify(res.text.slice(0, 200))}`);
       } catch (err) {
         record(r.category, -1);
         failures.push(`raw request "${r.label}": ${(err as Error).message}`);
