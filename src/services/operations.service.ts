@@ -1,6 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import type { Job, JobState, Queue } from 'bullmq';
 import type { DataSource, EntityManager } from 'typeorm';
 import { IdempotencyKeyConflictError } from '../db/errors';
+import { requestAgentCommand } from '../db/operation.repository';
 import { createRepositories, type Repositories } from '../db/repositories';
 import { hydrate, transition } from '../db/transitions';
 import {
@@ -144,7 +146,6 @@ const CLIENT_KEY_PREFIX = 'client:';
 const rollbackKey = (provisioningJobId: string) => `rollback:${provisioningJobId}`;
 
 const LIVE: readonly string[] = LIVE_INSTANCE_STATUSES;
-const PENDING_OPERATION = ['queued', 'running'] as const;
 
 type AgentCommand = Extract<OperationType, 'stop' | 'start' | 'destroy'>;
 
@@ -411,29 +412,40 @@ export class OperationsService {
       if (previous) return this.replay(previous, type, { agentId });
     }
 
-    let outcome: { operation: Operation; created: boolean };
-    try {
-      outcome = await this.ds.transaction(async (m) => {
-        // The row lock serialises commands on one agent, so two requests cannot both pass the checks.
-        const agent = await this.mustGetAgent(m, agentId, { lock: true });
-        // Looked up again under the lock: a request with the same key may have committed meanwhile.
-        const previous = key ? await this.repos.operations.findByIdempotencyKey(key, m) : null;
-        if (previous) return { operation: previous, created: false };
-        await this.assertCommandAllowed(m, type, agent);
-        const inserted = await this.repos.operations.create({ type, agentId, idempotencyKey: key }, m);
-        if (!inserted.created) return inserted;
-        const operation = await this.repos.operations.update(
-          inserted.operation.id,
-          { queueJobId: jobIds.operation(inserted.operation.id) },
-          m,
-        );
-        return { operation, created: true };
-      });
-    } catch (err) {
-      throw this.keyConflict(err);
+    const operationId = randomUUID();
+    const result = await requestAgentCommand(this.ds, {
+      type,
+      agentId,
+      operationId,
+      queueJobId: jobIds.operation(operationId),
+      idempotencyKey: key,
+    });
+    switch (result.outcome) {
+      case 'created':
+        break;
+      case 'replay':
+        // A request with the same key committed while this one waited for the agent's lock.
+        return this.replay(result.operation, type, { agentId });
+      case 'key_taken': {
+        const existing = key ? await this.repos.operations.findByIdempotencyKey(key) : null;
+        if (!existing) throw new Error(`operation insert returned no row for key ${key}`);
+        if (existing.type !== type || existing.agentId !== agentId) throw this.keyConflict(new IdempotencyKeyConflictError(key!, existing.id));
+        return this.replay(existing, type, { agentId });
+      }
+      case 'agent_not_found':
+        throw new NotFoundError(`Agent ${agentId} not found`);
+      case 'agent_destroyed':
+        throw new StateConflictError(`Agent ${agentId} is already destroyed`);
+      case 'destroy_pending':
+        throw new StateConflictError(`Agent ${agentId} is being destroyed (operation ${result.operationId})`);
+      case 'same_pending':
+        throw new StateConflictError(`A ${type} of agent ${agentId} is already in progress (operation ${result.operationId})`);
+      case 'no_running_instance':
+        throw new StateConflictError('No running instance to stop');
+      case 'no_stopped_instance':
+        throw new StateConflictError('No stopped instance to start');
     }
-    if (!outcome.created) return this.replay(outcome.operation, type, { agentId });
-    const { operation } = outcome;
+    const { operation } = result;
 
     await this.enqueueOrFail(operation);
     this.logger.info(
@@ -441,27 +453,6 @@ export class OperationsService {
       `[API] ${type} of agent ${agentId} queued`,
     );
     return { operation, created: true };
-  }
-
-  private async assertCommandAllowed(m: EntityManager, type: AgentCommand, agent: Agent): Promise<void> {
-    if (agent.status === 'destroyed') throw new StateConflictError(`Agent ${agent.id} is already destroyed`);
-    const pending = await m
-      .getRepository(Operation)
-      .createQueryBuilder('o')
-      .where('o.agent_id = :agentId', { agentId: agent.id })
-      .andWhere('o.status IN (:...pending)', { pending: PENDING_OPERATION })
-      .andWhere('o.type IN (:...types)', { types: ['stop', 'start', 'destroy'] })
-      .orderBy('o.requested_at', 'DESC')
-      .getMany();
-    const destroying = pending.find((o) => o.type === 'destroy');
-    if (destroying) throw new StateConflictError(`Agent ${agent.id} is being destroyed (operation ${destroying.id})`);
-    if (type === 'destroy') return;
-
-    const same = pending.find((o) => o.type === type);
-    if (same) throw new StateConflictError(`A ${type} of agent ${agent.id} is already in progress (operation ${same.id})`);
-    const instance = await this.repos.instances.findLiveByAgent(agent.id, m);
-    if (type === 'stop' && instance?.status !== 'running') throw new StateConflictError('No running instance to stop');
-    if (type === 'start' && instance?.status !== 'stopped') throw new StateConflictError('No stopped instance to start');
   }
 
   /**

@@ -381,6 +381,16 @@ describe('HTTP API', () => {
       expect(new Set(results.map((r) => r.body.operation.id)).size).to.equal(1);
       expect(await h.ds.getRepository(Operation).countBy({ agentId: agent.id, type: 'destroy' })).to.equal(1);
     });
+
+    it('lets exactly one of many simultaneous stops of an agent through, without an Idempotency-Key', async () => {
+      for (let round = 0; round < 3; round++) {
+        const { agent } = await createAgent(`stop-race-${round}`);
+        await markRunning(h.ds, agent.id);
+        const results = await Promise.all(Array.from({ length: 8 }, () => h.api.request('POST', `/v1/agents/${agent.id}/stop`)));
+        expect(results.map((r) => r.status).sort(), `round ${round}`).to.deep.equal([202, 409, 409, 409, 409, 409, 409, 409]);
+        expect(await h.ds.getRepository(Operation).countBy({ agentId: agent.id, type: 'stop' })).to.equal(1);
+      }
+    });
   });
 
   describe('POST /v1/provisioning-jobs/:id/rollback', () => {
