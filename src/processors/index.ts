@@ -18,7 +18,7 @@ export interface ProcessorDeps {
   logger: Logger;
   metrics: Pick<Metrics, 'jobs' | 'jobDuration'>;
   /** Each processor pauses its own queue on a 429. */
-  queues: Record<OperationQueueName, Pick<Queue, 'rateLimit' | 'name'>>;
+  queues: Record<OperationQueueName, Pick<Queue, 'rateLimit' | 'getRateLimitTtl' | 'name'>>;
 }
 
 /** One processor per operation queue, each a thin call into the lifecycle service through runOperation. */

@@ -17,7 +17,7 @@ export interface RunnerDeps {
   logger: Logger;
   metrics: Pick<Metrics, 'jobs' | 'jobDuration'>;
   /** Pause target for a 429: the queue the job came from. */
-  queue: Pick<Queue, 'rateLimit' | 'name'>;
+  queue: Pick<Queue, 'rateLimit' | 'getRateLimitTtl' | 'name'>;
   /** Pause used when a 429 carries no reset time. */
   defaultRateLimitMs?: number;
   /** Least time between two writes of an operation's progress to PostgreSQL (default 1000). */
@@ -156,6 +156,18 @@ class ProgressWriter {
 
 // A reset time in the past or a few ms away still deserves a short pause, or the queue hammers the API.
 const MIN_RATE_LIMIT_PAUSE_MS = 250;
+// For a 429 that names no reset time (Tailscale sends none): the client has already waited and
+// retried, so a short pause is enough; a long one would stall every job of the queue for nothing.
+const DEFAULT_RATE_LIMIT_PAUSE_MS = 5_000;
+
+/**
+ * Pauses the queue for `ms` unless a longer pause is already in force: jobs hitting 429s at once
+ * must not cut each other's pauses short (BullMQ's rateLimit replaces the current one).
+ */
+export async function pauseQueue(queue: Pick<Queue, 'rateLimit' | 'getRateLimitTtl'>, ms: number): Promise<void> {
+  const current = await queue.getRateLimitTtl();
+  if (current < ms) await queue.rateLimit(ms);
+}
 
 /** Reason given to the abort signal when shutdown's drain deadline passes. */
 export const SHUTDOWN_ABORT_REASON = 'worker shutdown: drain deadline passed';
@@ -277,10 +289,13 @@ export async function runOperation<D extends OperationJobData, T>(
     const kind = classifyError(err);
 
     if (kind === 'rate_limited') {
-      const waitMs = Math.max(MIN_RATE_LIMIT_PAUSE_MS, (err as CloudApiError).retryAfterMs ?? deps.defaultRateLimitMs ?? 60_000);
+      const waitMs = Math.max(
+        MIN_RATE_LIMIT_PAUSE_MS,
+        (err as CloudApiError).retryAfterMs ?? deps.defaultRateLimitMs ?? DEFAULT_RATE_LIMIT_PAUSE_MS,
+      );
       const note = `Rate limited by ${(err as CloudApiError).api}; queue paused for ${Math.ceil(waitMs / 1000)}s`;
       await leave('queued', note, { ...stepPatch(), error: note });
-      await deps.queue.rateLimit(waitMs);
+      await pauseQueue(deps.queue, waitMs);
       await jobLog(`rate limited: queue ${queueName} paused for ${waitMs} ms`);
       logger.warn({ waitMs }, 'Cloud API rate limit reached; pausing the queue');
       observe('rate_limited');

@@ -1,6 +1,8 @@
 import { expect } from 'chai';
+import { Queue } from 'bullmq';
+import { pauseQueue } from '../../src/processors/run-operation';
 import type { Tailfleet } from '../../src/server';
-import { apiClient, createSuite, waitFor, type ApiClient, type Suite } from './stack';
+import { REDIS_URL, apiClient, createSuite, waitFor, type ApiClient, type Suite } from './stack';
 
 // How the runner treats failures: transient ones are retried by BullMQ with backoff, a 429 pauses
 // the queue without spending an attempt, a permanent one fails at once.
@@ -67,6 +69,23 @@ describe('pipeline: retries, rate limits and permanent errors', function () {
     // Counted before the attempt handed the job back, so long before this success.
     const text = await tf.metrics.registry.getSingleMetricAsString('tailfleet_jobs_total');
     expect(text).to.match(/tailfleet_jobs_total\{queue="start",outcome="rate_limited"\} 1/);
+  });
+
+  it('a 429 never shortens a longer pause already in force', async () => {
+    // A queue of its own, so the long pause holds up none of the other tests.
+    const probe = new Queue('pause-probe', { connection: { url: REDIS_URL }, prefix: suite.prefix });
+    try {
+      await pauseQueue(probe, 30_000);
+      await pauseQueue(probe, 1_000);
+      expect(await probe.getRateLimitTtl()).to.be.above(25_000);
+      await probe.removeRateLimitKey();
+      await pauseQueue(probe, 1_000);
+      const ttl = await probe.getRateLimitTtl();
+      expect(ttl).to.be.above(0).and.at.most(1_000);
+    } finally {
+      await probe.obliterate({ force: true });
+      await probe.close();
+    }
   });
 
   it('a permanent error fails at once, without retries', async () => {
