@@ -53,6 +53,14 @@ export class ProvisioningJob {
   @Column({ type: 'varchar', length: 64, name: 'failed_step', nullable: true })
   failedStep!: string | null;
 
+  /**
+   * Id of the newest Tailscale auth key made for this job (the id only: the key itself is a secret
+   * and is never stored). A retry that finds no server, and a rollback, delete it, so keys made by
+   * attempts that never created a server do not stay valid until they expire.
+   */
+  @Column({ type: 'varchar', length: 64, name: 'auth_key_id', nullable: true })
+  authKeyId!: string | null;
+
   @Column({ type: 'timestamptz', name: 'started_at', nullable: true })
   startedAt!: Date | null;
 

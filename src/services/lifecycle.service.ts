@@ -268,8 +268,12 @@ export class LifecycleService {
     hostname: string,
     log: Logger,
   ): Promise<{ server: HetznerServer; actionIds: number[] }> {
+    // No server carries this job's label, so a key an earlier attempt made was never used: revoke it
+    // rather than leave a live credential behind until it expires.
+    await this.revokeJobAuthKey(job.id, log);
     // Tailscale caps key descriptions at 50 characters.
     const authKey = await this.tailscale.createAuthKey({ description: `tailfleet ${hostname}`.slice(0, 50) });
+    await this.ds.getRepository(ProvisioningJob).update({ id: job.id }, { authKeyId: authKey.id });
 
     let created;
     try {
@@ -728,6 +732,7 @@ export class LifecycleService {
     );
     await r.step('delete-device', 60, 'removing the tailnet device');
     const cleanedTailscale = await this.deleteDevices(instance, hostname, log);
+    await this.revokeJobAuthKey(job.id, log);
     if (!cleanedHetzner && !cleanedTailscale) log.info(`[Lifecycle] No VM to clean up for job ${provisioningJobId}`);
 
     await r.step('finish', 90, 'marking the job as rolled back');
@@ -751,6 +756,17 @@ export class LifecycleService {
 
   // ---------------------------------------------------------------------------------------------
   // shared helpers
+
+  /** Deletes the job's recorded auth key (used, spent or gone is all fine) and forgets it. */
+  private async revokeJobAuthKey(provisioningJobId: string, log: Logger): Promise<void> {
+    const jobs = this.ds.getRepository(ProvisioningJob);
+    const row = await jobs.findOne({ where: { id: provisioningJobId }, select: { id: true, authKeyId: true } });
+    if (!row?.authKeyId) return;
+    if (await this.tailscale.deleteAuthKey(row.authKeyId)) {
+      log.info({ authKeyId: row.authKeyId }, `[Tailscale] Revoked auth key ${row.authKeyId} of job ${provisioningJobId}`);
+    }
+    await jobs.update({ id: provisioningJobId, authKeyId: row.authKeyId }, { authKeyId: null });
+  }
 
   /**
    * The persistence layer's guarded transition, with its conflicts turned into this service's

@@ -301,6 +301,37 @@ describe('lifecycle: provision', function () {
     await expectProvisioned(a);
   });
 
+  it('revokes the key of an attempt whose create may have failed, once a retry finds no server', async () => {
+    const a = await newAgent(h);
+    // A 503 on create is ambiguous (the server may exist), so the first attempt must keep its key.
+    h.sim.control.setFaults([{ method: 'POST', route: '/hetzner/v1/servers', status: 503, times: 1 }]);
+    await expectRejection(run(a));
+    const first = cloud(h).authKeys;
+    expect(first).to.have.length(1);
+    expect(first[0].invalid, 'first key still valid after an ambiguous failure').to.equal(false);
+
+    await run(a);
+    await expectProvisioned(a);
+    const keys = cloud(h).authKeys;
+    expect(keys).to.have.length(2);
+    // Every key is now spent or revoked: none is left that could still join a machine.
+    expect(keys.filter((k: { invalid: boolean }) => !k.invalid)).to.deep.equal([]);
+    expect(keys.find((k: { id: string }) => k.id === first[0].id).revoked, 'first key revoked').to.be.a('string');
+  });
+
+  it('rollback revokes the auth key of a server that never used it', async () => {
+    const a = await newAgent(h);
+    h.sim.control.setFaults([{ method: 'POST', route: '/hetzner/v1/servers', status: 503, times: 1 }]);
+    await expectRejection(run(a));
+    await h.service.rollbackFailedProvision(a.provisioningJobId);
+    const keys = cloud(h).authKeys;
+    expect(keys).to.have.length(1);
+    expect(keys[0].invalid, 'key revoked by the rollback').to.equal(true);
+    const { job } = await rows(h, a);
+    expect(job!.status).to.equal('rolled_back');
+    expect(job!.authKeyId).to.equal(null);
+  });
+
   it('keeps the auth key out of the database and the logs', async () => {
     const lines: string[] = [];
     const logger = pino({ level: 'trace' }, { write: (line: string) => void lines.push(line) });
