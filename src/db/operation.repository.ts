@@ -84,53 +84,48 @@ export interface AgentCommandInput {
   idempotencyKey: string | null;
 }
 
-const PENDING_COMMAND_STATUSES: readonly OperationStatus[] = ACTIVE_OPERATION_STATUSES;
 const AGENT_COMMANDS: readonly AgentCommandType[] = ['stop', 'start', 'destroy'];
-// Only these characters are ever written into SQL text; anything else goes as a parameter or is refused.
-const INLINE_SAFE = /^[A-Za-z0-9 _.:-]*$/;
+const AGENT_COMMAND_STATEMENT = 'tailfleet_agent_command';
+// Only these characters are ever written into SQL text as a value; anything else is a parameter or refused.
+const LITERAL_SAFE = /^[A-Za-z0-9 _.:-]*$/;
 
-/**
- * Placeholders for one statement: `$n` parameters, or — for the one-round-trip path — literals,
- * which are only ever ids this code generated or validated and fixed words, never client text.
- */
-class SqlValues {
-  readonly values: unknown[] = [];
-  constructor(private readonly inline: boolean) {}
-
-  add(value: string | null, cast: string): string {
-    if (!this.inline) return `$${this.values.push(value)}::${cast}`;
-    if (value === null) return `NULL::${cast}`;
-    if (!INLINE_SAFE.test(value)) throw new Error(`refusing to write ${JSON.stringify(value)} into SQL text`);
-    return `'${value}'::${cast}`;
-  }
-
-  list(values: readonly string[]): string {
-    return `(${values.map((v) => this.add(v, 'text')).join(', ')})`;
-  }
+/** A value this code generated or validated (ids, fixed words) as SQL text; never client input. */
+function literal(value: string | null): string {
+  if (value === null) return 'NULL';
+  if (!LITERAL_SAFE.test(value)) throw new Error(`refusing to write ${JSON.stringify(value)} into SQL text`);
+  return `'${value}'`;
 }
 
-function agentCommandSql(
-  metadata: { operations: string; events: string; agents: string; instances: string; operationType: string },
-  v: SqlValues,
-  input: AgentCommandInput,
-): { lock: string; command: string } {
-  const agent = v.add(input.agentId, 'uuid');
-  const type = v.add(input.type, 'text');
-  const lock = `SELECT 1 FROM ${metadata.agents} WHERE "id" = ${agent} FOR UPDATE`;
-  // Checked in this order, as the request would be answered: unknown agent, repeated key, destroyed
-  // agent, destroy under way, same command under way, instance in the wrong state.
+const literalList = (values: readonly string[]) => `(${values.map(literal).join(', ')})`;
+
+const statements = new WeakMap<DataSource, { agents: string; command: string }>();
+
+/**
+ * The command as one statement with five parameters: $1 agent id, $2 command, $3 idempotency key,
+ * $4 operation id, $5 queue job id. Checked in the order a request is answered: unknown agent,
+ * repeated key, destroyed agent, destroy under way, same command under way, instance in the wrong
+ * state; only then are the operation and its creation event inserted.
+ */
+function agentCommandStatement(dataSource: DataSource): { agents: string; command: string } {
+  const cached = statements.get(dataSource);
+  if (cached) return cached;
+  const operations = quotedTable(dataSource.getMetadata(Operation));
+  const events = quotedTable(dataSource.getMetadata(Event));
+  const agents = quotedTable(dataSource.getMetadata(Agent));
+  const instances = quotedTable(dataSource.getMetadata(Instance));
+  const operationType = enumTypeName(dataSource, Operation, 'type');
   const command = `
     WITH agent AS (
-      SELECT "status"::text AS status FROM ${metadata.agents} WHERE "id" = ${agent}
+      SELECT "status"::text AS status FROM ${agents} WHERE "id" = $1::uuid
     ), prior AS (
-      SELECT * FROM ${metadata.operations} WHERE "idempotency_key" = ${v.add(input.idempotencyKey, 'varchar')}
+      SELECT * FROM ${operations} WHERE "idempotency_key" = $3::varchar
     ), pending AS (
-      SELECT "id", "type"::text AS type, "requested_at" FROM ${metadata.operations}
-      WHERE "agent_id" = ${agent} AND "status"::text IN ${v.list(PENDING_COMMAND_STATUSES)}
-        AND "type"::text IN ${v.list(AGENT_COMMANDS)}
+      SELECT "id", "type"::text AS type, "requested_at" FROM ${operations}
+      WHERE "agent_id" = $1::uuid AND "status"::text IN ${literalList(ACTIVE_OPERATION_STATUSES)}
+        AND "type"::text IN ${literalList(AGENT_COMMANDS)}
     ), live AS (
-      SELECT "status"::text AS status FROM ${metadata.instances}
-      WHERE "agent_id" = ${agent} AND NOT ("status"::text IN ${v.list(TERMINAL_INSTANCE_STATUSES)})
+      SELECT "status"::text AS status FROM ${instances}
+      WHERE "agent_id" = $1::uuid AND NOT ("status"::text IN ${literalList(TERMINAL_INSTANCE_STATUSES)})
       ORDER BY "created_at" DESC, "id" DESC LIMIT 1
     ), verdict AS (
       SELECT CASE
@@ -138,68 +133,59 @@ function agentCommandSql(
         WHEN EXISTS (SELECT 1 FROM prior) THEN 'replay'
         WHEN (SELECT status FROM agent) = 'destroyed' THEN 'agent_destroyed'
         WHEN EXISTS (SELECT 1 FROM pending WHERE type = 'destroy') THEN 'destroy_pending'
-        WHEN ${type} = 'destroy' THEN 'ok'
-        WHEN EXISTS (SELECT 1 FROM pending WHERE type = ${type}) THEN 'same_pending'
-        WHEN ${type} = 'stop' AND (SELECT status FROM live) IS DISTINCT FROM 'running' THEN 'no_running_instance'
-        WHEN ${type} = 'start' AND (SELECT status FROM live) IS DISTINCT FROM 'stopped' THEN 'no_stopped_instance'
+        WHEN $2::text = 'destroy' THEN 'ok'
+        WHEN EXISTS (SELECT 1 FROM pending WHERE type = $2::text) THEN 'same_pending'
+        WHEN $2::text = 'stop' AND (SELECT status FROM live) IS DISTINCT FROM 'running' THEN 'no_running_instance'
+        WHEN $2::text = 'start' AND (SELECT status FROM live) IS DISTINCT FROM 'stopped' THEN 'no_stopped_instance'
         ELSE 'ok'
       END AS outcome
     ), inserted AS (
-      INSERT INTO ${metadata.operations} ("id", "type", "agent_id", "idempotency_key", "queue_job_id")
-      SELECT ${v.add(input.operationId, 'uuid')}, ${type}::${metadata.operationType}, ${agent},
-        ${v.add(input.idempotencyKey, 'varchar')}, ${v.add(input.queueJobId, 'varchar')}
+      INSERT INTO ${operations} ("id", "type", "agent_id", "idempotency_key", "queue_job_id")
+      SELECT $4::uuid, $2::text::${operationType}, $1::uuid, $3::varchar, $5::varchar
       FROM verdict WHERE outcome = 'ok'
       ON CONFLICT ("idempotency_key") DO NOTHING
       RETURNING *
     ), logged AS (
-      INSERT INTO ${metadata.events} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id")
-      SELECT 'operation', "id", "agent_id", NULL, "status"::text, ${v.add(`${input.type} requested`, 'text')}, "id" FROM inserted
+      INSERT INTO ${events} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id")
+      SELECT 'operation', "id", "agent_id", NULL, "status"::text, $2::text || ' requested', "id" FROM inserted
     )
     SELECT verdict.outcome AS "__outcome",
       (SELECT p."id" FROM pending p
-        WHERE p.type = CASE WHEN verdict.outcome = 'destroy_pending' THEN 'destroy' ELSE ${type} END
+        WHERE p.type = CASE WHEN verdict.outcome = 'destroy_pending' THEN 'destroy' ELSE $2::text END
         ORDER BY p."requested_at" DESC LIMIT 1) AS "__conflict_id",
       o.*
     FROM verdict LEFT JOIN (SELECT * FROM inserted UNION ALL SELECT * FROM prior) o ON true`;
-  return { lock, command };
+  const built = { agents, command };
+  statements.set(dataSource, built);
+  return built;
 }
 
 /**
  * A stop, start or destroy request: checks whether the agent's state allows it and, if so, inserts
  * the queued operation (with its queue job id, so nobody ever sees it without one) and its creation
  * event. The agent row is locked first, in its own statement, so the checks read a snapshot taken
- * after any command that held the lock before committed: two requests cannot both pass them.
+ * after every command that held the lock before has committed: two requests cannot both pass them.
+ * (With the lock in the same statement they could: a statement's snapshot predates its lock wait.)
  *
- * Without an idempotency key the lock and the command go in one round trip (two statements of one
- * simple query run as one implicit transaction); with a key, which is client text, they run as
- * parameterised statements in a transaction.
+ * Without an idempotency key every value is an id or a fixed word, and lock and command go as one
+ * simple query: one round trip, run by PostgreSQL as one implicit transaction, the command from a
+ * statement prepared once per connection. A key is client text, so keyed requests bind it as a
+ * parameter in an ordinary transaction.
  */
 export async function requestAgentCommand(dataSource: DataSource, input: AgentCommandInput): Promise<AgentCommandOutcome> {
   if (!isUuid(input.agentId)) return { outcome: 'agent_not_found' };
+  const { agents, command } = agentCommandStatement(dataSource);
+  const agentId = input.agentId.toLowerCase();
+  const lock = `SELECT 1 FROM ${agents} WHERE "id" = ${literal(agentId)}::uuid FOR UPDATE`;
+  const values = [agentId, input.type, input.idempotencyKey, input.operationId, input.queueJobId];
   const manager = dataSource.manager;
-  const metadata = {
-    operations: quotedTable(dataSource.getMetadata(Operation)),
-    events: quotedTable(dataSource.getMetadata(Event)),
-    agents: quotedTable(dataSource.getMetadata(Agent)),
-    instances: quotedTable(dataSource.getMetadata(Instance)),
-    operationType: enumTypeName(dataSource, Operation, 'type'),
-  };
-  const args = { ...input, agentId: input.agentId.toLowerCase() };
-  let row: ObjectLiteral | undefined;
-  if (input.idempotencyKey === null) {
-    const v = new SqlValues(true);
-    const { lock, command } = agentCommandSql(metadata, v, args);
-    const results = await simpleQuery(dataSource, `${lock};\n${command}`);
-    row = results[results.length - 1]?.rows[0];
-  } else {
-    const v = new SqlValues(false);
-    const { lock, command } = agentCommandSql(metadata, v, args);
-    const lockValues = v.values.slice(0, 1);
-    row = await manager.transaction(async (m) => {
-      await m.query(lock, lockValues);
-      return ((await m.query(command, v.values)) as ObjectLiteral[])[0];
-    });
-  }
+  const row =
+    input.idempotencyKey === null
+      ? await lockAndExecute(dataSource, lock, command, values as Array<string | null>)
+      : await manager.transaction(async (m) => {
+          await m.query(lock);
+          return ((await m.query(command, values)) as ObjectLiteral[])[0];
+        });
   if (!row) throw new Error('agent command statement returned no row');
   const outcome = row.__outcome as string;
   switch (outcome) {
@@ -227,17 +213,39 @@ function enumTypeName(dataSource: DataSource, target: { new (): ObjectLiteral },
   return metadata.schema ? `"${metadata.schema}"."${column.enumName}"` : `"${column.enumName}"`;
 }
 
+interface PgClient {
+  query(sql: string): Promise<{ rows: ObjectLiteral[] } | Array<{ rows: ObjectLiteral[] }>>;
+}
+
+/** Connections on which the command statement is prepared. */
+const prepared = new WeakSet<PgClient>();
+
 /**
- * Several statements in one round trip (PostgreSQL's simple query protocol runs them as one implicit
- * transaction). TypeORM's query() keeps only a single result, so this goes to the pool's client.
+ * `<lock>; EXECUTE <command>(…)` as one simple query, preparing the command first on a connection
+ * that has not seen it. TypeORM's query() keeps a single result, so this talks to the pool's client.
  */
-async function simpleQuery(dataSource: DataSource, sql: string): Promise<Array<{ rows: ObjectLiteral[] }>> {
+async function lockAndExecute(dataSource: DataSource, lock: string, command: string, values: Array<string | null>): Promise<ObjectLiteral | undefined> {
   if (!dataSource.isInitialized) throw new CannotExecuteNotConnectedError();
+  const execute = `EXECUTE ${AGENT_COMMAND_STATEMENT}(${values.map(literal).join(', ')})`;
   const runner = dataSource.createQueryRunner('master');
   try {
-    const client = (await runner.connect()) as { query(sql: string): Promise<{ rows: ObjectLiteral[] } | Array<{ rows: ObjectLiteral[] }>> };
-    const result = await client.query(sql);
-    return Array.isArray(result) ? result : [result];
+    const client = (await runner.connect()) as PgClient;
+    for (let retried = false; ; retried = true) {
+      const prepare = prepared.has(client) ? '' : `PREPARE ${AGENT_COMMAND_STATEMENT} AS ${command};\n`;
+      try {
+        const result = await client.query(`${prepare}${lock};\n${execute}`);
+        prepared.add(client);
+        const results = Array.isArray(result) ? result : [result];
+        return results[results.length - 1]?.rows[0];
+      } catch (err) {
+        // PREPARE is not undone when a later statement of the query fails, so the set can be wrong
+        // either way; both errors are raised before anything is written, and one retry settles it.
+        const code = (err as { code?: string }).code;
+        if (retried || (code !== '42P05' && code !== '26000')) throw err;
+        if (code === '42P05') prepared.add(client);
+        else prepared.delete(client);
+      }
+    }
   } finally {
     await runner.release();
   }
