@@ -375,9 +375,10 @@ export class HetznerClient {
 
   private async fetchServers(ids: number[]): Promise<Map<number, HetznerServer | null | Error>> {
     const out = new Map<number, HetznerServer | null | Error>();
-    // One listing costs `managedListingPages` requests and answers for every waiting server; below
-    // that many waiters, reading each server is cheaper.
-    if (ids.length > 1 && ids.length >= this.managedListingPages) {
+    // One listing costs `managedListingPages` requests and answers for every waiting server. Up to
+    // that many waiters, reading each server costs no more requests and far smaller answers (a
+    // listing page carries 50 whole servers).
+    if (ids.length > this.managedListingPages) {
       try {
         const { servers, pages } = await this.listServersWithPages(this.managedLabelSelector);
         this.managedListingPages = Math.max(1, pages);
