@@ -75,7 +75,11 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
 
   const logger = overrides.logger ?? createLogger({ level: config.logLevel });
   const metrics = overrides.metrics ?? createMetrics({ defaultMetrics: true });
-  const dataSource = createDataSource({ url: config.databaseUrl, applicationName: `tailfleet-${config.role}` });
+  // Workers hold a connection per query, not per job, but with every queue busy and the API taking
+  // a burst, ten connections queued requests behind jobs (and vice versa); bounded well below
+  // PostgreSQL's default max_connections even with several worker processes.
+  const poolSize = runsWorkers ? Math.min(30, 10 + config.queues.concurrency) : 10;
+  const dataSource = createDataSource({ url: config.databaseUrl, applicationName: `tailfleet-${config.role}`, poolSize });
 
   // Producers fail fast when Redis is down (the API answers 503); workers need a connection that
   // waits through reconnects. Only worker roles open the second one.
