@@ -372,6 +372,100 @@ export async function transitionGroup<const T extends readonly TransitionRequest
   });
 }
 
+export interface MoveOutcome<K extends EventEntityType = EventEntityType> {
+  /** false only when allowSame found the row already in `to`. */
+  changed: boolean;
+  /** The status the row was in. */
+  from: StatusOf[K];
+}
+
+type OutcomesOf<T extends readonly TransitionRequest<any>[]> = {
+  -readonly [I in keyof T]: T[I] extends TransitionRequest<infer K> ? MoveOutcome<K> : never;
+};
+
+/**
+ * transitionGroup for moves of different rows, as one statement: one round trip instead of a
+ * transaction of its own (BEGIN, a statement per move, COMMIT). Every row is locked and its guard
+ * checked, in request order, before anything is written, so the moves happen all together or not at
+ * all. The rows themselves are not returned. When a guard refuses, the rows are read once more and
+ * the same error transitionGroup would give is thrown, for the first request in order that cannot
+ * move: RecordNotFoundError or TransitionConflictError.
+ */
+export async function transitionTogether<const T extends readonly TransitionRequest<any>[]>(
+  db: Db,
+  requests: T,
+): Promise<OutcomesOf<T>> {
+  const moves = requests as readonly TransitionRequest[];
+  for (const req of moves) validate(req);
+  const keys = new Set(moves.map((r) => `${r.entity}:${r.id}`));
+  if (keys.size !== moves.length) throw new Error('transitionTogether moves each row once; use transitionGroup for a row moved twice');
+  for (const req of moves) if (!isUuid(req.id)) throw new RecordNotFoundError(req.entity, req.id);
+  if (moves.length === 0) return [] as unknown as OutcomesOf<T>;
+
+  const manager = managerOf(db);
+  const events = quotedTable(manager.connection.getMetadata(Event));
+  const params: unknown[] = [];
+  const p = (value: unknown) => `$${params.push(value)}`;
+  const last = moves.length - 1;
+  // Guards first: a WITH item can only name the items before it, and every write needs the last guard.
+  const guards: string[] = [];
+  const writes: string[] = [];
+  const outcomes: string[] = [];
+  moves.forEach((req, i) => {
+    const metadata = manager.connection.getMetadata(TARGETS[req.entity]);
+    const table = quotedTable(metadata);
+    const accepted = req.allowSame ? [...req.from, req.to] : [...req.from];
+    // Joined to the previous move's row: locks are taken in request order, and only while every
+    // earlier guard has held.
+    guards.push(`p${i} AS (
+      SELECT t."id", t."status"::text AS status FROM ${table} t${i > 0 ? `, p${i - 1}` : ''}
+      WHERE t."id" = ${p(req.id)}::uuid AND t."status"::text = ANY(${p(accepted)}::text[])
+      FOR UPDATE OF t
+    )`);
+    const to = p(req.to);
+    const sets = [`"status" = ${to}`, `"updated_at" = now()`];
+    for (const [key, value] of Object.entries(req.patch ?? {})) {
+      if (value === undefined) continue;
+      sets.push(`"${columnName(metadata, key)}" = ${p(value)}`);
+    }
+    for (const [key, value] of Object.entries(req.patchIfNull ?? {})) {
+      if (value === undefined || value === null || (req.patch as Record<string, unknown> | undefined)?.[key] !== undefined) continue;
+      const column = columnName(metadata, key);
+      sets.push(`"${column}" = COALESCE(t."${column}", ${p(value)})`);
+    }
+    writes.push(`m${i} AS (
+      UPDATE ${table} AS t SET ${sets.join(', ')}
+      FROM p${i} WHERE t."id" = p${i}."id" AND p${i}.status <> ${p(req.to)}::text AND EXISTS (SELECT 1 FROM p${last})
+      RETURNING t."id", t."${AGENT_COLUMN[req.entity]}" AS agent_id, p${i}.status AS from_status
+    )`);
+    writes.push(`e${i} AS (
+      INSERT INTO ${events} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id")
+      SELECT ${p(req.entity)}, m."id", m.agent_id, m.from_status, ${p(req.to)}, ${p(req.reason)}, ${p(req.operationId ?? null)}::uuid
+      FROM m${i} m
+    )`);
+    outcomes.push(`SELECT ${i} AS i, p${i}.status AS from_status, EXISTS (SELECT 1 FROM m${i}) AS changed FROM p${i}`);
+  });
+  const sql = `WITH ${[...guards, ...writes].join(',\n')}
+    SELECT * FROM (${outcomes.join(' UNION ALL ')}) o WHERE EXISTS (SELECT 1 FROM p${last}) ORDER BY i`;
+  const rows: Array<{ i: number; from_status: string; changed: boolean }> = await manager.query(sql, params);
+  if (rows.length === moves.length) {
+    return rows.map((r) => ({ changed: r.changed, from: r.from_status })) as unknown as OutcomesOf<T>;
+  }
+
+  // Nothing was written. Name the first move that cannot happen, as a move-by-move group would.
+  for (const req of moves) {
+    const table = quotedTable(manager.connection.getMetadata(TARGETS[req.entity]));
+    const current: Array<{ status: string }> = await manager.query(`SELECT "status"::text AS status FROM ${table} WHERE "id" = $1`, [req.id]);
+    if (current.length === 0) throw new RecordNotFoundError(req.entity, req.id);
+    const actual = current[0]!.status;
+    const accepted: readonly string[] = req.allowSame ? [...req.from, req.to] : req.from;
+    if (!accepted.includes(actual)) throw new TransitionConflictError(req.entity, req.id, req.from, actual, req.to);
+  }
+  // Every row is back in an accepted status (it changed twice meanwhile): report it like any lost race.
+  const first = moves[0]!;
+  throw new TransitionConflictError(first.entity, first.id, first.from, 'changed concurrently', first.to);
+}
+
 export interface NewEvent {
   entityType: EventEntityType;
   entityId: string;

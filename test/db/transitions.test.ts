@@ -14,6 +14,7 @@ import {
   transition,
   transitionGroup,
   type TransitionResult,
+  transitionTogether,
 } from '../../src/db/transitions';
 import {
   AGENT_STATUSES,
@@ -385,6 +386,122 @@ describe('db: transitions', () => {
       });
       expect(await statusOf('instance')).to.equal('running');
       expect(await statusOf('agent')).to.equal('error');
+    });
+  });
+
+  describe('transitionTogether', () => {
+    const stopMoves = (agentFrom: 'active' | 'paused' = 'active') =>
+      [
+        {
+          entity: 'instance',
+          id: ids.instance,
+          from: ['stopping'],
+          to: 'stopped',
+          reason: 'server shut down',
+          operationId: ids.operation,
+          patch: { error: null, stoppedAt: new Date('2026-03-04T05:06:07.000Z') },
+        },
+        { entity: 'agent', id: ids.agent, from: [agentFrom], to: 'paused', reason: 'instance stopped', operationId: ids.operation, allowSame: true },
+      ] as const;
+
+    it('moves several rows in one statement, with their patches and events, in order', async () => {
+      await force('instance', 'stopping');
+      await force('agent', 'active');
+      const before = await eventCount();
+      const outcomes = await transitionTogether(ds, stopMoves());
+      expect(outcomes).to.deep.equal([
+        { changed: true, from: 'stopping' },
+        { changed: true, from: 'active' },
+      ]);
+      expect(await statusOf('instance')).to.equal('stopped');
+      expect(await statusOf('agent')).to.equal('paused');
+      const instance = await ds.getRepository(Instance).findOneByOrFail({ id: ids.instance });
+      expect(instance.stoppedAt?.toISOString()).to.equal('2026-03-04T05:06:07.000Z');
+      const events = await ds.getRepository(Event).find({ order: { id: 'DESC' }, take: 2 });
+      expect(events.map((e) => [e.entityType, e.entityId, e.fromStatus, e.toStatus, e.reason, e.operationId, e.agentId]).sort()).to.deep.equal(
+        [
+          ['agent', ids.agent, 'active', 'paused', 'instance stopped', ids.operation, ids.agent],
+          ['instance', ids.instance, 'stopping', 'stopped', 'server shut down', ids.operation, ids.agent],
+        ].sort(),
+      );
+      expect(await eventCount()).to.equal(before + 2);
+    });
+
+    it('leaves a row already in its target alone under allowSame: no event, patch not applied', async () => {
+      await force('instance', 'stopping');
+      await force('agent', 'paused');
+      const before = await eventCount();
+      const outcomes = await transitionTogether(ds, stopMoves());
+      expect(outcomes).to.deep.equal([
+        { changed: true, from: 'stopping' },
+        { changed: false, from: 'paused' },
+      ]);
+      expect(await eventCount()).to.equal(before + 1);
+    });
+
+    it('writes nothing when a later guard refuses, and names that move', async () => {
+      await force('instance', 'stopping');
+      await force('agent', 'error');
+      const before = await eventCount();
+      const err = await transitionTogether(ds, stopMoves()).catch((e: unknown) => e);
+      expect(err).to.be.instanceOf(TransitionConflictError);
+      expect(err).to.include({ entity: 'agent', id: ids.agent, actual: 'error', to: 'paused' });
+      expect(await statusOf('instance'), 'the first move is not made either').to.equal('stopping');
+      expect(await eventCount()).to.equal(before);
+
+      await force('instance', 'running');
+      const first = await transitionTogether(ds, stopMoves()).catch((e: unknown) => e);
+      expect(first).to.include({ entity: 'instance', actual: 'running' });
+    });
+
+    it('throws RecordNotFoundError for a missing row and refuses to move one row twice', async () => {
+      await force('instance', 'stopping');
+      const [instanceMove] = stopMoves();
+      const missing = '00000000-0000-4000-8000-000000000000';
+      const err = await transitionTogether(ds, [instanceMove, { entity: 'agent', id: missing, from: ['active'], to: 'paused', reason: 'x' }]).catch(
+        (e: unknown) => e,
+      );
+      expect(err).to.be.instanceOf(RecordNotFoundError);
+      expect(await statusOf('instance')).to.equal('stopping');
+      const twice = await transitionTogether(ds, [instanceMove, instanceMove]).catch((e: unknown) => e);
+      expect(twice).to.be.instanceOf(Error).and.not.instanceOf(StateConflictError);
+    });
+
+    it('runs in the caller’s transaction: a rollback undoes the moves and their events', async () => {
+      await force('instance', 'stopping');
+      await force('agent', 'active');
+      const before = await eventCount();
+      await ds
+        .transaction(async (m) => {
+          await transitionTogether(m, stopMoves());
+          throw new Error('roll back');
+        })
+        .catch(() => undefined);
+      expect(await statusOf('instance')).to.equal('stopping');
+      expect(await statusOf('agent')).to.equal('active');
+      expect(await eventCount()).to.equal(before);
+    });
+
+    it('lets exactly one of two simultaneous groups from the same statuses win, 30 rounds', async () => {
+      for (let round = 0; round < 30; round++) {
+        await force('instance', 'stopping');
+        await force('agent', 'active');
+        const before = await eventCount();
+        const outcomes = await Promise.allSettled([
+          transitionTogether(ds, stopMoves()),
+          transitionTogether(ds, [
+            { entity: 'instance', id: ids.instance, from: ['stopping'], to: 'destroying', reason: `race ${round}` },
+            { entity: 'agent', id: ids.agent, from: ['active'], to: 'destroyed', reason: `race ${round}` },
+          ]),
+        ]);
+        const won = outcomes.filter((o) => o.status === 'fulfilled');
+        expect(won, `round ${round}`).to.have.length(1);
+        const lost = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected')!;
+        expect(lost.reason, `round ${round}`).to.be.instanceOf(TransitionConflictError);
+        expect(await eventCount(), `round ${round}`).to.equal(before + 2);
+        const pair = [await statusOf('instance'), await statusOf('agent')];
+        expect([['stopped', 'paused'], ['destroying', 'destroyed']], `round ${round}`).to.deep.include(pair);
+      }
     });
   });
 
