@@ -7,7 +7,7 @@ import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import { StateConflictError as DbStateConflictError, RecordNotFoundError } from '../db/errors';
 import { InstanceRepository } from '../db/instance.repository';
 import { isUuid } from '../db/uuid';
-import { transition, type Db, type TransitionRequest } from '../db/transitions';
+import { transition, transitionTogether, type Db, type TransitionRequest } from '../db/transitions';
 import {
   Agent,
   Event,
@@ -151,8 +151,8 @@ export class LifecycleService {
 
       step = 'finish';
       await r.step(step, 90, 'marking the instance as running');
-      await this.ds.transaction(async (m) => {
-        await this.move(m, {
+      await this.moveTogether([
+        {
           entity: 'instance',
           id: instance.id,
           from: ['provisioning'],
@@ -160,9 +160,9 @@ export class LifecycleService {
           reason: 'provisioned',
           operationId,
           patch: { startedAt: new Date(), stoppedAt: null, error: null },
-        });
-        await this.move(m, { entity: 'agent', id: agent.id, from: ['provisioning'], to: 'active', reason: 'provisioned', operationId });
-        await this.move(m, {
+        },
+        { entity: 'agent', id: agent.id, from: ['provisioning'], to: 'active', reason: 'provisioned', operationId },
+        {
           entity: 'provisioning_job',
           id: job.id,
           from: ['running'],
@@ -170,8 +170,8 @@ export class LifecycleService {
           reason: 'provisioned',
           operationId,
           patch: { finishedAt: new Date(), error: null, failedStep: null },
-        });
-      });
+        },
+      ]);
       await r.step('done', 100, `server ${serverId} running and enrolled`);
       log.info({ serverId }, `[Lifecycle] Agent ${agent.id} provisioned successfully`);
     } catch (err) {
@@ -442,8 +442,8 @@ export class LifecycleService {
     }
 
     await r.step('finish', 90, 'marking the instance as stopped');
-    await this.ds.transaction(async (m) => {
-      await this.move(m, {
+    await this.moveTogether([
+      {
         entity: 'instance',
         id: instance.id,
         from: ['stopping'],
@@ -451,9 +451,9 @@ export class LifecycleService {
         reason: result === 'already_off' ? 'server already off' : `server shut down (${result})`,
         operationId,
         patch: { stoppedAt: new Date(), error: null },
-      });
-      await this.move(m, { entity: 'agent', id: agentId, from: ['active'], to: 'paused', reason: 'instance stopped', operationId, allowSame: true });
-    });
+      },
+      { entity: 'agent', id: agentId, from: ['active'], to: 'paused', reason: 'instance stopped', operationId, allowSame: true },
+    ]);
     await r.step('done', 100, 'stopped');
     log.info(`[Lifecycle] Agent ${agentId} stopped successfully`);
   }
@@ -495,8 +495,8 @@ export class LifecycleService {
     }
 
     await r.step('finish', 90, 'marking the instance as running');
-    await this.ds.transaction(async (m) => {
-      await this.move(m, {
+    await this.moveTogether([
+      {
         entity: 'instance',
         id: instance.id,
         from: ['starting'],
@@ -504,9 +504,9 @@ export class LifecycleService {
         reason: result === 'already_running' ? 'server already running' : 'server powered on',
         operationId,
         patch: { startedAt: new Date(), stoppedAt: null, error: null },
-      });
-      await this.move(m, { entity: 'agent', id: agentId, from: ['paused'], to: 'active', reason: 'instance started', operationId, allowSame: true });
-    });
+      },
+      { entity: 'agent', id: agentId, from: ['paused'], to: 'active', reason: 'instance started', operationId, allowSame: true },
+    ]);
     await r.step('done', 100, 'running');
     log.info(`[Lifecycle] Agent ${agentId} started successfully`);
   }
@@ -774,6 +774,11 @@ export class LifecycleService {
    */
   private async move<K extends EventEntityType>(db: Db, req: TransitionRequest<K>): Promise<boolean> {
     return (await this.guarded(() => transition(db, req))).changed;
+  }
+
+  /** Moves that belong together (instance and agent, …) as one statement: all of them or none. */
+  private async moveTogether(requests: readonly TransitionRequest[]): Promise<void> {
+    await this.guarded(() => transitionTogether(this.ds, requests));
   }
 
   private async guarded<T>(write: () => Promise<T>): Promise<T> {
