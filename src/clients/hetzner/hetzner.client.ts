@@ -193,8 +193,11 @@ export class HetznerClient {
     const action = await this.serverAction(id, 'shutdown');
     await this.settleAction(action);
     try {
+      // By the time the signal is confirmed the server may be off already: one look now (batched
+      // with every stop that got here at the same moment) instead of a whole poll interval first.
+      const now = await this.serverReader.get(id);
       const remaining = Math.max(0, timeoutMs - (this.now() - startedAt));
-      const off = await this.waitForServerStatus(id, 'off', { timeoutMs: remaining });
+      const off = now?.status === 'off' ? now : now && (await this.waitForServerStatus(id, 'off', { timeoutMs: remaining }));
       if (!off) throw this.serverNotFound(id, 'shutdown');
       this.logger.info({ serverId: id }, `[Hetzner] Server ${id} shut down gracefully`);
       return 'graceful';
