@@ -1,4 +1,4 @@
-import { type DataSource, In, Not, type ObjectLiteral } from 'typeorm';
+import type { DataSource, ObjectLiteral } from 'typeorm';
 import { Instance, type InstanceStatus, TERMINAL_INSTANCE_STATUSES } from '../entities';
 import { GuardedUpdateConflictError, RecordNotFoundError, ServerIdConflictError } from './errors';
 import { type Db, hydrate, managerOf, quotedTable, returningRows } from './transitions';
@@ -32,13 +32,20 @@ export class InstanceRepository {
     return managerOf(db).findOne(Instance, { where: { id } });
   }
 
-  /** The agent's one live instance (not destroyed/failed), or null. */
+  /**
+   * The agent's one live instance (not destroyed/failed), or null. Read by every stop and start, so
+   * it is plain SQL rather than a find() that builds the same query through TypeORM's query builder.
+   */
   async findLiveByAgent(agentId: string, db: Db = this.dataSource): Promise<Instance | null> {
     if (!isUuid(agentId)) return null;
-    return managerOf(db).findOne(Instance, {
-      where: { agentId, status: Not(In([...TERMINAL_INSTANCE_STATUSES])) },
-      order: { createdAt: 'DESC', id: 'DESC' },
-    });
+    const manager = managerOf(db);
+    const table = quotedTable(manager.connection.getMetadata(Instance));
+    const rows: ObjectLiteral[] = await manager.query(
+      `SELECT * FROM ${table} WHERE "agent_id" = $1 AND NOT ("status"::text = ANY($2::text[]))
+       ORDER BY "created_at" DESC, "id" DESC LIMIT 1`,
+      [agentId, [...TERMINAL_INSTANCE_STATUSES]],
+    );
+    return rows.length === 0 ? null : hydrate(manager, Instance, rows[0]!);
   }
 
   /** The agent's newest instance in any status (after a rollback or destroy the live one is gone). */
