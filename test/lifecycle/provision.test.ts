@@ -316,7 +316,7 @@ describe('lifecycle: provision', function () {
     expect(keys).to.have.length(2);
     // Every key is now spent or revoked: none is left that could still join a machine.
     expect(keys.filter((k: { invalid: boolean }) => !k.invalid)).to.deep.equal([]);
-    expect(keys.find((k: { id: string }) => k.id === first[0].id).revoked, 'first key revoked').to.be.a('string');
+    expect(keys.find((k: { id: string }) => k.id === first[0].id)?.revoked, 'first key revoked').to.be.a('string');
   });
 
   it('rollback revokes the auth key of a server that never used it', async () => {
