@@ -54,12 +54,13 @@ export class ProvisioningJob {
   failedStep!: string | null;
 
   /**
-   * Id of the newest Tailscale auth key made for this job (the id only: the key itself is a secret
-   * and is never stored). A retry that finds no server, and a rollback, delete it, so keys made by
-   * attempts that never created a server do not stay valid until they expire.
+   * Ids of the Tailscale auth keys made for this job's attempts (ids only: a key itself is a secret
+   * and is never stored). Attempts whose create failed leave valid keys behind; once the job has
+   * ended (provisioned or rolled back) they are revoked. Not earlier: a parallel delivery of the
+   * same job may still be booting a server that needs its key.
    */
-  @Column({ type: 'varchar', length: 64, name: 'auth_key_id', nullable: true })
-  authKeyId!: string | null;
+  @Column({ type: 'varchar', length: 64, array: true, name: 'auth_key_ids', default: () => "'{}'" })
+  authKeyIds!: string[];
 
   @Column({ type: 'timestamptz', name: 'started_at', nullable: true })
   startedAt!: Date | null;

@@ -172,6 +172,7 @@ export class LifecycleService {
           patch: { finishedAt: new Date(), error: null, failedStep: null },
         },
       ]);
+      await this.revokeJobAuthKeys(job.id, log, { keepSole: true });
       await r.step('done', 100, `server ${serverId} running and enrolled`);
       log.info({ serverId }, `[Lifecycle] Agent ${agent.id} provisioned successfully`);
     } catch (err) {
@@ -268,12 +269,12 @@ export class LifecycleService {
     hostname: string,
     log: Logger,
   ): Promise<{ server: HetznerServer; actionIds: number[] }> {
-    // No server carries this job's label, so a key an earlier attempt made was never used: revoke it
-    // rather than leave a live credential behind until it expires.
-    await this.revokeJobAuthKey(job.id, log);
     // Tailscale caps key descriptions at 50 characters.
     const authKey = await this.tailscale.createAuthKey({ description: `tailfleet ${hostname}`.slice(0, 50) });
-    await this.ds.getRepository(ProvisioningJob).update({ id: job.id }, { authKeyId: authKey.id });
+    await this.ds.query(`UPDATE provisioning_jobs SET auth_key_ids = array_append(auth_key_ids, $2) WHERE id = $1`, [
+      job.id,
+      authKey.id,
+    ]);
 
     let created;
     try {
@@ -732,7 +733,7 @@ export class LifecycleService {
     );
     await r.step('delete-device', 60, 'removing the tailnet device');
     const cleanedTailscale = await this.deleteDevices(instance, hostname, log);
-    await this.revokeJobAuthKey(job.id, log);
+    await this.revokeJobAuthKeys(job.id, log);
     if (!cleanedHetzner && !cleanedTailscale) log.info(`[Lifecycle] No VM to clean up for job ${provisioningJobId}`);
 
     await r.step('finish', 90, 'marking the job as rolled back');
@@ -757,15 +758,26 @@ export class LifecycleService {
   // ---------------------------------------------------------------------------------------------
   // shared helpers
 
-  /** Deletes the job's recorded auth key (used, spent or gone is all fine) and forgets it. */
-  private async revokeJobAuthKey(provisioningJobId: string, log: Logger): Promise<void> {
-    const jobs = this.ds.getRepository(ProvisioningJob);
-    const row = await jobs.findOne({ where: { id: provisioningJobId }, select: { id: true, authKeyId: true } });
-    if (!row?.authKeyId) return;
-    if (await this.tailscale.deleteAuthKey(row.authKeyId)) {
-      log.info({ authKeyId: row.authKeyId }, `[Tailscale] Revoked auth key ${row.authKeyId} of job ${provisioningJobId}`);
+  /**
+   * Revokes the auth keys recorded for a job that has ended (a used or deleted key is fine) and
+   * forgets them. `keepSole`: after a provision with a single attempt's key, that key is the one
+   * the device joined with and is already spent: no request needed.
+   */
+  private async revokeJobAuthKeys(provisioningJobId: string, log: Logger, o: { keepSole?: boolean } = {}): Promise<void> {
+    const [row] = (await this.ds.query(`SELECT auth_key_ids FROM provisioning_jobs WHERE id = $1`, [provisioningJobId])) as Array<{
+      auth_key_ids: string[];
+    }>;
+    const ids = row?.auth_key_ids ?? [];
+    if (ids.length === 0 || (o.keepSole && ids.length === 1)) return;
+    for (const id of ids) {
+      if (await this.tailscale.deleteAuthKey(id)) {
+        log.info({ authKeyId: id }, `[Tailscale] Revoked auth key ${id} of job ${provisioningJobId}`);
+      }
     }
-    await jobs.update({ id: provisioningJobId, authKeyId: row.authKeyId }, { authKeyId: null });
+    await this.ds.query(
+      `UPDATE provisioning_jobs SET auth_key_ids = ARRAY(SELECT k FROM unnest(auth_key_ids) AS k WHERE k <> ALL($2::varchar[])) WHERE id = $1`,
+      [provisioningJobId, ids],
+    );
   }
 
   /**
