@@ -8,7 +8,7 @@ import { createApp } from './api/app';
 import { HetznerClient, type HetznerClientDeps } from './clients/hetzner/hetzner.client';
 import { TailscaleClient, type TailscaleClientDeps } from './clients/tailscale/tailscale.client';
 import type { Config } from './config';
-import { createDataSource, createRepositories, runMigrations, type Repositories } from './db';
+import { createDataSource, createRepositories, runMigrations, warmAgentCommands, type Repositories } from './db';
 import { createLogger, type Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
 import { createProcessors } from './processors';
@@ -32,6 +32,9 @@ import { createWorkers, type WorkerPool, type WorkerSettings } from './workers';
  * config → logger → DataSource → Redis → repositories → clients → services → queues → app/workers —
  * and shutdown walks it backwards.
  */
+
+/** Connections an API process opens and warms at start: enough for a burst of several hundred requests a second. */
+const API_WARM_CONNECTIONS = 10;
 
 export interface TailfleetOverrides {
   logger?: Logger;
@@ -79,7 +82,14 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
   // a burst, ten connections queued requests behind jobs (and vice versa); bounded well below
   // PostgreSQL's default max_connections even with several worker processes.
   const poolSize = runsWorkers ? Math.min(30, 10 + config.queues.concurrency) : 10;
-  const dataSource = createDataSource({ url: config.databaseUrl, applicationName: `tailfleet-${config.role}`, poolSize });
+  // The API's connections are warmed at start (see warmAgentCommands) and kept, not closed when idle.
+  const apiConnections = runsApi ? Math.min(poolSize, API_WARM_CONNECTIONS) : 0;
+  const dataSource = createDataSource({
+    url: config.databaseUrl,
+    applicationName: `tailfleet-${config.role}`,
+    poolSize,
+    minConnections: apiConnections,
+  });
 
   // Producers fail fast when Redis is down (the API answers 503); workers need a connection that
   // waits through reconnects. Only worker roles open the second one.
@@ -243,6 +253,12 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     if (overrides.migrate !== false) {
       const { applied } = await runMigrations(dataSource);
       if (applied.length > 0) logger.info({ applied }, 'Database migrations applied');
+    }
+    if (apiConnections > 0) {
+      // Only an optimisation: a failure here is logged, and the API serves with cold connections.
+      await warmAgentCommands(dataSource, apiConnections).catch((err: unknown) =>
+        logger.warn({ err }, 'Could not warm the database connections'),
+      );
     }
     if (tf.workers) {
       await workerConnection!.ping();

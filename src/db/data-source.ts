@@ -10,6 +10,12 @@ export interface DatabaseOptions {
   logging?: LoggerOptions;
   /** Size of the pg pool (default 10). Keep it ≥ 2: runMigrations holds one connection for its lock. */
   poolSize?: number;
+  /**
+   * Connections kept open however long they sit idle (default 0: idle ones close after 10 s). A
+   * fresh connection is a cold PostgreSQL backend, slow for its first statements, so a process that
+   * answers requests keeps the ones it warmed.
+   */
+  minConnections?: number;
   applicationName?: string;
   connectTimeoutMs?: number;
 }
@@ -33,7 +39,10 @@ export function createDataSource(options: DatabaseOptions): DataSource {
     poolSize: options.poolSize ?? 10,
     connectTimeoutMS: options.connectTimeoutMs ?? 10_000,
     // Migrations are written without schema qualifiers and land in the first schema of the search path.
-    extra: schema ? { options: `-c search_path=${schema}` } : undefined,
+    extra: {
+      ...(schema ? { options: `-c search_path=${schema}` } : {}),
+      ...(options.minConnections ? { min: options.minConnections } : {}),
+    },
     entities,
     migrations,
     migrationsTableName: 'migrations',

@@ -226,28 +226,54 @@ const prepared = new WeakSet<PgClient>();
  */
 async function lockAndExecute(dataSource: DataSource, lock: string, command: string, values: Array<string | null>): Promise<ObjectLiteral | undefined> {
   if (!dataSource.isInitialized) throw new CannotExecuteNotConnectedError();
-  const execute = `EXECUTE ${AGENT_COMMAND_STATEMENT}(${values.map(literal).join(', ')})`;
   const runner = dataSource.createQueryRunner('master');
   try {
-    const client = (await runner.connect()) as PgClient;
-    for (let retried = false; ; retried = true) {
-      const prepare = prepared.has(client) ? '' : `PREPARE ${AGENT_COMMAND_STATEMENT} AS ${command};\n`;
-      try {
-        const result = await client.query(`${prepare}${lock};\n${execute}`);
-        prepared.add(client);
-        const results = Array.isArray(result) ? result : [result];
-        return results[results.length - 1]?.rows[0];
-      } catch (err) {
-        // PREPARE is not undone when a later statement of the query fails, so the set can be wrong
-        // either way; both errors are raised before anything is written, and one retry settles it.
-        const code = (err as { code?: string }).code;
-        if (retried || (code !== '42P05' && code !== '26000')) throw err;
-        if (code === '42P05') prepared.add(client);
-        else prepared.delete(client);
-      }
-    }
+    return await executeOn((await runner.connect()) as PgClient, lock, command, values);
   } finally {
     await runner.release();
+  }
+}
+
+async function executeOn(client: PgClient, lock: string, command: string, values: Array<string | null>): Promise<ObjectLiteral | undefined> {
+  const execute = `EXECUTE ${AGENT_COMMAND_STATEMENT}(${values.map(literal).join(', ')})`;
+  for (let retried = false; ; retried = true) {
+    const prepare = prepared.has(client) ? '' : `PREPARE ${AGENT_COMMAND_STATEMENT} AS ${command};\n`;
+    try {
+      const result = await client.query(`${prepare}${lock};\n${execute}`);
+      prepared.add(client);
+      const results = Array.isArray(result) ? result : [result];
+      return results[results.length - 1]?.rows[0];
+    } catch (err) {
+      // PREPARE is not undone when a later statement of the query fails, so the set can be wrong
+      // either way; both errors are raised before anything is written, and one retry settles it.
+      const code = (err as { code?: string }).code;
+      if (retried || (code !== '42P05' && code !== '26000')) throw err;
+      if (code === '42P05') prepared.add(client);
+      else prepared.delete(client);
+    }
+  }
+}
+
+/**
+ * Opens `connections` pool connections and runs the command once on each, for an agent that does
+ * not exist (nothing is written). A fresh connection is a cold PostgreSQL backend — empty catalog
+ * caches, the statement not yet parsed or planned — and costs its first requests tens of
+ * milliseconds; warmed at start-up, the first burst of requests does not pay for it.
+ */
+export async function warmAgentCommands(dataSource: DataSource, connections: number): Promise<void> {
+  const { agents, command } = agentCommandStatement(dataSource);
+  const nobody = '00000000-0000-4000-8000-000000000000';
+  const lock = `SELECT 1 FROM ${agents} WHERE "id" = ${literal(nobody)}::uuid FOR UPDATE`;
+  const values = [nobody, 'stop', null, nobody, 'op-warm-up'];
+  // Never more than the pool holds: runners waiting for each other would wait for ever.
+  const poolSize = (dataSource.options as { poolSize?: number }).poolSize ?? 10;
+  const runners = Array.from({ length: Math.min(connections, poolSize) }, () => dataSource.createQueryRunner('master'));
+  try {
+    // Held all at once, so the pool opens that many distinct connections.
+    const clients = (await Promise.all(runners.map((r) => r.connect()))) as PgClient[];
+    await Promise.all(clients.map((client) => executeOn(client, lock, command, values)));
+  } finally {
+    await Promise.all(runners.map((r) => r.release()));
   }
 }
 

@@ -1,0 +1,60 @@
+import { randomUUID } from 'node:crypto';
+import { expect } from 'chai';
+import type { DataSource } from 'typeorm';
+import { AgentRepository } from '../../src/db/agent.repository';
+import { requestAgentCommand, warmAgentCommands, type AgentCommandInput } from '../../src/db/operation.repository';
+import { createTestDatabase, type TestDatabase, truncateAll } from '../helpers/db';
+
+// The statement behind POST /v1/agents/:id/stop|start|destroy, below the API: its prepared form per
+// connection and the start-up warm-up. (Answers and races are covered through the API in test/api.)
+describe('db: agent command statement', () => {
+  let db: TestDatabase;
+  let ds: DataSource;
+
+  before(async () => {
+    // One connection: every call below runs on the same PostgreSQL session.
+    db = await createTestDatabase('agent_commands', { poolSize: 1 });
+    ds = db.dataSource;
+  });
+
+  after(async () => {
+    await db?.drop();
+  });
+
+  beforeEach(async () => {
+    await truncateAll(ds);
+  });
+
+  async function runningAgent(name: string): Promise<string> {
+    const bundle = await new AgentRepository({ dataSource: ds }).createWithProvision({ name, serverType: 'cx22', image: 'ubuntu-24.04' });
+    await ds.query(`UPDATE instances SET status = 'running', server_id = 42 WHERE id = $1`, [bundle.instance.id]);
+    await ds.query(`UPDATE agents SET status = 'active' WHERE id = $1`, [bundle.agent.id]);
+    return bundle.agent.id;
+  }
+
+  const stop = (agentId: string): AgentCommandInput => {
+    const operationId = randomUUID();
+    return { type: 'stop', agentId, operationId, queueJobId: `op-${operationId}`, idempotencyKey: null };
+  };
+
+  const count = async (table: string) => Number((await ds.query(`SELECT count(*) AS n FROM ${table}`))[0].n);
+
+  it('prepares the statement again when the session lost it', async () => {
+    const first = await requestAgentCommand(ds, stop(await runningAgent('lost-1')));
+    expect(first.outcome).to.equal('created');
+    await ds.query('DEALLOCATE ALL');
+    const again = await requestAgentCommand(ds, stop(await runningAgent('lost-2')));
+    expect(again.outcome).to.equal('created');
+    expect(await count('operations WHERE type = \'stop\'')).to.equal(2);
+  });
+
+  it('warms the connections without writing anything, and commands run on them afterwards', async () => {
+    const before = { operations: await count('operations'), events: await count('events') };
+    await warmAgentCommands(ds, 5); // more than the pool holds: it warms what there is and returns
+    expect({ operations: await count('operations'), events: await count('events') }).to.deep.equal(before);
+    const agentId = await runningAgent('warm');
+    const result = await requestAgentCommand(ds, stop(agentId));
+    expect(result.outcome).to.equal('created');
+    expect(await requestAgentCommand(ds, stop(agentId))).to.deep.include({ outcome: 'same_pending' });
+  });
+});
