@@ -142,6 +142,36 @@ export interface CloudResponse<T> {
   body: T;
 }
 
+/** The request-path settings both clients take and hand to their RequestCore unchanged. */
+export type RequestPolicy = Pick<
+  RequestCoreOptions,
+  | 'fetch'
+  | 'random'
+  | 'observer'
+  | 'requestTimeoutMs'
+  | 'maxRetries'
+  | 'retryBaseDelayMs'
+  | 'retryMaxDelayMs'
+  | 'maxRateLimitWaitMs'
+  | 'maxRateLimitRetries'
+  | 'rateLimiter'
+>;
+
+export function requestPolicyOf(deps: RequestPolicy): RequestPolicy {
+  return {
+    fetch: deps.fetch,
+    random: deps.random,
+    observer: deps.observer,
+    requestTimeoutMs: deps.requestTimeoutMs,
+    maxRetries: deps.maxRetries,
+    retryBaseDelayMs: deps.retryBaseDelayMs,
+    retryMaxDelayMs: deps.retryMaxDelayMs,
+    maxRateLimitWaitMs: deps.maxRateLimitWaitMs,
+    maxRateLimitRetries: deps.maxRateLimitRetries,
+    rateLimiter: deps.rateLimiter,
+  };
+}
+
 export interface RequestCoreOptions {
   api: CloudApi;
   baseUrl: string;

@@ -2,10 +2,11 @@ import { sleep as realSleep } from '../../lib/time';
 import { ActionFailedError, CloudApiError, WaitTimeoutError, isNotFound } from '../errors';
 import {
   ClientLogger,
-  CloudRequestObserver,
   RateLimiter,
   RequestCore,
+  requestPolicyOf,
   silentClientLogger,
+  type RequestPolicy,
 } from '../http';
 import { BatchPoller, KEEP_WAITING, PollVerdict, ReadCoalescer } from '../poller';
 import type {
@@ -18,23 +19,12 @@ import type {
   ShutdownResult,
 } from './hetzner.types';
 
-export interface HetznerClientDeps {
+export interface HetznerClientDeps extends RequestPolicy {
   baseUrl: string;
   token: string;
-  fetch?: typeof fetch;
   logger?: ClientLogger;
-  observer?: CloudRequestObserver;
   sleep?: (ms: number) => Promise<void>;
   now?: () => number;
-  random?: () => number;
-  requestTimeoutMs?: number;
-  maxRetries?: number;
-  retryBaseDelayMs?: number;
-  retryMaxDelayMs?: number;
-  maxRateLimitWaitMs?: number;
-  maxRateLimitRetries?: number;
-  /** Share one limiter between clients that use the same token (rate limits are per project). */
-  rateLimiter?: RateLimiter;
   actionPollIntervalMs?: number;
   serverPollIntervalMs?: number;
   /** Default deadline of waitForAction(s). */
@@ -74,21 +64,12 @@ export class HetznerClient {
     this.core = new RequestCore({
       api: 'hetzner',
       baseUrl: deps.baseUrl,
-      fetch: deps.fetch,
+      ...requestPolicyOf(deps),
       sleep,
       now: this.now,
-      random: deps.random,
       logger: this.logger,
-      observer: deps.observer,
       auth: { header: async () => `Bearer ${token}` },
       secrets: () => [token],
-      requestTimeoutMs: deps.requestTimeoutMs,
-      maxRetries: deps.maxRetries,
-      retryBaseDelayMs: deps.retryBaseDelayMs,
-      retryMaxDelayMs: deps.retryMaxDelayMs,
-      maxRateLimitWaitMs: deps.maxRateLimitWaitMs,
-      maxRateLimitRetries: deps.maxRateLimitRetries,
-      rateLimiter: deps.rateLimiter,
       rateLimitModel: 'refill',
     });
     this.actionPoller = new BatchPoller({

@@ -3,33 +3,24 @@ import { CloudApiError, WaitTimeoutError, isNotFound } from '../errors';
 import {
   AuthProvider,
   ClientLogger,
-  CloudRequestObserver,
   RateLimiter,
   RequestCore,
+  requestPolicyOf,
   silentClientLogger,
+  type RequestPolicy,
 } from '../http';
 import { BatchPoller, KEEP_WAITING, PollVerdict } from '../poller';
 import type { CreatedAuthKey, OAuthTokenResponse, TailscaleDevice, TailscaleKey } from './tailscale.types';
 
-export interface TailscaleClientDeps {
+export interface TailscaleClientDeps extends RequestPolicy {
   baseUrl: string;
   clientId: string;
   clientSecret: string;
   tailnet?: string;
   tags?: string[];
-  fetch?: typeof fetch;
   logger?: ClientLogger;
-  observer?: CloudRequestObserver;
   sleep?: (ms: number) => Promise<void>;
   now?: () => number;
-  random?: () => number;
-  requestTimeoutMs?: number;
-  maxRetries?: number;
-  retryBaseDelayMs?: number;
-  retryMaxDelayMs?: number;
-  maxRateLimitWaitMs?: number;
-  maxRateLimitRetries?: number;
-  rateLimiter?: RateLimiter;
   enrollmentPollIntervalMs?: number;
   /** Default deadline of waitForEnrollment. */
   enrollmentTimeoutMs?: number;
@@ -116,21 +107,12 @@ export class TailscaleClient {
     this.core = new RequestCore({
       api: 'tailscale',
       baseUrl: deps.baseUrl,
-      fetch: deps.fetch,
+      ...requestPolicyOf(deps),
       sleep,
       now,
-      random: deps.random,
       logger: this.logger,
-      observer: deps.observer,
       auth: this.tokens,
       secrets: () => [clientSecret, this.tokens.secret()],
-      requestTimeoutMs: deps.requestTimeoutMs,
-      maxRetries: deps.maxRetries,
-      retryBaseDelayMs: deps.retryBaseDelayMs,
-      retryMaxDelayMs: deps.retryMaxDelayMs,
-      maxRateLimitWaitMs: deps.maxRateLimitWaitMs,
-      maxRateLimitRetries: deps.maxRateLimitRetries,
-      rateLimiter: deps.rateLimiter,
       // Tailscale does not document how its budget refills; assume nothing comes back before the reset.
       rateLimitModel: 'window',
     });
