@@ -162,7 +162,8 @@ describe('lifecycle: destroy', function () {
     const a = await newAgent(h);
     const real = h.hetzner.createServer.bind(h.hetzner);
     sinon.stub(h.hetzner, 'createServer').callsFake(async (o) => {
-      await eventually(async () => ((await rows(h, a)).instance.status === 'destroying' ? true : undefined));
+      // Destroy may already have finished by the time this looks: either state means it started.
+      await eventually(async () => (['destroying', 'destroyed'].includes((await rows(h, a)).instance.status) ? true : undefined));
       return real(o);
     });
     const provision = settle(h.service.provision({ provisioningJobId: a.provisioningJobId }));
