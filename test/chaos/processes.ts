@@ -3,33 +3,14 @@ import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { waitFor } from '../helpers/wait';
 
 /** Child processes of the chaos suite: a Redis of its own and tailfleet worker processes. */
 
 export const ROOT = path.resolve(__dirname, '../..');
 
-/** Polls `fn` until it returns something truthy; fails with `what` and the last value after `timeoutMs`. */
-export async function until<T>(
-  what: string,
-  fn: () => Promise<T | undefined | null | false> | T | undefined | null | false,
-  opts: { timeoutMs?: number; intervalMs?: number } = {},
-): Promise<T> {
-  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-      last = v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`Timed out waiting for ${what}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
-    }
-    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 25));
-  }
-}
+/** waitFor with the longer default deadline a chaos run needs. */
+export const until: typeof waitFor = (what, fn, opts = {}) => waitFor(what, fn, { timeoutMs: 30_000, intervalMs: 25, ...opts });
 
 export async function freePort(): Promise<number> {
   const server = net.createServer();
