@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
+import type { Queue } from 'bullmq';
 import { Client } from 'pg';
 import { TailscaleClient } from '../../src/clients/tailscale/tailscale.client';
 import { loadConfig } from '../../src/config';
@@ -203,11 +204,61 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
         await new Promise((r) => setTimeout(r, 100));
       }
     })();
+    // What a stuck operation looked like in both stores, so a timeout explains itself.
+    async function describeStuck(operationId: string): Promise<string> {
+      const lines: string[] = [];
+      const attempt = async (what: string, fn: () => Promise<unknown>) => {
+        try {
+          lines.push(`${what}: ${JSON.stringify(await fn())}`);
+        } catch (err) {
+          lines.push(`${what}: (could not read: ${(err as Error).message})`);
+        }
+      };
+      let op: any;
+      await attempt('operation', async () => {
+        [op] = await ds.query(
+          `SELECT id, type, status, attempts, error, current_step, failed_step, queue_job_id, provisioning_job_id,
+                  requested_at, started_at, finished_at, updated_at FROM operations WHERE id = $1`,
+          [operationId],
+        );
+        return op ?? null;
+      });
+      await attempt('operation events', () =>
+        ds.query(`SELECT entity_type, from_status, to_status, reason, at FROM events WHERE operation_id = $1 OR entity_id = $1 ORDER BY at, id`, [operationId]),
+      );
+      if (op?.provisioning_job_id) {
+        await attempt('provisioning job', async () =>
+          (await ds.query(`SELECT id, status, attempts, error, failed_step, updated_at FROM provisioning_jobs WHERE id = $1`, [op.provisioning_job_id]))[0] ?? null,
+        );
+      }
+      const queue = op ? (queues as unknown as Record<string, Queue | undefined>)[op.type] : undefined;
+      if (queue && op.queue_job_id) {
+        const jobId = op.queue_job_id as string;
+        await attempt('queue job', async () => {
+          const job = await queue.getJob(jobId);
+          return {
+            state: await queue.getJobState(jobId),
+            attemptsMade: job?.attemptsMade,
+            attemptsStarted: job?.attemptsStarted,
+            stalledCounter: job?.stalledCounter,
+            failedReason: job?.failedReason,
+            processedOn: job?.processedOn,
+            finishedOn: job?.finishedOn,
+            delay: job?.delay,
+            rateLimitTtl: await queue.getRateLimitTtl(),
+          };
+        });
+        await attempt('queue job log', async () => (await queue.getJobLogs(jobId)).logs);
+      }
+      return lines.join('\n');
+    }
     const finished = (operationId: string, timeoutMs = 240_000) =>
       new Promise<{ status: string; error: string | null }>((resolve, reject) => {
         const timer = setTimeout(() => {
           waiting.delete(operationId);
-          reject(new Error(`operation ${operationId} did not finish within ${timeoutMs} ms`));
+          void describeStuck(operationId).then((detail) =>
+            reject(new Error(`operation ${operationId} did not finish within ${timeoutMs} ms\n${detail}`)),
+          );
         }, timeoutMs);
         waiting.set(operationId, {
           timer,
