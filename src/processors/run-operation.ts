@@ -331,18 +331,29 @@ export async function runOperation<D extends OperationJobData, T>(
   }
 }
 
+// Tries of the success write that fail on the database itself (a dropped connection) before the
+// attempt is given up, and the pause before the first retry (doubled each time).
+const SUCCESS_WRITE_TRIES = 5;
+const SUCCESS_WRITE_RETRY_MS = 100;
+
 /**
  * The work is done, so the Operation succeeded. Usually it is `running`; but when BullMQ redelivered
  * this job while it ran (its lock lapsed), the duplicate may have moved the Operation to `queued`
  * (a retryable failure) or `failed` (a lost race) meanwhile. Recording only from `running` then left
  * it queued for ever once this run completed the job. Those are moved back through `running`.
+ *
+ * A write that fails on the database (its connection was dropped) is tried again on a fresh
+ * connection, and if it still fails the error is thrown: the job must not complete in BullMQ while
+ * its Operation stays `running`, because nothing else ever looks at a completed job again. Thrown,
+ * it is retried like any failed attempt, and the next run finds the work done.
  */
 async function recordSuccess(dataSource: DataSource, operationId: string, logger: Logger, lastStep: string | null): Promise<void> {
   const patch = { progress: 100, currentStep: lastStep ?? undefined, error: null, failedStep: null, finishedAt: new Date() };
   const done = { entity: 'operation', id: operationId, from: ['running'], to: 'succeeded', reason: 'job succeeded', operationId, patch } as const;
   // The usual case first, without reading the row: it is still running.
   let from: OperationStatus = 'running';
-  for (let tries = 0; tries < 3; tries++) {
+  let conflicts = 0;
+  for (let tries = 0; conflicts < 3; tries++) {
     try {
       if (from === 'running') await transition(dataSource, done);
       else {
@@ -353,9 +364,12 @@ async function recordSuccess(dataSource: DataSource, operationId: string, logger
     } catch (err) {
       if (err instanceof RecordNotFoundError) return;
       if (!(err instanceof TransitionConflictError)) {
-        logger.warn({ err }, 'Could not record the operation outcome');
-        return;
+        if (tries + 1 >= SUCCESS_WRITE_TRIES) throw err;
+        logger.warn({ err, tries: tries + 1 }, 'Could not record the operation success; trying again');
+        await new Promise((resolve) => setTimeout(resolve, SUCCESS_WRITE_RETRY_MS * 2 ** tries));
+        continue;
       }
+      conflicts++;
       // transitionGroup reports the status of whichever move refused; only the first move can.
       from = err.actual as OperationStatus;
       if (from === 'succeeded' || from === 'cancelled') return;
