@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import sinon from 'sinon';
 import type { DataSource } from 'typeorm';
 import { isRetryable } from '../../src/clients/errors';
 import { HetznerClient } from '../../src/clients/hetzner/hetzner.client';
@@ -94,6 +95,29 @@ export async function startLifecycleHarness(label: string, settings: Partial<Lif
       await db.drop();
     },
   };
+}
+
+/**
+ * Registers the suite hooks every lifecycle test file needs (start before, close after, empty database
+ * and cloud before each test, sinon restored after each) and returns the harness, filled in by `before`.
+ */
+export function useLifecycleHarness(label: string): LifecycleHarness {
+  const h = {} as LifecycleHarness;
+  let started = false;
+  before(async () => {
+    Object.assign(h, await startLifecycleHarness(label));
+    started = true;
+  });
+  after(async () => {
+    if (started) await h.close();
+  });
+  beforeEach(async () => {
+    await h.reset();
+  });
+  afterEach(() => {
+    sinon.restore();
+  });
+  return h;
 }
 
 export interface AgentFixture {

@@ -12,29 +12,15 @@ import {
   newOperation,
   provisionedAgent,
   rows,
-  startLifecycleHarness,
+  useLifecycleHarness,
   transitionsOf,
   type AgentFixture,
-  type LifecycleHarness,
   settle,
   withQueueRetries,
 } from '../helpers/lifecycle';
 
 describe('lifecycle: destroy', function () {
-  let h: LifecycleHarness;
-
-  before(async () => {
-    h = await startLifecycleHarness('lc_destroy');
-  });
-  after(async () => {
-    await h?.close();
-  });
-  beforeEach(async () => {
-    await h.reset();
-  });
-  afterEach(() => {
-    sinon.restore();
-  });
+  const h = useLifecycleHarness('lc_destroy');
 
   async function expectDestroyed(a: AgentFixture) {
     const { agent, instance } = await rows(h, a);

@@ -17,27 +17,13 @@ import {
   rows,
   serverCreates,
   settle,
-  startLifecycleHarness,
+  useLifecycleHarness,
   transitionsOf,
   type AgentFixture,
-  type LifecycleHarness,
 } from '../helpers/lifecycle';
 
 describe('lifecycle: provision', function () {
-  let h: LifecycleHarness;
-
-  before(async () => {
-    h = await startLifecycleHarness('lc_provision');
-  });
-  after(async () => {
-    await h?.close();
-  });
-  beforeEach(async () => {
-    await h.reset();
-  });
-  afterEach(() => {
-    sinon.restore();
-  });
+  const h = useLifecycleHarness('lc_provision');
 
   const run = (a: AgentFixture) => h.service.provision({ provisioningJobId: a.provisioningJobId, operationId: a.provisionOperationId });
 

@@ -10,27 +10,13 @@ import {
   newOperation,
   provisionedAgent,
   rows,
-  startLifecycleHarness,
+  useLifecycleHarness,
   transitionsOf,
   type AgentFixture,
-  type LifecycleHarness,
 } from '../helpers/lifecycle';
 
 describe('lifecycle: rollback of a failed provision', function () {
-  let h: LifecycleHarness;
-
-  before(async () => {
-    h = await startLifecycleHarness('lc_rollback');
-  });
-  after(async () => {
-    await h?.close();
-  });
-  beforeEach(async () => {
-    await h.reset();
-  });
-  afterEach(() => {
-    sinon.restore();
-  });
+  const h = useLifecycleHarness('lc_rollback');
 
   /** A provision whose create call made the server but lost the answer, then the worker died for good. */
   async function serverCreatedButNotRecorded(): Promise<AgentFixture> {

@@ -9,27 +9,16 @@ import {
   newOperation,
   provisionedAgent,
   rows,
-  startLifecycleHarness,
+  useLifecycleHarness,
   transitionsOf,
   type AgentFixture,
-  type LifecycleHarness,
 } from '../helpers/lifecycle';
 
 const SHUTDOWN = '/hetzner/v1/servers/{id}/actions/shutdown';
 const POWERON = '/hetzner/v1/servers/{id}/actions/poweron';
 
 describe('lifecycle: stop and start', function () {
-  let h: LifecycleHarness;
-
-  before(async () => {
-    h = await startLifecycleHarness('lc_stop_start');
-  });
-  after(async () => {
-    await h?.close();
-  });
-  beforeEach(async () => {
-    await h.reset();
-  });
+  const h = useLifecycleHarness('lc_stop_start');
 
   const serverOf = (a: AgentFixture) => cloud(h).servers.find((s) => s.labels['tailfleet-agent'] === a.agentId)!;
   const requests = (key: string) => h.sim.control.requestCounts()[`POST ${key}`] ?? 0;
