@@ -64,6 +64,8 @@ const schema = z.object({
   DRAIN_TIMEOUT_SECONDS: int(1, 3600).default(30),
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]+$/).default('tailfleet'),
   ROLLBACK_SWEEP_INTERVAL_SECONDS: int(5, 86_400).default(60),
+  RELAY_INTERVAL_MS: int(100, 60_000).default(3000),
+  DB_OUTAGE_RETRY_MS: int(100, 300_000).default(5000),
   RECONCILE_INTERVAL_SECONDS: int(0, 86_400).default(300),
   RECONCILE_ORPHANS: z.enum(['report', 'delete']).default('report'),
   RECONCILE_GRACE_SECONDS: int(0, 86_400).default(900),
@@ -105,6 +107,10 @@ export interface Config {
     backoffMs: number;
     drainTimeoutSeconds: number;
     rollbackSweepIntervalSeconds: number;
+    /** Time between passes of the outbox relay. */
+    relayIntervalMs: number;
+    /** How long a job waits before trying again when PostgreSQL is unreachable (no attempt spent). */
+    dbOutageRetryMs: number;
   };
   reconcile: { intervalSeconds: number; orphans: 'report' | 'delete'; graceSeconds: number };
   logLevel: Env['LOG_LEVEL'];
@@ -187,6 +193,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       backoffMs: e.JOB_BACKOFF_MS,
       drainTimeoutSeconds: e.DRAIN_TIMEOUT_SECONDS,
       rollbackSweepIntervalSeconds: e.ROLLBACK_SWEEP_INTERVAL_SECONDS,
+      relayIntervalMs: e.RELAY_INTERVAL_MS,
+      dbOutageRetryMs: e.DB_OUTAGE_RETRY_MS,
     },
     reconcile: {
       intervalSeconds: e.RECONCILE_INTERVAL_SECONDS,

@@ -12,7 +12,10 @@ import { createDataSource, createRepositories, runMigrations, warmAgentCommands,
 import { createLogger, type Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
 import { createProcessors } from './processors';
-import { createReconcileProcessor, createReconcileWorker, scheduleReconcile } from './processors/reconcile.processor';
+import { createReconcileProcessor, createReconcileWorker, ensureReconcileSchedule, scheduleReconcile } from './processors/reconcile.processor';
+import { OperationLedger } from './operations/ledger';
+import { Outbox } from './operations/outbox';
+import { OutboxRelay } from './operations/relay';
 import {
   closeQueues,
   createProducerConnection,
@@ -23,9 +26,9 @@ import {
 import { LifecycleService } from './services/lifecycle.service';
 import { OperationsService } from './services/operations.service';
 import { ReconcileReports, ReconcilerService, stuckTimeouts } from './services/reconciler.service';
-import { RollbackListener } from './services/rollback-listener';
+import { RollbackListener, provisionFailureHook } from './services/rollback-listener';
 import { answerClientError } from './api/problem';
-import { createWorkers, type WorkerPool, type WorkerSettings } from './workers';
+import { DEFAULT_WORKER_SETTINGS, createWorkers, type WorkerPool, type WorkerSettings } from './workers';
 
 /**
  * The composition root: the only place that builds infrastructure. Order follows the data flow —
@@ -43,7 +46,7 @@ export interface TailfleetOverrides {
   hetzner?: Partial<HetznerClientDeps>;
   tailscale?: Partial<TailscaleClientDeps>;
   worker?: Partial<WorkerSettings>;
-  /** Run the failed-provision listener and sweep in worker processes (default true). */
+  /** Run the failed-provision hook and sweep in worker processes (default true). */
   rollbackListener?: boolean;
   /** Apply pending migrations at start (default true). */
   migrate?: boolean;
@@ -56,6 +59,10 @@ export interface Tailfleet {
   dataSource: DataSource;
   queues: Queues;
   repositories: Repositories;
+  /** The operation ledger: every status change of an operation. */
+  ledger: OperationLedger;
+  /** Delivers accepted operations to their queues. */
+  outbox: Outbox;
   operations: OperationsService;
   /** The HTTP app: the API (roles all and api) or only probes and metrics (role worker). */
   app?: Application;
@@ -63,6 +70,8 @@ export interface Tailfleet {
   lifecycle?: LifecycleService;
   workers?: WorkerPool;
   rollbackListener?: RollbackListener;
+  /** Worker roles only: re-delivers accepted operations whose job Redis does not hold. */
+  relay?: OutboxRelay;
   /** Worker roles only: drift reconciler and orphan sweeper, run by the reconcile queue's worker. */
   reconciler?: ReconcilerService;
   /** Set once start() has the HTTP server listening, e.g. http://127.0.0.1:3000. */
@@ -110,14 +119,22 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
   for (const queue of Object.values(queues)) {
     queue.on('error', (err) => logger.debug({ err: { message: err.message }, queue: queue.name }, 'Queue error'));
   }
+  const ledger = new OperationLedger({ dataSource, repositories, logger: logger.child({ component: 'ledger' }) });
+  const outbox = new Outbox({ queues, connection: producer, logger: logger.child({ component: 'outbox' }) });
   const operations = new OperationsService({
     dataSource,
     queues,
+    ledger,
+    outbox,
+    repositories,
     logger: logger.child({ component: 'operations' }),
     defaults: { serverType: config.hetzner.serverType, image: config.hetzner.image, location: config.hetzner.location },
   });
+  // The one final-failure hook: a provision that failed for good is marked so and rolled back
+  // (`rollbackListener: false` leaves the rollback to a later sweep).
+  ledger.onFinalFailure(provisionFailureHook({ dataSource, operations, rollback: overrides.rollbackListener !== false }));
 
-  const tf: Tailfleet = { config, logger, metrics, dataSource, queues, repositories, operations, start, stop };
+  const tf: Tailfleet = { config, logger, metrics, dataSource, queues, repositories, ledger, outbox, operations, start, stop };
   let reconcileWorker: ReturnType<typeof createReconcileWorker> | undefined;
 
   if (runsWorkers) {
@@ -158,8 +175,11 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
         actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
       },
     });
+    const handledFailures = new Set<string>();
     const processors = createProcessors({
-      dataSource,
+      ledger,
+      handledFailures,
+      outageRetryMs: config.queues.dbOutageRetryMs,
       lifecycle,
       logger: logger.child({ component: 'processor' }),
       metrics,
@@ -170,7 +190,8 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       prefix: config.queues.prefix,
       concurrency: config.queues.concurrency,
       processors,
-      dataSource,
+      ledger,
+      handledFailures,
       logger,
       settings: overrides.worker,
     });
@@ -184,7 +205,6 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
         logger: logger.child({ component: 'rollback-listener' }),
         sweepIntervalMs: config.queues.rollbackSweepIntervalSeconds * 1000,
       });
-      listener.attach(workers.workers.provision!);
       tf.rollbackListener = listener;
     }
     tf.reconciler = new ReconcilerService({
@@ -209,13 +229,27 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       connection: workerConnection!,
       prefix: config.queues.prefix,
       processor: createReconcileProcessor({
-        dataSource,
+        ledger,
         logger: logger.child({ component: 'processor' }),
         metrics,
         queue: queues.reconcile,
         reconciler: tf.reconciler,
       }),
       logger,
+    });
+    tf.relay = new OutboxRelay({
+      dataSource,
+      operations: repositories.operations,
+      ledger,
+      outbox,
+      logger: logger.child({ component: 'relay' }),
+      intervalMs: config.queues.relayIntervalMs,
+      runningGraceMs: overrides.worker?.lockDurationMs ?? DEFAULT_WORKER_SETTINGS.lockDurationMs,
+      ensureSchedulers: async () => {
+        if (await ensureReconcileSchedule(queues.reconcile, config.reconcile.intervalSeconds)) {
+          logger.warn('Reconcile job scheduler was missing from Redis; re-created');
+        }
+      },
     });
   }
 
@@ -269,6 +303,9 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       reconcileWorker.run().catch((err: unknown) => logger.error({ err, queue: 'reconcile' }, 'Worker stopped with an error'));
       await scheduleReconcile(queues.reconcile, config.reconcile.intervalSeconds);
     }
+    // A pass at start, then every few seconds: whatever was accepted while no worker ran, or lost
+    // by Redis, reaches the queue.
+    tf.relay?.start();
     if (tf.app) {
       server = createServer(tf.app);
       server.on('clientError', answerClientError);
@@ -327,8 +364,9 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
           }
         }),
     ]);
-    // 3. The listener may still be recording a failure the workers just reported.
+    // 3. The sweep and the relay may be half-way through a pass.
     if (tf.rollbackListener) await step('rollback-listener', () => tf.rollbackListener!.close());
+    if (tf.relay) await step('relay', () => tf.relay!.close());
     // 4. Queues, then the Redis connections under them, then the database.
     await step('queues', () => closeQueues(queues));
     await step('redis', () => Promise.all([quit(producer), workerConnection ? quit(workerConnection) : undefined]));

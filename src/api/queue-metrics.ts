@@ -1,7 +1,7 @@
 import { Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../lib/logger';
 import type { Queues } from '../queues/queues';
-import { withDeadline } from '../services/operations.service';
+import { withDeadline } from '../operations/outbox';
 
 export const QUEUE_JOBS_METRIC = 'tailfleet_queue_jobs';
 

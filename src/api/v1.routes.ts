@@ -1,7 +1,7 @@
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { z } from 'zod';
 import { AGENT_NAME_MAX_LENGTH, AGENT_STATUSES, type AgentStatus } from '../entities';
-import type { OperationsService } from '../services/operations.service';
+import type { OperationsService, RequestOptions } from '../services/operations.service';
 import { HttpProblem, type FieldProblem, zodProblems } from './problem';
 import {
   agentView,
@@ -61,6 +61,12 @@ const listEventsQuery = z.strictObject({
   limit: intParam(1, 500).optional(),
   cursor: z.string().min(1).max(200).optional(),
 });
+
+/** The caller's name for the audit (the authenticated token's), or `api` when none is known. */
+function requester(res: Response): string {
+  const principal = (res.locals as { principal?: { name?: string } }).principal;
+  return principal?.name ?? 'api';
+}
 
 function parse<T extends z.ZodType>(schema: T, value: unknown, root: string): z.output<T> {
   const result = schema.safeParse(value);
@@ -140,7 +146,7 @@ export function v1Router(operations: OperationsService, extra: Router[] = []): R
         throw invalid([{ path: '(body)', message: 'a JSON object with at least "name" is required' }]);
       }
       const input = parse(createAgentBody, req.body, 'body');
-      const result = await operations.createAgent(input, key);
+      const result = await operations.createAgent(input, { idempotencyKey: key, requestedBy: requester(res) });
       const agentId = result.agent.id;
       if (result.created) res.location(links.agent(agentId));
       res.status(result.created ? 201 : 200).json({
@@ -203,19 +209,18 @@ export function v1Router(operations: OperationsService, extra: Router[] = []): R
   });
 
   const command =
-    (run: (id: string, key: string | undefined) => ReturnType<OperationsService['requestStop']>): RequestHandler =>
+    (run: (id: string, opts: RequestOptions) => ReturnType<OperationsService['requestStop']>): RequestHandler =>
     async (req, res) => {
       const id = uuidParam(req);
-      const key = idempotencyKey(req);
-      const { operation, created } = await run(id, key);
+      const { operation, created } = await run(id, { idempotencyKey: idempotencyKey(req), requestedBy: requester(res) });
       res.status(created ? 202 : 200).json(commandView(operation));
     };
 
-  route(router, '/agents/:id/stop', { post: command((id, key) => operations.requestStop(id, key)) });
-  route(router, '/agents/:id/start', { post: command((id, key) => operations.requestStart(id, key)) });
-  route(router, '/agents/:id/destroy', { post: command((id, key) => operations.requestDestroy(id, key)) });
+  route(router, '/agents/:id/stop', { post: command((id, opts) => operations.requestStop(id, opts)) });
+  route(router, '/agents/:id/start', { post: command((id, opts) => operations.requestStart(id, opts)) });
+  route(router, '/agents/:id/destroy', { post: command((id, opts) => operations.requestDestroy(id, opts)) });
   route(router, '/provisioning-jobs/:id/rollback', {
-    post: command((id, key) => operations.requestRollback(id, { idempotencyKey: key, trigger: 'api' })),
+    post: command((id, opts) => operations.requestRollback(id, { ...opts, trigger: 'api' })),
   });
 
   route(router, '/operations/:id', {

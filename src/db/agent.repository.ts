@@ -14,14 +14,20 @@ export interface InstanceSpec {
   tailscaleHostname?: string | null;
 }
 
-export interface NewAgentWithProvision extends InstanceSpec {
-  name: string;
+/** The provision operation's own columns, chosen by the caller so the job id is stored in the INSERT. */
+export interface ProvisionRequest {
   idempotencyKey?: string | null;
+  operationId?: string;
+  queueJobId?: string | null;
+  /** Who asked (token name); `system` when not given. */
+  requestedBy?: string;
 }
 
-export interface ProvisionAgainInput extends InstanceSpec {
-  idempotencyKey?: string | null;
+export interface NewAgentWithProvision extends InstanceSpec, ProvisionRequest {
+  name: string;
 }
+
+export interface ProvisionAgainInput extends InstanceSpec, ProvisionRequest {}
 
 export interface ProvisionBundle {
   agent: Agent;
@@ -75,6 +81,7 @@ export class AgentRepository {
         fromStatus: null,
         toStatus: agent.status,
         reason: 'agent created',
+        actor: input.requestedBy,
       });
       return this.insertProvision(manager, agent, input);
     });
@@ -99,6 +106,7 @@ export class AgentRepository {
         to: 'provisioning',
         reason: 'provision requested again',
         operationId: bundle.operation.id,
+        actor: input.requestedBy,
       });
       return { ...bundle, agent };
     });
@@ -107,7 +115,7 @@ export class AgentRepository {
   private async insertProvision(
     manager: EntityManager,
     agent: Agent,
-    input: InstanceSpec & { idempotencyKey?: string | null },
+    input: InstanceSpec & ProvisionRequest,
   ): Promise<ProvisionBundle> {
     let instance: Instance;
     try {
@@ -129,6 +137,9 @@ export class AgentRepository {
       agentId: agent.id,
       provisioningJobId: job.id,
       idempotencyKey: input.idempotencyKey ?? null,
+      id: input.operationId,
+      queueJobId: input.queueJobId ?? null,
+      requestedBy: input.requestedBy,
     });
     if (!created) {
       // The key was taken between our lookup and this insert; undo and let idempotent() answer.
@@ -142,6 +153,7 @@ export class AgentRepository {
       toStatus: instance.status,
       reason: 'instance created',
       operationId: operation.id,
+      actor: input.requestedBy,
     });
     await recordEvent(manager, {
       entityType: 'provisioning_job',
@@ -151,6 +163,7 @@ export class AgentRepository {
       toStatus: job.status,
       reason: 'provisioning job created',
       operationId: operation.id,
+      actor: input.requestedBy,
     });
     return { agent, instance, job, operation, created: true };
   }

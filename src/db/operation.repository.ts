@@ -1,5 +1,5 @@
 import { CannotExecuteNotConnectedError, type DataSource, type ObjectLiteral } from 'typeorm';
-import { Agent, Event, Instance, Operation, TERMINAL_INSTANCE_STATUSES, type OperationStatus, type OperationType } from '../entities';
+import { Agent, Event, Instance, Operation, ProvisioningJob, TERMINAL_INSTANCE_STATUSES, type OperationStatus, type OperationType } from '../entities';
 import { IdempotencyKeyConflictError, RecordNotFoundError } from './errors';
 import { type Db, hydrate, managerOf, type PatchOf, quotedTable, recordEvent } from './transitions';
 import { isUuid } from './uuid';
@@ -12,6 +12,10 @@ export interface NewOperation {
   queueJobId?: string | null;
   /** Audit reason for the creation event; default "<type> requested". */
   reason?: string;
+  /** Chosen by the caller (so a job id derived from it can go into the same INSERT); default random. */
+  id?: string;
+  /** Who asked (token name); default `system`. */
+  requestedBy?: string;
 }
 
 export interface CreatedOperation {
@@ -31,11 +35,19 @@ export async function insertOperation(db: Db, input: NewOperation): Promise<Crea
   const manager = managerOf(db);
   const table = quotedTable(manager.connection.getMetadata(Operation));
   const rows: ObjectLiteral[] = await manager.query(
-    `INSERT INTO ${table} ("type", "agent_id", "provisioning_job_id", "idempotency_key", "queue_job_id")
-     VALUES ($1, $2, $3, $4, $5)
+    `INSERT INTO ${table} ("id", "type", "agent_id", "provisioning_job_id", "idempotency_key", "queue_job_id", "requested_by")
+     VALUES (COALESCE($6::uuid, gen_random_uuid()), $1, $2, $3, $4, $5, $7)
      ON CONFLICT ("idempotency_key") DO NOTHING
      RETURNING *`,
-    [input.type, input.agentId ?? null, input.provisioningJobId ?? null, input.idempotencyKey ?? null, input.queueJobId ?? null],
+    [
+      input.type,
+      input.agentId ?? null,
+      input.provisioningJobId ?? null,
+      input.idempotencyKey ?? null,
+      input.queueJobId ?? null,
+      input.id ?? null,
+      input.requestedBy ?? 'system',
+    ],
   );
   if (rows.length === 1) {
     const operation = hydrate(manager, Operation, rows[0]!);
@@ -47,6 +59,7 @@ export async function insertOperation(db: Db, input: NewOperation): Promise<Crea
       toStatus: operation.status,
       reason: input.reason ?? `${input.type} requested`,
       operationId: operation.id,
+      actor: operation.requestedBy,
     });
     return { operation, created: true };
   }
@@ -82,6 +95,8 @@ export interface AgentCommandInput {
   operationId: string;
   queueJobId: string;
   idempotencyKey: string | null;
+  /** Who asked (token name); default `system`. */
+  requestedBy?: string;
 }
 
 const AGENT_COMMANDS: readonly AgentCommandType[] = ['stop', 'start', 'destroy'];
@@ -101,8 +116,8 @@ const literalList = (values: readonly string[]) => `(${values.map(literal).join(
 const statements = new WeakMap<DataSource, { agents: string; command: string }>();
 
 /**
- * The command as one statement with five parameters: $1 agent id, $2 command, $3 idempotency key,
- * $4 operation id, $5 queue job id. Checked in the order a request is answered: unknown agent,
+ * The command as one statement with six parameters: $1 agent id, $2 command, $3 idempotency key,
+ * $4 operation id, $5 queue job id, $6 requested by. Checked in the order a request is answered: unknown agent,
  * repeated key, destroyed agent, destroy under way, same command under way, instance in the wrong
  * state; only then are the operation and its creation event inserted.
  */
@@ -140,14 +155,14 @@ function agentCommandStatement(dataSource: DataSource): { agents: string; comman
         ELSE 'ok'
       END AS outcome
     ), inserted AS (
-      INSERT INTO ${operations} ("id", "type", "agent_id", "idempotency_key", "queue_job_id")
-      SELECT $4::uuid, $2::text::${operationType}, $1::uuid, $3::varchar, $5::varchar
+      INSERT INTO ${operations} ("id", "type", "agent_id", "idempotency_key", "queue_job_id", "requested_by")
+      SELECT $4::uuid, $2::text::${operationType}, $1::uuid, $3::varchar, $5::varchar, $6::varchar
       FROM verdict WHERE outcome = 'ok'
       ON CONFLICT ("idempotency_key") DO NOTHING
       RETURNING *
     ), logged AS (
-      INSERT INTO ${events} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id")
-      SELECT 'operation', "id", "agent_id", NULL, "status"::text, $2::text || ' requested', "id" FROM inserted
+      INSERT INTO ${events} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id", "actor")
+      SELECT 'operation', "id", "agent_id", NULL, "status"::text, $2::text || ' requested', "id", "requested_by" FROM inserted
     )
     SELECT verdict.outcome AS "__outcome",
       (SELECT p."id" FROM pending p
@@ -177,10 +192,11 @@ export async function requestAgentCommand(dataSource: DataSource, input: AgentCo
   const { agents, command } = agentCommandStatement(dataSource);
   const agentId = input.agentId.toLowerCase();
   const lock = `SELECT 1 FROM ${agents} WHERE "id" = ${literal(agentId)}::uuid FOR UPDATE`;
-  const values = [agentId, input.type, input.idempotencyKey, input.operationId, input.queueJobId];
+  const requestedBy = input.requestedBy ?? 'system';
+  const values = [agentId, input.type, input.idempotencyKey, input.operationId, input.queueJobId, requestedBy];
   const manager = dataSource.manager;
   const row =
-    input.idempotencyKey === null
+    input.idempotencyKey === null && LITERAL_SAFE.test(requestedBy)
       ? await lockAndExecute(dataSource, lock, command, values as Array<string | null>)
       : await manager.transaction(async (m) => {
           await m.query(lock);
@@ -264,7 +280,7 @@ export async function warmAgentCommands(dataSource: DataSource, connections: num
   const { agents, command } = agentCommandStatement(dataSource);
   const nobody = '00000000-0000-4000-8000-000000000000';
   const lock = `SELECT 1 FROM ${agents} WHERE "id" = ${literal(nobody)}::uuid FOR UPDATE`;
-  const values = [nobody, 'stop', null, nobody, 'op-warm-up'];
+  const values = [nobody, 'stop', null, nobody, 'op-warm-up', 'system'];
   // Never more than the pool holds: runners waiting for each other would wait for ever.
   const poolSize = (dataSource.options as { poolSize?: number }).poolSize ?? 10;
   const runners = Array.from({ length: Math.min(connections, poolSize) }, () => dataSource.createQueryRunner('master'));
@@ -319,6 +335,50 @@ export class OperationRepository {
       order: { requestedAt: 'DESC', id: 'DESC' },
       take: options.limit ?? 50,
     });
+  }
+
+  /**
+   * Accepted work the relay may have to deliver again: queued or running operations requested at
+   * least `olderThanMs` ago, oldest first, each with the instance a provision works on (its job needs
+   * it). Served by the partial index on pending operations, so it stays small however long the history.
+   */
+  async findPending(
+    options: { olderThanMs: number; limit: number },
+    db: Db = this.dataSource,
+  ): Promise<Array<{ operation: Operation; instanceId: string | null }>> {
+    const manager = managerOf(db);
+    const operations = quotedTable(manager.connection.getMetadata(Operation));
+    const jobs = quotedTable(manager.connection.getMetadata(ProvisioningJob));
+    const rows: ObjectLiteral[] = await manager.query(
+      `SELECT o.*, pj."instance_id" AS "__instance_id"
+         FROM ${operations} o
+         LEFT JOIN ${jobs} pj ON pj."id" = o."provisioning_job_id"
+        WHERE o."status" IN ('queued', 'running')
+          AND o."requested_at" < now() - make_interval(secs => $1::float8 / 1000)
+        ORDER BY o."requested_at"
+        LIMIT $2`,
+      [options.olderThanMs, options.limit],
+    );
+    return rows.map((raw) => ({ operation: hydrate(manager, Operation, raw), instanceId: (raw.__instance_id as string | null) ?? null }));
+  }
+
+  /** The provision operation of a provisioning job (newest first, should there be several). */
+  findProvisionOf(provisioningJobId: string, db: Db = this.dataSource): Promise<Operation | null> {
+    if (!isUuid(provisioningJobId)) return Promise.resolve(null);
+    return managerOf(db).findOne(Operation, {
+      where: { provisioningJobId, type: 'provision' },
+      order: { requestedAt: 'DESC' },
+    });
+  }
+
+  /** The newest operation of a type still queued (or any status when `statuses` is given). */
+  findLatestOfType(type: OperationType, statuses: readonly OperationStatus[], db: Db = this.dataSource): Promise<Operation | null> {
+    return managerOf(db)
+      .createQueryBuilder(Operation, 'o')
+      .where('o.type = :type', { type })
+      .andWhere('o.status IN (:...statuses)', { statuses })
+      .orderBy('o.requestedAt', 'DESC')
+      .getOne();
   }
 
   /**

@@ -134,7 +134,15 @@ export interface PatchMap {
   operation: Partial<
     Pick<
       Operation,
-      'attempts' | 'progress' | 'currentStep' | 'error' | 'failedStep' | 'queueJobId' | 'startedAt' | 'finishedAt'
+      | 'attempts'
+      | 'progress'
+      | 'currentStep'
+      | 'error'
+      | 'failedStep'
+      | 'queueJobId'
+      | 'claimToken'
+      | 'startedAt'
+      | 'finishedAt'
     >
   >;
 }
@@ -155,7 +163,7 @@ const PATCHABLE: { [K in EventEntityType]: readonly (keyof PatchMap[K])[] } = {
     'destroyedAt',
   ],
   provisioning_job: ['attempts', 'error', 'failedStep', 'startedAt', 'finishedAt'],
-  operation: ['attempts', 'progress', 'currentStep', 'error', 'failedStep', 'queueJobId', 'startedAt', 'finishedAt'],
+  operation: ['attempts', 'progress', 'currentStep', 'error', 'failedStep', 'queueJobId', 'claimToken', 'startedAt', 'finishedAt'],
 };
 
 export interface TransitionRequest<K extends EventEntityType = EventEntityType> {
@@ -178,6 +186,13 @@ export interface TransitionRequest<K extends EventEntityType = EventEntityType> 
    * instead of throwing. For steps re-run after a crash or a BullMQ redelivery.
    */
   allowSame?: boolean;
+  /**
+   * Further columns the row must hold for the move to happen (compared with IS NOT DISTINCT FROM),
+   * e.g. the claim token of the delivery that owns an operation. A row that fails them is a conflict.
+   */
+  guard?: PatchOf<K> & Partial<Record<'type' | 'agentId' | 'provisioningJobId', unknown>>;
+  /** Who caused the move, for the event (default `system`). */
+  actor?: string;
 }
 
 export interface TransitionResult<K extends EventEntityType = EventEntityType> {
@@ -317,13 +332,20 @@ export async function transition<K extends EventEntityType>(
     sets.push(`"${column}" = COALESCE(t."${column}", $${params.length})`);
   }
   const entityTypeParam = params.push(req.entity);
+  const actorParam = params.push(req.actor ?? 'system');
+  const guards: string[] = [];
+  for (const [key, value] of Object.entries(req.guard ?? {})) {
+    if (value === undefined) continue;
+    params.push(value);
+    guards.push(` AND "${columnName(metadata, key)}" IS NOT DISTINCT FROM $${params.length}`);
+  }
 
   // prev locks the row only if it is still in an allowed status (PostgreSQL re-checks the condition
   // on the newest version after waiting for a concurrent writer), and remembers the status it left.
   const sql = `
     WITH prev AS (
       SELECT "id", "status" FROM ${table}
-      WHERE "id" = $1 AND "status"::text = ANY($2::text[])
+      WHERE "id" = $1 AND "status"::text = ANY($2::text[])${guards.join('')}
       FOR UPDATE
     ), moved AS (
       UPDATE ${table} AS t SET ${sets.join(', ')}
@@ -331,8 +353,8 @@ export async function transition<K extends EventEntityType>(
       RETURNING t.*, prev."status"::text AS "__from_status"
     ), logged AS (
       INSERT INTO ${quotedTable(events)}
-        ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id")
-      SELECT $${entityTypeParam}, moved."id", moved."${AGENT_COLUMN[req.entity]}", moved."__from_status", $3, $4, $5
+        ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id", "actor")
+      SELECT $${entityTypeParam}, moved."id", moved."${AGENT_COLUMN[req.entity]}", moved."__from_status", $3, $4, $5, $${actorParam}
       FROM moved
     )
     SELECT * FROM moved`;
@@ -397,6 +419,7 @@ export async function transitionTogether<const T extends readonly TransitionRequ
 ): Promise<OutcomesOf<T>> {
   const moves = requests as readonly TransitionRequest[];
   for (const req of moves) validate(req);
+  if (moves.some((r) => r.guard)) throw new Error('transitionTogether does not take guards; use transition or transitionGroup');
   const keys = new Set(moves.map((r) => `${r.entity}:${r.id}`));
   if (keys.size !== moves.length) throw new Error('transitionTogether moves each row once; use transitionGroup for a row moved twice');
   for (const req of moves) if (!isUuid(req.id)) throw new RecordNotFoundError(req.entity, req.id);
@@ -439,8 +462,8 @@ export async function transitionTogether<const T extends readonly TransitionRequ
       RETURNING t."id", t."${AGENT_COLUMN[req.entity]}" AS agent_id, p${i}.status AS from_status
     )`);
     writes.push(`e${i} AS (
-      INSERT INTO ${events} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id")
-      SELECT ${p(req.entity)}, m."id", m.agent_id, m.from_status, ${p(req.to)}, ${p(req.reason)}, ${p(req.operationId ?? null)}::uuid
+      INSERT INTO ${events} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id", "actor")
+      SELECT ${p(req.entity)}, m."id", m.agent_id, m.from_status, ${p(req.to)}, ${p(req.reason)}, ${p(req.operationId ?? null)}::uuid, ${p(req.actor ?? 'system')}::varchar
       FROM m${i} m
     )`);
     outcomes.push(`SELECT ${i} AS i, p${i}.status AS from_status, EXISTS (SELECT 1 FROM m${i}) AS changed FROM p${i}`);
@@ -474,6 +497,8 @@ export interface NewEvent {
   toStatus: string;
   reason: string;
   operationId?: string | null;
+  /** Who caused it (default `system`). */
+  actor?: string;
 }
 
 /** Event for a row created directly in a status (fromStatus null); transitions write their own. */

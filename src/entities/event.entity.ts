@@ -44,6 +44,10 @@ export class Event {
   @JoinColumn({ name: 'operation_id', foreignKeyConstraintName: 'fk_events_operation' })
   operation?: Operation | null;
 
+  // Who caused it: the API token's name for requests, `system` for workers, reconciler and sweeps.
+  @Column({ type: 'varchar', length: 100, name: 'actor', default: 'system' })
+  actor!: string;
+
   // clock_timestamp(), not now(): a transaction that waited for a row lock logs the time it really
   // wrote, so ordering by `at` follows the order in which transitions happened.
   @Column({ type: 'timestamptz', name: 'at', default: () => 'clock_timestamp()' })

@@ -24,6 +24,8 @@ export type OperationStatus = (typeof OPERATION_STATUSES)[number];
 @Index('uq_operations_idempotency_key', ['idempotencyKey'], { unique: true })
 @Index('idx_operations_agent_requested', ['agentId', 'requestedAt'])
 @Index('idx_operations_provisioning_job', ['provisioningJobId'])
+// The relay's look-up of accepted work that may need (re)delivery; small, because finished rows leave it.
+@Index('idx_operations_pending', ['requestedAt'], { where: `"status" IN ('queued', 'running')` })
 @Check('ck_operations_progress', '"progress" BETWEEN 0 AND 100')
 @Check('ck_operations_attempts', '"attempts" >= 0')
 export class Operation {
@@ -71,6 +73,16 @@ export class Operation {
 
   @Column({ type: 'varchar', length: 64, name: 'failed_step', nullable: true })
   failedStep!: string | null;
+
+  // Who asked: the API token's name, or `system` for the reconciler, the rollback listener and the sweep.
+  @Column({ type: 'varchar', length: 100, name: 'requested_by', default: 'system' })
+  requestedBy!: string;
+
+  // The delivery (BullMQ lock token) that claimed the operation last. Only that delivery may fail or
+  // retry it, so a duplicate delivery that lost the race never records a failure (nor triggers a
+  // rollback) for work another delivery is finishing.
+  @Column({ type: 'varchar', length: 64, name: 'claim_token', nullable: true })
+  claimToken!: string | null;
 
   @CreateDateColumn({ type: 'timestamptz', name: 'requested_at' })
   requestedAt!: Date;

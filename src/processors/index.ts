@@ -3,7 +3,7 @@ import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
 import type { OPERATION_QUEUES } from '../queues/queues';
 import type { LifecycleService } from '../services/lifecycle.service';
-import type { DataSource } from 'typeorm';
+import type { OperationLedger } from '../operations/ledger';
 import { createDestroyProcessor } from './destroy.processor';
 import { createProvisionProcessor } from './provision.processor';
 import { createRollbackProcessor } from './rollback.processor';
@@ -13,18 +13,24 @@ import { createStopProcessor } from './stop.processor';
 export type OperationQueueName = (typeof OPERATION_QUEUES)[number];
 
 export interface ProcessorDeps {
-  dataSource: DataSource;
+  ledger: OperationLedger;
   lifecycle: LifecycleService;
   logger: Logger;
   metrics: Pick<Metrics, 'jobs' | 'jobDuration'>;
   /** Each processor pauses its own queue on a 429. */
   queues: Record<OperationQueueName, Pick<Queue, 'rateLimit' | 'getRateLimitTtl' | 'name'>>;
+  /** Shared with the workers' `failed` listener: failures the processors already recorded. */
+  handledFailures?: Set<string>;
+  /** How long a job waits when the database is unreachable (default 5000). */
+  outageRetryMs?: number;
 }
 
 /** One processor per operation queue, each a thin call into the lifecycle service through runOperation. */
 export function createProcessors(deps: ProcessorDeps) {
   const base = (q: OperationQueueName) => ({
-    dataSource: deps.dataSource,
+    ledger: deps.ledger,
+    handledFailures: deps.handledFailures,
+    outageRetryMs: deps.outageRetryMs,
     logger: deps.logger,
     metrics: deps.metrics,
     queue: deps.queues[q],

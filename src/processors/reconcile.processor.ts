@@ -16,18 +16,19 @@ export const RECONCILE_SCHEDULER_ID = 'reconcile-interval';
  * report, so the job result is only a summary for Bull Board.
  */
 export function createReconcileProcessor(deps: RunnerDeps & { reconciler: Pick<ReconcilerService, 'runPass'> }) {
-  return async (job: Job<ReconcileJobData>, _token?: string, signal?: AbortSignal) => {
+  return async (job: Job<ReconcileJobData>, token?: string, signal?: AbortSignal) => {
     const operationId = job.data.operationId;
     if (operationId) {
       return runOperation(
         deps,
-        job as Job<ReconcileJobData & { operationId: string }>,
+        'reconcile',
+        job,
+        token,
         async ({ reporter }) => {
           await reporter.step('reconcile', 10, 'listing servers and devices');
           const report = await deps.reconciler.runPass({ trigger: 'manual', operationId });
           return summarize(report);
         },
-        {},
         signal,
       );
     }
@@ -71,6 +72,17 @@ export async function scheduleReconcile(queue: Queue<ReconcileJobData>, interval
       opts: { attempts: 1, removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } },
     },
   );
+}
+
+/**
+ * Re-creates the reconcile job scheduler when Redis has lost it (the relay calls this every pass);
+ * a look-up when it is there, so the schedule's next run is not disturbed.
+ */
+export async function ensureReconcileSchedule(queue: Queue<ReconcileJobData>, intervalSeconds: number): Promise<boolean> {
+  if (intervalSeconds <= 0) return false;
+  if (await queue.getJobScheduler(RECONCILE_SCHEDULER_ID)) return false;
+  await scheduleReconcile(queue, intervalSeconds);
+  return true;
 }
 
 /**

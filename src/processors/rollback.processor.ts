@@ -5,13 +5,13 @@ import { runOperation, type RunnerDeps } from './run-operation';
 
 export function createRollbackProcessor(deps: RunnerDeps & { lifecycle: Pick<LifecycleService, 'rollbackFailedProvision'> }) {
   // The result (what was cleaned) becomes the job's return value, shown in Bull Board.
-  return (job: Job<RollbackJobData>, _token?: string, signal?: AbortSignal) =>
+  return (job: Job<RollbackJobData>, token?: string, signal?: AbortSignal) =>
     runOperation(
       deps,
+      'rollback',
       job,
-      ({ reporter }) =>
-        deps.lifecycle.rollbackFailedProvision(job.data.provisioningJobId, { operationId: job.data.operationId }, reporter),
-      {},
+      token,
+      ({ reporter }) => deps.lifecycle.rollbackFailedProvision(job.data.provisioningJobId, { operationId: job.data.operationId }, reporter),
       signal,
     );
 }

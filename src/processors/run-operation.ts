@@ -1,19 +1,31 @@
-import { UnrecoverableError, WaitingError, Worker, type Job, type Queue } from 'bullmq';
-import type { DataSource } from 'typeorm';
+import { DelayedError, UnrecoverableError, WaitingError, Worker, type Job, type Queue } from 'bullmq';
 import { CloudApiError } from '../clients/errors';
-import { OperationRepository, RecordNotFoundError, TransitionConflictError, transition, transitionGroup, type PatchOf } from '../db';
-import type { OperationStatus } from '../entities';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
+import { isDatabaseUnavailable } from '../operations/errors';
+import type { OperationLedger } from '../operations/ledger';
+import { JobMismatchError, parseJobPayload } from '../queues/jobs';
+import type { JobPayloads, QueueName } from '../queues/queues';
 import { isPermanentError } from '../services/errors';
-import type { StepReporter } from '../services/lifecycle.service';
+
+/**
+ * The one adapter from a BullMQ delivery to the operation ledger: parse the job, claim its operation,
+ * run one workflow call, record the outcome. BullMQ-specific concerns live here (the job's log and
+ * progress, pausing the queue on a 429, moving the job back without spending an attempt); every
+ * status change of the operation goes through the ledger.
+ */
 
 export interface OperationJobData {
   operationId: string;
 }
 
+/** What a workflow reports while it runs (structurally the workflows' StepReporter). */
+export interface StepReporter {
+  step(name: string, progress: number, message?: string): Promise<void>;
+}
+
 export interface RunnerDeps {
-  dataSource: DataSource;
+  ledger: OperationLedger;
   logger: Logger;
   metrics: Pick<Metrics, 'jobs' | 'jobDuration'>;
   /** Pause target for a 429: the queue the job came from. */
@@ -22,20 +34,16 @@ export interface RunnerDeps {
   defaultRateLimitMs?: number;
   /** Least time between two writes of an operation's progress to PostgreSQL (default 1000). */
   progressWriteIntervalMs?: number;
+  /** How long a job waits when our own database is unreachable, before it tries again (default 5000). */
+  outageRetryMs?: number;
+  /** Jobs whose final failure the processor handled; the workers' `failed` listener leaves those alone. */
+  handledFailures?: Set<string>;
 }
 
 export interface RunContext<D> {
   job: Job<D>;
   reporter: StepReporter;
   logger: Logger;
-}
-
-export interface RunHooks {
-  /**
-   * Runs once the job will not be tried again (last attempt, or a permanent error), after the
-   * Operation is marked failed and before BullMQ moves the job to failed.
-   */
-  onFinalFailure?(err: Error, info: { failedStep: string | null; logger: Logger }): Promise<void>;
 }
 
 export type ErrorClass = 'permanent' | 'rate_limited' | 'transient';
@@ -57,46 +65,6 @@ function errorMessage(err: unknown): string {
 }
 
 const clampPercent = (n: number) => Math.max(0, Math.min(100, Math.round(Number.isFinite(n) ? n : 0)));
-
-/**
- * Moves the Operation to running for this attempt. `failed` may be taken over because an operator
- * retrying a failed job from Bull Board means "run it again"; `running` is a redelivery after a
- * stall. Returns the final status instead when there is nothing left to do. The guarded move is
- * tried first: it is the usual case and needs no read; the row is looked at only when it refuses.
- */
-async function claimOperation(
-  dataSource: DataSource,
-  operationId: string,
-  attempt: number,
-): Promise<'claimed' | 'missing' | Exclude<OperationStatus, 'queued' | 'running' | 'failed'>> {
-  for (let tries = 0; tries < 3; tries++) {
-    try {
-      await transition(dataSource, {
-        entity: 'operation',
-        id: operationId,
-        from: ['queued', 'failed'],
-        to: 'running',
-        reason: attempt === 1 ? 'job started' : `attempt ${attempt} started`,
-        operationId,
-        patch: { attempts: attempt, finishedAt: null, failedStep: null },
-        // A retried operation keeps the time its first attempt started.
-        patchIfNull: { startedAt: new Date() },
-      });
-      return 'claimed';
-    } catch (err) {
-      if (err instanceof RecordNotFoundError) return 'missing';
-      // Changed under us (e.g. cancelled), or already running: decide on the status it is in.
-      if (!(err instanceof TransitionConflictError)) throw err;
-      const status = err.actual as OperationStatus;
-      if (status === 'succeeded' || status === 'cancelled') return status;
-      if (status === 'running') {
-        await new OperationRepository({ dataSource }).update(operationId, { attempts: attempt, failedStep: null });
-        return 'claimed';
-      }
-    }
-  }
-  throw new Error(`Operation ${operationId} keeps changing; try again later`);
-}
 
 const DEFAULT_PROGRESS_WRITE_INTERVAL_MS = 1000;
 
@@ -172,30 +140,33 @@ export async function pauseQueue(queue: Pick<Queue, 'rateLimit' | 'getRateLimitT
 /** Reason given to the abort signal when shutdown's drain deadline passes. */
 export const SHUTDOWN_ABORT_REASON = 'worker shutdown: drain deadline passed';
 
+const DEFAULT_OUTAGE_RETRY_MS = 5_000;
+
 /**
- * The one wrapper every processor goes through: it owns the Operation row (running, progress,
- * succeeded/failed), the retry policy decisions (permanent → UnrecoverableError, 429 → pause the
- * queue without spending an attempt, otherwise let BullMQ back off), metrics and the job's log.
+ * Runs one delivery of an operation's job. `queue` names the queue the job came from: the payload is
+ * parsed for it and the claim only succeeds on the operation the job belongs to (its type, its ids,
+ * its job id), so a job added or duplicated by hand that does not match fails as unrecoverable and
+ * changes nothing.
+ *
+ * Outcomes: success → the ledger's succeed; a permanent error or the last attempt → fail (recorded
+ * only while this delivery owns the operation, then the final-failure hook); otherwise → retry, and
+ * BullMQ backs off. Three interruptions spend no attempt: a 429 (the queue pauses), our own database
+ * being unreachable (the job waits and comes back), and the drain deadline of a shutdown (the job
+ * goes back to waiting for another worker).
  */
-export async function runOperation<D extends OperationJobData, T>(
+export async function runOperation<K extends QueueName, T>(
   deps: RunnerDeps,
-  job: Job<D>,
-  fn: (ctx: RunContext<D>) => Promise<T>,
-  hooks: RunHooks = {},
+  queueName: K,
+  job: Job<JobPayloads[K]>,
+  token: string | undefined,
+  fn: (ctx: RunContext<JobPayloads[K]>) => Promise<T>,
   signal?: AbortSignal,
 ): Promise<T | undefined> {
   const started = process.hrtime.bigint();
-  const queueName = deps.queue.name;
-  const operationId = job.data.operationId;
   const attempt = job.attemptsMade + 1;
   const maxAttempts = job.opts.attempts ?? 1;
-  const logger = deps.logger.child({ queue: queueName, jobId: job.id, operationId, attempt });
-  const ops = new OperationRepository({ dataSource: deps.dataSource });
-  const leave = (to: 'succeeded' | 'failed' | 'queued', reason: string, patch: PatchOf<'operation'>) =>
-    transition(deps.dataSource, { entity: 'operation', id: operationId, from: ['running'], to, reason, operationId, patch }).then(
-      () => undefined,
-      (err: unknown) => logger.warn({ err, to }, 'Could not record the operation outcome'),
-    );
+  const claimToken = token ?? null;
+  let logger = deps.logger.child({ queue: queueName, jobId: job.id, attempt });
 
   const observe = (outcome: string) => {
     deps.metrics.jobs.inc({ queue: queueName, outcome });
@@ -213,12 +184,44 @@ export async function runOperation<D extends OperationJobData, T>(
       );
     return logTail;
   };
+  const handled = () => deps.handledFailures?.add(String(job.id));
+  /** Back to the queue without spending an attempt, because our own database is unreachable. */
+  const waitForDatabase = async (err: unknown): Promise<never> => {
+    const retryMs = deps.outageRetryMs ?? DEFAULT_OUTAGE_RETRY_MS;
+    logger.warn({ err: { message: errorMessage(err) }, retryMs }, 'Database unreachable; the job waits and tries again without spending an attempt');
+    await jobLog(`database unreachable; trying again in ${retryMs} ms (no attempt spent)`);
+    await job.moveToDelayed(Date.now() + retryMs, token);
+    observe('deferred');
+    throw new DelayedError();
+  };
 
-  const claim = await claimOperation(deps.dataSource, operationId, attempt);
-  if (claim === 'missing') {
-    observe('failed');
-    throw new UnrecoverableError(`Operation ${operationId} not found`);
+  let data: JobPayloads[K];
+  try {
+    data = parseJobPayload(queueName, job.data);
+  } catch (err) {
+    return refuse(err as JobMismatchError);
   }
+  const operationId = (data as OperationJobData).operationId;
+  logger = logger.child({ operationId });
+
+  let claim;
+  try {
+    claim = await deps.ledger.claim(operationId, {
+      attempt,
+      token: claimToken,
+      delivery: {
+        type: queueName,
+        jobId: String(job.id),
+        agentId: (data as { agentId?: string }).agentId,
+        provisioningJobId: (data as { provisioningJobId?: string }).provisioningJobId,
+      },
+    });
+  } catch (err) {
+    if (err instanceof JobMismatchError) return refuse(err);
+    if (isDatabaseUnavailable(err)) return waitForDatabase(err);
+    throw err;
+  }
+  if (claim === 'missing') return refuse(new JobMismatchError(`Operation ${operationId} not found`));
   if (claim !== 'claimed') {
     // At-least-once delivery: the work was already done (or cancelled) and only the job's own
     // completion was lost. Running it again would turn a success into a state conflict.
@@ -232,14 +235,11 @@ export async function runOperation<D extends OperationJobData, T>(
   let currentPercent = 0;
   let abandoned = false;
   const progressWriter = new ProgressWriter(
-    (percent, step) => ops.reportProgress(operationId, percent, step),
+    (percent, step) => deps.ledger.progress(operationId, percent, step),
     deps.progressWriteIntervalMs ?? DEFAULT_PROGRESS_WRITE_INTERVAL_MS,
     logger,
   );
-  // The step reached last, written with the transition that ends the attempt (whether or not the
-  // progress writer got to it), so the row ends up where a write per step would have left it.
-  const stepPatch = (): PatchOf<'operation'> =>
-    currentStep === null ? {} : { progress: currentPercent, currentStep };
+  const stepState = () => ({ step: currentStep, percent: currentPercent });
   const reporter: StepReporter = {
     async step(name, progress, message) {
       if (abandoned) return;
@@ -260,30 +260,55 @@ export async function runOperation<D extends OperationJobData, T>(
   logger.info('Job started');
 
   try {
-    const work = fn({ job, reporter, logger });
+    const work = fn({ job: job as Job<JobPayloads[K]>, reporter, logger });
     const result = signal ? await raceAbort(work, signal) : await work;
     await progressWriter.close();
-    await recordSuccess(deps.dataSource, operationId, logger, currentStep);
+    try {
+      await deps.ledger.succeed(operationId, stepState());
+    } catch (err) {
+      if (isDatabaseUnavailable(err)) return await waitForDatabase(err);
+      throw err;
+    }
     await jobLog('succeeded');
     logger.info('Job succeeded');
     observe('completed');
     return result;
   } catch (err) {
+    if (err instanceof DelayedError) throw err;
     await progressWriter.close();
+    try {
+      return await settleFailure(err);
+    } catch (settleErr) {
+      // Recording the outcome needs the database; without it the attempt is not spent either.
+      if (isDatabaseUnavailable(settleErr) && !(settleErr instanceof DelayedError)) return waitForDatabase(settleErr);
+      throw settleErr;
+    }
+  }
+
+  async function refuse(err: JobMismatchError): Promise<never> {
+    handled();
+    logger.error({ err: { message: err.message } }, 'Job refused: it does not match an operation; nothing was changed');
+    await jobLog(`refused: ${err.message}`);
+    observe('failed');
+    throw new UnrecoverableError(err.message);
+  }
+
+  async function settleFailure(err: unknown): Promise<never> {
     if (err instanceof ShutdownAbort) {
-      // The drain deadline passed while this job was still running. Leave it active in Redis: its
-      // lock is no longer renewed, so once it expires the stalled-job check of another worker puts
-      // it back in the queue. Waiting for the lock (rather than requeueing now) keeps a second
-      // worker from starting the same job while this process may still be half-way through a call.
+      // The drain deadline passed while this job was still running: it goes back to waiting for
+      // another worker now, without counting as a stall or an attempt.
       abandoned = true;
-      await leave('queued', 'worker shut down; the job resumes on another worker', {
-        ...stepPatch(),
+      await deps.ledger.abandon(operationId, claimToken, {
+        ...stepState(),
+        reason: 'worker shut down; the job resumes on another worker',
         error: `Interrupted by worker shutdown during ${currentStep ?? 'start'}; will resume`,
       });
-      logger.warn({ step: currentStep }, 'Job interrupted by shutdown; it will be picked up again as stalled');
+      await job.moveToDelayed(Date.now(), token);
+      logger.warn({ step: currentStep }, 'Job interrupted by shutdown; back in the queue for another worker');
       observe('interrupted');
       throw new WaitingError();
     }
+    if (isDatabaseUnavailable(err)) return waitForDatabase(err);
 
     const message = errorMessage(err);
     const kind = classifyError(err);
@@ -294,7 +319,7 @@ export async function runOperation<D extends OperationJobData, T>(
         (err as CloudApiError).retryAfterMs ?? deps.defaultRateLimitMs ?? DEFAULT_RATE_LIMIT_PAUSE_MS,
       );
       const note = `Rate limited by ${(err as CloudApiError).api}; queue paused for ${Math.ceil(waitMs / 1000)}s`;
-      await leave('queued', note, { ...stepPatch(), error: note });
+      await deps.ledger.abandon(operationId, claimToken, { ...stepState(), reason: note, error: note });
       await pauseQueue(deps.queue, waitMs);
       await jobLog(`rate limited: queue ${queueName} paused for ${waitMs} ms`);
       logger.warn({ waitMs }, 'Cloud API rate limit reached; pausing the queue');
@@ -305,77 +330,29 @@ export async function runOperation<D extends OperationJobData, T>(
     const final = kind === 'permanent' || attempt >= maxAttempts;
     await jobLog(`failed${currentStep ? ` at ${currentStep}` : ''}: ${message}${final ? '' : ' (will retry)'}`);
     if (final) {
-      await leave('failed', kind === 'permanent' ? `failed: ${message}` : `failed after ${attempt} attempts: ${message}`, {
-        ...stepPatch(),
+      handled();
+      const failed = await deps.ledger.fail(operationId, claimToken, {
+        ...stepState(),
+        reason: kind === 'permanent' ? `failed: ${message}` : `failed after ${attempt} attempts: ${message}`,
         error: message,
-        failedStep: currentStep,
-        finishedAt: new Date(),
+        cause: err,
+        logger,
       });
-      logger.error({ err, step: currentStep, permanent: kind === 'permanent' }, 'Job failed for good');
-      if (hooks.onFinalFailure) {
-        try {
-          await hooks.onFinalFailure(err as Error, { failedStep: currentStep, logger });
-        } catch (hookErr) {
-          // The failed-provision listener and the sweep repeat this work, so a failure here is logged, not fatal.
-          logger.error({ err: hookErr }, 'Final-failure handling failed');
-        }
-      }
+      if (failed) logger.error({ err, step: currentStep, permanent: kind === 'permanent' }, 'Job failed for good');
+      else logger.warn({ err: { message } }, 'Job failed, but another delivery owns its operation; its outcome stands');
       observe('failed');
       if (kind === 'permanent') throw new UnrecoverableError(message);
       throw err;
     }
-    await leave('queued', `attempt ${attempt} failed; retrying with backoff`, { ...stepPatch(), error: message, failedStep: currentStep });
+    await deps.ledger.retry(operationId, claimToken, {
+      ...stepState(),
+      reason: `attempt ${attempt} failed; retrying with backoff`,
+      error: message,
+    });
     logger.warn({ err, step: currentStep }, 'Job failed; BullMQ will retry with backoff');
     observe('retried');
     throw err;
   }
-}
-
-// Tries of the success write that fail on the database itself (a dropped connection) before the
-// attempt is given up, and the pause before the first retry (doubled each time).
-const SUCCESS_WRITE_TRIES = 5;
-const SUCCESS_WRITE_RETRY_MS = 100;
-
-/**
- * The work is done, so the Operation succeeded. Usually it is `running`; but when BullMQ redelivered
- * this job while it ran (its lock lapsed), the duplicate may have moved the Operation to `queued`
- * (a retryable failure) or `failed` (a lost race) meanwhile. Recording only from `running` then left
- * it queued for ever once this run completed the job. Those are moved back through `running`.
- *
- * A write that fails on the database (its connection was dropped) is tried again on a fresh
- * connection, and if it still fails the error is thrown: the job must not complete in BullMQ while
- * its Operation stays `running`, because nothing else ever looks at a completed job again. Thrown,
- * it is retried like any failed attempt, and the next run finds the work done.
- */
-async function recordSuccess(dataSource: DataSource, operationId: string, logger: Logger, lastStep: string | null): Promise<void> {
-  const patch = { progress: 100, currentStep: lastStep ?? undefined, error: null, failedStep: null, finishedAt: new Date() };
-  const done = { entity: 'operation', id: operationId, from: ['running'], to: 'succeeded', reason: 'job succeeded', operationId, patch } as const;
-  // The usual case first, without reading the row: it is still running.
-  let from: OperationStatus = 'running';
-  let conflicts = 0;
-  for (let tries = 0; conflicts < 3; tries++) {
-    try {
-      if (from === 'running') await transition(dataSource, done);
-      else {
-        const back = { entity: 'operation', id: operationId, from: [from], to: 'running', reason: 'a duplicate delivery of the job finished the work', operationId } as const;
-        await transitionGroup(dataSource, [back, done]);
-      }
-      return;
-    } catch (err) {
-      if (err instanceof RecordNotFoundError) return;
-      if (!(err instanceof TransitionConflictError)) {
-        if (tries + 1 >= SUCCESS_WRITE_TRIES) throw err;
-        logger.warn({ err, tries: tries + 1 }, 'Could not record the operation success; trying again');
-        await new Promise((resolve) => setTimeout(resolve, SUCCESS_WRITE_RETRY_MS * 2 ** tries));
-        continue;
-      }
-      conflicts++;
-      // transitionGroup reports the status of whichever move refused; only the first move can.
-      from = err.actual as OperationStatus;
-      if (from === 'succeeded' || from === 'cancelled') return;
-    }
-  }
-  logger.warn('Could not record the operation outcome: it keeps changing');
 }
 
 class ShutdownAbort extends Error {

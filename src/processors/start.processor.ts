@@ -4,12 +4,6 @@ import type { LifecycleService } from '../services/lifecycle.service';
 import { runOperation, type RunnerDeps } from './run-operation';
 
 export function createStartProcessor(deps: RunnerDeps & { lifecycle: Pick<LifecycleService, 'start'> }) {
-  return (job: Job<AgentJobData>, _token?: string, signal?: AbortSignal) =>
-    runOperation(
-      deps,
-      job,
-      ({ reporter }) => deps.lifecycle.start(job.data.agentId, { operationId: job.data.operationId }, reporter),
-      {},
-      signal,
-    );
+  return (job: Job<AgentJobData>, token?: string, signal?: AbortSignal) =>
+    runOperation(deps, 'start', job, token, ({ reporter }) => deps.lifecycle.start(job.data.agentId, { operationId: job.data.operationId }, reporter), signal);
 }

@@ -4,12 +4,6 @@ import type { LifecycleService } from '../services/lifecycle.service';
 import { runOperation, type RunnerDeps } from './run-operation';
 
 export function createStopProcessor(deps: RunnerDeps & { lifecycle: Pick<LifecycleService, 'stop'> }) {
-  return (job: Job<AgentJobData>, _token?: string, signal?: AbortSignal) =>
-    runOperation(
-      deps,
-      job,
-      ({ reporter }) => deps.lifecycle.stop(job.data.agentId, { operationId: job.data.operationId }, reporter),
-      {},
-      signal,
-    );
+  return (job: Job<AgentJobData>, token?: string, signal?: AbortSignal) =>
+    runOperation(deps, 'stop', job, token, ({ reporter }) => deps.lifecycle.stop(job.data.agentId, { operationId: job.data.operationId }, reporter), signal);
 }

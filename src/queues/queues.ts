@@ -11,21 +11,26 @@ export const QUEUE_NAMES = ['provision', 'stop', 'start', 'destroy', 'rollback',
 export type QueueName = (typeof QUEUE_NAMES)[number];
 export const OPERATION_QUEUES = ['provision', 'stop', 'start', 'destroy', 'rollback'] as const;
 
-export interface ProvisionJobData {
+/** Who asked for the operation; shown in Bull Board, never used for decisions. */
+interface Requested {
+  requestedBy?: string;
+}
+
+export interface ProvisionJobData extends Requested {
   operationId: string;
   agentId: string;
   instanceId: string;
   provisioningJobId: string;
 }
-export interface AgentJobData {
+export interface AgentJobData extends Requested {
   operationId: string;
   agentId: string;
 }
-export interface RollbackJobData {
+export interface RollbackJobData extends Requested {
   operationId: string;
   provisioningJobId: string;
 }
-export interface ReconcileJobData {
+export interface ReconcileJobData extends Requested {
   operationId?: string;
   trigger: 'schedule' | 'manual';
 }

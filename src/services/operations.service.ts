@@ -1,10 +1,10 @@
-import { randomUUID } from 'node:crypto';
-import type { Job, JobState, Queue } from 'bullmq';
+import type { JobState, Queue } from 'bullmq';
 import type { DataSource, EntityManager } from 'typeorm';
 import { IdempotencyKeyConflictError } from '../db/errors';
-import { requestAgentCommand } from '../db/operation.repository';
-import { createRepositories, type Repositories } from '../db/repositories';
-import { hydrate, transition } from '../db/transitions';
+import type { Repositories } from '../db/repositories';
+import type { OperationLedger } from '../operations/ledger';
+import { withDeadline, type Outbox } from '../operations/outbox';
+import { hydrate } from '../db/transitions';
 import {
   Agent,
   Event,
@@ -16,7 +16,7 @@ import {
   type OperationType,
 } from '../entities';
 import type { Logger } from '../lib/logger';
-import { jobIds, type JobPayloads, type Queues } from '../queues/queues';
+import type { Queues } from '../queues/queues';
 import { NotFoundError, StateConflictError } from './errors';
 
 /**
@@ -53,15 +53,22 @@ export interface OperationsDefaults {
 export interface OperationsDeps {
   dataSource: DataSource;
   queues: Queues;
+  ledger: OperationLedger;
+  outbox: Outbox;
   logger: Logger;
   defaults: OperationsDefaults;
-  /** Built from dataSource when not given (the composition root passes its own). */
-  repositories?: Repositories;
+  repositories: Repositories;
   /**
-   * How long one Redis call may take before the request is answered 503 (default 5000). BullMQ
-   * waits indefinitely for a connection that never came up, so the API must not.
+   * How long a read of a job's live state in Redis may take (default 5000). BullMQ waits
+   * indefinitely for a connection that never came up, so the API must not.
    */
   redisTimeoutMs?: number;
+}
+
+/** Who is asking, for the operation's requestedBy and its events' actor. */
+export interface RequestOptions {
+  idempotencyKey?: string;
+  requestedBy?: string;
 }
 
 export interface CreateAgentInput {
@@ -155,26 +162,6 @@ export function clientIdempotencyKey(operation: Operation): string | null {
   return key?.startsWith(CLIENT_KEY_PREFIX) ? key.slice(CLIENT_KEY_PREFIX.length) : null;
 }
 
-export class DeadlineError extends Error {
-  constructor(what: string, ms: number) {
-    super(`${what} did not answer within ${ms} ms`);
-    this.name = 'DeadlineError';
-  }
-}
-
-/** Rejects with DeadlineError when `promise` has not settled after `ms`; the promise itself keeps running. */
-export function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new DeadlineError(what, ms)), ms);
-  });
-  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message || err.name : String(err);
-}
-
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function encodeCursor(value: string): string {
@@ -193,12 +180,16 @@ export class OperationsService {
   private readonly logger: Logger;
   private readonly defaults: OperationsDefaults;
   private readonly repos: Repositories;
+  private readonly ledger: OperationLedger;
+  private readonly outbox: Outbox;
   private readonly redisTimeoutMs: number;
 
   constructor(deps: OperationsDeps) {
     this.redisTimeoutMs = deps.redisTimeoutMs ?? 5000;
     this.ds = deps.dataSource;
-    this.repos = deps.repositories ?? createRepositories(deps.dataSource);
+    this.repos = deps.repositories;
+    this.ledger = deps.ledger;
+    this.outbox = deps.outbox;
     this.queues = deps.queues;
     this.logger = deps.logger;
     this.defaults = deps.defaults;
@@ -207,10 +198,15 @@ export class OperationsService {
   // ---------------------------------------------------------------------------------------------
   // commands
 
-  async createAgent(input: CreateAgentInput, idempotencyKey?: string): Promise<CreateAgentResult> {
+  /**
+   * Accepted once the rows are committed: the provision job is delivered right after, and if Redis
+   * cannot take it now the outbox relay delivers it as soon as it can. Redis being down never refuses
+   * a request.
+   */
+  async createAgent(input: CreateAgentInput, opts: RequestOptions = {}): Promise<CreateAgentResult> {
     const location = input.location ?? this.defaults.location;
     const serverType = input.serverType ?? this.defaults.serverType;
-    const key = idempotencyKey === undefined ? null : CLIENT_KEY_PREFIX + idempotencyKey;
+    const key = opts.idempotencyKey === undefined ? null : CLIENT_KEY_PREFIX + opts.idempotencyKey;
 
     if (key) {
       const replay = await this.replayCreate(key, { name: input.name, location, serverType });
@@ -219,19 +215,13 @@ export class OperationsService {
 
     let rows: Omit<CreateAgentResult, 'created'>;
     try {
-      const bundle = await this.ds.transaction(async (m) => {
-        const created = await this.repos.agents.createWithProvision(
-          { name: input.name, location, serverType, image: this.defaults.image, idempotencyKey: key },
-          m,
-        );
-        if (!created.created) return created;
-        // Stored before the add, so no reader ever sees a queued operation without its job id.
-        const operation = await this.repos.operations.update(
-          created.operation.id,
-          { queueJobId: jobIds.operation(created.operation.id) },
-          m,
-        );
-        return { ...created, operation };
+      const bundle = await this.ledger.acceptProvision({
+        name: input.name,
+        location,
+        serverType,
+        image: this.defaults.image,
+        idempotencyKey: key,
+        requestedBy: opts.requestedBy,
       });
       if (!bundle.created) {
         // A concurrent request with the same key won the race between our lookup and our insert.
@@ -242,42 +232,24 @@ export class OperationsService {
     } catch (err) {
       throw this.keyConflict(err);
     }
-    const queueJobId = rows.operation.queueJobId!;
-
-    const data: JobPayloads['provision'] = {
-      operationId: rows.operation.id,
-      agentId: rows.agent.id,
-      instanceId: rows.instance.id,
-      provisioningJobId: rows.provisioningJob.id,
-    };
-    try {
-      await this.addWithDeadline(rows.operation, () => this.queues.provision.add('provision', data, { jobId: queueJobId }));
-    } catch (err) {
-      // The client gets a 503 and no agent: remove what this request wrote, so a retry starts clean
-      // and no agent sits in the list that nobody will ever provision.
-      this.logger.error({ err, agentId: rows.agent.id, operationId: rows.operation.id }, 'Could not enqueue provision; agent not created');
-      await this.discardAgent(rows).catch((cleanupErr: unknown) =>
-        this.logger.error({ err: cleanupErr, agentId: rows.agent.id }, 'Could not remove the agent of a refused provision'),
-      );
-      throw new QueueUnavailableError('Could not enqueue the provision job', err);
-    }
+    const queued = await this.outbox.deliver(rows.operation, { instanceId: rows.instance.id });
     this.logger.info(
-      { agentId: rows.agent.id, operationId: rows.operation.id, provisioningJobId: rows.provisioningJob.id, jobId: queueJobId },
+      { agentId: rows.agent.id, operationId: rows.operation.id, provisioningJobId: rows.provisioningJob.id, jobId: rows.operation.queueJobId, queued },
       `[API] Agent ${rows.agent.id} created, provision queued`,
     );
     return { ...rows, created: true };
   }
 
-  requestStop(agentId: string, idempotencyKey?: string): Promise<CommandResult> {
-    return this.requestAgentCommand('stop', agentId, idempotencyKey);
+  requestStop(agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {
+    return this.requestAgentCommand('stop', agentId, opts);
   }
 
-  requestStart(agentId: string, idempotencyKey?: string): Promise<CommandResult> {
-    return this.requestAgentCommand('start', agentId, idempotencyKey);
+  requestStart(agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {
+    return this.requestAgentCommand('start', agentId, opts);
   }
 
-  requestDestroy(agentId: string, idempotencyKey?: string): Promise<CommandResult> {
-    return this.requestAgentCommand('destroy', agentId, idempotencyKey);
+  requestDestroy(agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {
+    return this.requestAgentCommand('destroy', agentId, opts);
   }
 
   /**
@@ -287,7 +259,7 @@ export class OperationsService {
    */
   async requestRollback(
     provisioningJobId: string,
-    opts: { idempotencyKey?: string; trigger?: RollbackTrigger } = {},
+    opts: RequestOptions & { trigger?: RollbackTrigger } = {},
   ): Promise<CommandResult> {
     const trigger = opts.trigger ?? 'api';
     if (opts.idempotencyKey !== undefined) {
@@ -312,37 +284,28 @@ export class OperationsService {
     if (trigger === 'api' && job.status !== 'failed') {
       // A provision may have failed for good in the queue while its row still says queued/running
       // (the worker died); its operation row tells.
-      const failedOperation = await this.ds
-        .getRepository(Operation)
-        .findOneBy({ provisioningJobId, type: 'provision', status: 'failed' });
-      if (!failedOperation) {
+      const provision = await this.repos.operations.findProvisionOf(provisioningJobId);
+      if (provision?.status !== 'failed') {
         throw new StateConflictError(
           `Job ${provisioningJobId} is ${job.status}; only a failed provision can be rolled back`,
         );
       }
     }
 
-    const queueJobId = jobIds.rollback(provisioningJobId);
-    // ON CONFLICT under the fixed key: the listener and the sweep may ask at the same moment from
+    // ON CONFLICT under the fixed key: the hook and the sweep may ask at the same moment from
     // different processes, and exactly one of them creates the operation.
-    const { operation, created } = await this.ds.transaction((m) =>
-      this.repos.operations.create(
-        {
-          type: 'rollback',
-          agentId: job.agentId,
-          provisioningJobId,
-          idempotencyKey: key,
-          queueJobId,
-          reason: `rollback requested (${trigger})`,
-        },
-        m,
-      ),
-    );
+    const { operation, created } = await this.ledger.acceptRollback({
+      agentId: job.agentId,
+      provisioningJobId,
+      key,
+      reason: `rollback requested (${trigger})`,
+      requestedBy: trigger === 'api' ? opts.requestedBy : 'system',
+    });
     if (!created) return this.replay(operation, 'rollback', { provisioningJobId });
 
-    await this.enqueueOrFail(operation);
+    const queued = await this.outbox.deliver(operation);
     this.logger.info(
-      { agentId: job.agentId, operationId: operation.id, provisioningJobId, jobId: queueJobId, trigger },
+      { agentId: job.agentId, operationId: operation.id, provisioningJobId, jobId: operation.queueJobId, trigger, queued },
       `[API] Rollback of job ${provisioningJobId} queued`,
     );
     return { operation, created: true };
@@ -405,21 +368,14 @@ export class OperationsService {
   // ---------------------------------------------------------------------------------------------
   // internals
 
-  private async requestAgentCommand(type: AgentCommand, agentId: string, idempotencyKey?: string): Promise<CommandResult> {
-    const key = idempotencyKey === undefined ? null : CLIENT_KEY_PREFIX + idempotencyKey;
+  private async requestAgentCommand(type: AgentCommand, agentId: string, opts: RequestOptions): Promise<CommandResult> {
+    const key = opts.idempotencyKey === undefined ? null : CLIENT_KEY_PREFIX + opts.idempotencyKey;
     if (key) {
       const previous = await this.repos.operations.findByIdempotencyKey(key);
       if (previous) return this.replay(previous, type, { agentId });
     }
 
-    const operationId = randomUUID();
-    const result = await requestAgentCommand(this.ds, {
-      type,
-      agentId,
-      operationId,
-      queueJobId: jobIds.operation(operationId),
-      idempotencyKey: key,
-    });
+    const result = await this.ledger.acceptAgentCommand(type, agentId, { idempotencyKey: key, requestedBy: opts.requestedBy });
     switch (result.outcome) {
       case 'created':
         break;
@@ -447,9 +403,9 @@ export class OperationsService {
     }
     const { operation } = result;
 
-    await this.enqueueOrFail(operation);
+    const queued = await this.outbox.deliver(operation);
     this.logger.info(
-      { agentId, operationId: operation.id, jobId: operation.queueJobId },
+      { agentId, operationId: operation.id, jobId: operation.queueJobId, queued },
       `[API] ${type} of agent ${agentId} queued`,
     );
     return { operation, created: true };
@@ -457,8 +413,7 @@ export class OperationsService {
 
   /**
    * The answer to a repeated request: the operation it created first, provided the key is not being
-   * reused for something else. A queued operation is enqueued again (a no-op in BullMQ when the job
-   * exists), which also repairs a crash between the commit and the first add.
+   * reused for something else. Its delivery is the relay's business, not the client's.
    */
   private async replay(
     operation: Operation,
@@ -473,13 +428,6 @@ export class OperationsService {
       throw new IdempotencyKeyReuseError(
         `Idempotency-Key was already used for a ${operation.type} request on another resource`,
       );
-    }
-    if (operation.status === 'queued' && operation.queueJobId) {
-      try {
-        await this.addJob(operation);
-      } catch (err) {
-        throw new QueueUnavailableError(`Could not confirm the queue job of operation ${operation.id}`, err);
-      }
     }
     return { operation, created: false };
   }
@@ -501,94 +449,6 @@ export class OperationsService {
     }
     await this.replay(operation, 'provision', { agentId: agent.id });
     return { agent, instance, operation, provisioningJob, created: false };
-  }
-
-  private async addJob(operation: Operation): Promise<void> {
-    const jobId = operation.queueJobId!;
-    switch (operation.type) {
-      case 'provision': {
-        const job = await this.ds.getRepository(ProvisioningJob).findOneByOrFail({ id: operation.provisioningJobId! });
-        const data = { operationId: operation.id, agentId: job.agentId, instanceId: job.instanceId, provisioningJobId: job.id };
-        return this.addWithDeadline(operation, () => this.queues.provision.add('provision', data, { jobId }));
-      }
-      case 'rollback': {
-        const data = { operationId: operation.id, provisioningJobId: operation.provisioningJobId! };
-        return this.addWithDeadline(operation, () => this.queues.rollback.add('rollback', data, { jobId }));
-      }
-      case 'stop':
-      case 'start':
-      case 'destroy': {
-        const type = operation.type;
-        const data = { operationId: operation.id, agentId: operation.agentId! };
-        return this.addWithDeadline(operation, () => this.queues[type].add(type, data, { jobId }));
-      }
-      default:
-        // reconcile operations are scheduled by the reconciler, never replayed through the API.
-        return;
-    }
-  }
-
-  /**
-   * An add that outlives its deadline may still land once Redis comes back, after the client was
-   * told 503: the job is then removed again, so a refused request never runs later by surprise.
-   */
-  private async addWithDeadline(operation: Operation, add: () => Promise<Job>): Promise<void> {
-    const adding = add();
-    try {
-      await withDeadline(adding, this.redisTimeoutMs, 'Redis');
-    } catch (err) {
-      if (err instanceof DeadlineError) {
-        adding
-          .then(async (job) => {
-            if ((job.data as { operationId?: string }).operationId !== operation.id) return;
-            await job.remove();
-            this.logger.warn({ operationId: operation.id, jobId: job.id }, 'Removed a job that was added after its request timed out');
-          })
-          .catch(() => undefined);
-      }
-      throw err;
-    }
-  }
-
-  /**
-   * Adds the job of a freshly committed operation. When Redis refuses, the operation is marked
-   * failed and its idempotency key released, so the client's retry (or the next sweep) can try again
-   * instead of finding a request that was never carried out.
-   */
-  private async enqueueOrFail(operation: Operation): Promise<void> {
-    try {
-      await this.addJob(operation);
-    } catch (err) {
-      const message = `Could not enqueue: ${errorMessage(err)}`;
-      this.logger.error({ err, operationId: operation.id, agentId: operation.agentId }, `Could not enqueue ${operation.type} operation`);
-      try {
-        await this.ds.transaction(async (m) => {
-          await transition(m, {
-            entity: 'operation',
-            id: operation.id,
-            from: ['queued'],
-            to: 'failed',
-            reason: 'queue unavailable',
-            operationId: operation.id,
-            patch: { error: message, finishedAt: new Date() },
-          });
-          await m.update(Operation, { id: operation.id }, { idempotencyKey: null });
-        });
-      } catch (markErr) {
-        this.logger.error({ err: markErr, operationId: operation.id }, 'Could not mark the refused operation failed');
-      }
-      throw new QueueUnavailableError(`Could not enqueue the ${operation.type} job`, err);
-    }
-  }
-
-  private async discardAgent(rows: Omit<CreateAgentResult, 'created'>): Promise<void> {
-    await this.ds.transaction(async (m) => {
-      await m.delete(Event, { agentId: rows.agent.id });
-      await m.delete(Operation, { id: rows.operation.id });
-      await m.delete(ProvisioningJob, { id: rows.provisioningJob.id });
-      await m.delete(Instance, { id: rows.instance.id });
-      await m.delete(Agent, { id: rows.agent.id });
-    });
   }
 
   /** The repository's conflict names the stored key; the client hears about its own key only. */

@@ -1,7 +1,8 @@
-import type { Job, Queue, Worker } from 'bullmq';
+import type { Queue } from 'bullmq';
 import type { DataSource } from 'typeorm';
 import { RecordNotFoundError, TransitionConflictError, inTransaction, transition } from '../db';
 import type { Logger } from '../lib/logger';
+import type { FinalFailureHook } from '../operations/ledger';
 import type { ProvisionJobData } from '../queues/queues';
 
 /**
@@ -9,16 +10,15 @@ import type { ProvisionJobData } from '../queues/queues';
  * and its tailnet device stays. Two paths lead there, both ending in the exactly-once
  * `requestRollback` (Operation under a fixed idempotency key, queue job under a fixed job id):
  *
- * - the listener: the provision worker's `failed` event. It fires in the process whose worker ran
- *   the failed attempt — once, in one process — so API-only processes need nothing, and N worker
- *   processes do not race each other for every failure. (QueueEvents would fire in every listening
- *   process and needs a blocking connection each; it buys nothing the sweep does not cover.)
+ * - the ledger's final-failure hook (`provisionFailureHook`): runs once the ledger has recorded a
+ *   provision's final failure — by the delivery that owns it, so a duplicate delivery that lost the
+ *   race never rolls back a provision that is about to succeed — or BullMQ's own failure of the job.
  * - the sweep, at start-up and every ROLLBACK_SWEEP_INTERVAL_SECONDS in each worker process: a
- *   database query for failed provisions without a rollback. It covers whatever the listener
- *   missed — a crash between BullMQ marking the job failed and the rollback request, a failure
- *   while no worker with a listener ran, a Redis hiccup. A timer per process (rather than a BullMQ
- *   job scheduler) needs no extra queue, and overlapping sweeps of several processes are harmless
- *   because the request is exactly-once; the query is indexed and small.
+ *   database query for failed provisions without a rollback. It covers whatever the hook missed — a
+ *   crash between the two writes, a failure while no worker ran. Overlapping sweeps of several
+ *   processes are harmless because the request is exactly-once; the query is indexed and small.
+ *
+ * A provision whose queue job Redis lost is not a failure: the outbox relay delivers it again.
  */
 
 export interface RollbackRequester {
@@ -96,14 +96,31 @@ async function ignoreConflict<T>(p: Promise<T>): Promise<T | undefined> {
   }
 }
 
-/** True when BullMQ will not try this job again. */
-export function isFinalFailure(job: Job, err: Error | undefined): boolean {
-  if (job.finishedOn) return true;
-  if (err?.name === 'UnrecoverableError') return true;
-  return job.attemptsMade >= (job.opts.attempts ?? 1);
+/**
+ * The ledger's final-failure hook: a provision that failed for good has its provisioning job marked
+ * failed and its rollback requested. Other operation types need nothing more.
+ */
+export function provisionFailureHook(deps: { dataSource: DataSource; operations: RollbackRequester; rollback?: boolean }): FinalFailureHook {
+  return async ({ operation, failedStep, error, cause, logger }) => {
+    if (operation.type !== 'provision' || !operation.provisioningJobId) return;
+    if ((cause as { lostRace?: unknown } | undefined)?.lostRace === true) {
+      // Another writer moved this provision's rows while the attempt ran: a parallel delivery that
+      // may be about to succeed, or a destroy already cleaning up. A rollback now would race it; if
+      // nobody finishes, the sweep rolls the provision back once it has stayed failed a while.
+      logger.warn({ provisioningJobId: operation.provisioningJobId }, 'Provision attempt lost a race; no rollback from this delivery');
+      return;
+    }
+    await recordProvisionFailure(deps.dataSource, {
+      provisioningJobId: operation.provisioningJobId,
+      operationId: operation.id,
+      error,
+      failedStep,
+    });
+    if (deps.rollback === false) return;
+    const { operation: rollback, created } = await deps.operations.requestRollback(operation.provisioningJobId, { trigger: 'auto' });
+    logger.info({ rollbackOperationId: rollback.id, created, provisioningJobId: operation.provisioningJobId }, 'Provision failed for good; rollback requested');
+  };
 }
-
-const UNKNOWN_JOB_GRACE_SECONDS = 300;
 
 export class RollbackListener {
   private readonly inFlight = new Set<Promise<unknown>>();
@@ -112,14 +129,6 @@ export class RollbackListener {
   private closed = false;
 
   constructor(private readonly deps: RollbackListenerDeps) {}
-
-  /** Listens to the provision worker of this process. */
-  attach(worker: Worker<ProvisionJobData>): void {
-    worker.on('failed', (job, err) => {
-      if (!job || this.closed || !isFinalFailure(job, err)) return;
-      this.track(this.onProvisionFailed(job, err));
-    });
-  }
 
   /** Start-up sweep, then one every interval (with jitter, so several processes spread out). */
   start(): void {
@@ -141,24 +150,6 @@ export class RollbackListener {
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
   }
 
-  async onProvisionFailed(job: Job<ProvisionJobData>, err: Error | undefined): Promise<void> {
-    const { provisioningJobId, operationId } = job.data;
-    const logger = this.deps.logger.child({ provisioningJobId, operationId, jobId: job.id });
-    try {
-      // Normally the processor already recorded this; a job failed by BullMQ itself (stalled too
-      // often) never reached the processor, so make sure here.
-      await recordProvisionFailure(this.deps.dataSource, {
-        provisioningJobId,
-        operationId,
-        error: err?.message || job.failedReason || 'provision failed',
-      });
-      const { operation, created } = await this.deps.operations.requestRollback(provisioningJobId, { trigger: 'auto' });
-      logger.info({ rollbackOperationId: operation.id, created }, 'Provision failed for good; rollback requested');
-    } catch (e) {
-      logger.error({ err: e }, 'Could not request the rollback of a failed provision; the sweep will try again');
-    }
-  }
-
   /**
    * Failed provisions without a rollback: provisioning jobs marked failed, provision Operations
    * failed while their provisioning job still looks live, and live-looking provision Operations
@@ -176,29 +167,24 @@ export class RollbackListener {
     const ds = this.deps.dataSource;
     const result: SweepResult = { requested: [], created: [] };
 
-    // Live-looking provision Operations whose queue job BullMQ has given up on.
-    const live: { id: string; provisioning_job_id: string; queue_job_id: string; age_s: number }[] = await ds.query(
-      `SELECT o.id, o.provisioning_job_id, o.queue_job_id,
-              extract(epoch FROM now() - o.requested_at)::float8 AS age_s
+    // Running provision Operations whose queue job BullMQ has given up on (failed without the
+    // processor recording it). A job that is missing is not among them: the relay delivers it again.
+    const live: { id: string; provisioning_job_id: string; queue_job_id: string }[] = await ds.query(
+      `SELECT o.id, o.provisioning_job_id, o.queue_job_id
          FROM operations o
          JOIN provisioning_jobs pj ON pj.id = o.provisioning_job_id
-        WHERE o.type = 'provision' AND o.status IN ('queued', 'running')
+        WHERE o.type = 'provision' AND o.status = 'running'
           AND pj.status IN ('queued', 'running')
           AND o.queue_job_id IS NOT NULL
         LIMIT 500`,
     );
     for (const op of live) {
-      const state = await this.deps.provisionQueue.getJobState(op.queue_job_id);
-      // 'unknown' = not in Redis: removed by retention or a flushed Redis, so nothing will run it.
-      // A young Operation may simply not be enqueued yet (the row is written before the add).
-      const gone = state === 'unknown' && op.age_s > UNKNOWN_JOB_GRACE_SECONDS;
-      if (state === 'failed' || gone) {
-        await recordProvisionFailure(ds, {
-          provisioningJobId: op.provisioning_job_id,
-          operationId: op.id,
-          error: state === 'failed' ? 'Provision job failed in the queue' : 'Provision job is gone from the queue',
-        });
-      }
+      if ((await this.deps.provisionQueue.getJobState(op.queue_job_id)) !== 'failed') continue;
+      await recordProvisionFailure(ds, {
+        provisioningJobId: op.provisioning_job_id,
+        operationId: op.id,
+        error: 'Provision job failed in the queue',
+      });
     }
 
     // Provision Operations failed while the provisioning job was left live (crash between writes).
@@ -208,6 +194,8 @@ export class RollbackListener {
            FROM operations o
            JOIN provisioning_jobs pj ON pj.id = o.provisioning_job_id
           WHERE o.type = 'provision' AND o.status = 'failed' AND pj.status IN ('queued', 'running')
+            -- Give a delivery that lost a race, while another finishes the work, time to settle.
+            AND o.finished_at < now() - interval '2 minutes'
           LIMIT 500`,
       );
     for (const op of halfRecorded) {

@@ -1,12 +1,17 @@
 import { Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { DataSource } from 'typeorm';
-import { RecordNotFoundError, TransitionConflictError, transition } from '../db';
 import type { Logger } from '../lib/logger';
+import type { OperationLedger } from '../operations/ledger';
 import type { OperationQueueName, Processors } from '../processors';
 import { SHUTDOWN_ABORT_REASON } from '../processors/run-operation';
 import { OPERATION_QUEUES, type JobPayloads } from '../queues/queues';
-import { isFinalFailure } from '../services/rollback-listener';
+
+/** True when BullMQ will not try this job again. */
+export function isFinalFailure(job: Job, err: Error | undefined): boolean {
+  if (job.finishedOn) return true;
+  if (err?.name === 'UnrecoverableError') return true;
+  return job.attemptsMade >= (job.opts.attempts ?? 1);
+}
 
 export interface WorkerSettings {
   /**
@@ -34,7 +39,9 @@ export interface WorkersDeps {
   prefix: string;
   concurrency: number;
   processors: Processors;
-  dataSource: DataSource;
+  ledger: Pick<OperationLedger, 'failFromQueue'>;
+  /** Failures the processors recorded themselves (shared with them); the rest are settled here. */
+  handledFailures: Set<string>;
   logger: Logger;
   settings?: Partial<WorkerSettings>;
   /** Only these queues get a worker (default: every operation queue). */
@@ -49,8 +56,8 @@ export interface WorkerPool {
   run(): void;
   /**
    * Stops taking jobs and lets in-flight ones finish, for at most `drainTimeoutMs`. Jobs still
-   * running then are abandoned in place: they stay active in Redis and, once their lock expires,
-   * the stalled-job check of another worker puts them back in the queue.
+   * running then are cut off: each goes back to the queue at once (no attempt, no stall counted)
+   * for another worker to take over.
    */
   close(drainTimeoutMs: number): Promise<{ drained: boolean }>;
 }
@@ -80,9 +87,16 @@ export function createWorkers(deps: WorkersDeps): WorkerPool {
       logger.warn({ queue: name, jobId }, 'Job stalled (its worker stopped renewing the lock); it is queued again'),
     );
     worker.on('failed', (job, err) => {
-      if (!job || !isFinalFailure(job, err)) return;
-      const p = settleOperation(deps.dataSource, job as Job<{ operationId: string }>, err).catch((e: unknown) =>
-        logger.error({ err: e, queue: name, jobId: job.id }, 'Could not mark the operation of a failed job'),
+      if (!job) return;
+      // The processor recorded this failure (or refused the job without touching anything).
+      if (deps.handledFailures.delete(String(job.id)) || !isFinalFailure(job, err)) return;
+      // BullMQ failed the job without the processor (stalled too often): the operation would
+      // otherwise look live forever. The ledger fails it and runs the final-failure hook.
+      const operationId = (job.data as { operationId?: unknown })?.operationId;
+      if (typeof operationId !== 'string') return;
+      const error = err?.message || job.failedReason || 'job failed';
+      const p = deps.ledger.failFromQueue(operationId, error, logger.child({ queue: name, jobId: job.id, operationId })).catch((e: unknown) =>
+        logger.error({ err: e, queue: name, jobId: job.id }, 'Could not mark the operation of a failed job; the relay will'),
       );
       pending.add(p);
       void p.finally(() => pending.delete(p));
@@ -115,30 +129,6 @@ export function createWorkers(deps: WorkersDeps): WorkerPool {
       return { drained };
     },
   };
-}
-
-/**
- * BullMQ can fail a job without calling the processor (stalled more than maxStalledCount times),
- * which would leave its Operation looking live forever.
- */
-async function settleOperation(ds: DataSource, job: Job<{ operationId: string }>, err: Error | undefined) {
-  const operationId = job.data?.operationId;
-  if (!operationId) return;
-  const error = err?.message || job.failedReason || 'job failed';
-  try {
-    await transition(ds, {
-      entity: 'operation',
-      id: operationId,
-      from: ['queued', 'running'],
-      to: 'failed',
-      reason: `job failed in the queue: ${error}`,
-      operationId,
-      patch: { error, finishedAt: new Date() },
-    });
-  } catch (e) {
-    // The processor already recorded the outcome (the usual case).
-    if (!(e instanceof TransitionConflictError || e instanceof RecordNotFoundError)) throw e;
-  }
 }
 
 async function within(p: Promise<unknown>, ms: number): Promise<boolean> {

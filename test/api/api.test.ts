@@ -116,6 +116,7 @@ describe('HTTP API', () => {
         agentId: agent.id,
         instanceId: instance.id,
         provisioningJobId: provisioningJob.id,
+        requestedBy: 'api',
       });
       expect(queued!.opts.attempts).to.equal(3);
 
@@ -295,7 +296,7 @@ describe('HTTP API', () => {
       expect(job).to.deep.equal({ queue: 'stop', id: `op-${operation.id}` });
       expect(links).to.deep.equal({ operation: `/v1/operations/${operation.id}`, agent: `/v1/agents/${agent.id}` });
       const queued = await h.queues.stop.getJob(`op-${operation.id}`);
-      expect(queued!.data).to.deep.equal({ operationId: operation.id, agentId: agent.id });
+      expect(queued!.data).to.deep.equal({ operationId: operation.id, agentId: agent.id, requestedBy: 'api' });
 
       // A second stop while the first is pending is a conflict, not a second job.
       const again = await h.api.request('POST', `/v1/agents/${agent.id}/stop`);
@@ -423,7 +424,7 @@ describe('HTTP API', () => {
       expect(rows).to.have.length(1);
       expect(rows[0]!.idempotencyKey).to.equal(`rollback:${provisioningJob.id}`);
       const job = await h.queues.rollback.getJob(`rollback-${provisioningJob.id}`);
-      expect(job!.data).to.deep.equal({ operationId: rows[0]!.id, provisioningJobId: provisioningJob.id });
+      expect(job!.data).to.deep.equal({ operationId: rows[0]!.id, provisioningJobId: provisioningJob.id, requestedBy: 'api' });
       expect((await jobIdsIn(h.queues.rollback)).filter((id) => id.endsWith(provisioningJob.id))).to.have.length(1);
     });
 

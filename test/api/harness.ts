@@ -9,7 +9,8 @@ import { Instance } from '../../src/entities';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics, type Metrics } from '../../src/lib/metrics';
 import { closeQueues, createProducerConnection, createQueues, type Queues } from '../../src/queues/queues';
-import { OperationsService } from '../../src/services/operations.service';
+import type { OperationsService } from '../../src/services/operations.service';
+import { operationsFor } from '../helpers/ledger';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -83,13 +84,7 @@ export async function startApiHarness(label: string): Promise<ApiHarness> {
   });
   const queues = createQueues({ connection, prefix, defaults: { attempts: 3, backoffMs: 50 } });
   const metrics = createMetrics();
-  const operations = new OperationsService({
-    dataSource: db.dataSource,
-    queues,
-    logger: silentLogger,
-    defaults: DEFAULTS,
-    redisTimeoutMs: 1000,
-  });
+  const { operations } = operationsFor({ dataSource: db.dataSource, queues, connection, defaults: DEFAULTS, redisTimeoutMs: 1000 });
   const app = createApp({
     config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, boardUser: BOARD.user, boardPassword: BOARD.password } },
     operations,

@@ -7,11 +7,13 @@ import sinon from 'sinon';
 import IORedis from 'ioredis';
 import { createApp } from '../../src/api/app';
 import { createDataSource } from '../../src/db/data-source';
-import { Agent, Operation } from '../../src/entities';
+import { Operation } from '../../src/entities';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics } from '../../src/lib/metrics';
 import { closeQueues, createQueues, type Queues } from '../../src/queues/queues';
-import { OperationsService } from '../../src/services/operations.service';
+import { createRepositories } from '../../src/db';
+import { OutboxRelay } from '../../src/operations/relay';
+import { operationsFor } from '../helpers/ledger';
 import { API_TOKEN, BOARD, DEFAULTS, apiClient, markRunning, startApiHarness, type ApiClient, type ApiHarness } from './harness';
 
 /** A TCP hop in front of PostgreSQL that the test can cut, like a database that goes away. */
@@ -41,6 +43,7 @@ async function startTcpProxy(target: { host: string; port: number }) {
 }
 
 describe('HTTP API while Redis or PostgreSQL is down', () => {
+  // Redis down: PostgreSQL is where work is accepted, so requests are still answered 201/202.
   let h: ApiHarness;
   let brokenRedis: IORedis;
   let brokenQueues: Queues;
@@ -55,13 +58,7 @@ describe('HTTP API while Redis or PostgreSQL is down', () => {
     brokenRedis.on('error', () => undefined);
     brokenQueues = createQueues({ connection: brokenRedis, prefix: `tf-test-${randomBytes(6).toString('hex')}`, defaults: { attempts: 1, backoffMs: 10 } });
     for (const q of Object.values(brokenQueues)) q.on('error', () => undefined);
-    const operations = new OperationsService({
-      dataSource: h.ds,
-      queues: brokenQueues,
-      logger: silentLogger,
-      defaults: DEFAULTS,
-      redisTimeoutMs: 200,
-    });
+    const { operations } = operationsFor({ dataSource: h.ds, queues: brokenQueues, connection: brokenRedis, defaults: DEFAULTS, redisTimeoutMs: 200 });
     const app = createApp({
       config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, boardUser: BOARD.user, boardPassword: BOARD.password } },
       operations,
@@ -88,42 +85,59 @@ describe('HTTP API while Redis or PostgreSQL is down', () => {
     await h?.close();
   });
 
-  it('answers 503 to a create and leaves no agent behind', async () => {
-    const before = await h.ds.getRepository(Agent).count();
+  /** The relay of a worker process whose Redis works: delivers whatever the broken API accepted. */
+  function relay() {
+    const { ledger, outbox } = operationsFor({ dataSource: h.ds, queues: h.queues, connection: h.connection, defaults: DEFAULTS });
+    return new OutboxRelay({ dataSource: h.ds, operations: createRepositories(h.ds).operations, ledger, outbox, logger: silentLogger, graceMs: 0 });
+  }
+
+  it('accepts a create while Redis is down, and the relay delivers it once Redis answers', async () => {
     const started = Date.now();
     const res = await broken.request('POST', '/v1/agents', { body: { name: 'no-redis' } });
-    expect(res.status, res.text).to.equal(503);
-    expect(res.headers.get('content-type')).to.match(/^application\/problem\+json/);
-    expect(res.body).to.include({ type: 'urn:tailfleet:problem:service-unavailable', status: 503 });
-    expect(res.headers.get('retry-after')).to.equal('5');
-    expect(res.text).not.to.match(/127\.0\.0\.1|ECONNREFUSED|did not answer/);
+    expect(res.status, res.text).to.equal(201);
     expect(Date.now() - started).to.be.below(3000);
-    expect(await h.ds.getRepository(Agent).count()).to.equal(before);
+    const operationId = res.body.operation.id as string;
+    expect(res.body.operation).to.include({ status: 'queued', type: 'provision' });
+    expect(await h.queues.provision.getJob(`op-${operationId}`)).to.equal(undefined);
+
+    const result = await relay().runOnce();
+    expect(result.ran).to.equal(true);
+    expect(result.added).to.be.at.least(1);
+    const job = await h.queues.provision.getJob(`op-${operationId}`);
+    expect(job?.data).to.include({
+      operationId,
+      agentId: res.body.agent.id,
+      instanceId: res.body.instance.id,
+      provisioningJobId: res.body.provisioningJob.id,
+    });
+    // A second pass finds the job there and adds nothing.
+    const again = await relay().runOnce();
+    expect((await h.queues.provision.getJobs(['waiting'])).filter((j) => j.data.operationId === operationId)).to.have.length(1);
+    expect(again.added).to.equal(0);
   });
 
-  it('marks a refused stop failed and frees its Idempotency-Key for the retry', async () => {
+  it('accepts a stop while Redis is down and keeps its Idempotency-Key for the retry', async () => {
     const created = await h.api.request('POST', '/v1/agents', { body: { name: 'stop-no-redis' } });
     const agentId = created.body.agent.id as string;
     await markRunning(h.ds, agentId);
     const headers = { 'idempotency-key': 'stop-during-outage' };
 
-    const refused = await broken.request('POST', `/v1/agents/${agentId}/stop`, { headers });
-    expect(refused.status, refused.text).to.equal(503);
-    const [failed] = await h.ds.getRepository(Operation).findBy({ agentId, type: 'stop' });
-    expect(failed).to.include({ status: 'failed', idempotencyKey: null });
-    expect(failed!.error).to.match(/^Could not enqueue/);
-    expect(failed!.finishedAt).to.be.instanceOf(Date);
+    const accepted = await broken.request('POST', `/v1/agents/${agentId}/stop`, { headers });
+    expect(accepted.status, accepted.text).to.equal(202);
+    const [queued] = await h.ds.getRepository(Operation).findBy({ agentId, type: 'stop' });
+    expect(queued).to.include({ status: 'queued', idempotencyKey: 'client:stop-during-outage', requestedBy: 'api' });
 
     // The operation reads from PostgreSQL even though the queue cannot be asked.
-    const shown = await broken.request('GET', `/v1/operations/${failed!.id}`);
+    const shown = await broken.request('GET', `/v1/operations/${queued!.id}`);
     expect(shown.status).to.equal(200);
-    expect(shown.body.operation.status).to.equal('failed');
+    expect(shown.body.operation.status).to.equal('queued');
     expect(shown.body.job).to.include({ queue: 'stop', state: 'unavailable' });
 
     const retried = await h.api.request('POST', `/v1/agents/${agentId}/stop`, { headers });
-    expect(retried.status, retried.text).to.equal(202);
-    expect(retried.body.operation.id).not.to.equal(failed!.id);
-    expect((await h.queues.stop.getJob(`op-${retried.body.operation.id}`))?.data.operationId).to.equal(retried.body.operation.id);
+    expect(retried.status, retried.text).to.equal(200);
+    expect(retried.body.operation.id).to.equal(queued!.id);
+    await relay().runOnce();
+    expect((await h.queues.stop.getJob(`op-${queued!.id}`))?.data.operationId).to.equal(queued!.id);
   });
 
   it('reports not ready and still serves /metrics', async () => {
@@ -154,7 +168,7 @@ describe('HTTP API while Redis or PostgreSQL is down', () => {
     url.host = `127.0.0.1:${proxy.port}`;
     const ds = createDataSource({ url: url.toString(), poolSize: 2, connectTimeoutMs: 1000 });
     await ds.initialize();
-    const operations = new OperationsService({ dataSource: ds, queues: h.queues, logger: silentLogger, defaults: DEFAULTS });
+    const { operations } = operationsFor({ dataSource: ds, queues: h.queues, connection: h.connection, defaults: DEFAULTS });
     const app = createApp({
       config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, boardUser: BOARD.user, boardPassword: BOARD.password } },
       operations,

@@ -2,12 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { expect } from 'chai';
 import IORedis from 'ioredis';
-import { insertOperation } from '../../src/db/operation.repository';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics } from '../../src/lib/metrics';
 import { runOperation, type RunnerDeps } from '../../src/processors/run-operation';
 import { StateConflictError } from '../../src/services/errors';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
+import { ledgerFor, queuedStop } from '../helpers/ledger';
 import { deleteRedisPrefix, REDIS_URL } from '../pipeline/stack';
 
 // Found by the chaos suite: BullMQ delivers a job again when its lock lapses (a starved or frozen
@@ -28,7 +28,7 @@ describe('chaos regression: overlapping deliveries of one job', function () {
     db = await createTestDatabase('chaos_duplicate');
     redis = new IORedis(REDIS_URL, { maxRetriesPerRequest: null });
     queue = new Queue('stop', { connection: redis, prefix });
-    deps = { dataSource: db.dataSource, logger: silentLogger, metrics: createMetrics(), queue };
+    deps = { ledger: ledgerFor(db.dataSource), logger: silentLogger, metrics: createMetrics(), queue };
   });
 
   after(async () => {
@@ -39,11 +39,11 @@ describe('chaos regression: overlapping deliveries of one job', function () {
   });
 
   async function overlap(duplicateError: Error) {
-    const { operation: op } = await insertOperation(db.dataSource, { type: 'stop' });
-    const job = await queue.add('stop', { operationId: op.id }, { attempts: 3 });
-    const result = await runOperation(deps, job, async () => {
+    const { operation: op, agentId } = await queuedStop(db.dataSource);
+    const job = await queue.add('stop', { operationId: op.id, agentId }, { attempts: 3, jobId: op.queueJobId! });
+    const result = await runOperation(deps, 'stop', job, 'delivery-1', async () => {
       // The redelivered copy runs while this one is still working, and fails.
-      await runOperation(deps, job, async () => {
+      await runOperation(deps, 'stop', job, 'delivery-2', async () => {
         throw duplicateError;
       }).catch(() => undefined);
       return 'done';

@@ -3,11 +3,11 @@ import { Queue } from 'bullmq';
 import { expect } from 'chai';
 import IORedis from 'ioredis';
 import { Client } from 'pg';
-import { insertOperation } from '../../src/db/operation.repository';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics } from '../../src/lib/metrics';
 import { runOperation, type RunnerDeps } from '../../src/processors/run-operation';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
+import { ledgerFor, queuedStop } from '../helpers/ledger';
 import { waitFor } from '../helpers/wait';
 import { deleteRedisPrefix, REDIS_URL } from '../pipeline/stack';
 
@@ -29,7 +29,7 @@ describe('chaos regression: the connection writing a success is dropped', functi
     db = await createTestDatabase('chaos_lost_success');
     redis = new IORedis(REDIS_URL, { maxRetriesPerRequest: null });
     queue = new Queue('stop', { connection: redis, prefix });
-    deps = { dataSource: db.dataSource, logger: silentLogger, metrics: createMetrics(), queue };
+    deps = { ledger: ledgerFor(db.dataSource), logger: silentLogger, metrics: createMetrics(), queue };
     blocker = new Client({ connectionString: db.url });
     await blocker.connect();
   });
@@ -68,10 +68,10 @@ describe('chaos regression: the connection writing a success is dropped', functi
   }
 
   it('the success is written on a fresh connection, not lost with the job completed', async () => {
-    const { operation: op } = await insertOperation(db.dataSource, { type: 'stop' });
-    const job = await queue.add('stop', { operationId: op.id }, { attempts: 3 });
+    const { operation: op, agentId } = await queuedStop(db.dataSource);
+    const job = await queue.add('stop', { operationId: op.id, agentId }, { attempts: 3, jobId: op.queueJobId! });
     let dropped: Promise<number> | undefined;
-    const result = await runOperation(deps, job, async () => {
+    const result = await runOperation(deps, 'stop', job, 'delivery-1', async () => {
       // Not awaited: the write it waits for only starts once the work has returned.
       dropped = (await holdRowLock(op.id)).dropWaitingWriter();
       return 'done';

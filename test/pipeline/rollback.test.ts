@@ -174,7 +174,12 @@ describe('pipeline: failed provisions are rolled back', function () {
       const op = await row(tf, `SELECT status FROM operations WHERE id = $1`, [ids2.operationId]);
       return op.status === 'succeeded';
     });
-    await suite.db.dataSource.query(`UPDATE operations SET status = 'failed', error = 'simulated crash' WHERE id = $1`, [ids2.operationId]);
+    // Failed a while ago: the sweep leaves a fresh failure alone for two minutes, in case it was a
+    // delivery that lost a race to another one still finishing the work.
+    await suite.db.dataSource.query(
+      `UPDATE operations SET status = 'failed', error = 'simulated crash', finished_at = now() - interval '3 minutes' WHERE id = $1`,
+      [ids2.operationId],
+    );
     await suite.db.dataSource.query(`UPDATE provisioning_jobs SET status = 'running' WHERE id = $1`, [ids2.provisioningJobId]);
     await suite.db.dataSource.query(`UPDATE instances SET status = 'provisioning' WHERE agent_id = $1`, [ids2.agentId]);
     await suite.db.dataSource.query(`UPDATE agents SET status = 'provisioning' WHERE id = $1`, [ids2.agentId]);

@@ -103,7 +103,7 @@ describe('pipeline: graceful shutdown', function () {
     await next.stop();
   });
 
-  it('past the drain deadline: the unfinished job is left in Redis and recovered by another worker', async () => {
+  it('past the drain deadline: the unfinished job goes back to waiting, spending no attempt, and another worker finishes it', async () => {
     // A stop that outlasts the 1 s drain deadline.
     suite.sim.control.setTimings({ shutdownMs: 2500 });
     // Queues of their own: BullMQ lets one stalled check run per stalledInterval per queue, and the
@@ -127,9 +127,12 @@ describe('pipeline: graceful shutdown', function () {
     const interrupted = await opStatus(op);
     expect(interrupted.status).to.equal('queued');
     expect(interrupted.error).to.match(/Interrupted by worker shutdown/);
-    expect(await producer.queues.stop.getJobState(`op-${op}`)).to.equal('active');
+    expect(await producer.queues.stop.getJobState(`op-${op}`)).to.be.oneOf(['waiting', 'delayed']);
+    const job = await producer.queues.stop.getJob(`op-${op}`);
+    expect(job!.attemptsMade, 'attempts spent by the interrupted run').to.equal(0);
 
-    const second = await suite.launch({ env: { ...env, ROLE: 'worker' }, overrides: { worker: settings } });
+    // The production stalled-check interval: the job must not need a stall to come back.
+    const second = await suite.launch({ env: { ...env, ROLE: 'worker' }, overrides: { worker: { lockDurationMs: 30_000, stalledIntervalMs: 30_000 } } });
     await waitFor('the recovered stop to succeed', async () => (await opStatus(op)).status === 'succeeded', { timeoutMs: 20_000 });
     const agent = await api.get(`/v1/agents/${agentId}`);
     expect(agent.body.agent.status).to.equal('paused');

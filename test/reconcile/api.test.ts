@@ -14,6 +14,7 @@ import {
 } from '../../src/processors/reconcile.processor';
 import { ReconcileReports, type ReconcileReport } from '../../src/services/reconciler.service';
 import { MANAGED_LABEL } from '../../src/services/server-labels';
+import { ledgerFor } from '../helpers/ledger';
 import { operationOf, startReconcileHarness, type ReconcileHarness } from './harness';
 
 describe('reconcile: API, metrics, processor and schedule', function () {
@@ -42,7 +43,7 @@ describe('reconcile: API, metrics, processor and schedule', function () {
 
   function startWorker() {
     const processor = createReconcileProcessor({
-      dataSource: r.h.ds,
+      ledger: ledgerFor(r.h.ds),
       logger: silentLogger,
       metrics: r.metrics,
       queue: r.queues.reconcile,

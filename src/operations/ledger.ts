@@ -1,0 +1,407 @@
+import { randomUUID } from 'node:crypto';
+import type { DataSource } from 'typeorm';
+import {
+  RecordNotFoundError,
+  TransitionConflictError,
+  insertOperation,
+  requestAgentCommand,
+  transition,
+  transitionGroup,
+  type AgentCommandOutcome,
+  type AgentCommandType,
+  type CreatedOperation,
+  type NewAgentWithProvision,
+  type PatchOf,
+  type ProvisionBundle,
+  type Repositories,
+} from '../db';
+import type { Operation, OperationStatus, OperationType } from '../entities';
+import type { Logger } from '../lib/logger';
+import { checkJobAgainstOperation } from '../queues/jobs';
+import { jobIds, type QueueName } from '../queues/queues';
+import { isDatabaseUnavailable } from './errors';
+
+/**
+ * The operation ledger: the one module that moves an Operation through its life.
+ *
+ *   accept ─► queued ─claim─► running ─succeed─► succeeded
+ *               ▲  │            │ ├─fail────► failed ─(operator retry)─► queued/running
+ *               │  cancel       │ └─retry / abandon ─► queued
+ *               │  ▼            │
+ *               │ cancelled     └─(BullMQ gave up without the processor)─► failed
+ *               └──requeue (reconciler: a stuck operation whose job is gone)
+ *
+ * PostgreSQL is where work is accepted: `accept*` writes the operation and its event and returns; the
+ * job that carries it to a worker is added after the commit by the outbox (src/operations/outbox.ts),
+ * and added again by the relay whenever Redis lost it. Every move is a guarded transition with its
+ * event row, so a stale writer gets a conflict instead of overwriting newer state.
+ *
+ * Ownership: a claim records the claiming delivery's token (BullMQ's lock token). Only that delivery
+ * may record a failure or hand the operation back to the queue; a duplicate delivery that lost the
+ * race cannot fail an operation another delivery is finishing, so it never triggers a rollback.
+ * Success is accepted from any delivery: the work is done whoever did it.
+ */
+
+export type ClaimResult = 'claimed' | 'missing' | Extract<OperationStatus, 'succeeded' | 'cancelled'>;
+
+/** The job that claims an operation: it must be that operation's own delivery. */
+export interface Delivery {
+  /** The queue the job came from; each operation type has its own. */
+  type: string;
+  jobId: string;
+  agentId?: string;
+  provisioningJobId?: string;
+}
+
+function checkDelivery(delivery: Delivery, operation: Operation): void {
+  checkJobAgainstOperation(
+    delivery.type as QueueName,
+    { id: delivery.jobId, data: { agentId: delivery.agentId, provisioningJobId: delivery.provisioningJobId } },
+    operation,
+  );
+}
+
+export interface FinalFailure {
+  operation: Operation;
+  /** The step the operation failed at, when known. */
+  failedStep: string | null;
+  error: string;
+  /** The error itself, when the failure came from running the work (not from BullMQ). */
+  cause?: unknown;
+  logger: Logger;
+}
+
+/** Runs once per operation that failed for good: where the rollback of a failed provision is decided. */
+export type FinalFailureHook = (failure: FinalFailure) => Promise<void>;
+
+export interface LedgerDeps {
+  dataSource: DataSource;
+  repositories: Pick<Repositories, 'agents' | 'operations'>;
+  logger: Logger;
+}
+
+export interface StepState {
+  /** The step reached last, written with the move that ends the attempt. */
+  step?: string | null;
+  percent?: number;
+}
+
+const stepPatch = (s: StepState): PatchOf<'operation'> =>
+  s.step === null || s.step === undefined ? {} : { currentStep: s.step, progress: s.percent ?? 0 };
+
+// Tries of a move that fails on the database itself (a dropped connection) before giving up.
+const WRITE_TRIES = 5;
+const WRITE_RETRY_MS = 100;
+
+export class OperationLedger {
+  private readonly ds: DataSource;
+  private readonly repos: LedgerDeps['repositories'];
+  private readonly logger: Logger;
+  private finalFailureHook: FinalFailureHook | undefined;
+
+  constructor(deps: LedgerDeps) {
+    this.ds = deps.dataSource;
+    this.repos = deps.repositories;
+    this.logger = deps.logger;
+  }
+
+  /** The one final-failure hook (set by the composition root: it decides on rollback). */
+  onFinalFailure(hook: FinalFailureHook): void {
+    this.finalFailureHook = hook;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // accept: rows and events in PostgreSQL, nothing in Redis
+
+  /** A new agent with its instance, provisioning job and queued provision operation. */
+  acceptProvision(input: Omit<NewAgentWithProvision, 'operationId' | 'queueJobId'>): Promise<ProvisionBundle> {
+    const operationId = randomUUID();
+    return this.ds.transaction((m) =>
+      this.repos.agents.createWithProvision({ ...input, operationId, queueJobId: jobIds.operation(operationId) }, m),
+    );
+  }
+
+  /** A stop, start or destroy: checked against the agent's state and inserted in one statement. */
+  acceptAgentCommand(
+    type: AgentCommandType,
+    agentId: string,
+    opts: { idempotencyKey: string | null; requestedBy?: string },
+  ): Promise<AgentCommandOutcome> {
+    const operationId = randomUUID();
+    return requestAgentCommand(this.ds, {
+      type,
+      agentId,
+      operationId,
+      queueJobId: jobIds.operation(operationId),
+      idempotencyKey: opts.idempotencyKey,
+      requestedBy: opts.requestedBy,
+    });
+  }
+
+  /** At most one rollback per provisioning job: the key and the job id are fixed by the job. */
+  acceptRollback(input: { agentId: string; provisioningJobId: string; key: string; reason: string; requestedBy?: string }): Promise<CreatedOperation> {
+    return this.ds.transaction((m) =>
+      insertOperation(m, {
+        type: 'rollback',
+        agentId: input.agentId,
+        provisioningJobId: input.provisioningJobId,
+        idempotencyKey: input.key,
+        queueJobId: jobIds.rollback(input.provisioningJobId),
+        reason: input.reason,
+        requestedBy: input.requestedBy,
+      }),
+    );
+  }
+
+  /** A manual reconcile pass. */
+  acceptReconcile(opts: { requestedBy?: string } = {}): Promise<CreatedOperation> {
+    const id = randomUUID();
+    return insertOperation(this.ds, {
+      type: 'reconcile',
+      id,
+      queueJobId: jobIds.operation(id),
+      reason: 'reconcile pass requested',
+      requestedBy: opts.requestedBy,
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // worker side
+
+  /**
+   * Moves the operation to running for this delivery. `failed` may be taken over because an operator
+   * retrying a failed job from Bull Board means "run it again"; `running` is a redelivery after a
+   * stall (or a duplicate delivery), which takes the claim over. The guarded move is tried first: it
+   * is the usual case and needs no read; the row is looked at only when it refuses.
+   */
+  async claim(operationId: string, input: { attempt: number; token: string | null; delivery?: Delivery }): Promise<ClaimResult> {
+    const { attempt, token, delivery } = input;
+    // The claim only matches the operation the job belongs to; a job that names another fails below.
+    const guard: PatchOf<'operation'> & { type?: OperationType; agentId?: string; provisioningJobId?: string } = {};
+    if (delivery) {
+      guard.type = delivery.type as OperationType;
+      guard.queueJobId = delivery.jobId;
+      if (delivery.agentId !== undefined) guard.agentId = delivery.agentId;
+      if (delivery.provisioningJobId !== undefined) guard.provisioningJobId = delivery.provisioningJobId;
+    }
+    for (let tries = 0; tries < 3; tries++) {
+      try {
+        await transition(this.ds, {
+          entity: 'operation',
+          id: operationId,
+          from: ['queued', 'failed'],
+          to: 'running',
+          reason: attempt === 1 ? 'job started' : `attempt ${attempt} started`,
+          operationId,
+          guard: guard as PatchOf<'operation'>,
+          patch: { attempts: attempt, finishedAt: null, failedStep: null, claimToken: token },
+          // A retried operation keeps the time its first attempt started.
+          patchIfNull: { startedAt: new Date() },
+        });
+        return 'claimed';
+      } catch (err) {
+        if (err instanceof RecordNotFoundError) return 'missing';
+        // Changed under us (e.g. cancelled), already running, or not this job's operation.
+        if (!(err instanceof TransitionConflictError)) throw err;
+        const current = await this.repos.operations.findById(operationId);
+        if (!current) return 'missing';
+        if (delivery) checkDelivery(delivery, current);
+        const status = current.status;
+        if (status === 'succeeded' || status === 'cancelled') return status;
+        if (status === 'running') {
+          await this.repos.operations.update(operationId, { attempts: attempt, failedStep: null, claimToken: token });
+          return 'claimed';
+        }
+      }
+    }
+    throw new Error(`Operation ${operationId} keeps changing; try again later`);
+  }
+
+  /** Best-effort progress for people watching; written only while the operation is running. */
+  progress(operationId: string, percent: number, step: string): Promise<boolean> {
+    return this.repos.operations.reportProgress(operationId, percent, step);
+  }
+
+  /**
+   * The work is done, so the operation succeeded. Usually it is `running`; but when BullMQ redelivered
+   * the job while it ran, the duplicate may have moved it to `queued` (a retryable failure) or `failed`
+   * meanwhile; those are moved back through `running`. A write that fails on the database is tried
+   * again, and if it still fails the error is thrown: the job must not complete in BullMQ while its
+   * operation stays `running`, because nothing else looks at a completed job again.
+   */
+  async succeed(operationId: string, state: StepState = {}): Promise<void> {
+    const patch = { ...stepPatch(state), progress: 100, error: null, failedStep: null, finishedAt: new Date() };
+    const done = { entity: 'operation', id: operationId, from: ['running'], to: 'succeeded', reason: 'job succeeded', operationId, patch } as const;
+    let from: OperationStatus = 'running';
+    let conflicts = 0;
+    for (let tries = 0; conflicts < 3; tries++) {
+      try {
+        if (from === 'running') await transition(this.ds, done);
+        else {
+          const back = { entity: 'operation', id: operationId, from: [from], to: 'running', reason: 'a duplicate delivery of the job finished the work', operationId } as const;
+          await transitionGroup(this.ds, [back, done]);
+        }
+        return;
+      } catch (err) {
+        if (err instanceof RecordNotFoundError) return;
+        if (!(err instanceof TransitionConflictError)) {
+          if (tries + 1 >= WRITE_TRIES) throw err;
+          this.logger.warn({ err, operationId, tries: tries + 1 }, 'Could not record the operation success; trying again');
+          await new Promise((resolve) => setTimeout(resolve, WRITE_RETRY_MS * 2 ** tries));
+          continue;
+        }
+        conflicts++;
+        // transitionGroup reports the status of whichever move refused; only the first move can.
+        from = err.actual as OperationStatus;
+        if (from === 'succeeded' || from === 'cancelled') return;
+      }
+    }
+    this.logger.warn({ operationId }, 'Could not record the operation outcome: it keeps changing');
+  }
+
+  /** An attempt failed and BullMQ will try again after its backoff. False when the claim is not ours. */
+  retry(operationId: string, token: string | null, input: StepState & { reason: string; error: string }): Promise<boolean> {
+    return this.handBack(operationId, token, input.reason, { ...stepPatch(input), error: input.error, failedStep: input.step ?? null });
+  }
+
+  /**
+   * The attempt stops without counting as one: the worker is shutting down, the cloud asked us to
+   * slow down, or our own database was unreachable. The job goes back to the queue.
+   */
+  abandon(operationId: string, token: string | null, input: StepState & { reason: string; error?: string }): Promise<boolean> {
+    return this.handBack(operationId, token, input.reason, { ...stepPatch(input), ...(input.error ? { error: input.error } : {}) });
+  }
+
+  /**
+   * The last attempt failed (or the error is permanent). Recorded only when this delivery still owns
+   * the operation; then the final-failure hook runs. Returns the failed operation, or null when another
+   * delivery owns it (or it already ended) and nothing was recorded.
+   */
+  async fail(
+    operationId: string,
+    token: string | null,
+    input: StepState & { reason: string; error: string; cause?: unknown; logger?: Logger },
+  ): Promise<Operation | null> {
+    const moved = await this.move({
+      entity: 'operation',
+      id: operationId,
+      from: ['running'],
+      to: 'failed',
+      reason: input.reason,
+      operationId,
+      guard: { claimToken: token },
+      patch: { ...stepPatch(input), error: input.error, failedStep: input.step ?? null, finishedAt: new Date() },
+    });
+    if (moved) await this.runFinalFailureHook({ operation: moved, failedStep: input.step ?? null, error: input.error, cause: input.cause, logger: input.logger ?? this.logger });
+    return moved;
+  }
+
+  /**
+   * BullMQ failed the job without the processor recording it (stalled too often, or a final failure
+   * whose write was lost). Whatever state the operation is in, short of an end, becomes failed.
+   */
+  async failFromQueue(operationId: string, error: string, logger: Logger = this.logger): Promise<Operation | null> {
+    const moved = await this.move({
+      entity: 'operation',
+      id: operationId,
+      from: ['queued', 'running'],
+      to: 'failed',
+      reason: `job failed in the queue: ${error}`,
+      operationId,
+      patch: { error, finishedAt: new Date() },
+    });
+    if (moved) await this.runFinalFailureHook({ operation: moved, failedStep: moved.failedStep, error, logger });
+    return moved;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // outside the worker
+
+  /**
+   * Puts an operation back in the queue because nothing is working on it (the reconciler found its
+   * instance stuck and its job gone or ended). The relay or the caller then delivers it.
+   */
+  async requeue(operation: Operation, reason: string): Promise<Operation> {
+    const from: OperationStatus[] = operation.status === 'queued' ? ['running', 'failed'] : [operation.status];
+    const { row } = await transition(this.ds, {
+      entity: 'operation',
+      id: operation.id,
+      from,
+      to: 'queued',
+      allowSame: true,
+      reason,
+      patch: { queueJobId: operation.queueJobId ?? jobIds.operation(operation.id), finishedAt: null, claimToken: null },
+    });
+    return row;
+  }
+
+  /** Cancels an operation that has not started. Throws TransitionConflictError when it has. */
+  async cancel(operationId: string, opts: { reason?: string; actor?: string } = {}): Promise<Operation> {
+    const { row } = await transition(this.ds, {
+      entity: 'operation',
+      id: operationId,
+      from: ['queued'],
+      to: 'cancelled',
+      reason: opts.reason ?? 'cancelled before it started',
+      operationId,
+      actor: opts.actor,
+      patch: { finishedAt: new Date() },
+    });
+    return row;
+  }
+
+  /**
+   * A queued operation that can never run (its queue job refused it, or it was superseded): failed,
+   * with its idempotency key kept so a retried request finds the answer.
+   */
+  async reject(operationId: string, error: string): Promise<Operation | null> {
+    return this.move({
+      entity: 'operation',
+      id: operationId,
+      from: ['queued'],
+      to: 'failed',
+      reason: error,
+      operationId,
+      patch: { error, finishedAt: new Date() },
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private async handBack(operationId: string, token: string | null, reason: string, patch: PatchOf<'operation'>): Promise<boolean> {
+    const moved = await this.move({
+      entity: 'operation',
+      id: operationId,
+      from: ['running'],
+      to: 'queued',
+      reason,
+      operationId,
+      guard: { claimToken: token },
+      patch,
+    });
+    return moved !== null;
+  }
+
+  /** A guarded move; null when the row is gone or another writer moved it first. */
+  private async move(req: Parameters<typeof transition<'operation'>>[1]): Promise<Operation | null> {
+    try {
+      return (await transition(this.ds, req)).row;
+    } catch (err) {
+      if (err instanceof TransitionConflictError || err instanceof RecordNotFoundError) return null;
+      throw err;
+    }
+  }
+
+  private async runFinalFailureHook(failure: FinalFailure): Promise<void> {
+    const { operation, logger } = failure;
+    if (!this.finalFailureHook) return;
+    try {
+      await this.finalFailureHook(failure);
+    } catch (err) {
+      // The rollback sweep repeats this work, so a failure here is logged, not fatal — unless it is
+      // our own database that is down, which the caller must see to try again later.
+      if (isDatabaseUnavailable(err)) throw err;
+      logger.error({ err, operationId: operation.id }, 'Final-failure handling failed');
+    }
+  }
+}

@@ -1,0 +1,181 @@
+import type { DataSource } from 'typeorm';
+import type { OperationRepository } from '../db';
+import type { Operation } from '../entities';
+import type { Logger } from '../lib/logger';
+import { queueOf } from '../queues/jobs';
+import { jobIds } from '../queues/queues';
+import type { OperationLedger } from './ledger';
+import type { Outbox } from './outbox';
+
+/**
+ * The outbox relay: Redis may lose anything at any moment (a restart without persistence, FLUSHALL,
+ * a failover, a crash between the API's commit and its add), PostgreSQL may not. Every few seconds,
+ * and once when a worker process starts, the relay reads the accepted work that is not finished —
+ * queued and running operations — and makes sure each has its job:
+ *
+ * - queued, job missing → added again under its own job id;
+ * - queued, job failed or completed in Redis (a requeue cut short) → moved back to waiting;
+ * - running, job missing for longer than a worker's lock (the worker died and Redis lost the job
+ *   too) → added again; the new delivery takes the claim over. A running job whose worker is alive
+ *   but whose key vanished is given that long to finish first;
+ * - running, job failed in Redis (BullMQ gave up without the processor recording it) → failed
+ *   through the ledger, which runs the final-failure hook.
+ *
+ * Only one process relays at a time (a PostgreSQL advisory lock held for the pass); the others skip.
+ * Operations younger than `graceMs` are left to the API's own add. The pass costs one SQL statement
+ * and one Redis round trip for all pending operations, plus one call per job that needs repair.
+ */
+
+export interface RelayDeps {
+  dataSource: DataSource;
+  operations: Pick<OperationRepository, 'findPending'>;
+  ledger: Pick<OperationLedger, 'failFromQueue'>;
+  outbox: Outbox;
+  logger: Logger;
+  /** Time between passes (default 5000). */
+  intervalMs?: number;
+  /** Least age of an operation before the relay looks at it (default 2000). */
+  graceMs?: number;
+  /** How long a running operation's job may be missing before it is delivered again (default 60000). */
+  runningGraceMs?: number;
+  /** Most operations looked at per pass (default 1000). */
+  batchSize?: number;
+  /** Runs in each pass after the operations: re-creates job schedulers Redis lost. */
+  ensureSchedulers?: () => Promise<void>;
+}
+
+export interface RelayResult {
+  /** false when another process held the relay lock. */
+  ran: boolean;
+  checked: number;
+  added: number;
+  retried: number;
+  failed: number;
+}
+
+// Arbitrary, fixed: the advisory lock key of the relay (the reconciler uses another).
+const RELAY_LOCK_KEY = 0x7466_6f62; // "tfob"
+
+export class OutboxRelay {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<RelayResult> | undefined;
+  private closed = false;
+  /** Running operations whose job was missing, and since when (this process's view). */
+  private readonly missingSince = new Map<string, number>();
+
+  constructor(private readonly deps: RelayDeps) {}
+
+  /** A pass now, then one every interval. */
+  start(): void {
+    const tick = () => {
+      if (this.closed) return;
+      void this.runSafely('schedule').finally(() => {
+        if (this.closed) return;
+        this.timer = setTimeout(tick, this.deps.intervalMs ?? 5000);
+        this.timer.unref();
+      });
+    };
+    tick();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    await this.running?.catch(() => undefined);
+  }
+
+  /** One pass (concurrent callers share it). */
+  runOnce(): Promise<RelayResult> {
+    this.running ??= this.pass().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async runSafely(reason: string): Promise<void> {
+    try {
+      const r = await this.runOnce();
+      if (r.added + r.retried + r.failed > 0) this.deps.logger.warn({ reason, ...r }, 'Relay delivered operations Redis did not hold');
+    } catch (err) {
+      this.deps.logger.warn({ err: { message: (err as Error).message }, reason }, 'Relay pass failed; trying again next interval');
+    }
+  }
+
+  private async pass(): Promise<RelayResult> {
+    const result: RelayResult = { ran: false, checked: 0, added: 0, retried: 0, failed: 0 };
+    const runner = this.deps.dataSource.createQueryRunner();
+    await runner.connect();
+    try {
+      const [row] = (await runner.query('SELECT pg_try_advisory_lock($1) AS locked', [RELAY_LOCK_KEY])) as Array<{ locked: boolean }>;
+      if (!row?.locked) return result;
+      try {
+        result.ran = true;
+        await this.relay(result);
+        await this.deps.ensureSchedulers?.();
+      } finally {
+        await runner.query('SELECT pg_advisory_unlock($1)', [RELAY_LOCK_KEY]).catch(() => undefined);
+      }
+    } finally {
+      await runner.release();
+    }
+    return result;
+  }
+
+  private async relay(result: RelayResult): Promise<void> {
+    const pending = await this.deps.operations.findPending({
+      olderThanMs: this.deps.graceMs ?? 2000,
+      limit: this.deps.batchSize ?? 1000,
+    });
+    result.checked = pending.length;
+    const jobs = pending.map(({ operation }) => ({
+      queue: queueOf(operation.type),
+      jobId: operation.queueJobId ?? jobIds.operation(operation.id),
+    }));
+    const present = await this.deps.outbox.presence(jobs);
+    const now = Date.now();
+    const stillMissing = new Set<string>();
+
+    for (let i = 0; i < pending.length; i++) {
+      const { operation, instanceId } = pending[i]!;
+      const { queue, jobId } = jobs[i]!;
+      const log = this.deps.logger.child({ operationId: operation.id, type: operation.type, jobId });
+      if (!present[i]) {
+        if (operation.status === 'running') {
+          stillMissing.add(operation.id);
+          const since = this.missingSince.get(operation.id) ?? now;
+          this.missingSince.set(operation.id, since);
+          if (now - since < (this.deps.runningGraceMs ?? 60_000)) continue;
+        }
+        await this.deps.outbox.add(operation, { instanceId: instanceId ?? undefined });
+        this.missingSince.delete(operation.id);
+        result.added++;
+        log.warn({ status: operation.status }, 'Operation had no job in the queue; delivered it again');
+        continue;
+      }
+      // The job exists; most are waiting, delayed or active, which is all as it should be. Only an
+      // operation that has not moved for a while is worth the state look-up.
+      if (now - operation.updatedAt.getTime() < (this.deps.runningGraceMs ?? 60_000)) continue;
+      const state = await this.deps.outbox.state(queue, jobId);
+      if (state === 'failed' && operation.status === 'running') {
+        const job = await this.deps.outbox.job(queue, jobId);
+        await this.deps.ledger.failFromQueue(operation.id, job?.failedReason || 'job failed in the queue', log);
+        result.failed++;
+      } else if (state === 'failed' || state === 'completed') {
+        await this.redeliver(operation, queue, jobId, state, instanceId);
+        result.retried++;
+        log.warn({ status: operation.status, state }, 'Operation still pending but its job had ended; moved the job back to waiting');
+      }
+    }
+    for (const id of this.missingSince.keys()) if (!stillMissing.has(id)) this.missingSince.delete(id);
+  }
+
+  /** The job id is taken by an ended job: move that job back to waiting, with a fresh attempt budget. */
+  private async redeliver(operation: Operation, queue: ReturnType<typeof queueOf>, jobId: string, state: 'failed' | 'completed', instanceId: string | null) {
+    const job = await this.deps.outbox.job(queue, jobId);
+    if (!job) {
+      await this.deps.outbox.add(operation, { instanceId: instanceId ?? undefined });
+      return;
+    }
+    await job.retry(state, { resetAttemptsMade: true, resetAttemptsStarted: true });
+  }
+}

@@ -1,0 +1,117 @@
+import { z } from 'zod';
+import type { Operation, OperationType } from '../entities';
+import { jobIds, type JobPayloads, type QueueName } from './queues';
+
+/**
+ * The one place that turns an operation into a queue job, and a job back into what it claims to be.
+ * Payloads are parsed, not trusted: Bull Board lets an operator add or duplicate a job by hand, and a
+ * job whose data does not match its operation must fail without touching anything.
+ */
+
+const uuid = z.uuid();
+// Who asked, copied into the job so Bull Board shows it; never used for decisions.
+const requestedBy = z.string().max(100).optional();
+
+export const jobPayloadSchemas = {
+  provision: z.object({ operationId: uuid, agentId: uuid, instanceId: uuid, provisioningJobId: uuid, requestedBy }).strict(),
+  stop: z.object({ operationId: uuid, agentId: uuid, requestedBy }).strict(),
+  start: z.object({ operationId: uuid, agentId: uuid, requestedBy }).strict(),
+  destroy: z.object({ operationId: uuid, agentId: uuid, requestedBy }).strict(),
+  rollback: z.object({ operationId: uuid, provisioningJobId: uuid, requestedBy }).strict(),
+  reconcile: z
+    .object({ operationId: uuid.optional(), trigger: z.enum(['schedule', 'manual']), requestedBy })
+    .strict(),
+} as const satisfies { [K in QueueName]: z.ZodType<JobPayloads[K]> };
+
+/** A job that cannot be what it says it is: trying it again cannot help. */
+export class JobMismatchError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'JobMismatchError';
+  }
+}
+
+/** The queue that carries operations of a type (every type has one). */
+export function queueOf(type: OperationType): QueueName {
+  return type;
+}
+
+export interface OperationJob<K extends QueueName = QueueName> {
+  queue: K;
+  name: K;
+  jobId: string;
+  data: JobPayloads[K];
+}
+
+/**
+ * The job that delivers an operation. The job id is the operation's own (`op-<id>`, or the fixed
+ * `rollback-<provisioning job>`), so adding it again while it exists is a no-op in BullMQ.
+ * A provision needs its instance id, which the operation row does not hold: the caller passes it.
+ */
+export function operationJob(operation: Operation, extra: { instanceId?: string } = {}): OperationJob {
+  const jobId = operation.queueJobId ?? jobIds.operation(operation.id);
+  const base = { operationId: operation.id, requestedBy: operation.requestedBy };
+  const need = <T>(value: T | null | undefined, what: string): T => {
+    if (value === null || value === undefined) throw new Error(`${operation.type} operation ${operation.id} has no ${what}`);
+    return value;
+  };
+  switch (operation.type) {
+    case 'provision':
+      return {
+        queue: 'provision',
+        name: 'provision',
+        jobId,
+        data: {
+          ...base,
+          agentId: need(operation.agentId, 'agent'),
+          instanceId: need(extra.instanceId, 'instance'),
+          provisioningJobId: need(operation.provisioningJobId, 'provisioning job'),
+        },
+      };
+    case 'rollback':
+      return {
+        queue: 'rollback',
+        name: 'rollback',
+        jobId,
+        data: { ...base, provisioningJobId: need(operation.provisioningJobId, 'provisioning job') },
+      };
+    case 'stop':
+    case 'start':
+    case 'destroy':
+      return { queue: operation.type, name: operation.type, jobId, data: { ...base, agentId: need(operation.agentId, 'agent') } };
+    case 'reconcile':
+      return { queue: 'reconcile', name: 'reconcile', jobId, data: { ...base, trigger: 'manual' } };
+  }
+}
+
+/**
+ * Parses a job's payload for its queue and checks it against the operation it names: the queue must
+ * carry that operation's type, the job must be the operation's own delivery (its job id), and every id
+ * in the payload must be the operation's. Throws JobMismatchError otherwise.
+ */
+export function parseJobPayload<K extends QueueName>(queue: K, data: unknown): JobPayloads[K] {
+  const parsed = jobPayloadSchemas[queue].safeParse(data);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || 'data'}: ${i.message}`).join('; ');
+    throw new JobMismatchError(`Job data is not a ${queue} payload (${issues})`);
+  }
+  return parsed.data as JobPayloads[K];
+}
+
+export function checkJobAgainstOperation(
+  queue: QueueName,
+  job: { id?: string | undefined; data: { agentId?: string; provisioningJobId?: string } },
+  operation: Operation,
+): void {
+  const problems: string[] = [];
+  if (queueOf(operation.type) !== queue) problems.push(`operation ${operation.id} is a ${operation.type}, not a ${queue}`);
+  const expectedJobId = operation.queueJobId ?? jobIds.operation(operation.id);
+  if (job.id !== expectedJobId) problems.push(`job ${job.id} is not the operation's delivery (${expectedJobId})`);
+  if (job.data.agentId !== undefined && job.data.agentId !== operation.agentId) {
+    problems.push(`agent ${job.data.agentId} is not the operation's (${operation.agentId})`);
+  }
+  if (job.data.provisioningJobId !== undefined && job.data.provisioningJobId !== operation.provisioningJobId) {
+    problems.push(`provisioning job ${job.data.provisioningJobId} is not the operation's (${operation.provisioningJobId})`);
+  }
+  if (problems.length > 0) throw new JobMismatchError(`Job does not match its operation: ${problems.join('; ')}`);
+}

@@ -1,0 +1,47 @@
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { DataSource } from 'typeorm';
+import { createRepositories, insertOperation } from '../../src/db';
+import type { Operation } from '../../src/entities';
+import { silentLogger, type Logger } from '../../src/lib/logger';
+import { OperationLedger } from '../../src/operations/ledger';
+import { Outbox } from '../../src/operations/outbox';
+import { jobIds, type Queues } from '../../src/queues/queues';
+import { OperationsService, type OperationsDefaults } from '../../src/services/operations.service';
+
+/** A ledger over a test database, wired as the composition root wires it. */
+export function ledgerFor(dataSource: DataSource, logger: Logger = silentLogger): OperationLedger {
+  return new OperationLedger({ dataSource, repositories: createRepositories(dataSource), logger });
+}
+
+/** The API's command side over a test database and queues. */
+export function operationsFor(deps: {
+  dataSource: DataSource;
+  queues: Queues;
+  connection: Redis;
+  defaults: OperationsDefaults;
+  redisTimeoutMs?: number;
+}): { operations: OperationsService; ledger: OperationLedger; outbox: Outbox } {
+  const ledger = ledgerFor(deps.dataSource);
+  const outbox = new Outbox({ queues: deps.queues, connection: deps.connection, logger: silentLogger, redisTimeoutMs: deps.redisTimeoutMs });
+  const operations = new OperationsService({
+    dataSource: deps.dataSource,
+    queues: deps.queues,
+    ledger,
+    outbox,
+    repositories: createRepositories(deps.dataSource),
+    logger: silentLogger,
+    defaults: deps.defaults,
+    redisTimeoutMs: deps.redisTimeoutMs,
+  });
+  return { operations, ledger, outbox };
+}
+
+/** An agent with a queued stop operation whose job id is the operation's own (no job added). */
+export async function queuedStop(dataSource: DataSource): Promise<{ operation: Operation; agentId: string }> {
+  const repos = createRepositories(dataSource);
+  const bundle = await repos.agents.createWithProvision({ name: `agent-${randomUUID().slice(0, 8)}`, serverType: 'cx22', image: 'ubuntu-24.04' });
+  const id = randomUUID();
+  const { operation } = await insertOperation(dataSource, { type: 'stop', id, agentId: bundle.agent.id, queueJobId: jobIds.operation(id) });
+  return { operation, agentId: bundle.agent.id };
+}
