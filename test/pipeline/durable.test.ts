@@ -1,0 +1,207 @@
+import { createServer, connect, type Server as TcpServer, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { expect } from 'chai';
+import type { Tailfleet } from '../../src/server';
+import { RECONCILE_SCHEDULER_ID } from '../../src/processors/reconcile.processor';
+import { apiClient, createSuite, deleteRedisPrefix, waitFor, type ApiClient, type Suite } from './stack';
+
+// Accepted work lives in PostgreSQL; Redis only delivers it and may lose anything at any moment.
+
+/** A TCP hop in front of PostgreSQL that can be cut and restored on the same port. */
+async function startTcpProxy(target: { host: string; port: number }) {
+  const sockets = new Set<Socket>();
+  let server: TcpServer | undefined;
+  let port = 0;
+  const listen = async () => {
+    server = createServer((client) => {
+      const upstream = connect(target.port, target.host);
+      sockets.add(client).add(upstream);
+      client.pipe(upstream).pipe(client);
+      const drop = () => {
+        client.destroy();
+        upstream.destroy();
+      };
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+    });
+    await new Promise<void>((resolve) => server!.listen(port, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+  };
+  await listen();
+  return {
+    get port() {
+      return port;
+    },
+    async cut() {
+      await new Promise<void>((resolve) => {
+        server!.close(() => resolve());
+        for (const s of sockets) s.destroy();
+        sockets.clear();
+      });
+    },
+    restore: listen,
+  };
+}
+
+describe('pipeline: durable operations', function () {
+  this.timeout(60_000);
+
+  let suite: Suite;
+  let producer: Tailfleet;
+  let api: ApiClient;
+  const relayFast = { RELAY_INTERVAL_MS: '200' };
+
+  before(async () => {
+    suite = await createSuite('pipeline_durable');
+    producer = await suite.launch({ env: { ROLE: 'api' } });
+    api = apiClient(producer.url!, suite.apiToken);
+  });
+
+  after(async () => {
+    await suite?.close();
+  });
+
+  // Each test starts its own workers; none may outlive it and take another test's jobs.
+  let workers: Tailfleet[] = [];
+  const launchWorker = async (env: Record<string, string> = {}) => {
+    const tf = await suite.launch({ env: { ROLE: 'worker', ...relayFast, ...env } });
+    workers.push(tf);
+    return tf;
+  };
+  afterEach(async () => {
+    await Promise.all(workers.map((w) => w.stop()));
+    workers = [];
+  });
+
+  const status = async (operationId: string) => (await api.get(`/v1/operations/${operationId}`)).body.operation;
+  const finished = (operationId: string, timeoutMs = 20_000) =>
+    waitFor(
+      `operation ${operationId} to finish`,
+      async () => {
+        const op = await status(operationId);
+        return op.status === 'succeeded' || op.status === 'failed' ? op : undefined;
+      },
+      { timeoutMs },
+    );
+  const rollbacksOf = async (provisioningJobId: string) =>
+    Number(
+      (
+        await suite.db.dataSource.query(`SELECT count(*)::int AS n FROM operations WHERE type = 'rollback' AND provisioning_job_id = $1`, [
+          provisioningJobId,
+        ])
+      )[0].n,
+    );
+
+  it('a stop whose queue job Redis lost is carried out once a worker runs, and the agent takes commands again', async () => {
+    const worker = await launchWorker();
+    const created = await api.post('/v1/agents', { name: 'lost-stop' });
+    expect(created.status).to.equal(201);
+    expect((await finished(created.body.operation.id)).status).to.equal('succeeded');
+    await worker.stop();
+
+    const stop = await api.post(`/v1/agents/${created.body.agent.id}/stop`);
+    expect(stop.status).to.equal(202);
+    const operationId = stop.body.operation.id as string;
+    // Redis loses everything (a restart without persistence, FLUSHALL, a failover).
+    await deleteRedisPrefix(suite.prefix);
+    expect(await producer.queues.stop.getJob(`op-${operationId}`)).to.equal(undefined);
+
+    await launchWorker();
+    const done = await finished(operationId);
+    expect(done.status, done.error).to.equal('succeeded');
+    expect(done.attempts).to.equal(1);
+    const start = await api.post(`/v1/agents/${created.body.agent.id}/start`);
+    expect(start.status, JSON.stringify(start.body)).to.equal(202);
+    expect((await finished(start.body.operation.id)).status).to.equal('succeeded');
+  });
+
+  it('a provision whose queue job Redis lost is carried out, not rolled back', async () => {
+    const workers = producer; // no worker runs while the request is accepted
+    expect(workers.workers).to.equal(undefined);
+    const created = await api.post('/v1/agents', { name: 'lost-provision' });
+    expect(created.status).to.equal(201);
+    await deleteRedisPrefix(suite.prefix);
+
+    await launchWorker();
+    const done = await finished(created.body.operation.id);
+    expect(done.status, done.error).to.equal('succeeded');
+    expect(await rollbacksOf(created.body.provisioningJob.id)).to.equal(0);
+    const servers = suite.sim.control.state().servers.filter((s) => s.labels['tailfleet-agent'] === created.body.agent.id);
+    expect(servers.map((s) => s.status)).to.deep.equal(['running']);
+  });
+
+  it('re-creates the reconcile job scheduler when Redis lost it', async () => {
+    const worker = await launchWorker({ RECONCILE_INTERVAL_SECONDS: '3600' });
+    expect(await worker.queues.reconcile.getJobScheduler(RECONCILE_SCHEDULER_ID)).to.not.equal(undefined);
+    await deleteRedisPrefix(suite.prefix);
+    await waitFor('the scheduler to be back', async () => (await worker.queues.reconcile.getJobScheduler(RECONCILE_SCHEDULER_ID)) !== undefined);
+  });
+
+  it('a job added or duplicated by hand that does not match its operation fails at once and changes nothing', async () => {
+    const worker = await launchWorker();
+    const a = await api.post('/v1/agents', { name: 'hand-a' });
+    const b = await api.post('/v1/agents', { name: 'hand-b' });
+    await finished(a.body.operation.id);
+    await finished(b.body.operation.id);
+    const stop = await api.post(`/v1/agents/${a.body.agent.id}/stop`);
+    const stopId = stop.body.operation.id as string;
+    await finished(stopId);
+
+    const eventsOf = async () =>
+      (await suite.db.dataSource.query(`SELECT count(*)::int AS n FROM events`))[0].n as number;
+    const before = await eventsOf();
+    const statusesBefore = await suite.db.dataSource.query(`SELECT id, status, attempts FROM operations ORDER BY id`);
+    const q = worker.queues.stop;
+    const jobs = [
+      // Another agent's id on a finished operation.
+      await q.add('stop', { operationId: stopId, agentId: b.body.agent.id }),
+      // A duplicate of the operation's job under a new id.
+      await q.add('stop', { operationId: stopId, agentId: a.body.agent.id }),
+      // The provision operation, sent to the stop queue.
+      await q.add('stop', { operationId: a.body.operation.id, agentId: a.body.agent.id }),
+      // Not a payload at all.
+      await q.add('stop', { hello: 'world' } as never),
+    ];
+    for (const job of jobs) {
+      const failed = await waitFor(`job ${job.id} to fail`, async () => ((await q.getJobState(job.id!)) === 'failed' ? q.getJob(job.id!) : undefined));
+      expect(failed!.attemptsMade, 'failed at once, no retries').to.equal(1);
+      expect(failed!.failedReason).to.match(/does not match|not a stop payload/);
+    }
+    expect(await eventsOf()).to.equal(before);
+    expect(await suite.db.dataSource.query(`SELECT id, status, attempts FROM operations ORDER BY id`)).to.deep.equal(statusesBefore);
+  });
+
+  it('PostgreSQL unreachable mid-provision: the job waits without spending an attempt and the provision is not rolled back', async () => {
+    suite.sim.control.setTimings({ enrollDelayMs: 1500 });
+    const url = new URL(suite.db.url);
+    const proxy = await startTcpProxy({ host: url.hostname, port: Number(url.port || 5432) });
+    url.host = `127.0.0.1:${proxy.port}`;
+    try {
+      // One attempt only: a failure that counted would be final, and roll the provision back.
+      const worker = await launchWorker({ DATABASE_URL: url.toString(), JOB_ATTEMPTS: '1', DB_OUTAGE_RETRY_MS: '300' });
+      const deferred = async () =>
+        (await worker.metrics.jobs.get()).values.find((v) => v.labels.queue === 'provision' && v.labels.outcome === 'deferred')?.value ?? 0;
+      const created = await api.post('/v1/agents', { name: 'db-outage' });
+      const operationId = created.body.operation.id as string;
+      await waitFor('the provision to wait for enrollment', async () => (await status(operationId)).currentStep === 'wait-enrollment', {
+        timeoutMs: 15_000,
+      });
+      await proxy.cut();
+      // The enrollment completes while the database is away; the write that follows cannot happen,
+      // and the job is put back to wait instead of failing.
+      await waitFor('the job to wait for the database', async () => (await deferred()) > 0, { timeoutMs: 15_000 });
+      await proxy.restore();
+
+      const done = await finished(operationId);
+      expect(done.status, done.error).to.equal('succeeded');
+      expect(await rollbacksOf(created.body.provisioningJob.id)).to.equal(0);
+      const job = await producer.queues.provision.getJob(`op-${operationId}`);
+      expect(job!.attemptsMade).to.equal(1);
+      const servers = suite.sim.control.state().servers.filter((s) => s.labels['tailfleet-agent'] === created.body.agent.id);
+      expect(servers.map((s) => s.status)).to.deep.equal(['running']);
+    } finally {
+      suite.sim.control.setTimings({ enrollDelayMs: 20 });
+      await proxy.cut().catch(() => undefined);
+    }
+  });
+});
