@@ -20,12 +20,12 @@ import {
   createWorkerConnection,
   type Queues,
 } from './queues/queues';
-import { LifecycleService } from './services/lifecycle.service';
 import { OperationsService } from './services/operations.service';
-import { ReconcileReports, ReconcilerService, stuckTimeouts } from './services/reconciler.service';
+import { ReconcileReports, Reconciler, stuckTimeouts } from './reconcile';
 import { RollbackListener } from './services/rollback-listener';
 import { answerClientError } from './api/problem';
 import { createWorkers, type WorkerPool, type WorkerSettings } from './workers';
+import { PowerWorkflow, ProvisionWorkflow, TeardownWorkflow, type WorkflowDeps } from './workflows';
 
 /**
  * The composition root: the only place that builds infrastructure. Order follows the data flow —
@@ -59,12 +59,12 @@ export interface Tailfleet {
   operations: OperationsService;
   /** The HTTP app: the API (roles all and api) or only probes and metrics (role worker). */
   app?: Application;
-  /** Worker roles only. */
-  lifecycle?: LifecycleService;
+  /** Worker roles only: the workflows the processors call. */
+  workflows?: { provision: ProvisionWorkflow; power: PowerWorkflow; teardown: TeardownWorkflow };
   workers?: WorkerPool;
   rollbackListener?: RollbackListener;
   /** Worker roles only: drift reconciler and orphan sweeper, run by the reconcile queue's worker. */
-  reconciler?: ReconcilerService;
+  reconciler?: Reconciler;
   /** Set once start() has the HTTP server listening, e.g. http://127.0.0.1:3000. */
   url?: string;
   start(): Promise<void>;
@@ -143,11 +143,12 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       enrollmentTimeoutMs: config.tailscale.enrollmentTimeoutSeconds * 1000,
       ...overrides.tailscale,
     });
-    const lifecycle = new LifecycleService({
+    const workflowDeps: WorkflowDeps = {
       dataSource,
+      repositories,
       hetzner,
       tailscale,
-      logger: logger.child({ component: 'lifecycle' }),
+      logger: logger.child({ component: 'workflow' }),
       settings: {
         serverType: config.hetzner.serverType,
         image: config.hetzner.image,
@@ -157,10 +158,15 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
         enrollmentTimeoutMs: config.tailscale.enrollmentTimeoutSeconds * 1000,
         actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
       },
-    });
+    };
+    const workflows = {
+      provision: new ProvisionWorkflow(workflowDeps),
+      power: new PowerWorkflow(workflowDeps),
+      teardown: new TeardownWorkflow(workflowDeps),
+    };
     const processors = createProcessors({
       dataSource,
-      lifecycle,
+      ...workflows,
       logger: logger.child({ component: 'processor' }),
       metrics,
       queues,
@@ -174,7 +180,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       logger,
       settings: overrides.worker,
     });
-    tf.lifecycle = lifecycle;
+    tf.workflows = workflows;
     tf.workers = workers;
     if (overrides.rollbackListener !== false) {
       const listener = new RollbackListener({
@@ -187,8 +193,9 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       listener.attach(workers.workers.provision!);
       tf.rollbackListener = listener;
     }
-    tf.reconciler = new ReconcilerService({
+    tf.reconciler = new Reconciler({
       dataSource,
+      repositories,
       hetzner,
       tailscale,
       queues,
@@ -236,7 +243,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       logger: logger.child({ component: 'http' }),
       queues,
       readiness,
-      reconcile: new ReconcileReports({ dataSource, queues }),
+      reconcile: new ReconcileReports({ dataSource, repositories, queues }),
     });
   } else {
     // A worker-only process serves just probes and its own metrics (jobs, cloud requests).

@@ -1,14 +1,14 @@
 import type { Job } from 'bullmq';
 import type { AgentJobData } from '../queues/queues';
-import type { LifecycleService } from '../services/lifecycle.service';
+import type { TeardownWorkflow } from '../workflows/teardown.workflow';
 import { runOperation, type RunnerDeps } from './run-operation';
 
-export function createDestroyProcessor(deps: RunnerDeps & { lifecycle: Pick<LifecycleService, 'destroy'> }) {
+export function createDestroyProcessor(deps: RunnerDeps & { teardown: Pick<TeardownWorkflow, 'destroy'> }) {
   return (job: Job<AgentJobData>, _token?: string, signal?: AbortSignal) =>
     runOperation(
       deps,
       job,
-      ({ reporter }) => deps.lifecycle.destroy(job.data.agentId, { operationId: job.data.operationId }, reporter),
+      ({ reporter }) => deps.teardown.destroy(job.data.agentId, { operationId: job.data.operationId }, reporter),
       {},
       signal,
     );

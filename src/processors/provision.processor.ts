@@ -1,17 +1,17 @@
 import type { Job } from 'bullmq';
 import type { ProvisionJobData } from '../queues/queues';
-import type { LifecycleService } from '../services/lifecycle.service';
+import type { ProvisionWorkflow } from '../workflows/provision.workflow';
 import { recordProvisionFailure } from '../services/rollback-listener';
 import { runOperation, type RunnerDeps } from './run-operation';
 
-export function createProvisionProcessor(deps: RunnerDeps & { lifecycle: Pick<LifecycleService, 'provision'> }) {
+export function createProvisionProcessor(deps: RunnerDeps & { provision: Pick<ProvisionWorkflow, 'provision'> }) {
   return (job: Job<ProvisionJobData>, _token?: string, signal?: AbortSignal) =>
     runOperation(
       deps,
       job,
       async ({ reporter }) => {
         const { provisioningJobId, operationId } = job.data;
-        await deps.lifecycle.provision({ provisioningJobId, operationId, queueJobId: job.id }, reporter);
+        await deps.provision.provision({ provisioningJobId, operationId, queueJobId: job.id }, reporter);
       },
       {
         // The provisioning job is failed here, before BullMQ moves the job to failed, so the

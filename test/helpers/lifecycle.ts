@@ -5,11 +5,19 @@ import { isRetryable } from '../../src/clients/errors';
 import { HetznerClient } from '../../src/clients/hetzner/hetzner.client';
 import { TailscaleClient } from '../../src/clients/tailscale/tailscale.client';
 import { AgentRepository } from '../../src/db/agent.repository';
+import { createRepositories, type Repositories } from '../../src/db/repositories';
 import { insertOperation } from '../../src/db/operation.repository';
 import { Agent, Event, Instance, ProvisioningJob, type OperationType } from '../../src/entities';
 import { silentLogger } from '../../src/lib/logger';
-import { LifecycleService, type LifecycleSettings, type StepReporter } from '../../src/services/lifecycle.service';
 import { startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
+import {
+  PowerWorkflow,
+  ProvisionWorkflow,
+  TeardownWorkflow,
+  type StepReporter,
+  type WorkflowDeps,
+  type WorkflowSettings,
+} from '../../src/workflows';
 import { createTestDatabase, truncateAll, type TestDatabase } from './db';
 
 /** Fast but ordered: every action still runs asynchronously, enrollment still follows boot. */
@@ -22,7 +30,7 @@ export const FAST_TIMINGS: SimTimingsInput = {
   rateLimit: { limit: 1_000_000, refillPerSecond: 1_000_000 },
 };
 
-export const FAST_SETTINGS: LifecycleSettings = {
+export const FAST_SETTINGS: WorkflowSettings = {
   serverType: 'cx22',
   image: 'ubuntu-24.04',
   location: 'fsn1',
@@ -46,7 +54,12 @@ export interface LifecycleHarness {
   sim: RunningSimulator;
   hetzner: HetznerClient;
   tailscale: TailscaleClient;
-  service: LifecycleService;
+  repositories: Repositories;
+  provision: ProvisionWorkflow;
+  power: PowerWorkflow;
+  teardown: TeardownWorkflow;
+  /** Workflow deps as the harness built them, for a test that needs workflows with other settings. */
+  workflowDeps: WorkflowDeps;
   agents: AgentRepository;
   /** Back to an empty database and an empty cloud with FAST_TIMINGS. */
   reset(): Promise<void>;
@@ -54,7 +67,7 @@ export interface LifecycleHarness {
 }
 
 /** Real PostgreSQL (own database), the simulator on a random port, the real clients over HTTP. */
-export async function startLifecycleHarness(label: string, settings: Partial<LifecycleSettings> = {}): Promise<LifecycleHarness> {
+export async function startLifecycleHarness(label: string, settings: Partial<WorkflowSettings> = {}): Promise<LifecycleHarness> {
   const db = await createTestDatabase(label, { poolSize: 10 });
   const sim = await startSimulator({ timings: FAST_TIMINGS, seed: 7 });
   const hetzner = new HetznerClient({
@@ -71,21 +84,27 @@ export async function startLifecycleHarness(label: string, settings: Partial<Lif
     ...FAST_CLIENT,
     enrollmentPollIntervalMs: 10,
   });
-  const service = new LifecycleService({
+  const repositories = createRepositories(db.dataSource);
+  const workflowDeps: WorkflowDeps = {
     dataSource: db.dataSource,
+    repositories,
     hetzner,
     tailscale,
     logger: silentLogger,
     settings: { ...FAST_SETTINGS, ...settings },
-  });
+  };
   return {
     db,
     ds: db.dataSource,
     sim,
     hetzner,
     tailscale,
-    service,
-    agents: new AgentRepository({ dataSource: db.dataSource }),
+    repositories,
+    provision: new ProvisionWorkflow(workflowDeps),
+    power: new PowerWorkflow(workflowDeps),
+    teardown: new TeardownWorkflow(workflowDeps),
+    workflowDeps,
+    agents: repositories.agents,
     async reset() {
       sim.control.reset(FAST_TIMINGS);
       await truncateAll(db.dataSource);
@@ -139,7 +158,7 @@ export async function newAgent(h: LifecycleHarness, name = 'build-box'): Promise
 
 export async function provisionedAgent(h: LifecycleHarness, name?: string): Promise<AgentFixture> {
   const a = await newAgent(h, name);
-  await h.service.provision({ provisioningJobId: a.provisioningJobId, operationId: a.provisionOperationId });
+  await h.provision.provision({ provisioningJobId: a.provisioningJobId, operationId: a.provisionOperationId });
   return a;
 }
 

@@ -7,7 +7,7 @@ import { Agent, Event, Instance, Operation } from '../../src/entities';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics, type Metrics } from '../../src/lib/metrics';
 import { closeQueues, createQueues, type Queues } from '../../src/queues/queues';
-import { ReconcilerService, type ReconcilerSettings } from '../../src/services/reconciler.service';
+import { Reconciler, type ReconcilerSettings } from '../../src/reconcile';
 import { newOperation, provisionedAgent, startLifecycleHarness, type AgentFixture, type LifecycleHarness } from '../helpers/lifecycle';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -26,7 +26,7 @@ export interface ReconcileHarness {
   connection: Redis;
   prefix: string;
   metrics: Metrics;
-  reconciler(settings?: Partial<ReconcilerSettings>, now?: () => number): ReconcilerService;
+  reconciler(settings?: Partial<ReconcilerSettings>, now?: () => number): Reconciler;
   /** The simulator's control API over HTTP: the "someone in the console" of these tests. */
   simApi(method: string, path: string, body?: unknown): Promise<any>;
   agent(name: string): Promise<AgentFixture & { serverId: string; deviceId: string }>;
@@ -53,8 +53,9 @@ export async function startReconcileHarness(label: string): Promise<ReconcileHar
     prefix,
     metrics,
     reconciler(settings = {}, now) {
-      return new ReconcilerService({
+      return new Reconciler({
         dataSource: h.ds,
+        repositories: h.repositories,
         hetzner: h.hetzner,
         tailscale: h.tailscale,
         queues,

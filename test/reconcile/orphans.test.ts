@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import sinon from 'sinon';
 import { transition } from '../../src/db/transitions';
 import { jobIds } from '../../src/queues/queues';
-import { MANAGED_LABEL, serverLabels } from '../../src/services/server-labels';
+import { MANAGED_LABEL, serverLabels } from '../../src/fleet/server-labels';
 import { newAgent } from '../helpers/lifecycle';
 import { requestCounts, startReconcileHarness, type ReconcileHarness } from './harness';
 
