@@ -16,6 +16,7 @@ import { createDatabase, dropDatabase, scratchDatabaseName } from '../src/db/adm
 import { createDataSource } from '../src/db/data-source';
 import { runMigrations } from '../src/db/migrate';
 import { createRepositories } from '../src/db/repositories';
+import { Fleet } from '../src/fleet/fleet';
 import { silentLogger } from '../src/lib/logger';
 import { closeQueues, createQueues } from '../src/queues/queues';
 import { Reconciler, stuckTimeouts, type ReconcileReport } from '../src/reconcile';
@@ -103,6 +104,7 @@ export async function runReconcileBench(opts: Partial<ReconcileBenchOptions> = {
     const reconciler = new Reconciler({
       dataSource,
       repositories: createRepositories(dataSource),
+      fleet: new Fleet(),
       hetzner,
       tailscale,
       queues,

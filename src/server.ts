@@ -9,6 +9,7 @@ import { HetznerClient, type HetznerClientDeps } from './clients/hetzner/hetzner
 import { TailscaleClient, type TailscaleClientDeps } from './clients/tailscale/tailscale.client';
 import type { Config } from './config';
 import { createDataSource, createRepositories, runMigrations, warmAgentCommands, type Repositories } from './db';
+import { Fleet } from './fleet/fleet';
 import { createLogger, type Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
 import { createProcessors } from './processors';
@@ -143,11 +144,13 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       enrollmentTimeoutMs: config.tailscale.enrollmentTimeoutSeconds * 1000,
       ...overrides.tailscale,
     });
+    const fleet = new Fleet(config.fleetName);
     const workflowDeps: WorkflowDeps = {
       dataSource,
       repositories,
       hetzner,
       tailscale,
+      fleet,
       logger: logger.child({ component: 'workflow' }),
       settings: {
         serverType: config.hetzner.serverType,
@@ -199,6 +202,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       hetzner,
       tailscale,
       queues,
+      fleet,
       logger: logger.child({ component: 'reconciler' }),
       metrics,
       settings: {
@@ -295,7 +299,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       tf.url = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${addr.port}`;
       logger.info({ url: tf.url, role: config.role }, `tailfleet API listening on ${tf.url}`);
     }
-    logger.info({ role: config.role, prefix: config.queues.prefix }, 'tailfleet started');
+    logger.info({ role: config.role, prefix: config.queues.prefix, fleet: config.fleetName }, 'tailfleet started');
   }
 
   function stop(): Promise<void> {

@@ -16,11 +16,15 @@ export function isDnsLabel(value: string): boolean {
   return DNS_LABEL.test(value);
 }
 
-/** `<name-slug>-<first 8 hex digits of the agent id>`, e.g. `build-box-3f2a9c1d`. */
-export function agentHostname(agentName: string, agentId: string): string {
+/**
+ * `<name-slug>-<first 8 hex digits of the agent id>`, e.g. `build-box-3f2a9c1d`: the hostname
+ * before fleets, and the start of a fleet's hostname (Fleet.hostname adds the fleet mark, whose
+ * length is `reserve`). The slug never contains two hyphens in a row.
+ */
+export function agentHostname(agentName: string, agentId: string, reserve = 0): string {
   const shortId = agentId.replace(/[^0-9a-zA-Z]/g, '').toLowerCase().slice(0, SHORT_ID_LENGTH);
   if (shortId.length === 0) throw new Error(`Agent id ${JSON.stringify(agentId)} has no usable characters`);
-  const room = MAX_LABEL_LENGTH - shortId.length - 1;
+  const room = MAX_LABEL_LENGTH - reserve - shortId.length - 1;
   const slug =
     agentName
       .normalize('NFKD')

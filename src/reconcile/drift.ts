@@ -123,7 +123,7 @@ export async function checkDevice(
 ): Promise<DriftFinding | null> {
   const { deps } = ctx;
   if (instance.tailscaleDeviceId && devicesById.has(instance.tailscaleDeviceId)) return null;
-  const hostname = instanceHostname(instance, snapshot);
+  const hostname = instanceHostname(deps.fleet, instance, snapshot);
   const replacement = hostname ? unclaimedByHostname.get(hostname) : undefined;
   if (!instance.tailscaleDeviceId && !replacement) return null;
 

@@ -2,7 +2,7 @@ import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import { AGENT_LABEL, INSTANCE_LABEL, JOB_LABEL, MANAGED_LABEL } from '../fleet/server-labels';
 import type { Logger } from '../lib/logger';
-import { carriesTags } from './ownership';
+import { judgesDevice } from './ownership';
 import type { OrphanDeviceFinding, OrphanServerFinding, Ownership, PassContext, ReconcileReport } from './types';
 
 /**
@@ -69,7 +69,7 @@ export function findOrphans(
 
   const orphanDevices: OrphanDeviceFinding[] = [];
   for (const d of devices) {
-    if (!carriesTags(ctx.settings.tags, d)) continue;
+    if (!judgesDevice(ctx, d)) continue;
     const hostname = (d.hostname ?? '').toLowerCase();
     if (own.deviceIds.has(d.id) || (d.addresses ?? []).some((a) => own.ips.has(a))) continue;
     if (own.hostnames.has(hostname) || ownedNames.has(hostname)) continue;
@@ -132,6 +132,11 @@ export async function deleteOrphans(
       if (current.labels?.[MANAGED_LABEL.key] !== MANAGED_LABEL.value) {
         o.action = 'kept';
         o.detail = 'no longer carries the managed-by label';
+        return;
+      }
+      if (!deps.fleet.ownsServer(current)) {
+        o.action = 'kept';
+        o.detail = `no longer carries the label of fleet ${deps.fleet.name}`;
         return;
       }
       const deleted = await deps.hetzner.deleteServer(Number(o.serverId));

@@ -3,10 +3,9 @@ import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import type { Operation } from '../entities';
 import type { ReconcileTrigger } from '../entities/reconcile-report.entity';
-import { MANAGED_LABEL } from '../fleet/server-labels';
 import { checkDevice, checkServer } from './drift';
 import { deleteOrphans, findOrphans } from './orphans';
-import { carriesTags, ownership } from './ownership';
+import { judgesDevice, ownership } from './ownership';
 import { LIVE_JOB_STATES } from './queue-state';
 import { ReconcileReports, reportGauges } from './reports';
 import { checkStuck, TRANSITIONAL } from './stuck';
@@ -115,19 +114,20 @@ export class Reconciler {
 
     const snapshot = await this.snapshot();
     const [rawServers, devices] = await Promise.all([
-      this.deps.hetzner.listServers(`${MANAGED_LABEL.key}=${MANAGED_LABEL.value}`),
+      this.deps.hetzner.listServers(this.deps.fleet.selector()),
       this.deps.tailscale.listDevices(),
     ]);
-    // The label selector already filters; checking again means no server without the label is ever
-    // judged, whatever the API (or a future selector bug) returns. Pages may overlap when servers
-    // are deleted while listing, so ids are de-duplicated.
+    // The label selector already filters; checking again means no server without the label, or of
+    // another fleet, is ever judged, whatever the API (or a future selector bug) returns — and the
+    // default fleet's selector cannot leave out other fleets (src/fleet/fleet.ts). Pages may overlap
+    // when servers are deleted while listing, so ids are de-duplicated.
     const servers = new Map<string, HetznerServer>();
-    for (const s of rawServers) if (s.labels?.[MANAGED_LABEL.key] === MANAGED_LABEL.value) servers.set(String(s.id), s);
+    for (const s of rawServers) if (this.deps.fleet.ownsServer(s)) servers.set(String(s.id), s);
     const devicesById = new Map(devices.map((d) => [d.id, d]));
-    // Candidates to take over a lost device id: tagged, enrolled and not recorded by any instance.
+    // Candidates to take over a lost device id: tagged, this fleet's, enrolled and not recorded by any instance.
     const unclaimedByHostname = new Map<string, TailscaleDevice>();
     for (const d of devices) {
-      if (!carriesTags(settings.tags, d) || snapshot.claimedDeviceIds.has(d.id) || !d.addresses?.length) continue;
+      if (!judgesDevice(ctx, d) || snapshot.claimedDeviceIds.has(d.id) || !d.addresses?.length) continue;
       unclaimedByHostname.set((d.hostname ?? '').toLowerCase(), d);
     }
     const inFlightPjIds = await this.inFlightProvisioningJobs(snapshot);
@@ -160,7 +160,7 @@ export class Reconciler {
       ctx,
       servers,
       devices,
-      ownership(snapshot, deadInstanceIds),
+      ownership(this.deps.fleet, snapshot, deadInstanceIds),
       inFlightPjIds,
       previous,
     );
@@ -195,7 +195,7 @@ export class Reconciler {
       observed: {
         servers: servers.size,
         devices: devices.length,
-        taggedDevices: devices.filter((d) => carriesTags(settings.tags, d)).length,
+        taggedDevices: devices.filter((d) => judgesDevice(ctx, d)).length,
         liveInstances: snapshot.instances.length,
       },
       summary: {

@@ -2,6 +2,7 @@ import type { DataSource } from 'typeorm';
 import type { HetznerClient } from '../clients/hetzner/hetzner.client';
 import type { TailscaleClient } from '../clients/tailscale/tailscale.client';
 import type { Repositories } from '../db/repositories';
+import type { Fleet } from '../fleet/fleet';
 import type { Agent, Instance, InstanceStatus, Operation, OperationType } from '../entities';
 import type { ReconcileTrigger } from '../entities/reconcile-report.entity';
 import type { Logger } from '../lib/logger';
@@ -78,10 +79,10 @@ export interface ReconcileReport {
   durationMs: number;
   settings: { orphans: OrphanPolicy; graceSeconds: number };
   observed: {
-    /** Servers carrying managed-by=tailfleet (nothing else is ever listed or touched). */
+    /** This fleet's servers carrying managed-by=tailfleet (nothing else is ever judged or touched). */
     servers: number;
     devices: number;
-    /** Devices carrying every configured tag: the only ones the sweeper may judge. */
+    /** Devices carrying every configured tag and this fleet's hostname mark: the only ones the sweeper may judge. */
     taggedDevices: number;
     liveInstances: number;
   };
@@ -131,6 +132,8 @@ export interface ReconcilerDeps {
   hetzner: Pick<HetznerClient, 'listServers' | 'getServer' | 'deleteServer'>;
   tailscale: Pick<TailscaleClient, 'listDevices' | 'getDevice' | 'deleteDevice'>;
   queues: Pick<Queues, 'provision' | 'stop' | 'start' | 'destroy' | 'rollback' | 'reconcile'>;
+  /** The pass only ever lists, judges, repairs or deletes this fleet's servers and devices. */
+  fleet: Fleet;
   logger: Logger;
   metrics?: Pick<Metrics, 'reconcile' | 'reconcileRepairs'>;
   settings: ReconcilerSettings;

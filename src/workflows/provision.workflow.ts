@@ -4,8 +4,7 @@ import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import type { Agent, Instance, ProvisioningJob } from '../entities';
 import { StateConflictError } from '../errors';
 import { hostnameMatches, tailnetIpv4 } from '../fleet/devices';
-import { agentHostname } from '../fleet/hostname';
-import { jobServerSelector, serverLabels } from '../fleet/server-labels';
+import { jobServerTerms, serverLabels } from '../fleet/server-labels';
 import type { Logger } from '../lib/logger';
 import { revokeJobAuthKeys } from './auth-keys';
 import { buildUserData } from './cloud-init';
@@ -159,7 +158,7 @@ export class ProvisionWorkflow {
       }
 
       // Fixed before any cloud call, so every later attempt, destroy and rollback looks for the same device.
-      const hostname = instance.tailscaleHostname ?? agentHostname(agent.name, agent.id);
+      const hostname = instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id);
       if (instance.tailscaleHostname !== hostname || instance.serverName === null) {
         await repos.instances.setNames(instance.id, { tailscaleHostname: hostname, serverName: instance.serverName ?? hostname }, m);
       }
@@ -184,7 +183,7 @@ export class ProvisionWorkflow {
         `Server ${instance.serverId} recorded for instance ${instance.id} no longer exists; roll the provision back`,
       );
     }
-    const found = await hetzner.listServers(jobServerSelector({ agentId: job.agentId, provisioningJobId: job.id }));
+    const found = await this.deps.fleet.listServers(hetzner, jobServerTerms({ agentId: job.agentId, provisioningJobId: job.id }));
     if (found.length === 0) return null;
     const [server, ...extra] = found.sort((a, b) => a.id - b.id);
     for (const other of extra) {
@@ -218,7 +217,7 @@ export class ProvisionWorkflow {
         location: instance.location ?? settings.location,
         sshKeys: settings.sshKeys.length > 0 ? settings.sshKeys : undefined,
         userData: buildUserData({ authKey: authKey.key, hostname }),
-        labels: serverLabels({ agentId: agent.id, provisioningJobId: job.id, instanceId: instance.id }),
+        labels: serverLabels(this.deps.fleet, { agentId: agent.id, provisioningJobId: job.id, instanceId: instance.id }),
       });
     } catch (err) {
       if (serverSurelyNotCreated(err)) {

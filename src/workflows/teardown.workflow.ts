@@ -3,8 +3,7 @@ import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import { LIVE_INSTANCE_STATUSES, type AgentStatus, type Instance, type InstanceStatus } from '../entities';
 import { StateConflictError } from '../errors';
 import { hostnameMatches } from '../fleet/devices';
-import { agentHostname } from '../fleet/hostname';
-import { agentServerSelector, jobServerSelector } from '../fleet/server-labels';
+import { agentServerTerms, jobServerTerms } from '../fleet/server-labels';
 import type { Logger } from '../lib/logger';
 import { revokeJobAuthKeys } from './auth-keys';
 import { errorMessage, move } from './guarded-moves';
@@ -46,7 +45,7 @@ export class TeardownWorkflow {
       // Without a live instance nothing should exist; the labelled sweep catches a server a crashed provision left.
       log.info(`[Lifecycle] Agent ${agentId} has no live instance, nothing to clean up but leftovers`);
       await r.step('delete-server', 30, 'looking for leftover servers');
-      await this.deleteServers(agentServerSelector(agentId), [], log);
+      await this.deleteServers(agentServerTerms(agentId), [], log);
       await move(ds, { entity: 'agent', id: agentId, from: NOT_DESTROYED_AGENT, to: 'destroyed', reason: 'destroyed', operationId, allowSame: true });
       await r.step('done', 100, 'destroyed');
       log.info(`[Lifecycle] Agent ${agentId} destroyed successfully`);
@@ -71,15 +70,15 @@ export class TeardownWorkflow {
     // Read after the transition: any server a provision managed to record is visible now, and any it
     // creates from here on is refused by its guarded write and deleted by that provision.
     const instance = await requireInstance(repos, found.id);
-    const hostname = instance.tailscaleHostname ?? agentHostname(agent.name, agent.id);
+    const hostname = instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id);
 
     try {
       await r.step('delete-server', 20, 'deleting the server');
-      await this.deleteServers(agentServerSelector(agentId), recordedServerIds(instance), log);
+      await this.deleteServers(agentServerTerms(agentId), recordedServerIds(instance), log);
       await r.step('delete-device', 60, 'removing the tailnet device');
       await this.deleteDevices(instance, hostname, log);
       await r.step('confirm', 80, 'confirming server and device are gone');
-      await this.confirmGone(agentServerSelector(agentId), instance, hostname);
+      await this.confirmGone(agentServerTerms(agentId), instance, hostname);
     } catch (err) {
       const message = errorMessage(err);
       log.error({ err }, `[Lifecycle] Destroy of agent ${agentId} failed: ${message}`);
@@ -167,11 +166,11 @@ export class TeardownWorkflow {
     // Every instance of an agent gets the same hostname: match devices by it only while no newer
     // instance is live, or this rollback could delete that instance's device.
     const newer = await repos.instances.findLiveByAgent(agentId);
-    const hostname = newer ? null : (instance.tailscaleHostname ?? agentHostname(agent.name, agent.id));
+    const hostname = newer ? null : (instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id));
 
     await r.step('delete-server', 20, 'deleting the servers of this job');
     const cleanedHetzner = await this.deleteServers(
-      jobServerSelector({ agentId, provisioningJobId }),
+      jobServerTerms({ agentId, provisioningJobId }),
       recordedServerIds(instance),
       log,
     );
@@ -199,10 +198,10 @@ export class TeardownWorkflow {
     return { cleanedHetzner, cleanedTailscale, alreadyRolledBack: false };
   }
 
-  /** Deletes the recorded servers and every server matching the selector; true if any was deleted. */
-  private async deleteServers(selector: string, recorded: number[], log: Logger): Promise<boolean> {
+  /** Deletes the recorded servers and every server of this fleet matching the terms; true if any was deleted. */
+  private async deleteServers(terms: string[], recorded: number[], log: Logger): Promise<boolean> {
     const { hetzner } = this.deps;
-    const labelled = await hetzner.listServers(selector);
+    const labelled = await this.deps.fleet.listServers(hetzner, terms);
     const ids = [...new Set([...recorded, ...labelled.map((s) => s.id)])];
     let deleted = false;
     for (const id of ids) {
@@ -245,9 +244,9 @@ export class TeardownWorkflow {
     return hostname ? devices.filter((d) => hostnameMatches(d, hostname)) : [];
   }
 
-  private async confirmGone(selector: string, instance: Instance, hostname: string): Promise<void> {
+  private async confirmGone(terms: string[], instance: Instance, hostname: string): Promise<void> {
     const { hetzner } = this.deps;
-    const left = (await hetzner.listServers(selector)).map((s) => `server ${s.id}`);
+    const left = (await this.deps.fleet.listServers(hetzner, terms)).map((s) => `server ${s.id}`);
     for (const id of recordedServerIds(instance)) {
       if (!left.includes(`server ${id}`) && (await hetzner.getServer(id))) left.push(`server ${id}`);
     }

@@ -2,6 +2,7 @@ import type { DataSource } from 'typeorm';
 import type { HetznerClient } from '../clients/hetzner/hetzner.client';
 import type { TailscaleClient } from '../clients/tailscale/tailscale.client';
 import type { Repositories } from '../db/repositories';
+import type { Fleet } from '../fleet/fleet';
 import type { Logger } from '../lib/logger';
 
 export interface WorkflowSettings {
@@ -21,6 +22,8 @@ export interface WorkflowDeps {
   repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'events'>;
   hetzner: HetznerClient;
   tailscale: TailscaleClient;
+  /** Which machines are this deployment's: the labels and hostnames it gives, the ones it looks for. */
+  fleet: Fleet;
   logger: Logger;
   settings: WorkflowSettings;
 }

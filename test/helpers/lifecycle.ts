@@ -8,6 +8,7 @@ import { AgentRepository } from '../../src/db/agent.repository';
 import { createRepositories, type Repositories } from '../../src/db/repositories';
 import { insertOperation } from '../../src/db/operation.repository';
 import { Agent, Event, Instance, ProvisioningJob, type OperationType } from '../../src/entities';
+import { Fleet } from '../../src/fleet/fleet';
 import { silentLogger } from '../../src/lib/logger';
 import { startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
 import {
@@ -54,6 +55,8 @@ export interface LifecycleHarness {
   sim: RunningSimulator;
   hetzner: HetznerClient;
   tailscale: TailscaleClient;
+  /** The fleet the workflows belong to (`default` unless the harness was started with another). */
+  fleet: Fleet;
   repositories: Repositories;
   provision: ProvisionWorkflow;
   power: PowerWorkflow;
@@ -61,15 +64,28 @@ export interface LifecycleHarness {
   /** Workflow deps as the harness built them, for a test that needs workflows with other settings. */
   workflowDeps: WorkflowDeps;
   agents: AgentRepository;
-  /** Back to an empty database and an empty cloud with FAST_TIMINGS. */
+  /** Back to an empty database and (unless the simulator was handed in) an empty cloud with FAST_TIMINGS. */
   reset(): Promise<void>;
   close(): Promise<void>;
 }
 
+export interface LifecycleHarnessOptions {
+  /** A simulator shared with other harnesses (several fleets in one cloud); its owner resets and closes it. */
+  sim?: RunningSimulator;
+  /** FLEET_NAME of the workflows; `default` when omitted. */
+  fleet?: string;
+}
+
 /** Real PostgreSQL (own database), the simulator on a random port, the real clients over HTTP. */
-export async function startLifecycleHarness(label: string, settings: Partial<WorkflowSettings> = {}): Promise<LifecycleHarness> {
+export async function startLifecycleHarness(
+  label: string,
+  settings: Partial<WorkflowSettings> = {},
+  options: LifecycleHarnessOptions = {},
+): Promise<LifecycleHarness> {
   const db = await createTestDatabase(label, { poolSize: 10 });
-  const sim = await startSimulator({ timings: FAST_TIMINGS, seed: 7 });
+  const ownSim = !options.sim;
+  const sim = options.sim ?? (await startSimulator({ timings: FAST_TIMINGS, seed: 7 }));
+  const fleet = new Fleet(options.fleet);
   const hetzner = new HetznerClient({
     baseUrl: sim.hetznerUrl,
     token: 'test-token',
@@ -90,6 +106,7 @@ export async function startLifecycleHarness(label: string, settings: Partial<Wor
     repositories,
     hetzner,
     tailscale,
+    fleet,
     logger: silentLogger,
     settings: { ...FAST_SETTINGS, ...settings },
   };
@@ -99,6 +116,7 @@ export async function startLifecycleHarness(label: string, settings: Partial<Wor
     sim,
     hetzner,
     tailscale,
+    fleet,
     repositories,
     provision: new ProvisionWorkflow(workflowDeps),
     power: new PowerWorkflow(workflowDeps),
@@ -106,11 +124,11 @@ export async function startLifecycleHarness(label: string, settings: Partial<Wor
     workflowDeps,
     agents: repositories.agents,
     async reset() {
-      sim.control.reset(FAST_TIMINGS);
+      if (ownSim) sim.control.reset(FAST_TIMINGS);
       await truncateAll(db.dataSource);
     },
     async close() {
-      await sim.close();
+      if (ownSim) await sim.close();
       await db.drop();
     },
   };

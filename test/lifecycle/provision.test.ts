@@ -75,8 +75,10 @@ describe('lifecycle: provision', function () {
       'managed-by': 'tailfleet',
       'tailfleet-agent': a.agentId,
       'tailfleet-job': a.provisioningJobId,
+      'tailfleet-fleet': 'default',
     });
-    expect(instance.tailscaleHostname).to.match(/^build-box-1-[0-9a-f]{8}$/);
+    // `<name slug>-<8 hex of the agent id>--<fleet code>`: the fleet mark tells fleets' devices apart.
+    expect(instance.tailscaleHostname).to.equal(`build-box-1-${a.agentId.slice(0, 8)}--${h.fleet.code}`);
     expect(server.name).to.equal(instance.tailscaleHostname);
     expect(devices[0].hostname).to.equal(instance.tailscaleHostname);
     expect(devices[0].addresses).to.include(instance.tailscaleIp);

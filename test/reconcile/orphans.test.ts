@@ -52,7 +52,7 @@ describe('reconcile: orphan servers and devices', function () {
     const { server: inFlightServer } = await r.simApi('POST', '/servers', {
       name: 'in-flight-box',
       status: 'initializing',
-      labels: serverLabels({ agentId: inFlight.agentId, provisioningJobId: inFlight.provisioningJobId, instanceId: inFlight.instanceId }),
+      labels: serverLabels(r.h.fleet, { agentId: inFlight.agentId, provisioningJobId: inFlight.provisioningJobId, instanceId: inFlight.instanceId }),
     });
     return { owned, orphan, orphanDevice, unlabelled, foreign, laptop, inFlightServer };
   }

@@ -102,7 +102,7 @@ describe('reconcile: instances stuck in a transitional state', function () {
     await r.simApi('POST', '/servers', {
       name: 'failed-provision-box',
       status: 'running',
-      labels: serverLabels({ agentId: a.agentId, provisioningJobId: a.provisioningJobId, instanceId: a.instanceId }),
+      labels: serverLabels(r.h.fleet, { agentId: a.agentId, provisioningJobId: a.provisioningJobId, instanceId: a.instanceId }),
     });
     const jobId = jobIds.operation(a.provisionOperationId);
     await r.queues.provision.add(
