@@ -15,10 +15,12 @@ import { TailscaleClient } from '../src/clients/tailscale/tailscale.client';
 import { createDatabase, dropDatabase, scratchDatabaseName } from '../src/db/admin';
 import { createDataSource } from '../src/db/data-source';
 import { runMigrations } from '../src/db/migrate';
+import { createRepositories } from '../src/db/repositories';
+import { Fleet } from '../src/fleet/fleet';
 import { silentLogger } from '../src/lib/logger';
 import { closeQueues, createQueues } from '../src/queues/queues';
-import { ReconcilerService, stuckTimeouts, type ReconcileReport } from '../src/services/reconciler.service';
-import { MANAGED_LABEL } from '../src/services/server-labels';
+import { Reconciler, stuckTimeouts, type ReconcileReport } from '../src/reconcile';
+import { MANAGED_LABEL } from '../src/fleet/server-labels';
 import { startSimulator, type RunningSimulator } from '../src/simulator';
 
 /** Same shape as the rows of the overall `npm run bench` summary. */
@@ -99,8 +101,10 @@ export async function runReconcileBench(opts: Partial<ReconcileBenchOptions> = {
     const hetzner = new HetznerClient({ baseUrl: sim.hetznerUrl, token: 'bench-token' });
     const tailscale = new TailscaleClient({ baseUrl: sim.tailscaleUrl, clientId: 'bench', clientSecret: 'bench-secret' });
     await tailscale.listDevices(); // mint the OAuth token outside the measured passes
-    const reconciler = new ReconcilerService({
+    const reconciler = new Reconciler({
       dataSource,
+      repositories: createRepositories(dataSource),
+      fleet: new Fleet(),
       hetzner,
       tailscale,
       queues,

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { DEFAULT_FLEET_NAME, FLEET_NAME_PATTERN } from './fleet/fleet';
 
 /**
  * Configuration is read once, at start-up, from the environment. Every problem is collected and
@@ -62,6 +63,10 @@ const schema = z.object({
   JOB_ATTEMPTS: int(1, 100).default(5),
   JOB_BACKOFF_MS: int(10, 3_600_000).default(5000),
   DRAIN_TIMEOUT_SECONDS: int(1, 3600).default(30),
+  FLEET_NAME: z
+    .string()
+    .regex(FLEET_NAME_PATTERN, "must be 1-63 characters: letters or digits at both ends, letters, digits, '-', '_' or '.' inside (a Hetzner label value)")
+    .default(DEFAULT_FLEET_NAME),
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]+$/).default('tailfleet'),
   ROLLBACK_SWEEP_INTERVAL_SECONDS: int(5, 86_400).default(60),
   RELAY_INTERVAL_MS: int(100, 60_000).default(3000),
@@ -80,6 +85,8 @@ export interface Config {
   databaseUrl: string;
   redisUrl: string;
   role: Env['ROLE'];
+  /** This deployment's fleet: the servers and devices it may touch (src/fleet/fleet.ts). */
+  fleetName: string;
   http: { host: string; port: number; apiToken: string; boardUser: string; boardPassword: string };
   hetzner: {
     apiUrl: string;
@@ -160,6 +167,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     databaseUrl: e.DATABASE_URL,
     redisUrl: e.REDIS_URL,
     role: e.ROLE,
+    fleetName: e.FLEET_NAME,
     http: {
       host: e.HOST,
       port: e.PORT,

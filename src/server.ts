@@ -9,6 +9,7 @@ import { HetznerClient, type HetznerClientDeps } from './clients/hetzner/hetzner
 import { TailscaleClient, type TailscaleClientDeps } from './clients/tailscale/tailscale.client';
 import type { Config } from './config';
 import { createDataSource, createRepositories, runMigrations, warmAgentCommands, type Repositories } from './db';
+import { Fleet } from './fleet/fleet';
 import { createLogger, type Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
 import { createProcessors } from './processors';
@@ -23,12 +24,12 @@ import {
   createWorkerConnection,
   type Queues,
 } from './queues/queues';
-import { LifecycleService } from './services/lifecycle.service';
 import { OperationsService } from './services/operations.service';
-import { ReconcileReports, ReconcilerService, stuckTimeouts } from './services/reconciler.service';
+import { ReconcileReports, Reconciler, stuckTimeouts } from './reconcile';
 import { RollbackListener, provisionFailureHook } from './services/rollback-listener';
 import { answerClientError } from './api/problem';
 import { DEFAULT_WORKER_SETTINGS, createWorkers, type WorkerPool, type WorkerSettings } from './workers';
+import { PowerWorkflow, ProvisionWorkflow, TeardownWorkflow, type WorkflowDeps } from './workflows';
 
 /**
  * The composition root: the only place that builds infrastructure. Order follows the data flow —
@@ -66,14 +67,14 @@ export interface Tailfleet {
   operations: OperationsService;
   /** The HTTP app: the API (roles all and api) or only probes and metrics (role worker). */
   app?: Application;
-  /** Worker roles only. */
-  lifecycle?: LifecycleService;
+  /** Worker roles only: the workflows the processors call. */
+  workflows?: { provision: ProvisionWorkflow; power: PowerWorkflow; teardown: TeardownWorkflow };
   workers?: WorkerPool;
   rollbackListener?: RollbackListener;
   /** Worker roles only: re-delivers accepted operations whose job Redis does not hold. */
   relay?: OutboxRelay;
   /** Worker roles only: drift reconciler and orphan sweeper, run by the reconcile queue's worker. */
-  reconciler?: ReconcilerService;
+  reconciler?: Reconciler;
   /** Set once start() has the HTTP server listening, e.g. http://127.0.0.1:3000. */
   url?: string;
   start(): Promise<void>;
@@ -160,11 +161,14 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       enrollmentTimeoutMs: config.tailscale.enrollmentTimeoutSeconds * 1000,
       ...overrides.tailscale,
     });
-    const lifecycle = new LifecycleService({
+    const fleet = new Fleet(config.fleetName);
+    const workflowDeps: WorkflowDeps = {
       dataSource,
+      repositories,
       hetzner,
       tailscale,
-      logger: logger.child({ component: 'lifecycle' }),
+      fleet,
+      logger: logger.child({ component: 'workflow' }),
       settings: {
         serverType: config.hetzner.serverType,
         image: config.hetzner.image,
@@ -174,13 +178,18 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
         enrollmentTimeoutMs: config.tailscale.enrollmentTimeoutSeconds * 1000,
         actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
       },
-    });
+    };
+    const workflows = {
+      provision: new ProvisionWorkflow(workflowDeps),
+      power: new PowerWorkflow(workflowDeps),
+      teardown: new TeardownWorkflow(workflowDeps),
+    };
     const handledFailures = new Set<string>();
     const processors = createProcessors({
       ledger,
       handledFailures,
       outageRetryMs: config.queues.dbOutageRetryMs,
-      lifecycle,
+      ...workflows,
       logger: logger.child({ component: 'processor' }),
       metrics,
       queues,
@@ -195,7 +204,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       logger,
       settings: overrides.worker,
     });
-    tf.lifecycle = lifecycle;
+    tf.workflows = workflows;
     tf.workers = workers;
     if (overrides.rollbackListener !== false) {
       const listener = new RollbackListener({
@@ -207,11 +216,13 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       });
       tf.rollbackListener = listener;
     }
-    tf.reconciler = new ReconcilerService({
+    tf.reconciler = new Reconciler({
       dataSource,
+      repositories,
       hetzner,
       tailscale,
       queues,
+      fleet,
       logger: logger.child({ component: 'reconciler' }),
       metrics,
       settings: {
@@ -270,7 +281,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       logger: logger.child({ component: 'http' }),
       queues,
       readiness,
-      reconcile: new ReconcileReports({ dataSource, queues }),
+      reconcile: new ReconcileReports({ dataSource, repositories, queues }),
     });
   } else {
     // A worker-only process serves just probes and its own metrics (jobs, cloud requests).
@@ -325,7 +336,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       tf.url = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${addr.port}`;
       logger.info({ url: tf.url, role: config.role }, `tailfleet API listening on ${tf.url}`);
     }
-    logger.info({ role: config.role, prefix: config.queues.prefix }, 'tailfleet started');
+    logger.info({ role: config.role, prefix: config.queues.prefix, fleet: config.fleetName }, 'tailfleet started');
   }
 
   function stop(): Promise<void> {

@@ -86,6 +86,18 @@ describe('config', () => {
     expect(c.http.port).to.equal(8080);
   });
 
+  it('takes FLEET_NAME as a Hetzner label value, default "default", and names the variable when it is not one', () => {
+    expect(loadConfig(valid).fleetName).to.equal('default');
+    for (const name of ['blue', 'Team_A.prod-2', 'x', 'a'.repeat(63)]) {
+      expect(loadConfig({ ...valid, FLEET_NAME: name }).fleetName, name).to.equal(name);
+    }
+    for (const name of ['-blue', 'blue.', 'has space', 'a'.repeat(64), 'blå']) {
+      const problems = problemsOf({ ...valid, FLEET_NAME: name });
+      expect(problems, name).to.have.length(1);
+      expect(problems[0], name).to.match(/^FLEET_NAME: must be 1-63 characters/);
+    }
+  });
+
   it('reads secrets from <VAR>_FILE and refuses both forms at once', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tf-config-'));
     const file = join(dir, 'token');

@@ -52,6 +52,17 @@ export class AgentRepository {
     return managerOf(db).findOne(Agent, { where: { id } });
   }
 
+  /** The agents with these ids, read in chunks so any number of ids fits one query each. */
+  async findByIds(ids: readonly string[], db: Db = this.dataSource): Promise<Map<string, Agent>> {
+    const agents = new Map<string, Agent>();
+    const unique = [...new Set(ids)];
+    for (let i = 0; i < unique.length; i += 1000) {
+      const chunk = await managerOf(db).find(Agent, { where: { id: In(unique.slice(i, i + 1000)) } });
+      for (const a of chunk) agents.set(a.id, a);
+    }
+    return agents;
+  }
+
   /** Newest first. */
   list(
     options: { limit?: number; offset?: number; statuses?: readonly AgentStatus[] } = {},

@@ -33,4 +33,9 @@ export class EventRepository {
     if (!isUuid(entityId)) return [];
     return managerOf(db).find(Event, { where: { entityType, entityId }, order: { at: 'ASC', id: 'ASC' } });
   }
+
+  /** The newest event that moved the row into `toStatus`, or null. */
+  latestMoveInto(entityType: EventEntityType, entityId: string, toStatus: string, db: Db = this.dataSource): Promise<Event | null> {
+    return managerOf(db).findOne(Event, { where: { entityType, entityId, toStatus }, order: { id: 'DESC' } });
+  }
 }

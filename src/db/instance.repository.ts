@@ -1,7 +1,7 @@
-import type { DataSource, ObjectLiteral } from 'typeorm';
+import { In, Not, type DataSource, type ObjectLiteral } from 'typeorm';
 import { Instance, type InstanceStatus, TERMINAL_INSTANCE_STATUSES } from '../entities';
 import { GuardedUpdateConflictError, RecordNotFoundError, ServerIdConflictError } from './errors';
-import { type Db, hydrate, managerOf, quotedTable, returningRows } from './transitions';
+import { type Db, hydrate, inTransaction, managerOf, quotedTable, recordEvent, returningRows } from './transitions';
 import { isUuid } from './uuid';
 
 export interface ServerDetails {
@@ -9,6 +9,13 @@ export interface ServerDetails {
   serverId: string;
   serverName?: string | null;
   serverIp?: string | null;
+}
+
+/** A device change without a status change (the reconciler's repair of a lost or replaced device). */
+export interface DevicePatch {
+  tailscaleDeviceId: string | null;
+  tailscaleIp: string | null;
+  error: string | null;
 }
 
 export interface DeviceDetails {
@@ -112,5 +119,86 @@ export class InstanceRepository {
     const current = await manager.findOne(Instance, { where: { id } });
     if (!current) throw new RecordNotFoundError('instance', id);
     throw new GuardedUpdateConflictError('instance', id, 'record a tailnet device', current.status);
+  }
+
+  /** Reads the instance and locks its row until the transaction `db` ends. */
+  async findByIdForUpdate(id: string, db: Db): Promise<Instance | null> {
+    if (!isUuid(id)) return null;
+    return managerOf(db).findOne(Instance, { where: { id }, lock: { mode: 'pessimistic_write' } });
+  }
+
+  /** Every instance that is not destroyed or failed, oldest first. */
+  listLive(db: Db = this.dataSource): Promise<Instance[]> {
+    return managerOf(db).find(Instance, {
+      where: { status: Not(In([...TERMINAL_INSTANCE_STATUSES])) },
+      order: { createdAt: 'ASC' },
+    });
+  }
+
+  /** The live instance that has recorded this server, if any (id only). */
+  findLiveByServerId(serverId: string, db: Db = this.dataSource): Promise<Pick<Instance, 'id'> | null> {
+    return managerOf(db).findOne(Instance, {
+      where: { serverId, status: Not(In([...TERMINAL_INSTANCE_STATUSES])) },
+      select: { id: true },
+    });
+  }
+
+  /** The id of a live instance that has recorded this device, or whose hostname or server name is `hostname`. */
+  async findLiveIdByDevice(deviceId: string, hostname: string, db: Db = this.dataSource): Promise<string | null> {
+    const row = await managerOf(db)
+      .createQueryBuilder(Instance, 'i')
+      .select('i.id', 'id')
+      .where('i.status NOT IN (:...dead)', { dead: [...TERMINAL_INSTANCE_STATUSES] })
+      .andWhere('(i.tailscale_device_id = :id OR lower(i.tailscale_hostname) = :h OR lower(i.server_name) = :h)', {
+        id: deviceId,
+        h: hostname.toLowerCase(),
+      })
+      .getRawOne<{ id: string }>();
+    return row?.id ?? null;
+  }
+
+  /** Fixes the names the machine will have (hostname and server name) before any cloud call. */
+  async setNames(id: string, names: { tailscaleHostname: string; serverName: string }, db: Db = this.dataSource): Promise<void> {
+    await managerOf(db).update(Instance, { id }, names);
+  }
+
+  /** Keeps an error message on the instance, only while it is still in `status`. */
+  async recordError(id: string, status: InstanceStatus, error: string, db: Db = this.dataSource): Promise<void> {
+    await managerOf(db).update(Instance, { id, status }, { error });
+  }
+
+  /**
+   * Device columns change without a status change, so this is a guarded update (same status, same
+   * device as seen) plus an event row in one transaction, the same shape transition() writes.
+   * Throws GuardedUpdateConflictError when the instance moved or took another device meanwhile.
+   */
+  async replaceDevice(
+    instance: Pick<Instance, 'id' | 'agentId' | 'status' | 'tailscaleDeviceId'>,
+    patch: DevicePatch,
+    reason: string,
+    db: Db = this.dataSource,
+  ): Promise<void> {
+    await inTransaction(db, async (manager) => {
+      const qb = manager
+        .createQueryBuilder()
+        .update(Instance)
+        .set({ ...patch, updatedAt: () => 'now()' })
+        .where('id = :id AND status = :status', { id: instance.id, status: instance.status });
+      if (instance.tailscaleDeviceId) qb.andWhere('tailscale_device_id = :device', { device: instance.tailscaleDeviceId });
+      else qb.andWhere('tailscale_device_id IS NULL');
+      const result = await qb.execute();
+      if (result.affected !== 1) {
+        const now = await manager.findOne(Instance, { where: { id: instance.id }, select: { id: true, status: true } });
+        throw new GuardedUpdateConflictError('instance', instance.id, 'take a tailnet device change', now?.status ?? 'gone');
+      }
+      await recordEvent(manager, {
+        entityType: 'instance',
+        entityId: instance.id,
+        agentId: instance.agentId,
+        fromStatus: instance.status,
+        toStatus: instance.status,
+        reason,
+      });
+    });
   }
 }

@@ -50,4 +50,48 @@ export class ProvisioningJobRepository {
     if (!result.affected) throw new RecordNotFoundError('provisioning_job', id);
     return (await manager.findOne(ProvisioningJob, { where: { id } }))!;
   }
+
+  /** One more attempt of a job that is already running (a redelivered or retried provision). */
+  async incrementAttempts(id: string, db: Db = this.dataSource): Promise<void> {
+    await managerOf(db).increment(ProvisioningJob, { id, status: 'running' }, 'attempts', 1);
+  }
+
+  /** Keeps the reason a running job's attempt failed; the status is left to retries and rollback. */
+  async recordFailure(id: string, failure: { error: string; failedStep: string }, db: Db = this.dataSource): Promise<void> {
+    await managerOf(db).update(ProvisioningJob, { id, status: 'running' }, failure);
+  }
+
+  /** Jobs of an instance that are still queued or running. */
+  listOpenByInstance(instanceId: string, db: Db = this.dataSource): Promise<ProvisioningJob[]> {
+    return managerOf(db).find(ProvisioningJob, { where: { instanceId, status: In(['queued', 'running']) } });
+  }
+
+  /** Ids of every job queued or running. */
+  async activeIds(db: Db = this.dataSource): Promise<Set<string>> {
+    const rows = await managerOf(db).find(ProvisioningJob, { where: { status: In(['queued', 'running']) }, select: { id: true } });
+    return new Set(rows.map((r) => r.id));
+  }
+
+  /** Remembers an auth key made for one of the job's attempts, before any server can use it. */
+  async addAuthKey(id: string, authKeyId: string, db: Db = this.dataSource): Promise<void> {
+    await managerOf(db).query(`UPDATE provisioning_jobs SET auth_key_ids = array_append(auth_key_ids, $2) WHERE id = $1`, [
+      id,
+      authKeyId,
+    ]);
+  }
+
+  async authKeyIds(id: string, db: Db = this.dataSource): Promise<string[]> {
+    const [row] = (await managerOf(db).query(`SELECT auth_key_ids FROM provisioning_jobs WHERE id = $1`, [id])) as Array<{
+      auth_key_ids: string[];
+    }>;
+    return row?.auth_key_ids ?? [];
+  }
+
+  /** Forgets revoked auth keys (keys added meanwhile stay). */
+  async forgetAuthKeys(id: string, authKeyIds: readonly string[], db: Db = this.dataSource): Promise<void> {
+    await managerOf(db).query(
+      `UPDATE provisioning_jobs SET auth_key_ids = ARRAY(SELECT k FROM unnest(auth_key_ids) AS k WHERE k <> ALL($2::varchar[])) WHERE id = $1`,
+      [id, authKeyIds],
+    );
+  }
 }

@@ -2,6 +2,7 @@ import type { DataSource } from 'typeorm';
 import { AgentRepository } from './agent.repository';
 import { EventRepository } from './event.repository';
 import { InstanceRepository } from './instance.repository';
+import { OperationQueries } from './operation-queries';
 import { OperationRepository } from './operation.repository';
 import { ProvisioningJobRepository } from './provisioning-job.repository';
 
@@ -11,6 +12,8 @@ export interface Repositories {
   provisioningJobs: ProvisioningJobRepository;
   operations: OperationRepository;
   events: EventRepository;
+  /** Operation reads of the reconciler, to be folded into `operations`. */
+  operationQueries: OperationQueries;
 }
 
 export function createRepositories(dataSource: DataSource): Repositories {
@@ -21,5 +24,6 @@ export function createRepositories(dataSource: DataSource): Repositories {
     provisioningJobs: new ProvisioningJobRepository(deps),
     operations: new OperationRepository(deps),
     events: new EventRepository(deps),
+    operationQueries: new OperationQueries(deps),
   };
 }

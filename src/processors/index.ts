@@ -2,8 +2,8 @@ import type { Queue } from 'bullmq';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
 import type { OPERATION_QUEUES } from '../queues/queues';
-import type { LifecycleService } from '../services/lifecycle.service';
 import type { OperationLedger } from '../operations/ledger';
+import type { PowerWorkflow, ProvisionWorkflow, TeardownWorkflow } from '../workflows';
 import { createDestroyProcessor } from './destroy.processor';
 import { createProvisionProcessor } from './provision.processor';
 import { createRollbackProcessor } from './rollback.processor';
@@ -14,7 +14,9 @@ export type OperationQueueName = (typeof OPERATION_QUEUES)[number];
 
 export interface ProcessorDeps {
   ledger: OperationLedger;
-  lifecycle: LifecycleService;
+  provision: Pick<ProvisionWorkflow, 'provision'>;
+  power: Pick<PowerWorkflow, 'stop' | 'start'>;
+  teardown: Pick<TeardownWorkflow, 'destroy' | 'rollback'>;
   logger: Logger;
   metrics: Pick<Metrics, 'jobs' | 'jobDuration'>;
   /** Each processor pauses its own queue on a 429. */
@@ -25,7 +27,7 @@ export interface ProcessorDeps {
   outageRetryMs?: number;
 }
 
-/** One processor per operation queue, each a thin call into the lifecycle service through runOperation. */
+/** One processor per operation queue, each a thin call into one workflow through runOperation. */
 export function createProcessors(deps: ProcessorDeps) {
   const base = (q: OperationQueueName) => ({
     ledger: deps.ledger,
@@ -34,7 +36,9 @@ export function createProcessors(deps: ProcessorDeps) {
     logger: deps.logger,
     metrics: deps.metrics,
     queue: deps.queues[q],
-    lifecycle: deps.lifecycle,
+    provision: deps.provision,
+    power: deps.power,
+    teardown: deps.teardown,
   });
   return {
     provision: createProvisionProcessor(base('provision')),

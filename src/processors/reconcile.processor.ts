@@ -2,7 +2,7 @@ import { Worker, type Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../lib/logger';
 import type { ReconcileJobData } from '../queues/queues';
-import type { ReconcileReport, ReconcilerService } from '../services/reconciler.service';
+import type { Reconciler, ReconcileReport } from '../reconcile';
 import { runOperation, type RunnerDeps } from './run-operation';
 
 /** What a finished reconcile job keeps in Redis: the counts, not the whole report (that is in PostgreSQL). */
@@ -15,7 +15,7 @@ export const RECONCILE_SCHEDULER_ID = 'reconcile-interval';
  * other operation; a scheduled pass has none and just runs. Either way the pass itself stores its
  * report, so the job result is only a summary for Bull Board.
  */
-export function createReconcileProcessor(deps: RunnerDeps & { reconciler: Pick<ReconcilerService, 'runPass'> }) {
+export function createReconcileProcessor(deps: RunnerDeps & { reconciler: Pick<Reconciler, 'runPass'> }) {
   return async (job: Job<ReconcileJobData>, token?: string, signal?: AbortSignal) => {
     const operationId = job.data.operationId;
     if (operationId) {

@@ -1,17 +1,9 @@
 import type { Job } from 'bullmq';
 import type { RollbackJobData } from '../queues/queues';
-import type { LifecycleService } from '../services/lifecycle.service';
+import type { TeardownWorkflow } from '../workflows';
 import { runOperation, type RunnerDeps } from './run-operation';
 
-export function createRollbackProcessor(deps: RunnerDeps & { lifecycle: Pick<LifecycleService, 'rollbackFailedProvision'> }) {
-  // The result (what was cleaned) becomes the job's return value, shown in Bull Board.
+export function createRollbackProcessor(deps: RunnerDeps & { teardown: Pick<TeardownWorkflow, 'rollback'> }) {
   return (job: Job<RollbackJobData>, token?: string, signal?: AbortSignal) =>
-    runOperation(
-      deps,
-      'rollback',
-      job,
-      token,
-      ({ reporter }) => deps.lifecycle.rollbackFailedProvision(job.data.provisioningJobId, { operationId: job.data.operationId }, reporter),
-      signal,
-    );
+    runOperation(deps, 'rollback', job, token, ({ reporter }) => deps.teardown.rollback(job.data.provisioningJobId, { operationId: job.data.operationId }, reporter), signal);
 }

@@ -5,7 +5,7 @@ import IORedis from 'ioredis';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics } from '../../src/lib/metrics';
 import { runOperation, type RunnerDeps } from '../../src/processors/run-operation';
-import { StateConflictError } from '../../src/services/errors';
+import { StateConflictError } from '../../src/errors';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 import { ledgerFor, queuedStop } from '../helpers/ledger';
 import { deleteRedisPrefix, REDIS_URL } from '../pipeline/stack';

@@ -1,5 +1,5 @@
 import type { DataSource } from 'typeorm';
-import { AGENT_LABEL, INSTANCE_LABEL, MANAGED_LABEL } from '../../src/services/server-labels';
+import { AGENT_LABEL, INSTANCE_LABEL, MANAGED_LABEL } from '../../src/fleet/server-labels';
 import type { SimState } from '../../src/simulator';
 
 /**

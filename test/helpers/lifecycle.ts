@@ -5,11 +5,20 @@ import { isRetryable } from '../../src/clients/errors';
 import { HetznerClient } from '../../src/clients/hetzner/hetzner.client';
 import { TailscaleClient } from '../../src/clients/tailscale/tailscale.client';
 import { AgentRepository } from '../../src/db/agent.repository';
+import { createRepositories, type Repositories } from '../../src/db/repositories';
 import { insertOperation } from '../../src/db/operation.repository';
 import { Agent, Event, Instance, ProvisioningJob, type OperationType } from '../../src/entities';
+import { Fleet } from '../../src/fleet/fleet';
 import { silentLogger } from '../../src/lib/logger';
-import { LifecycleService, type LifecycleSettings, type StepReporter } from '../../src/services/lifecycle.service';
 import { startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
+import {
+  PowerWorkflow,
+  ProvisionWorkflow,
+  TeardownWorkflow,
+  type StepReporter,
+  type WorkflowDeps,
+  type WorkflowSettings,
+} from '../../src/workflows';
 import { createTestDatabase, truncateAll, type TestDatabase } from './db';
 
 /** Fast but ordered: every action still runs asynchronously, enrollment still follows boot. */
@@ -22,7 +31,7 @@ export const FAST_TIMINGS: SimTimingsInput = {
   rateLimit: { limit: 1_000_000, refillPerSecond: 1_000_000 },
 };
 
-export const FAST_SETTINGS: LifecycleSettings = {
+export const FAST_SETTINGS: WorkflowSettings = {
   serverType: 'cx22',
   image: 'ubuntu-24.04',
   location: 'fsn1',
@@ -46,17 +55,37 @@ export interface LifecycleHarness {
   sim: RunningSimulator;
   hetzner: HetznerClient;
   tailscale: TailscaleClient;
-  service: LifecycleService;
+  /** The fleet the workflows belong to (`default` unless the harness was started with another). */
+  fleet: Fleet;
+  repositories: Repositories;
+  provision: ProvisionWorkflow;
+  power: PowerWorkflow;
+  teardown: TeardownWorkflow;
+  /** Workflow deps as the harness built them, for a test that needs workflows with other settings. */
+  workflowDeps: WorkflowDeps;
   agents: AgentRepository;
-  /** Back to an empty database and an empty cloud with FAST_TIMINGS. */
+  /** Back to an empty database and (unless the simulator was handed in) an empty cloud with FAST_TIMINGS. */
   reset(): Promise<void>;
   close(): Promise<void>;
 }
 
+export interface LifecycleHarnessOptions {
+  /** A simulator shared with other harnesses (several fleets in one cloud); its owner resets and closes it. */
+  sim?: RunningSimulator;
+  /** FLEET_NAME of the workflows; `default` when omitted. */
+  fleet?: string;
+}
+
 /** Real PostgreSQL (own database), the simulator on a random port, the real clients over HTTP. */
-export async function startLifecycleHarness(label: string, settings: Partial<LifecycleSettings> = {}): Promise<LifecycleHarness> {
+export async function startLifecycleHarness(
+  label: string,
+  settings: Partial<WorkflowSettings> = {},
+  options: LifecycleHarnessOptions = {},
+): Promise<LifecycleHarness> {
   const db = await createTestDatabase(label, { poolSize: 10 });
-  const sim = await startSimulator({ timings: FAST_TIMINGS, seed: 7 });
+  const ownSim = !options.sim;
+  const sim = options.sim ?? (await startSimulator({ timings: FAST_TIMINGS, seed: 7 }));
+  const fleet = new Fleet(options.fleet);
   const hetzner = new HetznerClient({
     baseUrl: sim.hetznerUrl,
     token: 'test-token',
@@ -71,27 +100,35 @@ export async function startLifecycleHarness(label: string, settings: Partial<Lif
     ...FAST_CLIENT,
     enrollmentPollIntervalMs: 10,
   });
-  const service = new LifecycleService({
+  const repositories = createRepositories(db.dataSource);
+  const workflowDeps: WorkflowDeps = {
     dataSource: db.dataSource,
+    repositories,
     hetzner,
     tailscale,
+    fleet,
     logger: silentLogger,
     settings: { ...FAST_SETTINGS, ...settings },
-  });
+  };
   return {
     db,
     ds: db.dataSource,
     sim,
     hetzner,
     tailscale,
-    service,
-    agents: new AgentRepository({ dataSource: db.dataSource }),
+    fleet,
+    repositories,
+    provision: new ProvisionWorkflow(workflowDeps),
+    power: new PowerWorkflow(workflowDeps),
+    teardown: new TeardownWorkflow(workflowDeps),
+    workflowDeps,
+    agents: repositories.agents,
     async reset() {
-      sim.control.reset(FAST_TIMINGS);
+      if (ownSim) sim.control.reset(FAST_TIMINGS);
       await truncateAll(db.dataSource);
     },
     async close() {
-      await sim.close();
+      if (ownSim) await sim.close();
       await db.drop();
     },
   };
@@ -139,7 +176,7 @@ export async function newAgent(h: LifecycleHarness, name = 'build-box'): Promise
 
 export async function provisionedAgent(h: LifecycleHarness, name?: string): Promise<AgentFixture> {
   const a = await newAgent(h, name);
-  await h.service.provision({ provisioningJobId: a.provisioningJobId, operationId: a.provisionOperationId });
+  await h.provision.provision({ provisioningJobId: a.provisioningJobId, operationId: a.provisionOperationId });
   return a;
 }
 

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { agentHostname, buildUserData, isDnsLabel } from '../../src/services/cloud-init';
+import { agentHostname, isDnsLabel } from '../../src/fleet/hostname';
+import { buildUserData } from '../../src/workflows/cloud-init';
 import { parseTailscaleUp } from '../../src/simulator/user-data';
 
 describe('lifecycle: hostnames and user data', () => {

@@ -3,7 +3,7 @@ import sinon from 'sinon';
 import { CloudApiError } from '../../src/clients/errors';
 import { transition } from '../../src/db/transitions';
 import { Instance } from '../../src/entities';
-import { StateConflictError } from '../../src/services/errors';
+import { StateConflictError } from '../../src/errors';
 import {
   cloud,
   eventually,
@@ -37,7 +37,7 @@ describe('lifecycle: destroy', function () {
   it('deletes server and device of a running agent and records destroyed', async () => {
     const a = await provisionedAgent(h);
     const op = await newOperation(h, 'destroy', a.agentId);
-    await h.service.destroy(a.agentId, { operationId: op });
+    await h.teardown.destroy(a.agentId, { operationId: op });
     await expectDestroyed(a);
     expect((await transitionsOf(h, a.instanceId)).slice(-2)).to.deep.equal(['running→destroying', 'destroying→destroyed']);
     expect((await transitionsOf(h, a.agentId)).at(-1)).to.equal('active→destroyed');
@@ -45,18 +45,18 @@ describe('lifecycle: destroy', function () {
 
   it('destroys a stopped agent', async () => {
     const a = await provisionedAgent(h);
-    await h.service.stop(a.agentId);
-    await h.service.destroy(a.agentId);
+    await h.power.stop(a.agentId);
+    await h.teardown.destroy(a.agentId);
     await expectDestroyed(a);
     expect((await transitionsOf(h, a.agentId)).at(-1)).to.equal('paused→destroyed');
   });
 
   it('is a no-op for an agent that is already destroyed', async () => {
     const a = await provisionedAgent(h);
-    await h.service.destroy(a.agentId);
+    await h.teardown.destroy(a.agentId);
     const events = await transitionsOf(h, a.agentId);
     h.sim.control.resetRequestCounts();
-    await h.service.destroy(a.agentId);
+    await h.teardown.destroy(a.agentId);
     expect(h.sim.control.requestCounts()).to.deep.equal({});
     expect(await transitionsOf(h, a.agentId)).to.deep.equal(events);
   });
@@ -64,7 +64,7 @@ describe('lifecycle: destroy', function () {
   it('keeps the instance destroying with the error when Hetzner fails, and a later run completes it', async () => {
     const a = await provisionedAgent(h);
     h.sim.control.setFaults([{ method: 'DELETE', route: '/hetzner/v1/servers/{id}', status: 500, times: 20 }]);
-    const err = await expectRejection(h.service.destroy(a.agentId));
+    const err = await expectRejection(h.teardown.destroy(a.agentId));
     expect(err).to.be.instanceOf(CloudApiError);
 
     const { agent, instance } = await rows(h, a);
@@ -75,21 +75,21 @@ describe('lifecycle: destroy', function () {
     expect(cloud(h).servers).to.have.length(1);
 
     h.sim.control.clearFaults();
-    await h.service.destroy(a.agentId);
+    await h.teardown.destroy(a.agentId);
     await expectDestroyed(a);
   });
 
   it('fails (and retries) rather than finishing while the device cannot be deleted', async () => {
     const a = await provisionedAgent(h);
     h.sim.control.setFaults([{ method: 'DELETE', route: '/tailscale/api/v2/device/{deviceId}', status: 500, times: 20 }]);
-    await expectRejection(h.service.destroy(a.agentId));
+    await expectRejection(h.teardown.destroy(a.agentId));
     const { instance } = await rows(h, a);
     expect(instance.status).to.equal('destroying');
     expect(cloud(h).servers).to.have.length(0);
     expect(cloud(h).devices).to.have.length(1);
 
     h.sim.control.clearFaults();
-    await h.service.destroy(a.agentId);
+    await h.teardown.destroy(a.agentId);
     await expectDestroyed(a);
   });
 
@@ -98,7 +98,7 @@ describe('lifecycle: destroy', function () {
       const a = await provisionedAgent(h);
       await transition(h.ds, { entity: 'instance', id: a.instanceId, from: ['running'], to: 'destroying', reason: 'test' });
       h.sim.control.deleteServer(cloud(h).servers[0].id);
-      await h.service.destroy(a.agentId);
+      await h.teardown.destroy(a.agentId);
       await expectDestroyed(a);
     });
 
@@ -107,28 +107,28 @@ describe('lifecycle: destroy', function () {
       await transition(h.ds, { entity: 'instance', id: a.instanceId, from: ['running'], to: 'destroying', reason: 'test' });
       h.sim.control.deleteServer(cloud(h).servers[0].id);
       h.sim.control.deleteDevice(cloud(h).devices[0].id);
-      await h.service.destroy(a.agentId);
+      await h.teardown.destroy(a.agentId);
       await expectDestroyed(a);
     });
 
     it('finds the device by hostname when its id and IP were never recorded', async () => {
       const a = await provisionedAgent(h);
       await h.ds.getRepository(Instance).update({ id: a.instanceId }, { tailscaleDeviceId: null, tailscaleIp: null });
-      await h.service.destroy(a.agentId);
+      await h.teardown.destroy(a.agentId);
       await expectDestroyed(a);
     });
 
     it('finds the server by label when its id was never recorded', async () => {
       const a = await provisionedAgent(h);
       await h.ds.getRepository(Instance).update({ id: a.instanceId }, { serverId: null });
-      await h.service.destroy(a.agentId);
+      await h.teardown.destroy(a.agentId);
       await expectDestroyed(a);
     });
   });
 
   it('destroys an agent whose provision never ran and closes its provisioning job', async () => {
     const a = await newAgent(h);
-    await h.service.destroy(a.agentId);
+    await h.teardown.destroy(a.agentId);
     const { job } = await rows(h, a);
     await expectDestroyed(a);
     expect(job!.status).to.equal('failed');
@@ -136,10 +136,10 @@ describe('lifecycle: destroy', function () {
 
   it('wins against a provision in flight: the server it records is deleted and the provision stops', async () => {
     const a = await newAgent(h);
-    const provision = settle(h.service.provision({ provisioningJobId: a.provisioningJobId }));
+    const provision = settle(h.provision.provision({ provisioningJobId: a.provisioningJobId }));
     await eventually(async () => ((await rows(h, a)).instance.serverId ? true : undefined));
     // The server is locked while its create action runs; the destroy job retries like the queue does.
-    await withQueueRetries(() => h.service.destroy(a.agentId));
+    await withQueueRetries(() => h.teardown.destroy(a.agentId));
     expect(await provision).to.be.instanceOf(StateConflictError);
     await expectDestroyed(a);
   });
@@ -152,9 +152,9 @@ describe('lifecycle: destroy', function () {
       await eventually(async () => (['destroying', 'destroyed'].includes((await rows(h, a)).instance.status) ? true : undefined));
       return real(o);
     });
-    const provision = settle(h.service.provision({ provisioningJobId: a.provisioningJobId }));
+    const provision = settle(h.provision.provision({ provisioningJobId: a.provisioningJobId }));
     await eventually(async () => ((await rows(h, a)).instance.status === 'provisioning' ? true : undefined));
-    await withQueueRetries(() => h.service.destroy(a.agentId));
+    await withQueueRetries(() => h.teardown.destroy(a.agentId));
     expect(await provision).to.be.instanceOf(StateConflictError);
     expect(cloud(h).authKeys.every((k) => k.revoked), 'auth key revoked').to.equal(true);
     await expectDestroyed(a);
@@ -162,8 +162,8 @@ describe('lifecycle: destroy', function () {
 
   it('marks an agent without a live instance destroyed (after a rolled-back provision)', async () => {
     const a = await newAgent(h);
-    await h.service.rollbackFailedProvision(a.provisioningJobId);
-    await h.service.destroy(a.agentId);
+    await h.teardown.rollback(a.provisioningJobId);
+    await h.teardown.destroy(a.agentId);
     const { agent, instance } = await rows(h, a);
     expect(agent.status).to.equal('destroyed');
     expect(instance.status).to.equal('failed');

@@ -4,9 +4,8 @@ import sinon from 'sinon';
 import { CloudApiError } from '../../src/clients/errors';
 import { transition } from '../../src/db/transitions';
 import { Instance } from '../../src/entities';
-import { NotFoundError, StateConflictError } from '../../src/services/errors';
-import { silentLogger } from '../../src/lib/logger';
-import { LifecycleService } from '../../src/services/lifecycle.service';
+import { NotFoundError, StateConflictError } from '../../src/errors';
+import { ProvisionWorkflow } from '../../src/workflows';
 import {
   cloud,
   FAST_SETTINGS,
@@ -25,7 +24,7 @@ import {
 describe('lifecycle: provision', function () {
   const h = useLifecycleHarness('lc_provision');
 
-  const run = (a: AgentFixture) => h.service.provision({ provisioningJobId: a.provisioningJobId, operationId: a.provisionOperationId });
+  const run = (a: AgentFixture) => h.provision.provision({ provisioningJobId: a.provisioningJobId, operationId: a.provisionOperationId });
 
   /** The create call reaches the cloud, but its answer is lost (as on a timeout or a crash right after). */
   function loseNextCreateResponse() {
@@ -61,7 +60,7 @@ describe('lifecycle: provision', function () {
   it('creates one labelled server, enrolls its device and records everything', async () => {
     const a = await newAgent(h, 'Build Box #1');
     const reporter = recordingReporter();
-    await h.service.provision({ provisioningJobId: a.provisioningJobId, operationId: a.provisionOperationId }, reporter);
+    await h.provision.provision({ provisioningJobId: a.provisioningJobId, operationId: a.provisionOperationId }, reporter);
 
     const { instance, job } = await expectProvisioned(a);
     expect(instance.startedAt).to.be.instanceOf(Date);
@@ -76,8 +75,10 @@ describe('lifecycle: provision', function () {
       'managed-by': 'tailfleet',
       'tailfleet-agent': a.agentId,
       'tailfleet-job': a.provisioningJobId,
+      'tailfleet-fleet': 'default',
     });
-    expect(instance.tailscaleHostname).to.match(/^build-box-1-[0-9a-f]{8}$/);
+    // `<name slug>-<8 hex of the agent id>--<fleet code>`: the fleet mark tells fleets' devices apart.
+    expect(instance.tailscaleHostname).to.equal(`build-box-1-${a.agentId.slice(0, 8)}--${h.fleet.code}`);
     expect(server.name).to.equal(instance.tailscaleHostname);
     expect(devices[0].hostname).to.equal(instance.tailscaleHostname);
     expect(devices[0].addresses).to.include(instance.tailscaleIp);
@@ -96,7 +97,7 @@ describe('lifecycle: provision', function () {
 
   it('refuses an unknown provisioning job', async () => {
     const id = '00000000-0000-4000-8000-000000000000';
-    const err = await expectRejection(h.service.provision({ provisioningJobId: id }));
+    const err = await expectRejection(h.provision.provision({ provisioningJobId: id }));
     expect(err).to.be.instanceOf(NotFoundError);
     expect(err.message).to.equal(`Job ${id} not found`);
   });
@@ -249,13 +250,7 @@ describe('lifecycle: provision', function () {
   });
 
   it('records the failure and keeps the instance provisioning when enrollment times out', async () => {
-    const impatient = new LifecycleService({
-      dataSource: h.ds,
-      hetzner: h.hetzner,
-      tailscale: h.tailscale,
-      logger: silentLogger,
-      settings: { ...FAST_SETTINGS, enrollmentTimeoutMs: 100 },
-    });
+    const impatient = new ProvisionWorkflow({ ...h.workflowDeps, settings: { ...FAST_SETTINGS, enrollmentTimeoutMs: 100 } });
     h.sim.control.setTimings({ enrollDelayMs: 60_000 });
     const a = await newAgent(h);
     const err = await expectRejection(impatient.provision({ provisioningJobId: a.provisioningJobId }));
@@ -311,7 +306,7 @@ describe('lifecycle: provision', function () {
     const a = await newAgent(h);
     h.sim.control.setFaults([{ method: 'POST', route: '/hetzner/v1/servers', status: 503, times: 1 }]);
     await expectRejection(run(a));
-    await h.service.rollbackFailedProvision(a.provisioningJobId);
+    await h.teardown.rollback(a.provisioningJobId);
     const keys = cloud(h).authKeys;
     expect(keys).to.have.length(1);
     expect(keys[0].invalid, 'key revoked by the rollback').to.equal(true);
@@ -323,7 +318,7 @@ describe('lifecycle: provision', function () {
   it('keeps the auth key out of the database and the logs', async () => {
     const lines: string[] = [];
     const logger = pino({ level: 'trace' }, { write: (line: string) => void lines.push(line) });
-    const service = new LifecycleService({ dataSource: h.ds, hetzner: h.hetzner, tailscale: h.tailscale, logger, settings: FAST_SETTINGS });
+    const service = new ProvisionWorkflow({ ...h.workflowDeps, logger });
     const keySpy = sinon.spy(h.tailscale, 'createAuthKey');
     const a = await newAgent(h);
     await service.provision({ provisioningJobId: a.provisioningJobId, operationId: a.provisionOperationId });
@@ -342,7 +337,7 @@ describe('lifecycle: provision', function () {
 
   it('refuses to run a rolled-back job again', async () => {
     const a = await newAgent(h);
-    await h.service.rollbackFailedProvision(a.provisioningJobId);
+    await h.teardown.rollback(a.provisioningJobId);
     const err = await expectRejection(run(a));
     expect(err).to.be.instanceOf(StateConflictError);
     expect(serverCreates(h)).to.equal(0);

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { StateConflictError } from '../../src/services/errors';
+import { StateConflictError } from '../../src/errors';
 import {
   cloud,
   newOperation,
@@ -40,10 +40,10 @@ describe('lifecycle: races', function () {
       const [stopOp, destroyOp] = [await newOperation(h, 'stop', a.agentId), await newOperation(h, 'destroy', a.agentId)];
       // Vary who starts first, and by how much, so every interleaving shows up over the rounds.
       const [stopDelay, destroyDelay] = i % 2 === 0 ? [(i * 7) % 15, 0] : [0, (i * 7) % 40];
-      const stop = settle(delay(stopDelay).then(() => h.service.stop(a.agentId, { operationId: stopOp })));
+      const stop = settle(delay(stopDelay).then(() => h.power.stop(a.agentId, { operationId: stopOp })));
       // The destroy job is retried like the queue does: the server is locked while the shutdown action runs.
       const destroy = settle(
-        delay(destroyDelay).then(() => withQueueRetries(() => h.service.destroy(a.agentId, { operationId: destroyOp }))),
+        delay(destroyDelay).then(() => withQueueRetries(() => h.teardown.destroy(a.agentId, { operationId: destroyOp }))),
       );
       const [stopErr, destroyErr] = await Promise.all([stop, destroy]);
 
@@ -88,7 +88,7 @@ describe('lifecycle: races', function () {
     const agents = await Promise.all(Array.from({ length: 20 }, (_, k) => newAgent(h, `twice-${k}`)));
     await Promise.all(
       agents.map(async (a, i) => {
-        const attempt = () => h.service.provision({ provisioningJobId: a.provisioningJobId });
+        const attempt = () => h.provision.provision({ provisioningJobId: a.provisioningJobId });
         const errors = await Promise.all([settle(attempt()), settle(delay((i % 10) * 8).then(attempt))]);
         for (const err of errors) if (err) expect(err, err.message).to.be.instanceOf(StateConflictError);
         expect(errors.filter((e) => e === null).length, `agent ${i}`).to.be.greaterThan(0);

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import sinon from 'sinon';
 import { CloudApiError } from '../../src/clients/errors';
-import { NotFoundError, StateConflictError } from '../../src/services/errors';
+import { NotFoundError, StateConflictError } from '../../src/errors';
 import {
   cloud,
   eventually,
@@ -34,7 +34,7 @@ describe('lifecycle: rollback of a failed provision', function () {
         path: '/servers',
       });
     });
-    await expectRejection(h.service.provision({ provisioningJobId: a.provisioningJobId }));
+    await expectRejection(h.provision.provision({ provisioningJobId: a.provisioningJobId }));
     sinon.restore();
     expect((await rows(h, a)).instance.serverId).to.equal(null);
     // The server boots and joins the tailnet on its own.
@@ -44,7 +44,7 @@ describe('lifecycle: rollback of a failed provision', function () {
 
   it('refuses an unknown job', async () => {
     const id = '00000000-0000-4000-8000-000000000001';
-    const err = await expectRejection(h.service.rollbackFailedProvision(id));
+    const err = await expectRejection(h.teardown.rollback(id));
     expect(err).to.be.instanceOf(NotFoundError);
     expect(err.message).to.equal(`Job ${id} not found`);
   });
@@ -52,7 +52,7 @@ describe('lifecycle: rollback of a failed provision', function () {
   it('deletes a server found only by its job label, and its device, then records the rollback', async () => {
     const a = await serverCreatedButNotRecorded();
     const op = await newOperation(h, 'rollback', a.agentId);
-    const result = await h.service.rollbackFailedProvision(a.provisioningJobId, { operationId: op });
+    const result = await h.teardown.rollback(a.provisioningJobId, { operationId: op });
     expect(result).to.deep.equal({ cleanedHetzner: true, cleanedTailscale: true, alreadyRolledBack: false });
 
     const { agent, instance, job } = await rows(h, a);
@@ -69,11 +69,11 @@ describe('lifecycle: rollback of a failed provision', function () {
 
   it('changes nothing when run a second time', async () => {
     const a = await serverCreatedButNotRecorded();
-    await h.service.rollbackFailedProvision(a.provisioningJobId);
+    await h.teardown.rollback(a.provisioningJobId);
     const before = { rows: await rows(h, a), events: await h.ds.query('SELECT count(*)::int AS n FROM events') };
     h.sim.control.resetRequestCounts();
 
-    const again = await h.service.rollbackFailedProvision(a.provisioningJobId);
+    const again = await h.teardown.rollback(a.provisioningJobId);
     expect(again).to.deep.equal({ cleanedHetzner: false, cleanedTailscale: false, alreadyRolledBack: true });
     expect(h.sim.control.requestCounts()).to.deep.equal({});
     expect(await h.ds.query('SELECT count(*)::int AS n FROM events')).to.deep.equal(before.events);
@@ -88,12 +88,12 @@ describe('lifecycle: rollback of a failed provision', function () {
     // Enrollment never completes in time: the provision fails after recording the server.
     h.sim.control.setTimings({ enrollDelayMs: 60_000 });
     sinon.stub(h.tailscale, 'waitForEnrollment').rejects(new Error('enrollment timed out'));
-    await expectRejection(h.service.provision({ provisioningJobId: a.provisioningJobId }));
+    await expectRejection(h.provision.provision({ provisioningJobId: a.provisioningJobId }));
     sinon.restore();
     const { instance } = await rows(h, a);
     expect(instance.serverId).to.be.a('string');
 
-    const result = await h.service.rollbackFailedProvision(a.provisioningJobId);
+    const result = await h.teardown.rollback(a.provisioningJobId);
     expect(result).to.deep.equal({ cleanedHetzner: true, cleanedTailscale: false, alreadyRolledBack: false });
     expect(cloud(h).servers).to.have.length(0);
     expect((await rows(h, a)).instance.error).to.equal(
@@ -103,7 +103,7 @@ describe('lifecycle: rollback of a failed provision', function () {
 
   it('rolls back a job that never started, with nothing to clean', async () => {
     const a = await newAgent(h);
-    const result = await h.service.rollbackFailedProvision(a.provisioningJobId);
+    const result = await h.teardown.rollback(a.provisioningJobId);
     expect(result).to.deep.equal({ cleanedHetzner: false, cleanedTailscale: false, alreadyRolledBack: false });
     const { agent, instance, job } = await rows(h, a);
     expect(instance.status).to.equal('failed');
@@ -114,7 +114,7 @@ describe('lifecycle: rollback of a failed provision', function () {
   it('stays retryable when the cloud fails, and finishes on the next run', async () => {
     const a = await serverCreatedButNotRecorded();
     h.sim.control.setFaults([{ method: 'DELETE', route: '/hetzner/v1/servers/{id}', status: 503, times: 20 }]);
-    const err = await expectRejection(h.service.rollbackFailedProvision(a.provisioningJobId));
+    const err = await expectRejection(h.teardown.rollback(a.provisioningJobId));
     expect(err).to.be.instanceOf(CloudApiError);
     const mid = await rows(h, a);
     // Out of provisioning at once, so a late attempt cannot record a server; the job is not rolled back yet.
@@ -122,7 +122,7 @@ describe('lifecycle: rollback of a failed provision', function () {
     expect(mid.job!.status).to.not.equal('rolled_back');
 
     h.sim.control.clearFaults();
-    const result = await h.service.rollbackFailedProvision(a.provisioningJobId);
+    const result = await h.teardown.rollback(a.provisioningJobId);
     expect(result.cleanedHetzner).to.equal(true);
     expect((await rows(h, a)).job!.status).to.equal('rolled_back');
     expect(cloud(h).servers).to.have.length(0);
@@ -131,15 +131,15 @@ describe('lifecycle: rollback of a failed provision', function () {
 
   it('refuses a job that succeeded', async () => {
     const a = await provisionedAgent(h);
-    const err = await expectRejection(h.service.rollbackFailedProvision(a.provisioningJobId));
+    const err = await expectRejection(h.teardown.rollback(a.provisioningJobId));
     expect(err).to.be.instanceOf(StateConflictError);
     expect(cloud(h).servers).to.have.length(1);
   });
 
   it('closes the job of an instance that was destroyed meanwhile without touching it', async () => {
     const a = await newAgent(h);
-    await h.service.destroy(a.agentId);
-    const result = await h.service.rollbackFailedProvision(a.provisioningJobId);
+    await h.teardown.destroy(a.agentId);
+    const result = await h.teardown.rollback(a.provisioningJobId);
     expect(result.alreadyRolledBack).to.equal(false);
     const { instance, job, agent } = await rows(h, a);
     expect(instance.status).to.equal('destroyed');

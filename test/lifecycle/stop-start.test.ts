@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { CloudApiError } from '../../src/clients/errors';
 import { transition } from '../../src/db/transitions';
-import { NotFoundError, StateConflictError } from '../../src/services/errors';
+import { NotFoundError, StateConflictError } from '../../src/errors';
 import {
   cloud,
   expectRejection,
@@ -25,7 +25,7 @@ describe('lifecycle: stop and start', function () {
 
   async function stoppedAgent(): Promise<AgentFixture> {
     const a = await provisionedAgent(h);
-    await h.service.stop(a.agentId);
+    await h.power.stop(a.agentId);
     return a;
   }
 
@@ -33,7 +33,7 @@ describe('lifecycle: stop and start', function () {
     it('shuts the server down gracefully, then records stopped and pauses the agent', async () => {
       const a = await provisionedAgent(h);
       const op = await newOperation(h, 'stop', a.agentId);
-      await h.service.stop(a.agentId, { operationId: op });
+      await h.power.stop(a.agentId, { operationId: op });
 
       const { agent, instance } = await rows(h, a);
       expect(instance.status).to.equal('stopped');
@@ -50,7 +50,7 @@ describe('lifecycle: stop and start', function () {
     it('powers the server off when it ignores the ACPI signal past the timeout', async () => {
       const a = await provisionedAgent(h);
       h.sim.control.updateServer(serverOf(a).id, { ignoresAcpi: true });
-      await h.service.stop(a.agentId);
+      await h.power.stop(a.agentId);
       expect((await rows(h, a)).instance.status).to.equal('stopped');
       expect(serverOf(a).status).to.equal('off');
       expect(requests('/hetzner/v1/servers/{id}/actions/poweroff')).to.equal(1);
@@ -58,14 +58,14 @@ describe('lifecycle: stop and start', function () {
 
     it('refuses an instance that is not running, and an unknown agent', async () => {
       const a = await stoppedAgent();
-      const err = await expectRejection(h.service.stop(a.agentId, { operationId: await newOperation(h, 'stop', a.agentId) }));
+      const err = await expectRejection(h.power.stop(a.agentId, { operationId: await newOperation(h, 'stop', a.agentId) }));
       expect(err).to.be.instanceOf(StateConflictError);
       expect(err.message).to.equal('No running instance to stop');
 
       const pending = await newAgent(h, 'pending-one');
-      expect((await expectRejection(h.service.stop(pending.agentId))).message).to.equal('No running instance to stop');
+      expect((await expectRejection(h.power.stop(pending.agentId))).message).to.equal('No running instance to stop');
 
-      const missing = await expectRejection(h.service.stop('00000000-0000-4000-8000-000000000000'));
+      const missing = await expectRejection(h.power.stop('00000000-0000-4000-8000-000000000000'));
       expect(missing).to.be.instanceOf(NotFoundError);
     });
 
@@ -76,7 +76,7 @@ describe('lifecycle: stop and start', function () {
       it(`puts the instance back to running with the error kept when the shutdown fails with ${fault.name}`, async () => {
         const a = await provisionedAgent(h);
         h.sim.control.setFaults([{ method: 'POST', route: SHUTDOWN, ...fault.rule }]);
-        const err = await expectRejection(h.service.stop(a.agentId));
+        const err = await expectRejection(h.power.stop(a.agentId));
         expect(err).to.be.instanceOf(CloudApiError);
 
         const { agent, instance } = await rows(h, a);
@@ -89,7 +89,7 @@ describe('lifecycle: stop and start', function () {
 
         // The job's retry, once the API is healthy again, completes the stop and clears the error.
         h.sim.control.clearFaults();
-        await h.service.stop(a.agentId);
+        await h.power.stop(a.agentId);
         const after = await rows(h, a);
         expect(after.instance.status).to.equal('stopped');
         expect(after.instance.error).to.equal(null);
@@ -100,7 +100,7 @@ describe('lifecycle: stop and start', function () {
     it('continues a stop that crashed in stopping with the server still running', async () => {
       const a = await provisionedAgent(h);
       await transition(h.ds, { entity: 'instance', id: a.instanceId, from: ['running'], to: 'stopping', reason: 'test' });
-      await h.service.stop(a.agentId);
+      await h.power.stop(a.agentId);
       expect((await rows(h, a)).instance.status).to.equal('stopped');
       expect(serverOf(a).status).to.equal('off');
     });
@@ -110,7 +110,7 @@ describe('lifecycle: stop and start', function () {
       await transition(h.ds, { entity: 'instance', id: a.instanceId, from: ['running'], to: 'stopping', reason: 'test' });
       h.sim.control.updateServer(serverOf(a).id, { status: 'off' });
       h.sim.control.resetRequestCounts();
-      await h.service.stop(a.agentId);
+      await h.power.stop(a.agentId);
       const { agent, instance } = await rows(h, a);
       expect(instance.status).to.equal('stopped');
       expect(agent.status).to.equal('paused');
@@ -120,13 +120,13 @@ describe('lifecycle: stop and start', function () {
     it('treats a redelivered stop that already finished as done, but not someone else\'s', async () => {
       const a = await provisionedAgent(h);
       const op = await newOperation(h, 'stop', a.agentId);
-      await h.service.stop(a.agentId, { operationId: op });
+      await h.power.stop(a.agentId, { operationId: op });
       const before = await transitionsOf(h, a.instanceId);
-      await h.service.stop(a.agentId, { operationId: op });
+      await h.power.stop(a.agentId, { operationId: op });
       expect(await transitionsOf(h, a.instanceId)).to.deep.equal(before);
 
       const other = await newOperation(h, 'stop', a.agentId);
-      expect(await expectRejection(h.service.stop(a.agentId, { operationId: other }))).to.be.instanceOf(StateConflictError);
+      expect(await expectRejection(h.power.stop(a.agentId, { operationId: other }))).to.be.instanceOf(StateConflictError);
     });
   });
 
@@ -134,7 +134,7 @@ describe('lifecycle: stop and start', function () {
     it('powers the server on, records running and activates the agent', async () => {
       const a = await stoppedAgent();
       const op = await newOperation(h, 'start', a.agentId);
-      await h.service.start(a.agentId, { operationId: op });
+      await h.power.start(a.agentId, { operationId: op });
 
       const { agent, instance } = await rows(h, a);
       expect(instance.status).to.equal('running');
@@ -150,7 +150,7 @@ describe('lifecycle: stop and start', function () {
 
     it('refuses an instance that is not stopped', async () => {
       const a = await provisionedAgent(h);
-      const err = await expectRejection(h.service.start(a.agentId, { operationId: await newOperation(h, 'start', a.agentId) }));
+      const err = await expectRejection(h.power.start(a.agentId, { operationId: await newOperation(h, 'start', a.agentId) }));
       expect(err).to.be.instanceOf(StateConflictError);
       expect(err.message).to.equal('No stopped instance to start');
     });
@@ -158,7 +158,7 @@ describe('lifecycle: stop and start', function () {
     it('puts the instance back to stopped with the error kept when the power-on fails', async () => {
       const a = await stoppedAgent();
       h.sim.control.setFaults([{ method: 'POST', route: POWERON, status: 500, times: 10 }]);
-      const err = await expectRejection(h.service.start(a.agentId));
+      const err = await expectRejection(h.power.start(a.agentId));
       expect(err).to.be.instanceOf(CloudApiError);
 
       const { agent, instance } = await rows(h, a);
@@ -168,14 +168,14 @@ describe('lifecycle: stop and start', function () {
       expect((await transitionsOf(h, a.instanceId)).slice(-2)).to.deep.equal(['stopped→starting', 'starting→stopped']);
 
       h.sim.control.clearFaults();
-      await h.service.start(a.agentId);
+      await h.power.start(a.agentId);
       expect((await rows(h, a)).instance.status).to.equal('running');
     });
 
     it('continues a start that crashed in starting with the server still off', async () => {
       const a = await stoppedAgent();
       await transition(h.ds, { entity: 'instance', id: a.instanceId, from: ['stopped'], to: 'starting', reason: 'test' });
-      await h.service.start(a.agentId);
+      await h.power.start(a.agentId);
       expect((await rows(h, a)).instance.status).to.equal('running');
       expect(serverOf(a).status).to.equal('running');
     });
@@ -185,7 +185,7 @@ describe('lifecycle: stop and start', function () {
       await transition(h.ds, { entity: 'instance', id: a.instanceId, from: ['stopped'], to: 'starting', reason: 'test' });
       h.sim.control.updateServer(serverOf(a).id, { status: 'running' });
       h.sim.control.resetRequestCounts();
-      await h.service.start(a.agentId);
+      await h.power.start(a.agentId);
       const { agent, instance } = await rows(h, a);
       expect(instance.status).to.equal('running');
       expect(agent.status).to.equal('active');
@@ -195,8 +195,8 @@ describe('lifecycle: stop and start', function () {
     it('treats a redelivered start that already finished as done', async () => {
       const a = await stoppedAgent();
       const op = await newOperation(h, 'start', a.agentId);
-      await h.service.start(a.agentId, { operationId: op });
-      await h.service.start(a.agentId, { operationId: op });
+      await h.power.start(a.agentId, { operationId: op });
+      await h.power.start(a.agentId, { operationId: op });
       expect((await rows(h, a)).instance.status).to.equal('running');
     });
   });

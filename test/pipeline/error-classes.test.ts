@@ -2,7 +2,7 @@ import { UnrecoverableError } from 'bullmq';
 import { expect } from 'chai';
 import { ActionFailedError, CloudApiError, WaitTimeoutError } from '../../src/clients/errors';
 import { classifyError } from '../../src/processors/run-operation';
-import { NotFoundError, StateConflictError } from '../../src/services/errors';
+import { NotFoundError, StateConflictError } from '../../src/errors';
 
 // Which failures the runner retries, which it gives up on, and which only pause the queue.
 

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { AGENT_LABEL, JOB_LABEL } from '../../src/services/server-labels';
+import { AGENT_LABEL, JOB_LABEL } from '../../src/fleet/server-labels';
 import type { Tailfleet } from '../../src/server';
 import { apiClient, createSuite, waitFor, type Suite } from './stack';
 

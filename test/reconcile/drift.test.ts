@@ -63,7 +63,7 @@ describe('reconcile: state drift', function () {
 
   it('records a server powered on in the console as a start: instance running, agent active', async () => {
     const a = await r.agent('on-by-hand');
-    await r.h.service.stop(a.agentId, { operationId: await newOperation(r.h, 'stop', a.agentId) });
+    await r.h.power.stop(a.agentId, { operationId: await newOperation(r.h, 'stop', a.agentId) });
     expect((await instanceOf(r, a.instanceId)).status).to.equal('stopped');
     await r.simApi('PATCH', `/servers/${a.serverId}`, { status: 'running' });
 

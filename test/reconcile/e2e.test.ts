@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import type { Tailfleet } from '../../src/server';
-import { MANAGED_LABEL } from '../../src/services/server-labels';
+import { MANAGED_LABEL } from '../../src/fleet/server-labels';
 import { apiClient, createSuite, waitFor, type ApiClient, type Suite } from '../pipeline/stack';
 
 // The whole service, built by the composition root: drift made in the console is found by a pass

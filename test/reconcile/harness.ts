@@ -7,8 +7,15 @@ import { Agent, Event, Instance, Operation } from '../../src/entities';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics, type Metrics } from '../../src/lib/metrics';
 import { closeQueues, createQueues, type Queues } from '../../src/queues/queues';
-import { ReconcilerService, type ReconcilerSettings } from '../../src/services/reconciler.service';
-import { newOperation, provisionedAgent, startLifecycleHarness, type AgentFixture, type LifecycleHarness } from '../helpers/lifecycle';
+import { Reconciler, type ReconcilerSettings } from '../../src/reconcile';
+import {
+  newOperation,
+  provisionedAgent,
+  startLifecycleHarness,
+  type AgentFixture,
+  type LifecycleHarness,
+  type LifecycleHarnessOptions,
+} from '../helpers/lifecycle';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -26,7 +33,7 @@ export interface ReconcileHarness {
   connection: Redis;
   prefix: string;
   metrics: Metrics;
-  reconciler(settings?: Partial<ReconcilerSettings>, now?: () => number): ReconcilerService;
+  reconciler(settings?: Partial<ReconcilerSettings>, now?: () => number): Reconciler;
   /** The simulator's control API over HTTP: the "someone in the console" of these tests. */
   simApi(method: string, path: string, body?: unknown): Promise<any>;
   agent(name: string): Promise<AgentFixture & { serverId: string; deviceId: string }>;
@@ -35,8 +42,8 @@ export interface ReconcileHarness {
 }
 
 /** Real PostgreSQL, the simulator over HTTP, real BullMQ queues under a prefix of their own. */
-export async function startReconcileHarness(label: string): Promise<ReconcileHarness> {
-  const h = await startLifecycleHarness(label);
+export async function startReconcileHarness(label: string, options: LifecycleHarnessOptions = {}): Promise<ReconcileHarness> {
+  const h = await startLifecycleHarness(label, {}, options);
   const connection = new IORedis(REDIS_URL, { maxRetriesPerRequest: null });
   const prefix = `tf-test-${label}-${randomBytes(4).toString('hex')}`;
   const queues = createQueues({ connection, prefix, defaults: { attempts: 3, backoffMs: 10 } });
@@ -53,11 +60,13 @@ export async function startReconcileHarness(label: string): Promise<ReconcileHar
     prefix,
     metrics,
     reconciler(settings = {}, now) {
-      return new ReconcilerService({
+      return new Reconciler({
         dataSource: h.ds,
+        repositories: h.repositories,
         hetzner: h.hetzner,
         tailscale: h.tailscale,
         queues,
+        fleet: h.fleet,
         logger: silentLogger,
         metrics,
         settings: { orphans: 'report', graceSeconds: 0, tags: ['tag:agent'], stuckAfterMs: STUCK_AFTER, lockWaitMs: 5000, ...settings },

@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import sinon from 'sinon';
 import { transition } from '../../src/db/transitions';
 import { jobIds } from '../../src/queues/queues';
-import { MANAGED_LABEL, serverLabels } from '../../src/services/server-labels';
+import { MANAGED_LABEL, serverLabels } from '../../src/fleet/server-labels';
 import { newAgent } from '../helpers/lifecycle';
 import { requestCounts, startReconcileHarness, type ReconcileHarness } from './harness';
 
@@ -52,7 +52,7 @@ describe('reconcile: orphan servers and devices', function () {
     const { server: inFlightServer } = await r.simApi('POST', '/servers', {
       name: 'in-flight-box',
       status: 'initializing',
-      labels: serverLabels({ agentId: inFlight.agentId, provisioningJobId: inFlight.provisioningJobId, instanceId: inFlight.instanceId }),
+      labels: serverLabels(r.h.fleet, { agentId: inFlight.agentId, provisioningJobId: inFlight.provisioningJobId, instanceId: inFlight.instanceId }),
     });
     return { owned, orphan, orphanDevice, unlabelled, foreign, laptop, inFlightServer };
   }

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { UnrecoverableError, Worker } from 'bullmq';
 import { transition } from '../../src/db/transitions';
 import { jobIds } from '../../src/queues/queues';
-import { serverLabels } from '../../src/services/server-labels';
+import { serverLabels } from '../../src/fleet/server-labels';
 import { newAgent } from '../helpers/lifecycle';
 import { claimOperation, instanceOf, operationOf, startReconcileHarness, stateOf, STUCK_AFTER, type ReconcileHarness } from './harness';
 
@@ -83,7 +83,7 @@ describe('reconcile: instances stuck in a transitional state', function () {
     expect((await operationOf(r, a.opId)).status).to.equal('queued');
 
     // A healthy worker picks it up and the lifecycle service finishes the stop from `stopping`.
-    const healthy = new Worker('stop', async (j) => r.h.service.stop(j.data.agentId, { operationId: j.data.operationId }), {
+    const healthy = new Worker('stop', async (j) => r.h.power.stop(j.data.agentId, { operationId: j.data.operationId }), {
       connection: r.connection,
       prefix: r.prefix,
     });
@@ -102,7 +102,7 @@ describe('reconcile: instances stuck in a transitional state', function () {
     await r.simApi('POST', '/servers', {
       name: 'failed-provision-box',
       status: 'running',
-      labels: serverLabels({ agentId: a.agentId, provisioningJobId: a.provisioningJobId, instanceId: a.instanceId }),
+      labels: serverLabels(r.h.fleet, { agentId: a.agentId, provisioningJobId: a.provisioningJobId, instanceId: a.instanceId }),
     });
     const jobId = jobIds.operation(a.provisionOperationId);
     await r.queues.provision.add(

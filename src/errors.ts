@@ -1,0 +1,142 @@
+import type { EventEntityType } from './entities';
+
+/**
+ * Every error tailfleet raises on purpose, in one hierarchy. `permanent` tells a processor that
+ * trying the same job again cannot help (the thing does not exist, or its state does not allow the
+ * operation), so it should stop retrying; cloud errors (`CloudApiError`, src/clients/errors) carry
+ * their own `retryable` flag instead.
+ */
+export abstract class TailfleetError extends Error {
+  abstract readonly permanent: boolean;
+  abstract readonly code: string;
+}
+
+/** An agent, instance, provisioning job or operation that does not exist. */
+export class NotFoundError extends TailfleetError {
+  readonly permanent = true;
+  readonly code = 'not_found';
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'NotFoundError';
+  }
+}
+
+/**
+ * The current state does not allow the operation, or another operation changed it first (the loser
+ * of a guarded write lands here, as one of the subclasses below or wrapped by a workflow).
+ */
+export class StateConflictError extends TailfleetError {
+  readonly permanent = true;
+  readonly code = 'state_conflict';
+  /** True when a guarded write lost to another operation (as opposed to a state that never allowed the request). */
+  readonly lostRace: boolean;
+
+  constructor(message: string, options?: { cause?: unknown; lostRace?: boolean }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'StateConflictError';
+    this.lostRace = options?.lostRace ?? false;
+  }
+}
+
+/** A guarded write of the persistence layer found the row in a state that does not allow it: somebody else got there first. */
+export abstract class GuardedWriteConflictError extends StateConflictError {
+  abstract readonly entity: EventEntityType;
+  abstract readonly id: string;
+
+  constructor(message: string) {
+    super(message, { lostRace: true });
+  }
+}
+
+export class TransitionConflictError extends GuardedWriteConflictError {
+  override readonly name = 'TransitionConflictError';
+  constructor(
+    readonly entity: EventEntityType,
+    readonly id: string,
+    /** Statuses the caller required. */
+    readonly expected: readonly string[],
+    /** Status found when re-reading after the guarded update matched nothing. */
+    readonly actual: string,
+    readonly to: string,
+  ) {
+    super(`${entity} ${id} cannot move to ${to}: status is ${actual}, expected ${expected.join(' or ')}`);
+  }
+}
+
+/** setServer refused: the instance already has another server, or has left pending/provisioning. */
+export class ServerIdConflictError extends GuardedWriteConflictError {
+  override readonly name = 'ServerIdConflictError';
+  readonly entity = 'instance' as const;
+  constructor(
+    readonly id: string,
+    readonly serverId: string,
+    readonly actualServerId: string | null,
+    readonly actualStatus: string,
+  ) {
+    super(
+      `instance ${id} cannot record server ${serverId}: it has server ${actualServerId ?? 'none'} in status ${actualStatus}`,
+    );
+  }
+}
+
+/** A guarded non-status update (device, progress, …) found the row in a status that forbids it. */
+export class GuardedUpdateConflictError extends GuardedWriteConflictError {
+  override readonly name = 'GuardedUpdateConflictError';
+  constructor(
+    readonly entity: EventEntityType,
+    readonly id: string,
+    readonly what: string,
+    readonly actualStatus: string,
+  ) {
+    super(`${entity} ${id} cannot ${what} in status ${actualStatus}`);
+  }
+}
+
+/** The database refused a second live instance for one agent (partial unique index uq_instances_live_agent). */
+export class LiveInstanceExistsError extends GuardedWriteConflictError {
+  override readonly name = 'LiveInstanceExistsError';
+  readonly entity = 'agent' as const;
+  constructor(readonly id: string) {
+    super(`agent ${id} already has a live instance`);
+  }
+}
+
+/** A row the persistence layer was asked to read or change does not exist. */
+export class RecordNotFoundError extends NotFoundError {
+  override readonly name = 'RecordNotFoundError';
+  constructor(
+    readonly entity: EventEntityType,
+    readonly id: string,
+  ) {
+    super(`${entity} ${id} not found`);
+  }
+}
+
+/** A move that is not in the transition table: a bug in the caller, never a runtime race. */
+export class IllegalTransitionError extends Error {
+  override readonly name = 'IllegalTransitionError';
+  constructor(
+    readonly entity: EventEntityType,
+    readonly from: readonly string[],
+    readonly to: string,
+    detail: string,
+  ) {
+    super(`illegal ${entity} transition [${from.join(', ')}] → ${to}: ${detail}`);
+  }
+}
+
+/** An Idempotency-Key already names an operation of another type or for another agent. */
+export class IdempotencyKeyConflictError extends Error {
+  override readonly name = 'IdempotencyKeyConflictError';
+  constructor(
+    readonly idempotencyKey: string,
+    readonly existingOperationId: string,
+  ) {
+    super(`idempotency key ${JSON.stringify(idempotencyKey)} was already used for operation ${existingOperationId}`);
+  }
+}
+
+export function isPermanentError(err: unknown): boolean {
+  return err instanceof TailfleetError && err.permanent;
+}

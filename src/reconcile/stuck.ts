@@ -1,0 +1,133 @@
+import type { Job, JobType } from 'bullmq';
+import { transition } from '../db/transitions';
+import type { Instance, Operation } from '../entities';
+import { jobIds } from '../queues/queues';
+import { LIVE_JOB_STATES, queueFor } from './queue-state';
+import type { PassContext, ReconcilerDeps, StuckFinding, TransitionalStatus } from './types';
+
+/**
+ * Stuck: an instance sitting in a transitional state past its timeout with no live job. Its
+ * operation is put back on the queue, unless a rollback owns it or nothing can safely run again.
+ */
+
+export const TRANSITIONAL: readonly TransitionalStatus[] = ['pending', 'provisioning', 'stopping', 'starting', 'destroying'];
+const OPERATION_FOR: Record<TransitionalStatus, 'provision' | 'stop' | 'start' | 'destroy'> = {
+  pending: 'provision',
+  provisioning: 'provision',
+  stopping: 'stop',
+  starting: 'start',
+  destroying: 'destroy',
+};
+
+/** Derives per-state timeouts from the time each operation may legitimately take. */
+export function stuckTimeouts(o: {
+  actionTimeoutMs: number;
+  shutdownTimeoutMs: number;
+  enrollmentTimeoutMs: number;
+  /** Slack for queueing and backoff between attempts. */
+  marginMs?: number;
+}): Record<TransitionalStatus, number> {
+  const margin = o.marginMs ?? 5 * 60_000;
+  return {
+    pending: margin,
+    provisioning: 2 * o.actionTimeoutMs + o.enrollmentTimeoutMs + margin,
+    stopping: o.shutdownTimeoutMs + o.actionTimeoutMs + margin,
+    starting: o.actionTimeoutMs + margin,
+    destroying: 2 * o.actionTimeoutMs + margin,
+  };
+}
+
+/** An instance sitting in a transitional state past its timeout: is anything still working on it? */
+export async function checkStuck(ctx: PassContext, instance: Instance): Promise<StuckFinding | null> {
+  const { deps } = ctx;
+  const status = instance.status as TransitionalStatus;
+  const type = OPERATION_FOR[status];
+  const op =
+    type === 'provision'
+      ? await provisionOperation(deps, instance)
+      : await deps.repositories.operationQueries.latestOfAgent(instance.agentId, type);
+  const lastMove = Math.max(instance.updatedAt.getTime(), op?.updatedAt.getTime() ?? 0);
+  const idleMs = ctx.now() - lastMove;
+  if (idleMs < ctx.settings.stuckAfterMs[status]) return null;
+
+  const base = {
+    instanceId: instance.id,
+    agentId: instance.agentId,
+    status,
+    idleSeconds: Math.round(idleMs / 1000),
+    operationId: op?.id ?? null,
+    operationType: op?.type ?? null,
+  };
+  const since = `in ${status} for ${base.idleSeconds}s`;
+  if (!op) return { ...base, action: 'needs_attention', detail: `${since} and no ${type} operation exists` };
+  if (op.status === 'succeeded' || op.status === 'cancelled') {
+    return { ...base, action: 'needs_attention', detail: `${since} but ${type} operation ${op.id} is ${op.status}` };
+  }
+  if (type === 'provision' && op.provisioningJobId) {
+    const pj = await deps.repositories.provisioningJobs.findById(op.provisioningJobId);
+    if (!pj) return { ...base, action: 'needs_attention', detail: `${since}; provisioning job ${op.provisioningJobId} is missing` };
+    if (pj.status === 'failed' || pj.status === 'rolled_back') {
+      return { ...base, action: 'awaiting_rollback', detail: `${since}; provisioning job ${pj.id} is ${pj.status}` };
+    }
+  }
+
+  const queue = queueFor(deps.queues, type)!;
+  const jobId = op.queueJobId ?? jobIds.operation(op.id);
+  const job = await queue.getJob(jobId);
+  const state = job ? await job.getState() : 'missing';
+  if (LIVE_JOB_STATES.includes(state as JobType)) {
+    return { ...base, action: 'job_active', detail: `${since}; job ${jobId} is ${state}` };
+  }
+  if (type === 'provision' && state === 'failed') {
+    // A provision that failed for good is rolled back, never retried: the failed-provision listener
+    // and its sweep own it (retrying here would race the rollback).
+    return { ...base, action: 'awaiting_rollback', detail: `${since}; job ${jobId} failed for good` };
+  }
+
+  try {
+    await requeueOperation(deps, op, jobId, `reconcile: instance ${since} with no live job (job ${jobId} ${state}); enqueued again`);
+    if (job && (state === 'failed' || state === 'completed')) {
+      // The id is still taken, so add() would be ignored: move the same job back to waiting, with
+      // a fresh attempt budget so the processor's backoff applies again.
+      await job.retry(state, { resetAttemptsMade: true, resetAttemptsStarted: true });
+    } else {
+      if (job) await job.remove();
+      await queue.add(type, jobData(op, instance), { jobId });
+    }
+  } catch (err) {
+    return { ...base, action: 'error', detail: `${since}; could not enqueue ${type} again: ${(err as Error).message}` };
+  }
+  deps.metrics?.reconcileRepairs.inc({ kind: 'requeued' });
+  return { ...base, action: 'requeued', detail: `${since}; job ${jobId} was ${state}, ${type} operation ${op.id} enqueued again` };
+}
+
+/** Operation status write: the stuck operation goes back to `queued` under its job id. */
+async function requeueOperation(deps: ReconcilerDeps, op: Operation, jobId: string, reason: string): Promise<void> {
+  await transition(deps.dataSource, {
+    entity: 'operation',
+    id: op.id,
+    from: op.status === 'queued' ? ['running', 'failed'] : [op.status],
+    to: 'queued',
+    allowSame: true,
+    reason,
+    patch: { queueJobId: jobId, finishedAt: null },
+  });
+}
+
+async function provisionOperation(deps: ReconcilerDeps, instance: Instance): Promise<Operation | null> {
+  const pj = await deps.repositories.provisioningJobs.findByInstance(instance.id);
+  if (!pj) return null;
+  return deps.repositories.operationQueries.latestProvisionOfJob(pj.id);
+}
+
+function jobData(op: Operation, instance: Instance): Job['data'] {
+  if (op.type === 'provision') {
+    return {
+      operationId: op.id,
+      agentId: instance.agentId,
+      instanceId: instance.id,
+      provisioningJobId: op.provisioningJobId,
+    };
+  }
+  return { operationId: op.id, agentId: op.agentId ?? instance.agentId };
+}

@@ -1,0 +1,211 @@
+import { transition, type PatchOf } from '../db/transitions';
+import type { AgentStatus, Instance, InstanceStatus } from '../entities';
+import { StateConflictError } from '../errors';
+import type { Logger } from '../lib/logger';
+import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
+import { requireAgent, requireInstance } from './records';
+import { silentReporter, type StepReporter } from './step-reporter';
+import type { OperationContext, WorkflowDeps } from './workflow-deps';
+
+/**
+ * Stop and start are one shape: a settled status (`running`/`stopped`) moves through a transitional
+ * one to the other settled status by one Hetzner call, and the agent follows (`active`/`paused`).
+ * Each direction is described by a table row; the steps are the same code.
+ */
+interface PowerDirection {
+  operation: 'stop' | 'start';
+  from: InstanceStatus;
+  via: InstanceStatus;
+  to: InstanceStatus;
+  agentFrom: AgentStatus;
+  agentTo: AgentStatus;
+  requested: string;
+  resuming: string;
+  refused: string;
+  preparing: string;
+  callStep: string;
+  callMessage: (serverId: number) => string;
+  finishing: string;
+  /** The instance's move reason for the call's result. */
+  moved: (result: string) => string;
+  patch: () => PatchOf<'instance'>;
+  agentReason: string;
+  done: string;
+  already: string;
+  alreadyLog: string;
+  succeededLog: string;
+}
+
+const STOP: PowerDirection = {
+  operation: 'stop',
+  from: 'running',
+  via: 'stopping',
+  to: 'stopped',
+  agentFrom: 'active',
+  agentTo: 'paused',
+  requested: 'stop requested',
+  resuming: '[Lifecycle] Instance already stopping, resuming the shutdown',
+  refused: 'No running instance to stop',
+  preparing: 'marking the instance as stopping',
+  callStep: 'shutdown',
+  callMessage: (id) => `shutting down server ${id}`,
+  finishing: 'marking the instance as stopped',
+  moved: (result) => (result === 'already_off' ? 'server already off' : `server shut down (${result})`),
+  patch: () => ({ stoppedAt: new Date(), error: null }),
+  agentReason: 'instance stopped',
+  done: 'stopped',
+  already: 'already stopped',
+  alreadyLog: 'already stopped by this operation',
+  succeededLog: 'stopped successfully',
+};
+
+const START: PowerDirection = {
+  operation: 'start',
+  from: 'stopped',
+  via: 'starting',
+  to: 'running',
+  agentFrom: 'paused',
+  agentTo: 'active',
+  requested: 'start requested',
+  resuming: '[Lifecycle] Instance already starting, resuming the power-on',
+  refused: 'No stopped instance to start',
+  preparing: 'marking the instance as starting',
+  callStep: 'poweron',
+  callMessage: (id) => `powering on server ${id}`,
+  finishing: 'marking the instance as running',
+  moved: (result) => (result === 'already_running' ? 'server already running' : 'server powered on'),
+  patch: () => ({ startedAt: new Date(), stoppedAt: null, error: null }),
+  agentReason: 'instance started',
+  done: 'running',
+  already: 'already running',
+  alreadyLog: 'already started by this operation',
+  succeededLog: 'started successfully',
+};
+
+/** Stops and starts an agent's server, recording each move as a guarded transition; safe to run again. */
+export class PowerWorkflow {
+  constructor(private readonly deps: WorkflowDeps) {}
+
+  stop(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {
+    return this.run(STOP, agentId, ctx, r, (serverId) =>
+      this.deps.hetzner.shutdownServer(serverId, { timeoutMs: this.deps.settings.shutdownTimeoutMs }),
+    );
+  }
+
+  start(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {
+    return this.run(START, agentId, ctx, r, (serverId) => this.deps.hetzner.powerOnServer(serverId));
+  }
+
+  private async run(
+    d: PowerDirection,
+    agentId: string,
+    ctx: OperationContext,
+    r: StepReporter,
+    call: (serverId: number) => Promise<string>,
+  ): Promise<void> {
+    const operationId = ctx.operationId ?? null;
+    const log = this.deps.logger.child({ agentId, operationId, operation: d.operation });
+    const found = await this.findLiveInstanceOfAgent(agentId);
+
+    if (found?.status === d.to && (await this.reachedBy(found.id, d.to, operationId))) {
+      log.info(`[Lifecycle] Agent ${agentId} ${d.alreadyLog}`);
+      await r.step('done', 100, d.already);
+      return;
+    }
+    let instance: Instance;
+    if (found?.status === d.from) {
+      await r.step('prepare', 10, d.preparing);
+      ({ row: instance } = await guarded(() =>
+        transition(this.deps.dataSource, { entity: 'instance', id: found.id, from: [d.from], to: d.via, reason: d.requested, operationId }),
+      ));
+    } else if (found?.status === d.via) {
+      log.info(d.resuming);
+      instance = found;
+    } else {
+      throw new StateConflictError(d.refused);
+    }
+
+    let result: string;
+    try {
+      const serverId = requireServerId(instance);
+      await r.step(d.callStep, 30, d.callMessage(serverId));
+      result = await call(serverId);
+    } catch (err) {
+      await this.revert(instance.id, d.via, d.from, err, { operationId, reason: `${d.operation} failed` }, log);
+      throw err;
+    }
+
+    await r.step('finish', 90, d.finishing);
+    await moveTogether(this.deps.dataSource, [
+      {
+        entity: 'instance',
+        id: instance.id,
+        from: [d.via],
+        to: d.to,
+        reason: d.moved(result),
+        operationId,
+        patch: d.patch(),
+      },
+      { entity: 'agent', id: agentId, from: [d.agentFrom], to: d.agentTo, reason: d.agentReason, operationId, allowSame: true },
+    ]);
+    await r.step('done', 100, d.done);
+    log.info(`[Lifecycle] Agent ${agentId} ${d.succeededLog}`);
+  }
+
+  /**
+   * Puts an instance back where the operation found it, keeping the error, so the job can retry from
+   * a stable state. If another operation moved the instance meanwhile, this run lost the race and
+   * says so instead of reporting the cloud error.
+   */
+  private async revert(
+    instanceId: string,
+    from: InstanceStatus,
+    to: InstanceStatus,
+    err: unknown,
+    ctx: { operationId: string | null; reason: string },
+    log: Logger,
+  ): Promise<void> {
+    const message = errorMessage(err);
+    log.error({ err }, `[Lifecycle] ${ctx.reason}: ${message}`);
+    try {
+      await move(this.deps.dataSource, {
+        entity: 'instance',
+        id: instanceId,
+        from: [from],
+        to,
+        reason: `${ctx.reason}: ${message}`,
+        operationId: ctx.operationId,
+        patch: { error: message },
+      });
+    } catch (moveErr) {
+      if (!(moveErr instanceof StateConflictError)) throw moveErr;
+      const current = await requireInstance(this.deps.repositories, instanceId);
+      throw new StateConflictError(`Instance ${instanceId} is now ${current.status}; another operation took over (${message})`, {
+        cause: err,
+        lostRace: true,
+      });
+    }
+  }
+
+  /** True when the instance's latest move into `status` was made by this operation (a redelivered, finished job). */
+  private async reachedBy(instanceId: string, status: InstanceStatus, operationId: string | null): Promise<boolean> {
+    if (!operationId) return false;
+    const last = await this.deps.repositories.events.latestMoveInto('instance', instanceId, status);
+    return last?.operationId === operationId;
+  }
+
+  /**
+   * The agent's live instance; NotFoundError for an unknown agent. An instance implies its agent
+   * (foreign key), so the agent is read only when there is none, to tell the two answers apart.
+   */
+  private async findLiveInstanceOfAgent(agentId: string): Promise<Instance | null> {
+    const found = await this.deps.repositories.instances.findLiveByAgent(agentId);
+    if (!found) await requireAgent(this.deps.repositories, agentId);
+    return found;
+  }
+}
+
+function requireServerId(instance: Instance): number {
+  if (!instance.serverId) throw new StateConflictError(`Instance ${instance.id} has no server id`);
+  return Number(instance.serverId);
+}

@@ -1,0 +1,348 @@
+import { CloudApiError } from '../clients/errors';
+import type { HetznerServer } from '../clients/hetzner/hetzner.types';
+import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
+import type { Agent, Instance, ProvisioningJob } from '../entities';
+import { StateConflictError } from '../errors';
+import { hostnameMatches, tailnetIpv4 } from '../fleet/devices';
+import { jobServerTerms, serverLabels } from '../fleet/server-labels';
+import type { Logger } from '../lib/logger';
+import { revokeJobAuthKeys } from './auth-keys';
+import { buildUserData } from './cloud-init';
+import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
+import { requireAgent, requireInstance, requireInstanceForUpdate, requireJob } from './records';
+import { silentReporter, type StepReporter } from './step-reporter';
+import type { WorkflowDeps } from './workflow-deps';
+
+export interface ProvisionInput {
+  provisioningJobId: string;
+  operationId?: string;
+  queueJobId?: string;
+}
+
+/**
+ * Creates an agent's server, waits for it to run and join the tailnet, and records each step as a
+ * guarded transition (src/db/transitions). It may run again after a crash at any point — queues
+ * deliver at least once — and continues from where the last run got to.
+ */
+export class ProvisionWorkflow {
+  constructor(private readonly deps: WorkflowDeps) {}
+
+  async provision(input: ProvisionInput, r: StepReporter = silentReporter): Promise<void> {
+    const { provisioningJobId } = input;
+    const operationId = input.operationId ?? null;
+    const job = await requireJob(this.deps.repositories, provisioningJobId);
+    const log = this.deps.logger.child({
+      agentId: job.agentId,
+      operationId,
+      provisioningJobId,
+      instanceId: job.instanceId,
+      ...(input.queueJobId ? { queueJobId: input.queueJobId } : {}),
+    });
+
+    if (job.status === 'succeeded') {
+      log.info(`[Lifecycle] Provisioning job ${job.id} already succeeded`);
+      await r.step('done', 100, 'already provisioned');
+      return;
+    }
+    if (job.status === 'rolled_back') {
+      throw new StateConflictError(`Provisioning job ${job.id} was rolled back; it cannot run again`);
+    }
+
+    let step = 'prepare';
+    try {
+      await r.step(step, 5, 'marking the instance as provisioning');
+      const { agent, instance, hostname } = await this.beginProvision(job, operationId, log);
+
+      step = 'find-server';
+      await r.step(step, 10, 'looking for a server made by an earlier attempt');
+      let server = await this.findProvisionedServer(instance, job, log);
+      let actionIds: number[] = [];
+      if (server) {
+        await r.step(step, 30, `resuming with server ${server.id}`);
+      } else {
+        step = 'create-server';
+        await r.step(step, 20, 'creating an auth key and the server');
+        ({ server, actionIds } = await this.createServer(agent, instance, job, hostname, log));
+        await r.step(step, 30, `server ${server.id} created`);
+      }
+      const serverId = server.id;
+
+      step = 'wait-server';
+      await r.step(step, 40, `waiting for server ${serverId} to run`);
+      server = await this.waitForServerRunning(serverId, actionIds, log);
+      await this.recordServer(instance.id, server);
+
+      step = 'wait-enrollment';
+      await r.step(step, 60, `waiting for ${hostname} to join the tailnet`);
+      const current = await requireInstance(this.deps.repositories, instance.id);
+      if (current.tailscaleDeviceId) {
+        log.info({ deviceId: current.tailscaleDeviceId }, '[Lifecycle] Tailnet device already recorded, skipping enrollment');
+      } else {
+        const device = await this.deps.tailscale.waitForEnrollment(hostname, { timeoutMs: this.deps.settings.enrollmentTimeoutMs });
+        await this.recordDevice(instance.id, device);
+        log.info({ deviceId: device.id }, `[Tailscale] Device ${device.id} enrolled as ${hostname}`);
+      }
+
+      step = 'finish';
+      await r.step(step, 90, 'marking the instance as running');
+      await moveTogether(this.deps.dataSource, [
+        {
+          entity: 'instance',
+          id: instance.id,
+          from: ['provisioning'],
+          to: 'running',
+          reason: 'provisioned',
+          operationId,
+          patch: { startedAt: new Date(), stoppedAt: null, error: null },
+        },
+        { entity: 'agent', id: agent.id, from: ['provisioning'], to: 'active', reason: 'provisioned', operationId },
+        {
+          entity: 'provisioning_job',
+          id: job.id,
+          from: ['running'],
+          to: 'succeeded',
+          reason: 'provisioned',
+          operationId,
+          patch: { finishedAt: new Date(), error: null, failedStep: null },
+        },
+      ]);
+      await revokeJobAuthKeys(this.deps, job.id, log, { keepSole: true });
+      await r.step('done', 100, `server ${serverId} running and enrolled`);
+      log.info({ serverId }, `[Lifecycle] Agent ${agent.id} provisioned successfully`);
+    } catch (err) {
+      // A lost race is the other operation's story to tell; writing it onto the job would only hide the real state.
+      if (err instanceof StateConflictError && err.lostRace) log.warn({ step }, `[Lifecycle] Provision stopped: ${err.message}`);
+      else await this.recordProvisionFailure(job, step, err, log);
+      throw err;
+    }
+  }
+
+  private async beginProvision(
+    job: ProvisioningJob,
+    operationId: string | null,
+    log: Logger,
+  ): Promise<{ agent: Agent; instance: Instance; hostname: string }> {
+    const repos = this.deps.repositories;
+    return this.deps.dataSource.transaction(async (m) => {
+      // Locked, so the status checked here is the one the moves below start from.
+      const instance = await requireInstanceForUpdate(repos, job.instanceId, m);
+      const agent = await requireAgent(repos, job.agentId, m);
+      const reason = 'provision started';
+
+      if (instance.status === 'provisioning') {
+        log.info('[Lifecycle] Instance already provisioning, resuming');
+      } else if (instance.status === 'pending') {
+        await move(m, { entity: 'instance', id: instance.id, from: ['pending'], to: 'provisioning', reason, operationId });
+      } else {
+        throw new StateConflictError(`Instance ${instance.id} is ${instance.status}; it cannot be provisioned`);
+      }
+
+      if (agent.status === 'draft' || agent.status === 'error') {
+        await move(m, { entity: 'agent', id: agent.id, from: [agent.status], to: 'provisioning', reason, operationId });
+      } else if (agent.status !== 'provisioning') {
+        throw new StateConflictError(`Agent ${agent.id} is ${agent.status}; it cannot be provisioned`);
+      }
+
+      if (job.status === 'running') {
+        await repos.provisioningJobs.incrementAttempts(job.id, m);
+      } else {
+        await move(m, {
+          entity: 'provisioning_job',
+          id: job.id,
+          from: [job.status === 'failed' ? 'failed' : 'queued'],
+          to: 'running',
+          reason: job.status === 'failed' ? 'provision retried' : reason,
+          operationId,
+          patch: { attempts: job.attempts + 1, startedAt: job.startedAt ?? new Date() },
+        });
+      }
+
+      // Fixed before any cloud call, so every later attempt, destroy and rollback looks for the same device.
+      const hostname = instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id);
+      if (instance.tailscaleHostname !== hostname || instance.serverName === null) {
+        await repos.instances.setNames(instance.id, { tailscaleHostname: hostname, serverName: instance.serverName ?? hostname }, m);
+      }
+      return { agent, instance: await requireInstance(repos, instance.id, m), hostname };
+    });
+  }
+
+  /**
+   * A server made by an earlier attempt of this job: the recorded id first, else the job label. The
+   * label lookup keeps a retried job from making a second server when the create call succeeded but
+   * its answer, or the database write after it, was lost.
+   */
+  private async findProvisionedServer(instance: Instance, job: ProvisioningJob, log: Logger): Promise<HetznerServer | null> {
+    const { hetzner } = this.deps;
+    if (instance.serverId) {
+      const server = await hetzner.getServer(Number(instance.serverId));
+      if (server) {
+        log.info({ serverId: server.id }, `[Lifecycle] Server ${server.id} already created, resuming`);
+        return server;
+      }
+      throw new StateConflictError(
+        `Server ${instance.serverId} recorded for instance ${instance.id} no longer exists; roll the provision back`,
+      );
+    }
+    const found = await this.deps.fleet.listServers(hetzner, jobServerTerms({ agentId: job.agentId, provisioningJobId: job.id }));
+    if (found.length === 0) return null;
+    const [server, ...extra] = found.sort((a, b) => a.id - b.id);
+    for (const other of extra) {
+      // Only two attempts of one job creating at the same moment get here; the extras carry our job label and are unused.
+      log.warn({ serverId: other.id }, `[Lifecycle] Deleting duplicate server ${other.id} of job ${job.id}`);
+      await hetzner.deleteServer(other.id);
+    }
+    log.info({ serverId: server.id }, `[Lifecycle] Found server ${server.id} by its job label, resuming`);
+    await this.recordServer(instance.id, server);
+    return server;
+  }
+
+  private async createServer(
+    agent: Agent,
+    instance: Instance,
+    job: ProvisioningJob,
+    hostname: string,
+    log: Logger,
+  ): Promise<{ server: HetznerServer; actionIds: number[] }> {
+    const { hetzner, tailscale, settings } = this.deps;
+    // Tailscale caps key descriptions at 50 characters.
+    const authKey = await tailscale.createAuthKey({ description: `tailfleet ${hostname}`.slice(0, 50) });
+    await this.deps.repositories.provisioningJobs.addAuthKey(job.id, authKey.id);
+
+    let created;
+    try {
+      created = await hetzner.createServer({
+        name: instance.serverName ?? hostname,
+        serverType: instance.serverType || settings.serverType,
+        image: instance.image || settings.image,
+        location: instance.location ?? settings.location,
+        sshKeys: settings.sshKeys.length > 0 ? settings.sshKeys : undefined,
+        userData: buildUserData({ authKey: authKey.key, hostname }),
+        labels: serverLabels(this.deps.fleet, { agentId: agent.id, provisioningJobId: job.id, instanceId: instance.id }),
+      });
+    } catch (err) {
+      if (serverSurelyNotCreated(err)) {
+        // No server will ever use this key: delete it rather than leave a live credential until it expires.
+        await tailscale.deleteAuthKey(authKey.id).catch((cleanupErr: unknown) => {
+          log.warn({ err: cleanupErr, authKeyId: authKey.id }, `[Tailscale] Could not delete unused auth key ${authKey.id}`);
+        });
+      }
+      if (err instanceof CloudApiError && err.code === 'uniqueness_error') {
+        // The name is the hostname, so a parallel attempt of this job most likely created it first: continue with that one.
+        const theirs = await this.findProvisionedServer(await requireInstance(this.deps.repositories, instance.id), job, log);
+        if (theirs) return { server: theirs, actionIds: [] };
+      }
+      throw err;
+    }
+
+    const { server } = created;
+    const actionIds = [created.action.id, ...created.nextActions.map((a) => a.id)];
+    try {
+      await this.recordServer(instance.id, server);
+    } catch (err) {
+      if (err instanceof StateConflictError) {
+        // Destroy, rollback or a parallel attempt moved the instance while the server was being made:
+        // nobody will look for this server through the instance, so it must not outlive this attempt.
+        await this.discardServer(instance.id, server.id, actionIds, authKey.id, hostname, log);
+      }
+      throw err;
+    }
+    log.info({ serverId: server.id }, `[Lifecycle] Server ${server.id} created and recorded`);
+    return { server, actionIds };
+  }
+
+  /**
+   * Undoes a create that lost its instance. The key goes first so the server cannot join any more;
+   * the delete waits for the create actions (the server is locked until they finish); a device that
+   * joined meanwhile is removed by hostname, but only when the instance is no longer provisioning —
+   * otherwise the hostname belongs to the attempt that won.
+   */
+  private async discardServer(
+    instanceId: string,
+    serverId: number,
+    actionIds: number[],
+    authKeyId: string,
+    hostname: string,
+    log: Logger,
+  ): Promise<void> {
+    const { hetzner, tailscale } = this.deps;
+    log.warn({ serverId }, `[Lifecycle] Instance changed during create; deleting server ${serverId}`);
+    const attempt = async (what: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (cleanupErr) {
+        log.error({ err: cleanupErr, serverId }, `[Lifecycle] Could not ${what} of discarded server ${serverId}`);
+      }
+    };
+    await attempt('delete the auth key', () => tailscale.deleteAuthKey(authKeyId));
+    await attempt('wait for the create actions', () =>
+      hetzner.waitForActions(actionIds, { timeoutMs: this.deps.settings.actionTimeoutMs }),
+    );
+    await attempt('delete', () => hetzner.deleteServer(serverId));
+    const current = await requireInstance(this.deps.repositories, instanceId);
+    if (current.status !== 'provisioning') {
+      await attempt('delete the device', async () => {
+        for (const d of (await tailscale.listDevices()).filter((x) => hostnameMatches(x, hostname))) {
+          await tailscale.deleteDevice(d.id);
+        }
+      });
+    }
+  }
+
+  private async waitForServerRunning(serverId: number, actionIds: number[], log: Logger): Promise<HetznerServer> {
+    const { hetzner } = this.deps;
+    const timeoutMs = this.deps.settings.actionTimeoutMs;
+    if (actionIds.length > 0) await hetzner.waitForActions(actionIds, { timeoutMs });
+    let server = await hetzner.getServer(serverId);
+    if (server?.status === 'off') {
+      log.info({ serverId }, `[Lifecycle] Server ${serverId} is off, powering it on`);
+      await hetzner.powerOnServer(serverId);
+      server = await hetzner.getServer(serverId);
+    }
+    if (server && server.status !== 'running') {
+      server = await hetzner.waitForServerStatus(serverId, 'running', { timeoutMs });
+    }
+    if (!server) throw new StateConflictError(`Server ${serverId} disappeared while provisioning; roll the provision back`);
+    return server;
+  }
+
+  /**
+   * Its own statement, run right after the create call, so a crash at any later point leaves the id
+   * where rollback and destroy look. The repository guards it: only while pending/provisioning, never
+   * over a different id (the same id again is a no-op success for resumed runs).
+   */
+  private async recordServer(instanceId: string, server: HetznerServer): Promise<void> {
+    await guarded(() =>
+      this.deps.repositories.instances.setServer(instanceId, {
+        serverId: String(server.id),
+        serverName: server.name,
+        serverIp: server.public_net.ipv4?.ip ?? null,
+      }),
+    );
+  }
+
+  private async recordDevice(instanceId: string, device: TailscaleDevice): Promise<void> {
+    await guarded(() =>
+      this.deps.repositories.instances.setDevice(instanceId, { tailscaleDeviceId: device.id, tailscaleIp: tailnetIpv4(device) }),
+    );
+  }
+
+  /** The reason stays on job and instance for the API and the rollback; statuses are left to retries and rollback. */
+  private async recordProvisionFailure(job: ProvisioningJob, step: string, err: unknown, log: Logger): Promise<void> {
+    const message = errorMessage(err);
+    log.error({ err, step }, `[Lifecycle] Provision failed at ${step}: ${message}`);
+    const repos = this.deps.repositories;
+    try {
+      await this.deps.dataSource.transaction(async (m) => {
+        await repos.provisioningJobs.recordFailure(job.id, { error: message, failedStep: step }, m);
+        await repos.instances.recordError(job.instanceId, 'provisioning', message, m);
+      });
+    } catch (dbErr) {
+      log.error({ err: dbErr }, '[Lifecycle] Could not record the provision failure');
+    }
+  }
+}
+
+/** A 4xx (429 included) means Hetzner refused the create; 5xx and network errors leave open whether the server exists. */
+function serverSurelyNotCreated(err: unknown): boolean {
+  return err instanceof CloudApiError && err.status >= 400 && err.status < 500;
+}

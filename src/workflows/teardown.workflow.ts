@@ -1,0 +1,267 @@
+import { CloudApiError } from '../clients/errors';
+import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
+import { LIVE_INSTANCE_STATUSES, type AgentStatus, type Instance, type InstanceStatus } from '../entities';
+import { StateConflictError } from '../errors';
+import { hostnameMatches } from '../fleet/devices';
+import { agentServerTerms, jobServerTerms } from '../fleet/server-labels';
+import type { Logger } from '../lib/logger';
+import { revokeJobAuthKeys } from './auth-keys';
+import { errorMessage, move } from './guarded-moves';
+import { recordedServerIds, requireAgent, requireInstance, requireInstanceForUpdate, requireJob } from './records';
+import { silentReporter, type StepReporter } from './step-reporter';
+import type { OperationContext, WorkflowDeps } from './workflow-deps';
+
+export interface RollbackResult {
+  cleanedHetzner: boolean;
+  cleanedTailscale: boolean;
+  alreadyRolledBack: boolean;
+}
+
+const LIVE: readonly InstanceStatus[] = LIVE_INSTANCE_STATUSES;
+const DESTROYABLE: InstanceStatus[] = LIVE.filter((s) => s !== 'destroying');
+const NOT_DESTROYED_AGENT: AgentStatus[] = ['draft', 'provisioning', 'active', 'paused', 'error'];
+
+/**
+ * Destroy (an agent, for good) and rollback (a provision that failed for good) both delete an
+ * instance's servers and tailnet device; they share that code and differ in which rows they move.
+ * Both may run again after a crash at any point and finish the same work.
+ */
+export class TeardownWorkflow {
+  constructor(private readonly deps: WorkflowDeps) {}
+
+  async destroy(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {
+    const { dataSource: ds, repositories: repos } = this.deps;
+    const operationId = ctx.operationId ?? null;
+    const log = this.deps.logger.child({ agentId, operationId, operation: 'destroy' });
+    const agent = await requireAgent(repos, agentId);
+    const found = await repos.instances.findLiveByAgent(agentId);
+
+    if (!found) {
+      if (agent.status === 'destroyed') {
+        log.info(`[Lifecycle] Agent ${agentId} already destroyed`);
+        await r.step('done', 100, 'already destroyed');
+        return;
+      }
+      // Without a live instance nothing should exist; the labelled sweep catches a server a crashed provision left.
+      log.info(`[Lifecycle] Agent ${agentId} has no live instance, nothing to clean up but leftovers`);
+      await r.step('delete-server', 30, 'looking for leftover servers');
+      await this.deleteServers(agentServerTerms(agentId), [], log);
+      await move(ds, { entity: 'agent', id: agentId, from: NOT_DESTROYED_AGENT, to: 'destroyed', reason: 'destroyed', operationId, allowSame: true });
+      await r.step('done', 100, 'destroyed');
+      log.info(`[Lifecycle] Agent ${agentId} destroyed successfully`);
+      return;
+    }
+
+    if (found.status === 'destroying') {
+      log.info('[Lifecycle] Instance already destroying, resuming');
+    } else {
+      await r.step('prepare', 5, 'marking the instance as destroying');
+      await move(ds, {
+        entity: 'instance',
+        id: found.id,
+        from: DESTROYABLE,
+        to: 'destroying',
+        reason: `destroy requested (was ${found.status})`,
+        operationId,
+        // A parallel destroy of the same agent got there first; both finish the same work.
+        allowSame: true,
+      });
+    }
+    // Read after the transition: any server a provision managed to record is visible now, and any it
+    // creates from here on is refused by its guarded write and deleted by that provision.
+    const instance = await requireInstance(repos, found.id);
+    const hostname = instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id);
+
+    try {
+      await r.step('delete-server', 20, 'deleting the server');
+      await this.deleteServers(agentServerTerms(agentId), recordedServerIds(instance), log);
+      await r.step('delete-device', 60, 'removing the tailnet device');
+      await this.deleteDevices(instance, hostname, log);
+      await r.step('confirm', 80, 'confirming server and device are gone');
+      await this.confirmGone(agentServerTerms(agentId), instance, hostname);
+    } catch (err) {
+      const message = errorMessage(err);
+      log.error({ err }, `[Lifecycle] Destroy of agent ${agentId} failed: ${message}`);
+      await repos.instances
+        .recordError(instance.id, 'destroying', message)
+        .catch((dbErr: unknown) => log.error({ err: dbErr }, '[Lifecycle] Could not record the destroy failure'));
+      throw err;
+    }
+
+    await r.step('finish', 90, 'marking the instance as destroyed');
+    await ds.transaction(async (m) => {
+      const moved = await move(m, {
+        entity: 'instance',
+        id: instance.id,
+        from: ['destroying'],
+        to: 'destroyed',
+        reason: 'server and device deleted',
+        operationId,
+        patch: { destroyedAt: new Date(), error: null },
+        allowSame: true,
+      });
+      if (!moved) return; // a parallel destroy finished first and recorded everything
+      await move(m, { entity: 'agent', id: agentId, from: NOT_DESTROYED_AGENT, to: 'destroyed', reason: 'destroyed', operationId, allowSame: true });
+      // A provision still open for this instance can never finish now; mark it so the rollback sweep closes it.
+      for (const job of await repos.provisioningJobs.listOpenByInstance(instance.id, m)) {
+        await move(m, {
+          entity: 'provisioning_job',
+          id: job.id,
+          from: [job.status],
+          to: 'failed',
+          reason: 'instance destroyed',
+          operationId,
+          patch: { error: 'Instance destroyed before provisioning finished', finishedAt: new Date() },
+        });
+      }
+    });
+    await r.step('done', 100, 'destroyed');
+    log.info(`[Lifecycle] Agent ${agentId} destroyed successfully`);
+  }
+
+  /** Cleans up after a provision that failed for good: its servers, its device, its auth keys. */
+  async rollback(provisioningJobId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<RollbackResult> {
+    const { dataSource: ds, repositories: repos } = this.deps;
+    const operationId = ctx.operationId ?? null;
+    const job = await requireJob(repos, provisioningJobId);
+    const agentId = job.agentId;
+    const log = this.deps.logger.child({ agentId, operationId, provisioningJobId, operation: 'rollback' });
+
+    if (job.status === 'rolled_back') {
+      log.info(`[Lifecycle] Job ${provisioningJobId} already rolled back`);
+      await r.step('done', 100, 'already rolled back');
+      return { cleanedHetzner: false, cleanedTailscale: false, alreadyRolledBack: true };
+    }
+    if (job.status === 'succeeded') {
+      throw new StateConflictError(`Job ${provisioningJobId} succeeded; destroy the agent instead of rolling back`);
+    }
+
+    await r.step('prepare', 5, 'marking the instance as failed');
+    // The instance leaves `provisioning` before anything is deleted: an attempt still running can then
+    // not record a new server (its guarded write fails and it deletes what it made).
+    const { instance, agent, owned } = await ds.transaction(async (m) => {
+      const inst = await requireInstanceForUpdate(repos, job.instanceId, m);
+      const ag = await requireAgent(repos, agentId, m);
+      if (inst.status === 'pending' || inst.status === 'provisioning') {
+        await move(m, {
+          entity: 'instance',
+          id: inst.id,
+          from: [inst.status],
+          to: 'failed',
+          reason: 'provision failed, rolling back',
+          operationId,
+          patch: { error: 'Rolling back after provision failure' },
+        });
+        if (ag.status === 'draft' || ag.status === 'provisioning') {
+          await move(m, { entity: 'agent', id: agentId, from: [ag.status], to: 'error', reason: 'provision rolled back', operationId });
+        }
+        return { instance: inst, agent: ag, owned: true };
+      }
+      // failed: an earlier rollback run stopped after this point. destroyed: destroy already cleaned up.
+      if (inst.status === 'failed') return { instance: inst, agent: ag, owned: true };
+      if (inst.status === 'destroyed') return { instance: inst, agent: ag, owned: false };
+      throw new StateConflictError(`Instance ${inst.id} is ${inst.status}; destroy the agent instead of rolling back`);
+    });
+
+    // Every instance of an agent gets the same hostname: match devices by it only while no newer
+    // instance is live, or this rollback could delete that instance's device.
+    const newer = await repos.instances.findLiveByAgent(agentId);
+    const hostname = newer ? null : (instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id));
+
+    await r.step('delete-server', 20, 'deleting the servers of this job');
+    const cleanedHetzner = await this.deleteServers(
+      jobServerTerms({ agentId, provisioningJobId }),
+      recordedServerIds(instance),
+      log,
+    );
+    await r.step('delete-device', 60, 'removing the tailnet device');
+    const cleanedTailscale = await this.deleteDevices(instance, hostname, log);
+    await revokeJobAuthKeys(this.deps, job.id, log);
+    if (!cleanedHetzner && !cleanedTailscale) log.info(`[Lifecycle] No VM to clean up for job ${provisioningJobId}`);
+
+    await r.step('finish', 90, 'marking the job as rolled back');
+    const summary = `Rolled back after provision failure. Cleaned: Hetzner=${cleanedHetzner}, Tailscale=${cleanedTailscale}`;
+    await ds.transaction(async (m) => {
+      if (owned) await repos.instances.recordError(instance.id, 'failed', summary, m);
+      await move(m, {
+        entity: 'provisioning_job',
+        id: job.id,
+        from: job.status === 'queued' ? ['queued'] : ['running', 'failed'],
+        to: 'rolled_back',
+        reason: summary,
+        operationId,
+        patch: { finishedAt: new Date() },
+      });
+    });
+    await r.step('done', 100, summary);
+    log.info({ cleanedHetzner, cleanedTailscale }, `[Lifecycle] Cleanup complete for job ${provisioningJobId}`);
+    return { cleanedHetzner, cleanedTailscale, alreadyRolledBack: false };
+  }
+
+  /** Deletes the recorded servers and every server of this fleet matching the terms; true if any was deleted. */
+  private async deleteServers(terms: string[], recorded: number[], log: Logger): Promise<boolean> {
+    const { hetzner } = this.deps;
+    const labelled = await this.deps.fleet.listServers(hetzner, terms);
+    const ids = [...new Set([...recorded, ...labelled.map((s) => s.id)])];
+    let deleted = false;
+    for (const id of ids) {
+      if (await hetzner.deleteServer(id)) {
+        deleted = true;
+        log.info({ serverId: id }, `[Lifecycle] Server ${id} deleted`);
+      }
+    }
+    return deleted;
+  }
+
+  /**
+   * Deletes the instance's tailnet device: by the recorded id, else by tailnet IP, else by hostname
+   * (one listing answers all three). Returns true if a device was deleted.
+   */
+  private async deleteDevices(instance: Instance, hostname: string | null, log: Logger): Promise<boolean> {
+    const { tailscale } = this.deps;
+    const devices = await this.instanceDevices(instance, hostname);
+    let deleted = false;
+    for (const device of devices) {
+      if (await tailscale.deleteDevice(device.id)) {
+        deleted = true;
+        log.info({ deviceId: device.id }, `[Lifecycle] Device ${device.id} removed from the tailnet`);
+      }
+    }
+    if (instance.tailscaleDeviceId && !devices.some((d) => d.id === instance.tailscaleDeviceId)) {
+      // Not listed, so most likely gone; deleting by id costs one request and is a 404 no-op then.
+      if (await tailscale.deleteDevice(instance.tailscaleDeviceId)) deleted = true;
+    }
+    return deleted;
+  }
+
+  private async instanceDevices(instance: Instance, hostname: string | null): Promise<TailscaleDevice[]> {
+    const devices = await this.deps.tailscale.listDevices();
+    const { tailscaleDeviceId: deviceId, tailscaleIp: ip } = instance;
+    const byId = deviceId ? devices.filter((d) => d.id === deviceId) : [];
+    if (byId.length > 0) return byId;
+    const byIp = ip ? devices.filter((d) => d.addresses?.includes(ip)) : [];
+    if (byIp.length > 0) return byIp;
+    return hostname ? devices.filter((d) => hostnameMatches(d, hostname)) : [];
+  }
+
+  private async confirmGone(terms: string[], instance: Instance, hostname: string): Promise<void> {
+    const { hetzner } = this.deps;
+    const left = (await this.deps.fleet.listServers(hetzner, terms)).map((s) => `server ${s.id}`);
+    for (const id of recordedServerIds(instance)) {
+      if (!left.includes(`server ${id}`) && (await hetzner.getServer(id))) left.push(`server ${id}`);
+    }
+    const servers = left.length;
+    for (const d of await this.instanceDevices(instance, hostname)) left.push(`device ${d.id}`);
+    if (left.length > 0) {
+      throw new CloudApiError({
+        api: servers > 0 ? 'hetzner' : 'tailscale',
+        status: 0,
+        code: 'still_present',
+        message: `Still present after deletion: ${left.join(', ')}`,
+        retryable: true,
+        method: 'GET',
+        path: servers > 0 ? '/servers' : '/devices',
+      });
+    }
+  }
+}

@@ -1,0 +1,33 @@
+import type { DataSource } from 'typeorm';
+import type { HetznerClient } from '../clients/hetzner/hetzner.client';
+import type { TailscaleClient } from '../clients/tailscale/tailscale.client';
+import type { Repositories } from '../db/repositories';
+import type { Fleet } from '../fleet/fleet';
+import type { Logger } from '../lib/logger';
+
+export interface WorkflowSettings {
+  serverType: string;
+  image: string;
+  location: string;
+  sshKeys: string[];
+  shutdownTimeoutMs: number;
+  enrollmentTimeoutMs: number;
+  actionTimeoutMs: number;
+}
+
+/** What every workflow is built from (src/server.ts builds it once and hands the same object to each). */
+export interface WorkflowDeps {
+  /** Transaction boundaries and guarded transitions (src/db/transitions); rows are read through `repositories`. */
+  dataSource: DataSource;
+  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'events'>;
+  hetzner: HetznerClient;
+  tailscale: TailscaleClient;
+  /** Which machines are this deployment's: the labels and hostnames it gives, the ones it looks for. */
+  fleet: Fleet;
+  logger: Logger;
+  settings: WorkflowSettings;
+}
+
+export interface OperationContext {
+  operationId?: string;
+}
