@@ -21,6 +21,8 @@ import { silentLogger } from '../src/lib/logger';
 import { closeQueues, createQueues } from '../src/queues/queues';
 import { Reconciler, stuckTimeouts, type ReconcileReport } from '../src/reconcile';
 import { MANAGED_LABEL } from '../src/fleet/server-labels';
+import { OperationLedger } from '../src/operations/ledger';
+import { Outbox } from '../src/operations/outbox';
 import { startSimulator, type RunningSimulator } from '../src/simulator';
 
 /** Same shape as the rows of the overall `npm run bench` summary. */
@@ -104,6 +106,8 @@ export async function runReconcileBench(opts: Partial<ReconcileBenchOptions> = {
     const reconciler = new Reconciler({
       dataSource,
       repositories: createRepositories(dataSource),
+      ledger: new OperationLedger({ dataSource, repositories: createRepositories(dataSource), logger: silentLogger }),
+      outbox: new Outbox({ queues, connection, logger: silentLogger }),
       fleet: new Fleet(),
       hetzner,
       tailscale,

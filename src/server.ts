@@ -219,6 +219,8 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     tf.reconciler = new Reconciler({
       dataSource,
       repositories,
+      ledger,
+      outbox,
       hetzner,
       tailscale,
       queues,
@@ -281,7 +283,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       logger: logger.child({ component: 'http' }),
       queues,
       readiness,
-      reconcile: new ReconcileReports({ dataSource, repositories, queues }),
+      reconcile: new ReconcileReports({ dataSource, repositories, ledger, outbox }),
     });
   } else {
     // A worker-only process serves just probes and its own metrics (jobs, cloud requests).

@@ -1,7 +1,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import { ZodError } from 'zod';
 import type { Logger } from '../lib/logger';
-import { NotFoundError, StateConflictError } from '../services/errors';
+import { NotFoundError, StateConflictError } from '../errors';
 import { StateConflictError as TransitionStateConflict } from '../db/errors';
 import { IdempotencyKeyReuseError, InvalidCursorError, QueueUnavailableError } from '../services/operations.service';
 

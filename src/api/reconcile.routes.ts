@@ -1,13 +1,12 @@
 import express, { type Request, type Response, type Router } from 'express';
 import { Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../lib/logger';
-import { QueueUnavailableError } from '../services/operations.service';
-import { reportGauges, type ReconcileReport, type ReconcilerService } from '../services/reconciler.service';
+import { reportGauges, type ReconcileReport, type Reconciler } from '../reconcile';
 import { HttpProblem } from './problem';
 import { links, operationView } from './views';
 
 export interface ReconcileRouterDeps {
-  reconciler: Pick<ReconcilerService, 'latestReport' | 'requestPass'>;
+  reconciler: Pick<Reconciler, 'latestReport' | 'requestPass'>;
 }
 
 const ROUTE = '/reconcile';
@@ -33,13 +32,8 @@ export function createReconcileRouter(deps: ReconcileRouterDeps): Router {
       res.json({ report, links: { self: `/v1${ROUTE}`, ...(report.operationId ? { operation: links.operation(report.operationId) } : {}) } });
     })
     .post(async (_req, res) => {
-      let result: Awaited<ReturnType<ReconcileRouterDeps['reconciler']['requestPass']>>;
-      try {
-        result = await deps.reconciler.requestPass();
-      } catch (err) {
-        throw new QueueUnavailableError('Could not enqueue the reconcile pass', err);
-      }
-      const { operation, created } = result;
+      const principal = (res.locals as { principal?: { name?: string } }).principal;
+      const { operation, created } = await deps.reconciler.requestPass({ requestedBy: principal?.name ?? 'api' });
       res.status(created ? 202 : 200).json({
         operation: operationView(operation),
         job: { queue: 'reconcile', id: operation.queueJobId },
@@ -64,7 +58,7 @@ export const RECONCILE_LAST_PASS_METRIC = 'tailfleet_reconcile_last_pass_timesta
  */
 export function registerReconcileMetrics(
   registry: Registry,
-  reconciler: Pick<ReconcilerService, 'latestReport'>,
+  reconciler: Pick<Reconciler, 'latestReport'>,
   logger: Logger,
 ): void {
   for (const name of [RECONCILE_FINDINGS_METRIC, RECONCILE_LAST_PASS_METRIC]) {

@@ -5,7 +5,6 @@ export * from './event.repository';
 export * from './instance.repository';
 export { expressionDrift, pendingSchemaChanges, runMigrations, schemaDrift, type MigrationRunResult } from './migrate';
 export * from './operation.repository';
-export * from './operation-queries';
 export * from './provisioning-job.repository';
 export * from './repositories';
 export * from './transitions';

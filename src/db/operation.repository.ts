@@ -1,4 +1,4 @@
-import { CannotExecuteNotConnectedError, type DataSource, type ObjectLiteral } from 'typeorm';
+import { CannotExecuteNotConnectedError, In, type DataSource, type ObjectLiteral } from 'typeorm';
 import { Agent, Event, Instance, Operation, ProvisioningJob, TERMINAL_INSTANCE_STATUSES, type OperationStatus, type OperationType } from '../entities';
 import { IdempotencyKeyConflictError, RecordNotFoundError } from './errors';
 import { type Db, hydrate, managerOf, type PatchOf, quotedTable, recordEvent } from './transitions';
@@ -360,6 +360,17 @@ export class OperationRepository {
       [options.olderThanMs, options.limit],
     );
     return rows.map((raw) => ({ operation: hydrate(manager, Operation, raw), instanceId: (raw.__instance_id as string | null) ?? null }));
+  }
+
+  /** Every operation queued or running. */
+  listActive(db: Db = this.dataSource): Promise<Operation[]> {
+    return managerOf(db).find(Operation, { where: { status: In([...ACTIVE_OPERATION_STATUSES]) } });
+  }
+
+  /** The agent's newest operation of this type, in any status. */
+  async latestOfAgent(agentId: string, type: OperationType, db: Db = this.dataSource): Promise<Operation | null> {
+    if (!isUuid(agentId)) return null;
+    return managerOf(db).findOne(Operation, { where: { agentId, type }, order: { requestedAt: 'DESC' } });
   }
 
   /** The provision operation of a provisioning job (newest first, should there be several). */

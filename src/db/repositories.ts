@@ -2,7 +2,6 @@ import type { DataSource } from 'typeorm';
 import { AgentRepository } from './agent.repository';
 import { EventRepository } from './event.repository';
 import { InstanceRepository } from './instance.repository';
-import { OperationQueries } from './operation-queries';
 import { OperationRepository } from './operation.repository';
 import { ProvisioningJobRepository } from './provisioning-job.repository';
 
@@ -13,7 +12,6 @@ export interface Repositories {
   operations: OperationRepository;
   events: EventRepository;
   /** Operation reads of the reconciler, to be folded into `operations`. */
-  operationQueries: OperationQueries;
 }
 
 export function createRepositories(dataSource: DataSource): Repositories {
@@ -24,6 +22,5 @@ export function createRepositories(dataSource: DataSource): Repositories {
     provisioningJobs: new ProvisioningJobRepository(deps),
     operations: new OperationRepository(deps),
     events: new EventRepository(deps),
-    operationQueries: new OperationQueries(deps),
   };
 }

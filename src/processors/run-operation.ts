@@ -6,7 +6,7 @@ import { isDatabaseUnavailable } from '../operations/errors';
 import type { OperationLedger } from '../operations/ledger';
 import { JobMismatchError, parseJobPayload } from '../queues/jobs';
 import type { JobPayloads, QueueName } from '../queues/queues';
-import { isPermanentError } from '../services/errors';
+import { isPermanentError } from '../errors';
 
 /**
  * The one adapter from a BullMQ delivery to the operation ledger: parse the job, claim its operation,

@@ -54,7 +54,8 @@ export class Reconciler {
     this.reports = new ReconcileReports({
       dataSource: deps.dataSource,
       repositories: deps.repositories,
-      queues: deps.queues,
+      ledger: deps.ledger,
+      outbox: deps.outbox,
       keep: settings.keepReports,
     });
   }
@@ -65,8 +66,8 @@ export class Reconciler {
   }
 
   /** Queues one pass now (POST /v1/reconcile). */
-  requestPass(): Promise<{ operation: Operation; created: boolean }> {
-    return this.reports.requestPass();
+  requestPass(opts: { requestedBy?: string } = {}): Promise<{ operation: Operation; created: boolean }> {
+    return this.reports.requestPass(opts);
   }
 
   /** Runs one full pass and stores its report. Throws when the clouds cannot be listed. */
@@ -229,7 +230,7 @@ export class Reconciler {
     const instances = await repos.instances.listLive();
     const agents = await repos.agents.findByIds(instances.map((i) => i.agentId));
     const activePjIds = await repos.provisioningJobs.activeIds();
-    const ops = await repos.operationQueries.listActive();
+    const ops = await repos.operations.listActive();
     const activeOps = new Map<string, Operation[]>();
     for (const op of ops) {
       if (!op.agentId) continue;

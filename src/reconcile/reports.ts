@@ -1,19 +1,17 @@
-import type { JobType } from 'bullmq';
 import type { DataSource } from 'typeorm';
-import { insertOperation } from '../db/operation.repository';
 import type { Repositories } from '../db/repositories';
-import { transition } from '../db/transitions';
 import type { Operation } from '../entities';
 import { ReconcileReportRecord } from '../entities/reconcile-report.entity';
-import { jobIds, type Queues } from '../queues/queues';
-import { LIVE_JOB_STATES } from './queue-state';
+import type { OperationLedger } from '../operations/ledger';
+import type { Outbox } from '../operations/outbox';
 import type { ReconcileReport } from './types';
 
 export interface ReconcileReportsDeps {
-  /** The reconcile_reports table (this room's own) and the operation writes of requestPass. */
+  /** The reconcile_reports table (this room's own). */
   dataSource: DataSource;
-  repositories: Pick<Repositories, 'operations' | 'operationQueries'>;
-  queues: Pick<Queues, 'reconcile'>;
+  repositories: Pick<Repositories, 'operations'>;
+  ledger: Pick<OperationLedger, 'acceptReconcile'>;
+  outbox: Pick<Outbox, 'deliver'>;
   keep?: number;
 }
 
@@ -31,56 +29,16 @@ export class ReconcileReports {
   }
 
   /**
-   * Queues one pass now (POST /v1/reconcile). A manual pass that is still queued is reused rather
-   * than stacking a second one behind it. The Operation row comes first so a failed enqueue leaves
-   * a visible failed operation instead of nothing.
+   * Accepts one pass now (POST /v1/reconcile). A manual pass still queued is reused rather than
+   * stacking a second one behind it; its delivery, like every operation's, is the outbox's and the
+   * relay's business, so Redis being down delays the pass but never refuses it.
    */
-  async requestPass(): Promise<{ operation: Operation; created: boolean }> {
-    const { repositories: repos, queues } = this.deps;
-    const pending = await repos.operationQueries.latestQueued('reconcile');
-    if (pending) {
-      const job = pending.queueJobId ? await queues.reconcile.getJob(pending.queueJobId) : undefined;
-      if (job && LIVE_JOB_STATES.includes((await job.getState()) as JobType)) return { operation: pending, created: false };
-      // Its job is gone (Redis lost it): close it so it does not look queued forever.
-      await this.failLostPassOperation(pending.id);
-    }
-    const { operation } = await insertOperation(this.deps.dataSource, { type: 'reconcile', reason: 'reconcile pass requested' });
-    const jobId = jobIds.operation(operation.id);
-    try {
-      await queues.reconcile.add('reconcile', { operationId: operation.id, trigger: 'manual' }, { jobId, attempts: 1 });
-    } catch (err) {
-      await this.failUnqueuedPassOperation(operation.id, err);
-      throw err;
-    }
-    await repos.operations.update(operation.id, { queueJobId: jobId });
-    operation.queueJobId = jobId;
+  async requestPass(opts: { requestedBy?: string } = {}): Promise<{ operation: Operation; created: boolean }> {
+    const pending = await this.deps.repositories.operations.findLatestOfType('reconcile', ['queued']);
+    if (pending) return { operation: pending, created: false };
+    const { operation } = await this.deps.ledger.acceptReconcile(opts);
+    await this.deps.outbox.deliver(operation);
     return { operation, created: true };
-  }
-
-  /** Operation status write: a queued pass whose job Redis no longer has is closed as failed. */
-  private async failLostPassOperation(operationId: string): Promise<void> {
-    await transition(this.deps.dataSource, {
-      entity: 'operation',
-      id: operationId,
-      from: ['queued'],
-      to: 'failed',
-      reason: 'reconcile job no longer in the queue; superseded by a new request',
-      operationId,
-      patch: { error: 'Job lost from the queue; superseded by a new reconcile request', finishedAt: new Date() },
-    }).catch(() => undefined);
-  }
-
-  /** Operation status write: a pass whose job could not be added is closed as failed. */
-  private async failUnqueuedPassOperation(operationId: string, err: unknown): Promise<void> {
-    await transition(this.deps.dataSource, {
-      entity: 'operation',
-      id: operationId,
-      from: ['queued'],
-      to: 'failed',
-      reason: 'could not enqueue the reconcile pass',
-      operationId,
-      patch: { error: `Queue unavailable: ${(err as Error).message}`, finishedAt: new Date() },
-    }).catch(() => undefined);
   }
 
   async save(report: ReconcileReport): Promise<string> {

@@ -1,5 +1,4 @@
-import type { Job, JobType } from 'bullmq';
-import { transition } from '../db/transitions';
+import type { JobType } from 'bullmq';
 import type { Instance, Operation } from '../entities';
 import { jobIds } from '../queues/queues';
 import { LIVE_JOB_STATES, queueFor } from './queue-state';
@@ -45,7 +44,7 @@ export async function checkStuck(ctx: PassContext, instance: Instance): Promise<
   const op =
     type === 'provision'
       ? await provisionOperation(deps, instance)
-      : await deps.repositories.operationQueries.latestOfAgent(instance.agentId, type);
+      : await deps.repositories.operations.latestOfAgent(instance.agentId, type);
   const lastMove = Math.max(instance.updatedAt.getTime(), op?.updatedAt.getTime() ?? 0);
   const idleMs = ctx.now() - lastMove;
   if (idleMs < ctx.settings.stuckAfterMs[status]) return null;
@@ -85,14 +84,14 @@ export async function checkStuck(ctx: PassContext, instance: Instance): Promise<
   }
 
   try {
-    await requeueOperation(deps, op, jobId, `reconcile: instance ${since} with no live job (job ${jobId} ${state}); enqueued again`);
+    // Back to queued through the ledger; the same job id is delivered again (an ended job under it is
+    // moved back to waiting with a fresh attempt budget, so the processor's backoff applies again).
+    const requeued = await deps.ledger.requeue(op, `reconcile: instance ${since} with no live job (job ${jobId} ${state}); enqueued again`);
     if (job && (state === 'failed' || state === 'completed')) {
-      // The id is still taken, so add() would be ignored: move the same job back to waiting, with
-      // a fresh attempt budget so the processor's backoff applies again.
       await job.retry(state, { resetAttemptsMade: true, resetAttemptsStarted: true });
     } else {
       if (job) await job.remove();
-      await queue.add(type, jobData(op, instance), { jobId });
+      await deps.outbox.add(requeued, { instanceId: instance.id });
     }
   } catch (err) {
     return { ...base, action: 'error', detail: `${since}; could not enqueue ${type} again: ${(err as Error).message}` };
@@ -101,33 +100,8 @@ export async function checkStuck(ctx: PassContext, instance: Instance): Promise<
   return { ...base, action: 'requeued', detail: `${since}; job ${jobId} was ${state}, ${type} operation ${op.id} enqueued again` };
 }
 
-/** Operation status write: the stuck operation goes back to `queued` under its job id. */
-async function requeueOperation(deps: ReconcilerDeps, op: Operation, jobId: string, reason: string): Promise<void> {
-  await transition(deps.dataSource, {
-    entity: 'operation',
-    id: op.id,
-    from: op.status === 'queued' ? ['running', 'failed'] : [op.status],
-    to: 'queued',
-    allowSame: true,
-    reason,
-    patch: { queueJobId: jobId, finishedAt: null },
-  });
-}
-
 async function provisionOperation(deps: ReconcilerDeps, instance: Instance): Promise<Operation | null> {
   const pj = await deps.repositories.provisioningJobs.findByInstance(instance.id);
   if (!pj) return null;
-  return deps.repositories.operationQueries.latestProvisionOfJob(pj.id);
-}
-
-function jobData(op: Operation, instance: Instance): Job['data'] {
-  if (op.type === 'provision') {
-    return {
-      operationId: op.id,
-      agentId: instance.agentId,
-      instanceId: instance.id,
-      provisioningJobId: op.provisioningJobId,
-    };
-  }
-  return { operationId: op.id, agentId: op.agentId ?? instance.agentId };
+  return deps.repositories.operations.findProvisionOf(pj.id);
 }

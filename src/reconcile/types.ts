@@ -7,6 +7,8 @@ import type { Agent, Instance, InstanceStatus, Operation, OperationType } from '
 import type { ReconcileTrigger } from '../entities/reconcile-report.entity';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
+import type { OperationLedger } from '../operations/ledger';
+import type { Outbox } from '../operations/outbox';
 import type { Queues } from '../queues/queues';
 
 export type OrphanPolicy = 'report' | 'delete';
@@ -128,7 +130,10 @@ export interface ReconcilerSettings {
 export interface ReconcilerDeps {
   /** The pass lock (a PostgreSQL advisory lock) and guarded transitions; rows are read through `repositories`. */
   dataSource: DataSource;
-  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'operations' | 'operationQueries'>;
+  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'operations'>;
+  /** Stuck operations go back to the queue through the ledger and the outbox. */
+  ledger: Pick<OperationLedger, 'requeue' | 'acceptReconcile'>;
+  outbox: Pick<Outbox, 'add' | 'deliver'>;
   hetzner: Pick<HetznerClient, 'listServers' | 'getServer' | 'deleteServer'>;
   tailscale: Pick<TailscaleClient, 'listDevices' | 'getDevice' | 'deleteDevice'>;
   queues: Pick<Queues, 'provision' | 'stop' | 'start' | 'destroy' | 'rollback' | 'reconcile'>;

@@ -17,7 +17,7 @@ import {
 } from '../entities';
 import type { Logger } from '../lib/logger';
 import type { Queues } from '../queues/queues';
-import { NotFoundError, StateConflictError } from './errors';
+import { NotFoundError, StateConflictError } from '../errors';
 
 /**
  * The command side: turns a request into an Operation row and a queue job, and answers the read

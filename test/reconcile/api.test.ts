@@ -27,7 +27,7 @@ describe('reconcile: API, metrics, processor and schedule', function () {
     r = await startReconcileHarness('reconcile_api');
     // The API side needs no cloud clients: only the stored reports and the queue.
     const app = express();
-    app.use('/v1', createReconcileRouter({ reconciler: new ReconcileReports({ dataSource: r.h.ds, repositories: r.h.repositories, queues: r.queues }) }));
+    app.use('/v1', createReconcileRouter({ reconciler: new ReconcileReports({ dataSource: r.h.ds, repositories: r.h.repositories, ...r.delivery }) }));
     app.use(problemErrorHandler({ logger: silentLogger, bodyLimit: '16kb' }));
     server = createServer(app);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -101,7 +101,7 @@ describe('reconcile: API, metrics, processor and schedule', function () {
     // Another process ran the pass; this registry belongs to an API process that never did.
     await r.reconciler().runPass({ trigger: 'schedule' });
     const registry = new Registry();
-    registerReconcileMetrics(registry, new ReconcileReports({ dataSource: r.h.ds, repositories: r.h.repositories, queues: r.queues }), silentLogger);
+    registerReconcileMetrics(registry, new ReconcileReports({ dataSource: r.h.ds, repositories: r.h.repositories, ...r.delivery }), silentLogger);
 
     const text = await registry.metrics();
 

@@ -8,6 +8,9 @@ import { silentLogger } from '../../src/lib/logger';
 import { createMetrics, type Metrics } from '../../src/lib/metrics';
 import { closeQueues, createQueues, type Queues } from '../../src/queues/queues';
 import { Reconciler, type ReconcilerSettings } from '../../src/reconcile';
+import type { OperationLedger } from '../../src/operations/ledger';
+import { Outbox } from '../../src/operations/outbox';
+import { ledgerFor } from '../helpers/ledger';
 import {
   newOperation,
   provisionedAgent,
@@ -33,6 +36,8 @@ export interface ReconcileHarness {
   connection: Redis;
   prefix: string;
   metrics: Metrics;
+  /** The ledger and outbox a reconciler requeues stuck operations through. */
+  delivery: { ledger: OperationLedger; outbox: Outbox };
   reconciler(settings?: Partial<ReconcilerSettings>, now?: () => number): Reconciler;
   /** The simulator's control API over HTTP: the "someone in the console" of these tests. */
   simApi(method: string, path: string, body?: unknown): Promise<any>;
@@ -48,6 +53,7 @@ export async function startReconcileHarness(label: string, options: LifecycleHar
   const prefix = `tf-test-${label}-${randomBytes(4).toString('hex')}`;
   const queues = createQueues({ connection, prefix, defaults: { attempts: 3, backoffMs: 10 } });
   const metrics = createMetrics();
+  const delivery = { ledger: ledgerFor(h.ds), outbox: new Outbox({ queues, connection, logger: silentLogger }) };
 
   const obliterate = async () => {
     for (const q of Object.values(queues)) await q.obliterate({ force: true });
@@ -59,10 +65,12 @@ export async function startReconcileHarness(label: string, options: LifecycleHar
     connection,
     prefix,
     metrics,
+    delivery,
     reconciler(settings = {}, now) {
       return new Reconciler({
         dataSource: h.ds,
         repositories: h.repositories,
+        ...delivery,
         hetzner: h.hetzner,
         tailscale: h.tailscale,
         queues,
