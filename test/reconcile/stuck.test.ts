@@ -46,7 +46,7 @@ describe('reconcile: instances stuck in a transitional state', function () {
     expect(report.stuck[0]).to.include({ instanceId: a.instanceId, status: 'stopping', action: 'requeued', operationId: a.opId });
     const job = await r.queues.stop.getJob(jobIds.operation(a.opId));
     expect(await stateOf(job)).to.equal('waiting');
-    expect(job!.data).to.deep.equal({ operationId: a.opId, agentId: a.agentId });
+    expect(job!.data).to.deep.equal({ operationId: a.opId, agentId: a.agentId, requestedBy: 'system' });
     const op = await operationOf(r, a.opId);
     expect(op.status).to.equal('queued');
     expect(op.queueJobId).to.equal(jobIds.operation(a.opId));
