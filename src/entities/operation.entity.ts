@@ -24,6 +24,10 @@ export type OperationStatus = (typeof OPERATION_STATUSES)[number];
 @Index('uq_operations_idempotency_key', ['idempotencyKey'], { unique: true })
 @Index('idx_operations_agent_requested', ['agentId', 'requestedAt'])
 @Index('idx_operations_provisioning_job', ['provisioningJobId'])
+// GET /v1/operations pages newest first by (requested_at, id); a B-tree index serves the descending
+// order by scanning backwards, so these need no DESC of their own.
+@Index('idx_operations_requested', ['requestedAt', 'id'])
+@Index('idx_operations_status_requested', ['status', 'requestedAt', 'id'])
 @Check('ck_operations_progress', '"progress" BETWEEN 0 AND 100')
 @Check('ck_operations_attempts', '"attempts" >= 0')
 export class Operation {
