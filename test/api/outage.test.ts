@@ -6,7 +6,9 @@ import { expect } from 'chai';
 import sinon from 'sinon';
 import IORedis from 'ioredis';
 import { createApp } from '../../src/api/app';
+import { ApiTokenRepository } from '../../src/db/api-token.repository';
 import { createDataSource } from '../../src/db/data-source';
+import { OperationList } from '../../src/db/operation-list';
 import { Agent, Operation } from '../../src/entities';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics } from '../../src/lib/metrics';
@@ -63,8 +65,10 @@ describe('HTTP API while Redis or PostgreSQL is down', () => {
       redisTimeoutMs: 200,
     });
     const app = createApp({
-      config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, boardUser: BOARD.user, boardPassword: BOARD.password } },
+      config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, board: BOARD } },
       operations,
+      tokens: new ApiTokenRepository({ dataSource: h.ds }),
+      operationList: new OperationList({ dataSource: h.ds }),
       metrics: createMetrics(),
       logger: silentLogger,
       queues: brokenQueues,
@@ -156,8 +160,10 @@ describe('HTTP API while Redis or PostgreSQL is down', () => {
     await ds.initialize();
     const operations = new OperationsService({ dataSource: ds, queues: h.queues, logger: silentLogger, defaults: DEFAULTS });
     const app = createApp({
-      config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, boardUser: BOARD.user, boardPassword: BOARD.password } },
+      config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, board: BOARD } },
       operations,
+      tokens: new ApiTokenRepository({ dataSource: ds }),
+      operationList: new OperationList({ dataSource: ds }),
       metrics: createMetrics(),
       logger: silentLogger,
       queues: h.queues,
