@@ -124,7 +124,10 @@ export function createApp(deps: AppDeps): Express {
     options: { uiConfig: { boardTitle: 'tailfleet' } },
   });
   // Queue surgery (retry, clean, empty) is an admin's job: the board's own login or an admin token.
-  app.use(BOARD_BASE_PATH, boardAuth({ login: http.board, auth }), board.getRouter());
+  // The adapter mounts an Express app of its own, which would announce itself in X-Powered-By.
+  const boardApp = board.getRouter() as Express;
+  boardApp.disable('x-powered-by');
+  app.use(BOARD_BASE_PATH, boardAuth({ login: http.board, auth }), boardApp);
 
   // The contract of the API is public, like the API's existence; everything else under /v1 needs a
   // token, and each route the scope it names (see v1.routes.ts).

@@ -29,13 +29,8 @@ export class ApiTokenRepository {
 
   async create(input: NewApiToken): Promise<ApiToken> {
     try {
-      const rows = await this.repo
-        .createQueryBuilder()
-        .insert()
-        .values(input)
-        .returning('*')
-        .execute();
-      return this.repo.create(rows.raw[0] as object) as ApiToken;
+      const result = await this.repo.insert(input);
+      return await this.repo.findOneByOrFail({ id: (result.identifiers[0] as { id: string }).id });
     } catch (err) {
       if (isUniqueViolation(err, LIVE_NAME_INDEX)) throw new TokenNameTakenError(input.name);
       throw err;

@@ -1,4 +1,4 @@
-import type { DataSource } from 'typeorm';
+import type { DataSource, SelectQueryBuilder } from 'typeorm';
 import { Operation, type OperationStatus, type OperationType } from '../entities';
 
 export interface OperationListQuery {
@@ -31,6 +31,12 @@ export class OperationList {
   }
 
   async list(query: OperationListQuery): Promise<OperationListPage> {
+    const rows = await this.query(query).getMany();
+    return { items: rows.slice(0, query.limit), more: rows.length > query.limit };
+  }
+
+  /** The SELECT behind list(), one row more than a page; separate so its plan can be inspected. */
+  query(query: OperationListQuery): SelectQueryBuilder<Operation> {
     const qb = this.ds.getRepository(Operation).createQueryBuilder('o');
     if (query.status && query.status.length > 0) qb.andWhere('o.status IN (:...statuses)', { statuses: query.status });
     if (query.type && query.type.length > 0) qb.andWhere('o.type IN (:...types)', { types: query.type });
@@ -44,8 +50,6 @@ export class OperationList {
         { after: query.after },
       );
     }
-    qb.orderBy('o.requested_at', 'DESC').addOrderBy('o.id', 'DESC').take(query.limit + 1);
-    const rows = await qb.getMany();
-    return { items: rows.slice(0, query.limit), more: rows.length > query.limit };
+    return qb.orderBy('o.requested_at', 'DESC').addOrderBy('o.id', 'DESC').take(query.limit + 1);
   }
 }
