@@ -77,6 +77,8 @@ async function main(): Promise<void> {
     TAILSCALE_OAUTH_CLIENT_ID: 'demo-client',
     TAILSCALE_OAUTH_CLIENT_SECRET: 'demo-secret',
     API_TOKEN: apiToken,
+    BULL_BOARD_USER: 'admin',
+    BULL_BOARD_PASSWORD: randomBytes(12).toString('base64url'),
     HOST: '127.0.0.1',
     PORT: String(await portOrRandom(Number(process.env.PORT ?? 3000))),
     QUEUE_PREFIX: DEMO_QUEUE_PREFIX,
@@ -111,13 +113,14 @@ async function main(): Promise<void> {
 tailfleet demo
   API          ${url}/v1        (OpenAPI: ${url}/v1/openapi.json)
   API token    ${apiToken}
-  Bull Board   ${url}/admin/queues   login: ${config.http.boardUser} / ${config.http.boardPassword}
+  Bull Board   ${url}/admin/queues   login: ${config.http.board?.user} / ${config.http.board?.password}
   Metrics      ${url}/metrics
   Simulator    ${sim.url}   (state: ${sim.url}/_sim/state)
 
 Try:
   export API_TOKEN=${apiToken}
   curl -s -H "Authorization: Bearer $API_TOKEN" ${url}/v1/agents
+  TAILFLEET_URL=${url} TAILFLEET_TOKEN=$API_TOKEN npm run -s cli -- agents list
 `);
 
   const headers = { authorization: `Bearer ${apiToken}`, 'content-type': 'application/json' };

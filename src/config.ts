@@ -74,8 +74,9 @@ const schema = z.object({
   RECONCILE_INTERVAL_SECONDS: int(0, 86_400).default(300),
   RECONCILE_ORPHANS: z.enum(['report', 'delete']).default('report'),
   RECONCILE_GRACE_SECONDS: int(0, 86_400).default(900),
-  BULL_BOARD_USER: z.string().min(1).default('admin'),
-  BULL_BOARD_PASSWORD: z.string().min(8).optional(),
+  // Both or neither: without the pair the board's own login is off and only an admin token opens it.
+  BULL_BOARD_USER: z.string().regex(/^[^:\s]{1,64}$/, 'must be 1–64 characters without ":" or spaces').optional(),
+  BULL_BOARD_PASSWORD: z.string().min(8, 'must be at least 8 characters').optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -87,7 +88,14 @@ export interface Config {
   role: Env['ROLE'];
   /** This deployment's fleet: the servers and devices it may touch (src/fleet/fleet.ts). */
   fleetName: string;
-  http: { host: string; port: number; apiToken: string; boardUser: string; boardPassword: string };
+  http: {
+    host: string;
+    port: number;
+    /** The bootstrap admin token (principal name `bootstrap`). */
+    apiToken: string;
+    /** Bull Board's own HTTP Basic login; null when BULL_BOARD_USER or BULL_BOARD_PASSWORD is unset. */
+    board: { user: string; password: string } | null;
+  };
   hetzner: {
     apiUrl: string;
     token: string;
@@ -172,8 +180,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       host: e.HOST,
       port: e.PORT,
       apiToken: e.API_TOKEN,
-      boardUser: e.BULL_BOARD_USER,
-      boardPassword: e.BULL_BOARD_PASSWORD ?? e.API_TOKEN,
+      board: e.BULL_BOARD_USER && e.BULL_BOARD_PASSWORD ? { user: e.BULL_BOARD_USER, password: e.BULL_BOARD_PASSWORD } : null,
     },
     hetzner: {
       apiUrl: e.HETZNER_API_URL.replace(/\/+$/, ''),

@@ -8,7 +8,8 @@ import { createApp } from './api/app';
 import { HetznerClient, type HetznerClientDeps } from './clients/hetzner/hetzner.client';
 import { TailscaleClient, type TailscaleClientDeps } from './clients/tailscale/tailscale.client';
 import type { Config } from './config';
-import { createDataSource, createRepositories, runMigrations, warmAgentCommands, type Repositories } from './db';
+import { ApiTokenRepository, createDataSource, createRepositories, runMigrations, warmAgentCommands, type Repositories } from './db';
+import { OperationList } from './db/operation-list';
 import { Fleet } from './fleet/fleet';
 import { createLogger, type Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
@@ -276,9 +277,14 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     return { postgres, redis };
   };
   if (runsApi) {
+    if (!config.http.board) {
+      logger.info('Bull Board login is off (set BULL_BOARD_USER and BULL_BOARD_PASSWORD); an admin token still opens it');
+    }
     tf.app = createApp({
       config,
       operations,
+      tokens: new ApiTokenRepository({ dataSource }),
+      operationList: new OperationList({ dataSource }),
       metrics,
       logger: logger.child({ component: 'http' }),
       queues,

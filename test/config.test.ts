@@ -34,7 +34,8 @@ describe('config', () => {
     expect(c.tailscale.apiUrl).to.equal('https://api.tailscale.com/api/v2');
     expect(c.hetzner.shutdownTimeoutSeconds).to.equal(60);
     expect(c.hetzner.sshKeys).to.deep.equal([]);
-    expect(c.http.boardPassword).to.equal(valid.API_TOKEN);
+    // No default login for Bull Board: without both variables only an admin token opens it.
+    expect(c.http.board).to.equal(null);
   });
 
   it('names every missing variable in one error', () => {
@@ -70,6 +71,17 @@ describe('config', () => {
       'SHUTDOWN_TIMEOUT_SECONDS',
       'HETZNER_API_URL',
     ]);
+  });
+
+  it('turns the Bull Board login on only when both BULL_BOARD_USER and BULL_BOARD_PASSWORD are set', () => {
+    const both = loadConfig({ ...valid, BULL_BOARD_USER: 'ops', BULL_BOARD_PASSWORD: 'board-secret-1' });
+    expect(both.http.board).to.deep.equal({ user: 'ops', password: 'board-secret-1' });
+    expect(loadConfig({ ...valid, BULL_BOARD_USER: 'ops' }).http.board).to.equal(null);
+    expect(loadConfig({ ...valid, BULL_BOARD_PASSWORD: 'board-secret-1' }).http.board).to.equal(null);
+    // Never the API token as a fallback password.
+    expect(JSON.stringify(loadConfig(valid).http.board)).not.to.include(valid.API_TOKEN);
+    const names = problemsOf({ ...valid, BULL_BOARD_USER: 'a:b', BULL_BOARD_PASSWORD: 'short', PORT: 'x' }).map((p) => p.split(':')[0]);
+    expect(names).to.have.members(['BULL_BOARD_USER', 'BULL_BOARD_PASSWORD', 'PORT']);
   });
 
   it('parses lists and numbers', () => {

@@ -4,20 +4,28 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import type { Config } from '../config';
+import type { ApiTokenRepository } from '../db/api-token.repository';
+import type { OperationList } from '../db/operation-list';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
 import type { Queues } from '../queues/queues';
 import type { OperationsService } from '../services/operations.service';
-import { basicAuth, bearerAuth } from './auth';
+import { Authenticator, bearerAuth, boardAuth } from './auth';
 import { buildOpenApiDocument } from './openapi';
+import { createOperationListRouter } from './operation-list.routes';
 import { HttpProblem, problemErrorHandler } from './problem';
 import { registerQueueMetrics } from './queue-metrics';
 import { createReconcileRouter, registerReconcileMetrics, type ReconcileRouterDeps } from './reconcile.routes';
+import { createTokensRouter } from './tokens.routes';
 import { JSON_BODY_LIMIT, v1Router } from './v1.routes';
 
 export interface AppDeps {
   config: Pick<Config, 'http'>;
   operations: OperationsService;
+  /** Named API tokens: looked up on every request, managed through /v1/tokens. */
+  tokens: Pick<ApiTokenRepository, 'create' | 'list' | 'revoke' | 'findByHash' | 'touch'>;
+  /** GET /v1/operations. */
+  operationList: Pick<OperationList, 'list'>;
   metrics: Metrics;
   logger: Logger;
   queues: Queues;
@@ -60,6 +68,7 @@ function tagRoute(template: string) {
 
 export function createApp(deps: AppDeps): Express {
   const { http } = deps.config;
+  const auth = new Authenticator({ bootstrapToken: http.apiToken, tokens: deps.tokens, logger: deps.logger });
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -114,15 +123,24 @@ export function createApp(deps: AppDeps): Express {
     serverAdapter: board,
     options: { uiConfig: { boardTitle: 'tailfleet' } },
   });
-  app.use(BOARD_BASE_PATH, basicAuth(http.boardUser, http.boardPassword), board.getRouter());
+  // Queue surgery (retry, clean, empty) is an admin's job: the board's own login or an admin token.
+  // The adapter mounts an Express app of its own, which would announce itself in X-Powered-By.
+  const boardApp = board.getRouter() as Express;
+  boardApp.disable('x-powered-by');
+  app.use(BOARD_BASE_PATH, boardAuth({ login: http.board, auth }), boardApp);
 
-  // The contract of the API is public, like the API's existence; everything else under /v1 needs the token.
+  // The contract of the API is public, like the API's existence; everything else under /v1 needs a
+  // token, and each route the scope it names (see v1.routes.ts).
   const document = buildOpenApiDocument({ reconcile: deps.reconcile !== undefined });
   app.get('/v1/openapi.json', tagRoute('/v1/openapi.json'), (_req, res) => {
     res.json(document);
   });
-  const extra = deps.reconcile ? [createReconcileRouter({ reconciler: deps.reconcile })] : [];
-  app.use('/v1', bearerAuth(http.apiToken), v1Router(deps.operations, extra));
+  const extra = [
+    createTokensRouter({ tokens: deps.tokens }),
+    createOperationListRouter({ operationList: deps.operationList }),
+    ...(deps.reconcile ? [createReconcileRouter({ reconciler: deps.reconcile })] : []),
+  ];
+  app.use('/v1', bearerAuth(auth), v1Router(deps.operations, extra));
 
   app.use((req, _res, next) => {
     next(new HttpProblem('route-not-found', `No route for ${req.method} ${req.path}.`));

@@ -1,6 +1,45 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { ApiToken, TokenScope } from '../entities';
+import type { Logger } from '../lib/logger';
 import { HttpProblem } from './problem';
+
+/**
+ * Who may call the API. A request carries one token: the deployment's API_TOKEN (the bootstrap
+ * admin, for creating the first named tokens) or a named token made by POST /v1/tokens, stored as
+ * its SHA-256 only. Scopes nest: read ⊂ operate ⊂ admin.
+ */
+
+export interface Principal {
+  /** Token name; `bootstrap` for API_TOKEN. What actorOf() returns. */
+  name: string;
+  scope: TokenScope;
+  /** Row id of a named token; null for the bootstrap token, which has no row. */
+  tokenId: string | null;
+}
+
+export const BOOTSTRAP_TOKEN_NAME = 'bootstrap';
+
+const SCOPE_RANK: Record<TokenScope, number> = { read: 0, operate: 1, admin: 2 };
+
+export function scopeAllows(have: TokenScope, need: TokenScope): boolean {
+  return SCOPE_RANK[have] >= SCOPE_RANK[need];
+}
+
+// `tf_` + base64url of 32 random bytes (43 characters, no padding).
+const TOKEN_PATTERN = /^tf_[A-Za-z0-9_-]{43}$/;
+const TOKEN_PREFIX_LENGTH = 10;
+// A use is recorded at most once a minute per token: last_used_at is for spotting unused tokens.
+const TOUCH_INTERVAL_MS = 60_000;
+
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('hex');
+}
+
+export function generateToken(): { token: string; tokenHash: string; tokenPrefix: string } {
+  const token = `tf_${randomBytes(32).toString('base64url')}`;
+  return { token, tokenHash: hashToken(token), tokenPrefix: token.slice(0, TOKEN_PREFIX_LENGTH) };
+}
 
 const digest = (value: string) => createHash('sha256').update(value, 'utf8').digest();
 
@@ -9,53 +48,167 @@ function sameSecret(given: string, expectedDigest: Buffer): boolean {
   return timingSafeEqual(digest(given), expectedDigest);
 }
 
-/** `Authorization: Bearer <API_TOKEN>` for the /v1 API. */
-export function bearerAuth(apiToken: string): RequestHandler {
-  // Hashed once, not on every request.
-  const expected = digest(apiToken);
-  return (req: Request, _res: Response, next: NextFunction) => {
-    const header = req.get('authorization') ?? '';
-    const match = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
+export interface TokenLookup {
+  findByHash(tokenHash: string): Promise<ApiToken | null>;
+  touch(id: string, at: Date): Promise<void>;
+}
+
+export interface AuthenticatorDeps {
+  /** API_TOKEN: always an admin, named `bootstrap`. */
+  bootstrapToken: string;
+  tokens: TokenLookup;
+  logger: Logger;
+  now?: () => Date;
+}
+
+/**
+ * Resolves a presented secret to a principal. Named tokens are looked up by hash on every request
+ * (one indexed read), never cached, so a revocation applies to the very next request in every
+ * process.
+ */
+export class Authenticator {
+  private readonly bootstrap: Buffer;
+  private readonly tokens: TokenLookup;
+  private readonly logger: Logger;
+  private readonly now: () => Date;
+
+  constructor(deps: AuthenticatorDeps) {
+    this.bootstrap = digest(deps.bootstrapToken);
+    this.tokens = deps.tokens;
+    this.logger = deps.logger;
+    this.now = deps.now ?? (() => new Date());
+  }
+
+  async authenticate(secret: string): Promise<Principal | null> {
+    if (sameSecret(secret, this.bootstrap)) return { name: BOOTSTRAP_TOKEN_NAME, scope: 'admin', tokenId: null };
+    // Anything that cannot be a named token is refused without a database round trip.
+    if (!TOKEN_PATTERN.test(secret)) return null;
+    const row = await this.tokens.findByHash(hashToken(secret));
+    const now = this.now();
+    if (!row || row.revokedAt !== null || (row.expiresAt !== null && row.expiresAt.getTime() <= now.getTime())) return null;
+    if (row.lastUsedAt === null || now.getTime() - row.lastUsedAt.getTime() >= TOUCH_INTERVAL_MS) {
+      // Bookkeeping only: the request does not wait for it, and a failure does not fail the request.
+      this.tokens.touch(row.id, now).catch((err: unknown) => this.logger.warn({ err, tokenId: row.id }, 'Could not record a token use'));
+    }
+    return { name: row.name, scope: row.scope, tokenId: row.id };
+  }
+}
+
+/** The authenticated principal of a request; undefined before (or without) authentication. */
+export function principalOf(res: Response): Principal | undefined {
+  return res.locals.principal as Principal | undefined;
+}
+
+/**
+ * Name of the token that made this request (`bootstrap` for API_TOKEN), for recording who asked
+ * for an operation. Only valid behind bearerAuth (every /v1 route except the OpenAPI document);
+ * throws elsewhere, because recording an unauthenticated actor would be a bug.
+ */
+export function actorOf(res: Response): string {
+  const principal = principalOf(res);
+  if (!principal) throw new Error('actorOf() called on a request that was not authenticated');
+  return principal.name;
+}
+
+const BEARER = /^Bearer[ ]+(\S+)\s*$/i;
+const BASIC = /^Basic[ ]+([A-Za-z0-9+/=]+)\s*$/i;
+
+/** `Authorization: Bearer <token>` for the /v1 API; sets res.locals.principal. */
+export function bearerAuth(auth: Authenticator): RequestHandler {
+  return async (req: Request, res: Response, next: NextFunction) => {
+    const match = BEARER.exec(req.get('authorization') ?? '');
     if (!match) {
       next(
-        new HttpProblem('unauthorized', 'Send the API token as "Authorization: Bearer <token>".', {
+        new HttpProblem('unauthorized', 'Send an API token as "Authorization: Bearer <token>".', {
           headers: { 'WWW-Authenticate': 'Bearer realm="tailfleet"' },
         }),
       );
       return;
     }
-    if (!sameSecret(match[1]!, expected)) {
+    const principal = await auth.authenticate(match[1]!);
+    if (!principal) {
       next(
-        new HttpProblem('unauthorized', 'The bearer token is not valid.', {
+        new HttpProblem('unauthorized', 'The bearer token is not valid (unknown, revoked or expired).', {
           headers: { 'WWW-Authenticate': 'Bearer realm="tailfleet", error="invalid_token"' },
         }),
       );
       return;
     }
+    res.locals.principal = principal;
     next();
   };
 }
 
-/** HTTP Basic for Bull Board, so a browser shows its login prompt. */
-export function basicAuth(user: string, password: string): RequestHandler {
-  const expectedUser = digest(user);
-  const expectedPassword = digest(password);
-  return (req: Request, _res: Response, next: NextFunction) => {
-    const header = req.get('authorization') ?? '';
-    const match = /^Basic[ ]+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
-    const decoded = match ? Buffer.from(match[1]!, 'base64').toString('utf8') : '';
-    const colon = decoded.indexOf(':');
-    // Both comparisons always run, so the timing does not tell which half was wrong.
-    const userOk = sameSecret(colon >= 0 ? decoded.slice(0, colon) : '', expectedUser);
-    const passwordOk = sameSecret(colon >= 0 ? decoded.slice(colon + 1) : '', expectedPassword);
-    if (match && colon >= 0 && userOk && passwordOk) {
-      next();
+function insufficientScope(principal: Principal, need: TokenScope, realm: 'Bearer' | 'Basic' = 'Bearer'): HttpProblem {
+  return new HttpProblem('forbidden', `The token "${principal.name}" has scope ${principal.scope}; this needs ${need}.`, {
+    requiredScope: need,
+    tokenScope: principal.scope,
+    // RFC 6750 §3.1; Basic has no way to say "these credentials are not enough".
+    ...(realm === 'Bearer' ? { headers: { 'WWW-Authenticate': `Bearer realm="tailfleet", error="insufficient_scope", scope="${need}"` } } : {}),
+  });
+}
+
+/** Refuses (403) a principal whose scope does not include `need`. Mount after bearerAuth. */
+export function requireScope(need: TokenScope): RequestHandler {
+  return (_req: Request, res: Response, next: NextFunction) => {
+    const principal = principalOf(res);
+    if (!principal) {
+      next(new Error('requireScope mounted without bearerAuth in front of it'));
       return;
     }
-    next(
-      new HttpProblem('unauthorized', 'Bull Board needs the board user name and password.', {
-        headers: { 'WWW-Authenticate': 'Basic realm="tailfleet", charset="UTF-8"' },
-      }),
-    );
+    next(scopeAllows(principal.scope, need) ? undefined : insufficientScope(principal, need));
+  };
+}
+
+export interface BoardAuthOptions {
+  /** BULL_BOARD_USER / BULL_BOARD_PASSWORD; null turns the board's own login off. */
+  login: { user: string; password: string } | null;
+  auth: Authenticator;
+}
+
+/**
+ * Bull Board: HTTP Basic with its own login (so a browser shows its prompt), or an admin token —
+ * as a Bearer token, or as the Basic password with any user name.
+ */
+export function boardAuth(opts: BoardAuthOptions): RequestHandler {
+  const login = opts.login ? { user: digest(opts.login.user), password: digest(opts.login.password) } : null;
+  const challenge = { 'WWW-Authenticate': 'Basic realm="tailfleet", charset="UTF-8"' };
+  return async (req: Request, res: Response, next: NextFunction) => {
+    const header = req.get('authorization') ?? '';
+    let secret: string | undefined;
+    const bearer = BEARER.exec(header);
+    if (bearer) secret = bearer[1]!;
+    const basic = BASIC.exec(header);
+    if (basic) {
+      const decoded = Buffer.from(basic[1]!, 'base64').toString('utf8');
+      const colon = decoded.indexOf(':');
+      if (colon >= 0) {
+        const user = decoded.slice(0, colon);
+        const password = decoded.slice(colon + 1);
+        if (login) {
+          // Both comparisons always run, so the timing does not tell which half was wrong.
+          const userOk = sameSecret(user, login.user);
+          const passwordOk = sameSecret(password, login.password);
+          if (userOk && passwordOk) {
+            res.locals.principal = { name: `board:${user}`, scope: 'admin', tokenId: null } satisfies Principal;
+            next();
+            return;
+          }
+        }
+        secret = password;
+      }
+    }
+    const principal = secret ? await opts.auth.authenticate(secret) : null;
+    if (!principal) {
+      const how = login ? 'the board user name and password, or an admin API token' : 'an admin API token (Bearer, or as the Basic password)';
+      next(new HttpProblem('unauthorized', `Bull Board needs ${how}.`, { headers: challenge }));
+      return;
+    }
+    if (!scopeAllows(principal.scope, 'admin')) {
+      next(insufficientScope(principal, 'admin', bearer ? 'Bearer' : 'Basic'));
+      return;
+    }
+    res.locals.principal = principal;
+    next();
   };
 }

@@ -1,4 +1,13 @@
-import { AGENT_STATUSES, INSTANCE_STATUSES, OPERATION_STATUSES, OPERATION_TYPES, PROVISIONING_JOB_STATUSES } from '../entities';
+import {
+  AGENT_STATUSES,
+  INSTANCE_STATUSES,
+  OPERATION_STATUSES,
+  OPERATION_TYPES,
+  PROVISIONING_JOB_STATUSES,
+  TOKEN_NAME_MAX_LENGTH,
+  TOKEN_SCOPES,
+  type TokenScope,
+} from '../entities';
 import { EVENT_ENTITY_TYPES } from '../entities';
 import { OPERATION_QUEUES } from '../queues/queues';
 import { PROBLEM_KINDS, problemType } from './problem';
@@ -44,8 +53,18 @@ const idempotencyKeyParam = {
   schema: { type: 'string', minLength: 1, maxLength: 200, pattern: '^[\\x21-\\x7E]+$' },
 };
 
+/**
+ * The scope an operation needs, as OpenAPI 3.1 lets a non-OAuth scheme name roles; the token tests
+ * derive their (scope × route) table from these.
+ */
+const scoped = (scope: TokenScope) => ({ security: [{ bearerAuth: [scope] }] });
+
+const forbidden = (scope: TokenScope) => ({
+  '403': problem(`The token lacks scope ${scope} (WWW-Authenticate: Bearer error="insufficient_scope").`),
+});
+
 const commonErrors = {
-  '401': problem('Missing or wrong bearer token.'),
+  '401': problem('Missing, unknown, revoked or expired bearer token.'),
   '500': problem('Unexpected failure (never carries internal details).'),
   '503': problem('PostgreSQL or Redis is unavailable; nothing was changed. Retry later (see Retry-After).'),
 };
@@ -55,6 +74,7 @@ const commandResponses = (what: string) => ({
   '202': json(`${what} queued.`, ref('CommandAccepted')),
   '400': problem('Malformed id, body or Idempotency-Key.'),
   ...commonErrors,
+  ...forbidden('operate'),
   '404': problem('Unknown agent.'),
   '409': problem('The current state does not allow it (e.g. "No running instance to stop").'),
   '415': problem('A body was sent that is not JSON.'),
@@ -67,6 +87,7 @@ const agentCommand = (verb: 'stop' | 'start' | 'destroy', summary: string, descr
     summary,
     description,
     tags: ['agents'],
+    ...scoped('operate'),
     parameters: [idParam('id', 'Agent id.'), idempotencyKeyParam],
     responses: commandResponses(`The ${verb} operation was`),
   },
@@ -78,6 +99,7 @@ const reconcilePaths = {
       operationId: 'getReconcileReport',
       summary: 'Latest drift / orphan report (written by whichever worker ran the pass)',
       tags: ['system'],
+      ...scoped('read'),
       responses: {
         '200': json('The latest report.', {
           type: 'object',
@@ -92,10 +114,12 @@ const reconcilePaths = {
       operationId: 'requestReconcilePass',
       summary: 'Queue one reconcile pass now',
       tags: ['system'],
+      ...scoped('operate'),
       responses: {
         '202': json('Pass queued.', ref('CommandAccepted')),
         '200': json('A pass is already queued: that one.', ref('CommandAccepted')),
         ...commonErrors,
+        ...forbidden('operate'),
       },
     },
   },
@@ -152,6 +176,7 @@ export const openApiDocument = {
     { name: 'agents', description: 'Agent machines and their lifecycle commands.' },
     { name: 'operations', description: 'Accepted commands and their progress.' },
     { name: 'provisioning', description: 'Provisioning jobs.' },
+    { name: 'tokens', description: 'Named API tokens and their scopes.' },
     { name: 'system', description: 'Health, readiness, metrics and this document.' },
   ],
   paths: {
@@ -160,6 +185,7 @@ export const openApiDocument = {
         operationId: 'createAgent',
         summary: 'Create an agent and queue its provision',
         tags: ['agents'],
+        ...scoped('operate'),
         parameters: [idempotencyKeyParam],
         requestBody: { required: true, content: { 'application/json': { schema: ref('CreateAgentRequest') } } },
         responses: {
@@ -169,6 +195,7 @@ export const openApiDocument = {
           '200': json('Replay of an earlier request with the same Idempotency-Key.', ref('AgentCreated')),
           '400': problem('Malformed JSON or invalid fields (every problem is listed in `errors`).'),
           ...commonErrors,
+          ...forbidden('operate'),
           '413': problem('Body larger than 16 KiB.'),
           '415': problem('Content-Type is not application/json.'),
           '422': problem('Idempotency-Key already used for a different request.'),
@@ -181,6 +208,7 @@ export const openApiDocument = {
           'Keyset pagination with `cursor` (pass `nextCursor` from the previous page) or offset pagination ' +
           'with `offset`; not both.',
         tags: ['agents'],
+        ...scoped('read'),
         parameters: [
           { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 100, default: 20 } },
           { name: 'cursor', in: 'query', schema: { type: 'string' } },
@@ -204,6 +232,7 @@ export const openApiDocument = {
         operationId: 'getAgent',
         summary: 'An agent with its current instance and its queued or running operation',
         tags: ['agents'],
+        ...scoped('read'),
         parameters: [idParam('id', 'Agent id.')],
         responses: {
           '200': json('The agent.', ref('AgentDetail')),
@@ -218,6 +247,7 @@ export const openApiDocument = {
         operationId: 'listAgentEvents',
         summary: 'Audit trail of every status change of the agent and its instances, jobs and operations',
         tags: ['agents'],
+        ...scoped('read'),
         parameters: [
           idParam('id', 'Agent id.'),
           { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 500, default: 100 } },
@@ -250,6 +280,7 @@ export const openApiDocument = {
           'Deletes every server and tailnet device the provision left behind. There is at most one rollback ' +
           'operation per provisioning job: asking again returns it (200).',
         tags: ['provisioning'],
+        ...scoped('operate'),
         parameters: [idParam('id', 'Provisioning job id.'), idempotencyKeyParam],
         responses: {
           ...commandResponses('The rollback was'),
@@ -266,12 +297,109 @@ export const openApiDocument = {
           'PostgreSQL is the source of truth; `job` adds what BullMQ still retains about the queue job ' +
           '(state `not_retained` once retention removed it, `unavailable` while Redis is down).',
         tags: ['operations'],
+        ...scoped('read'),
         parameters: [idParam('id', 'Operation id.')],
         responses: {
           '200': json('The operation.', ref('OperationDetail')),
           '400': problem('The id is not a UUID.'),
           ...commonErrors,
           '404': problem('Unknown operation.'),
+        },
+      },
+    },
+    '/v1/operations': {
+      get: {
+        operationId: 'listOperations',
+        summary: 'List operations, newest first',
+        description:
+          'Keyset pagination on (requestedAt, id): pass `nextCursor` from the previous page as `cursor`. ' +
+          'Filters combine with AND; `status` and `type` take comma-separated lists.',
+        tags: ['operations'],
+        ...scoped('read'),
+        parameters: [
+          { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 100, default: 20 } },
+          { name: 'cursor', in: 'query', description: 'nextCursor of the previous page.', schema: { type: 'string' } },
+          {
+            name: 'status',
+            in: 'query',
+            description: `Only operations in these statuses (comma-separated: ${OPERATION_STATUSES.join(', ')}).`,
+            schema: { type: 'string', examples: ['queued,running'] },
+          },
+          {
+            name: 'type',
+            in: 'query',
+            description: `Only operations of these types (comma-separated: ${OPERATION_TYPES.join(', ')}).`,
+            schema: { type: 'string', examples: ['stop,start'] },
+          },
+          { name: 'agentId', in: 'query', description: 'Only operations on this agent.', schema: uuid },
+          {
+            name: 'since',
+            in: 'query',
+            description: 'Only operations requested at or after this time (ISO 8601 with Z or an offset).',
+            schema: dateTime,
+          },
+        ],
+        responses: {
+          '200': json('One page of operations.', ref('OperationPage')),
+          '400': problem('Invalid query parameters.'),
+          ...commonErrors,
+        },
+      },
+    },
+    '/v1/tokens': {
+      post: {
+        operationId: 'createToken',
+        summary: 'Create a named API token; its secret is in this answer only',
+        description:
+          'The secret (`tf_` + 43 characters) is stored only as its SHA-256, so it cannot be shown again: ' +
+          'keep it from this answer. Names are unique among tokens that are not revoked; `bootstrap` is ' +
+          'reserved for API_TOKEN.',
+        tags: ['tokens'],
+        ...scoped('admin'),
+        requestBody: { required: true, content: { 'application/json': { schema: ref('CreateTokenRequest') } } },
+        responses: {
+          '201': json('The token, with its secret.', ref('TokenCreated')),
+          '400': problem('Invalid fields (every problem is listed in `errors`).'),
+          ...commonErrors,
+          ...forbidden('admin'),
+          '409': problem('A token that is not revoked already has this name.'),
+          '415': problem('Content-Type is not application/json.'),
+        },
+      },
+      get: {
+        operationId: 'listTokens',
+        summary: 'List API tokens (never their secrets or hashes), newest first',
+        tags: ['tokens'],
+        ...scoped('admin'),
+        parameters: [
+          {
+            name: 'includeRevoked',
+            in: 'query',
+            description: 'Also list revoked tokens.',
+            schema: { type: 'string', enum: ['true', 'false'], default: 'false' },
+          },
+        ],
+        responses: {
+          '200': json('The tokens.', ref('TokenList')),
+          '400': problem('Invalid query parameters.'),
+          ...commonErrors,
+          ...forbidden('admin'),
+        },
+      },
+    },
+    '/v1/tokens/{id}': {
+      delete: {
+        operationId: 'revokeToken',
+        summary: 'Revoke a token: the next request that carries it gets a 401',
+        tags: ['tokens'],
+        ...scoped('admin'),
+        parameters: [idParam('id', 'Token id.')],
+        responses: {
+          '204': { description: 'Revoked (or already revoked).' },
+          '400': problem('The id is not a UUID.'),
+          ...commonErrors,
+          ...forbidden('admin'),
+          '404': problem('Unknown token.'),
         },
       },
     },
@@ -323,19 +451,34 @@ export const openApiDocument = {
       get: {
         operationId: 'bullBoard',
         summary: 'Bull Board dashboard (HTML; its JSON API lives below /admin/queues/api)',
+        description:
+          'Opens with the board login (BULL_BOARD_USER / BULL_BOARD_PASSWORD, when both are set) or an admin ' +
+          'token: as a Bearer token, or as the Basic password with any user name.',
         tags: ['system'],
-        security: [{ basicAuth: [] }],
+        security: [{ basicAuth: [] }, { bearerAuth: ['admin'] }],
         responses: {
           '200': { description: 'Dashboard.', content: { 'text/html': { schema: { type: 'string' } } } },
           '401': problem('Missing or wrong credentials (WWW-Authenticate: Basic).'),
+          '403': problem('A valid token without scope admin.'),
         },
       },
     },
   },
   components: {
     securitySchemes: {
-      bearerAuth: { type: 'http', scheme: 'bearer', description: 'The API_TOKEN of the deployment.' },
-      basicAuth: { type: 'http', scheme: 'basic', description: 'BULL_BOARD_USER / BULL_BOARD_PASSWORD.' },
+      bearerAuth: {
+        type: 'http',
+        scheme: 'bearer',
+        description:
+          'A named token from POST /v1/tokens, or the deployment\'s API_TOKEN (an admin named `bootstrap`). ' +
+          'Scopes nest: read (GET routes) ⊂ operate (commands, rollback, reconcile) ⊂ admin (tokens, Bull Board). ' +
+          'Each operation lists the scope it needs.',
+      },
+      basicAuth: {
+        type: 'http',
+        scheme: 'basic',
+        description: 'BULL_BOARD_USER / BULL_BOARD_PASSWORD, or any user name with an admin token as the password.',
+      },
     },
     schemas: {
       Problem: {
@@ -467,6 +610,54 @@ export const openApiDocument = {
           operationId: { type: ['string', 'null'], format: 'uuid' },
           at: dateTime,
         },
+      },
+      OperationPage: {
+        type: 'object',
+        required: ['items', 'limit', 'nextCursor'],
+        properties: {
+          items: { type: 'array', items: ref('Operation') },
+          limit: { type: 'integer' },
+          nextCursor: { type: ['string', 'null'], description: 'Pass as `cursor` for the next page; null on the last.' },
+        },
+      },
+      CreateTokenRequest: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'scope'],
+        properties: {
+          name: { type: 'string', pattern: `^[A-Za-z0-9][A-Za-z0-9._-]{0,${TOKEN_NAME_MAX_LENGTH - 1}}$` },
+          scope: { type: 'string', enum: [...TOKEN_SCOPES] },
+          expiresAt: { ...nullableDateTime, description: 'After this time the token gets 401. Omitted: never expires.' },
+        },
+      },
+      Token: {
+        type: 'object',
+        required: ['id', 'name', 'scope', 'tokenPrefix', 'createdAt', 'expiresAt', 'revokedAt', 'lastUsedAt'],
+        properties: {
+          id: uuid,
+          name: { type: 'string' },
+          scope: { type: 'string', enum: [...TOKEN_SCOPES] },
+          tokenPrefix: { type: 'string', description: 'The first characters of the secret, to tell tokens apart.' },
+          createdAt: dateTime,
+          expiresAt: nullableDateTime,
+          revokedAt: nullableDateTime,
+          lastUsedAt: { ...nullableDateTime, description: 'Recorded at most once a minute.' },
+        },
+      },
+      TokenCreated: {
+        allOf: [
+          ref('Token'),
+          {
+            type: 'object',
+            required: ['token'],
+            properties: { token: { type: 'string', description: 'The secret. Shown only in this answer.' } },
+          },
+        ],
+      },
+      TokenList: {
+        type: 'object',
+        required: ['items'],
+        properties: { items: { type: 'array', items: ref('Token') } },
       },
       JobRef: {
         type: 'object',

@@ -2,6 +2,7 @@ import express, { type Request, type Response, type Router } from 'express';
 import { Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../lib/logger';
 import { reportGauges, type ReconcileReport, type Reconciler } from '../reconcile';
+import { actorOf, requireScope } from './auth';
 import { HttpProblem } from './problem';
 import { links, operationView } from './views';
 
@@ -14,7 +15,7 @@ const ROUTE = '/reconcile';
 /**
  * GET /v1/reconcile: the latest report (whichever worker ran it; reports live in PostgreSQL).
  * POST /v1/reconcile: queue one pass now → 202 with the operation to follow. Mounted under /v1
- * behind the bearer token, like every other /v1 route.
+ * behind the bearer token, like every other /v1 route; reading needs scope read, running operate.
  */
 export function createReconcileRouter(deps: ReconcileRouterDeps): Router {
   const router = express.Router();
@@ -24,16 +25,15 @@ export function createReconcileRouter(deps: ReconcileRouterDeps): Router {
       res.locals.routeTemplate = `/v1${ROUTE}`;
       next();
     })
-    .get(async (_req, res) => {
+    .get(requireScope('read'), async (_req, res) => {
       const report = await deps.reconciler.latestReport();
       if (!report) {
         throw new HttpProblem('not-found', 'No reconcile pass has finished yet. POST /v1/reconcile runs one now.');
       }
       res.json({ report, links: { self: `/v1${ROUTE}`, ...(report.operationId ? { operation: links.operation(report.operationId) } : {}) } });
     })
-    .post(async (_req, res) => {
-      const principal = (res.locals as { principal?: { name?: string } }).principal;
-      const { operation, created } = await deps.reconciler.requestPass({ requestedBy: principal?.name ?? 'api' });
+    .post(requireScope('operate'), async (_req, res) => {
+      const { operation, created } = await deps.reconciler.requestPass({ requestedBy: actorOf(res) });
       res.status(created ? 202 : 200).json({
         operation: operationView(operation),
         job: { queue: 'reconcile', id: operation.queueJobId },

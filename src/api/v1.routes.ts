@@ -1,7 +1,8 @@
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { z } from 'zod';
-import { AGENT_NAME_MAX_LENGTH, AGENT_STATUSES, type AgentStatus } from '../entities';
+import { AGENT_NAME_MAX_LENGTH, AGENT_STATUSES, type AgentStatus, type TokenScope } from '../entities';
 import type { OperationsService, RequestOptions } from '../services/operations.service';
+import { actorOf, requireScope } from './auth';
 import { HttpProblem, type FieldProblem, zodProblems } from './problem';
 import {
   agentView,
@@ -30,7 +31,7 @@ const createAgentBody = z.strictObject({
   serverType: z.string().regex(/^[a-z0-9-]{1,32}$/, 'must be a Hetzner server type name like cx22').optional(),
 });
 
-const intParam = (min: number, max: number) =>
+export const intParam = (min: number, max: number) =>
   z
     .string()
     .regex(/^\d{1,9}$/, 'must be a non-negative integer')
@@ -62,13 +63,7 @@ const listEventsQuery = z.strictObject({
   cursor: z.string().min(1).max(200).optional(),
 });
 
-/** The caller's name for the audit (the authenticated token's), or `api` when none is known. */
-function requester(res: Response): string {
-  const principal = (res.locals as { principal?: { name?: string } }).principal;
-  return principal?.name ?? 'api';
-}
-
-function parse<T extends z.ZodType>(schema: T, value: unknown, root: string): z.output<T> {
+export function parse<T extends z.ZodType>(schema: T, value: unknown, root: string): z.output<T> {
   const result = schema.safeParse(value);
   if (!result.success) {
     throw new HttpProblem('validation-error', 'The request has invalid fields.', { errors: zodProblems(result.error, root) });
@@ -76,11 +71,11 @@ function parse<T extends z.ZodType>(schema: T, value: unknown, root: string): z.
   return result.data;
 }
 
-function invalid(errors: FieldProblem[]): HttpProblem {
+export function invalid(errors: FieldProblem[]): HttpProblem {
   return new HttpProblem('validation-error', 'The request has invalid fields.', { errors });
 }
 
-function uuidParam(req: Request, name = 'id'): string {
+export function uuidParam(req: Request, name = 'id'): string {
   const value = req.params[name];
   if (typeof value !== 'string' || !UUID.test(value)) {
     throw invalid([{ path: `params.${name}`, message: 'must be a UUID' }]);
@@ -108,20 +103,28 @@ function requireJsonBody(req: Request, _res: Response, next: NextFunction): void
   next();
 }
 
-/** Registers a route with its template (for metrics and logs) and a 405 for every other method. */
-function route(
-  router: Router,
-  path: string,
-  handlers: Partial<Record<'get' | 'post', RequestHandler>>,
-): void {
+/** A handler with the token scope it needs. */
+export interface Scoped {
+  scope: TokenScope;
+  handler: RequestHandler;
+}
+
+export const needs = (scope: TokenScope, handler: RequestHandler): Scoped => ({ scope, handler });
+
+/**
+ * Registers a route with its template (for metrics and logs), the scope each method needs (checked
+ * before anything else is read) and a 405 for every other method.
+ */
+export function route(router: Router, path: string, handlers: Partial<Record<'get' | 'post' | 'delete', Scoped>>): void {
   const allowed = Object.keys(handlers).map((m) => m.toUpperCase());
   if (allowed.includes('GET')) allowed.push('HEAD');
   const r = router.route(path).all((_req, res, next) => {
     res.locals.routeTemplate = `/v1${path}`;
     next();
   });
-  if (handlers.get) r.get(handlers.get);
-  if (handlers.post) r.post(handlers.post);
+  if (handlers.get) r.get(requireScope(handlers.get.scope), handlers.get.handler);
+  if (handlers.post) r.post(requireScope(handlers.post.scope), handlers.post.handler);
+  if (handlers.delete) r.delete(requireScope(handlers.delete.scope), handlers.delete.handler);
   r.all((req, res, next) => {
     res.setHeader('Allow', allowed.join(', '));
     if (req.method === 'OPTIONS') {
@@ -140,13 +143,13 @@ export function v1Router(operations: OperationsService, extra: Router[] = []): R
   for (const r of extra) router.use(r);
 
   route(router, '/agents', {
-    post: async (req, res) => {
+    post: needs('operate', async (req, res) => {
       const key = idempotencyKey(req);
       if (req.body === undefined) {
         throw invalid([{ path: '(body)', message: 'a JSON object with at least "name" is required' }]);
       }
       const input = parse(createAgentBody, req.body, 'body');
-      const result = await operations.createAgent(input, { idempotencyKey: key, requestedBy: requester(res) });
+      const result = await operations.createAgent(input, { idempotencyKey: key, requestedBy: actorOf(res) });
       const agentId = result.agent.id;
       if (result.created) res.location(links.agent(agentId));
       res.status(result.created ? 201 : 200).json({
@@ -161,8 +164,8 @@ export function v1Router(operations: OperationsService, extra: Router[] = []): R
           events: links.events(agentId),
         },
       });
-    },
-    get: async (req, res) => {
+    }),
+    get: needs('read', async (req, res) => {
       const q = parse(listAgentsQuery, req.query, 'query');
       const limit = q.limit ?? 20;
       const page = await operations.listAgents({
@@ -180,11 +183,11 @@ export function v1Router(operations: OperationsService, extra: Router[] = []): R
         ...(q.offset !== undefined ? { offset: q.offset } : {}),
         nextCursor: page.nextCursor,
       });
-    },
+    }),
   });
 
   route(router, '/agents/:id', {
-    get: async (req, res) => {
+    get: needs('read', async (req, res) => {
       const detail = await operations.getAgent(uuidParam(req));
       res.json({
         agent: agentView(detail.agent),
@@ -196,35 +199,35 @@ export function v1Router(operations: OperationsService, extra: Router[] = []): R
           ...(detail.operation ? { operation: links.operation(detail.operation.id) } : {}),
         },
       });
-    },
+    }),
   });
 
   route(router, '/agents/:id/events', {
-    get: async (req, res) => {
+    get: needs('read', async (req, res) => {
       const id = uuidParam(req);
       const q = parse(listEventsQuery, req.query, 'query');
       const page = await operations.listEvents(id, { limit: q.limit ?? 100, cursor: q.cursor });
       res.json({ items: page.items.map(eventView), nextCursor: page.nextCursor });
-    },
+    }),
   });
 
   const command =
     (run: (id: string, opts: RequestOptions) => ReturnType<OperationsService['requestStop']>): RequestHandler =>
     async (req, res) => {
       const id = uuidParam(req);
-      const { operation, created } = await run(id, { idempotencyKey: idempotencyKey(req), requestedBy: requester(res) });
+      const { operation, created } = await run(id, { idempotencyKey: idempotencyKey(req), requestedBy: actorOf(res) });
       res.status(created ? 202 : 200).json(commandView(operation));
     };
 
-  route(router, '/agents/:id/stop', { post: command((id, opts) => operations.requestStop(id, opts)) });
-  route(router, '/agents/:id/start', { post: command((id, opts) => operations.requestStart(id, opts)) });
-  route(router, '/agents/:id/destroy', { post: command((id, opts) => operations.requestDestroy(id, opts)) });
+  route(router, '/agents/:id/stop', { post: needs('operate', command((id, opts) => operations.requestStop(id, opts))) });
+  route(router, '/agents/:id/start', { post: needs('operate', command((id, opts) => operations.requestStart(id, opts))) });
+  route(router, '/agents/:id/destroy', { post: needs('operate', command((id, opts) => operations.requestDestroy(id, opts))) });
   route(router, '/provisioning-jobs/:id/rollback', {
-    post: command((id, opts) => operations.requestRollback(id, { ...opts, trigger: 'api' })),
+    post: needs('operate', command((id, opts) => operations.requestRollback(id, { ...opts, trigger: 'api' }))),
   });
 
   route(router, '/operations/:id', {
-    get: async (req, res) => {
+    get: needs('read', async (req, res) => {
       const { operation, job } = await operations.getOperation(uuidParam(req));
       res.json({
         operation: operationView(operation),
@@ -234,7 +237,7 @@ export function v1Router(operations: OperationsService, extra: Router[] = []): R
           ...(operation.agentId ? { agent: links.agent(operation.agentId) } : {}),
         },
       });
-    },
+    }),
   });
 
   return router;

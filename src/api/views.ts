@@ -1,4 +1,4 @@
-import type { Agent, Event, Instance, Operation, ProvisioningJob } from '../entities';
+import type { Agent, ApiToken, Event, Instance, Operation, ProvisioningJob } from '../entities';
 import { clientIdempotencyKey, type QueueJobInfo } from '../services/operations.service';
 
 /**
@@ -73,6 +73,20 @@ export function operationView(o: Operation) {
     startedAt: o.startedAt,
     finishedAt: o.finishedAt,
     updatedAt: o.updatedAt,
+  };
+}
+
+/** A token as listed: never its secret or hash, only the prefix that tells it apart. */
+export function tokenView(t: ApiToken) {
+  return {
+    id: t.id,
+    name: t.name,
+    scope: t.scope,
+    tokenPrefix: t.tokenPrefix,
+    createdAt: t.createdAt,
+    expiresAt: t.expiresAt,
+    revokedAt: t.revokedAt,
+    lastUsedAt: t.lastUsedAt,
   };
 }
 

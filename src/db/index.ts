@@ -1,4 +1,5 @@
 export * from './agent.repository';
+export * from './api-token.repository';
 export { createDataSource, type DatabaseOptions } from './data-source';
 export * from './errors';
 export * from './event.repository';

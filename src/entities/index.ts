@@ -1,4 +1,5 @@
 import { Agent } from './agent.entity';
+import { ApiToken } from './api-token.entity';
 import { Event } from './event.entity';
 import { Instance } from './instance.entity';
 import { Operation } from './operation.entity';
@@ -6,10 +7,11 @@ import { ProvisioningJob } from './provisioning-job.entity';
 import { ReconcileReportRecord } from './reconcile-report.entity';
 
 export * from './agent.entity';
+export * from './api-token.entity';
 export * from './event.entity';
 export * from './instance.entity';
 export * from './operation.entity';
 export * from './provisioning-job.entity';
 export * from './reconcile-report.entity';
 
-export const entities = [Agent, Instance, ProvisioningJob, Operation, Event, ReconcileReportRecord];
+export const entities = [Agent, Instance, ProvisioningJob, Operation, Event, ReconcileReportRecord, ApiToken];

@@ -26,6 +26,10 @@ export type OperationStatus = (typeof OPERATION_STATUSES)[number];
 @Index('idx_operations_provisioning_job', ['provisioningJobId'])
 // The relay's look-up of accepted work that may need (re)delivery; small, because finished rows leave it.
 @Index('idx_operations_pending', ['requestedAt'], { where: `"status" IN ('queued', 'running')` })
+// GET /v1/operations pages newest first by (requested_at, id); a B-tree index serves the descending
+// order by scanning backwards, so these need no DESC of their own.
+@Index('idx_operations_requested', ['requestedAt', 'id'])
+@Index('idx_operations_status_requested', ['status', 'requestedAt', 'id'])
 @Check('ck_operations_progress', '"progress" BETWEEN 0 AND 100')
 @Check('ck_operations_attempts', '"attempts" >= 0')
 export class Operation {

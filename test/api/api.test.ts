@@ -116,7 +116,7 @@ describe('HTTP API', () => {
         agentId: agent.id,
         instanceId: instance.id,
         provisioningJobId: provisioningJob.id,
-        requestedBy: 'api',
+        requestedBy: 'bootstrap',
       });
       expect(queued!.opts.attempts).to.equal(3);
 
@@ -296,7 +296,7 @@ describe('HTTP API', () => {
       expect(job).to.deep.equal({ queue: 'stop', id: `op-${operation.id}` });
       expect(links).to.deep.equal({ operation: `/v1/operations/${operation.id}`, agent: `/v1/agents/${agent.id}` });
       const queued = await h.queues.stop.getJob(`op-${operation.id}`);
-      expect(queued!.data).to.deep.equal({ operationId: operation.id, agentId: agent.id, requestedBy: 'api' });
+      expect(queued!.data).to.deep.equal({ operationId: operation.id, agentId: agent.id, requestedBy: 'bootstrap' });
 
       // A second stop while the first is pending is a conflict, not a second job.
       const again = await h.api.request('POST', `/v1/agents/${agent.id}/stop`);
@@ -424,7 +424,7 @@ describe('HTTP API', () => {
       expect(rows).to.have.length(1);
       expect(rows[0]!.idempotencyKey).to.equal(`rollback:${provisioningJob.id}`);
       const job = await h.queues.rollback.getJob(`rollback-${provisioningJob.id}`);
-      expect(job!.data).to.deep.equal({ operationId: rows[0]!.id, provisioningJobId: provisioningJob.id, requestedBy: 'api' });
+      expect(job!.data).to.deep.equal({ operationId: rows[0]!.id, provisioningJobId: provisioningJob.id, requestedBy: 'bootstrap' });
       expect((await jobIdsIn(h.queues.rollback)).filter((id) => id.endsWith(provisioningJob.id))).to.have.length(1);
     });
 
@@ -504,6 +504,10 @@ describe('HTTP API', () => {
       'POST /v1/agents/{id}/destroy',
       'POST /v1/provisioning-jobs/{id}/rollback',
       'GET /v1/operations/{id}',
+      'GET /v1/operations',
+      'POST /v1/tokens',
+      'GET /v1/tokens',
+      'DELETE /v1/tokens/{id}',
       'GET /v1/openapi.json',
       'GET /healthz',
       'GET /readyz',

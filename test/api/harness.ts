@@ -4,6 +4,8 @@ import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
 import { createApp } from '../../src/api/app';
+import { ApiTokenRepository } from '../../src/db/api-token.repository';
+import { OperationList } from '../../src/db/operation-list';
 import { transition } from '../../src/db/transitions';
 import { Instance } from '../../src/entities';
 import { silentLogger } from '../../src/lib/logger';
@@ -86,8 +88,10 @@ export async function startApiHarness(label: string): Promise<ApiHarness> {
   const metrics = createMetrics();
   const { operations } = operationsFor({ dataSource: db.dataSource, queues, connection, defaults: DEFAULTS, redisTimeoutMs: 1000 });
   const app = createApp({
-    config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, boardUser: BOARD.user, boardPassword: BOARD.password } },
+    config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, board: BOARD } },
     operations,
+    tokens: new ApiTokenRepository({ dataSource: db.dataSource }),
+    operationList: new OperationList({ dataSource: db.dataSource }),
     metrics,
     logger: silentLogger,
     queues,

@@ -6,7 +6,9 @@ import { expect } from 'chai';
 import sinon from 'sinon';
 import IORedis from 'ioredis';
 import { createApp } from '../../src/api/app';
+import { ApiTokenRepository } from '../../src/db/api-token.repository';
 import { createDataSource } from '../../src/db/data-source';
+import { OperationList } from '../../src/db/operation-list';
 import { Operation } from '../../src/entities';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics } from '../../src/lib/metrics';
@@ -60,8 +62,10 @@ describe('HTTP API while Redis or PostgreSQL is down', () => {
     for (const q of Object.values(brokenQueues)) q.on('error', () => undefined);
     const { operations } = operationsFor({ dataSource: h.ds, queues: brokenQueues, connection: brokenRedis, defaults: DEFAULTS, redisTimeoutMs: 200 });
     const app = createApp({
-      config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, boardUser: BOARD.user, boardPassword: BOARD.password } },
+      config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, board: BOARD } },
       operations,
+      tokens: new ApiTokenRepository({ dataSource: h.ds }),
+      operationList: new OperationList({ dataSource: h.ds }),
       metrics: createMetrics(),
       logger: silentLogger,
       queues: brokenQueues,
@@ -125,7 +129,7 @@ describe('HTTP API while Redis or PostgreSQL is down', () => {
     const accepted = await broken.request('POST', `/v1/agents/${agentId}/stop`, { headers });
     expect(accepted.status, accepted.text).to.equal(202);
     const [queued] = await h.ds.getRepository(Operation).findBy({ agentId, type: 'stop' });
-    expect(queued).to.include({ status: 'queued', idempotencyKey: 'client:stop-during-outage', requestedBy: 'api' });
+    expect(queued).to.include({ status: 'queued', idempotencyKey: 'client:stop-during-outage', requestedBy: 'bootstrap' });
 
     // The operation reads from PostgreSQL even though the queue cannot be asked.
     const shown = await broken.request('GET', `/v1/operations/${queued!.id}`);
@@ -170,8 +174,10 @@ describe('HTTP API while Redis or PostgreSQL is down', () => {
     await ds.initialize();
     const { operations } = operationsFor({ dataSource: ds, queues: h.queues, connection: h.connection, defaults: DEFAULTS });
     const app = createApp({
-      config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, boardUser: BOARD.user, boardPassword: BOARD.password } },
+      config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, board: BOARD } },
       operations,
+      tokens: new ApiTokenRepository({ dataSource: ds }),
+      operationList: new OperationList({ dataSource: ds }),
       metrics: createMetrics(),
       logger: silentLogger,
       queues: h.queues,

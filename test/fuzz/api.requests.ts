@@ -28,7 +28,14 @@ export interface RawRequest {
 }
 
 export interface FuzzContext {
+  /** API_TOKEN: the bootstrap admin. */
   token: string;
+  /** Named tokens of the lower scopes, for requests their scope must refuse. */
+  readToken: string;
+  operateToken: string;
+  /** Ids and names of the live named tokens. */
+  tokenIds: string[];
+  tokenNames: string[];
   agentIds: string[];
   provisioningJobIds: string[];
   operationIds: string[];
@@ -42,11 +49,15 @@ const ROUTES_WITH_ID = [
   { method: 'POST', template: '/v1/agents/:id/destroy' },
   { method: 'POST', template: '/v1/provisioning-jobs/:id/rollback' },
   { method: 'GET', template: '/v1/operations/:id' },
+  { method: 'DELETE', template: '/v1/tokens/:id' },
 ] as const;
 
 const PROTECTED_ROUTES = [
   { method: 'GET', path: '/v1/agents' },
   { method: 'POST', path: '/v1/agents' },
+  { method: 'GET', path: '/v1/operations' },
+  { method: 'GET', path: '/v1/tokens' },
+  { method: 'POST', path: '/v1/tokens' },
   ...ROUTES_WITH_ID.map((r) => ({ method: r.method, path: r.template })),
 ];
 
@@ -223,6 +234,8 @@ export class RequestFactory {
       [3, () => this.oddHeaders()],
       [1, () => this.board()],
       [1, () => this.refusedByState()],
+      [3, () => this.tokens()],
+      [2, () => this.scopes()],
     ])();
   }
 
@@ -270,7 +283,7 @@ export class RequestFactory {
       path: this.idPath(route.template, this.badId()),
       headers: [...this.auth(), ...(post && r.bool() ? ['content-type', 'application/json'] : [])],
       body: post && r.bool() ? Buffer.from('{}') : undefined,
-      readOnly: !post,
+      readOnly: route.method === 'GET',
     };
   }
 
@@ -373,10 +386,14 @@ export class RequestFactory {
       [1, () => `limit=1&${'x'.repeat(r.int(2000, 9000))}=1`],
       [1, () => '%'],
       [1, () => 'limit=%zz'],
+      [2, () => `type=${pathSegment(r.pick(['reboot', 'STOP', 'stop,,bogus', "stop' OR 1=1", '__proto__', 'stop;start']))}`],
+      [2, () => `agentId=${pathSegment(r.pick(['x', r.uuid().slice(1), ...SQL_INJECTIONS, `${r.uuid()},${r.uuid()}`]))}`],
+      [2, () => `since=${pathSegment(r.pick(['yesterday', '2030-13-01T00:00:00Z', '1700000000', '2030-01-01', '2030-01-01T00:00:00', "2030' OR 1=1", 'now()', '-infinity']))}`],
     ])();
     const path = r.weighted([
       [3, '/v1/agents'],
       [2, `/v1/agents/${this.realAgent()}/events`],
+      [3, '/v1/operations'],
     ]);
     return {
       category: 'query',
@@ -577,10 +594,14 @@ export class RequestFactory {
     const auth = r.weighted<string[]>([
       [2, []],
       [1, ['authorization', `Basic ${Buffer.from('admin:wrong').toString('base64')}`]],
-      [1, ['authorization', `Basic ${Buffer.from(`root:${this.ctx.token}`).toString('base64')}`]],
+      [1, ['authorization', `Basic ${Buffer.from(`root:${this.ctx.readToken}`).toString('base64')}`]],
+      [1, ['authorization', `Basic ${Buffer.from(`admin:${this.ctx.operateToken}`).toString('base64')}`]],
       [1, ['authorization', 'Basic !!!notbase64']],
       [1, ['authorization', `Basic ${Buffer.from('admin').toString('base64')}`]],
-      [1, ['authorization', `Bearer ${this.ctx.token}`]],
+      // The admin tokens open the board, so only tokens of lower scopes and forgeries are sent here.
+      [1, ['authorization', `Bearer ${this.ctx.readToken}`]],
+      [1, ['authorization', `Bearer ${this.ctx.operateToken}`]],
+      [1, ['authorization', `Bearer tf_${'A'.repeat(43)}`]],
     ]);
     const queue = r.pick(['provision', 'stop', 'rollback', '__proto__', '..', 'nope']);
     const target = r.pick([
@@ -602,6 +623,84 @@ export class RequestFactory {
       body: target.method === 'GET' ? undefined : json({ name: 'x', data: {} }),
       readOnly: false,
     };
+  }
+
+  /** A token name that is invalid by construction (token names allow more than agent names). */
+  private badTokenName(): unknown {
+    const r = this.rng;
+    const name = r.weighted<() => unknown>([
+      [3, () => this.badName()],
+      [1, () => r.pick(['.hidden', '_under', 'a/b', 'a:b', 'a@b', 'tab\there', 'a'.repeat(r.int(65, 500))])],
+    ])();
+    // A string that happens to be a valid token name gets a space, which no name may contain.
+    return typeof name === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name) ? `${name} ` : name;
+  }
+
+  /** /v1/tokens with the admin token and a defect: bad body, taken or reserved name, bad id. */
+  private tokens(): FuzzRequest {
+    const r = this.rng;
+    const scope = r.pick(['read', 'operate', 'admin']);
+    const body = r.weighted<() => Buffer>([
+      [3, () => json({ name: this.badTokenName(), scope })],
+      [2, () => json({ name: this.validName(), scope: r.pick<unknown>(['root', 'ADMIN', '', 'read,admin', null, 1, ['admin'], { $ne: 'x' }]) })],
+      [1, () => json({ name: this.validName() })],
+      [1, () => json({ scope })],
+      [2, () => json({ name: r.pick(['bootstrap', 'BOOTSTRAP', r.pick(this.ctx.tokenNames)]), scope })],
+      [
+        2,
+        () =>
+          json({
+            name: this.validName(),
+            scope,
+            expiresAt: r.pick<unknown>(['2001-01-01T00:00:00Z', 'tomorrow', '2030-02-30T00:00:00Z', '2030-01-01', 1_900_000_000, true, '', '0000-00-00T00:00:00Z']),
+          }),
+      ],
+      [1, () => json({ name: this.validName(), scope, [r.pick(['token', 'tokenHash', 'id', 'revokedAt', 'lastUsedAt'])]: 'x' })],
+      [1, () => Buffer.from(`{"name":"${this.validName()}","scope":"${scope}","__proto__":{"isAdmin":true}}`)],
+      [1, () => this.malformedJson().body],
+      [1, () => Buffer.from(r.pick(['[]', '"x"', 'null', '{}']))],
+    ]);
+    return r.weighted<() => FuzzRequest>([
+      [5, () => ({ category: 'tokens', method: 'POST', path: '/v1/tokens', headers: [...this.auth(), 'content-type', 'application/json'], body: body(), readOnly: false })],
+      [
+        2,
+        () => ({
+          category: 'tokens',
+          method: 'GET',
+          path: `/v1/tokens?${r.pick(['includeRevoked=yes', 'includeRevoked=1', 'includeRevoked=', 'scope=admin', `name=${pathSegment(r.pick(SQL_INJECTIONS))}`])}`,
+          headers: this.auth(),
+          readOnly: true,
+        }),
+      ],
+      [2, () => ({ category: 'tokens', method: 'DELETE', path: `/v1/tokens/${pathSegment(this.badId())}`, headers: this.auth(), readOnly: false })],
+      [1, () => ({ category: 'tokens', method: r.pick(['PUT', 'PATCH', 'POST']), path: `/v1/tokens/${r.pick(this.ctx.tokenIds)}`, headers: this.auth(), readOnly: false })],
+    ])();
+  }
+
+  /** Well-formed requests from a token whose scope is too small: each must be a 403 that changes nothing. */
+  private scopes(): FuzzRequest {
+    const r = this.rng;
+    const read = ['authorization', `Bearer ${this.ctx.readToken}`];
+    const operate = ['authorization', `Bearer ${this.ctx.operateToken}`];
+    const jsonType = ['content-type', 'application/json'];
+    return r.weighted<() => FuzzRequest>([
+      [2, () => ({ category: 'scope', method: 'POST', path: '/v1/agents', headers: [...read, ...jsonType], body: Buffer.from(VALID_BODY_JSON(this.validName())), readOnly: false })],
+      [2, () => ({ category: 'scope', method: 'POST', path: this.realCommandPath(), headers: read, readOnly: false })],
+      [1, () => ({ category: 'scope', method: 'POST', path: '/v1/reconcile', headers: read, readOnly: false })],
+      [
+        2,
+        () => ({
+          category: 'scope',
+          method: 'POST',
+          path: '/v1/tokens',
+          headers: [...r.pick([read, operate]), ...jsonType],
+          body: json({ name: this.validName(), scope: r.pick(['read', 'admin']) }),
+          readOnly: false,
+        }),
+      ],
+      [2, () => ({ category: 'scope', method: 'DELETE', path: `/v1/tokens/${r.pick(this.ctx.tokenIds)}`, headers: r.pick([read, operate]), readOnly: false })],
+      [1, () => ({ category: 'scope', method: 'GET', path: '/v1/tokens', headers: r.pick([read, operate]), readOnly: false })],
+    ])();
   }
 
   /** Well-formed requests the state refuses: stop/start of agents still provisioning, rollback of live jobs. */

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import express from 'express';
 import { Registry } from 'prom-client';
+import type { Principal } from '../../src/api/auth';
 import { createReconcileRouter, registerReconcileMetrics } from '../../src/api/reconcile.routes';
 import { problemErrorHandler } from '../../src/api/problem';
 import { silentLogger } from '../../src/lib/logger';
@@ -27,6 +28,12 @@ describe('reconcile: API, metrics, processor and schedule', function () {
     r = await startReconcileHarness('reconcile_api');
     // The API side needs no cloud clients: only the stored reports and the queue.
     const app = express();
+    // The routes check the scope of the principal that bearer authentication would have set.
+    const admin: Principal = { name: 'test', scope: 'admin', tokenId: null };
+    app.use('/v1', (_req, res, next) => {
+      res.locals.principal = admin;
+      next();
+    });
     app.use('/v1', createReconcileRouter({ reconciler: new ReconcileReports({ dataSource: r.h.ds, repositories: r.h.repositories, ...r.delivery }) }));
     app.use(problemErrorHandler({ logger: silentLogger, bodyLimit: '16kb' }));
     server = createServer(app);

@@ -1,0 +1,380 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { ApiError, CliError, TailfleetClient, type ApiResponse } from './client';
+import { fields, table } from './table';
+import { followOperation, type OperationBody } from './wait';
+
+/**
+ * tailfleet: the command line for a tailfleet API. Reads TAILFLEET_URL and TAILFLEET_TOKEN (the
+ * flags --url and --token win). Human output is a table; --json prints the API's JSON as it came.
+ */
+
+const DEFAULT_URL = 'http://127.0.0.1:3000';
+
+interface GlobalOptions {
+  url?: string;
+  token?: string;
+  json?: boolean;
+  pollInterval: number;
+  timeout: number;
+}
+
+const positiveInt = (what: string) => (value: string) => {
+  if (!/^\d{1,9}$/.test(value) || Number(value) < 1) throw new InvalidArgumentError(`${what} must be a positive integer.`);
+  return Number(value);
+};
+
+/** What every action needs: the client, the output mode and the waiting settings. */
+class Context {
+  readonly client: TailfleetClient;
+  readonly json: boolean;
+  readonly options: GlobalOptions;
+
+  constructor(command: Command) {
+    this.options = command.optsWithGlobals<GlobalOptions>();
+    const url = this.options.url ?? process.env.TAILFLEET_URL ?? DEFAULT_URL;
+    const token = this.options.token ?? process.env.TAILFLEET_TOKEN;
+    if (!token) throw new CliError('error: no API token: set TAILFLEET_TOKEN or pass --token <token>', 2);
+    try {
+      new URL(url);
+    } catch {
+      throw new CliError(`error: --url / TAILFLEET_URL is not a URL: ${url}`, 2);
+    }
+    this.client = new TailfleetClient({ baseUrl: url, token });
+    this.json = this.options.json === true;
+  }
+
+  /** --json: the body exactly as the API sent it; otherwise the human rendering. */
+  print(res: ApiResponse<unknown>, human: () => string): void {
+    if (this.json) {
+      if (res.text) process.stdout.write(res.text.endsWith('\n') ? res.text : `${res.text}\n`);
+      return;
+    }
+    const text = human();
+    if (text) process.stdout.write(`${text}\n`);
+  }
+
+  note(text: string): void {
+    if (!this.json) process.stderr.write(`${text}\n`);
+  }
+
+  /** After a command that started an operation: follow it when asked, and fail when it failed. */
+  async started(res: ApiResponse<{ operation: OperationBody['operation'] }>, wait: boolean, human: () => string): Promise<void> {
+    if (!wait) {
+      this.print(res, human);
+      this.note(`follow it with: tailfleet ops wait ${res.body.operation.id}`);
+      return;
+    }
+    if (!this.json) process.stdout.write(`${human()}\n`);
+    await this.follow(res.body.operation.id);
+  }
+
+  async follow(operationId: string): Promise<void> {
+    const final = await followOperation(this.client, operationId, {
+      intervalMs: this.options.pollInterval,
+      timeoutMs: this.options.timeout * 1000,
+      out: process.stderr,
+    });
+    const op = final.body.operation;
+    this.print(final, () => `${op.type} ${op.id} ${op.status}`);
+    if (op.status !== 'succeeded') {
+      const where = op.failedStep ? ` at ${op.failedStep}` : '';
+      throw new CliError(`error: ${op.type} ${op.id} ${op.status}${where}${op.error ? `: ${op.error}` : ''}`);
+    }
+  }
+}
+
+type Row = Record<string, any>;
+
+const query = (params: Record<string, string | number | undefined>) => {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined) q.set(k, String(v));
+  const s = q.toString();
+  return s ? `?${s}` : '';
+};
+
+/** Lists a paged collection: one page, or with `all` every page (printed as one). */
+async function listPages(ctx: Context, path: string, params: Record<string, string | number | undefined>, all: boolean) {
+  const first = await ctx.client.request<{ items: Row[]; nextCursor: string | null }>('GET', path + query(params));
+  if (!all) return first;
+  const items = [...first.body.items];
+  let cursor = first.body.nextCursor;
+  while (cursor) {
+    const next = await ctx.client.request<{ items: Row[]; nextCursor: string | null }>('GET', path + query({ ...params, cursor }));
+    items.push(...next.body.items);
+    cursor = next.body.nextCursor;
+  }
+  const body = { items, nextCursor: null };
+  return { status: first.status, text: JSON.stringify(body), body };
+}
+
+function operationFields(op: Row, job?: Row | null) {
+  return fields([
+    ['id', op.id],
+    ['type', op.type],
+    ['status', op.status],
+    ['progress', `${op.progress}%`],
+    ['step', op.currentStep],
+    ['agent', op.agentId],
+    ['attempts', op.attempts],
+    ['error', op.error],
+    ['failed step', op.failedStep],
+    ['requested', op.requestedAt],
+    ['started', op.startedAt],
+    ['finished', op.finishedAt],
+    ...(job ? ([['queue job', `${job.queue} ${job.id} ${job.state}`]] as Array<[string, string]>) : []),
+  ]);
+}
+
+const accepted = (verb: string, body: { operation: Row }) =>
+  `${verb}: operation ${body.operation.id} ${body.operation.status}`;
+
+function agentsCommand(program: Command): void {
+  const agents = program.command('agents').description('agent machines');
+
+  agents
+    .command('list')
+    .description('list agents, newest first')
+    .option('--status <statuses>', 'only these statuses (comma-separated)')
+    .option('--limit <n>', 'page size (1–100)', positiveInt('--limit'))
+    .option('--cursor <cursor>', 'continue after a previous page')
+    .option('--all', 'follow every page')
+    .action(async (opts: { status?: string; limit?: number; cursor?: string; all?: boolean }, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await listPages(ctx, '/v1/agents', { status: opts.status, limit: opts.limit, cursor: opts.cursor }, opts.all === true);
+      ctx.print(res, () =>
+        table(
+          ['ID', 'NAME', 'STATUS', 'INSTANCE', 'SERVER IP', 'TAILNET IP', 'CREATED'],
+          res.body.items.map((a) => [a.id, a.name, a.status, a.instance?.status, a.instance?.serverIp, a.instance?.tailscaleIp, a.createdAt]),
+        ),
+      );
+      if (res.body.nextCursor) ctx.note(`more: tailfleet agents list --cursor ${res.body.nextCursor}`);
+    });
+
+  agents
+    .command('get <id>')
+    .description('an agent with its instance and running operation')
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<Row>('GET', `/v1/agents/${encodeURIComponent(id)}`);
+      const { agent, instance, operation } = res.body;
+      ctx.print(res, () =>
+        fields([
+          ['id', agent.id],
+          ['name', agent.name],
+          ['status', agent.status],
+          ['created', agent.createdAt],
+          ['instance', instance?.status],
+          ['server', instance?.serverId ? `${instance.serverId} (${instance.serverName ?? '-'})` : null],
+          ['server ip', instance?.serverIp],
+          ['tailnet ip', instance?.tailscaleIp],
+          ['location', instance?.location],
+          ['server type', instance?.serverType],
+          ['error', instance?.error],
+          ['operation', operation ? `${operation.type} ${operation.id} ${operation.status} ${operation.progress}%` : null],
+        ]),
+      );
+    });
+
+  agents
+    .command('create <name>')
+    .description('create an agent and provision its server')
+    .option('--location <location>', 'Hetzner location, e.g. fsn1')
+    .option('--server-type <type>', 'Hetzner server type, e.g. cx22')
+    .option('--idempotency-key <key>', 'makes the request safe to repeat')
+    .option('--wait', 'follow the provision until it is final')
+    .action(async (name: string, opts: { location?: string; serverType?: string; idempotencyKey?: string; wait?: boolean }, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<Row & { operation: OperationBody['operation'] }>('POST', '/v1/agents', {
+        body: { name, ...(opts.location ? { location: opts.location } : {}), ...(opts.serverType ? { serverType: opts.serverType } : {}) },
+        headers: opts.idempotencyKey ? { 'idempotency-key': opts.idempotencyKey } : {},
+      });
+      await ctx.started(res, opts.wait === true, () => `agent ${res.body.agent.id} ${res.body.agent.name}\n${accepted('provision', res.body)}`);
+    });
+
+  for (const [verb, what] of [
+    ['stop', 'shut the agent down (graceful, then power off)'],
+    ['start', 'power a stopped agent on'],
+    ['destroy', 'delete the agent’s server and tailnet device'],
+  ] as const) {
+    agents
+      .command(`${verb} <id>`)
+      .description(what)
+      .option('--idempotency-key <key>', 'makes the request safe to repeat')
+      .option('--wait', 'follow the operation until it is final')
+      .action(async (id: string, opts: { idempotencyKey?: string; wait?: boolean }, cmd: Command) => {
+        const ctx = new Context(cmd);
+        const res = await ctx.client.request<{ operation: OperationBody['operation'] }>('POST', `/v1/agents/${encodeURIComponent(id)}/${verb}`, {
+          headers: opts.idempotencyKey ? { 'idempotency-key': opts.idempotencyKey } : {},
+        });
+        await ctx.started(res, opts.wait === true, () => accepted(verb, res.body));
+      });
+  }
+}
+
+function opsCommand(program: Command): void {
+  const ops = program.command('ops').description('operations (accepted commands and their progress)');
+
+  ops
+    .command('get <id>')
+    .description('state, progress and error of an operation')
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<Row>('GET', `/v1/operations/${encodeURIComponent(id)}`);
+      ctx.print(res, () => operationFields(res.body.operation, res.body.job));
+    });
+
+  ops
+    .command('wait <id>')
+    .description('follow an operation until it is final; fails when it does')
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      await new Context(cmd).follow(id);
+    });
+
+  ops
+    .command('list')
+    .description('list operations, newest first')
+    .option('--status <statuses>', 'only these statuses (comma-separated)')
+    .option('--type <types>', 'only these types (comma-separated)')
+    .option('--agent <id>', 'only operations on this agent')
+    .option('--since <time>', 'only operations requested at or after this ISO 8601 time')
+    .option('--limit <n>', 'page size (1–100)', positiveInt('--limit'))
+    .option('--cursor <cursor>', 'continue after a previous page')
+    .option('--all', 'follow every page')
+    .action(async (opts: { status?: string; type?: string; agent?: string; since?: string; limit?: number; cursor?: string; all?: boolean }, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const params = { status: opts.status, type: opts.type, agentId: opts.agent, since: opts.since, limit: opts.limit, cursor: opts.cursor };
+      const res = await listPages(ctx, '/v1/operations', params, opts.all === true);
+      ctx.print(res, () =>
+        table(
+          ['ID', 'TYPE', 'STATUS', 'PROGRESS', 'STEP', 'AGENT', 'REQUESTED'],
+          res.body.items.map((o) => [o.id, o.type, o.status, `${o.progress}%`, o.currentStep, o.agentId, o.requestedAt]),
+        ),
+      );
+      if (res.body.nextCursor) ctx.note(`more: tailfleet ops list --cursor ${res.body.nextCursor}`);
+    });
+}
+
+function tokensCommand(program: Command): void {
+  const tokens = program.command('tokens').description('named API tokens (needs an admin token)');
+
+  tokens
+    .command('create <name>')
+    .description('create a token; its secret is shown only now')
+    .addOption(new Option('--scope <scope>', 'what the token may do').choices(['read', 'operate', 'admin']).makeOptionMandatory())
+    .option('--expires-at <time>', 'ISO 8601 time after which the token stops working')
+    .action(async (name: string, opts: { scope: string; expiresAt?: string }, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<Row>('POST', '/v1/tokens', {
+        body: { name, scope: opts.scope, ...(opts.expiresAt ? { expiresAt: opts.expiresAt } : {}) },
+      });
+      const t = res.body;
+      ctx.print(res, () =>
+        fields([
+          ['id', t.id],
+          ['name', t.name],
+          ['scope', t.scope],
+          ['expires', t.expiresAt ?? 'never'],
+          ['token', t.token],
+        ]),
+      );
+      ctx.note('Store the token now: it is not shown again.');
+    });
+
+  tokens
+    .command('list')
+    .description('list tokens (never their secrets)')
+    .option('--include-revoked', 'also list revoked tokens')
+    .action(async (opts: { includeRevoked?: boolean }, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<{ items: Row[] }>('GET', `/v1/tokens${opts.includeRevoked ? '?includeRevoked=true' : ''}`);
+      ctx.print(res, () =>
+        table(
+          ['ID', 'NAME', 'SCOPE', 'PREFIX', 'CREATED', 'EXPIRES', 'LAST USED', 'REVOKED'],
+          res.body.items.map((t) => [t.id, t.name, t.scope, t.tokenPrefix, t.createdAt, t.expiresAt, t.lastUsedAt, t.revokedAt]),
+        ),
+      );
+    });
+
+  tokens
+    .command('revoke <id>')
+    .description('revoke a token; its next request is refused')
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request('DELETE', `/v1/tokens/${encodeURIComponent(id)}`);
+      ctx.print(res, () => `revoked ${id}`);
+    });
+}
+
+function reconcileCommand(program: Command): void {
+  const reconcile = program.command('reconcile').description('drift, stuck instances and orphans');
+
+  reconcile
+    .command('run')
+    .description('queue a reconcile pass now')
+    .option('--wait', 'follow the pass until it is final')
+    .action(async (opts: { wait?: boolean }, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<{ operation: OperationBody['operation'] }>('POST', '/v1/reconcile');
+      await ctx.started(res, opts.wait === true, () => accepted('reconcile', res.body));
+    });
+
+  reconcile
+    .command('show')
+    .description('the latest report')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<{ report: Row }>('GET', '/v1/reconcile');
+      const r = res.body.report;
+      ctx.print(res, () =>
+        [
+          fields([
+            ['trigger', r.trigger],
+            ['operation', r.operationId],
+            ['started', r.startedAt],
+            ['finished', r.finishedAt],
+            ['duration', r.durationMs === undefined ? null : `${r.durationMs} ms`],
+          ]),
+          '',
+          table(['FINDING', 'COUNT'], Object.entries((r.summary ?? {}) as Record<string, number>)),
+          ...((r.errors as string[] | undefined)?.length ? ['', ...(r.errors as string[]).map((e) => `error: ${e}`)] : []),
+        ].join('\n'),
+      );
+    });
+}
+
+export function buildProgram(): Command {
+  const program = new Command('tailfleet')
+    .description('Command line for a tailfleet API (agents, operations, tokens, reconcile).')
+    .option('--url <url>', `API base URL (default: $TAILFLEET_URL or ${DEFAULT_URL})`)
+    .option('--token <token>', 'API token (default: $TAILFLEET_TOKEN)')
+    .option('--json', "print the API's JSON as it came")
+    .option('--poll-interval <ms>', 'how often --wait asks for progress', positiveInt('--poll-interval'), 1000)
+    .option('--timeout <seconds>', 'how long --wait follows an operation', positiveInt('--timeout'), 1800)
+    .showHelpAfterError();
+  agentsCommand(program);
+  opsCommand(program);
+  tokensCommand(program);
+  reconcileCommand(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof ApiError || err instanceof CliError) {
+      process.stderr.write(`${err.message}\n`);
+      return err instanceof CliError ? err.exitCode : 1;
+    }
+    process.stderr.write(`error: ${(err as Error).message ?? String(err)}\n`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  void main(process.argv).then((code) => {
+    process.exitCode = code;
+  });
+}

@@ -1,0 +1,81 @@
+import { ApiError, CliError, type ApiResponse, type TailfleetClient } from './client';
+
+export interface OperationBody {
+  operation: {
+    id: string;
+    type: string;
+    status: string;
+    progress: number;
+    currentStep: string | null;
+    error: string | null;
+    failedStep: string | null;
+  };
+}
+
+export const FINAL_STATUSES = new Set(['succeeded', 'failed', 'cancelled']);
+
+// Asked of the server on every poll; a server that long-polls answers when the operation changes
+// or after this many seconds, one that does not answers at once and the poll interval applies.
+const LONG_POLL_SECONDS = 30;
+
+export interface WaitOptions {
+  intervalMs: number;
+  timeoutMs: number;
+  /** Where progress goes (stderr, so stdout keeps only the result). */
+  out: NodeJS.WriteStream;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function describe(op: OperationBody['operation']): string {
+  const step = op.currentStep ? ` ${op.currentStep}` : '';
+  return `${op.type} ${op.id.slice(0, 8)} ${op.status} ${op.progress}%${step}`;
+}
+
+/**
+ * Follows an operation until it is final, showing status, percent and step: one line rewritten in
+ * place on a terminal, a new line per change otherwise. Returns the last answer of
+ * GET /v1/operations/:id.
+ */
+export async function followOperation(client: TailfleetClient, id: string, opts: WaitOptions): Promise<ApiResponse<OperationBody>> {
+  const sleep = opts.sleep ?? defaultSleep;
+  const tty = opts.out.isTTY === true;
+  const deadline = Date.now() + opts.timeoutMs;
+  let longPoll = true;
+  let last = '';
+  try {
+    for (;;) {
+      const started = Date.now();
+      let res: ApiResponse<OperationBody>;
+      try {
+        const query = longPoll ? `?wait=${LONG_POLL_SECONDS}` : '';
+        res = await client.request<OperationBody>('GET', `/v1/operations/${encodeURIComponent(id)}${query}`, {
+          timeoutMs: longPoll ? (LONG_POLL_SECONDS + 30) * 1000 : undefined,
+        });
+      } catch (err) {
+        // A server that refuses the parameter gets plain polls from now on.
+        if (longPoll && err instanceof ApiError && err.status === 400) {
+          longPoll = false;
+          continue;
+        }
+        throw err;
+      }
+      const op = res.body.operation;
+      const line = describe(op);
+      if (line !== last) {
+        if (tty) opts.out.write(`\r\x1b[2K${line}`);
+        else opts.out.write(`${line}\n`);
+        last = line;
+      }
+      if (FINAL_STATUSES.has(op.status)) return res;
+      if (Date.now() > deadline) {
+        throw new CliError(`error: operation ${id} is still ${op.status} after ${Math.round(opts.timeoutMs / 1000)} s; follow it with: tailfleet ops wait ${id}`);
+      }
+      const spent = Date.now() - started;
+      if (spent < opts.intervalMs) await sleep(opts.intervalMs - spent);
+    }
+  } finally {
+    if (tty && last) opts.out.write('\n');
+  }
+}

@@ -1,0 +1,198 @@
+import { spawn } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import type { Tailfleet } from '../../src/server';
+import { apiClient, createSuite, type ApiClient, type Suite } from '../pipeline/stack';
+
+// The tailfleet CLI as a user runs it: a child process (through tsx) against a live tailfleet with
+// workers and the cloud simulator.
+
+const ROOT = join(__dirname, '..', '..');
+const MAIN = join(ROOT, 'src', 'cli', 'main.ts');
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+describe('tailfleet CLI', function () {
+  this.timeout(90_000);
+
+  let suite: Suite;
+  let tf: Tailfleet;
+  let api: ApiClient;
+  let agentId: string;
+
+  function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<Run> {
+    const base: Record<string, string | undefined> = {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      TAILFLEET_URL: tf.url,
+      TAILFLEET_TOKEN: suite.apiToken,
+    };
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--poll-interval', '50', ...args], {
+        cwd: ROOT,
+        env: Object.fromEntries(Object.entries({ ...base, ...env }).filter(([, v]) => v !== undefined)) as NodeJS.ProcessEnv,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      child.on('error', reject);
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        resolve({ code, stdout, stderr });
+      });
+    });
+  }
+
+  const ok = (run: Run) => {
+    expect(run.code, `exit code; stderr: ${run.stderr}`).to.equal(0);
+    return run;
+  };
+
+  before(async () => {
+    suite = await createSuite('cli');
+    tf = await suite.launch({ env: { RECONCILE_INTERVAL_SECONDS: '0' } });
+    api = apiClient(tf.url!, suite.apiToken);
+  });
+
+  after(async () => {
+    await suite?.close();
+  });
+
+  it('agents create --wait follows the provision to the end, with progress lines, and the agent is running', async () => {
+    const run = ok(await cli(['agents', 'create', 'cli-box-1', '--wait']));
+    const id = /agent ([0-9a-f-]{36}) cli-box-1/.exec(run.stdout)?.[1];
+    expect(id, run.stdout).to.be.a('string');
+    agentId = id!;
+    expect(run.stdout).to.match(/^provision [0-9a-f-]{36} succeeded$/m);
+    // Not a terminal: one plain line per change, ending with the final state.
+    const progress = run.stderr.trim().split('\n');
+    expect(progress.length).to.be.greaterThan(1);
+    for (const line of progress) expect(line).to.match(/^provision [0-9a-f]{8} (queued|running|succeeded) \d+%( \S+)?$/);
+    expect(progress[progress.length - 1]).to.match(/ succeeded 100%/);
+
+    const agent = await api.get(`/v1/agents/${agentId}`);
+    expect(agent.body.agent.status).to.equal('active');
+    expect(agent.body.instance.status).to.equal('running');
+  });
+
+  it('agents list prints an aligned table, and --json the API’s own JSON', async () => {
+    ok(await cli(['agents', 'create', 'cli-box-2']));
+    const run = ok(await cli(['agents', 'list']));
+    const lines = run.stdout.trimEnd().split('\n');
+    expect(lines[0]).to.match(/^ID\s+NAME\s+STATUS\s+INSTANCE\s+SERVER IP\s+TAILNET IP\s+CREATED$/);
+    expect(lines).to.have.length(3);
+    const row = lines.find((l) => l.includes('cli-box-1'))!;
+    expect(row.indexOf('cli-box-1')).to.equal(lines[0]!.indexOf('NAME'));
+    expect(row.indexOf('active')).to.equal(lines[0]!.indexOf('STATUS'));
+    expect(row.indexOf('running')).to.equal(lines[0]!.indexOf('INSTANCE'));
+
+    const json = ok(await cli(['--json', 'agents', 'list']));
+    const parsed = JSON.parse(json.stdout);
+    const direct = await api.get('/v1/agents');
+    expect(parsed.items.map((a: { id: string }) => a.id)).to.deep.equal(direct.body.items.map((a: { id: string }) => a.id));
+    expect(parsed.items.find((a: { id: string }) => a.id === agentId)).to.deep.equal(direct.body.items.find((a: { id: string }) => a.id === agentId));
+    expect(json.stderr).to.equal('');
+  });
+
+  it('agents stop --wait ends with the agent paused; a second stop is a 409 on one line with a non-zero exit', async () => {
+    const run = ok(await cli(['agents', 'stop', agentId, '--wait']));
+    expect(run.stdout).to.match(/^stop [0-9a-f-]{36} succeeded$/m);
+    expect((await api.get(`/v1/agents/${agentId}`)).body.agent.status).to.equal('paused');
+
+    const again = await cli(['agents', 'stop', agentId]);
+    expect(again.code).to.equal(1);
+    expect(again.stdout).to.equal('');
+    expect(again.stderr).to.equal('error 409 state-conflict: No running instance to stop\n');
+  });
+
+  it('ops list and ops get show the agent’s operations', async () => {
+    const list = ok(await cli(['ops', 'list', '--agent', agentId]));
+    const lines = list.stdout.trimEnd().split('\n');
+    expect(lines[0]).to.match(/^ID\s+TYPE\s+STATUS\s+PROGRESS\s+STEP\s+AGENT\s+REQUESTED$/);
+    expect(lines.slice(1).map((l) => l.split(/\s+/)[1])).to.deep.equal(['stop', 'provision']);
+    const stopId = lines[1]!.split(/\s+/)[0]!;
+
+    const get = ok(await cli(['ops', 'get', stopId]));
+    expect(get.stdout).to.match(/^type\s+stop$/m);
+    expect(get.stdout).to.match(/^status\s+succeeded$/m);
+    expect(get.stdout).to.match(/^progress\s+100%$/m);
+
+    const json = ok(await cli(['--json', 'ops', 'list', '--type', 'provision', '--limit', '1']));
+    const page = JSON.parse(json.stdout);
+    expect(page.items).to.have.length(1);
+    expect(page.nextCursor).to.be.a('string');
+    const all = ok(await cli(['--json', 'ops', 'list', '--type', 'provision', '--limit', '1', '--all']));
+    expect(JSON.parse(all.stdout).items).to.have.length(2);
+  });
+
+  it('ops wait exits non-zero for an operation that failed', async () => {
+    const create = await api.post('/v1/agents', { name: 'cli-box-3' });
+    const opId = create.body.operation.id as string;
+    ok(await cli(['ops', 'wait', opId]));
+    await suite.db.dataSource.query(`UPDATE operations SET status = 'failed', error = 'simulated failure', failed_step = 'create_server' WHERE id = $1`, [opId]);
+    const run = await cli(['ops', 'wait', opId]);
+    expect(run.code).to.equal(1);
+    expect(run.stderr).to.contain(`error: provision ${opId} failed at create_server: simulated failure`);
+  });
+
+  it('tokens create, list and revoke; a read token is refused a stop with 403, a revoked one with 401', async () => {
+    const created = ok(await cli(['tokens', 'create', 'cli-reader', '--scope', 'read']));
+    const token = /^token\s+(tf_\S+)$/m.exec(created.stdout)?.[1];
+    const id = /^id\s+(\S+)$/m.exec(created.stdout)?.[1];
+    expect(token, created.stdout).to.be.a('string');
+    expect(created.stderr).to.contain('not shown again');
+
+    const list = ok(await cli(['tokens', 'list']));
+    expect(list.stdout).to.match(/^ID\s+NAME\s+SCOPE\s+PREFIX\s+CREATED\s+EXPIRES\s+LAST USED\s+REVOKED$/m);
+    expect(list.stdout).to.match(new RegExp(`^${id}\\s+cli-reader\\s+read\\s+${token!.slice(0, 10)}`, 'm'));
+    expect(list.stdout).not.to.contain(token);
+
+    ok(await cli(['agents', 'list'], { TAILFLEET_TOKEN: token }));
+    const refused = await cli(['agents', 'start', agentId], { TAILFLEET_TOKEN: token });
+    expect(refused.code).to.equal(1);
+    expect(refused.stderr).to.equal('error 403 forbidden: The token "cli-reader" has scope read; this needs operate.\n');
+
+    const revoke = ok(await cli(['tokens', 'revoke', id!]));
+    expect(revoke.stdout).to.equal(`revoked ${id}\n`);
+    const after = await cli(['agents', 'list'], { TAILFLEET_TOKEN: token });
+    expect(after.code).to.equal(1);
+    expect(after.stderr).to.match(/^error 401 unauthorized: .+\n$/);
+  });
+
+  it('reconcile run --wait finishes a pass and reconcile show prints its report', async () => {
+    const run = ok(await cli(['reconcile', 'run', '--wait']));
+    expect(run.stdout).to.match(/^reconcile [0-9a-f-]{36} succeeded$/m);
+    const show = ok(await cli(['reconcile', 'show']));
+    expect(show.stdout).to.match(/^trigger\s+manual$/m);
+    expect(show.stdout).to.match(/^FINDING\s+COUNT$/m);
+  });
+
+  it('says clearly when there is no token or no server, and exits non-zero', async () => {
+    const noToken = await cli(['agents', 'list'], { TAILFLEET_TOKEN: undefined });
+    expect(noToken.code).to.equal(2);
+    expect(noToken.stderr).to.equal('error: no API token: set TAILFLEET_TOKEN or pass --token <token>\n');
+
+    // --url and --token win over the environment.
+    const flags = ok(await cli(['--url', tf.url!, '--token', suite.apiToken, 'agents', 'list'], { TAILFLEET_URL: 'http://127.0.0.1:1', TAILFLEET_TOKEN: 'wrong' }));
+    expect(flags.stdout).to.match(/^ID\s+NAME/);
+
+    // A port that was free a moment ago: nothing listens there.
+    const closed = await new Promise<number>((resolve) => {
+      const server = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = server.address() as AddressInfo;
+        server.close(() => resolve(port));
+      });
+    });
+    const down = await cli(['agents', 'list'], { TAILFLEET_URL: `http://127.0.0.1:${closed}` });
+    expect(down.code).to.equal(1);
+    expect(down.stderr).to.equal(`error: cannot reach http://127.0.0.1:${closed}: ECONNREFUSED\n`);
+  });
+});
