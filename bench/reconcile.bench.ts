@@ -19,7 +19,7 @@ import { silentLogger } from '../src/lib/logger';
 import { closeQueues, createQueues } from '../src/queues/queues';
 import { ReconcilerService, stuckTimeouts, type ReconcileReport } from '../src/services/reconciler.service';
 import { MANAGED_LABEL } from '../src/services/server-labels';
-import { startSimulator, type RunningSimulator } from '../src/simulator';
+import { SIM_DEFAULT_CREDENTIALS, startSimulator, type RunningSimulator } from '../src/simulator';
 
 /** Same shape as the rows of the overall `npm run bench` summary. */
 export interface ReconcileBenchRow {
@@ -96,8 +96,12 @@ export async function runReconcileBench(opts: Partial<ReconcileBenchOptions> = {
     await runMigrations(dataSource);
     await seedFleet(sim, dataSource, o);
 
-    const hetzner = new HetznerClient({ baseUrl: sim.hetznerUrl, token: 'bench-token' });
-    const tailscale = new TailscaleClient({ baseUrl: sim.tailscaleUrl, clientId: 'bench', clientSecret: 'bench-secret' });
+    const hetzner = new HetznerClient({ baseUrl: sim.hetznerUrl, token: SIM_DEFAULT_CREDENTIALS.hetznerToken });
+    const tailscale = new TailscaleClient({
+      baseUrl: sim.tailscaleUrl,
+      clientId: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
+      clientSecret: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
+    });
     await tailscale.listDevices(); // mint the OAuth token outside the measured passes
     const reconciler = new ReconcilerService({
       dataSource,

@@ -9,7 +9,7 @@ import { insertOperation } from '../../src/db/operation.repository';
 import { Agent, Event, Instance, ProvisioningJob, type OperationType } from '../../src/entities';
 import { silentLogger } from '../../src/lib/logger';
 import { LifecycleService, type LifecycleSettings, type StepReporter } from '../../src/services/lifecycle.service';
-import { startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
+import { SIM_DEFAULT_CREDENTIALS, startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
 import { createTestDatabase, truncateAll, type TestDatabase } from './db';
 
 /** Fast but ordered: every action still runs asynchronously, enrollment still follows boot. */
@@ -59,15 +59,15 @@ export async function startLifecycleHarness(label: string, settings: Partial<Lif
   const sim = await startSimulator({ timings: FAST_TIMINGS, seed: 7 });
   const hetzner = new HetznerClient({
     baseUrl: sim.hetznerUrl,
-    token: 'test-token',
+    token: SIM_DEFAULT_CREDENTIALS.hetznerToken,
     ...FAST_CLIENT,
     actionPollIntervalMs: 10,
     serverPollIntervalMs: 10,
   });
   const tailscale = new TailscaleClient({
     baseUrl: sim.tailscaleUrl,
-    clientId: 'test-client',
-    clientSecret: 'test-secret',
+    clientId: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
+    clientSecret: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
     ...FAST_CLIENT,
     enrollmentPollIntervalMs: 10,
   });
