@@ -106,13 +106,16 @@ export function createApp(deps: AppDeps): Express {
     res.setHeader('X-Request-Id', requestId);
     res.on('finish', () => {
       const route = routeLabel(req, res);
-      deps.metrics.httpRequests.inc({ method: req.method, route, status: String(res.statusCode) });
+      const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+      const labels = { method: req.method, route, status: String(res.statusCode) };
+      deps.metrics.httpRequests.inc(labels);
+      deps.metrics.httpRequestDuration.observe(labels, durationMs / 1000);
       const entry = {
         method: req.method,
         route,
         path: req.originalUrl.split('?')[0],
         status: res.statusCode,
-        durationMs: Number(process.hrtime.bigint() - started) / 1e6,
+        durationMs,
       };
       if (QUIET_ROUTES.has(route)) logger.debug(entry, 'request');
       else logger.info(entry, 'request');
