@@ -23,7 +23,7 @@ import { Reconciler, stuckTimeouts, type ReconcileReport } from '../src/reconcil
 import { MANAGED_LABEL } from '../src/fleet/server-labels';
 import { OperationLedger } from '../src/operations/ledger';
 import { Outbox } from '../src/operations/outbox';
-import { startSimulator, type RunningSimulator } from '../src/simulator';
+import { SIM_DEFAULT_CREDENTIALS, startSimulator, type RunningSimulator } from '../src/simulator';
 
 /** Same shape as the rows of the overall `npm run bench` summary. */
 export interface ReconcileBenchRow {
@@ -100,8 +100,12 @@ export async function runReconcileBench(opts: Partial<ReconcileBenchOptions> = {
     await runMigrations(dataSource);
     await seedFleet(sim, dataSource, o);
 
-    const hetzner = new HetznerClient({ baseUrl: sim.hetznerUrl, token: 'bench-token' });
-    const tailscale = new TailscaleClient({ baseUrl: sim.tailscaleUrl, clientId: 'bench', clientSecret: 'bench-secret' });
+    const hetzner = new HetznerClient({ baseUrl: sim.hetznerUrl, token: SIM_DEFAULT_CREDENTIALS.hetznerToken });
+    const tailscale = new TailscaleClient({
+      baseUrl: sim.tailscaleUrl,
+      clientId: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
+      clientSecret: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
+    });
     await tailscale.listDevices(); // mint the OAuth token outside the measured passes
     const reconciler = new Reconciler({
       dataSource,

@@ -7,7 +7,7 @@ import IORedis from 'ioredis';
 import { createDatabase, dropDatabase } from '../src/db/admin';
 import { createLogger } from '../src/lib/logger';
 import { createTailfleet } from '../src/server';
-import { startSimulator } from '../src/simulator';
+import { SIM_DEFAULT_CREDENTIALS, startSimulator } from '../src/simulator';
 
 /**
  * `npm run demo`: the cloud simulator and tailfleet (API + workers + Bull Board) in one process,
@@ -72,10 +72,10 @@ async function main(): Promise<void> {
     DATABASE_URL: await freshState(adminUrl, redisUrl),
     REDIS_URL: redisUrl,
     HETZNER_API_URL: sim.hetznerUrl,
-    HETZNER_API_TOKEN: 'demo-hetzner-token',
+    HETZNER_API_TOKEN: SIM_DEFAULT_CREDENTIALS.hetznerToken,
     TAILSCALE_API_URL: sim.tailscaleUrl,
-    TAILSCALE_OAUTH_CLIENT_ID: 'demo-client',
-    TAILSCALE_OAUTH_CLIENT_SECRET: 'demo-secret',
+    TAILSCALE_OAUTH_CLIENT_ID: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
+    TAILSCALE_OAUTH_CLIENT_SECRET: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
     API_TOKEN: apiToken,
     BULL_BOARD_USER: 'admin',
     BULL_BOARD_PASSWORD: randomBytes(12).toString('base64url'),

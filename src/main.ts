@@ -4,10 +4,17 @@ import { createLogger } from './lib/logger';
 import { createTailfleet } from './server';
 
 /**
- * Entry point of `npm start`. SIGTERM/SIGINT run the ordered shutdown (HTTP → workers drain →
- * queues → Redis → database); a second signal exits at once.
+ * Entry point of `npm start` (compiled: `node dist/src/main.js`). SIGTERM/SIGINT run the ordered
+ * shutdown (HTTP → workers drain → queues → Redis → database); a second signal exits at once.
  */
 const DUPLICATE_SIGNAL_MS = 1000;
+/**
+ * Beyond the drain deadline the shutdown may still spend a few seconds on slow HTTP clients, jobs
+ * handing back after the deadline and closing connections. Past this much more it is stuck (a
+ * connection that never closes): exit anyway, so the orchestrator does not have to SIGKILL us.
+ * Deployments give the process DRAIN_TIMEOUT_SECONDS + this margin (compose: stop_grace_period).
+ */
+const SHUTDOWN_MARGIN_MS = 15_000;
 
 async function main(): Promise<void> {
   let config: Config;
@@ -35,6 +42,11 @@ async function main(): Promise<void> {
     }
     signalledAt = Date.now();
     logger.info({ signal, drainTimeoutSeconds: config.queues.drainTimeoutSeconds }, `${signal} received, shutting down`);
+    const watchdog = setTimeout(() => {
+      logger.error({ signal }, 'Shutdown did not finish in time; exiting without it');
+      process.exit(1);
+    }, config.queues.drainTimeoutSeconds * 1000 + SHUTDOWN_MARGIN_MS);
+    watchdog.unref();
     tailfleet.stop().then(
       () => process.exit(0),
       (err: unknown) => {

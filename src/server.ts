@@ -4,13 +4,14 @@ import type { AddressInfo, Socket } from 'node:net';
 import express, { type Application } from 'express';
 import type { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
-import { createApp } from './api/app';
+import { createApp, readyzHandler, type Readiness } from './api/app';
 import { HetznerClient, type HetznerClientDeps } from './clients/hetzner/hetzner.client';
 import { TailscaleClient, type TailscaleClientDeps } from './clients/tailscale/tailscale.client';
 import type { Config } from './config';
 import { ApiTokenRepository, createDataSource, createRepositories, runMigrations, warmAgentCommands, type Repositories } from './db';
 import { OperationList } from './db/operation-list';
 import { Fleet } from './fleet/fleet';
+import { CloudCredentialHealth, observeAll } from './lib/cloud-health';
 import { createLogger, type Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
 import { createProcessors } from './processors';
@@ -76,6 +77,8 @@ export interface Tailfleet {
   relay?: OutboxRelay;
   /** Worker roles only: drift reconciler and orphan sweeper, run by the reconcile queue's worker. */
   reconciler?: Reconciler;
+  /** Worker roles only: whether the clouds accept the configured credentials (shown on /readyz). */
+  cloudHealth?: CloudCredentialHealth;
   /** Set once start() has the HTTP server listening, e.g. http://127.0.0.1:3000. */
   url?: string;
   start(): Promise<void>;
@@ -140,11 +143,13 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
   let reconcileWorker: ReturnType<typeof createReconcileWorker> | undefined;
 
   if (runsWorkers) {
+    tf.cloudHealth = new CloudCredentialHealth();
+    const cloudObserver = observeAll(metrics.cloudObserver, tf.cloudHealth);
     const hetzner = new HetznerClient({
       baseUrl: config.hetzner.apiUrl,
       token: config.hetzner.token,
       logger: logger.child({ component: 'hetzner' }),
-      observer: metrics.cloudObserver,
+      observer: cloudObserver,
       actionPollIntervalMs: config.pollIntervalMs,
       serverPollIntervalMs: config.pollIntervalMs,
       actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
@@ -157,7 +162,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       tailnet: config.tailscale.tailnet,
       tags: config.tailscale.tags,
       logger: logger.child({ component: 'tailscale' }),
-      observer: metrics.cloudObserver,
+      observer: cloudObserver,
       enrollmentPollIntervalMs: config.pollIntervalMs,
       enrollmentTimeoutMs: config.tailscale.enrollmentTimeoutSeconds * 1000,
       ...overrides.tailscale,
@@ -269,12 +274,13 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
 
   let server: Server | undefined;
   const sockets = new Set<Socket>();
-  const readiness = async () => {
+  const readiness = async (): Promise<Readiness> => {
     const [postgres, redis] = await Promise.all([
       dataSource.isInitialized ? dataSource.query('SELECT 1').then(() => true, () => false) : false,
       producer.ping().then(() => true, () => false),
     ]);
-    return { postgres, redis };
+    if (!tf.cloudHealth) return { postgres, redis };
+    return { postgres, redis, credentials: tf.cloudHealth.snapshot(), problems: tf.cloudHealth.problems() };
   };
   if (runsApi) {
     if (!config.http.board) {
@@ -396,17 +402,13 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
   return tf;
 }
 
-function createProbeApp(metrics: Metrics, readiness: () => Promise<{ postgres: boolean; redis: boolean }>): Application {
+function createProbeApp(metrics: Metrics, readiness: () => Promise<Readiness>): Application {
   const app = express();
   app.disable('x-powered-by');
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
-  app.get('/readyz', async (_req, res) => {
-    const state = await readiness();
-    const ready = state.postgres && state.redis;
-    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', ...state });
-  });
+  app.get('/readyz', readyzHandler(readiness));
   app.get('/metrics', async (_req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { startSimulator, type RunningSimulator, type SimTimingsInput } from '../src/simulator';
+import { SIM_DEFAULT_CREDENTIALS, credentialsFromEnv, startSimulator, type RunningSimulator, type SimTimingsInput } from '../src/simulator';
 
 const FAST: SimTimingsInput = {
   actionDurationMs: 30,
@@ -88,7 +88,18 @@ describe('cloud simulator', function () {
     waitFor(`server ${id} ${status}`, async () => (await serverStatus(id)) === status);
 
   before(async () => {
-    sim = await startSimulator({ port: 0, timings: FAST, seed: 42 });
+    sim = await startSimulator({
+      port: 0,
+      timings: FAST,
+      seed: 42,
+      credentials: {
+        hetznerTokens: [TOKEN, 'another-token'],
+        tailscaleClients: [
+          { clientId: 'cid', clientSecret: 'secret' },
+          { clientId: 'cid', clientSecret: 'good' },
+        ],
+      },
+    });
   });
   after(async () => {
     await sim.close();
@@ -289,6 +300,66 @@ describe('cloud simulator', function () {
     });
   });
 
+  describe('credentials', () => {
+    const HETZNER_401 = { error: { code: 'unauthorized', message: 'unable to authenticate', details: null } };
+
+    it('answers a missing or unknown Hetzner token with the official 401 body, and a known one with data', async () => {
+      const attempts: Record<string, string>[] = [{}, { authorization: 'Bearer not-configured' }, { authorization: `Bearer ${TOKEN}x` }];
+      for (const headers of attempts) {
+        const res = await call('GET', `${sim.hetznerUrl}/servers`, undefined, headers);
+        expect(res.status, JSON.stringify(headers)).to.equal(401);
+        expect(res.body).to.deep.equal(HETZNER_401);
+        // Unauthenticated requests are rate limited too, as the real API documents.
+        expect(res.headers.get('ratelimit-limit')).to.equal(String(FAST.rateLimit!.limit));
+      }
+      expect((await hz('GET', '/servers')).status).to.equal(200);
+      expect((await hz('GET', '/servers', undefined, 'another-token')).status).to.equal(200);
+    });
+
+    it('refuses an OAuth client it did not issue with 401 and Tailscale\'s error body', async () => {
+      for (const [id, secret] of [['cid', 'wrong'], ['other', 'secret'], ['', '']]) {
+        const res = await fetch(`${sim.tailscaleUrl}/oauth/token`, {
+          method: 'POST',
+          body: new URLSearchParams({ grant_type: 'client_credentials', client_id: id!, client_secret: secret! }),
+        });
+        expect(res.status, `${id}:${secret}`).to.equal(401);
+        expect(await res.json()).to.deep.equal({ message: 'API token invalid' });
+      }
+      expect((await tsToken()).length).to.be.above(20);
+    });
+
+    it('accepts only SIM_DEFAULT_CREDENTIALS unless configured otherwise', async () => {
+      const own = await startSimulator({ timings: FAST });
+      try {
+        const get = (token: string) =>
+          fetch(`${own.hetznerUrl}/servers`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.status);
+        expect(await get(SIM_DEFAULT_CREDENTIALS.hetznerToken)).to.equal(200);
+        expect(await get(TOKEN)).to.equal(401);
+        const mint = (id: string, secret: string) =>
+          fetch(`${own.tailscaleUrl}/oauth/token`, {
+            method: 'POST',
+            body: new URLSearchParams({ grant_type: 'client_credentials', client_id: id, client_secret: secret }),
+          }).then((r) => r.status);
+        expect(await mint(SIM_DEFAULT_CREDENTIALS.tailscaleClientId, SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret)).to.equal(200);
+        expect(await mint(SIM_DEFAULT_CREDENTIALS.tailscaleClientId, 'invalid')).to.equal(401);
+      } finally {
+        await own.close();
+      }
+    });
+
+    it('reads its credentials from SIM_HETZNER_TOKEN and SIM_TAILSCALE_CLIENT_ID/_SECRET', () => {
+      expect(credentialsFromEnv({})).to.deep.equal({
+        hetznerTokens: [SIM_DEFAULT_CREDENTIALS.hetznerToken],
+        tailscaleClients: [
+          { clientId: SIM_DEFAULT_CREDENTIALS.tailscaleClientId, clientSecret: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret },
+        ],
+      });
+      expect(
+        credentialsFromEnv({ SIM_HETZNER_TOKEN: 'h', SIM_TAILSCALE_CLIENT_ID: 'i', SIM_TAILSCALE_CLIENT_SECRET: 's' }),
+      ).to.deep.equal({ hetznerTokens: ['h'], tailscaleClients: [{ clientId: 'i', clientSecret: 's' }] });
+    });
+  });
+
   describe('Tailscale', () => {
     it('authenticates with OAuth client credentials and answers in its own error shape', async () => {
       const invalid = await fetch(`${sim.tailscaleUrl}/oauth/token`, {
@@ -452,7 +523,7 @@ describe('cloud simulator', function () {
     });
 
     it('hangs a request until close(), which still terminates promptly', async () => {
-      const own = await startSimulator({ timings: FAST });
+      const own = await startSimulator({ timings: FAST, credentials: { hetznerTokens: [TOKEN] } });
       own.control.setFaults({ rules: [{ route: '/hetzner/v1/servers', hang: true }] });
       const pending = fetch(`${own.hetznerUrl}/servers`, { headers: { authorization: `Bearer ${TOKEN}` } }).then(
         () => 'answered',

@@ -6,6 +6,7 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import type { Config } from '../config';
 import type { ApiTokenRepository } from '../db/api-token.repository';
 import type { OperationList } from '../db/operation-list';
+import type { CredentialStates } from '../lib/cloud-health';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
 import type { Queues } from '../queues/queues';
@@ -30,11 +31,20 @@ export interface AppDeps {
   logger: Logger;
   queues: Queues;
   /** Whether PostgreSQL and Redis answer right now; the composition root knows how to ask. */
-  readiness: () => Promise<{ postgres: boolean; redis: boolean }>;
+  readiness: () => Promise<Readiness>;
   /** Longest a scrape waits for one queue's job counts (default 2000 ms). */
   redisTimeoutMs?: number;
   /** GET/POST /v1/reconcile and the reconcile gauges; omitted, neither is served. */
   reconcile?: ReconcileRouterDeps['reconciler'];
+}
+
+export interface Readiness {
+  postgres: boolean;
+  redis: boolean;
+  /** Whether the clouds accept our credentials (worker roles; an API-only process makes no cloud calls). */
+  credentials?: CredentialStates;
+  /** What an operator has to fix, e.g. "hetzner rejected the credentials (401): check HETZNER_API_TOKEN". */
+  problems?: string[];
 }
 
 export const BOARD_BASE_PATH = '/admin/queues';
@@ -57,6 +67,26 @@ function withTimeout<T>(promise: Promise<T>, ms: number, fallback: T): Promise<T
     timer = setTimeout(() => resolve(fallback), ms);
   });
   return Promise.race([promise.catch(() => fallback), timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * GET /readyz: 200 while PostgreSQL and Redis answer and no cloud has refused our credentials.
+ * A refused credential is a configuration error: jobs fail at once until an operator fixes it, so
+ * the process says it is not ready (liveness, /healthz, stays ok: restarting would not help).
+ */
+export function readyzHandler(readiness: () => Promise<Readiness>) {
+  return async (_req: Request, res: Response) => {
+    const state = await withTimeout(readiness(), READINESS_TIMEOUT_MS, { postgres: false, redis: false });
+    const credentialsOk = !Object.values(state.credentials ?? {}).includes('unauthorized');
+    const ready = state.postgres && state.redis && credentialsOk;
+    res.status(ready ? 200 : 503).json({
+      status: ready ? 'ready' : 'unavailable',
+      postgres: state.postgres,
+      redis: state.redis,
+      ...(state.credentials ? { credentials: state.credentials } : {}),
+      ...(state.problems?.length ? { problems: state.problems } : {}),
+    });
+  };
 }
 
 function tagRoute(template: string) {
@@ -85,13 +115,16 @@ export function createApp(deps: AppDeps): Express {
     res.setHeader('X-Request-Id', requestId);
     res.on('finish', () => {
       const route = routeLabel(req, res);
-      deps.metrics.httpRequests.inc({ method: req.method, route, status: String(res.statusCode) });
+      const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+      const labels = { method: req.method, route, status: String(res.statusCode) };
+      deps.metrics.httpRequests.inc(labels);
+      deps.metrics.httpRequestDuration.observe(labels, durationMs / 1000);
       const entry = {
         method: req.method,
         route,
         path: req.originalUrl.split('?')[0],
         status: res.statusCode,
-        durationMs: Number(process.hrtime.bigint() - started) / 1e6,
+        durationMs,
       };
       if (QUIET_ROUTES.has(route)) logger.debug(entry, 'request');
       else logger.info(entry, 'request');
@@ -103,11 +136,7 @@ export function createApp(deps: AppDeps): Express {
     res.json({ status: 'ok' });
   });
 
-  app.get('/readyz', tagRoute('/readyz'), async (_req, res) => {
-    const state = await withTimeout(deps.readiness(), READINESS_TIMEOUT_MS, { postgres: false, redis: false });
-    const ready = state.postgres && state.redis;
-    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', postgres: state.postgres, redis: state.redis });
-  });
+  app.get('/readyz', tagRoute('/readyz'), readyzHandler(deps.readiness));
 
   registerQueueMetrics(deps.metrics.registry, deps.queues, deps.logger, deps.redisTimeoutMs);
   if (deps.reconcile) registerReconcileMetrics(deps.metrics.registry, deps.reconcile, deps.logger);

@@ -13,8 +13,19 @@ export interface CloudRequestEvent {
   rateLimitLimit?: number;
 }
 
+/** Why the client sends a request again: a 429, a transient failure, or a fresh credential after a 401. */
+export type CloudRetryReason = 'rate_limited' | 'transient' | 'auth_refresh';
+
+export interface CloudRetryEvent {
+  api: CloudApi;
+  method: string;
+  route: string;
+  reason: CloudRetryReason;
+}
+
 export interface CloudRequestObserver {
   onRequest(e: CloudRequestEvent): void;
+  onRetry?(e: CloudRetryEvent): void;
 }
 
 type LogFn = (objOrMsg: object | string, msg?: string) => void;
@@ -135,6 +146,8 @@ export interface CloudRequest {
   auth?: boolean;
   /** Message for a 401 on this request, e.g. "Hetzner API rejected the token". */
   unauthorizedMessage?: string;
+  /** What to check after a 401 on this request (default: the client's), e.g. the setting holding the credential. */
+  unauthorizedHint?: string;
 }
 
 export interface CloudResponse<T> {
@@ -185,6 +198,11 @@ export interface RequestCoreOptions {
   auth?: AuthProvider;
   /** Strings that must never appear in an error message (tokens, client secrets). */
   secrets?: () => Array<string | undefined>;
+  /**
+   * Named in the message of a 401 ("… (401 unauthorized): check HETZNER_API_TOKEN"): a rejected
+   * credential is a configuration error that only the operator can fix.
+   */
+  unauthorizedHint?: string;
   requestTimeoutMs?: number;
   maxRetries?: number;
   retryBaseDelayMs?: number;
@@ -274,6 +292,7 @@ export class RequestCore {
   private readonly observer?: CloudRequestObserver;
   private readonly auth?: AuthProvider;
   private readonly secrets: () => Array<string | undefined>;
+  private readonly unauthorizedHint?: string;
   private readonly requestTimeoutMs: number;
   private readonly maxRetries: number;
   private readonly retryBaseDelayMs: number;
@@ -292,6 +311,7 @@ export class RequestCore {
     this.observer = opts.observer;
     this.auth = opts.auth;
     this.secrets = opts.secrets ?? (() => []);
+    this.unauthorizedHint = opts.unauthorizedHint;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 15_000;
     this.maxRetries = opts.maxRetries ?? 5;
     this.retryBaseDelayMs = opts.retryBaseDelayMs ?? 500;
@@ -324,7 +344,10 @@ export class RequestCore {
 
       if (err.status === 401 && authHeader && this.auth?.invalidate && !refreshedAuth) {
         refreshedAuth = true;
-        if (this.auth.invalidate(authHeader)) continue;
+        if (this.auth.invalidate(authHeader)) {
+          this.notifyRetry(req, 'auth_refresh');
+          continue;
+        }
       }
 
       if (err.status === 429) {
@@ -332,6 +355,7 @@ export class RequestCore {
         rateLimitRetries++;
         const waitMs = err.retryAfterMs ?? this.backoffMs(rateLimitRetries);
         this.rateLimiter.blockUntil(this.now() + waitMs);
+        this.notifyRetry(req, 'rate_limited');
         this.logger.warn(
           { api: this.api, method: req.method, route: req.route, waitMs },
           `[${API_NAMES[this.api]}] Rate limited, waiting ${Math.round(waitMs)} ms before retrying`,
@@ -346,10 +370,19 @@ export class RequestCore {
           { api: this.api, method: req.method, route: req.route, status: err.status, code: err.code, retry: retries, delay },
           `[${API_NAMES[this.api]}] ${req.method} ${req.route} failed (${err.code}), retrying`,
         );
+        this.notifyRetry(req, 'transient');
         await this.sleepFn(delay);
         continue;
       }
       throw err;
+    }
+  }
+
+  private notifyRetry(req: CloudRequest, reason: CloudRetryReason): void {
+    try {
+      this.observer?.onRetry?.({ api: this.api, method: req.method, route: req.route, reason });
+    } catch (err) {
+      this.logger.error({ err }, 'Cloud request observer failed');
     }
   }
 
@@ -450,6 +483,8 @@ export class RequestCore {
     let message: string;
     if (status === 401) {
       message = `${req.unauthorizedMessage ?? `${name} API rejected the token`} (401 ${code})`;
+      const hint = req.unauthorizedHint ?? this.unauthorizedHint;
+      if (hint) message += `: check ${hint}`;
     } else if (status === 403) {
       message = `${name} API refused ${req.method} ${req.path}: the credentials lack permission (403 ${code})`;
       if (bodyMessage) message += `: ${bodyMessage}`;

@@ -125,7 +125,10 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
       if (!limit.allowed) {
         return withLimits({ status: 429, body: errorBody('rate_limit_exceeded', 'limit of requests per hour reached') });
       }
-      if (!token) return withLimits({ status: 401, body: errorBody('unauthorized', 'unable to authenticate') });
+      // The official answer to a missing, unknown or revoked token (see the 401 examples of the spec).
+      if (!token || !sim.credentials.hetznerTokens.includes(token)) {
+        return withLimits({ status: 401, body: errorBody('unauthorized', 'unable to authenticate') });
+      }
       if (match.kind === 'not_found') return withLimits({ status: 404, body: errorBody('not_found', 'not found') });
       if (match.kind === 'method_not_allowed') {
         return withLimits({ status: 405, body: errorBody('method_not_allowed', 'method not allowed') });

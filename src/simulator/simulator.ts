@@ -1,3 +1,4 @@
+import { resolveCredentials, type SimCredentials, type SimCredentialsInput } from './credentials';
 import { FaultInjector, type SimFaultRule, type SimFaults } from './faults';
 import {
   HetznerApiError,
@@ -103,6 +104,8 @@ export interface CloudSimulatorOptions {
   seed?: number;
   /** Wall clock; read on every request, so sinon fake timers steer the simulator too. */
   now?: () => number;
+  /** Accepted credentials (default: SIM_DEFAULT_CREDENTIALS). */
+  credentials?: SimCredentialsInput;
 }
 
 /** All simulated cloud state. Transport-free: the HTTP layer and `control` both drive it. */
@@ -114,6 +117,7 @@ export class CloudSimulator {
   readonly faults: FaultInjector;
   readonly rateLimiter: RateLimiter;
   readonly control: SimControl;
+  readonly credentials: SimCredentials;
   private current: SimTimings;
   private readonly initialTimings: SimTimings;
   private readonly enrollments = new Map<number, Enrollment>();
@@ -122,6 +126,7 @@ export class CloudSimulator {
 
   constructor(opts: CloudSimulatorOptions, knownTemplates: ReadonlySet<string>) {
     this.clock = opts.now ?? (() => Date.now());
+    this.credentials = resolveCredentials(opts.credentials);
     this.random = new Random(opts.seed ?? Math.floor(Math.random() * 2 ** 32));
     this.initialTimings = mergeTimings(DEFAULT_TIMINGS, opts.timings);
     this.current = cloneTimings(this.initialTimings);
@@ -139,7 +144,11 @@ export class CloudSimulator {
         },
       },
     });
-    this.tailnet = new Tailnet({ random: this.random, tokenTtlSeconds: () => this.current.tokenTtlSeconds });
+    this.tailnet = new Tailnet({
+      random: this.random,
+      tokenTtlSeconds: () => this.current.tokenTtlSeconds,
+      isClient: (id, secret) => this.credentials.tailscaleClients.some((c) => c.clientId === id && c.clientSecret === secret),
+    });
     this.control = this.buildControl();
   }
 

@@ -68,7 +68,12 @@ export class Tailnet {
   private nextDeviceId: number;
 
   constructor(
-    private readonly deps: { random: Random; tokenTtlSeconds: () => number },
+    private readonly deps: {
+      random: Random;
+      tokenTtlSeconds: () => number;
+      /** Whether this OAuth client id and secret are one the tailnet issued. */
+      isClient: (clientId: string, clientSecret: string) => boolean;
+    },
   ) {
     this.nextDeviceId = 10_000_000_000 + deps.random.int(80_000_000_000);
   }
@@ -87,8 +92,9 @@ export class Tailnet {
   // ---- OAuth -------------------------------------------------------------------------------
 
   issueToken(clientId: string, clientSecret: string, now: number): { accessToken: string; expiresIn: number } {
-    if (!clientId || !clientSecret || clientSecret === 'invalid') {
-      throw new TailscaleApiError(401, 'invalid client credentials');
+    if (!clientId || !clientSecret || !this.deps.isClient(clientId, clientSecret)) {
+      // What api.tailscale.com answers to unknown client credentials at /api/v2/oauth/token.
+      throw new TailscaleApiError(401, 'API token invalid');
     }
     const accessToken = `tskey-api-${this.deps.random.string(12)}CNTRL-${this.deps.random.string(32)}`;
     const expiresIn = this.deps.tokenTtlSeconds();

@@ -64,9 +64,7 @@ export function createTailscaleApi(sim: CloudSimulator): ApiModule {
         const { accessToken, expiresIn } = t.issueToken(creds.clientId ?? '', creds.clientSecret ?? '', sim.now());
         return ok({ access_token: accessToken, token_type: 'Bearer', expires_in: expiresIn, scope: creds.scope ?? 'all' });
       } catch (err) {
-        if (err instanceof TailscaleApiError) {
-          return { status: err.status, body: { error: 'invalid_client', message: err.message } };
-        }
+        if (err instanceof TailscaleApiError) return { status: err.status, body: { message: err.message } };
         throw err;
       }
     })

@@ -10,7 +10,7 @@ import { loadConfig } from '../../src/config';
 import { silentLogger } from '../../src/lib/logger';
 import { OPERATION_QUEUES, QUEUE_NAMES } from '../../src/queues/queues';
 import { createTailfleet, type Tailfleet } from '../../src/server';
-import { startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
+import { SIM_DEFAULT_CREDENTIALS, startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
 import { ADMIN_DATABASE_URL, createTestDatabase, type TestDatabase } from '../helpers/db';
 import { Prng, seedFrom } from '../fuzz/prng';
 import { FaultLedger } from './fault-ledger';
@@ -78,10 +78,10 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
     DATABASE_URL: db!.url,
     REDIS_URL: redis!.url,
     HETZNER_API_URL: sim!.hetznerUrl,
-    HETZNER_API_TOKEN: 'chaos-token',
+    HETZNER_API_TOKEN: SIM_DEFAULT_CREDENTIALS.hetznerToken,
     TAILSCALE_API_URL: sim!.tailscaleUrl,
-    TAILSCALE_OAUTH_CLIENT_ID: 'chaos-client',
-    TAILSCALE_OAUTH_CLIENT_SECRET: 'chaos-secret',
+    TAILSCALE_OAUTH_CLIENT_ID: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
+    TAILSCALE_OAUTH_CLIENT_SECRET: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
     API_TOKEN: apiToken,
     HOST: '127.0.0.1',
     PORT: '0',
@@ -289,8 +289,8 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
     let revokedDone = 0;
     const saboteur = new TailscaleClient({
       baseUrl: sim!.tailscaleUrl,
-      clientId: 'chaos-saboteur',
-      clientSecret: 'saboteur-secret',
+      clientId: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
+      clientSecret: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
       retryBaseDelayMs: 5,
       retryMaxDelayMs: 20,
       maxRetries: 10,

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { ActionFailedError, HetznerClient, HetznerClientDeps, WaitTimeoutError } from '../../src/clients';
-import { startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
+import { SIM_DEFAULT_CREDENTIALS, startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
 import { captureLogger } from './clients.helpers';
 
 const POLL_MS = 20;
@@ -31,7 +31,7 @@ describe('HetznerClient (against the simulator)', () => {
   function client(extra: Partial<HetznerClientDeps> = {}): HetznerClient {
     return new HetznerClient({
       baseUrl: sim.hetznerUrl,
-      token: 'hetzner-test-token',
+      token: SIM_DEFAULT_CREDENTIALS.hetznerToken,
       actionPollIntervalMs: POLL_MS,
       serverPollIntervalMs: POLL_MS,
       retryBaseDelayMs: 5,

@@ -25,7 +25,7 @@ describe('cloud request core (through HetznerClient, against the simulator)', ()
   let sim: RunningSimulator;
 
   before(async () => {
-    sim = await startSimulator({ port: 0, timings: FAST });
+    sim = await startSimulator({ port: 0, timings: FAST, credentials: { hetznerTokens: [TOKEN] } });
   });
   after(async () => {
     await sim.close();
@@ -83,9 +83,20 @@ describe('cloud request core (through HetznerClient, against the simulator)', ()
   it('reports a rejected token clearly, once, without the token', async () => {
     const h = new HetznerClient({ baseUrl: sim.hetznerUrl, token: ' ', retryBaseDelayMs: 5 });
     const err = await failure(h.listServers());
-    expect(err.message).to.equal('Hetzner API rejected the token (401 unauthorized)');
+    expect(err.message).to.equal('Hetzner API rejected the token (401 unauthorized): check HETZNER_API_TOKEN');
     expect(err).to.include({ status: 401, code: 'unauthorized', retryable: false });
     expect(count('GET /hetzner/v1/servers')).to.equal(1);
+  });
+
+  it('refuses a token the API does not know, naming the setting that holds it', async () => {
+    const wrong = 'not-the-configured-token';
+    const observer = recordingObserver();
+    const h = new HetznerClient({ baseUrl: sim.hetznerUrl, token: wrong, retryBaseDelayMs: 5, observer });
+    const err = await failure(h.getServer(1));
+    expect(err.message).to.equal('Hetzner API rejected the token (401 unauthorized): check HETZNER_API_TOKEN');
+    expect(err.message).not.to.contain(wrong);
+    expect(err).to.include({ status: 401, code: 'unauthorized', retryable: false, attempts: 1 });
+    expect(observer.events.map((e) => e.status)).to.deep.equal([401]);
   });
 
   it('never puts the token into an error, even when the API echoes it', async () => {

@@ -27,7 +27,11 @@ describe('TailscaleClient (against the simulator)', () => {
   let hetzner: HetznerClient;
 
   before(async () => {
-    sim = await startSimulator({ port: 0, timings: FAST });
+    sim = await startSimulator({
+      port: 0,
+      timings: FAST,
+      credentials: { hetznerTokens: ['hetzner-token'], tailscaleClients: [{ clientId: 'client-id', clientSecret: SECRET }] },
+    });
     hetzner = new HetznerClient({
       baseUrl: sim.hetznerUrl,
       token: 'hetzner-token',
@@ -196,7 +200,9 @@ describe('TailscaleClient (against the simulator)', () => {
       const ts = new TailscaleClient({ baseUrl: sim.tailscaleUrl, clientId: 'client-id', clientSecret: 'invalid' });
       const err = (await ts.listDevices().catch((e: unknown) => e)) as CloudApiError;
       expect(err).to.be.instanceOf(CloudApiError);
-      expect(err.message).to.equal('Tailscale rejected the OAuth client credentials (401 invalid_client)');
+      expect(err.message).to.equal(
+        'Tailscale rejected the OAuth client credentials (401 unauthorized): check TAILSCALE_OAUTH_CLIENT_ID and TAILSCALE_OAUTH_CLIENT_SECRET',
+      );
       expect(err).to.include({ api: 'tailscale', status: 401, retryable: false });
       expect(count(TOKEN_ROUTE)).to.equal(1);
       expect(count(DEVICES_ROUTE)).to.equal(0);

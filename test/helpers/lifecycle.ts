@@ -10,7 +10,7 @@ import { insertOperation } from '../../src/db/operation.repository';
 import { Agent, Event, Instance, ProvisioningJob, type OperationType } from '../../src/entities';
 import { Fleet } from '../../src/fleet/fleet';
 import { silentLogger } from '../../src/lib/logger';
-import { startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
+import { SIM_DEFAULT_CREDENTIALS, startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
 import {
   PowerWorkflow,
   ProvisionWorkflow,
@@ -88,15 +88,15 @@ export async function startLifecycleHarness(
   const fleet = new Fleet(options.fleet);
   const hetzner = new HetznerClient({
     baseUrl: sim.hetznerUrl,
-    token: 'test-token',
+    token: SIM_DEFAULT_CREDENTIALS.hetznerToken,
     ...FAST_CLIENT,
     actionPollIntervalMs: 10,
     serverPollIntervalMs: 10,
   });
   const tailscale = new TailscaleClient({
     baseUrl: sim.tailscaleUrl,
-    clientId: 'test-client',
-    clientSecret: 'test-secret',
+    clientId: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
+    clientSecret: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
     ...FAST_CLIENT,
     enrollmentPollIntervalMs: 10,
   });

@@ -3,7 +3,7 @@ import IORedis from 'ioredis';
 import { loadConfig, type Config } from '../../src/config';
 import { silentLogger } from '../../src/lib/logger';
 import { createTailfleet, type Tailfleet, type TailfleetOverrides } from '../../src/server';
-import { startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
+import { SIM_DEFAULT_CREDENTIALS, startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -22,10 +22,10 @@ export function stackEnv(ctx: { db: TestDatabase; sim: RunningSimulator; prefix:
     DATABASE_URL: ctx.db.url,
     REDIS_URL,
     HETZNER_API_URL: ctx.sim.hetznerUrl,
-    HETZNER_API_TOKEN: 'sim-token',
+    HETZNER_API_TOKEN: SIM_DEFAULT_CREDENTIALS.hetznerToken,
     TAILSCALE_API_URL: ctx.sim.tailscaleUrl,
-    TAILSCALE_OAUTH_CLIENT_ID: 'sim-client',
-    TAILSCALE_OAUTH_CLIENT_SECRET: 'sim-secret',
+    TAILSCALE_OAUTH_CLIENT_ID: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
+    TAILSCALE_OAUTH_CLIENT_SECRET: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
     API_TOKEN: ctx.apiToken,
     HOST: '127.0.0.1',
     PORT: '0',

@@ -32,6 +32,8 @@ export interface HetznerClientDeps extends RequestPolicy {
   /** Default deadline of waitForServerStatus. */
   serverWaitTimeoutMs?: number;
   managedLabelSelector?: string;
+  /** Where the token comes from, named when the API rejects it (default HETZNER_API_TOKEN). */
+  tokenSetting?: string;
 }
 
 /** The API accepts at most this many `id` filters per GET /actions, the same chunk hcloud-go uses. */
@@ -70,6 +72,7 @@ export class HetznerClient {
       logger: this.logger,
       auth: { header: async () => `Bearer ${token}` },
       secrets: () => [token],
+      unauthorizedHint: deps.tokenSetting ?? 'HETZNER_API_TOKEN',
       rateLimitModel: 'refill',
     });
     this.actionPoller = new BatchPoller({

@@ -26,6 +26,8 @@ export interface TailscaleClientDeps extends RequestPolicy {
   enrollmentTimeoutMs?: number;
   /** A cached token is replaced this long before it expires. */
   tokenRefreshMarginMs?: number;
+  /** Where the OAuth client comes from, named when Tailscale rejects it. */
+  clientSettings?: string;
 }
 
 /**
@@ -100,6 +102,7 @@ export class TailscaleClient {
           idempotent: true,
           form: { client_id: clientId, client_secret: clientSecret, grant_type: 'client_credentials' },
           unauthorizedMessage: 'Tailscale rejected the OAuth client credentials',
+          unauthorizedHint: deps.clientSettings ?? 'TAILSCALE_OAUTH_CLIENT_ID and TAILSCALE_OAUTH_CLIENT_SECRET',
         }),
       now,
       deps.tokenRefreshMarginMs ?? 60_000,
