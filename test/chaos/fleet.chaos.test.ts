@@ -18,10 +18,13 @@ import { checkInvariants } from './invariants';
 import { RedisProcess, WorkerProcess, freePort, until } from './processes';
 
 // 200 agents through provision and a mix of stop/start/destroy, with the worker processes SIGKILLed
-// twice and restarted, the suite's own Redis SIGKILLed and restarted on its append-only file,
-// every PostgreSQL connection of the database terminated once, and the simulated clouds answering
-// 20% of requests with 5xx, in bursts with 429, and with servers that ignore ACPI shutdown. Then:
-// every operation finished, the clouds match the database, nothing orphaned, nothing lost.
+// twice and restarted, three rolling (SIGTERM) restarts during the provisions, the suite's own Redis
+// SIGKILLed and restarted on its append-only file (requests arriving meanwhile are accepted), then
+// wiped with FLUSHALL while operations are queued and running, every PostgreSQL connection of the
+// database terminated once, a hand-made job that does not match its operation, and the simulated
+// clouds answering 20% of requests with 5xx, in bursts with 429, and with servers that ignore ACPI
+// shutdown. Then: every accepted request finished, the clouds match the database, nothing orphaned,
+// nothing lost.
 // CHAOS_SEED=<n> replays the same plan (the timing of processes stays the machine's own);
 // CHAOS_AGENTS=<n> changes the fleet size, CHAOS_DEBUG=1 adds progress lines to the timeline and
 // CHAOS_KEEP_LOGS=1 keeps the worker and Redis logs of a passing run.
@@ -53,6 +56,8 @@ interface Stats {
   events: string[];
   kills: string[];
   redisDowntimeMs: number[];
+  rollingRestarts: string[];
+  redisWipes: number[];
   pgTerminated: number[];
   acpiIgnoring: Set<number>;
   revokedKeys: Set<string>;
@@ -95,6 +100,7 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
     WORKER_CONCURRENCY: '8',
     DRAIN_TIMEOUT_SECONDS: '5',
     ROLLBACK_SWEEP_INTERVAL_SECONDS: '5',
+    RELAY_INTERVAL_MS: '500',
     // Off: the drift reconciler would quietly repair whatever the pipeline got wrong, and this suite
     // is about what the job pipeline itself guarantees.
     RECONCILE_INTERVAL_SECONDS: '0',
@@ -144,6 +150,8 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
       events: [],
       kills: [],
       redisDowntimeMs: [],
+      rollingRestarts: [],
+      redisWipes: [],
       pgTerminated: [],
       acpiIgnoring: new Set(),
       revokedKeys: new Set(),
@@ -352,6 +360,25 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
       note(`${w.name} restarted as pid ${w.pid}`);
     }
 
+    /** A deploy: SIGTERM, the worker drains (jobs cut at the deadline go back to waiting), then starts again. */
+    async function rollingRestart(w: WorkerProcess, why: string) {
+      const pid = w.pid;
+      await w.kill('SIGTERM');
+      stats.rollingRestarts.push(`${w.name} (pid ${pid}) ${why}`);
+      note(`SIGTERM ${w.name} pid ${pid} (${why})`);
+      await w.start();
+      note(`${w.name} restarted as pid ${w.pid}`);
+    }
+
+    /** Redis loses everything at once; PostgreSQL still holds every accepted operation. */
+    async function wipeRedis(why: string) {
+      const before = await allJobIds();
+      const { execFileSync } = await import('node:child_process');
+      execFileSync('redis-cli', ['-h', '127.0.0.1', '-p', String(new URL(redis!.url).port), 'FLUSHALL']);
+      stats.redisWipes.push(before.size);
+      note(`FLUSHALL (${why}); ${before.size} jobs were in Redis`);
+    }
+
     async function dropPostgres(why: string) {
       const admin = new Client({ connectionString: ADMIN_DATABASE_URL });
       await admin.connect();
@@ -368,6 +395,7 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
       }
     }
 
+    const acceptedDuringOutage: string[] = [];
     const allJobIds = async () => {
       const ids: string[] = [];
       for (const name of QUEUE_NAMES) {
@@ -382,22 +410,28 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
       const down = Date.now();
       await redis!.kill('SIGKILL');
       note(`SIGKILL redis-server (${why}); ${before.size} jobs in Redis`);
-      // While Redis is gone the API must say so and refuse commands instead of half-accepting them.
+      // While Redis is gone the API says so, and still accepts work: PostgreSQL holds it, and the
+      // relay delivers it once Redis is back.
       const ready = await fetch(`${api!.url}/readyz`);
       expect(ready.status, 'readyz while Redis is down').to.equal(503);
-      const refused = await fetch(`${api!.url}/v1/agents`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${apiToken}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ name: 'during-redis-outage' }),
-      });
-      expect(refused.status, 'create while Redis is down').to.equal(503);
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`${api!.url}/v1/agents`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${apiToken}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ name: `during-redis-outage-${i}` }),
+        });
+        const body = (await res.json()) as any;
+        expect(res.status, `create while Redis is down: ${JSON.stringify(body)}`).to.equal(201);
+        stats.accepted.set(body.operation.id, `provision during-redis-outage-${i}`);
+        acceptedDuringOutage.push(body.operation.id);
+      }
       await redis!.restart();
       stats.redisDowntimeMs.push(Date.now() - down);
       const after = await until('the queues to answer again', async () => allJobIds(), { timeoutMs: 30_000, intervalMs: 100 });
       const lost = [...before].filter((id) => !after.has(id));
       note(`redis-server restarted on its AOF after ${Date.now() - down} ms; ${after.size} jobs replayed`);
       expect(lost, 'jobs lost across the Redis restart').to.deep.equal([]);
-      expect((await ds.query(`SELECT count(*)::int AS n FROM agents WHERE name = 'during-redis-outage'`))[0].n).to.equal(0);
+      expect((await ds.query(`SELECT count(*)::int AS n FROM agents WHERE name LIKE 'during-redis-outage-%'`))[0].n).to.equal(3);
     }
 
     // ---- Cloud faults for the rest of the run: 20% 5xx on both APIs, in two statuses each.
@@ -432,6 +466,15 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
         run: () => killWorker(workers[0]!, 'mid-provisioning'),
       },
       { name: 'pg drop', when: async () => (await countJobs(['succeeded'])) >= AGENTS * 0.55, run: () => dropPostgres('mid-provisioning') },
+      // Deploys during the provisions: the other worker than the one SIGKILLed above.
+      ...[0.1, 0.45, 0.75].map((share, i) => ({
+        name: `rolling restart #${i + 1}`,
+        when: async () =>
+          (await countJobs(['succeeded'])) >= AGENTS * share &&
+          stats.rollingRestarts.length === i &&
+          (await queues.provision.getActiveCount()) > 0,
+        run: () => rollingRestart(workers[1]!, 'mid-provisioning'),
+      })),
     );
 
     let nextSpec = 0;
@@ -484,6 +527,22 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
     note(`ordinary provisions finished: ${[...provisionOutcome.values()].filter((s) => s === 'succeeded').length} succeeded`);
     expect(triggers.filter((t) => !t.fired).map((t) => t.name), 'phase 1 faults that never fired').to.deep.equal([]);
 
+    // ================= A job added by hand (as in Bull Board) that does not match its operation =================
+    const victim = ordinary.find((a) => provisionOutcome.get(a.id) === 'succeeded')!;
+    const other = ordinary.find((a) => a !== victim && provisionOutcome.get(a.id) === 'succeeded')!;
+    const eventsBefore = (await ds.query(`SELECT count(*)::int AS n FROM events WHERE operation_id = $1`, [victim.operationId]))[0].n;
+    const handMade = [
+      await queues.stop.add('stop', { operationId: victim.operationId, agentId: victim.id }),
+      await queues.destroy.add('destroy', { operationId: victim.operationId, agentId: other.id }),
+    ];
+    for (const job of handMade) {
+      const queue = queues[job.queueName as 'stop' | 'destroy'];
+      await until(`hand-made job ${job.id} to fail`, async () => (await queue.getJobState(job.id!)) === 'failed', { timeoutMs: 60_000, intervalMs: 100 });
+      expect((await queue.getJob(job.id!))!.failedReason).to.match(/does not match/);
+    }
+    expect((await ds.query(`SELECT count(*)::int AS n FROM events WHERE operation_id = $1`, [victim.operationId]))[0].n).to.equal(eventsBefore);
+    note(`${handMade.length} hand-made mismatched jobs refused, nothing changed`);
+
     // ================= Phase 2: stop / start / destroy mixes =================
     const active = ordinary.filter((a) => provisionOutcome.get(a.id) === 'succeeded');
     const scripts: { agent: (typeof agents)[number]; kind: ScriptKind }[] = active.map((agent) => ({
@@ -507,6 +566,12 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
     triggers.push(
       { name: 'redis restart', when: async () => (await phase2Done()) >= phase2Total * 0.2, run: () => restartRedis('mid stop/start/destroy') },
       { name: '429 burst in phase 2', when: async () => (await phase2Done()) >= phase2Total * 0.35, run: async () => burst429('phase 2') },
+      {
+        name: 'redis wipe',
+        when: async () =>
+          (await phase2Done()) >= phase2Total * 0.65 && (await countOps(phase2Ops, ['queued'])) > 0 && (await countOps(phase2Ops, ['running'])) > 0,
+        run: () => wipeRedis('mid stop/start/destroy, operations queued and running'),
+      },
       {
         name: 'kill #2',
         when: async () => (await phase2Done()) >= phase2Total * 0.5 && (await queues.stop.getActiveCount()) + (await queues.start.getActiveCount()) + (await queues.destroy.getActiveCount()) > 0,
@@ -599,6 +664,17 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
     // ================= Invariants =================
     const state = control.state();
     const report = await checkInvariants(ds, state, stats.accepted);
+    // No accepted operation failed because of our own restarts or Redis losing its jobs.
+    const ownOutage: { id: string; error: string }[] = await ds.query(
+      `SELECT id, error FROM operations WHERE status = 'failed' AND error ~* '(Interrupted by worker shutdown|worker shut down|job stalled more than|gone from the queue|not retained|connection terminated|ECONNREFUSED|database)'`,
+    );
+    report.checked['no failure from our own outages'] = Number((await ds.query(`SELECT count(*)::int AS n FROM operations`))[0].n);
+    for (const o of ownOutage) report.violations.push(`operation ${o.id} failed because of our own outage: ${o.error}`);
+    for (const id of acceptedDuringOutage) {
+      report.checked['accepted while Redis was down, then carried out'] = (report.checked['accepted while Redis was down, then carried out'] ?? 0) + 1;
+      const [op] = await ds.query(`SELECT status FROM operations WHERE id = $1`, [id]);
+      if (op?.status !== 'succeeded') report.violations.push(`operation ${id} accepted while Redis was down is ${op?.status}`);
+    }
     for (const name of OPERATION_QUEUES) {
       const counts = await queues[name].getJobCounts('active', 'waiting', 'delayed', 'prioritized', 'waiting-children');
       report.checked['queue drained'] = (report.checked['queue drained'] ?? 0) + 1;
@@ -629,7 +705,9 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
       `rolled back: ${rollbackSummary.map((r) => `${r.n}× "${r.error}"`).join('; ') || 'none'}`,
       `API answers: ${Object.entries(stats.http).map(([s, n]) => `${s}×${n}`).join(' ')} (503s retried: ${stats.retried503}, 409 refusals: ${stats.refused409}, idempotent replays checked: ${stats.replays})`,
       `worker SIGKILLs: ${stats.kills.length} — ${stats.kills.join('; ')}`,
-      `redis restarts: ${redis!.restarts} (down ${stats.redisDowntimeMs.join(', ')} ms, AOF replay lost 0 jobs)`,
+      `redis restarts: ${redis!.restarts} (down ${stats.redisDowntimeMs.join(', ')} ms, AOF replay lost 0 jobs; ${acceptedDuringOutage.length} creates accepted while down)`,
+      `redis wipes (FLUSHALL): ${stats.redisWipes.length} (${stats.redisWipes.join(', ')} jobs lost from Redis, all re-delivered from PostgreSQL)`,
+      `rolling restarts (SIGTERM): ${stats.rollingRestarts.length} — ${stats.rollingRestarts.join('; ')}`,
       `postgres drops: ${stats.pgTerminated.length} (${stats.pgTerminated.join(', ')} connections terminated)`,
       `faults injected (simulator counters): ${Object.entries(faults.firedBy(3)).map(([k, n]) => `${k.replace('chaos:', '')}=${n}`).join(' ')}`,
       `  of ${totalRequests} cloud requests; 429 bursts: ${bursts}; ACPI-ignoring servers: ${stats.acpiIgnoring.size}, forced power-offs: ${requests['POST /hetzner/v1/servers/{id}/actions/poweroff'] ?? 0}; auth keys revoked behind tailfleet's back: ${stats.revokedKeys.size}; unused live auth keys left: ${unusedKeys}`,
@@ -644,6 +722,8 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
     // Through the Redis restart every worker line stays structured (BullMQ used to dump raw errors).
     expect(workers.flatMap((w) => w.unstructured).slice(0, 5)).to.deep.equal([]);
     expect(stats.kills).to.have.length(2);
+    expect(stats.rollingRestarts).to.have.length(3);
+    expect(stats.redisWipes).to.have.length(1);
     expect(redis!.restarts).to.equal(1);
     expect(stats.pgTerminated).to.have.length(1);
     expect(stats.pgTerminated[0]).to.be.greaterThan(0);
