@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
-import { createServer, connect, type Server as TcpServer, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import sinon from 'sinon';
@@ -16,33 +15,8 @@ import { closeQueues, createQueues, type Queues } from '../../src/queues/queues'
 import { createRepositories } from '../../src/db';
 import { OutboxRelay } from '../../src/operations/relay';
 import { operationsFor } from '../helpers/ledger';
+import { startTcpProxy } from '../helpers/tcp-proxy';
 import { API_TOKEN, BOARD, DEFAULTS, apiClient, markRunning, startApiHarness, type ApiClient, type ApiHarness } from './harness';
-
-/** A TCP hop in front of PostgreSQL that the test can cut, like a database that goes away. */
-async function startTcpProxy(target: { host: string; port: number }) {
-  const sockets = new Set<Socket>();
-  const server: TcpServer = createServer((client) => {
-    const upstream = connect(target.port, target.host);
-    sockets.add(client).add(upstream);
-    client.pipe(upstream).pipe(client);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', drop).on('close', drop);
-    upstream.on('error', drop).on('close', drop);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    async cut() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const s of sockets) s.destroy();
-      });
-    },
-  };
-}
 
 describe('HTTP API while Redis or PostgreSQL is down', () => {
   // Redis down: PostgreSQL is where work is accepted, so requests are still answered 201/202.

@@ -1,47 +1,10 @@
-import { createServer, connect, type Server as TcpServer, type Socket } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import type { Tailfleet } from '../../src/server';
 import { RECONCILE_SCHEDULER_ID } from '../../src/processors/reconcile.processor';
+import { startTcpProxy } from '../helpers/tcp-proxy';
 import { apiClient, createSuite, deleteRedisPrefix, waitFor, type ApiClient, type Suite } from './stack';
 
 // Accepted work lives in PostgreSQL; Redis only delivers it and may lose anything at any moment.
-
-/** A TCP hop in front of PostgreSQL that can be cut and restored on the same port. */
-async function startTcpProxy(target: { host: string; port: number }) {
-  const sockets = new Set<Socket>();
-  let server: TcpServer | undefined;
-  let port = 0;
-  const listen = async () => {
-    server = createServer((client) => {
-      const upstream = connect(target.port, target.host);
-      sockets.add(client).add(upstream);
-      client.pipe(upstream).pipe(client);
-      const drop = () => {
-        client.destroy();
-        upstream.destroy();
-      };
-      client.on('error', drop).on('close', drop);
-      upstream.on('error', drop).on('close', drop);
-    });
-    await new Promise<void>((resolve) => server!.listen(port, '127.0.0.1', resolve));
-    port = (server.address() as AddressInfo).port;
-  };
-  await listen();
-  return {
-    get port() {
-      return port;
-    },
-    async cut() {
-      await new Promise<void>((resolve) => {
-        server!.close(() => resolve());
-        for (const s of sockets) s.destroy();
-        sockets.clear();
-      });
-    },
-    restore: listen,
-  };
-}
 
 describe('pipeline: durable operations', function () {
   this.timeout(60_000);
