@@ -34,6 +34,16 @@ export class EventRepository {
     return managerOf(db).find(Event, { where: { entityType, entityId }, order: { at: 'ASC', id: 'ASC' } });
   }
 
+  /** How many events of a row have a reason starting with `prefix`. */
+  async countWithReason(entityType: EventEntityType, entityId: string, prefix: string, db: Db = this.dataSource): Promise<number> {
+    if (!isUuid(entityId)) return 0;
+    return managerOf(db)
+      .createQueryBuilder(Event, 'e')
+      .where('e.entityType = :entityType AND e.entityId = :entityId', { entityType, entityId })
+      .andWhere('starts_with(e.reason, :prefix)', { prefix })
+      .getCount();
+  }
+
   /** The newest event that moved the row into `toStatus`, or null. */
   latestMoveInto(entityType: EventEntityType, entityId: string, toStatus: string, db: Db = this.dataSource): Promise<Event | null> {
     return managerOf(db).findOne(Event, { where: { entityType, entityId, toStatus }, order: { id: 'DESC' } });

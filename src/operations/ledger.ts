@@ -76,7 +76,7 @@ export type FinalFailureHook = (failure: FinalFailure) => Promise<void>;
 
 export interface LedgerDeps {
   dataSource: DataSource;
-  repositories: Pick<Repositories, 'agents' | 'operations'>;
+  repositories: Pick<Repositories, 'agents' | 'operations' | 'events'>;
   logger: Logger;
 }
 
@@ -88,6 +88,8 @@ export interface StepState {
 
 const stepPatch = (s: StepState): PatchOf<'operation'> =>
   s.step === null || s.step === undefined ? {} : { currentStep: s.step, progress: s.percent ?? 0 };
+
+const STALLED_REASON = 'job stalled: its worker stopped';
 
 // Tries of a move that fails on the database itself (a dropped connection) before giving up.
 const WRITE_TRIES = 5;
@@ -312,6 +314,30 @@ export class OperationLedger {
     });
     if (moved) await this.runFinalFailureHook({ operation: moved, failedStep: moved.failedStep, error, logger });
     return moved;
+  }
+
+  /**
+   * BullMQ failed the job because it stalled too often: the workers holding it died (a crash, a
+   * deploy cut short, an event loop starved past its lock). That is our own outage, not the work's
+   * failure, so the operation goes back to the queue — up to `limit` times over its life, after which
+   * a job that keeps killing its workers fails for good. True when it was put back.
+   */
+  async requeueStalled(operationId: string, error: string, limit: number): Promise<boolean> {
+    const stalls = await this.repos.events.countWithReason('operation', operationId, STALLED_REASON);
+    if (stalls >= limit) return false;
+    const moved = await this.move({
+      entity: 'operation',
+      id: operationId,
+      from: ['running'],
+      to: 'queued',
+      reason: `${STALLED_REASON} (${stalls + 1} of ${limit}): ${error}; delivered again`,
+      operationId,
+      patch: { claimToken: null },
+    });
+    if (moved) return true;
+    // Already queued (the stall happened before a claim): count it all the same.
+    const current = await this.repos.operations.findById(operationId);
+    return current?.status === 'queued';
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import type { Outbox } from './outbox';
 export interface RelayDeps {
   dataSource: DataSource;
   operations: Pick<OperationRepository, 'findPending'>;
-  ledger: Pick<OperationLedger, 'failFromQueue'>;
+  ledger: Pick<OperationLedger, 'failFromQueue' | 'requeueStalled'>;
   outbox: Outbox;
   logger: Logger;
   /** Time between passes (default 5000). */
@@ -52,6 +52,9 @@ export interface RelayResult {
   retried: number;
   failed: number;
 }
+
+/** Times one operation's job may be failed by BullMQ for stalling and still be delivered again. */
+export const STALL_REQUEUE_LIMIT = 5;
 
 // Arbitrary, fixed: the advisory lock key of the relay (the reconciler uses another).
 const RELAY_LOCK_KEY = 0x7466_6f62; // "tfob"
@@ -158,7 +161,14 @@ export class OutboxRelay {
       const state = await this.deps.outbox.state(queue, jobId);
       if (state === 'failed' && operation.status === 'running') {
         const job = await this.deps.outbox.job(queue, jobId);
-        await this.deps.ledger.failFromQueue(operation.id, job?.failedReason || 'job failed in the queue', log);
+        const reason = job?.failedReason || 'job failed in the queue';
+        // A job BullMQ failed for stalling: its workers died, which is no reason to fail the work.
+        if (job && /stalled|started more than allowable/i.test(reason) && (await this.deps.ledger.requeueStalled(operation.id, reason, STALL_REQUEUE_LIMIT))) {
+          await job.retry('failed');
+          result.retried++;
+          continue;
+        }
+        await this.deps.ledger.failFromQueue(operation.id, reason, log);
         result.failed++;
       } else if (state === 'failed' || state === 'completed') {
         await this.redeliver(operation, queue, jobId, state, instanceId);

@@ -2,6 +2,7 @@ import { Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../lib/logger';
 import type { OperationLedger } from '../operations/ledger';
+import { STALL_REQUEUE_LIMIT } from '../operations/relay';
 import type { OperationQueueName, Processors } from '../processors';
 import { SHUTDOWN_ABORT_REASON } from '../processors/run-operation';
 import { OPERATION_QUEUES, type JobPayloads } from '../queues/queues';
@@ -39,7 +40,7 @@ export interface WorkersDeps {
   prefix: string;
   concurrency: number;
   processors: Processors;
-  ledger: Pick<OperationLedger, 'failFromQueue'>;
+  ledger: Pick<OperationLedger, 'failFromQueue' | 'requeueStalled'>;
   /** Failures the processors recorded themselves (shared with them); the rest are settled here. */
   handledFailures: Set<string>;
   logger: Logger;
@@ -90,13 +91,24 @@ export function createWorkers(deps: WorkersDeps): WorkerPool {
       if (!job) return;
       // The processor recorded this failure (or refused the job without touching anything).
       if (deps.handledFailures.delete(String(job.id)) || !isFinalFailure(job, err)) return;
-      // BullMQ failed the job without the processor (stalled too often): the operation would
-      // otherwise look live forever. The ledger fails it and runs the final-failure hook.
+      // BullMQ failed the job without the processor: it stalled too often (its workers died), or
+      // it was failed by hand. A stall is our own outage, so the job runs again (bounded, in case it
+      // is the job that kills its workers); anything else fails the operation, and the ledger runs
+      // the final-failure hook. Otherwise the operation would look live forever.
       const operationId = (job.data as { operationId?: unknown })?.operationId;
       if (typeof operationId !== 'string') return;
       const error = err?.message || job.failedReason || 'job failed';
-      const p = deps.ledger.failFromQueue(operationId, error, logger.child({ queue: name, jobId: job.id, operationId })).catch((e: unknown) =>
-        logger.error({ err: e, queue: name, jobId: job.id }, 'Could not mark the operation of a failed job; the relay will'),
+      const log = logger.child({ queue: name, jobId: job.id, operationId });
+      const settle = async () => {
+        if (/stalled|started more than allowable/i.test(error) && (await deps.ledger.requeueStalled(operationId, error, STALL_REQUEUE_LIMIT))) {
+          await job.retry('failed');
+          log.warn({ error }, 'Job stalled too often (its workers died); delivered again');
+          return;
+        }
+        await deps.ledger.failFromQueue(operationId, error, log);
+      };
+      const p = settle().catch((e: unknown) =>
+        logger.error({ err: e, queue: name, jobId: job.id }, 'Could not settle the operation of a failed job; the relay will'),
       );
       pending.add(p);
       void p.finally(() => pending.delete(p));

@@ -167,4 +167,36 @@ describe('pipeline: durable operations', function () {
       await proxy.cut().catch(() => undefined);
     }
   });
+
+  it('a job BullMQ fails for stalling (its worker died) is delivered again, not failed', async () => {
+    // Jobs stall at once and fail on the first stall: only the ledger's requeue keeps the stop alive.
+    const settings = { worker: { lockDurationMs: 1000, stalledIntervalMs: 300, maxStalledCount: 0 } };
+    const launch = async () => {
+      const tf = await suite.launch({ env: { ROLE: 'worker', ...relayFast }, overrides: settings });
+      workers.push(tf);
+      return tf;
+    };
+    const first = await launch();
+    const created = await api.post('/v1/agents', { name: 'stalls' });
+    expect((await finished(created.body.operation.id)).status).to.equal('succeeded');
+    suite.sim.control.setTimings({ shutdownMs: 3000 });
+    try {
+      const stop = await api.post(`/v1/agents/${created.body.agent.id}/stop`);
+      const operationId = stop.body.operation.id as string;
+      await waitFor('the stop to run', async () => (await status(operationId)).status === 'running');
+      // The worker dies without a word: its lock is no longer renewed.
+      await first.workers!.workers.stop!.close(true);
+      await launch();
+      const done = await finished(operationId);
+      expect(done.status, done.error).to.equal('succeeded');
+      const events: { to_status: string; reason: string }[] = await suite.db.dataSource.query(
+        `SELECT to_status, reason FROM events WHERE entity_type = 'operation' AND entity_id = $1 ORDER BY id`,
+        [operationId],
+      );
+      expect(events.map((e) => e.to_status)).to.not.include('failed');
+      expect(events.some((e) => e.reason.startsWith('job stalled'))).to.equal(true);
+    } finally {
+      suite.sim.control.setTimings({ shutdownMs: 20 });
+    }
+  });
 });
