@@ -1,8 +1,8 @@
 import type { DataSource } from 'typeorm';
 import { In } from 'typeorm';
-import { ProvisioningJob, type ProvisioningJobStatus } from '../entities';
+import { Operation, ProvisioningJob, type ProvisioningJobStatus } from '../entities';
 import { RecordNotFoundError } from './errors';
-import { type Db, managerOf, type PatchOf } from './transitions';
+import { type Db, managerOf, type PatchOf, quotedTable } from './transitions';
 import { isUuid } from './uuid';
 
 export type ProvisioningJobUpdate = Omit<PatchOf<'provisioning_job'>, 'startedAt' | 'finishedAt'>;
@@ -12,6 +12,51 @@ export class ProvisioningJobRepository {
 
   constructor(deps: { dataSource: DataSource }) {
     this.dataSource = deps.dataSource;
+  }
+
+  /** Provisions still running whose job is live in the database: the sweep asks BullMQ about each. */
+  async listRunningProvisions(db: Db = this.dataSource): Promise<Array<{ operationId: string; provisioningJobId: string; queueJobId: string }>> {
+    const rows: Array<{ id: string; provisioning_job_id: string; queue_job_id: string }> = await managerOf(db).query(
+      `SELECT o.id, o.provisioning_job_id, o.queue_job_id
+         FROM ${this.table(Operation)} o
+         JOIN ${this.table(ProvisioningJob)} pj ON pj.id = o.provisioning_job_id
+        WHERE o.type = 'provision' AND o.status = 'running' AND pj.status IN ('queued', 'running') AND o.queue_job_id IS NOT NULL
+        LIMIT 500`,
+    );
+    return rows.map((r) => ({ operationId: r.id, provisioningJobId: r.provisioning_job_id, queueJobId: r.queue_job_id }));
+  }
+
+  /** Jobs still live whose provision operation failed more than `graceSeconds` ago (a crash between the two writes). */
+  async listLiveWithFailedProvision(
+    graceSeconds: number,
+    db: Db = this.dataSource,
+  ): Promise<Array<{ provisioningJobId: string; error: string | null; failedStep: string | null }>> {
+    const rows: Array<{ provisioning_job_id: string; error: string | null; failed_step: string | null }> = await managerOf(db).query(
+      `SELECT o.provisioning_job_id, o.error, o.failed_step
+         FROM ${this.table(Operation)} o
+         JOIN ${this.table(ProvisioningJob)} pj ON pj.id = o.provisioning_job_id
+        WHERE o.type = 'provision' AND o.status = 'failed' AND pj.status IN ('queued', 'running')
+          AND o.finished_at < now() - make_interval(secs => $1)
+        LIMIT 500`,
+      [graceSeconds],
+    );
+    return rows.map((r) => ({ provisioningJobId: r.provisioning_job_id, error: r.error, failedStep: r.failed_step }));
+  }
+
+  /** Failed jobs with no rollback under their fixed key, oldest first. */
+  async listFailedWithoutRollback(db: Db = this.dataSource): Promise<string[]> {
+    const rows: Array<{ id: string }> = await managerOf(db).query(
+      `SELECT pj.id FROM ${this.table(ProvisioningJob)} pj
+        WHERE pj.status = 'failed'
+          AND NOT EXISTS (SELECT 1 FROM ${this.table(Operation)} r WHERE r.idempotency_key = 'rollback:' || pj.id::text)
+        ORDER BY pj.updated_at
+        LIMIT 500`,
+    );
+    return rows.map((r) => r.id);
+  }
+
+  private table(target: typeof Operation | typeof ProvisioningJob): string {
+    return quotedTable(this.dataSource.getMetadata(target));
   }
 
   async findById(id: string, db: Db = this.dataSource): Promise<ProvisioningJob | null> {

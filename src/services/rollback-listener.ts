@@ -1,8 +1,11 @@
 import type { Queue } from 'bullmq';
 import type { DataSource } from 'typeorm';
-import { RecordNotFoundError, TransitionConflictError, inTransaction, transition } from '../db';
+import { RecordNotFoundError, TransitionConflictError, transition } from '../db';
 import type { Logger } from '../lib/logger';
-import type { FinalFailureHook } from '../operations/ledger';
+import type { FinalFailureHook, OperationLedger } from '../operations/ledger';
+import type { ProvisioningJobRepository } from '../db/provisioning-job.repository';
+
+const HALF_RECORDED_GRACE_SECONDS = 120;
 import type { ProvisionJobData } from '../queues/queues';
 
 /**
@@ -31,6 +34,8 @@ export interface RollbackRequester {
 export interface RollbackListenerDeps {
   dataSource: DataSource;
   operations: RollbackRequester;
+  ledger: Pick<OperationLedger, 'failFromQueue'>;
+  provisioningJobs: Pick<ProvisioningJobRepository, 'listRunningProvisions' | 'listLiveWithFailedProvision' | 'listFailedWithoutRollback'>;
   /** Used by the sweep to read the BullMQ state of provision jobs the database still calls live. */
   provisionQueue: Pick<Queue<ProvisionJobData>, 'getJobState'>;
   logger: Logger;
@@ -47,43 +52,26 @@ export interface SweepResult {
 }
 
 /**
- * Marks a provisioning job (and its provision Operation, if still live) failed: a guarded update
- * with its audit event, a no-op when someone got there first. Used by the provision processor on
- * the last attempt, by the listener, and by the sweep.
+ * Marks a provisioning job failed: a guarded update with its audit event, a no-op when someone got
+ * there first. The provision operation's own failure is the ledger's; this is the job's.
  */
 export async function recordProvisionFailure(
   dataSource: DataSource,
   input: { provisioningJobId: string; operationId?: string | null; error: string; failedStep?: string | null },
 ): Promise<boolean> {
-  return inTransaction(dataSource, async (m) => {
-    const finishedAt = new Date();
-    if (input.operationId) {
-      await ignoreConflict(
-        transition(m, {
-          entity: 'operation',
-          id: input.operationId,
-          from: ['queued', 'running'],
-          to: 'failed',
-          reason: `provision failed for good: ${input.error}`,
-          operationId: input.operationId,
-          patch: { error: input.error, finishedAt, ...(input.failedStep ? { failedStep: input.failedStep } : {}) },
-        }),
-      );
-    }
-    const moved = await ignoreConflict(
-      transition(m, {
-        entity: 'provisioning_job',
-        id: input.provisioningJobId,
-        from: ['queued', 'running'],
-        to: 'failed',
-        reason: `provision failed for good${input.failedStep ? ` at ${input.failedStep}` : ''}: ${input.error}`,
-        operationId: input.operationId ?? null,
-        // The lifecycle service already recorded the step it failed at; keep it unless we know better.
-        patch: { error: input.error, finishedAt, ...(input.failedStep ? { failedStep: input.failedStep } : {}) },
-      }),
-    );
-    return moved !== undefined;
-  });
+  const moved = await ignoreConflict(
+    transition(dataSource, {
+      entity: 'provisioning_job',
+      id: input.provisioningJobId,
+      from: ['queued', 'running'],
+      to: 'failed',
+      reason: `provision failed for good${input.failedStep ? ` at ${input.failedStep}` : ''}: ${input.error}`,
+      operationId: input.operationId ?? null,
+      // The workflow already recorded the step it failed at; keep it unless we know better.
+      patch: { error: input.error, finishedAt: new Date(), ...(input.failedStep ? { failedStep: input.failedStep } : {}) },
+    }),
+  );
+  return moved !== undefined;
 }
 
 /** Someone else moved the row first (or it is gone): nothing for us to do. */
@@ -165,57 +153,25 @@ export class RollbackListener {
 
   private async runSweep(): Promise<SweepResult> {
     const ds = this.deps.dataSource;
+    const jobs = this.deps.provisioningJobs;
     const result: SweepResult = { requested: [], created: [] };
 
     // Running provision Operations whose queue job BullMQ has given up on (failed without the
     // processor recording it). A job that is missing is not among them: the relay delivers it again.
-    const live: { id: string; provisioning_job_id: string; queue_job_id: string }[] = await ds.query(
-      `SELECT o.id, o.provisioning_job_id, o.queue_job_id
-         FROM operations o
-         JOIN provisioning_jobs pj ON pj.id = o.provisioning_job_id
-        WHERE o.type = 'provision' AND o.status = 'running'
-          AND pj.status IN ('queued', 'running')
-          AND o.queue_job_id IS NOT NULL
-        LIMIT 500`,
-    );
-    for (const op of live) {
-      if ((await this.deps.provisionQueue.getJobState(op.queue_job_id)) !== 'failed') continue;
-      await recordProvisionFailure(ds, {
-        provisioningJobId: op.provisioning_job_id,
-        operationId: op.id,
-        error: 'Provision job failed in the queue',
-      });
+    // The ledger fails them; its final-failure hook marks the job and requests the rollback.
+    for (const op of await jobs.listRunningProvisions()) {
+      if ((await this.deps.provisionQueue.getJobState(op.queueJobId)) !== 'failed') continue;
+      await this.deps.ledger.failFromQueue(op.operationId, 'Provision job failed in the queue', this.deps.logger);
     }
 
     // Provision Operations failed while the provisioning job was left live (crash between writes).
-    const halfRecorded: { id: string; provisioning_job_id: string; error: string | null; failed_step: string | null }[] =
-      await ds.query(
-        `SELECT o.id, o.provisioning_job_id, o.error, o.failed_step
-           FROM operations o
-           JOIN provisioning_jobs pj ON pj.id = o.provisioning_job_id
-          WHERE o.type = 'provision' AND o.status = 'failed' AND pj.status IN ('queued', 'running')
-            -- Give a delivery that lost a race, while another finishes the work, time to settle.
-            AND o.finished_at < now() - interval '2 minutes'
-          LIMIT 500`,
-      );
-    for (const op of halfRecorded) {
-      await recordProvisionFailure(ds, {
-        provisioningJobId: op.provisioning_job_id,
-        error: op.error ?? 'provision failed',
-        failedStep: op.failed_step,
-      });
+    // A fresh failure is left alone for a while: it may be a delivery that lost a race to another
+    // one still finishing the work.
+    for (const op of await jobs.listLiveWithFailedProvision(HALF_RECORDED_GRACE_SECONDS)) {
+      await recordProvisionFailure(ds, { provisioningJobId: op.provisioningJobId, error: op.error ?? 'provision failed', failedStep: op.failedStep });
     }
 
-    const orphans: { id: string }[] = await ds.query(
-      `SELECT pj.id
-         FROM provisioning_jobs pj
-        WHERE pj.status = 'failed'
-          -- The key, not just any rollback row: a rollback whose enqueue failed releases its key so
-          -- that it can be requested again.
-          AND NOT EXISTS (SELECT 1 FROM operations r WHERE r.idempotency_key = 'rollback:' || pj.id::text)
-        ORDER BY pj.updated_at
-        LIMIT 500`,
-    );
+    const orphans = (await jobs.listFailedWithoutRollback()).map((id) => ({ id }));
     for (const { id } of orphans) {
       try {
         const { operation, created } = await this.deps.operations.requestRollback(id, { trigger: 'sweep' });
