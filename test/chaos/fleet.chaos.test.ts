@@ -658,7 +658,7 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
     observerStopped = true;
     pollerStopped = true;
     await Promise.all([observer, poller, ...triggerRuns]);
-    expect(failures.map((e) => e.message), 'errors in the fault triggers').to.deep.equal([]);
+    expect(failures.map((e) => e.message), `errors in the fault triggers: ${failures.map((e) => e.stack ?? e.message).join(' | ')}`).to.deep.equal([]);
     faults.clear();
 
     // ================= Invariants =================
