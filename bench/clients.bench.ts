@@ -104,8 +104,8 @@ function table(results: PhaseResult[]): string {
 async function main(): Promise<void> {
   const sim = await startSimulator({
     port: 0,
-    // Rate limits are per token: one for the set-up, one for the measured phase.
-    credentials: { hetznerTokens: ['bench-setup', 'bench-tailfleet'] },
+    // Rate limits are per token: one for the set-up and one for each measured client.
+    credentials: { hetznerTokens: ['bench-setup', 'bench-tailfleet', 'bench-naive'] },
     timings: {
       actionDurationMs: { create_server: 5 * POLL_MS, start_server: 3 * POLL_MS, shutdown_server: POLL_MS, stop_server: POLL_MS },
       shutdownMs: SHUTDOWN_MS,

@@ -1,18 +1,30 @@
 /**
- * Hetzner requests per operation when 100 stops (then 100 starts) run at once through the whole
- * service, with realistic simulated durations: a shutdown that takes ten poll intervals, as a real
- * OS needs a while, and Hetzner's real rate limit (3600/h, refilled 1/s). The figures are the
- * simulator's own request counters, so every retry, poll and list call counts.
+ * Cloud requests per operation when 100 provisions, then 100 stops, 100 starts and 100 destroys run
+ * at once through the whole service, with realistic simulated durations in poll intervals (a create
+ * that takes five, a shutdown that takes ten, as a real OS needs a while) and Hetzner's real rate
+ * limit (3600/h, refilled 1/s). The figures are the simulator's own request counters, so every
+ * retry, poll and list call counts; Hetzner and Tailscale are counted apart.
  *
  *   npx tsx bench/requests.bench.ts [-- --agents 100 --poll-ms 100]
  */
 import type { Worker } from 'bullmq';
 import { fmt, log, table, writeResult, type Row } from './lib/report';
-import { api, startBenchStack, ZERO_TIMINGS } from './lib/stack';
+import { api, cloud429s, cloudRequestCounts, HETZNER_RATE_LIMIT, startBenchStack, ZERO_TIMINGS } from './lib/stack';
 import { numberArg } from './throughput.bench';
 
 const TARGET_PER_STOP = 3;
-const HETZNER_RATE_LIMIT = { limit: 3600, refillPerSecond: 1 };
+
+/** Cloud requests of one phase of `operations` concurrent provisions or destroys. */
+export interface CloudPhase {
+  operations: number;
+  wallMs: number;
+  hetznerPerOperation: number;
+  tailscalePerOperation: number;
+  /** Tailscale OAuth token requests (one per token lifetime, not per operation). */
+  oauthRequests: number;
+  rateLimited: number;
+  byRoute: Record<string, number>;
+}
 
 export interface PhaseCounts {
   operations: number;
@@ -28,8 +40,10 @@ export interface RequestsResult {
   agents: number;
   pollIntervalMs: number;
   shutdownMs: number;
+  provision: CloudPhase;
   stop: PhaseCounts;
   start: PhaseCounts;
+  destroy: CloudPhase;
   rows: Row[];
 }
 
@@ -54,8 +68,9 @@ export async function runRequestsBench(opts: { agents?: number; pollMs?: number 
   const agents = opts.agents ?? 100;
   const pollMs = opts.pollMs ?? 100;
   const shutdownMs = 10 * pollMs;
+  const provisionTimings = { create_server: 5 * pollMs, delete_server: 3 * pollMs };
   const stack = await startBenchStack('requests', {
-    timings: { ...ZERO_TIMINGS, rateLimit: HETZNER_RATE_LIMIT },
+    timings: { ...ZERO_TIMINGS, actionDurationMs: provisionTimings, bootMs: 3 * pollMs, enrollDelayMs: 5 * pollMs, rateLimit: HETZNER_RATE_LIMIT },
     env: {
       WORKER_CONCURRENCY: String(agents),
       POLL_INTERVAL_MS: String(pollMs),
@@ -67,27 +82,46 @@ export async function runRequestsBench(opts: { agents?: number; pollMs?: number 
     const call = api(tf.url!, stack.apiToken);
     const workers = tf.workers!.workers;
 
-    log(`requests: provisioning ${agents} agents`);
-    let done = completions(workers.provision!, agents, 120_000);
-    const ids = await Promise.all(
-      Array.from({ length: agents }, async (_, i) => {
-        const res = await call('POST', '/v1/agents', { name: `bench-${i}` });
-        if (res.status !== 201) throw new Error(`POST /v1/agents → ${res.status} ${JSON.stringify(res.body)}`);
-        return res.body.agent.id as string;
-      }),
-    );
-    await done;
+    // 429s as tailfleet's own metrics saw them (the client waits and retries, so they cost requests).
+    const hetzner429s = () => cloud429s(tf);
+
+    const cloudPhase = async (what: string, run: () => Promise<void>): Promise<CloudPhase> => {
+      log(`requests: ${agents} concurrent ${what}`);
+      sim.control.resetRequestCounts();
+      const limitedBefore = await hetzner429s();
+      const started = performance.now();
+      await run();
+      const wallMs = performance.now() - started;
+      const c = cloudRequestCounts(sim.control.requestCounts());
+      return {
+        operations: agents,
+        wallMs,
+        hetznerPerOperation: c.hetzner / agents,
+        tailscalePerOperation: c.tailscale / agents,
+        oauthRequests: c.oauth,
+        rateLimited: (await hetzner429s()) - limitedBefore,
+        byRoute: c.byRoute,
+      };
+    };
+
+    let ids: string[] = [];
+    let done: Promise<void>;
+    const provision = await cloudPhase('provisions', async () => {
+      done = completions(workers.provision!, agents, 120_000);
+      ids = await Promise.all(
+        Array.from({ length: agents }, async (_, i) => {
+          const res = await call('POST', '/v1/agents', { name: `bench-${i}` });
+          if (res.status !== 201) throw new Error(`POST /v1/agents → ${res.status} ${JSON.stringify(res.body)}`);
+          return res.body.agent.id as string;
+        }),
+      );
+      await done;
+    });
 
     sim.control.setTimings({
       actionDurationMs: { shutdown_server: pollMs, stop_server: pollMs, start_server: 3 * pollMs },
       shutdownMs,
     });
-
-    // 429s as tailfleet's own metrics saw them (the client waits and retries, so they cost requests).
-    const hetzner429s = async () =>
-      (await tf.metrics.cloudRequests.get()).values
-        .filter((v) => v.labels.api === 'hetzner' && String(v.labels.status) === '429')
-        .reduce((a, v) => a + v.value, 0);
 
     const phase = async (verb: 'stop' | 'start'): Promise<PhaseCounts> => {
       log(`requests: ${agents} concurrent ${verb}s`);
@@ -120,8 +154,34 @@ export async function runRequestsBench(opts: { agents?: number; pollMs?: number 
     const [{ n: running }] = await tf.dataSource.query(`SELECT count(*)::int AS n FROM instances WHERE status = 'running'`);
     if (running !== agents) throw new Error(`expected ${agents} running instances after the starts, found ${running}`);
 
+    const destroy = await cloudPhase('destroys', async () => {
+      done = completions(workers.destroy!, agents, 120_000);
+      await Promise.all(
+        ids.map(async (id) => {
+          const res = await call('POST', `/v1/agents/${id}/destroy`);
+          if (res.status !== 202) throw new Error(`POST /v1/agents/${id}/destroy → ${res.status} ${JSON.stringify(res.body)}`);
+        }),
+      );
+      await done;
+    });
+    const ops: Array<{ type: string; status: string; n: number }> = await tf.dataSource.query(
+      `SELECT type, status, count(*)::int AS n FROM operations GROUP BY type, status`,
+    );
+    const bad = ops.filter((r) => r.status !== 'succeeded');
+    if (bad.length > 0) throw new Error(`operations not succeeded: ${JSON.stringify(bad)}`);
+    const left = sim.control.state();
+    if (left.servers.length > 0 || left.devices.length > 0) {
+      throw new Error(`destroys left ${left.servers.length} servers and ${left.devices.length} devices in the simulator`);
+    }
+
     const bench = 'requests';
+    const perOp = (p: CloudPhase) => `${fmt.ratio(p.hetznerPerOperation)} / ${fmt.ratio(p.tailscalePerOperation)}`;
     const rows: Row[] = [
+      {
+        bench,
+        metric: `Hetzner / Tailscale requests per provision (${agents} concurrent, create ${5 * pollMs} ms, boot ${3 * pollMs} ms, enrol ${5 * pollMs} ms; +${provision.oauthRequests} OAuth token)`,
+        value: perOp(provision),
+      },
       {
         bench,
         metric: `Hetzner requests per stop (${agents} concurrent, shutdown ${shutdownMs} ms, poll ${pollMs} ms)`,
@@ -131,10 +191,17 @@ export async function runRequestsBench(opts: { agents?: number; pollMs?: number 
       },
       { bench, metric: `Hetzner requests per start (${agents} concurrent, power-on ${3 * pollMs} ms)`, value: fmt.ratio(start.perOperation) },
       { bench, metric: 'Tailscale requests during stops + starts', value: String(stop.tailscaleRequests + start.tailscaleRequests) },
+      {
+        bench,
+        metric: `Hetzner / Tailscale requests per destroy (${agents} concurrent, delete ${3 * pollMs} ms; +${destroy.oauthRequests} OAuth token)`,
+        value: perOp(destroy),
+      },
       { bench, metric: '429 responses seen by tailfleet (3600/h budget)', value: String(stop.rateLimited + start.rateLimited) },
+      { bench, metric: '429 responses seen by tailfleet, provisions / destroys', value: `${provision.rateLimited} / ${destroy.rateLimited}` },
       { bench, metric: `wall time: ${agents} stops / ${agents} starts`, value: `${fmt.s(stop.wallMs)} / ${fmt.s(start.wallMs)}` },
+      { bench, metric: `wall time: ${agents} provisions / ${agents} destroys`, value: `${fmt.s(provision.wallMs)} / ${fmt.s(destroy.wallMs)}` },
     ];
-    return { agents, pollIntervalMs: pollMs, shutdownMs, stop, start, rows };
+    return { agents, pollIntervalMs: pollMs, shutdownMs, provision, stop, start, destroy, rows };
   } finally {
     await stack.close();
   }
@@ -144,7 +211,7 @@ if (require.main === module) {
   runRequestsBench({ agents: numberArg('agents', 100), pollMs: numberArg('poll-ms', 100) })
     .then((r) => {
       console.log(table(r.rows));
-      console.log(`\nstop by route:  ${JSON.stringify(r.stop.byRoute)}\nstart by route: ${JSON.stringify(r.start.byRoute)}`);
+      for (const phase of ['provision', 'stop', 'start', 'destroy'] as const) console.log(`${phase} by route: ${JSON.stringify(r[phase].byRoute)}`);
       const { rows: _rows, ...data } = r;
       console.log(`\nWrote ${writeResult('requests', { at: new Date().toISOString(), ...data })}`);
     })

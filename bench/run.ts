@@ -1,9 +1,9 @@
 /**
  * `npm run bench`: every benchmark in one run, one summary table, one JSON file under bench/results/.
  *
- *   npm run bench [-- --only throughput,requests,latency,clients,reconcile]
+ *   npm run bench [-- --only throughput,relay,burst,requests,latency,clients,reconcile]
  *
- * The in-process benches (throughput, requests, latency, reconcile) each use their own database,
+ * The in-process benches (throughput, relay, burst, requests, latency, reconcile) each use their own database,
  * Redis prefix and simulator, and clean up. The client bench exports no function (it runs on
  * import), so it runs as a child process and its printed table and JSON result are carried over.
  */
@@ -12,9 +12,11 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
+import { runBurstBench } from './burst.bench';
 import { runLatencyBench } from './latency.bench';
 import { fmt, log, RESULTS_DIR, table, writeResult, type Row } from './lib/report';
 import { runReconcileBench } from './reconcile.bench';
+import { runRelayBench } from './relay.bench';
 import { runRequestsBench } from './requests.bench';
 import { runThroughputBench } from './throughput.bench';
 
@@ -116,6 +118,8 @@ async function main(): Promise<void> {
 
   const inProcess: Array<[string, () => Promise<{ rows: Row[] }>]> = [
     ['throughput', () => runThroughputBench()],
+    ['relay', () => runRelayBench()],
+    ['burst', () => runBurstBench()],
     ['requests', () => runRequestsBench()],
     ['latency', () => runLatencyBench()],
     ['reconcile', () => runReconcileBench()],

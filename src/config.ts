@@ -59,7 +59,7 @@ const schema = z.object({
   ENROLLMENT_TIMEOUT_SECONDS: int(10, 3600).default(300),
   ACTION_TIMEOUT_SECONDS: int(10, 7200).default(600),
   POLL_INTERVAL_MS: int(10, 60_000).default(1000),
-  WORKER_CONCURRENCY: int(1, 500).default(10),
+  WORKER_CONCURRENCY: int(1, 500).default(50),
   JOB_ATTEMPTS: int(1, 100).default(5),
   JOB_BACKOFF_MS: int(10, 3_600_000).default(5000),
   DRAIN_TIMEOUT_SECONDS: int(1, 3600).default(30),

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { Agent, request } from 'node:http';
 import IORedis from 'ioredis';
 import { loadConfig, type Config } from '../../src/config';
 import { createDatabase, dropDatabase, scratchDatabaseName } from '../../src/db/admin';
@@ -18,6 +19,9 @@ export const ZERO_TIMINGS: SimTimingsInput = {
   ignoreAcpiRate: 0,
   rateLimit: { limit: 1_000_000_000, refillPerSecond: 1_000_000_000 },
 };
+
+/** Hetzner's real budget per token: 3600 requests an hour, refilled one a second. */
+export const HETZNER_RATE_LIMIT = { limit: 3600, refillPerSecond: 1 };
 
 // An interrupted bench (Ctrl-C) still drops its databases and Redis keys.
 const open = new Set<() => Promise<void>>();
@@ -128,6 +132,47 @@ export function api(baseUrl: string, token: string) {
   };
 }
 
+/**
+ * Like `api`, over at most `connections` keep-alive sockets: any number of requests may be in flight
+ * at once, as behind a proxy, without a thousand connects overflowing the server's accept queue.
+ * `close()` destroys the sockets.
+ */
+export function pooledApi(baseUrl: string, token: string, connections: number) {
+  const agent = new Agent({ keepAlive: true, maxSockets: connections });
+  const call = (method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> =>
+    new Promise((resolve, reject) => {
+      const payload = body === undefined ? undefined : JSON.stringify(body);
+      const req = request(
+        `${baseUrl}${path}`,
+        {
+          method,
+          agent,
+          headers: {
+            authorization: `Bearer ${token}`,
+            'content-length': payload === undefined ? 0 : Buffer.byteLength(payload),
+            ...(payload === undefined ? {} : { 'content-type': 'application/json' }),
+          },
+        },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => (text += d));
+          res.on('end', () => {
+            try {
+              resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined });
+            } catch (err) {
+              reject(err as Error);
+            }
+          });
+          res.on('error', reject);
+        },
+      );
+      req.on('error', reject);
+      req.end(payload);
+    });
+  return Object.assign(call, { close: () => agent.destroy() });
+}
+
 /** Polls until `check` is true or the deadline passes (benches must end by themselves). */
 export async function until(what: string, check: () => Promise<boolean>, timeoutMs: number, intervalMs = 20): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -135,4 +180,44 @@ export async function until(what: string, check: () => Promise<boolean>, timeout
     if (Date.now() > deadline) throw new Error(`bench: timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/** 429 answers tailfleet's own metrics saw from a cloud (the clients wait and retry, so each costs a request). */
+export async function cloud429s(tf: Tailfleet, cloud: 'hetzner' | 'tailscale' = 'hetzner'): Promise<number> {
+  return (await tf.metrics.cloudRequests.get()).values
+    .filter((v) => v.labels.api === cloud && String(v.labels.status) === '429')
+    .reduce((a, v) => a + v.value, 0);
+}
+
+/** The simulator's request counters split by cloud; Tailscale's OAuth token requests are counted apart. */
+export function cloudRequestCounts(counts: Record<string, number>): {
+  hetzner: number;
+  tailscale: number;
+  oauth: number;
+  byRoute: Record<string, number>;
+} {
+  let hetzner = 0;
+  let tailscale = 0;
+  let oauth = 0;
+  for (const [key, n] of Object.entries(counts)) {
+    if (key.includes('/oauth/')) oauth += n;
+    else if (key.includes(' /hetzner/')) hetzner += n;
+    else if (key.includes(' /tailscale/')) tailscale += n;
+  }
+  return { hetzner, tailscale, oauth, byRoute: { ...counts } };
+}
+
+/** Runs `fn` over `items` with at most `limit` calls in flight. */
+export async function inBatches<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i]!, i);
+      }
+    }),
+  );
+  return out;
 }
