@@ -140,7 +140,7 @@ registerRoute({
     }),
     '200': json('Replay of an earlier request with the same Idempotency-Key.', agentCreatedSchema),
     '400': problem('Malformed JSON or invalid fields (every problem is listed in `errors`).'),
-    '413': problem('Body larger than 16 KiB.'),
+    '413': problem('Body larger than 64 KiB.'),
     '415': problem('Content-Type is not application/json.'),
     '422': problem('Idempotency-Key already used for a different request.'),
   },

@@ -10,7 +10,9 @@ import {
   TOKEN_NAME_MAX_LENGTH,
   TOKEN_SCOPES,
 } from '../entities';
+import { isReservedLabelKey } from '../fleet/server-labels';
 import { OPERATION_QUEUES } from '../queues/queues';
+import { mergedUserDataBytes, USER_DATA_MAX_BYTES, userDataKind } from '../workflows/cloud-init';
 import { BOOTSTRAP_TOKEN_NAME } from './auth';
 import { PROBLEM_KINDS, problemType, type ProblemKind } from './problem';
 
@@ -70,6 +72,74 @@ const isoDateTimeParam = () =>
 export const cursorParam = z.string().min(1).max(200).meta({ description: 'nextCursor of the previous page.' });
 
 // ---------------------------------------------------------------------------------------------
+// Hetzner's label rules (https://docs.hetzner.cloud/#labels)
+
+const LABEL_NAME = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
+const LABEL_PREFIX = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$/;
+export const MAX_LABELS = 32;
+
+/** Why a label key breaks Hetzner's rules or is tailfleet's own, or null. */
+export function labelKeyProblem(key: string): string | null {
+  const slash = key.lastIndexOf('/');
+  const prefix = slash >= 0 ? key.slice(0, slash) : null;
+  const name = slash >= 0 ? key.slice(slash + 1) : key;
+  if (prefix !== null && !LABEL_PREFIX.test(prefix)) {
+    return 'the key prefix must be a DNS subdomain of at most 253 characters, followed by "/"';
+  }
+  if (!LABEL_NAME.test(name)) {
+    return 'the key must be 1–63 letters, digits, "-", "_" or ".", starting and ending with a letter or digit';
+  }
+  if (isReservedLabelKey(key)) return 'the key is reserved for the labels tailfleet sets itself';
+  return null;
+}
+
+/** Why a label value breaks Hetzner's rules, or null. */
+export function labelValueProblem(value: string): string | null {
+  if (value === '' || LABEL_NAME.test(value)) return null;
+  return 'the value must be empty or 1–63 letters, digits, "-", "_" or ".", starting and ending with a letter or digit';
+}
+
+const labelsSchema = z
+  .record(z.string(), z.string({ error: () => 'label values must be strings' }))
+  .superRefine((labels, ctx) => {
+    const keys = Object.keys(labels);
+    if (keys.length > MAX_LABELS) ctx.addIssue({ code: 'custom', message: `at most ${MAX_LABELS} labels` });
+    for (const key of keys) {
+      const problem = labelKeyProblem(key) ?? labelValueProblem(labels[key]!);
+      if (problem) ctx.addIssue({ code: 'custom', path: [key], message: problem });
+    }
+  })
+  .meta({
+    description:
+      "The application's own labels, following Hetzner's label rules; written on the agent's servers beside " +
+      "tailfleet's own (`managed-by`, `tailfleet-*`), which they may not name.",
+    examples: [{ customer: 'acme', tier: 'gold' }],
+  });
+
+const userDataSchema = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(USER_DATA_MAX_BYTES, `must be at most ${USER_DATA_MAX_BYTES} characters`)
+  .superRefine((value, ctx) => {
+    if (!userDataKind(value)) {
+      ctx.addIssue({ code: 'custom', message: 'must be a #cloud-config document or a shell script starting with #!' });
+      return;
+    }
+    const bytes = mergedUserDataBytes(value);
+    if (bytes > USER_DATA_MAX_BYTES) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `merged with the tailnet join it would be ${bytes} bytes; Hetzner takes at most ${USER_DATA_MAX_BYTES}`,
+      });
+    }
+  })
+  .meta({
+    description:
+      "The agent's own cloud-init: a `#cloud-config` document or a shell script (`#!`). Merged with the tailnet " +
+      'join into one MIME multipart document; at most 32 KiB after merging.',
+  });
+
+// ---------------------------------------------------------------------------------------------
 // Requests
 
 export const createAgentBody = request(
@@ -90,8 +160,20 @@ export const createAgentBody = request(
       .regex(/^[a-z0-9-]{1,32}$/, 'must be a Hetzner server type name like cx22')
       .meta({ description: 'Hetzner server type, e.g. cx22.' })
       .optional(),
+    image: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'must be an image name like ubuntu-24.04 or a snapshot id')
+      .meta({ description: 'An image name (e.g. ubuntu-24.04) or a snapshot id.' })
+      .optional(),
+    sshKeys: z
+      .array(z.string().regex(/^[\x21-\x7E]{1,64}$/, 'must be an SSH key name or id (1–64 visible characters)'))
+      .max(20, 'at most 20 SSH keys')
+      .meta({ description: 'Hetzner SSH key names or ids for root.' })
+      .optional(),
+    labels: labelsSchema.optional(),
+    userData: userDataSchema.optional(),
   }),
-  { id: 'CreateAgentRequest' },
+  { id: 'CreateAgentRequest', description: 'Unset fields take the deployment\'s defaults (HETZNER_SERVER_TYPE, HETZNER_LOCATION, HETZNER_IMAGE, HETZNER_SSH_KEYS).' },
 );
 
 export const listAgentsQuery = z
@@ -186,11 +268,24 @@ export const linksSchema = response(
   { id: 'Links', description: 'Related resources by relation (self, agent, operation, events, …).' },
 );
 
+export const agentSpecSchema = response(
+  z.object({
+    serverType: z.string(),
+    location: z.string(),
+    image: z.string(),
+    sshKeys: z.array(z.string()),
+    userData: nullableString,
+  }),
+  { id: 'AgentSpec', description: 'What every instance of the agent is made from, defaults filled in.' },
+);
+
 export const agentSchema = response(
   z.object({
     id: uuid,
     name: z.string(),
     status: z.enum(AGENT_STATUSES),
+    labels: z.record(z.string(), z.string()),
+    spec: agentSpecSchema.nullable().meta({ description: 'Null for agents created before specs were stored.' }),
     createdAt: dateTime,
     updatedAt: dateTime,
   }),

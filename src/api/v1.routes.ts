@@ -16,7 +16,8 @@ import {
   queueJobView,
 } from './views';
 
-export const JSON_BODY_LIMIT = '16kb';
+// Room for 32 KiB of user data, JSON-escaped.
+export const JSON_BODY_LIMIT = '64kb';
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7E]{1,200}$/;
 const JSON_TYPES = ['application/json', 'application/*+json'];

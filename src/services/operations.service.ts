@@ -12,12 +12,14 @@ import {
   LIVE_INSTANCE_STATUSES,
   Operation,
   ProvisioningJob,
+  type AgentSpec,
   type AgentStatus,
   type OperationType,
 } from '../entities';
 import type { Logger } from '../lib/logger';
 import type { Queues } from '../queues/queues';
-import { NotFoundError, StateConflictError } from '../errors';
+import { AgentNameTakenError, NotFoundError, StateConflictError } from '../errors';
+import type { SpecChecker, SpecProblem } from './catalogue';
 
 /**
  * The command side: turns a request into an Operation row and a queue job, and answers the read
@@ -48,6 +50,16 @@ export interface OperationsDefaults {
   serverType: string;
   image: string;
   location: string;
+  /** HETZNER_SSH_KEYS. */
+  sshKeys?: string[];
+}
+
+/** The cloud's catalogue does not offer the server type in the location (422 naming the field). */
+export class ServerSpecRejectedError extends Error {
+  constructor(readonly problems: SpecProblem[]) {
+    super(`The cloud cannot create this server: ${problems.map((p) => p.message).join('; ')}`);
+    this.name = 'ServerSpecRejectedError';
+  }
 }
 
 export interface OperationsDeps {
@@ -58,6 +70,10 @@ export interface OperationsDeps {
   logger: Logger;
   defaults: OperationsDefaults;
   repositories: Repositories;
+  /** Checks server type and location against the cloud's catalogue before a create is accepted; omitted, not checked. */
+  catalogue?: SpecChecker;
+  /** MAX_AGENTS: live agents allowed at once (null or omitted: no limit). */
+  maxAgents?: number | null;
   /**
    * How long a read of a job's live state in Redis may take (default 5000). BullMQ waits
    * indefinitely for a connection that never came up, so the API must not.
@@ -75,6 +91,10 @@ export interface CreateAgentInput {
   name: string;
   location?: string;
   serverType?: string;
+  image?: string;
+  sshKeys?: string[];
+  labels?: Record<string, string>;
+  userData?: string;
 }
 
 export interface CreateAgentResult {
@@ -174,6 +194,17 @@ function decodeCursor(cursor: string, valid: RegExp): string {
   return value;
 }
 
+/** Equal as JSON, whatever the order of object keys. */
+function sameJson(a: unknown, b: unknown): boolean {
+  const canonical = (v: unknown): unknown =>
+    Array.isArray(v)
+      ? v.map(canonical)
+      : v && typeof v === 'object'
+        ? Object.fromEntries(Object.entries(v).sort(([x], [y]) => x.localeCompare(y)).map(([k, x]) => [k, canonical(x)]))
+        : v;
+  return JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));
+}
+
 export class OperationsService {
   private readonly ds: DataSource;
   private readonly queues: Queues;
@@ -183,8 +214,12 @@ export class OperationsService {
   private readonly ledger: OperationLedger;
   private readonly outbox: Outbox;
   private readonly redisTimeoutMs: number;
+  private readonly catalogue: SpecChecker | undefined;
+  private readonly maxAgents: number | null;
 
   constructor(deps: OperationsDeps) {
+    this.catalogue = deps.catalogue;
+    this.maxAgents = deps.maxAgents ?? null;
     this.redisTimeoutMs = deps.redisTimeoutMs ?? 5000;
     this.ds = deps.dataSource;
     this.repos = deps.repositories;
@@ -204,32 +239,55 @@ export class OperationsService {
    * a request.
    */
   async createAgent(input: CreateAgentInput, opts: RequestOptions = {}): Promise<CreateAgentResult> {
-    const location = input.location ?? this.defaults.location;
-    const serverType = input.serverType ?? this.defaults.serverType;
+    const spec: AgentSpec = {
+      serverType: input.serverType ?? this.defaults.serverType,
+      location: input.location ?? this.defaults.location,
+      image: input.image ?? this.defaults.image,
+      sshKeys: input.sshKeys ?? this.defaults.sshKeys ?? [],
+      userData: input.userData ?? null,
+    };
+    const labels = input.labels ?? {};
     const key = opts.idempotencyKey === undefined ? null : CLIENT_KEY_PREFIX + opts.idempotencyKey;
 
     if (key) {
-      const replay = await this.replayCreate(key, { name: input.name, location, serverType });
+      const replay = await this.replayCreate(key, { name: input.name, spec, labels });
       if (replay) return replay;
+    }
+    // Before anything is written: the cloud would refuse this server later, after a billed attempt.
+    if (this.catalogue) {
+      const problems = await this.catalogue.check(spec);
+      if (problems.length > 0) throw new ServerSpecRejectedError(problems);
     }
 
     let rows: Omit<CreateAgentResult, 'created'>;
     try {
       const bundle = await this.ledger.acceptProvision({
         name: input.name,
-        location,
-        serverType,
-        image: this.defaults.image,
+        location: spec.location,
+        serverType: spec.serverType,
+        image: spec.image,
+        labels,
+        spec,
+        maxAgents: this.maxAgents,
         idempotencyKey: key,
         requestedBy: opts.requestedBy,
       });
       if (!bundle.created) {
         // A concurrent request with the same key won the race between our lookup and our insert.
-        const replay = key ? await this.replayCreate(key, { name: input.name, location, serverType }) : undefined;
+        const replay = key ? await this.replayCreate(key, { name: input.name, spec, labels }) : undefined;
         if (replay) return replay;
       }
       rows = { agent: bundle.agent, instance: bundle.instance, provisioningJob: bundle.job, operation: bundle.operation };
     } catch (err) {
+      if (err instanceof AgentNameTakenError) {
+        if (key) {
+          // The same key may have created it a moment ago (a concurrent retry): that is a replay.
+          const replay = await this.replayCreate(key, { name: input.name, spec, labels });
+          if (replay) return replay;
+        }
+        const existing = await this.repos.agents.findLiveByName(input.name);
+        throw new AgentNameTakenError(input.name, existing?.id ?? null);
+      }
       throw this.keyConflict(err);
     }
     const queued = await this.outbox.deliver(rows.operation, { instanceId: rows.instance.id });
@@ -434,7 +492,7 @@ export class OperationsService {
 
   private async replayCreate(
     key: string,
-    input: { name: string; location: string; serverType: string },
+    input: { name: string; spec: AgentSpec; labels: Record<string, string> },
   ): Promise<CreateAgentResult | undefined> {
     const operation = await this.repos.operations.findByIdempotencyKey(key);
     if (!operation) return undefined;
@@ -444,9 +502,14 @@ export class OperationsService {
     const provisioningJob = await this.ds.getRepository(ProvisioningJob).findOneByOrFail({ id: operation.provisioningJobId });
     const agent = await this.ds.getRepository(Agent).findOneByOrFail({ id: operation.agentId });
     const instance = await this.ds.getRepository(Instance).findOneByOrFail({ id: provisioningJob.instanceId });
-    if (agent.name !== input.name || instance.location !== input.location || instance.serverType !== input.serverType) {
-      throw reused();
-    }
+    const stored: AgentSpec = agent.spec ?? {
+      serverType: instance.serverType,
+      location: instance.location ?? input.spec.location,
+      image: instance.image,
+      sshKeys: input.spec.sshKeys,
+      userData: null,
+    };
+    if (agent.name !== input.name || !sameJson(stored, input.spec) || !sameJson(agent.labels ?? {}, input.labels)) throw reused();
     await this.replay(operation, 'provision', { agentId: agent.id });
     return { agent, instance, operation, provisioningJob, created: false };
   }

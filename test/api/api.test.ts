@@ -166,7 +166,7 @@ describe('HTTP API', () => {
       });
       expectProblem(form, 415, 'unsupported-media-type');
 
-      const huge = await h.api.request('POST', '/v1/agents', { body: { name: 'big', pad: 'x'.repeat(20_000) } });
+      const huge = await h.api.request('POST', '/v1/agents', { body: { name: 'big', pad: 'x'.repeat(70_000) } });
       expectProblem(huge, 413, 'payload-too-large');
       expect(await counts()).to.deep.equal(before);
     });
