@@ -140,9 +140,16 @@ registerRoute({
     }),
     '200': json('Replay of an earlier request with the same Idempotency-Key.', agentCreatedSchema),
     '400': problem('Malformed JSON or invalid fields (every problem is listed in `errors`).'),
+    '409': problem(
+      'Another agent that is not destroyed has this name (type name-taken, `agentId` names it), or MAX_AGENTS agents ' +
+        'exist already (type quota-exceeded, `limit`).',
+    ),
     '413': problem('Body larger than 64 KiB.'),
     '415': problem('Content-Type is not application/json.'),
-    '422': problem('Idempotency-Key already used for a different request.'),
+    '422': problem(
+      'Idempotency-Key already used for a different request, or the cloud does not offer the server type in the ' +
+        'location (type unavailable-server-spec; `errors` names serverType or location).',
+    ),
   },
 });
 
@@ -202,8 +209,52 @@ registerRoute(
   agentCommand('destroy', 'Destroy the agent: delete its server and tailnet device', 'Allowed in any state except destroyed.'),
 );
 
+registerRoute({
+  method: 'post',
+  path: '/v1/agents/{id}/reprovision',
+  operationId: 'reprovisionAgent',
+  summary: 'Give an agent in error a fresh instance, made from the same spec',
+  description:
+    'For an agent whose provision failed (and was rolled back) or was cancelled: a new instance, provisioning job ' +
+    'and provision operation, with the server type, location, image, SSH keys, labels and cloud-init it was created with.',
+  tag: 'agents',
+  auth: 'operate',
+  params: { id: 'Agent id.' },
+  headers: [idempotencyKeyHeader],
+  responses: {
+    '202': json('New instance created; provision queued.', agentCreatedSchema),
+    '200': json('Replay of an earlier request with the same Idempotency-Key.', agentCreatedSchema),
+    '400': problem('Malformed id or Idempotency-Key.'),
+    '404': problem('Unknown agent.'),
+    '409': problem('The agent is not in error, or still has a live instance.'),
+    '415': problem('A body was sent that is not JSON.'),
+    '422': problem('Idempotency-Key already used for a different request, or the cloud no longer offers the server type there.'),
+  },
+});
+
 // ---------------------------------------------------------------------------------------------
 // Provisioning jobs and operations
+
+registerRoute({
+  method: 'post',
+  path: '/v1/operations/{id}/cancel',
+  operationId: 'cancelOperation',
+  summary: 'Cancel an operation that is still queued',
+  description:
+    'The operation becomes `cancelled` and its queue job is removed; a delivery already under way finds it ' +
+    'cancelled and does nothing. A cancelled provision fails its instance and leaves the agent in `error` ' +
+    '(reprovision or destroy it).',
+  tag: 'operations',
+  auth: 'operate',
+  params: { id: 'Operation id.' },
+  responses: {
+    '200': json('Cancelled.', commandAcceptedSchema),
+    '400': problem('The id is not a UUID.'),
+    '404': problem('Unknown operation.'),
+    '409': problem('The operation is no longer queued (running or finished).'),
+    '415': problem('A body was sent that is not JSON.'),
+  },
+});
 
 registerRoute({
   method: 'post',

@@ -145,6 +145,28 @@ export function v1Router(operations: OperationsService, extra: Router[] = []): R
     }),
   });
 
+  route(router, '/agents/:id/reprovision', {
+    post: needs('operate', async (req, res) => {
+      const id = uuidParam(req);
+      const result = await operations.requestReprovision(id, { idempotencyKey: idempotencyKey(req), requestedBy: actorOf(res) });
+      res.status(result.created ? 202 : 200).json({
+        agent: agentView(result.agent),
+        instance: instanceView(result.instance),
+        operation: operationView(result.operation),
+        provisioningJob: provisioningJobView(result.provisioningJob),
+        job: { queue: 'provision', id: result.operation.queueJobId },
+        links: { self: links.agent(id), operation: links.operation(result.operation.id), events: links.events(id) },
+      });
+    }),
+  });
+
+  route(router, '/operations/:id/cancel', {
+    post: needs('operate', async (req, res) => {
+      const operation = await operations.cancelOperation(uuidParam(req), { requestedBy: actorOf(res) });
+      res.status(200).json(commandView(operation));
+    }),
+  });
+
   route(router, '/agents/:id', {
     get: needs('read', async (req, res) => {
       const detail = await operations.getAgent(uuidParam(req));

@@ -1,6 +1,7 @@
 import type { JobState, Queue } from 'bullmq';
 import type { DataSource, EntityManager } from 'typeorm';
-import { IdempotencyKeyConflictError } from '../db/errors';
+import { IdempotencyKeyConflictError, LiveInstanceExistsError, TransitionConflictError } from '../db/errors';
+import type { TransitionRequest } from '../db/transitions';
 import type { Repositories } from '../db/repositories';
 import type { OperationLedger } from '../operations/ledger';
 import { withDeadline, type Outbox } from '../operations/outbox';
@@ -296,6 +297,110 @@ export class OperationsService {
       `[API] Agent ${rows.agent.id} created, provision queued`,
     );
     return { ...rows, created: true };
+  }
+
+  /**
+   * A fresh instance for an agent in `error` (its last instance failed and was rolled back), made
+   * from the same spec: a new provisioning job and provision operation, delivered like a create's.
+   */
+  async requestReprovision(agentId: string, opts: RequestOptions = {}): Promise<CreateAgentResult> {
+    const agent = await this.mustGetAgent(this.ds.manager, agentId);
+    const key = opts.idempotencyKey === undefined ? null : CLIENT_KEY_PREFIX + opts.idempotencyKey;
+    if (key) {
+      const previous = await this.repos.operations.findByIdempotencyKey(key);
+      if (previous && !(previous.type === 'provision' && previous.agentId === agentId)) {
+        throw new IdempotencyKeyReuseError(`Idempotency-Key was already used for a ${previous.type} request on another resource`);
+      }
+    }
+    const latest = await this.repos.instances.findLatestByAgent(agentId);
+    const spec: Pick<AgentSpec, 'serverType' | 'location' | 'image'> = agent.spec ?? {
+      serverType: latest?.serverType ?? this.defaults.serverType,
+      location: latest?.location ?? this.defaults.location,
+      image: latest?.image ?? this.defaults.image,
+    };
+    if (!key || !(await this.repos.operations.findByIdempotencyKey(key))) {
+      if (agent.status !== 'error') {
+        throw new StateConflictError(`Agent ${agentId} is ${agent.status}; only an agent in error can be provisioned again`);
+      }
+      if (this.catalogue) {
+        const problems = await this.catalogue.check(spec);
+        if (problems.length > 0) throw new ServerSpecRejectedError(problems);
+      }
+    }
+    let bundle;
+    try {
+      bundle = await this.ledger.acceptReprovision(agentId, {
+        serverType: spec.serverType,
+        location: spec.location,
+        image: spec.image,
+        idempotencyKey: key,
+        requestedBy: opts.requestedBy,
+      });
+    } catch (err) {
+      if (err instanceof TransitionConflictError) {
+        throw new StateConflictError(`Agent ${agentId} is no longer in error; only an agent in error can be provisioned again`);
+      }
+      if (err instanceof LiveInstanceExistsError) throw new StateConflictError(`Agent ${agentId} still has a live instance`);
+      throw this.keyConflict(err);
+    }
+    const rows = { agent: bundle.agent, instance: bundle.instance, provisioningJob: bundle.job, operation: bundle.operation };
+    if (!bundle.created) return { ...rows, created: false };
+    const queued = await this.outbox.deliver(rows.operation, { instanceId: rows.instance.id });
+    this.logger.info(
+      { agentId, operationId: rows.operation.id, provisioningJobId: rows.provisioningJob.id, queued },
+      `[API] Agent ${agentId} provisioned again`,
+    );
+    return { ...rows, created: true };
+  }
+
+  /**
+   * Cancels an operation that is still queued: the operation becomes `cancelled` and its queue job is
+   * removed. A job that runs anyway (it was already taken) finds the operation cancelled and does
+   * nothing. A cancelled provision fails its instance and job and leaves the agent in `error`, from
+   * where it can be provisioned again or destroyed.
+   */
+  async cancelOperation(operationId: string, opts: { requestedBy?: string } = {}): Promise<Operation> {
+    const operation = await this.repos.operations.findById(operationId);
+    if (!operation) throw new NotFoundError(`Operation ${operationId} not found`);
+    if (operation.status !== 'queued') {
+      throw new StateConflictError(`Operation ${operationId} is ${operation.status}; only a queued operation can be cancelled`);
+    }
+    const also: TransitionRequest[] = [];
+    const reason = 'provision cancelled';
+    if (operation.type === 'provision' && operation.provisioningJobId && operation.agentId) {
+      const job = await this.repos.provisioningJobs.findById(operation.provisioningJobId);
+      const agent = await this.repos.agents.findById(operation.agentId);
+      if (job?.status === 'queued') {
+        also.push(
+          { entity: 'provisioning_job', id: job.id, from: ['queued'], to: 'failed', reason, operationId, actor: opts.requestedBy, patch: { error: reason, finishedAt: new Date() } },
+          { entity: 'instance', id: job.instanceId, from: ['pending'], to: 'failed', reason, operationId, actor: opts.requestedBy, patch: { error: reason } },
+        );
+      }
+      if (agent && (agent.status === 'draft' || agent.status === 'provisioning')) {
+        also.push({ entity: 'agent', id: agent.id, from: [agent.status], to: 'error', reason, operationId, actor: opts.requestedBy });
+      }
+    }
+    let cancelled: Operation;
+    try {
+      cancelled = await this.ledger.cancel(operationId, { actor: opts.requestedBy, reason: 'cancelled by request', also });
+    } catch (err) {
+      if (err instanceof TransitionConflictError) {
+        const now = await this.repos.operations.findById(operationId);
+        throw new StateConflictError(`Operation ${operationId} is ${now?.status ?? 'gone'}; only a queued operation can be cancelled`);
+      }
+      throw err;
+    }
+    if (operation.queueJobId && operation.type in this.queues) {
+      const queue = this.queues[operation.type as keyof Queues];
+      try {
+        await withDeadline(queue.remove(operation.queueJobId), this.redisTimeoutMs, 'remove the cancelled job');
+      } catch (err) {
+        // Taken by a worker already, or Redis is away: that delivery finds the operation cancelled.
+        this.logger.warn({ err, operationId, jobId: operation.queueJobId }, `[API] Could not remove the job of cancelled operation ${operationId}`);
+      }
+    }
+    this.logger.info({ operationId, type: operation.type }, `[API] Operation ${operationId} cancelled`);
+    return cancelled;
   }
 
   requestStop(agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {

@@ -144,3 +144,96 @@ describe('API: agent specs', function () {
     expect(suite.sim.control.state().servers.length).to.equal(serversBefore);
   });
 });
+
+describe('API: names, quotas, reprovision and cancel', function () {
+  this.timeout(60_000);
+
+  let suite: Suite;
+  let api: ApiClient;
+  const MAX = 4;
+
+  before(async () => {
+    suite = await createSuite('agent_quota');
+    // API only: operations stay queued until a worker process is launched.
+    const tf = await suite.launch({ env: { ROLE: 'api', MAX_AGENTS: String(MAX) } });
+    api = apiClient(tf.url!, suite.apiToken);
+  });
+
+  after(async () => {
+    await suite?.close();
+  });
+
+  const liveAgents = async () =>
+    Number((await suite.db.dataSource.query(`SELECT count(*) AS n FROM agents WHERE status <> 'destroyed'`))[0].n);
+
+  let firstId: string;
+  let firstOperationId: string;
+
+  it('answers a second create of a live name with 409 naming the existing agent', async () => {
+    const first = await api.post('/v1/agents', { name: 'unique-1' });
+    expect(first.status).to.equal(201);
+    firstId = first.body.agent.id;
+    firstOperationId = first.body.operation.id;
+    const second = await api.post('/v1/agents', { name: 'unique-1', serverType: 'cpx11' });
+    expect(second.status).to.equal(409);
+    expect(second.body).to.include({ type: 'urn:tailfleet:problem:name-taken', agentId: firstId });
+    expect(await liveAgents()).to.equal(1);
+    // The partial unique index holds even for writers that skip the API.
+    const raw = await suite.db.dataSource
+      .query(`INSERT INTO agents (name) VALUES ('unique-1')`)
+      .then(() => 'inserted', (err: { constraint?: string; driverError?: { constraint?: string } }) => err.driverError?.constraint ?? err.constraint);
+    expect(raw).to.equal('uq_agents_live_name');
+  });
+
+  it('keeps concurrent creates within MAX_AGENTS: the rest get 409 quota-exceeded and nothing is written for them', async () => {
+    const answers = await Promise.all(Array.from({ length: 8 }, (_, i) => api.post('/v1/agents', { name: `burst-${i}` })));
+    const statuses = answers.map((a) => a.status).sort();
+    expect(statuses.filter((s) => s === 201)).to.have.length(MAX - 1);
+    const refused = answers.filter((a) => a.status === 409);
+    expect(refused).to.have.length(8 - (MAX - 1));
+    for (const r of refused) expect(r.body).to.include({ type: 'urn:tailfleet:problem:quota-exceeded', limit: MAX });
+    expect(await liveAgents()).to.equal(MAX);
+  });
+
+  it('cancels a queued provision: operation cancelled, job removed, agent in error; a second cancel is 409', async () => {
+    const res = await api.post(`/v1/operations/${firstOperationId}/cancel`);
+    expect(res.status, JSON.stringify(res.body)).to.equal(200);
+    expect(res.body.operation).to.include({ id: firstOperationId, status: 'cancelled' });
+    const job = (await api.get(`/v1/operations/${firstOperationId}`)).body.job;
+    expect(job.state).to.equal('not_retained');
+    const agent = await api.get(`/v1/agents/${firstId}`);
+    expect(agent.body.agent.status).to.equal('error');
+    expect(agent.body.instance.status).to.equal('failed');
+
+    const again = await api.post(`/v1/operations/${firstOperationId}/cancel`);
+    expect(again.status).to.equal(409);
+    expect(again.body.type).to.equal('urn:tailfleet:problem:state-conflict');
+    expect((await api.post('/v1/operations/00000000-0000-4000-8000-000000000000/cancel')).status).to.equal(404);
+  });
+
+  it('reprovisions an agent in error with the same spec, and only one in error', async () => {
+    const draft = (await api.get('/v1/agents?limit=100')).body.items.find((a: { id: string }) => a.id !== firstId);
+    const refused = await api.post(`/v1/agents/${draft.id}/reprovision`);
+    expect(refused.status).to.equal(409);
+    expect(refused.body.detail).to.match(/only an agent in error/);
+    expect((await api.post('/v1/agents/00000000-0000-4000-8000-000000000000/reprovision')).status).to.equal(404);
+
+    const res = await api.post(`/v1/agents/${firstId}/reprovision`, undefined, { 'idempotency-key': 'again-1' });
+    expect(res.status, JSON.stringify(res.body)).to.equal(202);
+    expect(res.body.agent.status).to.equal('provisioning');
+    expect(res.body.instance.status).to.equal('pending');
+    const replay = await api.post(`/v1/agents/${firstId}/reprovision`, undefined, { 'idempotency-key': 'again-1' });
+    expect(replay.status).to.equal(200);
+    expect(replay.body.operation.id).to.equal(res.body.operation.id);
+    expect((await api.post(`/v1/agents/${firstId}/reprovision`)).status).to.equal(409);
+
+    // A worker process carries it out.
+    await suite.launch({ env: { ROLE: 'worker' } });
+    await waitFor('the reprovisioned agent to run', async () => {
+      const agent = await api.get(`/v1/agents/${firstId}`);
+      return agent.body.agent.status === 'active' ? agent : undefined;
+    });
+    const server = suite.sim.control.state().servers.find((s) => s.labels['tailfleet-agent'] === firstId)!;
+    expect(server._sim.enrollment.state).to.equal('enrolled');
+  });
+});

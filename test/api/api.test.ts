@@ -503,6 +503,8 @@ describe('HTTP API', () => {
       'POST /v1/agents/{id}/stop',
       'POST /v1/agents/{id}/start',
       'POST /v1/agents/{id}/destroy',
+      'POST /v1/agents/{id}/reprovision',
+      'POST /v1/operations/{id}/cancel',
       'POST /v1/provisioning-jobs/{id}/rollback',
       'GET /v1/operations/{id}',
       'GET /v1/operations',
