@@ -80,6 +80,14 @@ export const MAX_LABELS = 32;
 
 /** Why a label key breaks Hetzner's rules or is tailfleet's own, or null. */
 export function labelKeyProblem(key: string): string | null {
+  const syntax = labelKeySyntaxProblem(key);
+  if (syntax) return syntax;
+  if (isReservedLabelKey(key)) return 'the key is reserved for the labels tailfleet sets itself';
+  return null;
+}
+
+/** Why a label key breaks Hetzner's rules, or null. */
+export function labelKeySyntaxProblem(key: string): string | null {
   const slash = key.lastIndexOf('/');
   const prefix = slash >= 0 ? key.slice(0, slash) : null;
   const name = slash >= 0 ? key.slice(slash + 1) : key;
@@ -89,7 +97,6 @@ export function labelKeyProblem(key: string): string | null {
   if (!LABEL_NAME.test(name)) {
     return 'the key must be 1–63 letters, digits, "-", "_" or ".", starting and ending with a letter or digit';
   }
-  if (isReservedLabelKey(key)) return 'the key is reserved for the labels tailfleet sets itself';
   return null;
 }
 
@@ -183,6 +190,31 @@ export const listAgentsQuery = z
     offset: intParam(0, 1_000_000).optional(),
     status: csvOf(AGENT_STATUSES)
       .meta({ description: 'Only agents in these statuses (comma-separated).', examples: ['active,paused'] })
+      .optional(),
+    name: z
+      .string()
+      .min(1)
+      .max(AGENT_NAME_MAX_LENGTH)
+      .meta({ description: 'Only the agents with exactly this name (at most one is not destroyed).' })
+      .optional(),
+    label: z
+      .union([z.string(), z.array(z.string()).max(MAX_LABELS)])
+      .transform((v, ctx) => {
+        const labels: Record<string, string> = {};
+        for (const term of Array.isArray(v) ? v : [v]) {
+          const eq = term.indexOf('=');
+          const key = eq < 0 ? term : term.slice(0, eq);
+          const value = eq < 0 ? '' : term.slice(eq + 1);
+          const problem = eq < 0 ? 'must be key=value' : (labelKeySyntaxProblem(key) ?? labelValueProblem(value));
+          if (problem) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(term)}: ${problem}` });
+          else labels[key] = value;
+        }
+        return labels;
+      })
+      .meta({
+        description: 'Only agents carrying this label, as key=value; repeat it for several (all must match).',
+        examples: ['customer=acme'],
+      })
       .optional(),
   })
   .refine((q) => q.cursor === undefined || q.offset === undefined, {

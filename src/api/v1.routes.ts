@@ -132,6 +132,8 @@ export function v1Router(operations: OperationsService, extra: Router[] = []): R
         cursor: q.cursor,
         offset: q.offset,
         status: q.status as AgentStatus[] | undefined,
+        name: q.name,
+        labels: q.label,
       });
       res.json({
         items: page.items.map(({ agent, instance }) => ({

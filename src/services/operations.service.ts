@@ -1,5 +1,6 @@
 import type { JobState, Queue } from 'bullmq';
 import type { DataSource, EntityManager } from 'typeorm';
+import { AgentList } from '../db/agent-list';
 import { IdempotencyKeyConflictError, LiveInstanceExistsError, TransitionConflictError } from '../db/errors';
 import type { TransitionRequest } from '../db/transitions';
 import type { Repositories } from '../db/repositories';
@@ -120,6 +121,10 @@ export interface ListAgentsQuery {
   cursor?: string;
   offset?: number;
   status?: AgentStatus[];
+  /** Exact name. */
+  name?: string;
+  /** Every one of these labels. */
+  labels?: Record<string, string>;
 }
 
 export interface AgentWithInstance {
@@ -216,10 +221,12 @@ export class OperationsService {
   private readonly outbox: Outbox;
   private readonly redisTimeoutMs: number;
   private readonly catalogue: SpecChecker | undefined;
+  private readonly agentList: AgentList;
   private readonly maxAgents: number | null;
 
   constructor(deps: OperationsDeps) {
     this.catalogue = deps.catalogue;
+    this.agentList = new AgentList({ dataSource: deps.dataSource });
     this.maxAgents = deps.maxAgents ?? null;
     this.redisTimeoutMs = deps.redisTimeoutMs ?? 5000;
     this.ds = deps.dataSource;
@@ -478,29 +485,22 @@ export class OperationsService {
   // read models
 
   async listAgents(query: ListAgentsQuery): Promise<AgentPage> {
-    const qb = this.ds.getRepository(Agent).createQueryBuilder('a');
-    if (query.status && query.status.length > 0) qb.andWhere('a.status IN (:...statuses)', { statuses: query.status });
-    if (query.cursor !== undefined) {
-      const after = decodeCursor(query.cursor, UUID);
-      // Compared in SQL, not through a JS Date, so microsecond timestamps never skip or repeat a row.
-      qb.andWhere(
-        `(a.created_at, a.id) < (SELECT c.created_at, c.id FROM ${qb.escape(
-          this.ds.getMetadata(Agent).tableName,
-        )} c WHERE c.id = :after)`,
-        { after },
-      );
-    }
-    qb.orderBy('a.created_at', 'DESC').addOrderBy('a.id', 'DESC').take(query.limit + 1);
-    if (query.offset !== undefined) qb.skip(query.offset);
-    const agents = await qb.getMany();
-    const page = agents.slice(0, query.limit);
+    const page = await this.agentList.list({
+      limit: query.limit,
+      status: query.status,
+      name: query.name,
+      labels: query.labels,
+      offset: query.offset,
+      after: query.cursor === undefined ? undefined : decodeCursor(query.cursor, UUID),
+    });
     const instances = await this.currentInstances(
       this.ds.manager,
-      page.map((a) => a.id),
+      page.items.map((a) => a.id),
     );
+    const last = page.items[page.items.length - 1];
     return {
-      items: page.map((agent) => ({ agent, instance: instances.get(agent.id) ?? null })),
-      nextCursor: agents.length > query.limit ? encodeCursor(page[page.length - 1]!.id) : null,
+      items: page.items.map((agent) => ({ agent, instance: instances.get(agent.id) ?? null })),
+      nextCursor: page.more && last ? encodeCursor(last.id) : null,
     };
   }
 

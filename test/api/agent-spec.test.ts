@@ -143,6 +143,19 @@ describe('API: agent specs', function () {
     expect(await agentCount()).to.equal(before);
     expect(suite.sim.control.state().servers.length).to.equal(serversBefore);
   });
+
+  it('filters agents by label', async () => {
+    const res = await api.get('/v1/agents?label=customer=acme');
+    expect(res.status).to.equal(200);
+    expect(res.body.items.map((a: { name: string }) => a.name)).to.deep.equal(['spec-box']);
+    const both = await api.get('/v1/agents?label=customer=acme&label=example.com/tier=gold&status=active');
+    expect(both.body.items.map((a: { name: string }) => a.name)).to.deep.equal(['spec-box']);
+    expect((await api.get('/v1/agents?label=customer=acme&label=empty=x')).body.items).to.deep.equal([]);
+    expect((await api.get('/v1/agents?name=script-box')).body.items.map((a: { name: string }) => a.name)).to.deep.equal(['script-box']);
+    const bad = await api.get('/v1/agents?label=nokey&label=-x=1');
+    expect(bad.status).to.equal(400);
+    expect(bad.body.errors.map((e: { path: string }) => e.path)).to.deep.equal(['query.label', 'query.label']);
+  });
 });
 
 describe('API: names, quotas, reprovision and cancel', function () {
