@@ -237,8 +237,10 @@ export class AgentRepository {
     } catch (err) {
       // A concurrent request with the same key committed first: answer with its rows (or, if the key
       // really names another request, existingBundle throws IdempotencyKeyConflictError).
+      // Its agent's name may collide first: the same key's request holds the name.
       const raced =
         err instanceof IdempotencyRace ||
+        err instanceof AgentNameTakenError ||
         err instanceof IdempotencyKeyConflictError ||
         isUniqueViolation(err, IDEMPOTENCY_INDEX);
       if (key && raced) {
