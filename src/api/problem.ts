@@ -2,7 +2,6 @@ import type { NextFunction, Request, Response } from 'express';
 import { ZodError } from 'zod';
 import type { Logger } from '../lib/logger';
 import { AgentNameTakenError, AgentQuotaExceededError, NotFoundError, StateConflictError } from '../errors';
-import { CatalogueUnavailableError } from '../services/catalogue';
 import { StateConflictError as TransitionStateConflict } from '../db/errors';
 import { IdempotencyKeyReuseError, InvalidCursorError, QueueUnavailableError, ServerSpecRejectedError } from '../services/operations.service';
 
@@ -137,11 +136,7 @@ export function toProblem(err: unknown, bodyLimit: string): HttpProblem {
       errors: err.problems.map((p) => ({ path: `body.${p.field}`, message: p.message })),
     });
   }
-  if (err instanceof CatalogueUnavailableError) {
-    return new HttpProblem('service-unavailable', `${err.message}; nothing was created. Retry later.`, {
-      headers: { 'Retry-After': '10' },
-    });
-  }
+
   if (err instanceof StateConflictError) return new HttpProblem('state-conflict', err.message);
   // Lost a guarded transition to a concurrent request: the state moved under us.
   if (err instanceof TransitionStateConflict) return new HttpProblem('state-conflict', err.message);

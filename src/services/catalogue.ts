@@ -51,9 +51,19 @@ export class CloudCatalogue implements SpecChecker {
     this.now = deps.now ?? Date.now;
   }
 
-  /** Problems with a type/location pair; [] when the cloud offers the type there right now. */
+  /**
+   * Problems with a type/location pair; [] when the cloud offers the type there right now. While the
+   * catalogue cannot be read (and nothing is cached) the pair is not judged: the create is accepted
+   * and the cloud's own answer to it decides, as before there was a catalogue.
+   */
   async check(spec: { serverType: string; location: string }): Promise<SpecProblem[]> {
-    const catalogue = await this.current();
+    let catalogue: Snapshot;
+    try {
+      catalogue = await this.current();
+    } catch (err) {
+      this.deps.logger.warn({ err }, '[Catalogue] Cannot read the cloud catalogue; accepting the create unchecked');
+      return [];
+    }
     const problems: SpecProblem[] = [];
     const location = catalogue.locations.get(spec.location);
     if (!location) {
