@@ -67,6 +67,8 @@ const schema = z.object({
     .string()
     .regex(FLEET_NAME_PATTERN, "must be 1-63 characters: letters or digits at both ends, letters, digits, '-', '_' or '.' inside (a Hetzner label value)")
     .default(DEFAULT_FLEET_NAME),
+  /** Live (not destroyed) agents allowed at once; unset = no limit. */
+  MAX_AGENTS: int(1, 1_000_000).optional(),
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]+$/).default('tailfleet'),
   ROLLBACK_SWEEP_INTERVAL_SECONDS: int(5, 86_400).default(60),
   RELAY_INTERVAL_MS: int(100, 60_000).default(3000),
@@ -88,6 +90,8 @@ export interface Config {
   role: Env['ROLE'];
   /** This deployment's fleet: the servers and devices it may touch (src/fleet/fleet.ts). */
   fleetName: string;
+  /** MAX_AGENTS: live agents allowed at once; null = no limit. */
+  maxAgents: number | null;
   http: {
     host: string;
     port: number;
@@ -176,6 +180,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     redisUrl: e.REDIS_URL,
     role: e.ROLE,
     fleetName: e.FLEET_NAME,
+    maxAgents: e.MAX_AGENTS ?? null,
     http: {
       host: e.HOST,
       port: e.PORT,

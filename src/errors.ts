@@ -140,3 +140,27 @@ export class IdempotencyKeyConflictError extends Error {
 export function isPermanentError(err: unknown): boolean {
   return err instanceof TailfleetError && err.permanent;
 }
+
+/** Another agent that is not destroyed has this name (partial unique index uq_agents_live_name). */
+export class AgentNameTakenError extends TailfleetError {
+  override readonly name = 'AgentNameTakenError';
+  readonly permanent = true;
+  readonly code = 'name_taken';
+  constructor(
+    readonly agentName: string,
+    /** The agent holding the name, when it could be read. */
+    readonly existingAgentId: string | null = null,
+  ) {
+    super(`An agent named ${agentName} already exists${existingAgentId ? ` (${existingAgentId})` : ''}`);
+  }
+}
+
+/** MAX_AGENTS live agents exist already. */
+export class AgentQuotaExceededError extends TailfleetError {
+  override readonly name = 'AgentQuotaExceededError';
+  readonly permanent = true;
+  readonly code = 'quota_exceeded';
+  constructor(readonly limit: number) {
+    super(`The fleet already has its maximum of ${limit} agents that are not destroyed (MAX_AGENTS)`);
+  }
+}

@@ -26,6 +26,7 @@ import {
   createWorkerConnection,
   type Queues,
 } from './queues/queues';
+import { CloudCatalogue } from './services/catalogue';
 import { OperationsService } from './services/operations.service';
 import { ReconcileReports, Reconciler, stuckTimeouts } from './reconcile';
 import { RollbackListener, provisionFailureHook } from './services/rollback-listener';
@@ -133,7 +134,27 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     outbox,
     repositories,
     logger: logger.child({ component: 'operations' }),
-    defaults: { serverType: config.hetzner.serverType, image: config.hetzner.image, location: config.hetzner.location },
+    defaults: {
+      serverType: config.hetzner.serverType,
+      image: config.hetzner.image,
+      location: config.hetzner.location,
+      sshKeys: config.hetzner.sshKeys,
+    },
+    maxAgents: config.maxAgents,
+    // API roles check a create's server type and location against the cloud's catalogue before
+    // accepting it: a read-only client of its own (GET /server_types, GET /locations, cached).
+    catalogue: runsApi
+      ? new CloudCatalogue({
+          hetzner: new HetznerClient({
+            baseUrl: config.hetzner.apiUrl,
+            token: config.hetzner.token,
+            logger: logger.child({ component: 'hetzner-catalogue' }),
+            observer: metrics.cloudObserver,
+            ...overrides.hetzner,
+          }),
+          logger: logger.child({ component: 'catalogue' }),
+        })
+      : undefined,
   });
   // The one final-failure hook: a provision that failed for good is marked so and rolled back
   // (`rollbackListener: false` leaves the rollback to a later sweep).

@@ -1,9 +1,9 @@
 import type { NextFunction, Request, Response } from 'express';
 import { ZodError } from 'zod';
 import type { Logger } from '../lib/logger';
-import { NotFoundError, StateConflictError } from '../errors';
+import { AgentNameTakenError, AgentQuotaExceededError, NotFoundError, StateConflictError } from '../errors';
 import { StateConflictError as TransitionStateConflict } from '../db/errors';
-import { IdempotencyKeyReuseError, InvalidCursorError, QueueUnavailableError } from '../services/operations.service';
+import { IdempotencyKeyReuseError, InvalidCursorError, QueueUnavailableError, ServerSpecRejectedError } from '../services/operations.service';
 
 /**
  * RFC 9457 problem details. Every 4xx/5xx the API sends has this one shape, so a client can branch
@@ -40,9 +40,11 @@ export const PROBLEM_KINDS = {
   'method-not-allowed': { status: 405, title: 'Method not allowed' },
   'state-conflict': { status: 409, title: 'State does not allow this operation' },
   'name-taken': { status: 409, title: 'Name already in use' },
+  'quota-exceeded': { status: 409, title: 'Quota exceeded' },
   'payload-too-large': { status: 413, title: 'Request body too large' },
   'unsupported-media-type': { status: 415, title: 'Unsupported media type' },
   'idempotency-key-reused': { status: 422, title: 'Idempotency key already used for a different request' },
+  'unavailable-server-spec': { status: 422, title: 'The cloud does not offer this server' },
   'internal-error': { status: 500, title: 'Internal server error' },
   'service-unavailable': { status: 503, title: 'Service temporarily unavailable' },
 } as const;
@@ -125,6 +127,16 @@ export function toProblem(err: unknown, bodyLimit: string): HttpProblem {
     return new HttpProblem('validation-error', 'The request has invalid fields.', { errors: zodProblems(err) });
   }
   if (err instanceof NotFoundError) return new HttpProblem('not-found', err.message);
+  if (err instanceof AgentNameTakenError) {
+    return new HttpProblem('name-taken', err.message, err.existingAgentId ? { agentId: err.existingAgentId } : {});
+  }
+  if (err instanceof AgentQuotaExceededError) return new HttpProblem('quota-exceeded', err.message, { limit: err.limit });
+  if (err instanceof ServerSpecRejectedError) {
+    return new HttpProblem('unavailable-server-spec', err.message, {
+      errors: err.problems.map((p) => ({ path: `body.${p.field}`, message: p.message })),
+    });
+  }
+
   if (err instanceof StateConflictError) return new HttpProblem('state-conflict', err.message);
   // Lost a guarded transition to a concurrent request: the state moved under us.
   if (err instanceof TransitionStateConflict) return new HttpProblem('state-conflict', err.message);

@@ -13,7 +13,15 @@ export const links = {
 };
 
 export function agentView(a: Agent) {
-  return { id: a.id, name: a.name, status: a.status, createdAt: a.createdAt, updatedAt: a.updatedAt };
+  return {
+    id: a.id,
+    name: a.name,
+    status: a.status,
+    labels: a.labels ?? {},
+    spec: a.spec ?? null,
+    createdAt: a.createdAt,
+    updatedAt: a.updatedAt,
+  };
 }
 
 export function instanceView(i: Instance) {

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ApiError, CliError, TailfleetClient, type ApiResponse } from './client';
 import { fields, table } from './table';
@@ -10,6 +11,32 @@ import { followOperation, type OperationBody } from './wait';
  */
 
 const DEFAULT_URL = 'http://127.0.0.1:3000';
+
+/** Collects a repeatable option. */
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+/** `--label key=value`, repeatable, into an object. */
+function labelsOf(terms: string[] | undefined): Record<string, string> | undefined {
+  if (!terms?.length) return undefined;
+  const labels: Record<string, string> = {};
+  for (const term of terms) {
+    const eq = term.indexOf('=');
+    if (eq <= 0) throw new InvalidArgumentError(`--label ${term}: use key=value`);
+    labels[term.slice(0, eq)] = term.slice(eq + 1);
+  }
+  return labels;
+}
+
+/** `--user-data @file` reads the file; anything else is the user data itself. */
+function userDataOf(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (!value.startsWith('@')) return value;
+  try {
+    return readFileSync(value.slice(1), 'utf8');
+  } catch (err) {
+    throw new InvalidArgumentError(`--user-data ${value}: ${(err as Error).message}`);
+  }
+}
 
 interface GlobalOptions {
   url?: string;
@@ -86,15 +113,18 @@ class Context {
 
 type Row = Record<string, any>;
 
-const query = (params: Record<string, string | number | undefined>) => {
+const query = (params: Record<string, string | number | string[] | undefined>) => {
   const q = new URLSearchParams();
-  for (const [k, v] of Object.entries(params)) if (v !== undefined) q.set(k, String(v));
+  for (const [k, v] of Object.entries(params)) {
+    if (Array.isArray(v)) for (const item of v) q.append(k, item);
+    else if (v !== undefined) q.set(k, String(v));
+  }
   const s = q.toString();
   return s ? `?${s}` : '';
 };
 
 /** Lists a paged collection: one page, or with `all` every page (printed as one). */
-async function listPages(ctx: Context, path: string, params: Record<string, string | number | undefined>, all: boolean) {
+async function listPages(ctx: Context, path: string, params: Record<string, string | number | string[] | undefined>, all: boolean) {
   const first = await ctx.client.request<{ items: Row[]; nextCursor: string | null }>('GET', path + query(params));
   if (!all) return first;
   const items = [...first.body.items];
@@ -136,12 +166,19 @@ function agentsCommand(program: Command): void {
     .command('list')
     .description('list agents, newest first')
     .option('--status <statuses>', 'only these statuses (comma-separated)')
+    .option('--name <name>', 'only the agents with this name')
+    .option('--label <key=value>', 'only agents with this label (repeatable: all must match)', collect)
     .option('--limit <n>', 'page size (1–100)', positiveInt('--limit'))
     .option('--cursor <cursor>', 'continue after a previous page')
     .option('--all', 'follow every page')
-    .action(async (opts: { status?: string; limit?: number; cursor?: string; all?: boolean }, cmd: Command) => {
+    .action(async (opts: { status?: string; name?: string; label?: string[]; limit?: number; cursor?: string; all?: boolean }, cmd: Command) => {
       const ctx = new Context(cmd);
-      const res = await listPages(ctx, '/v1/agents', { status: opts.status, limit: opts.limit, cursor: opts.cursor }, opts.all === true);
+      const res = await listPages(
+        ctx,
+        '/v1/agents',
+        { status: opts.status, name: opts.name, label: opts.label, limit: opts.limit, cursor: opts.cursor },
+        opts.all === true,
+      );
       ctx.print(res, () =>
         table(
           ['ID', 'NAME', 'STATUS', 'INSTANCE', 'SERVER IP', 'TAILNET IP', 'CREATED'],
@@ -170,6 +207,8 @@ function agentsCommand(program: Command): void {
           ['tailnet ip', instance?.tailscaleIp],
           ['location', instance?.location],
           ['server type', instance?.serverType],
+          ['image', instance?.image],
+          ['labels', agent.labels && Object.keys(agent.labels).length ? Object.entries(agent.labels).map(([k, v]) => `${k}=${v}`).join(', ') : null],
           ['error', instance?.error],
           ['operation', operation ? `${operation.type} ${operation.id} ${operation.status} ${operation.progress}%` : null],
         ]),
@@ -181,12 +220,39 @@ function agentsCommand(program: Command): void {
     .description('create an agent and provision its server')
     .option('--location <location>', 'Hetzner location, e.g. fsn1')
     .option('--server-type <type>', 'Hetzner server type, e.g. cx22')
+    .option('--image <image>', 'image name or snapshot id, e.g. ubuntu-24.04')
+    .option('--ssh-key <key>', 'Hetzner SSH key name or id (repeatable)', collect)
+    .option('--label <key=value>', 'a label of the agent and its servers (repeatable)', collect)
+    .option('--user-data <data>', 'the agent’s own cloud-init (#cloud-config or #! script); @file reads a file')
     .option('--idempotency-key <key>', 'makes the request safe to repeat')
     .option('--wait', 'follow the provision until it is final')
-    .action(async (name: string, opts: { location?: string; serverType?: string; idempotencyKey?: string; wait?: boolean }, cmd: Command) => {
+    .action(async (
+      name: string,
+      opts: {
+        location?: string;
+        serverType?: string;
+        image?: string;
+        sshKey?: string[];
+        label?: string[];
+        userData?: string;
+        idempotencyKey?: string;
+        wait?: boolean;
+      },
+      cmd: Command,
+    ) => {
       const ctx = new Context(cmd);
+      const labels = labelsOf(opts.label);
+      const userData = userDataOf(opts.userData);
       const res = await ctx.client.request<Row & { operation: OperationBody['operation'] }>('POST', '/v1/agents', {
-        body: { name, ...(opts.location ? { location: opts.location } : {}), ...(opts.serverType ? { serverType: opts.serverType } : {}) },
+        body: {
+          name,
+          ...(opts.location ? { location: opts.location } : {}),
+          ...(opts.serverType ? { serverType: opts.serverType } : {}),
+          ...(opts.image ? { image: opts.image } : {}),
+          ...(opts.sshKey ? { sshKeys: opts.sshKey } : {}),
+          ...(labels ? { labels } : {}),
+          ...(userData !== undefined ? { userData } : {}),
+        },
         headers: opts.idempotencyKey ? { 'idempotency-key': opts.idempotencyKey } : {},
       });
       await ctx.started(res, opts.wait === true, () => `agent ${res.body.agent.id} ${res.body.agent.name}\n${accepted('provision', res.body)}`);
@@ -210,6 +276,22 @@ function agentsCommand(program: Command): void {
         await ctx.started(res, opts.wait === true, () => accepted(verb, res.body));
       });
   }
+  reprovisionCommand(agents);
+}
+
+function reprovisionCommand(agents: Command): void {
+  agents
+    .command('reprovision <id>')
+    .description('give an agent in error a fresh instance with the same spec')
+    .option('--idempotency-key <key>', 'makes the request safe to repeat')
+    .option('--wait', 'follow the provision until it is final')
+    .action(async (id: string, opts: { idempotencyKey?: string; wait?: boolean }, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<{ operation: OperationBody['operation'] }>('POST', `/v1/agents/${encodeURIComponent(id)}/reprovision`, {
+        headers: opts.idempotencyKey ? { 'idempotency-key': opts.idempotencyKey } : {},
+      });
+      await ctx.started(res, opts.wait === true, () => accepted('provision', res.body));
+    });
 }
 
 function opsCommand(program: Command): void {
@@ -222,6 +304,15 @@ function opsCommand(program: Command): void {
       const ctx = new Context(cmd);
       const res = await ctx.client.request<Row>('GET', `/v1/operations/${encodeURIComponent(id)}`);
       ctx.print(res, () => operationFields(res.body.operation, res.body.job));
+    });
+
+  ops
+    .command('cancel <id>')
+    .description('cancel an operation that is still queued')
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<{ operation: OperationBody['operation'] }>('POST', `/v1/operations/${encodeURIComponent(id)}/cancel`);
+      ctx.print(res, () => `operation ${res.body.operation.id} ${res.body.operation.status}`);
     });
 
   ops

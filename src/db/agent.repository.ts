@@ -1,7 +1,14 @@
 import type { DataSource, EntityManager } from 'typeorm';
 import { In } from 'typeorm';
-import { Agent, type AgentStatus, Instance, Operation, ProvisioningJob } from '../entities';
-import { IdempotencyKeyConflictError, isUniqueViolation, LiveInstanceExistsError, RecordNotFoundError } from './errors';
+import { Agent, type AgentSpec, type AgentStatus, Instance, LIVE_AGENT_PREDICATE, Operation, ProvisioningJob } from '../entities';
+import {
+  AgentNameTakenError,
+  AgentQuotaExceededError,
+  IdempotencyKeyConflictError,
+  isUniqueViolation,
+  LiveInstanceExistsError,
+  RecordNotFoundError,
+} from './errors';
 import { insertOperation } from './operation.repository';
 import { type Db, insertReturning, managerOf, recordEvent, transition } from './transitions';
 import { isUuid } from './uuid';
@@ -25,7 +32,18 @@ export interface ProvisionRequest {
 
 export interface NewAgentWithProvision extends InstanceSpec, ProvisionRequest {
   name: string;
+  /** The application's labels (validated by the API). */
+  labels?: Record<string, string>;
+  /** The full spec, defaults filled in; stored on the agent for every later instance. */
+  spec?: AgentSpec | null;
+  /** MAX_AGENTS: creating one more live agent than this fails with AgentQuotaExceededError. */
+  maxAgents?: number | null;
 }
+
+// Creates that count live agents against MAX_AGENTS take this transaction-scoped lock, so two of
+// them never both see room for one more.
+const AGENT_QUOTA_LOCK = 0x7466_0001;
+const LIVE_NAME_INDEX = 'uq_agents_live_name';
 
 export interface ProvisionAgainInput extends InstanceSpec, ProvisionRequest {}
 
@@ -63,6 +81,15 @@ export class AgentRepository {
     return agents;
   }
 
+  /** The agent that is not destroyed with this name, if any (names are unique among those). */
+  findLiveByName(name: string, db: Db = this.dataSource): Promise<Agent | null> {
+    return managerOf(db)
+      .createQueryBuilder(Agent, 'a')
+      .where('a.name = :name', { name })
+      .andWhere(`a.status <> 'destroyed'`)
+      .getOne();
+  }
+
   /** Newest first. */
   list(
     options: { limit?: number; offset?: number; statuses?: readonly AgentStatus[] } = {},
@@ -84,7 +111,18 @@ export class AgentRepository {
    */
   async createWithProvision(input: NewAgentWithProvision, db: Db = this.dataSource): Promise<ProvisionBundle> {
     return this.idempotent(input.idempotencyKey, null, db, async (manager) => {
-      const agent = await insertReturning(manager, Agent, { name: input.name });
+      if (input.maxAgents !== undefined && input.maxAgents !== null) {
+        await manager.query('SELECT pg_advisory_xact_lock($1)', [AGENT_QUOTA_LOCK]);
+        const live = await manager.createQueryBuilder(Agent, 'a').where(`a.${LIVE_AGENT_PREDICATE}`).getCount();
+        if (live >= input.maxAgents) throw new AgentQuotaExceededError(input.maxAgents);
+      }
+      let agent: Agent;
+      try {
+        agent = await insertReturning(manager, Agent, { name: input.name, labels: input.labels ?? {}, spec: input.spec ?? null });
+      } catch (err) {
+        if (isUniqueViolation(err, LIVE_NAME_INDEX)) throw new AgentNameTakenError(input.name);
+        throw err;
+      }
       await recordEvent(manager, {
         entityType: 'agent',
         entityId: agent.id,
@@ -199,8 +237,10 @@ export class AgentRepository {
     } catch (err) {
       // A concurrent request with the same key committed first: answer with its rows (or, if the key
       // really names another request, existingBundle throws IdempotencyKeyConflictError).
+      // Its agent's name may collide first: the same key's request holds the name.
       const raced =
         err instanceof IdempotencyRace ||
+        err instanceof AgentNameTakenError ||
         err instanceof IdempotencyKeyConflictError ||
         isUniqueViolation(err, IDEMPOTENCY_INDEX);
       if (key && raced) {

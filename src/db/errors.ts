@@ -1,6 +1,8 @@
 // The error classes live in src/errors.ts (one hierarchy); the persistence layer's are re-exported
 // here so `from '../db'` keeps offering them beside the repositories that throw them.
 export {
+  AgentNameTakenError,
+  AgentQuotaExceededError,
   GuardedUpdateConflictError,
   GuardedWriteConflictError,
   IdempotencyKeyConflictError,

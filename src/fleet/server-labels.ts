@@ -32,3 +32,8 @@ export function jobServerTerms(o: { agentId: string; provisioningJobId: string }
 export function agentServerTerms(agentId: string): string[] {
   return [`${AGENT_LABEL}=${agentId}`];
 }
+
+/** Keys an application may not put on its agents: tailfleet's own, and anything under its prefix. */
+export function isReservedLabelKey(key: string): boolean {
+  return key === MANAGED_LABEL.key || key.startsWith('tailfleet-') || key.startsWith('hetzner.cloud/');
+}

@@ -12,6 +12,8 @@ import {
   type CreatedOperation,
   type NewAgentWithProvision,
   type PatchOf,
+  type ProvisionAgainInput,
+  type TransitionRequest,
   type ProvisionBundle,
   type Repositories,
 } from '../db';
@@ -121,6 +123,12 @@ export class OperationLedger {
     return this.ds.transaction((m) =>
       this.repos.agents.createWithProvision({ ...input, operationId, queueJobId: jobIds.operation(operationId) }, m),
     );
+  }
+
+  /** A fresh instance for an agent in `error`, with its provisioning job and provision operation. */
+  acceptReprovision(agentId: string, input: Omit<ProvisionAgainInput, 'operationId' | 'queueJobId'>): Promise<ProvisionBundle> {
+    const operationId = randomUUID();
+    return this.repos.agents.provisionAgain(agentId, { ...input, operationId, queueJobId: jobIds.operation(operationId) });
   }
 
   /** A stop, start or destroy: checked against the agent's state and inserted in one statement. */
@@ -362,8 +370,11 @@ export class OperationLedger {
   }
 
   /** Cancels an operation that has not started. Throws TransitionConflictError when it has. */
-  async cancel(operationId: string, opts: { reason?: string; actor?: string } = {}): Promise<Operation> {
-    const { row } = await transition(this.ds, {
+  async cancel(
+    operationId: string,
+    opts: { reason?: string; actor?: string; also?: readonly TransitionRequest[] } = {},
+  ): Promise<Operation> {
+    const request = {
       entity: 'operation',
       id: operationId,
       from: ['queued'],
@@ -372,8 +383,11 @@ export class OperationLedger {
       operationId,
       actor: opts.actor,
       patch: { finishedAt: new Date() },
-    });
-    return row;
+    } as const;
+    if (!opts.also?.length) return (await transition(this.ds, request)).row;
+    // The rows the operation was going to work on move with it (e.g. a provision's instance and job).
+    const [first] = await transitionGroup(this.ds, [request, ...opts.also]);
+    return first.row as Operation;
   }
 
   /**

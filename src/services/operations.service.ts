@@ -1,6 +1,8 @@
 import type { JobState, Queue } from 'bullmq';
 import type { DataSource, EntityManager } from 'typeorm';
-import { IdempotencyKeyConflictError } from '../db/errors';
+import { AgentList } from '../db/agent-list';
+import { IdempotencyKeyConflictError, LiveInstanceExistsError, TransitionConflictError } from '../db/errors';
+import type { TransitionRequest } from '../db/transitions';
 import type { Repositories } from '../db/repositories';
 import type { OperationLedger } from '../operations/ledger';
 import { withDeadline, type Outbox } from '../operations/outbox';
@@ -12,12 +14,14 @@ import {
   LIVE_INSTANCE_STATUSES,
   Operation,
   ProvisioningJob,
+  type AgentSpec,
   type AgentStatus,
   type OperationType,
 } from '../entities';
 import type { Logger } from '../lib/logger';
 import type { Queues } from '../queues/queues';
-import { NotFoundError, StateConflictError } from '../errors';
+import { AgentNameTakenError, NotFoundError, StateConflictError } from '../errors';
+import type { SpecChecker, SpecProblem } from './catalogue';
 
 /**
  * The command side: turns a request into an Operation row and a queue job, and answers the read
@@ -48,6 +52,16 @@ export interface OperationsDefaults {
   serverType: string;
   image: string;
   location: string;
+  /** HETZNER_SSH_KEYS. */
+  sshKeys?: string[];
+}
+
+/** The cloud's catalogue does not offer the server type in the location (422 naming the field). */
+export class ServerSpecRejectedError extends Error {
+  constructor(readonly problems: SpecProblem[]) {
+    super(`The cloud cannot create this server: ${problems.map((p) => p.message).join('; ')}`);
+    this.name = 'ServerSpecRejectedError';
+  }
 }
 
 export interface OperationsDeps {
@@ -58,6 +72,10 @@ export interface OperationsDeps {
   logger: Logger;
   defaults: OperationsDefaults;
   repositories: Repositories;
+  /** Checks server type and location against the cloud's catalogue before a create is accepted; omitted, not checked. */
+  catalogue?: SpecChecker;
+  /** MAX_AGENTS: live agents allowed at once (null or omitted: no limit). */
+  maxAgents?: number | null;
   /**
    * How long a read of a job's live state in Redis may take (default 5000). BullMQ waits
    * indefinitely for a connection that never came up, so the API must not.
@@ -75,6 +93,10 @@ export interface CreateAgentInput {
   name: string;
   location?: string;
   serverType?: string;
+  image?: string;
+  sshKeys?: string[];
+  labels?: Record<string, string>;
+  userData?: string;
 }
 
 export interface CreateAgentResult {
@@ -99,6 +121,10 @@ export interface ListAgentsQuery {
   cursor?: string;
   offset?: number;
   status?: AgentStatus[];
+  /** Exact name. */
+  name?: string;
+  /** Every one of these labels. */
+  labels?: Record<string, string>;
 }
 
 export interface AgentWithInstance {
@@ -174,6 +200,17 @@ function decodeCursor(cursor: string, valid: RegExp): string {
   return value;
 }
 
+/** Equal as JSON, whatever the order of object keys. */
+function sameJson(a: unknown, b: unknown): boolean {
+  const canonical = (v: unknown): unknown =>
+    Array.isArray(v)
+      ? v.map(canonical)
+      : v && typeof v === 'object'
+        ? Object.fromEntries(Object.entries(v).sort(([x], [y]) => x.localeCompare(y)).map(([k, x]) => [k, canonical(x)]))
+        : v;
+  return JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));
+}
+
 export class OperationsService {
   private readonly ds: DataSource;
   private readonly queues: Queues;
@@ -183,8 +220,14 @@ export class OperationsService {
   private readonly ledger: OperationLedger;
   private readonly outbox: Outbox;
   private readonly redisTimeoutMs: number;
+  private readonly catalogue: SpecChecker | undefined;
+  private readonly agentList: AgentList;
+  private readonly maxAgents: number | null;
 
   constructor(deps: OperationsDeps) {
+    this.catalogue = deps.catalogue;
+    this.agentList = new AgentList({ dataSource: deps.dataSource });
+    this.maxAgents = deps.maxAgents ?? null;
     this.redisTimeoutMs = deps.redisTimeoutMs ?? 5000;
     this.ds = deps.dataSource;
     this.repos = deps.repositories;
@@ -204,32 +247,55 @@ export class OperationsService {
    * a request.
    */
   async createAgent(input: CreateAgentInput, opts: RequestOptions = {}): Promise<CreateAgentResult> {
-    const location = input.location ?? this.defaults.location;
-    const serverType = input.serverType ?? this.defaults.serverType;
+    const spec: AgentSpec = {
+      serverType: input.serverType ?? this.defaults.serverType,
+      location: input.location ?? this.defaults.location,
+      image: input.image ?? this.defaults.image,
+      sshKeys: input.sshKeys ?? this.defaults.sshKeys ?? [],
+      userData: input.userData ?? null,
+    };
+    const labels = input.labels ?? {};
     const key = opts.idempotencyKey === undefined ? null : CLIENT_KEY_PREFIX + opts.idempotencyKey;
 
     if (key) {
-      const replay = await this.replayCreate(key, { name: input.name, location, serverType });
+      const replay = await this.replayCreate(key, { name: input.name, spec, labels });
       if (replay) return replay;
+    }
+    // Before anything is written: the cloud would refuse this server later, after a billed attempt.
+    if (this.catalogue) {
+      const problems = await this.catalogue.check(spec);
+      if (problems.length > 0) throw new ServerSpecRejectedError(problems);
     }
 
     let rows: Omit<CreateAgentResult, 'created'>;
     try {
       const bundle = await this.ledger.acceptProvision({
         name: input.name,
-        location,
-        serverType,
-        image: this.defaults.image,
+        location: spec.location,
+        serverType: spec.serverType,
+        image: spec.image,
+        labels,
+        spec,
+        maxAgents: this.maxAgents,
         idempotencyKey: key,
         requestedBy: opts.requestedBy,
       });
       if (!bundle.created) {
         // A concurrent request with the same key won the race between our lookup and our insert.
-        const replay = key ? await this.replayCreate(key, { name: input.name, location, serverType }) : undefined;
+        const replay = key ? await this.replayCreate(key, { name: input.name, spec, labels }) : undefined;
         if (replay) return replay;
       }
       rows = { agent: bundle.agent, instance: bundle.instance, provisioningJob: bundle.job, operation: bundle.operation };
     } catch (err) {
+      if (err instanceof AgentNameTakenError) {
+        if (key) {
+          // The same key may have created it a moment ago (a concurrent retry): that is a replay.
+          const replay = await this.replayCreate(key, { name: input.name, spec, labels });
+          if (replay) return replay;
+        }
+        const existing = await this.repos.agents.findLiveByName(input.name);
+        throw new AgentNameTakenError(input.name, existing?.id ?? null);
+      }
       throw this.keyConflict(err);
     }
     const queued = await this.outbox.deliver(rows.operation, { instanceId: rows.instance.id });
@@ -238,6 +304,110 @@ export class OperationsService {
       `[API] Agent ${rows.agent.id} created, provision queued`,
     );
     return { ...rows, created: true };
+  }
+
+  /**
+   * A fresh instance for an agent in `error` (its last instance failed and was rolled back), made
+   * from the same spec: a new provisioning job and provision operation, delivered like a create's.
+   */
+  async requestReprovision(agentId: string, opts: RequestOptions = {}): Promise<CreateAgentResult> {
+    const agent = await this.mustGetAgent(this.ds.manager, agentId);
+    const key = opts.idempotencyKey === undefined ? null : CLIENT_KEY_PREFIX + opts.idempotencyKey;
+    if (key) {
+      const previous = await this.repos.operations.findByIdempotencyKey(key);
+      if (previous && !(previous.type === 'provision' && previous.agentId === agentId)) {
+        throw new IdempotencyKeyReuseError(`Idempotency-Key was already used for a ${previous.type} request on another resource`);
+      }
+    }
+    const latest = await this.repos.instances.findLatestByAgent(agentId);
+    const spec: Pick<AgentSpec, 'serverType' | 'location' | 'image'> = agent.spec ?? {
+      serverType: latest?.serverType ?? this.defaults.serverType,
+      location: latest?.location ?? this.defaults.location,
+      image: latest?.image ?? this.defaults.image,
+    };
+    if (!key || !(await this.repos.operations.findByIdempotencyKey(key))) {
+      if (agent.status !== 'error') {
+        throw new StateConflictError(`Agent ${agentId} is ${agent.status}; only an agent in error can be provisioned again`);
+      }
+      if (this.catalogue) {
+        const problems = await this.catalogue.check(spec);
+        if (problems.length > 0) throw new ServerSpecRejectedError(problems);
+      }
+    }
+    let bundle;
+    try {
+      bundle = await this.ledger.acceptReprovision(agentId, {
+        serverType: spec.serverType,
+        location: spec.location,
+        image: spec.image,
+        idempotencyKey: key,
+        requestedBy: opts.requestedBy,
+      });
+    } catch (err) {
+      if (err instanceof TransitionConflictError) {
+        throw new StateConflictError(`Agent ${agentId} is no longer in error; only an agent in error can be provisioned again`);
+      }
+      if (err instanceof LiveInstanceExistsError) throw new StateConflictError(`Agent ${agentId} still has a live instance`);
+      throw this.keyConflict(err);
+    }
+    const rows = { agent: bundle.agent, instance: bundle.instance, provisioningJob: bundle.job, operation: bundle.operation };
+    if (!bundle.created) return { ...rows, created: false };
+    const queued = await this.outbox.deliver(rows.operation, { instanceId: rows.instance.id });
+    this.logger.info(
+      { agentId, operationId: rows.operation.id, provisioningJobId: rows.provisioningJob.id, queued },
+      `[API] Agent ${agentId} provisioned again`,
+    );
+    return { ...rows, created: true };
+  }
+
+  /**
+   * Cancels an operation that is still queued: the operation becomes `cancelled` and its queue job is
+   * removed. A job that runs anyway (it was already taken) finds the operation cancelled and does
+   * nothing. A cancelled provision fails its instance and job and leaves the agent in `error`, from
+   * where it can be provisioned again or destroyed.
+   */
+  async cancelOperation(operationId: string, opts: { requestedBy?: string } = {}): Promise<Operation> {
+    const operation = await this.repos.operations.findById(operationId);
+    if (!operation) throw new NotFoundError(`Operation ${operationId} not found`);
+    if (operation.status !== 'queued') {
+      throw new StateConflictError(`Operation ${operationId} is ${operation.status}; only a queued operation can be cancelled`);
+    }
+    const also: TransitionRequest[] = [];
+    const reason = 'provision cancelled';
+    if (operation.type === 'provision' && operation.provisioningJobId && operation.agentId) {
+      const job = await this.repos.provisioningJobs.findById(operation.provisioningJobId);
+      const agent = await this.repos.agents.findById(operation.agentId);
+      if (job?.status === 'queued') {
+        also.push(
+          { entity: 'provisioning_job', id: job.id, from: ['queued'], to: 'failed', reason, operationId, actor: opts.requestedBy, patch: { error: reason, finishedAt: new Date() } },
+          { entity: 'instance', id: job.instanceId, from: ['pending'], to: 'failed', reason, operationId, actor: opts.requestedBy, patch: { error: reason } },
+        );
+      }
+      if (agent && (agent.status === 'draft' || agent.status === 'provisioning')) {
+        also.push({ entity: 'agent', id: agent.id, from: [agent.status], to: 'error', reason, operationId, actor: opts.requestedBy });
+      }
+    }
+    let cancelled: Operation;
+    try {
+      cancelled = await this.ledger.cancel(operationId, { actor: opts.requestedBy, reason: 'cancelled by request', also });
+    } catch (err) {
+      if (err instanceof TransitionConflictError) {
+        const now = await this.repos.operations.findById(operationId);
+        throw new StateConflictError(`Operation ${operationId} is ${now?.status ?? 'gone'}; only a queued operation can be cancelled`);
+      }
+      throw err;
+    }
+    if (operation.queueJobId && operation.type in this.queues) {
+      const queue = this.queues[operation.type as keyof Queues];
+      try {
+        await withDeadline(queue.remove(operation.queueJobId), this.redisTimeoutMs, 'remove the cancelled job');
+      } catch (err) {
+        // Taken by a worker already, or Redis is away: that delivery finds the operation cancelled.
+        this.logger.warn({ err, operationId, jobId: operation.queueJobId }, `[API] Could not remove the job of cancelled operation ${operationId}`);
+      }
+    }
+    this.logger.info({ operationId, type: operation.type }, `[API] Operation ${operationId} cancelled`);
+    return cancelled;
   }
 
   requestStop(agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {
@@ -315,29 +485,22 @@ export class OperationsService {
   // read models
 
   async listAgents(query: ListAgentsQuery): Promise<AgentPage> {
-    const qb = this.ds.getRepository(Agent).createQueryBuilder('a');
-    if (query.status && query.status.length > 0) qb.andWhere('a.status IN (:...statuses)', { statuses: query.status });
-    if (query.cursor !== undefined) {
-      const after = decodeCursor(query.cursor, UUID);
-      // Compared in SQL, not through a JS Date, so microsecond timestamps never skip or repeat a row.
-      qb.andWhere(
-        `(a.created_at, a.id) < (SELECT c.created_at, c.id FROM ${qb.escape(
-          this.ds.getMetadata(Agent).tableName,
-        )} c WHERE c.id = :after)`,
-        { after },
-      );
-    }
-    qb.orderBy('a.created_at', 'DESC').addOrderBy('a.id', 'DESC').take(query.limit + 1);
-    if (query.offset !== undefined) qb.skip(query.offset);
-    const agents = await qb.getMany();
-    const page = agents.slice(0, query.limit);
+    const page = await this.agentList.list({
+      limit: query.limit,
+      status: query.status,
+      name: query.name,
+      labels: query.labels,
+      offset: query.offset,
+      after: query.cursor === undefined ? undefined : decodeCursor(query.cursor, UUID),
+    });
     const instances = await this.currentInstances(
       this.ds.manager,
-      page.map((a) => a.id),
+      page.items.map((a) => a.id),
     );
+    const last = page.items[page.items.length - 1];
     return {
-      items: page.map((agent) => ({ agent, instance: instances.get(agent.id) ?? null })),
-      nextCursor: agents.length > query.limit ? encodeCursor(page[page.length - 1]!.id) : null,
+      items: page.items.map((agent) => ({ agent, instance: instances.get(agent.id) ?? null })),
+      nextCursor: page.more && last ? encodeCursor(last.id) : null,
     };
   }
 
@@ -434,7 +597,7 @@ export class OperationsService {
 
   private async replayCreate(
     key: string,
-    input: { name: string; location: string; serverType: string },
+    input: { name: string; spec: AgentSpec; labels: Record<string, string> },
   ): Promise<CreateAgentResult | undefined> {
     const operation = await this.repos.operations.findByIdempotencyKey(key);
     if (!operation) return undefined;
@@ -444,9 +607,14 @@ export class OperationsService {
     const provisioningJob = await this.ds.getRepository(ProvisioningJob).findOneByOrFail({ id: operation.provisioningJobId });
     const agent = await this.ds.getRepository(Agent).findOneByOrFail({ id: operation.agentId });
     const instance = await this.ds.getRepository(Instance).findOneByOrFail({ id: provisioningJob.instanceId });
-    if (agent.name !== input.name || instance.location !== input.location || instance.serverType !== input.serverType) {
-      throw reused();
-    }
+    const stored: AgentSpec = agent.spec ?? {
+      serverType: instance.serverType,
+      location: instance.location ?? input.spec.location,
+      image: instance.image,
+      sshKeys: input.spec.sshKeys,
+      userData: null,
+    };
+    if (agent.name !== input.name || !sameJson(stored, input.spec) || !sameJson(agent.labels ?? {}, input.labels)) throw reused();
     await this.replay(operation, 'provision', { agentId: agent.id });
     return { agent, instance, operation, provisioningJob, created: false };
   }

@@ -27,6 +27,10 @@ export const DATACENTER_NUMBERS: Record<string, number> = { fsn1: 14, nbg1: 3, h
 
 interface ServerTypeSpec {
   id: number;
+  /** Where the type is offered (absent: every location). */
+  locations?: string[];
+  /** Locations where it is offered but temporarily sold out (`available: false`). */
+  soldOut?: string[];
   cores: number;
   memory: number;
   disk: number;
@@ -45,9 +49,9 @@ const SERVER_TYPES: Record<string, ServerTypeSpec> = {
   cpx21: { id: 23, cores: 3, memory: 4, disk: 80, cpu_type: 'shared', architecture: 'x86', hourly: '0.0130', monthly: '7.7000' },
   cpx22: { id: 116, cores: 2, memory: 4, disk: 80, cpu_type: 'shared', architecture: 'x86', hourly: '0.0110', monthly: '6.4900' },
   cpx31: { id: 24, cores: 4, memory: 8, disk: 160, cpu_type: 'shared', architecture: 'x86', hourly: '0.0230', monthly: '13.6000' },
-  cax11: { id: 45, cores: 2, memory: 4, disk: 40, cpu_type: 'shared', architecture: 'arm', hourly: '0.0060', monthly: '3.7900' },
-  cax21: { id: 93, cores: 4, memory: 8, disk: 80, cpu_type: 'shared', architecture: 'arm', hourly: '0.0110', monthly: '6.4900' },
-  ccx13: { id: 96, cores: 2, memory: 8, disk: 80, cpu_type: 'dedicated', architecture: 'x86', hourly: '0.0230', monthly: '13.9900' },
+  cax11: { id: 45, locations: ['fsn1', 'nbg1', 'hel1'], cores: 2, memory: 4, disk: 40, cpu_type: 'shared', architecture: 'arm', hourly: '0.0060', monthly: '3.7900' },
+  cax21: { id: 93, locations: ['fsn1', 'nbg1', 'hel1'], cores: 4, memory: 8, disk: 80, cpu_type: 'shared', architecture: 'arm', hourly: '0.0110', monthly: '6.4900' },
+  ccx13: { id: 96, soldOut: ['sin'], cores: 2, memory: 8, disk: 80, cpu_type: 'dedicated', architecture: 'x86', hourly: '0.0230', monthly: '13.9900' },
 };
 
 // Unknown but well-formed names are accepted with these specs, so a config naming a newer type still works.
@@ -64,7 +68,7 @@ export function serverTypeBody(name: string) {
     included_traffic: 21990232555520,
     price_per_tb_traffic: { net: '1.0000', gross: '1.1900' },
   });
-  const locations = Object.values(LOCATIONS);
+  const locations = Object.values(LOCATIONS).filter((l) => !t.locations || t.locations.includes(l.name));
   return {
     id: t.id,
     name,
@@ -77,8 +81,26 @@ export function serverTypeBody(name: string) {
     storage_type: 'local',
     cpu_type: t.cpu_type,
     architecture: t.architecture,
-    locations: locations.map((l) => ({ id: l.id, name: l.name, deprecation: null, available: true, recommended: true })),
+    locations: locations.map((l) => {
+      const available = !t.soldOut?.includes(l.name);
+      return { id: l.id, name: l.name, deprecation: null, available, recommended: available };
+    }),
   };
+}
+
+/** The server types GET /server_types lists (unknown well-formed names are still accepted on create). */
+export function catalogServerTypes(): string[] {
+  return Object.entries(SERVER_TYPES)
+    .sort(([, a], [, b]) => a.id - b.id)
+    .map(([name]) => name);
+}
+
+/** Whether a listed type is offered and available in a location; unlisted types are not judged. */
+export function serverTypeAvailability(name: string, location: string): 'available' | 'unsupported' | 'sold_out' | 'unlisted' {
+  const t = SERVER_TYPES[name];
+  if (!t) return 'unlisted';
+  if (t.locations && !t.locations.includes(location)) return 'unsupported';
+  return t.soldOut?.includes(location) ? 'sold_out' : 'available';
 }
 
 export function serverTypeDisk(name: string): number {

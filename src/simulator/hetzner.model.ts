@@ -5,6 +5,8 @@ import {
   SERVER_TYPE_NAME,
   serverTypeArchitecture,
   serverTypeBody,
+  catalogServerTypes,
+  serverTypeAvailability,
   serverTypeDisk,
 } from './hetzner.catalog';
 import { LabelSelectorCache, LabelSelectorError } from './label-selector';
@@ -205,6 +207,14 @@ export class HetznerCloud {
       else labels = b.labels as Record<string, string>;
     }
 
+    if (location && typeof serverType === 'string') {
+      const availability = serverTypeAvailability(serverType, location);
+      if (availability === 'unsupported') bad('server_type', `server type ${serverType} is not supported in location ${location}`);
+      if (availability === 'sold_out') {
+        throw new HetznerApiError(412, 'resource_unavailable', `server type ${serverType} is unavailable in location ${location}`);
+      }
+    }
+
     if (fields.length > 0) {
       const first = fields[0];
       throw new HetznerApiError(422, 'invalid_input', `invalid input in field '${first.name}': ${first.messages[0]}`, {
@@ -221,6 +231,19 @@ export class HetznerCloud {
       labels,
       startAfterCreate: b.start_after_create as boolean | undefined,
     };
+  }
+
+  // ---- catalogue ---------------------------------------------------------------------------
+
+  listServerTypes(q: { name?: string; page?: string; perPage?: string }) {
+    const names = catalogServerTypes().filter((n) => q.name === undefined || n === q.name);
+    const { items, pagination } = paginate(names, q.page, q.perPage);
+    return { items: items.map((n) => this.typeBody(n)), pagination };
+  }
+
+  listLocations(q: { name?: string; page?: string; perPage?: string }) {
+    const all = Object.values(LOCATIONS).filter((l) => q.name === undefined || l.name === q.name);
+    return paginate(all, q.page, q.perPage);
   }
 
   // ---- mutations ---------------------------------------------------------------------------
@@ -652,7 +675,7 @@ function sortRecords<T extends { id: number }>(items: T[], sort: string[] | unde
   else items.sort((a, b) => sign * (a.id - b.id));
 }
 
-function paginate<T>(all: T[], pageRaw?: string, perPageRaw?: string): { items: T[]; pagination: Pagination } {
+export function paginate<T>(all: T[], pageRaw?: string, perPageRaw?: string): { items: T[]; pagination: Pagination } {
   const page = pageRaw === undefined ? 1 : Number(pageRaw);
   const perPageAsked = perPageRaw === undefined ? 25 : Number(perPageRaw);
   if (!Number.isInteger(page) || page < 1) {

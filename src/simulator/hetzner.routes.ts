@@ -104,6 +104,16 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
       const { items, pagination } = h.listActions({ ids: req.query.getAll('id'), ...listParams(req) });
       return actionList(req, items, pagination, now);
     })
+    .add('GET', `${P}/server_types`, (req) => {
+      sim.now();
+      const { items, pagination } = h.listServerTypes({ ...listParams(req), name: req.query.get('name') ?? undefined });
+      return { status: 200, body: { server_types: items, meta: { pagination } }, headers: linkHeader(req, pagination) };
+    })
+    .add('GET', `${P}/locations`, (req) => {
+      sim.now();
+      const { items, pagination } = h.listLocations({ ...listParams(req), name: req.query.get('name') ?? undefined });
+      return { status: 200, body: { locations: items, meta: { pagination } }, headers: linkHeader(req, pagination) };
+    })
     .add('GET', `${P}/actions/{id}`, (req) => {
       const now = sim.now();
       return { status: 200, body: { action: h.actionBody(h.getAction(idParam(req, 'id', 'action')), now) } };

@@ -28,6 +28,9 @@ export interface SimServerState extends HetznerServerBody {
     ignoresAcpi: boolean;
     failNextAction: string | null;
     enrollment: { state: EnrollmentState; hostname?: string; error?: string; deviceId?: string };
+    /** What the create request carried that Hetzner does not show again. */
+    sshKeys: string[];
+    userData: string | null;
   };
 }
 
@@ -174,6 +177,8 @@ export class CloudSimulator {
       _sim: {
         ignoresAcpi: server.ignoresAcpi,
         failNextAction: server.failNextAction,
+        sshKeys: server.sshKeys,
+        userData: server.userData,
         enrollment: {
           state: e.state,
           ...(e.plan ? { hostname: e.plan.hostname ?? server.name } : {}),

@@ -27,3 +27,55 @@ export function buildUserData(input: UserDataInput): string {
     '',
   ].join('\n');
 }
+
+/** Hetzner refuses user data over 32 KiB; this is after merging the application's own with the join. */
+export const USER_DATA_MAX_BYTES = 32 * 1024;
+
+/** What an application's own user data is, by its first line; anything else is refused at the API. */
+export function userDataKind(userData: string): 'cloud-config' | 'shell-script' | null {
+  if (/^#cloud-config[ \t]*\r?\n/.test(userData) || userData.trim() === '#cloud-config') return 'cloud-config';
+  if (userData.startsWith('#!')) return 'shell-script';
+  return null;
+}
+
+const MIME_TYPES = { 'cloud-config': 'text/cloud-config', 'shell-script': 'text/x-shellscript' } as const;
+
+/**
+ * The tailnet join and the application's own user data as one MIME multipart document, which
+ * cloud-init runs part by part (the join first). Without own user data the join is sent as it is.
+ */
+export function mergeUserData(join: string, own: string | null | undefined, boundarySeed = 'tailfleet'): string {
+  if (!own) return join;
+  const kind = userDataKind(own);
+  if (!kind) throw new Error('User data must start with #cloud-config or #! (a shell script)');
+  let boundary = `==${boundarySeed}-boundary==`;
+  for (let n = 1; join.includes(boundary) || own.includes(boundary); n++) boundary = `==${boundarySeed}-boundary-${n}==`;
+  const part = (type: string, name: string, body: string) =>
+    [
+      `--${boundary}`,
+      `Content-Type: ${type}; charset="utf-8"`,
+      'MIME-Version: 1.0',
+      'Content-Transfer-Encoding: 8bit',
+      `Content-Disposition: attachment; filename="${name}"`,
+      '',
+      body.endsWith('\n') ? body.slice(0, -1) : body,
+    ].join('\n');
+  return [
+    `Content-Type: multipart/mixed; boundary="${boundary}"`,
+    'MIME-Version: 1.0',
+    '',
+    part(MIME_TYPES['cloud-config'], 'tailfleet-join.cfg', join),
+    part(MIME_TYPES[kind], kind === 'cloud-config' ? 'agent.cfg' : 'agent.sh', own),
+    `--${boundary}--`,
+    '',
+  ].join('\n');
+}
+
+// Tailscale auth keys are well under this; the API checks the size with the longest join there can be.
+const LONGEST_AUTH_KEY = 'k'.repeat(128);
+const LONGEST_HOSTNAME = 'h'.repeat(63);
+
+/** The size of the merged user data with the longest auth key and hostname, for the API's check. */
+export function mergedUserDataBytes(own: string): number {
+  return Buffer.byteLength(mergeUserData(buildUserData({ authKey: LONGEST_AUTH_KEY, hostname: LONGEST_HOSTNAME }), own));
+}

@@ -1,5 +1,5 @@
 import { CloudApiError } from '../clients/errors';
-import type { HetznerServer } from '../clients/hetzner/hetzner.types';
+import type { CreateServerOptions, HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import type { Agent, Instance, ProvisioningJob } from '../entities';
 import { StateConflictError } from '../errors';
@@ -7,7 +7,7 @@ import { hostnameMatches, tailnetIpv4 } from '../fleet/devices';
 import { jobServerTerms, serverLabels } from '../fleet/server-labels';
 import type { Logger } from '../lib/logger';
 import { revokeJobAuthKeys } from './auth-keys';
-import { buildUserData } from './cloud-init';
+import { buildUserData, mergeUserData, USER_DATA_MAX_BYTES } from './cloud-init';
 import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
 import { requireAgent, requireInstance, requireInstanceForUpdate, requireJob } from './records';
 import { silentReporter, type StepReporter } from './step-reporter';
@@ -210,15 +210,11 @@ export class ProvisionWorkflow {
 
     let created;
     try {
-      created = await hetzner.createServer({
-        name: instance.serverName ?? hostname,
-        serverType: instance.serverType || settings.serverType,
-        image: instance.image || settings.image,
-        location: instance.location ?? settings.location,
-        sshKeys: settings.sshKeys.length > 0 ? settings.sshKeys : undefined,
-        userData: buildUserData({ authKey: authKey.key, hostname }),
-        labels: serverLabels(this.deps.fleet, { agentId: agent.id, provisioningJobId: job.id, instanceId: instance.id }),
-      });
+      const options = serverCreateOptions(
+        { fleet: this.deps.fleet, settings },
+        { agent, instance, provisioningJobId: job.id, hostname, authKey: authKey.key },
+      );
+      created = await hetzner.createServer(options);
     } catch (err) {
       if (serverSurelyNotCreated(err)) {
         // No server will ever use this key: delete it rather than leave a live credential until it expires.
@@ -340,6 +336,47 @@ export class ProvisionWorkflow {
       log.error({ err: dbErr }, '[Lifecycle] Could not record the provision failure');
     }
   }
+}
+
+/**
+ * Everything a server of an agent is created with, from the agent's stored spec (the environment's
+ * settings for agents created before specs were stored): type, location, image, SSH keys, the
+ * application's labels beside tailfleet's own (which win), and the application's cloud-init merged
+ * with the tailnet join. `image` overrides the spec's (a wake from a snapshot). The result carries the
+ * auth key: hand it to the Hetzner client and nowhere else.
+ */
+export function serverCreateOptions(
+  deps: Pick<WorkflowDeps, 'fleet' | 'settings'>,
+  input: {
+    agent: Pick<Agent, 'id' | 'spec' | 'labels'>;
+    instance: Pick<Instance, 'id' | 'serverType' | 'image' | 'location' | 'serverName'>;
+    provisioningJobId: string;
+    hostname: string;
+    authKey: string;
+    image?: string;
+  },
+): CreateServerOptions {
+  const { agent, instance, hostname } = input;
+  const { settings } = deps;
+  const spec = agent.spec;
+  const sshKeys = spec ? spec.sshKeys : settings.sshKeys;
+  const userData = mergeUserData(buildUserData({ authKey: input.authKey, hostname }), spec?.userData);
+  const size = Buffer.byteLength(userData);
+  if (size > USER_DATA_MAX_BYTES) {
+    throw new StateConflictError(`The agent's user data merged with the tailnet join is ${size} bytes; Hetzner takes at most ${USER_DATA_MAX_BYTES}`);
+  }
+  return {
+    name: instance.serverName ?? hostname,
+    serverType: instance.serverType || spec?.serverType || settings.serverType,
+    image: input.image ?? (instance.image || spec?.image || settings.image),
+    location: instance.location ?? spec?.location ?? settings.location,
+    sshKeys: sshKeys.length > 0 ? sshKeys : undefined,
+    userData,
+    labels: {
+      ...(agent.labels ?? {}),
+      ...serverLabels(deps.fleet, { agentId: agent.id, provisioningJobId: input.provisioningJobId, instanceId: instance.id }),
+    },
+  };
 }
 
 /** A 4xx (429 included) means Hetzner refused the create; 5xx and network errors leave open whether the server exists. */

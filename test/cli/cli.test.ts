@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import type { Tailfleet } from '../../src/server';
@@ -194,5 +196,35 @@ describe('tailfleet CLI', function () {
     const down = await cli(['agents', 'list'], { TAILFLEET_URL: `http://127.0.0.1:${closed}` });
     expect(down.code).to.equal(1);
     expect(down.stderr).to.equal(`error: cannot reach http://127.0.0.1:${closed}: ECONNREFUSED\n`);
+  });
+
+  it('agents create takes the spec flags, agents list filters by label and name, ops cancel and agents reprovision', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tailfleet-cli-'));
+    const file = join(dir, 'agent.cfg');
+    writeFileSync(file, '#cloud-config\nruncmd:\n  - echo from-file\n');
+    const run = ok(
+      await cli([
+        'agents', 'create', 'cli-spec', '--server-type', 'cpx11', '--location', 'nbg1', '--image', 'debian-12',
+        '--ssh-key', 'ops', '--ssh-key', 'backup', '--label', 'customer=acme', '--label', 'tier=gold',
+        '--user-data', `@${file}`, '--wait',
+      ]),
+    );
+    const id = /agent ([0-9a-f-]{36}) cli-spec/.exec(run.stdout)![1]!;
+    const agent = (await api.get(`/v1/agents/${id}`)).body;
+    expect(agent.agent.labels).to.deep.equal({ customer: 'acme', tier: 'gold' });
+    expect(agent.agent.spec).to.deep.include({ serverType: 'cpx11', location: 'nbg1', image: 'debian-12', sshKeys: ['ops', 'backup'] });
+    expect(agent.agent.spec.userData).to.contain('from-file');
+
+    const listed = ok(await cli(['--json', 'agents', 'list', '--label', 'customer=acme', '--label', 'tier=gold']));
+    expect(JSON.parse(listed.stdout).items.map((a: { id: string }) => a.id)).to.deep.equal([id]);
+    const byName = ok(await cli(['--json', 'agents', 'list', '--name', 'cli-box-2', '--status', 'active,draft,provisioning']));
+    expect(JSON.parse(byName.stdout).items.map((a: { name: string }) => a.name)).to.deep.equal(['cli-box-2']);
+
+    const done = await cli(['ops', 'cancel', agent.operation?.id ?? (await api.get(`/v1/operations?agentId=${id}`)).body.items[0].id]);
+    expect(done.code).to.equal(1);
+    expect(done.stderr).to.match(/^error 409 state-conflict: Operation \S+ is succeeded; only a queued operation can be cancelled\n$/);
+    const notInError = await cli(['agents', 'reprovision', id]);
+    expect(notInError.code).to.equal(1);
+    expect(notInError.stderr).to.match(/^error 409 state-conflict: .*only an agent in error/);
   });
 });

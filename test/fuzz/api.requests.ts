@@ -49,6 +49,8 @@ const ROUTES_WITH_ID = [
   { method: 'POST', template: '/v1/agents/:id/destroy' },
   { method: 'POST', template: '/v1/provisioning-jobs/:id/rollback' },
   { method: 'GET', template: '/v1/operations/:id' },
+  { method: 'POST', template: '/v1/operations/:id/cancel' },
+  { method: 'POST', template: '/v1/agents/:id/reprovision' },
   { method: 'DELETE', template: '/v1/tokens/:id' },
 ] as const;
 
@@ -166,7 +168,7 @@ export class RequestFactory {
       [1, () => ({ body: Buffer.from(`{"__proto__":{"name":"${name}"}}`), label: '__proto__ holds the name' })],
       [2, () => ({ body: json({ name, constructor: { prototype: { polluted: 'yes' } } }), label: 'constructor key' })],
       [1, () => ({ body: json({ name, prototype: { polluted: 'yes' } }), label: 'prototype key' })],
-      [2, () => ({ body: json({ name, [r.pick(['status', 'id', 'admin', 'serverId', 'image', 'role'])]: r.pick(['active', 1, true, 'x']) }), label: 'extra field' })],
+      [2, () => ({ body: json({ name, [r.pick(['status', 'id', 'admin', 'serverId', 'images', 'role', 'user_data', 'ssh_keys'])]: r.pick(['active', 1, true, 'x']) }), label: 'extra field' })],
       [
         2,
         () => ({
@@ -182,6 +184,50 @@ export class RequestFactory {
         }),
       ],
       [2, () => ({ body: Buffer.from(r.pick(['[]', `[{"name":"${name}"}]`, '"name"', '123', 'null', 'true', '{}'])), label: 'not an object' })],
+      [
+        3,
+        () => ({
+          body: json({
+            name,
+            labels: r.pick<unknown>([
+              { 'managed-by': 'me' },
+              { 'tailfleet-agent': 'x' },
+              { '-x': '1' },
+              { a: 'white space' },
+              { ['k'.repeat(64)]: 'v' },
+              { a: 1 },
+              { a: null },
+              { '': 'x' },
+              { 'hetzner.cloud/x': 'y' },
+              { 'Bad_Prefix/x': 'y' },
+              ['a=b'],
+              'a=b',
+              Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`k${i}`, 'v'])),
+            ]),
+          }),
+          label: 'bad labels',
+        }),
+      ],
+      [
+        2,
+        () => ({
+          body: json({
+            name,
+            userData: r.pick<unknown>(['', 'echo no shebang', 42, ['#!/bin/sh'], `#!/bin/sh\n${'x'.repeat(33_000)}`, '#cloud-configx', { a: 1 }]),
+          }),
+          label: 'bad userData',
+        }),
+      ],
+      [
+        2,
+        () => ({
+          body: json({
+            name,
+            [r.pick(['sshKeys', 'image'])]: r.pick<unknown>(['', 'has space', ['a b'], [''], Array.from({ length: 21 }, (_, i) => `k${i}`), 7, [1], '../x', null]),
+          }),
+          label: 'bad sshKeys or image',
+        }),
+      ],
     ])();
   }
 
@@ -316,8 +362,9 @@ export class RequestFactory {
   private hugeBodies(): FuzzRequest {
     const r = this.rng;
     const size = r.weighted([
-      [6, r.int(16 * 1024 + 1, 64 * 1024)],
-      [3, r.int(64 * 1024, 512 * 1024)],
+      // Over the 64 KiB body limit (room for 32 KiB of user data).
+      [6, r.int(64 * 1024 + 1, 128 * 1024)],
+      [3, r.int(128 * 1024, 512 * 1024)],
       [1, r.int(512 * 1024, 2 * 1024 * 1024)],
     ]);
     const body = Buffer.from(JSON.stringify({ name: this.validName(), pad: 'x'.repeat(size) }));
@@ -388,6 +435,8 @@ export class RequestFactory {
       [1, () => 'limit=%zz'],
       [2, () => `type=${pathSegment(r.pick(['reboot', 'STOP', 'stop,,bogus', "stop' OR 1=1", '__proto__', 'stop;start']))}`],
       [2, () => `agentId=${pathSegment(r.pick(['x', r.uuid().slice(1), ...SQL_INJECTIONS, `${r.uuid()},${r.uuid()}`]))}`],
+      [2, () => `label=${pathSegment(r.pick(['nokey', '=v', '-x=1', 'a=white space', `${'k'.repeat(70)}=v`, "a=1' OR '1'='1", '__proto__=x', 'a=b&label=', '{"a":"b"}']))}`],
+      [1, () => `name=${pathSegment(r.pick(['', 'x'.repeat(70), ...SQL_INJECTIONS]))}`],
       [2, () => `since=${pathSegment(r.pick(['yesterday', '2030-13-01T00:00:00Z', '1700000000', '2030-01-01', '2030-01-01T00:00:00', "2030' OR 1=1", 'now()', '-infinity']))}`],
     ])();
     const path = r.weighted([

@@ -13,7 +13,9 @@ import type {
   CreateServerOptions,
   CreateServerResult,
   HetznerAction,
+  HetznerLocation,
   HetznerPagination,
+  HetznerServerType,
   HetznerServer,
   PowerOnResult,
   ShutdownResult,
@@ -281,6 +283,34 @@ export class HetznerClient {
       idempotent: true,
     });
     return body.action;
+  }
+
+  /** Every server type with its prices and per-location availability (all pages). */
+  listServerTypes(): Promise<HetznerServerType[]> {
+    return this.listAll<HetznerServerType>('/server_types', 'server_types');
+  }
+
+  /** Every location (all pages). */
+  listLocations(): Promise<HetznerLocation[]> {
+    return this.listAll<HetznerLocation>('/locations', 'locations');
+  }
+
+  /** A small list read page by page, following next_page. */
+  private async listAll<T>(path: string, key: string): Promise<T[]> {
+    const items: T[] = [];
+    for (let page: number | null = 1, reads = 0; page && reads < 100; reads++) {
+      const body: Record<string, unknown> & { meta?: { pagination?: HetznerPagination } } = await this.core.request({
+        method: 'GET',
+        path,
+        route: path,
+        idempotent: true,
+        query: { page, per_page: 50 },
+      });
+      items.push(...((body[key] as T[] | undefined) ?? []));
+      const next: number | null | undefined = body.meta?.pagination?.next_page;
+      page = next && next > page ? next : null;
+    }
+    return items;
   }
 
   private async listServersWithPages(labelSelector?: string): Promise<{ servers: HetznerServer[]; pages: number }> {

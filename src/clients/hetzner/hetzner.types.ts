@@ -89,3 +89,31 @@ export interface CreateServerResult {
 
 export type ShutdownResult = 'already_off' | 'graceful' | 'forced';
 export type PowerOnResult = 'already_running' | 'powered_on';
+
+/** GET /server_types: the fields the catalogue check reads. */
+export interface HetznerServerType {
+  id: number;
+  name: string;
+  description: string;
+  cores: number;
+  memory: number;
+  disk: number;
+  deprecated: boolean;
+  architecture: string;
+  cpu_type: string;
+  prices: Array<{ location: string; price_hourly: { net: string; gross: string }; price_monthly: { net: string; gross: string } }>;
+  /** Where the type is offered; `available: false` = temporarily sold out there. */
+  locations: Array<{ id: number; name: string; available: boolean; recommended?: boolean; deprecation: { unavailable_after: string; announced: string } | null }>;
+  [k: string]: unknown;
+}
+
+/** GET /locations. */
+export interface HetznerLocation {
+  id: number;
+  name: string;
+  description: string;
+  country: string;
+  city: string;
+  network_zone: string;
+  [k: string]: unknown;
+}
