@@ -77,6 +77,7 @@ export function operationView(o: Operation) {
     currentStep: o.currentStep,
     error: o.error,
     failedStep: o.failedStep,
+    requestedBy: o.requestedBy,
     requestedAt: o.requestedAt,
     startedAt: o.startedAt,
     finishedAt: o.finishedAt,
@@ -108,6 +109,7 @@ export function eventView(e: Event) {
     toStatus: e.toStatus,
     reason: e.reason,
     operationId: e.operationId,
+    actor: e.actor,
     at: e.at,
   };
 }

@@ -191,6 +191,22 @@ describe('HTTP API', () => {
     });
   });
 
+  describe('who asked', () => {
+    it('records the token that asked on the operation, its events, and the queue job', async () => {
+      const issued = await h.api.request('POST', '/v1/tokens', { body: { name: 'ci-bot', scope: 'operate' } });
+      expect(issued.status, issued.text).to.equal(201);
+      const created = await h.api.request('POST', '/v1/agents', { token: issued.body.token, body: { name: 'asked-by-ci' } });
+      expect(created.status, created.text).to.equal(201);
+      const op = await h.api.request('GET', `/v1/operations/${created.body.operation.id}`);
+      expect(op.body.operation.requestedBy).to.equal('ci-bot');
+      const events = await h.api.request('GET', `/v1/agents/${created.body.agent.id}/events`);
+      expect(events.body.items.map((e: { actor: string }) => e.actor)).to.deep.equal(events.body.items.map(() => 'ci-bot'));
+      expect(events.body.items.length).to.be.greaterThan(2);
+      const job = await h.queues.provision.getJob(`op-${created.body.operation.id}`);
+      expect(job!.data.requestedBy).to.equal('ci-bot');
+    });
+  });
+
   describe('reads', () => {
     it('pages agents by cursor and by offset, and filters by status', async () => {
       const names = ['page-a', 'page-b', 'page-c'];
