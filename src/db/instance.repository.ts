@@ -1,5 +1,5 @@
 import { In, Not, type DataSource, type ObjectLiteral } from 'typeorm';
-import { Instance, type InstanceStatus, TERMINAL_INSTANCE_STATUSES } from '../entities';
+import { Instance, type InstanceStatus, LIVE_INSTANCE_STATUSES, TERMINAL_INSTANCE_STATUSES } from '../entities';
 import { GuardedUpdateConflictError, RecordNotFoundError, ServerIdConflictError } from './errors';
 import { type Db, hydrate, inTransaction, managerOf, quotedTable, recordEvent, returningRows } from './transitions';
 import { isUuid } from './uuid';
@@ -32,6 +32,19 @@ export class InstanceRepository {
 
   constructor(deps: { dataSource: DataSource }) {
     this.dataSource = deps.dataSource;
+  }
+
+  /** Per agent: its live instance, else its most recent one (so a destroyed agent still shows what it had). */
+  async currentOfAgents(agentIds: string[], db: Db = this.dataSource): Promise<Map<string, Instance>> {
+    if (agentIds.length === 0) return new Map();
+    const m = managerOf(db);
+    const rows: Record<string, unknown>[] = await m.query(
+      `SELECT DISTINCT ON ("agent_id") * FROM ${quotedTable(m.connection.getMetadata(Instance))}
+       WHERE "agent_id" = ANY($1::uuid[])
+       ORDER BY "agent_id", ("status"::text = ANY($2::text[])) DESC, "created_at" DESC, "id" DESC`,
+      [agentIds, [...LIVE_INSTANCE_STATUSES]],
+    );
+    return new Map(rows.map((raw) => [raw.agent_id as string, hydrate(m, Instance, raw)]));
   }
 
   async findById(id: string, db: Db = this.dataSource): Promise<Instance | null> {

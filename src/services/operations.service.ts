@@ -1,17 +1,15 @@
 import type { JobState, Queue } from 'bullmq';
-import type { DataSource, EntityManager } from 'typeorm';
+import type { DataSource } from 'typeorm';
 import { AgentList } from '../db/agent-list';
 import { IdempotencyKeyConflictError, LiveInstanceExistsError, TransitionConflictError } from '../db/errors';
 import type { TransitionRequest } from '../db/transitions';
 import type { Repositories } from '../db/repositories';
 import type { OperationLedger } from '../operations/ledger';
 import { withDeadline, type Outbox } from '../operations/outbox';
-import { hydrate } from '../db/transitions';
 import {
   Agent,
   Event,
   Instance,
-  LIVE_INSTANCE_STATUSES,
   Operation,
   ProvisioningJob,
   type AgentSpec,
@@ -178,8 +176,6 @@ export class InvalidCursorError extends Error {
 const CLIENT_KEY_PREFIX = 'client:';
 const rollbackKey = (provisioningJobId: string) => `rollback:${provisioningJobId}`;
 
-const LIVE: readonly string[] = LIVE_INSTANCE_STATUSES;
-
 type AgentCommand = Extract<OperationType, 'stop' | 'start' | 'destroy'>;
 
 /** The client-visible Idempotency-Key of an operation (internal keys are not the client's business). */
@@ -311,7 +307,7 @@ export class OperationsService {
    * from the same spec: a new provisioning job and provision operation, delivered like a create's.
    */
   async requestReprovision(agentId: string, opts: RequestOptions = {}): Promise<CreateAgentResult> {
-    const agent = await this.mustGetAgent(this.ds.manager, agentId);
+    const agent = await this.mustGetAgent(agentId);
     const key = opts.idempotencyKey === undefined ? null : CLIENT_KEY_PREFIX + opts.idempotencyKey;
     if (key) {
       const previous = await this.repos.operations.findByIdempotencyKey(key);
@@ -493,10 +489,7 @@ export class OperationsService {
       offset: query.offset,
       after: query.cursor === undefined ? undefined : decodeCursor(query.cursor, UUID),
     });
-    const instances = await this.currentInstances(
-      this.ds.manager,
-      page.items.map((a) => a.id),
-    );
+    const instances = await this.repos.instances.currentOfAgents(page.items.map((a) => a.id));
     const last = page.items[page.items.length - 1];
     return {
       items: page.items.map((agent) => ({ agent, instance: instances.get(agent.id) ?? null })),
@@ -505,7 +498,7 @@ export class OperationsService {
   }
 
   async getAgent(agentId: string): Promise<AgentDetail> {
-    const agent = await this.mustGetAgent(this.ds.manager, agentId);
+    const agent = await this.mustGetAgent(agentId);
     const [live, operation] = await Promise.all([
       this.repos.instances.findLiveByAgent(agent.id),
       this.repos.operations.findActiveByAgent(agent.id),
@@ -515,7 +508,7 @@ export class OperationsService {
   }
 
   async listEvents(agentId: string, page: { limit: number; cursor?: string }): Promise<EventPage> {
-    await this.mustGetAgent(this.ds.manager, agentId);
+    await this.mustGetAgent(agentId);
     const afterId = page.cursor === undefined ? undefined : decodeCursor(page.cursor, /^\d{1,19}$/);
     const events = await this.repos.events.listForAgent(agentId, { limit: page.limit + 1, afterId });
     const items = events.slice(0, page.limit);
@@ -604,9 +597,10 @@ export class OperationsService {
     const reused = () =>
       new IdempotencyKeyReuseError(`Idempotency-Key was already used for a ${operation.type} request with other parameters`);
     if (operation.type !== 'provision' || !operation.agentId || !operation.provisioningJobId) throw reused();
-    const provisioningJob = await this.ds.getRepository(ProvisioningJob).findOneByOrFail({ id: operation.provisioningJobId });
-    const agent = await this.ds.getRepository(Agent).findOneByOrFail({ id: operation.agentId });
-    const instance = await this.ds.getRepository(Instance).findOneByOrFail({ id: provisioningJob.instanceId });
+    const provisioningJob = await this.repos.provisioningJobs.findById(operation.provisioningJobId);
+    const agent = await this.repos.agents.findById(operation.agentId);
+    const instance = provisioningJob && (await this.repos.instances.findById(provisioningJob.instanceId));
+    if (!provisioningJob || !agent || !instance) throw new Error(`provision operation ${operation.id} is missing its rows`);
     const stored: AgentSpec = agent.spec ?? {
       serverType: instance.serverType,
       location: instance.location ?? input.spec.location,
@@ -627,25 +621,10 @@ export class OperationsService {
     return err;
   }
 
-  private async mustGetAgent(m: EntityManager, agentId: string, opts: { lock?: boolean } = {}): Promise<Agent> {
-    const agent = UUID.test(agentId)
-      ? await m.getRepository(Agent).findOne({ where: { id: agentId }, ...(opts.lock ? { lock: { mode: 'pessimistic_write' } } : {}) })
-      : null;
+  private async mustGetAgent(agentId: string): Promise<Agent> {
+    const agent = await this.repos.agents.findById(agentId);
     if (!agent) throw new NotFoundError(`Agent ${agentId} not found`);
     return agent;
-  }
-
-  /** Per agent: its live instance, else its most recent one (so a destroyed agent still shows what it had). */
-  private async currentInstances(m: EntityManager, agentIds: string[]): Promise<Map<string, Instance>> {
-    if (agentIds.length === 0) return new Map();
-    const table = m.connection.getMetadata(Instance).tableName;
-    const rows: Record<string, unknown>[] = await m.query(
-      `SELECT DISTINCT ON ("agent_id") * FROM "${table}"
-       WHERE "agent_id" = ANY($1::uuid[])
-       ORDER BY "agent_id", ("status"::text = ANY($2::text[])) DESC, "created_at" DESC, "id" DESC`,
-      [agentIds, [...LIVE]],
-    );
-    return new Map(rows.map((raw) => [raw.agent_id as string, hydrate(m, Instance, raw)]));
   }
 
   private async queueJobInfo(operation: Operation): Promise<QueueJobInfo | null> {
