@@ -12,7 +12,7 @@ import type { Metrics } from '../lib/metrics';
 import type { Queues } from '../queues/queues';
 import type { OperationsService } from '../services/operations.service';
 import { Authenticator, bearerAuth, boardAuth } from './auth';
-import { buildOpenApiDocument } from './openapi';
+import { buildOpenApiDocument } from './contract';
 import { createOperationListRouter } from './operation-list.routes';
 import { HttpProblem, problemErrorHandler } from './problem';
 import { registerQueueMetrics } from './queue-metrics';

@@ -1,9 +1,10 @@
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { z } from 'zod';
-import { AGENT_NAME_MAX_LENGTH, AGENT_STATUSES, type AgentStatus, type TokenScope } from '../entities';
+import type { AgentStatus, TokenScope } from '../entities';
 import type { OperationsService, RequestOptions } from '../services/operations.service';
 import { actorOf, requireScope } from './auth';
 import { HttpProblem, type FieldProblem, zodProblems } from './problem';
+import { createAgentBody, listAgentsQuery, listEventsQuery, UUID } from './schemas';
 import {
   agentView,
   commandView,
@@ -17,51 +18,8 @@ import {
 
 export const JSON_BODY_LIMIT = '16kb';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const IDEMPOTENCY_KEY = /^[\x21-\x7E]{1,200}$/;
 const JSON_TYPES = ['application/json', 'application/*+json'];
-
-const createAgentBody = z.strictObject({
-  name: z
-    .string()
-    .min(1, 'must not be empty')
-    .max(AGENT_NAME_MAX_LENGTH, `must be at most ${AGENT_NAME_MAX_LENGTH} characters`)
-    .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'must be a DNS label: lower-case letters, digits and inner hyphens'),
-  location: z.string().regex(/^[a-z0-9-]{1,32}$/, 'must be a Hetzner location name like fsn1').optional(),
-  serverType: z.string().regex(/^[a-z0-9-]{1,32}$/, 'must be a Hetzner server type name like cx22').optional(),
-});
-
-export const intParam = (min: number, max: number) =>
-  z
-    .string()
-    .regex(/^\d{1,9}$/, 'must be a non-negative integer')
-    .transform(Number)
-    .pipe(z.number().int().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`));
-
-const listAgentsQuery = z
-  .strictObject({
-    limit: intParam(1, 100).optional(),
-    cursor: z.string().min(1).max(200).optional(),
-    offset: intParam(0, 1_000_000).optional(),
-    status: z
-      .string()
-      .transform((s) => s.split(',').map((v) => v.trim()).filter(Boolean))
-      .pipe(
-        z.array(
-          z.enum(AGENT_STATUSES, { error: () => `must be a comma-separated list of ${AGENT_STATUSES.join(', ')}` }),
-        ),
-      )
-      .optional(),
-  })
-  .refine((q) => q.cursor === undefined || q.offset === undefined, {
-    message: 'use either cursor or offset, not both',
-    path: ['cursor'],
-  });
-
-const listEventsQuery = z.strictObject({
-  limit: intParam(1, 500).optional(),
-  cursor: z.string().min(1).max(200).optional(),
-});
 
 export function parse<T extends z.ZodType>(schema: T, value: unknown, root: string): z.output<T> {
   const result = schema.safeParse(value);

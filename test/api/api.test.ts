@@ -1,7 +1,8 @@
 import { expect } from 'chai';
 import { transition } from '../../src/db/transitions';
 import { Agent, Event, Operation, ProvisioningJob } from '../../src/entities';
-import { buildOpenApiDocument } from '../../src/api/openapi';
+import { buildOpenApiDocument } from '../../src/api/contract';
+import { ContractValidator } from '../helpers/contract';
 import { API_TOKEN, BOARD, DEFAULTS, jobIdsIn, markRunning, startApiHarness, type ApiHarness } from './harness';
 
 const UNKNOWN_ID = '00000000-0000-4000-8000-000000000000';
@@ -532,6 +533,24 @@ describe('HTTP API', () => {
         expect(probe.status, route).not.to.equal(405);
       }
 
+    });
+
+    it('is what answers are checked against: a body or status the document does not allow is reported', () => {
+      const contract = new ContractValidator(buildOpenApiDocument() as never);
+      const operationPath = `/v1/operations/${UNKNOWN_ID}`;
+      expect(contract.templateOf(`${operationPath}?x=1`)).to.equal('/v1/operations/{id}');
+      const wrong = contract.check('GET', operationPath, {
+        status: 200,
+        contentType: 'application/json',
+        body: { operation: { id: 'not-a-uuid', status: 'sleeping' }, job: null, links: {} },
+      });
+      expect(wrong.join('\n')).to.contain('operation.id').and.to.contain('operation.status').and.to.contain('operation.requestedAt');
+      expect(contract.check('GET', '/v1/agents', { status: 418, contentType: 'application/json', body: {} })).to.deep.equal([
+        'GET /v1/agents → 418: the status is not documented',
+      ]);
+      expect(contract.check('GET', '/v1/agents', { status: 400, contentType: 'text/html', body: '<p>' })[0]).to.contain('content type text/html');
+      // Routes the document does not describe are judged elsewhere (route-not-found, 405).
+      expect(contract.check('PATCH', '/v1/agents', { status: 405, contentType: 'application/problem+json', body: {} })).to.deep.equal([]);
     });
 
     it('resolves every schema reference, with and without the reconcile routes', () => {

@@ -13,6 +13,7 @@ import { createMetrics, type Metrics } from '../../src/lib/metrics';
 import { closeQueues, createProducerConnection, createQueues, type Queues } from '../../src/queues/queues';
 import type { OperationsService } from '../../src/services/operations.service';
 import { operationsFor } from '../helpers/ledger';
+import { contractOf, type ContractValidator } from '../helpers/contract';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -36,7 +37,13 @@ export interface ApiClient {
   ): Promise<ApiResponse>;
 }
 
+/**
+ * A client for the API under test. Every answer to a documented route is checked against the
+ * OpenAPI document the app serves (test/helpers/contract.ts): an undocumented status or a body that
+ * does not match its schema fails the test that made the request.
+ */
 export function apiClient(baseUrl: string): ApiClient {
+  let contract: Promise<ContractValidator> | undefined;
   return {
     baseUrl,
     async request(method, path, opts = {}) {
@@ -56,6 +63,15 @@ export function apiClient(baseUrl: string): ApiClient {
         parsed = text ? JSON.parse(text) : undefined;
       } catch {
         parsed = undefined;
+      }
+      if (method !== 'HEAD') {
+        contract ??= contractOf(baseUrl);
+        const wrong = (await contract).check(method, path, {
+          status: res.status,
+          contentType: res.headers.get('content-type'),
+          body: text ? (parsed ?? text) : undefined,
+        });
+        if (wrong.length > 0) throw new Error(`The answer breaks the OpenAPI document:\n${wrong.join('\n')}\n${text.slice(0, 500)}`);
       }
       return { status: res.status, headers: res.headers, text, body: parsed };
     },

@@ -3,6 +3,7 @@ import type { Response } from 'express';
 import { actorOf, hashToken } from '../../src/api/auth';
 import { ApiToken, TOKEN_SCOPES, type TokenScope } from '../../src/entities';
 import type { Tailfleet } from '../../src/server';
+import { contractOf, type ContractValidator } from '../helpers/contract';
 import { createSuite, waitFor, type Suite } from '../pipeline/stack';
 
 // Scoped tokens against a tailfleet built by the composition root (API role: no workers needed),
@@ -36,8 +37,14 @@ async function call(
   } catch {
     body = undefined;
   }
+  contracts[baseUrl] ??= contractOf(baseUrl);
+  const wrong = (await contracts[baseUrl]).check(method, path, { status: res.status, contentType: res.headers.get('content-type'), body: text ? (body ?? text) : undefined });
+  if (wrong.length > 0) throw new Error(`The answer breaks the OpenAPI document:\n${wrong.join('\n')}`);
   return { status: res.status, headers: res.headers, text, body };
 }
+
+// Every answer is checked against the document the app serves.
+const contracts: Record<string, Promise<ContractValidator>> = {};
 
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { contractOf, type ContractValidator } from '../helpers/contract';
 import IORedis from 'ioredis';
 import { loadConfig, type Config } from '../../src/config';
 import { silentLogger } from '../../src/lib/logger';
@@ -104,7 +105,9 @@ export async function deleteRedisPrefix(prefix: string): Promise<void> {
 export { waitFor } from '../helpers/wait';
 
 /** Minimal client for the tailfleet HTTP API. */
+/** A client for a running tailfleet; every answer is checked against the document it serves. */
 export function apiClient(baseUrl: string, token: string) {
+  let contract: Promise<ContractValidator> | undefined;
   const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
     const res = await fetch(`${baseUrl}${path}`, {
       method,
@@ -122,6 +125,13 @@ export function apiClient(baseUrl: string, token: string) {
     } catch {
       json = text;
     }
+    contract ??= contractOf(baseUrl);
+    const wrong = (await contract).check(method, path, {
+      status: res.status,
+      contentType: res.headers.get('content-type'),
+      body: text ? json : undefined,
+    });
+    if (wrong.length > 0) throw new Error(`The answer breaks the OpenAPI document:\n${wrong.join('\n')}\n${text.slice(0, 500)}`);
     return { status: res.status, body: json };
   };
   return {

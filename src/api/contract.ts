@@ -1,0 +1,589 @@
+import { z } from 'zod';
+import type { TokenScope } from '../entities';
+import {
+  agentCreatedSchema,
+  agentDetailSchema,
+  agentPageSchema,
+  commandAcceptedSchema,
+  createAgentBody,
+  createTokenBody,
+  eventPageSchema,
+  healthSchema,
+  listAgentsQuery,
+  listEventsQuery,
+  listOperationsQuery,
+  listTokensQuery,
+  operationDetailSchema,
+  operationPageSchema,
+  readinessSchema,
+  reconcileReportAnswerSchema,
+  requestComponents,
+  responseComponents,
+  tokenCreatedSchema,
+  tokenListSchema,
+} from './schemas';
+
+/**
+ * The route registry: every route of the API with its schemas, scope and answers, in one place.
+ * The OpenAPI 3.1 document served at GET /v1/openapi.json is generated from it (and from the zod
+ * schemas in schemas.ts), so adding a route means registering it here; the API tests check that
+ * every registered route is served and every served route is registered, and validate real
+ * answers against the generated document.
+ */
+
+type Method = 'get' | 'post' | 'delete';
+
+export interface ApiResponse {
+  description: string;
+  /** A zod schema (registered ones become $refs), or 'problem' for an RFC 9457 document. */
+  schema?: z.ZodType | 'problem';
+  /** Defaults to application/json (application/problem+json for problems). */
+  contentType?: string;
+  headers?: Record<string, { description: string; schema: Record<string, unknown> }>;
+}
+
+export interface ApiRoute {
+  method: Method;
+  /** OpenAPI path template, e.g. /v1/agents/{id}. */
+  path: string;
+  operationId: string;
+  summary: string;
+  description?: string;
+  tag: 'agents' | 'operations' | 'provisioning' | 'tokens' | 'system';
+  /**
+   * The token scope the route needs (the same one its handler names with `needs(...)`); 'public'
+   * for routes without a token; or the security requirements verbatim.
+   */
+  auth: TokenScope | 'public' | Array<Record<string, string[]>>;
+  /** Path parameters (all UUIDs) by name, with their description. */
+  params?: Record<string, string>;
+  query?: z.ZodObject;
+  /** Extra header parameters (e.g. Idempotency-Key). */
+  headers?: Array<Record<string, unknown>>;
+  body?: z.ZodType;
+  responses: Record<string, ApiResponse>;
+  /** Served only when the app mounts this optional feature. */
+  feature?: 'reconcile';
+}
+
+export const problem = (description: string): ApiResponse => ({ description, schema: 'problem' });
+export const json = (description: string, schema: z.ZodType, headers?: ApiResponse['headers']): ApiResponse => ({
+  description,
+  schema,
+  ...(headers ? { headers } : {}),
+});
+
+export const idempotencyKeyHeader = {
+  name: 'Idempotency-Key',
+  in: 'header',
+  required: false,
+  description:
+    'Makes the request safe to retry: the same key returns the operation it created first (200) instead of ' +
+    'creating another. Reusing a key for a different request is a 422. 1–200 visible ASCII characters.',
+  schema: { type: 'string', minLength: 1, maxLength: 200, pattern: '^[\\x21-\\x7E]+$' },
+};
+
+const commandResponses = (what: string): Record<string, ApiResponse> => ({
+  '200': json('Replay of an earlier request with the same Idempotency-Key: the operation it created.', commandAcceptedSchema),
+  '202': json(`${what} queued.`, commandAcceptedSchema),
+  '400': problem('Malformed id, body or Idempotency-Key.'),
+  '404': problem('Unknown agent.'),
+  '409': problem('The current state does not allow it (e.g. "No running instance to stop").'),
+  '415': problem('A body was sent that is not JSON.'),
+  '422': problem('Idempotency-Key already used for a different request.'),
+});
+
+const agentCommand = (verb: 'stop' | 'start' | 'destroy', summary: string, description: string): ApiRoute => ({
+  method: 'post',
+  path: `/v1/agents/{id}/${verb}`,
+  operationId: `${verb}Agent`,
+  summary,
+  description,
+  tag: 'agents',
+  auth: 'operate',
+  params: { id: 'Agent id.' },
+  headers: [idempotencyKeyHeader],
+  responses: commandResponses(`The ${verb} operation was`),
+});
+
+const routes: ApiRoute[] = [];
+
+/** Adds a route to the contract (call at module load, beside the other registrations). */
+export function registerRoute(route: ApiRoute): ApiRoute {
+  if (routes.some((r) => r.method === route.method && r.path === route.path)) {
+    throw new Error(`${route.method.toUpperCase()} ${route.path} is registered twice`);
+  }
+  routes.push(route);
+  return route;
+}
+
+/** Every registered route (the optional features included). */
+export function registeredRoutes(): readonly ApiRoute[] {
+  return routes;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents
+
+registerRoute({
+  method: 'post',
+  path: '/v1/agents',
+  operationId: 'createAgent',
+  summary: 'Create an agent and queue its provision',
+  tag: 'agents',
+  auth: 'operate',
+  headers: [idempotencyKeyHeader],
+  body: createAgentBody,
+  responses: {
+    '201': json('Agent, instance and provisioning job created; provision queued.', agentCreatedSchema, {
+      Location: { description: 'URL of the new agent.', schema: { type: 'string' } },
+    }),
+    '200': json('Replay of an earlier request with the same Idempotency-Key.', agentCreatedSchema),
+    '400': problem('Malformed JSON or invalid fields (every problem is listed in `errors`).'),
+    '413': problem('Body larger than 16 KiB.'),
+    '415': problem('Content-Type is not application/json.'),
+    '422': problem('Idempotency-Key already used for a different request.'),
+  },
+});
+
+registerRoute({
+  method: 'get',
+  path: '/v1/agents',
+  operationId: 'listAgents',
+  summary: 'List agents, newest first',
+  description:
+    'Keyset pagination with `cursor` (pass `nextCursor` from the previous page) or offset pagination ' +
+    'with `offset`; not both.',
+  tag: 'agents',
+  auth: 'read',
+  query: listAgentsQuery,
+  responses: {
+    '200': json('One page of agents with their current instance.', agentPageSchema),
+    '400': problem('Invalid query parameters.'),
+  },
+});
+
+registerRoute({
+  method: 'get',
+  path: '/v1/agents/{id}',
+  operationId: 'getAgent',
+  summary: 'An agent with its current instance and its queued or running operation',
+  tag: 'agents',
+  auth: 'read',
+  params: { id: 'Agent id.' },
+  responses: {
+    '200': json('The agent.', agentDetailSchema),
+    '400': problem('The id is not a UUID.'),
+    '404': problem('Unknown agent.'),
+  },
+});
+
+registerRoute({
+  method: 'get',
+  path: '/v1/agents/{id}/events',
+  operationId: 'listAgentEvents',
+  summary: 'Audit trail of every status change of the agent and its instances, jobs and operations',
+  tag: 'agents',
+  auth: 'read',
+  params: { id: 'Agent id.' },
+  query: listEventsQuery,
+  responses: {
+    '200': json('Events, oldest first.', eventPageSchema),
+    '400': problem('The id or a query parameter is invalid.'),
+    '404': problem('Unknown agent.'),
+  },
+});
+
+registerRoute(
+  agentCommand('stop', 'Stop the agent (graceful shutdown, then power off after the timeout)', 'Requires a running instance.'),
+);
+registerRoute(agentCommand('start', 'Start a stopped agent', 'Requires a stopped instance.'));
+registerRoute(
+  agentCommand('destroy', 'Destroy the agent: delete its server and tailnet device', 'Allowed in any state except destroyed.'),
+);
+
+// ---------------------------------------------------------------------------------------------
+// Provisioning jobs and operations
+
+registerRoute({
+  method: 'post',
+  path: '/v1/provisioning-jobs/{id}/rollback',
+  operationId: 'rollbackProvisioningJob',
+  summary: 'Roll back a failed provision (exactly once per provisioning job)',
+  description:
+    'Deletes every server and tailnet device the provision left behind. There is at most one rollback ' +
+    'operation per provisioning job: asking again returns it (200).',
+  tag: 'provisioning',
+  auth: 'operate',
+  params: { id: 'Provisioning job id.' },
+  headers: [idempotencyKeyHeader],
+  responses: {
+    ...commandResponses('The rollback was'),
+    '404': problem('Unknown provisioning job ("Job <id> not found").'),
+    '409': problem('The provisioning job has not failed (it is queued, running or succeeded).'),
+  },
+});
+
+registerRoute({
+  method: 'get',
+  path: '/v1/operations/{id}',
+  operationId: 'getOperation',
+  summary: 'State, progress, attempts and error of an operation',
+  description:
+    'PostgreSQL is the source of truth; `job` adds what BullMQ still retains about the queue job ' +
+    '(state `not_retained` once retention removed it, `unavailable` while Redis is down).',
+  tag: 'operations',
+  auth: 'read',
+  params: { id: 'Operation id.' },
+  responses: {
+    '200': json('The operation.', operationDetailSchema),
+    '400': problem('The id is not a UUID.'),
+    '404': problem('Unknown operation.'),
+  },
+});
+
+registerRoute({
+  method: 'get',
+  path: '/v1/operations',
+  operationId: 'listOperations',
+  summary: 'List operations, newest first',
+  description:
+    'Keyset pagination on (requestedAt, id): pass `nextCursor` from the previous page as `cursor`. ' +
+    'Filters combine with AND; `status` and `type` take comma-separated lists.',
+  tag: 'operations',
+  auth: 'read',
+  query: listOperationsQuery,
+  responses: {
+    '200': json('One page of operations.', operationPageSchema),
+    '400': problem('Invalid query parameters.'),
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+// Tokens
+
+registerRoute({
+  method: 'post',
+  path: '/v1/tokens',
+  operationId: 'createToken',
+  summary: 'Create a named API token; its secret is in this answer only',
+  description:
+    'The secret (`tf_` + 43 characters) is stored only as its SHA-256, so it cannot be shown again: ' +
+    'keep it from this answer. Names are unique among tokens that are not revoked; `bootstrap` is ' +
+    'reserved for API_TOKEN.',
+  tag: 'tokens',
+  auth: 'admin',
+  body: createTokenBody,
+  responses: {
+    '201': json('The token, with its secret.', tokenCreatedSchema),
+    '400': problem('Invalid fields (every problem is listed in `errors`).'),
+    '409': problem('A token that is not revoked already has this name.'),
+    '415': problem('Content-Type is not application/json.'),
+  },
+});
+
+registerRoute({
+  method: 'get',
+  path: '/v1/tokens',
+  operationId: 'listTokens',
+  summary: 'List API tokens (never their secrets or hashes), newest first',
+  tag: 'tokens',
+  auth: 'admin',
+  query: listTokensQuery,
+  responses: {
+    '200': json('The tokens.', tokenListSchema),
+    '400': problem('Invalid query parameters.'),
+  },
+});
+
+registerRoute({
+  method: 'delete',
+  path: '/v1/tokens/{id}',
+  operationId: 'revokeToken',
+  summary: 'Revoke a token: the next request that carries it gets a 401',
+  tag: 'tokens',
+  auth: 'admin',
+  params: { id: 'Token id.' },
+  responses: {
+    '204': { description: 'Revoked (or already revoked).' },
+    '400': problem('The id is not a UUID.'),
+    '404': problem('Unknown token.'),
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+// Reconcile (mounted by processes that run the reconciler)
+
+registerRoute({
+  method: 'get',
+  path: '/v1/reconcile',
+  operationId: 'getReconcileReport',
+  summary: 'Latest drift / orphan report (written by whichever worker ran the pass)',
+  tag: 'system',
+  auth: 'read',
+  feature: 'reconcile',
+  responses: {
+    '200': json('The latest report.', reconcileReportAnswerSchema),
+    '404': problem('No pass has finished yet.'),
+  },
+});
+
+registerRoute({
+  method: 'post',
+  path: '/v1/reconcile',
+  operationId: 'requestReconcilePass',
+  summary: 'Queue one reconcile pass now',
+  tag: 'system',
+  auth: 'operate',
+  feature: 'reconcile',
+  responses: {
+    '202': json('Pass queued.', commandAcceptedSchema),
+    '200': json('A pass is already queued: that one.', commandAcceptedSchema),
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+// System
+
+registerRoute({
+  method: 'get',
+  path: '/v1/openapi.json',
+  operationId: 'getOpenApiDocument',
+  summary: 'This document',
+  tag: 'system',
+  auth: 'public',
+  responses: { '200': json('OpenAPI 3.1 document.', z.looseObject({ openapi: z.string() })) },
+});
+
+registerRoute({
+  method: 'get',
+  path: '/healthz',
+  operationId: 'liveness',
+  summary: 'Liveness: the process serves HTTP',
+  tag: 'system',
+  auth: 'public',
+  responses: { '200': json('Alive.', healthSchema) },
+});
+
+registerRoute({
+  method: 'get',
+  path: '/readyz',
+  operationId: 'readiness',
+  summary: 'Readiness: PostgreSQL and Redis answer',
+  tag: 'system',
+  auth: 'public',
+  responses: {
+    '200': json('Ready.', readinessSchema),
+    '503': json('A dependency is down.', readinessSchema),
+  },
+});
+
+registerRoute({
+  method: 'get',
+  path: '/metrics',
+  operationId: 'metrics',
+  summary: 'Prometheus metrics, including job counts per queue and state',
+  tag: 'system',
+  auth: 'public',
+  responses: { '200': { description: 'Prometheus text exposition format.', schema: z.string(), contentType: 'text/plain' } },
+});
+
+registerRoute({
+  method: 'get',
+  path: '/admin/queues',
+  operationId: 'bullBoard',
+  summary: 'Bull Board dashboard (HTML; its JSON API lives below /admin/queues/api)',
+  description:
+    'Opens with the board login (BULL_BOARD_USER / BULL_BOARD_PASSWORD, when both are set) or an admin ' +
+    'token: as a Bearer token, or as the Basic password with any user name.',
+  tag: 'system',
+  auth: [{ basicAuth: [] }, { bearerAuth: ['admin'] }],
+  responses: {
+    '200': { description: 'Dashboard.', schema: z.string(), contentType: 'text/html' },
+    '401': problem('Missing or wrong credentials (WWW-Authenticate: Basic).'),
+    '403': problem('A valid token without scope admin.'),
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+// The document
+
+const COMPONENT_REF = '#/components/schemas/';
+
+type JsonSchema = Record<string, unknown>;
+
+// Formats say it well enough: zod's own patterns for uuid and date-time would only add noise.
+const dropFormatPattern = (ctx: { jsonSchema: JsonSchema }) => {
+  if (typeof ctx.jsonSchema.format === 'string' && ctx.jsonSchema.pattern !== undefined) delete ctx.jsonSchema.pattern;
+};
+
+function stripMeta(schema: JsonSchema): JsonSchema {
+  const { $schema: _s, $id: _i, ...rest } = schema;
+  return rest;
+}
+
+/**
+ * A schema as JSON Schema 2020-12: a registered component becomes a reference, anything else is
+ * written out in place (so a route's schema that contains components should be registered too).
+ */
+function jsonSchemaOf(schema: z.ZodType, io: 'input' | 'output'): JsonSchema {
+  const registry = io === 'input' ? requestComponents : responseComponents;
+  const id = registry.get(schema)?.id;
+  if (id) return { $ref: COMPONENT_REF + id };
+  return stripMeta(
+    z.toJSONSchema(schema, {
+      io,
+      unrepresentable: 'any',
+      override: dropFormatPattern,
+    }) as JsonSchema,
+  );
+}
+
+function components(): Record<string, JsonSchema> {
+  const out: Record<string, JsonSchema> = {};
+  for (const [registry, io] of [
+    [responseComponents, 'output'],
+    [requestComponents, 'input'],
+  ] as const) {
+    const { schemas } = z.toJSONSchema(registry, {
+      io,
+      unrepresentable: 'any',
+      override: dropFormatPattern,
+      uri: (id) => COMPONENT_REF + id,
+    });
+    for (const [id, schema] of Object.entries(schemas)) out[id] = stripMeta(schema as JsonSchema);
+  }
+  return out;
+}
+
+function queryParameters(query: z.ZodObject): Array<Record<string, unknown>> {
+  const schema = z.toJSONSchema(query, { io: 'input', unrepresentable: 'any', override: dropFormatPattern }) as {
+    properties?: Record<string, JsonSchema>;
+    required?: string[];
+  };
+  return Object.entries(schema.properties ?? {}).map(([name, property]) => {
+    const { description, ...rest } = property;
+    return {
+      name,
+      in: 'query',
+      required: schema.required?.includes(name) ?? false,
+      ...(description ? { description } : {}),
+      schema: rest,
+    };
+  });
+}
+
+const COMMON_ERRORS: Record<string, ApiResponse> = {
+  '401': problem('Missing, unknown, revoked or expired bearer token.'),
+  '500': problem('Unexpected failure (never carries internal details).'),
+  '503': problem('PostgreSQL or Redis is unavailable; nothing was changed. Retry later (see Retry-After).'),
+};
+
+function responsesOf(route: ApiRoute): Record<string, ApiResponse> {
+  if (typeof route.auth !== 'string' || route.auth === 'public') return route.responses;
+  const forbidden: Record<string, ApiResponse> =
+    route.auth === 'read'
+      ? {}
+      : { '403': problem(`The token lacks scope ${route.auth} (WWW-Authenticate: Bearer error="insufficient_scope").`) };
+  return { ...COMMON_ERRORS, ...forbidden, ...route.responses };
+}
+
+function operationOf(route: ApiRoute) {
+  const security =
+    route.auth === 'public' ? [] : typeof route.auth === 'string' ? [{ bearerAuth: [route.auth] }] : route.auth;
+  const parameters = [
+    ...Object.entries(route.params ?? {}).map(([name, description]) => ({
+      name,
+      in: 'path',
+      required: true,
+      description,
+      schema: { type: 'string', format: 'uuid' },
+    })),
+    ...(route.query ? queryParameters(route.query) : []),
+    ...(route.headers ?? []),
+  ];
+  const responses = Object.fromEntries(
+    Object.entries(responsesOf(route))
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([status, r]) => {
+        const contentType = r.contentType ?? (r.schema === 'problem' ? 'application/problem+json' : 'application/json');
+        const schema = r.schema === 'problem' ? { $ref: `${COMPONENT_REF}Problem` } : r.schema ? jsonSchemaOf(r.schema, 'output') : undefined;
+        return [
+          status,
+          {
+            description: r.description,
+            ...(r.headers ? { headers: r.headers } : {}),
+            ...(schema ? { content: { [contentType]: { schema } } } : {}),
+          },
+        ];
+      }),
+  );
+  return {
+    operationId: route.operationId,
+    summary: route.summary,
+    ...(route.description ? { description: route.description } : {}),
+    tags: [route.tag],
+    security,
+    ...(parameters.length ? { parameters } : {}),
+    ...(route.body
+      ? { requestBody: { required: true, content: { 'application/json': { schema: jsonSchemaOf(route.body, 'input') } } } }
+      : {}),
+    responses,
+  };
+}
+
+export interface OpenApiDocument {
+  openapi: string;
+  info: Record<string, unknown>;
+  paths: Record<string, Record<string, ReturnType<typeof operationOf>>>;
+  components: { securitySchemes: Record<string, unknown>; schemas: Record<string, JsonSchema> };
+  [key: string]: unknown;
+}
+
+/** The OpenAPI 3.1 document of an app; optional features are described only when that app mounts them. */
+export function buildOpenApiDocument(opts: { reconcile?: boolean } = {}): OpenApiDocument {
+  const paths: OpenApiDocument['paths'] = {};
+  for (const route of routes) {
+    if (route.feature === 'reconcile' && !opts.reconcile) continue;
+    (paths[route.path] ??= {})[route.method] = operationOf(route);
+  }
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'tailfleet API',
+      version: '1.0.0',
+      description:
+        'Lifecycle of agent machines (a Hetzner Cloud server joined to a Tailscale tailnet). Commands are ' +
+        'recorded as operations and carried out asynchronously by workers; poll GET /v1/operations/{id}. ' +
+        'Errors are RFC 9457 problem details.',
+    },
+    servers: [{ url: '/' }],
+    security: [{ bearerAuth: [] }],
+    tags: [
+      { name: 'agents', description: 'Agent machines and their lifecycle commands.' },
+      { name: 'operations', description: 'Accepted commands and their progress.' },
+      { name: 'provisioning', description: 'Provisioning jobs.' },
+      { name: 'tokens', description: 'Named API tokens and their scopes.' },
+      { name: 'system', description: 'Health, readiness, metrics and this document.' },
+    ],
+    paths,
+    components: {
+      securitySchemes: {
+        bearerAuth: {
+          type: 'http',
+          scheme: 'bearer',
+          description:
+            "A named token from POST /v1/tokens, or the deployment's API_TOKEN (an admin named `bootstrap`). " +
+            'Scopes nest: read (GET routes) ⊂ operate (commands, rollback, reconcile) ⊂ admin (tokens, Bull Board). ' +
+            'Each operation lists the scope it needs.',
+        },
+        basicAuth: {
+          type: 'http',
+          scheme: 'basic',
+          description: 'BULL_BOARD_USER / BULL_BOARD_PASSWORD, or any user name with an admin token as the password.',
+        },
+      },
+      schemas: components(),
+    },
+  };
+}
