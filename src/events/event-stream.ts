@@ -67,8 +67,6 @@ export class EventStream implements EventSubscriber {
       // Proxies that buffer responses (nginx) would hold events back.
       'x-accel-buffering': 'no',
     });
-    res.flushHeaders();
-    res.write('retry: 2000\n: connected\n\n');
 
     const client: StreamClient = {
       res,
@@ -88,11 +86,17 @@ export class EventStream implements EventSubscriber {
       const start = BigInt(opts.lastEventId ?? (await this.deps.events.latestId()));
       client.floor = start;
       client.cursor = start;
+      // Headers go out once the starting point is fixed: whatever is written after a client sees
+      // them reaches it.
+      res.flushHeaders();
+      res.write('retry: 2000\n: connected\n\n');
       await this.replay(client);
     } catch (err) {
+      this.drop(client);
+      // Before the headers, the error handler answers (a 503 problem when the database is down).
+      if (!res.headersSent) throw err;
       this.deps.logger.warn({ err: { message: (err as Error).message } }, 'Event stream replay failed; closing the stream');
       res.end();
-      this.drop(client);
     }
   }
 
