@@ -82,7 +82,7 @@ export class WebhookDelivery {
   @Column({ type: 'int', name: 'attempts', default: 0 })
   attempts!: number;
 
-  @Column({ type: 'jsonb', name: 'attempt_log', default: () => `'[]'::jsonb` })
+  @Column({ type: 'jsonb', name: 'attempt_log', default: () => "'[]'" })
   attemptLog!: WebhookAttempt[];
 
   // Set by the relay once the job is in the queue.
