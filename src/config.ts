@@ -79,6 +79,10 @@ const schema = z.object({
   // Both or neither: without the pair the board's own login is off and only an admin token opens it.
   BULL_BOARD_USER: z.string().regex(/^[^:\s]{1,64}$/, 'must be 1–64 characters without ":" or spaces').optional(),
   BULL_BOARD_PASSWORD: z.string().min(8, 'must be at least 8 characters').optional(),
+  WEBHOOK_ALLOW_PRIVATE_URLS: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),
+  WEBHOOK_ATTEMPTS: int(1, 50).default(16),
+  WEBHOOK_BACKOFF_MS: int(10, 3_600_000).default(5000),
+  WEBHOOK_TIMEOUT_SECONDS: int(1, 60).default(10),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -132,6 +136,15 @@ export interface Config {
     dbOutageRetryMs: number;
   };
   reconcile: { intervalSeconds: number; orphans: 'report' | 'delete'; graceSeconds: number };
+  webhooks: {
+    /** Accept receivers on loopback, private and link-local addresses (off: refused at subscription and at delivery). */
+    allowPrivateUrls: boolean;
+    /** Attempts per delivery and the first retry delay; the delay doubles each time. */
+    attempts: number;
+    backoffMs: number;
+    /** How long a receiver has to answer one attempt. */
+    timeoutMs: number;
+  };
   logLevel: Env['LOG_LEVEL'];
 }
 
@@ -220,6 +233,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       intervalSeconds: e.RECONCILE_INTERVAL_SECONDS,
       orphans: e.RECONCILE_ORPHANS,
       graceSeconds: e.RECONCILE_GRACE_SECONDS,
+    },
+    webhooks: {
+      allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS === 'true',
+      attempts: e.WEBHOOK_ATTEMPTS,
+      backoffMs: e.WEBHOOK_BACKOFF_MS,
+      timeoutMs: e.WEBHOOK_TIMEOUT_SECONDS * 1000,
     },
     logLevel: e.LOG_LEVEL,
   };

@@ -28,6 +28,14 @@ import {
 } from './queues/queues';
 import { CloudCatalogue } from './services/catalogue';
 import { OperationsService } from './services/operations.service';
+import { EventNotifications } from './events/notifications';
+import { EventStream } from './events/event-stream';
+import { OperationWaiter } from './events/operation-waiter';
+import { eventView } from './api/views';
+import { WebhookRepository } from './webhooks/webhook.repository';
+import { createWebhookProcessor, createWebhookWorker } from './webhooks/delivery.processor';
+import { WebhookRelay } from './webhooks/delivery-relay';
+import { webhookJobOptions } from './queues/queues';
 import { ReconcileReports, Reconciler, stuckTimeouts } from './reconcile';
 import { RollbackListener, provisionFailureHook } from './services/rollback-listener';
 import { answerClientError } from './api/problem';
@@ -78,6 +86,14 @@ export interface Tailfleet {
   relay?: OutboxRelay;
   /** Worker roles only: drift reconciler and orphan sweeper, run by the reconcile queue's worker. */
   reconciler?: Reconciler;
+  /** The process's one LISTEN connection: every event row written, by any process, at commit. */
+  notifications: EventNotifications;
+  /** API roles only: long polls on operations and the SSE event stream. */
+  waiter?: OperationWaiter;
+  eventStream?: EventStream;
+  webhooks: WebhookRepository;
+  /** Worker roles only: hands webhook deliveries written by the events trigger to the webhooks queue. */
+  webhookRelay?: WebhookRelay;
   /** Worker roles only: whether the clouds accept the configured credentials (shown on /readyz). */
   cloudHealth?: CloudCredentialHealth;
   /** Set once start() has the HTTP server listening, e.g. http://127.0.0.1:3000. */
@@ -160,8 +176,30 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
   // (`rollbackListener: false` leaves the rollback to a later sweep).
   ledger.onFinalFailure(provisionFailureHook({ dataSource, operations, rollback: overrides.rollbackListener !== false }));
 
-  const tf: Tailfleet = { config, logger, metrics, dataSource, queues, repositories, ledger, outbox, operations, start, stop };
+  const notifications = new EventNotifications({
+    connectionString: config.databaseUrl,
+    logger: logger.child({ component: 'event-listener' }),
+    applicationName: `tailfleet-${config.role}-listener`,
+  });
+  const webhooks = new WebhookRepository({ dataSource });
+
+  const tf: Tailfleet = {
+    config,
+    logger,
+    metrics,
+    dataSource,
+    queues,
+    repositories,
+    ledger,
+    outbox,
+    operations,
+    notifications,
+    webhooks,
+    start,
+    stop,
+  };
   let reconcileWorker: ReturnType<typeof createReconcileWorker> | undefined;
+  let webhookWorker: ReturnType<typeof createWebhookWorker> | undefined;
 
   if (runsWorkers) {
     tf.cloudHealth = new CloudCredentialHealth();
@@ -279,6 +317,27 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       }),
       logger,
     });
+    webhookWorker = createWebhookWorker({
+      connection: workerConnection!,
+      prefix: config.queues.prefix,
+      concurrency: config.queues.concurrency,
+      processor: createWebhookProcessor({
+        webhooks,
+        allowPrivateUrls: config.webhooks.allowPrivateUrls,
+        timeoutMs: config.webhooks.timeoutMs,
+        logger: logger.child({ component: 'webhooks' }),
+      }),
+      logger,
+    });
+    tf.webhookRelay = new WebhookRelay({
+      webhooks,
+      queue: queues.webhooks,
+      connection: producer,
+      jobOptions: webhookJobOptions(config.webhooks),
+      logger: logger.child({ component: 'webhook-relay' }),
+      intervalMs: config.queues.relayIntervalMs,
+    });
+    notifications.subscribe(tf.webhookRelay);
     tf.relay = new OutboxRelay({
       dataSource,
       operations: repositories.operations,
@@ -309,8 +368,17 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     if (!config.http.board) {
       logger.info('Bull Board login is off (set BULL_BOARD_USER and BULL_BOARD_PASSWORD); an admin token still opens it');
     }
+    tf.waiter = new OperationWaiter(notifications);
+    tf.eventStream = new EventStream({
+      events: repositories.events,
+      notifications,
+      logger: logger.child({ component: 'event-stream' }),
+      view: eventView,
+    });
     tf.app = createApp({
       config,
+      events: { waiter: tf.waiter, stream: tf.eventStream },
+      webhooks: { webhooks, allowPrivateUrls: config.webhooks.allowPrivateUrls },
       operations,
       tokens: new ApiTokenRepository({ dataSource }),
       operationList: new OperationList({ dataSource }),
@@ -347,6 +415,11 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       tf.workers.run();
       tf.rollbackListener?.start();
     }
+    await notifications.start();
+    if (webhookWorker) {
+      webhookWorker.run().catch((err: unknown) => logger.error({ err, queue: 'webhooks' }, 'Worker stopped with an error'));
+    }
+    tf.webhookRelay?.start();
     if (reconcileWorker) {
       reconcileWorker.run().catch((err: unknown) => logger.error({ err, queue: 'reconcile' }, 'Worker stopped with an error'));
       await scheduleReconcile(queues.reconcile, config.reconcile.intervalSeconds);
@@ -391,7 +464,10 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     };
     logger.info({ role: config.role }, 'Shutting down');
 
-    // 1. No new requests; idle keep-alive sockets closed, busy ones get a moment to answer.
+    // 1. No new requests; idle keep-alive sockets closed, busy ones get a moment to answer. Long
+    //    polls answer now with what they read, event streams end (clients resume elsewhere).
+    tf.waiter?.close();
+    tf.eventStream?.close();
     if (server) {
       await step('http', () => closeHttp(server!, sockets, 5_000));
     }
@@ -405,6 +481,12 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
           const { drained } = await tf.workers!.close(drainMs);
           logger.info({ drained }, drained ? 'Workers drained' : 'Workers stopped before their jobs finished');
         }),
+      webhookWorker &&
+        step('webhook-worker', async () => {
+          if (!(await settlesWithin(webhookWorker!.close(), drainMs))) {
+            logger.warn({ drainMs }, 'Webhook deliveries still running at the drain deadline; leaving them for another worker');
+          }
+        }),
       reconcileWorker &&
         step('reconcile-worker', async () => {
           if (!(await settlesWithin(reconcileWorker!.close(), drainMs))) {
@@ -415,6 +497,8 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     // 3. The sweep and the relay may be half-way through a pass.
     if (tf.rollbackListener) await step('rollback-listener', () => tf.rollbackListener!.close());
     if (tf.relay) await step('relay', () => tf.relay!.close());
+    if (tf.webhookRelay) await step('webhook-relay', () => tf.webhookRelay!.close());
+    await step('event-listener', () => notifications.close());
     // 4. Queues, then the Redis connections under them, then the database.
     await step('queues', () => closeQueues(queues));
     await step('redis', () => Promise.all([quit(producer), workerConnection ? quit(workerConnection) : undefined]));

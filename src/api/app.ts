@@ -18,6 +18,10 @@ import { HttpProblem, problemErrorHandler } from './problem';
 import { registerQueueMetrics } from './queue-metrics';
 import { createReconcileRouter, registerReconcileMetrics, type ReconcileRouterDeps } from './reconcile.routes';
 import { createTokensRouter } from './tokens.routes';
+import { createEventsRouter } from './events.routes';
+import { createWebhooksRouter, type WebhooksRouterDeps } from './webhooks.routes';
+import type { EventStream } from '../events/event-stream';
+import type { OperationWaiter } from '../events/operation-waiter';
 import { JSON_BODY_LIMIT, v1Router } from './v1.routes';
 
 export interface AppDeps {
@@ -34,6 +38,10 @@ export interface AppDeps {
   readiness: () => Promise<Readiness>;
   /** Longest a scrape waits for one queue's job counts (default 2000 ms). */
   redisTimeoutMs?: number;
+  /** Long polls on GET /v1/operations/:id?wait and GET /v1/events/stream (omitted: wait answers at once, no stream). */
+  events?: { waiter: Pick<OperationWaiter, 'wait'>; stream: Pick<EventStream, 'open'> };
+  /** /v1/webhooks (omitted: not served). */
+  webhooks?: WebhooksRouterDeps;
   /** GET/POST /v1/reconcile and the reconcile gauges; omitted, neither is served. */
   reconcile?: ReconcileRouterDeps['reconciler'];
 }
@@ -168,8 +176,10 @@ export function createApp(deps: AppDeps): Express {
     createTokensRouter({ tokens: deps.tokens }),
     createOperationListRouter({ operationList: deps.operationList }),
     ...(deps.reconcile ? [createReconcileRouter({ reconciler: deps.reconcile })] : []),
+    ...(deps.events ? [createEventsRouter({ stream: deps.events.stream })] : []),
+    ...(deps.webhooks ? [createWebhooksRouter(deps.webhooks)] : []),
   ];
-  app.use('/v1', bearerAuth(auth), v1Router(deps.operations, extra));
+  app.use('/v1', bearerAuth(auth), v1Router(deps.operations, extra, { waiter: deps.events?.waiter }));
 
   app.use((req, _res, next) => {
     next(new HttpProblem('route-not-found', `No route for ${req.method} ${req.path}.`));

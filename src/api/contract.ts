@@ -22,6 +22,16 @@ import {
   tokenCreatedSchema,
   tokenListSchema,
 } from './schemas';
+import {
+  createWebhookBody,
+  eventStreamQuery,
+  getOperationQuery,
+  listDeliveriesQuery,
+  webhookCreatedSchema,
+  webhookDeliveryPageSchema,
+  webhookListSchema,
+  webhookSchema,
+} from './webhook.schemas';
 
 /**
  * The route registry: every route of the API with its schemas, scope and answers, in one place.
@@ -49,7 +59,7 @@ export interface ApiRoute {
   operationId: string;
   summary: string;
   description?: string;
-  tag: 'agents' | 'operations' | 'provisioning' | 'tokens' | 'system';
+  tag: 'agents' | 'operations' | 'provisioning' | 'tokens' | 'events' | 'webhooks' | 'system';
   /**
    * The token scope the route needs (the same one its handler names with `needs(...)`); 'public'
    * for routes without a token; or the security requirements verbatim.
@@ -286,9 +296,10 @@ registerRoute({
   tag: 'operations',
   auth: 'read',
   params: { id: 'Operation id.' },
+  query: getOperationQuery,
   responses: {
-    '200': json('The operation.', operationDetailSchema),
-    '400': problem('The id is not a UUID.'),
+    '200': json('The operation (with `wait`: once it is final, or as it is when the time runs out).', operationDetailSchema),
+    '400': problem('The id is not a UUID, or `wait` is not 0–60.'),
     '404': problem('Unknown operation.'),
   },
 });
@@ -390,6 +401,116 @@ registerRoute({
   responses: {
     '202': json('Pass queued.', commandAcceptedSchema),
     '200': json('A pass is already queued: that one.', commandAcceptedSchema),
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+// Event stream and webhooks
+
+registerRoute({
+  method: 'get',
+  path: '/v1/events/stream',
+  operationId: 'streamEvents',
+  summary: 'Every event as it is written, as Server-Sent Events',
+  description:
+    'Each message has `id:` = the event id and `data:` = the event (as in GET /v1/agents/{id}/events). ' +
+    'Reconnect with `Last-Event-ID` to receive every event after that id, then the live ones, without gaps ' +
+    'or repeats; without it the stream starts at the newest event. Comments (`: heartbeat`) keep the ' +
+    'connection open.',
+  tag: 'events',
+  auth: 'read',
+  query: eventStreamQuery,
+  headers: [
+    {
+      name: 'Last-Event-ID',
+      in: 'header',
+      required: false,
+      description: 'Resume after this event id.',
+      schema: { type: 'string', pattern: '^[0-9]{1,18}$' },
+    },
+  ],
+  responses: {
+    '200': { description: 'The stream (text/event-stream), open until the client disconnects.', schema: z.string(), contentType: 'text/event-stream' },
+    '400': problem('Invalid agentId or Last-Event-ID.'),
+  },
+});
+
+registerRoute({
+  method: 'post',
+  path: '/v1/webhooks',
+  operationId: 'createWebhook',
+  summary: 'Subscribe a URL to events; the signing secret is in this answer only',
+  description:
+    'Each matching event is POSTed as `{type, timestamp, data}`, signed as the Standard Webhooks ' +
+    'specification says (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256>`), ' +
+    'and retried with exponential backoff for more than a day until the receiver answers 2xx within 10 s. ' +
+    'URLs that resolve to loopback, private or link-local addresses are refused unless the deployment sets ' +
+    'WEBHOOK_ALLOW_PRIVATE_URLS=true.',
+  tag: 'webhooks',
+  auth: 'admin',
+  body: createWebhookBody,
+  responses: {
+    '201': json('The subscription, with its secret.', webhookCreatedSchema, {
+      Location: { description: 'URL of the subscription.', schema: { type: 'string' } },
+    }),
+    '400': problem('Invalid fields, or a URL that is refused or does not resolve.'),
+    '415': problem('Content-Type is not application/json.'),
+  },
+});
+
+registerRoute({
+  method: 'get',
+  path: '/v1/webhooks',
+  operationId: 'listWebhooks',
+  summary: 'List webhook subscriptions (never their secrets), newest first',
+  tag: 'webhooks',
+  auth: 'admin',
+  responses: { '200': json('The subscriptions.', webhookListSchema) },
+});
+
+registerRoute({
+  method: 'get',
+  path: '/v1/webhooks/{id}',
+  operationId: 'getWebhook',
+  summary: 'A webhook subscription',
+  tag: 'webhooks',
+  auth: 'admin',
+  params: { id: 'Subscription id.' },
+  responses: {
+    '200': json('The subscription.', webhookSchema),
+    '400': problem('The id is not a UUID.'),
+    '404': problem('Unknown subscription.'),
+  },
+});
+
+registerRoute({
+  method: 'delete',
+  path: '/v1/webhooks/{id}',
+  operationId: 'deleteWebhook',
+  summary: 'Delete a subscription and its deliveries (retries still queued send nothing)',
+  tag: 'webhooks',
+  auth: 'admin',
+  params: { id: 'Subscription id.' },
+  responses: {
+    '204': { description: 'Deleted.' },
+    '400': problem('The id is not a UUID.'),
+    '404': problem('Unknown subscription.'),
+  },
+});
+
+registerRoute({
+  method: 'get',
+  path: '/v1/webhooks/{id}/deliveries',
+  operationId: 'listWebhookDeliveries',
+  summary: "A subscription's deliveries with every attempt's status, duration and error, newest first",
+  tag: 'webhooks',
+  auth: 'admin',
+  params: { id: 'Subscription id.' },
+  query: listDeliveriesQuery,
+  responses: {
+    '200': json('One page of deliveries.', webhookDeliveryPageSchema),
+    '400': problem('The id or a query parameter is invalid.'),
+    '404': problem('Unknown subscription.'),
   },
 });
 
@@ -615,6 +736,8 @@ export function buildOpenApiDocument(opts: { reconcile?: boolean } = {}): OpenAp
       { name: 'operations', description: 'Accepted commands and their progress.' },
       { name: 'provisioning', description: 'Provisioning jobs.' },
       { name: 'tokens', description: 'Named API tokens and their scopes.' },
+      { name: 'events', description: 'The live event stream.' },
+      { name: 'webhooks', description: 'Signed webhooks: subscriptions and deliveries.' },
       { name: 'system', description: 'Health, readiness, metrics and this document.' },
     ],
     paths,
@@ -625,7 +748,7 @@ export function buildOpenApiDocument(opts: { reconcile?: boolean } = {}): OpenAp
           scheme: 'bearer',
           description:
             "A named token from POST /v1/tokens, or the deployment's API_TOKEN (an admin named `bootstrap`). " +
-            'Scopes nest: read (GET routes) ⊂ operate (commands, rollback, reconcile) ⊂ admin (tokens, Bull Board). ' +
+            'Scopes nest: read (GET routes) ⊂ operate (commands, rollback, reconcile) ⊂ admin (tokens, webhooks, Bull Board). ' +
             'Each operation lists the scope it needs.',
         },
         basicAuth: {

@@ -4,6 +4,8 @@ import type { AgentStatus, TokenScope } from '../entities';
 import type { OperationsService, RequestOptions } from '../services/operations.service';
 import { actorOf, requireScope } from './auth';
 import { HttpProblem, type FieldProblem, zodProblems } from './problem';
+import { FINAL_OPERATION_STATUSES, type OperationWaiter } from '../events/operation-waiter';
+import { getOperationQuery } from './webhook.schemas';
 import { createAgentBody, listAgentsQuery, listEventsQuery, UUID } from './schemas';
 import {
   agentView,
@@ -95,7 +97,11 @@ export function route(router: Router, path: string, handlers: Partial<Record<'ge
 }
 
 /** Everything below /v1 that needs the bearer token (mounted after the auth middleware). */
-export function v1Router(operations: OperationsService, extra: Router[] = []): Router {
+export function v1Router(
+  operations: OperationsService,
+  extra: Router[] = [],
+  opts: { waiter?: Pick<OperationWaiter, 'wait'> } = {},
+): Router {
   const router = express.Router({ strict: false });
   router.use(requireJsonBody, express.json({ limit: JSON_BODY_LIMIT, type: JSON_TYPES, strict: true }));
   // Optional feature routers (e.g. /reconcile) share the token check and the body rules above.
@@ -211,7 +217,24 @@ export function v1Router(operations: OperationsService, extra: Router[] = []): R
 
   route(router, '/operations/:id', {
     get: needs('read', async (req, res) => {
-      const { operation, job } = await operations.getOperation(uuidParam(req));
+      const id = uuidParam(req);
+      const { wait } = parse(getOperationQuery, req.query, 'query');
+      let read: Awaited<ReturnType<OperationsService['getOperation']>>;
+      if (wait && opts.waiter) {
+        // The client going away ends the wait; the answer then goes nowhere.
+        const gone = new AbortController();
+        res.once('close', () => gone.abort());
+        read = await opts.waiter.wait(
+          id,
+          wait * 1000,
+          () => operations.getOperation(id),
+          (r) => FINAL_OPERATION_STATUSES.has(r.operation.status),
+          gone.signal,
+        );
+      } else {
+        read = await operations.getOperation(id);
+      }
+      const { operation, job } = read;
       res.json({
         operation: operationView(operation),
         job: queueJobView(job),

@@ -397,6 +397,74 @@ function tokensCommand(program: Command): void {
     });
 }
 
+const WEBHOOK_EVENTS = ['operation.succeeded', 'operation.failed', 'operation.cancelled', 'agent.status_changed'];
+
+function webhooksCommand(program: Command): void {
+  const webhooks = program.command('webhooks').description('signed webhooks (needs an admin token)');
+
+  webhooks
+    .command('create <url>')
+    .description('subscribe a URL to events; its signing secret is shown only now')
+    .option('--events <types>', `comma-separated event types (default: all of ${WEBHOOK_EVENTS.join(', ')})`)
+    .action(async (url: string, opts: { events?: string }, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const events = opts.events?.split(',').map((e) => e.trim()).filter(Boolean);
+      const res = await ctx.client.request<Row>('POST', '/v1/webhooks', { body: { url, ...(events ? { events } : {}) } });
+      const w = res.body;
+      ctx.print(res, () =>
+        fields([
+          ['id', w.id],
+          ['url', w.url],
+          ['events', (w.events as string[]).join(', ')],
+          ['secret', w.secret],
+        ]),
+      );
+      ctx.note('Store the secret now: it is not shown again.');
+    });
+
+  webhooks
+    .command('list')
+    .description('list subscriptions (never their secrets)')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<{ items: Row[] }>('GET', '/v1/webhooks');
+      ctx.print(res, () =>
+        table(
+          ['ID', 'URL', 'EVENTS', 'CREATED BY', 'CREATED'],
+          res.body.items.map((w) => [w.id, w.url, (w.events as string[]).join(','), w.createdBy, w.createdAt]),
+        ),
+      );
+    });
+
+  webhooks
+    .command('delete <id>')
+    .description('delete a subscription and its deliveries')
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request('DELETE', `/v1/webhooks/${encodeURIComponent(id)}`);
+      ctx.print(res, () => `deleted ${id}`);
+    });
+
+  webhooks
+    .command('deliveries <id>')
+    .description("a subscription's deliveries, newest first, with their last attempt")
+    .option('--limit <n>', 'deliveries per page (≤ 100)', positiveInt('--limit'))
+    .option('--all', 'every page')
+    .action(async (id: string, opts: { limit?: number; all?: boolean }, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await listPages(ctx, `/v1/webhooks/${encodeURIComponent(id)}/deliveries`, { limit: opts.limit }, opts.all === true);
+      ctx.print(res, () =>
+        table(
+          ['ID', 'TYPE', 'STATUS', 'ATTEMPTS', 'LAST ANSWER', 'LAST ERROR', 'OCCURRED'],
+          res.body.items.map((d) => {
+            const last = (d.attemptLog as Row[]).at(-1);
+            return [d.id, d.type, d.status, d.attempts, last?.status, last?.error, d.occurredAt];
+          }),
+        ),
+      );
+    });
+}
+
 function reconcileCommand(program: Command): void {
   const reconcile = program.command('reconcile').description('drift, stuck instances and orphans');
 
@@ -436,7 +504,7 @@ function reconcileCommand(program: Command): void {
 
 export function buildProgram(): Command {
   const program = new Command('tailfleet')
-    .description('Command line for a tailfleet API (agents, operations, tokens, reconcile).')
+    .description('Command line for a tailfleet API (agents, operations, tokens, webhooks, reconcile).')
     .option('--url <url>', `API base URL (default: $TAILFLEET_URL or ${DEFAULT_URL})`)
     .option('--token <token>', 'API token (default: $TAILFLEET_TOKEN)')
     .option('--json', "print the API's JSON as it came")
@@ -446,6 +514,7 @@ export function buildProgram(): Command {
   agentsCommand(program);
   opsCommand(program);
   tokensCommand(program);
+  webhooksCommand(program);
   reconcileCommand(program);
   return program;
 }

@@ -43,13 +43,17 @@ export async function followOperation(client: TailfleetClient, id: string, opts:
   const tty = opts.out.isTTY === true;
   const deadline = Date.now() + opts.timeoutMs;
   let longPoll = true;
+  // The first read is plain, so the state shows at once; then the server holds each request until
+  // the operation is final (or 30 s pass).
+  let first = true;
   let last = '';
   try {
     for (;;) {
       const started = Date.now();
       let res: ApiResponse<OperationBody>;
       try {
-        const query = longPoll ? `?wait=${LONG_POLL_SECONDS}` : '';
+        const seconds = Math.max(1, Math.min(LONG_POLL_SECONDS, Math.ceil((deadline - Date.now()) / 1000)));
+        const query = longPoll && !first ? `?wait=${seconds}` : '';
         res = await client.request<OperationBody>('GET', `/v1/operations/${encodeURIComponent(id)}${query}`, {
           timeoutMs: longPoll ? (LONG_POLL_SECONDS + 30) * 1000 : undefined,
         });
@@ -73,7 +77,8 @@ export async function followOperation(client: TailfleetClient, id: string, opts:
         throw new CliError(`error: operation ${id} is still ${op.status} after ${Math.round(opts.timeoutMs / 1000)} s; follow it with: tailfleet ops wait ${id}`);
       }
       const spent = Date.now() - started;
-      if (spent < opts.intervalMs) await sleep(opts.intervalMs - spent);
+      if (first && longPoll) first = false;
+      else if (spent < opts.intervalMs) await sleep(opts.intervalMs - spent);
     }
   } finally {
     if (tty && last) opts.out.write('\n');

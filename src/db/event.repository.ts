@@ -48,4 +48,31 @@ export class EventRepository {
   latestMoveInto(entityType: EventEntityType, entityId: string, toStatus: string, db: Db = this.dataSource): Promise<Event | null> {
     return managerOf(db).findOne(Event, { where: { entityType, entityId, toStatus }, order: { id: 'DESC' } });
   }
+
+  /** Events with an id above `afterId` (all agents, or one), in id order: the replay of the event stream. */
+  async listAfter(afterId: string, opts: { agentId?: string; limit: number }): Promise<Event[]> {
+    const qb = this.dataSource.manager
+      .createQueryBuilder(Event, 'e')
+      .where('e.id > :afterId', { afterId })
+      .orderBy('e.id', 'ASC')
+      .take(opts.limit);
+    if (opts.agentId !== undefined) qb.andWhere('e.agentId = :agentId', { agentId: opts.agentId });
+    return qb.getMany();
+  }
+
+  /** The events with these ids that exist, in id order. */
+  async findByIds(ids: readonly string[]): Promise<Event[]> {
+    if (ids.length === 0) return [];
+    return this.dataSource.manager
+      .createQueryBuilder(Event, 'e')
+      .where('e.id = ANY(:ids::bigint[])', { ids: [...ids] })
+      .orderBy('e.id', 'ASC')
+      .getMany();
+  }
+
+  /** The id of the newest event ('0' when there is none). */
+  async latestId(): Promise<string> {
+    const row = await this.dataSource.manager.createQueryBuilder(Event, 'e').select('max(e.id)::text', 'id').getRawOne<{ id: string | null }>();
+    return row?.id ?? '0';
+  }
 }

@@ -5,6 +5,7 @@ import { Instance } from './instance.entity';
 import { Operation } from './operation.entity';
 import { ProvisioningJob } from './provisioning-job.entity';
 import { ReconcileReportRecord } from './reconcile-report.entity';
+import { WebhookDelivery, WebhookSubscription } from './webhook.entity';
 
 export * from './agent.entity';
 export * from './api-token.entity';
@@ -13,5 +14,6 @@ export * from './instance.entity';
 export * from './operation.entity';
 export * from './provisioning-job.entity';
 export * from './reconcile-report.entity';
+export * from './webhook.entity';
 
-export const entities = [Agent, Instance, ProvisioningJob, Operation, Event, ReconcileReportRecord, ApiToken];
+export const entities = [Agent, Instance, ProvisioningJob, Operation, Event, ReconcileReportRecord, ApiToken, WebhookSubscription, WebhookDelivery];

@@ -21,6 +21,7 @@ export const jobPayloadSchemas = {
   reconcile: z
     .object({ operationId: uuid.optional(), trigger: z.enum(['schedule', 'manual']), requestedBy })
     .strict(),
+  webhooks: z.object({ deliveryId: uuid, subscriptionId: uuid, type: z.string().max(64) }).strict(),
 } as const satisfies { [K in QueueName]: z.ZodType<JobPayloads[K]> };
 
 /** A job that cannot be what it says it is: trying it again cannot help. */

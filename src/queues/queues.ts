@@ -7,7 +7,7 @@ import IORedis, { type Redis } from 'ioredis';
  * stored in Redis and shown in Bull Board.
  */
 
-export const QUEUE_NAMES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile'] as const;
+export const QUEUE_NAMES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile', 'webhooks'] as const;
 export type QueueName = (typeof QUEUE_NAMES)[number];
 export const OPERATION_QUEUES = ['provision', 'stop', 'start', 'destroy', 'rollback'] as const;
 
@@ -34,6 +34,12 @@ export interface ReconcileJobData extends Requested {
   operationId?: string;
   trigger: 'schedule' | 'manual';
 }
+/** One webhook delivery; the job id is the delivery id (the `webhook-id` the receiver sees). */
+export interface WebhookJobData {
+  deliveryId: string;
+  subscriptionId: string;
+  type: string;
+}
 
 export interface JobPayloads {
   provision: ProvisionJobData;
@@ -42,6 +48,7 @@ export interface JobPayloads {
   destroy: AgentJobData;
   rollback: RollbackJobData;
   reconcile: ReconcileJobData;
+  webhooks: WebhookJobData;
 }
 
 export interface QueueDefaults {
@@ -57,6 +64,19 @@ export function defaultJobOptions(d: QueueDefaults): JobsOptions {
     // Bounded retention: history lives in PostgreSQL (operations, events), Redis keeps enough
     // for Bull Board to show recent work and failures.
     removeOnComplete: { age: 7 * 24 * 3600, count: 1000 },
+    removeOnFail: { age: 30 * 24 * 3600, count: 5000 },
+  };
+}
+
+/**
+ * A webhook delivery is retried with exponential backoff (delay, 2×delay, 4×delay …): with the
+ * defaults, 16 attempts 5 s apart at first, the retries span 5 s × (2^15 − 1) ≈ 45.5 hours.
+ */
+export function webhookJobOptions(d: { attempts: number; backoffMs: number }): JobsOptions {
+  return {
+    attempts: d.attempts,
+    backoff: { type: 'exponential', delay: d.backoffMs },
+    removeOnComplete: { age: 24 * 3600, count: 1000 },
     removeOnFail: { age: 30 * 24 * 3600, count: 5000 },
   };
 }
@@ -98,6 +118,7 @@ export function createQueues(deps: { connection: Redis; prefix: string; defaults
     destroy: make('destroy'),
     rollback: make('rollback'),
     reconcile: make('reconcile'),
+    webhooks: make('webhooks'),
   };
 }
 

@@ -484,7 +484,7 @@ describe('HTTP API', () => {
       const res = await h.api.request('GET', '/admin/queues/api/queues', { token: null, headers: auth });
       expect(res.status, res.text.slice(0, 300)).to.equal(200);
       const names = (res.body.queues as { name: string }[]).map((q) => q.name).sort();
-      expect(names).to.deep.equal(['destroy', 'provision', 'reconcile', 'rollback', 'start', 'stop']);
+      expect(names).to.deep.equal(['destroy', 'provision', 'reconcile', 'rollback', 'start', 'stop', 'webhooks']);
 
       const page = await h.api.request('GET', '/admin/queues', { token: null, headers: auth });
       expect(page.status).to.equal(200);
@@ -532,6 +532,12 @@ describe('HTTP API', () => {
       'GET /readyz',
       'GET /metrics',
       'GET /admin/queues',
+      'GET /v1/events/stream',
+      'POST /v1/webhooks',
+      'GET /v1/webhooks',
+      'GET /v1/webhooks/{id}',
+      'DELETE /v1/webhooks/{id}',
+      'GET /v1/webhooks/{id}/deliveries',
     ];
 
     it('documents every route, and every documented route exists', async () => {

@@ -15,6 +15,12 @@ import type { OperationsService } from '../../src/services/operations.service';
 import { operationsFor } from '../helpers/ledger';
 import { contractOf, type ContractValidator } from '../helpers/contract';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
+import { eventView } from '../../src/api/views';
+import { EventRepository } from '../../src/db/event.repository';
+import { EventStream } from '../../src/events/event-stream';
+import { EventNotifications } from '../../src/events/notifications';
+import { OperationWaiter } from '../../src/events/operation-waiter';
+import { WebhookRepository } from '../../src/webhooks/webhook.repository';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 export const API_TOKEN = 'test-api-token-0123456789';
@@ -57,7 +63,9 @@ export function apiClient(baseUrl: string): ApiClient {
         headers['content-type'] ??= 'application/json';
       }
       const res = await fetch(baseUrl + path, { method, headers, body });
-      const text = await res.text();
+      // An event stream stays open: its status and headers are the answer.
+      const streaming = res.headers.get('content-type')?.startsWith('text/event-stream') === true;
+      const text = streaming ? (await res.body?.cancel(), '') : await res.text();
       let parsed: unknown;
       try {
         parsed = text ? JSON.parse(text) : undefined;
@@ -103,7 +111,15 @@ export async function startApiHarness(label: string): Promise<ApiHarness> {
   const queues = createQueues({ connection, prefix, defaults: { attempts: 3, backoffMs: 50 } });
   const metrics = createMetrics();
   const { operations } = operationsFor({ dataSource: db.dataSource, queues, connection, defaults: DEFAULTS, redisTimeoutMs: 1000 });
+  const notifications = new EventNotifications({ connectionString: db.url, logger: silentLogger });
+  await notifications.start();
+  const events = {
+    waiter: new OperationWaiter(notifications),
+    stream: new EventStream({ events: new EventRepository({ dataSource: db.dataSource }), notifications, logger: silentLogger, view: eventView }),
+  };
   const app = createApp({
+    events,
+    webhooks: { webhooks: new WebhookRepository({ dataSource: db.dataSource }), allowPrivateUrls: false },
     config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, board: BOARD } },
     operations,
     tokens: new ApiTokenRepository({ dataSource: db.dataSource }),
@@ -134,6 +150,9 @@ export async function startApiHarness(label: string): Promise<ApiHarness> {
     server,
     api: apiClient(`http://127.0.0.1:${port}`),
     async close() {
+      events.waiter.close();
+      events.stream.close();
+      await notifications.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
       await Promise.all(Object.values(queues).map((q) => q.obliterate({ force: true }).catch(() => undefined)));

@@ -30,7 +30,9 @@ async function call(
   if (opts.authorization !== undefined) headers.authorization = opts.authorization;
   if (opts.body !== undefined) headers['content-type'] = 'application/json';
   const res = await fetch(baseUrl + path, { method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
-  const text = await res.text();
+  // An event stream stays open: its status and headers are the answer.
+  const streaming = res.headers.get('content-type')?.startsWith('text/event-stream') === true;
+  const text = streaming ? (await res.body?.cancel(), '') : await res.text();
   let body: unknown;
   try {
     body = text ? JSON.parse(text) : undefined;
@@ -57,13 +59,13 @@ function expectProblem(res: Answer, status: number, kind: string) {
 }
 
 /**
- * The policy, written down independently of the code under test: tokens and Bull Board need admin,
+ * The policy, written down independently of the code under test: tokens, webhooks and Bull Board need admin,
  * every other read needs read, every other write needs operate; the OpenAPI document, the probes
  * and metrics need nothing.
  */
 function expectedScope(method: string, path: string): TokenScope | 'public' {
   if (['/healthz', '/readyz', '/metrics', '/v1/openapi.json'].includes(path)) return 'public';
-  if (path === '/admin/queues' || path.startsWith('/v1/tokens')) return 'admin';
+  if (path === '/admin/queues' || path.startsWith('/v1/tokens') || path.startsWith('/v1/webhooks')) return 'admin';
   return method === 'GET' ? 'read' : 'operate';
 }
 

@@ -60,7 +60,7 @@ describe('tailfleet CLI', function () {
 
   before(async () => {
     suite = await createSuite('cli');
-    tf = await suite.launch({ env: { RECONCILE_INTERVAL_SECONDS: '0' } });
+    tf = await suite.launch({ env: { RECONCILE_INTERVAL_SECONDS: '0', WEBHOOK_ALLOW_PRIVATE_URLS: 'true', WEBHOOK_BACKOFF_MS: '60000' } });
     api = apiClient(tf.url!, suite.apiToken);
   });
 
@@ -175,6 +175,38 @@ describe('tailfleet CLI', function () {
     const show = ok(await cli(['reconcile', 'show']));
     expect(show.stdout).to.match(/^trigger\s+manual$/m);
     expect(show.stdout).to.match(/^FINDING\s+COUNT$/m);
+  });
+
+  it('webhooks create, list, deliveries and delete', async () => {
+    // Nothing listens there: every attempt is refused, and the deliveries say so.
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(closed.address() as AddressInfo).port}/hook`;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+
+    const created = ok(await cli(['webhooks', 'create', url, '--events', 'agent.status_changed']));
+    const id = /^id\s+(\S+)$/m.exec(created.stdout)?.[1];
+    expect(created.stdout).to.match(/^secret\s+whsec_\S+$/m);
+    expect(created.stdout).to.match(/^events\s+agent\.status_changed$/m);
+    expect(created.stderr).to.contain('not shown again');
+    const list = ok(await cli(['webhooks', 'list']));
+    expect(list.stdout).to.match(new RegExp(`^${id}\\s+${url.replace(/[.]/g, '\\.')}\\s+agent\\.status_changed\\s+bootstrap`, 'm'));
+    expect(list.stdout).not.to.contain('whsec_');
+
+    await api.post('/v1/agents', { name: 'cli-hooked' });
+    let deliveries: Run | undefined;
+    for (let i = 0; i < 50; i++) {
+      deliveries = ok(await cli(['webhooks', 'deliveries', id!]));
+      if (/ECONNREFUSED/.test(deliveries.stdout)) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(deliveries!.stdout).to.match(/^ID\s+TYPE\s+STATUS\s+ATTEMPTS\s+LAST ANSWER\s+LAST ERROR\s+OCCURRED$/m);
+    expect(deliveries!.stdout).to.match(/agent\.status_changed\s+pending\s+1\s+-\s+ECONNREFUSED/);
+
+    expect(ok(await cli(['webhooks', 'delete', id!])).stdout).to.equal(`deleted ${id}\n`);
+    const gone = await cli(['webhooks', 'deliveries', id!]);
+    expect(gone.code).to.equal(1);
+    expect(gone.stderr).to.match(/^error 404 not-found: /);
   });
 
   it('says clearly when there is no token or no server, and exits non-zero', async () => {

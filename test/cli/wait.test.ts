@@ -36,16 +36,27 @@ describe('CLI: following an operation', () => {
     expect(out.text()).to.equal('\r\x1b[2Kstop 11111111 queued 0%\r\x1b[2Kstop 11111111 running 40% shutdown\r\x1b[2Kstop 11111111 succeeded 100%\n');
   });
 
-  it('asks for a long poll and falls back to plain polls when the server refuses the parameter', async () => {
+  it('reads once, then asks for a long poll (never past its own timeout), and falls back to plain polls when the server refuses it', async () => {
     const { client, urls } = scripted([
-      { status: 400, body: { type: 'urn:tailfleet:problem:validation-error', status: 400, detail: 'unknown parameter wait' } },
       { status: 200, body: OP('running', 50, 'power_on') },
+      { status: 400, body: { type: 'urn:tailfleet:problem:validation-error', status: 400, detail: 'unknown parameter wait' } },
       { status: 200, body: OP('failed', 50, null) },
     ]);
     const out = terminal(false);
     const res = await followOperation(client, OP('x', 0, null).operation.id, { intervalMs: 1, timeoutMs: 5000, out: out.stream });
     expect(res.body.operation.status).to.equal('failed');
-    expect(urls.map((u) => new URL(u).search)).to.deep.equal(['?wait=30', '', '']);
+    expect(urls.map((u) => new URL(u).search)).to.deep.equal(['', '?wait=5', '']);
     expect(out.text()).to.equal('stop 11111111 running 50% power_on\nstop 11111111 failed 50%\n');
+  });
+
+  it('long-polls for 30 seconds at a time after the first read', async () => {
+    const { client, urls } = scripted([
+      { status: 200, body: OP('queued', 0, null) },
+      { status: 200, body: OP('running', 10, 'shutdown') },
+      { status: 200, body: OP('succeeded', 100, null) },
+    ]);
+    const out = terminal(false);
+    await followOperation(client, OP('x', 0, null).operation.id, { intervalMs: 1, timeoutMs: 600_000, out: out.stream });
+    expect(urls.map((u) => new URL(u).search)).to.deep.equal(['', '?wait=30', '?wait=30']);
   });
 });

@@ -52,6 +52,9 @@ const ROUTES_WITH_ID = [
   { method: 'POST', template: '/v1/operations/:id/cancel' },
   { method: 'POST', template: '/v1/agents/:id/reprovision' },
   { method: 'DELETE', template: '/v1/tokens/:id' },
+  { method: 'GET', template: '/v1/webhooks/:id' },
+  { method: 'DELETE', template: '/v1/webhooks/:id' },
+  { method: 'GET', template: '/v1/webhooks/:id/deliveries' },
 ] as const;
 
 const PROTECTED_ROUTES = [
@@ -60,6 +63,8 @@ const PROTECTED_ROUTES = [
   { method: 'GET', path: '/v1/operations' },
   { method: 'GET', path: '/v1/tokens' },
   { method: 'POST', path: '/v1/tokens' },
+  { method: 'GET', path: '/v1/webhooks' },
+  { method: 'POST', path: '/v1/webhooks' },
   ...ROUTES_WITH_ID.map((r) => ({ method: r.method, path: r.template })),
 ];
 
@@ -282,6 +287,8 @@ export class RequestFactory {
       [1, () => this.refusedByState()],
       [3, () => this.tokens()],
       [2, () => this.scopes()],
+      [3, () => this.webhooks()],
+      [2, () => this.waitAndStream()],
     ])();
   }
 
@@ -723,6 +730,120 @@ export class RequestFactory {
       ],
       [2, () => ({ category: 'tokens', method: 'DELETE', path: `/v1/tokens/${pathSegment(this.badId())}`, headers: this.auth(), readOnly: false })],
       [1, () => ({ category: 'tokens', method: r.pick(['PUT', 'PATCH', 'POST']), path: `/v1/tokens/${r.pick(this.ctx.tokenIds)}`, headers: this.auth(), readOnly: false })],
+    ])();
+  }
+
+  /**
+   * /v1/webhooks with the admin token and a defect: receivers on refused addresses (the fuzz stack
+   * does not allow private URLs), URLs that are not http(s), unknown event types, extra fields; bad
+   * ids and queries; and lower scopes.
+   */
+  private webhooks(): FuzzRequest {
+    const r = this.rng;
+    const refusedUrl = () =>
+      r.pick<unknown>([
+        'http://127.0.0.1/hook',
+        'http://localhost:3000/hook',
+        'http://10.0.0.8/hook',
+        'http://172.20.1.1/hook',
+        'http://192.168.1.1/',
+        'http://100.101.102.103/',
+        'http://169.254.169.254/latest/meta-data/',
+        'http://[::1]/',
+        'http://[fd00::1]/',
+        'http://[::ffff:127.0.0.1]/',
+        'http://0.0.0.0/',
+        'http://2130706433/',
+        'http://0x7f000001/',
+        'file:///etc/passwd',
+        'gopher://93.184.215.14/',
+        'javascript:alert(1)',
+        'http://user:pw@93.184.215.14/',
+        '//93.184.215.14/hook',
+        'not a url',
+        '',
+        `http://93.184.215.14/${'a'.repeat(2100)}`,
+        1,
+        null,
+        ['http://93.184.215.14/'],
+      ]);
+    const body = r.weighted<() => Buffer>([
+      [5, () => json({ url: refusedUrl(), ...(r.bool() ? { events: ['agent.status_changed'] } : {}) })],
+      [2, () => json({ url: 'https://93.184.215.14/hook', events: r.pick<unknown>([[], ['agent.exploded'], 'agent.status_changed', [null], [1], ['*']]) })],
+      [1, () => json({ url: 'https://93.184.215.14/hook', [r.pick(['secret', 'id', 'createdBy'])]: 'x' })],
+      [1, () => json({ events: ['operation.failed'] })],
+      [1, () => Buffer.from(`{"url":"https://93.184.215.14/","__proto__":{"isAdmin":true}}`)],
+      [1, () => this.malformedJson().body],
+      [1, () => Buffer.from(r.pick(['[]', '"x"', 'null', '{}']))],
+    ]);
+    const read = ['authorization', `Bearer ${this.ctx.readToken}`];
+    const operate = ['authorization', `Bearer ${this.ctx.operateToken}`];
+    return r.weighted<() => FuzzRequest>([
+      [6, () => ({ category: 'webhooks', method: 'POST', path: '/v1/webhooks', headers: [...this.auth(), 'content-type', 'application/json'], body: body(), readOnly: false })],
+      [
+        1,
+        () => ({
+          category: 'webhooks',
+          method: 'POST',
+          path: '/v1/webhooks',
+          headers: [...r.pick([read, operate]), 'content-type', 'application/json'],
+          body: json({ url: 'https://93.184.215.14/hook' }),
+          readOnly: false,
+        }),
+      ],
+      [1, () => ({ category: 'webhooks', method: 'GET', path: '/v1/webhooks', headers: r.pick([read, operate]), readOnly: false })],
+      [1, () => ({ category: 'webhooks', method: 'GET', path: '/v1/webhooks', headers: this.auth(), readOnly: true })],
+      [
+        2,
+        () => ({
+          category: 'webhooks',
+          method: 'GET',
+          path: `/v1/webhooks/${r.uuid()}/deliveries?${r.pick(['limit=0', 'limit=101', 'limit=x', 'cursor=garbage', 'cursor=', 'status=failed', `cursor=${Buffer.from(`x|${r.uuid()}`).toString('base64url')}`])}`,
+          headers: this.auth(),
+          readOnly: true,
+        }),
+      ],
+      [1, () => ({ category: 'webhooks', method: r.pick(['PUT', 'PATCH', 'POST']), path: `/v1/webhooks/${r.uuid()}`, headers: this.auth(), readOnly: false })],
+    ])();
+  }
+
+  /** Long polls and the event stream with a defect: every one is refused before it would wait. */
+  private waitAndStream(): FuzzRequest {
+    const r = this.rng;
+    return r.weighted<() => FuzzRequest>([
+      [
+        3,
+        () => ({
+          category: 'wait',
+          method: 'GET',
+          path: `/v1/operations/${r.pick(this.ctx.operationIds)}?wait=${pathSegment(r.pick(['61', '-1', '1.5', 'x', '', '99999999999', '0x10', '1e1', "1' OR 1=1"]))}`,
+          headers: this.auth(),
+          readOnly: true,
+        }),
+      ],
+      // Not waiting at all: answers at once.
+      [1, () => ({ category: 'wait', method: 'GET', path: `/v1/operations/${r.pick(this.ctx.operationIds)}?wait=0`, headers: this.auth(), readOnly: true })],
+      [
+        2,
+        () => ({
+          category: 'stream',
+          method: 'GET',
+          path: `/v1/events/stream?${r.pick(['agentId=x', `agentId=${r.uuid().slice(1)}`, 'since=1', 'agentId=' + pathSegment(r.pick(SQL_INJECTIONS)), '__proto__[x]=1'])}`,
+          headers: this.auth(),
+          readOnly: true,
+        }),
+      ],
+      [
+        2,
+        () => ({
+          category: 'stream',
+          method: 'GET',
+          path: '/v1/events/stream',
+          headers: [...this.auth(), 'last-event-id', r.pick(['-1', 'abc', '1.5', '9'.repeat(19), '99999999999999999999999', "1' OR 1=1", ' '])],
+          readOnly: true,
+        }),
+      ],
+      [1, () => ({ category: 'stream', method: 'GET', path: '/v1/events/stream', headers: [], readOnly: false })],
     ])();
   }
 

@@ -1,0 +1,89 @@
+import express, { type Router } from 'express';
+import { WEBHOOK_EVENT_TYPES, type WebhookDelivery, type WebhookSubscription } from '../entities';
+import { checkWebhookUrl, WebhookUrlError, type Lookup } from '../webhooks/address-guard';
+import { newWebhookSecret } from '../webhooks/signing';
+import { InvalidCursorError, type WebhookRepository } from '../webhooks/webhook.repository';
+import { actorOf } from './auth';
+import { HttpProblem } from './problem';
+import { needs, invalid, parse, route, uuidParam } from './v1.routes';
+import { createWebhookBody, listDeliveriesQuery } from './webhook.schemas';
+
+export interface WebhooksRouterDeps {
+  webhooks: Pick<WebhookRepository, 'create' | 'list' | 'get' | 'delete' | 'listDeliveries'>;
+  allowPrivateUrls: boolean;
+  lookup?: Lookup;
+}
+
+export function webhookView(s: WebhookSubscription) {
+  return { id: s.id, url: s.url, events: s.events, createdBy: s.createdBy, createdAt: s.createdAt };
+}
+
+export function webhookDeliveryView(d: WebhookDelivery) {
+  return {
+    id: d.id,
+    subscriptionId: d.subscriptionId,
+    eventId: d.eventId,
+    type: d.type,
+    status: d.status,
+    attempts: d.attempts,
+    attemptLog: d.attemptLog,
+    data: d.data,
+    occurredAt: d.occurredAt,
+    createdAt: d.createdAt,
+    queuedAt: d.queuedAt,
+    deliveredAt: d.deliveredAt,
+  };
+}
+
+/** /v1/webhooks: subscriptions and their deliveries (admin scope). The secret is shown once, in the 201. */
+export function createWebhooksRouter(deps: WebhooksRouterDeps): Router {
+  const router = express.Router({ strict: false });
+  route(router, '/webhooks', {
+    post: needs('admin', async (req, res) => {
+      const input = parse(createWebhookBody, req.body ?? {}, 'body');
+      try {
+        await checkWebhookUrl(input.url, { allowPrivate: deps.allowPrivateUrls, lookup: deps.lookup });
+      } catch (err) {
+        if (err instanceof WebhookUrlError) throw invalid([{ path: 'body.url', message: err.message }]);
+        throw err;
+      }
+      const events = input.events ? WEBHOOK_EVENT_TYPES.filter((t) => input.events!.includes(t)) : [...WEBHOOK_EVENT_TYPES];
+      const secret = newWebhookSecret();
+      const row = await deps.webhooks.create({ url: input.url, events, secret, createdBy: actorOf(res) });
+      res.setHeader('Cache-Control', 'no-store');
+      res.location(`/v1/webhooks/${row.id}`);
+      res.status(201).json({ ...webhookView(row), secret });
+    }),
+    get: needs('admin', async (_req, res) => {
+      res.json({ items: (await deps.webhooks.list()).map(webhookView) });
+    }),
+  });
+  route(router, '/webhooks/:id', {
+    get: needs('admin', async (req, res) => {
+      const id = uuidParam(req);
+      const row = await deps.webhooks.get(id);
+      if (!row) throw new HttpProblem('not-found', `Webhook ${id} not found`);
+      res.json(webhookView(row));
+    }),
+    delete: needs('admin', async (req, res) => {
+      const id = uuidParam(req);
+      if (!(await deps.webhooks.delete(id))) throw new HttpProblem('not-found', `Webhook ${id} not found`);
+      res.status(204).end();
+    }),
+  });
+  route(router, '/webhooks/:id/deliveries', {
+    get: needs('admin', async (req, res) => {
+      const id = uuidParam(req);
+      const q = parse(listDeliveriesQuery, req.query, 'query');
+      if (!(await deps.webhooks.get(id))) throw new HttpProblem('not-found', `Webhook ${id} not found`);
+      try {
+        const page = await deps.webhooks.listDeliveries(id, { limit: q.limit ?? 20, cursor: q.cursor });
+        res.json({ items: page.items.map(webhookDeliveryView), nextCursor: page.nextCursor });
+      } catch (err) {
+        if (err instanceof InvalidCursorError) throw invalid([{ path: 'query.cursor', message: err.message }]);
+        throw err;
+      }
+    }),
+  });
+  return router;
+}

@@ -1,0 +1,135 @@
+import type { Queue } from 'bullmq';
+import type { EventNotice, EventSubscriber } from '../events/notifications';
+import type { Logger } from '../lib/logger';
+import type { WebhookJobData } from '../queues/queues';
+import type { WebhookRepository } from './webhook.repository';
+import type { JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
+
+/**
+ * Hands webhook deliveries from PostgreSQL to the `webhooks` queue. The trigger on `events` writes a
+ * pending row in the transition's own transaction; this relay adds its job (job id = delivery id, so
+ * adding twice is a no-op) and stamps `queued_at`. It runs every interval, and soon after an event
+ * notification when the process listens for them. Once a minute it also checks that pending rows
+ * queued a while ago still have their job, and adds it again when Redis lost it.
+ */
+
+export interface WebhookRelayDeps {
+  webhooks: Pick<WebhookRepository, 'unqueued' | 'markQueued' | 'queuedPending'>;
+  queue: Queue<WebhookJobData>;
+  /** The connection the queue uses (for the one-round-trip presence check). */
+  connection: Redis;
+  jobOptions: JobsOptions;
+  logger: Logger;
+  /** Time between passes (default 2000). */
+  intervalMs?: number;
+  /** Time between checks for jobs Redis lost (default 60000). */
+  lostCheckMs?: number;
+  batchSize?: number;
+}
+
+export class WebhookRelay implements EventSubscriber {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<number> | undefined;
+  private again = false;
+  private closed = false;
+  private lastLostCheck = 0;
+
+  constructor(private readonly deps: WebhookRelayDeps) {}
+
+  start(): void {
+    const tick = () => {
+      if (this.closed) return;
+      void this.runSafely().finally(() => {
+        if (this.closed) return;
+        this.timer = setTimeout(tick, this.deps.intervalMs ?? 2000);
+        this.timer.unref();
+      });
+    };
+    tick();
+  }
+
+  notice(n: EventNotice): void {
+    if (n.entityType === 'operation' || n.entityType === 'agent') this.nudge();
+  }
+
+  resync(): void {
+    this.nudge();
+  }
+
+  /** A pass soon (one more after the running one, when one runs). */
+  nudge(): void {
+    if (this.closed) return;
+    if (this.running) this.again = true;
+    else void this.runSafely();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    await this.running?.catch(() => undefined);
+  }
+
+  /** One pass: how many deliveries were handed to the queue. */
+  runOnce(): Promise<number> {
+    this.running ??= this.pass().finally(() => {
+      this.running = undefined;
+      if (this.again && !this.closed) {
+        this.again = false;
+        void this.runSafely();
+      }
+    });
+    return this.running;
+  }
+
+  private async runSafely(): Promise<void> {
+    try {
+      await this.runOnce();
+    } catch (err) {
+      this.deps.logger.warn({ err: { message: (err as Error).message } }, 'Webhook relay pass failed; trying again next interval');
+    }
+  }
+
+  private async pass(): Promise<number> {
+    const batch = this.deps.batchSize ?? 500;
+    let added = 0;
+    for (;;) {
+      const rows = await this.deps.webhooks.unqueued(batch);
+      if (rows.length === 0) break;
+      await this.deps.queue.addBulk(
+        rows.map((d) => ({
+          name: d.type,
+          data: { deliveryId: d.id, subscriptionId: d.subscriptionId, type: d.type },
+          opts: { ...this.deps.jobOptions, jobId: d.id },
+        })),
+      );
+      await this.deps.webhooks.markQueued(rows.map((d) => d.id));
+      added += rows.length;
+      if (rows.length < batch) break;
+    }
+    const lostCheckMs = this.deps.lostCheckMs ?? 60_000;
+    if (Date.now() - this.lastLostCheck >= lostCheckMs) {
+      this.lastLostCheck = Date.now();
+      added += await this.requeueLost(lostCheckMs, batch);
+    }
+    return added;
+  }
+
+  private async requeueLost(olderThanMs: number, limit: number): Promise<number> {
+    const rows = await this.deps.webhooks.queuedPending(olderThanMs, limit);
+    if (rows.length === 0) return 0;
+    const pipeline = this.deps.connection.pipeline();
+    for (const d of rows) pipeline.exists(this.deps.queue.toKey(d.id));
+    const results = (await pipeline.exec()) ?? [];
+    let added = 0;
+    for (let i = 0; i < rows.length; i++) {
+      const [err, n] = results[i] ?? [null, 1];
+      if (err || n === 1) continue;
+      const d = rows[i]!;
+      await this.deps.queue.add(d.type, { deliveryId: d.id, subscriptionId: d.subscriptionId, type: d.type }, { ...this.deps.jobOptions, jobId: d.id });
+      added++;
+      this.deps.logger.warn({ deliveryId: d.id }, 'Webhook delivery had no job in the queue; added it again');
+    }
+    return added;
+  }
+}

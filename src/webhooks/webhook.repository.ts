@@ -1,0 +1,141 @@
+import type { DataSource, Repository } from 'typeorm';
+import {
+  WebhookDelivery,
+  WebhookSubscription,
+  type WebhookAttempt,
+  type WebhookDeliveryStatus,
+  type WebhookEventType,
+} from '../entities';
+import { isUuid } from '../db/uuid';
+
+/**
+ * Webhook subscriptions and their deliveries. Delivery rows are written by the trigger on `events`
+ * (see the webhooks migration), queued by the webhook relay and updated by the delivery processor.
+ */
+
+export interface DeliveryPage {
+  items: WebhookDelivery[];
+  nextCursor: string | null;
+}
+
+function encodeCursor(d: WebhookDelivery): string {
+  return Buffer.from(`${d.createdAt.toISOString()}|${d.id}`).toString('base64url');
+}
+
+function decodeCursor(cursor: string): { createdAt: Date; id: string } | null {
+  const [at, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
+  const createdAt = new Date(at ?? '');
+  if (Number.isNaN(createdAt.getTime()) || !id || !isUuid(id)) return null;
+  return { createdAt, id };
+}
+
+export class InvalidCursorError extends Error {
+  override readonly name = 'InvalidCursorError';
+}
+
+export class WebhookRepository {
+  private readonly subscriptions: Repository<WebhookSubscription>;
+  private readonly deliveries: Repository<WebhookDelivery>;
+
+  constructor(deps: { dataSource: DataSource }) {
+    this.subscriptions = deps.dataSource.getRepository(WebhookSubscription);
+    this.deliveries = deps.dataSource.getRepository(WebhookDelivery);
+  }
+
+  async create(input: { url: string; events: WebhookEventType[]; secret: string; createdBy: string }): Promise<WebhookSubscription> {
+    const result = await this.subscriptions.insert(input);
+    return this.subscriptions.findOneByOrFail({ id: (result.identifiers[0] as { id: string }).id });
+  }
+
+  list(): Promise<WebhookSubscription[]> {
+    return this.subscriptions.find({ order: { createdAt: 'DESC', id: 'DESC' } });
+  }
+
+  get(id: string): Promise<WebhookSubscription | null> {
+    if (!isUuid(id)) return Promise.resolve(null);
+    return this.subscriptions.findOneBy({ id });
+  }
+
+  /** Deletes the subscription and its deliveries (queued jobs find no row and end); false when unknown. */
+  async delete(id: string): Promise<boolean> {
+    if (!isUuid(id)) return false;
+    const result = await this.subscriptions.delete({ id });
+    return (result.affected ?? 0) > 0;
+  }
+
+  /** A subscription's deliveries, newest first. */
+  async listDeliveries(subscriptionId: string, page: { limit: number; cursor?: string }): Promise<DeliveryPage> {
+    const qb = this.deliveries
+      .createQueryBuilder('d')
+      .where('d.subscriptionId = :subscriptionId', { subscriptionId })
+      .orderBy('d.createdAt', 'DESC')
+      .addOrderBy('d.id', 'DESC')
+      .take(page.limit + 1);
+    if (page.cursor !== undefined) {
+      const after = decodeCursor(page.cursor);
+      if (!after) throw new InvalidCursorError('cursor is not one this API gave out');
+      qb.andWhere('(d.createdAt, d.id) < (:at, :id)', { at: after.createdAt, id: after.id });
+    }
+    const rows = await qb.getMany();
+    const items = rows.slice(0, page.limit);
+    return { items, nextCursor: rows.length > page.limit ? encodeCursor(items[items.length - 1]!) : null };
+  }
+
+  /** A delivery with its subscription, or null when either is gone. */
+  async findDelivery(id: string): Promise<(WebhookDelivery & { subscription: WebhookSubscription }) | null> {
+    if (!isUuid(id)) return null;
+    const row = await this.deliveries.findOne({ where: { id }, relations: { subscription: true } });
+    return row?.subscription ? (row as WebhookDelivery & { subscription: WebhookSubscription }) : null;
+  }
+
+  /** Appends an attempt to the row; `status` is where the delivery stands after it. */
+  async recordAttempt(id: string, attempt: WebhookAttempt, status: WebhookDeliveryStatus): Promise<void> {
+    await this.deliveries
+      .createQueryBuilder()
+      .update()
+      .set({
+        attempts: () => 'attempts + 1',
+        attemptLog: () => `attempt_log || jsonb_build_array(:attempt::jsonb)`,
+        status,
+        ...(status === 'succeeded' ? { deliveredAt: () => 'now()' } : {}),
+      })
+      .where('id = :id', { id })
+      .setParameters({ attempt: JSON.stringify(attempt) })
+      .execute();
+  }
+
+  /** Marks a delivery failed for good (its job has no attempts left). */
+  async markFailed(id: string): Promise<void> {
+    await this.deliveries.update({ id, status: 'pending' }, { status: 'failed' });
+  }
+
+  /** Pending deliveries the relay has not handed to the queue yet, oldest first. */
+  unqueued(limit: number): Promise<WebhookDelivery[]> {
+    return this.deliveries
+      .createQueryBuilder('d')
+      .where(`d.status = 'pending' AND d.queuedAt IS NULL`)
+      .orderBy('d.createdAt', 'ASC')
+      .take(limit)
+      .getMany();
+  }
+
+  async markQueued(ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.deliveries
+      .createQueryBuilder()
+      .update()
+      .set({ queuedAt: () => 'now()' })
+      .where('id IN (:...ids) AND queued_at IS NULL', { ids: [...ids] })
+      .execute();
+  }
+
+  /** Pending deliveries already handed to the queue at least `olderThanMs` ago (to check Redis still has them). */
+  queuedPending(olderThanMs: number, limit: number): Promise<WebhookDelivery[]> {
+    return this.deliveries
+      .createQueryBuilder('d')
+      .where(`d.status = 'pending' AND d.queuedAt < now() - make_interval(secs => :secs)`, { secs: olderThanMs / 1000 })
+      .orderBy('d.queuedAt', 'ASC')
+      .take(limit)
+      .getMany();
+  }
+}
