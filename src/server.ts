@@ -31,7 +31,7 @@ import { ReconcileReports, Reconciler, stuckTimeouts } from './reconcile';
 import { RollbackListener, provisionFailureHook } from './services/rollback-listener';
 import { answerClientError } from './api/problem';
 import { DEFAULT_WORKER_SETTINGS, createWorkers, type WorkerPool, type WorkerSettings } from './workers';
-import { PowerWorkflow, ProvisionWorkflow, TeardownWorkflow, type WorkflowDeps } from './workflows';
+import { HibernateWorkflow, PowerWorkflow, ProvisionWorkflow, TeardownWorkflow, type WorkflowDeps } from './workflows';
 
 /**
  * The composition root: the only place that builds infrastructure. Order follows the data flow —
@@ -70,7 +70,7 @@ export interface Tailfleet {
   /** The HTTP app: the API (roles all and api) or only probes and metrics (role worker). */
   app?: Application;
   /** Worker roles only: the workflows the processors call. */
-  workflows?: { provision: ProvisionWorkflow; power: PowerWorkflow; teardown: TeardownWorkflow };
+  workflows?: { provision: ProvisionWorkflow; power: PowerWorkflow; teardown: TeardownWorkflow; hibernation: HibernateWorkflow };
   workers?: WorkerPool;
   rollbackListener?: RollbackListener;
   /** Worker roles only: re-delivers accepted operations whose job Redis does not hold. */
@@ -189,6 +189,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       provision: new ProvisionWorkflow(workflowDeps),
       power: new PowerWorkflow(workflowDeps),
       teardown: new TeardownWorkflow(workflowDeps),
+      hibernation: new HibernateWorkflow(workflowDeps),
     };
     const handledFailures = new Set<string>();
     const processors = createProcessors({

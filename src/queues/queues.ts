@@ -7,9 +7,9 @@ import IORedis, { type Redis } from 'ioredis';
  * stored in Redis and shown in Bull Board.
  */
 
-export const QUEUE_NAMES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile'] as const;
+export const QUEUE_NAMES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile', 'hibernate', 'wake'] as const;
 export type QueueName = (typeof QUEUE_NAMES)[number];
-export const OPERATION_QUEUES = ['provision', 'stop', 'start', 'destroy', 'rollback'] as const;
+export const OPERATION_QUEUES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'hibernate', 'wake'] as const;
 
 /** Who asked for the operation; shown in Bull Board, never used for decisions. */
 interface Requested {
@@ -42,6 +42,8 @@ export interface JobPayloads {
   destroy: AgentJobData;
   rollback: RollbackJobData;
   reconcile: ReconcileJobData;
+  hibernate: AgentJobData;
+  wake: AgentJobData;
 }
 
 export interface QueueDefaults {
@@ -98,6 +100,8 @@ export function createQueues(deps: { connection: Redis; prefix: string; defaults
     destroy: make('destroy'),
     rollback: make('rollback'),
     reconcile: make('reconcile'),
+    hibernate: make('hibernate'),
+    wake: make('wake'),
   };
 }
 

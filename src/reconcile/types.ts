@@ -12,7 +12,7 @@ import type { Outbox } from '../operations/outbox';
 import type { Queues } from '../queues/queues';
 
 export type OrphanPolicy = 'report' | 'delete';
-export type TransitionalStatus = 'pending' | 'provisioning' | 'stopping' | 'starting' | 'destroying';
+export type TransitionalStatus = 'pending' | 'provisioning' | 'stopping' | 'starting' | 'hibernating' | 'waking' | 'destroying';
 
 export type DriftKind = 'server_off' | 'server_running' | 'server_gone' | 'device_gone' | 'device_replaced';
 
@@ -136,7 +136,7 @@ export interface ReconcilerDeps {
   outbox: Pick<Outbox, 'add' | 'deliver'>;
   hetzner: Pick<HetznerClient, 'listServers' | 'getServer' | 'deleteServer'>;
   tailscale: Pick<TailscaleClient, 'listDevices' | 'getDevice' | 'deleteDevice'>;
-  queues: Pick<Queues, 'provision' | 'stop' | 'start' | 'destroy' | 'rollback' | 'reconcile'>;
+  queues: Pick<Queues, 'provision' | 'stop' | 'start' | 'destroy' | 'rollback' | 'reconcile' | 'hibernate' | 'wake'>;
   /** The pass only ever lists, judges, repairs or deletes this fleet's servers and devices. */
   fleet: Fleet;
   logger: Logger;

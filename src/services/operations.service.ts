@@ -154,7 +154,7 @@ const rollbackKey = (provisioningJobId: string) => `rollback:${provisioningJobId
 
 const LIVE: readonly string[] = LIVE_INSTANCE_STATUSES;
 
-type AgentCommand = Extract<OperationType, 'stop' | 'start' | 'destroy'>;
+type AgentCommand = Extract<OperationType, 'stop' | 'start' | 'destroy' | 'hibernate' | 'wake'>;
 
 /** The client-visible Idempotency-Key of an operation (internal keys are not the client's business). */
 export function clientIdempotencyKey(operation: Operation): string | null {
@@ -250,6 +250,15 @@ export class OperationsService {
 
   requestDestroy(agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {
     return this.requestAgentCommand('destroy', agentId, opts);
+  }
+
+  /** Snapshot the server and delete it; the tailnet device is kept for the wake. */
+  requestHibernate(agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {
+    return this.requestAgentCommand('hibernate', agentId, opts);
+  }
+
+  requestWake(agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {
+    return this.requestAgentCommand('wake', agentId, opts);
   }
 
   /**
@@ -400,6 +409,10 @@ export class OperationsService {
         throw new StateConflictError('No running instance to stop');
       case 'no_stopped_instance':
         throw new StateConflictError('No stopped instance to start');
+      case 'not_hibernatable':
+        throw new StateConflictError('No running or stopped instance to hibernate');
+      case 'not_hibernated':
+        throw new StateConflictError('No hibernated instance to wake');
     }
     const { operation } = result;
 
