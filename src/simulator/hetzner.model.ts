@@ -566,7 +566,6 @@ export class HetznerCloud {
   serverBody(s: ServerRecord) {
     const loc = LOCATIONS[s.location];
     const dc = DATACENTER_NUMBERS[s.location] ?? 1;
-    const [os, version] = imageFlavor(s.image);
     return {
       id: s.id,
       name: s.name,

@@ -20,7 +20,7 @@ export interface RollbackResult {
 
 const LIVE: readonly InstanceStatus[] = LIVE_INSTANCE_STATUSES;
 const DESTROYABLE: InstanceStatus[] = LIVE.filter((s) => s !== 'destroying');
-const NOT_DESTROYED_AGENT: AgentStatus[] = ['draft', 'provisioning', 'active', 'paused', 'error'];
+const NOT_DESTROYED_AGENT: AgentStatus[] = ['draft', 'provisioning', 'active', 'paused', 'hibernated', 'error'];
 
 /**
  * Destroy (an agent, for good) and rollback (a provision that failed for good) both delete an
