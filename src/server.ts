@@ -10,6 +10,8 @@ import { TailscaleClient, type TailscaleClientDeps } from './clients/tailscale/t
 import type { Config } from './config';
 import { ApiTokenRepository, createDataSource, createRepositories, runMigrations, warmAgentCommands, type Repositories } from './db';
 import { OperationList } from './db/operation-list';
+import { CostService } from './cost/cost.service';
+import { PriceList, type PriceSource } from './cost/prices';
 import { Fleet } from './fleet/fleet';
 import { CloudCredentialHealth, observeAll } from './lib/cloud-health';
 import { createLogger, type Logger } from './lib/logger';
@@ -234,6 +236,14 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       fleet,
       logger: logger.child({ component: 'reconciler' }),
       metrics,
+      ...(config.reconcile.autoHibernateAfterHours !== null
+        ? {
+            autoHibernate: {
+              afterMs: config.reconcile.autoHibernateAfterHours * 3_600_000,
+              request: (agentId: string) => operations.requestHibernate(agentId, { requestedBy: 'system' }),
+            },
+          }
+        : {}),
       settings: {
         orphans: config.reconcile.orphans,
         graceSeconds: config.reconcile.graceSeconds,
@@ -287,9 +297,24 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     if (!config.http.board) {
       logger.info('Bull Board login is off (set BULL_BOARD_USER and BULL_BOARD_PASSWORD); an admin token still opens it');
     }
+    // The API process makes no cloud calls but one: prices, for agent costs and GET /v1/fleet/cost. It
+    // builds a Hetzner client from the same settings and hands on only its two price reads.
+    const priceSource: PriceSource = new HetznerClient({
+      baseUrl: config.hetzner.apiUrl,
+      token: config.hetzner.token,
+      logger: logger.child({ component: 'pricing' }),
+      observer: metrics.cloudObserver,
+      ...overrides.hetzner,
+    });
     tf.app = createApp({
       config,
       operations,
+      cost: new CostService({
+        prices: new PriceList({ source: priceSource }),
+        repositories,
+        defaultLocation: config.hetzner.location,
+        logger: logger.child({ component: 'cost' }),
+      }),
       tokens: new ApiTokenRepository({ dataSource }),
       operationList: new OperationList({ dataSource }),
       metrics,

@@ -16,6 +16,8 @@ import { buildOpenApiDocument } from './openapi';
 import { createOperationListRouter } from './operation-list.routes';
 import { HttpProblem, problemErrorHandler } from './problem';
 import { registerQueueMetrics } from './queue-metrics';
+import type { CostService } from '../cost/cost.service';
+import { createCostRouter } from './cost.routes';
 import { createReconcileRouter, registerReconcileMetrics, type ReconcileRouterDeps } from './reconcile.routes';
 import { createTokensRouter } from './tokens.routes';
 import { JSON_BODY_LIMIT, v1Router } from './v1.routes';
@@ -34,6 +36,8 @@ export interface AppDeps {
   readiness: () => Promise<Readiness>;
   /** Longest a scrape waits for one queue's job counts (default 2000 ms). */
   redisTimeoutMs?: number;
+  /** Agent costs and GET /v1/fleet/cost; omitted, neither is served. */
+  cost?: CostService;
   /** GET/POST /v1/reconcile and the reconcile gauges; omitted, neither is served. */
   reconcile?: ReconcileRouterDeps['reconciler'];
 }
@@ -160,7 +164,7 @@ export function createApp(deps: AppDeps): Express {
 
   // The contract of the API is public, like the API's existence; everything else under /v1 needs a
   // token, and each route the scope it names (see v1.routes.ts).
-  const document = buildOpenApiDocument({ reconcile: deps.reconcile !== undefined });
+  const document = buildOpenApiDocument({ reconcile: deps.reconcile !== undefined, cost: deps.cost !== undefined });
   app.get('/v1/openapi.json', tagRoute('/v1/openapi.json'), (_req, res) => {
     res.json(document);
   });
@@ -168,8 +172,9 @@ export function createApp(deps: AppDeps): Express {
     createTokensRouter({ tokens: deps.tokens }),
     createOperationListRouter({ operationList: deps.operationList }),
     ...(deps.reconcile ? [createReconcileRouter({ reconciler: deps.reconcile })] : []),
+    ...(deps.cost ? [createCostRouter({ cost: deps.cost })] : []),
   ];
-  app.use('/v1', bearerAuth(auth), v1Router(deps.operations, extra));
+  app.use('/v1', bearerAuth(auth), v1Router(deps.operations, extra, { cost: deps.cost }));
 
   app.use((req, _res, next) => {
     next(new HttpProblem('route-not-found', `No route for ${req.method} ${req.path}.`));

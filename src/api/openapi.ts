@@ -81,7 +81,7 @@ const commandResponses = (what: string) => ({
   '422': problem('Idempotency-Key already used for a different request.'),
 });
 
-const agentCommand = (verb: 'stop' | 'start' | 'destroy', summary: string, description: string) => ({
+const agentCommand = (verb: 'stop' | 'start' | 'destroy' | 'hibernate' | 'wake', summary: string, description: string) => ({
   post: {
     operationId: `${verb}Agent`,
     summary,
@@ -147,15 +147,63 @@ const reconcileSchemas = {
   },
 };
 
-/** The document of an app; /v1/reconcile is described only when that app mounts it. */
-export function buildOpenApiDocument(opts: { reconcile?: boolean } = {}) {
-  if (!opts.reconcile) return openApiDocument;
+const money = { type: 'number', description: 'Monthly, gross (VAT included), in `currency`.' };
+
+const costPaths = {
+  '/v1/fleet/cost': {
+    get: {
+      operationId: 'getFleetCost',
+      summary: 'What the fleet costs per month, and what hibernation saves',
+      description:
+        "From the cloud's own prices (GET /pricing and the server types' per-location prices, cached for an hour). " +
+        'A server is billed while it exists, running or off, with its primary IPv4 address; a hibernated agent ' +
+        'pays for its snapshot only. `potentialSaving` assumes each paused agent\'s snapshot as large as its disk.',
+      tags: ['agents'],
+      ...scoped('read'),
+      responses: {
+        '200': json('Monthly amounts.', ref('FleetCost')),
+        ...commonErrors,
+        '503': problem("The cloud's price list cannot be read right now."),
+      },
+    },
+  },
+};
+
+const costSchemas = {
+  AgentCost: {
+    type: 'object',
+    description: 'What the agent costs now, per month.',
+    required: ['currency', 'monthly', 'server', 'primaryIpv4', 'snapshot'],
+    properties: { currency: { type: 'string', examples: ['EUR'] }, monthly: money, server: money, primaryIpv4: money, snapshot: money },
+  },
+  FleetCost: {
+    type: 'object',
+    required: ['currency', 'monthly'],
+    properties: {
+      currency: { type: 'string', examples: ['EUR'] },
+      monthly: {
+        type: 'object',
+        required: ['total', 'byStatus', 'hibernationSaving', 'potentialSaving'],
+        properties: {
+          total: money,
+          byStatus: { type: 'object', description: 'Per agent status.', additionalProperties: money },
+          hibernationSaving: { ...money, description: 'What hibernated agents save now (server and address, less snapshot).' },
+          potentialSaving: { ...money, description: 'What hibernating every paused agent would save on top.' },
+        },
+      },
+    },
+  },
+};
+
+/** The document of an app; /v1/reconcile and /v1/fleet/cost are described only when that app mounts them. */
+export function buildOpenApiDocument(opts: { reconcile?: boolean; cost?: boolean } = {}) {
+  if (!opts.reconcile && !opts.cost) return openApiDocument;
   return {
     ...openApiDocument,
-    paths: { ...openApiDocument.paths, ...reconcilePaths },
+    paths: { ...openApiDocument.paths, ...(opts.reconcile ? reconcilePaths : {}), ...(opts.cost ? costPaths : {}) },
     components: {
       ...openApiDocument.components,
-      schemas: { ...openApiDocument.components.schemas, ...reconcileSchemas },
+      schemas: { ...openApiDocument.components.schemas, ...(opts.reconcile ? reconcileSchemas : {}) },
     },
   };
 }
@@ -271,6 +319,19 @@ export const openApiDocument = {
       'destroy',
       'Destroy the agent: delete its server and tailnet device',
       'Allowed in any state except destroyed.',
+    ),
+    '/v1/agents/{id}/hibernate': agentCommand(
+      'hibernate',
+      'Hibernate the agent: snapshot its server, then delete the server (the tailnet device is kept)',
+      'Requires a running or stopped instance (or one whose hibernation is to be resumed). The agent then pays ' +
+        'for its snapshot only; see GET /v1/fleet/cost.',
+    ),
+    '/v1/agents/{id}/wake': agentCommand(
+      'wake',
+      'Wake a hibernated agent: a new server from its snapshot, back as the same tailnet device',
+      'Requires a hibernated instance (or one whose waking is to be resumed). The snapshot is deleted once the ' +
+        'device is back online. If it does not come back, the machine joins the tailnet again with a new auth key ' +
+        'as a new device, and the operation ends on step `rejoined` instead of `done`.',
     ),
     '/v1/provisioning-jobs/{id}/rollback': {
       post: {
@@ -481,6 +542,8 @@ export const openApiDocument = {
       },
     },
     schemas: {
+      // Referenced by Agent, so present whether or not the app serves /v1/fleet/cost.
+      ...costSchemas,
       Problem: {
         type: 'object',
         description: 'RFC 9457 problem details.',
@@ -529,6 +592,10 @@ export const openApiDocument = {
           id: uuid,
           name: { type: 'string' },
           status: { type: 'string', enum: [...AGENT_STATUSES] },
+          cost: {
+            oneOf: [{ $ref: '#/components/schemas/AgentCost' }, { type: 'null' }],
+            description: 'Current monthly cost (server and primary IPv4, or snapshot when hibernated); null while prices cannot be read. Only where the process reads prices.',
+          },
           createdAt: dateTime,
           updatedAt: dateTime,
         },

@@ -106,7 +106,15 @@ export interface ReconcileReport {
   stuck: StuckFinding[];
   orphanServers: OrphanServerFinding[];
   orphanDevices: OrphanDeviceFinding[];
+  /** Hibernations this pass requested for agents paused past AUTO_HIBERNATE_AFTER_HOURS. */
+  autoHibernations?: AutoHibernation[];
   errors: string[];
+}
+
+export interface AutoHibernation {
+  agentId: string;
+  operationId: string;
+  pausedSince: string;
 }
 
 export interface ReconcilerSettings {
@@ -143,6 +151,8 @@ export interface ReconcilerDeps {
   metrics?: Pick<Metrics, 'reconcile' | 'reconcileRepairs'>;
   settings: ReconcilerSettings;
   now?: () => number;
+  /** AUTO_HIBERNATE_AFTER_HOURS: agents paused longer than `afterMs` get a hibernate operation through `request`. */
+  autoHibernate?: { afterMs: number; request(agentId: string): Promise<{ operation: Operation }> };
 }
 
 /** What the checks of one pass share: the deps, the settings with their defaults, the clock. */
