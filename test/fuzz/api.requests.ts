@@ -47,6 +47,8 @@ const ROUTES_WITH_ID = [
   { method: 'POST', template: '/v1/agents/:id/stop' },
   { method: 'POST', template: '/v1/agents/:id/start' },
   { method: 'POST', template: '/v1/agents/:id/destroy' },
+  { method: 'POST', template: '/v1/agents/:id/hibernate' },
+  { method: 'POST', template: '/v1/agents/:id/wake' },
   { method: 'POST', template: '/v1/provisioning-jobs/:id/rollback' },
   { method: 'GET', template: '/v1/operations/:id' },
   { method: 'DELETE', template: '/v1/tokens/:id' },
@@ -56,6 +58,7 @@ const PROTECTED_ROUTES = [
   { method: 'GET', path: '/v1/agents' },
   { method: 'POST', path: '/v1/agents' },
   { method: 'GET', path: '/v1/operations' },
+  { method: 'GET', path: '/v1/fleet/cost' },
   { method: 'GET', path: '/v1/tokens' },
   { method: 'POST', path: '/v1/tokens' },
   ...ROUTES_WITH_ID.map((r) => ({ method: r.method, path: r.template })),
@@ -216,7 +219,7 @@ export class RequestFactory {
 
   /** A state-changing route aimed at a real agent: the request must be refused for another reason. */
   private realCommandPath(): string {
-    const action = this.rng.pick(['stop', 'start', 'destroy']);
+    const action = this.rng.pick(['stop', 'start', 'destroy', 'hibernate', 'wake']);
     return `/v1/agents/${this.realAgent()}/${action}`;
   }
 
@@ -707,7 +710,7 @@ export class RequestFactory {
   private refusedByState(): FuzzRequest {
     const r = this.rng;
     const path = r.bool()
-      ? `/v1/agents/${this.realAgent()}/${r.pick(['stop', 'start'])}`
+      ? `/v1/agents/${this.realAgent()}/${r.pick(['stop', 'start', 'hibernate', 'wake'])}`
       : `/v1/provisioning-jobs/${r.pick(this.ctx.provisioningJobIds)}/rollback`;
     return { category: 'refused-by-state', method: 'POST', path, headers: this.auth(), readOnly: false };
   }
