@@ -76,6 +76,7 @@ const schema = z.object({
   RECONCILE_INTERVAL_SECONDS: int(0, 86_400).default(300),
   RECONCILE_ORPHANS: z.enum(['report', 'delete']).default('report'),
   RECONCILE_GRACE_SECONDS: int(0, 86_400).default(900),
+  AUTO_HIBERNATE_AFTER_HOURS: z.coerce.number().positive('must be a positive number of hours').max(8760).optional(),
   // Both or neither: without the pair the board's own login is off and only an admin token opens it.
   BULL_BOARD_USER: z.string().regex(/^[^:\s]{1,64}$/, 'must be 1–64 characters without ":" or spaces').optional(),
   BULL_BOARD_PASSWORD: z.string().min(8, 'must be at least 8 characters').optional(),
@@ -135,7 +136,13 @@ export interface Config {
     /** How long a job waits before trying again when PostgreSQL is unreachable (no attempt spent). */
     dbOutageRetryMs: number;
   };
-  reconcile: { intervalSeconds: number; orphans: 'report' | 'delete'; graceSeconds: number };
+  reconcile: {
+    intervalSeconds: number;
+    orphans: 'report' | 'delete';
+    graceSeconds: number;
+    /** Paused agents older than this are hibernated by the reconcile pass; null = never. */
+    autoHibernateAfterHours: number | null;
+  };
   webhooks: {
     /** Accept receivers on loopback, private and link-local addresses (off: refused at subscription and at delivery). */
     allowPrivateUrls: boolean;
@@ -233,6 +240,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       intervalSeconds: e.RECONCILE_INTERVAL_SECONDS,
       orphans: e.RECONCILE_ORPHANS,
       graceSeconds: e.RECONCILE_GRACE_SECONDS,
+      autoHibernateAfterHours: e.AUTO_HIBERNATE_AFTER_HOURS ?? null,
     },
     webhooks: {
       allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS === 'true',

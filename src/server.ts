@@ -10,6 +10,8 @@ import { TailscaleClient, type TailscaleClientDeps } from './clients/tailscale/t
 import type { Config } from './config';
 import { ApiTokenRepository, createDataSource, createRepositories, runMigrations, warmAgentCommands, type Repositories } from './db';
 import { OperationList } from './db/operation-list';
+import { CostService } from './cost/cost.service';
+import { PriceList, type PriceSource } from './cost/prices';
 import { Fleet } from './fleet/fleet';
 import { CloudCredentialHealth, observeAll } from './lib/cloud-health';
 import { createLogger, type Logger } from './lib/logger';
@@ -40,7 +42,7 @@ import { ReconcileReports, Reconciler, stuckTimeouts } from './reconcile';
 import { RollbackListener, provisionFailureHook } from './services/rollback-listener';
 import { answerClientError } from './api/problem';
 import { DEFAULT_WORKER_SETTINGS, createWorkers, type WorkerPool, type WorkerSettings } from './workers';
-import { PowerWorkflow, ProvisionWorkflow, TeardownWorkflow, type WorkflowDeps } from './workflows';
+import { HibernateWorkflow, PowerWorkflow, ProvisionWorkflow, TeardownWorkflow, type WorkflowDeps } from './workflows';
 
 /**
  * The composition root: the only place that builds infrastructure. Order follows the data flow —
@@ -79,7 +81,7 @@ export interface Tailfleet {
   /** The HTTP app: the API (roles all and api) or only probes and metrics (role worker). */
   app?: Application;
   /** Worker roles only: the workflows the processors call. */
-  workflows?: { provision: ProvisionWorkflow; power: PowerWorkflow; teardown: TeardownWorkflow };
+  workflows?: { provision: ProvisionWorkflow; power: PowerWorkflow; teardown: TeardownWorkflow; hibernation: HibernateWorkflow };
   workers?: WorkerPool;
   rollbackListener?: RollbackListener;
   /** Worker roles only: re-delivers accepted operations whose job Redis does not hold. */
@@ -143,6 +145,18 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
   }
   const ledger = new OperationLedger({ dataSource, repositories, logger: logger.child({ component: 'ledger' }) });
   const outbox = new Outbox({ queues, connection: producer, logger: logger.child({ component: 'outbox' }) });
+  // The API process changes nothing in the clouds; it only reads them, through one Hetzner client
+  // built from the same settings: the catalogue (server types, locations) that checks a create before
+  // it is accepted, and the prices behind agent costs and GET /v1/fleet/cost.
+  const cloudReader = runsApi
+    ? new HetznerClient({
+        baseUrl: config.hetzner.apiUrl,
+        token: config.hetzner.token,
+        logger: logger.child({ component: 'hetzner-reader' }),
+        observer: metrics.cloudObserver,
+        ...overrides.hetzner,
+      })
+    : undefined;
   const operations = new OperationsService({
     dataSource,
     queues,
@@ -158,19 +172,8 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     },
     maxAgents: config.maxAgents,
     // API roles check a create's server type and location against the cloud's catalogue before
-    // accepting it: a read-only client of its own (GET /server_types, GET /locations, cached).
-    catalogue: runsApi
-      ? new CloudCatalogue({
-          hetzner: new HetznerClient({
-            baseUrl: config.hetzner.apiUrl,
-            token: config.hetzner.token,
-            logger: logger.child({ component: 'hetzner-catalogue' }),
-            observer: metrics.cloudObserver,
-            ...overrides.hetzner,
-          }),
-          logger: logger.child({ component: 'catalogue' }),
-        })
-      : undefined,
+    // accepting it (GET /server_types, GET /locations, cached).
+    catalogue: cloudReader ? new CloudCatalogue({ hetzner: cloudReader, logger: logger.child({ component: 'catalogue' }) }) : undefined,
   });
   // The one final-failure hook: a provision that failed for good is marked so and rolled back
   // (`rollbackListener: false` leaves the rollback to a later sweep).
@@ -248,6 +251,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       provision: new ProvisionWorkflow(workflowDeps),
       power: new PowerWorkflow(workflowDeps),
       teardown: new TeardownWorkflow(workflowDeps),
+      hibernation: new HibernateWorkflow(workflowDeps),
     };
     const handledFailures = new Set<string>();
     const processors = createProcessors({
@@ -294,6 +298,14 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       fleet,
       logger: logger.child({ component: 'reconciler' }),
       metrics,
+      ...(config.reconcile.autoHibernateAfterHours !== null
+        ? {
+            autoHibernate: {
+              afterMs: config.reconcile.autoHibernateAfterHours * 3_600_000,
+              request: (agentId: string) => operations.requestHibernate(agentId, { requestedBy: 'system' }),
+            },
+          }
+        : {}),
       settings: {
         orphans: config.reconcile.orphans,
         graceSeconds: config.reconcile.graceSeconds,
@@ -375,11 +387,18 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       logger: logger.child({ component: 'event-stream' }),
       view: eventView,
     });
+    const priceSource: PriceSource = cloudReader!;
     tf.app = createApp({
       config,
       events: { waiter: tf.waiter, stream: tf.eventStream },
       webhooks: { webhooks, allowPrivateUrls: config.webhooks.allowPrivateUrls },
       operations,
+      cost: new CostService({
+        prices: new PriceList({ source: priceSource }),
+        repositories,
+        defaultLocation: config.hetzner.location,
+        logger: logger.child({ component: 'cost' }),
+      }),
       tokens: new ApiTokenRepository({ dataSource }),
       operationList: new OperationList({ dataSource }),
       metrics,

@@ -16,6 +16,8 @@ import { buildOpenApiDocument } from './contract';
 import { createOperationListRouter } from './operation-list.routes';
 import { HttpProblem, problemErrorHandler } from './problem';
 import { registerQueueMetrics } from './queue-metrics';
+import type { CostService } from '../cost/cost.service';
+import { createCostRouter } from './cost.routes';
 import { createReconcileRouter, registerReconcileMetrics, type ReconcileRouterDeps } from './reconcile.routes';
 import { createTokensRouter } from './tokens.routes';
 import { createEventsRouter } from './events.routes';
@@ -42,6 +44,8 @@ export interface AppDeps {
   events?: { waiter: Pick<OperationWaiter, 'wait'>; stream: Pick<EventStream, 'open'> };
   /** /v1/webhooks (omitted: not served). */
   webhooks?: WebhooksRouterDeps;
+  /** Agent costs and GET /v1/fleet/cost; omitted, neither is served. */
+  cost?: CostService;
   /** GET/POST /v1/reconcile and the reconcile gauges; omitted, neither is served. */
   reconcile?: ReconcileRouterDeps['reconciler'];
 }
@@ -168,7 +172,7 @@ export function createApp(deps: AppDeps): Express {
 
   // The contract of the API is public, like the API's existence; everything else under /v1 needs a
   // token, and each route the scope it names (see v1.routes.ts).
-  const document = buildOpenApiDocument({ reconcile: deps.reconcile !== undefined });
+  const document = buildOpenApiDocument({ reconcile: deps.reconcile !== undefined, cost: deps.cost !== undefined });
   app.get('/v1/openapi.json', tagRoute('/v1/openapi.json'), (_req, res) => {
     res.json(document);
   });
@@ -178,8 +182,9 @@ export function createApp(deps: AppDeps): Express {
     ...(deps.reconcile ? [createReconcileRouter({ reconciler: deps.reconcile })] : []),
     ...(deps.events ? [createEventsRouter({ stream: deps.events.stream })] : []),
     ...(deps.webhooks ? [createWebhooksRouter(deps.webhooks)] : []),
+    ...(deps.cost ? [createCostRouter({ cost: deps.cost })] : []),
   ];
-  app.use('/v1', bearerAuth(auth), v1Router(deps.operations, extra, { waiter: deps.events?.waiter }));
+  app.use('/v1', bearerAuth(auth), v1Router(deps.operations, extra, { waiter: deps.events?.waiter, cost: deps.cost }));
 
   app.use((req, _res, next) => {
     next(new HttpProblem('route-not-found', `No route for ${req.method} ${req.path}.`));

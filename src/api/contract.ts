@@ -16,6 +16,7 @@ import {
   operationDetailSchema,
   operationPageSchema,
   readinessSchema,
+  fleetCostSchema,
   reconcileReportAnswerSchema,
   requestComponents,
   responseComponents,
@@ -73,7 +74,7 @@ export interface ApiRoute {
   body?: z.ZodType;
   responses: Record<string, ApiResponse>;
   /** Served only when the app mounts this optional feature. */
-  feature?: 'reconcile';
+  feature?: 'reconcile' | 'cost';
 }
 
 export const problem = (description: string): ApiResponse => ({ description, schema: 'problem' });
@@ -103,7 +104,7 @@ const commandResponses = (what: string): Record<string, ApiResponse> => ({
   '422': problem('Idempotency-Key already used for a different request.'),
 });
 
-const agentCommand = (verb: 'stop' | 'start' | 'destroy', summary: string, description: string): ApiRoute => ({
+const agentCommand = (verb: 'stop' | 'start' | 'destroy' | 'hibernate' | 'wake', summary: string, description: string): ApiRoute => ({
   method: 'post',
   path: `/v1/agents/{id}/${verb}`,
   operationId: `${verb}Agent`,
@@ -370,6 +371,45 @@ registerRoute({
     '204': { description: 'Revoked (or already revoked).' },
     '400': problem('The id is not a UUID.'),
     '404': problem('Unknown token.'),
+  },
+});
+
+registerRoute(
+  agentCommand(
+    'hibernate',
+    'Hibernate the agent: snapshot its server, then delete the server (the tailnet device is kept)',
+    'Requires a running or stopped instance (or one whose hibernation is to be resumed). The agent then pays ' +
+      'for its snapshot only; see GET /v1/fleet/cost.',
+  ),
+);
+registerRoute(
+  agentCommand(
+    'wake',
+    'Wake a hibernated agent: a new server from its snapshot, back as the same tailnet device',
+    'Requires a hibernated instance (or one whose waking is to be resumed). The snapshot is deleted once the ' +
+      'device is back online. If it does not come back, the machine joins the tailnet again with a new auth key ' +
+      'as a new device, and the operation ends on step `rejoined` instead of `done`.',
+  ),
+);
+
+// ---------------------------------------------------------------------------------------------
+// Fleet cost (mounted by processes that read prices)
+
+registerRoute({
+  method: 'get',
+  path: '/v1/fleet/cost',
+  operationId: 'getFleetCost',
+  summary: 'What the fleet costs per month, and what hibernation saves',
+  description:
+    "From the cloud's own prices (GET /pricing and the server types' per-location prices, cached for an hour). " +
+    'A server is billed while it exists, running or off, with its primary IPv4 address; a hibernated agent ' +
+    "pays for its snapshot only. `potentialSaving` assumes each paused agent's snapshot as large as its disk.",
+  tag: 'agents',
+  auth: 'read',
+  feature: 'cost',
+  responses: {
+    '200': json('Monthly amounts.', fleetCostSchema),
+    '503': problem("The cloud's price list cannot be read right now."),
   },
 });
 
@@ -713,10 +753,11 @@ export interface OpenApiDocument {
 }
 
 /** The OpenAPI 3.1 document of an app; optional features are described only when that app mounts them. */
-export function buildOpenApiDocument(opts: { reconcile?: boolean } = {}): OpenApiDocument {
+export function buildOpenApiDocument(opts: { reconcile?: boolean; cost?: boolean } = {}): OpenApiDocument {
   const paths: OpenApiDocument['paths'] = {};
   for (const route of routes) {
     if (route.feature === 'reconcile' && !opts.reconcile) continue;
+    if (route.feature === 'cost' && !opts.cost) continue;
     (paths[route.path] ??= {})[route.method] = operationOf(route);
   }
   return {

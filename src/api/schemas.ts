@@ -311,6 +311,26 @@ export const agentSpecSchema = response(
   { id: 'AgentSpec', description: 'What every instance of the agent is made from, defaults filled in.' },
 );
 
+const money = z.number().meta({ description: 'Monthly, gross (VAT included), in `currency`.' });
+
+export const agentCostSchema = response(
+  z.object({ currency: z.string(), monthly: money, server: money, primaryIpv4: money, snapshot: money }),
+  { id: 'AgentCost', description: 'What the agent costs now, per month.' },
+);
+
+export const fleetCostSchema = response(
+  z.object({
+    currency: z.string(),
+    monthly: z.object({
+      total: money,
+      byStatus: z.record(z.string(), money).meta({ description: 'Per agent status.' }),
+      hibernationSaving: money.meta({ description: 'What hibernated agents save now (server and address, less snapshot).' }),
+      potentialSaving: money.meta({ description: 'What hibernating every paused agent would save on top.' }),
+    }),
+  }),
+  { id: 'FleetCost' },
+);
+
 export const agentSchema = response(
   z.object({
     id: uuid,
@@ -318,6 +338,13 @@ export const agentSchema = response(
     status: z.enum(AGENT_STATUSES),
     labels: z.record(z.string(), z.string()),
     spec: agentSpecSchema.nullable().meta({ description: 'Null for agents created before specs were stored.' }),
+    cost: agentCostSchema
+      .nullable()
+      .optional()
+      .meta({
+        description:
+          'Current monthly cost (server and primary IPv4, or snapshot when hibernated); null while prices cannot be read. Only where the process reads prices.',
+      }),
     createdAt: dateTime,
     updatedAt: dateTime,
   }),

@@ -1,6 +1,7 @@
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { z } from 'zod';
 import type { AgentStatus, TokenScope } from '../entities';
+import type { CostService } from '../cost/cost.service';
 import type { OperationsService, RequestOptions } from '../services/operations.service';
 import { actorOf, requireScope } from './auth';
 import { HttpProblem, type FieldProblem, zodProblems } from './problem';
@@ -100,8 +101,11 @@ export function route(router: Router, path: string, handlers: Partial<Record<'ge
 export function v1Router(
   operations: OperationsService,
   extra: Router[] = [],
-  opts: { waiter?: Pick<OperationWaiter, 'wait'> } = {},
+  opts: { waiter?: Pick<OperationWaiter, 'wait'>; cost?: Pick<CostService, 'instanceCosts'> } = {},
 ): Router {
+  // Each agent shows its current monthly cost when the process can read prices.
+  const costsOf = async (instances: Parameters<CostService['instanceCosts']>[0]) =>
+    opts.cost ? (await opts.cost.instanceCosts(instances)).map((cost) => ({ cost })) : instances.map(() => ({}));
   const router = express.Router({ strict: false });
   router.use(requireJsonBody, express.json({ limit: JSON_BODY_LIMIT, type: JSON_TYPES, strict: true }));
   // Optional feature routers (e.g. /reconcile) share the token check and the body rules above.
@@ -141,9 +145,11 @@ export function v1Router(
         name: q.name,
         labels: q.label,
       });
+      const costs = await costsOf(page.items.map((i) => i.instance));
       res.json({
-        items: page.items.map(({ agent, instance }) => ({
+        items: page.items.map(({ agent, instance }, i) => ({
           ...agentView(agent),
+          ...costs[i],
           instance: instance ? instanceView(instance) : null,
         })),
         limit,
@@ -178,8 +184,9 @@ export function v1Router(
   route(router, '/agents/:id', {
     get: needs('read', async (req, res) => {
       const detail = await operations.getAgent(uuidParam(req));
+      const [cost] = await costsOf([detail.instance]);
       res.json({
-        agent: agentView(detail.agent),
+        agent: { ...agentView(detail.agent), ...cost },
         instance: detail.instance ? instanceView(detail.instance) : null,
         operation: detail.operation ? operationView(detail.operation) : null,
         links: {
@@ -211,6 +218,8 @@ export function v1Router(
   route(router, '/agents/:id/stop', { post: needs('operate', command((id, opts) => operations.requestStop(id, opts))) });
   route(router, '/agents/:id/start', { post: needs('operate', command((id, opts) => operations.requestStart(id, opts))) });
   route(router, '/agents/:id/destroy', { post: needs('operate', command((id, opts) => operations.requestDestroy(id, opts))) });
+  route(router, '/agents/:id/hibernate', { post: needs('operate', command((id, opts) => operations.requestHibernate(id, opts))) });
+  route(router, '/agents/:id/wake', { post: needs('operate', command((id, opts) => operations.requestWake(id, opts))) });
   route(router, '/provisioning-jobs/:id/rollback', {
     post: needs('operate', command((id, opts) => operations.requestRollback(id, { ...opts, trigger: 'api' }))),
   });

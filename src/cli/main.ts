@@ -211,6 +211,7 @@ function agentsCommand(program: Command): void {
           ['labels', agent.labels && Object.keys(agent.labels).length ? Object.entries(agent.labels).map(([k, v]) => `${k}=${v}`).join(', ') : null],
           ['error', instance?.error],
           ['operation', operation ? `${operation.type} ${operation.id} ${operation.status} ${operation.progress}%` : null],
+          ['monthly cost', agent.cost ? `${agent.cost.monthly} ${agent.cost.currency}` : null],
         ]),
       );
     });
@@ -262,6 +263,8 @@ function agentsCommand(program: Command): void {
     ['stop', 'shut the agent down (graceful, then power off)'],
     ['start', 'power a stopped agent on'],
     ['destroy', 'delete the agent’s server and tailnet device'],
+    ['hibernate', 'snapshot the agent’s server and delete it, keeping its tailnet device (pays for the snapshot only)'],
+    ['wake', 'bring a hibernated agent back on a new server from its snapshot, as the same tailnet device'],
   ] as const) {
     agents
       .command(`${verb} <id>`)
@@ -465,6 +468,33 @@ function webhooksCommand(program: Command): void {
     });
 }
 
+function fleetCommand(program: Command): void {
+  const fleet = program.command('fleet').description('the fleet as a whole');
+
+  fleet
+    .command('cost')
+    .description('what the fleet costs per month, by agent status, and what hibernation saves')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<{ currency: string; monthly: Row }>('GET', '/v1/fleet/cost');
+      const { currency, monthly } = res.body;
+      ctx.print(res, () =>
+        [
+          table(
+            ['STATUS', `MONTHLY (${currency})`],
+            Object.entries((monthly.byStatus ?? {}) as Record<string, number>).filter(([, amount]) => amount > 0),
+          ),
+          '',
+          fields([
+            ['total', `${monthly.total} ${currency}`],
+            ['hibernation saves', `${monthly.hibernationSaving} ${currency}`],
+            ['hibernating paused would save', `${monthly.potentialSaving} ${currency}`],
+          ]),
+        ].join('\n'),
+      );
+    });
+}
+
 function reconcileCommand(program: Command): void {
   const reconcile = program.command('reconcile').description('drift, stuck instances and orphans');
 
@@ -504,7 +534,7 @@ function reconcileCommand(program: Command): void {
 
 export function buildProgram(): Command {
   const program = new Command('tailfleet')
-    .description('Command line for a tailfleet API (agents, operations, tokens, webhooks, reconcile).')
+    .description('Command line for a tailfleet API (agents, operations, tokens, webhooks, reconcile, fleet cost).')
     .option('--url <url>', `API base URL (default: $TAILFLEET_URL or ${DEFAULT_URL})`)
     .option('--token <token>', 'API token (default: $TAILFLEET_TOKEN)')
     .option('--json', "print the API's JSON as it came")
@@ -516,6 +546,7 @@ export function buildProgram(): Command {
   tokensCommand(program);
   webhooksCommand(program);
   reconcileCommand(program);
+  fleetCommand(program);
   return program;
 }
 

@@ -24,6 +24,11 @@ export interface DeviceDetails {
   tailscaleHostname?: string | null;
 }
 
+/** What updateWhile may set. */
+export type WhilePatch = Partial<
+  Pick<Instance, 'serverId' | 'serverIp' | 'snapshotImageId' | 'snapshotSizeGb' | 'tailscaleDeviceId' | 'tailscaleIp' | 'error'>
+>;
+
 // Statuses in which the provision step that creates the server can run.
 const SERVER_ASSIGNABLE: readonly InstanceStatus[] = ['pending', 'provisioning'];
 
@@ -132,6 +137,20 @@ export class InstanceRepository {
     const current = await manager.findOne(Instance, { where: { id } });
     if (!current) throw new RecordNotFoundError('instance', id);
     throw new GuardedUpdateConflictError('instance', id, 'record a tailnet device', current.status);
+  }
+
+  /**
+   * Columns learnt during a hibernate or wake (snapshot, server, device), written only while the
+   * instance is still in `status`, so a step of a run that lost its instance changes nothing.
+   * Throws GuardedUpdateConflictError otherwise.
+   */
+  async updateWhile(id: string, status: InstanceStatus, patch: WhilePatch, db: Db = this.dataSource): Promise<void> {
+    if (!isUuid(id)) throw new RecordNotFoundError('instance', id);
+    const result = await managerOf(db).update(Instance, { id, status }, patch);
+    if ((result.affected ?? 0) === 1) return;
+    const current = await managerOf(db).findOne(Instance, { where: { id }, select: { id: true, status: true } });
+    if (!current) throw new RecordNotFoundError('instance', id);
+    throw new GuardedUpdateConflictError('instance', id, `record ${Object.keys(patch).join(', ')}`, current.status);
   }
 
   /** Reads the instance and locks its row until the transaction `db` ends. */

@@ -72,7 +72,7 @@ export async function insertOperation(db: Db, input: NewOperation): Promise<Crea
   return { operation: existing, created: false };
 }
 
-export type AgentCommandType = Extract<OperationType, 'stop' | 'start' | 'destroy'>;
+export type AgentCommandType = Extract<OperationType, 'stop' | 'start' | 'destroy' | 'hibernate' | 'wake'>;
 
 /** What a stop/start/destroy request found; only `created` wrote anything. */
 export type AgentCommandOutcome =
@@ -85,6 +85,10 @@ export type AgentCommandOutcome =
   | { outcome: 'same_pending'; operationId: string }
   | { outcome: 'no_running_instance' }
   | { outcome: 'no_stopped_instance' }
+  /** Hibernate needs a running or stopped instance (or one whose hibernation is to be resumed). */
+  | { outcome: 'not_hibernatable' }
+  /** Wake needs a hibernated instance (or one whose waking is to be resumed). */
+  | { outcome: 'not_hibernated' }
   /** A request on another agent took the idempotency key between the check and the insert. */
   | { outcome: 'key_taken' };
 
@@ -99,7 +103,10 @@ export interface AgentCommandInput {
   requestedBy?: string;
 }
 
-const AGENT_COMMANDS: readonly AgentCommandType[] = ['stop', 'start', 'destroy'];
+const AGENT_COMMANDS: readonly AgentCommandType[] = ['stop', 'start', 'destroy', 'hibernate', 'wake'];
+// Live instance states from which each command may start (or, for the transitional one, resume).
+const HIBERNATABLE = ['running', 'stopped', 'hibernating'] as const;
+const WAKEABLE = ['hibernated', 'waking'] as const;
 const AGENT_COMMAND_STATEMENT = 'tailfleet_agent_command';
 // Only these characters are ever written into SQL text as a value; anything else is a parameter or refused.
 const LITERAL_SAFE = /^[A-Za-z0-9 _.:-]*$/;
@@ -152,6 +159,8 @@ function agentCommandStatement(dataSource: DataSource): { agents: string; comman
         WHEN EXISTS (SELECT 1 FROM pending WHERE type = $2::text) THEN 'same_pending'
         WHEN $2::text = 'stop' AND (SELECT status FROM live) IS DISTINCT FROM 'running' THEN 'no_running_instance'
         WHEN $2::text = 'start' AND (SELECT status FROM live) IS DISTINCT FROM 'stopped' THEN 'no_stopped_instance'
+        WHEN $2::text = 'hibernate' AND COALESCE((SELECT status FROM live) NOT IN ${literalList(HIBERNATABLE)}, true) THEN 'not_hibernatable'
+        WHEN $2::text = 'wake' AND COALESCE((SELECT status FROM live) NOT IN ${literalList(WAKEABLE)}, true) THEN 'not_hibernated'
         ELSE 'ok'
       END AS outcome
     ), inserted AS (
@@ -216,6 +225,8 @@ export async function requestAgentCommand(dataSource: DataSource, input: AgentCo
     case 'agent_destroyed':
     case 'no_running_instance':
     case 'no_stopped_instance':
+    case 'not_hibernatable':
+    case 'not_hibernated':
       return { outcome };
     default:
       throw new Error(`unexpected agent command outcome ${outcome}`);

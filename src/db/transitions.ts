@@ -49,11 +49,16 @@ type Table<K extends EventEntityType> = { readonly [S in StatusOf[K]]: readonly 
  * - every live state → destroying → destroyed. A destroy that cannot confirm the server and the device
  *   are gone keeps failing and retrying in `destroying`, so there is no destroying → failed (that would
  *   hide a billed server) and no way back from destroying.
+ * - running/stopped → hibernating → hibernated is hibernate (snapshot, then the server is deleted);
+ *   hibernated → waking → running is wake (a new server from the snapshot). Like destroying, the two
+ *   transitional states have no way back: a failed attempt keeps its state and is resumed by the
+ *   job's retry or by a new hibernate/wake request, or the agent is destroyed from there.
  * - destroyed and failed are terminal: a new provision makes a new instance row (the partial unique
  *   index allows one live instance per agent, any number of dead ones).
  *
  * agent
  * - draft → provisioning → active ⇄ paused; any non-terminal state → destroyed.
+ * - active/paused → hibernated once the instance is hibernated; hibernated → active once it woke.
  * - draft/provisioning → error when a provision is rolled back (the job may fail before the agent
  *   left draft); active/paused → error when reconciliation finds its machine broken.
  * - error → provisioning re-provisions (with a new instance); error → destroyed cleans up.
@@ -75,10 +80,13 @@ export const TRANSITIONS: { readonly [K in EventEntityType]: Table<K> } = {
   instance: {
     pending: ['provisioning', 'failed', 'destroying'],
     provisioning: ['running', 'failed', 'destroying'],
-    running: ['stopping', 'destroying', 'failed'],
+    running: ['stopping', 'hibernating', 'destroying', 'failed'],
     stopping: ['stopped', 'running', 'destroying'],
-    stopped: ['starting', 'destroying', 'failed'],
+    stopped: ['starting', 'hibernating', 'destroying', 'failed'],
     starting: ['running', 'stopped', 'destroying'],
+    hibernating: ['hibernated', 'destroying'],
+    hibernated: ['waking', 'destroying'],
+    waking: ['running', 'destroying'],
     destroying: ['destroyed'],
     destroyed: [],
     failed: [],
@@ -86,8 +94,9 @@ export const TRANSITIONS: { readonly [K in EventEntityType]: Table<K> } = {
   agent: {
     draft: ['provisioning', 'error', 'destroyed'],
     provisioning: ['active', 'error', 'destroyed'],
-    active: ['paused', 'error', 'destroyed'],
-    paused: ['active', 'error', 'destroyed'],
+    active: ['paused', 'hibernated', 'error', 'destroyed'],
+    paused: ['active', 'hibernated', 'error', 'destroyed'],
+    hibernated: ['active', 'destroyed'],
     error: ['provisioning', 'destroyed'],
     destroyed: [],
   },
@@ -124,6 +133,8 @@ export interface PatchMap {
       | 'tailscaleDeviceId'
       | 'tailscaleIp'
       | 'tailscaleHostname'
+      | 'snapshotImageId'
+      | 'snapshotSizeGb'
       | 'error'
       | 'startedAt'
       | 'stoppedAt'
@@ -157,6 +168,8 @@ const PATCHABLE: { [K in EventEntityType]: readonly (keyof PatchMap[K])[] } = {
     'tailscaleDeviceId',
     'tailscaleIp',
     'tailscaleHostname',
+    'snapshotImageId',
+    'snapshotSizeGb',
     'error',
     'startedAt',
     'stoppedAt',

@@ -1,6 +1,6 @@
 import { Column, CreateDateColumn, Entity, Index, PrimaryGeneratedColumn, UpdateDateColumn } from 'typeorm';
 
-export const AGENT_STATUSES = ['draft', 'provisioning', 'active', 'paused', 'error', 'destroyed'] as const;
+export const AGENT_STATUSES = ['draft', 'provisioning', 'active', 'paused', 'hibernated', 'error', 'destroyed'] as const;
 export type AgentStatus = (typeof AGENT_STATUSES)[number];
 
 // The name becomes the prefix of the server name and the tailnet hostname, and DNS labels stop at 63 characters.

@@ -17,6 +17,10 @@ export const INSTANCE_STATUSES = [
   'stopping',
   'stopped',
   'starting',
+  // Hibernation: the server is snapshotted and deleted; waking creates a new one from the snapshot.
+  'hibernating',
+  'hibernated',
+  'waking',
   'destroying',
   'destroyed',
   'failed',
@@ -68,6 +72,13 @@ export class Instance {
 
   @Column({ type: 'varchar', length: 32, name: 'location', nullable: true })
   location!: string | null;
+
+  // The snapshot a hibernated instance lives in (Hetzner image id, int64 as a string), and its billed size.
+  @Column({ type: 'bigint', name: 'snapshot_image_id', nullable: true })
+  snapshotImageId!: string | null;
+
+  @Column({ type: 'double precision', name: 'snapshot_size_gb', nullable: true })
+  snapshotSizeGb!: number | null;
 
   @Column({ type: 'varchar', length: 32, name: 'server_type' })
   serverType!: string;

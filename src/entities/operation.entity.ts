@@ -12,7 +12,7 @@ import {
 import { Agent } from './agent.entity';
 import { ProvisioningJob } from './provisioning-job.entity';
 
-export const OPERATION_TYPES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile'] as const;
+export const OPERATION_TYPES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile', 'hibernate', 'wake'] as const;
 export type OperationType = (typeof OPERATION_TYPES)[number];
 
 export const OPERATION_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;

@@ -37,3 +37,20 @@ export function agentServerTerms(agentId: string): string[] {
 export function isReservedLabelKey(key: string): boolean {
   return key === MANAGED_LABEL.key || key.startsWith('tailfleet-') || key.startsWith('hetzner.cloud/');
 }
+
+/**
+ * How a server made by a wake joins the tailnet: `snapshot` comes back as the node on its restored
+ * disk (no auth key); `auth-key` joins afresh because that node did not come back.
+ */
+export const JOIN_LABEL = 'tailfleet-join';
+export type JoinMode = 'snapshot' | 'auth-key';
+
+/** Labels of a hibernation snapshot: managed-by, the fleet, and the agent and instance it holds. */
+export function snapshotLabels(fleet: Fleet, o: { agentId: string; instanceId: string }): Record<string, string> {
+  return { [MANAGED_LABEL.key]: MANAGED_LABEL.value, ...fleet.labels(), [AGENT_LABEL]: o.agentId, [INSTANCE_LABEL]: o.instanceId };
+}
+
+/** Selector terms for the servers or snapshots of one instance. */
+export function instanceTerms(o: { agentId: string; instanceId: string }): string[] {
+  return [`${AGENT_LABEL}=${o.agentId}`, `${INSTANCE_LABEL}=${o.instanceId}`];
+}

@@ -3,12 +3,14 @@ import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
 import type { OPERATION_QUEUES } from '../queues/queues';
 import type { OperationLedger } from '../operations/ledger';
-import type { PowerWorkflow, ProvisionWorkflow, TeardownWorkflow } from '../workflows';
+import type { HibernateWorkflow, PowerWorkflow, ProvisionWorkflow, TeardownWorkflow } from '../workflows';
 import { createDestroyProcessor } from './destroy.processor';
+import { createHibernateProcessor } from './hibernate.processor';
 import { createProvisionProcessor } from './provision.processor';
 import { createRollbackProcessor } from './rollback.processor';
 import { createStartProcessor } from './start.processor';
 import { createStopProcessor } from './stop.processor';
+import { createWakeProcessor } from './wake.processor';
 
 export type OperationQueueName = (typeof OPERATION_QUEUES)[number];
 
@@ -17,6 +19,7 @@ export interface ProcessorDeps {
   provision: Pick<ProvisionWorkflow, 'provision'>;
   power: Pick<PowerWorkflow, 'stop' | 'start'>;
   teardown: Pick<TeardownWorkflow, 'destroy' | 'rollback'>;
+  hibernation: Pick<HibernateWorkflow, 'hibernate' | 'wake'>;
   logger: Logger;
   metrics: Pick<Metrics, 'jobs' | 'jobDuration'>;
   /** Each processor pauses its own queue on a 429. */
@@ -39,6 +42,7 @@ export function createProcessors(deps: ProcessorDeps) {
     provision: deps.provision,
     power: deps.power,
     teardown: deps.teardown,
+    hibernation: deps.hibernation,
   });
   return {
     provision: createProvisionProcessor(base('provision')),
@@ -46,6 +50,8 @@ export function createProcessors(deps: ProcessorDeps) {
     start: createStartProcessor(base('start')),
     destroy: createDestroyProcessor(base('destroy')),
     rollback: createRollbackProcessor(base('rollback')),
+    hibernate: createHibernateProcessor(base('hibernate')),
+    wake: createWakeProcessor(base('wake')),
   };
 }
 

@@ -18,6 +18,8 @@ export const jobPayloadSchemas = {
   start: z.object({ operationId: uuid, agentId: uuid, requestedBy }).strict(),
   destroy: z.object({ operationId: uuid, agentId: uuid, requestedBy }).strict(),
   rollback: z.object({ operationId: uuid, provisioningJobId: uuid, requestedBy }).strict(),
+  hibernate: z.object({ operationId: uuid, agentId: uuid, requestedBy }).strict(),
+  wake: z.object({ operationId: uuid, agentId: uuid, requestedBy }).strict(),
   reconcile: z
     .object({ operationId: uuid.optional(), trigger: z.enum(['schedule', 'manual']), requestedBy })
     .strict(),
@@ -79,6 +81,8 @@ export function operationJob(operation: Operation, extra: { instanceId?: string 
     case 'stop':
     case 'start':
     case 'destroy':
+    case 'hibernate':
+    case 'wake':
       return { queue: operation.type, name: operation.type, jobId, data: { ...base, agentId: need(operation.agentId, 'agent') } };
     case 'reconcile':
       return { queue: 'reconcile', name: 'reconcile', jobId, data: { ...base, trigger: 'manual' } };

@@ -7,9 +7,9 @@ import IORedis, { type Redis } from 'ioredis';
  * stored in Redis and shown in Bull Board.
  */
 
-export const QUEUE_NAMES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile', 'webhooks'] as const;
+export const QUEUE_NAMES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile', 'hibernate', 'wake', 'webhooks'] as const;
 export type QueueName = (typeof QUEUE_NAMES)[number];
-export const OPERATION_QUEUES = ['provision', 'stop', 'start', 'destroy', 'rollback'] as const;
+export const OPERATION_QUEUES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'hibernate', 'wake'] as const;
 
 /** Who asked for the operation; shown in Bull Board, never used for decisions. */
 interface Requested {
@@ -49,6 +49,8 @@ export interface JobPayloads {
   rollback: RollbackJobData;
   reconcile: ReconcileJobData;
   webhooks: WebhookJobData;
+  hibernate: AgentJobData;
+  wake: AgentJobData;
 }
 
 export interface QueueDefaults {
@@ -119,6 +121,8 @@ export function createQueues(deps: { connection: Redis; prefix: string; defaults
     rollback: make('rollback'),
     reconcile: make('reconcile'),
     webhooks: make('webhooks'),
+    hibernate: make('hibernate'),
+    wake: make('wake'),
   };
 }
 

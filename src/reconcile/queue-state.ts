@@ -18,6 +18,10 @@ export function queueFor(queues: ReconcilerDeps['queues'], type: OperationType) 
       return queues.destroy;
     case 'rollback':
       return queues.rollback;
+    case 'hibernate':
+      return queues.hibernate;
+    case 'wake':
+      return queues.wake;
     default:
       return null;
   }

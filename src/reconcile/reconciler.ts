@@ -3,6 +3,7 @@ import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import type { Operation } from '../entities';
 import type { ReconcileTrigger } from '../entities/reconcile-report.entity';
+import { requestAutoHibernations } from './auto-hibernate';
 import { checkDevice, checkServer } from './drift';
 import { deleteOrphans, findOrphans } from './orphans';
 import { judgesDevice, ownership } from './ownership';
@@ -168,6 +169,13 @@ export class Reconciler {
     if (settings.orphans === 'delete') {
       await deleteOrphans(ctx, orphanServers, orphanDevices, errors, log);
     }
+    let autoHibernations: Awaited<ReturnType<typeof requestAutoHibernations>> = [];
+    try {
+      autoHibernations = await requestAutoHibernations(ctx, snapshot, log);
+    } catch (err) {
+      errors.push(`auto-hibernate: ${(err as Error).message}`);
+      log.error({ err }, 'Auto-hibernate failed');
+    }
 
     const repairs =
       drift.filter((d) => d.action === 'repaired').length +
@@ -214,6 +222,7 @@ export class Reconciler {
       stuck,
       orphanServers,
       orphanDevices,
+      ...(ctx.deps.autoHibernate ? { autoHibernations } : {}),
       errors,
     };
     report.id = await this.reports.save(report);

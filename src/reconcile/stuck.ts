@@ -9,12 +9,14 @@ import type { PassContext, ReconcilerDeps, StuckFinding, TransitionalStatus } fr
  * operation is put back on the queue, unless a rollback owns it or nothing can safely run again.
  */
 
-export const TRANSITIONAL: readonly TransitionalStatus[] = ['pending', 'provisioning', 'stopping', 'starting', 'destroying'];
-const OPERATION_FOR: Record<TransitionalStatus, 'provision' | 'stop' | 'start' | 'destroy'> = {
+export const TRANSITIONAL: readonly TransitionalStatus[] = ['pending', 'provisioning', 'stopping', 'starting', 'hibernating', 'waking', 'destroying'];
+const OPERATION_FOR: Record<TransitionalStatus, 'provision' | 'stop' | 'start' | 'hibernate' | 'wake' | 'destroy'> = {
   pending: 'provision',
   provisioning: 'provision',
   stopping: 'stop',
   starting: 'start',
+  hibernating: 'hibernate',
+  waking: 'wake',
   destroying: 'destroy',
 };
 
@@ -32,6 +34,10 @@ export function stuckTimeouts(o: {
     provisioning: 2 * o.actionTimeoutMs + o.enrollmentTimeoutMs + margin,
     stopping: o.shutdownTimeoutMs + o.actionTimeoutMs + margin,
     starting: o.actionTimeoutMs + margin,
+    // Shutdown, the snapshot (its own action deadline), the server's delete.
+    hibernating: o.shutdownTimeoutMs + 3 * o.actionTimeoutMs + margin,
+    // Create and boot, the device coming back (or a fresh join after a second create), the snapshot's delete.
+    waking: 4 * o.actionTimeoutMs + 2 * o.enrollmentTimeoutMs + margin,
     destroying: 2 * o.actionTimeoutMs + margin,
   };
 }

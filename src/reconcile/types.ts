@@ -12,7 +12,7 @@ import type { Outbox } from '../operations/outbox';
 import type { Queues } from '../queues/queues';
 
 export type OrphanPolicy = 'report' | 'delete';
-export type TransitionalStatus = 'pending' | 'provisioning' | 'stopping' | 'starting' | 'destroying';
+export type TransitionalStatus = 'pending' | 'provisioning' | 'stopping' | 'starting' | 'hibernating' | 'waking' | 'destroying';
 
 export type DriftKind = 'server_off' | 'server_running' | 'server_gone' | 'device_gone' | 'device_replaced';
 
@@ -106,7 +106,15 @@ export interface ReconcileReport {
   stuck: StuckFinding[];
   orphanServers: OrphanServerFinding[];
   orphanDevices: OrphanDeviceFinding[];
+  /** Hibernations this pass requested for agents paused past AUTO_HIBERNATE_AFTER_HOURS. */
+  autoHibernations?: AutoHibernation[];
   errors: string[];
+}
+
+export interface AutoHibernation {
+  agentId: string;
+  operationId: string;
+  pausedSince: string;
 }
 
 export interface ReconcilerSettings {
@@ -136,13 +144,15 @@ export interface ReconcilerDeps {
   outbox: Pick<Outbox, 'add' | 'deliver'>;
   hetzner: Pick<HetznerClient, 'listServers' | 'getServer' | 'deleteServer'>;
   tailscale: Pick<TailscaleClient, 'listDevices' | 'getDevice' | 'deleteDevice'>;
-  queues: Pick<Queues, 'provision' | 'stop' | 'start' | 'destroy' | 'rollback' | 'reconcile'>;
+  queues: Pick<Queues, 'provision' | 'stop' | 'start' | 'destroy' | 'rollback' | 'reconcile' | 'hibernate' | 'wake'>;
   /** The pass only ever lists, judges, repairs or deletes this fleet's servers and devices. */
   fleet: Fleet;
   logger: Logger;
   metrics?: Pick<Metrics, 'reconcile' | 'reconcileRepairs'>;
   settings: ReconcilerSettings;
   now?: () => number;
+  /** AUTO_HIBERNATE_AFTER_HOURS: agents paused longer than `afterMs` get a hibernate operation through `request`. */
+  autoHibernate?: { afterMs: number; request(agentId: string): Promise<{ operation: Operation }> };
 }
 
 /** What the checks of one pass share: the deps, the settings with their defaults, the clock. */

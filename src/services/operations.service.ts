@@ -176,7 +176,7 @@ export class InvalidCursorError extends Error {
 const CLIENT_KEY_PREFIX = 'client:';
 const rollbackKey = (provisioningJobId: string) => `rollback:${provisioningJobId}`;
 
-type AgentCommand = Extract<OperationType, 'stop' | 'start' | 'destroy'>;
+type AgentCommand = Extract<OperationType, 'stop' | 'start' | 'destroy' | 'hibernate' | 'wake'>;
 
 /** The client-visible Idempotency-Key of an operation (internal keys are not the client's business). */
 export function clientIdempotencyKey(operation: Operation): string | null {
@@ -418,6 +418,15 @@ export class OperationsService {
     return this.requestAgentCommand('destroy', agentId, opts);
   }
 
+  /** Snapshot the server and delete it; the tailnet device is kept for the wake. */
+  requestHibernate(agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {
+    return this.requestAgentCommand('hibernate', agentId, opts);
+  }
+
+  requestWake(agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {
+    return this.requestAgentCommand('wake', agentId, opts);
+  }
+
   /**
    * At most one rollback operation per provisioning job, whoever asks (API, failed-provision
    * listener, sweep) and however often: the operation is found or created under `rollback:<pjId>`
@@ -556,6 +565,10 @@ export class OperationsService {
         throw new StateConflictError('No running instance to stop');
       case 'no_stopped_instance':
         throw new StateConflictError('No stopped instance to start');
+      case 'not_hibernatable':
+        throw new StateConflictError('No running or stopped instance to hibernate');
+      case 'not_hibernated':
+        throw new StateConflictError('No hibernated instance to wake');
     }
     const { operation } = result;
 

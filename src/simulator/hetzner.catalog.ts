@@ -80,6 +80,7 @@ export function serverTypeBody(name: string) {
     prices: locations.map((l) => price(l.name)),
     storage_type: 'local',
     cpu_type: t.cpu_type,
+    category: t.cpu_type === 'dedicated' ? 'Dedicated vCPU' : 'Shared vCPU',
     architecture: t.architecture,
     locations: locations.map((l) => {
       const available = !t.soldOut?.includes(l.name);
@@ -114,3 +115,75 @@ export function serverTypeArchitecture(name: string): 'x86' | 'arm' {
 function gross(net: string): string {
   return (Number(net) * 1.19).toFixed(4);
 }
+
+/** Every named server type, in id order: GET /server_types. */
+export function serverTypeNames(): string[] {
+  return Object.entries(SERVER_TYPES)
+    .sort(([, a], [, b]) => a.id - b.id)
+    .map(([name]) => name);
+}
+
+export function serverTypeById(id: number): string | undefined {
+  return Object.entries(SERVER_TYPES).find(([, t]) => t.id === id)?.[0];
+}
+
+/** Monthly, net: Hetzner's primary IPv4 address price (IPv6 is free), and a snapshot's price per GB. */
+const PRIMARY_IPV4_MONTHLY = '0.5000';
+const PRIMARY_IPV4_HOURLY = '0.0008';
+const IMAGE_PER_GB_MONTHLY = '0.0110';
+export const VAT_RATE = '19.00';
+
+const price = (net: string) => ({ net, gross: gross(net) });
+
+/** GET /pricing, in the official shape (EUR, 19 % VAT). */
+export function pricingBody() {
+  const locations = Object.values(LOCATIONS).map((l) => l.name);
+  const perLocation = (hourly: string, monthly: string) =>
+    locations.map((location) => ({ location, price_hourly: price(hourly), price_monthly: price(monthly) }));
+  return {
+    currency: 'EUR',
+    vat_rate: VAT_RATE,
+    primary_ips: [
+      { type: 'ipv4', prices: perLocation(PRIMARY_IPV4_HOURLY, PRIMARY_IPV4_MONTHLY) },
+      { type: 'ipv6', prices: perLocation('0.0000', '0.0000') },
+    ],
+    floating_ips: [
+      { type: 'ipv4', prices: locations.map((location) => ({ location, price_monthly: price('3.0000') })) },
+      { type: 'ipv6', prices: locations.map((location) => ({ location, price_monthly: price('3.0000') })) },
+    ],
+    image: { price_per_gb_month: price(IMAGE_PER_GB_MONTHLY) },
+    volume: { price_per_gb_month: price('0.0440') },
+    server_backup: { percentage: '20.00' },
+    server_types: serverTypeNames().map((name) => {
+      const body = serverTypeBody(name);
+      return { id: body.id, name, prices: body.prices };
+    }),
+    load_balancer_types: [
+      {
+        id: 1,
+        name: 'lb11',
+        prices: locations.map((location) => ({
+          location,
+          price_hourly: price('0.0080'),
+          price_monthly: price('5.3900'),
+          included_traffic: 21990232555520,
+          price_per_tb_traffic: price('1.0000'),
+        })),
+      },
+    ],
+    floating_ip: { price_monthly: price('3.0000') },
+  };
+}
+
+export interface SystemImage {
+  name: string;
+  osFlavor: string;
+  osVersion: string;
+}
+
+/** The system images the simulator lists (any well-formed name is still accepted for a server). */
+export const SYSTEM_IMAGES: SystemImage[] = [
+  { name: 'ubuntu-24.04', osFlavor: 'ubuntu', osVersion: '24.04' },
+  { name: 'ubuntu-22.04', osFlavor: 'ubuntu', osVersion: '22.04' },
+  { name: 'debian-12', osFlavor: 'debian', osVersion: '12' },
+];

@@ -3,6 +3,7 @@ import {
   DEFAULT_LOCATION,
   LOCATIONS,
   SERVER_TYPE_NAME,
+  SYSTEM_IMAGES,
   serverTypeArchitecture,
   serverTypeBody,
   catalogServerTypes,
@@ -64,6 +65,39 @@ export interface ServerRecord {
   powerSeq: number;
   /** Set through the control API: the next action on this server ends with status `error`. */
   failNextAction: string | null;
+  /** The snapshot the server was created from, if any (its disk holds that snapshot's contents). */
+  fromImage: ImageRecord | null;
+}
+
+export type ImageStatus = 'available' | 'creating' | 'unavailable';
+
+export interface ImageRecord {
+  id: number;
+  type: 'snapshot';
+  status: ImageStatus;
+  description: string;
+  labels: Record<string, string>;
+  /** GB in storage, what a snapshot is billed by: known once the image is available. */
+  imageSize: number;
+  diskSize: number;
+  createdAt: number;
+  createdFrom: { id: number; name: string };
+  architecture: 'x86' | 'arm';
+  osFlavor: string;
+  osVersion: string | null;
+  /** The tailnet device whose node state was on the disk when it was snapshotted (simulator-only). */
+  deviceId: string | null;
+}
+
+export interface ImageQuery {
+  name?: string;
+  labelSelector?: string;
+  type?: string[];
+  status?: string[];
+  architecture?: string;
+  sort?: string[];
+  page?: string;
+  perPage?: string;
 }
 
 export interface ActionRecord {
@@ -74,6 +108,8 @@ export interface ActionRecord {
   finishAt: number;
   finishedAt: number | null;
   serverId: number;
+  /** The image a create_image action makes. */
+  imageId?: number;
   error: { code: string; message: string } | null;
 }
 
@@ -91,6 +127,8 @@ export interface CreateServerInput {
 export interface HetznerHooks {
   onStatusChange(server: ServerRecord, from: ServerStatus, at: number): void;
   onDeleted(server: ServerRecord, at: number): void;
+  /** The tailnet device whose state is on this server's disk, if any (copied into its snapshots). */
+  deviceOnDisk(server: ServerRecord): string | null;
 }
 
 export interface ListQuery {
@@ -131,6 +169,7 @@ export function iso(ms: number): string {
 export class HetznerCloud {
   readonly servers = new Map<number, ServerRecord>();
   readonly actions = new Map<number, ActionRecord>();
+  readonly images = new Map<number, ImageRecord>();
   private readonly byName = new Map<string, ServerRecord>();
   private readonly selectors = new LabelSelectorCache();
   private readonly typeBodies = new Map<string, ReturnType<typeof serverTypeBody>>();
@@ -139,6 +178,7 @@ export class HetznerCloud {
   private nextServerId = 4_711_001;
   private nextActionId = 1;
   private nextIp = 1;
+  private nextImageId = 310_000_001;
 
   constructor(
     private readonly deps: {
@@ -152,6 +192,7 @@ export class HetznerCloud {
   reset(): void {
     this.servers.clear();
     this.actions.clear();
+    this.images.clear();
     this.byName.clear();
   }
 
@@ -361,6 +402,117 @@ export class HetznerCloud {
     return server;
   }
 
+  /**
+   * POST /servers/{id}/actions/create_image. The server may be running (snapshotted live) or off;
+   * the action takes a base time plus a time per GB of disk, and the image is `creating` until then.
+   */
+  createImage(serverId: number, body: unknown, now: number): { image: ImageRecord; action: ActionRecord } {
+    const server = this.lockable(serverId);
+    const b = (body ?? {}) as Record<string, unknown>;
+    if (typeof b !== 'object' || Array.isArray(b)) throw new HetznerApiError(400, 'json_error', 'request body must be a JSON object');
+    const fields: { name: string; messages: string[] }[] = [];
+    if (b.type !== undefined && b.type !== 'snapshot' && b.type !== 'backup') fields.push({ name: 'type', messages: ['must be snapshot or backup'] });
+    if (b.description !== undefined && typeof b.description !== 'string') fields.push({ name: 'description', messages: ['must be a string'] });
+    if (b.labels !== undefined) {
+      const problem = labelsProblem(b.labels);
+      if (problem) fields.push({ name: 'labels', messages: [problem] });
+    }
+    if (fields.length > 0) {
+      throw new HetznerApiError(422, 'invalid_input', `invalid input in field '${fields[0].name}': ${fields[0].messages[0]}`, { fields });
+    }
+    if (b.type === 'backup') throw new HetznerApiError(422, 'invalid_input', 'backups are not enabled for this server');
+    const disk = serverTypeDisk(server.serverType);
+    const [osFlavor, osVersion] = server.fromImage ? [server.fromImage.osFlavor, server.fromImage.osVersion] : imageFlavor(server.image);
+    const image: ImageRecord = {
+      id: this.nextImageId++,
+      type: 'snapshot',
+      status: 'creating',
+      description: typeof b.description === 'string' ? b.description : `${server.name}-${new Date(now).toISOString()}`,
+      labels: { ...((b.labels as Record<string, string> | undefined) ?? {}) },
+      // What the used part of a small server's disk compresses to: a few GB.
+      imageSize: Math.round((1.5 + this.deps.random.next() * 2.5) * 100) / 100,
+      diskSize: disk,
+      createdAt: now,
+      createdFrom: { id: server.id, name: server.name },
+      architecture: serverTypeArchitecture(server.serverType),
+      osFlavor,
+      osVersion,
+      deviceId: this.deps.hooks.deviceOnDisk(server),
+    };
+    this.images.set(image.id, image);
+    const t = this.deps.timings();
+    const action = this.startAction(server, 'create_image', now, t.actionDurationMs.create_image + disk * t.imageMsPerGb, {
+      onSuccess: () => {
+        if (this.images.get(image.id) === image) image.status = 'available';
+      },
+      onError: () => {
+        this.images.delete(image.id);
+      },
+    });
+    action.imageId = image.id;
+    return { image, action };
+  }
+
+  getImage(id: number): ImageRecord {
+    const image = this.images.get(id);
+    if (!image) throw new HetznerApiError(404, 'not_found', `image with ID '${id}' not found`);
+    return image;
+  }
+
+  deleteImage(id: number): void {
+    this.getImage(id);
+    this.images.delete(id);
+  }
+
+  /** GET /images: the system images and every snapshot, filtered like the real listing. */
+  listImages(q: ImageQuery): { items: ReturnType<HetznerCloud['imageBody']>[]; pagination: Pagination } {
+    let predicate: ((labels: Record<string, string>) => boolean) | undefined;
+    if (q.labelSelector !== undefined && q.labelSelector !== '') {
+      try {
+        predicate = this.selectors.get(q.labelSelector);
+      } catch (err) {
+        if (err instanceof LabelSelectorError) throw new HetznerApiError(400, 'invalid_input', err.message);
+        throw err;
+      }
+    }
+    const types = q.type && q.type.length > 0 ? new Set(q.type) : undefined;
+    const statuses = q.status && q.status.length > 0 ? new Set(q.status) : undefined;
+    let items = [...SYSTEM_IMAGES.map((i) => systemImageBody(i.name)), ...[...this.images.values()].map((i) => this.imageBody(i))];
+    items = items.filter(
+      (i) =>
+        (!types || types.has(i.type)) &&
+        (!statuses || statuses.has(i.status)) &&
+        (q.name === undefined || i.name === q.name) &&
+        (q.architecture === undefined || i.architecture === q.architecture) &&
+        (!predicate || predicate(i.labels)),
+    );
+    sortRecords(items, q.sort, (i) => i.name ?? '');
+    return paginate(items, q.page, q.perPage);
+  }
+
+  imageBody(i: ImageRecord) {
+    return {
+      id: i.id,
+      type: i.type as 'system' | 'snapshot',
+      status: i.status,
+      name: null as string | null,
+      description: i.description,
+      image_size: i.status === 'available' ? i.imageSize : null,
+      disk_size: i.diskSize,
+      created: iso(i.createdAt),
+      created_from: { ...i.createdFrom } as { id: number; name: string } | null,
+      bound_to: null,
+      os_flavor: i.osFlavor,
+      os_version: i.osVersion,
+      rapid_deploy: false,
+      protection: { delete: false },
+      deprecated: null,
+      deleted: null,
+      labels: { ...i.labels },
+      architecture: i.architecture,
+    };
+  }
+
   // ---- queries -----------------------------------------------------------------------------
 
   getServer(id: number): ServerRecord {
@@ -437,7 +589,6 @@ export class HetznerCloud {
   serverBody(s: ServerRecord) {
     const loc = LOCATIONS[s.location];
     const dc = DATACENTER_NUMBERS[s.location] ?? 1;
-    const [os, version] = imageFlavor(s.image);
     return {
       id: s.id,
       name: s.name,
@@ -459,26 +610,7 @@ export class HetznerCloud {
         server_types: { supported: [104, 105, 106], available: [104, 105, 106], available_for_migration: [104, 105, 106] },
       },
       location: loc,
-      image: {
-        id: imageId(s.image),
-        type: 'system',
-        status: 'available',
-        name: s.image,
-        description: s.image,
-        image_size: null,
-        disk_size: 5,
-        created: '2024-04-25T00:00:00Z',
-        created_from: null,
-        bound_to: null,
-        os_flavor: os,
-        os_version: version,
-        rapid_deploy: true,
-        protection: { delete: false },
-        deprecated: null,
-        deleted: null,
-        labels: {},
-        architecture: serverTypeArchitecture(s.serverType),
-      },
+      image: s.fromImage ? this.imageBody(s.fromImage) : { ...systemImageBody(s.image), architecture: serverTypeArchitecture(s.serverType) },
       iso: null,
       rescue_enabled: false,
       locked: s.runningActions.size > 0,
@@ -507,7 +639,7 @@ export class HetznerCloud {
       progress,
       started: iso(a.startedAt),
       finished: a.finishedAt === null ? null : iso(a.finishedAt),
-      resources: [{ id: a.serverId, type: 'server' }],
+      resources: [{ id: a.serverId, type: 'server' }, ...(a.imageId !== undefined ? [{ id: a.imageId, type: 'image' }] : [])],
       error: a.error,
     };
   }
@@ -517,6 +649,23 @@ export class HetznerCloud {
   private insertServer(input: CreateServerInput, now: number, status: ServerStatus): ServerRecord {
     if (this.byName.has(input.name)) {
       throw new HetznerApiError(409, 'uniqueness_error', 'server name is already used', { fields: [{ name: 'name' }] });
+    }
+    // An image given by id must be one of ours: a snapshot that is available and fits the disk.
+    let fromImage: ImageRecord | null = null;
+    if (/^[0-9]+$/.test(input.image)) {
+      const found = this.images.get(Number(input.image));
+      const system = SYSTEM_IMAGES.find((i) => imageId(i.name) === Number(input.image));
+      if (!found && !system) throw new HetznerApiError(422, 'invalid_input', "invalid input in field 'image': image not found");
+      if (found) {
+        if (found.status !== 'available') throw new HetznerApiError(422, 'invalid_input', `image ${found.id} is not available yet`);
+        if (found.diskSize > serverTypeDisk(input.serverType)) {
+          throw new HetznerApiError(422, 'invalid_input', `image ${found.id} needs a disk of ${found.diskSize} GB`);
+        }
+        if (found.architecture !== serverTypeArchitecture(input.serverType)) {
+          throw new HetznerApiError(422, 'invalid_input', `image ${found.id} is for ${found.architecture}`);
+        }
+        fromImage = found;
+      }
     }
     let n = this.nextIp++;
     let ipv4 = publicIpv4(n);
@@ -541,6 +690,7 @@ export class HetznerCloud {
       runningActions: new Set(),
       powerSeq: 0,
       failNextAction: null,
+      fromImage,
     };
     this.servers.set(server.id, server);
     this.byName.set(server.name, server);
@@ -663,6 +813,31 @@ function imageId(image: string): number {
   let h = 0;
   for (let i = 0; i < image.length; i++) h = (h * 31 + image.charCodeAt(i)) >>> 0;
   return 100_000 + (h % 100_000);
+}
+
+/** A system image as GET /images and a server's `image` show it. */
+export function systemImageBody(name: string) {
+  const [os, version] = imageFlavor(name);
+  return {
+    id: imageId(name),
+    type: 'system' as 'system' | 'snapshot',
+    status: 'available' as ImageStatus,
+    name: name as string | null,
+    description: name,
+    image_size: null as number | null,
+    disk_size: 5,
+    created: '2024-04-25T00:00:00Z',
+    created_from: null as { id: number; name: string } | null,
+    bound_to: null,
+    os_flavor: os,
+    os_version: version,
+    rapid_deploy: true,
+    protection: { delete: false },
+    deprecated: null,
+    deleted: null,
+    labels: {} as Record<string, string>,
+    architecture: (name.includes('arm') ? 'arm' : 'x86') as 'x86' | 'arm',
+  };
 }
 
 /** Records are kept in id order already (ids only grow), so the default order costs nothing. */

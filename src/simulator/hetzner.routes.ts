@@ -1,5 +1,6 @@
 import { DEFAULT_ERROR_CODES, type ApiModule } from './api-module';
-import { HetznerApiError, parseId, type ActionRecord, type Pagination, type PowerAction } from './hetzner.model';
+import { pricingBody, serverTypeBody, serverTypeById, serverTypeNames } from './hetzner.catalog';
+import { HetznerApiError, paginate, parseId, type ActionRecord, type Pagination, type PowerAction } from './hetzner.model';
 import { BodyParseError, Router, bearerToken, parseJsonBody, type SimRequest, type SimResponse } from './router';
 import type { CloudSimulator } from './simulator';
 
@@ -117,6 +118,38 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
     .add('GET', `${P}/actions/{id}`, (req) => {
       const now = sim.now();
       return { status: 200, body: { action: h.actionBody(h.getAction(idParam(req, 'id', 'action')), now) } };
+    });
+  router
+    .add('POST', `${P}/servers/{id}/actions/create_image`, (req) => {
+      const now = sim.now();
+      const { image, action } = h.createImage(idParam(req, 'id', 'server'), jsonBody(req), now);
+      return { status: 201, body: { image: h.imageBody(image), action: h.actionBody(action, now) } };
+    })
+    .add('GET', `${P}/images`, (req) => {
+      sim.now();
+      const { items, pagination } = h.listImages({
+        ...listParams(req),
+        type: req.query.getAll('type'),
+        name: req.query.get('name') ?? undefined,
+        labelSelector: req.query.get('label_selector') ?? undefined,
+        architecture: req.query.get('architecture') ?? undefined,
+      });
+      return { status: 200, body: { images: items, meta: { pagination } }, headers: linkHeader(req, pagination) };
+    })
+    .add('GET', `${P}/images/{id}`, (req) => {
+      sim.now();
+      return { status: 200, body: { image: h.imageBody(h.getImage(idParam(req, 'id', 'image'))) } };
+    })
+    .add('DELETE', `${P}/images/{id}`, (req) => {
+      sim.now();
+      h.deleteImage(idParam(req, 'id', 'image'));
+      return { status: 204 };
+    })
+    .add('GET', `${P}/pricing`, () => ({ status: 200, body: { pricing: pricingBody() } }))
+    .add('GET', `${P}/server_types/{id}`, (req) => {
+      const name = serverTypeById(idParam(req, 'id', 'server type'));
+      if (!name) throw new HetznerApiError(404, 'not_found', `server type with ID '${req.params.id}' not found`);
+      return { status: 200, body: { server_type: serverTypeBody(name) } };
     });
   for (const kind of POWER_ACTIONS) {
     router.add('POST', `${P}/servers/{id}/actions/${kind}`, (req) => {

@@ -17,6 +17,7 @@ import { parseTailscaleUp, type TailscaleUp } from './user-data';
 
 export type HetznerServerBody = ReturnType<HetznerCloud['serverBody']>;
 export type HetznerActionBody = ReturnType<HetznerCloud['actionBody']>;
+export type HetznerImageBody = ReturnType<HetznerCloud['imageBody']>;
 export type TailscaleDeviceBody = ReturnType<Tailnet['deviceBody']>;
 export type TailscaleKeyBody = ReturnType<Tailnet['keyBody']>;
 
@@ -44,6 +45,8 @@ export interface SimState {
   now: string;
   servers: SimServerState[];
   actions: HetznerActionBody[];
+  /** Snapshots (system images are not listed here). */
+  images: HetznerImageBody[];
   devices: TailscaleDeviceBody[];
   authKeys: SimAuthKeyState[];
 }
@@ -145,6 +148,7 @@ export class CloudSimulator {
           this.tailnet.onServerDeleted(server.id, at);
           this.enrollments.delete(server.id);
         },
+        deviceOnDisk: (server) => this.tailnet.deviceForServer(server.id)?.id ?? server.fromImage?.deviceId ?? null,
       },
     });
     this.tailnet = new Tailnet({
@@ -203,6 +207,15 @@ export class CloudSimulator {
     const running = server.status === 'running';
     this.tailnet.onServerPower(server.id, running, at);
     if (!running) return;
+    const restored = server.fromImage?.deviceId;
+    if (restored && !this.tailnet.deviceForServer(server.id)) {
+      // The disk came from a snapshot of an enrolled machine: once booted, tailscaled comes back as
+      // that same node (same device id and address), unless the device was removed meanwhile.
+      this.scheduler.schedule(at + this.current.bootMs, (due) => {
+        if (this.hetzner.servers.get(server.id) !== server || server.status !== 'running') return;
+        this.tailnet.restoreDevice(restored, server.id, due);
+      });
+    }
     const e = this.enrollment(server);
     if (e.state !== 'waiting' || !e.plan) return;
     const plan = e.plan;
@@ -257,6 +270,7 @@ export class CloudSimulator {
           now: iso(now),
           servers: [...this.hetzner.servers.values()].map((s) => this.serverState(s)),
           actions: [...this.hetzner.actions.values()].map((a) => this.hetzner.actionBody(a, now)),
+          images: [...this.hetzner.images.values()].map((i) => this.hetzner.imageBody(i)),
           devices: [...this.tailnet.devices.values()].map((d) => this.tailnet.deviceBody(d)),
           authKeys: [...this.tailnet.keys.values()].map((k) => ({
             ...this.tailnet.keyBody(k, now, false),

@@ -306,6 +306,21 @@ export class Tailnet {
     return this.devicesByServer.get(serverId);
   }
 
+  /**
+   * A machine restored from a snapshot starts tailscaled with the node state on its disk: the same
+   * device, now on another server, comes back online. False when that device no longer exists.
+   */
+  restoreDevice(deviceId: string, serverId: number, at: number): boolean {
+    const device = this.devices.get(deviceId);
+    if (!device) return false;
+    if (device.serverId !== null && this.devicesByServer.get(device.serverId) === device) this.devicesByServer.delete(device.serverId);
+    device.serverId = serverId;
+    this.devicesByServer.set(serverId, device);
+    device.connected = true;
+    device.lastSeenAt = at;
+    return true;
+  }
+
   /** A device is online while its server runs. */
   onServerPower(serverId: number, running: boolean, at: number): void {
     const device = this.devicesByServer.get(serverId);

@@ -8,6 +8,7 @@ export const ACTION_COMMANDS = [
   'reboot_server',
   'reset_server',
   'delete_server',
+  'create_image',
 ] as const;
 export type ActionCommand = (typeof ACTION_COMMANDS)[number];
 
@@ -19,8 +20,10 @@ export interface SimRateLimit {
 }
 
 export interface SimTimings {
-  /** How long each Hetzner action stays `running`. */
+  /** How long each Hetzner action stays `running` (create_image: plus imageMsPerGb per GB of disk). */
   actionDurationMs: Record<ActionCommand, number>;
+  /** What each GB of the server's disk adds to a create_image action. */
+  imageMsPerGb: number;
   /** From `running` until cloud-init runs `tailscale up` (first boot only). */
   bootMs: number;
   /** From `tailscale up` until the device shows in the tailnet. */
@@ -38,6 +41,7 @@ export interface SimTimings {
 /** What callers may pass: every field optional, `actionDurationMs` as one number for all actions. */
 export interface SimTimingsInput {
   actionDurationMs?: number | Partial<Record<ActionCommand, number>>;
+  imageMsPerGb?: number;
   bootMs?: number;
   enrollDelayMs?: number;
   shutdownMs?: number;
@@ -56,7 +60,9 @@ export const DEFAULT_TIMINGS: SimTimings = {
     reboot_server: 1500,
     reset_server: 1000,
     delete_server: 1500,
+    create_image: 1000,
   },
+  imageMsPerGb: 50,
   bootMs: 1000,
   enrollDelayMs: 2000,
   shutdownMs: 3000,
@@ -69,6 +75,7 @@ const ms = z.number().finite().min(0);
 const timingsInputSchema = z
   .object({
     actionDurationMs: z.union([ms, z.partialRecord(z.enum(ACTION_COMMANDS), ms)]).optional(),
+    imageMsPerGb: ms.optional(),
     bootMs: ms.optional(),
     enrollDelayMs: ms.optional(),
     shutdownMs: ms.optional(),
@@ -106,7 +113,7 @@ export function mergeTimings(base: SimTimings, input: unknown): SimTimings {
   } else if (t.actionDurationMs) {
     Object.assign(next.actionDurationMs, t.actionDurationMs);
   }
-  for (const k of ['bootMs', 'enrollDelayMs', 'shutdownMs', 'ignoreAcpiRate', 'tokenTtlSeconds'] as const) {
+  for (const k of ['imageMsPerGb', 'bootMs', 'enrollDelayMs', 'shutdownMs', 'ignoreAcpiRate', 'tokenTtlSeconds'] as const) {
     if (t[k] !== undefined) next[k] = t[k];
   }
   if (t.rateLimit) Object.assign(next.rateLimit, t.rateLimit);

@@ -1,3 +1,4 @@
+export { HibernateWorkflow, wakeServerParams, type WakeResult } from './hibernate.workflow';
 export { PowerWorkflow } from './power.workflow';
 export { ProvisionWorkflow, type ProvisionInput } from './provision.workflow';
 export { TeardownWorkflow, type RollbackResult } from './teardown.workflow';

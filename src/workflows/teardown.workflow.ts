@@ -8,6 +8,7 @@ import type { Logger } from '../lib/logger';
 import { revokeJobAuthKeys } from './auth-keys';
 import { errorMessage, move } from './guarded-moves';
 import { recordedServerIds, requireAgent, requireInstance, requireInstanceForUpdate, requireJob } from './records';
+import { deleteSnapshotImage, findSnapshots } from './snapshots';
 import { silentReporter, type StepReporter } from './step-reporter';
 import type { OperationContext, WorkflowDeps } from './workflow-deps';
 
@@ -19,7 +20,7 @@ export interface RollbackResult {
 
 const LIVE: readonly InstanceStatus[] = LIVE_INSTANCE_STATUSES;
 const DESTROYABLE: InstanceStatus[] = LIVE.filter((s) => s !== 'destroying');
-const NOT_DESTROYED_AGENT: AgentStatus[] = ['draft', 'provisioning', 'active', 'paused', 'error'];
+const NOT_DESTROYED_AGENT: AgentStatus[] = ['draft', 'provisioning', 'active', 'paused', 'hibernated', 'error'];
 
 /**
  * Destroy (an agent, for good) and rollback (a provision that failed for good) both delete an
@@ -77,7 +78,9 @@ export class TeardownWorkflow {
       await this.deleteServers(agentServerTerms(agentId), recordedServerIds(instance), log);
       await r.step('delete-device', 60, 'removing the tailnet device');
       await this.deleteDevices(instance, hostname, log);
-      await r.step('confirm', 80, 'confirming server and device are gone');
+      await r.step('delete-snapshot', 70, 'deleting hibernation snapshots');
+      await this.deleteSnapshots(instance);
+      await r.step('confirm', 80, 'confirming server, device and snapshots are gone');
       await this.confirmGone(agentServerTerms(agentId), instance, hostname);
     } catch (err) {
       const message = errorMessage(err);
@@ -244,12 +247,20 @@ export class TeardownWorkflow {
     return hostname ? devices.filter((d) => hostnameMatches(d, hostname)) : [];
   }
 
+  /** A hibernated (or hibernating, or waking) instance's snapshot, and any other this agent's snapshots. */
+  private async deleteSnapshots(instance: Instance): Promise<void> {
+    const found = await findSnapshots(this.deps.hetzner, this.deps.fleet, { agentId: instance.agentId });
+    const ids = new Set([...(instance.snapshotImageId ? [Number(instance.snapshotImageId)] : []), ...found.map((i) => i.id)]);
+    for (const imageId of ids) await deleteSnapshotImage(this.deps, { imageId, agentId: instance.agentId });
+  }
+
   private async confirmGone(terms: string[], instance: Instance, hostname: string): Promise<void> {
     const { hetzner } = this.deps;
     const left = (await this.deps.fleet.listServers(hetzner, terms)).map((s) => `server ${s.id}`);
     for (const id of recordedServerIds(instance)) {
       if (!left.includes(`server ${id}`) && (await hetzner.getServer(id))) left.push(`server ${id}`);
     }
+    for (const image of await findSnapshots(hetzner, this.deps.fleet, { agentId: instance.agentId })) left.push(`snapshot ${image.id}`);
     const servers = left.length;
     for (const d of await this.instanceDevices(instance, hostname)) left.push(`device ${d.id}`);
     if (left.length > 0) {

@@ -484,7 +484,7 @@ describe('HTTP API', () => {
       const res = await h.api.request('GET', '/admin/queues/api/queues', { token: null, headers: auth });
       expect(res.status, res.text.slice(0, 300)).to.equal(200);
       const names = (res.body.queues as { name: string }[]).map((q) => q.name).sort();
-      expect(names).to.deep.equal(['destroy', 'provision', 'reconcile', 'rollback', 'start', 'stop', 'webhooks']);
+      expect(names).to.deep.equal(['destroy', 'hibernate', 'provision', 'reconcile', 'rollback', 'start', 'stop', 'wake', 'webhooks']);
 
       const page = await h.api.request('GET', '/admin/queues', { token: null, headers: auth });
       expect(page.status).to.equal(200);
@@ -521,6 +521,8 @@ describe('HTTP API', () => {
       'POST /v1/agents/{id}/destroy',
       'POST /v1/agents/{id}/reprovision',
       'POST /v1/operations/{id}/cancel',
+      'POST /v1/agents/{id}/hibernate',
+      'POST /v1/agents/{id}/wake',
       'POST /v1/provisioning-jobs/{id}/rollback',
       'GET /v1/operations/{id}',
       'GET /v1/operations',
@@ -577,14 +579,16 @@ describe('HTTP API', () => {
       expect(contract.check('PATCH', '/v1/agents', { status: 405, contentType: 'application/problem+json', body: {} })).to.deep.equal([]);
     });
 
-    it('resolves every schema reference, with and without the reconcile routes', () => {
-      for (const doc of [buildOpenApiDocument(), buildOpenApiDocument({ reconcile: true })]) {
+    it('resolves every schema reference, with and without the reconcile and cost routes', () => {
+      for (const doc of [buildOpenApiDocument(), buildOpenApiDocument({ reconcile: true }), buildOpenApiDocument({ cost: true })]) {
         const refs = JSON.stringify(doc).match(/#\/components\/schemas\/\w+/g) ?? [];
         expect(refs.length).to.be.greaterThan(10);
         for (const r of new Set(refs)) expect(doc.components.schemas, r).to.have.property(r.split('/').pop()!);
       }
       expect(Object.keys(buildOpenApiDocument({ reconcile: true }).paths['/v1/reconcile' as never] ?? {})).to.deep.equal(['get', 'post']);
       expect(buildOpenApiDocument().paths).not.to.have.property('/v1/reconcile');
+      expect(Object.keys(buildOpenApiDocument({ cost: true }).paths['/v1/fleet/cost' as never] ?? {})).to.deep.equal(['get']);
+      expect(buildOpenApiDocument().paths).not.to.have.property('/v1/fleet/cost');
     });
   });
 });

@@ -209,6 +209,25 @@ describe('tailfleet CLI', function () {
     expect(gone.stderr).to.match(/^error 404 not-found: /);
   });
 
+  it('agents hibernate --wait and fleet cost: the paused agent pays for its snapshot only; agents wake brings it back', async () => {
+    const run = ok(await cli(['agents', 'hibernate', agentId, '--wait']));
+    expect(run.stdout).to.match(/^hibernate [0-9a-f-]{36} succeeded$/m);
+    expect((await api.get(`/v1/agents/${agentId}`)).body.agent.status).to.equal('hibernated');
+
+    const cost = ok(await cli(['fleet', 'cost']));
+    expect(cost.stdout).to.match(/^STATUS\s+MONTHLY \(EUR\)$/m);
+    expect(cost.stdout).to.match(/^hibernated\s+0\.0\d+$/m);
+    expect(cost.stdout).to.match(/^hibernation saves\s+\d+\.\d+ EUR$/m);
+    const json = JSON.parse(ok(await cli(['--json', 'fleet', 'cost'])).stdout);
+    expect(json).to.deep.equal((await api.get('/v1/fleet/cost')).body);
+
+    const wake = ok(await cli(['agents', 'wake', agentId, '--wait']));
+    expect(wake.stdout).to.match(/^wake [0-9a-f-]{36} succeeded$/m);
+    const get = ok(await cli(['agents', 'get', agentId]));
+    expect(get.stdout).to.match(/^status\s+active$/m);
+    expect(get.stdout).to.match(/^monthly cost\s+\d+\.\d+ EUR$/m);
+  });
+
   it('says clearly when there is no token or no server, and exits non-zero', async () => {
     const noToken = await cli(['agents', 'list'], { TAILFLEET_TOKEN: undefined });
     expect(noToken.code).to.equal(2);

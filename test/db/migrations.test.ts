@@ -28,14 +28,14 @@ describe('db: migrations', () => {
        FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid GROUP BY t.typname ORDER BY t.typname`,
     );
     expect(enums).to.deep.include.members([
-      { typname: 'agent_status', labels: 'draft,provisioning,active,paused,error,destroyed' },
+      { typname: 'agent_status', labels: 'draft,provisioning,active,paused,error,destroyed,hibernated' },
       { typname: 'event_entity_type', labels: 'agent,instance,provisioning_job,operation' },
       {
         typname: 'instance_status',
-        labels: 'pending,provisioning,running,stopping,stopped,starting,destroying,destroyed,failed',
+        labels: 'pending,provisioning,running,stopping,stopped,starting,destroying,destroyed,failed,hibernating,hibernated,waking',
       },
       { typname: 'operation_status', labels: 'queued,running,succeeded,failed,cancelled' },
-      { typname: 'operation_type', labels: 'provision,stop,start,destroy,rollback,reconcile' },
+      { typname: 'operation_type', labels: 'provision,stop,start,destroy,rollback,reconcile,hibernate,wake' },
       { typname: 'provisioning_job_status', labels: 'queued,running,succeeded,failed,rolled_back' },
     ]);
     const applied: Array<{ name: string }> = await db.dataSource.query(`SELECT name FROM migrations ORDER BY id`);

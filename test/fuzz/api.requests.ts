@@ -47,6 +47,8 @@ const ROUTES_WITH_ID = [
   { method: 'POST', template: '/v1/agents/:id/stop' },
   { method: 'POST', template: '/v1/agents/:id/start' },
   { method: 'POST', template: '/v1/agents/:id/destroy' },
+  { method: 'POST', template: '/v1/agents/:id/hibernate' },
+  { method: 'POST', template: '/v1/agents/:id/wake' },
   { method: 'POST', template: '/v1/provisioning-jobs/:id/rollback' },
   { method: 'GET', template: '/v1/operations/:id' },
   { method: 'POST', template: '/v1/operations/:id/cancel' },
@@ -61,6 +63,7 @@ const PROTECTED_ROUTES = [
   { method: 'GET', path: '/v1/agents' },
   { method: 'POST', path: '/v1/agents' },
   { method: 'GET', path: '/v1/operations' },
+  { method: 'GET', path: '/v1/fleet/cost' },
   { method: 'GET', path: '/v1/tokens' },
   { method: 'POST', path: '/v1/tokens' },
   { method: 'GET', path: '/v1/webhooks' },
@@ -267,7 +270,7 @@ export class RequestFactory {
 
   /** A state-changing route aimed at a real agent: the request must be refused for another reason. */
   private realCommandPath(): string {
-    const action = this.rng.pick(['stop', 'start', 'destroy']);
+    const action = this.rng.pick(['stop', 'start', 'destroy', 'hibernate', 'wake']);
     return `/v1/agents/${this.realAgent()}/${action}`;
   }
 
@@ -877,7 +880,7 @@ export class RequestFactory {
   private refusedByState(): FuzzRequest {
     const r = this.rng;
     const path = r.bool()
-      ? `/v1/agents/${this.realAgent()}/${r.pick(['stop', 'start'])}`
+      ? `/v1/agents/${this.realAgent()}/${r.pick(['stop', 'start', 'hibernate', 'wake'])}`
       : `/v1/provisioning-jobs/${r.pick(this.ctx.provisioningJobIds)}/rollback`;
     return { category: 'refused-by-state', method: 'POST', path, headers: this.auth(), readOnly: false };
   }

@@ -12,6 +12,7 @@ import { Fleet } from '../../src/fleet/fleet';
 import { silentLogger } from '../../src/lib/logger';
 import { SIM_DEFAULT_CREDENTIALS, startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
 import {
+  HibernateWorkflow,
   PowerWorkflow,
   ProvisionWorkflow,
   TeardownWorkflow,
@@ -24,6 +25,7 @@ import { createTestDatabase, truncateAll, type TestDatabase } from './db';
 /** Fast but ordered: every action still runs asynchronously, enrollment still follows boot. */
 export const FAST_TIMINGS: SimTimingsInput = {
   actionDurationMs: 20,
+  imageMsPerGb: 1,
   bootMs: 10,
   enrollDelayMs: 10,
   shutdownMs: 20,
@@ -61,6 +63,7 @@ export interface LifecycleHarness {
   provision: ProvisionWorkflow;
   power: PowerWorkflow;
   teardown: TeardownWorkflow;
+  hibernation: HibernateWorkflow;
   /** Workflow deps as the harness built them, for a test that needs workflows with other settings. */
   workflowDeps: WorkflowDeps;
   agents: AgentRepository;
@@ -121,6 +124,7 @@ export async function startLifecycleHarness(
     provision: new ProvisionWorkflow(workflowDeps),
     power: new PowerWorkflow(workflowDeps),
     teardown: new TeardownWorkflow(workflowDeps),
+    hibernation: new HibernateWorkflow(workflowDeps),
     workflowDeps,
     agents: repositories.agents,
     async reset() {
@@ -203,7 +207,7 @@ export function serverCreates(h: LifecycleHarness): number {
 
 export function cloud(h: LifecycleHarness) {
   const state = h.sim.control.state();
-  return { servers: state.servers, devices: state.devices, authKeys: state.authKeys };
+  return { servers: state.servers, devices: state.devices, authKeys: state.authKeys, images: state.images };
 }
 
 /** Collects progress reports, as a processor would forward them to BullMQ. */

@@ -12,6 +12,7 @@ export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 /** Simulator timings small enough for a fast suite, large enough that jobs really wait on actions. */
 export const TINY_TIMINGS: SimTimingsInput = {
   actionDurationMs: 20,
+  imageMsPerGb: 1,
   bootMs: 20,
   enrollDelayMs: 20,
   shutdownMs: 20,

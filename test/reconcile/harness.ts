@@ -27,6 +27,8 @@ export const STUCK_AFTER: ReconcilerSettings['stuckAfterMs'] = {
   provisioning: 60_000,
   stopping: 60_000,
   starting: 60_000,
+  hibernating: 60_000,
+  waking: 60_000,
   destroying: 60_000,
 };
 

@@ -10,13 +10,17 @@ import {
 } from '../http';
 import { BatchPoller, KEEP_WAITING, PollVerdict, ReadCoalescer } from '../poller';
 import type {
+  CreateImageOptions,
+  CreateImageResult,
   CreateServerOptions,
   CreateServerResult,
   HetznerAction,
+  HetznerImage,
   HetznerLocation,
   HetznerPagination,
-  HetznerServerType,
+  HetznerPricing,
   HetznerServer,
+  HetznerServerType,
   PowerOnResult,
   ShutdownResult,
 } from './hetzner.types';
@@ -55,6 +59,8 @@ export class HetznerClient {
   private readonly serverReader: ReadCoalescer<number, HetznerServer | null>;
   /** Pages the managed listing took last time; decides between one listing and per-server reads. */
   private managedListingPages = 1;
+  private readonly sleep: (ms: number) => Promise<void>;
+  private readonly imagePollIntervalMs: number;
 
   constructor(deps: HetznerClientDeps) {
     if (!deps.token) throw new Error('HetznerClient needs a token');
@@ -62,6 +68,8 @@ export class HetznerClient {
     this.logger = deps.logger ?? silentClientLogger;
     this.now = deps.now ?? Date.now;
     const sleep = deps.sleep ?? ((ms: number) => realSleep(ms));
+    this.sleep = sleep;
+    this.imagePollIntervalMs = deps.serverPollIntervalMs ?? 1000;
     this.actionTimeoutMs = deps.actionTimeoutMs ?? 10 * 60_000;
     this.serverWaitTimeoutMs = deps.serverWaitTimeoutMs ?? 5 * 60_000;
     this.managedLabelSelector = deps.managedLabelSelector ?? 'managed-by=tailfleet';
@@ -216,6 +224,104 @@ export class HetznerClient {
     this.logger.warn({ serverId: id }, `[Hetzner] Server ${id} forced power off`);
   }
 
+  // ---- images (snapshots) -----------------------------------------------------------------------
+
+  /**
+   * Starts a snapshot of the server's disk (POST /servers/{id}/actions/create_image, type snapshot).
+   * Not retried on ambiguous failures: a lost answer may still have made an image, so callers look
+   * it up by its labels before asking again.
+   */
+  async createSnapshot(serverId: number, o: CreateImageOptions): Promise<CreateImageResult> {
+    const body = await this.core.request<{ image: HetznerImage; action: HetznerAction }>({
+      method: 'POST',
+      path: `/servers/${serverId}/actions/create_image`,
+      route: '/servers/{id}/actions/create_image',
+      idempotent: false,
+      json: { type: 'snapshot', description: o.description, labels: o.labels },
+    });
+    this.logger.info({ serverId, imageId: body.image.id }, `[Hetzner] Snapshot ${body.image.id} of server ${serverId} started`);
+    return { image: body.image, action: body.action };
+  }
+
+  async getImage(id: number): Promise<HetznerImage | null> {
+    try {
+      const body = await this.core.request<{ image: HetznerImage }>({
+        method: 'GET',
+        path: `/images/${id}`,
+        route: '/images/{id}',
+        idempotent: true,
+      });
+      return body.image;
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+  }
+
+  /** Images of a type matching a label selector, every page. */
+  async listImages(o: { type?: 'snapshot' | 'backup' | 'system' | 'app'; labelSelector?: string } = {}): Promise<HetznerImage[]> {
+    return this.listAll<HetznerImage>('/images', 'images', { type: o.type, label_selector: o.labelSelector });
+  }
+
+  /** Deletes an image; false when it was already gone. */
+  async deleteImage(id: number): Promise<boolean> {
+    try {
+      await this.core.request<unknown>({ method: 'DELETE', path: `/images/${id}`, route: '/images/{id}', idempotent: true });
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      this.logger.info({ imageId: id }, `[Hetzner] Image ${id} already deleted`);
+      return false;
+    }
+    this.logger.info({ imageId: id }, `[Hetzner] Image ${id} deleted`);
+    return true;
+  }
+
+  /**
+   * Resolves with the image once it is `available`; null once it no longer exists. Polled by the
+   * image itself (not its action), so a resumed job that never saw the action can wait the same way.
+   */
+  async waitForImageAvailable(id: number, o: { timeoutMs?: number } = {}): Promise<HetznerImage | null> {
+    const timeoutMs = o.timeoutMs ?? this.actionTimeoutMs;
+    const deadline = this.now() + timeoutMs;
+    for (;;) {
+      const image = await this.getImage(id);
+      if (!image || image.status === 'available') return image;
+      if (image.status === 'unavailable') {
+        throw new CloudApiError({
+          api: 'hetzner',
+          status: 0,
+          code: 'image_unavailable',
+          message: `Hetzner image ${id} is unavailable`,
+          retryable: true,
+          method: 'GET',
+          path: `/images/${id}`,
+        });
+      }
+      if (this.now() >= deadline) {
+        throw new WaitTimeoutError({
+          api: 'hetzner',
+          code: 'image_timeout',
+          path: `/images/${id}`,
+          message: `Hetzner image ${id} was not available within ${timeoutMs} ms`,
+        });
+      }
+      await this.sleep(this.imagePollIntervalMs);
+    }
+  }
+
+  // ---- prices ---------------------------------------------------------------------------------
+
+  /** GET /pricing: the project's currency, VAT and the price of every resource. */
+  async getPricing(): Promise<HetznerPricing> {
+    const body = await this.core.request<{ pricing: HetznerPricing }>({ method: 'GET', path: '/pricing', route: '/pricing', idempotent: true });
+    return body.pricing;
+  }
+
+  /** GET /server_types, every page: disk sizes and per-location prices. */
+  listServerTypes(): Promise<HetznerServerType[]> {
+    return this.listAll<HetznerServerType>('/server_types', 'server_types', {});
+  }
+
   /**
    * Resolves when the action succeeds; rejects with ActionFailedError when it ends in `error`.
    * All waits in this client share one poller: one GET /actions?id=…&id=… per interval for up to
@@ -285,32 +391,27 @@ export class HetznerClient {
     return body.action;
   }
 
-  /** Every server type with its prices and per-location availability (all pages). */
-  listServerTypes(): Promise<HetznerServerType[]> {
-    return this.listAll<HetznerServerType>('/server_types', 'server_types');
-  }
-
   /** Every location (all pages). */
   listLocations(): Promise<HetznerLocation[]> {
-    return this.listAll<HetznerLocation>('/locations', 'locations');
+    return this.listAll<HetznerLocation>('/locations', 'locations', {});
   }
 
-  /** A small list read page by page, following next_page. */
-  private async listAll<T>(path: string, key: string): Promise<T[]> {
-    const items: T[] = [];
-    for (let page: number | null = 1, reads = 0; page && reads < 100; reads++) {
+  /** A short listing (images, server types, locations) read page by page, following next_page. */
+  private async listAll<T>(path: string, key: string, query: Record<string, string | undefined>): Promise<T[]> {
+    const out: T[] = [];
+    for (let page: number | null | undefined = 1, reads = 0; page && reads < 100; reads++) {
       const body: Record<string, unknown> & { meta?: { pagination?: HetznerPagination } } = await this.core.request({
         method: 'GET',
         path,
         route: path,
         idempotent: true,
-        query: { page, per_page: 50 },
+        query: { ...query, page, per_page: SERVERS_PER_PAGE },
       });
-      items.push(...((body[key] as T[] | undefined) ?? []));
+      out.push(...((body[key] as T[] | undefined) ?? []));
       const next: number | null | undefined = body.meta?.pagination?.next_page;
       page = next && next > page ? next : null;
     }
-    return items;
+    return out;
   }
 
   private async listServersWithPages(labelSelector?: string): Promise<{ servers: HetznerServer[]; pages: number }> {

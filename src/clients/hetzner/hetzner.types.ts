@@ -90,20 +90,76 @@ export interface CreateServerResult {
 export type ShutdownResult = 'already_off' | 'graceful' | 'forced';
 export type PowerOnResult = 'already_running' | 'powered_on';
 
-/** GET /server_types: the fields the catalogue check reads. */
+export type HetznerImageType = 'system' | 'app' | 'snapshot' | 'backup';
+export type HetznerImageStatus = 'available' | 'creating' | 'unavailable';
+
+export interface HetznerImage {
+  id: number;
+  type: HetznerImageType;
+  status: HetznerImageStatus;
+  name: string | null;
+  description: string;
+  /** GB in Hetzner's storage: what a snapshot is billed by. Null while it is being created. */
+  image_size: number | null;
+  /** GB of the disk inside the image: a server made from it needs at least this much. */
+  disk_size: number;
+  created: string;
+  created_from: { id: number; name: string } | null;
+  bound_to: number | null;
+  labels: Record<string, string>;
+  protection?: { delete: boolean };
+  deleted?: string | null;
+  architecture?: 'x86' | 'arm';
+  [k: string]: unknown;
+}
+
+export interface CreateImageOptions {
+  description?: string;
+  labels: Record<string, string>;
+}
+
+export interface CreateImageResult {
+  image: HetznerImage;
+  action: HetznerAction;
+}
+
+/** A price as Hetzner quotes it: decimal strings, net and gross (with the project's VAT). */
+export interface HetznerPrice {
+  net: string;
+  gross: string;
+}
+
+export interface HetznerLocationPrice {
+  location: string;
+  price_hourly: HetznerPrice;
+  price_monthly: HetznerPrice;
+  [k: string]: unknown;
+}
+
 export interface HetznerServerType {
   id: number;
   name: string;
-  description: string;
-  cores: number;
-  memory: number;
+  description?: string;
+  cores?: number;
+  memory?: number;
+  /** GB of local disk. */
   disk: number;
-  deprecated: boolean;
-  architecture: string;
-  cpu_type: string;
-  prices: Array<{ location: string; price_hourly: { net: string; gross: string }; price_monthly: { net: string; gross: string } }>;
+  deprecated?: boolean | null;
+  prices: HetznerLocationPrice[];
   /** Where the type is offered; `available: false` = temporarily sold out there. */
   locations: Array<{ id: number; name: string; available: boolean; recommended?: boolean; deprecation: { unavailable_after: string; announced: string } | null }>;
+  architecture?: 'x86' | 'arm' | string;
+  cpu_type?: string;
+  [k: string]: unknown;
+}
+
+/** GET /pricing, the parts cost reporting reads. */
+export interface HetznerPricing {
+  currency: string;
+  vat_rate: string;
+  primary_ips: Array<{ type: 'ipv4' | 'ipv6'; prices: HetznerLocationPrice[] }>;
+  image: { price_per_gb_month: HetznerPrice };
+  server_types: Array<{ id: number; name: string; prices: HetznerLocationPrice[] }>;
   [k: string]: unknown;
 }
 

@@ -80,6 +80,9 @@ export class TailscaleClient {
   private readonly enrollmentTimeoutMs: number;
   private readonly tokens: OAuthTokenSource;
   private readonly enrollmentPoller: BatchPoller<string, TailscaleDevice | null>;
+  private readonly sleep: (ms: number) => Promise<void>;
+  private readonly now: () => number;
+  private readonly devicePollIntervalMs: number;
 
   constructor(deps: TailscaleClientDeps) {
     if (!deps.clientId || !deps.clientSecret) throw new Error('TailscaleClient needs an OAuth client id and secret');
@@ -90,6 +93,9 @@ export class TailscaleClient {
     this.enrollmentTimeoutMs = deps.enrollmentTimeoutMs ?? 5 * 60_000;
     const now = deps.now ?? Date.now;
     const sleep = deps.sleep ?? ((ms: number) => realSleep(ms));
+    this.sleep = sleep;
+    this.now = now;
+    this.devicePollIntervalMs = deps.enrollmentPollIntervalMs ?? 2000;
 
     this.tokens = new OAuthTokenSource(
       () =>
@@ -205,6 +211,29 @@ export class TailscaleClient {
     } catch (err) {
       if (isNotFound(err)) return null;
       throw err;
+    }
+  }
+
+  /**
+   * Waits for a known device to be connected to the control plane again (a machine restored from a
+   * snapshot comes back as the same node). Resolves with the device once it is connected, or null
+   * when the device no longer exists; WaitTimeoutError past the deadline.
+   */
+  async waitForDeviceOnline(id: string, o: { timeoutMs?: number } = {}): Promise<TailscaleDevice | null> {
+    const timeoutMs = o.timeoutMs ?? this.enrollmentTimeoutMs;
+    const deadline = this.now() + timeoutMs;
+    for (;;) {
+      const device = await this.getDevice(id);
+      if (!device || device.connectedToControl === true) return device;
+      if (this.now() >= deadline) {
+        throw new WaitTimeoutError({
+          api: 'tailscale',
+          code: 'device_offline',
+          path: `/device/${id}`,
+          message: `Tailscale device ${id} did not come back online within ${timeoutMs} ms`,
+        });
+      }
+      await this.sleep(this.devicePollIntervalMs);
     }
   }
 

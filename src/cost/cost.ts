@@ -1,0 +1,77 @@
+import { AGENT_STATUSES, LIVE_INSTANCE_STATUSES, type Agent, type AgentStatus, type Instance } from '../entities';
+import type { Prices } from './prices';
+
+/**
+ * What agents cost per month, from the cloud's own prices. A server is billed while it exists,
+ * running or off, together with its primary IPv4 address; a snapshot is billed per GB. So an
+ * instance costs its server (and address) while it has one, plus its snapshot while it has one.
+ */
+
+export interface AgentCost {
+  currency: string;
+  /** Monthly, gross. */
+  monthly: number;
+  server: number;
+  primaryIpv4: number;
+  snapshot: number;
+}
+
+export interface FleetCost {
+  currency: string;
+  monthly: {
+    total: number;
+    byStatus: Record<AgentStatus, number>;
+    /** What the hibernated agents save now: their server and address, less their snapshots. */
+    hibernationSaving: number;
+    /**
+     * What hibernating every paused agent would save on top: its server and address, less a
+     * snapshot as large as the server's disk (an upper bound: real snapshots hold only used space).
+     */
+    potentialSaving: number;
+  };
+}
+
+/** Money to 4 decimals, as Hetzner quotes it. */
+export const round = (n: number) => Math.round(n * 10_000) / 10_000;
+
+const LIVE: readonly string[] = LIVE_INSTANCE_STATUSES;
+
+/** Monthly price of a server of this type and its primary IPv4 address; 0 when the cloud quotes none. */
+function serverAndAddress(prices: Prices, instance: Pick<Instance, 'serverType' | 'location'>, fallbackLocation: string) {
+  const location = instance.location ?? fallbackLocation;
+  return { server: prices.server(instance.serverType, location) ?? 0, primaryIpv4: prices.primaryIpv4(location) ?? 0 };
+}
+
+export function instanceCost(prices: Prices, instance: Instance | null, fallbackLocation: string): AgentCost {
+  const cost: AgentCost = { currency: prices.currency, monthly: 0, server: 0, primaryIpv4: 0, snapshot: 0 };
+  if (!instance || !LIVE.includes(instance.status)) return cost;
+  if (instance.serverId) Object.assign(cost, serverAndAddress(prices, instance, fallbackLocation));
+  if (instance.snapshotImageId && instance.snapshotSizeGb !== null) cost.snapshot = instance.snapshotSizeGb * prices.snapshotPerGb;
+  cost.server = round(cost.server);
+  cost.primaryIpv4 = round(cost.primaryIpv4);
+  cost.snapshot = round(cost.snapshot);
+  cost.monthly = round(cost.server + cost.primaryIpv4 + cost.snapshot);
+  return cost;
+}
+
+export function fleetCost(prices: Prices, items: Array<{ agent: Pick<Agent, 'status'>; instance: Instance | null }>, fallbackLocation: string): FleetCost {
+  const byStatus = Object.fromEntries(AGENT_STATUSES.map((s) => [s, 0])) as Record<AgentStatus, number>;
+  let total = 0;
+  let hibernationSaving = 0;
+  let potentialSaving = 0;
+  for (const { agent, instance } of items) {
+    const cost = instanceCost(prices, instance, fallbackLocation);
+    byStatus[agent.status] += cost.monthly;
+    total += cost.monthly;
+    if (!instance) continue;
+    const running = serverAndAddress(prices, instance, fallbackLocation);
+    const wouldCost = running.server + running.primaryIpv4;
+    if (agent.status === 'hibernated') hibernationSaving += wouldCost - cost.snapshot;
+    if (agent.status === 'paused') potentialSaving += wouldCost - (prices.diskGb(instance.serverType) ?? 0) * prices.snapshotPerGb;
+  }
+  for (const s of AGENT_STATUSES) byStatus[s] = round(byStatus[s]);
+  return {
+    currency: prices.currency,
+    monthly: { total: round(total), byStatus, hibernationSaving: round(hibernationSaving), potentialSaving: round(potentialSaving) },
+  };
+}

@@ -1,0 +1,421 @@
+import { CloudApiError, WaitTimeoutError } from '../clients/errors';
+import type { CreateServerOptions, HetznerImage, HetznerServer } from '../clients/hetzner/hetzner.types';
+import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
+import type { Agent, Instance, InstanceStatus } from '../entities';
+import { NotFoundError, StateConflictError } from '../errors';
+import { tailnetIpv4 } from '../fleet/devices';
+import { instanceTerms, JOIN_LABEL, serverLabels, snapshotLabels, type JoinMode } from '../fleet/server-labels';
+import type { Logger } from '../lib/logger';
+import { revokeJobAuthKeys } from './auth-keys';
+import { buildRejoinUserData, buildWakeUserData } from './cloud-init';
+import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
+import { requireAgent, requireInstance } from './records';
+import { deleteSnapshotImage, findSnapshots } from './snapshots';
+import { silentReporter, type StepReporter } from './step-reporter';
+import type { OperationContext, WorkflowDeps } from './workflow-deps';
+
+/** What a wake did: whether the node came back from the snapshot or had to join the tailnet afresh. */
+export interface WakeResult {
+  serverId: number;
+  deviceId: string;
+  /** true: the device did not come back, so the machine joined with a new auth key as a new device. */
+  rejoined: boolean;
+}
+
+/**
+ * Every parameter of a server a wake creates, in one place: the instance's type and location, the
+ * snapshot as its image, the fleet's labels (plus how it joins the tailnet), the configured SSH keys
+ * and the user data.
+ */
+export function wakeServerParams(o: {
+  instance: Pick<Instance, 'serverName' | 'serverType' | 'location'>;
+  hostname: string;
+  snapshotImageId: string;
+  labels: Record<string, string>;
+  sshKeys: string[];
+  userData: string;
+  defaultLocation: string;
+}): CreateServerOptions {
+  return {
+    name: o.instance.serverName ?? o.hostname,
+    serverType: o.instance.serverType,
+    image: o.snapshotImageId,
+    location: o.instance.location ?? o.defaultLocation,
+    sshKeys: o.sshKeys.length > 0 ? o.sshKeys : undefined,
+    userData: o.userData,
+    labels: o.labels,
+  };
+}
+
+/**
+ * Hibernate and wake. Hetzner bills a server until it is deleted, powered off or not; a snapshot
+ * costs a few percent of that. Hibernate shuts the server down, snapshots its disk, waits for the
+ * image and deletes the server; the tailnet device stays (offline), because the node's identity is
+ * on the disk and so in the snapshot. Wake creates a server from the snapshot, waits for the same
+ * device to come back online, records the new server and deletes the snapshot — or, when the device
+ * does not come back, joins the tailnet afresh with a new auth key.
+ *
+ * Every step may run again after a crash: a snapshot is looked up by its labels before one is made,
+ * a server by its labels before one is created, and the ids are recorded right after each create.
+ */
+export class HibernateWorkflow {
+  constructor(private readonly deps: WorkflowDeps) {}
+
+  async hibernate(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {
+    const { dataSource: ds, repositories: repos, hetzner } = this.deps;
+    const operationId = ctx.operationId ?? null;
+    const log = this.deps.logger.child({ agentId, operationId, operation: 'hibernate' });
+    const found = await this.findLiveInstanceOfAgent(agentId);
+
+    if (found?.status === 'hibernated' && (await this.reachedBy(found.id, 'hibernated', operationId))) {
+      await r.step('done', 100, 'already hibernated');
+      return;
+    }
+    if (found?.status === 'running' || found?.status === 'stopped') {
+      await r.step('prepare', 5, 'marking the instance as hibernating');
+      await move(ds, { entity: 'instance', id: found.id, from: [found.status], to: 'hibernating', reason: `hibernate requested (was ${found.status})`, operationId });
+    } else if (found?.status === 'hibernating') {
+      log.info('[Lifecycle] Instance already hibernating, resuming');
+    } else {
+      throw new StateConflictError('No running or stopped instance to hibernate');
+    }
+    let instance = await requireInstance(repos, found.id);
+    const ids = { agentId, instanceId: instance.id };
+
+    try {
+      await r.step('find-snapshot', 10, 'looking for a snapshot made by an earlier attempt');
+      let image = await this.findSnapshot(instance, log);
+      if (!image) {
+        const server = instance.serverId ? await hetzner.getServer(Number(instance.serverId)) : null;
+        if (!server) {
+          throw new StateConflictError(`Instance ${instance.id} has neither a server nor a snapshot; there is nothing to hibernate`);
+        }
+        await r.step('shutdown', 20, `shutting down server ${server.id}`);
+        await hetzner.shutdownServer(server.id, { timeoutMs: this.deps.settings.shutdownTimeoutMs });
+        await r.step('snapshot', 35, `snapshotting server ${server.id}`);
+        ({ image } = await hetzner.createSnapshot(server.id, {
+          description: `tailfleet hibernation of ${instance.serverName ?? server.name}`,
+          labels: snapshotLabels(this.deps.fleet, ids),
+        }));
+        // Recorded at once: a crash from here on finds it by id (and by its labels if this write is lost).
+        await guarded(() => repos.instances.updateWhile(ids.instanceId, 'hibernating', { snapshotImageId: String(image!.id) }));
+        log.info({ imageId: image.id, serverId: server.id }, `[Lifecycle] Snapshot ${image.id} of server ${server.id} started`);
+      }
+
+      await r.step('wait-snapshot', 50, `waiting for snapshot ${image.id} to be available`);
+      const ready = await hetzner.waitForImageAvailable(image.id, { timeoutMs: this.deps.settings.actionTimeoutMs });
+      if (!ready) {
+        // Deleted while it was being made: forget it, so the retry snapshots the server (still there) again.
+        await guarded(() => repos.instances.updateWhile(ids.instanceId, 'hibernating', { snapshotImageId: null, snapshotSizeGb: null }));
+        throw retryable(`Snapshot ${image.id} disappeared before it was available`, `/images/${image.id}`);
+      }
+      await guarded(() =>
+        repos.instances.updateWhile(ids.instanceId, 'hibernating', { snapshotImageId: String(ready.id), snapshotSizeGb: ready.image_size ?? ready.disk_size }),
+      );
+
+      // The snapshot exists, so a server already gone is fine from here on.
+      await r.step('delete-server', 75, 'deleting the server');
+      instance = await requireInstance(repos, ids.instanceId);
+      await this.deleteInstanceServers(instance, log);
+    } catch (err) {
+      await this.recordFailure(ids.instanceId, 'hibernating', 'Hibernate', err, log);
+      throw err;
+    }
+
+    await r.step('finish', 90, 'marking the instance as hibernated');
+    await moveTogether(ds, [
+      {
+        entity: 'instance',
+        id: ids.instanceId,
+        from: ['hibernating'],
+        to: 'hibernated',
+        reason: `server deleted; kept as snapshot ${instance.snapshotImageId}`,
+        operationId,
+        patch: { serverId: null, serverIp: null, stoppedAt: new Date(), error: null },
+      },
+      { entity: 'agent', id: agentId, from: ['active', 'paused'], to: 'hibernated', reason: 'instance hibernated', operationId, allowSame: true },
+    ]);
+    await r.step('done', 100, 'hibernated');
+    log.info({ imageId: instance.snapshotImageId }, `[Lifecycle] Agent ${agentId} hibernated`);
+  }
+
+  async wake(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<WakeResult | undefined> {
+    const { dataSource: ds, repositories: repos } = this.deps;
+    const operationId = ctx.operationId ?? null;
+    const log = this.deps.logger.child({ agentId, operationId, operation: 'wake' });
+    const found = await this.findLiveInstanceOfAgent(agentId);
+
+    if (found?.status === 'running' && (await this.reachedBy(found.id, 'running', operationId))) {
+      await r.step('done', 100, 'already awake');
+      return undefined;
+    }
+    if (found?.status === 'hibernated') {
+      await r.step('prepare', 5, 'marking the instance as waking');
+      await move(ds, { entity: 'instance', id: found.id, from: ['hibernated'], to: 'waking', reason: 'wake requested', operationId });
+    } else if (found?.status === 'waking') {
+      log.info('[Lifecycle] Instance already waking, resuming');
+    } else {
+      throw new StateConflictError('No hibernated instance to wake');
+    }
+    const instanceId = found.id;
+    const agent = await requireAgent(repos, agentId);
+    let result: WakeResult;
+
+    try {
+      result = await this.bringBack(agent, instanceId, r, log);
+      await r.step('delete-snapshot', 85, 'deleting the snapshot');
+      const instance = await requireInstance(repos, instanceId);
+      const leftover = await findSnapshots(this.deps.hetzner, this.deps.fleet, { agentId, instanceId });
+      const imageIds = new Set([...(instance.snapshotImageId ? [Number(instance.snapshotImageId)] : []), ...leftover.map((i) => i.id)]);
+      for (const imageId of imageIds) await deleteSnapshotImage(this.deps, { imageId, agentId });
+    } catch (err) {
+      await this.recordFailure(instanceId, 'waking', 'Wake', err, log);
+      throw err;
+    }
+
+    await r.step('finish', 90, 'marking the instance as running');
+    await moveTogether(ds, [
+      {
+        entity: 'instance',
+        id: instanceId,
+        from: ['waking'],
+        to: 'running',
+        reason: result.rejoined
+          ? `woke on server ${result.serverId}; the device did not come back, so it joined the tailnet again as device ${result.deviceId}`
+          : `woke on server ${result.serverId} as the same tailnet device ${result.deviceId}`,
+        operationId,
+        patch: { startedAt: new Date(), stoppedAt: null, error: null, snapshotImageId: null, snapshotSizeGb: null },
+      },
+      { entity: 'agent', id: agentId, from: ['hibernated'], to: 'active', reason: 'instance woke', operationId, allowSame: true },
+    ]);
+    // The step the operation ends on says which way the machine came back.
+    await r.step(result.rejoined ? 'rejoined' : 'done', 100, result.rejoined ? `awake; joined the tailnet again as device ${result.deviceId}` : 'awake');
+    log.info(result, `[Lifecycle] Agent ${agentId} woke${result.rejoined ? ' (joined the tailnet again)' : ''}`);
+    return result;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // wake, step by step
+
+  /** Server up and device online, from wherever an earlier run stopped. */
+  private async bringBack(agent: Agent, instanceId: string, r: StepReporter, log: Logger): Promise<WakeResult> {
+    const { repositories: repos, tailscale, settings } = this.deps;
+    for (;;) {
+      const instance = await requireInstance(repos, instanceId);
+      const hostname = instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id);
+      // No device recorded: the node did not come back (or never existed), so this machine joins afresh.
+      const mode: JoinMode = instance.tailscaleDeviceId ? 'snapshot' : 'auth-key';
+
+      await r.step('find-server', 10, 'looking for a server made by an earlier attempt');
+      let server = await this.findWakeServer(instance, mode, log);
+      if (!server) {
+        if (!instance.snapshotImageId) {
+          throw new StateConflictError(`Instance ${instanceId} has neither a server nor a snapshot to wake from`);
+        }
+        await r.step('create-server', 20, mode === 'snapshot' ? 'creating a server from the snapshot' : 'creating a server that joins the tailnet again');
+        server = await this.createWakeServer(agent, instance, hostname, mode, log);
+      }
+
+      await r.step('wait-server', 40, `waiting for server ${server.id} to run`);
+      server = await this.waitForServerRunning(server.id);
+      await guarded(() => repos.instances.updateWhile(instanceId, 'waking', { serverIp: server!.public_net.ipv4?.ip ?? null }));
+
+      if (mode === 'auth-key') {
+        await r.step('wait-enrollment', 60, `waiting for ${hostname} to join the tailnet`);
+        const device = await tailscale.waitForEnrollment(hostname, { timeoutMs: settings.enrollmentTimeoutMs });
+        await this.recordDevice(instanceId, device);
+        const job = await repos.provisioningJobs.findByInstance(instanceId);
+        if (job) await revokeJobAuthKeys(this.deps, job.id, log);
+        return { serverId: server.id, deviceId: device.id, rejoined: true };
+      }
+
+      const deviceId = instance.tailscaleDeviceId!;
+      await r.step('wait-device', 60, `waiting for tailnet device ${deviceId} to come back online`);
+      let device: TailscaleDevice | null;
+      try {
+        device = await tailscale.waitForDeviceOnline(deviceId, { timeoutMs: settings.enrollmentTimeoutMs });
+      } catch (err) {
+        if (!(err instanceof WaitTimeoutError)) throw err;
+        device = null;
+      }
+      if (device) {
+        await this.recordDevice(instanceId, device);
+        return { serverId: server.id, deviceId, rejoined: false };
+      }
+      await r.step('rejoin', 65, `device ${deviceId} did not come back; joining the tailnet again`);
+      await this.startOver(instance, server.id, log);
+    }
+  }
+
+  /**
+   * The fallback: the old device is removed, the server that could not bring it back is deleted, and
+   * the instance forgets both, so the next round creates a server that joins with a new auth key.
+   * The device is forgotten first: a crash after that resumes in the fallback, never back here.
+   */
+  private async startOver(instance: Instance, serverId: number, log: Logger): Promise<void> {
+    const { hetzner, tailscale, repositories: repos } = this.deps;
+    const deviceId = instance.tailscaleDeviceId!;
+    log.warn({ deviceId, serverId }, `[Lifecycle] Device ${deviceId} did not come back; falling back to a fresh join`);
+    await guarded(() =>
+      repos.instances.replaceDevice(
+        instance,
+        { tailscaleDeviceId: null, tailscaleIp: null, error: null },
+        `wake: device ${deviceId} did not come back online; joining the tailnet again with a new auth key`,
+      ),
+    );
+    if (await tailscale.deleteDevice(deviceId)) log.info({ deviceId }, `[Tailscale] Old device ${deviceId} removed`);
+    await hetzner.deleteServer(serverId);
+    await guarded(() => repos.instances.updateWhile(instance.id, 'waking', { serverId: null, serverIp: null }));
+  }
+
+  /**
+   * The server an earlier attempt made: the recorded one and those with the instance's labels. A
+   * fresh join keeps only a server made to join afresh (one made from the snapshot alone is what the
+   * fallback is replacing, left by a crash half-way through it); of several, the oldest is kept and
+   * the others deleted.
+   */
+  private async findWakeServer(instance: Instance, mode: JoinMode, log: Logger): Promise<HetznerServer | null> {
+    const { hetzner, repositories: repos } = this.deps;
+    const labelled = await this.deps.fleet.listServers(hetzner, instanceTerms({ agentId: instance.agentId, instanceId: instance.id }));
+    const byId = new Map(labelled.map((s) => [s.id, s]));
+    if (instance.serverId && !byId.has(Number(instance.serverId))) {
+      const recorded = await hetzner.getServer(Number(instance.serverId));
+      if (recorded) byId.set(recorded.id, recorded);
+    }
+    let keep: HetznerServer | null = null;
+    for (const server of [...byId.values()].sort((a, b) => a.id - b.id)) {
+      const fits = mode === 'snapshot' || server.labels[JOIN_LABEL] === 'auth-key';
+      if (!keep && fits) {
+        keep = server;
+        continue;
+      }
+      log.warn({ serverId: server.id }, `[Lifecycle] Deleting server ${server.id} left by an earlier wake attempt`);
+      await hetzner.deleteServer(server.id);
+    }
+    if (String(keep?.id ?? null) !== String(instance.serverId)) {
+      await guarded(() => repos.instances.updateWhile(instance.id, 'waking', { serverId: keep ? String(keep.id) : null, serverIp: null }));
+      if (keep) log.info({ serverId: keep.id }, `[Lifecycle] Found server ${keep.id} by its labels, resuming`);
+    }
+    return keep;
+  }
+
+  private async createWakeServer(agent: Agent, instance: Instance, hostname: string, mode: JoinMode, log: Logger): Promise<HetznerServer> {
+    const { hetzner, tailscale, repositories: repos, settings, fleet } = this.deps;
+    const job = await repos.provisioningJobs.findByInstance(instance.id);
+    if (!job) throw new NotFoundError(`Instance ${instance.id} has no provisioning job`);
+    let userData = buildWakeUserData();
+    if (mode === 'auth-key') {
+      const key = await tailscale.createAuthKey({ description: `tailfleet ${hostname}`.slice(0, 50) });
+      await repos.provisioningJobs.addAuthKey(job.id, key.id);
+      userData = buildRejoinUserData({ authKey: key.key, hostname });
+    }
+    const params = wakeServerParams({
+      instance,
+      hostname,
+      snapshotImageId: instance.snapshotImageId!,
+      labels: { ...serverLabels(fleet, { agentId: agent.id, provisioningJobId: job.id, instanceId: instance.id }), [JOIN_LABEL]: mode },
+      sshKeys: settings.sshKeys,
+      userData,
+      defaultLocation: settings.location,
+    });
+    let created;
+    try {
+      created = await hetzner.createServer(params);
+    } catch (err) {
+      if (err instanceof CloudApiError && err.code === 'uniqueness_error') {
+        // The name is the hostname: a parallel attempt most likely created it first.
+        const theirs = await this.findWakeServer(await requireInstance(repos, instance.id), mode, log);
+        if (theirs) return theirs;
+      }
+      throw err;
+    }
+    await guarded(() => repos.instances.updateWhile(instance.id, 'waking', { serverId: String(created.server.id) }));
+    log.info({ serverId: created.server.id, mode }, `[Lifecycle] Server ${created.server.id} created from snapshot ${instance.snapshotImageId}`);
+    await hetzner.waitForActions([created.action.id, ...created.nextActions.map((a) => a.id)], { timeoutMs: settings.actionTimeoutMs });
+    return created.server;
+  }
+
+  private async waitForServerRunning(serverId: number): Promise<HetznerServer> {
+    const { hetzner } = this.deps;
+    const timeoutMs = this.deps.settings.actionTimeoutMs;
+    let server = await hetzner.getServer(serverId);
+    if (server?.status === 'off') {
+      await hetzner.powerOnServer(serverId);
+      server = await hetzner.getServer(serverId);
+    }
+    if (server && server.status !== 'running') server = await hetzner.waitForServerStatus(serverId, 'running', { timeoutMs });
+    if (!server) throw retryable(`Server ${serverId} disappeared while waking`, `/servers/${serverId}`);
+    return server;
+  }
+
+  private async recordDevice(instanceId: string, device: TailscaleDevice): Promise<void> {
+    await guarded(() =>
+      this.deps.repositories.instances.updateWhile(instanceId, 'waking', { tailscaleDeviceId: device.id, tailscaleIp: tailnetIpv4(device) }),
+    );
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // hibernate, step by step
+
+  /**
+   * The instance's snapshot: the recorded id first, else its labels (a create whose answer or whose
+   * write was lost). Of several (two attempts at once), the oldest is kept and the others deleted.
+   */
+  private async findSnapshot(instance: Instance, log: Logger): Promise<HetznerImage | null> {
+    const { hetzner, repositories: repos } = this.deps;
+    const agentId = instance.agentId;
+    if (instance.snapshotImageId) {
+      const image = await hetzner.getImage(Number(instance.snapshotImageId));
+      if (image && image.status !== 'unavailable') return image;
+    }
+    const [image, ...extra] = (await findSnapshots(hetzner, this.deps.fleet, { agentId, instanceId: instance.id })).filter(
+      (i) => i.status !== 'unavailable',
+    );
+    for (const other of extra) {
+      log.warn({ imageId: other.id }, `[Lifecycle] Deleting duplicate snapshot ${other.id}`);
+      await deleteSnapshotImage(this.deps, { imageId: other.id, agentId });
+    }
+    if (image && String(image.id) !== instance.snapshotImageId) {
+      await guarded(() => repos.instances.updateWhile(instance.id, 'hibernating', { snapshotImageId: String(image.id) }));
+      log.info({ imageId: image.id }, `[Lifecycle] Found snapshot ${image.id} by its labels, resuming`);
+    }
+    return image ?? null;
+  }
+
+  /** The recorded server and any other server labelled for this instance. */
+  private async deleteInstanceServers(instance: Instance, log: Logger): Promise<void> {
+    const { hetzner } = this.deps;
+    const labelled = await this.deps.fleet.listServers(hetzner, instanceTerms({ agentId: instance.agentId, instanceId: instance.id }));
+    const ids = new Set([...(instance.serverId ? [Number(instance.serverId)] : []), ...labelled.map((s) => s.id)]);
+    for (const id of ids) {
+      if (await hetzner.deleteServer(id)) log.info({ serverId: id }, `[Lifecycle] Server ${id} deleted after its snapshot`);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private async recordFailure(instanceId: string, status: InstanceStatus, what: string, err: unknown, log: Logger): Promise<void> {
+    if (err instanceof StateConflictError && err.lostRace) return;
+    const message = errorMessage(err);
+    log.error({ err }, `[Lifecycle] ${what} failed: ${message}`);
+    await this.deps.repositories.instances
+      .recordError(instanceId, status, message)
+      .catch((dbErr: unknown) => log.error({ err: dbErr }, `[Lifecycle] Could not record the ${what.toLowerCase()} failure`));
+  }
+
+  private async reachedBy(instanceId: string, status: InstanceStatus, operationId: string | null): Promise<boolean> {
+    if (!operationId) return false;
+    const last = await this.deps.repositories.events.latestMoveInto('instance', instanceId, status);
+    return last?.operationId === operationId;
+  }
+
+  private async findLiveInstanceOfAgent(agentId: string): Promise<Instance | null> {
+    const found = await this.deps.repositories.instances.findLiveByAgent(agentId);
+    if (!found) await requireAgent(this.deps.repositories, agentId);
+    return found;
+  }
+}
+
+function retryable(message: string, path: string): CloudApiError {
+  return new CloudApiError({ api: 'hetzner', status: 0, code: 'gone', message, retryable: true, method: 'GET', path });
+}
