@@ -1,6 +1,6 @@
 import { DEFAULT_ERROR_CODES, type ApiModule } from './api-module';
-import { pricingBody, serverTypeBody, serverTypeById, serverTypeNames } from './hetzner.catalog';
-import { HetznerApiError, paginate, parseId, type ActionRecord, type Pagination, type PowerAction } from './hetzner.model';
+import { pricingBody, serverTypeBody, serverTypeById } from './hetzner.catalog';
+import { HetznerApiError, parseId, type ActionRecord, type Pagination, type PowerAction } from './hetzner.model';
 import { BodyParseError, Router, bearerToken, parseJsonBody, type SimRequest, type SimResponse } from './router';
 import type { CloudSimulator } from './simulator';
 
