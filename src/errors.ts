@@ -140,3 +140,17 @@ export class IdempotencyKeyConflictError extends Error {
 export function isPermanentError(err: unknown): boolean {
   return err instanceof TailfleetError && err.permanent;
 }
+
+/**
+ * The ownership guard (src/fleet/ownership-guard.ts) refused a destructive call on a resource whose
+ * evidence of being this fleet's did not agree. Retrying cannot make a foreign resource ours.
+ */
+export class OwnershipRefusedError extends TailfleetError {
+  readonly permanent = true;
+  readonly code = 'ownership_refused';
+
+  constructor(message: string) {
+    super(message);
+    this.name = 'OwnershipRefusedError';
+  }
+}

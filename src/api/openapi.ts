@@ -142,6 +142,12 @@ const reconcileSchemas = {
       stuck: { type: 'array', items: { type: 'object' } },
       orphanServers: { type: 'array', items: { type: 'object' } },
       orphanDevices: { type: 'array', items: { type: 'object' } },
+      attention: {
+        type: 'array',
+        items: { type: 'object' },
+        description:
+          'Destructive calls the ownership guard refused (needs_attention): resource, operation, the facts that matched and the ones missing; `state` open or resolved by this pass.',
+      },
       errors: { type: 'array', items: { type: 'string' } },
     },
   },
@@ -605,7 +611,11 @@ export const openApiDocument = {
           entityId: uuid,
           agentId: { type: ['string', 'null'], format: 'uuid' },
           fromStatus: { type: ['string', 'null'] },
-          toStatus: { type: 'string' },
+          toStatus: {
+            type: 'string',
+            description:
+              'The status the row moved to; for a guarded cloud call (fromStatus null) what happened to the resource: server_deleted, server_powered_off, device_deleted, auth_key_revoked, image_deleted, or needs_attention (refused), with the evidence in `reason`.',
+          },
           reason: { type: 'string' },
           operationId: { type: ['string', 'null'], format: 'uuid' },
           at: dateTime,

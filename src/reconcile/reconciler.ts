@@ -3,6 +3,8 @@ import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import type { Operation } from '../entities';
 import type { ReconcileTrigger } from '../entities/reconcile-report.entity';
+import { OwnershipGuard } from '../fleet/ownership-guard';
+import { reviewFindings } from './attention';
 import { checkDevice, checkServer } from './drift';
 import { deleteOrphans, findOrphans } from './orphans';
 import { judgesDevice, ownership } from './ownership';
@@ -50,7 +52,14 @@ export class Reconciler {
       lockWaitMs: 30_000,
       ...deps.settings,
     };
-    this.ctx = { deps, settings, now: deps.now ?? Date.now };
+    const guard = new OwnershipGuard({
+      hetzner: deps.hetzner,
+      tailscale: deps.tailscale,
+      fleet: deps.fleet,
+      audit: deps.repositories.findings,
+      logger: deps.logger,
+    });
+    this.ctx = { deps, guard, settings, now: deps.now ?? Date.now };
     this.reports = new ReconcileReports({
       dataSource: deps.dataSource,
       repositories: deps.repositories,
@@ -166,8 +175,9 @@ export class Reconciler {
       previous,
     );
     if (settings.orphans === 'delete') {
-      await deleteOrphans(ctx, orphanServers, orphanDevices, errors, log);
+      await deleteOrphans(ctx, orphanServers, orphanDevices, errors, log, { operationId, devices: devicesById, servers });
     }
+    const attention = await reviewFindings(ctx, snapshot, { servers, devices: devicesById }, errors, log);
 
     const repairs =
       drift.filter((d) => d.action === 'repaired').length +
@@ -208,12 +218,14 @@ export class Reconciler {
         inFlight,
         repairs,
         newFindings,
+        needsAttention: attention.filter((a) => a.state === 'open').length,
         errors: errors.length,
       },
       drift,
       stuck,
       orphanServers,
       orphanDevices,
+      attention,
       errors,
     };
     report.id = await this.reports.save(report);
