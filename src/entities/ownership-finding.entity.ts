@@ -42,10 +42,10 @@ export class OwnershipFinding {
   @Column({ type: 'uuid', name: 'instance_id', nullable: true })
   instanceId!: string | null;
 
-  @Column({ type: 'jsonb', name: 'matched', default: () => "'[]'::jsonb" })
+  @Column({ type: 'jsonb', name: 'matched' })
   matched!: string[];
 
-  @Column({ type: 'jsonb', name: 'missing', default: () => "'[]'::jsonb" })
+  @Column({ type: 'jsonb', name: 'missing' })
   missing!: string[];
 
   @CreateDateColumn({ type: 'timestamptz', name: 'created_at' })
