@@ -164,3 +164,17 @@ export class AgentQuotaExceededError extends TailfleetError {
     super(`The fleet already has its maximum of ${limit} agents that are not destroyed (MAX_AGENTS)`);
   }
 }
+
+/**
+ * The ownership guard (src/fleet/ownership-guard.ts) refused a destructive call on a resource whose
+ * evidence of being this fleet's did not agree. Retrying cannot make a foreign resource ours.
+ */
+export class OwnershipRefusedError extends TailfleetError {
+  readonly permanent = true;
+  readonly code = 'ownership_refused';
+
+  constructor(message: string) {
+    super(message);
+    this.name = 'OwnershipRefusedError';
+  }
+}

@@ -6,6 +6,7 @@ export * from './event.repository';
 export * from './instance.repository';
 export { expressionDrift, pendingSchemaChanges, runMigrations, schemaDrift, type MigrationRunResult } from './migrate';
 export * from './operation.repository';
+export * from './ownership-finding.repository';
 export * from './provisioning-job.repository';
 export * from './repositories';
 export * from './transitions';

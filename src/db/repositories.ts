@@ -3,6 +3,7 @@ import { AgentRepository } from './agent.repository';
 import { EventRepository } from './event.repository';
 import { InstanceRepository } from './instance.repository';
 import { OperationRepository } from './operation.repository';
+import { OwnershipFindingRepository } from './ownership-finding.repository';
 import { ProvisioningJobRepository } from './provisioning-job.repository';
 
 export interface Repositories {
@@ -11,6 +12,8 @@ export interface Repositories {
   provisioningJobs: ProvisioningJobRepository;
   operations: OperationRepository;
   events: EventRepository;
+  /** Refused destructive calls (ownership guard) and the audit events of every guarded call. */
+  findings: OwnershipFindingRepository;
   /** Operation reads of the reconciler, to be folded into `operations`. */
 }
 
@@ -22,5 +25,6 @@ export function createRepositories(dataSource: DataSource): Repositories {
     provisioningJobs: new ProvisioningJobRepository(deps),
     operations: new OperationRepository(deps),
     events: new EventRepository(deps),
+    findings: new OwnershipFindingRepository(deps),
   };
 }

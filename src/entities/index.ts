@@ -3,6 +3,7 @@ import { ApiToken } from './api-token.entity';
 import { Event } from './event.entity';
 import { Instance } from './instance.entity';
 import { Operation } from './operation.entity';
+import { OwnershipFinding } from './ownership-finding.entity';
 import { ProvisioningJob } from './provisioning-job.entity';
 import { ReconcileReportRecord } from './reconcile-report.entity';
 import { WebhookDelivery, WebhookSubscription } from './webhook.entity';
@@ -12,8 +13,9 @@ export * from './api-token.entity';
 export * from './event.entity';
 export * from './instance.entity';
 export * from './operation.entity';
+export * from './ownership-finding.entity';
 export * from './provisioning-job.entity';
 export * from './reconcile-report.entity';
 export * from './webhook.entity';
 
-export const entities = [Agent, Instance, ProvisioningJob, Operation, Event, ReconcileReportRecord, ApiToken, WebhookSubscription, WebhookDelivery];
+export const entities = [Agent, Instance, ProvisioningJob, Operation, Event, ReconcileReportRecord, ApiToken, WebhookSubscription, WebhookDelivery, OwnershipFinding];

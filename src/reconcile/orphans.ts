@@ -1,5 +1,6 @@
 import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
+import { isAgentHostname, type DeviceEvidence } from '../fleet/ownership-guard';
 import { AGENT_LABEL, INSTANCE_LABEL, JOB_LABEL, MANAGED_LABEL } from '../fleet/server-labels';
 import type { Logger } from '../lib/logger';
 import { judgesDevice } from './ownership';
@@ -95,12 +96,22 @@ export function findOrphans(
   return { orphanServers, orphanDevices, withinGrace, inFlight };
 }
 
+/** What the pass saw, for the guard's second fact on orphan devices. */
+export interface OrphanEvidence {
+  operationId: string | null;
+  /** The listed devices, by id. */
+  devices: Map<string, TailscaleDevice>;
+  /** This fleet's servers of the pass: a server tailfleet made is named after its agent's hostname. */
+  servers: Map<string, HetznerServer>;
+}
+
 export async function deleteOrphans(
   ctx: PassContext,
   servers: OrphanServerFinding[],
   devices: OrphanDeviceFinding[],
   errors: string[],
   log: Logger,
+  seen: OrphanEvidence,
 ): Promise<void> {
   const { deps, settings } = ctx;
   const total = servers.length + devices.length;
@@ -139,7 +150,14 @@ export async function deleteOrphans(
         o.detail = `no longer carries the label of fleet ${deps.fleet.name}`;
         return;
       }
-      const deleted = await deps.hetzner.deleteServer(Number(o.serverId));
+      const agentId = current.labels?.[AGENT_LABEL] ?? null;
+      const outcome = await ctx.guard.deleteServer(current, {}, { operation: 'reconcile', operationId: seen.operationId, agentId });
+      if (outcome === 'refused') {
+        o.action = 'kept';
+        o.detail = 'needs attention: not provably this fleet\'s (see the ownership findings)';
+        return;
+      }
+      const deleted = outcome === 'deleted';
       o.action = deleted ? 'deleted' : 'already_gone';
       if (deleted) deps.metrics?.reconcileRepairs.inc({ kind: 'orphan_server_deleted' });
       log.warn({ serverId: o.serverId, name: o.name }, `[Reconcile] Orphan server ${o.serverId} deleted`);
@@ -157,7 +175,21 @@ export async function deleteOrphans(
         o.detail = owner;
         return;
       }
-      const deleted = await deps.tailscale.deleteDevice(o.deviceId);
+      const device = seen.devices.get(o.deviceId);
+      if (!device) {
+        o.action = 'already_gone';
+        return;
+      }
+      const outcome = await ctx.guard.deleteDevice(device, orphanDeviceEvidence(ctx, device, seen), {
+        operation: 'reconcile',
+        operationId: seen.operationId,
+      });
+      if (outcome === 'refused') {
+        o.action = 'kept';
+        o.detail = 'needs attention: not provably this fleet\'s (see the ownership findings)';
+        return;
+      }
+      const deleted = outcome === 'deleted';
       o.action = deleted ? 'deleted' : 'already_gone';
       if (deleted) deps.metrics?.reconcileRepairs.inc({ kind: 'orphan_device_deleted' });
       log.warn({ deviceId: o.deviceId, hostname: o.hostname }, `[Reconcile] Orphan device ${o.deviceId} deleted`);
@@ -169,10 +201,31 @@ export async function deleteOrphans(
   });
 }
 
+/**
+ * An orphan device has no recorded id and no agent to compare with: its hostname counts as an
+ * agent's unique hostname when it has the form only tailfleet gives (with this fleet's code), or
+ * when it is the name of a server of this fleet that tailfleet made (agent or job label).
+ */
+function orphanDeviceEvidence(ctx: PassContext, device: TailscaleDevice, seen: OrphanEvidence): DeviceEvidence {
+  const tags = ctx.settings.tags;
+  const hostname = device.hostname ?? '';
+  if (isAgentHostname(ctx.deps.fleet, hostname)) {
+    return { tags, hostname, hostnameFact: `hostname ${hostname} (an agent hostname of fleet ${ctx.deps.fleet.name})` };
+  }
+  const named = [...seen.servers.values()].find(
+    (s) => s.name.toLowerCase() === hostname.toLowerCase() && (s.labels?.[AGENT_LABEL] !== undefined || s.labels?.[JOB_LABEL] !== undefined),
+  );
+  if (named) return { tags, hostname, hostnameFact: `hostname ${hostname} (the name of labelled server ${named.id})` };
+  return { tags, hostname: null };
+}
+
 async function serverOwner(ctx: PassContext, o: OrphanServerFinding): Promise<string | null> {
   const repos = ctx.deps.repositories;
   const owner = await repos.instances.findLiveByServerId(o.serverId);
   if (owner) return `now owned by instance ${owner.id}`;
+  // Labelled for an agent that is alive: not an orphan of a dead one, whatever its instance records.
+  const live = o.agentId ? await repos.instances.findLiveByAgent(o.agentId) : null;
+  if (live) return `labelled for live agent ${o.agentId} (instance ${live.id})`;
   if (o.provisioningJobId) {
     const pj = await repos.provisioningJobs.findById(o.provisioningJobId);
     if (pj && (pj.status === 'queued' || pj.status === 'running')) return `provisioning job ${pj.id} is in flight`;

@@ -4,6 +4,8 @@ import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import type { Operation } from '../entities';
 import type { ReconcileTrigger } from '../entities/reconcile-report.entity';
 import { requestAutoHibernations } from './auto-hibernate';
+import { OwnershipGuard } from '../fleet/ownership-guard';
+import { reviewFindings } from './attention';
 import { checkDevice, checkServer } from './drift';
 import { deleteOrphans, findOrphans } from './orphans';
 import { judgesDevice, ownership } from './ownership';
@@ -51,7 +53,14 @@ export class Reconciler {
       lockWaitMs: 30_000,
       ...deps.settings,
     };
-    this.ctx = { deps, settings, now: deps.now ?? Date.now };
+    const guard = new OwnershipGuard({
+      hetzner: deps.hetzner,
+      tailscale: deps.tailscale,
+      fleet: deps.fleet,
+      audit: deps.repositories.findings,
+      logger: deps.logger,
+    });
+    this.ctx = { deps, guard, settings, now: deps.now ?? Date.now };
     this.reports = new ReconcileReports({
       dataSource: deps.dataSource,
       repositories: deps.repositories,
@@ -167,7 +176,7 @@ export class Reconciler {
       previous,
     );
     if (settings.orphans === 'delete') {
-      await deleteOrphans(ctx, orphanServers, orphanDevices, errors, log);
+      await deleteOrphans(ctx, orphanServers, orphanDevices, errors, log, { operationId, devices: devicesById, servers });
     }
     let autoHibernations: Awaited<ReturnType<typeof requestAutoHibernations>> = [];
     try {
@@ -176,6 +185,7 @@ export class Reconciler {
       errors.push(`auto-hibernate: ${(err as Error).message}`);
       log.error({ err }, 'Auto-hibernate failed');
     }
+    const attention = await reviewFindings(ctx, snapshot, { servers, devices: devicesById }, errors, log);
 
     const repairs =
       drift.filter((d) => d.action === 'repaired').length +
@@ -216,6 +226,7 @@ export class Reconciler {
         inFlight,
         repairs,
         newFindings,
+        needsAttention: attention.filter((a) => a.state === 'open').length,
         errors: errors.length,
       },
       drift,
@@ -223,6 +234,7 @@ export class Reconciler {
       orphanServers,
       orphanDevices,
       ...(ctx.deps.autoHibernate ? { autoHibernations } : {}),
+      attention,
       errors,
     };
     report.id = await this.reports.save(report);

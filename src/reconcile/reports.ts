@@ -73,6 +73,7 @@ export function reportGauges(report: ReconcileReport): Record<string, number> {
     drifted_instances: report.summary.driftedInstances,
     stuck_instances: report.summary.stuckInstances,
     repairs: report.summary.repairs,
+    needs_attention: report.summary.needsAttention ?? 0,
     errors: report.summary.errors,
   };
 }

@@ -3,6 +3,7 @@ import type { HetznerClient } from '../clients/hetzner/hetzner.client';
 import type { TailscaleClient } from '../clients/tailscale/tailscale.client';
 import type { Repositories } from '../db/repositories';
 import type { Fleet } from '../fleet/fleet';
+import type { OwnershipGuard } from '../fleet/ownership-guard';
 import type { Agent, Instance, InstanceStatus, Operation, OperationType } from '../entities';
 import type { ReconcileTrigger } from '../entities/reconcile-report.entity';
 import type { Logger } from '../lib/logger';
@@ -71,6 +72,27 @@ export interface OrphanDeviceFinding {
   detail?: string;
 }
 
+/** A destructive call the ownership guard refused, left for an operator (src/reconcile/attention.ts). */
+export interface AttentionFinding {
+  findingId: string;
+  resourceType: string;
+  resourceId: string;
+  resourceName: string | null;
+  /** What was refused: delete, power_off, revoke. */
+  action: string;
+  /** The workflow that asked (destroy, rollback, provision, stop, reconcile). */
+  operation: string;
+  operationId: string | null;
+  agentId: string | null;
+  instanceId: string | null;
+  matched: string[];
+  missing: string[];
+  createdAt: string;
+  /** open: the resource is still there and no live instance records it; resolved (this pass): gone or recorded. */
+  state: 'open' | 'resolved';
+  detail?: string;
+}
+
 export interface ReconcileReport {
   /** Row id of the stored report; null for a pass that was skipped. */
   id: string | null;
@@ -100,6 +122,8 @@ export interface ReconcileReport {
     repairs: number;
     /** Findings the previous report did not have: zero when nothing changed since. */
     newFindings: number;
+    /** Refused deletes still open after this pass (needs_attention). */
+    needsAttention: number;
     errors: number;
   };
   drift: DriftFinding[];
@@ -108,6 +132,8 @@ export interface ReconcileReport {
   orphanDevices: OrphanDeviceFinding[];
   /** Hibernations this pass requested for agents paused past AUTO_HIBERNATE_AFTER_HOURS. */
   autoHibernations?: AutoHibernation[];
+  /** Ownership findings open when the pass began, and what the pass found of each. */
+  attention: AttentionFinding[];
   errors: string[];
 }
 
@@ -138,12 +164,12 @@ export interface ReconcilerSettings {
 export interface ReconcilerDeps {
   /** The pass lock (a PostgreSQL advisory lock) and guarded transitions; rows are read through `repositories`. */
   dataSource: DataSource;
-  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'operations'>;
+  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'operations' | 'findings'>;
   /** Stuck operations go back to the queue through the ledger and the outbox. */
   ledger: Pick<OperationLedger, 'requeue' | 'acceptReconcile'>;
   outbox: Pick<Outbox, 'add' | 'deliver'>;
   hetzner: Pick<HetznerClient, 'listServers' | 'getServer' | 'deleteServer'>;
-  tailscale: Pick<TailscaleClient, 'listDevices' | 'getDevice' | 'deleteDevice'>;
+  tailscale: Pick<TailscaleClient, 'listDevices' | 'getDevice' | 'deleteDevice' | 'getAuthKey' | 'deleteAuthKey'>;
   queues: Pick<Queues, 'provision' | 'stop' | 'start' | 'destroy' | 'rollback' | 'reconcile' | 'hibernate' | 'wake'>;
   /** The pass only ever lists, judges, repairs or deletes this fleet's servers and devices. */
   fleet: Fleet;
@@ -158,6 +184,8 @@ export interface ReconcilerDeps {
 /** What the checks of one pass share: the deps, the settings with their defaults, the clock. */
 export interface PassContext {
   deps: ReconcilerDeps;
+  /** Every delete of the pass goes through it (src/fleet/ownership-guard.ts). */
+  guard: OwnershipGuard;
   settings: Required<ReconcilerSettings>;
   now: () => number;
 }

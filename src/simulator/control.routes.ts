@@ -1,7 +1,7 @@
 import type { ApiModule } from './api-module';
 import { HetznerApiError, parseId } from './hetzner.model';
 import { BodyParseError, Router, parseJsonBody, type SimRequest } from './router';
-import type { CloudSimulator, SimDeviceInput, SimServerInput, SimServerPatch } from './simulator';
+import type { CloudSimulator, SimDeviceInput, SimDevicePatch, SimServerInput, SimServerPatch } from './simulator';
 import { SimInputError } from './timings';
 
 export const CONTROL_PREFIX = '/_sim';
@@ -81,6 +81,11 @@ export function createControlApi(sim: CloudSimulator): ApiModule {
       status: 201,
       body: { device: c.createDevice((objectBody(req, true) ?? {}) as unknown as SimDeviceInput) },
     }))
+    .add('PATCH', `${P}/devices/{id}`, (req) => {
+      const device = c.updateDevice(req.params.id, (objectBody(req, true) ?? {}) as SimDevicePatch);
+      if (!device) throw new ControlError(404, `device ${req.params.id} not found`);
+      return ok({ device });
+    })
     .add('DELETE', `${P}/devices/{id}`, (req) => {
       if (!c.deleteDevice(req.params.id)) throw new ControlError(404, `device ${req.params.id} not found`);
       return ok();

@@ -7,6 +7,7 @@ export type {
   SimAuthKeyState,
   SimControl,
   SimDeviceInput,
+  SimDevicePatch,
   SimServerInput,
   SimServerPatch,
   SimServerState,

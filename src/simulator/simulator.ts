@@ -11,7 +11,7 @@ import {
 import { Random } from './random';
 import { RateLimiter } from './rate-limiter';
 import { Scheduler } from './scheduler';
-import { Tailnet } from './tailnet.model';
+import { TailscaleApiError, Tailnet } from './tailnet.model';
 import { DEFAULT_TIMINGS, SimInputError, cloneTimings, mergeTimings, type SimTimings, type SimTimingsInput } from './timings';
 import { parseTailscaleUp, type TailscaleUp } from './user-data';
 
@@ -78,6 +78,11 @@ export interface SimDeviceInput {
   connected?: boolean;
 }
 
+export interface SimDevicePatch {
+  tags?: string[];
+  hostname?: string;
+}
+
 /** The control surface, in-process; the `/_sim/...` HTTP routes call exactly these. */
 export interface SimControl {
   reset(timings?: SimTimingsInput): void;
@@ -94,6 +99,8 @@ export interface SimControl {
   deleteServer(id: number): boolean;
   createDevice(input: SimDeviceInput): TailscaleDeviceBody;
   deleteDevice(id: string): boolean;
+  /** Changes a device's tags or hostname as an admin would; undefined for an unknown device. */
+  updateDevice(id: string, patch: SimDevicePatch): TailscaleDeviceBody | undefined;
   /** Invalidates every Tailscale access token (clients must fetch a new one). */
   revokeAccessTokens(): number;
 }
@@ -320,6 +327,16 @@ export class CloudSimulator {
       deleteDevice: (id) => {
         this.now();
         return this.tailnet.deleteDevice(id);
+      },
+      updateDevice: (id, patch) => {
+        this.now();
+        try {
+          const device = this.tailnet.patchDevice(id, patch);
+          return device ? this.tailnet.deviceBody(device) : undefined;
+        } catch (err) {
+          if (err instanceof TailscaleApiError) throw new SimInputError(err.message);
+          throw err;
+        }
       },
       revokeAccessTokens: () => this.tailnet.revokeTokens(),
     };

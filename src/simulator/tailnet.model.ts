@@ -56,6 +56,13 @@ export const TAILNET_DNS_SUFFIX = 'tail5e1f.ts.net';
 // Tagged devices never expire; Tailscale reports the zero time for them.
 const ZERO_TIME = '0001-01-01T00:00:00Z';
 
+function isCgnatIpv4(value: string): boolean {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(value);
+  if (!m) return false;
+  const [a, b, c, d] = m.slice(1).map(Number) as [number, number, number, number];
+  return a === 100 && b >= 64 && b <= 127 && c <= 255 && d <= 255 && String(a) + '.' + b + '.' + c + '.' + d === value;
+}
+
 export class Tailnet {
   readonly keys = new Map<string, AuthKeyRecord>();
   readonly devices = new Map<string, DeviceRecord>();
@@ -300,6 +307,42 @@ export class Tailnet {
     }
     this.namesInUse.delete(device.name);
     return true;
+  }
+
+  /**
+   * POST /device/{id}/ip: an admin gives the device another tailnet IPv4 address. Any address in
+   * 100.64.0.0/10 not held by another device may be given, including one a deleted device held.
+   */
+  setDeviceIpv4(idOrNodeId: string, ipv4: unknown): DeviceRecord {
+    const device = this.findDevice(idOrNodeId);
+    if (!device) throw new TailscaleApiError(404, 'device not found');
+    if (typeof ipv4 !== 'string' || !isCgnatIpv4(ipv4)) {
+      throw new TailscaleApiError(400, 'ipv4 must be an address in 100.64.0.0/10');
+    }
+    const holder = [...this.devices.values()].find((d) => d !== device && d.addresses.includes(ipv4));
+    if (holder) throw new TailscaleApiError(409, `address ${ipv4} is already in use by another device`);
+    const [a, b, c, d] = ipv4.split('.').map(Number) as [number, number, number, number];
+    const hex = (x: number, y: number) => ((x << 8) | y).toString(16);
+    device.addresses = [ipv4, `fd7a:115c:a1e0::${hex(a, b)}:${hex(c, d)}`];
+    this.addressesInUse.add(ipv4);
+    return device;
+  }
+
+  /** Control API: tags or hostname changed behind tailfleet's back (the admin console, another tool). */
+  patchDevice(idOrNodeId: string, patch: { tags?: unknown; hostname?: unknown }): DeviceRecord | undefined {
+    const device = this.findDevice(idOrNodeId);
+    if (!device) return undefined;
+    if (patch.tags !== undefined) {
+      if (!Array.isArray(patch.tags) || !patch.tags.every((t) => typeof t === 'string' && TAG.test(t))) {
+        throw new TailscaleApiError(400, 'tags must be a list of tag:name');
+      }
+      device.tags = [...(patch.tags as string[])];
+    }
+    if (patch.hostname !== undefined) {
+      if (typeof patch.hostname !== 'string' || patch.hostname === '') throw new TailscaleApiError(400, 'hostname must be a string');
+      device.hostname = patch.hostname;
+    }
+    return device;
   }
 
   deviceForServer(serverId: number): DeviceRecord | undefined {

@@ -83,6 +83,13 @@ export function createTailscaleApi(sim: CloudSimulator): ApiModule {
       if (!t.deleteDevice(req.params.deviceId)) throw new TailscaleApiError(404, 'device not found');
       return ok();
     })
+    .add('POST', `${P}/device/{deviceId}/ip`, (req) => {
+      sim.now();
+      const body = jsonBody(req);
+      const ipv4 = typeof body === 'object' && body !== null ? (body as Record<string, unknown>).ipv4 : undefined;
+      t.setDeviceIpv4(req.params.deviceId, ipv4);
+      return ok();
+    })
     .add('POST', `${P}/tailnet/{tailnet}/keys`, (req) => {
       const now = sim.now();
       return ok(t.keyBody(t.createKey(jsonBody(req), now), now, true));

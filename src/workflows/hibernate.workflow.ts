@@ -12,7 +12,8 @@ import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
 import { requireAgent, requireInstance } from './records';
 import { deleteSnapshotImage, findSnapshots } from './snapshots';
 import { silentReporter, type StepReporter } from './step-reporter';
-import type { OperationContext, WorkflowDeps } from './workflow-deps';
+import type { DeviceEvidence, GuardContext, OwnershipGuard, ServerEvidence } from '../fleet/ownership-guard';
+import { ownershipGuard, type OperationContext, type WorkflowDeps } from './workflow-deps';
 
 /** What a wake did: whether the node came back from the snapshot or had to join the tailnet afresh. */
 export interface WakeResult {
@@ -59,7 +60,23 @@ export function wakeServerParams(o: {
  * a server by its labels before one is created, and the ids are recorded right after each create.
  */
 export class HibernateWorkflow {
-  constructor(private readonly deps: WorkflowDeps) {}
+  private readonly guard: OwnershipGuard;
+
+  constructor(private readonly deps: WorkflowDeps) {
+    this.guard = ownershipGuard(deps);
+  }
+
+  /** The guard and the audit subject of a snapshot delete. */
+  private guarded(operation: string, operationId: string | null | undefined, agentId: string, instanceId: string) {
+    return { guard: this.guard, ctx: { operation, operationId: operationId ?? null, agentId, instanceId } satisfies GuardContext };
+  }
+
+  /** Deletes a server through the ownership guard: it must be labelled for this agent and fleet (and recorded, when given). */
+  private async deleteServerGuarded(server: HetznerServer, instance: Instance, operation: string, recorded: boolean): Promise<boolean> {
+    const evidence: ServerEvidence = { agentId: instance.agentId, ...(recorded ? { recordedIds: [server.id] } : {}) };
+    const ctx: GuardContext = { operation, operationId: null, agentId: instance.agentId, instanceId: instance.id };
+    return (await this.guard.deleteServer(server, evidence, ctx)) === 'deleted';
+  }
 
   async hibernate(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {
     const { dataSource: ds, repositories: repos, hetzner } = this.deps;
@@ -91,7 +108,15 @@ export class HibernateWorkflow {
           throw new StateConflictError(`Instance ${instance.id} has neither a server nor a snapshot; there is nothing to hibernate`);
         }
         await r.step('shutdown', 20, `shutting down server ${server.id}`);
-        await hetzner.shutdownServer(server.id, { timeoutMs: this.deps.settings.shutdownTimeoutMs });
+        const gctx: GuardContext = { operation: 'hibernate', operationId, agentId, instanceId: instance.id };
+        let checked: { server: HetznerServer; verdict: Awaited<ReturnType<OwnershipGuard['checkPowerOff']>> } | undefined;
+        const shutdown = await hetzner.shutdownServer(server.id, {
+          timeoutMs: this.deps.settings.shutdownTimeoutMs,
+          verify: async (s) => {
+            checked = { server: s, verdict: await this.guard.checkPowerOff(s, { agentId, recordedIds: [server.id] }, gctx) };
+          },
+        });
+        if (checked) await this.guard.auditPowerOff(checked.server, checked.verdict, shutdown, gctx);
         await r.step('snapshot', 35, `snapshotting server ${server.id}`);
         ({ image } = await hetzner.createSnapshot(server.id, {
           description: `tailfleet hibernation of ${instance.serverName ?? server.name}`,
@@ -167,7 +192,7 @@ export class HibernateWorkflow {
       const instance = await requireInstance(repos, instanceId);
       const leftover = await findSnapshots(this.deps.hetzner, this.deps.fleet, { agentId, instanceId });
       const imageIds = new Set([...(instance.snapshotImageId ? [Number(instance.snapshotImageId)] : []), ...leftover.map((i) => i.id)]);
-      for (const imageId of imageIds) await deleteSnapshotImage(this.deps, { imageId, agentId });
+      for (const imageId of imageIds) await deleteSnapshotImage(this.deps, { imageId, agentId }, this.guarded('wake', ctx.operationId, agentId, instanceId));
     } catch (err) {
       await this.recordFailure(instanceId, 'waking', 'Wake', err, log);
       throw err;
@@ -225,7 +250,8 @@ export class HibernateWorkflow {
         const device = await tailscale.waitForEnrollment(hostname, { timeoutMs: settings.enrollmentTimeoutMs });
         await this.recordDevice(instanceId, device);
         const job = await repos.provisioningJobs.findByInstance(instanceId);
-        if (job) await revokeJobAuthKeys(this.deps, job.id, log);
+        const ctx: GuardContext = { operation: 'wake', operationId: null, agentId: agent.id, instanceId };
+        if (job) await revokeJobAuthKeys({ ...this.deps, guard: this.guard }, { provisioningJobId: job.id, hostname }, ctx, log);
         return { serverId: server.id, deviceId: device.id, rejoined: true };
       }
 
@@ -263,8 +289,12 @@ export class HibernateWorkflow {
         `wake: device ${deviceId} did not come back online; joining the tailnet again with a new auth key`,
       ),
     );
-    if (await tailscale.deleteDevice(deviceId)) log.info({ deviceId }, `[Tailscale] Old device ${deviceId} removed`);
-    await hetzner.deleteServer(serverId);
+    const ctx: GuardContext = { operation: 'wake', operationId: null, agentId: instance.agentId, instanceId: instance.id };
+    const device = await tailscale.getDevice(deviceId);
+    const evidence: DeviceEvidence = { recordedIds: [deviceId], hostname: instance.tailscaleHostname, tags: tailscale.tags, ip: instance.tailscaleIp };
+    if (device && (await this.guard.deleteDevice(device, evidence, ctx)) === 'deleted') log.info({ deviceId }, `[Tailscale] Old device ${deviceId} removed`);
+    const server = await hetzner.getServer(serverId);
+    if (server) await this.deleteServerGuarded(server, instance, 'wake', true);
     await guarded(() => repos.instances.updateWhile(instance.id, 'waking', { serverId: null, serverIp: null }));
   }
 
@@ -290,7 +320,7 @@ export class HibernateWorkflow {
         continue;
       }
       log.warn({ serverId: server.id }, `[Lifecycle] Deleting server ${server.id} left by an earlier wake attempt`);
-      await hetzner.deleteServer(server.id);
+      await this.deleteServerGuarded(server, instance, 'wake', String(server.id) === String(instance.serverId));
     }
     if (String(keep?.id ?? null) !== String(instance.serverId)) {
       await guarded(() => repos.instances.updateWhile(instance.id, 'waking', { serverId: keep ? String(keep.id) : null, serverIp: null }));
@@ -373,7 +403,7 @@ export class HibernateWorkflow {
     );
     for (const other of extra) {
       log.warn({ imageId: other.id }, `[Lifecycle] Deleting duplicate snapshot ${other.id}`);
-      await deleteSnapshotImage(this.deps, { imageId: other.id, agentId });
+      await deleteSnapshotImage(this.deps, { imageId: other.id, agentId }, this.guarded('hibernate', null, agentId, instance.id));
     }
     if (image && String(image.id) !== instance.snapshotImageId) {
       await guarded(() => repos.instances.updateWhile(instance.id, 'hibernating', { snapshotImageId: String(image.id) }));
@@ -386,9 +416,15 @@ export class HibernateWorkflow {
   private async deleteInstanceServers(instance: Instance, log: Logger): Promise<void> {
     const { hetzner } = this.deps;
     const labelled = await this.deps.fleet.listServers(hetzner, instanceTerms({ agentId: instance.agentId, instanceId: instance.id }));
-    const ids = new Set([...(instance.serverId ? [Number(instance.serverId)] : []), ...labelled.map((s) => s.id)]);
-    for (const id of ids) {
-      if (await hetzner.deleteServer(id)) log.info({ serverId: id }, `[Lifecycle] Server ${id} deleted after its snapshot`);
+    const servers = new Map(labelled.map((s) => [s.id, s]));
+    if (instance.serverId && !servers.has(Number(instance.serverId))) {
+      const recorded = await hetzner.getServer(Number(instance.serverId));
+      if (recorded) servers.set(recorded.id, recorded);
+    }
+    for (const server of servers.values()) {
+      if (await this.deleteServerGuarded(server, instance, 'hibernate', String(server.id) === String(instance.serverId))) {
+        log.info({ serverId: server.id }, `[Lifecycle] Server ${server.id} deleted after its snapshot`);
+      }
     }
   }
 

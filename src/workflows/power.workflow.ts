@@ -5,7 +5,9 @@ import type { Logger } from '../lib/logger';
 import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
 import { requireAgent, requireInstance } from './records';
 import { silentReporter, type StepReporter } from './step-reporter';
-import type { OperationContext, WorkflowDeps } from './workflow-deps';
+import { ownershipGuard, type OperationContext, type WorkflowDeps } from './workflow-deps';
+import type { OwnershipGuard, Verdict } from '../fleet/ownership-guard';
+import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 
 /**
  * Stop and start are one shape: a settled status (`running`/`stopped`) moves through a transitional
@@ -84,12 +86,26 @@ const START: PowerDirection = {
 
 /** Stops and starts an agent's server, recording each move as a guarded transition; safe to run again. */
 export class PowerWorkflow {
-  constructor(private readonly deps: WorkflowDeps) {}
+  private readonly guard: OwnershipGuard;
 
+  constructor(private readonly deps: WorkflowDeps) {
+    this.guard = ownershipGuard(deps);
+  }
+
+  /** A stop may end in a forced power-off: the guard checks the server is this agent's before any power action. */
   stop(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {
-    return this.run(STOP, agentId, ctx, r, (serverId) =>
-      this.deps.hetzner.shutdownServer(serverId, { timeoutMs: this.deps.settings.shutdownTimeoutMs }),
-    );
+    return this.run(STOP, agentId, ctx, r, async (serverId, instance) => {
+      const gctx = { operation: 'stop', operationId: ctx.operationId ?? null, agentId, instanceId: instance.id };
+      let checked: { server: HetznerServer; verdict: Verdict } | undefined;
+      const result = await this.deps.hetzner.shutdownServer(serverId, {
+        timeoutMs: this.deps.settings.shutdownTimeoutMs,
+        verify: async (server) => {
+          checked = { server, verdict: await this.guard.checkPowerOff(server, { agentId, recordedIds: [serverId] }, gctx) };
+        },
+      });
+      if (checked) await this.guard.auditPowerOff(checked.server, checked.verdict, result, gctx);
+      return result;
+    });
   }
 
   start(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {
@@ -101,7 +117,7 @@ export class PowerWorkflow {
     agentId: string,
     ctx: OperationContext,
     r: StepReporter,
-    call: (serverId: number) => Promise<string>,
+    call: (serverId: number, instance: Instance) => Promise<string>,
   ): Promise<void> {
     const operationId = ctx.operationId ?? null;
     const log = this.deps.logger.child({ agentId, operationId, operation: d.operation });
@@ -129,7 +145,7 @@ export class PowerWorkflow {
     try {
       const serverId = requireServerId(instance);
       await r.step(d.callStep, 30, d.callMessage(serverId));
-      result = await call(serverId);
+      result = await call(serverId, instance);
     } catch (err) {
       await this.revert(instance.id, d.via, d.from, err, { operationId, reason: `${d.operation} failed` }, log);
       throw err;

@@ -4,6 +4,7 @@ import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import type { Agent, Instance, ProvisioningJob } from '../entities';
 import { StateConflictError } from '../errors';
 import { hostnameMatches, tailnetIpv4 } from '../fleet/devices';
+import type { GuardContext, OwnershipGuard } from '../fleet/ownership-guard';
 import { jobServerTerms, serverLabels } from '../fleet/server-labels';
 import type { Logger } from '../lib/logger';
 import { revokeJobAuthKeys } from './auth-keys';
@@ -11,7 +12,7 @@ import { buildUserData, mergeUserData, USER_DATA_MAX_BYTES } from './cloud-init'
 import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
 import { requireAgent, requireInstance, requireInstanceForUpdate, requireJob } from './records';
 import { silentReporter, type StepReporter } from './step-reporter';
-import type { WorkflowDeps } from './workflow-deps';
+import { ownershipGuard, type WorkflowDeps } from './workflow-deps';
 
 export interface ProvisionInput {
   provisioningJobId: string;
@@ -25,7 +26,11 @@ export interface ProvisionInput {
  * deliver at least once — and continues from where the last run got to.
  */
 export class ProvisionWorkflow {
-  constructor(private readonly deps: WorkflowDeps) {}
+  private readonly guard: OwnershipGuard;
+
+  constructor(private readonly deps: WorkflowDeps) {
+    this.guard = ownershipGuard(deps);
+  }
 
   async provision(input: ProvisionInput, r: StepReporter = silentReporter): Promise<void> {
     const { provisioningJobId } = input;
@@ -106,7 +111,13 @@ export class ProvisionWorkflow {
           patch: { finishedAt: new Date(), error: null, failedStep: null },
         },
       ]);
-      await revokeJobAuthKeys(this.deps, job.id, log, { keepSole: true });
+      await revokeJobAuthKeys(
+        { ...this.deps, guard: this.guard },
+        { provisioningJobId: job.id, hostname },
+        guardContext(job, operationId),
+        log,
+        { keepSole: true },
+      );
       await r.step('done', 100, `server ${serverId} running and enrolled`);
       log.info({ serverId }, `[Lifecycle] Agent ${agent.id} provisioned successfully`);
     } catch (err) {
@@ -189,7 +200,7 @@ export class ProvisionWorkflow {
     for (const other of extra) {
       // Only two attempts of one job creating at the same moment get here; the extras carry our job label and are unused.
       log.warn({ serverId: other.id }, `[Lifecycle] Deleting duplicate server ${other.id} of job ${job.id}`);
-      await hetzner.deleteServer(other.id);
+      await this.guard.deleteServer(other, { agentId: job.agentId, provisioningJobId: job.id }, guardContext(job, null));
     }
     log.info({ serverId: server.id }, `[Lifecycle] Found server ${server.id} by its job label, resuming`);
     await this.recordServer(instance.id, server);
@@ -218,7 +229,8 @@ export class ProvisionWorkflow {
     } catch (err) {
       if (serverSurelyNotCreated(err)) {
         // No server will ever use this key: delete it rather than leave a live credential until it expires.
-        await tailscale.deleteAuthKey(authKey.id).catch((cleanupErr: unknown) => {
+        const evidence = { recordedIds: [authKey.id], provisioningJobId: job.id, hostname };
+        await this.guard.revokeAuthKey(authKey.id, evidence, guardContext(job, null)).catch((cleanupErr: unknown) => {
           log.warn({ err: cleanupErr, authKeyId: authKey.id }, `[Tailscale] Could not delete unused auth key ${authKey.id}`);
         });
       }
@@ -238,7 +250,7 @@ export class ProvisionWorkflow {
       if (err instanceof StateConflictError) {
         // Destroy, rollback or a parallel attempt moved the instance while the server was being made:
         // nobody will look for this server through the instance, so it must not outlive this attempt.
-        await this.discardServer(instance.id, server.id, actionIds, authKey.id, hostname, log);
+        await this.discardServer(job, server, actionIds, authKey.id, hostname, log);
       }
       throw err;
     }
@@ -253,14 +265,17 @@ export class ProvisionWorkflow {
    * otherwise the hostname belongs to the attempt that won.
    */
   private async discardServer(
-    instanceId: string,
-    serverId: number,
+    job: ProvisioningJob,
+    server: HetznerServer,
     actionIds: number[],
     authKeyId: string,
     hostname: string,
     log: Logger,
   ): Promise<void> {
     const { hetzner, tailscale } = this.deps;
+    const { instanceId } = job;
+    const serverId = server.id;
+    const ctx = guardContext(job, null);
     log.warn({ serverId }, `[Lifecycle] Instance changed during create; deleting server ${serverId}`);
     const attempt = async (what: string, fn: () => Promise<unknown>) => {
       try {
@@ -269,16 +284,21 @@ export class ProvisionWorkflow {
         log.error({ err: cleanupErr, serverId }, `[Lifecycle] Could not ${what} of discarded server ${serverId}`);
       }
     };
-    await attempt('delete the auth key', () => tailscale.deleteAuthKey(authKeyId));
+    await attempt('delete the auth key', () =>
+      this.guard.revokeAuthKey(authKeyId, { recordedIds: [authKeyId], provisioningJobId: job.id, hostname }, ctx),
+    );
     await attempt('wait for the create actions', () =>
       hetzner.waitForActions(actionIds, { timeoutMs: this.deps.settings.actionTimeoutMs }),
     );
-    await attempt('delete', () => hetzner.deleteServer(serverId));
+    // The id is the one this attempt's create call returned; the labels are the ones it sent.
+    await attempt('delete', () =>
+      this.guard.deleteServer(server, { agentId: job.agentId, provisioningJobId: job.id, recordedIds: [serverId] }, ctx),
+    );
     const current = await requireInstance(this.deps.repositories, instanceId);
     if (current.status !== 'provisioning') {
       await attempt('delete the device', async () => {
         for (const d of (await tailscale.listDevices()).filter((x) => hostnameMatches(x, hostname))) {
-          await tailscale.deleteDevice(d.id);
+          await this.guard.deleteDevice(d, { hostname, tags: tailscale.tags }, ctx);
         }
       });
     }
@@ -377,6 +397,11 @@ export function serverCreateOptions(
       ...serverLabels(deps.fleet, { agentId: agent.id, provisioningJobId: input.provisioningJobId, instanceId: instance.id }),
     },
   };
+}
+
+/** A provision's guarded calls: the audit events go on its instance (the operation id, when known, on the event). */
+function guardContext(job: ProvisioningJob, operationId: string | null): GuardContext {
+  return { operation: 'provision', operationId, agentId: job.agentId, instanceId: job.instanceId };
 }
 
 /** A 4xx (429 included) means Hetzner refused the create; 5xx and network errors leave open whether the server exists. */

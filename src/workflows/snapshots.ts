@@ -4,6 +4,7 @@ import { StateConflictError } from '../errors';
 import type { Fleet } from '../fleet/fleet';
 import { AGENT_LABEL, FLEET_LABEL, INSTANCE_LABEL, MANAGED_LABEL } from '../fleet/server-labels';
 import type { Logger } from '../lib/logger';
+import type { GuardContext, OwnershipGuard } from '../fleet/ownership-guard';
 
 /**
  * Hibernation snapshots: how they are found and the one way they are deleted. A snapshot outlives
@@ -37,16 +38,24 @@ export function carriesAgent(image: Pick<HetznerImage, 'type' | 'labels'>, fleet
 
 /**
  * The only place a snapshot is deleted. The image is read first and must carry this agent's id and
- * this fleet in its labels: anything else is refused (a permanent error), whatever id the caller
- * holds. Returns false when the image was already gone.
+ * this fleet in its labels, whatever id the caller holds. With a guard (the workflows), the delete
+ * goes through the ownership guard: a refusal leaves the image, records a needs_attention finding
+ * and returns false, and a delete writes its audit event. Without one, a refusal is a permanent
+ * error. Returns false when the image was already gone (or refused).
  */
 export async function deleteSnapshotImage(
   deps: { hetzner: Pick<HetznerClient, 'getImage' | 'deleteImage'>; fleet: Fleet; logger: Logger },
   target: { imageId: number | string; agentId: string },
+  guarded?: { guard: Pick<OwnershipGuard, 'deleteImage'>; ctx: GuardContext },
 ): Promise<boolean> {
   const imageId = Number(target.imageId);
   const image = await deps.hetzner.getImage(imageId);
   if (!image) return false;
+  if (guarded) {
+    const outcome = await guarded.guard.deleteImage(image, target.agentId, guarded.ctx, () => deps.hetzner.deleteImage(imageId));
+    if (outcome === 'deleted') deps.logger.info({ imageId, agentId: target.agentId }, `[Lifecycle] Snapshot ${imageId} deleted`);
+    return outcome === 'deleted';
+  }
   if (!carriesAgent(image, deps.fleet, target.agentId)) {
     throw new StateConflictError(
       `Refusing to delete image ${imageId}: it is not a snapshot labelled for agent ${target.agentId} of fleet ${deps.fleet.name}`,

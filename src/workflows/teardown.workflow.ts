@@ -1,8 +1,10 @@
 import { CloudApiError } from '../clients/errors';
+import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import { LIVE_INSTANCE_STATUSES, type AgentStatus, type Instance, type InstanceStatus } from '../entities';
 import { StateConflictError } from '../errors';
 import { hostnameMatches } from '../fleet/devices';
+import { judgeDevice, judgeServer, type DeviceEvidence, type GuardContext, type OwnershipGuard, type ServerEvidence } from '../fleet/ownership-guard';
 import { agentServerTerms, jobServerTerms } from '../fleet/server-labels';
 import type { Logger } from '../lib/logger';
 import { revokeJobAuthKeys } from './auth-keys';
@@ -10,7 +12,7 @@ import { errorMessage, move } from './guarded-moves';
 import { recordedServerIds, requireAgent, requireInstance, requireInstanceForUpdate, requireJob } from './records';
 import { deleteSnapshotImage, findSnapshots } from './snapshots';
 import { silentReporter, type StepReporter } from './step-reporter';
-import type { OperationContext, WorkflowDeps } from './workflow-deps';
+import { ownershipGuard, type OperationContext, type WorkflowDeps } from './workflow-deps';
 
 export interface RollbackResult {
   cleanedHetzner: boolean;
@@ -28,7 +30,11 @@ const NOT_DESTROYED_AGENT: AgentStatus[] = ['draft', 'provisioning', 'active', '
  * Both may run again after a crash at any point and finish the same work.
  */
 export class TeardownWorkflow {
-  constructor(private readonly deps: WorkflowDeps) {}
+  private readonly guard: OwnershipGuard;
+
+  constructor(private readonly deps: WorkflowDeps) {
+    this.guard = ownershipGuard(deps);
+  }
 
   async destroy(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {
     const { dataSource: ds, repositories: repos } = this.deps;
@@ -46,7 +52,7 @@ export class TeardownWorkflow {
       // Without a live instance nothing should exist; the labelled sweep catches a server a crashed provision left.
       log.info(`[Lifecycle] Agent ${agentId} has no live instance, nothing to clean up but leftovers`);
       await r.step('delete-server', 30, 'looking for leftover servers');
-      await this.deleteServers(agentServerTerms(agentId), [], log);
+      await this.deleteServers(agentServerTerms(agentId), { agentId }, { operation: 'destroy', operationId, agentId }, log);
       await move(ds, { entity: 'agent', id: agentId, from: NOT_DESTROYED_AGENT, to: 'destroyed', reason: 'destroyed', operationId, allowSame: true });
       await r.step('done', 100, 'destroyed');
       log.info(`[Lifecycle] Agent ${agentId} destroyed successfully`);
@@ -72,16 +78,18 @@ export class TeardownWorkflow {
     // creates from here on is refused by its guarded write and deleted by that provision.
     const instance = await requireInstance(repos, found.id);
     const hostname = instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id);
+    const gctx: GuardContext = { operation: 'destroy', operationId, agentId, instanceId: instance.id };
+    const serverEvidence: ServerEvidence = { agentId, recordedIds: recordedServerIds(instance) };
 
     try {
       await r.step('delete-server', 20, 'deleting the server');
-      await this.deleteServers(agentServerTerms(agentId), recordedServerIds(instance), log);
+      await this.deleteServers(agentServerTerms(agentId), serverEvidence, gctx, log);
       await r.step('delete-device', 60, 'removing the tailnet device');
-      await this.deleteDevices(instance, hostname, log);
+      await this.deleteDevices(instance, hostname, gctx, log);
       await r.step('delete-snapshot', 70, 'deleting hibernation snapshots');
-      await this.deleteSnapshots(instance);
+      await this.deleteSnapshots(instance, gctx);
       await r.step('confirm', 80, 'confirming server, device and snapshots are gone');
-      await this.confirmGone(agentServerTerms(agentId), instance, hostname);
+      await this.confirmGone(agentServerTerms(agentId), serverEvidence, instance, hostname);
     } catch (err) {
       const message = errorMessage(err);
       log.error({ err }, `[Lifecycle] Destroy of agent ${agentId} failed: ${message}`);
@@ -171,15 +179,18 @@ export class TeardownWorkflow {
     const newer = await repos.instances.findLiveByAgent(agentId);
     const hostname = newer ? null : (instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id));
 
+    const gctx: GuardContext = { operation: 'rollback', operationId, agentId, instanceId: instance.id };
     await r.step('delete-server', 20, 'deleting the servers of this job');
     const cleanedHetzner = await this.deleteServers(
       jobServerTerms({ agentId, provisioningJobId }),
-      recordedServerIds(instance),
+      { agentId, provisioningJobId, recordedIds: recordedServerIds(instance) },
+      gctx,
       log,
     );
     await r.step('delete-device', 60, 'removing the tailnet device');
-    const cleanedTailscale = await this.deleteDevices(instance, hostname, log);
-    await revokeJobAuthKeys(this.deps, job.id, log);
+    const cleanedTailscale = await this.deleteDevices(instance, hostname, gctx, log);
+    const keyHostname = instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id);
+    await revokeJobAuthKeys({ ...this.deps, guard: this.guard }, { provisioningJobId: job.id, hostname: keyHostname }, gctx, log);
     if (!cleanedHetzner && !cleanedTailscale) log.info(`[Lifecycle] No VM to clean up for job ${provisioningJobId}`);
 
     await r.step('finish', 90, 'marking the job as rolled back');
@@ -201,68 +212,91 @@ export class TeardownWorkflow {
     return { cleanedHetzner, cleanedTailscale, alreadyRolledBack: false };
   }
 
-  /** Deletes the recorded servers and every server of this fleet matching the terms; true if any was deleted. */
-  private async deleteServers(terms: string[], recorded: number[], log: Logger): Promise<boolean> {
-    const { hetzner } = this.deps;
-    const labelled = await this.deps.fleet.listServers(hetzner, terms);
-    const ids = [...new Set([...recorded, ...labelled.map((s) => s.id)])];
+  /**
+   * Every server of this fleet matching the terms, and the recorded ones (read by id when the
+   * listing does not show them: their labels may have been changed), through the ownership guard.
+   * True if any was deleted; a refused server stays and is left to its finding.
+   */
+  private async deleteServers(terms: string[], evidence: ServerEvidence, ctx: GuardContext, log: Logger): Promise<boolean> {
     let deleted = false;
-    for (const id of ids) {
-      if (await hetzner.deleteServer(id)) {
+    for (const server of await this.candidateServers(terms, evidence)) {
+      if ((await this.guard.deleteServer(server, evidence, ctx)) === 'deleted') {
         deleted = true;
-        log.info({ serverId: id }, `[Lifecycle] Server ${id} deleted`);
+        log.info({ serverId: server.id }, `[Lifecycle] Server ${server.id} deleted`);
       }
     }
     return deleted;
   }
 
+  private async candidateServers(terms: string[], evidence: ServerEvidence): Promise<HetznerServer[]> {
+    const { hetzner } = this.deps;
+    const found = await this.deps.fleet.listServers(hetzner, terms);
+    for (const id of evidence.recordedIds ?? []) {
+      if (found.some((s) => String(s.id) === String(id))) continue;
+      const server = await hetzner.getServer(Number(id));
+      if (server) found.push(server);
+    }
+    return found;
+  }
+
   /**
-   * Deletes the instance's tailnet device: by the recorded id, else by tailnet IP, else by hostname
-   * (one listing answers all three). Returns true if a device was deleted.
+   * The instance's tailnet device, through the ownership guard: the recorded id, the agent's
+   * hostname, and whatever holds the recorded tailnet address — the last only as a candidate the
+   * guard judges (an address may have been handed to another device). True if a device was deleted.
    */
-  private async deleteDevices(instance: Instance, hostname: string | null, log: Logger): Promise<boolean> {
-    const { tailscale } = this.deps;
-    const devices = await this.instanceDevices(instance, hostname);
+  private async deleteDevices(instance: Instance, hostname: string | null, ctx: GuardContext, log: Logger): Promise<boolean> {
+    const evidence = this.deviceEvidence(instance, hostname);
     let deleted = false;
-    for (const device of devices) {
-      if (await tailscale.deleteDevice(device.id)) {
+    for (const device of await this.instanceDevices(instance, hostname)) {
+      if ((await this.guard.deleteDevice(device, evidence, ctx)) === 'deleted') {
         deleted = true;
         log.info({ deviceId: device.id }, `[Lifecycle] Device ${device.id} removed from the tailnet`);
       }
     }
-    if (instance.tailscaleDeviceId && !devices.some((d) => d.id === instance.tailscaleDeviceId)) {
-      // Not listed, so most likely gone; deleting by id costs one request and is a 404 no-op then.
-      if (await tailscale.deleteDevice(instance.tailscaleDeviceId)) deleted = true;
-    }
     return deleted;
   }
 
-  private async instanceDevices(instance: Instance, hostname: string | null): Promise<TailscaleDevice[]> {
-    const devices = await this.deps.tailscale.listDevices();
-    const { tailscaleDeviceId: deviceId, tailscaleIp: ip } = instance;
-    const byId = deviceId ? devices.filter((d) => d.id === deviceId) : [];
-    if (byId.length > 0) return byId;
-    const byIp = ip ? devices.filter((d) => d.addresses?.includes(ip)) : [];
-    if (byIp.length > 0) return byIp;
-    return hostname ? devices.filter((d) => hostnameMatches(d, hostname)) : [];
+  private deviceEvidence(instance: Instance, hostname: string | null): DeviceEvidence {
+    return {
+      recordedIds: instance.tailscaleDeviceId ? [instance.tailscaleDeviceId] : [],
+      hostname,
+      tags: this.deps.tailscale.tags,
+      ip: instance.tailscaleIp,
+    };
   }
 
   /** A hibernated (or hibernating, or waking) instance's snapshot, and any other this agent's snapshots. */
-  private async deleteSnapshots(instance: Instance): Promise<void> {
+  private async deleteSnapshots(instance: Instance, ctx: GuardContext): Promise<void> {
     const found = await findSnapshots(this.deps.hetzner, this.deps.fleet, { agentId: instance.agentId });
     const ids = new Set([...(instance.snapshotImageId ? [Number(instance.snapshotImageId)] : []), ...found.map((i) => i.id)]);
-    for (const imageId of ids) await deleteSnapshotImage(this.deps, { imageId, agentId: instance.agentId });
+    for (const imageId of ids) await deleteSnapshotImage(this.deps, { imageId, agentId: instance.agentId }, { guard: this.guard, ctx });
   }
 
-  private async confirmGone(terms: string[], instance: Instance, hostname: string): Promise<void> {
-    const { hetzner } = this.deps;
-    const left = (await this.deps.fleet.listServers(hetzner, terms)).map((s) => `server ${s.id}`);
-    for (const id of recordedServerIds(instance)) {
-      if (!left.includes(`server ${id}`) && (await hetzner.getServer(id))) left.push(`server ${id}`);
+  private async instanceDevices(instance: Instance, hostname: string | null): Promise<TailscaleDevice[]> {
+    const { tailscale } = this.deps;
+    const devices = await tailscale.listDevices();
+    const { tailscaleDeviceId: deviceId, tailscaleIp: ip } = instance;
+    const found = devices.filter(
+      (d) => d.id === deviceId || (!!ip && d.addresses?.includes(ip)) || (!!hostname && hostnameMatches(d, hostname)),
+    );
+    if (deviceId && !found.some((d) => d.id === deviceId)) {
+      // Not listed, so most likely gone; one read by id makes sure (a 404 is null).
+      const recorded = await tailscale.getDevice(deviceId);
+      if (recorded) found.push(recorded);
     }
-    for (const image of await findSnapshots(hetzner, this.deps.fleet, { agentId: instance.agentId })) left.push(`snapshot ${image.id}`);
+    return found;
+  }
+
+  /** Throws (retryable) while a server or device the guard would call ours is still there; refused ones do not count. */
+  private async confirmGone(terms: string[], evidence: ServerEvidence, instance: Instance, hostname: string): Promise<void> {
+    const fleet = this.deps.fleet;
+    const left = (await this.candidateServers(terms, evidence)).filter((s) => judgeServer(fleet, s, evidence).ours).map((s) => `server ${s.id}`);
+    for (const image of await findSnapshots(this.deps.hetzner, fleet, { agentId: instance.agentId })) left.push(`snapshot ${image.id}`);
     const servers = left.length;
-    for (const d of await this.instanceDevices(instance, hostname)) left.push(`device ${d.id}`);
+    const deviceEvidence = this.deviceEvidence(instance, hostname);
+    for (const d of await this.instanceDevices(instance, hostname)) {
+      if (judgeDevice(d, deviceEvidence).ours) left.push(`device ${d.id}`);
+    }
     if (left.length > 0) {
       throw new CloudApiError({
         api: servers > 0 ? 'hetzner' : 'tailscale',

@@ -3,6 +3,7 @@ import type { HetznerClient } from '../clients/hetzner/hetzner.client';
 import type { TailscaleClient } from '../clients/tailscale/tailscale.client';
 import type { Repositories } from '../db/repositories';
 import type { Fleet } from '../fleet/fleet';
+import { OwnershipGuard } from '../fleet/ownership-guard';
 import type { Logger } from '../lib/logger';
 
 export interface WorkflowSettings {
@@ -19,7 +20,7 @@ export interface WorkflowSettings {
 export interface WorkflowDeps {
   /** Transaction boundaries and guarded transitions (src/db/transitions); rows are read through `repositories`. */
   dataSource: DataSource;
-  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'events'>;
+  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'events' | 'findings'>;
   hetzner: HetznerClient;
   tailscale: TailscaleClient;
   /** Which machines are this deployment's: the labels and hostnames it gives, the ones it looks for. */
@@ -30,4 +31,15 @@ export interface WorkflowDeps {
 
 export interface OperationContext {
   operationId?: string;
+}
+
+/** The guard every destructive call of a workflow goes through (src/fleet/ownership-guard.ts). */
+export function ownershipGuard(deps: WorkflowDeps): OwnershipGuard {
+  return new OwnershipGuard({
+    hetzner: deps.hetzner,
+    tailscale: deps.tailscale,
+    fleet: deps.fleet,
+    audit: deps.repositories.findings,
+    logger: deps.logger,
+  });
 }

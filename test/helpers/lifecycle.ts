@@ -7,6 +7,7 @@ import { TailscaleClient } from '../../src/clients/tailscale/tailscale.client';
 import { AgentRepository } from '../../src/db/agent.repository';
 import { createRepositories, type Repositories } from '../../src/db/repositories';
 import { insertOperation } from '../../src/db/operation.repository';
+import { AUDIT_ACTIONS } from '../../src/fleet/ownership-guard';
 import { Agent, Event, Instance, ProvisioningJob, type OperationType } from '../../src/entities';
 import { Fleet } from '../../src/fleet/fleet';
 import { silentLogger } from '../../src/lib/logger';
@@ -195,10 +196,12 @@ export async function rows(h: LifecycleHarness, a: { agentId: string; instanceId
   return { agent, instance, job };
 }
 
-/** "from→to" of every status change of one row, oldest first (creation events show as "∅→to"). */
+/** "from→to" of every status change of one row, oldest first (creation events show as "∅→to"); audit events of guarded cloud calls left out. */
 export async function transitionsOf(h: LifecycleHarness, entityId: string): Promise<string[]> {
   const events = await h.ds.getRepository(Event).find({ where: { entityId }, order: { id: 'ASC' } });
-  return events.map((e) => `${e.fromStatus ?? '∅'}→${e.toStatus}`);
+  return events
+    .filter((e) => !(AUDIT_ACTIONS as readonly string[]).includes(e.toStatus))
+    .map((e) => `${e.fromStatus ?? '∅'}→${e.toStatus}`);
 }
 
 export function serverCreates(h: LifecycleHarness): number {

@@ -1,6 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
 import type { Tailfleet } from '../../src/server';
-import { MANAGED_LABEL } from '../../src/fleet/server-labels';
+import { JOB_LABEL, MANAGED_LABEL } from '../../src/fleet/server-labels';
 import { apiClient, createSuite, waitFor, type ApiClient, type Suite } from '../pipeline/stack';
 
 // The whole service, built by the composition root: drift made in the console is found by a pass
@@ -57,7 +58,13 @@ describe('reconcile: end to end through the API', function () {
         return res.json() as Promise<any>;
       });
     await sim('DELETE', `/servers/${running.serverId}`);
-    const { server: orphan } = await sim('POST', '/servers', { name: 'left-behind', status: 'running', labels: managed });
+    // Left behind by a provision: tailfleet labels every server it makes with its job (a server with
+    // only managed-by is not provably tailfleet's, and the ownership guard keeps it).
+    const { server: orphan } = await sim('POST', '/servers', {
+      name: 'left-behind',
+      status: 'running',
+      labels: { ...managed, [JOB_LABEL]: randomUUID() },
+    });
     const { server: handMade } = await sim('POST', '/servers', { name: 'hand-made', status: 'running' });
 
     const report = await pass();

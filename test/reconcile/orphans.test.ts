@@ -143,6 +143,39 @@ describe('reconcile: orphan servers and devices', function () {
     expect(requestCounts(r)['DELETE /hetzner/v1/servers/{id}'] ?? 0).to.equal(0);
   });
 
+  it('keeps orphans it cannot prove are its own and lists them as needing attention', async () => {
+    // managed-by alone: tailfleet labels every server it makes with its agent and job.
+    const { server: bare } = await r.simApi('POST', '/servers', { name: 'bare-managed', status: 'running', labels: { ...MANAGED } });
+    // Tagged, but a name tailfleet never gives and no labelled server of that name.
+    const { device: stranger } = await r.simApi('POST', '/devices', { hostname: 'build-cache', tags: ['tag:agent'] });
+
+    const report = await r.reconciler({ orphans: 'delete' }).runPass();
+    expect(report.orphanServers.map((o) => [o.serverId, o.action])).to.deep.equal([[String(bare.id), 'kept']]);
+    expect(report.orphanDevices.map((o) => [o.deviceId, o.action])).to.deep.equal([[stranger.id, 'kept']]);
+    expect(serverIds()).to.include(bare.id);
+    expect(deviceIds()).to.include(stranger.id);
+    expect(requestCounts(r)['DELETE /hetzner/v1/servers/{id}'] ?? 0).to.equal(0);
+    expect(requestCounts(r)['DELETE /tailscale/api/v2/device/{deviceId}'] ?? 0).to.equal(0);
+
+    // The next report lists both refusals, with what was missing; they stay open while the resources do.
+    const next = await r.reconciler({ orphans: 'delete' }).runPass();
+    const byId = new Map(next.attention.map((f) => [f.resourceId, f]));
+    expect(byId.get(String(bare.id))).to.include({ resourceType: 'server', operation: 'reconcile', state: 'open' });
+    expect(byId.get(String(bare.id))!.missing).to.deep.equal(['label tailfleet-agent or tailfleet-job (absent)']);
+    expect(byId.get(stranger.id)).to.include({ resourceType: 'device', state: 'open' });
+    expect(next.summary.needsAttention).to.equal(2);
+
+    // Once someone deletes them by hand, the findings are resolved and leave the report.
+    await r.simApi('DELETE', `/servers/${bare.id}`);
+    await r.simApi('DELETE', `/devices/${stranger.id}`);
+    const resolved = await r.reconciler({ orphans: 'delete' }).runPass();
+    expect(resolved.attention.map((f) => [f.resourceId, f.state])).to.have.deep.members([
+      [String(bare.id), 'resolved'],
+      [stranger.id, 'resolved'],
+    ]);
+    expect((await r.reconciler().runPass()).attention).to.deep.equal([]);
+  });
+
   it('refuses to mass-delete when orphans exceed the per-pass limit (wrong database?)', async () => {
     for (let i = 0; i < 3; i++) {
       await r.simApi('POST', '/servers', { name: `stray-${i}`, status: 'running', labels: { ...MANAGED } });

@@ -174,7 +174,10 @@ export class HetznerClient {
    * Hetzner's shutdown action succeeds once the ACPI signal is sent, not when the server is off,
    * so the server itself is watched until `off`; past the deadline it is powered off.
    */
-  async shutdownServer(id: number, o: { timeoutMs?: number } = {}): Promise<ShutdownResult> {
+  async shutdownServer(
+    id: number,
+    o: { timeoutMs?: number; verify?: (server: HetznerServer) => Promise<void> } = {},
+  ): Promise<ShutdownResult> {
     const timeoutMs = o.timeoutMs ?? 60_000;
     const server = await this.serverReader.get(id);
     if (!server) throw this.serverNotFound(id, 'shutdown');
@@ -182,6 +185,8 @@ export class HetznerClient {
       this.logger.info({ serverId: id }, `[Hetzner] Server ${id} is already off`);
       return 'already_off';
     }
+    // The caller's last word on the server it is about to switch off (the ownership guard), on the read just made.
+    if (o.verify) await o.verify(server);
 
     const startedAt = this.now();
     const action = await this.serverAction(id, 'shutdown');

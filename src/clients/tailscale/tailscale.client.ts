@@ -76,7 +76,8 @@ export class TailscaleClient {
   private readonly core: RequestCore;
   private readonly logger: ClientLogger;
   private readonly tailnet: string;
-  private readonly tags: string[];
+  /** Tags every agent device gets (TAILSCALE_TAGS): also what marks a device as an agent's. */
+  readonly tags: string[];
   private readonly enrollmentTimeoutMs: number;
   private readonly tokens: OAuthTokenSource;
   private readonly enrollmentPoller: BatchPoller<string, TailscaleDevice | null>;
@@ -172,6 +173,21 @@ export class TailscaleClient {
     }
     this.logger.info({ keyId: key.id }, `[Tailscale] Auth key ${key.id} created`);
     return { id: key.id, key: key.key, expires: key.expires };
+  }
+
+  /** The key's metadata (never its secret), or null when Tailscale does not know it. */
+  async getAuthKey(id: string): Promise<TailscaleKey | null> {
+    try {
+      return await this.core.request<TailscaleKey>({
+        method: 'GET',
+        path: `/tailnet/${encodeURIComponent(this.tailnet)}/keys/${encodeURIComponent(id)}`,
+        route: '/tailnet/{tailnet}/keys/{keyId}',
+        idempotent: true,
+      });
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
   }
 
   async deleteAuthKey(id: string): Promise<boolean> {
