@@ -41,11 +41,22 @@ const TIMINGS: SimTimingsInput = {
   bootMs: 150,
   enrollDelayMs: 30,
   shutdownMs: 40,
+  imageMsPerGb: 1,
   ignoreAcpiRate: 0.25,
   rateLimit: { limit: 1_000_000, refillPerSecond: 1_000_000 },
 };
 
-type ScriptKind = 'stop-start' | 'stop-destroy' | 'destroy' | 'stop-race-destroy' | 'stop-start-stop' | 'stop-twice-same-key' | 'idle';
+type ScriptKind =
+  | 'stop-start'
+  | 'stop-destroy'
+  | 'destroy'
+  | 'stop-race-destroy'
+  | 'stop-start-stop'
+  | 'stop-twice-same-key'
+  | 'hibernate-wake'
+  | 'stop-hibernate'
+  | 'hibernate-destroy'
+  | 'idle';
 
 interface Stats {
   http: Record<string, number>;
@@ -554,12 +565,28 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
         [10, 'stop-race-destroy'],
         [10, 'stop-start-stop'],
         [8, 'stop-twice-same-key'],
-        [20, 'idle'],
+        [8, 'hibernate-wake'],
+        [5, 'stop-hibernate'],
+        [5, 'hibernate-destroy'],
+        [12, 'idle'],
       ]),
     }));
-    const phase2Ops = ['stop', 'start', 'destroy'];
+    const phase2Ops = ['stop', 'start', 'destroy', 'hibernate', 'wake'];
     const phase2Total = scripts.reduce(
-      (n, s) => n + ({ 'stop-start': 2, 'stop-destroy': 2, destroy: 1, 'stop-race-destroy': 2, 'stop-start-stop': 3, 'stop-twice-same-key': 1, idle: 0 })[s.kind],
+      (n, s) =>
+        n +
+        ({
+          'stop-start': 2,
+          'stop-destroy': 2,
+          destroy: 1,
+          'stop-race-destroy': 2,
+          'stop-start-stop': 3,
+          'stop-twice-same-key': 1,
+          'hibernate-wake': 2,
+          'stop-hibernate': 2,
+          'hibernate-destroy': 2,
+          idle: 0,
+        })[s.kind],
       0,
     );
     const phase2Done = () => countOps(phase2Ops, ['succeeded', 'failed']);
@@ -579,9 +606,9 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
       },
     );
 
-    const command = async (agentId: string, action: 'stop' | 'start' | 'destroy', key?: string) =>
+    const command = async (agentId: string, action: 'stop' | 'start' | 'destroy' | 'hibernate' | 'wake', key?: string) =>
       accept(await call('POST', `/v1/agents/${agentId}/${action}`, undefined, key ? { 'idempotency-key': key } : {}), `${action} ${agentId}`);
-    const step = async (agentId: string, action: 'stop' | 'start' | 'destroy') => {
+    const step = async (agentId: string, action: 'stop' | 'start' | 'destroy' | 'hibernate' | 'wake') => {
       const id = await command(agentId, action);
       return id ? (await finished(id)).status === 'succeeded' : false;
     };
@@ -619,6 +646,17 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
           if (id) await finished(id);
           return;
         }
+        case 'hibernate-wake':
+          // Hibernate: snapshot, server deleted, device kept; wake: a server from the snapshot, same device.
+          if (await step(agent.id, 'hibernate')) await step(agent.id, 'wake');
+          return;
+        case 'stop-hibernate':
+          if (await step(agent.id, 'stop')) await step(agent.id, 'hibernate');
+          return;
+        case 'hibernate-destroy':
+          await step(agent.id, 'hibernate');
+          await step(agent.id, 'destroy');
+          return;
         case 'idle':
           return;
       }
@@ -649,7 +687,7 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
       expect(res.body.operation.id).to.equal(auto.id);
       stats.replays++;
     }
-    await until('every operation to finish', async () => (await countOps(['provision', 'stop', 'start', 'destroy', 'rollback'], ['queued', 'running'])) === 0, {
+    await until('every operation to finish', async () => (await countOps(['provision', 'stop', 'start', 'destroy', 'rollback', 'hibernate', 'wake'], ['queued', 'running'])) === 0, {
       timeoutMs: 120_000,
       intervalMs: 200,
     });

@@ -24,7 +24,7 @@ interface InstanceRow {
 }
 
 const FINAL_OPERATION = new Set(['succeeded', 'failed', 'cancelled']);
-const AGENT_FOR_INSTANCE: Record<string, string> = { running: 'active', stopped: 'paused', destroyed: 'destroyed', failed: 'error' };
+const AGENT_FOR_INSTANCE: Record<string, string> = { running: 'active', stopped: 'paused', hibernated: 'hibernated', destroyed: 'destroyed', failed: 'error' };
 
 export async function checkInvariants(ds: DataSource, sim: SimState, accepted: Map<string, string>): Promise<InvariantReport> {
   const checked: Record<string, number> = {};
@@ -84,6 +84,8 @@ export async function checkInvariants(ds: DataSource, sim: SimState, accepted: M
   const devices = new Map(sim.devices.map((d) => [d.id, d]));
   const ownedServers = new Set<string>();
   const ownedDevices = new Set<string>();
+  const ownedImages = new Set<number>();
+  const snapshotsOf = (inst: InstanceRow) => sim.images.filter((i) => i.type === 'snapshot' && i.labels[INSTANCE_LABEL] === inst.id);
   for (const inst of instances) {
     count('instance matches the cloud');
     const where = `instance ${inst.id} (agent ${inst.agent_id}) is ${inst.status}`;
@@ -100,6 +102,21 @@ export async function checkInvariants(ds: DataSource, sim: SimState, accepted: M
         if (!device) fail(`${where} but device ${inst.tailscale_device_id} is not in the tailnet`);
         if (server) ownedServers.add(String(server.id));
         if (device) ownedDevices.add(device.id);
+        const left = snapshotsOf(inst);
+        if (left.length > 0) fail(`${where} but snapshots ${left.map((i) => i.id).join(', ')} of it are still kept (billed)`);
+        break;
+      }
+      case 'hibernated': {
+        // No server (that is the point), the tailnet device kept, exactly one available snapshot.
+        const labelled = sim.servers.filter((s) => s.labels[INSTANCE_LABEL] === inst.id);
+        if (labelled.length > 0) fail(`${where} but servers ${labelled.map((s) => s.id).join(', ')} still exist`);
+        if (!device) fail(`${where} but device ${inst.tailscale_device_id} is not in the tailnet`);
+        else ownedDevices.add(device.id);
+        const snapshots = snapshotsOf(inst);
+        count('hibernated agent has one snapshot');
+        if (snapshots.length !== 1) fail(`${where} with ${snapshots.length} snapshots`);
+        else if (snapshots[0]!.status !== 'available') fail(`${where} but its snapshot ${snapshots[0]!.id} is ${snapshots[0]!.status}`);
+        for (const i of snapshots) ownedImages.add(i.id);
         break;
       }
       case 'destroyed':
@@ -110,6 +127,8 @@ export async function checkInvariants(ds: DataSource, sim: SimState, accepted: M
         if (device) fail(`${where} but device ${device.id} is still in the tailnet`);
         const named = inst.tailscale_hostname ? sim.devices.filter((d) => d.hostname === inst.tailscale_hostname) : [];
         if (named.length > 0) fail(`${where} but devices ${named.map((d) => d.id).join(', ')} use its hostname`);
+        const snapshots = snapshotsOf(inst);
+        if (snapshots.length > 0) fail(`${where} but snapshots ${snapshots.map((i) => i.id).join(', ')} of it are still kept (billed)`);
         break;
       }
       default:
@@ -128,6 +147,30 @@ export async function checkInvariants(ds: DataSource, sim: SimState, accepted: M
     count('device owned');
     if (!ownedDevices.has(d.id)) fail(`orphan device ${d.id} (${d.hostname})`);
   }
+  for (const i of sim.images.filter((image) => image.type === 'snapshot')) {
+    count('snapshot owned');
+    if (!ownedImages.has(i.id)) fail(`orphan snapshot ${i.id} (agent ${i.labels[AGENT_LABEL] ?? '-'}, ${i.status})`);
+  }
+
+  // 5b. Nothing of a live agent was ever deleted: every guarded delete in the audit names a resource
+  // that no live instance holds at the end, and no delete was refused (nobody changed labels or tags).
+  const liveIds = new Set(
+    instances
+      .filter((i) => ['running', 'stopped', 'hibernated'].includes(i.status))
+      .flatMap((i) => [i.server_id, i.tailscale_device_id].filter((x): x is string => !!x)),
+  );
+  const deletes: { to_status: string; reason: string }[] = await ds.query(
+    `SELECT to_status, reason FROM events WHERE to_status IN ('server_deleted', 'device_deleted')`,
+  );
+  for (const e of deletes) {
+    count('delete was not of a live agent');
+    const id = /\b(?:server|device) (\S+)/.exec(e.reason)?.[1];
+    if (!id) fail(`delete event without a resource id: ${e.reason}`);
+    else if (liveIds.has(id)) fail(`a live agent's resource was deleted: ${e.reason}`);
+  }
+  const refused: { reason: string }[] = await ds.query(`SELECT reason FROM events WHERE to_status = 'needs_attention'`);
+  count('no delete refused for lack of evidence', refused.length || 1);
+  for (const e of refused) fail(`ownership guard refused a call nobody provoked: ${e.reason}`);
 
   // 6. No agent with two servers, and at most one live instance per agent.
   const serversPerAgent = new Map<string, number>();
