@@ -31,7 +31,9 @@ import { RedisProcess, WorkerProcess, freePort, until } from './processes';
 
 const AGENTS = Number(process.env.CHAOS_AGENTS ?? 200);
 const NO_KEY_AGENTS = 6; // their auth key is revoked behind tailfleet's back: the server never joins → rollback
-const BAD_LOCATION_AGENTS = 6; // Hetzner refuses the location (422): permanent failure → rollback
+// Hetzner refuses the image (a snapshot id that does not exist, 422) when the server is created: a
+// permanent failure → rollback. (A bad location or server type is refused by the API before anything is accepted.)
+const BAD_IMAGE_AGENTS = 6;
 const CREATE_CONCURRENCY = 8;
 const SCRIPT_CONCURRENCY = 24;
 
@@ -464,7 +466,7 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
     // ================= Phase 1: provision the fleet =================
     const specs = Array.from({ length: AGENTS }, (_, i) => {
       if (i < NO_KEY_AGENTS) return { name: `nokey-${i}`, kind: 'nokey' as const };
-      if (i < NO_KEY_AGENTS + BAD_LOCATION_AGENTS) return { name: `badloc-${i}`, kind: 'badloc' as const, location: 'mars1' };
+      if (i < NO_KEY_AGENTS + BAD_IMAGE_AGENTS) return { name: `badimg-${i}`, kind: 'badimg' as const, image: '999999999' };
       return { name: `chaos-${i}`, kind: 'normal' as const };
     });
     const agents: { id: string; name: string; kind: string; provisioningJobId: string; operationId: string }[] = [];
@@ -495,7 +497,7 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
           while (nextSpec < upTo) {
             const i = nextSpec++;
             const spec = specs[i]!;
-            const body = { name: spec.name, ...('location' in spec ? { location: spec.location } : {}) };
+            const body = { name: spec.name, ...('image' in spec ? { image: spec.image } : {}) };
             // Every tenth create carries an Idempotency-Key and is sent twice: one agent, one operation.
             const key = i % 10 === 3 ? `create-${spec.name}` : undefined;
             const res = await call('POST', '/v1/agents', body, key ? { 'idempotency-key': key } : {});

@@ -6,12 +6,10 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import type { Tailfleet } from '../../src/server';
 import { apiClient, createSuite, type ApiClient, type Suite } from '../pipeline/stack';
+import { ROOT, builtEnv, productionBuild } from '../helpers/build';
 
-// The tailfleet CLI as a user runs it: a child process (through tsx) against a live tailfleet with
-// workers and the cloud simulator.
-
-const ROOT = join(__dirname, '..', '..');
-const MAIN = join(ROOT, 'src', 'cli', 'main.ts');
+// The tailfleet CLI as a user runs it: the built `dist/src/cli/main.js` (the package's `bin`) as a
+// child process, against a live tailfleet with workers and the cloud simulator.
 
 interface Run {
   code: number | null;
@@ -35,9 +33,9 @@ describe('tailfleet CLI', function () {
       TAILFLEET_TOKEN: suite.apiToken,
     };
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--poll-interval', '50', ...args], {
+      const child = spawn(process.execPath, [main, '--poll-interval', '50', ...args], {
         cwd: ROOT,
-        env: Object.fromEntries(Object.entries({ ...base, ...env }).filter(([, v]) => v !== undefined)) as NodeJS.ProcessEnv,
+        env: Object.fromEntries(Object.entries({ ...builtEnv(), ...base, ...env }).filter(([, v]) => v !== undefined)) as NodeJS.ProcessEnv,
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let stdout = '';
@@ -58,7 +56,10 @@ describe('tailfleet CLI', function () {
     return run;
   };
 
+  let main: string;
+
   before(async () => {
+    main = join(await productionBuild(), 'src', 'cli', 'main.js');
     suite = await createSuite('cli');
     tf = await suite.launch({ env: { RECONCILE_INTERVAL_SECONDS: '0', WEBHOOK_ALLOW_PRIVATE_URLS: 'true', WEBHOOK_BACKOFF_MS: '60000' } });
     api = apiClient(tf.url!, suite.apiToken);

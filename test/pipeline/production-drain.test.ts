@@ -1,9 +1,8 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
+import { productionBuild } from '../helpers/build';
 import { apiClient, createSuite, stackEnv, waitFor, type Suite } from './stack';
 
 // The compiled production process (`node dist/src/main.js`, what the image runs) drains on SIGTERM:
@@ -31,19 +30,13 @@ describe('pipeline: the compiled process drains on SIGTERM', function () {
   before(async () => {
     // The production build (tsconfig.build.json), into a directory of its own; node finds the
     // dependencies through NODE_PATH as the image finds them next to dist/.
-    outDir = mkdtempSync(path.join(tmpdir(), 'tailfleet-dist-'));
-    const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', outDir], {
-      cwd: ROOT,
-      encoding: 'utf8',
-    });
-    expect(tsc.status, `${tsc.stdout}${tsc.stderr}`).to.equal(0);
+    outDir = await productionBuild();
     suite = await createSuite('production_drain');
   });
 
   after(async () => {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     await suite?.close();
-    if (outDir) rmSync(outDir, { recursive: true, force: true });
   });
 
   async function startProcess(env: Record<string, string>): Promise<Running> {
