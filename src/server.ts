@@ -434,7 +434,9 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       tf.workers.run();
       tf.rollbackListener?.start();
     }
-    await notifications.start();
+    // The listener only speeds up waits and streams (they re-read the tables whenever it reconnects),
+    // so the process does not wait on it for long: a slow first connect goes on in the background.
+    await settlesWithin(notifications.start(), 10_000);
     if (webhookWorker) {
       webhookWorker.run().catch((err: unknown) => logger.error({ err, queue: 'webhooks' }, 'Worker stopped with an error'));
     }

@@ -96,9 +96,12 @@ export class EventNotifications {
       connectionString: this.deps.connectionString,
       application_name: this.deps.applicationName ?? 'tailfleet-listener',
       ...(this.deps.schema ? { options: `-c search_path=${this.deps.schema}` } : {}),
-      // A dead peer is noticed by TCP keepalive instead of never.
+      // A dead peer is noticed by TCP keepalive instead of never; a server that does not answer the
+      // connect or the LISTEN is given up on (and retried) instead of holding the process's start.
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
+      connectionTimeoutMillis: 10_000,
+      query_timeout: 10_000,
     });
     client.on('notification', (msg) => this.onNotification(msg));
     client.on('error', (err) => {
