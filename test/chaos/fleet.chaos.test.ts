@@ -376,11 +376,12 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
     /** A deploy: SIGTERM, the worker drains (jobs cut at the deadline go back to waiting), then starts again. */
     async function rollingRestart(w: WorkerProcess, why: string) {
       const pid = w.pid;
-      await w.kill('SIGTERM');
-      stats.rollingRestarts.push(`${w.name} (pid ${pid}) ${why}`);
       note(`SIGTERM ${w.name} pid ${pid} (${why})`);
+      await w.kill('SIGTERM');
       await w.start();
       note(`${w.name} restarted as pid ${w.pid}`);
+      // Counted once the new process is up: the next restart's trigger waits for it.
+      stats.rollingRestarts.push(`${w.name} (pid ${pid}) ${why}`);
     }
 
     /** Redis loses everything at once; PostgreSQL still holds every accepted operation. */

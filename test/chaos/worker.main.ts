@@ -37,8 +37,10 @@ async function main(): Promise<void> {
   });
   try {
     await tf.start();
-    // The parent waits for this line (a readiness poll on the child's output, not a sleep).
-    process.stdout.write(`chaos-worker-ready pid=${process.pid}\n`);
+    // The parent waits for this line (a readiness poll on the child's output, not a sleep). On
+    // stderr: stdout carries the JSON log, whose long lines are written in pieces that a line of
+    // our own could land between.
+    process.stderr.write(`chaos-worker-ready pid=${process.pid}\n`);
   } catch (err) {
     logger.fatal({ err }, 'chaos worker failed to start');
     await tf.stop().catch(() => undefined);
