@@ -9,9 +9,10 @@ import type { Logger } from '../lib/logger';
 import { revokeJobAuthKeys } from './auth-keys';
 import { buildRejoinUserData, buildWakeUserData } from './cloud-init';
 import { guarded, move, moveTogether } from './guarded-moves';
-import { findLiveInstanceOfAgent, reachedBy, recordFailure, requireAgent, requireInstance } from './records';
+import { findLiveInstanceOfAgent, reachedBy, recordedServerIds, recordFailure, requireAgent, requireInstance } from './records';
 import { shutdownGuarded } from './guarded-shutdown';
-import { deleteSnapshotImage, findSnapshots } from './snapshots';
+import { deleteInstanceSnapshots, deleteSnapshotImage, findSnapshots } from './snapshots';
+import { listWithRecorded } from './servers';
 import { silentReporter, type StepReporter } from './step-reporter';
 import type { DeviceEvidence, GuardContext, OwnershipGuard, ServerEvidence } from '../fleet/ownership-guard';
 import { ownershipGuard, type OperationContext, type WorkflowDeps } from './workflow-deps';
@@ -183,9 +184,7 @@ export class HibernateWorkflow {
       result = await this.bringBack(agent, instanceId, r, log);
       await r.step('delete-snapshot', 85, 'deleting the snapshot');
       const instance = await requireInstance(repos, instanceId);
-      const leftover = await findSnapshots(this.deps.hetzner, this.deps.fleet, { agentId, instanceId });
-      const imageIds = new Set([...(instance.snapshotImageId ? [Number(instance.snapshotImageId)] : []), ...leftover.map((i) => i.id)]);
-      for (const imageId of imageIds) await deleteSnapshotImage(this.deps, { imageId, agentId }, this.guarded('wake', ctx.operationId, agentId, instanceId));
+      await deleteInstanceSnapshots(this.deps, instance, { agentId, instanceId }, this.guarded('wake', ctx.operationId, agentId, instanceId));
     } catch (err) {
       await recordFailure(repos, instanceId, 'waking', 'Wake', err, log);
       throw err;
@@ -355,14 +354,8 @@ export class HibernateWorkflow {
 
   /** The instance's servers by id: those labelled for it and the recorded one (if it still exists). */
   private async instanceServers(instance: Instance): Promise<Map<number, HetznerServer>> {
-    const { hetzner } = this.deps;
-    const labelled = await this.deps.fleet.listServers(hetzner, instanceTerms({ agentId: instance.agentId, instanceId: instance.id }));
-    const byId = new Map(labelled.map((s) => [s.id, s]));
-    if (instance.serverId && !byId.has(Number(instance.serverId))) {
-      const recorded = await hetzner.getServer(Number(instance.serverId));
-      if (recorded) byId.set(recorded.id, recorded);
-    }
-    return byId;
+    const servers = await listWithRecorded(this.deps, instanceTerms({ agentId: instance.agentId, instanceId: instance.id }), recordedServerIds(instance));
+    return new Map(servers.map((s) => [s.id, s]));
   }
 
   private async waitForServerRunning(serverId: number): Promise<HetznerServer> {
