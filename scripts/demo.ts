@@ -3,9 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { Client } from 'pg';
 import { loadConfig } from '../src/config';
-import IORedis from 'ioredis';
 import { createDatabase, dropDatabase } from '../src/db/admin';
 import { createLogger } from '../src/lib/logger';
+import { deleteRedisPrefix } from '../src/lib/redis-keys';
 import { createTailfleet } from '../src/server';
 import { SIM_DEFAULT_CREDENTIALS, startSimulator } from '../src/simulator';
 
@@ -46,17 +46,7 @@ async function freshState(adminUrl: string, redisUrl: string): Promise<string> {
   console.log(`${exists ? 'Recreating' : 'Creating'} database ${DEMO_DATABASE}`);
   const url = await createDatabase(adminUrl, DEMO_DATABASE);
 
-  const redis = new IORedis(redisUrl, { maxRetriesPerRequest: 1 });
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${DEMO_QUEUE_PREFIX}:*`, 'COUNT', 500);
-      cursor = next;
-      if (keys.length > 0) await redis.del(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
+  await deleteRedisPrefix(redisUrl, DEMO_QUEUE_PREFIX);
   return url;
 }
 

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { Agent, request } from 'node:http';
-import IORedis from 'ioredis';
 import { loadConfig, type Config } from '../../src/config';
 import { createDatabase, dropDatabase, scratchDatabaseName } from '../../src/db/admin';
 import { silentLogger } from '../../src/lib/logger';
+import { deleteRedisPrefix as deleteRedisKeys } from '../../src/lib/redis-keys';
 import { createTailfleet, type Tailfleet, type TailfleetOverrides } from '../../src/server';
 import { SIM_DEFAULT_CREDENTIALS, startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
 
@@ -105,18 +105,9 @@ export async function startBenchStack(
   }
 }
 
-export async function deleteRedisPrefix(prefix: string): Promise<void> {
-  const redis = new IORedis(REDIS_URL, { maxRetriesPerRequest: 1 });
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await redis.unlink(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
+/** Deletes this run's keys from the shared Redis (src/lib/redis-keys.ts). */
+export function deleteRedisPrefix(prefix: string): Promise<void> {
+  return deleteRedisKeys(REDIS_URL, prefix);
 }
 
 /** A keep-alive JSON client for the tailfleet API (undici's global fetch pools connections). */
