@@ -6,7 +6,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createDatabase, dropDatabase, scratchDatabaseName } from '../src/db/admin';
 import { deleteRedisPrefix } from '../src/lib/redis-keys';
-import { SIM_DEFAULT_CREDENTIALS, startSimulator } from '../src/simulator';
+import { simulatorEnv, startSimulator } from '../src/simulator';
 import { execForm, parseCopy, parseDockerfile, parseEnv, parseHealthcheck, type Stage } from './dockerfile';
 
 /**
@@ -142,11 +142,7 @@ async function runFinalStage(stage: Stage, dir: string, imageEnv: Record<string,
     ...imageEnv,
     DATABASE_URL: databaseUrl,
     REDIS_URL,
-    HETZNER_API_URL: sim.hetznerUrl,
-    HETZNER_API_TOKEN: SIM_DEFAULT_CREDENTIALS.hetznerToken,
-    TAILSCALE_API_URL: sim.tailscaleUrl,
-    TAILSCALE_OAUTH_CLIENT_ID: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
-    TAILSCALE_OAUTH_CLIENT_SECRET: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
+    ...simulatorEnv(sim),
     API_TOKEN: randomBytes(24).toString('hex'),
     HOST: '127.0.0.1',
     PORT: String(port),

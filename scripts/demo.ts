@@ -7,7 +7,7 @@ import { createDatabase, dropDatabase } from '../src/db/admin';
 import { createLogger } from '../src/lib/logger';
 import { deleteRedisPrefix } from '../src/lib/redis-keys';
 import { createTailfleet } from '../src/server';
-import { SIM_DEFAULT_CREDENTIALS, startSimulator } from '../src/simulator';
+import { simulatorEnv, startSimulator } from '../src/simulator';
 
 /**
  * `npm run demo`: the cloud simulator and tailfleet (API + workers + Bull Board) in one process,
@@ -61,11 +61,7 @@ async function main(): Promise<void> {
   const config = loadConfig({
     DATABASE_URL: await freshState(adminUrl, redisUrl),
     REDIS_URL: redisUrl,
-    HETZNER_API_URL: sim.hetznerUrl,
-    HETZNER_API_TOKEN: SIM_DEFAULT_CREDENTIALS.hetznerToken,
-    TAILSCALE_API_URL: sim.tailscaleUrl,
-    TAILSCALE_OAUTH_CLIENT_ID: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
-    TAILSCALE_OAUTH_CLIENT_SECRET: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
+    ...simulatorEnv(sim),
     API_TOKEN: apiToken,
     BULL_BOARD_USER: 'admin',
     BULL_BOARD_PASSWORD: randomBytes(12).toString('base64url'),

@@ -5,7 +5,7 @@ import { createDatabase, dropDatabase, scratchDatabaseName } from '../../src/db/
 import { silentLogger } from '../../src/lib/logger';
 import { deleteRedisPrefix as deleteRedisKeys } from '../../src/lib/redis-keys';
 import { createTailfleet, type Tailfleet, type TailfleetOverrides } from '../../src/server';
-import { SIM_DEFAULT_CREDENTIALS, startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
+import { simulatorEnv, startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
 
 export const ADMIN_DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -82,11 +82,7 @@ export async function startBenchStack(
     const config = loadConfig({
       DATABASE_URL: databaseUrl,
       REDIS_URL,
-      HETZNER_API_URL: sim.hetznerUrl,
-      HETZNER_API_TOKEN: SIM_DEFAULT_CREDENTIALS.hetznerToken,
-      TAILSCALE_API_URL: sim.tailscaleUrl,
-      TAILSCALE_OAUTH_CLIENT_ID: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
-      TAILSCALE_OAUTH_CLIENT_SECRET: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
+      ...simulatorEnv(sim),
       API_TOKEN: apiToken,
       HOST: '127.0.0.1',
       PORT: '0',
