@@ -4,9 +4,9 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import IORedis from 'ioredis';
 import { createDatabase, dropDatabase, scratchDatabaseName } from '../src/db/admin';
-import { SIM_DEFAULT_CREDENTIALS, startSimulator } from '../src/simulator';
+import { deleteRedisPrefix } from '../src/lib/redis-keys';
+import { simulatorEnv, startSimulator } from '../src/simulator';
 import { execForm, parseCopy, parseDockerfile, parseEnv, parseHealthcheck, type Stage } from './dockerfile';
 
 /**
@@ -142,11 +142,7 @@ async function runFinalStage(stage: Stage, dir: string, imageEnv: Record<string,
     ...imageEnv,
     DATABASE_URL: databaseUrl,
     REDIS_URL,
-    HETZNER_API_URL: sim.hetznerUrl,
-    HETZNER_API_TOKEN: SIM_DEFAULT_CREDENTIALS.hetznerToken,
-    TAILSCALE_API_URL: sim.tailscaleUrl,
-    TAILSCALE_OAUTH_CLIENT_ID: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
-    TAILSCALE_OAUTH_CLIENT_SECRET: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
+    ...simulatorEnv(sim),
     API_TOKEN: randomBytes(24).toString('hex'),
     HOST: '127.0.0.1',
     PORT: String(port),
@@ -184,17 +180,7 @@ async function runFinalStage(stage: Stage, dir: string, imageEnv: Record<string,
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     await sim.close();
     await dropDatabase(ADMIN_URL, database).catch(() => undefined);
-    const redis = new IORedis(REDIS_URL, { maxRetriesPerRequest: 1 });
-    try {
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 500);
-        cursor = next;
-        if (keys.length > 0) await redis.del(...keys);
-      } while (cursor !== '0');
-    } finally {
-      redis.disconnect();
-    }
+    await deleteRedisPrefix(REDIS_URL, prefix);
   }
 }
 

@@ -3,11 +3,11 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { Client } from 'pg';
 import { loadConfig } from '../src/config';
-import IORedis from 'ioredis';
 import { createDatabase, dropDatabase } from '../src/db/admin';
 import { createLogger } from '../src/lib/logger';
+import { deleteRedisPrefix } from '../src/lib/redis-keys';
 import { createTailfleet } from '../src/server';
-import { SIM_DEFAULT_CREDENTIALS, startSimulator } from '../src/simulator';
+import { simulatorEnv, startSimulator } from '../src/simulator';
 
 /**
  * `npm run demo`: the cloud simulator and tailfleet (API + workers + Bull Board) in one process,
@@ -46,17 +46,7 @@ async function freshState(adminUrl: string, redisUrl: string): Promise<string> {
   console.log(`${exists ? 'Recreating' : 'Creating'} database ${DEMO_DATABASE}`);
   const url = await createDatabase(adminUrl, DEMO_DATABASE);
 
-  const redis = new IORedis(redisUrl, { maxRetriesPerRequest: 1 });
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${DEMO_QUEUE_PREFIX}:*`, 'COUNT', 500);
-      cursor = next;
-      if (keys.length > 0) await redis.del(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
+  await deleteRedisPrefix(redisUrl, DEMO_QUEUE_PREFIX);
   return url;
 }
 
@@ -71,11 +61,7 @@ async function main(): Promise<void> {
   const config = loadConfig({
     DATABASE_URL: await freshState(adminUrl, redisUrl),
     REDIS_URL: redisUrl,
-    HETZNER_API_URL: sim.hetznerUrl,
-    HETZNER_API_TOKEN: SIM_DEFAULT_CREDENTIALS.hetznerToken,
-    TAILSCALE_API_URL: sim.tailscaleUrl,
-    TAILSCALE_OAUTH_CLIENT_ID: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
-    TAILSCALE_OAUTH_CLIENT_SECRET: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
+    ...simulatorEnv(sim),
     API_TOKEN: apiToken,
     BULL_BOARD_USER: 'admin',
     BULL_BOARD_PASSWORD: randomBytes(12).toString('base64url'),

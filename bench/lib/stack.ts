@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { Agent, request } from 'node:http';
-import IORedis from 'ioredis';
 import { loadConfig, type Config } from '../../src/config';
 import { createDatabase, dropDatabase, scratchDatabaseName } from '../../src/db/admin';
 import { silentLogger } from '../../src/lib/logger';
+import { deleteRedisPrefix as deleteRedisKeys } from '../../src/lib/redis-keys';
 import { createTailfleet, type Tailfleet, type TailfleetOverrides } from '../../src/server';
-import { SIM_DEFAULT_CREDENTIALS, startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
+import { simulatorEnv, startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
 
 export const ADMIN_DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -82,11 +82,7 @@ export async function startBenchStack(
     const config = loadConfig({
       DATABASE_URL: databaseUrl,
       REDIS_URL,
-      HETZNER_API_URL: sim.hetznerUrl,
-      HETZNER_API_TOKEN: SIM_DEFAULT_CREDENTIALS.hetznerToken,
-      TAILSCALE_API_URL: sim.tailscaleUrl,
-      TAILSCALE_OAUTH_CLIENT_ID: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
-      TAILSCALE_OAUTH_CLIENT_SECRET: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
+      ...simulatorEnv(sim),
       API_TOKEN: apiToken,
       HOST: '127.0.0.1',
       PORT: '0',
@@ -105,18 +101,9 @@ export async function startBenchStack(
   }
 }
 
-export async function deleteRedisPrefix(prefix: string): Promise<void> {
-  const redis = new IORedis(REDIS_URL, { maxRetriesPerRequest: 1 });
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await redis.unlink(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
+/** Deletes this run's keys from the shared Redis (src/lib/redis-keys.ts). */
+export function deleteRedisPrefix(prefix: string): Promise<void> {
+  return deleteRedisKeys(REDIS_URL, prefix);
 }
 
 /** A keep-alive JSON client for the tailfleet API (undici's global fetch pools connections). */

@@ -1,6 +1,6 @@
 import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
-import { isAgentHostname, type DeviceEvidence } from '../fleet/ownership-guard';
+import { isAgentHostname, type DeviceEvidence, type GuardOutcome } from '../fleet/ownership-guard';
 import { AGENT_LABEL, INSTANCE_LABEL, JOB_LABEL, MANAGED_LABEL } from '../fleet/server-labels';
 import type { Logger } from '../lib/logger';
 import { judgesDevice } from './ownership';
@@ -125,80 +125,84 @@ export async function deleteOrphans(
     }
     return;
   }
-  await mapLimit(servers, DELETE_CONCURRENCY, async (o) => {
-    try {
-      // The snapshot may be a few seconds old: ask the database once more right before deleting.
-      const owner = await serverOwner(ctx, o);
-      if (owner) {
-        o.action = 'kept';
-        o.detail = owner;
-        return;
-      }
-      // The label is the licence to delete: read the server once more in case someone took it off.
-      const current = await deps.hetzner.getServer(Number(o.serverId));
-      if (!current) {
-        o.action = 'already_gone';
-        return;
-      }
-      if (current.labels?.[MANAGED_LABEL.key] !== MANAGED_LABEL.value) {
-        o.action = 'kept';
-        o.detail = 'no longer carries the managed-by label';
-        return;
-      }
-      if (!deps.fleet.ownsServer(current)) {
-        o.action = 'kept';
-        o.detail = `no longer carries the label of fleet ${deps.fleet.name}`;
-        return;
-      }
-      const agentId = current.labels?.[AGENT_LABEL] ?? null;
-      const outcome = await ctx.guard.deleteServer(current, {}, { operation: 'reconcile', operationId: seen.operationId, agentId });
-      if (outcome === 'refused') {
-        o.action = 'kept';
-        o.detail = 'needs attention: not provably this fleet\'s (see the ownership findings)';
-        return;
-      }
-      const deleted = outcome === 'deleted';
-      o.action = deleted ? 'deleted' : 'already_gone';
-      if (deleted) deps.metrics?.reconcileRepairs.inc({ kind: 'orphan_server_deleted' });
-      log.warn({ serverId: o.serverId, name: o.name }, `[Reconcile] Orphan server ${o.serverId} deleted`);
-    } catch (err) {
-      o.action = 'delete_failed';
-      o.detail = (err as Error).message;
-      errors.push(`delete server ${o.serverId}: ${(err as Error).message}`);
+  await mapLimit(servers, DELETE_CONCURRENCY, (o) =>
+    settleOrphan(
+      o,
+      `server ${o.serverId}`,
+      errors,
+      async () => {
+        // The snapshot may be a few seconds old: ask the database once more right before deleting.
+        const owner = await serverOwner(ctx, o);
+        if (owner) return { kept: owner };
+        // The label is the licence to delete: read the server once more in case someone took it off.
+        const current = await deps.hetzner.getServer(Number(o.serverId));
+        if (!current) return 'vanished';
+        if (current.labels?.[MANAGED_LABEL.key] !== MANAGED_LABEL.value) return { kept: 'no longer carries the managed-by label' };
+        if (!deps.fleet.ownsServer(current)) return { kept: `no longer carries the label of fleet ${deps.fleet.name}` };
+        const agentId = current.labels?.[AGENT_LABEL] ?? null;
+        return ctx.guard.deleteServer(current, {}, { operation: 'reconcile', operationId: seen.operationId, agentId });
+      },
+      (deleted) => {
+        if (deleted) deps.metrics?.reconcileRepairs.inc({ kind: 'orphan_server_deleted' });
+        log.warn({ serverId: o.serverId, name: o.name }, `[Reconcile] Orphan server ${o.serverId} deleted`);
+      },
+    ),
+  );
+  await mapLimit(devices, DELETE_CONCURRENCY, (o) =>
+    settleOrphan(
+      o,
+      `device ${o.deviceId}`,
+      errors,
+      async () => {
+        const owner = await deviceOwner(ctx, o);
+        if (owner) return { kept: owner };
+        const device = seen.devices.get(o.deviceId);
+        if (!device) return 'vanished';
+        return ctx.guard.deleteDevice(device, orphanDeviceEvidence(ctx, device, seen), { operation: 'reconcile', operationId: seen.operationId });
+      },
+      (deleted) => {
+        if (deleted) deps.metrics?.reconcileRepairs.inc({ kind: 'orphan_device_deleted' });
+        log.warn({ deviceId: o.deviceId, hostname: o.hostname }, `[Reconcile] Orphan device ${o.deviceId} deleted`);
+      },
+    ),
+  );
+}
+
+/** How an orphan's delete went, short of an error: a reason to keep it, gone before it was read again, or what the guard did. */
+type OrphanStep = { kept: string } | 'vanished' | GuardOutcome;
+
+/** Runs one orphan's delete and writes how it ended on the finding; `done` follows a delete the guard allowed. */
+async function settleOrphan(
+  o: OrphanServerFinding | OrphanDeviceFinding,
+  what: string,
+  errors: string[],
+  attempt: () => Promise<OrphanStep>,
+  done: (deleted: boolean) => void,
+): Promise<void> {
+  try {
+    const step = await attempt();
+    if (step === 'vanished') {
+      o.action = 'already_gone';
+      return;
     }
-  });
-  await mapLimit(devices, DELETE_CONCURRENCY, async (o) => {
-    try {
-      const owner = await deviceOwner(ctx, o);
-      if (owner) {
-        o.action = 'kept';
-        o.detail = owner;
-        return;
-      }
-      const device = seen.devices.get(o.deviceId);
-      if (!device) {
-        o.action = 'already_gone';
-        return;
-      }
-      const outcome = await ctx.guard.deleteDevice(device, orphanDeviceEvidence(ctx, device, seen), {
-        operation: 'reconcile',
-        operationId: seen.operationId,
-      });
-      if (outcome === 'refused') {
-        o.action = 'kept';
-        o.detail = 'needs attention: not provably this fleet\'s (see the ownership findings)';
-        return;
-      }
-      const deleted = outcome === 'deleted';
-      o.action = deleted ? 'deleted' : 'already_gone';
-      if (deleted) deps.metrics?.reconcileRepairs.inc({ kind: 'orphan_device_deleted' });
-      log.warn({ deviceId: o.deviceId, hostname: o.hostname }, `[Reconcile] Orphan device ${o.deviceId} deleted`);
-    } catch (err) {
-      o.action = 'delete_failed';
-      o.detail = (err as Error).message;
-      errors.push(`delete device ${o.deviceId}: ${(err as Error).message}`);
+    if (typeof step === 'object') {
+      o.action = 'kept';
+      o.detail = step.kept;
+      return;
     }
-  });
+    if (step === 'refused') {
+      o.action = 'kept';
+      o.detail = 'needs attention: not provably this fleet\'s (see the ownership findings)';
+      return;
+    }
+    const deleted = step === 'deleted';
+    o.action = deleted ? 'deleted' : 'already_gone';
+    done(deleted);
+  } catch (err) {
+    o.action = 'delete_failed';
+    o.detail = (err as Error).message;
+    errors.push(`delete ${what}: ${(err as Error).message}`);
+  }
 }
 
 /**

@@ -10,6 +10,17 @@ export const SIM_DEFAULT_CREDENTIALS = {
   tailscaleClientSecret: 'sim-secret',
 } as const;
 
+/** The environment that points a tailfleet at a running simulator with the default credentials. */
+export function simulatorEnv(sim: { hetznerUrl: string; tailscaleUrl: string }) {
+  return {
+    HETZNER_API_URL: sim.hetznerUrl,
+    HETZNER_API_TOKEN: SIM_DEFAULT_CREDENTIALS.hetznerToken,
+    TAILSCALE_API_URL: sim.tailscaleUrl,
+    TAILSCALE_OAUTH_CLIENT_ID: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
+    TAILSCALE_OAUTH_CLIENT_SECRET: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
+  };
+}
+
 export interface SimOAuthClient {
   clientId: string;
   clientSecret: string;

@@ -466,15 +466,7 @@ export class HetznerCloud {
 
   /** GET /images: the system images and every snapshot, filtered like the real listing. */
   listImages(q: ImageQuery): { items: ReturnType<HetznerCloud['imageBody']>[]; pagination: Pagination } {
-    let predicate: ((labels: Record<string, string>) => boolean) | undefined;
-    if (q.labelSelector !== undefined && q.labelSelector !== '') {
-      try {
-        predicate = this.selectors.get(q.labelSelector);
-      } catch (err) {
-        if (err instanceof LabelSelectorError) throw new HetznerApiError(400, 'invalid_input', err.message);
-        throw err;
-      }
-    }
+    const predicate = this.labelPredicate(q.labelSelector);
     const types = q.type && q.type.length > 0 ? new Set(q.type) : undefined;
     const statuses = q.status && q.status.length > 0 ? new Set(q.status) : undefined;
     let items = [...SYSTEM_IMAGES.map((i) => systemImageBody(i.name)), ...[...this.images.values()].map((i) => this.imageBody(i))];
@@ -515,6 +507,17 @@ export class HetznerCloud {
 
   // ---- queries -----------------------------------------------------------------------------
 
+  /** A listing's label_selector as a predicate (none when absent or empty); a malformed one is a 400 invalid_input. */
+  private labelPredicate(selector: string | undefined): ((labels: Record<string, string>) => boolean) | undefined {
+    if (selector === undefined || selector === '') return undefined;
+    try {
+      return this.selectors.get(selector);
+    } catch (err) {
+      if (err instanceof LabelSelectorError) throw new HetznerApiError(400, 'invalid_input', err.message);
+      throw err;
+    }
+  }
+
   getServer(id: number): ServerRecord {
     const server = this.servers.get(id);
     if (!server) throw new HetznerApiError(404, 'not_found', `server with ID '${id}' not found`);
@@ -530,15 +533,7 @@ export class HetznerCloud {
   }
 
   listServers(q: ListQuery): { items: ServerRecord[]; pagination: Pagination } {
-    let predicate: ((labels: Record<string, string>) => boolean) | undefined;
-    if (q.labelSelector !== undefined && q.labelSelector !== '') {
-      try {
-        predicate = this.selectors.get(q.labelSelector);
-      } catch (err) {
-        if (err instanceof LabelSelectorError) throw new HetznerApiError(400, 'invalid_input', err.message);
-        throw err;
-      }
-    }
+    const predicate = this.labelPredicate(q.labelSelector);
     const statuses = q.status && q.status.length > 0 ? new Set(q.status) : undefined;
     let items: ServerRecord[];
     if (q.name !== undefined) {

@@ -1,4 +1,4 @@
-export { SIM_DEFAULT_CREDENTIALS, credentialsFromEnv, type SimCredentials, type SimCredentialsInput, type SimOAuthClient } from './credentials';
+export { SIM_DEFAULT_CREDENTIALS, credentialsFromEnv, simulatorEnv, type SimCredentials, type SimCredentialsInput, type SimOAuthClient } from './credentials';
 export { startSimulator, type RunningSimulator, type StartSimulatorOptions } from './simulator.server';
 export type {
   EnrollmentState,

@@ -1,16 +1,18 @@
 import { CloudApiError, WaitTimeoutError } from '../clients/errors';
 import type { CreateServerOptions, HetznerImage, HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
-import type { Agent, Instance, InstanceStatus } from '../entities';
+import type { Agent, Instance } from '../entities';
 import { NotFoundError, StateConflictError } from '../errors';
 import { tailnetIpv4 } from '../fleet/devices';
 import { instanceTerms, JOIN_LABEL, serverLabels, snapshotLabels, type JoinMode } from '../fleet/server-labels';
 import type { Logger } from '../lib/logger';
 import { revokeJobAuthKeys } from './auth-keys';
 import { buildRejoinUserData, buildWakeUserData } from './cloud-init';
-import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
-import { requireAgent, requireInstance } from './records';
-import { deleteSnapshotImage, findSnapshots } from './snapshots';
+import { guarded, move, moveTogether } from './guarded-moves';
+import { findLiveInstanceOfAgent, reachedBy, recordedServerIds, recordFailure, requireAgent, requireInstance } from './records';
+import { shutdownGuarded } from './guarded-shutdown';
+import { deleteInstanceSnapshots, deleteSnapshotImage, findSnapshots } from './snapshots';
+import { listWithRecorded } from './servers';
 import { silentReporter, type StepReporter } from './step-reporter';
 import type { DeviceEvidence, GuardContext, OwnershipGuard, ServerEvidence } from '../fleet/ownership-guard';
 import { ownershipGuard, type OperationContext, type WorkflowDeps } from './workflow-deps';
@@ -82,9 +84,9 @@ export class HibernateWorkflow {
     const { dataSource: ds, repositories: repos, hetzner } = this.deps;
     const operationId = ctx.operationId ?? null;
     const log = this.deps.logger.child({ agentId, operationId, operation: 'hibernate' });
-    const found = await this.findLiveInstanceOfAgent(agentId);
+    const found = await findLiveInstanceOfAgent(repos, agentId);
 
-    if (found?.status === 'hibernated' && (await this.reachedBy(found.id, 'hibernated', operationId))) {
+    if (found?.status === 'hibernated' && (await reachedBy(repos, found.id, 'hibernated', operationId))) {
       await r.step('done', 100, 'already hibernated');
       return;
     }
@@ -108,15 +110,7 @@ export class HibernateWorkflow {
           throw new StateConflictError(`Instance ${instance.id} has neither a server nor a snapshot; there is nothing to hibernate`);
         }
         await r.step('shutdown', 20, `shutting down server ${server.id}`);
-        const gctx: GuardContext = { operation: 'hibernate', operationId, agentId, instanceId: instance.id };
-        let checked: { server: HetznerServer; verdict: Awaited<ReturnType<OwnershipGuard['checkPowerOff']>> } | undefined;
-        const shutdown = await hetzner.shutdownServer(server.id, {
-          timeoutMs: this.deps.settings.shutdownTimeoutMs,
-          verify: async (s) => {
-            checked = { server: s, verdict: await this.guard.checkPowerOff(s, { agentId, recordedIds: [server.id] }, gctx) };
-          },
-        });
-        if (checked) await this.guard.auditPowerOff(checked.server, checked.verdict, shutdown, gctx);
+        await shutdownGuarded(this.deps, this.guard, server.id, { operation: 'hibernate', operationId, agentId, instanceId: instance.id });
         await r.step('snapshot', 35, `snapshotting server ${server.id}`);
         ({ image } = await hetzner.createSnapshot(server.id, {
           description: `tailfleet hibernation of ${instance.serverName ?? server.name}`,
@@ -143,7 +137,7 @@ export class HibernateWorkflow {
       instance = await requireInstance(repos, ids.instanceId);
       await this.deleteInstanceServers(instance, log);
     } catch (err) {
-      await this.recordFailure(ids.instanceId, 'hibernating', 'Hibernate', err, log);
+      await recordFailure(repos, ids.instanceId, 'hibernating', 'Hibernate', err, log);
       throw err;
     }
 
@@ -168,9 +162,9 @@ export class HibernateWorkflow {
     const { dataSource: ds, repositories: repos } = this.deps;
     const operationId = ctx.operationId ?? null;
     const log = this.deps.logger.child({ agentId, operationId, operation: 'wake' });
-    const found = await this.findLiveInstanceOfAgent(agentId);
+    const found = await findLiveInstanceOfAgent(repos, agentId);
 
-    if (found?.status === 'running' && (await this.reachedBy(found.id, 'running', operationId))) {
+    if (found?.status === 'running' && (await reachedBy(repos, found.id, 'running', operationId))) {
       await r.step('done', 100, 'already awake');
       return undefined;
     }
@@ -190,11 +184,9 @@ export class HibernateWorkflow {
       result = await this.bringBack(agent, instanceId, r, log);
       await r.step('delete-snapshot', 85, 'deleting the snapshot');
       const instance = await requireInstance(repos, instanceId);
-      const leftover = await findSnapshots(this.deps.hetzner, this.deps.fleet, { agentId, instanceId });
-      const imageIds = new Set([...(instance.snapshotImageId ? [Number(instance.snapshotImageId)] : []), ...leftover.map((i) => i.id)]);
-      for (const imageId of imageIds) await deleteSnapshotImage(this.deps, { imageId, agentId }, this.guarded('wake', ctx.operationId, agentId, instanceId));
+      await deleteInstanceSnapshots(this.deps, instance, { agentId, instanceId }, this.guarded('wake', ctx.operationId, agentId, instanceId));
     } catch (err) {
-      await this.recordFailure(instanceId, 'waking', 'Wake', err, log);
+      await recordFailure(repos, instanceId, 'waking', 'Wake', err, log);
       throw err;
     }
 
@@ -305,13 +297,8 @@ export class HibernateWorkflow {
    * the others deleted.
    */
   private async findWakeServer(instance: Instance, mode: JoinMode, log: Logger): Promise<HetznerServer | null> {
-    const { hetzner, repositories: repos } = this.deps;
-    const labelled = await this.deps.fleet.listServers(hetzner, instanceTerms({ agentId: instance.agentId, instanceId: instance.id }));
-    const byId = new Map(labelled.map((s) => [s.id, s]));
-    if (instance.serverId && !byId.has(Number(instance.serverId))) {
-      const recorded = await hetzner.getServer(Number(instance.serverId));
-      if (recorded) byId.set(recorded.id, recorded);
-    }
+    const repos = this.deps.repositories;
+    const byId = await this.instanceServers(instance);
     let keep: HetznerServer | null = null;
     for (const server of [...byId.values()].sort((a, b) => a.id - b.id)) {
       const fits = mode === 'snapshot' || server.labels[JOIN_LABEL] === 'auth-key';
@@ -365,6 +352,12 @@ export class HibernateWorkflow {
     return created.server;
   }
 
+  /** The instance's servers by id: those labelled for it and the recorded one (if it still exists). */
+  private async instanceServers(instance: Instance): Promise<Map<number, HetznerServer>> {
+    const servers = await listWithRecorded(this.deps, instanceTerms({ agentId: instance.agentId, instanceId: instance.id }), recordedServerIds(instance));
+    return new Map(servers.map((s) => [s.id, s]));
+  }
+
   private async waitForServerRunning(serverId: number): Promise<HetznerServer> {
     const { hetzner } = this.deps;
     const timeoutMs = this.deps.settings.actionTimeoutMs;
@@ -414,14 +407,7 @@ export class HibernateWorkflow {
 
   /** The recorded server and any other server labelled for this instance. */
   private async deleteInstanceServers(instance: Instance, log: Logger): Promise<void> {
-    const { hetzner } = this.deps;
-    const labelled = await this.deps.fleet.listServers(hetzner, instanceTerms({ agentId: instance.agentId, instanceId: instance.id }));
-    const servers = new Map(labelled.map((s) => [s.id, s]));
-    if (instance.serverId && !servers.has(Number(instance.serverId))) {
-      const recorded = await hetzner.getServer(Number(instance.serverId));
-      if (recorded) servers.set(recorded.id, recorded);
-    }
-    for (const server of servers.values()) {
+    for (const server of (await this.instanceServers(instance)).values()) {
       if (await this.deleteServerGuarded(server, instance, 'hibernate', String(server.id) === String(instance.serverId))) {
         log.info({ serverId: server.id }, `[Lifecycle] Server ${server.id} deleted after its snapshot`);
       }
@@ -430,26 +416,6 @@ export class HibernateWorkflow {
 
   // ---------------------------------------------------------------------------------------------
 
-  private async recordFailure(instanceId: string, status: InstanceStatus, what: string, err: unknown, log: Logger): Promise<void> {
-    if (err instanceof StateConflictError && err.lostRace) return;
-    const message = errorMessage(err);
-    log.error({ err }, `[Lifecycle] ${what} failed: ${message}`);
-    await this.deps.repositories.instances
-      .recordError(instanceId, status, message)
-      .catch((dbErr: unknown) => log.error({ err: dbErr }, `[Lifecycle] Could not record the ${what.toLowerCase()} failure`));
-  }
-
-  private async reachedBy(instanceId: string, status: InstanceStatus, operationId: string | null): Promise<boolean> {
-    if (!operationId) return false;
-    const last = await this.deps.repositories.events.latestMoveInto('instance', instanceId, status);
-    return last?.operationId === operationId;
-  }
-
-  private async findLiveInstanceOfAgent(agentId: string): Promise<Instance | null> {
-    const found = await this.deps.repositories.instances.findLiveByAgent(agentId);
-    if (!found) await requireAgent(this.deps.repositories, agentId);
-    return found;
-  }
 }
 
 function retryable(message: string, path: string): CloudApiError {

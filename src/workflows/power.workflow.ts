@@ -3,11 +3,11 @@ import type { AgentStatus, Instance, InstanceStatus } from '../entities';
 import { StateConflictError } from '../errors';
 import type { Logger } from '../lib/logger';
 import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
-import { requireAgent, requireInstance } from './records';
+import { findLiveInstanceOfAgent, reachedBy, requireInstance } from './records';
+import { shutdownGuarded } from './guarded-shutdown';
 import { silentReporter, type StepReporter } from './step-reporter';
 import { ownershipGuard, type OperationContext, type WorkflowDeps } from './workflow-deps';
-import type { OwnershipGuard, Verdict } from '../fleet/ownership-guard';
-import type { HetznerServer } from '../clients/hetzner/hetzner.types';
+import type { OwnershipGuard } from '../fleet/ownership-guard';
 
 /**
  * Stop and start are one shape: a settled status (`running`/`stopped`) moves through a transitional
@@ -94,18 +94,9 @@ export class PowerWorkflow {
 
   /** A stop may end in a forced power-off: the guard checks the server is this agent's before any power action. */
   stop(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {
-    return this.run(STOP, agentId, ctx, r, async (serverId, instance) => {
-      const gctx = { operation: 'stop', operationId: ctx.operationId ?? null, agentId, instanceId: instance.id };
-      let checked: { server: HetznerServer; verdict: Verdict } | undefined;
-      const result = await this.deps.hetzner.shutdownServer(serverId, {
-        timeoutMs: this.deps.settings.shutdownTimeoutMs,
-        verify: async (server) => {
-          checked = { server, verdict: await this.guard.checkPowerOff(server, { agentId, recordedIds: [serverId] }, gctx) };
-        },
-      });
-      if (checked) await this.guard.auditPowerOff(checked.server, checked.verdict, result, gctx);
-      return result;
-    });
+    return this.run(STOP, agentId, ctx, r, (serverId, instance) =>
+      shutdownGuarded(this.deps, this.guard, serverId, { operation: 'stop', operationId: ctx.operationId ?? null, agentId, instanceId: instance.id }),
+    );
   }
 
   start(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {
@@ -121,9 +112,9 @@ export class PowerWorkflow {
   ): Promise<void> {
     const operationId = ctx.operationId ?? null;
     const log = this.deps.logger.child({ agentId, operationId, operation: d.operation });
-    const found = await this.findLiveInstanceOfAgent(agentId);
+    const found = await findLiveInstanceOfAgent(this.deps.repositories, agentId);
 
-    if (found?.status === d.to && (await this.reachedBy(found.id, d.to, operationId))) {
+    if (found?.status === d.to && (await reachedBy(this.deps.repositories, found.id, d.to, operationId))) {
       log.info(`[Lifecycle] Agent ${agentId} ${d.alreadyLog}`);
       await r.step('done', 100, d.already);
       return;
@@ -203,22 +194,6 @@ export class PowerWorkflow {
     }
   }
 
-  /** True when the instance's latest move into `status` was made by this operation (a redelivered, finished job). */
-  private async reachedBy(instanceId: string, status: InstanceStatus, operationId: string | null): Promise<boolean> {
-    if (!operationId) return false;
-    const last = await this.deps.repositories.events.latestMoveInto('instance', instanceId, status);
-    return last?.operationId === operationId;
-  }
-
-  /**
-   * The agent's live instance; NotFoundError for an unknown agent. An instance implies its agent
-   * (foreign key), so the agent is read only when there is none, to tell the two answers apart.
-   */
-  private async findLiveInstanceOfAgent(agentId: string): Promise<Instance | null> {
-    const found = await this.deps.repositories.instances.findLiveByAgent(agentId);
-    if (!found) await requireAgent(this.deps.repositories, agentId);
-    return found;
-  }
 }
 
 function requireServerId(instance: Instance): number {

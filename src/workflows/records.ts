@@ -1,6 +1,8 @@
-import type { Agent, Instance, ProvisioningJob } from '../entities';
-import { NotFoundError } from '../errors';
+import type { Agent, Instance, InstanceStatus, ProvisioningJob } from '../entities';
+import { NotFoundError, StateConflictError } from '../errors';
 import type { Db } from '../db/transitions';
+import type { Logger } from '../lib/logger';
+import { errorMessage } from './guarded-moves';
 import type { WorkflowDeps } from './workflow-deps';
 
 type Repos = WorkflowDeps['repositories'];
@@ -33,4 +35,34 @@ export async function requireInstanceForUpdate(repos: Repos, id: string, db: Db)
 
 export function recordedServerIds(instance: Instance): number[] {
   return instance.serverId ? [Number(instance.serverId)] : [];
+}
+
+/** True when the instance's latest move into `status` was made by this operation (a redelivered, finished job). */
+export async function reachedBy(repos: Repos, instanceId: string, status: InstanceStatus, operationId: string | null): Promise<boolean> {
+  if (!operationId) return false;
+  const last = await repos.events.latestMoveInto('instance', instanceId, status);
+  return last?.operationId === operationId;
+}
+
+/**
+ * The agent's live instance; NotFoundError for an unknown agent. An instance implies its agent
+ * (foreign key), so the agent is read only when there is none, to tell the two answers apart.
+ */
+export async function findLiveInstanceOfAgent(repos: Repos, agentId: string): Promise<Instance | null> {
+  const found = await repos.instances.findLiveByAgent(agentId);
+  if (!found) await requireAgent(repos, agentId);
+  return found;
+}
+
+/**
+ * Keeps a failed step's error on the instance (still in `status`) and logs it; a lost race is not
+ * this run's failure to record. A failing write is logged, never thrown over the original error.
+ */
+export async function recordFailure(repos: Repos, instanceId: string, status: InstanceStatus, what: string, err: unknown, log: Logger): Promise<void> {
+  if (err instanceof StateConflictError && err.lostRace) return;
+  const message = errorMessage(err);
+  log.error({ err }, `[Lifecycle] ${what} failed: ${message}`);
+  await repos.instances
+    .recordError(instanceId, status, message)
+    .catch((dbErr: unknown) => log.error({ err: dbErr }, `[Lifecycle] Could not record the ${what.toLowerCase()} failure`));
 }

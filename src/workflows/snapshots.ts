@@ -1,5 +1,6 @@
 import type { HetznerClient } from '../clients/hetzner/hetzner.client';
 import type { HetznerImage } from '../clients/hetzner/hetzner.types';
+import type { Instance } from '../entities';
 import { StateConflictError } from '../errors';
 import type { Fleet } from '../fleet/fleet';
 import { AGENT_LABEL, FLEET_LABEL, INSTANCE_LABEL, MANAGED_LABEL } from '../fleet/server-labels';
@@ -64,4 +65,16 @@ export async function deleteSnapshotImage(
   const deleted = await deps.hetzner.deleteImage(imageId);
   if (deleted) deps.logger.info({ imageId, agentId: target.agentId }, `[Lifecycle] Snapshot ${imageId} deleted`);
   return deleted;
+}
+
+/** The instance's recorded snapshot and every one the labels of `scope` find, each deleted (once) through the guard. */
+export async function deleteInstanceSnapshots(
+  deps: { hetzner: Pick<HetznerClient, 'listImages' | 'getImage' | 'deleteImage'>; fleet: Fleet; logger: Logger },
+  instance: Pick<Instance, 'snapshotImageId'>,
+  scope: { agentId: string; instanceId?: string },
+  guarded: { guard: Pick<OwnershipGuard, 'deleteImage'>; ctx: GuardContext },
+): Promise<void> {
+  const found = await findSnapshots(deps.hetzner, deps.fleet, scope);
+  const ids = new Set([...(instance.snapshotImageId ? [Number(instance.snapshotImageId)] : []), ...found.map((i) => i.id)]);
+  for (const imageId of ids) await deleteSnapshotImage(deps, { imageId, agentId: scope.agentId }, guarded);
 }

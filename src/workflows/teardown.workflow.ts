@@ -10,7 +10,8 @@ import type { Logger } from '../lib/logger';
 import { revokeJobAuthKeys } from './auth-keys';
 import { errorMessage, move } from './guarded-moves';
 import { recordedServerIds, requireAgent, requireInstance, requireInstanceForUpdate, requireJob } from './records';
-import { deleteSnapshotImage, findSnapshots } from './snapshots';
+import { deleteInstanceSnapshots, findSnapshots } from './snapshots';
+import { listWithRecorded } from './servers';
 import { silentReporter, type StepReporter } from './step-reporter';
 import { ownershipGuard, type OperationContext, type WorkflowDeps } from './workflow-deps';
 
@@ -228,15 +229,8 @@ export class TeardownWorkflow {
     return deleted;
   }
 
-  private async candidateServers(terms: string[], evidence: ServerEvidence): Promise<HetznerServer[]> {
-    const { hetzner } = this.deps;
-    const found = await this.deps.fleet.listServers(hetzner, terms);
-    for (const id of evidence.recordedIds ?? []) {
-      if (found.some((s) => String(s.id) === String(id))) continue;
-      const server = await hetzner.getServer(Number(id));
-      if (server) found.push(server);
-    }
-    return found;
+  private candidateServers(terms: string[], evidence: ServerEvidence): Promise<HetznerServer[]> {
+    return listWithRecorded(this.deps, terms, evidence.recordedIds ?? []);
   }
 
   /**
@@ -266,10 +260,8 @@ export class TeardownWorkflow {
   }
 
   /** A hibernated (or hibernating, or waking) instance's snapshot, and any other this agent's snapshots. */
-  private async deleteSnapshots(instance: Instance, ctx: GuardContext): Promise<void> {
-    const found = await findSnapshots(this.deps.hetzner, this.deps.fleet, { agentId: instance.agentId });
-    const ids = new Set([...(instance.snapshotImageId ? [Number(instance.snapshotImageId)] : []), ...found.map((i) => i.id)]);
-    for (const imageId of ids) await deleteSnapshotImage(this.deps, { imageId, agentId: instance.agentId }, { guard: this.guard, ctx });
+  private deleteSnapshots(instance: Instance, ctx: GuardContext): Promise<void> {
+    return deleteInstanceSnapshots(this.deps, instance, { agentId: instance.agentId }, { guard: this.guard, ctx });
   }
 
   private async instanceDevices(instance: Instance, hostname: string | null): Promise<TailscaleDevice[]> {

@@ -4,8 +4,8 @@ import { expect } from 'chai';
 // A YAML parser that is already installed (mocha's dependency), used only to read the alert rules.
 import { load as loadYaml } from 'js-yaml';
 import type { Registry } from 'prom-client';
-import type { Tailfleet } from '../../src/server';
-import { apiClient, createSuite, waitFor, type ApiClient, type Suite } from '../pipeline/stack';
+import { waitFor } from '../pipeline/stack';
+import { launchedSuite } from '../helpers/launched';
 
 // The histograms and counters behind the Grafana dashboard and the alert rules, read from a
 // running stack after real traffic, and the dashboard and rules checked against them.
@@ -38,35 +38,25 @@ function metricNamesIn(expr: string): string[] {
 describe('metrics: histograms, dashboard and alerts', function () {
   this.timeout(60_000);
 
-  let suite: Suite;
-  let tf: Tailfleet;
-  let api: ApiClient;
+  const stack = launchedSuite('metrics');
 
   before(async () => {
-    suite = await createSuite('metrics');
-    tf = await suite.launch();
-    api = apiClient(tf.url!, suite.apiToken);
-
     // One refused create (429, then retried by the client) so the rate-limit series exist.
-    suite.sim.control.setFaults([{ method: 'POST', route: '/hetzner/v1/servers', status: 429, times: 1 }]);
-    const created = await api.post('/v1/agents', { name: 'metrics-1' });
+    stack.suite.sim.control.setFaults([{ method: 'POST', route: '/hetzner/v1/servers', status: 429, times: 1 }]);
+    const created = await stack.api.post('/v1/agents', { name: 'metrics-1' });
     expect(created.status).to.equal(201);
     const agentId = created.body.agent.id as string;
     await waitFor('the provision to succeed', async () => {
-      const res = await api.get(`/v1/operations/${created.body.operation.id}`);
+      const res = await stack.api.get(`/v1/operations/${created.body.operation.id}`);
       return res.body.operation?.status === 'succeeded';
     });
-    expect((await api.get(`/v1/agents/${agentId}`)).status).to.equal(200);
-    expect((await api.get('/v1/no-such-route')).status).to.equal(404);
-    expect((await fetch(`${tf.url}/metrics`)).status).to.equal(200);
-  });
-
-  after(async () => {
-    await suite?.close();
+    expect((await stack.api.get(`/v1/agents/${agentId}`)).status).to.equal(200);
+    expect((await stack.api.get('/v1/no-such-route')).status).to.equal(404);
+    expect((await fetch(`${stack.tf.url}/metrics`)).status).to.equal(200);
   });
 
   it('times HTTP requests by method, route template and status', async () => {
-    const values = await samples(tf.metrics.registry, 'http_request_duration_seconds');
+    const values = await samples(stack.tf.metrics.registry, 'http_request_duration_seconds');
     const counts = values.filter((v) => v.metricName === 'http_request_duration_seconds_count');
     const find = (method: string, route: string, status: string) =>
       counts.find((v) => v.labels.method === method && v.labels.route === route && v.labels.status === status);
@@ -80,7 +70,7 @@ describe('metrics: histograms, dashboard and alerts', function () {
   });
 
   it('times jobs by queue and outcome', async () => {
-    const values = await samples(tf.metrics.registry, 'tailfleet_job_duration_seconds');
+    const values = await samples(stack.tf.metrics.registry, 'tailfleet_job_duration_seconds');
     const provision = values.find(
       (v) => v.metricName === 'tailfleet_job_duration_seconds_count' && v.labels.queue === 'provision' && v.labels.outcome === 'completed',
     );
@@ -88,7 +78,7 @@ describe('metrics: histograms, dashboard and alerts', function () {
   });
 
   it('times cloud requests by api, method, route template and status, and counts 429s and retries', async () => {
-    const values = await samples(tf.metrics.registry, 'tailfleet_cloud_request_duration_seconds');
+    const values = await samples(stack.tf.metrics.registry, 'tailfleet_cloud_request_duration_seconds');
     const counts = values.filter((v) => v.metricName === 'tailfleet_cloud_request_duration_seconds_count');
     const label = (v: Sample) => `${v.labels.api} ${v.labels.method} ${v.labels.route} ${v.labels.status}`;
     expect(counts.map(label)).to.include.members([
@@ -98,14 +88,14 @@ describe('metrics: histograms, dashboard and alerts', function () {
     ]);
     expect(counts.every((v) => !/\/\d+/.test(String(v.labels.route)))).to.equal(true);
 
-    const limited = await samples(tf.metrics.registry, 'tailfleet_cloud_rate_limited_total');
+    const limited = await samples(stack.tf.metrics.registry, 'tailfleet_cloud_rate_limited_total');
     expect(limited.map((v) => [v.labels.api, v.labels.route, v.value])).to.deep.include(['hetzner', '/servers', 1]);
-    const retries = await samples(tf.metrics.registry, 'tailfleet_cloud_retries_total');
+    const retries = await samples(stack.tf.metrics.registry, 'tailfleet_cloud_retries_total');
     expect(retries.find((v) => v.labels.api === 'hetzner' && v.labels.reason === 'rate_limited')?.value).to.equal(1);
   });
 
   it("exports Node's default metrics under their conventional names", async () => {
-    const text = await tf.metrics.registry.metrics();
+    const text = await stack.tf.metrics.registry.metrics();
     for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_heap_size_used_bytes']) {
       expect(text).to.match(new RegExp(`^${name} `, 'm'), name);
     }
@@ -130,7 +120,7 @@ describe('metrics: histograms, dashboard and alerts', function () {
     ]) {
       expect(used, wanted).to.include(wanted);
     }
-    const missing = [...used].filter((name) => !tf.metrics.registry.getSingleMetric(name));
+    const missing = [...used].filter((name) => !stack.tf.metrics.registry.getSingleMetric(name));
     expect(missing).to.deep.equal([]);
   });
 
@@ -152,7 +142,7 @@ describe('metrics: histograms, dashboard and alerts', function () {
       if (rule.for !== undefined) expect(rule.for, rule.alert).to.match(/^\d+[smh]$/);
     }
     const used = new Set(rules.flatMap((r) => metricNamesIn(r.expr)));
-    const missing = [...used].filter((name) => !tf.metrics.registry.getSingleMetric(name));
+    const missing = [...used].filter((name) => !stack.tf.metrics.registry.getSingleMetric(name));
     expect(missing).to.deep.equal([]);
     expect(used.size).to.be.at.least(5);
   });

@@ -1,10 +1,10 @@
 import { expect } from 'chai';
-import type { Tailfleet } from '../../src/server';
 import { Fleet } from '../../src/fleet/fleet';
 import { guardImageDelete, judgeDevice, judgeServer } from '../../src/fleet/ownership-guard';
 import { AGENT_LABEL, FLEET_LABEL, MANAGED_LABEL, serverLabels } from '../../src/fleet/server-labels';
 import { SIM_DEFAULT_CREDENTIALS } from '../../src/simulator';
-import { apiClient, createSuite, waitFor, type ApiClient, type Suite } from '../pipeline/stack';
+import { waitFor } from '../pipeline/stack';
+import { launchedSuite } from '../helpers/launched';
 
 // Nothing is deleted without proof that it is ours: the whole service over HTTP, the simulator
 // changing labels, tags and tailnet addresses behind its back.
@@ -28,21 +28,10 @@ interface EventView {
 
 describe('lifecycle: ownership guard', function () {
   this.timeout(30_000);
-  let suite: Suite;
-  let tf: Tailfleet;
-  let api: ApiClient;
-
-  before(async () => {
-    suite = await createSuite('lc_ownership');
-    tf = await suite.launch({ env: { RECONCILE_INTERVAL_SECONDS: '0', RECONCILE_ORPHANS: 'delete', RECONCILE_GRACE_SECONDS: '0' } });
-    api = apiClient(tf.url!, suite.apiToken);
-  });
-  after(async () => {
-    await suite?.close();
-  });
+  const stack = launchedSuite('lc_ownership', { env: { RECONCILE_INTERVAL_SECONDS: '0', RECONCILE_ORPHANS: 'delete', RECONCILE_GRACE_SECONDS: '0' } });
 
   const sim = async (method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${suite.sim.url}/_sim${path}`, {
+    const res = await fetch(`${stack.suite.sim.url}/_sim${path}`, {
       method,
       headers: { 'content-type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -53,7 +42,7 @@ describe('lifecycle: ownership guard', function () {
 
   /** The Tailscale API as an admin calls it: OAuth client credentials, then the bearer token. */
   async function tailscale(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-    const tokenRes = await fetch(`${suite.sim.tailscaleUrl}/oauth/token`, {
+    const tokenRes = await fetch(`${stack.suite.sim.tailscaleUrl}/oauth/token`, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
       body: new URLSearchParams({
@@ -63,7 +52,7 @@ describe('lifecycle: ownership guard', function () {
       }),
     });
     const { access_token: token } = (await tokenRes.json()) as { access_token: string };
-    const res = await fetch(`${suite.sim.tailscaleUrl}${path}`, {
+    const res = await fetch(`${stack.suite.sim.tailscaleUrl}${path}`, {
       method,
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -73,11 +62,11 @@ describe('lifecycle: ownership guard', function () {
   }
 
   async function running(name: string): Promise<Running> {
-    const created = await api.post('/v1/agents', { name });
+    const created = await stack.api.post('/v1/agents', { name });
     expect(created.status).to.equal(201);
     const agentId = created.body.agent.id as string;
     const instance = await waitFor(`${name} to be provisioned`, async () => {
-      const res = await api.get(`/v1/agents/${agentId}`);
+      const res = await stack.api.get(`/v1/agents/${agentId}`);
       return res.body.instance?.status === 'running' ? res.body.instance : undefined;
     });
     return {
@@ -91,33 +80,33 @@ describe('lifecycle: ownership guard', function () {
   }
 
   async function finish(agentId: string, verb: 'destroy' | 'stop') {
-    const posted = await api.post(`/v1/agents/${agentId}/${verb}`);
+    const posted = await stack.api.post(`/v1/agents/${agentId}/${verb}`);
     expect(posted.status).to.equal(202);
     const opId = posted.body.operation.id as string;
     return waitFor(`${verb} of ${agentId} to finish`, async () => {
-      const res = await api.get(`/v1/operations/${opId}`);
+      const res = await stack.api.get(`/v1/operations/${opId}`);
       return ['succeeded', 'failed'].includes(res.body.operation?.status) ? res.body.operation : undefined;
     });
   }
 
   async function eventsOf(agentId: string): Promise<EventView[]> {
-    const res = await api.get(`/v1/agents/${agentId}/events?limit=100`);
+    const res = await stack.api.get(`/v1/agents/${agentId}/events?limit=100`);
     expect(res.status).to.equal(200);
     return res.body.items as EventView[];
   }
 
   async function reconcile() {
-    const posted = await api.post('/v1/reconcile');
+    const posted = await stack.api.post('/v1/reconcile');
     expect(posted.status).to.equal(202);
     const opId = posted.body.operation.id as string;
     await waitFor('the reconcile pass', async () => {
-      const res = await api.get(`/v1/operations/${opId}`);
+      const res = await stack.api.get(`/v1/operations/${opId}`);
       return res.body.operation?.status === 'succeeded' ? true : undefined;
     });
-    return (await api.get('/v1/reconcile')).body.report;
+    return (await stack.api.get('/v1/reconcile')).body.report;
   }
 
-  const state = () => suite.sim.control.state();
+  const state = () => stack.suite.sim.control.state();
   const serverOf = (id: string) => state().servers.find((s) => String(s.id) === id);
   const deviceOf = (id: string) => state().devices.find((d) => d.id === id);
 
@@ -148,8 +137,8 @@ describe('lifecycle: ownership guard', function () {
     expect(deviceOf(b.deviceId), "B's device").to.not.equal(undefined);
     expect(deviceOf(b.deviceId)!.addresses).to.include(a.tailscaleIp);
     expect(serverOf(a.serverId)).to.equal(undefined);
-    expect((await api.get(`/v1/agents/${a.agentId}`)).body.agent.status).to.equal('destroyed');
-    expect((await api.get(`/v1/agents/${b.agentId}`)).body.instance.status).to.equal('running');
+    expect((await stack.api.get(`/v1/agents/${a.agentId}`)).body.agent.status).to.equal('destroyed');
+    expect((await stack.api.get(`/v1/agents/${b.agentId}`)).body.instance.status).to.equal('running');
 
     // Why was A's server deleted, and why was B's device not? Both answered by A's events.
     const events = await eventsOf(a.agentId);
@@ -192,7 +181,7 @@ describe('lifecycle: ownership guard', function () {
     expect(serverOf(a.serverId), 'the relabelled server').to.not.equal(undefined);
     expect(serverOf(a.serverId)!.status).to.equal('running');
     expect(deviceOf(a.deviceId), "A's own device is deleted").to.equal(undefined);
-    expect((await api.get(`/v1/agents/${a.agentId}`)).body.agent.status).to.equal('destroyed');
+    expect((await stack.api.get(`/v1/agents/${a.agentId}`)).body.agent.status).to.equal('destroyed');
 
     const events = await eventsOf(a.agentId);
     const refused = events.filter((e) => e.toStatus === 'needs_attention' && e.reason.includes(`server ${a.serverId}`));

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { contractOf, type ContractValidator } from '../helpers/contract';
-import IORedis from 'ioredis';
 import { loadConfig, type Config } from '../../src/config';
 import { silentLogger } from '../../src/lib/logger';
+import { deleteRedisPrefix as deleteRedisKeys } from '../../src/lib/redis-keys';
 import { createTailfleet, type Tailfleet, type TailfleetOverrides } from '../../src/server';
-import { SIM_DEFAULT_CREDENTIALS, startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
+import { simulatorEnv, startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -23,11 +23,7 @@ export function stackEnv(ctx: { db: TestDatabase; sim: RunningSimulator; prefix:
   return {
     DATABASE_URL: ctx.db.url,
     REDIS_URL,
-    HETZNER_API_URL: ctx.sim.hetznerUrl,
-    HETZNER_API_TOKEN: SIM_DEFAULT_CREDENTIALS.hetznerToken,
-    TAILSCALE_API_URL: ctx.sim.tailscaleUrl,
-    TAILSCALE_OAUTH_CLIENT_ID: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
-    TAILSCALE_OAUTH_CLIENT_SECRET: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
+    ...simulatorEnv(ctx.sim),
     API_TOKEN: ctx.apiToken,
     HOST: '127.0.0.1',
     PORT: '0',
@@ -89,18 +85,9 @@ export async function createSuite(label: string, timings: SimTimingsInput = TINY
   };
 }
 
-export async function deleteRedisPrefix(prefix: string): Promise<void> {
-  const redis = new IORedis(REDIS_URL, { maxRetriesPerRequest: 1 });
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 500);
-      cursor = next;
-      if (keys.length > 0) await redis.del(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
+/** Deletes this run's keys from the shared Redis (src/lib/redis-keys.ts). */
+export function deleteRedisPrefix(prefix: string): Promise<void> {
+  return deleteRedisKeys(REDIS_URL, prefix);
 }
 
 export { waitFor } from '../helpers/wait';

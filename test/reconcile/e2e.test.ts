@@ -1,55 +1,44 @@
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
-import type { Tailfleet } from '../../src/server';
 import { JOB_LABEL, MANAGED_LABEL } from '../../src/fleet/server-labels';
-import { apiClient, createSuite, waitFor, type ApiClient, type Suite } from '../pipeline/stack';
+import { waitFor } from '../pipeline/stack';
+import { launchedSuite } from '../helpers/launched';
 
 // The whole service, built by the composition root: drift made in the console is found by a pass
 // requested over the API, repaired, and shown in the report and the metrics.
 
 describe('reconcile: end to end through the API', function () {
   this.timeout(30_000);
-  let suite: Suite;
-  let tf: Tailfleet;
-  let api: ApiClient;
-
-  before(async () => {
-    suite = await createSuite('reconcile_e2e');
-    tf = await suite.launch({
+  const stack = launchedSuite('reconcile_e2e', {
       env: { RECONCILE_INTERVAL_SECONDS: '0', RECONCILE_ORPHANS: 'delete', RECONCILE_GRACE_SECONDS: '0' },
     });
-    api = apiClient(tf.url!, suite.apiToken);
-  });
-  after(async () => {
-    await suite?.close();
-  });
 
   async function pass() {
-    const posted = await api.post('/v1/reconcile');
+    const posted = await stack.api.post('/v1/reconcile');
     expect(posted.status).to.equal(202);
     const opId = posted.body.operation.id as string;
     const done = await waitFor('the reconcile operation to finish', async () => {
-      const res = await api.get(`/v1/operations/${opId}`);
+      const res = await stack.api.get(`/v1/operations/${opId}`);
       return ['succeeded', 'failed'].includes(res.body.operation?.status) ? res.body.operation : undefined;
     });
     expect(done.status, done.error).to.equal('succeeded');
-    const { status, body } = await api.get('/v1/reconcile');
+    const { status, body } = await stack.api.get('/v1/reconcile');
     expect(status).to.equal(200);
     expect(body.report.operationId).to.equal(opId);
     return body.report;
   }
 
   it('repairs a server deleted in the console, deletes orphans, leaves unlabelled servers, then finds nothing new', async () => {
-    const created = await api.post('/v1/agents', { name: 'e2e-drift' });
+    const created = await stack.api.post('/v1/agents', { name: 'e2e-drift' });
     expect(created.status).to.equal(201);
     const agentId = created.body.agent.id as string;
     const running = await waitFor('the agent to be provisioned', async () => {
-      const res = await api.get(`/v1/agents/${agentId}`);
+      const res = await stack.api.get(`/v1/agents/${agentId}`);
       return res.body.instance?.status === 'running' ? res.body.instance : undefined;
     });
     const managed = { [MANAGED_LABEL.key]: MANAGED_LABEL.value };
     const sim = (method: string, path: string, body?: unknown) =>
-      fetch(`${suite.sim.url}/_sim${path}`, {
+      fetch(`${stack.suite.sim.url}/_sim${path}`, {
         method,
         headers: { 'content-type': 'application/json' },
         body: body === undefined ? undefined : JSON.stringify(body),
@@ -73,23 +62,23 @@ describe('reconcile: end to end through the API', function () {
     expect(report.orphanServers.map((o: any) => [o.name, o.action])).to.deep.equal([['left-behind', 'deleted']]);
     // The lost machine's device had nobody left to own it: deleted with the orphans.
     expect(report.orphanDevices.map((o: any) => [o.deviceId, o.action])).to.deep.equal([[running.tailscaleDeviceId, 'deleted']]);
-    const agent = await api.get(`/v1/agents/${agentId}`);
+    const agent = await stack.api.get(`/v1/agents/${agentId}`);
     expect(agent.body.agent.status).to.equal('error');
-    const state = suite.sim.control.state();
+    const state = stack.suite.sim.control.state();
     expect(state.servers.map((s) => s.id)).to.include(handMade.id).and.not.include(orphan.id);
 
-    const metrics = await fetch(`${tf.url}/metrics`).then((res) => res.text());
+    const metrics = await fetch(`${stack.tf.url}/metrics`).then((res) => res.text());
     expect(metrics).to.contain('tailfleet_reconcile_findings{kind="drifted_instances"} 1');
     expect(metrics).to.contain('tailfleet_reconcile_findings{kind="repairs"} 3');
     expect(metrics).to.match(/tailfleet_reconcile_repairs_total\{kind="server_gone"\} 1/);
 
     const second = await pass();
     expect(second.summary).to.include({ driftedInstances: 0, orphanServers: 0, orphanDevices: 0, repairs: 0, newFindings: 0 });
-    expect(suite.sim.control.state().servers.map((s) => s.id)).to.include(handMade.id);
+    expect(stack.suite.sim.control.state().servers.map((s) => s.id)).to.include(handMade.id);
   });
 
   it('refuses an unauthenticated request', async () => {
-    const res = await fetch(`${tf.url}/v1/reconcile`, { method: 'POST' });
+    const res = await fetch(`${stack.tf.url}/v1/reconcile`, { method: 'POST' });
     expect(res.status).to.equal(401);
   });
 });

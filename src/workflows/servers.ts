@@ -1,0 +1,21 @@
+import type { HetznerClient } from '../clients/hetzner/hetzner.client';
+import type { HetznerServer } from '../clients/hetzner/hetzner.types';
+import type { Fleet } from '../fleet/fleet';
+
+/**
+ * This fleet's servers matching the label terms, and the recorded ones: read by id when the listing
+ * does not show them (their labels may have been changed), left out when they no longer exist.
+ */
+export async function listWithRecorded(
+  deps: { hetzner: Pick<HetznerClient, 'getServer' | 'listServers'>; fleet: Fleet },
+  terms: string[],
+  recordedIds: readonly (number | string)[],
+): Promise<HetznerServer[]> {
+  const found = await deps.fleet.listServers(deps.hetzner, terms);
+  for (const id of recordedIds) {
+    if (found.some((s) => String(s.id) === String(id))) continue;
+    const server = await deps.hetzner.getServer(Number(id));
+    if (server) found.push(server);
+  }
+  return found;
+}
