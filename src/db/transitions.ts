@@ -84,7 +84,9 @@ export const TRANSITIONS: { readonly [K in EventEntityType]: Table<K> } = {
     stopping: ['stopped', 'running', 'destroying'],
     stopped: ['starting', 'hibernating', 'destroying', 'failed'],
     starting: ['running', 'stopped', 'destroying'],
-    hibernating: ['hibernated', 'destroying'],
+    // hibernating → running/stopped: the attempt failed before any snapshot existed, so the server
+    // (still there, as it was) is the truth again and the request can be made anew.
+    hibernating: ['hibernated', 'destroying', 'running', 'stopped'],
     hibernated: ['waking', 'destroying'],
     waking: ['running', 'destroying'],
     destroying: ['destroyed'],

@@ -8,7 +8,7 @@ import { instanceTerms, JOIN_LABEL, serverLabels, snapshotLabels, type JoinMode 
 import type { Logger } from '../lib/logger';
 import { revokeJobAuthKeys } from './auth-keys';
 import { buildRejoinUserData, buildWakeUserData } from './cloud-init';
-import { guarded, move, moveTogether } from './guarded-moves';
+import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
 import { findLiveInstanceOfAgent, reachedBy, recordedServerIds, recordFailure, requireAgent, requireInstance } from './records';
 import { shutdownGuarded } from './guarded-shutdown';
 import { deleteInstanceSnapshots, deleteSnapshotImage, findSnapshots } from './snapshots';
@@ -138,6 +138,9 @@ export class HibernateWorkflow {
       await this.deleteInstanceServers(instance, log);
     } catch (err) {
       await recordFailure(repos, ids.instanceId, 'hibernating', 'Hibernate', err, log);
+      await this.revertUntaken(ids, operationId, errorMessage(err), log).catch((revertErr: unknown) =>
+        log.warn({ err: revertErr }, '[Lifecycle] Could not put the instance back after a failed hibernate'),
+      );
       throw err;
     }
 
@@ -403,6 +406,43 @@ export class HibernateWorkflow {
       log.info({ imageId: image.id }, `[Lifecycle] Found snapshot ${image.id} by its labels, resuming`);
     }
     return image ?? null;
+  }
+
+  /**
+   * A hibernate attempt that failed before any snapshot existed took nothing away: the server is there
+   * as it was (off after the shutdown, or still running). The instance goes back to what the server
+   * is, with its agent, so the state never claims a hibernation under way that nothing is doing; a
+   * retry (or a new request) starts again from there. Once a snapshot exists, hibernation only goes
+   * forward.
+   */
+  private async revertUntaken(ids: { agentId: string; instanceId: string }, operationId: string | null, error: string, log: Logger): Promise<void> {
+    const { hetzner, repositories: repos, dataSource: ds } = this.deps;
+    const instance = await requireInstance(repos, ids.instanceId);
+    if (instance.status !== 'hibernating' || instance.snapshotImageId || !instance.serverId) return;
+    if ((await findSnapshots(hetzner, this.deps.fleet, ids)).length > 0) return;
+    const server = await hetzner.getServer(Number(instance.serverId));
+    if (!server) return;
+    const to = server.status === 'running' ? 'running' : 'stopped';
+    await moveTogether(ds, [
+      {
+        entity: 'instance',
+        id: ids.instanceId,
+        from: ['hibernating'],
+        to,
+        reason: `hibernate failed before a snapshot existed (${error}); server ${server.id} is ${server.status}`,
+        operationId,
+      },
+      {
+        entity: 'agent',
+        id: ids.agentId,
+        from: [to === 'running' ? 'paused' : 'active'],
+        to: to === 'running' ? 'active' : 'paused',
+        allowSame: true,
+        reason: `instance ${to}`,
+        operationId,
+      },
+    ]);
+    log.warn({ serverId: server.id, to }, `[Lifecycle] Hibernate failed before a snapshot existed; instance back to ${to}`);
   }
 
   /** The recorded server and any other server labelled for this instance. */

@@ -107,7 +107,8 @@ describe('lifecycle: hibernate and wake', function () {
         sinon.stub(h.hetzner, 'createSnapshot').rejects(killed());
         await expectRejection(h.hibernation.hibernate(a.agentId));
         sinon.restore();
-        expect((await rows(h, a)).instance.status).to.equal('hibernating');
+        // Nothing was taken yet: the instance is back to what its server is (off).
+        expect((await rows(h, a)).instance.status).to.equal('stopped');
         expect(cloud(h).servers[0]!.status).to.equal('off');
         await h.hibernation.hibernate(a.agentId);
         await expectHibernated(a, device);
@@ -310,11 +311,18 @@ describe('lifecycle: hibernate and wake', function () {
     });
   });
 
-  it('keeps the cloud error of a failed snapshot on the instance', async () => {
-    const { a } = await running();
+  it('puts a hibernate that failed before any snapshot existed back to the stopped server, keeping the cloud error', async () => {
+    const { a, device } = await running();
     h.sim.control.setFaults([{ method: 'POST', route: '/hetzner/v1/servers/{id}/actions/create_image', status: 422, code: 'invalid_input', times: 1 }]);
     const err = await expectRejection(h.hibernation.hibernate(a.agentId));
     expect(err).to.be.instanceOf(CloudApiError);
-    expect((await rows(h, a)).instance.error).to.be.a('string');
+    const { agent, instance } = await rows(h, a);
+    expect([instance.status, agent.status]).to.deep.equal(['stopped', 'paused']);
+    expect(instance.error).to.be.a('string');
+    expect(cloud(h).servers.map((s) => s.status)).to.deep.equal(['off']);
+    expect(cloud(h).images).to.have.length(0);
+    // Asked again, it hibernates from there.
+    await h.hibernation.hibernate(a.agentId);
+    await expectHibernated(a, device);
   });
 });
