@@ -538,6 +538,8 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
       }),
     );
     note(`ordinary provisions finished: ${[...provisionOutcome.values()].filter((s) => s === 'succeeded').length} succeeded`);
+    // Each rolling restart waits for the one before to be up again; the last may still be on its way.
+    await until('the rolling restarts to be done', () => stats.rollingRestarts.length === 3, { timeoutMs: 90_000, intervalMs: 100 });
     expect(triggers.filter((t) => !t.fired).map((t) => t.name), 'phase 1 faults that never fired').to.deep.equal([]);
 
     // ================= A job added by hand (as in Bull Board) that does not match its operation =================
