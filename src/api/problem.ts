@@ -3,7 +3,7 @@ import { ZodError } from 'zod';
 import type { Logger } from '../lib/logger';
 import { AgentNameTakenError, AgentQuotaExceededError, NotFoundError, StateConflictError } from '../errors';
 import { StateConflictError as TransitionStateConflict } from '../db/errors';
-import { IdempotencyKeyReuseError, InvalidCursorError, QueueUnavailableError, ServerSpecRejectedError } from '../services/operations.service';
+import { IdempotencyKeyReuseError, InvalidCursorError, ServerSpecRejectedError } from '../services/operations.service';
 
 /**
  * RFC 9457 problem details. Every 4xx/5xx the API sends has this one shape, so a client can branch
@@ -146,11 +146,6 @@ export function toProblem(err: unknown, bodyLimit: string): HttpProblem {
     });
   }
   if (err instanceof IdempotencyKeyReuseError) return new HttpProblem('idempotency-key-reused', err.message);
-  if (err instanceof QueueUnavailableError) {
-    return new HttpProblem('service-unavailable', 'The job queue is unavailable; the request was not accepted. Retry later.', {
-      headers: { 'Retry-After': '5' },
-    });
-  }
   const parsed = err && typeof err === 'object' ? bodyParserProblem(err as BodyParserError, bodyLimit) : undefined;
   if (parsed) return parsed;
   // The router cannot decode a path parameter such as `%zz` or `%C0%AE`: the client's mistake.

@@ -37,14 +37,6 @@ export class IdempotencyKeyReuseError extends Error {
   }
 }
 
-/** Redis refused the job: the request was not accepted and nothing is left half-done. */
-export class QueueUnavailableError extends Error {
-  readonly code = 'queue_unavailable';
-  constructor(message: string, cause?: unknown) {
-    super(message, { cause });
-    this.name = 'QueueUnavailableError';
-  }
-}
 
 export interface OperationsDefaults {
   serverType: string;
