@@ -15,7 +15,7 @@ import {
   instanceView,
   links,
   operationView,
-  provisioningJobView,
+  provisionView,
   queueJobView,
 } from './views';
 
@@ -119,20 +119,8 @@ export function v1Router(
       }
       const input = parse(createAgentBody, req.body, 'body');
       const result = await operations.createAgent(input, { idempotencyKey: key, requestedBy: actorOf(res) });
-      const agentId = result.agent.id;
-      if (result.created) res.location(links.agent(agentId));
-      res.status(result.created ? 201 : 200).json({
-        agent: agentView(result.agent),
-        instance: instanceView(result.instance),
-        operation: operationView(result.operation),
-        provisioningJob: provisioningJobView(result.provisioningJob),
-        job: { queue: 'provision', id: result.operation.queueJobId },
-        links: {
-          self: links.agent(agentId),
-          operation: links.operation(result.operation.id),
-          events: links.events(agentId),
-        },
-      });
+      if (result.created) res.location(links.agent(result.agent.id));
+      res.status(result.created ? 201 : 200).json(provisionView(result));
     }),
     get: needs('read', async (req, res) => {
       const q = parse(listAgentsQuery, req.query, 'query');
@@ -163,14 +151,7 @@ export function v1Router(
     post: needs('operate', async (req, res) => {
       const id = uuidParam(req);
       const result = await operations.requestReprovision(id, { idempotencyKey: idempotencyKey(req), requestedBy: actorOf(res) });
-      res.status(result.created ? 202 : 200).json({
-        agent: agentView(result.agent),
-        instance: instanceView(result.instance),
-        operation: operationView(result.operation),
-        provisioningJob: provisioningJobView(result.provisioningJob),
-        job: { queue: 'provision', id: result.operation.queueJobId },
-        links: { self: links.agent(id), operation: links.operation(result.operation.id), events: links.events(id) },
-      });
+      res.status(result.created ? 202 : 200).json(provisionView(result));
     }),
   });
 

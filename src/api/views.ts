@@ -1,5 +1,5 @@
 import type { Agent, ApiToken, Event, Instance, Operation, ProvisioningJob } from '../entities';
-import { clientIdempotencyKey, type QueueJobInfo } from '../services/operations.service';
+import { clientIdempotencyKey, type CreateAgentResult, type QueueJobInfo } from '../services/operations.service';
 
 /**
  * What the API shows of each row. Explicit mappers (rather than serialising entities) keep internal
@@ -60,6 +60,19 @@ export function provisioningJobView(j: ProvisioningJob) {
     finishedAt: j.finishedAt,
     createdAt: j.createdAt,
     updatedAt: j.updatedAt,
+  };
+}
+
+/** The answer to a request that (re)provisions an agent: POST /v1/agents and .../reprovision. */
+export function provisionView(result: CreateAgentResult) {
+  const agentId = result.agent.id;
+  return {
+    agent: agentView(result.agent),
+    instance: instanceView(result.instance),
+    operation: operationView(result.operation),
+    provisioningJob: provisioningJobView(result.provisioningJob),
+    job: { queue: 'provision', id: result.operation.queueJobId },
+    links: { self: links.agent(agentId), operation: links.operation(result.operation.id), events: links.events(agentId) },
   };
 }
 
