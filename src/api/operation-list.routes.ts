@@ -1,17 +1,9 @@
 import express, { type Router } from 'express';
 import type { OperationList } from '../db/operation-list';
+import { decodeCursor, encodeCursor } from '../services/operations.service';
 import { listOperationsQuery, UUID } from './schemas';
-import { invalid, needs, parse, route } from './v1.routes';
+import { needs, parse, route } from './v1.routes';
 import { operationView } from './views';
-
-// The cursor names the last operation of the page; opaque so its form can change.
-const encodeCursor = (operationId: string) => Buffer.from(operationId, 'utf8').toString('base64url');
-
-function decodeCursor(cursor: string): string {
-  const value = Buffer.from(cursor, 'base64url').toString('utf8');
-  if (!UUID.test(value)) throw invalid([{ path: 'query.cursor', message: 'The cursor is not one this API handed out.' }]);
-  return value.toLowerCase();
-}
 
 /** GET /v1/operations: every accepted command, newest first, filtered and keyset-paged. */
 export function createOperationListRouter(deps: { operationList: Pick<OperationList, 'list'> }): Router {
@@ -26,7 +18,7 @@ export function createOperationListRouter(deps: { operationList: Pick<OperationL
         type: q.type,
         agentId: q.agentId,
         since: q.since,
-        after: q.cursor === undefined ? undefined : decodeCursor(q.cursor),
+        after: q.cursor === undefined ? undefined : decodeCursor(q.cursor, UUID).toLowerCase(),
       });
       const last = page.items[page.items.length - 1];
       res.json({

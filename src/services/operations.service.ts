@@ -178,11 +178,13 @@ export function clientIdempotencyKey(operation: Operation): string | null {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-function encodeCursor(value: string): string {
+/** Keyset cursors are opaque to clients (base64url of the last row's key) so their form can change. */
+export function encodeCursor(value: string): string {
   return Buffer.from(value, 'utf8').toString('base64url');
 }
 
-function decodeCursor(cursor: string, valid: RegExp): string {
+/** The key a cursor names; InvalidCursorError (a 400 on query.cursor) when it is not one we handed out. */
+export function decodeCursor(cursor: string, valid: RegExp): string {
   const value = Buffer.from(cursor, 'base64url').toString('utf8');
   if (!valid.test(value)) throw new InvalidCursorError();
   return value;
