@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { WEBHOOK_DELIVERY_STATUSES, WEBHOOK_EVENT_TYPES } from '../entities';
-import { cursorParam, intParam, requestComponents, responseComponents } from './schemas';
+import { cursorParam, intParam, requestComponents, responseComponents, UUID } from './schemas';
 
 /** Schemas of the waiting, event stream and webhook routes (registered in contract.ts). */
 
@@ -20,7 +20,7 @@ export const getOperationQuery = z.strictObject({
 });
 
 export const eventStreamQuery = z.strictObject({
-  agentId: z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a UUID')
+  agentId: z.string().regex(UUID, 'must be a UUID')
     .meta({ description: 'Only events of this agent (its instances, jobs and operations included).', format: 'uuid' })
     .optional(),
 });
