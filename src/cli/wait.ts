@@ -1,4 +1,5 @@
 import { ApiError, CliError, type ApiResponse, type TailfleetClient } from './client';
+import { sleep } from '../lib/time';
 
 export interface OperationBody {
   operation: {
@@ -26,8 +27,6 @@ export interface WaitOptions {
   sleep?: (ms: number) => Promise<void>;
 }
 
-const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
 function describe(op: OperationBody['operation']): string {
   const step = op.currentStep ? ` ${op.currentStep}` : '';
   return `${op.type} ${op.id.slice(0, 8)} ${op.status} ${op.progress}%${step}`;
@@ -39,7 +38,7 @@ function describe(op: OperationBody['operation']): string {
  * GET /v1/operations/:id.
  */
 export async function followOperation(client: TailfleetClient, id: string, opts: WaitOptions): Promise<ApiResponse<OperationBody>> {
-  const sleep = opts.sleep ?? defaultSleep;
+  const wait = opts.sleep ?? sleep;
   const tty = opts.out.isTTY === true;
   const deadline = Date.now() + opts.timeoutMs;
   let longPoll = true;
@@ -78,7 +77,7 @@ export async function followOperation(client: TailfleetClient, id: string, opts:
       }
       const spent = Date.now() - started;
       if (first && longPoll) first = false;
-      else if (spent < opts.intervalMs) await sleep(opts.intervalMs - spent);
+      else if (spent < opts.intervalMs) await wait(opts.intervalMs - spent);
     }
   } finally {
     if (tty && last) opts.out.write('\n');
