@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ApiError, CliError, TailfleetClient, type ApiResponse } from './client';
 import { fields, table } from './table';
@@ -27,12 +28,15 @@ function labelsOf(terms: string[] | undefined): Record<string, string> | undefin
   return labels;
 }
 
-/** `--user-data @file` reads the file; anything else is the user data itself. */
+/**
+ * `--user-data @file` reads the file; anything else is the user data itself. A relative path is the
+ * caller's: `npm run cli` runs in the package root and names the directory it was started in INIT_CWD.
+ */
 function userDataOf(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
   if (!value.startsWith('@')) return value;
   try {
-    return readFileSync(value.slice(1), 'utf8');
+    return readFileSync(resolve(process.env.INIT_CWD ?? process.cwd(), value.slice(1)), 'utf8');
   } catch (err) {
     throw new InvalidArgumentError(`--user-data ${value}: ${(err as Error).message}`);
   }

@@ -267,6 +267,10 @@ describe('tailfleet CLI', function () {
     expect(agent.agent.spec).to.deep.include({ serverType: 'cpx11', location: 'nbg1', image: 'debian-12', sshKeys: ['ops', 'backup'] });
     expect(agent.agent.spec.userData).to.contain('from-file');
 
+    // Through `npm run cli` the process runs in the package root; a relative @file is the caller's (INIT_CWD).
+    const relative = ok(await cli(['--json', 'agents', 'create', 'cli-relative-file', '--user-data', '@agent.cfg'], { INIT_CWD: dir }));
+    expect(JSON.parse(relative.stdout).agent.spec.userData).to.contain('from-file');
+
     const listed = ok(await cli(['--json', 'agents', 'list', '--label', 'customer=acme', '--label', 'tier=gold']));
     expect(JSON.parse(listed.stdout).items.map((a: { id: string }) => a.id)).to.deep.equal([id]);
     const byName = ok(await cli(['--json', 'agents', 'list', '--name', 'cli-box-2', '--status', 'active,draft,provisioning']));
