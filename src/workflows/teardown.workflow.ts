@@ -2,6 +2,7 @@ import { CloudApiError } from '../clients/errors';
 import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import { LIVE_INSTANCE_STATUSES, type AgentStatus, type Instance, type InstanceStatus } from '../entities';
+import type { Db, PatchOf, StatusOf } from '../db/transitions';
 import { StateConflictError } from '../errors';
 import { hostnameMatches } from '../fleet/devices';
 import { judgeDevice, judgeServer, type DeviceEvidence, type GuardContext, type OwnershipGuard, type ServerEvidence } from '../fleet/ownership-guard';
@@ -24,6 +25,18 @@ export interface RollbackResult {
 const LIVE: readonly InstanceStatus[] = LIVE_INSTANCE_STATUSES;
 const DESTROYABLE: InstanceStatus[] = LIVE.filter((s) => s !== 'destroying');
 const NOT_DESTROYED_AGENT: AgentStatus[] = ['draft', 'provisioning', 'active', 'paused', 'hibernated', 'error'];
+
+/** A row moved from the status it was read in to failed. */
+function moveToFailed<K extends 'instance' | 'provisioning_job'>(
+  m: Db,
+  entity: K,
+  row: { id: string; status: StatusOf[K] },
+  reason: string,
+  operationId: string | null,
+  patch: PatchOf<K>,
+): Promise<boolean> {
+  return move(m, { entity, id: row.id, from: [row.status], to: 'failed' as StatusOf[K], reason, operationId, patch });
+}
 
 /**
  * Destroy (an agent, for good) and rollback (a provision that failed for good) both delete an
@@ -116,14 +129,9 @@ export class TeardownWorkflow {
       await move(m, { entity: 'agent', id: agentId, from: NOT_DESTROYED_AGENT, to: 'destroyed', reason: 'destroyed', operationId, allowSame: true });
       // A provision still open for this instance can never finish now; mark it so the rollback sweep closes it.
       for (const job of await repos.provisioningJobs.listOpenByInstance(instance.id, m)) {
-        await move(m, {
-          entity: 'provisioning_job',
-          id: job.id,
-          from: [job.status],
-          to: 'failed',
-          reason: 'instance destroyed',
-          operationId,
-          patch: { error: 'Instance destroyed before provisioning finished', finishedAt: new Date() },
+        await moveToFailed(m, 'provisioning_job', job, 'instance destroyed', operationId, {
+          error: 'Instance destroyed before provisioning finished',
+          finishedAt: new Date(),
         });
       }
     });
@@ -155,15 +163,7 @@ export class TeardownWorkflow {
       const inst = await requireInstanceForUpdate(repos, job.instanceId, m);
       const ag = await requireAgent(repos, agentId, m);
       if (inst.status === 'pending' || inst.status === 'provisioning') {
-        await move(m, {
-          entity: 'instance',
-          id: inst.id,
-          from: [inst.status],
-          to: 'failed',
-          reason: 'provision failed, rolling back',
-          operationId,
-          patch: { error: 'Rolling back after provision failure' },
-        });
+        await moveToFailed(m, 'instance', inst, 'provision failed, rolling back', operationId, { error: 'Rolling back after provision failure' });
         if (ag.status === 'draft' || ag.status === 'provisioning') {
           await move(m, { entity: 'agent', id: agentId, from: [ag.status], to: 'error', reason: 'provision rolled back', operationId });
         }
