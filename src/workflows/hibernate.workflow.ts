@@ -222,7 +222,7 @@ export class HibernateWorkflow {
     const { repositories: repos, tailscale, settings } = this.deps;
     for (;;) {
       const instance = await requireInstance(repos, instanceId);
-      const hostname = instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id);
+      const hostname = this.deps.fleet.hostnameOf(instance, agent);
       // No device recorded: the node did not come back (or never existed), so this machine joins afresh.
       const mode: JoinMode = instance.tailscaleDeviceId ? 'snapshot' : 'auth-key';
 

@@ -170,7 +170,7 @@ export class ProvisionWorkflow {
       }
 
       // Fixed before any cloud call, so every later attempt, destroy and rollback looks for the same device.
-      const hostname = instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id);
+      const hostname = this.deps.fleet.hostnameOf(instance, agent);
       if (instance.tailscaleHostname !== hostname || instance.serverName === null) {
         await repos.instances.setNames(instance.id, { tailscaleHostname: hostname, serverName: instance.serverName ?? hostname }, m);
       }

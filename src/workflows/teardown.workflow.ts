@@ -91,7 +91,7 @@ export class TeardownWorkflow {
     // Read after the transition: any server a provision managed to record is visible now, and any it
     // creates from here on is refused by its guarded write and deleted by that provision.
     const instance = await requireInstance(repos, found.id);
-    const hostname = instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id);
+    const hostname = this.deps.fleet.hostnameOf(instance, agent);
     const gctx: GuardContext = { operation: 'destroy', operationId, agentId, instanceId: instance.id };
     const serverEvidence: ServerEvidence = { agentId, recordedIds: recordedServerIds(instance) };
 
@@ -178,7 +178,8 @@ export class TeardownWorkflow {
     // Every instance of an agent gets the same hostname: match devices by it only while no newer
     // instance is live, or this rollback could delete that instance's device.
     const newer = await repos.instances.findLiveByAgent(agentId);
-    const hostname = newer ? null : (instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id));
+    const agentHostname = this.deps.fleet.hostnameOf(instance, agent);
+    const hostname = newer ? null : agentHostname;
 
     const gctx: GuardContext = { operation: 'rollback', operationId, agentId, instanceId: instance.id };
     await r.step('delete-server', 20, 'deleting the servers of this job');
@@ -190,8 +191,7 @@ export class TeardownWorkflow {
     );
     await r.step('delete-device', 60, 'removing the tailnet device');
     const cleanedTailscale = await this.deleteDevices(instance, hostname, gctx, log);
-    const keyHostname = instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id);
-    await revokeJobAuthKeys({ ...this.deps, guard: this.guard }, { provisioningJobId: job.id, hostname: keyHostname }, gctx, log);
+    await revokeJobAuthKeys({ ...this.deps, guard: this.guard }, { provisioningJobId: job.id, hostname: agentHostname }, gctx, log);
     if (!cleanedHetzner && !cleanedTailscale) log.info(`[Lifecycle] No VM to clean up for job ${provisioningJobId}`);
 
     await r.step('finish', 90, 'marking the job as rolled back');
