@@ -70,6 +70,11 @@ export class Fleet {
     return (await hetzner.listServers(this.selector(extra))).filter((s) => this.ownsServer(s));
   }
 
+  /** An instance's hostname: the one recorded, else the one this fleet gives the agent. */
+  hostnameOf(instance: { tailscaleHostname: string | null }, agent: { name: string; id: string }): string {
+    return instance.tailscaleHostname ?? this.hostname(agent.name, agent.id);
+  }
+
   /** The hostname a new machine of this fleet gets: also its server name. */
   hostname(agentName: string, agentId: string): string {
     const suffix = `${FLEET_MARK}${this.code}`;

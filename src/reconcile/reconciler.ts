@@ -124,16 +124,12 @@ export class Reconciler {
     const errors: string[] = [];
 
     const snapshot = await this.snapshot();
-    const [rawServers, devices] = await Promise.all([
-      this.deps.hetzner.listServers(this.deps.fleet.selector()),
-      this.deps.tailscale.listDevices(),
-    ]);
-    // The label selector already filters; checking again means no server without the label, or of
+    // Fleet.listServers checks every listed server's labels again: no server without the label, or of
     // another fleet, is ever judged, whatever the API (or a future selector bug) returns — and the
     // default fleet's selector cannot leave out other fleets (src/fleet/fleet.ts). Pages may overlap
     // when servers are deleted while listing, so ids are de-duplicated.
-    const servers = new Map<string, HetznerServer>();
-    for (const s of rawServers) if (this.deps.fleet.ownsServer(s)) servers.set(String(s.id), s);
+    const [ownServers, devices] = await Promise.all([this.deps.fleet.listServers(this.deps.hetzner), this.deps.tailscale.listDevices()]);
+    const servers = new Map<string, HetznerServer>(ownServers.map((s) => [String(s.id), s]));
     const devicesById = new Map(devices.map((d) => [d.id, d]));
     // Candidates to take over a lost device id: tagged, this fleet's, enrolled and not recorded by any instance.
     const unclaimedByHostname = new Map<string, TailscaleDevice>();

@@ -12,7 +12,7 @@ import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
 import { findLiveInstanceOfAgent, reachedBy, recordedServerIds, recordFailure, requireAgent, requireInstance } from './records';
 import { shutdownGuarded } from './guarded-shutdown';
 import { deleteInstanceSnapshots, deleteSnapshotImage, findSnapshots } from './snapshots';
-import { listWithRecorded } from './servers';
+import { listWithRecorded, runningServer } from './servers';
 import { silentReporter, type StepReporter } from './step-reporter';
 import type { DeviceEvidence, GuardContext, OwnershipGuard, ServerEvidence } from '../fleet/ownership-guard';
 import { ownershipGuard, type OperationContext, type WorkflowDeps } from './workflow-deps';
@@ -222,7 +222,7 @@ export class HibernateWorkflow {
     const { repositories: repos, tailscale, settings } = this.deps;
     for (;;) {
       const instance = await requireInstance(repos, instanceId);
-      const hostname = instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id);
+      const hostname = this.deps.fleet.hostnameOf(instance, agent);
       // No device recorded: the node did not come back (or never existed), so this machine joins afresh.
       const mode: JoinMode = instance.tailscaleDeviceId ? 'snapshot' : 'auth-key';
 
@@ -362,14 +362,7 @@ export class HibernateWorkflow {
   }
 
   private async waitForServerRunning(serverId: number): Promise<HetznerServer> {
-    const { hetzner } = this.deps;
-    const timeoutMs = this.deps.settings.actionTimeoutMs;
-    let server = await hetzner.getServer(serverId);
-    if (server?.status === 'off') {
-      await hetzner.powerOnServer(serverId);
-      server = await hetzner.getServer(serverId);
-    }
-    if (server && server.status !== 'running') server = await hetzner.waitForServerStatus(serverId, 'running', { timeoutMs });
+    const server = await runningServer(this.deps.hetzner, serverId, this.deps.settings.actionTimeoutMs);
     if (!server) throw retryable(`Server ${serverId} disappeared while waking`, `/servers/${serverId}`);
     return server;
   }

@@ -11,6 +11,7 @@ import { revokeJobAuthKeys } from './auth-keys';
 import { buildUserData, mergeUserData, USER_DATA_MAX_BYTES } from './cloud-init';
 import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
 import { requireAgent, requireInstance, requireInstanceForUpdate, requireJob } from './records';
+import { runningServer } from './servers';
 import { silentReporter, type StepReporter } from './step-reporter';
 import { ownershipGuard, type WorkflowDeps } from './workflow-deps';
 
@@ -169,7 +170,7 @@ export class ProvisionWorkflow {
       }
 
       // Fixed before any cloud call, so every later attempt, destroy and rollback looks for the same device.
-      const hostname = instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id);
+      const hostname = this.deps.fleet.hostnameOf(instance, agent);
       if (instance.tailscaleHostname !== hostname || instance.serverName === null) {
         await repos.instances.setNames(instance.id, { tailscaleHostname: hostname, serverName: instance.serverName ?? hostname }, m);
       }
@@ -308,15 +309,9 @@ export class ProvisionWorkflow {
     const { hetzner } = this.deps;
     const timeoutMs = this.deps.settings.actionTimeoutMs;
     if (actionIds.length > 0) await hetzner.waitForActions(actionIds, { timeoutMs });
-    let server = await hetzner.getServer(serverId);
-    if (server?.status === 'off') {
-      log.info({ serverId }, `[Lifecycle] Server ${serverId} is off, powering it on`);
-      await hetzner.powerOnServer(serverId);
-      server = await hetzner.getServer(serverId);
-    }
-    if (server && server.status !== 'running') {
-      server = await hetzner.waitForServerStatus(serverId, 'running', { timeoutMs });
-    }
+    const server = await runningServer(hetzner, serverId, timeoutMs, () =>
+      log.info({ serverId }, `[Lifecycle] Server ${serverId} is off, powering it on`),
+    );
     if (!server) throw new StateConflictError(`Server ${serverId} disappeared while provisioning; roll the provision back`);
     return server;
   }

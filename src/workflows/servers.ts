@@ -19,3 +19,20 @@ export async function listWithRecorded(
   }
   return found;
 }
+
+/** The server once it is running, powered on first when it is off; null when it no longer exists. */
+export async function runningServer(
+  hetzner: Pick<HetznerClient, 'getServer' | 'powerOnServer' | 'waitForServerStatus'>,
+  serverId: number,
+  timeoutMs: number,
+  onPowerOn: () => void = () => {},
+): Promise<HetznerServer | null> {
+  let server = await hetzner.getServer(serverId);
+  if (server?.status === 'off') {
+    onPowerOn();
+    await hetzner.powerOnServer(serverId);
+    server = await hetzner.getServer(serverId);
+  }
+  if (server && server.status !== 'running') server = await hetzner.waitForServerStatus(serverId, 'running', { timeoutMs });
+  return server;
+}

@@ -2,6 +2,7 @@ import { CloudApiError } from '../clients/errors';
 import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import { LIVE_INSTANCE_STATUSES, type AgentStatus, type Instance, type InstanceStatus } from '../entities';
+import type { Db, PatchOf, StatusOf } from '../db/transitions';
 import { StateConflictError } from '../errors';
 import { hostnameMatches } from '../fleet/devices';
 import { judgeDevice, judgeServer, type DeviceEvidence, type GuardContext, type OwnershipGuard, type ServerEvidence } from '../fleet/ownership-guard';
@@ -24,6 +25,18 @@ export interface RollbackResult {
 const LIVE: readonly InstanceStatus[] = LIVE_INSTANCE_STATUSES;
 const DESTROYABLE: InstanceStatus[] = LIVE.filter((s) => s !== 'destroying');
 const NOT_DESTROYED_AGENT: AgentStatus[] = ['draft', 'provisioning', 'active', 'paused', 'hibernated', 'error'];
+
+/** A row moved from the status it was read in to failed. */
+function moveToFailed<K extends 'instance' | 'provisioning_job'>(
+  m: Db,
+  entity: K,
+  row: { id: string; status: StatusOf[K] },
+  reason: string,
+  operationId: string | null,
+  patch: PatchOf<K>,
+): Promise<boolean> {
+  return move(m, { entity, id: row.id, from: [row.status], to: 'failed' as StatusOf[K], reason, operationId, patch });
+}
 
 /**
  * Destroy (an agent, for good) and rollback (a provision that failed for good) both delete an
@@ -78,7 +91,7 @@ export class TeardownWorkflow {
     // Read after the transition: any server a provision managed to record is visible now, and any it
     // creates from here on is refused by its guarded write and deleted by that provision.
     const instance = await requireInstance(repos, found.id);
-    const hostname = instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id);
+    const hostname = this.deps.fleet.hostnameOf(instance, agent);
     const gctx: GuardContext = { operation: 'destroy', operationId, agentId, instanceId: instance.id };
     const serverEvidence: ServerEvidence = { agentId, recordedIds: recordedServerIds(instance) };
 
@@ -116,14 +129,9 @@ export class TeardownWorkflow {
       await move(m, { entity: 'agent', id: agentId, from: NOT_DESTROYED_AGENT, to: 'destroyed', reason: 'destroyed', operationId, allowSame: true });
       // A provision still open for this instance can never finish now; mark it so the rollback sweep closes it.
       for (const job of await repos.provisioningJobs.listOpenByInstance(instance.id, m)) {
-        await move(m, {
-          entity: 'provisioning_job',
-          id: job.id,
-          from: [job.status],
-          to: 'failed',
-          reason: 'instance destroyed',
-          operationId,
-          patch: { error: 'Instance destroyed before provisioning finished', finishedAt: new Date() },
+        await moveToFailed(m, 'provisioning_job', job, 'instance destroyed', operationId, {
+          error: 'Instance destroyed before provisioning finished',
+          finishedAt: new Date(),
         });
       }
     });
@@ -155,15 +163,7 @@ export class TeardownWorkflow {
       const inst = await requireInstanceForUpdate(repos, job.instanceId, m);
       const ag = await requireAgent(repos, agentId, m);
       if (inst.status === 'pending' || inst.status === 'provisioning') {
-        await move(m, {
-          entity: 'instance',
-          id: inst.id,
-          from: [inst.status],
-          to: 'failed',
-          reason: 'provision failed, rolling back',
-          operationId,
-          patch: { error: 'Rolling back after provision failure' },
-        });
+        await moveToFailed(m, 'instance', inst, 'provision failed, rolling back', operationId, { error: 'Rolling back after provision failure' });
         if (ag.status === 'draft' || ag.status === 'provisioning') {
           await move(m, { entity: 'agent', id: agentId, from: [ag.status], to: 'error', reason: 'provision rolled back', operationId });
         }
@@ -178,7 +178,8 @@ export class TeardownWorkflow {
     // Every instance of an agent gets the same hostname: match devices by it only while no newer
     // instance is live, or this rollback could delete that instance's device.
     const newer = await repos.instances.findLiveByAgent(agentId);
-    const hostname = newer ? null : (instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id));
+    const agentHostname = this.deps.fleet.hostnameOf(instance, agent);
+    const hostname = newer ? null : agentHostname;
 
     const gctx: GuardContext = { operation: 'rollback', operationId, agentId, instanceId: instance.id };
     await r.step('delete-server', 20, 'deleting the servers of this job');
@@ -190,8 +191,7 @@ export class TeardownWorkflow {
     );
     await r.step('delete-device', 60, 'removing the tailnet device');
     const cleanedTailscale = await this.deleteDevices(instance, hostname, gctx, log);
-    const keyHostname = instance.tailscaleHostname ?? this.deps.fleet.hostname(agent.name, agent.id);
-    await revokeJobAuthKeys({ ...this.deps, guard: this.guard }, { provisioningJobId: job.id, hostname: keyHostname }, gctx, log);
+    await revokeJobAuthKeys({ ...this.deps, guard: this.guard }, { provisioningJobId: job.id, hostname: agentHostname }, gctx, log);
     if (!cleanedHetzner && !cleanedTailscale) log.info(`[Lifecycle] No VM to clean up for job ${provisioningJobId}`);
 
     await r.step('finish', 90, 'marking the job as rolled back');

@@ -74,14 +74,14 @@ describe('lifecycle: hibernate and wake', function () {
   describe('hibernate', () => {
     it('shuts the server down, snapshots it, deletes it and keeps the device', async () => {
       const { a, device } = await running();
-      const serverId = cloud(h).servers[0]!.id;
+      const { id: serverId, name: serverName } = cloud(h).servers[0]!;
       const op = await newOperation(h, 'hibernate', a.agentId);
       const reporter = recordingReporter();
       await h.hibernation.hibernate(a.agentId, { operationId: op }, reporter);
 
       await expectHibernated(a, device);
       expect(snapshotsMade()).to.equal(1);
-      expect(cloud(h).images[0]!.created_from).to.deep.equal({ id: serverId, name: cloud(h).images[0]!.created_from!.name });
+      expect(cloud(h).images[0]!.created_from).to.deep.equal({ id: serverId, name: serverName });
       expect(reporter.steps.map((s) => s.name)).to.deep.equal(['prepare', 'find-snapshot', 'shutdown', 'snapshot', 'wait-snapshot', 'delete-server', 'finish', 'done']);
       expect((await transitionsOf(h, a.instanceId)).slice(-2)).to.deep.equal(['running→hibernating', 'hibernating→hibernated']);
       expect((await transitionsOf(h, a.agentId)).at(-1)).to.equal('active→hibernated');

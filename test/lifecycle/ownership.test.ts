@@ -4,7 +4,7 @@ import { guardImageDelete, judgeDevice, judgeServer } from '../../src/fleet/owne
 import { AGENT_LABEL, FLEET_LABEL, MANAGED_LABEL, serverLabels } from '../../src/fleet/server-labels';
 import { SIM_DEFAULT_CREDENTIALS } from '../../src/simulator';
 import { waitFor } from '../pipeline/stack';
-import { launchedSuite } from '../helpers/launched';
+import { launchedSuite, operationEnded } from '../helpers/launched';
 
 // Nothing is deleted without proof that it is ours: the whole service over HTTP, the simulator
 // changing labels, tags and tailnet addresses behind its back.
@@ -82,11 +82,7 @@ describe('lifecycle: ownership guard', function () {
   async function finish(agentId: string, verb: 'destroy' | 'stop') {
     const posted = await stack.api.post(`/v1/agents/${agentId}/${verb}`);
     expect(posted.status).to.equal(202);
-    const opId = posted.body.operation.id as string;
-    return waitFor(`${verb} of ${agentId} to finish`, async () => {
-      const res = await stack.api.get(`/v1/operations/${opId}`);
-      return ['succeeded', 'failed'].includes(res.body.operation?.status) ? res.body.operation : undefined;
-    });
+    return (await operationEnded(stack.api, posted.body.operation.id)).operation;
   }
 
   async function eventsOf(agentId: string): Promise<EventView[]> {
@@ -98,11 +94,8 @@ describe('lifecycle: ownership guard', function () {
   async function reconcile() {
     const posted = await stack.api.post('/v1/reconcile');
     expect(posted.status).to.equal(202);
-    const opId = posted.body.operation.id as string;
-    await waitFor('the reconcile pass', async () => {
-      const res = await stack.api.get(`/v1/operations/${opId}`);
-      return res.body.operation?.status === 'succeeded' ? true : undefined;
-    });
+    const pass = (await operationEnded(stack.api, posted.body.operation.id)).operation;
+    expect(pass.status, pass.error).to.equal('succeeded');
     return (await stack.api.get('/v1/reconcile')).body.report;
   }
 

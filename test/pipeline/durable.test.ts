@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import type { Tailfleet } from '../../src/server';
 import { RECONCILE_SCHEDULER_ID } from '../../src/processors/reconcile.processor';
 import { startTcpProxy } from '../helpers/tcp-proxy';
+import { operationEnded } from '../helpers/launched';
 import { apiClient, createSuite, deleteRedisPrefix, waitFor, type ApiClient, type Suite } from './stack';
 
 // Accepted work lives in PostgreSQL; Redis only delivers it and may lose anything at any moment.
@@ -37,15 +38,7 @@ describe('pipeline: durable operations', function () {
   });
 
   const status = async (operationId: string) => (await api.get(`/v1/operations/${operationId}`)).body.operation;
-  const finished = (operationId: string, timeoutMs = 20_000) =>
-    waitFor(
-      `operation ${operationId} to finish`,
-      async () => {
-        const op = await status(operationId);
-        return op.status === 'succeeded' || op.status === 'failed' ? op : undefined;
-      },
-      { timeoutMs },
-    );
+  const finished = async (operationId: string, timeoutMs = 20_000) => (await operationEnded(api, operationId, { timeoutMs })).operation;
   const rollbacksOf = async (provisioningJobId: string) =>
     Number(
       (

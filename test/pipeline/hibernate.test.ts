@@ -21,6 +21,14 @@ describe('pipeline: hibernate, wake and what the fleet costs', function () {
     return op;
   }
 
+  /** Runs the command to success; answers it and the agent as the API shows it after, in the statuses expected. */
+  async function commandTo(agentId: string, verb: string, expected: { agent: string; instance: string }) {
+    const op = await command(agentId, verb);
+    const view = (await stack.api.get(`/v1/agents/${agentId}`)).body;
+    expect({ agent: view.agent.status, instance: view.instance.status }).to.deep.equal(expected);
+    return { op, view };
+  }
+
   async function newAgent(name: string) {
     const created = await stack.api.post('/v1/agents', { name });
     expect(created.status).to.equal(201);
@@ -61,12 +69,9 @@ describe('pipeline: hibernate, wake and what the fleet costs', function () {
     const costBefore = (await stack.api.get('/v1/fleet/cost')).body;
     expect(costBefore.currency).to.equal('EUR');
 
-    const op = await command(agentId, 'hibernate');
+    const { op, view: after } = await commandTo(agentId, 'hibernate', { agent: 'hibernated', instance: 'hibernated' });
     expect(op.type).to.equal('hibernate');
-    const after = await stack.api.get(`/v1/agents/${agentId}`);
-    expect(after.body.agent.status).to.equal('hibernated');
-    expect(after.body.instance.status).to.equal('hibernated');
-    expect(after.body.instance.serverId).to.equal(null);
+    expect(after.instance.serverId).to.equal(null);
     const cloud = ofAgent(agentId);
     expect(cloud.servers).to.have.length(0);
     expect(cloud.images).to.have.length(1);
@@ -75,8 +80,8 @@ describe('pipeline: hibernate, wake and what the fleet costs', function () {
     expect(device.connectedToControl).to.equal(false);
 
     const snapshot = cloud.images[0]!.image_size! * p.perGb;
-    expect(after.body.agent.cost.snapshot).to.be.closeTo(snapshot, 1e-4);
-    expect(after.body.agent.cost.monthly).to.be.closeTo(snapshot, 1e-4);
+    expect(after.agent.cost.snapshot).to.be.closeTo(snapshot, 1e-4);
+    expect(after.agent.cost.monthly).to.be.closeTo(snapshot, 1e-4);
     const costAfter = (await stack.api.get('/v1/fleet/cost')).body;
     expect(costBefore.monthly.total - costAfter.monthly.total).to.be.closeTo(p.server + p.ipv4 - snapshot, 1e-3);
     expect(costAfter.monthly.byStatus.hibernated).to.be.closeTo(snapshot, 1e-4);
@@ -85,15 +90,12 @@ describe('pipeline: hibernate, wake and what the fleet costs', function () {
     // Asleep, it cannot be stopped, started or hibernated again; it can be woken.
     for (const verb of ['stop', 'start', 'hibernate']) expect((await stack.api.post(`/v1/agents/${agentId}/${verb}`)).status).to.equal(409);
 
-    const wake = await command(agentId, 'wake');
+    const { op: wake, view: awake } = await commandTo(agentId, 'wake', { agent: 'active', instance: 'running' });
     expect(wake.currentStep).to.equal('done');
-    const awake = await stack.api.get(`/v1/agents/${agentId}`);
-    expect(awake.body.agent.status).to.equal('active');
-    expect(awake.body.instance.status).to.equal('running');
-    expect(awake.body.instance.tailscaleDeviceId).to.equal(deviceId);
-    expect(awake.body.instance.tailscaleIp).to.equal(tailnetIp);
+    expect(awake.instance.tailscaleDeviceId).to.equal(deviceId);
+    expect(awake.instance.tailscaleIp).to.equal(tailnetIp);
     const woken = ofAgent(agentId);
-    expect(woken.servers.map((s) => String(s.id))).to.deep.equal([awake.body.instance.serverId]);
+    expect(woken.servers.map((s) => String(s.id))).to.deep.equal([awake.instance.serverId]);
     expect(woken.images).to.have.length(0);
     expect(woken.devices.find((d) => d.id === deviceId)!.connectedToControl).to.equal(true);
     expect((await stack.api.post(`/v1/agents/${agentId}/wake`)).status).to.equal(409);
