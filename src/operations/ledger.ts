@@ -7,6 +7,7 @@ import {
   requestAgentCommand,
   transition,
   transitionGroup,
+  tryTransition,
   type AgentCommandOutcome,
   type AgentCommandType,
   type CreatedOperation,
@@ -423,13 +424,8 @@ export class OperationLedger {
   }
 
   /** A guarded move; null when the row is gone or another writer moved it first. */
-  private async move(req: Parameters<typeof transition<'operation'>>[1]): Promise<Operation | null> {
-    try {
-      return (await transition(this.ds, req)).row;
-    } catch (err) {
-      if (err instanceof TransitionConflictError || err instanceof RecordNotFoundError) return null;
-      throw err;
-    }
+  private move(req: TransitionRequest<'operation'>): Promise<Operation | null> {
+    return tryTransition(this.ds, req);
   }
 
   private async runFinalFailureHook(failure: FinalFailure): Promise<void> {

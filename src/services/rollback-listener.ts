@@ -1,6 +1,6 @@
 import type { Queue } from 'bullmq';
 import type { DataSource } from 'typeorm';
-import { RecordNotFoundError, TransitionConflictError, transition } from '../db';
+import { tryTransition } from '../db';
 import type { Logger } from '../lib/logger';
 import type { FinalFailureHook, OperationLedger } from '../operations/ledger';
 import type { ProvisioningJobRepository } from '../db/provisioning-job.repository';
@@ -59,29 +59,17 @@ export async function recordProvisionFailure(
   dataSource: DataSource,
   input: { provisioningJobId: string; operationId?: string | null; error: string; failedStep?: string | null },
 ): Promise<boolean> {
-  const moved = await ignoreConflict(
-    transition(dataSource, {
-      entity: 'provisioning_job',
-      id: input.provisioningJobId,
-      from: ['queued', 'running'],
-      to: 'failed',
-      reason: `provision failed for good${input.failedStep ? ` at ${input.failedStep}` : ''}: ${input.error}`,
-      operationId: input.operationId ?? null,
-      // The workflow already recorded the step it failed at; keep it unless we know better.
-      patch: { error: input.error, finishedAt: new Date(), ...(input.failedStep ? { failedStep: input.failedStep } : {}) },
-    }),
-  );
-  return moved !== undefined;
-}
-
-/** Someone else moved the row first (or it is gone): nothing for us to do. */
-async function ignoreConflict<T>(p: Promise<T>): Promise<T | undefined> {
-  try {
-    return await p;
-  } catch (err) {
-    if (err instanceof TransitionConflictError || err instanceof RecordNotFoundError) return undefined;
-    throw err;
-  }
+  const moved = await tryTransition(dataSource, {
+    entity: 'provisioning_job',
+    id: input.provisioningJobId,
+    from: ['queued', 'running'],
+    to: 'failed',
+    reason: `provision failed for good${input.failedStep ? ` at ${input.failedStep}` : ''}: ${input.error}`,
+    operationId: input.operationId ?? null,
+    // The workflow already recorded the step it failed at; keep it unless we know better.
+    patch: { error: input.error, finishedAt: new Date(), ...(input.failedStep ? { failedStep: input.failedStep } : {}) },
+  });
+  return moved !== null;
 }
 
 /**
