@@ -272,9 +272,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       const listener = new RollbackListener({
         dataSource,
         operations,
-        ledger,
         provisioningJobs: repositories.provisioningJobs,
-        provisionQueue: queues.provision,
         logger: logger.child({ component: 'rollback-listener' }),
         sweepIntervalMs: config.queues.rollbackSweepIntervalSeconds * 1000,
       });
