@@ -18,7 +18,7 @@ import {
   type ProvisionBundle,
   type Repositories,
 } from '../db';
-import type { Operation, OperationStatus, OperationType } from '../entities';
+import type { Operation, OperationStatus } from '../entities';
 import type { Logger } from '../lib/logger';
 import { checkJobAgainstOperation } from '../queues/jobs';
 import { jobIds, type QueueName } from '../queues/queues';
@@ -188,9 +188,9 @@ export class OperationLedger {
   async claim(operationId: string, input: { attempt: number; token: string | null; delivery?: Delivery }): Promise<ClaimResult> {
     const { attempt, token, delivery } = input;
     // The claim only matches the operation the job belongs to; a job that names another fails below.
-    const guard: PatchOf<'operation'> & { type?: OperationType; agentId?: string; provisioningJobId?: string } = {};
+    const guard: NonNullable<TransitionRequest<'operation'>['guard']> = {};
     if (delivery) {
-      guard.type = delivery.type as OperationType;
+      guard.type = delivery.type;
       guard.queueJobId = delivery.jobId;
       if (delivery.agentId !== undefined) guard.agentId = delivery.agentId;
       if (delivery.provisioningJobId !== undefined) guard.provisioningJobId = delivery.provisioningJobId;
@@ -204,7 +204,7 @@ export class OperationLedger {
           to: 'running',
           reason: attempt === 1 ? 'job started' : `attempt ${attempt} started`,
           operationId,
-          guard: guard as PatchOf<'operation'>,
+          guard,
           patch: { attempts: attempt, finishedAt: null, failedStep: null, claimToken: token },
           // A retried operation keeps the time its first attempt started.
           patchIfNull: { startedAt: new Date() },
