@@ -20,7 +20,7 @@ import {
 } from '../db';
 import type { Operation, OperationStatus } from '../entities';
 import type { Logger } from '../lib/logger';
-import { checkJobAgainstOperation } from '../queues/jobs';
+import { checkJobAgainstOperation, jobIdOf } from '../queues/jobs';
 import { jobIds, type QueueName } from '../queues/queues';
 import { isDatabaseUnavailable } from './errors';
 
@@ -365,7 +365,7 @@ export class OperationLedger {
       to: 'queued',
       allowSame: true,
       reason,
-      patch: { queueJobId: operation.queueJobId ?? jobIds.operation(operation.id), finishedAt: null, claimToken: null },
+      patch: { queueJobId: jobIdOf(operation), finishedAt: null, claimToken: null },
     });
     return row;
   }

@@ -3,8 +3,7 @@ import type { DataSource } from 'typeorm';
 import type { OperationRepository } from '../db';
 import type { Operation } from '../entities';
 import type { Logger } from '../lib/logger';
-import { queueOf } from '../queues/jobs';
-import { jobIds } from '../queues/queues';
+import { jobIdOf, queueOf } from '../queues/jobs';
 import type { OperationLedger } from './ledger';
 import type { Outbox } from './outbox';
 
@@ -152,7 +151,7 @@ export class OutboxRelay {
     result.checked = pending.length;
     const jobs = pending.map(({ operation }) => ({
       queue: queueOf(operation.type),
-      jobId: operation.queueJobId ?? jobIds.operation(operation.id),
+      jobId: jobIdOf(operation),
     }));
     const present = await this.deps.outbox.presence(jobs);
     const now = Date.now();
