@@ -145,18 +145,22 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
   }
   const ledger = new OperationLedger({ dataSource, repositories, logger: logger.child({ component: 'ledger' }) });
   const outbox = new Outbox({ queues, connection: producer, logger: logger.child({ component: 'outbox' }) });
-  // The API process changes nothing in the clouds; it only reads them, through one Hetzner client
-  // built from the same settings: the catalogue (server types, locations) that checks a create before
-  // it is accepted, and the prices behind agent costs and GET /v1/fleet/cost.
-  const cloudReader = runsApi
-    ? new HetznerClient({
-        baseUrl: config.hetzner.apiUrl,
-        token: config.hetzner.token,
-        logger: logger.child({ component: 'hetzner-reader' }),
-        observer: metrics.cloudObserver,
-        ...overrides.hetzner,
-      })
-    : undefined;
+  // One Hetzner client per process. Workers change the cloud through it (and readiness reports whether
+  // it accepts our credentials); the API only reads through it: the catalogue (server types,
+  // locations) that checks a create before it is accepted, and the prices behind agent costs and
+  // GET /v1/fleet/cost.
+  const cloudHealth = runsWorkers ? new CloudCredentialHealth() : undefined;
+  const cloudObserver = cloudHealth ? observeAll(metrics.cloudObserver, cloudHealth) : metrics.cloudObserver;
+  const hetzner = new HetznerClient({
+    baseUrl: config.hetzner.apiUrl,
+    token: config.hetzner.token,
+    logger: logger.child({ component: 'hetzner' }),
+    observer: cloudObserver,
+    actionPollIntervalMs: config.pollIntervalMs,
+    serverPollIntervalMs: config.pollIntervalMs,
+    actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
+    ...overrides.hetzner,
+  });
   const operations = new OperationsService({
     dataSource,
     queues,
@@ -173,7 +177,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     maxAgents: config.maxAgents,
     // API roles check a create's server type and location against the cloud's catalogue before
     // accepting it (GET /server_types, GET /locations, cached).
-    catalogue: cloudReader ? new CloudCatalogue({ hetzner: cloudReader, logger: logger.child({ component: 'catalogue' }) }) : undefined,
+    catalogue: runsApi ? new CloudCatalogue({ hetzner, logger: logger.child({ component: 'catalogue' }) }) : undefined,
   });
   // The one final-failure hook: a provision that failed for good is marked so and rolled back
   // (`rollbackListener: false` leaves the rollback to a later sweep).
@@ -205,18 +209,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
   let webhookWorker: ReturnType<typeof createWebhookWorker> | undefined;
 
   if (runsWorkers) {
-    tf.cloudHealth = new CloudCredentialHealth();
-    const cloudObserver = observeAll(metrics.cloudObserver, tf.cloudHealth);
-    const hetzner = new HetznerClient({
-      baseUrl: config.hetzner.apiUrl,
-      token: config.hetzner.token,
-      logger: logger.child({ component: 'hetzner' }),
-      observer: cloudObserver,
-      actionPollIntervalMs: config.pollIntervalMs,
-      serverPollIntervalMs: config.pollIntervalMs,
-      actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
-      ...overrides.hetzner,
-    });
+    tf.cloudHealth = cloudHealth;
     const tailscale = new TailscaleClient({
       baseUrl: config.tailscale.apiUrl,
       clientId: config.tailscale.clientId,
@@ -279,9 +272,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       const listener = new RollbackListener({
         dataSource,
         operations,
-        ledger,
         provisioningJobs: repositories.provisioningJobs,
-        provisionQueue: queues.provision,
         logger: logger.child({ component: 'rollback-listener' }),
         sweepIntervalMs: config.queues.rollbackSweepIntervalSeconds * 1000,
       });
@@ -387,7 +378,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       logger: logger.child({ component: 'event-stream' }),
       view: eventView,
     });
-    const priceSource: PriceSource = cloudReader!;
+    const priceSource: PriceSource = hetzner;
     tf.app = createApp({
       config,
       events: { waiter: tf.waiter, stream: tf.eventStream },

@@ -30,6 +30,9 @@ export interface NewOwnershipFinding extends AuditSubject {
   missing: string[];
 }
 
+/** An id that can name a row here, or null (a label may carry anything). */
+const uuidOrNull = (v: string | null | undefined): string | null => (v && isUuid(v) ? v : null);
+
 export class OwnershipFindingRepository {
   private readonly dataSource: DataSource;
 
@@ -52,7 +55,7 @@ export class OwnershipFindingRepository {
    */
   async recordRefusal(finding: NewOwnershipFinding, reason: string): Promise<OwnershipFinding> {
     return this.dataSource.transaction(async (m) => {
-      const agentId = finding.agentId && isUuid(finding.agentId) ? finding.agentId : null;
+      const agentId = uuidOrNull(finding.agentId);
       const open = await m.findOne(OwnershipFinding, {
         where: {
           resourceType: finding.resourceType,
@@ -68,8 +71,8 @@ export class OwnershipFindingRepository {
           m.create(OwnershipFinding, {
             ...finding,
             agentId,
-            instanceId: finding.instanceId && isUuid(finding.instanceId) ? finding.instanceId : null,
-            operationId: finding.operationId && isUuid(finding.operationId) ? finding.operationId : null,
+            instanceId: uuidOrNull(finding.instanceId),
+            operationId: uuidOrNull(finding.operationId),
           }),
         ));
       await this.recordAudit({ ...finding, toStatus: 'needs_attention', reason }, m);
@@ -96,9 +99,8 @@ export class OwnershipFindingRepository {
     s: AuditSubject,
     db: Db,
   ): Promise<{ entityType: EventEntityType; entityId: string; agentId: string | null; operationId: string | null } | null> {
-    const uuid = (v: string | null | undefined) => (v && isUuid(v) ? v : null);
     const m = managerOf(db);
-    const [instanceId, agentId, opId] = [uuid(s.instanceId), uuid(s.agentId), uuid(s.operationId)];
+    const [instanceId, agentId, opId] = [uuidOrNull(s.instanceId), uuidOrNull(s.agentId), uuidOrNull(s.operationId)];
     const instance = instanceId ? await m.findOne(Instance, { where: { id: instanceId }, select: { id: true, agentId: true } }) : null;
     const agent = !instance && agentId ? await m.findOne(Agent, { where: { id: agentId }, select: { id: true } }) : null;
     const operation = opId ? await m.findOne(Operation, { where: { id: opId }, select: { id: true } }) : null;

@@ -14,18 +14,6 @@ export class ProvisioningJobRepository {
     this.dataSource = deps.dataSource;
   }
 
-  /** Provisions still running whose job is live in the database: the sweep asks BullMQ about each. */
-  async listRunningProvisions(db: Db = this.dataSource): Promise<Array<{ operationId: string; provisioningJobId: string; queueJobId: string }>> {
-    const rows: Array<{ id: string; provisioning_job_id: string; queue_job_id: string }> = await managerOf(db).query(
-      `SELECT o.id, o.provisioning_job_id, o.queue_job_id
-         FROM ${this.table(Operation)} o
-         JOIN ${this.table(ProvisioningJob)} pj ON pj.id = o.provisioning_job_id
-        WHERE o.type = 'provision' AND o.status = 'running' AND pj.status IN ('queued', 'running') AND o.queue_job_id IS NOT NULL
-        LIMIT 500`,
-    );
-    return rows.map((r) => ({ operationId: r.id, provisioningJobId: r.provisioning_job_id, queueJobId: r.queue_job_id }));
-  }
-
   /** Jobs still live whose provision operation failed more than `graceSeconds` ago (a crash between the two writes). */
   async listLiveWithFailedProvision(
     graceSeconds: number,

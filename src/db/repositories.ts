@@ -14,7 +14,6 @@ export interface Repositories {
   events: EventRepository;
   /** Refused destructive calls (ownership guard) and the audit events of every guarded call. */
   findings: OwnershipFindingRepository;
-  /** Operation reads of the reconciler, to be folded into `operations`. */
 }
 
 export function createRepositories(dataSource: DataSource): Repositories {

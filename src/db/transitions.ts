@@ -392,6 +392,16 @@ type ResultsOf<T extends readonly TransitionRequest<any>[]> = {
   -readonly [I in keyof T]: T[I] extends TransitionRequest<infer K> ? TransitionResult<K> : never;
 };
 
+/** A move another writer may have made first: the moved row, or null when the row is gone or moved already. */
+export async function tryTransition<K extends EventEntityType>(db: Db, req: TransitionRequest<K>): Promise<RowOf[K] | null> {
+  try {
+    return (await transition(db, req)).row;
+  } catch (err) {
+    if (err instanceof TransitionConflictError || err instanceof RecordNotFoundError) return null;
+    throw err;
+  }
+}
+
 /**
  * Several transitions that must happen together (instance + agent, job + operation …), in order,
  * all or nothing. Inside a caller's transaction it uses a savepoint, so a conflict on the second

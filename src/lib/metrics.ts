@@ -1,21 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-
-export interface CloudRequestEvent {
-  api: 'hetzner' | 'tailscale';
-  method: string;
-  route: string;
-  status: number | 'network' | 'timeout';
-  durationMs: number;
-  rateLimitRemaining?: number;
-  rateLimitLimit?: number;
-}
-
-export interface CloudRetryEvent {
-  api: 'hetzner' | 'tailscale';
-  method: string;
-  route: string;
-  reason: string;
-}
+import type { CloudRequestEvent, CloudRequestObserver, CloudRetryEvent } from '../clients/http';
 
 /** Seconds; from a health probe (~1 ms) to a slow list or a request stuck behind a busy pool. */
 const HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -105,7 +89,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     registers: [registry],
   });
 
-  const cloudObserver = {
+  const cloudObserver: Required<CloudRequestObserver> = {
     onRequest(e: CloudRequestEvent): void {
       const status = String(e.status);
       cloudRequests.inc({ api: e.api, method: e.method, route: e.route, status });

@@ -7,6 +7,7 @@ import {
   requestAgentCommand,
   transition,
   transitionGroup,
+  tryTransition,
   type AgentCommandOutcome,
   type AgentCommandType,
   type CreatedOperation,
@@ -17,9 +18,9 @@ import {
   type ProvisionBundle,
   type Repositories,
 } from '../db';
-import type { Operation, OperationStatus, OperationType } from '../entities';
+import type { Operation, OperationStatus } from '../entities';
 import type { Logger } from '../lib/logger';
-import { checkJobAgainstOperation } from '../queues/jobs';
+import { checkJobAgainstOperation, jobIdOf } from '../queues/jobs';
 import { jobIds, type QueueName } from '../queues/queues';
 import { isDatabaseUnavailable } from './errors';
 
@@ -187,9 +188,9 @@ export class OperationLedger {
   async claim(operationId: string, input: { attempt: number; token: string | null; delivery?: Delivery }): Promise<ClaimResult> {
     const { attempt, token, delivery } = input;
     // The claim only matches the operation the job belongs to; a job that names another fails below.
-    const guard: PatchOf<'operation'> & { type?: OperationType; agentId?: string; provisioningJobId?: string } = {};
+    const guard: NonNullable<TransitionRequest<'operation'>['guard']> = {};
     if (delivery) {
-      guard.type = delivery.type as OperationType;
+      guard.type = delivery.type;
       guard.queueJobId = delivery.jobId;
       if (delivery.agentId !== undefined) guard.agentId = delivery.agentId;
       if (delivery.provisioningJobId !== undefined) guard.provisioningJobId = delivery.provisioningJobId;
@@ -203,7 +204,7 @@ export class OperationLedger {
           to: 'running',
           reason: attempt === 1 ? 'job started' : `attempt ${attempt} started`,
           operationId,
-          guard: guard as PatchOf<'operation'>,
+          guard,
           patch: { attempts: attempt, finishedAt: null, failedStep: null, claimToken: token },
           // A retried operation keeps the time its first attempt started.
           patchIfNull: { startedAt: new Date() },
@@ -364,7 +365,7 @@ export class OperationLedger {
       to: 'queued',
       allowSame: true,
       reason,
-      patch: { queueJobId: operation.queueJobId ?? jobIds.operation(operation.id), finishedAt: null, claimToken: null },
+      patch: { queueJobId: jobIdOf(operation), finishedAt: null, claimToken: null },
     });
     return row;
   }
@@ -423,13 +424,8 @@ export class OperationLedger {
   }
 
   /** A guarded move; null when the row is gone or another writer moved it first. */
-  private async move(req: Parameters<typeof transition<'operation'>>[1]): Promise<Operation | null> {
-    try {
-      return (await transition(this.ds, req)).row;
-    } catch (err) {
-      if (err instanceof TransitionConflictError || err instanceof RecordNotFoundError) return null;
-      throw err;
-    }
+  private move(req: TransitionRequest<'operation'>): Promise<Operation | null> {
+    return tryTransition(this.ds, req);
   }
 
   private async runFinalFailureHook(failure: FinalFailure): Promise<void> {

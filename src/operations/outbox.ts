@@ -2,7 +2,7 @@ import type { Job, JobState, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Operation } from '../entities';
 import type { Logger } from '../lib/logger';
-import { operationJob, type OperationJob } from '../queues/jobs';
+import { operationJob } from '../queues/jobs';
 import type { QueueName, Queues } from '../queues/queues';
 
 /**
@@ -57,7 +57,7 @@ export class Outbox {
   /** Adds the operation's job (a no-op when it exists). Throws when Redis does not answer in time. */
   async add(operation: Operation, extra: { instanceId?: string } = {}): Promise<Job> {
     const job = operationJob(operation, extra);
-    const queue = this.queueOf(job) as Queue;
+    const queue = this.queues[job.queue] as Queue;
     const options = operation.type === 'reconcile' ? { jobId: job.jobId, attempts: 1 } : { jobId: job.jobId };
     // An add that outlives the deadline may still land later: harmless, the job is the operation's own.
     return withDeadline(queue.add(job.name, job.data, options) as Promise<Job>, this.redisTimeoutMs, 'Redis');
@@ -86,10 +86,6 @@ export class Outbox {
   /** The job of an operation, when Redis has it. */
   async job(queue: QueueName, jobId: string): Promise<Job | undefined> {
     return (await this.queues[queue].getJob(jobId)) ?? undefined;
-  }
-
-  private queueOf(job: OperationJob) {
-    return this.queues[job.queue];
   }
 }
 

@@ -1,9 +1,9 @@
+import type { Job } from 'bullmq';
 import type { DataSource } from 'typeorm';
 import type { OperationRepository } from '../db';
 import type { Operation } from '../entities';
 import type { Logger } from '../lib/logger';
-import { queueOf } from '../queues/jobs';
-import { jobIds } from '../queues/queues';
+import { jobIdOf, queueOf } from '../queues/jobs';
 import type { OperationLedger } from './ledger';
 import type { Outbox } from './outbox';
 
@@ -54,7 +54,26 @@ export interface RelayResult {
 }
 
 /** Times one operation's job may be failed by BullMQ for stalling and still be delivered again. */
-export const STALL_REQUEUE_LIMIT = 5;
+const STALL_REQUEUE_LIMIT = 5;
+
+/** How BullMQ words the failure of a job that stalled too often. */
+const STALLED_FAILURE = /stalled|started more than allowable/i;
+
+/**
+ * A job BullMQ failed for stalling: its workers died, which is no reason to fail the work. Its
+ * operation goes back to the queue and the job to waiting, up to STALL_REQUEUE_LIMIT times over the
+ * operation's life. True when it was delivered again; false when the failure stands.
+ */
+export async function redeliverStalled(
+  ledger: Pick<OperationLedger, 'requeueStalled'>,
+  job: Pick<Job, 'retry'>,
+  operationId: string,
+  reason: string,
+): Promise<boolean> {
+  if (!STALLED_FAILURE.test(reason) || !(await ledger.requeueStalled(operationId, reason, STALL_REQUEUE_LIMIT))) return false;
+  await job.retry('failed');
+  return true;
+}
 
 // Arbitrary, fixed: the advisory lock key of the relay (the reconciler uses another).
 const RELAY_LOCK_KEY = 0x7466_6f62; // "tfob"
@@ -132,7 +151,7 @@ export class OutboxRelay {
     result.checked = pending.length;
     const jobs = pending.map(({ operation }) => ({
       queue: queueOf(operation.type),
-      jobId: operation.queueJobId ?? jobIds.operation(operation.id),
+      jobId: jobIdOf(operation),
     }));
     const present = await this.deps.outbox.presence(jobs);
     const now = Date.now();
@@ -162,9 +181,7 @@ export class OutboxRelay {
       if (state === 'failed' && operation.status === 'running') {
         const job = await this.deps.outbox.job(queue, jobId);
         const reason = job?.failedReason || 'job failed in the queue';
-        // A job BullMQ failed for stalling: its workers died, which is no reason to fail the work.
-        if (job && /stalled|started more than allowable/i.test(reason) && (await this.deps.ledger.requeueStalled(operation.id, reason, STALL_REQUEUE_LIMIT))) {
-          await job.retry('failed');
+        if (job && (await redeliverStalled(this.deps.ledger, job, operation.id, reason))) {
           result.retried++;
           continue;
         }

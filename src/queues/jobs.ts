@@ -39,6 +39,11 @@ export function queueOf(type: OperationType): QueueName {
   return type;
 }
 
+/** The id of an operation's job: the one its row names, else `op-<id>`. */
+export function jobIdOf(operation: Pick<Operation, 'id' | 'queueJobId'>): string {
+  return operation.queueJobId ?? jobIds.operation(operation.id);
+}
+
 export interface OperationJob<K extends QueueName = QueueName> {
   queue: K;
   name: K;
@@ -52,7 +57,7 @@ export interface OperationJob<K extends QueueName = QueueName> {
  * A provision needs its instance id, which the operation row does not hold: the caller passes it.
  */
 export function operationJob(operation: Operation, extra: { instanceId?: string } = {}): OperationJob {
-  const jobId = operation.queueJobId ?? jobIds.operation(operation.id);
+  const jobId = jobIdOf(operation);
   const base = { operationId: operation.id, requestedBy: operation.requestedBy };
   const need = <T>(value: T | null | undefined, what: string): T => {
     if (value === null || value === undefined) throw new Error(`${operation.type} operation ${operation.id} has no ${what}`);
@@ -110,7 +115,7 @@ export function checkJobAgainstOperation(
 ): void {
   const problems: string[] = [];
   if (queueOf(operation.type) !== queue) problems.push(`operation ${operation.id} is a ${operation.type}, not a ${queue}`);
-  const expectedJobId = operation.queueJobId ?? jobIds.operation(operation.id);
+  const expectedJobId = jobIdOf(operation);
   if (job.id !== expectedJobId) problems.push(`job ${job.id} is not the operation's delivery (${expectedJobId})`);
   if (job.data.agentId !== undefined && job.data.agentId !== operation.agentId) {
     problems.push(`agent ${job.data.agentId} is not the operation's (${operation.agentId})`);

@@ -6,7 +6,7 @@ import type { Logger } from '../lib/logger';
  * What the cloud offers: server types, locations and where each type is available, read from the
  * Hetzner API (GET /server_types, GET /locations) and cached, so a create can be refused before
  * anything is written when the cloud would refuse it later. Read-only: built for API roles in the
- * composition root with a client that is never asked to change anything.
+ * composition root over the process's one Hetzner client, of which it only asks these two lists.
  */
 
 export interface SpecProblem {

@@ -303,11 +303,9 @@ export class OperationsService {
   async requestReprovision(agentId: string, opts: RequestOptions = {}): Promise<CreateAgentResult> {
     const agent = await this.mustGetAgent(agentId);
     const key = opts.idempotencyKey === undefined ? null : CLIENT_KEY_PREFIX + opts.idempotencyKey;
-    if (key) {
-      const previous = await this.repos.operations.findByIdempotencyKey(key);
-      if (previous && !(previous.type === 'provision' && previous.agentId === agentId)) {
-        throw new IdempotencyKeyReuseError(`Idempotency-Key was already used for a ${previous.type} request on another resource`);
-      }
+    const previous = key ? await this.repos.operations.findByIdempotencyKey(key) : null;
+    if (previous && !(previous.type === 'provision' && previous.agentId === agentId)) {
+      throw new IdempotencyKeyReuseError(`Idempotency-Key was already used for a ${previous.type} request on another resource`);
     }
     const latest = await this.repos.instances.findLatestByAgent(agentId);
     const spec: Pick<AgentSpec, 'serverType' | 'location' | 'image'> = agent.spec ?? {
@@ -315,7 +313,7 @@ export class OperationsService {
       location: latest?.location ?? this.defaults.location,
       image: latest?.image ?? this.defaults.image,
     };
-    if (!key || !(await this.repos.operations.findByIdempotencyKey(key))) {
+    if (!previous) {
       if (agent.status !== 'error') {
         throw new StateConflictError(`Agent ${agentId} is ${agent.status}; only an agent in error can be provisioned again`);
       }

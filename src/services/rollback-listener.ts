@@ -1,12 +1,10 @@
-import type { Queue } from 'bullmq';
 import type { DataSource } from 'typeorm';
-import { RecordNotFoundError, TransitionConflictError, transition } from '../db';
+import { tryTransition } from '../db';
 import type { Logger } from '../lib/logger';
-import type { FinalFailureHook, OperationLedger } from '../operations/ledger';
+import type { FinalFailureHook } from '../operations/ledger';
 import type { ProvisioningJobRepository } from '../db/provisioning-job.repository';
 
 const HALF_RECORDED_GRACE_SECONDS = 120;
-import type { ProvisionJobData } from '../queues/queues';
 
 /**
  * A provision that failed for good must be rolled back, or its server keeps running (and billing)
@@ -34,10 +32,7 @@ export interface RollbackRequester {
 export interface RollbackListenerDeps {
   dataSource: DataSource;
   operations: RollbackRequester;
-  ledger: Pick<OperationLedger, 'failFromQueue'>;
-  provisioningJobs: Pick<ProvisioningJobRepository, 'listRunningProvisions' | 'listLiveWithFailedProvision' | 'listFailedWithoutRollback'>;
-  /** Used by the sweep to read the BullMQ state of provision jobs the database still calls live. */
-  provisionQueue: Pick<Queue<ProvisionJobData>, 'getJobState'>;
+  provisioningJobs: Pick<ProvisioningJobRepository, 'listLiveWithFailedProvision' | 'listFailedWithoutRollback'>;
   logger: Logger;
   sweepIntervalMs: number;
   /** Sweep once at start(); default true. */
@@ -59,29 +54,17 @@ export async function recordProvisionFailure(
   dataSource: DataSource,
   input: { provisioningJobId: string; operationId?: string | null; error: string; failedStep?: string | null },
 ): Promise<boolean> {
-  const moved = await ignoreConflict(
-    transition(dataSource, {
-      entity: 'provisioning_job',
-      id: input.provisioningJobId,
-      from: ['queued', 'running'],
-      to: 'failed',
-      reason: `provision failed for good${input.failedStep ? ` at ${input.failedStep}` : ''}: ${input.error}`,
-      operationId: input.operationId ?? null,
-      // The workflow already recorded the step it failed at; keep it unless we know better.
-      patch: { error: input.error, finishedAt: new Date(), ...(input.failedStep ? { failedStep: input.failedStep } : {}) },
-    }),
-  );
-  return moved !== undefined;
-}
-
-/** Someone else moved the row first (or it is gone): nothing for us to do. */
-async function ignoreConflict<T>(p: Promise<T>): Promise<T | undefined> {
-  try {
-    return await p;
-  } catch (err) {
-    if (err instanceof TransitionConflictError || err instanceof RecordNotFoundError) return undefined;
-    throw err;
-  }
+  const moved = await tryTransition(dataSource, {
+    entity: 'provisioning_job',
+    id: input.provisioningJobId,
+    from: ['queued', 'running'],
+    to: 'failed',
+    reason: `provision failed for good${input.failedStep ? ` at ${input.failedStep}` : ''}: ${input.error}`,
+    operationId: input.operationId ?? null,
+    // The workflow already recorded the step it failed at; keep it unless we know better.
+    patch: { error: input.error, finishedAt: new Date(), ...(input.failedStep ? { failedStep: input.failedStep } : {}) },
+  });
+  return moved !== null;
 }
 
 /**
@@ -139,9 +122,10 @@ export class RollbackListener {
   }
 
   /**
-   * Failed provisions without a rollback: provisioning jobs marked failed, provision Operations
-   * failed while their provisioning job still looks live, and live-looking provision Operations
-   * whose BullMQ job has already failed (a crash or a BullMQ-side failure between the two writes).
+   * Failed provisions without a rollback: provisioning jobs marked failed, and provision Operations
+   * failed while their provisioning job still looks live (a crash between the two writes). A running
+   * provision whose BullMQ job failed without the processor recording it is the relay's: it fails
+   * the operation through the ledger (or delivers a stalled job again), and the hook runs from there.
    */
   async sweep(): Promise<SweepResult> {
     if (this.sweeping) return this.sweeping;
@@ -156,14 +140,6 @@ export class RollbackListener {
     const jobs = this.deps.provisioningJobs;
     const result: SweepResult = { requested: [], created: [] };
 
-    // Running provision Operations whose queue job BullMQ has given up on (failed without the
-    // processor recording it). A job that is missing is not among them: the relay delivers it again.
-    // The ledger fails them; its final-failure hook marks the job and requests the rollback.
-    for (const op of await jobs.listRunningProvisions()) {
-      if ((await this.deps.provisionQueue.getJobState(op.queueJobId)) !== 'failed') continue;
-      await this.deps.ledger.failFromQueue(op.operationId, 'Provision job failed in the queue', this.deps.logger);
-    }
-
     // Provision Operations failed while the provisioning job was left live (crash between writes).
     // A fresh failure is left alone for a while: it may be a delivery that lost a race to another
     // one still finishing the work.
@@ -171,8 +147,7 @@ export class RollbackListener {
       await recordProvisionFailure(ds, { provisioningJobId: op.provisioningJobId, error: op.error ?? 'provision failed', failedStep: op.failedStep });
     }
 
-    const orphans = (await jobs.listFailedWithoutRollback()).map((id) => ({ id }));
-    for (const { id } of orphans) {
+    for (const id of await jobs.listFailedWithoutRollback()) {
       try {
         const { operation, created } = await this.deps.operations.requestRollback(id, { trigger: 'sweep' });
         result.requested.push(id);

@@ -2,7 +2,7 @@ import { Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../lib/logger';
 import type { OperationLedger } from '../operations/ledger';
-import { STALL_REQUEUE_LIMIT } from '../operations/relay';
+import { redeliverStalled } from '../operations/relay';
 import type { OperationQueueName, Processors } from '../processors';
 import { SHUTDOWN_ABORT_REASON } from '../processors/run-operation';
 import { OPERATION_QUEUES, type JobPayloads } from '../queues/queues';
@@ -100,8 +100,7 @@ export function createWorkers(deps: WorkersDeps): WorkerPool {
       const error = err?.message || job.failedReason || 'job failed';
       const log = logger.child({ queue: name, jobId: job.id, operationId });
       const settle = async () => {
-        if (/stalled|started more than allowable/i.test(error) && (await deps.ledger.requeueStalled(operationId, error, STALL_REQUEUE_LIMIT))) {
-          await job.retry('failed');
+        if (await redeliverStalled(deps.ledger, job, operationId, error)) {
           log.warn({ error }, 'Job stalled too often (its workers died); delivered again');
           return;
         }
