@@ -9,7 +9,6 @@ import { apiClient, createSuite, stackEnv, waitFor, type ApiClient, type Suite }
 // another worker to recover), jobs not started stay queued for the next worker.
 
 const ROOT = path.resolve(__dirname, '../..');
-const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
 
 describe('pipeline: graceful shutdown', function () {
   this.timeout(90_000);
@@ -56,7 +55,9 @@ describe('pipeline: graceful shutdown', function () {
       ...process.env,
       ...stackEnv(suite, { ROLE: 'worker', WORKER_CONCURRENCY: '2', DRAIN_TIMEOUT_SECONDS: '20', LOG_LEVEL: 'info' }),
     };
-    child = spawn(TSX, ['src/main.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // node itself with tsx's loader, not the tsx wrapper: the wrapper relays SIGTERM to its own child
+    // and, when that child's listener is not yet known to it, exits 143 on its own.
+    child = spawn(process.execPath, ['--require', 'tsx/cjs', 'src/main.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout!.on('data', (d) => (output += d));
     child.stderr!.on('data', (d) => (output += d));
