@@ -1,5 +1,5 @@
 # Build stage: dev dependencies and the TypeScript compiler, used only to produce dist/.
-FROM node:22-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -8,7 +8,7 @@ COPY src ./src
 RUN npm run build
 
 # Runtime stage: production dependencies and the compiled JavaScript, run as the unprivileged `node` user.
-FROM node:22-bookworm-slim AS runtime
+FROM node:24-bookworm-slim AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./

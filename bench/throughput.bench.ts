@@ -69,7 +69,6 @@ export interface ThroughputResult {
 }
 
 const DEFAULTS: ThroughputOptions = { agents: 100, cycles: 2, bareJobs: 3000, concurrency: 10, compare: 50, rounds: 2 };
-const TARGET_RATIO = 0.25;
 const WARM_UP_AGENTS = 20;
 
 /**
@@ -307,7 +306,9 @@ export async function runThroughputBench(opts: Partial<ThroughputOptions> = {}):
       metric: 'cost per tailfleet op: CPU ms / SQL / Redis / cloud HTTP',
       value: [tailfleet.stopStart.perOp.cpuMs, tailfleet.stopStart.perOp.sql, tailfleet.stopStart.perOp.redis, tailfleet.stopStart.perOp.cloudRequests].join(' / '),
     },
-    { bench, metric: 'ratio tailfleet / bare', value: fmt.ratio(ratio), target: `≥ ${TARGET_RATIO}`, met: ratio >= TARGET_RATIO },
+    // Reported, not a target: one Hetzner project allows about one operation a second, so what binds
+    // users is the CPU and SQL per operation, not the queue's raw speed.
+    { bench, metric: 'ratio tailfleet / bare', value: fmt.ratio(ratio) },
     {
       bench,
       metric: `SQL / Redis per stop or start, ledger + outbox + relay every 3 s (was ${before.sql.toFixed(1)} SQL / ${before.redis} Redis at ${before.commit}, before the ledger)`,

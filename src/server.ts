@@ -262,6 +262,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       concurrency: config.queues.concurrency,
       processors,
       ledger,
+      operations: repositories.operations,
       handledFailures,
       logger,
       settings: overrides.worker,

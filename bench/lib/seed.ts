@@ -1,5 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { Fleet } from '../../src/fleet/fleet';
-import { MANAGED_LABEL } from '../../src/fleet/server-labels';
+import { AGENT_LABEL, INSTANCE_LABEL, MANAGED_LABEL } from '../../src/fleet/server-labels';
 import type { BenchStack } from './stack';
 
 /**
@@ -9,26 +10,29 @@ import type { BenchStack } from './stack';
  * Returns the agent ids.
  */
 export async function seedRunningAgents(stack: BenchStack, n: number, namePrefix: string): Promise<string[]> {
-  const labels = { [MANAGED_LABEL.key]: MANAGED_LABEL.value, ...new Fleet(stack.config.fleetName).labels() };
-  const names: string[] = [];
-  const serverIds: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const name = `${namePrefix}-${i}`;
-    names.push(name);
-    serverIds.push(stack.sim.control.createServer({ name, status: 'running', labels }).id);
-  }
+  const fleet = new Fleet(stack.config.fleetName);
+  const names = Array.from({ length: n }, (_, i) => `${namePrefix}-${i}`);
+  // Agents first: each server is labelled for its agent and instance, as a provision labels it, so
+  // the ownership guard finds both facts (the recorded id and the labels) before a power-off.
+  const agents: Array<{ id: string; name: string }> = await stack.tf.dataSource.query(
+    `INSERT INTO agents (name, status) SELECT h, 'active' FROM unnest($1::text[]) AS h RETURNING id, name`,
+    [names],
+  );
+  const instanceIds = agents.map(() => randomUUID());
+  const serverIds = agents.map(
+    (a, i) =>
+      stack.sim.control.createServer({
+        name: a.name,
+        status: 'running',
+        labels: { [MANAGED_LABEL.key]: MANAGED_LABEL.value, ...fleet.labels(), [AGENT_LABEL]: a.id, [INSTANCE_LABEL]: instanceIds[i]! },
+      }).id,
+  );
   const rows: Array<{ agent_id: string }> = await stack.tf.dataSource.query(
-    `WITH a AS (
-       INSERT INTO agents (name, status)
-       SELECT h, 'active' FROM unnest($1::text[]) AS h
-       RETURNING id, name
-     )
-     INSERT INTO instances (agent_id, server_id, server_name, location, server_type, image, status, started_at)
-     SELECT a.id, f.server_id, f.h, 'fsn1', 'cx22', 'ubuntu-24.04', 'running', now()
-       FROM unnest($1::text[], $2::bigint[]) AS f(h, server_id)
-       JOIN a ON a.name = f.h
+    `INSERT INTO instances (id, agent_id, server_id, server_name, location, server_type, image, status, started_at)
+     SELECT f.id, f.agent_id, f.server_id, f.h, 'fsn1', 'cx22', 'ubuntu-24.04', 'running', now()
+       FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[]) AS f(id, agent_id, server_id, h)
      RETURNING agent_id`,
-    [names, serverIds],
+    [instanceIds, agents.map((a) => a.id), serverIds, agents.map((a) => a.name)],
   );
   if (rows.length !== n) throw new Error(`seeded ${rows.length} of ${n} agents`);
   return rows.map((r) => r.agent_id);

@@ -432,4 +432,13 @@ export class OperationRepository {
     const result = await managerOf(db).update(Operation, { id, status: 'running' }, patch);
     return (result.affected ?? 0) > 0;
   }
+
+  /**
+   * A redelivery takes over the claim of an operation still running under an earlier delivery (its
+   * worker stalled). Guarded by the status, so an operation that ended meanwhile is not touched.
+   */
+  async takeOverClaim(id: string, attempt: number, claimToken: string | null, db: Db = this.dataSource): Promise<boolean> {
+    const result = await managerOf(db).update(Operation, { id, status: 'running' }, { attempts: attempt, failedStep: null, claimToken });
+    return (result.affected ?? 0) > 0;
+  }
 }

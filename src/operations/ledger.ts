@@ -45,7 +45,7 @@ import { isDatabaseUnavailable } from './errors';
  * Success is accepted from any delivery: the work is done whoever did it.
  */
 
-export type ClaimResult = 'claimed' | 'missing' | Extract<OperationStatus, 'succeeded' | 'cancelled'>;
+export type ClaimResult = 'claimed' | 'taken-over' | 'missing' | Extract<OperationStatus, 'succeeded' | 'cancelled'>;
 
 /** The job that claims an operation: it must be that operation's own delivery. */
 export interface Delivery {
@@ -93,6 +93,14 @@ const stepPatch = (s: StepState): PatchOf<'operation'> =>
   s.step === null || s.step === undefined ? {} : { currentStep: s.step, progress: s.percent ?? 0 };
 
 const STALLED_REASON = 'job stalled: its worker stopped';
+
+/** How BullMQ words the failure of a job that stalled too often. */
+const STALLED_FAILURE = /stalled|started more than allowable/i;
+
+/** What the caller of settleQueueFailure does next with the job. */
+const FINAL_STATUSES: ReadonlySet<OperationStatus> = new Set(['succeeded', 'failed', 'cancelled']);
+
+export type QueueFailureOutcome = 'requeue' | 'failed' | 'unchanged';
 
 // Tries of a move that fails on the database itself (a dropped connection) before giving up.
 const WRITE_TRIES = 5;
@@ -180,10 +188,12 @@ export class OperationLedger {
   // worker side
 
   /**
-   * Moves the operation to running for this delivery. `failed` may be taken over because an operator
-   * retrying a failed job from Bull Board means "run it again"; `running` is a redelivery after a
-   * stall (or a duplicate delivery), which takes the claim over. The guarded move is tried first: it
-   * is the usual case and needs no read; the row is looked at only when it refuses.
+   * Moves the operation to running for this delivery. `running` is a redelivery after a stall (or a
+   * duplicate delivery), which takes the claim over (`taken-over`: an earlier delivery may still be
+   * at work). `failed` is final for everything but an operator: a delivery finding its operation
+   * failed can only be an operator retrying the failed job from Bull Board (our own redeliveries move
+   * the operation back to queued first), and that is recorded as the retry it is. The guarded move
+   * from `queued` is tried first: it is the usual case and needs no read.
    */
   async claim(operationId: string, input: { attempt: number; token: string | null; delivery?: Delivery }): Promise<ClaimResult> {
     const { attempt, token, delivery } = input;
@@ -195,14 +205,15 @@ export class OperationLedger {
       if (delivery.agentId !== undefined) guard.agentId = delivery.agentId;
       if (delivery.provisioningJobId !== undefined) guard.provisioningJobId = delivery.provisioningJobId;
     }
+    let from: OperationStatus = 'queued';
     for (let tries = 0; tries < 3; tries++) {
       try {
         await transition(this.ds, {
           entity: 'operation',
           id: operationId,
-          from: ['queued', 'failed'],
+          from: [from],
           to: 'running',
-          reason: attempt === 1 ? 'job started' : `attempt ${attempt} started`,
+          reason: from === 'failed' ? `retried by an operator after it failed (attempt ${attempt})` : attempt === 1 ? 'job started' : `attempt ${attempt} started`,
           operationId,
           guard,
           patch: { attempts: attempt, finishedAt: null, failedStep: null, claimToken: token },
@@ -219,10 +230,8 @@ export class OperationLedger {
         if (delivery) checkDelivery(delivery, current);
         const status = current.status;
         if (status === 'succeeded' || status === 'cancelled') return status;
-        if (status === 'running') {
-          await this.repos.operations.update(operationId, { attempts: attempt, failedStep: null, claimToken: token });
-          return 'claimed';
-        }
+        if (status === 'running' && (await this.repos.operations.takeOverClaim(operationId, attempt, token))) return 'taken-over';
+        from = status === 'failed' ? 'failed' : 'queued';
       }
     }
     throw new Error(`Operation ${operationId} keeps changing; try again later`);
@@ -235,10 +244,12 @@ export class OperationLedger {
 
   /**
    * The work is done, so the operation succeeded. Usually it is `running`; but when BullMQ redelivered
-   * the job while it ran, the duplicate may have moved it to `queued` (a retryable failure) or `failed`
-   * meanwhile; those are moved back through `running`. A write that fails on the database is tried
-   * again, and if it still fails the error is thrown: the job must not complete in BullMQ while its
-   * operation stays `running`, because nothing else looks at a completed job again.
+   * the job while it ran, the duplicate may have handed it back to `queued` (a retryable failure)
+   * meanwhile, which is moved back through `running`. A final state is final: an operation already
+   * `failed` (or cancelled) stays so — the failure was announced, and for a provision it started the
+   * rollback — and only an operator's retry runs it again. A write that fails on the database is
+   * tried again, and if it still fails the error is thrown: the job must not complete in BullMQ
+   * while its operation stays `running`, because nothing else looks at a completed job again.
    */
   async succeed(operationId: string, state: StepState = {}): Promise<void> {
     const patch = { ...stepPatch(state), progress: 100, error: null, failedStep: null, finishedAt: new Date() };
@@ -264,7 +275,10 @@ export class OperationLedger {
         conflicts++;
         // transitionGroup reports the status of whichever move refused; only the first move can.
         from = err.actual as OperationStatus;
-        if (from === 'succeeded' || from === 'cancelled') return;
+        if (FINAL_STATUSES.has(from)) {
+          if (from === 'failed') this.logger.warn({ operationId }, 'The work finished after its operation was recorded failed; the failure stands');
+          return;
+        }
       }
     }
     this.logger.warn({ operationId }, 'Could not record the operation outcome: it keeps changing');
@@ -308,45 +322,59 @@ export class OperationLedger {
   }
 
   /**
-   * BullMQ failed the job without the processor recording it (stalled too often, or a final failure
-   * whose write was lost). Whatever state the operation is in, short of an end, becomes failed.
+   * BullMQ failed an operation's job without the processor recording it: its workers died so often
+   * that BullMQ gave up on it (a stall), or it was failed by hand. `seen` is the operation as read
+   * *before* the job was seen failed, so the failure can only belong to the delivery `seen` names
+   * (a job sitting in the failed set has no other delivery, short of an operator retrying it).
+   *
+   * The fate is decided by one guarded statement on that view — status and claim token unchanged —
+   * so two deciders (the workers' `failed` listener and the relay) cannot both act, and neither can
+   * touch a newer delivery that claimed the operation meanwhile:
+   * - a stall is our own outage, not the work's failure: a running operation goes back to the queue,
+   *   up to `stallLimit` times over its life, and a queued one (the stall came before the claim) is
+   *   simply delivered again; past the limit a job that keeps killing its workers fails for good;
+   * - any other failure fails the operation, and the final-failure hook runs.
+   * Returns `requeue` when the caller must move the job back to waiting, `failed` when the operation
+   * failed, `unchanged` when the view was stale (someone else decided first) or the operation ended.
    */
-  async failFromQueue(operationId: string, error: string, logger: Logger = this.logger): Promise<Operation | null> {
+  async settleQueueFailure(
+    seen: Pick<Operation, 'id' | 'status' | 'claimToken'>,
+    error: string,
+    opts: { stallLimit: number; logger?: Logger },
+  ): Promise<QueueFailureOutcome> {
+    if (seen.status !== 'queued' && seen.status !== 'running') return 'unchanged';
+    const stalled = STALLED_FAILURE.test(error);
+    if (stalled && seen.status === 'queued') return 'requeue';
+    const guard = { claimToken: seen.claimToken };
+    if (stalled) {
+      const stalls = await this.repos.events.countWithReason('operation', seen.id, STALLED_REASON);
+      if (stalls < opts.stallLimit) {
+        const moved = await this.move({
+          entity: 'operation',
+          id: seen.id,
+          from: ['running'],
+          to: 'queued',
+          reason: `${STALLED_REASON} (${stalls + 1} of ${opts.stallLimit}): ${error}; delivered again`,
+          operationId: seen.id,
+          guard,
+          patch: { claimToken: null },
+        });
+        return moved ? 'requeue' : 'unchanged';
+      }
+    }
     const moved = await this.move({
       entity: 'operation',
-      id: operationId,
-      from: ['queued', 'running'],
+      id: seen.id,
+      from: [seen.status],
       to: 'failed',
       reason: `job failed in the queue: ${error}`,
-      operationId,
+      operationId: seen.id,
+      guard,
       patch: { error, finishedAt: new Date() },
     });
-    if (moved) await this.runFinalFailureHook({ operation: moved, failedStep: moved.failedStep, error, logger });
-    return moved;
-  }
-
-  /**
-   * BullMQ failed the job because it stalled too often: the workers holding it died (a crash, a
-   * deploy cut short, an event loop starved past its lock). That is our own outage, not the work's
-   * failure, so the operation goes back to the queue — up to `limit` times over its life, after which
-   * a job that keeps killing its workers fails for good. True when it was put back.
-   */
-  async requeueStalled(operationId: string, error: string, limit: number): Promise<boolean> {
-    const stalls = await this.repos.events.countWithReason('operation', operationId, STALLED_REASON);
-    if (stalls >= limit) return false;
-    const moved = await this.move({
-      entity: 'operation',
-      id: operationId,
-      from: ['running'],
-      to: 'queued',
-      reason: `${STALLED_REASON} (${stalls + 1} of ${limit}): ${error}; delivered again`,
-      operationId,
-      patch: { claimToken: null },
-    });
-    if (moved) return true;
-    // Already queued (the stall happened before a claim): count it all the same.
-    const current = await this.repos.operations.findById(operationId);
-    return current?.status === 'queued';
+    if (!moved) return 'unchanged';
+    await this.runFinalFailureHook({ operation: moved, failedStep: moved.failedStep, error, logger: opts.logger ?? this.logger });
+    return 'failed';
   }
 
   // ---------------------------------------------------------------------------------------------

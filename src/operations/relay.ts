@@ -4,7 +4,7 @@ import type { OperationRepository } from '../db';
 import type { Operation } from '../entities';
 import type { Logger } from '../lib/logger';
 import { jobIdOf, queueOf } from '../queues/jobs';
-import type { OperationLedger } from './ledger';
+import type { OperationLedger, QueueFailureOutcome } from './ledger';
 import type { Outbox } from './outbox';
 
 /**
@@ -29,7 +29,7 @@ import type { Outbox } from './outbox';
 export interface RelayDeps {
   dataSource: DataSource;
   operations: Pick<OperationRepository, 'findPending'>;
-  ledger: Pick<OperationLedger, 'failFromQueue' | 'requeueStalled'>;
+  ledger: Pick<OperationLedger, 'settleQueueFailure'>;
   outbox: Outbox;
   logger: Logger;
   /** Time between passes (default 5000). */
@@ -56,23 +56,25 @@ export interface RelayResult {
 /** Times one operation's job may be failed by BullMQ for stalling and still be delivered again. */
 const STALL_REQUEUE_LIMIT = 5;
 
-/** How BullMQ words the failure of a job that stalled too often. */
-const STALLED_FAILURE = /stalled|started more than allowable/i;
-
 /**
- * A job BullMQ failed for stalling: its workers died, which is no reason to fail the work. Its
- * operation goes back to the queue and the job to waiting, up to STALL_REQUEUE_LIMIT times over the
- * operation's life. True when it was delivered again; false when the failure stands.
+ * A job BullMQ failed without its processor recording the outcome (see the ledger's
+ * settleQueueFailure). `seen` must have been read before the job was seen in the failed set. The job
+ * is moved back to waiting only when the ledger put its operation back in the queue; a view that
+ * turns out stale changes nothing. Returns what the ledger decided.
  */
-export async function redeliverStalled(
-  ledger: Pick<OperationLedger, 'requeueStalled'>,
+export async function settleFailedJob(
+  ledger: Pick<OperationLedger, 'settleQueueFailure'>,
+  seen: Pick<Operation, 'id' | 'status' | 'claimToken'>,
   job: Pick<Job, 'retry'>,
-  operationId: string,
   reason: string,
-): Promise<boolean> {
-  if (!STALLED_FAILURE.test(reason) || !(await ledger.requeueStalled(operationId, reason, STALL_REQUEUE_LIMIT))) return false;
-  await job.retry('failed');
-  return true;
+  logger?: Logger,
+): Promise<QueueFailureOutcome> {
+  const outcome = await ledger.settleQueueFailure(seen, reason, { stallLimit: STALL_REQUEUE_LIMIT, logger });
+  if (outcome === 'requeue') {
+    // Another decider may have moved it back already (a queued operation has no guarded move).
+    await job.retry('failed').catch((err: unknown) => logger?.info({ err: { message: (err as Error).message } }, 'Job already moved back to waiting'));
+  }
+  return outcome;
 }
 
 // Arbitrary, fixed: the advisory lock key of the relay (the reconciler uses another).
@@ -179,14 +181,11 @@ export class OutboxRelay {
       if (now - operation.updatedAt.getTime() < (this.deps.runningGraceMs ?? 60_000)) continue;
       const state = await this.deps.outbox.state(queue, jobId);
       if (state === 'failed' && operation.status === 'running') {
+        // `operation` was read before the job's state: the view settleFailedJob needs.
         const job = await this.deps.outbox.job(queue, jobId);
-        const reason = job?.failedReason || 'job failed in the queue';
-        if (job && (await redeliverStalled(this.deps.ledger, job, operation.id, reason))) {
-          result.retried++;
-          continue;
-        }
-        await this.deps.ledger.failFromQueue(operation.id, reason, log);
-        result.failed++;
+        const outcome = job ? await settleFailedJob(this.deps.ledger, operation, job, job.failedReason || 'job failed in the queue', log) : 'unchanged';
+        if (outcome === 'requeue') result.retried++;
+        else if (outcome === 'failed') result.failed++;
       } else if (state === 'failed' || state === 'completed') {
         await this.redeliver(operation, queue, jobId, state, instanceId);
         result.retried++;

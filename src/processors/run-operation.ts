@@ -6,7 +6,7 @@ import { isDatabaseUnavailable } from '../operations/errors';
 import type { OperationLedger } from '../operations/ledger';
 import { JobMismatchError, parseJobPayload } from '../queues/jobs';
 import type { JobPayloads, QueueName } from '../queues/queues';
-import { isPermanentError } from '../errors';
+import { isPermanentError, StateConflictError } from '../errors';
 
 /**
  * The one adapter from a BullMQ delivery to the operation ledger: parse the job, claim its operation,
@@ -222,7 +222,9 @@ export async function runOperation<K extends QueueName, T>(
     throw err;
   }
   if (claim === 'missing') return refuse(new JobMismatchError(`Operation ${operationId} not found`));
-  if (claim !== 'claimed') {
+  // An earlier delivery of this job may still be at work (its lock lapsed, it did not die).
+  const tookOver = claim === 'taken-over';
+  if (claim !== 'claimed' && !tookOver) {
     // At-least-once delivery: the work was already done (or cancelled) and only the job's own
     // completion was lost. Running it again would turn a success into a state conflict.
     logger.info({ status: claim }, 'Operation already finished; nothing to do');
@@ -311,7 +313,11 @@ export async function runOperation<K extends QueueName, T>(
     if (isDatabaseUnavailable(err)) return waitForDatabase(err);
 
     const message = errorMessage(err);
-    const kind = classifyError(err);
+    // A delivery that took the claim over and then lost a guarded write most likely lost it to the
+    // earlier delivery of the same job, still finishing the work: that is no failure of the
+    // operation. It hands back like a retryable error; the next attempt finds the work done (or, if
+    // another operation really won, a state that refuses it for good).
+    const kind = tookOver && err instanceof StateConflictError && err.lostRace ? 'transient' : classifyError(err);
 
     if (kind === 'rate_limited') {
       const waitMs = Math.max(

@@ -2,7 +2,8 @@ import { Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../lib/logger';
 import type { OperationLedger } from '../operations/ledger';
-import { redeliverStalled } from '../operations/relay';
+import { settleFailedJob } from '../operations/relay';
+import type { OperationRepository } from '../db';
 import type { OperationQueueName, Processors } from '../processors';
 import { SHUTDOWN_ABORT_REASON } from '../processors/run-operation';
 import { OPERATION_QUEUES, type JobPayloads } from '../queues/queues';
@@ -40,7 +41,9 @@ export interface WorkersDeps {
   prefix: string;
   concurrency: number;
   processors: Processors;
-  ledger: Pick<OperationLedger, 'failFromQueue' | 'requeueStalled'>;
+  ledger: Pick<OperationLedger, 'settleQueueFailure'>;
+  /** Reads the operation of a job BullMQ failed, before deciding its fate. */
+  operations: Pick<OperationRepository, 'findById'>;
   /** Failures the processors recorded themselves (shared with them); the rest are settled here. */
   handledFailures: Set<string>;
   logger: Logger;
@@ -100,11 +103,12 @@ export function createWorkers(deps: WorkersDeps): WorkerPool {
       const error = err?.message || job.failedReason || 'job failed';
       const log = logger.child({ queue: name, jobId: job.id, operationId });
       const settle = async () => {
-        if (await redeliverStalled(deps.ledger, job, operationId, error)) {
-          log.warn({ error }, 'Job stalled too often (its workers died); delivered again');
-          return;
-        }
-        await deps.ledger.failFromQueue(operationId, error, log);
+        // The operation first, then the job: a job still in the failed set after that read means the
+        // view belongs to the delivery that failed, not to one that claimed the operation since.
+        const seen = await deps.operations.findById(operationId);
+        if (!seen || (await job.getState()) !== 'failed') return;
+        const outcome = await settleFailedJob(deps.ledger, seen, job, error, log);
+        if (outcome === 'requeue') log.warn({ error }, 'Job stalled too often (its workers died); delivered again');
       };
       const p = settle().catch((e: unknown) =>
         logger.error({ err: e, queue: name, jobId: job.id }, 'Could not settle the operation of a failed job; the relay will'),
