@@ -443,7 +443,7 @@ describe('cloud simulator', function () {
     it('removes a device that joined with an ephemeral key when its server is deleted', async () => {
       const token = await tsToken();
       const key = await createKey(token, { ephemeral: true });
-      const { server } = await createServer('eph', { user_data: `tailscale up --authkey "${key.key}"` });
+      const { server } = await createServer('eph', { user_data: `#!/bin/sh\ntailscale up --authkey "${key.key}"\n` });
       const device = await waitFor('eph enrolled', () => sim.control.state().devices.find((d) => d.hostname === 'eph'));
       expect(device.isEphemeral).to.equal(true);
       await hz('DELETE', `/servers/${server.id}`);

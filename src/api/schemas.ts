@@ -12,7 +12,7 @@ import {
 } from '../entities';
 import { isReservedLabelKey } from '../fleet/server-labels';
 import { OPERATION_QUEUES } from '../queues/queues';
-import { mergedUserDataBytes, USER_DATA_MAX_BYTES, userDataKind } from '../workflows/cloud-init';
+import { mergedUserDataBytes, USER_DATA_MAX_BYTES, userDataProblem } from '../workflows/cloud-init';
 import { BOOTSTRAP_TOKEN_NAME } from './auth';
 import { PROBLEM_KINDS, problemType, type ProblemKind } from './problem';
 
@@ -128,8 +128,9 @@ const userDataSchema = z
   .min(1, 'must not be empty')
   .max(USER_DATA_MAX_BYTES, `must be at most ${USER_DATA_MAX_BYTES} characters`)
   .superRefine((value, ctx) => {
-    if (!userDataKind(value)) {
-      ctx.addIssue({ code: 'custom', message: 'must be a #cloud-config document or a shell script starting with #!' });
+    const problem = userDataProblem(value);
+    if (problem) {
+      ctx.addIssue({ code: 'custom', message: problem });
       return;
     }
     const bytes = mergedUserDataBytes(value);
@@ -142,8 +143,9 @@ const userDataSchema = z
   })
   .meta({
     description:
-      "The agent's own cloud-init: a `#cloud-config` document or a shell script (`#!`). Merged with the tailnet " +
-      'join into one MIME multipart document; at most 32 KiB after merging.',
+      "The agent's own cloud-init: any document cloud-init reads (`#cloud-config`, a `#!` script, `#cloud-boothook`, " +
+      '`#include`, …), a MIME multipart, or either base64-encoded (gzip allowed). Sent after the tailnet join in one ' +
+      'MIME multipart document; at most 32 KiB after merging.',
   });
 
 // ---------------------------------------------------------------------------------------------

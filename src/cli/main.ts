@@ -228,7 +228,7 @@ function agentsCommand(program: Command): void {
     .option('--image <image>', 'image name or snapshot id, e.g. ubuntu-24.04')
     .option('--ssh-key <key>', 'Hetzner SSH key name or id (repeatable)', collect)
     .option('--label <key=value>', 'a label of the agent and its servers (repeatable)', collect)
-    .option('--user-data <data>', 'the agent’s own cloud-init (#cloud-config or #! script); @file reads a file')
+    .option('--user-data <data>', 'the agent’s own cloud-init user data (#cloud-config, #! script, MIME, …); @file reads a file')
     .option('--idempotency-key <key>', 'makes the request safe to repeat')
     .option('--wait', 'follow the provision until it is final')
     .action(async (

@@ -13,7 +13,7 @@ import { RateLimiter } from './rate-limiter';
 import { Scheduler } from './scheduler';
 import { TailscaleApiError, Tailnet } from './tailnet.model';
 import { DEFAULT_TIMINGS, SimInputError, cloneTimings, mergeTimings, type SimTimings, type SimTimingsInput } from './timings';
-import { parseTailscaleUp, type TailscaleUp } from './user-data';
+import { firstBoot, type TailscaleUp } from './user-data';
 
 export type HetznerServerBody = ReturnType<HetznerCloud['serverBody']>;
 export type HetznerActionBody = ReturnType<HetznerCloud['actionBody']>;
@@ -203,8 +203,10 @@ export class CloudSimulator {
   private enrollment(server: ServerRecord): Enrollment {
     let e = this.enrollments.get(server.id);
     if (!e) {
-      const plan = parseTailscaleUp(server.userData);
-      e = { plan, state: plan ? 'waiting' : 'none' };
+      // cloud-init's order decides: a join that some earlier command never lets run never enrolls.
+      const boot = firstBoot(server.userData);
+      const plan = boot.join;
+      e = { plan, state: plan ? 'waiting' : 'none', ...(boot.blockedBy ? { error: `cloud-init never gets past ${boot.blockedBy}` } : {}) };
       this.enrollments.set(server.id, e);
     }
     return e;

@@ -1,71 +1,222 @@
+import { gunzipSync } from 'node:zlib';
 import { isDnsLabel } from '../fleet/hostname';
 
-/** First-boot configuration for an agent's server. */
+/**
+ * First-boot configuration for an agent's server, as cloud-init reads it.
+ *
+ * The tailnet join is a shell script of its own (never cloud-config, which later parts of the user
+ * data would replace: cloud-init merges cloud-config parts with `dict(replace)+list()+str()`). It is
+ * written among cloud-init's user scripts under a name that sorts before every other, so the
+ * scripts-user stage runs it before the agent's scripts and before `runcmd`.
+ */
 
 /** Auth keys and hostnames end up in a shell command line; anything else would need quoting. */
 const SHELL_SAFE = /^[A-Za-z0-9_-]+$/;
+
+/**
+ * The join's file name in cloud-init's user scripts directory, which runs in name order. `(` is the
+ * lowest of the characters cloud-init keeps in a part's file name, and no part of the agent's may
+ * sort before this name (see userDataProblem).
+ */
+export const JOIN_SCRIPT_NAME = '(tailfleet-join)';
+
+/** The agent's own document when it is not MIME (then its parts keep their own names). */
+const AGENT_PART_NAME = 'agent-user-data';
 
 export interface UserDataInput {
   authKey: string;
   hostname: string;
 }
 
+function checkJoinInput(input: UserDataInput): void {
+  if (!SHELL_SAFE.test(input.authKey)) throw new Error('Auth key contains characters that are not shell-safe');
+  if (!isDnsLabel(input.hostname)) throw new Error(`Hostname ${JSON.stringify(input.hostname)} is not a DNS label`);
+}
+
 /**
- * Cloud-init user data that installs Tailscale and joins the tailnet under `hostname`.
+ * The join script. Safe to run again (cloud-init runs it once per instance, an operator may run it
+ * by hand): Tailscale is installed only when missing and `tailscale up` runs only while the node is
+ * not up, so a spent single-use key is never offered twice.
+ */
+function joinScript(upFlags: string | null): string {
+  return [
+    '#!/bin/sh',
+    '# tailfleet: join the tailnet before anything of the agent runs; safe to run again.',
+    'set -e',
+    ...(upFlags === null
+      ? []
+      : ['if ! command -v tailscale >/dev/null 2>&1; then', '  curl -fsSL https://tailscale.com/install.sh | sh', 'fi']),
+    'systemctl enable --now tailscaled',
+    ...(upFlags === null ? [] : [`tailscale status >/dev/null 2>&1 || tailscale up ${upFlags}`]),
+    '',
+  ].join('\n');
+}
+
+/**
+ * User data that installs Tailscale and joins the tailnet under `hostname`: the join script.
  * The result contains the auth key: pass it to the Hetzner API and nowhere else (not to logs, not
  * to the database, not to job data).
  */
 export function buildUserData(input: UserDataInput): string {
-  if (!SHELL_SAFE.test(input.authKey)) throw new Error('Auth key contains characters that are not shell-safe');
-  if (!isDnsLabel(input.hostname)) throw new Error(`Hostname ${JSON.stringify(input.hostname)} is not a DNS label`);
-  return [
-    '#cloud-config',
-    'runcmd:',
-    "  - 'curl -fsSL https://tailscale.com/install.sh | sh'",
-    "  - 'systemctl enable --now tailscaled'",
-    `  - 'tailscale up --auth-key=${input.authKey} --hostname=${input.hostname}'`,
-    '',
-  ].join('\n');
+  checkJoinInput(input);
+  return joinScript(`--auth-key=${input.authKey} --hostname=${input.hostname}`);
+}
+
+/**
+ * User data of a server woken from a snapshot: the restored disk already holds the node's identity
+ * (its node key and state), so the machine needs no auth key, only tailscaled running.
+ */
+export function buildWakeUserData(): string {
+  return joinScript(null);
+}
+
+/**
+ * User data of a woken server whose node did not come back (its device was removed or its key
+ * revoked): the old state is dropped and the machine joins afresh under the same hostname. Contains
+ * the auth key: pass it to the Hetzner API and nowhere else.
+ */
+export function buildRejoinUserData(input: UserDataInput): string {
+  checkJoinInput(input);
+  return joinScript(`--reset --force-reauth --auth-key=${input.authKey} --hostname=${input.hostname}`);
 }
 
 /** Hetzner refuses user data over 32 KiB; this is after merging the application's own with the join. */
 export const USER_DATA_MAX_BYTES = 32 * 1024;
 
-/** What an application's own user data is, by its first line; anything else is refused at the API. */
-export function userDataKind(userData: string): 'cloud-config' | 'shell-script' | null {
-  if (/^#cloud-config[ \t]*\r?\n/.test(userData) || userData.trim() === '#cloud-config') return 'cloud-config';
-  if (userData.startsWith('#!')) return 'shell-script';
-  return null;
+/**
+ * The MIME type cloud-init gives a document by its first line (its handlers' INCLUSION_TYPES_MAP),
+ * stricter than cloud-init where cloud-init would only warn: the marker is the whole first line
+ * (`#cloud-configx` is refused, not read as an empty cloud-config), and nothing precedes it.
+ */
+function documentType(text: string): string | null {
+  const first = (/^[^\r\n]*/.exec(text)?.[0] ?? '').trimEnd();
+  if (first.startsWith('#!')) return 'text/x-shellscript';
+  if (/^#include(-once)?(\s|$)/i.test(first)) return /^#include-once/i.test(first) ? 'text/x-include-once-url' : 'text/x-include-url';
+  if (/^## template:\s*jinja$/i.test(first)) return 'text/jinja2';
+  const marker: Record<string, string> = {
+    '#cloud-config': 'text/cloud-config',
+    '#cloud-config-archive': 'text/cloud-config-archive',
+    '#cloud-config-jsonp': 'text/cloud-config-jsonp',
+    '#cloud-boothook': 'text/cloud-boothook',
+    '#part-handler': 'text/part-handler',
+  };
+  return marker[first.toLowerCase()] ?? null;
 }
 
-const MIME_TYPES = { 'cloud-config': 'text/cloud-config', 'shell-script': 'text/x-shellscript' } as const;
+/** cloud-init reads user data as MIME when `mime-version:` is in its first 4096 bytes. */
+function isMime(text: string): boolean {
+  return /mime-version:/i.test(text.slice(0, 4096)) && /^content-type:/im.test(text.split(/\r?\n\r?\n/)[0] ?? '');
+}
 
 /**
- * The tailnet join and the application's own user data as one MIME multipart document, which
- * cloud-init runs part by part (the join first). Without own user data the join is sent as it is.
+ * The agent's user data as cloud-init will read it. Hetzner's datasource base64-decodes user data
+ * that is valid base64 (the way to send gzip through a JSON string), and cloud-init gunzips it.
+ */
+function readable(own: string): { text: string } | { problem: string } {
+  if (own.length % 4 !== 0 || !/^[A-Za-z0-9+/]+={0,2}$/.test(own)) return { text: own };
+  let bytes = Buffer.from(own, 'base64');
+  if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
+    try {
+      bytes = gunzipSync(bytes, { maxOutputLength: 4 * USER_DATA_MAX_BYTES });
+    } catch {
+      return { problem: 'is base64 of gzip data that does not decompress' };
+    }
+  }
+  try {
+    return { text: new TextDecoder('utf-8', { fatal: true }).decode(bytes) };
+  } catch {
+    return { problem: 'is base64 of data that is not UTF-8 text' };
+  }
+}
+
+/** A file name as cloud-init keeps it (util.clean_filename). */
+function cleanFilename(name: string): string {
+  return name.replaceAll('/', '_').replace(/[^A-Za-z0-9_.()-]/g, '');
+}
+
+/** File names the agent gives its parts: MIME `filename` parameters and cloud-config-archive entries. */
+function partNames(text: string): string[] {
+  const names: string[] = [];
+  for (const m of text.matchAll(/^content-disposition:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*/gim)) {
+    for (const p of m[0].matchAll(/filename(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))/gi)) {
+      const value = p[2]?.replace(/\\(.)/g, '$1') ?? p[3]!;
+      names.push(p[1] ? decodeURIComponent(value.replace(/^[^']*'[^']*'/, '')) : value);
+    }
+  }
+  if (/#cloud-config-archive/i.test(text)) {
+    for (const m of text.matchAll(/^[ \t]*(?:-[ \t]+)?["']?filename["']?[ \t]*:[ \t]*(["']?)([^\r\n]*?)\1[ \t]*$/gim)) names.push(m[2]!);
+  }
+  return names;
+}
+
+interface AgentPart {
+  text: string;
+  /** The MIME type to send it with; null when it is a MIME document of its own. */
+  type: string | null;
+}
+
+function agentPart(own: string): AgentPart | { problem: string } {
+  const read = readable(own);
+  if ('problem' in read) return read;
+  const { text } = read;
+  const type = isMime(text) ? null : documentType(text);
+  if (type === null && !isMime(text)) {
+    return {
+      problem:
+        'must be a cloud-init document (#cloud-config, #!, #cloud-boothook, #include, #cloud-config-archive, ' +
+        '#cloud-config-jsonp, #part-handler, ## template: jinja), a MIME multipart, or one of these base64-encoded (gzip allowed)',
+    };
+  }
+  for (const name of partNames(text)) {
+    if (cleanFilename(name) <= JOIN_SCRIPT_NAME) {
+      return { problem: `names a part ${JSON.stringify(name)}, which would sort before tailfleet's join script ${JOIN_SCRIPT_NAME}` };
+    }
+  }
+  // cloud-init runs these from the modules before scripts-user, so before the join.
+  if (/text\/x-shellscript-per-/i.test(text)) {
+    return { problem: 'has a text/x-shellscript-per-once/per-boot/per-instance part, which would run before the tailnet join; send it as text/x-shellscript' };
+  }
+  // The join runs in the final stage's scripts-user module; a module list without it drops the join.
+  if (/cloud_final_modules/.test(text) && !/scripts[-_]user/.test(text)) {
+    return { problem: 'sets cloud_final_modules without scripts-user, the module that runs the tailnet join' };
+  }
+  return { text, type };
+}
+
+/** Why the agent's own user data cannot go with the join (an API answer), or null when it can. */
+export function userDataProblem(own: string): string | null {
+  const part = agentPart(own);
+  return 'problem' in part ? part.problem : null;
+}
+
+/**
+ * The tailnet join and the application's own user data as one MIME multipart document: the join
+ * script first, then the agent's document (its MIME parts nested as they are). Without own user
+ * data the join is sent as it is.
  */
 export function mergeUserData(join: string, own: string | null | undefined, boundarySeed = 'tailfleet'): string {
   if (!own) return join;
-  const kind = userDataKind(own);
-  if (!kind) throw new Error('User data must start with #cloud-config or #! (a shell script)');
+  const agent = agentPart(own);
+  if ('problem' in agent) throw new Error(`User data ${agent.problem}`);
   let boundary = `==${boundarySeed}-boundary==`;
-  for (let n = 1; join.includes(boundary) || own.includes(boundary); n++) boundary = `==${boundarySeed}-boundary-${n}==`;
+  for (let n = 1; join.includes(boundary) || agent.text.includes(boundary); n++) boundary = `==${boundarySeed}-boundary-${n}==`;
   const part = (type: string, name: string, body: string) =>
     [
-      `--${boundary}`,
       `Content-Type: ${type}; charset="utf-8"`,
       'MIME-Version: 1.0',
       'Content-Transfer-Encoding: 8bit',
       `Content-Disposition: attachment; filename="${name}"`,
       '',
-      body.endsWith('\n') ? body.slice(0, -1) : body,
+      body,
     ].join('\n');
   return [
     `Content-Type: multipart/mixed; boundary="${boundary}"`,
     'MIME-Version: 1.0',
     '',
-    part(MIME_TYPES['cloud-config'], 'tailfleet-join.cfg', join),
-    part(MIME_TYPES[kind], kind === 'cloud-config' ? 'agent.cfg' : 'agent.sh', own),
+    `--${boundary}`,
+    part('text/x-shellscript', JOIN_SCRIPT_NAME, join),
+    `--${boundary}`,
+    agent.type === null ? agent.text : part(agent.type, AGENT_PART_NAME, agent.text),
     `--${boundary}--`,
     '',
   ].join('\n');
@@ -78,29 +229,4 @@ const LONGEST_HOSTNAME = 'h'.repeat(63);
 /** The size of the merged user data with the longest auth key and hostname, for the API's check. */
 export function mergedUserDataBytes(own: string): number {
   return Buffer.byteLength(mergeUserData(buildUserData({ authKey: LONGEST_AUTH_KEY, hostname: LONGEST_HOSTNAME }), own));
-}
-
-/**
- * User data of a server woken from a snapshot: the restored disk already holds the node's identity
- * (its node key and state), so the machine needs no auth key, only tailscaled running.
- */
-export function buildWakeUserData(): string {
-  return ['#cloud-config', 'runcmd:', "  - 'systemctl enable --now tailscaled'", ''].join('\n');
-}
-
-/**
- * User data of a woken server whose node did not come back (its device was removed or its key
- * revoked): the old state is dropped and the machine joins afresh under the same hostname. Contains
- * the auth key: pass it to the Hetzner API and nowhere else.
- */
-export function buildRejoinUserData(input: UserDataInput): string {
-  if (!SHELL_SAFE.test(input.authKey)) throw new Error('Auth key contains characters that are not shell-safe');
-  if (!isDnsLabel(input.hostname)) throw new Error(`Hostname ${JSON.stringify(input.hostname)} is not a DNS label`);
-  return [
-    '#cloud-config',
-    'runcmd:',
-    "  - 'systemctl enable --now tailscaled'",
-    `  - 'tailscale up --reset --force-reauth --auth-key=${input.authKey} --hostname=${input.hostname}'`,
-    '',
-  ].join('\n');
 }

@@ -53,9 +53,9 @@ describe('API: agent specs', function () {
     // The application's labels beside tailfleet's own.
     expect(server.labels).to.include({ customer: 'acme', 'example.com/tier': 'gold', empty: '', 'managed-by': 'tailfleet' });
     expect(server.labels['tailfleet-agent']).to.equal(created.body.agent.id);
-    // Both the tailnet join and the agent's own cloud-init, as a MIME multipart document.
+    // Both the tailnet join (a script of its own) and the agent's own cloud-init, as a MIME multipart document.
     const parts = userDataParts(server._sim.userData!);
-    expect(parts.map((p) => p.type)).to.deep.equal(['text/cloud-config', 'text/cloud-config']);
+    expect(parts.map((p) => p.type)).to.deep.equal(['text/x-shellscript', 'text/cloud-config']);
     expect(parts[0]!.body).to.match(/tailscale up --auth-key=\S+ --hostname=spec-box/);
     expect(parts[1]!.body.trim()).to.equal(OWN_CLOUD_CONFIG.trim());
     expect(server._sim.enrollment.state).to.equal('enrolled');
@@ -76,7 +76,7 @@ describe('API: agent specs', function () {
     expect(done.operation.status, done.operation.error).to.equal('succeeded');
     const agent = await stack.api.get(`/v1/agents/${created.body.agent.id}`);
     const server = stack.suite.sim.control.state().servers.find((s) => String(s.id) === agent.body.instance.serverId)!;
-    expect(userDataParts(server._sim.userData!).map((p) => p.type)).to.deep.equal(['text/cloud-config', 'text/x-shellscript']);
+    expect(userDataParts(server._sim.userData!).map((p) => p.type)).to.deep.equal(['text/x-shellscript', 'text/x-shellscript']);
     expect(server._sim.enrollment.state).to.equal('enrolled');
     // Unset fields take the environment's defaults.
     expect(agent.body.agent.spec).to.include({ serverType: 'cx22', location: 'fsn1', image: 'ubuntu-24.04' });
