@@ -306,7 +306,8 @@ export class TailscaleClient {
   /**
    * Resolves once a device with this hostname, carrying every one of the fleet's tags, is in the
    * tailnet and has addresses. A device under the hostname without the tags did not join with one of
-   * our keys (those make tagged devices only): it is passed over, and handed to `onUntagged` once.
+   * our keys (those make tagged devices only): it is passed over, and handed to `onUntagged` once
+   * (also when ours is found in the same listing).
    * Concurrent waits share one device listing per interval.
    */
   waitForEnrollment(
@@ -318,8 +319,6 @@ export class TailscaleClient {
     return this.enrollmentPoller.wait(hostname, {
       timeoutMs,
       evaluate: (devices): PollVerdict<TailscaleDevice> => {
-        const ours = devices.find((d) => carriesTags(d, this.tags) && d.addresses?.length > 0);
-        if (ours) return { done: true, value: ours };
         for (const d of devices) {
           if (carriesTags(d, this.tags) || untagged.has(d.id)) continue;
           untagged.add(d.id);
@@ -329,7 +328,8 @@ export class TailscaleClient {
           );
           o.onUntagged?.(d);
         }
-        return KEEP_WAITING;
+        const ours = devices.find((d) => carriesTags(d, this.tags) && d.addresses?.length > 0);
+        return ours ? { done: true, value: ours } : KEEP_WAITING;
       },
       timeoutError: () =>
         new WaitTimeoutError({
