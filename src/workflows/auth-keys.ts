@@ -14,17 +14,17 @@ export interface AuthKeyJob {
 }
 
 /**
- * Create calls one mint makes at most. The second comes only after the first's answer was unclear
- * and whatever it made was revoked; a further failure goes back to the queue's retries.
+ * Create calls one mint makes at most. Each further call comes only after the last one's answer was
+ * unclear and whatever it made was revoked; past this the failure goes back to the queue's retries.
  */
-const MINT_CALLS = 2;
+const MINT_CALLS = 3;
 
 /**
  * Makes the auth key a server of the job joins with, and records it on the job before anything can
  * use it. The create call is not repeated blindly: after an unclear answer (a timeout, a dropped
  * connection, a 5xx) Tailscale may have made a key whose secret nobody holds, a live credential that
  * could join a machine. So every key of one mint carries the same unique description; after an
- * unclear answer the keys with it are found, recorded and revoked, and the create is tried once more.
+ * unclear answer the keys with it are found, recorded and revoked, and the create is tried again.
  * Once a call succeeds, keys an earlier call of this mint made are revoked too, and only the one
  * returned stays live. A key whose create lands even later is revoked with the job's other keys when
  * the job ends (revokeJobAuthKeys), found by the job its description names.
