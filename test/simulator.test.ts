@@ -522,6 +522,37 @@ describe('cloud simulator', function () {
       expect(Date.now() - started).to.be.at.least(75);
     });
 
+    it('carries a request out before an afterCommit fault replaces its answer', async () => {
+      const token = await tsToken();
+      sim.control.setFaults([
+        { method: 'POST', route: '/tailscale/api/v2/tailnet/{tailnet}/keys', status: 502, afterCommit: true, times: 1 },
+        { method: 'POST', route: '/tailscale/api/v2/tailnet/{tailnet}/keys', drop: true, afterCommit: true, times: 1 },
+      ]);
+      const body = { capabilities: { devices: { create: { tags: ['tag:agent'] } } }, description: 'lost answer' };
+      const gateway = await ts('POST', '/tailnet/-/keys', token, body);
+      expect(gateway.status).to.equal(502);
+      expect(gateway.body).to.not.have.property('key');
+      const dropped = await ts('POST', '/tailnet/-/keys', token, body).then(
+        () => 'answered',
+        () => 'connection dropped',
+      );
+      expect(dropped).to.equal('connection dropped');
+
+      // Both keys were made: the list shows them, with their description and without their secret.
+      const listed = await ts('GET', '/tailnet/-/keys', token);
+      const made = (listed.body.keys as Array<{ id: string; description: string; key?: string }>).filter((k) => k.description === 'lost answer');
+      expect(made).to.have.length(2);
+      for (const k of made) expect(k).to.not.have.property('key');
+      // A revoked key leaves the list of active keys.
+      expect((await ts('DELETE', `/tailnet/-/keys/${made[0].id}`, token)).status).to.equal(200);
+      const after = (await ts('GET', '/tailnet/-/keys', token)).body.keys as Array<{ id: string }>;
+      expect(after.map((k) => k.id)).to.deep.equal([made[1].id]);
+
+      const bad = await call('PUT', `${sim.url}/_sim/faults`, [{ route: '/tailscale', afterCommit: true }]);
+      expect(bad.status).to.equal(400);
+      expect(bad.body.error).to.match(/afterCommit/);
+    });
+
     it('hangs a request until close(), which still terminates promptly', async () => {
       const own = await startSimulator({ timings: FAST, credentials: { hetznerTokens: [TOKEN] } });
       own.control.setFaults({ rules: [{ route: '/hetzner/v1/servers', hang: true }] });

@@ -104,6 +104,15 @@ export function isRetryable(err: unknown): boolean {
   return err instanceof CloudApiError && err.retryable;
 }
 
+/**
+ * Whether a failed write may still have been carried out: no answer (timeout, connection lost), a
+ * 5xx, or a success the client could not use. Only a 4xx (429 included) says the API refused the
+ * request before doing anything.
+ */
+export function mayHaveTakenEffect(err: unknown): boolean {
+  return !(err instanceof CloudApiError && err.status >= 400 && err.status < 500);
+}
+
 export function isNotFound(err: unknown): boolean {
   return err instanceof CloudApiError && err.status === 404;
 }

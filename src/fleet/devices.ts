@@ -1,7 +1,7 @@
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 
-/** Same rule as the client's enrollment lookup: the machine name, or the first label of the MagicDNS name. */
-export function hostnameMatches(device: TailscaleDevice, hostname: string): boolean {
+/** The machine name, or the first label of the MagicDNS name (`agent-1` in `agent-1.tail123.ts.net`). */
+export function hostnameMatches(device: Pick<TailscaleDevice, 'hostname' | 'name'>, hostname: string): boolean {
   const wanted = hostname.toLowerCase();
   return device.hostname?.toLowerCase() === wanted || device.name?.split('.')[0]?.toLowerCase() === wanted;
 }
@@ -10,4 +10,14 @@ export function hostnameMatches(device: TailscaleDevice, hostname: string): bool
 export function tailnetIpv4(device: Pick<TailscaleDevice, 'addresses'>): string | null {
   const addresses = device.addresses as string[] | undefined;
   return addresses?.find((a) => /^\d+\.\d+\.\d+\.\d+$/.test(a)) ?? addresses?.[0] ?? null;
+}
+
+/**
+ * Whether the device carries every one of the fleet's tags (TAILSCALE_TAGS). Our auth keys make
+ * tagged devices only, so a device without them did not join with one of ours. No tags configured
+ * matches nothing.
+ */
+export function carriesTags(device: Pick<TailscaleDevice, 'tags'>, tags: readonly string[]): boolean {
+  const have = device.tags ?? [];
+  return tags.length > 0 && tags.every((t) => have.includes(t));
 }

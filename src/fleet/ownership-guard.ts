@@ -6,7 +6,7 @@ import type { AuditSubject, NewOwnershipFinding } from '../db/ownership-finding.
 import type { OwnedResourceType } from '../entities/ownership-finding.entity';
 import { OwnershipRefusedError } from '../errors';
 import type { Logger } from '../lib/logger';
-import { hostnameMatches } from './devices';
+import { carriesTags, hostnameMatches } from './devices';
 import type { Fleet } from './fleet';
 import { AGENT_LABEL, FLEET_LABEL, JOB_LABEL, MANAGED_LABEL } from './server-labels';
 
@@ -19,7 +19,7 @@ import { AGENT_LABEL, FLEET_LABEL, JOB_LABEL, MANAGED_LABEL } from './server-lab
  * |---|---|
  * | server   | its id was recorded by this instance AND its labels carry this agent and this fleet; or, with no recorded id, the labels alone: the agent (and job, when one is named) or for an orphan any agent/job label, this fleet, managed-by |
  * | device   | it carries the fleet's tags AND (its id was recorded OR its hostname is the agent's unique hostname); a tailnet address only ever confirms |
- * | auth key | it was recorded for this provisioning job AND its description names the job's hostname |
+ * | auth key | it was recorded for this provisioning job AND its description names the job (authKeyDescription) |
  * | image    | its labels carry this agent's id AND this fleet |
  *
  * A refusal leaves the resource alone, records an open ownership finding and a `needs_attention`
@@ -74,7 +74,7 @@ export interface AuthKeyEvidence {
   /** Keys recorded for the provisioning job. */
   recordedIds: readonly string[];
   provisioningJobId: string;
-  /** The job's hostname: tailfleet describes each key it creates as `tailfleet <hostname>`. */
+  /** The job's hostname: keys made before descriptions named the job were described `tailfleet <hostname>`. */
   hostname: string;
 }
 
@@ -120,12 +120,12 @@ export function judgeDevice(device: Pick<TailscaleDevice, 'id' | 'hostname' | 'n
   const matched: string[] = [];
   const missing: string[] = [];
   const have = device.tags ?? [];
-  const tagged = ev.tags.length > 0 && ev.tags.every((t) => have.includes(t));
+  const tagged = carriesTags(device, ev.tags);
   if (tagged) matched.push(`tags ${ev.tags.join(',')}`);
   else missing.push(`tags ${ev.tags.join(',') || '(none configured)'} (carries ${have.join(',') || 'none'})`);
   const recorded = (ev.recordedIds ?? []).includes(device.id);
   if (recorded) matched.push(`recorded id ${device.id}`);
-  const named = !!ev.hostname && hostnameMatches(device as TailscaleDevice, ev.hostname);
+  const named = !!ev.hostname && hostnameMatches(device, ev.hostname);
   if (named) matched.push(ev.hostnameFact ?? `hostname ${ev.hostname}`);
   if (!recorded && !named) {
     const ids = (ev.recordedIds ?? []).filter(Boolean);
@@ -136,9 +136,33 @@ export function judgeDevice(device: Pick<TailscaleDevice, 'id' | 'hostname' | 'n
   return { ours: tagged && (recorded || named), matched, missing };
 }
 
-/** The description tailfleet gives every auth key it creates (Tailscale caps it at 50 characters). */
-export function authKeyDescription(hostname: string): string {
-  return `tailfleet ${hostname}`.slice(0, 50);
+const KEY_DESCRIPTION_MAX = 50;
+const KEY_HOSTNAME_ROOM = 20;
+const JOB_MARK_LENGTH = 12;
+
+/** The first 12 hex digits of the provisioning job id: what a key's description names the job by. */
+function jobMark(provisioningJobId: string): string {
+  return provisioningJobId.replace(/[^0-9a-fA-F]/g, '').toLowerCase().slice(0, JOB_MARK_LENGTH);
+}
+
+/**
+ * The description of every auth key tailfleet creates: `tailfleet <hostname, cut to 20> <first 12
+ * hex of the job id> <nonce>`, at most 50 characters of letters, digits, spaces and hyphens
+ * (Tailscale's limit). The job mark finds a job's keys, also those whose create answer was lost;
+ * the nonce, new for each mint, tells one attempt's keys from a parallel attempt's of the same job.
+ */
+export function authKeyDescription(o: { hostname: string; provisioningJobId: string; nonce: string }): string {
+  const description = `tailfleet ${o.hostname.slice(0, KEY_HOSTNAME_ROOM)} ${jobMark(o.provisioningJobId)} ${o.nonce}`;
+  if (description.length > KEY_DESCRIPTION_MAX || !/^[A-Za-z0-9 -]+$/.test(description)) {
+    throw new Error(`Auth key description ${JSON.stringify(description)} breaks Tailscale's rules`);
+  }
+  return description;
+}
+
+/** Whether the description is one authKeyDescription gave a key of this job. */
+export function describesJob(description: string | undefined, provisioningJobId: string): boolean {
+  const parts = (description ?? '').split(' ');
+  return parts.length === 4 && parts[0] === 'tailfleet' && parts[2] === jobMark(provisioningJobId);
 }
 
 export function judgeAuthKey(key: Pick<TailscaleKey, 'id' | 'description'>, ev: AuthKeyEvidence): Verdict {
@@ -146,9 +170,11 @@ export function judgeAuthKey(key: Pick<TailscaleKey, 'id' | 'description'>, ev: 
   const missing: string[] = [];
   if (ev.recordedIds.includes(key.id)) matched.push(`recorded for provisioning job ${ev.provisioningJobId}`);
   else missing.push(`recorded for provisioning job ${ev.provisioningJobId}`);
-  const want = authKeyDescription(ev.hostname);
-  if (key.description === want) matched.push(`description "${want}"`);
-  else missing.push(`description "${want}" (has "${key.description ?? ''}")`);
+  // Keys made before descriptions named the job carry `tailfleet <hostname>`.
+  const legacy = `tailfleet ${ev.hostname}`.slice(0, KEY_DESCRIPTION_MAX);
+  if (describesJob(key.description, ev.provisioningJobId)) matched.push(`description "${key.description}" names the job`);
+  else if (key.description === legacy) matched.push(`description "${legacy}"`);
+  else missing.push(`description naming job ${ev.provisioningJobId} (has "${key.description ?? ''}")`);
   return { ours: missing.length === 0, matched, missing };
 }
 
@@ -225,6 +251,16 @@ export class OwnershipGuard {
     const deleted = await this.deps.tailscale.deleteDevice(device.id);
     if (deleted) await this.allowed(resource, 'device_deleted', 'deleted', verdict, ctx);
     return deleted ? 'deleted' : 'already_gone';
+  }
+
+  /**
+   * An enrolment found a device under the agent's hostname: one that fails the device rule (it lacks
+   * the fleet's tags) is not accepted as the agent's, and is recorded as a finding. Deletes nothing.
+   */
+  async checkEnrolledDevice(device: TailscaleDevice, ev: DeviceEvidence, ctx: GuardContext): Promise<Verdict> {
+    const verdict = judgeDevice(device, ev);
+    if (!verdict.ours) await this.refuse({ type: 'device', id: device.id, name: device.hostname ?? null }, 'accept', verdict, ctx);
+    return verdict;
   }
 
   /** Reads the key (its description is the second fact), then revokes it. */

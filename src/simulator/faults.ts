@@ -25,6 +25,11 @@ export interface SimFaultRule {
   hang?: boolean;
   /** Destroy the connection without an answer (a network error for the client). */
   drop?: boolean;
+  /**
+   * The request is carried out first and the fault (status, hang or drop) replaces its answer: the
+   * write happened, but the client cannot know (a timeout or a gateway error after the commit).
+   */
+  afterCommit?: boolean;
 }
 
 export interface SimFaults {
@@ -35,7 +40,7 @@ export interface SimFaults {
 
 export interface FaultOutcome {
   latencyMs: number;
-  error?: { status: number; code?: string; message?: string; hang: boolean; drop: boolean };
+  error?: { status: number; code?: string; message?: string; hang: boolean; drop: boolean; afterCommit: boolean };
 }
 
 const ruleSchema = z
@@ -50,8 +55,12 @@ const ruleSchema = z
     times: z.number().int().min(1).optional(),
     hang: z.boolean().optional(),
     drop: z.boolean().optional(),
+    afterCommit: z.boolean().optional(),
   })
-  .strict();
+  .strict()
+  .refine((r) => !r.afterCommit || r.status !== undefined || r.code !== undefined || r.hang || r.drop, {
+    message: 'afterCommit needs status, code, hang or drop: the fault that replaces the answer',
+  });
 const faultsSchema = z.union([
   z.array(ruleSchema),
   z.object({ rules: z.array(ruleSchema).optional(), latencyMs: z.number().finite().min(0).optional() }).strict(),
@@ -121,6 +130,7 @@ export class FaultInjector {
           message: rule.message,
           hang: !!rule.hang,
           drop: !!rule.drop,
+          afterCommit: !!rule.afterCommit,
         };
         fired = true;
       }

@@ -82,6 +82,8 @@ export async function startSimulator(opts: StartSimulatorOptions = {}): Promise<
       const fault = sim.faults.decide(method, template, path);
       if (fault.latencyMs > 0) await delay(fault.latencyMs);
       if (closing) return;
+      // The request takes effect; only its answer is lost or replaced.
+      if (fault.error?.afterCommit) api.handle(request, match);
       if (fault.error?.drop) {
         req.socket.destroy();
         return;

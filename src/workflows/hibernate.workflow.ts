@@ -6,8 +6,9 @@ import { NotFoundError, StateConflictError } from '../errors';
 import { tailnetIpv4 } from '../fleet/devices';
 import { instanceTerms, JOIN_LABEL, serverLabels, snapshotLabels, type JoinMode } from '../fleet/server-labels';
 import type { Logger } from '../lib/logger';
-import { revokeJobAuthKeys } from './auth-keys';
+import { mintJobAuthKey, revokeJobAuthKeys } from './auth-keys';
 import { buildRejoinUserData, buildWakeUserData } from './cloud-init';
+import { waitForAgentDevice } from './enrollment';
 import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
 import { findLiveInstanceOfAgent, reachedBy, recordedServerIds, recordFailure, requireAgent, requireInstance } from './records';
 import { shutdownGuarded } from './guarded-shutdown';
@@ -242,10 +243,10 @@ export class HibernateWorkflow {
 
       if (mode === 'auth-key') {
         await r.step('wait-enrollment', 60, `waiting for ${hostname} to join the tailnet`);
-        const device = await tailscale.waitForEnrollment(hostname, { timeoutMs: settings.enrollmentTimeoutMs });
+        const ctx: GuardContext = { operation: 'wake', operationId: null, agentId: agent.id, instanceId };
+        const device = await waitForAgentDevice({ ...this.deps, guard: this.guard }, hostname, ctx, log);
         await this.recordDevice(instanceId, device);
         const job = await repos.provisioningJobs.findByInstance(instanceId);
-        const ctx: GuardContext = { operation: 'wake', operationId: null, agentId: agent.id, instanceId };
         if (job) await revokeJobAuthKeys({ ...this.deps, guard: this.guard }, { provisioningJobId: job.id, hostname }, ctx, log);
         return { serverId: server.id, deviceId: device.id, rejoined: true };
       }
@@ -320,13 +321,13 @@ export class HibernateWorkflow {
   }
 
   private async createWakeServer(agent: Agent, instance: Instance, hostname: string, mode: JoinMode, log: Logger): Promise<HetznerServer> {
-    const { hetzner, tailscale, repositories: repos, settings, fleet } = this.deps;
+    const { hetzner, repositories: repos, settings, fleet } = this.deps;
     const job = await repos.provisioningJobs.findByInstance(instance.id);
     if (!job) throw new NotFoundError(`Instance ${instance.id} has no provisioning job`);
     let userData = buildWakeUserData();
     if (mode === 'auth-key') {
-      const key = await tailscale.createAuthKey({ description: `tailfleet ${hostname}`.slice(0, 50) });
-      await repos.provisioningJobs.addAuthKey(job.id, key.id);
+      const ctx: GuardContext = { operation: 'wake', operationId: null, agentId: agent.id, instanceId: instance.id };
+      const key = await mintJobAuthKey({ ...this.deps, guard: this.guard }, { provisioningJobId: job.id, hostname }, ctx, log);
       userData = buildRejoinUserData({ authKey: key.key, hostname });
     }
     const params = wakeServerParams({

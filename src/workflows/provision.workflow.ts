@@ -1,4 +1,4 @@
-import { CloudApiError } from '../clients/errors';
+import { CloudApiError, mayHaveTakenEffect } from '../clients/errors';
 import type { CreateServerOptions, HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import type { Agent, Instance, ProvisioningJob } from '../entities';
@@ -7,8 +7,9 @@ import { hostnameMatches, tailnetIpv4 } from '../fleet/devices';
 import type { GuardContext, OwnershipGuard } from '../fleet/ownership-guard';
 import { jobServerTerms, serverLabels } from '../fleet/server-labels';
 import type { Logger } from '../lib/logger';
-import { revokeJobAuthKeys } from './auth-keys';
+import { mintJobAuthKey, revokeJobAuthKeys } from './auth-keys';
 import { buildUserData, mergeUserData, USER_DATA_MAX_BYTES } from './cloud-init';
+import { waitForAgentDevice } from './enrollment';
 import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
 import { requireAgent, requireInstance, requireInstanceForUpdate, requireJob } from './records';
 import { runningServer } from './servers';
@@ -84,7 +85,7 @@ export class ProvisionWorkflow {
       if (current.tailscaleDeviceId) {
         log.info({ deviceId: current.tailscaleDeviceId }, '[Lifecycle] Tailnet device already recorded, skipping enrollment');
       } else {
-        const device = await this.deps.tailscale.waitForEnrollment(hostname, { timeoutMs: this.deps.settings.enrollmentTimeoutMs });
+        const device = await waitForAgentDevice({ ...this.deps, guard: this.guard }, hostname, guardContext(job, operationId), log);
         await this.recordDevice(instance.id, device);
         log.info({ deviceId: device.id }, `[Tailscale] Device ${device.id} enrolled as ${hostname}`);
       }
@@ -215,10 +216,8 @@ export class ProvisionWorkflow {
     hostname: string,
     log: Logger,
   ): Promise<{ server: HetznerServer; actionIds: number[] }> {
-    const { hetzner, tailscale, settings } = this.deps;
-    // Tailscale caps key descriptions at 50 characters.
-    const authKey = await tailscale.createAuthKey({ description: `tailfleet ${hostname}`.slice(0, 50) });
-    await this.deps.repositories.provisioningJobs.addAuthKey(job.id, authKey.id);
+    const { hetzner, settings } = this.deps;
+    const authKey = await mintJobAuthKey({ ...this.deps, guard: this.guard }, { provisioningJobId: job.id, hostname }, guardContext(job, null), log);
 
     let created;
     try {
@@ -228,7 +227,7 @@ export class ProvisionWorkflow {
       );
       created = await hetzner.createServer(options);
     } catch (err) {
-      if (serverSurelyNotCreated(err)) {
+      if (!mayHaveTakenEffect(err)) {
         // No server will ever use this key: delete it rather than leave a live credential until it expires.
         const evidence = { recordedIds: [authKey.id], provisioningJobId: job.id, hostname };
         await this.guard.revokeAuthKey(authKey.id, evidence, guardContext(job, null)).catch((cleanupErr: unknown) => {
@@ -397,9 +396,4 @@ export function serverCreateOptions(
 /** A provision's guarded calls: the audit events go on its instance (the operation id, when known, on the event). */
 function guardContext(job: ProvisioningJob, operationId: string | null): GuardContext {
   return { operation: 'provision', operationId, agentId: job.agentId, instanceId: job.instanceId };
-}
-
-/** A 4xx (429 included) means Hetzner refused the create; 5xx and network errors leave open whether the server exists. */
-function serverSurelyNotCreated(err: unknown): boolean {
-  return err instanceof CloudApiError && err.status >= 400 && err.status < 500;
 }

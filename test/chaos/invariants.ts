@@ -189,5 +189,22 @@ export async function checkInvariants(ds: DataSource, sim: SimState, accepted: M
   );
   for (const row of live) fail(`agent ${row.agent_id} has ${row.n} live instances`);
 
+  await checkAuthKeysRecorded(ds, sim, { checked, violations });
   return { checked, violations };
+}
+
+/**
+ * 7. No live auth key that no provisioning job records: a key that can still join a machine must be
+ * one tailfleet knows of, or nothing will ever revoke it (a create whose answer was lost, a crash
+ * between the create and its record).
+ */
+export async function checkAuthKeysRecorded(ds: DataSource, sim: SimState, report: InvariantReport): Promise<void> {
+  const jobs: { auth_key_ids: string[] }[] = await ds.query(`SELECT auth_key_ids FROM provisioning_jobs`);
+  const recorded = new Set(jobs.flatMap((j) => j.auth_key_ids));
+  for (const key of sim.authKeys) {
+    report.checked['no live auth key unrecorded'] = (report.checked['no live auth key unrecorded'] ?? 0) + 1;
+    if (!key.invalid && !recorded.has(key.id)) {
+      report.violations.push(`live auth key ${key.id} ("${key.description}") is recorded by no provisioning job`);
+    }
+  }
 }

@@ -21,6 +21,8 @@ const FAST: SimTimingsInput = {
 
 const TOKEN_ROUTE = 'POST /tailscale/api/v2/oauth/token';
 const DEVICES_ROUTE = 'GET /tailscale/api/v2/tailnet/{tailnet}/devices';
+const KEYS_PATH = '/tailscale/api/v2/tailnet/{tailnet}/keys';
+const KEYS_ROUTE = `POST ${KEYS_PATH}`;
 
 describe('TailscaleClient (against the simulator)', () => {
   let sim: RunningSimulator;
@@ -93,6 +95,31 @@ describe('TailscaleClient (against the simulator)', () => {
       expect(await ts.deleteAuthKey(key.id)).to.equal(true);
       expect(await ts.deleteAuthKey(key.id)).to.equal(false);
     });
+
+    it('sends a create once, whatever the answer: a repeat could mint a second live key', async () => {
+      const ts = client({ maxRetries: 5 });
+      sim.control.setFaults([{ method: 'POST', route: KEYS_PATH, status: 503, afterCommit: true, times: 1 }]);
+      const err = await ts.createAuthKey({ description: 'once' }).catch((e: unknown) => e);
+      expect(err).to.be.instanceOf(CloudApiError);
+      expect((err as CloudApiError).status).to.equal(503);
+      expect(count(KEYS_ROUTE)).to.equal(1);
+      // The key was made all the same; only the list shows it, without its secret.
+      const listed = (await ts.listAuthKeys()).filter((k) => k.description === 'once');
+      expect(listed).to.have.length(1);
+      expect(listed[0]).to.not.have.property('key');
+    });
+
+    it('lists active keys with their descriptions, leaving out revoked and spent ones', async () => {
+      const ts = client();
+      const kept = await ts.createAuthKey({ description: 'kept' });
+      const revoked = await ts.createAuthKey({ description: 'revoked' });
+      const spent = await ts.createAuthKey({ description: 'spent' });
+      await ts.deleteAuthKey(revoked.id);
+      await bootAgent(spent.key, 'spends-key');
+      await ts.waitForEnrollment('spends-key', { timeoutMs: 3000 });
+      const listed = await ts.listAuthKeys();
+      expect(listed.map((k) => [k.id, k.description])).to.deep.equal([[kept.id, 'kept']]);
+    });
   });
 
   describe('devices', () => {
@@ -128,6 +155,24 @@ describe('TailscaleClient (against the simulator)', () => {
       expect(label).not.to.equal('twin');
       expect((await ts.findDeviceByHostname(label))?.id).to.equal(second.id);
       expect(await ts.findDeviceByHostname('nobody')).to.equal(undefined);
+    });
+
+    it('never takes a device without the fleet\'s tags for the one enrolling under its hostname', async () => {
+      const ts = client({ tags: ['tag:agent'] });
+      const impostor = sim.control.createDevice({ hostname: 'wanted-host' });
+      const seen: string[] = [];
+      const err = await ts
+        .waitForEnrollment('wanted-host', { timeoutMs: 120, onUntagged: (d) => seen.push(d.id) })
+        .catch((e: unknown) => e);
+      expect(err).to.be.instanceOf(WaitTimeoutError);
+      expect((err as Error).message).to.include(`untagged device ${impostor.id} has the hostname`);
+      expect(seen, 'reported once, though listed on every poll').to.deep.equal([impostor.id]);
+
+      // Our server joins under the same hostname with a tagged key: that device is the one.
+      await bootAgent((await ts.createAuthKey()).key, 'wanted-host');
+      const device = await ts.waitForEnrollment('wanted-host', { timeoutMs: 3000 });
+      expect(device.id).to.not.equal(impostor.id);
+      expect(device.tags).to.deep.equal(['tag:agent']);
     });
 
     it('times out an enrollment that never happens with a typed error', async () => {

@@ -5,7 +5,13 @@ import { CloudApiError } from '../../src/clients/errors';
 import { transition } from '../../src/db/transitions';
 import { Instance } from '../../src/entities';
 import { NotFoundError, StateConflictError } from '../../src/errors';
-import { ProvisionWorkflow } from '../../src/workflows';
+import { TailscaleClient } from '../../src/clients/tailscale/tailscale.client';
+import { describesJob } from '../../src/fleet/ownership-guard';
+import { silentLogger } from '../../src/lib/logger';
+import { SIM_DEFAULT_CREDENTIALS } from '../../src/simulator';
+import { ProvisionWorkflow, type WorkflowDeps } from '../../src/workflows';
+import { mintJobAuthKey } from '../../src/workflows/auth-keys';
+import { ownershipGuard } from '../../src/workflows/workflow-deps';
 import {
   cloud,
   FAST_SETTINGS,
@@ -334,6 +340,147 @@ describe('lifecycle: provision', function () {
     expect(lines.join('')).to.include(`[Lifecycle] Agent ${a.agentId} provisioned successfully`);
     expect(lines.join('')).to.not.include(key);
   });
+
+  describe('auth keys: nothing live left behind', () => {
+    const KEYS_ROUTE = '/tailscale/api/v2/tailnet/{tailnet}/keys';
+
+    /** The harness's workflows with a Tailscale client that gives up on an answer after 200 ms. */
+    function impatientDeps(): WorkflowDeps {
+      const tailscale = new TailscaleClient({
+        baseUrl: h.sim.tailscaleUrl,
+        clientId: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
+        clientSecret: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
+        requestTimeoutMs: 200,
+        retryBaseDelayMs: 5,
+        retryMaxDelayMs: 20,
+        enrollmentPollIntervalMs: 10,
+      });
+      return { ...h.workflowDeps, tailscale };
+    }
+
+    /** The keys whose description names the job, as the simulator holds them. */
+    function jobKeys(a: AgentFixture) {
+      return cloud(h).authKeys.filter((k) => describesJob(k.description, a.provisioningJobId));
+    }
+
+    it('after a create that timed out once Tailscale had made the key, one live key remains and the job records it', async () => {
+      const a = await newAgent(h);
+      const deps = impatientDeps();
+      h.sim.control.setFaults([{ method: 'POST', route: KEYS_ROUTE, hang: true, afterCommit: true, times: 1 }]);
+      const { hostname } = await prepared(a);
+      const ctx = { operation: 'provision', agentId: a.agentId, instanceId: a.instanceId };
+
+      const key = await mintJobAuthKey({ ...deps, guard: ownershipGuard(deps) }, { provisioningJobId: a.provisioningJobId, hostname }, ctx, silentLogger);
+
+      expect(h.sim.control.requestCounts()[`POST ${KEYS_ROUTE}`]).to.equal(2);
+      const keys = jobKeys(a);
+      expect(keys, 'the lost answer\'s key and the one returned').to.have.length(2);
+      expect(keys.filter((k) => !k.invalid).map((k) => k.id), 'live keys').to.deep.equal([key.id]);
+      const stray = keys.find((k) => k.id !== key.id)!;
+      expect(stray.revoked, 'the key of the lost answer is revoked').to.be.a('string');
+      expect((await rows(h, a)).job!.authKeyIds).to.deep.equal([key.id]);
+      const audit = await h.ds.query(`SELECT reason FROM events WHERE to_status = 'auth_key_revoked'`);
+      expect(audit.map((e: { reason: string }) => e.reason).join('\n')).to.include(stray.id);
+    });
+
+    it('a provision whose key create timed out after the commit finishes with every key spent or revoked', async () => {
+      const a = await newAgent(h);
+      h.sim.control.setFaults([{ method: 'POST', route: KEYS_ROUTE, hang: true, afterCommit: true, times: 1 }]);
+      await new ProvisionWorkflow(impatientDeps()).provision({ provisioningJobId: a.provisioningJobId });
+
+      const { job } = await expectProvisioned(a);
+      const keys = jobKeys(a);
+      expect(keys).to.have.length(2);
+      expect(keys.filter((k) => !k.invalid), 'live keys').to.deep.equal([]);
+      const used = keys.filter((k) => k.used);
+      expect(used).to.have.length(1);
+      expect(job.authKeyIds, 'the job records the key its device joined with').to.deep.equal([used[0].id]);
+      expect(keys.find((k) => !k.used)?.revoked).to.be.a('string');
+    });
+
+    it('revokes a key the job never recorded (killed between the create and its record) when the job ends', async () => {
+      const a = await newAgent(h);
+      const real = h.repositories.provisioningJobs.addAuthKey.bind(h.repositories.provisioningJobs);
+      const record = sinon.stub(h.repositories.provisioningJobs, 'addAuthKey').onFirstCall().rejects(new Error('worker killed'));
+      record.callsFake(real);
+      await expectRejection(run(a));
+      const [unrecorded] = jobKeys(a);
+      expect(unrecorded.invalid, 'left live by the crash').to.equal(false);
+      expect((await rows(h, a)).job!.authKeyIds).to.deep.equal([]);
+
+      await run(a);
+      await expectProvisioned(a);
+      const keys = jobKeys(a);
+      expect(keys).to.have.length(2);
+      expect(keys.filter((k) => !k.invalid)).to.deep.equal([]);
+      expect(keys.find((k) => k.id === unrecorded.id)?.revoked, 'found by the job its description names').to.be.a('string');
+    });
+
+    it('describes each key by the job and the mint, within Tailscale\'s 50 characters', async () => {
+      const a = await newAgent(h, 'a very long agent name that fills the whole hostname label');
+      await run(a);
+      const [key] = jobKeys(a);
+      expect(key.description).to.match(/^tailfleet [a-z0-9-]{1,20} [0-9a-f]{12} [0-9a-f]{6}$/);
+      expect(key.description.length).to.be.at.most(50);
+      expect(key.description.split(' ')[2]).to.equal(a.provisioningJobId.replace(/-/g, '').slice(0, 12));
+    });
+  });
+
+  describe('enrolment takes only a device with the fleet\'s tags', () => {
+    async function impostorFor(a: AgentFixture) {
+      const { hostname } = await prepared(a);
+      return h.sim.control.createDevice({ hostname });
+    }
+
+    it('waits past an untagged device with the hostname and records the tagged one that joins, reporting the other', async () => {
+      const a = await newAgent(h);
+      const impostor = await impostorFor(a);
+      await run(a);
+
+      const { instance } = await expectProvisionedBeside(a, impostor.id);
+      expect(instance.tailscaleDeviceId).to.not.equal(impostor.id);
+      const findings = await h.repositories.findings.listByAgent(a.agentId);
+      expect(findings.map((f) => [f.resourceType, f.resourceId, f.action])).to.deep.equal([['device', impostor.id, 'accept']]);
+      expect(findings[0].missing.join(' ')).to.include('tags tag:agent');
+    });
+
+    it('does not accept an untagged device with the hostname when nothing else joins', async () => {
+      const impatient = new ProvisionWorkflow({ ...h.workflowDeps, settings: { ...FAST_SETTINGS, enrollmentTimeoutMs: 200 } });
+      h.sim.control.setTimings({ enrollDelayMs: 60_000 });
+      const a = await newAgent(h);
+      const impostor = await impostorFor(a);
+
+      const err = await expectRejection(impatient.provision({ provisioningJobId: a.provisioningJobId }));
+      expect(err).to.be.instanceOf(CloudApiError);
+      expect(err.message).to.include(`untagged device ${impostor.id} has the hostname`);
+      const { instance, job } = await rows(h, a);
+      expect(instance.tailscaleDeviceId).to.equal(null);
+      expect(instance.status).to.equal('provisioning');
+      expect(job!.failedStep).to.equal('wait-enrollment');
+      const findings = await h.repositories.findings.listByAgent(a.agentId);
+      expect(findings.map((f) => f.resourceId)).to.deep.equal([impostor.id]);
+      expect(cloud(h).devices.map((d) => d.id), 'the impostor is left alone').to.include(impostor.id);
+    });
+  });
+
+  /** The hostname the provision gives the agent's device. */
+  async function prepared(a: AgentFixture): Promise<{ hostname: string }> {
+    const { agent, instance } = await rows(h, a);
+    return { hostname: h.fleet.hostnameOf(instance, agent) };
+  }
+
+  /** Provisioned, with one device of ours beside the untagged one that shares its hostname. */
+  async function expectProvisionedBeside(a: AgentFixture, impostorId: string) {
+    const { agent, instance, job } = await rows(h, a);
+    expect(agent.status).to.equal('active');
+    expect(instance.status).to.equal('running');
+    expect(job!.status).to.equal('succeeded');
+    const ours = cloud(h).devices.filter((d) => d.id !== impostorId);
+    expect(ours).to.have.length(1);
+    expect(ours[0].tags).to.deep.equal(['tag:agent']);
+    expect(instance.tailscaleDeviceId).to.equal(ours[0].id);
+    return { instance };
+  }
 
   it('refuses to run a rolled-back job again', async () => {
     const a = await newAgent(h);

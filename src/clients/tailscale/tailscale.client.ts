@@ -9,6 +9,7 @@ import {
   silentClientLogger,
   type RequestPolicy,
 } from '../http';
+import { carriesTags, hostnameMatches } from '../../fleet/devices';
 import { BatchPoller, KEEP_WAITING, PollVerdict } from '../poller';
 import type { CreatedAuthKey, OAuthTokenResponse, TailscaleDevice, TailscaleKey } from './tailscale.types';
 
@@ -80,7 +81,7 @@ export class TailscaleClient {
   readonly tags: string[];
   private readonly enrollmentTimeoutMs: number;
   private readonly tokens: OAuthTokenSource;
-  private readonly enrollmentPoller: BatchPoller<string, TailscaleDevice | null>;
+  private readonly enrollmentPoller: BatchPoller<string, TailscaleDevice[]>;
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly now: () => number;
   private readonly devicePollIntervalMs: number;
@@ -133,7 +134,7 @@ export class TailscaleClient {
       logger: this.logger,
       fetch: async (hostnames) => {
         const devices = await this.listDevices();
-        return new Map(hostnames.map((h) => [h, findByHostname(devices, h) ?? null]));
+        return new Map(hostnames.map((h) => [h, devices.filter((d) => hostnameMatches(d, h))]));
       },
     });
   }
@@ -144,14 +145,16 @@ export class TailscaleClient {
 
   /**
    * Single-use, preauthorized, tagged, and not ephemeral: the device must survive the server being
-   * stopped and started. Safe to repeat on ambiguous failures, an unused key is harmless.
+   * stopped and started. Sent once, never repeated by the client: a key made by a call whose answer
+   * was lost is a live credential nobody holds the secret of, so after an unclear failure the caller
+   * looks for it by its description (listAuthKeys) and revokes it.
    */
   async createAuthKey(o: { description?: string; expirySeconds?: number } = {}): Promise<CreatedAuthKey> {
     const key = await this.core.request<TailscaleKey>({
       method: 'POST',
       path: `/tailnet/${encodeURIComponent(this.tailnet)}/keys`,
       route: '/tailnet/{tailnet}/keys',
-      idempotent: true,
+      idempotent: false,
       json: {
         capabilities: {
           devices: { create: { reusable: false, ephemeral: false, preauthorized: true, tags: this.tags } },
@@ -173,6 +176,26 @@ export class TailscaleClient {
     }
     this.logger.info({ keyId: key.id }, `[Tailscale] Auth key ${key.id} created`);
     return { id: key.id, key: key.key, expires: key.expires };
+  }
+
+  /**
+   * The tailnet's active keys (metadata, never secrets): auth keys not yet used, revoked or expired,
+   * and API tokens. An entry that carries nothing but its id is read on its own for the rest.
+   */
+  async listAuthKeys(): Promise<TailscaleKey[]> {
+    const body = await this.core.request<{ keys?: TailscaleKey[] }>({
+      method: 'GET',
+      path: `/tailnet/${encodeURIComponent(this.tailnet)}/keys`,
+      route: '/tailnet/{tailnet}/keys',
+      idempotent: true,
+    });
+    const keys: TailscaleKey[] = [];
+    for (const entry of body.keys ?? []) {
+      const idOnly = Object.keys(entry).every((k) => k === 'id');
+      const key = idOnly ? await this.getAuthKey(entry.id) : entry;
+      if (key && !key.invalid) keys.push(key);
+    }
+    return keys;
   }
 
   /** The key's metadata (never its secret), or null when Tailscale does not know it. */
@@ -277,34 +300,46 @@ export class TailscaleClient {
   }
 
   async findDeviceByHostname(hostname: string): Promise<TailscaleDevice | undefined> {
-    return findByHostname(await this.listDevices(), hostname);
+    return (await this.listDevices()).find((d) => hostnameMatches(d, hostname));
   }
 
   /**
-   * Resolves once a device with this hostname is in the tailnet and has addresses. Concurrent
-   * waits share one device listing per interval.
+   * Resolves once a device with this hostname, carrying every one of the fleet's tags, is in the
+   * tailnet and has addresses. A device under the hostname without the tags did not join with one of
+   * our keys (those make tagged devices only): it is passed over, and handed to `onUntagged` once
+   * (also when ours is found in the same listing).
+   * Concurrent waits share one device listing per interval.
    */
-  waitForEnrollment(hostname: string, o: { timeoutMs?: number } = {}): Promise<TailscaleDevice> {
+  waitForEnrollment(
+    hostname: string,
+    o: { timeoutMs?: number; onUntagged?: (device: TailscaleDevice) => void } = {},
+  ): Promise<TailscaleDevice> {
     const timeoutMs = o.timeoutMs ?? this.enrollmentTimeoutMs;
+    const untagged = new Set<string>();
     return this.enrollmentPoller.wait(hostname, {
       timeoutMs,
-      evaluate: (device): PollVerdict<TailscaleDevice> =>
-        device && device.addresses?.length > 0 ? { done: true, value: device } : KEEP_WAITING,
+      evaluate: (devices): PollVerdict<TailscaleDevice> => {
+        for (const d of devices) {
+          if (carriesTags(d, this.tags) || untagged.has(d.id)) continue;
+          untagged.add(d.id);
+          this.logger.warn(
+            { deviceId: d.id, hostname, tags: d.tags ?? [] },
+            `[Tailscale] Device ${d.id} is named ${hostname} but lacks the tags ${this.tags.join(',')}; not accepting it`,
+          );
+          o.onUntagged?.(d);
+        }
+        const ours = devices.find((d) => carriesTags(d, this.tags) && d.addresses?.length > 0);
+        return ours ? { done: true, value: ours } : KEEP_WAITING;
+      },
       timeoutError: () =>
         new WaitTimeoutError({
           api: 'tailscale',
           code: 'enrollment_timeout',
           path: '/tailnet/{tailnet}/devices',
-          message: `No Tailscale device with hostname '${hostname}' enrolled within ${timeoutMs} ms`,
+          message:
+            `No Tailscale device with hostname '${hostname}' and tags ${this.tags.join(',')} enrolled within ${timeoutMs} ms` +
+            (untagged.size > 0 ? ` (untagged device ${[...untagged].join(', ')} has the hostname)` : ''),
         }),
     });
   }
-}
-
-/** Matches the machine name, or the first label of the MagicDNS name (`agent-1` in `agent-1.tail123.ts.net`). */
-function findByHostname(devices: TailscaleDevice[], hostname: string): TailscaleDevice | undefined {
-  const wanted = hostname.toLowerCase();
-  return devices.find(
-    (d) => d.hostname?.toLowerCase() === wanted || d.name?.split('.')[0]?.toLowerCase() === wanted,
-  );
 }
