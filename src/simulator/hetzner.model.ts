@@ -231,6 +231,7 @@ export class HetznerCloud {
   private readonly byName = new Map<string, ServerRecord>();
   private readonly selectors = new LabelSelectorCache();
   private readonly typeBodies = new Map<string, ReturnType<typeof serverTypeBody>>();
+  private readonly dcTypes = new Map<string, { supported: number[]; available: number[]; available_for_migration: number[] }>();
   // Ids and addresses are never reused within one simulator, even across reset(), so a stale id
   // held by a client from an earlier test can never hit a new server.
   private nextServerId = 4_711_001;
@@ -891,10 +892,14 @@ export class HetznerCloud {
 
   /** A data center's `server_types`: ids of the types offered in its location, and of those not sold out. */
   private datacenterTypes(location: string) {
-    const offered = serverTypeNames().filter((n) => serverTypeAvailability(n, location) !== 'unsupported');
-    const supported = offered.map((n) => this.typeBody(n).id);
-    const available = offered.filter((n) => serverTypeAvailability(n, location) === 'available').map((n) => this.typeBody(n).id);
-    return { supported, available, available_for_migration: available };
+    let types = this.dcTypes.get(location);
+    if (!types) {
+      const offered = serverTypeNames().filter((n) => serverTypeAvailability(n, location) !== 'unsupported');
+      const available = offered.filter((n) => serverTypeAvailability(n, location) === 'available').map((n) => this.typeBody(n).id);
+      types = { supported: offered.map((n) => this.typeBody(n).id), available, available_for_migration: available };
+      this.dcTypes.set(location, types);
+    }
+    return { supported: [...types.supported], available: [...types.available], available_for_migration: [...types.available] };
   }
 
   private typeBody(name: string) {
