@@ -23,7 +23,7 @@ export const LOCATIONS: Record<string, LocationInfo> = {
 export const DEFAULT_LOCATION = 'fsn1';
 
 /** Data center names as Hetzner spells them (`fsn1-dc14`), used to accept the deprecated `datacenter` field. */
-export const DATACENTER_NUMBERS: Record<string, number> = { fsn1: 14, nbg1: 3, hel1: 2, ash: 1, hil: 1, sin: 1 };
+const DATACENTER_NUMBERS: Record<string, number> = { fsn1: 14, nbg1: 3, hel1: 2, ash: 1, hil: 1, sin: 1 };
 
 export type Architecture = 'x86' | 'arm';
 
