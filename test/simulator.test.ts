@@ -92,6 +92,8 @@ describe('cloud simulator', function () {
       port: 0,
       timings: FAST,
       seed: 42,
+      // The key the server walk-through names; seeded keys survive the reset before each test.
+      sshKeys: ['ops'],
       credentials: {
         hetznerTokens: [TOKEN, 'another-token'],
         tailscaleClients: [

@@ -23,7 +23,9 @@ export const LOCATIONS: Record<string, LocationInfo> = {
 export const DEFAULT_LOCATION = 'fsn1';
 
 /** Data center names as Hetzner spells them (`fsn1-dc14`), used to accept the deprecated `datacenter` field. */
-export const DATACENTER_NUMBERS: Record<string, number> = { fsn1: 14, nbg1: 3, hel1: 2, ash: 1, hil: 1, sin: 1 };
+const DATACENTER_NUMBERS: Record<string, number> = { fsn1: 14, nbg1: 3, hel1: 2, ash: 1, hil: 1, sin: 1 };
+
+export type Architecture = 'x86' | 'arm';
 
 interface ServerTypeSpec {
   id: number;
@@ -35,7 +37,7 @@ interface ServerTypeSpec {
   memory: number;
   disk: number;
   cpu_type: 'shared' | 'dedicated';
-  architecture: 'x86' | 'arm';
+  architecture: Architecture;
   hourly: string;
   monthly: string;
 }
@@ -54,13 +56,8 @@ const SERVER_TYPES: Record<string, ServerTypeSpec> = {
   ccx13: { id: 96, soldOut: ['sin'], cores: 2, memory: 8, disk: 80, cpu_type: 'dedicated', architecture: 'x86', hourly: '0.0230', monthly: '13.9900' },
 };
 
-// Unknown but well-formed names are accepted with these specs, so a config naming a newer type still works.
-const GENERIC_TYPE: ServerTypeSpec = { id: 999, cores: 2, memory: 4, disk: 40, cpu_type: 'shared', architecture: 'x86', hourly: '0.0100', monthly: '5.0000' };
-
-export const SERVER_TYPE_NAME = /^[a-z]{2,4}[0-9]{1,3}$/;
-
 export function serverTypeBody(name: string) {
-  const t = SERVER_TYPES[name] ?? GENERIC_TYPE;
+  const t = SERVER_TYPES[name];
   const price = (loc: string) => ({
     location: loc,
     price_hourly: { net: t.hourly, gross: gross(t.hourly) },
@@ -89,27 +86,19 @@ export function serverTypeBody(name: string) {
   };
 }
 
-/** The server types GET /server_types lists (unknown well-formed names are still accepted on create). */
-export function catalogServerTypes(): string[] {
-  return Object.entries(SERVER_TYPES)
-    .sort(([, a], [, b]) => a.id - b.id)
-    .map(([name]) => name);
-}
-
-/** Whether a listed type is offered and available in a location; unlisted types are not judged. */
-export function serverTypeAvailability(name: string, location: string): 'available' | 'unsupported' | 'sold_out' | 'unlisted' {
+/** Whether a type (a name from the catalog) is offered and available in a location. */
+export function serverTypeAvailability(name: string, location: string): 'available' | 'unsupported' | 'sold_out' {
   const t = SERVER_TYPES[name];
-  if (!t) return 'unlisted';
   if (t.locations && !t.locations.includes(location)) return 'unsupported';
   return t.soldOut?.includes(location) ? 'sold_out' : 'available';
 }
 
 export function serverTypeDisk(name: string): number {
-  return (SERVER_TYPES[name] ?? GENERIC_TYPE).disk;
+  return SERVER_TYPES[name].disk;
 }
 
-export function serverTypeArchitecture(name: string): 'x86' | 'arm' {
-  return (SERVER_TYPES[name] ?? GENERIC_TYPE).architecture;
+export function serverTypeArchitecture(name: string): Architecture {
+  return SERVER_TYPES[name].architecture;
 }
 
 function gross(net: string): string {
@@ -125,6 +114,54 @@ export function serverTypeNames(): string[] {
 
 export function serverTypeById(id: number): string | undefined {
   return Object.entries(SERVER_TYPES).find(([, t]) => t.id === id)?.[0];
+}
+
+/**
+ * Where the API takes "ID or name" (`server_type`, `location`, `image`, `ssh_keys`, `datacenter`):
+ * a JSON number is an id; a string is a name first and, when all digits, an id.
+ */
+export function byIdOrName<T>(ref: string | number, byName: (name: string) => T | undefined, byId: (id: number) => T | undefined): T | undefined {
+  if (typeof ref === 'number') return Number.isSafeInteger(ref) && ref > 0 ? byId(ref) : undefined;
+  const named = byName(ref);
+  if (named !== undefined) return named;
+  const id = parseId(ref);
+  return id === undefined ? undefined : byId(id);
+}
+
+/** An id in a path or a reference: a positive integer without sign, leading zeros or exponent. */
+export function parseId(raw: string): number | undefined {
+  if (!/^[1-9][0-9]{0,15}$/.test(raw)) return undefined;
+  return Number(raw);
+}
+
+/** A server type's name from its id or name; undefined when the catalog has no such type. */
+export function findServerType(ref: string | number): string | undefined {
+  return byIdOrName(ref, (name) => (Object.hasOwn(SERVER_TYPES, name) ? name : undefined), serverTypeById);
+}
+
+/** A location's name from its id or name. */
+export function findLocation(ref: string | number): string | undefined {
+  return byIdOrName(
+    ref,
+    (name) => (Object.hasOwn(LOCATIONS, name) ? name : undefined),
+    (id) => Object.values(LOCATIONS).find((l) => l.id === id)?.name,
+  );
+}
+
+/** A data center's name (`fsn1-dc14`) and id, as a server's `datacenter` shows them. */
+export function datacenterOf(location: string): { id: number; name: string; number: number } {
+  const number = DATACENTER_NUMBERS[location];
+  return { id: LOCATIONS[location].id * 10 + number, name: `${location}-dc${number}`, number };
+}
+
+/** The location of a data center given by id or name; undefined when there is no such data center. */
+export function findDatacenterLocation(ref: string | number): string | undefined {
+  const locations = Object.keys(LOCATIONS);
+  return byIdOrName(
+    ref,
+    (name) => locations.find((l) => datacenterOf(l).name === name),
+    (id) => locations.find((l) => datacenterOf(l).id === id),
+  );
 }
 
 /** Monthly, net: Hetzner's primary IPv4 address price (IPv6 is free), and a snapshot's price per GB. */
@@ -176,14 +213,32 @@ export function pricingBody() {
 }
 
 export interface SystemImage {
+  id: number;
   name: string;
+  description: string;
+  architecture: Architecture;
   osFlavor: string;
   osVersion: string;
+  created: string;
 }
 
-/** The system images the simulator lists (any well-formed name is still accepted for a server). */
-export const SYSTEM_IMAGES: SystemImage[] = [
-  { name: 'ubuntu-24.04', osFlavor: 'ubuntu', osVersion: '24.04' },
-  { name: 'ubuntu-22.04', osFlavor: 'ubuntu', osVersion: '22.04' },
-  { name: 'debian-12', osFlavor: 'debian', osVersion: '12' },
-];
+// As on Hetzner, one name has an image per architecture, each with its own id; a server created by
+// name gets the one for its type's architecture.
+const SYSTEM_IMAGE_RELEASES = [
+  { name: 'ubuntu-24.04', description: 'Ubuntu 24.04', osFlavor: 'ubuntu', osVersion: '24.04', created: '2024-04-25T13:01:04Z', ids: { x86: 161547269, arm: 161547270 } },
+  { name: 'ubuntu-22.04', description: 'Ubuntu 22.04', osFlavor: 'ubuntu', osVersion: '22.04', created: '2022-04-21T13:32:38Z', ids: { x86: 67794396, arm: 103908070 } },
+  { name: 'debian-12', description: 'Debian 12', osFlavor: 'debian', osVersion: '12', created: '2023-06-13T06:00:02Z', ids: { x86: 114690387, arm: 114690389 } },
+] as const;
+
+/** The system images: every name in each architecture, in id order. */
+export const SYSTEM_IMAGES: SystemImage[] = SYSTEM_IMAGE_RELEASES.flatMap(({ ids, ...release }) =>
+  (['x86', 'arm'] as const).map((architecture) => ({ ...release, id: ids[architecture], architecture })),
+).sort((a, b) => a.id - b.id);
+
+export function systemImageById(id: number): SystemImage | undefined {
+  return SYSTEM_IMAGES.find((i) => i.id === id);
+}
+
+export function systemImageByName(name: string, architecture: Architecture): SystemImage | undefined {
+  return SYSTEM_IMAGES.find((i) => i.name === name && i.architecture === architecture);
+}

@@ -1,15 +1,23 @@
 import {
-  DATACENTER_NUMBERS,
   DEFAULT_LOCATION,
   LOCATIONS,
-  SERVER_TYPE_NAME,
   SYSTEM_IMAGES,
+  datacenterOf,
+  findDatacenterLocation,
+  findLocation,
+  findServerType,
+  parseId,
   serverTypeArchitecture,
   serverTypeBody,
-  catalogServerTypes,
+  serverTypeNames,
   serverTypeAvailability,
   serverTypeDisk,
+  systemImageById,
+  systemImageByName,
+  type Architecture,
+  type SystemImage,
 } from './hetzner.catalog';
+import type { SshKeyStore } from './hetzner.ssh-keys';
 import { LabelSelectorCache, LabelSelectorError } from './label-selector';
 import type { Random } from './random';
 import type { Scheduler } from './scheduler';
@@ -50,13 +58,16 @@ export interface ServerRecord {
   labels: Record<string, string>;
   serverType: string;
   location: string;
-  image: string;
+  /** The system image the server was created from; null when it was a snapshot (`fromImage`). */
+  systemImage: SystemImage | null;
   userData: string | null;
+  /** The `ssh_keys` of the create request, as given (ids or names, each naming a key that existed). */
   sshKeys: string[];
-  ipv4: string;
-  ipv4Id: number;
-  ipv6: string;
-  ipv6Id: number;
+  /** Null when created with `public_net.enable_ipv4: false` (and likewise IPv6). */
+  ipv4: string | null;
+  ipv4Id: number | null;
+  ipv6: string | null;
+  ipv6Id: number | null;
   ignoresAcpi: boolean;
   actionIds: number[];
   /** Ids of actions still running on this server; non-empty = locked. */
@@ -82,11 +93,33 @@ export interface ImageRecord {
   diskSize: number;
   createdAt: number;
   createdFrom: { id: number; name: string };
-  architecture: 'x86' | 'arm';
+  architecture: Architecture;
   osFlavor: string;
   osVersion: string | null;
   /** The tailnet device whose node state was on the disk when it was snapshotted (simulator-only). */
   deviceId: string | null;
+}
+
+/** An image in the official shape (GET /images, a server's `image`). */
+export interface ImageBody {
+  id: number;
+  type: 'system' | 'snapshot';
+  status: ImageStatus;
+  name: string | null;
+  description: string;
+  image_size: number | null;
+  disk_size: number;
+  created: string;
+  created_from: { id: number; name: string } | null;
+  bound_to: null;
+  os_flavor: string;
+  os_version: string | null;
+  rapid_deploy: boolean;
+  protection: { delete: boolean };
+  deprecated: null;
+  deleted: null;
+  labels: Record<string, string>;
+  architecture: Architecture;
 }
 
 export interface ImageQuery {
@@ -113,15 +146,20 @@ export interface ActionRecord {
   error: { code: string; message: string } | null;
 }
 
+/** A POST /servers body once checked: every reference resolved to something that exists. */
 export interface CreateServerInput {
   name: string;
   serverType: string;
-  image: string;
-  location?: string;
-  sshKeys?: string[];
-  userData?: string | null;
-  labels?: Record<string, string>;
-  startAfterCreate?: boolean;
+  location: string;
+  /** Exactly one of the two: a system image (by name or id) or a snapshot (by id). */
+  systemImage: SystemImage | null;
+  fromImage: ImageRecord | null;
+  sshKeys: string[];
+  userData: string | null;
+  labels: Record<string, string>;
+  startAfterCreate: boolean;
+  enableIpv4: boolean;
+  enableIpv6: boolean;
 }
 
 export interface HetznerHooks {
@@ -158,6 +196,26 @@ const POWER_COMMANDS: Record<PowerAction, ActionCommand> = {
 };
 
 const MAX_USER_DATA_BYTES = 32 * 1024;
+export type FieldProblem = { name: string; messages: string[] };
+
+/** 422 `invalid_input` naming every bad field, the first one in the message (the official example's shape). */
+export function invalidInput(fields: FieldProblem[]): HetznerApiError {
+  return new HetznerApiError(422, 'invalid_input', `invalid input in field '${fields[0].name}': ${fields[0].messages[0]}`, { fields });
+}
+
+/** A request body that must be a JSON object (anything else is Hetzner's 400 `json_error`). */
+export function jsonObject(body: unknown): Record<string, unknown> {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new HetznerApiError(400, 'json_error', 'request body must be a JSON object');
+  }
+  return body as Record<string, unknown>;
+}
+
+/** The API's answer to a reference to something that does not exist (seen from Hetzner: `details` is `{}`). */
+function notFoundInput(message: string): HetznerApiError {
+  return new HetznerApiError(422, 'invalid_input', message, {});
+}
+
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const LABEL_NAME = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
 const LABEL_PREFIX = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$/;
@@ -173,6 +231,7 @@ export class HetznerCloud {
   private readonly byName = new Map<string, ServerRecord>();
   private readonly selectors = new LabelSelectorCache();
   private readonly typeBodies = new Map<string, ReturnType<typeof serverTypeBody>>();
+  private readonly dcTypes = new Map<string, { supported: number[]; available: number[]; available_for_migration: number[] }>();
   // Ids and addresses are never reused within one simulator, even across reset(), so a stale id
   // held by a client from an earlier test can never hit a new server.
   private nextServerId = 4_711_001;
@@ -186,6 +245,8 @@ export class HetznerCloud {
       random: Random;
       timings: () => SimTimings;
       hooks: HetznerHooks;
+      /** The project's SSH keys, which `ssh_keys` in a create must name. */
+      sshKeys: SshKeyStore;
     },
   ) {}
 
@@ -198,41 +259,37 @@ export class HetznerCloud {
 
   // ---- validation --------------------------------------------------------------------------
 
-  /** Turns a POST /servers body into input, or throws 422 invalid_input listing every bad field. */
+  /**
+   * Turns a POST /servers body into input, or throws what Hetzner answers: 422 `invalid_input` listing
+   * every malformed field, then 422 `invalid_input` for the first reference to something that does not
+   * exist (server type, location or data center, image, SSH key), then the placement's own refusals.
+   * Nothing is created before all of it passes.
+   */
   parseCreateBody(body: unknown): CreateServerInput {
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-      throw new HetznerApiError(400, 'json_error', 'request body must be a JSON object');
-    }
-    const b = body as Record<string, unknown>;
-    const fields: { name: string; messages: string[] }[] = [];
+    const b = jsonObject(body);
+    const fields: FieldProblem[] = [];
     const bad = (name: string, message: string) => fields.push({ name, messages: [message] });
+    const reference = (field: string, value: unknown, required: boolean): string | number | undefined => {
+      if (value === undefined) {
+        if (required) bad(field, 'Missing data for required field.');
+      } else if ((typeof value === 'string' && value !== '') || typeof value === 'number') return value;
+      else bad(field, 'must be an ID or a name');
+      return undefined;
+    };
 
     if (b.name === undefined) bad('name', 'Missing data for required field.');
     else if (typeof b.name !== 'string' || !HOSTNAME.test(b.name)) bad('name', 'must be a valid hostname (RFC 1123)');
-    const serverType = typeof b.server_type === 'number' ? String(b.server_type) : b.server_type;
-    if (serverType === undefined) bad('server_type', 'Missing data for required field.');
-    else if (typeof serverType !== 'string' || !SERVER_TYPE_NAME.test(serverType)) bad('server_type', 'server type not found');
-    const image = typeof b.image === 'number' ? String(b.image) : b.image;
-    if (image === undefined) bad('image', 'Missing data for required field.');
-    else if (typeof image !== 'string' || image.length === 0) bad('image', 'image not found');
+    const serverTypeRef = reference('server_type', b.server_type, true);
+    const imageRef = reference('image', b.image, true);
+    if (b.location !== undefined && b.datacenter !== undefined) bad('location', 'must not be used together with datacenter');
+    const locationRef = reference('location', b.location, false);
+    const datacenterRef = reference('datacenter', b.datacenter, false);
 
-    let location: string | undefined;
-    if (b.location !== undefined && b.datacenter !== undefined) {
-      bad('location', 'must not be used together with datacenter');
-    } else if (b.location !== undefined) {
-      if (typeof b.location !== 'string' || !LOCATIONS[b.location]) bad('location', 'location not found');
-      else location = b.location;
-    } else if (b.datacenter !== undefined) {
-      const loc = typeof b.datacenter === 'string' ? b.datacenter.split('-dc')[0] : undefined;
-      if (!loc || !LOCATIONS[loc]) bad('datacenter', 'datacenter not found');
-      else location = loc;
-    }
-
-    let sshKeys: string[] | undefined;
+    let sshKeyRefs: (string | number)[] = [];
     if (b.ssh_keys !== undefined) {
-      if (!Array.isArray(b.ssh_keys) || !b.ssh_keys.every((k) => typeof k === 'string' || typeof k === 'number')) {
-        bad('ssh_keys', 'must be a list of SSH key ids or names');
-      } else sshKeys = b.ssh_keys.map(String);
+      if (!Array.isArray(b.ssh_keys) || !b.ssh_keys.every((k) => (typeof k === 'string' && k !== '') || typeof k === 'number')) {
+        bad('ssh_keys', 'must be a list of SSH key IDs or names');
+      } else sshKeyRefs = b.ssh_keys as (string | number)[];
     }
     if (b.user_data !== undefined && b.user_data !== null) {
       if (typeof b.user_data !== 'string') bad('user_data', 'must be a string');
@@ -241,43 +298,90 @@ export class HetznerCloud {
     if (b.start_after_create !== undefined && typeof b.start_after_create !== 'boolean') {
       bad('start_after_create', 'must be a boolean');
     }
-    let labels: Record<string, string> | undefined;
     if (b.labels !== undefined) {
       const problem = labelsProblem(b.labels);
       if (problem) bad('labels', problem);
-      else labels = b.labels as Record<string, string>;
+    }
+    const publicNet = b.public_net === undefined ? {} : b.public_net;
+    const net = (typeof publicNet === 'object' && publicNet !== null && !Array.isArray(publicNet) ? publicNet : {}) as Record<string, unknown>;
+    if (net !== publicNet) bad('public_net', 'must be an object');
+    for (const flag of ['enable_ipv4', 'enable_ipv6'] as const) {
+      if (net[flag] !== undefined && typeof net[flag] !== 'boolean') bad(`public_net.${flag}`, 'must be a boolean');
+    }
+    const enableIpv4 = net.enable_ipv4 !== false;
+    const enableIpv6 = net.enable_ipv6 !== false;
+    // Without a public address or a private network the server could not be reached at all.
+    if (!enableIpv4 && !enableIpv6 && !(Array.isArray(b.networks) && b.networks.length > 0)) {
+      bad('public_net', 'a server needs a public IPv4, a public IPv6 or a network');
     }
 
-    if (location && typeof serverType === 'string') {
-      const availability = serverTypeAvailability(serverType, location);
-      if (availability === 'unsupported') bad('server_type', `server type ${serverType} is not supported in location ${location}`);
-      if (availability === 'sold_out') {
-        throw new HetznerApiError(412, 'resource_unavailable', `server type ${serverType} is unavailable in location ${location}`);
-      }
+    if (fields.length > 0) throw invalidInput(fields);
+
+    const serverType = findServerType(serverTypeRef!);
+    if (!serverType) throw notFoundInput('server type not found');
+    let location = DEFAULT_LOCATION;
+    if (locationRef !== undefined) {
+      const found = findLocation(locationRef);
+      if (!found) throw notFoundInput('location not found');
+      location = found;
+    } else if (datacenterRef !== undefined) {
+      const found = findDatacenterLocation(datacenterRef);
+      if (!found) throw notFoundInput('datacenter not found');
+      location = found;
+    }
+    const { systemImage, fromImage } = this.findImage(imageRef!, serverType);
+    for (const ref of sshKeyRefs) {
+      if (!this.deps.sshKeys.find(ref)) throw notFoundInput(`SSH key '${ref}' not found`);
     }
 
-    if (fields.length > 0) {
-      const first = fields[0];
-      throw new HetznerApiError(422, 'invalid_input', `invalid input in field '${first.name}': ${first.messages[0]}`, {
-        fields,
-      });
+    const availability = serverTypeAvailability(serverType, location);
+    if (availability === 'unsupported') throw notFoundInput('unsupported location for server type');
+    if (availability === 'sold_out') {
+      throw new HetznerApiError(412, 'resource_unavailable', `server type ${serverType} is unavailable in location ${location}`);
     }
+    if (fromImage) {
+      if (fromImage.status !== 'available') throw notFoundInput(`image ${fromImage.id} is not available yet`);
+      if (fromImage.diskSize > serverTypeDisk(serverType)) throw notFoundInput(`image ${fromImage.id} needs a disk of ${fromImage.diskSize} GB`);
+    }
+
     return {
       name: b.name as string,
-      serverType: serverType as string,
-      image: image as string,
+      serverType,
       location,
-      sshKeys,
+      systemImage,
+      fromImage,
+      sshKeys: sshKeyRefs.map(String),
       userData: (b.user_data as string | null | undefined) ?? null,
-      labels,
-      startAfterCreate: b.start_after_create as boolean | undefined,
+      labels: { ...((b.labels as Record<string, string> | undefined) ?? {}) },
+      startAfterCreate: (b.start_after_create as boolean | undefined) ?? true,
+      enableIpv4,
+      enableIpv6,
     };
+  }
+
+  /**
+   * The image a create names: a system image by name (the one for the server type's architecture) or
+   * by id, or a snapshot by id. Snapshots have no name, so a name only ever means a system image.
+   */
+  private findImage(ref: string | number, serverType: string): { systemImage: SystemImage | null; fromImage: ImageRecord | null } {
+    const architecture = serverTypeArchitecture(serverType);
+    const byName = typeof ref === 'string' ? systemImageByName(ref, architecture) : undefined;
+    if (byName) return { systemImage: byName, fromImage: null };
+    const id = typeof ref === 'number' ? ref : parseId(ref);
+    const systemImage = id === undefined ? undefined : systemImageById(id);
+    const fromImage = id === undefined ? undefined : this.images.get(id);
+    const found = systemImage ?? fromImage;
+    if (!found) throw notFoundInput('image not found');
+    if (found.architecture !== architecture) {
+      throw notFoundInput(`image architecture ${found.architecture} does not match server type architecture ${architecture}`);
+    }
+    return { systemImage: systemImage ?? null, fromImage: fromImage ?? null };
   }
 
   // ---- catalogue ---------------------------------------------------------------------------
 
   listServerTypes(q: { name?: string; page?: string; perPage?: string }) {
-    const names = catalogServerTypes().filter((n) => q.name === undefined || n === q.name);
+    const names = serverTypeNames().filter((n) => q.name === undefined || n === q.name);
     const { items, pagination } = paginate(names, q.page, q.perPage);
     return { items: items.map((n) => this.typeBody(n)), pagination };
   }
@@ -295,7 +399,7 @@ export class HetznerCloud {
   ): { server: ServerRecord; action: ActionRecord; nextActions: ActionRecord[] } {
     const server = this.insertServer(input, now, 'initializing');
     const t = this.deps.timings().actionDurationMs;
-    const startAfterCreate = input.startAfterCreate ?? true;
+    const startAfterCreate = input.startAfterCreate;
     const action = this.startAction(server, 'create_server', now, t.create_server, {
       onSuccess: (at) => this.setStatus(server, startAfterCreate ? 'starting' : 'off', at),
       onError: (at) => this.setStatus(server, 'off', at),
@@ -402,27 +506,45 @@ export class HetznerCloud {
     return server;
   }
 
+  /** PUT /servers/{id}: a new name (unique, a hostname) and/or labels (replacing the old set). */
+  updateServer(id: number, body: unknown): ServerRecord {
+    const server = this.getServer(id);
+    const b = jsonObject(body);
+    const fields: FieldProblem[] = [];
+    if (b.name !== undefined && (typeof b.name !== 'string' || !HOSTNAME.test(b.name))) {
+      fields.push({ name: 'name', messages: ['must be a valid hostname (RFC 1123)'] });
+    }
+    const problem = b.labels === undefined ? undefined : labelsProblem(b.labels);
+    if (problem) fields.push({ name: 'labels', messages: [problem] });
+    if (fields.length > 0) throw invalidInput(fields);
+    if (typeof b.name === 'string' && b.name !== server.name) {
+      this.assertNameFree(b.name);
+      this.byName.delete(server.name);
+      server.name = b.name;
+      this.byName.set(server.name, server);
+    }
+    if (b.labels !== undefined) server.labels = { ...(b.labels as Record<string, string>) };
+    return server;
+  }
+
   /**
    * POST /servers/{id}/actions/create_image. The server may be running (snapshotted live) or off;
    * the action takes a base time plus a time per GB of disk, and the image is `creating` until then.
    */
   createImage(serverId: number, body: unknown, now: number): { image: ImageRecord; action: ActionRecord } {
     const server = this.lockable(serverId);
-    const b = (body ?? {}) as Record<string, unknown>;
-    if (typeof b !== 'object' || Array.isArray(b)) throw new HetznerApiError(400, 'json_error', 'request body must be a JSON object');
-    const fields: { name: string; messages: string[] }[] = [];
+    const b = body === undefined ? {} : jsonObject(body);
+    const fields: FieldProblem[] = [];
     if (b.type !== undefined && b.type !== 'snapshot' && b.type !== 'backup') fields.push({ name: 'type', messages: ['must be snapshot or backup'] });
     if (b.description !== undefined && typeof b.description !== 'string') fields.push({ name: 'description', messages: ['must be a string'] });
     if (b.labels !== undefined) {
       const problem = labelsProblem(b.labels);
       if (problem) fields.push({ name: 'labels', messages: [problem] });
     }
-    if (fields.length > 0) {
-      throw new HetznerApiError(422, 'invalid_input', `invalid input in field '${fields[0].name}': ${fields[0].messages[0]}`, { fields });
-    }
+    if (fields.length > 0) throw invalidInput(fields);
     if (b.type === 'backup') throw new HetznerApiError(422, 'invalid_input', 'backups are not enabled for this server');
     const disk = serverTypeDisk(server.serverType);
-    const [osFlavor, osVersion] = server.fromImage ? [server.fromImage.osFlavor, server.fromImage.osVersion] : imageFlavor(server.image);
+    const origin = server.fromImage ?? server.systemImage!;
     const image: ImageRecord = {
       id: this.nextImageId++,
       type: 'snapshot',
@@ -435,8 +557,8 @@ export class HetznerCloud {
       createdAt: now,
       createdFrom: { id: server.id, name: server.name },
       architecture: serverTypeArchitecture(server.serverType),
-      osFlavor,
-      osVersion,
+      osFlavor: origin.osFlavor,
+      osVersion: origin.osVersion,
       deviceId: this.deps.hooks.deviceOnDisk(server),
     };
     this.images.set(image.id, image);
@@ -459,17 +581,38 @@ export class HetznerCloud {
     return image;
   }
 
+  /** GET /images/{id}: a snapshot, or one of the system images. */
+  imageBodyById(id: number): ImageBody {
+    const system = systemImageById(id);
+    return system ? systemImageBody(system) : this.imageBody(this.getImage(id));
+  }
+
+  /** PUT /images/{id}: description, labels, and `type: snapshot` (a snapshot already is one). */
+  updateImage(id: number, body: unknown): ImageRecord {
+    const image = this.ownImage(id);
+    const b = jsonObject(body);
+    const fields: FieldProblem[] = [];
+    if (b.description !== undefined && typeof b.description !== 'string') fields.push({ name: 'description', messages: ['must be a string'] });
+    if (b.type !== undefined && b.type !== 'snapshot') fields.push({ name: 'type', messages: ['must be one of: snapshot'] });
+    const problem = b.labels === undefined ? undefined : labelsProblem(b.labels);
+    if (problem) fields.push({ name: 'labels', messages: [problem] });
+    if (fields.length > 0) throw invalidInput(fields);
+    if (typeof b.description === 'string') image.description = b.description;
+    if (b.labels !== undefined) image.labels = { ...(b.labels as Record<string, string>) };
+    return image;
+  }
+
   deleteImage(id: number): void {
-    this.getImage(id);
+    this.ownImage(id);
     this.images.delete(id);
   }
 
   /** GET /images: the system images and every snapshot, filtered like the real listing. */
-  listImages(q: ImageQuery): { items: ReturnType<HetznerCloud['imageBody']>[]; pagination: Pagination } {
-    const predicate = this.labelPredicate(q.labelSelector);
+  listImages(q: ImageQuery): { items: ImageBody[]; pagination: Pagination } {
+    const predicate = labelFilter(this.selectors, q.labelSelector);
     const types = q.type && q.type.length > 0 ? new Set(q.type) : undefined;
     const statuses = q.status && q.status.length > 0 ? new Set(q.status) : undefined;
-    let items = [...SYSTEM_IMAGES.map((i) => systemImageBody(i.name)), ...[...this.images.values()].map((i) => this.imageBody(i))];
+    let items = [...SYSTEM_IMAGES.map((i) => systemImageBody(i)), ...[...this.images.values()].map((i) => this.imageBody(i))];
     items = items.filter(
       (i) =>
         (!types || types.has(i.type)) &&
@@ -482,17 +625,23 @@ export class HetznerCloud {
     return paginate(items, q.page, q.perPage);
   }
 
-  imageBody(i: ImageRecord) {
+  /** A snapshot this project owns; Hetzner's own system images cannot be changed or deleted. */
+  private ownImage(id: number): ImageRecord {
+    if (systemImageById(id)) throw new HetznerApiError(422, 'unsupported_error', `image ${id} is a system image; only snapshots and backups can be changed`);
+    return this.getImage(id);
+  }
+
+  imageBody(i: ImageRecord): ImageBody {
     return {
       id: i.id,
-      type: i.type as 'system' | 'snapshot',
+      type: i.type,
       status: i.status,
-      name: null as string | null,
+      name: null,
       description: i.description,
       image_size: i.status === 'available' ? i.imageSize : null,
       disk_size: i.diskSize,
       created: iso(i.createdAt),
-      created_from: { ...i.createdFrom } as { id: number; name: string } | null,
+      created_from: { ...i.createdFrom },
       bound_to: null,
       os_flavor: i.osFlavor,
       os_version: i.osVersion,
@@ -506,17 +655,6 @@ export class HetznerCloud {
   }
 
   // ---- queries -----------------------------------------------------------------------------
-
-  /** A listing's label_selector as a predicate (none when absent or empty); a malformed one is a 400 invalid_input. */
-  private labelPredicate(selector: string | undefined): ((labels: Record<string, string>) => boolean) | undefined {
-    if (selector === undefined || selector === '') return undefined;
-    try {
-      return this.selectors.get(selector);
-    } catch (err) {
-      if (err instanceof LabelSelectorError) throw new HetznerApiError(400, 'invalid_input', err.message);
-      throw err;
-    }
-  }
 
   getServer(id: number): ServerRecord {
     const server = this.servers.get(id);
@@ -533,7 +671,7 @@ export class HetznerCloud {
   }
 
   listServers(q: ListQuery): { items: ServerRecord[]; pagination: Pagination } {
-    const predicate = this.labelPredicate(q.labelSelector);
+    const predicate = labelFilter(this.selectors, q.labelSelector);
     const statuses = q.status && q.status.length > 0 ? new Set(q.status) : undefined;
     let items: ServerRecord[];
     if (q.name !== undefined) {
@@ -583,29 +721,32 @@ export class HetznerCloud {
 
   serverBody(s: ServerRecord) {
     const loc = LOCATIONS[s.location];
-    const dc = DATACENTER_NUMBERS[s.location] ?? 1;
+    const dc = datacenterOf(s.location);
     return {
       id: s.id,
       name: s.name,
       status: s.status,
       created: iso(s.createdAt),
       public_net: {
-        ipv4: { id: s.ipv4Id, ip: s.ipv4, blocked: false, dns_ptr: `static.${s.ipv4.split('.').reverse().join('.')}.clients.your-server.de` },
-        ipv6: { id: s.ipv6Id, ip: s.ipv6, blocked: false, dns_ptr: [] as { ip: string; dns_ptr: string }[] },
+        ipv4:
+          s.ipv4 === null
+            ? null
+            : { id: s.ipv4Id!, ip: s.ipv4, blocked: false, dns_ptr: `static.${s.ipv4.split('.').reverse().join('.')}.clients.your-server.de` },
+        ipv6: s.ipv6 === null ? null : { id: s.ipv6Id!, ip: s.ipv6, blocked: false, dns_ptr: [] as { ip: string; dns_ptr: string }[] },
         floating_ips: [] as number[],
         firewalls: [] as { id: number; status: string }[],
       },
       private_net: [] as unknown[],
       server_type: this.typeBody(s.serverType),
       datacenter: {
-        id: loc.id * 10 + dc,
-        name: `${loc.name}-dc${dc}`,
-        description: `${loc.city} DC ${dc}`,
+        id: dc.id,
+        name: dc.name,
+        description: `${loc.city} DC ${dc.number}`,
         location: loc,
-        server_types: { supported: [104, 105, 106], available: [104, 105, 106], available_for_migration: [104, 105, 106] },
+        server_types: this.datacenterTypes(s.location),
       },
       location: loc,
-      image: s.fromImage ? this.imageBody(s.fromImage) : { ...systemImageBody(s.image), architecture: serverTypeArchitecture(s.serverType) },
+      image: s.fromImage ? this.imageBody(s.fromImage) : systemImageBody(s.systemImage!),
       iso: null,
       rescue_enabled: false,
       locked: s.runningActions.size > 0,
@@ -642,26 +783,7 @@ export class HetznerCloud {
   // ---- internals ---------------------------------------------------------------------------
 
   private insertServer(input: CreateServerInput, now: number, status: ServerStatus): ServerRecord {
-    if (this.byName.has(input.name)) {
-      throw new HetznerApiError(409, 'uniqueness_error', 'server name is already used', { fields: [{ name: 'name' }] });
-    }
-    // An image given by id must be one of ours: a snapshot that is available and fits the disk.
-    let fromImage: ImageRecord | null = null;
-    if (/^[0-9]+$/.test(input.image)) {
-      const found = this.images.get(Number(input.image));
-      const system = SYSTEM_IMAGES.find((i) => imageId(i.name) === Number(input.image));
-      if (!found && !system) throw new HetznerApiError(422, 'invalid_input', "invalid input in field 'image': image not found");
-      if (found) {
-        if (found.status !== 'available') throw new HetznerApiError(422, 'invalid_input', `image ${found.id} is not available yet`);
-        if (found.diskSize > serverTypeDisk(input.serverType)) {
-          throw new HetznerApiError(422, 'invalid_input', `image ${found.id} needs a disk of ${found.diskSize} GB`);
-        }
-        if (found.architecture !== serverTypeArchitecture(input.serverType)) {
-          throw new HetznerApiError(422, 'invalid_input', `image ${found.id} is for ${found.architecture}`);
-        }
-        fromImage = found;
-      }
-    }
+    this.assertNameFree(input.name);
     let n = this.nextIp++;
     let ipv4 = publicIpv4(n);
     while (ipv4 === undefined) ipv4 = publicIpv4((n = this.nextIp++));
@@ -670,26 +792,32 @@ export class HetznerCloud {
       name: input.name,
       status,
       createdAt: now,
-      labels: { ...(input.labels ?? {}) },
+      labels: { ...input.labels },
       serverType: input.serverType,
-      location: input.location ?? DEFAULT_LOCATION,
-      image: input.image,
-      userData: input.userData ?? null,
-      sshKeys: input.sshKeys ?? [],
-      ipv4,
-      ipv4Id: 50_000_000 + 2 * n,
-      ipv6: `2a01:4f8:c01${(n >> 16) & 0xf}:${(n & 0xffff).toString(16)}::/64`,
-      ipv6Id: 50_000_001 + 2 * n,
+      location: input.location,
+      systemImage: input.systemImage,
+      userData: input.userData,
+      sshKeys: [...input.sshKeys],
+      ipv4: input.enableIpv4 ? ipv4 : null,
+      ipv4Id: input.enableIpv4 ? 50_000_000 + 2 * n : null,
+      ipv6: input.enableIpv6 ? `2a01:4f8:c01${(n >> 16) & 0xf}:${(n & 0xffff).toString(16)}::/64` : null,
+      ipv6Id: input.enableIpv6 ? 50_000_001 + 2 * n : null,
       ignoresAcpi: this.deps.random.next() < this.deps.timings().ignoreAcpiRate,
       actionIds: [],
       runningActions: new Set(),
       powerSeq: 0,
       failNextAction: null,
-      fromImage,
+      fromImage: input.fromImage,
     };
     this.servers.set(server.id, server);
     this.byName.set(server.name, server);
     return server;
+  }
+
+  private assertNameFree(name: string): void {
+    if (this.byName.has(name)) {
+      throw new HetznerApiError(409, 'uniqueness_error', 'server name is already used', { fields: [{ name: 'name' }] });
+    }
   }
 
   /** The server, if it exists and no action runs on it (Hetzner answers 423 `locked` otherwise). */
@@ -762,6 +890,18 @@ export class HetznerCloud {
     return this.servers.get(server.id) === server;
   }
 
+  /** A data center's `server_types`: ids of the types offered in its location, and of those not sold out. */
+  private datacenterTypes(location: string) {
+    let types = this.dcTypes.get(location);
+    if (!types) {
+      const offered = serverTypeNames().filter((n) => serverTypeAvailability(n, location) !== 'unsupported');
+      const available = offered.filter((n) => serverTypeAvailability(n, location) === 'available').map((n) => this.typeBody(n).id);
+      types = { supported: offered.map((n) => this.typeBody(n).id), available, available_for_migration: available };
+      this.dcTypes.set(location, types);
+    }
+    return { supported: [...types.supported], available: [...types.available], available_for_migration: [...types.available] };
+  }
+
   private typeBody(name: string) {
     let body = this.typeBodies.get(name);
     if (!body) {
@@ -772,12 +912,9 @@ export class HetznerCloud {
   }
 }
 
-export function parseId(raw: string): number | undefined {
-  if (!/^[1-9][0-9]{0,15}$/.test(raw)) return undefined;
-  return Number(raw);
-}
+export { parseId };
 
-function labelsProblem(labels: unknown): string | undefined {
+export function labelsProblem(labels: unknown): string | undefined {
   if (typeof labels !== 'object' || labels === null || Array.isArray(labels)) return 'must be an object';
   for (const [key, value] of Object.entries(labels)) {
     if (typeof value !== 'string') return `value of '${key}' must be a string`;
@@ -799,44 +936,43 @@ function publicIpv4(n: number): string | undefined {
   return last === 0 || last === 255 ? undefined : `49.${12 + (v >> 16)}.${(v >> 8) & 0xff}.${last}`;
 }
 
-function imageFlavor(image: string): [string, string | null] {
-  const m = /^(ubuntu|debian|fedora|centos|rocky|alma)-(.+)$/.exec(image);
-  return m ? [m[1], m[2]] : ['unknown', null];
-}
-
-function imageId(image: string): number {
-  let h = 0;
-  for (let i = 0; i < image.length; i++) h = (h * 31 + image.charCodeAt(i)) >>> 0;
-  return 100_000 + (h % 100_000);
-}
-
 /** A system image as GET /images and a server's `image` show it. */
-export function systemImageBody(name: string) {
-  const [os, version] = imageFlavor(name);
+export function systemImageBody(i: SystemImage): ImageBody {
   return {
-    id: imageId(name),
-    type: 'system' as 'system' | 'snapshot',
-    status: 'available' as ImageStatus,
-    name: name as string | null,
-    description: name,
-    image_size: null as number | null,
+    id: i.id,
+    type: 'system',
+    status: 'available',
+    name: i.name,
+    description: i.description,
+    image_size: null,
     disk_size: 5,
-    created: '2024-04-25T00:00:00Z',
-    created_from: null as { id: number; name: string } | null,
+    created: i.created,
+    created_from: null,
     bound_to: null,
-    os_flavor: os,
-    os_version: version,
+    os_flavor: i.osFlavor,
+    os_version: i.osVersion,
     rapid_deploy: true,
     protection: { delete: false },
     deprecated: null,
     deleted: null,
-    labels: {} as Record<string, string>,
-    architecture: (name.includes('arm') ? 'arm' : 'x86') as 'x86' | 'arm',
+    labels: {},
+    architecture: i.architecture,
   };
 }
 
+/** A listing's label_selector as a predicate (none when absent or empty); a malformed one is a 400 invalid_input. */
+export function labelFilter(selectors: LabelSelectorCache, selector: string | undefined): ((labels: Record<string, string>) => boolean) | undefined {
+  if (selector === undefined || selector === '') return undefined;
+  try {
+    return selectors.get(selector);
+  } catch (err) {
+    if (err instanceof LabelSelectorError) throw new HetznerApiError(400, 'invalid_input', err.message);
+    throw err;
+  }
+}
+
 /** Records are kept in id order already (ids only grow), so the default order costs nothing. */
-function sortRecords<T extends { id: number }>(items: T[], sort: string[] | undefined, name: (x: T) => string): void {
+export function sortRecords<T extends { id: number }>(items: T[], sort: string[] | undefined, name: (x: T) => string): void {
   if (!sort || sort.length === 0) return;
   const [field, dir = 'asc'] = sort[0].split(':');
   if (field === 'id' && dir === 'asc') return;

@@ -34,6 +34,7 @@ function linkHeader(req: SimRequest, p: Pagination): Record<string, string> {
 
 export function createHetznerApi(sim: CloudSimulator): ApiModule {
   const h = sim.hetzner;
+  const keys = sim.sshKeys;
   const router = new Router();
   const P = HETZNER_PREFIX;
   const actionList = (req: SimRequest, items: ActionRecord[], pagination: Pagination, now: number): SimResponse => ({
@@ -80,6 +81,10 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
     .add('GET', `${P}/servers/{id}`, (req) => {
       sim.now();
       return { status: 200, body: { server: h.serverBody(h.getServer(idParam(req, 'id', 'server'))) } };
+    })
+    .add('PUT', `${P}/servers/{id}`, (req) => {
+      sim.now();
+      return { status: 200, body: { server: h.serverBody(h.updateServer(idParam(req, 'id', 'server'), jsonBody(req))) } };
     })
     .add('DELETE', `${P}/servers/{id}`, (req) => {
       const now = sim.now();
@@ -138,7 +143,11 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
     })
     .add('GET', `${P}/images/{id}`, (req) => {
       sim.now();
-      return { status: 200, body: { image: h.imageBody(h.getImage(idParam(req, 'id', 'image'))) } };
+      return { status: 200, body: { image: h.imageBodyById(idParam(req, 'id', 'image')) } };
+    })
+    .add('PUT', `${P}/images/{id}`, (req) => {
+      sim.now();
+      return { status: 200, body: { image: h.imageBody(h.updateImage(idParam(req, 'id', 'image'), jsonBody(req))) } };
     })
     .add('DELETE', `${P}/images/{id}`, (req) => {
       sim.now();
@@ -150,6 +159,31 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
       const name = serverTypeById(idParam(req, 'id', 'server type'));
       if (!name) throw new HetznerApiError(404, 'not_found', `server type with ID '${req.params.id}' not found`);
       return { status: 200, body: { server_type: serverTypeBody(name) } };
+    });
+  router
+    .add('POST', `${P}/ssh_keys`, (req) => ({ status: 201, body: { ssh_key: keys.body(keys.create(jsonBody(req), sim.now())) } }))
+    .add('GET', `${P}/ssh_keys`, (req) => {
+      sim.now();
+      const { items, pagination } = keys.list({
+        ...listParams(req),
+        name: req.query.get('name') ?? undefined,
+        fingerprint: req.query.get('fingerprint') ?? undefined,
+        labelSelector: req.query.get('label_selector') ?? undefined,
+      });
+      return {
+        status: 200,
+        body: { ssh_keys: items.map((k) => keys.body(k)), meta: { pagination } },
+        headers: linkHeader(req, pagination),
+      };
+    })
+    .add('GET', `${P}/ssh_keys/{id}`, (req) => ({ status: 200, body: { ssh_key: keys.body(keys.get(idParam(req, 'id', 'SSH key'))) } }))
+    .add('PUT', `${P}/ssh_keys/{id}`, (req) => ({
+      status: 200,
+      body: { ssh_key: keys.body(keys.update(idParam(req, 'id', 'SSH key'), jsonBody(req))) },
+    }))
+    .add('DELETE', `${P}/ssh_keys/{id}`, (req) => {
+      keys.delete(idParam(req, 'id', 'SSH key'));
+      return { status: 204 };
     });
   for (const kind of POWER_ACTIONS) {
     router.add('POST', `${P}/servers/{id}/actions/${kind}`, (req) => {

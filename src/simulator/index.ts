@@ -1,9 +1,11 @@
 export { SIM_DEFAULT_CREDENTIALS, credentialsFromEnv, simulatorEnv, type SimCredentials, type SimCredentialsInput, type SimOAuthClient } from './credentials';
 export { startSimulator, type RunningSimulator, type StartSimulatorOptions } from './simulator.server';
+export { seedPublicKey, sshKeyFingerprint, type SimSshKeyInput } from './hetzner.ssh-keys';
 export type {
   EnrollmentState,
   HetznerActionBody,
   HetznerServerBody,
+  HetznerSshKeyBody,
   SimAuthKeyState,
   SimControl,
   SimDeviceInput,

@@ -1,14 +1,16 @@
 import { credentialsFromEnv, startSimulator } from './index';
 
 // `npm run simulator`: the simulated clouds on SIM_HOST:SIM_PORT, demo-scale timings unless SIM_TIMINGS says otherwise,
-// accepting only SIM_HETZNER_TOKEN and the OAuth client SIM_TAILSCALE_CLIENT_ID/SIM_TAILSCALE_CLIENT_SECRET (defaults: SIM_DEFAULT_CREDENTIALS).
+// accepting only SIM_HETZNER_TOKEN and the OAuth client SIM_TAILSCALE_CLIENT_ID/SIM_TAILSCALE_CLIENT_SECRET (defaults: SIM_DEFAULT_CREDENTIALS),
+// with the SSH keys named in SIM_SSH_KEYS (comma-separated) already in the Hetzner project, as HETZNER_SSH_KEYS needs them.
 async function main(): Promise<void> {
   const port = Number(process.env.SIM_PORT ?? 4010);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`SIM_PORT must be a port number, got ${process.env.SIM_PORT}`);
   const seed = process.env.SIM_SEED === undefined ? undefined : Number(process.env.SIM_SEED);
   const timings = process.env.SIM_TIMINGS ? JSON.parse(process.env.SIM_TIMINGS) : undefined;
   const credentials = credentialsFromEnv(process.env);
-  const sim = await startSimulator({ port, host: process.env.SIM_HOST ?? '127.0.0.1', seed, timings, credentials });
+  const sshKeys = (process.env.SIM_SSH_KEYS ?? '').split(',').map((k) => k.trim()).filter((k) => k !== '');
+  const sim = await startSimulator({ port, host: process.env.SIM_HOST ?? '127.0.0.1', seed, timings, credentials, sshKeys });
   const client = credentials.tailscaleClients[0]!;
 
   process.stdout.write(
@@ -17,6 +19,7 @@ async function main(): Promise<void> {
       `  Hetzner API:   ${sim.hetznerUrl}   (HETZNER_API_URL; token: SIM_HETZNER_TOKEN${process.env.SIM_HETZNER_TOKEN ? '' : ` = ${credentials.hetznerTokens[0]}`})`,
       `  Tailscale API: ${sim.tailscaleUrl}   (TAILSCALE_API_URL; OAuth client: SIM_TAILSCALE_CLIENT_ID = ${client.clientId}, SIM_TAILSCALE_CLIENT_SECRET${process.env.SIM_TAILSCALE_CLIENT_SECRET ? '' : ` = ${client.clientSecret}`})`,
       `  Control API:   ${sim.url}/_sim   (state, requests, timings, faults, reset)`,
+      ...(sshKeys.length > 0 ? [`  SSH keys:      ${sshKeys.join(', ')}   (SIM_SSH_KEYS; use them in HETZNER_SSH_KEYS)`] : []),
       '',
     ].join('\n'),
   );

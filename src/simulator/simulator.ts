@@ -8,6 +8,7 @@ import {
   type ServerRecord,
   type ServerStatus,
 } from './hetzner.model';
+import { SshKeyStore, type SimSshKeyInput } from './hetzner.ssh-keys';
 import { Random } from './random';
 import { RateLimiter } from './rate-limiter';
 import { Scheduler } from './scheduler';
@@ -18,6 +19,7 @@ import { firstBoot, type TailscaleUp } from './user-data';
 export type HetznerServerBody = ReturnType<HetznerCloud['serverBody']>;
 export type HetznerActionBody = ReturnType<HetznerCloud['actionBody']>;
 export type HetznerImageBody = ReturnType<HetznerCloud['imageBody']>;
+export type HetznerSshKeyBody = ReturnType<SshKeyStore['body']>;
 export type TailscaleDeviceBody = ReturnType<Tailnet['deviceBody']>;
 export type TailscaleKeyBody = ReturnType<Tailnet['keyBody']>;
 
@@ -47,6 +49,7 @@ export interface SimState {
   actions: HetznerActionBody[];
   /** Snapshots (system images are not listed here). */
   images: HetznerImageBody[];
+  sshKeys: HetznerSshKeyBody[];
   devices: TailscaleDeviceBody[];
   authKeys: SimAuthKeyState[];
 }
@@ -119,6 +122,8 @@ export interface CloudSimulatorOptions {
   now?: () => number;
   /** Accepted credentials (default: SIM_DEFAULT_CREDENTIALS). */
   credentials?: SimCredentialsInput;
+  /** SSH keys the Hetzner project has from the start and again after every reset (names, or names with keys). */
+  sshKeys?: SimSshKeyInput[];
 }
 
 /** All simulated cloud state. Transport-free: the HTTP layer and `control` both drive it. */
@@ -126,6 +131,7 @@ export class CloudSimulator {
   readonly scheduler = new Scheduler();
   readonly random: Random;
   readonly hetzner: HetznerCloud;
+  readonly sshKeys: SshKeyStore;
   readonly tailnet: Tailnet;
   readonly faults: FaultInjector;
   readonly rateLimiter: RateLimiter;
@@ -145,10 +151,12 @@ export class CloudSimulator {
     this.current = cloneTimings(this.initialTimings);
     this.rateLimiter = new RateLimiter(this.current.rateLimit);
     this.faults = new FaultInjector(this.random, knownTemplates);
+    this.sshKeys = new SshKeyStore({ now: this.clock, seed: opts.sshKeys });
     this.hetzner = new HetznerCloud({
       scheduler: this.scheduler,
       random: this.random,
       timings: () => this.current,
+      sshKeys: this.sshKeys,
       hooks: {
         onStatusChange: (server, _from, at) => this.onServerStatus(server, at),
         onDeleted: (server, at) => {
@@ -255,6 +263,7 @@ export class CloudSimulator {
       reset: (timings) => {
         this.scheduler.clear();
         this.hetzner.reset();
+        this.sshKeys.reset();
         this.tailnet.reset();
         this.enrollments.clear();
         this.counts.clear();
@@ -280,6 +289,7 @@ export class CloudSimulator {
           servers: [...this.hetzner.servers.values()].map((s) => this.serverState(s)),
           actions: [...this.hetzner.actions.values()].map((a) => this.hetzner.actionBody(a, now)),
           images: [...this.hetzner.images.values()].map((i) => this.hetzner.imageBody(i)),
+          sshKeys: [...this.sshKeys.keys.values()].map((k) => this.sshKeys.body(k)),
           devices: [...this.tailnet.devices.values()].map((d) => this.tailnet.deviceBody(d)),
           authKeys: [...this.tailnet.keys.values()].map((k) => ({
             ...this.tailnet.keyBody(k, now, false),

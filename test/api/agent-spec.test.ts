@@ -3,6 +3,7 @@ import { Agent } from '../../src/entities';
 import { userDataParts } from '../../src/simulator/user-data';
 import { waitFor } from '../pipeline/stack';
 import { launchedSuite, operationEnded } from '../helpers/launched';
+import { createSshKeys } from '../helpers/ssh-keys';
 
 // Agent specs over real HTTP: the composition root's API (with its catalogue client), the workers,
 // and the simulator as the cloud.
@@ -18,13 +19,20 @@ describe('API: agent specs', function () {
 
   const agentCount = () => stack.suite.db.dataSource.getRepository(Agent).count();
 
+  // Like Hetzner, the simulator refuses a create naming an SSH key the project does not have.
+  let backupKeyId: string;
+  before(async () => {
+    const ids = await createSshKeys(stack.suite.sim, ['ops-key', 'backup-key']);
+    backupKeyId = String(ids['backup-key']);
+  });
+
   it('creates a server with its own type, location, image, SSH keys, labels and cloud-init, joined to the tailnet', async () => {
     const spec = {
       name: 'spec-box',
       serverType: 'cpx21',
       location: 'hel1',
       image: 'debian-12',
-      sshKeys: ['ops-key', '4711'],
+      sshKeys: ['ops-key', backupKeyId],
       labels: { customer: 'acme', 'example.com/tier': 'gold', empty: '' },
       userData: OWN_CLOUD_CONFIG,
     };
@@ -35,7 +43,7 @@ describe('API: agent specs', function () {
       serverType: 'cpx21',
       location: 'hel1',
       image: 'debian-12',
-      sshKeys: ['ops-key', '4711'],
+      sshKeys: ['ops-key', backupKeyId],
       userData: OWN_CLOUD_CONFIG,
     });
     const done = await operationDone(created.body.operation.id);
@@ -49,7 +57,7 @@ describe('API: agent specs', function () {
     expect(server.server_type.name).to.equal('cpx21');
     expect(server.datacenter.location.name).to.equal('hel1');
     expect(server.image?.name ?? server.image?.description).to.contain('debian-12');
-    expect(server._sim.sshKeys).to.deep.equal(['ops-key', '4711']);
+    expect(server._sim.sshKeys).to.deep.equal(['ops-key', backupKeyId]);
     // The application's labels beside tailfleet's own.
     expect(server.labels).to.include({ customer: 'acme', 'example.com/tier': 'gold', empty: '', 'managed-by': 'tailfleet' });
     expect(server.labels['tailfleet-agent']).to.equal(created.body.agent.id);

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import type { Tailfleet } from '../../src/server';
 import { apiClient, createSuite, type ApiClient, type Suite } from '../pipeline/stack';
+import { createSshKeys } from '../helpers/ssh-keys';
 import { ROOT, builtEnv, productionBuild } from '../helpers/build';
 
 // The tailfleet CLI as a user runs it: the built `dist/src/cli/main.js` (the package's `bin`) as a
@@ -63,6 +64,7 @@ describe('tailfleet CLI', function () {
     suite = await createSuite('cli');
     tf = await suite.launch({ env: { RECONCILE_INTERVAL_SECONDS: '0', WEBHOOK_ALLOW_PRIVATE_URLS: 'true', WEBHOOK_BACKOFF_MS: '60000' } });
     api = apiClient(tf.url!, suite.apiToken);
+    await createSshKeys(suite.sim, ['ops', 'backup']);
   });
 
   after(async () => {
