@@ -136,6 +136,11 @@ export interface GuardOptions {
   /** WEBHOOK_ALLOW_PRIVATE_URLS: no address is refused (tests and private deployments). */
   allowPrivate: boolean;
   lookup?: Lookup;
+  /**
+   * Which addresses are refused (default isPrivateAddress). Replaced only where a machine has no
+   * public address to stand for one: tests that call one loopback address "public".
+   */
+  refuses?: (address: string) => boolean;
 }
 
 function parseWebhookUrl(raw: string): URL {
@@ -169,7 +174,7 @@ export async function resolveReceiver(raw: string, opts: GuardOptions): Promise<
     if (addresses.length === 0) throw new WebhookDnsError(host, 'ENODATA');
   }
   if (!opts.allowPrivate) {
-    const refused = addresses.find(isPrivateAddress);
+    const refused = addresses.find(opts.refuses ?? isPrivateAddress);
     if (refused !== undefined) {
       throw new WebhookUrlError(
         `resolves to ${refused}, a loopback, private, link-local or otherwise special address (set WEBHOOK_ALLOW_PRIVATE_URLS=true to allow)`,

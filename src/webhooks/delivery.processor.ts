@@ -5,7 +5,7 @@ import { redeliverStalled } from '../operations/relay';
 import { JobMismatchError, parseJobPayload } from '../queues/jobs';
 import type { WebhookJobData } from '../queues/queues';
 import { DEFAULT_WORKER_SETTINGS, isFinalFailure, type WorkerSettings } from '../workers';
-import { resolveReceiver, WebhookDnsError, WebhookUrlError, type Lookup } from './address-guard';
+import { resolveReceiver, WebhookDnsError, WebhookUrlError, type GuardOptions, type Lookup } from './address-guard';
 import { postToReceiver, untilAborted } from './receiver-request';
 import { signedHeaders } from './signing';
 import type { WebhookRepository } from './webhook.repository';
@@ -27,6 +27,8 @@ export interface WebhookDeliveryDeps {
   logger: Logger;
   /** The DNS edge (default: the system resolver). */
   lookup?: Lookup;
+  /** Which addresses are refused (default isPrivateAddress; see GuardOptions). */
+  refuses?: GuardOptions['refuses'];
 }
 
 export interface WebhookOutcome {
@@ -62,7 +64,7 @@ export function createWebhookProcessor(deps: WebhookDeliveryDeps) {
     let error: string | null = null;
     try {
       const receiver = await untilAborted(
-        resolveReceiver(delivery.subscription.url, { allowPrivate: deps.allowPrivateUrls, lookup: deps.lookup }),
+        resolveReceiver(delivery.subscription.url, { allowPrivate: deps.allowPrivateUrls, lookup: deps.lookup, refuses: deps.refuses }),
         signal,
       );
       const body = webhookBody(delivery);
