@@ -1,5 +1,8 @@
 import { createHmac, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { expect } from 'chai';
@@ -8,7 +11,7 @@ import pino from 'pino';
 import type { WebhookAttempt } from '../../src/entities';
 import { createWorkerConnection, webhookJobOptions, type WebhookJobData } from '../../src/queues/queues';
 import type { WorkerSettings } from '../../src/workers';
-import { isPrivateAddress } from '../../src/webhooks/address-guard';
+import { isPrivateAddress, type Lookup } from '../../src/webhooks/address-guard';
 import { WebhookRelay } from '../../src/webhooks/delivery-relay';
 import { createWebhookProcessor, createWebhookWorker } from '../../src/webhooks/delivery.processor';
 import { WebhookSecretBox } from '../../src/webhooks/secret-box';
@@ -128,7 +131,7 @@ describe('webhooks: delivery to the checked address only', function () {
     await db?.drop();
   });
 
-  function startWorker(opts: { timeoutMs?: number; settings?: Partial<WorkerSettings> } = {}): Worker {
+  function startWorker(opts: { timeoutMs?: number; settings?: Partial<WorkerSettings>; lookup?: Lookup } = {}): Worker {
     const worker = createWebhookWorker({
       connection,
       prefix,
@@ -136,7 +139,7 @@ describe('webhooks: delivery to the checked address only', function () {
       webhooks,
       logger,
       settings: opts.settings,
-      processor: createWebhookProcessor({ webhooks, allowPrivateUrls: false, timeoutMs: opts.timeoutMs ?? 2000, logger, lookup: dns.lookup, refuses }),
+      processor: createWebhookProcessor({ webhooks, allowPrivateUrls: false, timeoutMs: opts.timeoutMs ?? 2000, logger, lookup: opts.lookup ?? dns.lookup, refuses }),
     });
     workers.push(worker);
     void worker.run();
@@ -188,6 +191,33 @@ describe('webhooks: delivery to the checked address only', function () {
     expect(outside.seen[0]!.headers['webhook-signature']).to.equal(signatureOf(secret, outside.seen[0]!.headers, outside.seen[0]!.body));
     // One resolution for the attempt: the check's answer is the one connected to.
     expect(dns.queries.filter((q) => q.name === HOST)).to.have.length(1);
+  });
+
+  it('speaks TLS to the checked address under the host name: SNI and the certificate check use the name', async () => {
+    // A self-signed certificate for HOST (test/webhooks/fixtures): the handshake reaches the pinned
+    // address with HOST as SNI, and the certificate is verified (and refused: no CA vouches for it).
+    const names: string[] = [];
+    const tls = createTlsServer({
+      key: readFileSync(join(__dirname, 'fixtures', 'receiver.key.pem')),
+      cert: readFileSync(join(__dirname, 'fixtures', 'receiver.cert.pem')),
+      SNICallback: (name, cb) => {
+        names.push(name);
+        cb(null, undefined);
+      },
+    }, (_req, res) => res.end());
+    await new Promise<void>((resolve) => tls.listen(0, PUBLIC, resolve));
+    try {
+      dns.answer = (_q, nth) => (nth === 0 ? [PUBLIC] : [INTERNAL]);
+      startWorker();
+      const { id } = await deliver(`https://${HOST}:${(tls.address() as AddressInfo).port}/hooks`);
+      const d = await settled(id);
+      expect(d.status).to.equal('failed');
+      expect(d.attemptLog[0]!.error).to.equal('self-signed certificate');
+      expect(names).to.deep.equal([HOST]);
+    } finally {
+      tls.closeAllConnections();
+      await new Promise<void>((resolve) => tls.close(() => resolve()));
+    }
   });
 
   it('checks every address a name resolves to: one internal address refuses the delivery for good', async () => {
@@ -247,6 +277,21 @@ describe('webhooks: delivery to the checked address only', function () {
       null,
     ]);
     expect(outside.seen).to.have.length(1);
+  });
+
+  it('retries a delivery whose system resolver answered EAI_AGAIN', async () => {
+    // getaddrinfo's "try again" comes from the system resolver, which this machine cannot be made to
+    // answer; the DNS edge gives it once, then resolves through the test server.
+    let calls = 0;
+    const flaky: Lookup = (host) => {
+      if (calls++ > 0) return dns.lookup(host);
+      return Promise.reject(Object.assign(new Error(`getaddrinfo EAI_AGAIN ${host}`), { code: 'EAI_AGAIN' }));
+    };
+    startWorker({ lookup: flaky });
+    const { id } = await deliver(`http://${HOST}:${port}/hooks`, 5);
+    const d = await settled(id);
+    expect(d.status, JSON.stringify(d.attemptLog)).to.equal('succeeded');
+    expect(errors(d.attemptLog)).to.deep.equal([`the host ${HOST} does not resolve (EAI_AGAIN)`, null]);
   });
 
   it('marks a delivery failed once every attempt has failed, each one on its row', async () => {
