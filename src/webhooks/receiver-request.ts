@@ -62,7 +62,8 @@ export function postToReceiver(
     });
     req.on('error', (err: NodeJS.ErrnoException) => {
       if (err.name === 'AbortError') reject(err);
-      else reject(new ReceiverRequestError(err.message, err.code));
+      // The code alone (ECONNREFUSED, DEPTH_ZERO_SELF_SIGNED_CERT …) is what the attempt log shows.
+      else reject(new ReceiverRequestError(err.code ?? err.message, err.code));
     });
     req.end(init.body);
   });
