@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { DEFAULT_FLEET_NAME, FLEET_NAME_PATTERN } from './fleet/fleet';
+import type { WebhookSecretKeys } from './webhooks/secret-box';
 
 /**
  * Configuration is read once, at start-up, from the environment. Every problem is collected and
@@ -13,6 +14,8 @@ const SECRET_VARS = [
   'TAILSCALE_OAUTH_CLIENT_SECRET',
   'API_TOKEN',
   'BULL_BOARD_PASSWORD',
+  'WEBHOOK_SECRET_KEY',
+  'WEBHOOK_SECRET_KEYS_PREVIOUS',
 ] as const;
 
 const url = (protocols: string[]) =>
@@ -32,6 +35,27 @@ const int = (min: number, max: number) => z.coerce.number().int().min(min).max(m
 const csv = z
   .string()
   .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean));
+
+/** A 32-byte key: base64 (`openssl rand -base64 32`) or 64 hex digits. */
+function decodeKey(v: string): Buffer | null {
+  if (/^[0-9a-fA-F]{64}$/.test(v)) return Buffer.from(v, 'hex');
+  if (/^[A-Za-z0-9+/_-]{43}=?$/.test(v)) return Buffer.from(v, 'base64');
+  return null;
+}
+
+const KEY_MESSAGE = 'must be 32 random bytes as base64 (openssl rand -base64 32) or 64 hex digits';
+
+const key32 = z.string().transform((v, ctx) => {
+  const key = decodeKey(v.trim());
+  if (!key) ctx.addIssue({ code: 'custom', message: KEY_MESSAGE });
+  return key ?? z.NEVER;
+});
+
+const keyList = csv.transform((values, ctx) => {
+  const keys = values.map(decodeKey);
+  if (keys.some((k) => k === null)) ctx.addIssue({ code: 'custom', message: `each comma-separated key ${KEY_MESSAGE}` });
+  return keys.filter((k): k is Buffer => k !== null);
+});
 
 const schema = z.object({
   DATABASE_URL: url(['postgres:', 'postgresql:']),
@@ -84,6 +108,8 @@ const schema = z.object({
   WEBHOOK_ATTEMPTS: int(1, 50).default(16),
   WEBHOOK_BACKOFF_MS: int(10, 3_600_000).default(5000),
   WEBHOOK_TIMEOUT_SECONDS: int(1, 60).default(10),
+  WEBHOOK_SECRET_KEY: key32.optional(),
+  WEBHOOK_SECRET_KEYS_PREVIOUS: keyList.optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -151,6 +177,8 @@ export interface Config {
     backoffMs: number;
     /** How long a receiver has to answer one attempt. */
     timeoutMs: number;
+    /** WEBHOOK_SECRET_KEY (+ _PREVIOUS): encrypts secrets at rest; null = stored in clear (warned at start). */
+    secretKeys: WebhookSecretKeys | null;
   };
   logLevel: Env['LOG_LEVEL'];
 }
@@ -192,6 +220,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       const message = issue.code === 'invalid_type' && raw[name] === undefined ? 'is required' : issue.message;
       problems.push(`${name}: ${message}`);
     }
+  }
+  if (parsed.success && parsed.data.WEBHOOK_SECRET_KEYS_PREVIOUS && !parsed.data.WEBHOOK_SECRET_KEY) {
+    problems.push('WEBHOOK_SECRET_KEYS_PREVIOUS: needs WEBHOOK_SECRET_KEY, the key new secrets are encrypted with');
   }
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   const e = parsed.data;
@@ -247,6 +278,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       attempts: e.WEBHOOK_ATTEMPTS,
       backoffMs: e.WEBHOOK_BACKOFF_MS,
       timeoutMs: e.WEBHOOK_TIMEOUT_SECONDS * 1000,
+      secretKeys: e.WEBHOOK_SECRET_KEY ? { primary: e.WEBHOOK_SECRET_KEY, previous: e.WEBHOOK_SECRET_KEYS_PREVIOUS ?? [] } : null,
     },
     logLevel: e.LOG_LEVEL,
   };

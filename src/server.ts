@@ -37,6 +37,7 @@ import { eventView } from './api/views';
 import { WebhookRepository } from './webhooks/webhook.repository';
 import { createWebhookProcessor, createWebhookWorker } from './webhooks/delivery.processor';
 import { WebhookRelay } from './webhooks/delivery-relay';
+import { WebhookSecretBox } from './webhooks/secret-box';
 import { webhookJobOptions } from './queues/queues';
 import { ReconcileReports, Reconciler, stuckTimeouts } from './reconcile';
 import { RollbackListener, provisionFailureHook } from './services/rollback-listener';
@@ -188,7 +189,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     logger: logger.child({ component: 'event-listener' }),
     applicationName: `tailfleet-${config.role}-listener`,
   });
-  const webhooks = new WebhookRepository({ dataSource });
+  const webhooks = new WebhookRepository({ dataSource, secrets: new WebhookSecretBox(config.webhooks.secretKeys) });
 
   const tf: Tailfleet = {
     config,
@@ -331,7 +332,9 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
         timeoutMs: config.webhooks.timeoutMs,
         logger: logger.child({ component: 'webhooks' }),
       }),
+      webhooks,
       logger,
+      settings: overrides.worker,
     });
     tf.webhookRelay = new WebhookRelay({
       webhooks,
@@ -407,6 +410,22 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
   let started = false;
   let stopping: Promise<void> | undefined;
 
+  /** Webhook secrets in clear or under a rotated-out key are sealed with WEBHOOK_SECRET_KEY (see secret-box.ts). */
+  async function sealWebhookSecrets(): Promise<void> {
+    if (!config.webhooks.secretKeys) {
+      logger.warn('WEBHOOK_SECRET_KEY is not set: webhook secrets are stored in the clear (set it to encrypt them at rest)');
+      return;
+    }
+    const { resealed, unreadable } = await webhooks.resealSecrets();
+    if (resealed > 0) logger.info({ resealed }, 'Webhook secrets encrypted with the current WEBHOOK_SECRET_KEY');
+    if (unreadable.length > 0) {
+      logger.error(
+        { subscriptions: unreadable },
+        'Webhook secrets encrypted with a key that is not configured: add it to WEBHOOK_SECRET_KEYS_PREVIOUS, or their deliveries fail',
+      );
+    }
+  }
+
   async function start(): Promise<void> {
     if (started) throw new Error('tailfleet already started');
     started = true;
@@ -415,6 +434,8 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       const { applied } = await runMigrations(dataSource);
       if (applied.length > 0) logger.info({ applied }, 'Database migrations applied');
     }
+    // Not fatal: unsealed rows keep working, and the next start tries again.
+    await sealWebhookSecrets().catch((err: unknown) => logger.error({ err }, 'Could not encrypt the webhook secrets'));
     if (apiConnections > 0) {
       // Only an optimisation: a failure here is logged, and the API serves with cold connections.
       await warmAgentCommands(dataSource, apiConnections).catch((err: unknown) =>

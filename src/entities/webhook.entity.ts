@@ -5,8 +5,9 @@ export const WEBHOOK_EVENT_TYPES = ['operation.succeeded', 'operation.failed', '
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
 
 /**
- * A receiver of webhooks. The secret is kept in the clear: signing needs it, and a hash would not
- * do. It is shown once, in the answer that creates the subscription, and never again.
+ * A receiver of webhooks. Signing needs the secret itself (a hash would not do), so it is kept
+ * encrypted with WEBHOOK_SECRET_KEY (src/webhooks/secret-box.ts). It is shown once, in the answer that
+ * creates the subscription, and never again.
  */
 @Entity({ name: 'webhook_subscriptions' })
 export class WebhookSubscription {
@@ -19,8 +20,9 @@ export class WebhookSubscription {
   @Column({ type: 'text', array: true, name: 'events' })
   events!: WebhookEventType[];
 
-  // `whsec_` + base64 of 32 random bytes.
-  @Column({ type: 'varchar', length: 100, name: 'secret' })
+  // The stored form: `enc:v1:<key id>:<sealed>` of `whsec_` + base64 of 32 random bytes (or that
+  // plain value while no key is configured).
+  @Column({ type: 'text', name: 'secret' })
   secret!: string;
 
   @Column({ type: 'varchar', length: 100, name: 'created_by', default: 'system' })

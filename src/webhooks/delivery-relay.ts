@@ -2,6 +2,7 @@ import type { Queue } from 'bullmq';
 import type { EventNotice, EventSubscriber } from '../events/notifications';
 import type { Logger } from '../lib/logger';
 import type { WebhookJobData } from '../queues/queues';
+import { settleFailedDelivery } from './delivery.processor';
 import type { WebhookRepository } from './webhook.repository';
 import type { JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -11,11 +12,13 @@ import type { Redis } from 'ioredis';
  * pending row in the transition's own transaction; this relay adds its job (job id = delivery id, so
  * adding twice is a no-op) and stamps `queued_at`. It runs every interval, and soon after an event
  * notification when the process listens for them. Once a minute it also checks that pending rows
- * queued a while ago still have their job, and adds it again when Redis lost it.
+ * queued a while ago still have their job, and adds it again when Redis lost it; a pending row whose
+ * job BullMQ failed (the worker's own settling did not get through: it died, or PostgreSQL was away)
+ * is settled here the same way (settleFailedDelivery), so no delivery stays pending for ever.
  */
 
 export interface WebhookRelayDeps {
-  webhooks: Pick<WebhookRepository, 'unqueued' | 'markQueued' | 'queuedPending'>;
+  webhooks: Pick<WebhookRepository, 'unqueued' | 'markQueued' | 'queuedPending' | 'requeueStalled' | 'markFailed'>;
   queue: Queue<WebhookJobData>;
   /** The connection the queue uses (for the one-round-trip presence check). */
   connection: Redis;
@@ -118,14 +121,25 @@ export class WebhookRelay implements EventSubscriber {
   private async requeueLost(olderThanMs: number, limit: number): Promise<number> {
     const rows = await this.deps.webhooks.queuedPending(olderThanMs, limit);
     if (rows.length === 0) return 0;
+    const failedKey = this.deps.queue.toKey('failed');
     const pipeline = this.deps.connection.pipeline();
-    for (const d of rows) pipeline.exists(this.deps.queue.toKey(d.id));
+    for (const d of rows) pipeline.exists(this.deps.queue.toKey(d.id)).zscore(failedKey, d.id);
     const results = (await pipeline.exec()) ?? [];
     let added = 0;
     for (let i = 0; i < rows.length; i++) {
-      const [err, n] = results[i] ?? [null, 1];
-      if (err || n === 1) continue;
       const d = rows[i]!;
+      const [existsErr, exists] = results[2 * i] ?? [null, 1];
+      const [failedErr, failedAt] = results[2 * i + 1] ?? [null, null];
+      if (existsErr || failedErr) continue;
+      if (exists === 1 && failedAt !== null) {
+        const job = await this.deps.queue.getJob(d.id);
+        if (job && (await job.isFailed())) {
+          const outcome = await settleFailedDelivery(this.deps.webhooks, job, job.failedReason || 'job failed', this.deps.logger);
+          if (outcome === 'redelivered') added++;
+        }
+        continue;
+      }
+      if (exists === 1) continue;
       await this.deps.queue.add(d.type, { deliveryId: d.id, subscriptionId: d.subscriptionId, type: d.type }, { ...this.deps.jobOptions, jobId: d.id });
       added++;
       this.deps.logger.warn({ deliveryId: d.id }, 'Webhook delivery had no job in the queue; added it again');

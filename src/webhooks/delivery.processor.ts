@@ -1,27 +1,34 @@
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../lib/logger';
+import { redeliverStalled } from '../operations/relay';
 import { JobMismatchError, parseJobPayload } from '../queues/jobs';
 import type { WebhookJobData } from '../queues/queues';
-import { checkWebhookUrl, WebhookUrlError, type Lookup } from './address-guard';
+import { DEFAULT_WORKER_SETTINGS, isFinalFailure, type WorkerSettings } from '../workers';
+import { resolveReceiver, WebhookDnsError, WebhookUrlError, type GuardOptions, type Lookup } from './address-guard';
+import { postToReceiver, untilAborted } from './receiver-request';
 import { signedHeaders } from './signing';
 import type { WebhookRepository } from './webhook.repository';
 
 /**
- * Delivers one webhook: reads the delivery and its subscription, checks the receiver's address again
- * (DNS may have been re-pointed since the subscription), POSTs the signed body with a timeout and
- * records the attempt on the row. A timeout, a network error or a non-2xx answer throws, so BullMQ
- * retries with the queue's exponential backoff; the `webhook-id` is the delivery id every time.
- * A deleted subscription or an already delivered row ends the job without a request.
+ * Delivers one webhook: reads the delivery and its subscription, resolves the receiver's name once
+ * and checks every address (DNS may have been re-pointed since the subscription), POSTs the signed
+ * body over a socket pinned to those addresses, within the timeout (resolution included), and
+ * records the attempt on the row. A timeout, a resolver failure, a network error or a non-2xx
+ * answer (a redirect included) throws, so BullMQ retries with the queue's exponential backoff; the
+ * `webhook-id` is the delivery id every time. A refused address fails the delivery for good. A
+ * deleted subscription or an already delivered row ends the job without a request.
  */
 
 export interface WebhookDeliveryDeps {
-  webhooks: Pick<WebhookRepository, 'findDelivery' | 'recordAttempt'>;
+  webhooks: Pick<WebhookRepository, 'findDelivery' | 'recordAttempt' | 'signingSecret'>;
   allowPrivateUrls: boolean;
   timeoutMs: number;
   logger: Logger;
-  fetch?: typeof fetch;
+  /** The DNS edge (default: the system resolver). */
   lookup?: Lookup;
+  /** Which addresses are refused (default isPrivateAddress; see GuardOptions). */
+  refuses?: GuardOptions['refuses'];
 }
 
 export interface WebhookOutcome {
@@ -36,7 +43,6 @@ export function webhookBody(d: { type: string; occurredAt: Date; data: unknown }
 }
 
 export function createWebhookProcessor(deps: WebhookDeliveryDeps) {
-  const doFetch = deps.fetch ?? fetch;
   return async (job: Job<WebhookJobData>): Promise<WebhookOutcome> => {
     let data: WebhookJobData;
     try {
@@ -52,39 +58,37 @@ export function createWebhookProcessor(deps: WebhookDeliveryDeps) {
     const started = Date.now();
     const at = new Date(started).toISOString();
     const log = deps.logger.child({ deliveryId: delivery.id, subscriptionId: delivery.subscriptionId, type: delivery.type });
+    const signal = AbortSignal.timeout(deps.timeoutMs);
 
-    try {
-      await checkWebhookUrl(delivery.subscription.url, { allowPrivate: deps.allowPrivateUrls, lookup: deps.lookup });
-    } catch (err) {
-      const message = err instanceof WebhookUrlError ? `receiver address refused: ${err.message}` : (err as Error).message;
-      // A refused address is not retried: the subscription has to be made again with a public URL.
-      await deps.webhooks.recordAttempt(delivery.id, { at, status: null, durationMs: Date.now() - started, error: message }, 'failed');
-      log.warn({ error: message }, 'Webhook not delivered');
-      throw new UnrecoverableError(message);
-    }
-
-    const body = webhookBody(delivery);
     let status: number | null = null;
     let error: string | null = null;
     try {
-      const res = await doFetch(delivery.subscription.url, {
-        method: 'POST',
+      const receiver = await untilAborted(
+        resolveReceiver(delivery.subscription.url, { allowPrivate: deps.allowPrivateUrls, lookup: deps.lookup, refuses: deps.refuses }),
+        signal,
+      );
+      const body = webhookBody(delivery);
+      const secret = deps.webhooks.signingSecret(delivery.subscription);
+      status = await postToReceiver(receiver, {
         headers: {
           'content-type': 'application/json',
           'user-agent': 'tailfleet-webhooks',
-          ...signedHeaders(delivery.subscription.secret, delivery.id, Math.floor(Date.now() / 1000), body),
+          ...signedHeaders(secret, delivery.id, Math.floor(Date.now() / 1000), body),
         },
         body,
-        // A redirect could lead anywhere, private addresses included: it counts as a failed attempt.
-        redirect: 'manual',
-        signal: AbortSignal.timeout(deps.timeoutMs),
+        signal,
       });
-      status = res.status;
-      await res.body?.cancel().catch(() => undefined);
-      if (status < 200 || status > 299) error = `the receiver answered ${status}`;
+      if (status >= 300 && status <= 399) error = `the receiver answered ${status} (redirects are not followed)`;
+      else if (status < 200 || status > 299) error = `the receiver answered ${status}`;
     } catch (err) {
-      const name = (err as Error).name;
-      error = name === 'TimeoutError' || name === 'AbortError' ? `no answer within ${deps.timeoutMs} ms` : describeFetchError(err);
+      if (err instanceof WebhookUrlError && !(err instanceof WebhookDnsError)) {
+        // A refused address is not retried: the subscription has to be made again with a public URL.
+        const message = `receiver address refused: ${err.message}`;
+        await deps.webhooks.recordAttempt(delivery.id, { at, status: null, durationMs: Date.now() - started, error: message }, 'failed');
+        log.warn({ error: message }, 'Webhook not delivered');
+        throw new UnrecoverableError(message);
+      }
+      error = signal.aborted ? `no answer within ${deps.timeoutMs} ms` : (err as Error).message || 'request failed';
     }
     const ok = error === null;
     await deps.webhooks.recordAttempt(
@@ -100,24 +104,57 @@ export function createWebhookProcessor(deps: WebhookDeliveryDeps) {
   };
 }
 
-function describeFetchError(err: unknown): string {
-  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-  return cause?.code ?? cause?.message ?? (err as Error).message ?? 'request failed';
+/**
+ * A delivery whose job BullMQ failed without the processor recording it: it stalled too often (its
+ * workers died), or it was failed by hand. A stall is our own outage, so the job runs again (the
+ * operations' bounded redelivery, counted on the delivery's attempt log); anything else, or a stall
+ * past the limit, marks the row failed. Never leaves it pending. Safe to run twice, and a no-op for
+ * a row the processor already settled.
+ */
+export async function settleFailedDelivery(
+  webhooks: Pick<WebhookRepository, 'requeueStalled' | 'markFailed'>,
+  job: Pick<Job, 'id' | 'retry'>,
+  reason: string,
+  logger: Logger,
+): Promise<'redelivered' | 'failed' | 'settled'> {
+  const deliveryId = String(job.id);
+  if (await redeliverStalled(webhooks, job, deliveryId, reason)) {
+    logger.warn({ deliveryId, error: reason }, 'Webhook delivery job stalled too often (its workers died); delivered again');
+    return 'redelivered';
+  }
+  if (await webhooks.markFailed(deliveryId)) {
+    logger.warn({ deliveryId, error: reason }, 'Webhook delivery job failed in the queue; the delivery is marked failed');
+    return 'failed';
+  }
+  return 'settled';
 }
 
 export function createWebhookWorker(deps: {
   connection: Redis;
   prefix: string;
   processor: ReturnType<typeof createWebhookProcessor>;
+  webhooks: Pick<WebhookRepository, 'requeueStalled' | 'markFailed'>;
   concurrency: number;
   logger: Logger;
+  settings?: Partial<WorkerSettings>;
 }): Worker<WebhookJobData> {
+  const settings = { ...DEFAULT_WORKER_SETTINGS, ...deps.settings };
   const worker = new Worker<WebhookJobData>('webhooks', deps.processor, {
     connection: deps.connection,
     prefix: deps.prefix,
     concurrency: deps.concurrency,
     autorun: false,
+    lockDuration: settings.lockDurationMs,
+    stalledInterval: settings.stalledIntervalMs,
+    maxStalledCount: settings.maxStalledCount,
   });
   worker.on('error', (err) => deps.logger.error({ err, queue: 'webhooks' }, 'Worker error'));
+  worker.on('failed', (job, err) => {
+    if (!job || !isFinalFailure(job, err)) return;
+    // The webhook relay settles it later if this does not get through (see WebhookRelay).
+    settleFailedDelivery(deps.webhooks, job, err?.message || job.failedReason || 'job failed', deps.logger).catch((e: unknown) =>
+      deps.logger.error({ err: e, queue: 'webhooks', jobId: job.id }, 'Could not settle a failed webhook delivery; the relay will'),
+    );
+  });
   return worker;
 }

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { DataSource, Repository } from 'typeorm';
 import {
   WebhookDelivery,
@@ -7,11 +8,16 @@ import {
   type WebhookEventType,
 } from '../entities';
 import { isUuid } from '../db/uuid';
+import { WebhookSecretBox } from './secret-box';
 
 /**
  * Webhook subscriptions and their deliveries. Delivery rows are written by the trigger on `events`
  * (see the webhooks migration), queued by the webhook relay and updated by the delivery processor.
+ * Secrets are written sealed by the secret box (secret-box.ts); `secret` on a row is that stored form.
  */
+
+/** How the attempt log words a job BullMQ failed for stalling (counted to bound the redeliveries). */
+export const STALLED_ATTEMPT = 'job stalled: its worker stopped';
 
 export interface DeliveryPage {
   items: WebhookDelivery[];
@@ -36,15 +42,49 @@ export class InvalidCursorError extends Error {
 export class WebhookRepository {
   private readonly subscriptions: Repository<WebhookSubscription>;
   private readonly deliveries: Repository<WebhookDelivery>;
+  private readonly secrets: WebhookSecretBox;
 
-  constructor(deps: { dataSource: DataSource }) {
+  constructor(deps: { dataSource: DataSource; secrets?: WebhookSecretBox }) {
     this.subscriptions = deps.dataSource.getRepository(WebhookSubscription);
     this.deliveries = deps.dataSource.getRepository(WebhookDelivery);
+    this.secrets = deps.secrets ?? new WebhookSecretBox(null);
   }
 
+  /** Stores a subscription; `secret` is the plain `whsec_…`, stored sealed. */
   async create(input: { url: string; events: WebhookEventType[]; secret: string; createdBy: string }): Promise<WebhookSubscription> {
-    const result = await this.subscriptions.insert(input);
-    return this.subscriptions.findOneByOrFail({ id: (result.identifiers[0] as { id: string }).id });
+    // The id is chosen here: the sealed secret is bound to it.
+    const id = randomUUID();
+    await this.subscriptions.insert({ ...input, id, secret: this.secrets.seal(input.secret, id) });
+    return this.subscriptions.findOneByOrFail({ id });
+  }
+
+  /** The plain secret a subscription signs with (WebhookSecretError when its key is not configured). */
+  signingSecret(subscription: Pick<WebhookSubscription, 'id' | 'secret'>): string {
+    return this.secrets.open(subscription.secret, subscription.id);
+  }
+
+  /**
+   * Seals again every secret stored in clear or under a previous key, with the primary key. Safe in
+   * several processes at once (each row changes only from the form it was read in). Rows whose key
+   * is not configured are counted as unreadable and left alone.
+   */
+  async resealSecrets(): Promise<{ resealed: number; unreadable: string[] }> {
+    const out = { resealed: 0, unreadable: [] as string[] };
+    if (!this.secrets.encrypts) return out;
+    const rows = await this.subscriptions.find({ select: { id: true, secret: true } });
+    for (const row of rows) {
+      if (!this.secrets.needsReseal(row.secret)) continue;
+      let plain: string;
+      try {
+        plain = this.secrets.open(row.secret, row.id);
+      } catch {
+        out.unreadable.push(row.id);
+        continue;
+      }
+      const result = await this.subscriptions.update({ id: row.id, secret: row.secret }, { secret: this.secrets.seal(plain, row.id) });
+      out.resealed += result.affected ?? 0;
+    }
+    return out;
   }
 
   list(): Promise<WebhookSubscription[]> {
@@ -104,9 +144,32 @@ export class WebhookRepository {
       .execute();
   }
 
-  /** Marks a delivery failed for good (its job has no attempts left). */
-  async markFailed(id: string): Promise<void> {
-    await this.deliveries.update({ id, status: 'pending' }, { status: 'failed' });
+  /** Marks a delivery failed for good (its job has no attempts left); true when it was still pending. */
+  async markFailed(id: string): Promise<boolean> {
+    const result = await this.deliveries.update({ id, status: 'pending' }, { status: 'failed' });
+    return (result.affected ?? 0) > 0;
+  }
+
+  /**
+   * BullMQ failed the delivery's job for stalling (the workers holding it died): the attempt log
+   * records it and the delivery stays pending for its job to run again, up to `limit` stalls over
+   * its life. True when it may run again; false when the limit is reached or the row is no longer
+   * pending. The operation ledger's `requeueStalled`, for deliveries (see redeliverStalled).
+   */
+  async requeueStalled(id: string, error: string, limit: number): Promise<boolean> {
+    const attempt: WebhookAttempt = { at: new Date().toISOString(), status: null, durationMs: 0, error: `${STALLED_ATTEMPT}: ${error}` };
+    const result = await this.deliveries
+      .createQueryBuilder()
+      .update()
+      .set({ attemptLog: () => `attempt_log || jsonb_build_array(:attempt::jsonb)` })
+      .where(`id = :id AND status = 'pending'`, { id })
+      .andWhere(`(SELECT count(*) FROM jsonb_array_elements(attempt_log) e WHERE e->>'error' LIKE :stalled) < :limit`, {
+        stalled: `${STALLED_ATTEMPT}%`,
+        limit,
+      })
+      .setParameters({ attempt: JSON.stringify(attempt) })
+      .execute();
+    return (result.affected ?? 0) > 0;
   }
 
   /** Pending deliveries the relay has not handed to the queue yet, oldest first. */

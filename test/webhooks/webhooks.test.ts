@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
@@ -62,7 +62,13 @@ describe('webhooks: signed deliveries through the outbox and the webhooks queue'
     await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
     receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks/tailfleet`;
     tf = await suite.launch({
-      env: { WEBHOOK_ALLOW_PRIVATE_URLS: 'true', WEBHOOK_BACKOFF_MS: '100', WEBHOOK_ATTEMPTS: '5', RELAY_INTERVAL_MS: '200' },
+      env: {
+        WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
+        WEBHOOK_BACKOFF_MS: '100',
+        WEBHOOK_ATTEMPTS: '5',
+        RELAY_INTERVAL_MS: '200',
+        WEBHOOK_SECRET_KEY: randomBytes(32).toString('base64'),
+      },
     });
     api = apiClient(tf.url!, suite.apiToken);
   });
@@ -87,6 +93,10 @@ describe('webhooks: signed deliveries through the outbox and the webhooks queue'
     const one = await api.get(`/v1/webhooks/${created.body.id}`);
     expect(one.status).to.equal(200);
     expect(JSON.stringify([list.body, one.body])).not.to.include(secret.slice(6));
+    // At rest it is sealed (enc:v1:<key id>:…), nothing of it in clear.
+    const [stored] = await suite.db.dataSource.query(`SELECT secret FROM webhook_subscriptions WHERE id = $1`, [created.body.id]);
+    expect(stored.secret).to.match(/^enc:v1:[0-9a-f]{12}:/);
+    expect(stored.secret).to.not.include(secret.slice(6, 20));
   });
 
   it('delivers every event with a valid signature, retrying refused deliveries under the same webhook-id', async () => {
@@ -172,6 +182,14 @@ describe('webhooks: signed deliveries through the outbox and the webhooks queue'
       'http://169.254.169.254/latest/meta-data',
       'http://[::1]:9000/hook',
       'http://[::ffff:127.0.0.1]/hook',
+      'http://[::127.0.0.1]/hook',
+      'http://[::ffff:0:7f00:1]/hook',
+      'http://[2002:7f00:1::]/hook',
+      'http://[2002:a9fe:a9fe::1]/latest/meta-data',
+      'http://[64:ff9b::a00:1]/hook',
+      'http://[64:ff9b:1::808:808]/hook',
+      'http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hook',
+      'http://[fd7a:115c:a1e0::1]/hook',
       'http://[fe80::1]/hook',
       'ftp://example.com/hook',
       'http://user:pass@93.184.215.14/hook',
@@ -195,11 +213,26 @@ describe('webhooks: signed deliveries through the outbox and the webhooks queue'
     expect(signWebhook(vector.secret, vector.id, vector.timestamp, vector.body)).to.equal('v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=');
   });
 
-  it('judges addresses as the delivery does: mapped IPv6 forms like the IPv4 address they carry', () => {
-    for (const a of ['127.0.0.1', '10.0.0.1', '172.16.5.4', '192.168.1.1', '169.254.1.1', '100.64.0.1', '0.0.0.0', '::1', '::', 'fd00::1', 'fe80::1', '::ffff:10.0.0.1', '::ffff:7f00:1']) {
+  it('judges addresses as the delivery does: IPv6 forms that carry an IPv4 address like that address', () => {
+    for (const a of [
+      '127.0.0.1', '10.0.0.1', '172.16.5.4', '192.168.1.1', '169.254.1.1', '100.64.0.1', '0.0.0.0', '255.255.255.255', '198.18.0.1',
+      '::1', '::', 'fd00::1', 'fe80::1', 'fe80::1%eth0', 'ff02::1', 'fec0::1', '100::1', '2001:db8::1', '3fff::1', '5f00::1',
+      // IPv4-mapped, IPv4-compatible and SIIT (dotted and hex)
+      '::ffff:10.0.0.1', '::ffff:7f00:1', '::127.0.0.1', '::7f00:1', '::ffff:0:127.0.0.1', '::ffff:0:7f00:1', '0:0:0:0:0:ffff:a9fe:a9fe',
+      // NAT64: the well-known prefix carrying a private address; the local-use prefix always
+      '64:ff9b::7f00:1', '64:ff9b::10.1.2.3', '64:ff9b:1::808:808',
+      // 6to4 carrying loopback, private and link-local networks
+      '2002:7f00:1::', '2002:a00:1::1', '2002:a9fe:a9fe::',
+      // Teredo: the client is the last 32 bits inverted (here 127.0.0.1 and 10.0.0.1), or a private server
+      '2001:0:4136:e378:8000:63bf:80ff:fffe', '2001:0:4136:e378::f5ff:fffe', '2001:0:a00:1::fefe:fefe',
+      'not-an-address',
+    ]) {
       expect(isPrivateAddress(a), a).to.equal(true);
     }
-    for (const a of ['93.184.215.14', '1.1.1.1', '2606:4700:4700::1111', '::ffff:1.1.1.1']) {
+    for (const a of [
+      '93.184.215.14', '1.1.1.1', '2606:4700:4700::1111', '2a01:4f8::1',
+      '::ffff:1.1.1.1', '::ffff:0:101:101', '64:ff9b::1.1.1.1', '2002:101:101::1', '2001:0:4136:e378::fefe:fefe',
+    ]) {
       expect(isPrivateAddress(a), a).to.equal(false);
     }
   });

@@ -1,0 +1,89 @@
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { LookupFunction } from 'node:net';
+import type { Receiver } from './address-guard';
+
+/**
+ * The one request of a delivery attempt, sent over a socket that can only reach the addresses the
+ * address guard checked: the connection's `lookup` answers from the receiver's resolved addresses
+ * instead of asking DNS again, so a name that answers differently a moment later (TTL 0, a
+ * rebinding resolver) is never connected to. The URL keeps its host name, so TLS still sends it as
+ * SNI and verifies the certificate against it, and the Host header carries it.
+ *
+ * Redirects are not followed (node:http never does): a 3xx is the receiver's answer, a failed
+ * attempt like any other non-2xx. Each attempt opens its own connection (no pooled socket outlives
+ * the check that vetted it).
+ */
+
+export class ReceiverRequestError extends Error {
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+  ) {
+    super(message);
+    this.name = 'ReceiverRequestError';
+  }
+}
+
+/** A `lookup` that only ever answers with the checked addresses (of the family asked for, if any). */
+export function pinnedLookup(addresses: Receiver['addresses']): LookupFunction {
+  return (hostname, options, callback) => {
+    const family = options.family === 'IPv4' ? 4 : options.family === 'IPv6' ? 6 : options.family;
+    const candidates = addresses.filter((a) => !family || a.family === family);
+    if (candidates.length === 0) {
+      const err: NodeJS.ErrnoException = new Error(`no checked IPv${family} address for ${hostname}`);
+      err.code = 'ENOTFOUND';
+      callback(err, '', 0);
+      return;
+    }
+    if (options.all) callback(null, candidates);
+    else callback(null, candidates[0]!.address, candidates[0]!.family);
+  };
+}
+
+/** POSTs `body` to the receiver; resolves with the HTTP status once the answer's head arrives. */
+export function postToReceiver(
+  receiver: Receiver,
+  init: { headers: Record<string, string>; body: string; signal: AbortSignal },
+): Promise<number> {
+  const send = receiver.url.protocol === 'https:' ? httpsRequest : httpRequest;
+  return new Promise<number>((resolve, reject) => {
+    const req = send(receiver.url, {
+      method: 'POST',
+      headers: { ...init.headers, 'content-length': String(Buffer.byteLength(init.body)) },
+      lookup: pinnedLookup(receiver.addresses),
+      agent: false,
+      signal: init.signal,
+    });
+    req.on('response', (res: IncomingMessage) => {
+      // The body is not wanted: only the status counts, and a receiver may answer at length.
+      res.destroy();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.name === 'AbortError') reject(err);
+      // The code alone (ECONNREFUSED, DEPTH_ZERO_SELF_SIGNED_CERT …) is what the attempt log shows.
+      else reject(new ReceiverRequestError(err.code ?? err.message, err.code));
+    });
+    req.end(init.body);
+  });
+}
+
+/** `p`, or an AbortError once `signal` fires (for steps that cannot be cancelled, such as getaddrinfo). */
+export function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
