@@ -20,7 +20,7 @@ import {
 } from '../db';
 import type { Operation, OperationStatus } from '../entities';
 import type { Logger } from '../lib/logger';
-import { checkJobAgainstOperation, jobIdOf } from '../queues/jobs';
+import { checkJobAgainstOperation, isStallFailure, jobIdOf } from '../queues/jobs';
 import { jobIds, type QueueName } from '../queues/queues';
 import { isDatabaseUnavailable } from './errors';
 
@@ -93,9 +93,6 @@ const stepPatch = (s: StepState): PatchOf<'operation'> =>
   s.step === null || s.step === undefined ? {} : { currentStep: s.step, progress: s.percent ?? 0 };
 
 const STALLED_REASON = 'job stalled: its worker stopped';
-
-/** How BullMQ words the failure of a job that stalled too often. */
-const STALLED_FAILURE = /stalled|started more than allowable/i;
 
 /** What the caller of settleQueueFailure does next with the job. */
 const FINAL_STATUSES: ReadonlySet<OperationStatus> = new Set(['succeeded', 'failed', 'cancelled']);
@@ -343,7 +340,7 @@ export class OperationLedger {
     opts: { stallLimit: number; logger?: Logger },
   ): Promise<QueueFailureOutcome> {
     if (seen.status !== 'queued' && seen.status !== 'running') return 'unchanged';
-    const stalled = STALLED_FAILURE.test(error);
+    const stalled = isStallFailure(error);
     if (stalled && seen.status === 'queued') return 'requeue';
     const guard = { claimToken: seen.claimToken };
     if (stalled) {

@@ -3,7 +3,7 @@ import type { DataSource } from 'typeorm';
 import type { OperationRepository } from '../db';
 import type { Operation } from '../entities';
 import type { Logger } from '../lib/logger';
-import { jobIdOf, queueOf } from '../queues/jobs';
+import { jobIdOf, queueOf, STALL_REQUEUE_LIMIT } from '../queues/jobs';
 import type { OperationLedger, QueueFailureOutcome } from './ledger';
 import type { Outbox } from './outbox';
 
@@ -52,9 +52,6 @@ export interface RelayResult {
   retried: number;
   failed: number;
 }
-
-/** Times one operation's job may be failed by BullMQ for stalling and still be delivered again. */
-const STALL_REQUEUE_LIMIT = 5;
 
 /**
  * A job BullMQ failed without its processor recording the outcome (see the ledger's

@@ -125,3 +125,11 @@ export function checkJobAgainstOperation(
   }
   if (problems.length > 0) throw new JobMismatchError(`Job does not match its operation: ${problems.join('; ')}`);
 }
+
+/** How BullMQ words the failure of a job that stalled too often (its workers died). */
+export function isStallFailure(reason: string): boolean {
+  return /stalled|started more than allowable/i.test(reason);
+}
+
+/** Times one job may be failed by BullMQ for stalling over its life and still be delivered again. */
+export const STALL_REQUEUE_LIMIT = 5;

@@ -1,8 +1,7 @@
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../lib/logger';
-import { redeliverStalled } from '../operations/relay';
-import { JobMismatchError, parseJobPayload } from '../queues/jobs';
+import { isStallFailure, JobMismatchError, parseJobPayload, STALL_REQUEUE_LIMIT } from '../queues/jobs';
 import type { WebhookJobData } from '../queues/queues';
 import { DEFAULT_WORKER_SETTINGS, isFinalFailure, type WorkerSettings } from '../workers';
 import { resolveReceiver, WebhookDnsError, WebhookUrlError, type GuardOptions, type Lookup } from './address-guard';
@@ -118,7 +117,8 @@ export async function settleFailedDelivery(
   logger: Logger,
 ): Promise<'redelivered' | 'failed' | 'settled'> {
   const deliveryId = String(job.id);
-  if (await redeliverStalled(webhooks, job, deliveryId, reason)) {
+  if (isStallFailure(reason) && (await webhooks.requeueStalled(deliveryId, reason, STALL_REQUEUE_LIMIT))) {
+    await job.retry('failed');
     logger.warn({ deliveryId, error: reason }, 'Webhook delivery job stalled too often (its workers died); delivered again');
     return 'redelivered';
   }

@@ -154,7 +154,7 @@ export class WebhookRepository {
    * BullMQ failed the delivery's job for stalling (the workers holding it died): the attempt log
    * records it and the delivery stays pending for its job to run again, up to `limit` stalls over
    * its life. True when it may run again; false when the limit is reached or the row is no longer
-   * pending. The operation ledger's `requeueStalled`, for deliveries (see redeliverStalled).
+   * pending. The deliveries' counterpart of the operation ledger's settleQueueFailure.
    */
   async requeueStalled(id: string, error: string, limit: number): Promise<boolean> {
     const attempt: WebhookAttempt = { at: new Date().toISOString(), status: null, durationMs: 0, error: `${STALLED_ATTEMPT}: ${error}` };
