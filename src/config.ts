@@ -13,6 +13,7 @@ const SECRET_VARS = [
   'TAILSCALE_OAUTH_CLIENT_SECRET',
   'API_TOKEN',
   'BULL_BOARD_PASSWORD',
+  'METRICS_TOKEN',
 ] as const;
 
 const url = (protocols: string[]) =>
@@ -51,6 +52,9 @@ const schema = z.object({
   PORT: int(0, 65535).default(3000),
   HOST: z.string().min(1).default('0.0.0.0'),
   ROLE: z.enum(['all', 'api', 'worker']).default('all'),
+  METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  METRICS_PORT: int(0, 65535).optional(),
+  METRICS_HOST: z.string().min(1).optional(),
   HETZNER_SERVER_TYPE: z.string().regex(/^[a-z0-9-]+$/, 'must be a server type name like cx22').default('cx22'),
   HETZNER_IMAGE: z.string().min(1).default('ubuntu-24.04'),
   HETZNER_LOCATION: z.string().regex(/^[a-z0-9-]+$/, 'must be a location name like fsn1').default('fsn1'),
@@ -152,6 +156,12 @@ export interface Config {
     /** How long a receiver has to answer one attempt. */
     timeoutMs: number;
   };
+  metrics: {
+    /** METRICS_TOKEN: the Bearer token GET /metrics requires; null = open. */
+    token: string | null;
+    /** METRICS_PORT / METRICS_HOST: /metrics on a listener of its own and not on PORT; null = on PORT. */
+    listen: { host: string; port: number } | null;
+  };
   logLevel: Env['LOG_LEVEL'];
 }
 
@@ -192,6 +202,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       const message = issue.code === 'invalid_type' && raw[name] === undefined ? 'is required' : issue.message;
       problems.push(`${name}: ${message}`);
     }
+  }
+  if (parsed.success && parsed.data.METRICS_HOST !== undefined && parsed.data.METRICS_PORT === undefined) {
+    problems.push('METRICS_HOST: set METRICS_PORT too (METRICS_HOST is the address of the metrics listener)');
   }
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   const e = parsed.data;
@@ -247,6 +260,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       attempts: e.WEBHOOK_ATTEMPTS,
       backoffMs: e.WEBHOOK_BACKOFF_MS,
       timeoutMs: e.WEBHOOK_TIMEOUT_SECONDS * 1000,
+    },
+    metrics: {
+      token: e.METRICS_TOKEN ?? null,
+      listen: e.METRICS_PORT === undefined ? null : { host: e.METRICS_HOST ?? e.HOST, port: e.METRICS_PORT },
     },
     logLevel: e.LOG_LEVEL,
   };
