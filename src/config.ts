@@ -203,7 +203,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       problems.push(`${name}: ${message}`);
     }
   }
-  if (parsed.success && parsed.data.METRICS_HOST !== undefined && parsed.data.METRICS_PORT === undefined) {
+  if (raw.METRICS_HOST !== undefined && raw.METRICS_PORT === undefined) {
     problems.push('METRICS_HOST: set METRICS_PORT too (METRICS_HOST is the address of the metrics listener)');
   }
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);

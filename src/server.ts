@@ -42,7 +42,7 @@ import { WebhookRelay } from './webhooks/delivery-relay';
 import { webhookJobOptions } from './queues/queues';
 import { ReconcileReports, Reconciler, stuckTimeouts } from './reconcile';
 import { RollbackListener, provisionFailureHook } from './services/rollback-listener';
-import { answerClientError } from './api/problem';
+import { answerClientError, HttpProblem, problemErrorHandler } from './api/problem';
 import { DEFAULT_WORKER_SETTINGS, createWorkers, type WorkerPool, type WorkerSettings } from './workers';
 import { HibernateWorkflow, PowerWorkflow, ProvisionWorkflow, TeardownWorkflow, type WorkflowDeps } from './workflows';
 
@@ -410,6 +410,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       readiness,
       config,
       auth: new Authenticator({ bootstrapToken: config.http.apiToken, tokens: new ApiTokenRepository({ dataSource }), logger }),
+      logger: logger.child({ component: 'http' }),
     });
   }
 
@@ -529,6 +530,7 @@ function createProbeApp(deps: {
   readiness: () => Promise<Readiness>;
   config: Pick<Config, 'metrics'>;
   auth: Authenticator;
+  logger: Logger;
 }): Application {
   const app = express();
   app.disable('x-powered-by');
@@ -537,6 +539,10 @@ function createProbeApp(deps: {
   });
   app.get('/readyz', readyzHandler(deps.readiness, deps.auth));
   if (!deps.config.metrics.listen) app.get('/metrics', metricsHandler(deps.metrics, deps.config.metrics.token));
+  app.use((req, _res, next) => {
+    next(new HttpProblem('route-not-found', `No route for ${req.method} ${req.path}; a worker serves /healthz, /readyz and /metrics.`));
+  });
+  app.use(problemErrorHandler({ logger: deps.logger, bodyLimit: '0b' }));
   return app;
 }
 
