@@ -16,6 +16,7 @@ const SECRET_VARS = [
   'BULL_BOARD_PASSWORD',
   'WEBHOOK_SECRET_KEY',
   'WEBHOOK_SECRET_KEYS_PREVIOUS',
+  'METRICS_TOKEN',
 ] as const;
 
 const url = (protocols: string[]) =>
@@ -75,6 +76,9 @@ const schema = z.object({
   PORT: int(0, 65535).default(3000),
   HOST: z.string().min(1).default('0.0.0.0'),
   ROLE: z.enum(['all', 'api', 'worker']).default('all'),
+  METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  METRICS_PORT: int(0, 65535).optional(),
+  METRICS_HOST: z.string().min(1).optional(),
   HETZNER_SERVER_TYPE: z.string().regex(/^[a-z0-9-]+$/, 'must be a server type name like cx22').default('cx22'),
   HETZNER_IMAGE: z.string().min(1).default('ubuntu-24.04'),
   HETZNER_LOCATION: z.string().regex(/^[a-z0-9-]+$/, 'must be a location name like fsn1').default('fsn1'),
@@ -180,6 +184,12 @@ export interface Config {
     /** WEBHOOK_SECRET_KEY (+ _PREVIOUS): encrypts secrets at rest; null = stored in clear (warned at start). */
     secretKeys: WebhookSecretKeys | null;
   };
+  metrics: {
+    /** METRICS_TOKEN: the Bearer token GET /metrics requires; null = open. */
+    token: string | null;
+    /** METRICS_PORT / METRICS_HOST: /metrics on a listener of its own and not on PORT; null = on PORT. */
+    listen: { host: string; port: number } | null;
+  };
   logLevel: Env['LOG_LEVEL'];
 }
 
@@ -223,6 +233,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (parsed.success && parsed.data.WEBHOOK_SECRET_KEYS_PREVIOUS && !parsed.data.WEBHOOK_SECRET_KEY) {
     problems.push('WEBHOOK_SECRET_KEYS_PREVIOUS: needs WEBHOOK_SECRET_KEY, the key new secrets are encrypted with');
+  }
+  if (raw.METRICS_HOST !== undefined && raw.METRICS_PORT === undefined) {
+    problems.push('METRICS_HOST: set METRICS_PORT too (METRICS_HOST is the address of the metrics listener)');
   }
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   const e = parsed.data;
@@ -279,6 +292,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       backoffMs: e.WEBHOOK_BACKOFF_MS,
       timeoutMs: e.WEBHOOK_TIMEOUT_SECONDS * 1000,
       secretKeys: e.WEBHOOK_SECRET_KEY ? { primary: e.WEBHOOK_SECRET_KEY, previous: e.WEBHOOK_SECRET_KEYS_PREVIOUS ?? [] } : null,
+    },
+    metrics: {
+      token: e.METRICS_TOKEN ?? null,
+      listen: e.METRICS_PORT === undefined ? null : { host: e.METRICS_HOST ?? e.HOST, port: e.METRICS_PORT },
     },
     logLevel: e.LOG_LEVEL,
   };

@@ -4,7 +4,9 @@ import type { AddressInfo, Socket } from 'node:net';
 import express, { type Application } from 'express';
 import type { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
-import { createApp, readyzHandler, type Readiness } from './api/app';
+import { createApp } from './api/app';
+import { Authenticator } from './api/auth';
+import { createMetricsApp, metricsHandler, readyzHandler, type Readiness } from './api/probes';
 import { HetznerClient, type HetznerClientDeps } from './clients/hetzner/hetzner.client';
 import { TailscaleClient, type TailscaleClientDeps } from './clients/tailscale/tailscale.client';
 import type { Config } from './config';
@@ -41,7 +43,7 @@ import { WebhookSecretBox } from './webhooks/secret-box';
 import { webhookJobOptions } from './queues/queues';
 import { ReconcileReports, Reconciler, stuckTimeouts } from './reconcile';
 import { RollbackListener, provisionFailureHook } from './services/rollback-listener';
-import { answerClientError } from './api/problem';
+import { answerClientError, HttpProblem, problemErrorHandler } from './api/problem';
 import { DEFAULT_WORKER_SETTINGS, createWorkers, type WorkerPool, type WorkerSettings } from './workers';
 import { HibernateWorkflow, PowerWorkflow, ProvisionWorkflow, TeardownWorkflow, type WorkflowDeps } from './workflows';
 
@@ -101,6 +103,8 @@ export interface Tailfleet {
   cloudHealth?: CloudCredentialHealth;
   /** Set once start() has the HTTP server listening, e.g. http://127.0.0.1:3000. */
   url?: string;
+  /** With METRICS_PORT: the metrics listener's address once started, e.g. http://127.0.0.1:9464. */
+  metricsUrl?: string;
   start(): Promise<void>;
   /** Ordered graceful shutdown; safe to call more than once. */
   stop(): Promise<void>;
@@ -362,6 +366,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
   }
 
   let server: Server | undefined;
+  let metricsServer: Server | undefined;
   const sockets = new Set<Socket>();
   const readiness = async (): Promise<Readiness> => {
     const [postgres, redis] = await Promise.all([
@@ -404,7 +409,13 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     });
   } else {
     // A worker-only process serves just probes and its own metrics (jobs, cloud requests).
-    tf.app = createProbeApp(metrics, readiness);
+    tf.app = createProbeApp({
+      metrics,
+      readiness,
+      config,
+      auth: new Authenticator({ bootstrapToken: config.http.apiToken, tokens: new ApiTokenRepository({ dataSource }), logger }),
+      logger: logger.child({ component: 'http' }),
+    });
   }
 
   let started = false;
@@ -462,23 +473,15 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     // by Redis, reaches the queue.
     tf.relay?.start();
     if (tf.app) {
-      server = createServer(tf.app);
-      server.on('clientError', answerClientError);
-      server.on('connection', (s) => {
-        sockets.add(s);
-        s.once('close', () => sockets.delete(s));
-      });
-      await new Promise<void>((resolve, reject) => {
-        server!.once('error', reject);
-        server!.listen(config.http.port, config.http.host, () => {
-          server!.off('error', reject);
-          resolve();
-        });
-      });
-      const addr = server.address() as AddressInfo;
-      const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-      tf.url = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${addr.port}`;
+      server = await listen(tf.app, config.http, sockets);
+      tf.url = urlOf(server);
       logger.info({ url: tf.url, role: config.role }, `tailfleet API listening on ${tf.url}`);
+    }
+    if (config.metrics.listen) {
+      const app = createMetricsApp({ metrics, token: config.metrics.token, logger: logger.child({ component: 'metrics' }) });
+      metricsServer = await listen(app, config.metrics.listen, sockets);
+      tf.metricsUrl = urlOf(metricsServer);
+      logger.info({ url: tf.metricsUrl }, `Metrics listening on ${tf.metricsUrl}/metrics`);
     }
     logger.info({ role: config.role, prefix: config.queues.prefix, fleet: config.fleetName }, 'tailfleet started');
   }
@@ -502,9 +505,10 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
     //    polls answer now with what they read, event streams end (clients resume elsewhere).
     tf.waiter?.close();
     tf.eventStream?.close();
-    if (server) {
-      await step('http', () => closeHttp(server!, sockets, 5_000));
-    }
+    await Promise.all([
+      server && step('http', () => closeHttp(server!, sockets, 5_000)),
+      metricsServer && step('metrics-http', () => closeHttp(metricsServer!, sockets, 5_000)),
+    ]);
     // 2. No new jobs; in-flight ones finish or, past the deadline, are left for another worker.
     //    The reconcile worker drains alongside, under the same deadline: a pass cut short is
     //    re-run from scratch by the next worker (its lock expires, BullMQ requeues it).
@@ -543,17 +547,50 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
   return tf;
 }
 
-function createProbeApp(metrics: Metrics, readiness: () => Promise<Readiness>): Application {
+function createProbeApp(deps: {
+  metrics: Metrics;
+  readiness: () => Promise<Readiness>;
+  config: Pick<Config, 'metrics'>;
+  auth: Authenticator;
+  logger: Logger;
+}): Application {
   const app = express();
   app.disable('x-powered-by');
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
-  app.get('/readyz', readyzHandler(readiness));
-  app.get('/metrics', async (_req, res) => {
-    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  app.get('/readyz', readyzHandler(deps.readiness, deps.auth));
+  if (!deps.config.metrics.listen) app.get('/metrics', metricsHandler(deps.metrics, deps.config.metrics.token));
+  app.use((req, _res, next) => {
+    next(new HttpProblem('route-not-found', `No route for ${req.method} ${req.path}; a worker serves /healthz, /readyz and /metrics.`));
   });
+  app.use(problemErrorHandler({ logger: deps.logger, bodyLimit: '0b' }));
   return app;
+}
+
+/** An HTTP server for `app` on host:port, its sockets tracked (shutdown ends them), answering parse errors with problems. */
+async function listen(app: Application, at: { host: string; port: number }, sockets: Set<Socket>): Promise<Server> {
+  const server = createServer(app);
+  server.on('clientError', answerClientError);
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(at.port, at.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server;
+}
+
+/** http://host:port of a listening server, with a wildcard address shown as loopback. */
+function urlOf(server: Server): string {
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  return `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${addr.port}`;
 }
 
 async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {

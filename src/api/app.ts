@@ -6,7 +6,6 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import type { Config } from '../config';
 import type { ApiTokenRepository } from '../db/api-token.repository';
 import type { OperationList } from '../db/operation-list';
-import type { CredentialStates } from '../lib/cloud-health';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
 import type { Queues } from '../queues/queues';
@@ -15,6 +14,7 @@ import { Authenticator, bearerAuth, boardAuth } from './auth';
 import { buildOpenApiDocument } from './contract';
 import { createOperationListRouter } from './operation-list.routes';
 import { HttpProblem, problemErrorHandler } from './problem';
+import { metricsHandler, readyzHandler, type Readiness } from './probes';
 import { registerQueueMetrics } from './queue-metrics';
 import type { CostService } from '../cost/cost.service';
 import { createCostRouter } from './cost.routes';
@@ -27,7 +27,8 @@ import type { OperationWaiter } from '../events/operation-waiter';
 import { JSON_BODY_LIMIT, v1Router } from './v1.routes';
 
 export interface AppDeps {
-  config: Pick<Config, 'http'>;
+  /** `metrics` omitted: /metrics is open, on this app. */
+  config: Pick<Config, 'http'> & Partial<Pick<Config, 'metrics'>>;
   operations: OperationsService;
   /** Named API tokens: looked up on every request, managed through /v1/tokens. */
   tokens: Pick<ApiTokenRepository, 'create' | 'list' | 'revoke' | 'findByHash' | 'touch'>;
@@ -50,17 +51,7 @@ export interface AppDeps {
   reconcile?: ReconcileRouterDeps['reconciler'];
 }
 
-export interface Readiness {
-  postgres: boolean;
-  redis: boolean;
-  /** Whether the clouds accept our credentials (worker roles; an API-only process makes no cloud calls). */
-  credentials?: CredentialStates;
-  /** What an operator has to fix, e.g. "hetzner rejected the credentials (401): check HETZNER_API_TOKEN". */
-  problems?: string[];
-}
-
 export const BOARD_BASE_PATH = '/admin/queues';
-const READINESS_TIMEOUT_MS = 3000;
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 // Probes and scrapes arrive every few seconds; logging each at info would drown the real traffic.
 const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
@@ -71,34 +62,6 @@ function routeLabel(req: Request, res: Response): string {
   if (template) return template;
   if (req.path === BOARD_BASE_PATH || req.path.startsWith(`${BOARD_BASE_PATH}/`)) return BOARD_BASE_PATH;
   return 'unmatched';
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, fallback: T): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<T>((resolve) => {
-    timer = setTimeout(() => resolve(fallback), ms);
-  });
-  return Promise.race([promise.catch(() => fallback), timeout]).finally(() => clearTimeout(timer));
-}
-
-/**
- * GET /readyz: 200 while PostgreSQL and Redis answer and no cloud has refused our credentials.
- * A refused credential is a configuration error: jobs fail at once until an operator fixes it, so
- * the process says it is not ready (liveness, /healthz, stays ok: restarting would not help).
- */
-export function readyzHandler(readiness: () => Promise<Readiness>) {
-  return async (_req: Request, res: Response) => {
-    const state = await withTimeout(readiness(), READINESS_TIMEOUT_MS, { postgres: false, redis: false });
-    const credentialsOk = !Object.values(state.credentials ?? {}).includes('unauthorized');
-    const ready = state.postgres && state.redis && credentialsOk;
-    res.status(ready ? 200 : 503).json({
-      status: ready ? 'ready' : 'unavailable',
-      postgres: state.postgres,
-      redis: state.redis,
-      ...(state.credentials ? { credentials: state.credentials } : {}),
-      ...(state.problems?.length ? { problems: state.problems } : {}),
-    });
-  };
 }
 
 function tagRoute(template: string) {
@@ -148,14 +111,14 @@ export function createApp(deps: AppDeps): Express {
     res.json({ status: 'ok' });
   });
 
-  app.get('/readyz', tagRoute('/readyz'), readyzHandler(deps.readiness));
+  app.get('/readyz', tagRoute('/readyz'), readyzHandler(deps.readiness, auth));
 
   registerQueueMetrics(deps.metrics.registry, deps.queues, deps.logger, deps.redisTimeoutMs);
   if (deps.reconcile) registerReconcileMetrics(deps.metrics.registry, deps.reconcile, deps.logger);
-  app.get('/metrics', tagRoute('/metrics'), async (_req, res) => {
-    const body = await deps.metrics.registry.metrics();
-    res.type(deps.metrics.registry.contentType).send(body);
-  });
+  // With METRICS_PORT set, /metrics is served on that listener only (see createMetricsApp).
+  if (!deps.config.metrics?.listen) {
+    app.get('/metrics', tagRoute('/metrics'), metricsHandler(deps.metrics, deps.config.metrics?.token ?? null));
+  }
 
   const board = new ExpressAdapter();
   board.setBasePath(BOARD_BASE_PATH);

@@ -1,6 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import type { ApiToken, TokenScope } from '../entities';
+import { SYSTEM_ACTOR, type ApiToken, type TokenScope } from '../entities';
 import type { Logger } from '../lib/logger';
 import { HttpProblem } from './problem';
 
@@ -19,6 +19,17 @@ export interface Principal {
 }
 
 export const BOOTSTRAP_TOKEN_NAME = 'bootstrap';
+
+/**
+ * Names a named token may not take, in any case: the actors tailfleet writes itself (`system` for
+ * workers, the reconciler, sweeps and policies; `bootstrap` for API_TOKEN), so the audit never shows
+ * a token's work as tailfleet's own.
+ */
+export const RESERVED_TOKEN_NAMES: readonly string[] = [SYSTEM_ACTOR, BOOTSTRAP_TOKEN_NAME];
+
+export function isReservedTokenName(name: string): boolean {
+  return RESERVED_TOKEN_NAMES.includes(name.toLowerCase());
+}
 
 const SCOPE_RANK: Record<TokenScope, number> = { read: 0, operate: 1, admin: 2 };
 
@@ -100,24 +111,37 @@ export function principalOf(res: Response): Principal | undefined {
 }
 
 /**
- * Name of the token that made this request (`bootstrap` for API_TOKEN), for recording who asked
- * for an operation. Only valid behind bearerAuth (every /v1 route except the OpenAPI document);
- * throws elsewhere, because recording an unauthenticated actor would be a bug.
+ * The actor a principal's work is recorded under: `token:<name>#<id>` for a named token (a revoked
+ * token's name can be taken again, its id never is), `bootstrap` for API_TOKEN.
+ */
+export function actorName(principal: Principal): string {
+  return principal.tokenId === null ? principal.name : `token:${principal.name}#${principal.tokenId}`;
+}
+
+/**
+ * Who made this request, for recording who asked for an operation (see actorName). Only valid
+ * behind bearerAuth (every /v1 route except the OpenAPI document); throws elsewhere, because
+ * recording an unauthenticated actor would be a bug.
  */
 export function actorOf(res: Response): string {
   const principal = principalOf(res);
   if (!principal) throw new Error('actorOf() called on a request that was not authenticated');
-  return principal.name;
+  return actorName(principal);
 }
 
 const BEARER = /^Bearer[ ]+(\S+)\s*$/i;
 const BASIC = /^Basic[ ]+([A-Za-z0-9+/=]+)\s*$/i;
 
+/** The secret of `Authorization: Bearer <secret>`, if the request carries one. */
+export function bearerSecret(req: Request): string | undefined {
+  return BEARER.exec(req.get('authorization') ?? '')?.[1];
+}
+
 /** `Authorization: Bearer <token>` for the /v1 API; sets res.locals.principal. */
 export function bearerAuth(auth: Authenticator): RequestHandler {
   return async (req: Request, res: Response, next: NextFunction) => {
-    const match = BEARER.exec(req.get('authorization') ?? '');
-    if (!match) {
+    const secret = bearerSecret(req);
+    if (!secret) {
       next(
         new HttpProblem('unauthorized', 'Send an API token as "Authorization: Bearer <token>".', {
           headers: { 'WWW-Authenticate': 'Bearer realm="tailfleet"' },
@@ -125,7 +149,7 @@ export function bearerAuth(auth: Authenticator): RequestHandler {
       );
       return;
     }
-    const principal = await auth.authenticate(match[1]!);
+    const principal = await auth.authenticate(secret);
     if (!principal) {
       next(
         new HttpProblem('unauthorized', 'The bearer token is not valid (unknown, revoked or expired).', {

@@ -342,6 +342,7 @@ registerRoute({
     '400': problem('Invalid fields (every problem is listed in `errors`).'),
     '409': problem('A token that is not revoked already has this name.'),
     '415': problem('Content-Type is not application/json.'),
+    '422': problem('The name is reserved: `system` or `bootstrap`, in any case (type `name-reserved`).'),
   },
 });
 
@@ -581,7 +582,8 @@ registerRoute({
   method: 'get',
   path: '/readyz',
   operationId: 'readiness',
-  summary: 'Readiness: PostgreSQL and Redis answer',
+  summary: 'Readiness: PostgreSQL and Redis answer, and no cloud refuses the credentials',
+  description: 'Public. An admin token (Bearer) adds the details: each dependency, the credential states and the settings to fix.',
   tag: 'system',
   auth: 'public',
   responses: {
@@ -595,9 +597,15 @@ registerRoute({
   path: '/metrics',
   operationId: 'metrics',
   summary: 'Prometheus metrics, including job counts per queue and state',
+  description:
+    'Open unless METRICS_TOKEN is set; then `Authorization: Bearer <METRICS_TOKEN>` is required. With METRICS_PORT set it is ' +
+    'served on that listener instead of this one.',
   tag: 'system',
   auth: 'public',
-  responses: { '200': { description: 'Prometheus text exposition format.', schema: z.string(), contentType: 'text/plain' } },
+  responses: {
+    '200': { description: 'Prometheus text exposition format.', schema: z.string(), contentType: 'text/plain' },
+    '401': problem('METRICS_TOKEN is set and the request does not carry it.'),
+  },
 });
 
 registerRoute({

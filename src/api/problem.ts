@@ -40,6 +40,7 @@ export const PROBLEM_KINDS = {
   'method-not-allowed': { status: 405, title: 'Method not allowed' },
   'state-conflict': { status: 409, title: 'State does not allow this operation' },
   'name-taken': { status: 409, title: 'Name already in use' },
+  'name-reserved': { status: 422, title: 'Name reserved' },
   'quota-exceeded': { status: 409, title: 'Quota exceeded' },
   'payload-too-large': { status: 413, title: 'Request body too large' },
   'unsupported-media-type': { status: 415, title: 'Unsupported media type' },

@@ -13,7 +13,7 @@ import {
 import { isReservedLabelKey } from '../fleet/server-labels';
 import { OPERATION_QUEUES } from '../queues/queues';
 import { mergedUserDataBytes, USER_DATA_MAX_BYTES, userDataProblem } from '../workflows/cloud-init';
-import { BOOTSTRAP_TOKEN_NAME } from './auth';
+import { RESERVED_TOKEN_NAMES } from './auth';
 import { PROBLEM_KINDS, problemType, type ProblemKind } from './problem';
 
 /**
@@ -262,8 +262,7 @@ export const createTokenBody = request(
     name: z
       .string()
       .regex(TOKEN_NAME, `must be 1–${TOKEN_NAME_MAX_LENGTH} letters, digits, ".", "_" or "-", starting with a letter or digit`)
-      // The bootstrap principal's name stays unambiguous in the audit trail.
-      .refine((n) => n.toLowerCase() !== BOOTSTRAP_TOKEN_NAME, { message: `"${BOOTSTRAP_TOKEN_NAME}" is reserved for API_TOKEN` }),
+      .meta({ description: `Not one of the names tailfleet records itself under (${RESERVED_TOKEN_NAMES.join(', ')}), in any case: 422.` }),
     scope: z.enum(TOKEN_SCOPES, { error: () => `must be one of ${TOKEN_SCOPES.join(', ')}` }),
     expiresAt: isoDateTimeParam()
       .refine((d) => d.getTime() > Date.now(), { message: 'must be in the future' })
@@ -308,7 +307,15 @@ export const agentSpecSchema = response(
     location: z.string(),
     image: z.string(),
     sshKeys: z.array(z.string()),
-    userData: nullableString,
+    userData: nullableString.meta({
+      description: 'The agent\'s cloud-init as sent; only an admin token sees it (it may carry credentials), null for every other scope and when none was given.',
+    }),
+    userDataSize: z.int().min(0).nullable().meta({ description: 'Size of the user data in bytes (UTF-8); null when none was given.' }),
+    userDataSha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/)
+      .nullable()
+      .meta({ description: 'Hex SHA-256 of the user data (UTF-8), to compare with a copy without reading it; null when none was given.' }),
   }),
   { id: 'AgentSpec', description: 'What every instance of the agent is made from, defaults filled in.' },
 );
@@ -408,7 +415,12 @@ export const operationSchema = response(
     currentStep: nullableString,
     error: nullableString,
     failedStep: nullableString,
-    requestedBy: z.string().meta({ description: 'Who asked: the API token\'s name, or `system` for the reconciler, the rollback hook and the sweep.' }),
+    requestedBy: z.string().meta({
+      description:
+        'Who asked: `token:<name>#<token id>` for a named token, `bootstrap` for API_TOKEN, or `system` for the reconciler, ' +
+        'the rollback hook and the sweep.',
+      examples: ['token:ci-deploy#3f1c2a9e-0b7d-4c5e-9a41-2d6f8e7b1c03'],
+    }),
     requestedAt: dateTime,
     startedAt: dateTime.nullable(),
     finishedAt: dateTime.nullable(),
@@ -427,7 +439,7 @@ export const eventSchema = response(
     toStatus: z.string(),
     reason: z.string(),
     operationId: uuid.nullable(),
-    actor: z.string().meta({ description: 'Who caused it: the API token\'s name, or `system`.' }),
+    actor: z.string().meta({ description: 'Who caused it: `token:<name>#<token id>`, `bootstrap`, or `system`.' }),
     at: dateTime,
   }),
   { id: 'Event' },
@@ -548,12 +560,19 @@ export const healthSchema = response(z.object({ status: z.literal('ok') }), { id
 export const readinessSchema = response(
   z.object({
     status: z.enum(['ready', 'unavailable']),
-    postgres: z.boolean(),
-    redis: z.boolean(),
-    credentials: z.record(z.string(), z.string()).optional(),
-    problems: z.array(z.string()).optional(),
+    down: z
+      .array(z.enum(['database', 'redis', 'hetzner', 'tailscale']))
+      .meta({ description: 'While unavailable: the dependencies that are down (a cloud: it refuses our credentials).' })
+      .optional(),
+    postgres: z.boolean().meta({ description: 'Admin token only.' }).optional(),
+    redis: z.boolean().meta({ description: 'Admin token only.' }).optional(),
+    credentials: z.record(z.string(), z.string()).meta({ description: 'Admin token only (worker roles).' }).optional(),
+    problems: z.array(z.string()).meta({ description: 'Admin token only: what to fix, naming the settings.' }).optional(),
   }),
-  { id: 'Readiness' },
+  {
+    id: 'Readiness',
+    description: 'Without a token `status` and `down` only; with an admin token (Bearer) also the details and the settings to fix.',
+  },
 );
 
 export const reconcileReportSchema = response(

@@ -1,6 +1,6 @@
 import express, { type Router } from 'express';
 import { TokenNameTakenError, type ApiTokenRepository } from '../db/api-token.repository';
-import { generateToken } from './auth';
+import { generateToken, isReservedTokenName } from './auth';
 import { HttpProblem } from './problem';
 import { createTokenBody, listTokensQuery } from './schemas';
 import { needs, parse, route, uuidParam } from './v1.routes';
@@ -12,6 +12,11 @@ export function createTokensRouter(deps: { tokens: Pick<ApiTokenRepository, 'cre
   route(router, '/tokens', {
     post: needs('admin', async (req, res) => {
       const input = parse(createTokenBody, req.body ?? {}, 'body');
+      if (isReservedTokenName(input.name)) {
+        throw new HttpProblem('name-reserved', `"${input.name}" is a name tailfleet records its own actions under; choose another.`, {
+          errors: [{ path: 'body.name', message: 'is reserved' }],
+        });
+      }
       const secret = generateToken();
       let row;
       try {

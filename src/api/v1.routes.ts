@@ -2,9 +2,10 @@ import express, { type NextFunction, type Request, type RequestHandler, type Res
 import { z } from 'zod';
 import type { AgentStatus, TokenScope } from '../entities';
 import type { CostService } from '../cost/cost.service';
-import type { OperationsService, RequestOptions } from '../services/operations.service';
-import { actorOf, requireScope } from './auth';
+import type { IdempotencyKey, OperationsService, RequestOptions } from '../services/operations.service';
+import { actorOf, principalOf, requireScope } from './auth';
 import { HttpProblem, type FieldProblem, zodProblems } from './problem';
+import { guardRequestInput } from './request-guard';
 import { FINAL_OPERATION_STATUSES, type OperationWaiter } from '../events/operation-waiter';
 import { getOperationQuery } from './webhook.schemas';
 import { createAgentBody, listAgentsQuery, listEventsQuery, UUID } from './schemas';
@@ -17,6 +18,7 @@ import {
   operationView,
   provisionView,
   queueJobView,
+  viewerOf,
 } from './views';
 
 // Room for 32 KiB of user data, JSON-escaped.
@@ -45,13 +47,16 @@ export function uuidParam(req: Request, name = 'id'): string {
   return value.toLowerCase();
 }
 
-function idempotencyKey(req: Request): string | undefined {
+/** The request's Idempotency-Key, scoped to the token that sent it and the route it was sent to. */
+function idempotencyKey(req: Request, res: Response): IdempotencyKey | undefined {
   const value = req.get('idempotency-key');
   if (value === undefined) return undefined;
   if (!IDEMPOTENCY_KEY.test(value)) {
     throw invalid([{ path: 'headers.idempotency-key', message: 'must be 1–200 visible ASCII characters' }]);
   }
-  return value;
+  const principal = principalOf(res);
+  if (!principal) throw new Error('an Idempotency-Key is read only behind bearerAuth');
+  return { key: value, owner: principal.tokenId ?? principal.name, route: `${req.method} ${String(res.locals.routeTemplate)}` };
 }
 
 /** A body, when there is one, must be JSON: anything else is refused before it is read. */
@@ -107,20 +112,20 @@ export function v1Router(
   const costsOf = async (instances: Parameters<CostService['instanceCosts']>[0]) =>
     opts.cost ? (await opts.cost.instanceCosts(instances)).map((cost) => ({ cost })) : instances.map(() => ({}));
   const router = express.Router({ strict: false });
-  router.use(requireJsonBody, express.json({ limit: JSON_BODY_LIMIT, type: JSON_TYPES, strict: true }));
+  router.use(requireJsonBody, express.json({ limit: JSON_BODY_LIMIT, type: JSON_TYPES, strict: true }), guardRequestInput);
   // Optional feature routers (e.g. /reconcile) share the token check and the body rules above.
   for (const r of extra) router.use(r);
 
   route(router, '/agents', {
     post: needs('operate', async (req, res) => {
-      const key = idempotencyKey(req);
+      const key = idempotencyKey(req, res);
       if (req.body === undefined) {
         throw invalid([{ path: '(body)', message: 'a JSON object with at least "name" is required' }]);
       }
       const input = parse(createAgentBody, req.body, 'body');
-      const result = await operations.createAgent(input, { idempotencyKey: key, requestedBy: actorOf(res) });
+      const result = await operations.createAgent(input, { idempotency: key, requestedBy: actorOf(res) });
       if (result.created) res.location(links.agent(result.agent.id));
-      res.status(result.created ? 201 : 200).json(provisionView(result));
+      res.status(result.created ? 201 : 200).json(provisionView(result, viewerOf(res)));
     }),
     get: needs('read', async (req, res) => {
       const q = parse(listAgentsQuery, req.query, 'query');
@@ -134,9 +139,10 @@ export function v1Router(
         labels: q.label,
       });
       const costs = await costsOf(page.items.map((i) => i.instance));
+      const viewer = viewerOf(res);
       res.json({
         items: page.items.map(({ agent, instance }, i) => ({
-          ...agentView(agent),
+          ...agentView(agent, viewer),
           ...costs[i],
           instance: instance ? instanceView(instance) : null,
         })),
@@ -150,8 +156,8 @@ export function v1Router(
   route(router, '/agents/:id/reprovision', {
     post: needs('operate', async (req, res) => {
       const id = uuidParam(req);
-      const result = await operations.requestReprovision(id, { idempotencyKey: idempotencyKey(req), requestedBy: actorOf(res) });
-      res.status(result.created ? 202 : 200).json(provisionView(result));
+      const result = await operations.requestReprovision(id, { idempotency: idempotencyKey(req, res), requestedBy: actorOf(res) });
+      res.status(result.created ? 202 : 200).json(provisionView(result, viewerOf(res)));
     }),
   });
 
@@ -167,7 +173,7 @@ export function v1Router(
       const detail = await operations.getAgent(uuidParam(req));
       const [cost] = await costsOf([detail.instance]);
       res.json({
-        agent: { ...agentView(detail.agent), ...cost },
+        agent: { ...agentView(detail.agent, viewerOf(res)), ...cost },
         instance: detail.instance ? instanceView(detail.instance) : null,
         operation: detail.operation ? operationView(detail.operation) : null,
         links: {
@@ -192,7 +198,7 @@ export function v1Router(
     (run: (id: string, opts: RequestOptions) => ReturnType<OperationsService['requestStop']>): RequestHandler =>
     async (req, res) => {
       const id = uuidParam(req);
-      const { operation, created } = await run(id, { idempotencyKey: idempotencyKey(req), requestedBy: actorOf(res) });
+      const { operation, created } = await run(id, { idempotency: idempotencyKey(req, res), requestedBy: actorOf(res) });
       res.status(created ? 202 : 200).json(commandView(operation));
     };
 

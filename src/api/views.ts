@@ -1,5 +1,8 @@
-import type { Agent, ApiToken, Event, Instance, Operation, ProvisioningJob } from '../entities';
+import { createHash } from 'node:crypto';
+import type { Response } from 'express';
+import type { Agent, AgentSpec, ApiToken, Event, Instance, Operation, ProvisioningJob } from '../entities';
 import { clientIdempotencyKey, type CreateAgentResult, type QueueJobInfo } from '../services/operations.service';
+import { principalOf, scopeAllows } from './auth';
 
 /**
  * What the API shows of each row. Explicit mappers (rather than serialising entities) keep internal
@@ -12,13 +15,38 @@ export const links = {
   operation: (id: string) => `/v1/operations/${id}`,
 };
 
-export function agentView(a: Agent) {
+/** What the caller of a request may see beyond the rows' plain columns. */
+export interface Viewer {
+  /** An agent's user data may carry credentials of the application: admin scope only. */
+  seesUserData: boolean;
+}
+
+export function viewerOf(res: Response): Viewer {
+  const principal = principalOf(res);
+  return { seesUserData: principal !== undefined && scopeAllows(principal.scope, 'admin') };
+}
+
+/** The spec; user data as text only for an admin, as its size and SHA-256 for everyone (enough to tell two apart). */
+export function agentSpecView(spec: AgentSpec, viewer: Viewer) {
+  const { userData } = spec;
+  return {
+    serverType: spec.serverType,
+    location: spec.location,
+    image: spec.image,
+    sshKeys: spec.sshKeys,
+    userData: viewer.seesUserData ? userData : null,
+    userDataSize: userData === null ? null : Buffer.byteLength(userData, 'utf8'),
+    userDataSha256: userData === null ? null : createHash('sha256').update(userData, 'utf8').digest('hex'),
+  };
+}
+
+export function agentView(a: Agent, viewer: Viewer) {
   return {
     id: a.id,
     name: a.name,
     status: a.status,
     labels: a.labels ?? {},
-    spec: a.spec ?? null,
+    spec: a.spec ? agentSpecView(a.spec, viewer) : null,
     createdAt: a.createdAt,
     updatedAt: a.updatedAt,
   };
@@ -64,10 +92,10 @@ export function provisioningJobView(j: ProvisioningJob) {
 }
 
 /** The answer to a request that (re)provisions an agent: POST /v1/agents and .../reprovision. */
-export function provisionView(result: CreateAgentResult) {
+export function provisionView(result: CreateAgentResult, viewer: Viewer) {
   const agentId = result.agent.id;
   return {
-    agent: agentView(result.agent),
+    agent: agentView(result.agent, viewer),
     instance: instanceView(result.instance),
     operation: operationView(result.operation),
     provisioningJob: provisioningJobView(result.provisioningJob),

@@ -24,9 +24,11 @@ export interface InstanceSpec {
 /** The provision operation's own columns, chosen by the caller so the job id is stored in the INSERT. */
 export interface ProvisionRequest {
   idempotencyKey?: string | null;
+  /** Method and route template a client's key was sent to. */
+  idempotencyRoute?: string | null;
   operationId?: string;
   queueJobId?: string | null;
-  /** Who asked (token name); `system` when not given. */
+  /** Who asked (the actor); `system` when not given. */
   requestedBy?: string;
 }
 
@@ -186,6 +188,7 @@ export class AgentRepository {
       agentId: agent.id,
       provisioningJobId: job.id,
       idempotencyKey: input.idempotencyKey ?? null,
+      idempotencyRoute: input.idempotencyRoute ?? null,
       id: input.operationId,
       queueJobId: input.queueJobId ?? null,
       requestedBy: input.requestedBy,

@@ -1,5 +1,5 @@
 import { CannotExecuteNotConnectedError, In, type DataSource, type ObjectLiteral } from 'typeorm';
-import { Agent, Event, Instance, Operation, ProvisioningJob, TERMINAL_INSTANCE_STATUSES, type OperationStatus, type OperationType } from '../entities';
+import { Agent, Event, Instance, Operation, ProvisioningJob, SYSTEM_ACTOR, TERMINAL_INSTANCE_STATUSES, type OperationStatus, type OperationType } from '../entities';
 import { IdempotencyKeyConflictError, RecordNotFoundError } from './errors';
 import { type Db, hydrate, managerOf, type PatchOf, quotedTable, recordEvent } from './transitions';
 import { isUuid } from './uuid';
@@ -9,6 +9,8 @@ export interface NewOperation {
   agentId?: string | null;
   provisioningJobId?: string | null;
   idempotencyKey?: string | null;
+  /** Method and route template a client's key was sent to. */
+  idempotencyRoute?: string | null;
   queueJobId?: string | null;
   /** Audit reason for the creation event; default "<type> requested". */
   reason?: string;
@@ -35,8 +37,8 @@ export async function insertOperation(db: Db, input: NewOperation): Promise<Crea
   const manager = managerOf(db);
   const table = quotedTable(manager.connection.getMetadata(Operation));
   const rows: ObjectLiteral[] = await manager.query(
-    `INSERT INTO ${table} ("id", "type", "agent_id", "provisioning_job_id", "idempotency_key", "queue_job_id", "requested_by")
-     VALUES (COALESCE($6::uuid, gen_random_uuid()), $1, $2, $3, $4, $5, $7)
+    `INSERT INTO ${table} ("id", "type", "agent_id", "provisioning_job_id", "idempotency_key", "queue_job_id", "requested_by", "idempotency_route")
+     VALUES (COALESCE($6::uuid, gen_random_uuid()), $1, $2, $3, $4, $5, $7, $8)
      ON CONFLICT ("idempotency_key") DO NOTHING
      RETURNING *`,
     [
@@ -46,7 +48,8 @@ export async function insertOperation(db: Db, input: NewOperation): Promise<Crea
       input.idempotencyKey ?? null,
       input.queueJobId ?? null,
       input.id ?? null,
-      input.requestedBy ?? 'system',
+      input.requestedBy ?? SYSTEM_ACTOR,
+      input.idempotencyRoute ?? null,
     ],
   );
   if (rows.length === 1) {
@@ -99,7 +102,9 @@ export interface AgentCommandInput {
   operationId: string;
   queueJobId: string;
   idempotencyKey: string | null;
-  /** Who asked (token name); default `system`. */
+  /** Method and route template a client's key was sent to. */
+  idempotencyRoute?: string | null;
+  /** Who asked (the actor); default `system`. */
   requestedBy?: string;
 }
 
@@ -123,8 +128,8 @@ const literalList = (values: readonly string[]) => `(${values.map(literal).join(
 const statements = new WeakMap<DataSource, { agents: string; command: string }>();
 
 /**
- * The command as one statement with six parameters: $1 agent id, $2 command, $3 idempotency key,
- * $4 operation id, $5 queue job id, $6 requested by. Checked in the order a request is answered: unknown agent,
+ * The command as one statement with seven parameters: $1 agent id, $2 command, $3 idempotency key,
+ * $4 operation id, $5 queue job id, $6 requested by, $7 idempotency route. Checked in the order a request is answered: unknown agent,
  * repeated key, destroyed agent, destroy under way, same command under way, instance in the wrong
  * state; only then are the operation and its creation event inserted.
  */
@@ -164,8 +169,8 @@ function agentCommandStatement(dataSource: DataSource): { agents: string; comman
         ELSE 'ok'
       END AS outcome
     ), inserted AS (
-      INSERT INTO ${operations} ("id", "type", "agent_id", "idempotency_key", "queue_job_id", "requested_by")
-      SELECT $4::uuid, $2::text::${operationType}, $1::uuid, $3::varchar, $5::varchar, $6::varchar
+      INSERT INTO ${operations} ("id", "type", "agent_id", "idempotency_key", "queue_job_id", "requested_by", "idempotency_route")
+      SELECT $4::uuid, $2::text::${operationType}, $1::uuid, $3::varchar, $5::varchar, $6::varchar, $7::varchar
       FROM verdict WHERE outcome = 'ok'
       ON CONFLICT ("idempotency_key") DO NOTHING
       RETURNING *
@@ -201,8 +206,8 @@ export async function requestAgentCommand(dataSource: DataSource, input: AgentCo
   const { agents, command } = agentCommandStatement(dataSource);
   const agentId = input.agentId.toLowerCase();
   const lock = `SELECT 1 FROM ${agents} WHERE "id" = ${literal(agentId)}::uuid FOR UPDATE`;
-  const requestedBy = input.requestedBy ?? 'system';
-  const values = [agentId, input.type, input.idempotencyKey, input.operationId, input.queueJobId, requestedBy];
+  const requestedBy = input.requestedBy ?? SYSTEM_ACTOR;
+  const values = [agentId, input.type, input.idempotencyKey, input.operationId, input.queueJobId, requestedBy, input.idempotencyRoute ?? null];
   const manager = dataSource.manager;
   const row =
     input.idempotencyKey === null && LITERAL_SAFE.test(requestedBy)
@@ -291,7 +296,7 @@ export async function warmAgentCommands(dataSource: DataSource, connections: num
   const { agents, command } = agentCommandStatement(dataSource);
   const nobody = '00000000-0000-4000-8000-000000000000';
   const lock = `SELECT 1 FROM ${agents} WHERE "id" = ${literal(nobody)}::uuid FOR UPDATE`;
-  const values = [nobody, 'stop', null, nobody, 'op-warm-up', 'system'];
+  const values = [nobody, 'stop', null, nobody, 'op-warm-up', SYSTEM_ACTOR, null];
   // Never more than the pool holds: runners waiting for each other would wait for ever.
   const poolSize = (dataSource.options as { poolSize?: number }).poolSize ?? 10;
   const runners = Array.from({ length: Math.min(connections, poolSize) }, () => dataSource.createQueryRunner('master'));
@@ -324,6 +329,22 @@ export class OperationRepository {
 
   findByIdempotencyKey(key: string, db: Db = this.dataSource): Promise<Operation | null> {
     return managerOf(db).findOne(Operation, { where: { idempotencyKey: key } });
+  }
+
+  /**
+   * Frees a key slot whose operation was requested at least `ttlMs` ago, so a request that reuses
+   * the key is a new request. The old operation keeps its route and everything else. Returns
+   * whether a slot was freed.
+   */
+  async releaseExpiredKey(key: string, ttlMs: number, db: Db = this.dataSource): Promise<boolean> {
+    const manager = managerOf(db);
+    const table = quotedTable(manager.connection.getMetadata(Operation));
+    const [, affected] = (await manager.query(
+      `UPDATE ${table} SET "idempotency_key" = NULL
+        WHERE "idempotency_key" = $1 AND "requested_at" <= now() - make_interval(secs => $2::float8 / 1000)`,
+      [key, ttlMs],
+    )) as [unknown, number];
+    return affected > 0;
   }
 
   /** The newest queued or running operation of an agent (what GET /v1/agents/:id shows as running). */

@@ -1,4 +1,5 @@
 import { Column, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn } from 'typeorm';
+import { ACTOR_MAX_LENGTH, SYSTEM_ACTOR } from './actor';
 import { Agent } from './agent.entity';
 import { Operation } from './operation.entity';
 
@@ -44,8 +45,8 @@ export class Event {
   @JoinColumn({ name: 'operation_id', foreignKeyConstraintName: 'fk_events_operation' })
   operation?: Operation | null;
 
-  // Who caused it: the API token's name for requests, `system` for workers, reconciler and sweeps.
-  @Column({ type: 'varchar', length: 100, name: 'actor', default: 'system' })
+  // Who caused it: `token:<name>#<id>` or `bootstrap` for requests, `system` for workers, reconciler and sweeps.
+  @Column({ type: 'varchar', length: ACTOR_MAX_LENGTH, name: 'actor', default: SYSTEM_ACTOR })
   actor!: string;
 
   // clock_timestamp(), not now(): a transaction that waited for a row lock logs the time it really

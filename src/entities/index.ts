@@ -8,6 +8,7 @@ import { ProvisioningJob } from './provisioning-job.entity';
 import { ReconcileReportRecord } from './reconcile-report.entity';
 import { WebhookDelivery, WebhookSubscription } from './webhook.entity';
 
+export * from './actor';
 export * from './agent.entity';
 export * from './api-token.entity';
 export * from './event.entity';

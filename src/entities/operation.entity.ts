@@ -10,6 +10,7 @@ import {
   UpdateDateColumn,
 } from 'typeorm';
 import { Agent } from './agent.entity';
+import { ACTOR_MAX_LENGTH, SYSTEM_ACTOR } from './actor';
 import { ProvisioningJob } from './provisioning-job.entity';
 
 export const OPERATION_TYPES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile', 'hibernate', 'wake'] as const;
@@ -56,8 +57,17 @@ export class Operation {
   @Column({ type: 'enum', enum: OPERATION_STATUSES, enumName: 'operation_status', name: 'status', default: 'queued' })
   status!: OperationStatus;
 
+  // The key's slot, unique: `client:<token id or bootstrap>:<Idempotency-Key>` for a client's key (so
+  // one token's key is never another's), `rollback:<provisioning job>` for tailfleet's own. A client's
+  // key holds its slot for 24 hours (IDEMPOTENCY_KEY_TTL_MS); reused after that, the slot is released
+  // from this row (set to NULL) and taken by the new request.
   @Column({ type: 'varchar', length: 255, name: 'idempotency_key', nullable: true })
   idempotencyKey!: string | null;
+
+  // Method and route template the client's key was sent to (`POST /v1/agents/:id/stop`); the same key
+  // on another route is another request (422), even for the same type of operation.
+  @Column({ type: 'varchar', length: 100, name: 'idempotency_route', nullable: true })
+  idempotencyRoute!: string | null;
 
   @Column({ type: 'varchar', length: 255, name: 'queue_job_id', nullable: true })
   queueJobId!: string | null;
@@ -78,8 +88,8 @@ export class Operation {
   @Column({ type: 'varchar', length: 64, name: 'failed_step', nullable: true })
   failedStep!: string | null;
 
-  // Who asked: the API token's name, or `system` for the reconciler, the rollback listener and the sweep.
-  @Column({ type: 'varchar', length: 100, name: 'requested_by', default: 'system' })
+  // Who asked: `token:<name>#<id>` or `bootstrap`, or `system` for the reconciler, the rollback listener and the sweep.
+  @Column({ type: 'varchar', length: ACTOR_MAX_LENGTH, name: 'requested_by', default: SYSTEM_ACTOR })
   requestedBy!: string;
 
   // The delivery (BullMQ lock token) that claimed the operation last. Only that delivery may fail or

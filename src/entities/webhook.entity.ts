@@ -1,4 +1,5 @@
 import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn } from 'typeorm';
+import { ACTOR_MAX_LENGTH, SYSTEM_ACTOR } from './actor';
 
 /** What a subscription can ask for; the trigger on `events` (see the webhooks migration) writes them. */
 export const WEBHOOK_EVENT_TYPES = ['operation.succeeded', 'operation.failed', 'operation.cancelled', 'agent.status_changed'] as const;
@@ -25,7 +26,7 @@ export class WebhookSubscription {
   @Column({ type: 'text', name: 'secret' })
   secret!: string;
 
-  @Column({ type: 'varchar', length: 100, name: 'created_by', default: 'system' })
+  @Column({ type: 'varchar', length: ACTOR_MAX_LENGTH, name: 'created_by', default: SYSTEM_ACTOR })
   createdBy!: string;
 
   @CreateDateColumn({ type: 'timestamptz', name: 'created_at' })

@@ -141,7 +141,7 @@ export class OperationLedger {
   acceptAgentCommand(
     type: AgentCommandType,
     agentId: string,
-    opts: { idempotencyKey: string | null; requestedBy?: string },
+    opts: { idempotencyKey: string | null; idempotencyRoute?: string | null; requestedBy?: string },
   ): Promise<AgentCommandOutcome> {
     const operationId = randomUUID();
     return requestAgentCommand(this.ds, {
@@ -150,6 +150,7 @@ export class OperationLedger {
       operationId,
       queueJobId: jobIds.operation(operationId),
       idempotencyKey: opts.idempotencyKey,
+      idempotencyRoute: opts.idempotencyRoute ?? null,
       requestedBy: opts.requestedBy,
     });
   }

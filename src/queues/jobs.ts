@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { Operation, OperationType } from '../entities';
+import { ACTOR_MAX_LENGTH, type Operation, type OperationType } from '../entities';
 import { jobIds, type JobPayloads, type QueueName } from './queues';
 
 /**
@@ -10,7 +10,7 @@ import { jobIds, type JobPayloads, type QueueName } from './queues';
 
 const uuid = z.uuid();
 // Who asked, copied into the job so Bull Board shows it; never used for decisions.
-const requestedBy = z.string().max(100).optional();
+const requestedBy = z.string().max(ACTOR_MAX_LENGTH).optional();
 
 export const jobPayloadSchemas = {
   provision: z.object({ operationId: uuid, agentId: uuid, instanceId: uuid, provisioningJobId: uuid, requestedBy }).strict(),

@@ -12,6 +12,7 @@ import {
   Instance,
   Operation,
   ProvisioningJob,
+  SYSTEM_ACTOR,
   type AgentSpec,
   type AgentStatus,
   type OperationType,
@@ -73,9 +74,25 @@ export interface OperationsDeps {
   redisTimeoutMs?: number;
 }
 
-/** Who is asking, for the operation's requestedBy and its events' actor. */
+/**
+ * A client's Idempotency-Key with what it is scoped to, as Stripe scopes them: a key belongs to the
+ * token that sent it (another token's same key is another key), names one request (route and target;
+ * reused for another, 422) and is kept IDEMPOTENCY_KEY_TTL_MS (reused after that, a new request).
+ */
+export interface IdempotencyKey {
+  /** As the client sent it. */
+  key: string;
+  /** The token's id, or `bootstrap` for API_TOKEN (never contains ":"). */
+  owner: string;
+  /** Method and route template, e.g. `POST /v1/agents/:id/stop`; the target is the request's own id. */
+  route: string;
+}
+
+export const IDEMPOTENCY_KEY_TTL_MS = 24 * 3600 * 1000;
+
+/** Who is asking, for the operation's requestedBy and its events' actor, and the request's Idempotency-Key. */
 export interface RequestOptions {
-  idempotencyKey?: string;
+  idempotency?: IdempotencyKey;
   requestedBy?: string;
 }
 
@@ -156,6 +173,15 @@ export interface OperationDetail {
   job: QueueJobInfo | null;
 }
 
+/** What a request asks for, to tell a replay from the reuse of a key for something else. */
+interface AskedFor {
+  type: OperationType;
+  /** Method and route template; null for tailfleet's own keys. */
+  route: string | null;
+  agentId?: string;
+  provisioningJobId?: string;
+}
+
 export class InvalidCursorError extends Error {
   constructor() {
     super('The cursor is not one this API handed out.');
@@ -164,16 +190,19 @@ export class InvalidCursorError extends Error {
 }
 
 // Client keys and internal keys share one unique column; the prefixes keep a client from ever
-// claiming `rollback:<id>` and blocking the exactly-once rollback of that job.
+// claiming `rollback:<id>` and blocking the exactly-once rollback of that job, and the owner keeps
+// one token's key from ever naming another token's request.
 const CLIENT_KEY_PREFIX = 'client:';
+const CLIENT_KEY_SLOT = /^client:[^:]*:(.*)$/s;
 const rollbackKey = (provisioningJobId: string) => `rollback:${provisioningJobId}`;
+const keySlot = (k: IdempotencyKey) => `${CLIENT_KEY_PREFIX}${k.owner}:${k.key}`;
 
 type AgentCommand = Extract<OperationType, 'stop' | 'start' | 'destroy' | 'hibernate' | 'wake'>;
 
 /** The client-visible Idempotency-Key of an operation (internal keys are not the client's business). */
 export function clientIdempotencyKey(operation: Operation): string | null {
-  const key = operation.idempotencyKey;
-  return key?.startsWith(CLIENT_KEY_PREFIX) ? key.slice(CLIENT_KEY_PREFIX.length) : null;
+  const match = CLIENT_KEY_SLOT.exec(operation.idempotencyKey ?? '');
+  return match ? match[1]! : null;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -184,11 +213,15 @@ export function encodeCursor(value: string): string {
 }
 
 /** The key a cursor names; InvalidCursorError (a 400 on query.cursor) when it is not one we handed out. */
-export function decodeCursor(cursor: string, valid: RegExp): string {
+export function decodeCursor(cursor: string, valid: RegExp | ((value: string) => boolean)): string {
   const value = Buffer.from(cursor, 'base64url').toString('utf8');
-  if (!valid.test(value)) throw new InvalidCursorError();
+  if (!(typeof valid === 'function' ? valid(value) : valid.test(value))) throw new InvalidCursorError();
   return value;
 }
+
+// Event ids are PostgreSQL bigints: 19 digits may still be more than one holds.
+const BIGINT_MAX = 2n ** 63n - 1n;
+const isEventId = (value: string) => /^\d{1,19}$/.test(value) && BigInt(value) <= BIGINT_MAX;
 
 /** Equal as JSON, whatever the order of object keys. */
 function sameJson(a: unknown, b: unknown): boolean {
@@ -245,10 +278,12 @@ export class OperationsService {
       userData: input.userData ?? null,
     };
     const labels = input.labels ?? {};
-    const key = opts.idempotencyKey === undefined ? null : CLIENT_KEY_PREFIX + opts.idempotencyKey;
+    const key = await this.claimableSlot(opts.idempotency);
+    const route = opts.idempotency?.route ?? null;
+    const asked = { name: input.name, spec, labels, route };
 
     if (key) {
-      const replay = await this.replayCreate(key, { name: input.name, spec, labels });
+      const replay = await this.replayCreate(key, asked);
       if (replay) return replay;
     }
     // Before anything is written: the cloud would refuse this server later, after a billed attempt.
@@ -268,11 +303,12 @@ export class OperationsService {
         spec,
         maxAgents: this.maxAgents,
         idempotencyKey: key,
+        idempotencyRoute: route,
         requestedBy: opts.requestedBy,
       });
       if (!bundle.created) {
         // A concurrent request with the same key won the race between our lookup and our insert.
-        const replay = key ? await this.replayCreate(key, { name: input.name, spec, labels }) : undefined;
+        const replay = key ? await this.replayCreate(key, asked) : undefined;
         if (replay) return replay;
       }
       rows = { agent: bundle.agent, instance: bundle.instance, provisioningJob: bundle.job, operation: bundle.operation };
@@ -280,7 +316,7 @@ export class OperationsService {
       if (err instanceof AgentNameTakenError) {
         if (key) {
           // The same key may have created it a moment ago (a concurrent retry): that is a replay.
-          const replay = await this.replayCreate(key, { name: input.name, spec, labels });
+          const replay = await this.replayCreate(key, asked);
           if (replay) return replay;
         }
         const existing = await this.repos.agents.findLiveByName(input.name);
@@ -302,11 +338,10 @@ export class OperationsService {
    */
   async requestReprovision(agentId: string, opts: RequestOptions = {}): Promise<CreateAgentResult> {
     const agent = await this.mustGetAgent(agentId);
-    const key = opts.idempotencyKey === undefined ? null : CLIENT_KEY_PREFIX + opts.idempotencyKey;
+    const key = await this.claimableSlot(opts.idempotency);
+    const route = opts.idempotency?.route ?? null;
     const previous = key ? await this.repos.operations.findByIdempotencyKey(key) : null;
-    if (previous && !(previous.type === 'provision' && previous.agentId === agentId)) {
-      throw new IdempotencyKeyReuseError(`Idempotency-Key was already used for a ${previous.type} request on another resource`);
-    }
+    if (previous) this.mustBeSameRequest(previous, { type: 'provision', route, agentId });
     const latest = await this.repos.instances.findLatestByAgent(agentId);
     const spec: Pick<AgentSpec, 'serverType' | 'location' | 'image'> = agent.spec ?? {
       serverType: latest?.serverType ?? this.defaults.serverType,
@@ -329,6 +364,7 @@ export class OperationsService {
         location: spec.location,
         image: spec.image,
         idempotencyKey: key,
+        idempotencyRoute: route,
         requestedBy: opts.requestedBy,
       });
     } catch (err) {
@@ -429,18 +465,15 @@ export class OperationsService {
     opts: RequestOptions & { trigger?: RollbackTrigger } = {},
   ): Promise<CommandResult> {
     const trigger = opts.trigger ?? 'api';
-    if (opts.idempotencyKey !== undefined) {
-      const previous = await this.repos.operations.findByIdempotencyKey(CLIENT_KEY_PREFIX + opts.idempotencyKey);
-      if (previous && !(previous.type === 'rollback' && previous.provisioningJobId === provisioningJobId)) {
-        throw new IdempotencyKeyReuseError(
-          `Idempotency-Key was already used for a ${previous.type} request on another resource`,
-        );
-      }
-    }
+    // The rollback itself is keyed by its job (exactly once, whoever asks); a client's key only has
+    // to name this same request.
+    const clientKey = await this.claimableSlot(opts.idempotency);
+    const previous = clientKey ? await this.repos.operations.findByIdempotencyKey(clientKey) : null;
+    if (previous) this.mustBeSameRequest(previous, { type: 'rollback', route: opts.idempotency!.route, provisioningJobId });
 
     const key = rollbackKey(provisioningJobId);
     const existing = await this.repos.operations.findByIdempotencyKey(key);
-    if (existing) return this.replay(existing, 'rollback', { provisioningJobId });
+    if (existing) return this.replay(existing, { type: 'rollback', route: null, provisioningJobId });
 
     const job = await this.repos.provisioningJobs.findById(provisioningJobId);
     if (!job) throw new NotFoundError(`Job ${provisioningJobId} not found`);
@@ -466,9 +499,9 @@ export class OperationsService {
       provisioningJobId,
       key,
       reason: `rollback requested (${trigger})`,
-      requestedBy: trigger === 'api' ? opts.requestedBy : 'system',
+      requestedBy: trigger === 'api' ? opts.requestedBy : SYSTEM_ACTOR,
     });
-    if (!created) return this.replay(operation, 'rollback', { provisioningJobId });
+    if (!created) return this.replay(operation, { type: 'rollback', route: null, provisioningJobId });
 
     const queued = await this.outbox.deliver(operation);
     this.logger.info(
@@ -510,7 +543,7 @@ export class OperationsService {
 
   async listEvents(agentId: string, page: { limit: number; cursor?: string }): Promise<EventPage> {
     await this.mustGetAgent(agentId);
-    const afterId = page.cursor === undefined ? undefined : decodeCursor(page.cursor, /^\d{1,19}$/);
+    const afterId = page.cursor === undefined ? undefined : decodeCursor(page.cursor, isEventId);
     const events = await this.repos.events.listForAgent(agentId, { limit: page.limit + 1, afterId });
     const items = events.slice(0, page.limit);
     return { items, nextCursor: events.length > page.limit ? encodeCursor(items[items.length - 1]!.id) : null };
@@ -526,24 +559,28 @@ export class OperationsService {
   // internals
 
   private async requestAgentCommand(type: AgentCommand, agentId: string, opts: RequestOptions): Promise<CommandResult> {
-    const key = opts.idempotencyKey === undefined ? null : CLIENT_KEY_PREFIX + opts.idempotencyKey;
+    const key = await this.claimableSlot(opts.idempotency);
+    const asked = { type, route: opts.idempotency?.route ?? null, agentId };
     if (key) {
       const previous = await this.repos.operations.findByIdempotencyKey(key);
-      if (previous) return this.replay(previous, type, { agentId });
+      if (previous) return this.replay(previous, asked);
     }
 
-    const result = await this.ledger.acceptAgentCommand(type, agentId, { idempotencyKey: key, requestedBy: opts.requestedBy });
+    const result = await this.ledger.acceptAgentCommand(type, agentId, {
+      idempotencyKey: key,
+      idempotencyRoute: asked.route,
+      requestedBy: opts.requestedBy,
+    });
     switch (result.outcome) {
       case 'created':
         break;
       case 'replay':
         // A request with the same key committed while this one waited for the agent's lock.
-        return this.replay(result.operation, type, { agentId });
+        return this.replay(result.operation, asked);
       case 'key_taken': {
         const existing = key ? await this.repos.operations.findByIdempotencyKey(key) : null;
         if (!existing) throw new Error(`operation insert returned no row for key ${key}`);
-        if (existing.type !== type || existing.agentId !== agentId) throw this.keyConflict(new IdempotencyKeyConflictError(key!, existing.id));
-        return this.replay(existing, type, { agentId });
+        return this.replay(existing, asked);
       }
       case 'agent_not_found':
         throw new NotFoundError(`Agent ${agentId} not found`);
@@ -576,32 +613,53 @@ export class OperationsService {
    * The answer to a repeated request: the operation it created first, provided the key is not being
    * reused for something else. Its delivery is the relay's business, not the client's.
    */
-  private async replay(
-    operation: Operation,
-    type: OperationType,
-    target: { agentId?: string; provisioningJobId?: string },
-  ): Promise<CommandResult> {
+  private replay(operation: Operation, asked: AskedFor): CommandResult {
+    this.mustBeSameRequest(operation, asked);
+    return { operation, created: false };
+  }
+
+  /**
+   * IdempotencyKeyReuseError (422) unless the operation a key names was made by the same request:
+   * same route (method and template; operations written before routes were recorded compare by
+   * type only), same type and same target.
+   */
+  private mustBeSameRequest(operation: Operation, asked: AskedFor): void {
+    const sameRoute = asked.route === null || operation.idempotencyRoute === null || operation.idempotencyRoute === asked.route;
+    if (!sameRoute) {
+      throw new IdempotencyKeyReuseError(`Idempotency-Key was already used for ${operation.idempotencyRoute}, not ${asked.route}`);
+    }
     const sameTarget =
-      operation.type === type &&
-      (target.agentId === undefined || operation.agentId === target.agentId) &&
-      (target.provisioningJobId === undefined || operation.provisioningJobId === target.provisioningJobId);
+      operation.type === asked.type &&
+      (asked.agentId === undefined || operation.agentId === asked.agentId) &&
+      (asked.provisioningJobId === undefined || operation.provisioningJobId === asked.provisioningJobId);
     if (!sameTarget) {
       throw new IdempotencyKeyReuseError(
         `Idempotency-Key was already used for a ${operation.type} request on another resource`,
       );
     }
-    return { operation, created: false };
+  }
+
+  /**
+   * The slot of a client's key, freed first when the operation holding it is older than
+   * IDEMPOTENCY_KEY_TTL_MS: the key then names nothing, and this request is a new one.
+   */
+  private async claimableSlot(idempotency: IdempotencyKey | undefined): Promise<string | null> {
+    if (!idempotency) return null;
+    const slot = keySlot(idempotency);
+    await this.repos.operations.releaseExpiredKey(slot, IDEMPOTENCY_KEY_TTL_MS);
+    return slot;
   }
 
   private async replayCreate(
     key: string,
-    input: { name: string; spec: AgentSpec; labels: Record<string, string> },
+    input: { name: string; spec: AgentSpec; labels: Record<string, string>; route: string | null },
   ): Promise<CreateAgentResult | undefined> {
     const operation = await this.repos.operations.findByIdempotencyKey(key);
     if (!operation) return undefined;
     const reused = () =>
       new IdempotencyKeyReuseError(`Idempotency-Key was already used for a ${operation.type} request with other parameters`);
-    if (operation.type !== 'provision' || !operation.agentId || !operation.provisioningJobId) throw reused();
+    this.mustBeSameRequest(operation, { type: 'provision', route: input.route });
+    if (!operation.agentId || !operation.provisioningJobId) throw reused();
     const provisioningJob = await this.repos.provisioningJobs.findById(operation.provisioningJobId);
     const agent = await this.repos.agents.findById(operation.agentId);
     const instance = provisioningJob && (await this.repos.instances.findById(provisioningJob.instanceId));
@@ -614,7 +672,6 @@ export class OperationsService {
       userData: null,
     };
     if (agent.name !== input.name || !sameJson(stored, input.spec) || !sameJson(agent.labels ?? {}, input.labels)) throw reused();
-    await this.replay(operation, 'provision', { agentId: agent.id });
     return { agent, instance, operation, provisioningJob, created: false };
   }
 

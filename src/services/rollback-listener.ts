@@ -25,7 +25,7 @@ const HALF_RECORDED_GRACE_SECONDS = 120;
 export interface RollbackRequester {
   requestRollback(
     provisioningJobId: string,
-    opts?: { idempotencyKey?: string; trigger?: 'api' | 'auto' | 'sweep' },
+    opts?: { trigger?: 'api' | 'auto' | 'sweep' },
   ): Promise<{ operation: { id: string }; created: boolean }>;
 }
 

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { expect } from 'chai';
 import { Agent } from '../../src/entities';
 import { userDataParts } from '../../src/simulator/user-data';
@@ -45,6 +46,8 @@ describe('API: agent specs', function () {
       image: 'debian-12',
       sshKeys: ['ops-key', backupKeyId],
       userData: OWN_CLOUD_CONFIG,
+      userDataSize: Buffer.byteLength(OWN_CLOUD_CONFIG),
+      userDataSha256: createHash('sha256').update(OWN_CLOUD_CONFIG).digest('hex'),
     });
     const done = await operationDone(created.body.operation.id);
     expect(done.operation.status, done.operation.error).to.equal('succeeded');

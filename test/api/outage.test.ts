@@ -103,7 +103,7 @@ describe('HTTP API while Redis or PostgreSQL is down', () => {
     const accepted = await broken.request('POST', `/v1/agents/${agentId}/stop`, { headers });
     expect(accepted.status, accepted.text).to.equal(202);
     const [queued] = await h.ds.getRepository(Operation).findBy({ agentId, type: 'stop' });
-    expect(queued).to.include({ status: 'queued', idempotencyKey: 'client:stop-during-outage', requestedBy: 'bootstrap' });
+    expect(queued).to.include({ status: 'queued', idempotencyKey: 'client:bootstrap:stop-during-outage', requestedBy: 'bootstrap' });
 
     // The operation reads from PostgreSQL even though the queue cannot be asked.
     const shown = await broken.request('GET', `/v1/operations/${queued!.id}`);
@@ -121,7 +121,7 @@ describe('HTTP API while Redis or PostgreSQL is down', () => {
   it('reports not ready and still serves /metrics', async () => {
     const ready = await broken.request('GET', '/readyz', { token: null });
     expect(ready.status).to.equal(503);
-    expect(ready.body).to.deep.equal({ status: 'unavailable', postgres: true, redis: false });
+    expect(ready.body).to.deep.equal({ status: 'unavailable', down: ['redis'] });
     const metrics = await broken.request('GET', '/metrics', { token: null });
     expect(metrics.status).to.equal(200);
     expect(metrics.text).to.contain('tailfleet_http_requests_total');
@@ -172,7 +172,7 @@ describe('HTTP API while Redis or PostgreSQL is down', () => {
       expect(create.status, create.text).to.equal(503);
       const ready = await api.request('GET', '/readyz', { token: null });
       expect(ready.status).to.equal(503);
-      expect(ready.body.postgres).to.equal(false);
+      expect(ready.body.down).to.include('database');
     } finally {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();

@@ -152,7 +152,7 @@ describe('API: scoped tokens', function () {
       expectProblem(dup, 409, 'name-taken');
 
       const reserved = await call(url, 'POST', '/v1/tokens', { token: suite.apiToken, body: { name: 'bootstrap', scope: 'read' } });
-      expectProblem(reserved, 400, 'validation-error');
+      expectProblem(reserved, 422, 'name-reserved');
 
       const bad = await call(url, 'POST', '/v1/tokens', {
         token: suite.apiToken,
@@ -267,9 +267,9 @@ describe('API: scoped tokens', function () {
   });
 
   describe('actorOf', () => {
-    it('names the token that made the request, and refuses to guess for an unauthenticated one', () => {
+    it('names the token that made the request by name and id, and refuses to guess for an unauthenticated one', () => {
       const res = (principal?: unknown) => ({ locals: principal ? { principal } : {} }) as unknown as Response;
-      expect(actorOf(res({ name: 'ci-deploy', scope: 'operate', tokenId: UNKNOWN_ID }))).to.equal('ci-deploy');
+      expect(actorOf(res({ name: 'ci-deploy', scope: 'operate', tokenId: UNKNOWN_ID }))).to.equal(`token:ci-deploy#${UNKNOWN_ID}`);
       expect(actorOf(res({ name: 'bootstrap', scope: 'admin', tokenId: null }))).to.equal('bootstrap');
       expect(() => actorOf(res())).to.throw(/not authenticated/);
     });

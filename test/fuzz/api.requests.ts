@@ -292,7 +292,147 @@ export class RequestFactory {
       [2, () => this.scopes()],
       [3, () => this.webhooks()],
       [2, () => this.waitAndStream()],
+      [3, () => this.badText()],
+      [2, () => this.bigNumbers()],
+      [2, () => this.deepNesting()],
+      [3, () => this.prototypeKeys()],
     ])();
+  }
+
+  /** A body for a route that takes one, valid but for `defect` placed in the field `at` names. */
+  private bodyWith(defect: unknown, at: 'name' | 'userData' | 'label-value' | 'label-key' | 'ssh-key' | 'webhook-url' | 'token-name'): { path: string; body: Buffer } {
+    const name = this.validName();
+    const key = typeof defect === 'string' ? defect : 'k';
+    switch (at) {
+      case 'name':
+        return { path: '/v1/agents', body: json({ name: `${name}${String(defect)}` }) };
+      case 'userData':
+        return { path: '/v1/agents', body: json({ name, userData: `#!/bin/sh\necho ${String(defect)}\n` }) };
+      case 'label-value':
+        return { path: '/v1/agents', body: json({ name, labels: { tier: defect } }) };
+      case 'label-key':
+        return { path: '/v1/agents', body: json({ name, labels: { [key]: 'x' } }) };
+      case 'ssh-key':
+        return { path: '/v1/agents', body: json({ name, sshKeys: [`ops${String(defect)}`] }) };
+      case 'webhook-url':
+        return { path: '/v1/webhooks', body: json({ url: `https://93.184.215.14/${String(defect)}` }) };
+      case 'token-name':
+        return { path: '/v1/tokens', body: json({ name: `${name}${String(defect)}`, scope: 'read' }) };
+    }
+  }
+
+  private postJson(category: string, path: string, body: Buffer): FuzzRequest {
+    return { category, method: 'POST', path, headers: [...this.auth(), 'content-type', 'application/json'], body, readOnly: false };
+  }
+
+  /** NUL characters and unpaired surrogates in query strings and in every kind of body string. */
+  private badText(): FuzzRequest {
+    const r = this.rng;
+    const where = r.pick(['name', 'userData', 'label-value', 'label-key', 'ssh-key', 'webhook-url', 'token-name'] as const);
+    return r.weighted<() => FuzzRequest>([
+      [3, () => {
+        const { path, body } = this.bodyWith(r.pick(['\u0000', 'a\u0000b', '\u0000\u0000']), where);
+        return this.postJson('text-nul', path, body);
+      }],
+      [3, () => {
+        // JSON.stringify escapes a lone surrogate as \udXXX, which JSON.parse turns back into one.
+        const { path, body } = this.bodyWith(r.pick(['\ud800', '\udfff', 'a\udbffb', '\udc00\ud800']), where);
+        return this.postJson('text-surrogate', path, body);
+      }],
+      [1, () => this.postJson('text-surrogate', '/v1/agents', Buffer.from(`{"name":"${this.validName()}","userData":"#!/bin/sh\\n\\ud83d"}`))],
+      [3, () => ({
+        category: 'text-query',
+        method: 'GET',
+        path: `${r.pick(['/v1/agents', '/v1/operations', `/v1/agents/${this.realAgent()}/events`, '/v1/tokens', '/v1/webhooks'])}?${r.pick([
+          'name=a%00b',
+          'name=%00',
+          'label=tier=%00',
+          'label=%00=x',
+          'status=active%00',
+          'type=stop%00',
+          `agentId=${r.uuid()}%00`,
+          'since=2030-01-01T00:00:00Z%00',
+          `cursor=${Buffer.from(`${r.uuid()}\u0000`).toString('base64url')}`,
+          `cursor=%00${Buffer.from(r.uuid()).toString('base64url')}`,
+          'includeRevoked=true%00',
+          'limit=1%00',
+        ])}`,
+        headers: this.auth(),
+        readOnly: true,
+      })],
+    ])();
+  }
+
+  /** Numbers beyond what their column or a JavaScript number holds: cursors, limits, offsets, waits, body numbers. */
+  private bigNumbers(): FuzzRequest {
+    const r = this.rng;
+    const huge = r.pick(['9999999999999999999', '9223372036854775808', '18446744073709551616', '99999999999999999999999999', '1e400', '-9223372036854775809', '1'.padEnd(400, '0')]);
+    return r.weighted<() => FuzzRequest>([
+      [4, () => ({
+        category: 'big-number',
+        method: 'GET',
+        path: `/v1/agents/${this.realAgent()}/events?cursor=${Buffer.from(huge).toString('base64url')}`,
+        headers: this.auth(),
+        readOnly: true,
+      })],
+      [3, () => ({
+        category: 'big-number',
+        method: 'GET',
+        path: `${r.pick(['/v1/agents', '/v1/operations', `/v1/agents/${this.realAgent()}/events`, `/v1/webhooks/${r.uuid()}/deliveries`])}?${r.pick(['limit', 'offset', 'cursor'])}=${pathSegment(huge)}`,
+        headers: this.auth(),
+        readOnly: true,
+      })],
+      [1, () => ({
+        category: 'big-number',
+        method: 'GET',
+        path: `/v1/operations/${r.pick(this.ctx.operationIds)}?wait=${pathSegment(huge)}`,
+        headers: this.auth(),
+        readOnly: true,
+      })],
+      [2, () => this.postJson('big-number', '/v1/agents', Buffer.from(`{"name":${huge},"labels":{"n":${huge}},"sshKeys":[${huge}]}`))],
+      [1, () => this.postJson('big-number', '/v1/tokens', Buffer.from(`{"name":"${this.validName()}","scope":"read","expiresAt":${huge}}`))],
+    ])();
+  }
+
+  /** Valid JSON nested far deeper than any request needs, in every place a body has room for it. */
+  private deepNesting(): FuzzRequest {
+    const r = this.rng;
+    const depth = r.weighted([
+      [3, r.int(33, 100)],
+      [2, r.int(100, 2000)],
+      [1, r.int(2000, 12_000)],
+    ]);
+    const nested = r.bool() ? `${'{"a":'.repeat(depth)}"x"${'}'.repeat(depth)}` : `${'['.repeat(depth)}"x"${']'.repeat(depth)}`;
+    const name = this.validName();
+    const [path, body] = r.pick<[string, string]>([
+      ['/v1/agents', `{"name":"${name}","labels":${nested}}`],
+      ['/v1/agents', `{"name":"${name}","sshKeys":${nested}}`],
+      ['/v1/agents', `{"name":"${name}","extra":${nested}}`],
+      ['/v1/agents', nested],
+      ['/v1/webhooks', `{"url":"https://93.184.215.14/","events":${nested}}`],
+      ['/v1/tokens', `{"name":"${name}","scope":${nested}}`],
+      [this.realCommandPath(), `{"x":${nested}}`],
+    ]);
+    return this.postJson('deep-json', path, Buffer.from(body));
+  }
+
+  /** __proto__, constructor and prototype as keys at every depth, in bodies that are otherwise valid. */
+  private prototypeKeys(): FuzzRequest {
+    const r = this.rng;
+    const key = r.pick(['__proto__', 'constructor', 'prototype']);
+    const value = r.pick(['"x"', '{"polluted":"yes"}', '{"prototype":{"isAdmin":true}}', '[]', 'null', '1']);
+    const name = this.validName();
+    const [path, body] = r.pick<[string, string]>([
+      ['/v1/agents', `{"name":"${name}","labels":{"${key}":${value}}}`],
+      ['/v1/agents', `{"name":"${name}","labels":{"tier":"gold","${key}":"x"}}`],
+      ['/v1/agents', `{"${key}":${value},"name":"${name}"}`],
+      ['/v1/agents', `{"name":"${name}","sshKeys":[{"${key}":${value}}]}`],
+      ['/v1/webhooks', `{"url":"https://93.184.215.14/hook","events":["agent.status_changed"],"${key}":${value}}`],
+      ['/v1/webhooks', `{"url":"https://93.184.215.14/hook","events":[{"${key}":${value}}]}`],
+      ['/v1/tokens', `{"name":"${name}","scope":"read","${key}":${value}}`],
+      [this.realCommandPath(), `{"${key}":${value}}`],
+    ]);
+    return this.postJson('proto-keys', path, Buffer.from(body));
   }
 
   private auth_(): FuzzRequest {
