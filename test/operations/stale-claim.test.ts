@@ -36,7 +36,7 @@ describe('operation ledger: a delivery that lost its claim', function () {
   async function takenOver(): Promise<string> {
     const { operation } = await queuedStop(db.dataSource);
     expect(await ledger.claim(operation.id, { attempt: 1, token: 'stale' })).to.equal('claimed');
-    expect(await ledger.claim(operation.id, { attempt: 2, token: 'owner' })).to.equal('claimed');
+    expect(await ledger.claim(operation.id, { attempt: 2, token: 'owner' })).to.equal('taken-over');
     return operation.id;
   }
 
