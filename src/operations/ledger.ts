@@ -45,7 +45,7 @@ import { isDatabaseUnavailable } from './errors';
  * Success is accepted from any delivery: the work is done whoever did it.
  */
 
-export type ClaimResult = 'claimed' | 'taken-over' | 'missing' | Extract<OperationStatus, 'succeeded' | 'cancelled'>;
+export type ClaimResult = 'claimed' | 'taken-over' | 'missing' | Extract<OperationStatus, 'succeeded' | 'cancelled' | 'failed'>;
 
 /** The job that claims an operation: it must be that operation's own delivery. */
 export interface Delivery {
@@ -188,9 +188,10 @@ export class OperationLedger {
   /**
    * Moves the operation to running for this delivery. `running` is a redelivery after a stall (or a
    * duplicate delivery), which takes the claim over (`taken-over`: an earlier delivery may still be
-   * at work). `failed` is final for everything but an operator: a delivery finding its operation
-   * failed can only be an operator retrying the failed job from Bull Board (our own redeliveries move
-   * the operation back to queued first), and that is recorded as the retry it is. The guarded move
+   * at work). `failed` is final for everything but an operator: our own redeliveries move the
+   * operation back to queued first, so a delivery finding it failed is an operator retrying the
+   * failed job from Bull Board (recorded as the retry it is) or the failed attempt redelivered
+   * (answered `failed`: nothing runs). The guarded move
    * from `queued` is tried first: it is the usual case and needs no read.
    */
   async claim(operationId: string, input: { attempt: number; token: string | null; delivery?: Delivery }): Promise<ClaimResult> {
@@ -229,7 +230,15 @@ export class OperationLedger {
         const status = current.status;
         if (status === 'succeeded' || status === 'cancelled') return status;
         if (status === 'running' && (await this.repos.operations.takeOverClaim(operationId, attempt, token))) return 'taken-over';
-        from = status === 'failed' ? 'failed' : 'queued';
+        if (status === 'failed') {
+          // BullMQ counts an attempt when it fails a job, so an operator's retry of the failed job
+          // comes with an attempt number past the one the operation failed at. A delivery at the
+          // same attempt is the failed attempt itself, redelivered because its worker died before
+          // BullMQ recorded the failure: the failure stands.
+          if (attempt <= current.attempts) return 'failed';
+          guard.attempts = current.attempts;
+          from = 'failed';
+        } else from = 'queued';
       }
     }
     throw new Error(`Operation ${operationId} keeps changing; try again later`);

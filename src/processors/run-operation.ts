@@ -224,6 +224,15 @@ export async function runOperation<K extends QueueName, T>(
   if (claim === 'missing') return refuse(new JobMismatchError(`Operation ${operationId} not found`));
   // An earlier delivery of this job may still be at work (its lock lapsed, it did not die).
   const tookOver = claim === 'taken-over';
+  if (claim === 'failed') {
+    // The attempt that failed, delivered again because its worker died before BullMQ recorded the
+    // failure. The operation's failure stands; the job fails too, so an operator can retry it.
+    handled();
+    logger.warn('Operation already failed; this delivery is the failed attempt again and runs nothing');
+    await jobLog('operation already failed; nothing runs (retry the job to run it again)');
+    observe('failed');
+    throw new UnrecoverableError(`Operation ${operationId} already failed`);
+  }
   if (claim !== 'claimed' && !tookOver) {
     // At-least-once delivery: the work was already done (or cancelled) and only the job's own
     // completion was lost. Running it again would turn a success into a state conflict.

@@ -142,4 +142,15 @@ describe('pipeline: a final state is final', function () {
     expect(seen.map((e) => e.to_status)).to.deep.equal(['queued', 'running', 'failed', 'running']);
     expect(seen[3]!.reason).to.match(/retried by an operator/);
   });
+
+  it('the failed attempt delivered again (its worker died before BullMQ recorded the failure) runs nothing', async () => {
+    const { operation, agentId } = await queuedStop(db.dataSource);
+    const delivery = { type: 'stop', jobId: operation.queueJobId!, agentId };
+    await ledger.claim(operation.id, { attempt: 1, token: 'T1', delivery });
+    await ledger.fail(operation.id, 'T1', { reason: 'failed: boom', error: 'boom' });
+    // BullMQ never counted the attempt, so the redelivery carries the same attempt number.
+    expect(await ledger.claim(operation.id, { attempt: 1, token: 'T2', delivery })).to.equal('failed');
+    expect(await row(operation.id)).to.deep.equal({ status: 'failed', claim_token: 'T1' });
+    expect((await events(operation.id)).map((e) => e.to_status)).to.deep.equal(['queued', 'running', 'failed']);
+  });
 });
