@@ -26,16 +26,20 @@ interface InstanceRow {
 const FINAL_OPERATION = new Set(['succeeded', 'failed', 'cancelled']);
 const AGENT_FOR_INSTANCE: Record<string, string> = { running: 'active', stopped: 'paused', hibernated: 'hibernated', destroyed: 'destroyed', failed: 'error' };
 
+/** How the ledger words the claim of an operation that had failed: an operator retrying its job by hand. */
+const OPERATOR_RETRY = /^retried by an operator/;
+
 /**
  * A final state is final: no operation ends twice. Every move of an operation writes an event row
  * (entity_type 'operation'), in the order of its id; an operation whose events reach succeeded,
- * failed or cancelled more than once had its outcome overturned after it was announced (a webhook
- * sent, a rollback started, a client told). The one legitimate way back out of `failed` is an
- * operator retrying the job by hand (recorded as a claim from `failed`, with no reason of its own);
- * nothing in the chaos run retries by hand, so any second final event is a violation. The row's
- * status must also be where its last event left it.
+ * failed or cancelled again after it ended had its outcome overturned after it was announced (a
+ * webhook sent, a rollback started, a client told). The one way back out of `failed` is an operator
+ * retrying the job by hand, recorded as its own event ("retried by an operator …"); any other path
+ * from one final event to another (final → running → final) is a violation. Where nobody retries by
+ * hand (`operatorRetries` false, as in the chaos run), an operator retry is itself one: it can only be
+ * a redelivery that the ledger took for one. The row's status must also be where its last event left it.
  */
-export async function checkFinalOutcomes(ds: DataSource): Promise<InvariantReport> {
+export async function checkFinalOutcomes(ds: DataSource, opts: { operatorRetries?: boolean } = {}): Promise<InvariantReport> {
   const checked: Record<string, number> = {};
   const violations: string[] = [];
   const events: { operation_id: string; event_id: string; from_status: string | null; to_status: string; reason: string }[] = await ds.query(
@@ -48,15 +52,22 @@ export async function checkFinalOutcomes(ds: DataSource): Promise<InvariantRepor
     list.push(e);
     byOperation.set(e.operation_id, list);
   }
+  const describe = (list: typeof events) => list.map((e) => `${e.to_status} (#${e.event_id} "${e.reason.slice(0, 120)}")`).join(' → ');
   const statuses: { id: string; type: string; status: string }[] = await ds.query(`SELECT id, type::text, status::text FROM operations`);
   for (const op of statuses) {
     const list = byOperation.get(op.id) ?? [];
     checked['operation ended once'] = (checked['operation ended once'] ?? 0) + 1;
-    const finals = list.filter((e) => FINAL_OPERATION.has(e.to_status));
-    if (finals.length > 1) {
-      const firstFinal = list.indexOf(finals[0]!);
-      const story = list.slice(firstFinal).map((e) => `${e.to_status} (#${e.event_id} "${e.reason.slice(0, 120)}")`).join(' → ');
-      violations.push(`operation ${op.id} (${op.type}) ended ${finals.length} times: ${story}`);
+    // Index of the final event that stands (not followed by an operator retry), if any.
+    let ended = -1;
+    for (let i = 0; i < list.length; i++) {
+      const e = list[i]!;
+      if (e.from_status === 'failed' && OPERATOR_RETRY.test(e.reason)) {
+        if (!opts.operatorRetries) violations.push(`operation ${op.id} (${op.type}) was retried as if by an operator, and nobody did: ${describe(list)}`);
+        ended = -1;
+      } else if (FINAL_OPERATION.has(e.to_status)) {
+        if (ended >= 0) violations.push(`operation ${op.id} (${op.type}) ended again after it ended: ${describe(list.slice(ended, i + 1))}`);
+        ended = i;
+      }
     }
     checked['operation row matches its last event'] = (checked['operation row matches its last event'] ?? 0) + 1;
     const last = list[list.length - 1];
@@ -79,7 +90,8 @@ export interface ReceivedWebhook {
  * What the webhooks said about each operation's end, as recorded (webhook_deliveries, written by the
  * events trigger in the transition's own transaction) and as received: one outcome per operation, never
  * `operation.failed` and later `operation.succeeded` (a receiver that acted on the failure — paged
- * someone, cleaned up — was told something that did not stay true). Every final event of an operation
+ * someone, cleaned up — was told something that did not stay true). Only for a run where nobody
+ * retries a failed job by hand, which announces its new outcome too. Every final event of an operation
  * has exactly one delivery per subscription, and the receiver got nothing that was not recorded.
  */
 export async function checkWebhookOutcomes(ds: DataSource, received: readonly ReceivedWebhook[]): Promise<InvariantReport> {
