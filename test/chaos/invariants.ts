@@ -26,6 +26,143 @@ interface InstanceRow {
 const FINAL_OPERATION = new Set(['succeeded', 'failed', 'cancelled']);
 const AGENT_FOR_INSTANCE: Record<string, string> = { running: 'active', stopped: 'paused', hibernated: 'hibernated', destroyed: 'destroyed', failed: 'error' };
 
+/** How the ledger words the claim of an operation that had failed: an operator retrying its job by hand. */
+const OPERATOR_RETRY = /^retried by an operator/;
+
+/**
+ * A final state is final: no operation ends twice. Every move of an operation writes an event row
+ * (entity_type 'operation'), in the order of its id; an operation whose events reach succeeded,
+ * failed or cancelled again after it ended had its outcome overturned after it was announced (a
+ * webhook sent, a rollback started, a client told). The one way back out of `failed` is an operator
+ * retrying the job by hand, recorded as its own event ("retried by an operator …"); any other path
+ * from one final event to another (final → running → final) is a violation. Where nobody retries by
+ * hand (`operatorRetries` false, as in the chaos run), an operator retry is itself one: it can only be
+ * a redelivery that the ledger took for one. The row's status must also be where its last event left it.
+ */
+export async function checkFinalOutcomes(ds: DataSource, opts: { operatorRetries?: boolean } = {}): Promise<InvariantReport> {
+  const checked: Record<string, number> = {};
+  const violations: string[] = [];
+  const events: { operation_id: string; event_id: string; from_status: string | null; to_status: string; reason: string }[] = await ds.query(
+    `SELECT entity_id AS operation_id, id::text AS event_id, from_status, to_status, reason
+       FROM events WHERE entity_type = 'operation' ORDER BY entity_id, id`,
+  );
+  const byOperation = new Map<string, typeof events>();
+  for (const e of events) {
+    const list = byOperation.get(e.operation_id) ?? [];
+    list.push(e);
+    byOperation.set(e.operation_id, list);
+  }
+  const describe = (list: typeof events) => list.map((e) => `${e.to_status} (#${e.event_id} "${e.reason.slice(0, 120)}")`).join(' → ');
+  const statuses: { id: string; type: string; status: string }[] = await ds.query(`SELECT id, type::text, status::text FROM operations`);
+  for (const op of statuses) {
+    const list = byOperation.get(op.id) ?? [];
+    checked['operation ended once'] = (checked['operation ended once'] ?? 0) + 1;
+    // Index of the final event that stands (not followed by an operator retry), if any.
+    let ended = -1;
+    for (let i = 0; i < list.length; i++) {
+      const e = list[i]!;
+      if (e.from_status === 'failed' && OPERATOR_RETRY.test(e.reason)) {
+        if (!opts.operatorRetries) violations.push(`operation ${op.id} (${op.type}) was retried as if by an operator, and nobody did: ${describe(list)}`);
+        ended = -1;
+      } else if (FINAL_OPERATION.has(e.to_status)) {
+        if (ended >= 0) violations.push(`operation ${op.id} (${op.type}) ended again after it ended: ${describe(list.slice(ended, i + 1))}`);
+        ended = i;
+      }
+    }
+    checked['operation row matches its last event'] = (checked['operation row matches its last event'] ?? 0) + 1;
+    const last = list[list.length - 1];
+    if (!last) violations.push(`operation ${op.id} (${op.type}) has no events`);
+    else if (last.to_status !== op.status) violations.push(`operation ${op.id} (${op.type}) is ${op.status} but its last event says ${last.to_status}`);
+  }
+  return { checked, violations };
+}
+
+/** A webhook delivery as the receiver got it (its body's fields, and the delivery id from `webhook-id`). */
+export interface ReceivedWebhook {
+  deliveryId: string;
+  type: string;
+  eventId: string;
+  operationId: string | null;
+  status: string | null;
+}
+
+/**
+ * What the webhooks said about each operation's end, as recorded (webhook_deliveries, written by the
+ * events trigger in the transition's own transaction) and as received: one outcome per operation, never
+ * `operation.failed` and later `operation.succeeded` (a receiver that acted on the failure — paged
+ * someone, cleaned up — was told something that did not stay true). Only for a run where nobody
+ * retries a failed job by hand, which announces its new outcome too. Every final event of an operation
+ * has exactly one delivery per subscription, and the receiver got nothing that was not recorded.
+ */
+export async function checkWebhookOutcomes(ds: DataSource, received: readonly ReceivedWebhook[]): Promise<InvariantReport> {
+  const checked: Record<string, number> = {};
+  const violations: string[] = [];
+  const count = (name: string) => {
+    checked[name] = (checked[name] ?? 0) + 1;
+  };
+  const recorded: { id: string; subscription_id: string; type: string; event_id: string; operation_id: string | null; status: string | null }[] =
+    await ds.query(
+      `SELECT id, subscription_id, type, event_id::text AS event_id, data->'operation'->>'id' AS operation_id, data->'operation'->>'status' AS status
+         FROM webhook_deliveries WHERE type LIKE 'operation.%' ORDER BY event_id, id`,
+    );
+  const subscriptions: { id: string }[] = await ds.query(
+    `SELECT id FROM webhook_subscriptions WHERE events && ARRAY['operation.succeeded', 'operation.failed', 'operation.cancelled']`,
+  );
+  const finalEvents: { event_id: string; operation_id: string; to_status: string }[] = await ds.query(
+    `SELECT id::text AS event_id, entity_id AS operation_id, to_status FROM events
+      WHERE entity_type = 'operation' AND to_status IN ('succeeded', 'failed', 'cancelled')`,
+  );
+  const deliveriesOf = new Map<string, typeof recorded>();
+  for (const d of recorded) {
+    const list = deliveriesOf.get(d.event_id) ?? [];
+    list.push(d);
+    deliveriesOf.set(d.event_id, list);
+  }
+  for (const e of finalEvents) {
+    count('final event announced once per subscription');
+    const list = deliveriesOf.get(e.event_id) ?? [];
+    for (const s of subscriptions) {
+      const n = list.filter((d) => d.subscription_id === s.id).length;
+      if (n !== 1) violations.push(`final event #${e.event_id} (operation ${e.operation_id} ${e.to_status}) has ${n} deliveries to subscription ${s.id}`);
+    }
+  }
+
+  // Per operation, the outcomes announced in event order: more than one means one was taken back.
+  const outcomes = (items: readonly { operationId: string | null; type: string; eventId: string }[], where: string) => {
+    const byOperation = new Map<string, Map<string, string>>();
+    for (const d of items) {
+      if (!d.operationId) continue;
+      const events = byOperation.get(d.operationId) ?? new Map<string, string>();
+      events.set(d.eventId, d.type);
+      byOperation.set(d.operationId, events);
+    }
+    for (const [operationId, events] of byOperation) {
+      count(`one outcome per operation (${where})`);
+      const story = [...events].sort(([a], [b]) => Number(a) - Number(b)).map(([, type]) => type);
+      if (story.length <= 1) continue;
+      const firstFailed = story.indexOf('operation.failed');
+      const failedThenSucceeded = firstFailed >= 0 && story.lastIndexOf('operation.succeeded') > firstFailed;
+      violations.push(
+        `operation ${operationId}: ${where} webhooks announced ${story.join(' then ')}${failedThenSucceeded ? ' (failed, then succeeded)' : ''}`,
+      );
+    }
+  };
+  outcomes(recorded.map((d) => ({ operationId: d.operation_id, type: d.type, eventId: d.event_id })), 'recorded');
+  outcomes(received, 'received');
+
+  const recordedById = new Map(recorded.map((d) => [d.id, d]));
+  for (const r of received) {
+    count('received webhook was recorded');
+    const d = recordedById.get(r.deliveryId);
+    if (!d) violations.push(`received webhook ${r.deliveryId} (${r.type}) is not a recorded delivery`);
+    else if (d.type !== r.type || d.event_id !== r.eventId) {
+      violations.push(`received webhook ${r.deliveryId} says ${r.type} #${r.eventId}, recorded as ${d.type} #${d.event_id}`);
+    }
+    if (r.status !== null && `operation.${r.status}` !== r.type) violations.push(`received webhook ${r.deliveryId} is ${r.type} for a ${r.status} operation`);
+  }
+  return { checked, violations };
+}
+
 export async function checkInvariants(ds: DataSource, sim: SimState, accepted: Map<string, string>): Promise<InvariantReport> {
   const checked: Record<string, number> = {};
   const violations: string[] = [];

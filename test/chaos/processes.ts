@@ -189,6 +189,18 @@ export class WorkerProcess {
     await exited(child);
   }
 
+  /**
+   * Freezes the process (SIGSTOP) where it stands, as a long pause of the machine would: it claims,
+   * finishes and writes nothing until resume(). A process that is not running is left alone.
+   */
+  pause(): void {
+    if (this.running) this.child!.kill('SIGSTOP');
+  }
+
+  resume(): void {
+    if (this.running) this.child!.kill('SIGCONT');
+  }
+
   async stop(): Promise<void> {
     await this.kill('SIGKILL').catch(() => undefined);
     this.log.end();
