@@ -13,6 +13,7 @@ import {
   type AgentFixture,
   type LifecycleHarness,
 } from '../helpers/lifecycle';
+import { waitFor } from '../helpers/wait';
 
 const ROUNDS = 50;
 const PARALLEL = 25;
@@ -38,12 +39,18 @@ describe('lifecycle: races', function () {
 
     async function round(i: number, a: AgentFixture): Promise<void> {
       const [stopOp, destroyOp] = [await newOperation(h, 'stop', a.agentId), await newOperation(h, 'destroy', a.agentId)];
-      // Vary who starts first, and by how much, so every interleaving shows up over the rounds.
-      const [stopDelay, destroyDelay] = i % 2 === 0 ? [(i * 7) % 15, 0] : [0, (i * 7) % 40];
-      const stop = settle(delay(stopDelay).then(() => h.power.stop(a.agentId, { operationId: stopOp })));
+      // Who goes first is chosen by what the other has done, not by a clock, so every interleaving
+      // shows up on any machine: at the same moment, destroy once stop is under way, stop once
+      // destroy is under way, destroy once stop is done.
+      const reached = (statuses: string[]) => () =>
+        waitFor(`instance ${a.instanceId} in ${statuses.join('/')}`, async () => statuses.includes((await rows(h, a)).instance.status), { timeoutMs: 20_000 });
+      const mode = i % 4;
+      const stopAfter = mode === 2 ? reached(['destroying', 'destroyed']) : async () => undefined;
+      const destroyAfter = mode === 1 ? reached(['stopping', 'stopped']) : mode === 3 ? reached(['stopped']) : async () => undefined;
+      const stop = settle(stopAfter().then(() => h.power.stop(a.agentId, { operationId: stopOp })));
       // The destroy job is retried like the queue does: the server is locked while the shutdown action runs.
       const destroy = settle(
-        delay(destroyDelay).then(() => withQueueRetries(() => h.teardown.destroy(a.agentId, { operationId: destroyOp }))),
+        destroyAfter().then(() => withQueueRetries(() => h.teardown.destroy(a.agentId, { operationId: destroyOp }))),
       );
       const [stopErr, destroyErr] = await Promise.all([stop, destroy]);
 
