@@ -84,6 +84,11 @@ const schema = z.object({
   WEBHOOK_ATTEMPTS: int(1, 50).default(16),
   WEBHOOK_BACKOFF_MS: int(10, 3_600_000).default(5000),
   WEBHOOK_TIMEOUT_SECONDS: int(1, 60).default(10),
+  EVENT_STREAM_MAX_CONNECTIONS: int(1, 100_000).default(100),
+  EVENT_STREAM_MAX_PER_TOKEN: int(1, 100_000).default(10),
+  EVENT_STREAM_MAX_BUFFER_BYTES: int(16_384, 1_073_741_824).default(1_048_576),
+  LONG_POLL_MAX_CONNECTIONS: int(1, 100_000).default(1000),
+  LONG_POLL_MAX_PER_TOKEN: int(1, 100_000).default(100),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -151,6 +156,15 @@ export interface Config {
     backoffMs: number;
     /** How long a receiver has to answer one attempt. */
     timeoutMs: number;
+  };
+  /** Open connections the API holds for clients: what one token, and all of them, may keep open at once. */
+  streams: {
+    /** GET /v1/events/stream connections. */
+    eventStreams: { total: number; perToken: number };
+    /** Bytes a slow event-stream client may have waiting before it is cut off (told to resume from its last id). */
+    eventStreamMaxBufferBytes: number;
+    /** GET /v1/operations/:id?wait long polls. */
+    longPolls: { total: number; perToken: number };
   };
   logLevel: Env['LOG_LEVEL'];
 }
@@ -247,6 +261,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       attempts: e.WEBHOOK_ATTEMPTS,
       backoffMs: e.WEBHOOK_BACKOFF_MS,
       timeoutMs: e.WEBHOOK_TIMEOUT_SECONDS * 1000,
+    },
+    streams: {
+      eventStreams: { total: e.EVENT_STREAM_MAX_CONNECTIONS, perToken: e.EVENT_STREAM_MAX_PER_TOKEN },
+      eventStreamMaxBufferBytes: e.EVENT_STREAM_MAX_BUFFER_BYTES,
+      longPolls: { total: e.LONG_POLL_MAX_CONNECTIONS, perToken: e.LONG_POLL_MAX_PER_TOKEN },
     },
     logLevel: e.LOG_LEVEL,
   };

@@ -13,6 +13,14 @@ import type { EventNotice, EventNotifications, EventSubscriber } from './notific
  * so nothing between the replay and the live feed is lost or sent twice. Live notifications are
  * batched and read from the table in one query for all clients. When the listener reconnects
  * (notifications may have been lost), every client replays from the last id it sent.
+ *
+ * Nothing is produced faster than a client reads. When the socket's buffer is full (`res.write`
+ * answers false) the replay stops reading pages until 'drain', and live events queue for that client
+ * alone. A client whose waiting bytes (socket buffer, queue and held events) pass `maxBufferBytes`
+ * is cut off: it gets a last `event: reconnect` naming the id of the last event written to it, and
+ * the response ends. Reconnecting with that id as `Last-Event-ID` (EventSource does it by itself)
+ * resumes without a gap or a repeat, so a stalled reader costs the process a bounded amount of
+ * memory instead of the whole history.
  */
 
 export interface EventStreamDeps {
@@ -23,12 +31,27 @@ export interface EventStreamDeps {
   heartbeatMs?: number;
   /** Rows per replay query (default 500). */
   replayBatch?: number;
+  /** Bytes that may wait for one client before it is cut off (default 1 MiB). */
+  maxBufferBytes?: number;
+  /** After a cut-off, how long the client has to read what is already written before the socket is destroyed (default 10000). */
+  closeGraceMs?: number;
   /** Shape of each event's `data`. */
   view: (e: Event) => unknown;
 }
 
 // Enough to recognise every row a replay and the live feed could both carry.
 const SENT_MEMORY = 10_000;
+
+/** One event, serialised once for every client it goes to. */
+interface Chunk {
+  id: string;
+  agentId: string | null;
+  text: string;
+  bytes: number;
+}
+
+/** Why a stream ended from our side; the client reads it in the last `event: reconnect`. */
+type EndReason = 'slow-consumer' | 'shutdown' | 'error';
 
 interface StreamClient {
   res: Response;
@@ -39,7 +62,17 @@ interface StreamClient {
   cursor: bigint;
   sent: Set<string>;
   /** While replaying, live rows wait here. */
-  held: Event[] | null;
+  held: Chunk[] | null;
+  heldBytes: number;
+  /** `res.write` answered false and 'drain' has not come yet. */
+  blocked: boolean;
+  /** Live events waiting for 'drain'. */
+  queue: Chunk[];
+  queuedBytes: number;
+  /** The id of the last event handed to the socket: where the client resumes after a cut-off. */
+  lastWritten: string;
+  /** Wakes a replay waiting for 'drain'. */
+  wake: (() => void) | undefined;
   heartbeat: NodeJS.Timeout;
   closed: boolean;
 }
@@ -48,8 +81,10 @@ export class EventStream implements EventSubscriber {
   private readonly clients = new Set<StreamClient>();
   private pending: string[] = [];
   private flushing = false;
+  private readonly maxBufferBytes: number;
 
   constructor(private readonly deps: EventStreamDeps) {
+    this.maxBufferBytes = deps.maxBufferBytes ?? 1_048_576;
     deps.notifications.subscribe(this);
   }
 
@@ -75,6 +110,12 @@ export class EventStream implements EventSubscriber {
       cursor: 0n,
       sent: new Set(),
       held: [],
+      heldBytes: 0,
+      blocked: false,
+      queue: [],
+      queuedBytes: 0,
+      lastWritten: '0',
+      wake: undefined,
       heartbeat: setInterval(() => this.write(client, ': heartbeat\n\n'), this.deps.heartbeatMs ?? 15_000),
       closed: false,
     };
@@ -86,17 +127,20 @@ export class EventStream implements EventSubscriber {
       const start = BigInt(opts.lastEventId ?? (await this.deps.events.latestId()));
       client.floor = start;
       client.cursor = start;
+      client.lastWritten = start.toString();
       // Headers go out once the starting point is fixed: whatever is written after a client sees
       // them reaches it.
       res.flushHeaders();
-      res.write('retry: 2000\n: connected\n\n');
+      this.write(client, 'retry: 2000\n: connected\n\n');
       await this.replay(client);
     } catch (err) {
-      this.drop(client);
       // Before the headers, the error handler answers (a 503 problem when the database is down).
-      if (!res.headersSent) throw err;
+      if (!res.headersSent) {
+        this.drop(client);
+        throw err;
+      }
       this.deps.logger.warn({ err: { message: (err as Error).message } }, 'Event stream replay failed; closing the stream');
-      res.end();
+      this.end(client, 'error');
     }
   }
 
@@ -115,18 +159,14 @@ export class EventStream implements EventSubscriber {
       client.held = [];
       void this.replay(client).catch((err: unknown) => {
         this.deps.logger.warn({ err: { message: (err as Error).message } }, 'Event stream catch-up failed; closing the stream');
-        client.res.end();
-        this.drop(client);
+        this.end(client, 'error');
       });
     }
   }
 
   /** Ends every stream (shutdown); clients reconnect elsewhere with their Last-Event-ID. */
   close(): void {
-    for (const client of [...this.clients]) {
-      client.res.end();
-      this.drop(client);
-    }
+    for (const client of [...this.clients]) this.end(client, 'shutdown');
   }
 
   private async flush(): Promise<void> {
@@ -134,11 +174,8 @@ export class EventStream implements EventSubscriber {
       while (this.pending.length > 0) {
         const ids = this.pending.splice(0, 1000);
         if (this.clients.size === 0) continue;
-        const rows = await this.deps.events.findByIds(ids);
-        for (const client of this.clients) {
-          if (client.held) client.held.push(...rows);
-          else this.send(client, rows);
-        }
+        const chunks = (await this.deps.events.findByIds(ids)).map((row) => this.chunk(row));
+        for (const client of this.clients) this.deliver(client, chunks);
       }
     } catch (err) {
       // The rows are in the table: a catch-up replay finds them.
@@ -154,35 +191,127 @@ export class EventStream implements EventSubscriber {
     }
   }
 
+  /**
+   * Reads the table after the client's cursor, one page at a time, and only while the client keeps
+   * up: a page is written until the socket says stop; the rest of it is read again after 'drain'.
+   */
   private async replay(client: StreamClient): Promise<void> {
     const limit = this.deps.replayBatch ?? 500;
     for (;;) {
+      await this.writable(client);
       if (client.closed) return;
       const rows = await this.deps.events.listAfter(client.cursor.toString(), { agentId: client.agentId, limit });
-      this.send(client, rows);
-      if (rows.length < limit) break;
+      let whole = true;
+      for (const row of rows) {
+        if (client.closed) return;
+        if (client.blocked) {
+          whole = false;
+          break;
+        }
+        this.offer(client, this.chunk(row));
+      }
+      if (whole && rows.length < limit) break;
     }
     const held = client.held ?? [];
     client.held = null;
-    this.send(client, held);
+    client.heldBytes = 0;
+    for (const chunk of held) this.offer(client, chunk);
   }
 
-  private send(client: StreamClient, rows: readonly Event[]): void {
-    for (const row of rows) {
+  private deliver(client: StreamClient, chunks: readonly Chunk[]): void {
+    for (const chunk of chunks) {
       if (client.closed) return;
-      if (client.agentId !== undefined && row.agentId !== client.agentId) continue;
-      const id = BigInt(row.id);
-      if (id <= client.floor || client.sent.has(row.id)) continue;
-      client.sent.add(row.id);
-      if (client.sent.size > SENT_MEMORY) client.sent.delete(client.sent.values().next().value!);
-      if (id > client.cursor) client.cursor = id;
-      this.write(client, `id: ${row.id}\ndata: ${JSON.stringify(this.deps.view(row))}\n\n`);
+      if (client.agentId !== undefined && chunk.agentId !== client.agentId) continue;
+      if (client.held) {
+        if (BigInt(chunk.id) <= client.floor) continue;
+        client.held.push(chunk);
+        client.heldBytes += chunk.bytes;
+        this.checkBuffer(client);
+      } else {
+        this.offer(client, chunk);
+      }
     }
   }
 
-  private write(client: StreamClient, chunk: string): void {
-    if (client.closed || client.res.writableEnded) return;
-    client.res.write(chunk);
+  /** Sends an event the client has not had yet. */
+  private offer(client: StreamClient, chunk: Chunk): void {
+    if (client.closed || client.sent.has(chunk.id)) return;
+    const id = BigInt(chunk.id);
+    if (id <= client.floor) return;
+    client.sent.add(chunk.id);
+    if (client.sent.size > SENT_MEMORY) client.sent.delete(client.sent.values().next().value!);
+    if (id > client.cursor) client.cursor = id;
+    this.write(client, chunk.text, chunk);
+  }
+
+  /** Writes to the socket, or, while it is full, queues events (and drops comments: a heartbeat is no use then). */
+  private write(client: StreamClient, text: string, event?: Chunk): void {
+    const { res } = client;
+    if (client.closed || res.writableEnded || res.destroyed) return;
+    if (client.blocked) {
+      if (!event) return;
+      client.queue.push(event);
+      client.queuedBytes += event.bytes;
+      this.checkBuffer(client);
+      return;
+    }
+    const room = res.write(text);
+    if (event) client.lastWritten = event.id;
+    if (!room) {
+      client.blocked = true;
+      res.once('drain', () => this.drained(client));
+    }
+  }
+
+  private drained(client: StreamClient): void {
+    if (client.closed) return;
+    client.blocked = false;
+    while (client.queue.length > 0 && !client.blocked && !client.closed) {
+      const next = client.queue.shift()!;
+      client.queuedBytes -= next.bytes;
+      this.write(client, next.text, next);
+    }
+    if (client.blocked) return;
+    const wake = client.wake;
+    client.wake = undefined;
+    wake?.();
+  }
+
+  /** Resolves once the socket has room again (or the client is gone). */
+  private writable(client: StreamClient): Promise<void> {
+    if (!client.blocked || client.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      client.wake = resolve;
+    });
+  }
+
+  private checkBuffer(client: StreamClient): void {
+    // Before the headers the starting point is not fixed yet; the replay decides what is sent.
+    if (!client.res.headersSent) return;
+    const waiting = client.res.writableLength + client.queuedBytes + client.heldBytes;
+    if (waiting <= this.maxBufferBytes) return;
+    this.deps.logger.info(
+      { waitingBytes: waiting, lastEventId: client.lastWritten },
+      'Event stream client reads too slowly; ending its stream (it resumes from its last event id)',
+    );
+    this.end(client, 'slow-consumer');
+  }
+
+  /**
+   * Ends a stream from our side. The last message goes behind what the socket already holds, so a
+   * client that reads on gets every event up to `lastEventId` and then this; one that never reads is
+   * destroyed after the grace period.
+   */
+  private end(client: StreamClient, reason: EndReason): void {
+    const { res } = client;
+    const lastEventId = client.lastWritten;
+    this.drop(client);
+    if (res.writableEnded || res.destroyed) return;
+    const notice = JSON.stringify({ reason, lastEventId });
+    res.end(`: stream ended (${reason}): reconnect with Last-Event-ID: ${lastEventId}\nevent: reconnect\ndata: ${notice}\n\n`);
+    const timer = setTimeout(() => res.destroy(), this.deps.closeGraceMs ?? 10_000);
+    timer.unref();
+    res.once('close', () => clearTimeout(timer));
   }
 
   private drop(client: StreamClient): void {
@@ -190,5 +319,18 @@ export class EventStream implements EventSubscriber {
     client.closed = true;
     clearInterval(client.heartbeat);
     this.clients.delete(client);
+    // What waited for this client is never sent.
+    client.queue = [];
+    client.queuedBytes = 0;
+    client.held = null;
+    client.heldBytes = 0;
+    const wake = client.wake;
+    client.wake = undefined;
+    wake?.();
+  }
+
+  private chunk(row: Event): Chunk {
+    const text = `id: ${row.id}\ndata: ${JSON.stringify(this.deps.view(row))}\n\n`;
+    return { id: row.id, agentId: row.agentId, text, bytes: Buffer.byteLength(text) };
   }
 }
