@@ -3,6 +3,7 @@ import type { EventRepository } from '../db/event.repository';
 import type { Event } from '../entities';
 import type { Logger } from '../lib/logger';
 import type { EventNotice, EventNotifications, EventSubscriber } from './notifications';
+import { SentWindow } from './sent-window';
 
 /**
  * GET /v1/events/stream: every event row as Server-Sent Events, `id:` being the row's id.
@@ -20,7 +21,9 @@ import type { EventNotice, EventNotifications, EventSubscriber } from './notific
  * is cut off: it gets a last `event: reconnect` naming the id of the last event written to it, and
  * the response ends. Reconnecting with that id as `Last-Event-ID` (EventSource does it by itself)
  * resumes without a gap or a repeat, so a stalled reader costs the process a bounded amount of
- * memory instead of the whole history.
+ * memory instead of the whole history. Replays read a page at a time and only a few at once, so
+ * many clients catching up at the same moment neither take every database connection nor pile up
+ * pages in memory.
  */
 
 export interface EventStreamDeps {
@@ -29,8 +32,10 @@ export interface EventStreamDeps {
   logger: Logger;
   /** Time between heartbeat comments (default 15000). */
   heartbeatMs?: number;
-  /** Rows per replay query (default 500). */
+  /** Rows per replay query (default 50: about one socket write, and one read of the query's answer). */
   replayBatch?: number;
+  /** Replay queries running at once, for all clients together (default 2). */
+  replayConcurrency?: number;
   /** Bytes that may wait for one client before it is cut off (default 1 MiB). */
   maxBufferBytes?: number;
   /** After a cut-off, how long the client has to read what is already written before the socket is destroyed (default 10000). */
@@ -39,8 +44,9 @@ export interface EventStreamDeps {
   view: (e: Event) => unknown;
 }
 
-// Enough to recognise every row a replay and the live feed could both carry.
-const SENT_MEMORY = 10_000;
+// About the socket's own high-water mark: written in pieces of this size, a full socket is noticed
+// (and the replay stops) with at most one piece more in memory.
+const WRITE_BATCH_BYTES = 16_384;
 
 /** One event, serialised once for every client it goes to. */
 interface Chunk {
@@ -60,10 +66,15 @@ interface StreamClient {
   floor: bigint;
   /** The highest id sent (the replay cursor after a listener reconnect). */
   cursor: bigint;
-  sent: Set<string>;
+  sent: SentWindow;
   /** While replaying, live rows wait here. */
   held: Chunk[] | null;
   heldBytes: number;
+  /** Events and comments written since the last flush: they go to the socket as one write. */
+  batch: string[];
+  batchBytes: number;
+  /** The id of the last event in `batch`. */
+  batchLastId: string | undefined;
   /** `res.write` answered false and 'drain' has not come yet. */
   blocked: boolean;
   /** Live events waiting for 'drain'. */
@@ -82,9 +93,13 @@ export class EventStream implements EventSubscriber {
   private pending: string[] = [];
   private flushing = false;
   private readonly maxBufferBytes: number;
+  /** Replay queries that may start now, and the replays waiting for one. */
+  private replaySlots: number;
+  private readonly replayQueue: Array<() => void> = [];
 
   constructor(private readonly deps: EventStreamDeps) {
     this.maxBufferBytes = deps.maxBufferBytes ?? 1_048_576;
+    this.replaySlots = deps.replayConcurrency ?? 2;
     deps.notifications.subscribe(this);
   }
 
@@ -108,15 +123,21 @@ export class EventStream implements EventSubscriber {
       agentId: opts.agentId,
       floor: 0n,
       cursor: 0n,
-      sent: new Set(),
+      sent: new SentWindow(0n),
       held: [],
       heldBytes: 0,
+      batch: [],
+      batchBytes: 0,
+      batchLastId: undefined,
       blocked: false,
       queue: [],
       queuedBytes: 0,
       lastWritten: '0',
       wake: undefined,
-      heartbeat: setInterval(() => this.write(client, ': heartbeat\n\n'), this.deps.heartbeatMs ?? 15_000),
+      heartbeat: setInterval(() => {
+        this.write(client, ': heartbeat\n\n');
+        this.flushWrites(client);
+      }, this.deps.heartbeatMs ?? 15_000),
       closed: false,
     };
     client.heartbeat.unref();
@@ -127,11 +148,13 @@ export class EventStream implements EventSubscriber {
       const start = BigInt(opts.lastEventId ?? (await this.deps.events.latestId()));
       client.floor = start;
       client.cursor = start;
+      client.sent = new SentWindow(start);
       client.lastWritten = start.toString();
       // Headers go out once the starting point is fixed: whatever is written after a client sees
       // them reaches it.
       res.flushHeaders();
       this.write(client, 'retry: 2000\n: connected\n\n');
+      this.flushWrites(client);
       await this.replay(client);
     } catch (err) {
       // Before the headers, the error handler answers (a 503 problem when the database is down).
@@ -175,7 +198,10 @@ export class EventStream implements EventSubscriber {
         const ids = this.pending.splice(0, 1000);
         if (this.clients.size === 0) continue;
         const chunks = (await this.deps.events.findByIds(ids)).map((row) => this.chunk(row));
-        for (const client of this.clients) this.deliver(client, chunks);
+        for (const client of this.clients) {
+          this.deliver(client, chunks);
+          this.flushWrites(client);
+        }
       }
     } catch (err) {
       // The rows are in the table: a catch-up replay finds them.
@@ -196,11 +222,12 @@ export class EventStream implements EventSubscriber {
    * up: a page is written until the socket says stop; the rest of it is read again after 'drain'.
    */
   private async replay(client: StreamClient): Promise<void> {
-    const limit = this.deps.replayBatch ?? 500;
+    const limit = this.deps.replayBatch ?? 50;
     for (;;) {
       await this.writable(client);
       if (client.closed) return;
-      const rows = await this.deps.events.listAfter(client.cursor.toString(), { agentId: client.agentId, limit });
+      const rows = await this.readPage(client, limit);
+      if (client.closed) return;
       let whole = true;
       for (const row of rows) {
         if (client.closed) return;
@@ -210,12 +237,28 @@ export class EventStream implements EventSubscriber {
         }
         this.offer(client, this.chunk(row));
       }
+      this.flushWrites(client);
       if (whole && rows.length < limit) break;
     }
     const held = client.held ?? [];
     client.held = null;
     client.heldBytes = 0;
     for (const chunk of held) this.offer(client, chunk);
+    this.flushWrites(client);
+  }
+
+  private async readPage(client: StreamClient, limit: number): Promise<Event[]> {
+    if (this.replaySlots > 0) this.replaySlots--;
+    else await new Promise<void>((resolve) => this.replayQueue.push(resolve));
+    try {
+      // A client that left while it waited for its turn needs no page.
+      if (client.closed) return [];
+      return await this.deps.events.listAfter(client.cursor.toString(), { agentId: client.agentId, limit });
+    } finally {
+      const next = this.replayQueue.shift();
+      if (next) next();
+      else this.replaySlots++;
+    }
   }
 
   private deliver(client: StreamClient, chunks: readonly Chunk[]): void {
@@ -235,16 +278,18 @@ export class EventStream implements EventSubscriber {
 
   /** Sends an event the client has not had yet. */
   private offer(client: StreamClient, chunk: Chunk): void {
-    if (client.closed || client.sent.has(chunk.id)) return;
+    if (client.closed) return;
     const id = BigInt(chunk.id);
-    if (id <= client.floor) return;
-    client.sent.add(chunk.id);
-    if (client.sent.size > SENT_MEMORY) client.sent.delete(client.sent.values().next().value!);
+    if (id <= client.floor || client.sent.has(id)) return;
+    client.sent.add(id);
     if (id > client.cursor) client.cursor = id;
     this.write(client, chunk.text, chunk);
   }
 
-  /** Writes to the socket, or, while it is full, queues events (and drops comments: a heartbeat is no use then). */
+  /**
+   * Adds to the client's next write, or, while its socket is full, queues events (and drops
+   * comments: a heartbeat is no use then). Whoever writes calls flushWrites() when done.
+   */
   private write(client: StreamClient, text: string, event?: Chunk): void {
     const { res } = client;
     if (client.closed || res.writableEnded || res.destroyed) return;
@@ -255,8 +300,24 @@ export class EventStream implements EventSubscriber {
       this.checkBuffer(client);
       return;
     }
+    client.batch.push(text);
+    client.batchBytes += event?.bytes ?? text.length;
+    if (event) client.batchLastId = event.id;
+    if (client.batchBytes >= WRITE_BATCH_BYTES) this.flushWrites(client);
+  }
+
+  /** One socket write for what was batched: a write per event would cost more than the event. */
+  private flushWrites(client: StreamClient): void {
+    const { res } = client;
+    if (client.batch.length === 0) return;
+    const text = client.batch.length === 1 ? client.batch[0]! : client.batch.join('');
+    const lastId = client.batchLastId;
+    client.batch = [];
+    client.batchBytes = 0;
+    client.batchLastId = undefined;
+    if (client.closed || res.writableEnded || res.destroyed) return;
     const room = res.write(text);
-    if (event) client.lastWritten = event.id;
+    if (lastId !== undefined) client.lastWritten = lastId;
     if (!room) {
       client.blocked = true;
       res.once('drain', () => this.drained(client));
@@ -271,6 +332,7 @@ export class EventStream implements EventSubscriber {
       client.queuedBytes -= next.bytes;
       this.write(client, next.text, next);
     }
+    this.flushWrites(client);
     if (client.blocked) return;
     const wake = client.wake;
     client.wake = undefined;
@@ -304,6 +366,7 @@ export class EventStream implements EventSubscriber {
    */
   private end(client: StreamClient, reason: EndReason): void {
     const { res } = client;
+    this.flushWrites(client);
     const lastEventId = client.lastWritten;
     this.drop(client);
     if (res.writableEnded || res.destroyed) return;
