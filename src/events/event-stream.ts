@@ -3,6 +3,7 @@ import type { EventRepository } from '../db/event.repository';
 import type { Event } from '../entities';
 import type { Logger } from '../lib/logger';
 import type { EventNotice, EventNotifications, EventSubscriber } from './notifications';
+import { ReplayPages } from './replay-pages';
 import { SentWindow } from './sent-window';
 
 /**
@@ -21,9 +22,8 @@ import { SentWindow } from './sent-window';
  * is cut off: it gets a last `event: reconnect` naming the id of the last event written to it, and
  * the response ends. Reconnecting with that id as `Last-Event-ID` (EventSource does it by itself)
  * resumes without a gap or a repeat, so a stalled reader costs the process a bounded amount of
- * memory instead of the whole history. Replays read a page at a time and only a few at once, so
- * many clients catching up at the same moment neither take every database connection nor pile up
- * pages in memory.
+ * memory instead of the whole history. Replays read a page at a time, through ReplayPages: a few
+ * reads at once, each page serialised once for every client replaying the same stretch.
  */
 
 export interface EventStreamDeps {
@@ -36,6 +36,8 @@ export interface EventStreamDeps {
   replayBatch?: number;
   /** Replay queries running at once, for all clients together (default 2). */
   replayConcurrency?: number;
+  /** Replay pages kept for other clients (default 64). */
+  replayPagesKept?: number;
   /** Bytes that may wait for one client before it is cut off (default 1 MiB). */
   maxBufferBytes?: number;
   /** After a cut-off, how long the client has to read what is already written before the socket is destroyed (default 10000). */
@@ -66,6 +68,8 @@ interface StreamClient {
   floor: bigint;
   /** The highest id sent (the replay cursor after a listener reconnect). */
   cursor: bigint;
+  /** When it registered for live events (or last had to catch up): the replay pages it may share. */
+  registeredAt: number;
   sent: SentWindow;
   /** While replaying, live rows wait here. */
   held: Chunk[] | null;
@@ -93,13 +97,17 @@ export class EventStream implements EventSubscriber {
   private pending: string[] = [];
   private flushing = false;
   private readonly maxBufferBytes: number;
-  /** Replay queries that may start now, and the replays waiting for one. */
-  private replaySlots: number;
-  private readonly replayQueue: Array<() => void> = [];
+  private readonly pages: ReplayPages;
 
   constructor(private readonly deps: EventStreamDeps) {
     this.maxBufferBytes = deps.maxBufferBytes ?? 1_048_576;
-    this.replaySlots = deps.replayConcurrency ?? 2;
+    this.pages = new ReplayPages({
+      read: (afterId, opts) => deps.events.listAfter(afterId, opts),
+      frame: (row) => this.frame(row),
+      limit: deps.replayBatch ?? 50,
+      concurrency: deps.replayConcurrency,
+      keep: deps.replayPagesKept,
+    });
     deps.notifications.subscribe(this);
   }
 
@@ -123,6 +131,7 @@ export class EventStream implements EventSubscriber {
       agentId: opts.agentId,
       floor: 0n,
       cursor: 0n,
+      registeredAt: this.pages.mark(),
       sent: new SentWindow(0n),
       held: [],
       heldBytes: 0,
@@ -178,6 +187,8 @@ export class EventStream implements EventSubscriber {
 
   resync(): void {
     for (const client of this.clients) {
+      // Notifications may have been lost: whatever it replays now must be read after this point.
+      client.registeredAt = this.pages.mark();
       if (client.held !== null) continue; // already replaying; it reads the table anyway
       client.held = [];
       void this.replay(client).catch((err: unknown) => {
@@ -219,46 +230,30 @@ export class EventStream implements EventSubscriber {
 
   /**
    * Reads the table after the client's cursor, one page at a time, and only while the client keeps
-   * up: a page is written until the socket says stop; the rest of it is read again after 'drain'.
+   * up: the next page is read once the socket has room again.
    */
   private async replay(client: StreamClient): Promise<void> {
-    const limit = this.deps.replayBatch ?? 50;
     for (;;) {
       await this.writable(client);
       if (client.closed) return;
-      const rows = await this.readPage(client, limit);
+      const page = await this.pages.get(client.cursor.toString(), { agentId: client.agentId, registeredAt: client.registeredAt });
       if (client.closed) return;
-      let whole = true;
-      for (const row of rows) {
-        if (client.closed) return;
-        if (client.blocked) {
-          whole = false;
-          break;
-        }
-        this.offer(client, this.chunk(row));
+      const lastId = page.ids.at(-1);
+      if (lastId !== undefined) {
+        // Every row of the page is above the cursor, and every id sent so far is at or below it:
+        // none of them was sent yet.
+        for (const id of page.ids) client.sent.add(BigInt(id));
+        client.cursor = BigInt(lastId);
+        this.write(client, page.text, { id: lastId, agentId: null, text: page.text, bytes: page.bytes });
+        this.flushWrites(client);
       }
-      this.flushWrites(client);
-      if (whole && rows.length < limit) break;
+      if (page.last) break;
     }
     const held = client.held ?? [];
     client.held = null;
     client.heldBytes = 0;
     for (const chunk of held) this.offer(client, chunk);
     this.flushWrites(client);
-  }
-
-  private async readPage(client: StreamClient, limit: number): Promise<Event[]> {
-    if (this.replaySlots > 0) this.replaySlots--;
-    else await new Promise<void>((resolve) => this.replayQueue.push(resolve));
-    try {
-      // A client that left while it waited for its turn needs no page.
-      if (client.closed) return [];
-      return await this.deps.events.listAfter(client.cursor.toString(), { agentId: client.agentId, limit });
-    } finally {
-      const next = this.replayQueue.shift();
-      if (next) next();
-      else this.replaySlots++;
-    }
   }
 
   private deliver(client: StreamClient, chunks: readonly Chunk[]): void {
@@ -393,7 +388,12 @@ export class EventStream implements EventSubscriber {
   }
 
   private chunk(row: Event): Chunk {
-    const text = `id: ${row.id}\ndata: ${JSON.stringify(this.deps.view(row))}\n\n`;
+    const text = this.frame(row);
     return { id: row.id, agentId: row.agentId, text, bytes: Buffer.byteLength(text) };
+  }
+
+  /** One event as an SSE message. */
+  private frame(row: Event): string {
+    return `id: ${row.id}\ndata: ${JSON.stringify(this.deps.view(row))}\n\n`;
   }
 }
