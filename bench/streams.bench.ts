@@ -8,8 +8,9 @@
  * Two scenarios, each against a fresh API process:
  *   - `same history` (the target): every client from `Last-Event-ID: 0`, as after a restart that
  *     dropped them all; they share the replay's pages.
- *   - `distinct histories` (no target, for comparison): client i from `Last-Event-ID: 7·i`, so no
- *     two read the same page; what the rows cost to read shows as garbage until the next collection.
+ *   - `distinct histories` (no target, for comparison): client i from `Last-Event-ID: 7·i`; their
+ *     first pages differ, and pages end at multiples of the page size, so from the second on they
+ *     share them again (see src/events/replay-pages.ts).
  *
  * tailfleet runs as its own process (ROLE=api, `node --require tsx/cjs src/main.ts`, as the
  * shutdown test starts it), so its resident set is measured alone: before = median of five samples

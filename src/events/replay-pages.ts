@@ -85,7 +85,22 @@ export class ReplayPages {
       if (next) next();
       else this.slots++;
     }
+    const last = rows.length < this.deps.limit;
+    if (!last) rows = aligned(rows, this.deps.limit);
     const text = rows.map((row) => this.deps.frame(row)).join('');
-    return { ids: rows.map((row) => row.id), text, bytes: Buffer.byteLength(text), last: rows.length < this.deps.limit };
+    return { ids: rows.map((row) => row.id), text, bytes: Buffer.byteLength(text), last };
   }
+}
+
+/**
+ * A full page cut after its last id that is a multiple of the page size, when it holds one: clients
+ * that started from different ids then ask for the same pages from their second page on (ids are
+ * dense), and share them. A page without such an id (an agent's sparse events) stays whole.
+ */
+function aligned(rows: Event[], limit: number): Event[] {
+  const step = BigInt(limit);
+  for (let i = rows.length - 1; i >= 0; i--) {
+    if (BigInt(rows[i]!.id) % step === 0n) return rows.slice(0, i + 1);
+  }
+  return rows;
 }

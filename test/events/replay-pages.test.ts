@@ -29,25 +29,38 @@ function table(ids: number[]) {
 
 describe('events: replay pages', () => {
   it('serves a page read after a client registered to it, and reads again for a client that registered later', async () => {
-    const t = table([1, 2, 3, 4, 5]);
+    const t = table([1, 3, 5, 7, 9]);
     const pages = t.pages();
     const early = pages.mark();
     const first = await pages.get('0', { registeredAt: early });
-    expect(first).to.include({ text: 'id: 1\n\nid: 2\n\n', last: false });
-    expect(first.ids).to.deep.equal(['1', '2']);
+    expect(first).to.include({ text: 'id: 1\n\nid: 3\n\n', last: false });
+    expect(first.ids).to.deep.equal(['1', '3']);
     // Another client that registered before that read: the same page, no second read.
     expect(await pages.get('0', { registeredAt: early })).to.equal(first);
     expect(t.reads).to.deep.equal(['0']);
 
     // A row committed before a later client registered might be missing from the kept page: it reads.
-    t.ids.splice(1, 0, 1.5);
+    t.ids.splice(1, 0, 2);
     const late = pages.mark();
     const again = await pages.get('0', { registeredAt: late });
-    expect(again.ids).to.deep.equal(['1', '1.5']);
+    expect(again.ids).to.deep.equal(['1', '2']);
     expect(t.reads).to.deep.equal(['0', '0']);
 
     // The end of the table is marked as such.
-    expect(await pages.get('4', { registeredAt: late })).to.include({ last: true });
+    expect(await pages.get('7', { registeredAt: late })).to.include({ last: true });
+  });
+
+  it('ends a full page at a multiple of the page size, so that clients from different ids meet on the same pages', async () => {
+    const t = table([1, 2, 3, 4, 5, 6]);
+    const pages = t.pages();
+    const at = pages.mark();
+    // From 1: rows 2 and 3, cut after 2; from 2 on, every client asks for (2, 4], (4, 6].
+    const cut = await pages.get('1', { registeredAt: at });
+    expect(cut).to.include({ last: false });
+    expect(cut.ids).to.deep.equal(['2']);
+    expect((await pages.get('2', { registeredAt: at })).ids).to.deep.equal(['3', '4']);
+    // The last, short page is never cut.
+    expect((await pages.get('5', { registeredAt: at })).ids).to.deep.equal(['6']);
   });
 
   it('keeps at most `concurrency` reads running, and forgets a read that failed', async () => {
