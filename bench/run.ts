@@ -1,9 +1,9 @@
 /**
  * `npm run bench`: every benchmark in one run, one summary table, one JSON file under bench/results/.
  *
- *   npm run bench [-- --only throughput,relay,burst,requests,latency,clients,reconcile]
+ *   npm run bench [-- --only throughput,relay,burst,requests,latency,clients,reconcile,streams]
  *
- * The in-process benches (throughput, relay, burst, requests, latency, reconcile) each use their own database,
+ * The in-process benches (throughput, relay, burst, requests, latency, reconcile, streams) each use their own database,
  * Redis prefix and simulator, and clean up. The client bench exports no function (it runs on
  * import), so it runs as a child process and its printed table and JSON result are carried over.
  */
@@ -14,10 +14,11 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { runBurstBench } from './burst.bench';
 import { runLatencyBench } from './latency.bench';
-import { fmt, log, RESULTS_DIR, table, writeResult, type Row } from './lib/report';
+import { fmt, log, missedRequired, RESULTS_DIR, table, writeResult, type Row } from './lib/report';
 import { runReconcileBench } from './reconcile.bench';
 import { runRelayBench } from './relay.bench';
 import { runRequestsBench } from './requests.bench';
+import { runStreamsBench } from './streams.bench';
 import { runThroughputBench } from './throughput.bench';
 
 interface ChildBench {
@@ -123,6 +124,7 @@ async function main(): Promise<void> {
     ['requests', () => runRequestsBench()],
     ['latency', () => runLatencyBench()],
     ['reconcile', () => runReconcileBench()],
+    ['streams', () => runStreamsBench()],
   ];
   for (const [name, run] of inProcess) {
     if (!wanted(name)) continue;
@@ -174,6 +176,12 @@ async function main(): Promise<void> {
   console.log(`\nWrote ${file} (and latest.json) in ${fmt.s(Date.now() - started)}`);
   if (failures.length > 0) {
     console.error(`\n${failures.length} bench(es) failed:\n${failures.join('\n\n')}`);
+    process.exitCode = 1;
+  }
+  // Some targets are requirements: missing one fails the run like a bench that did not complete.
+  const missed = missedRequired(rows);
+  if (missed.length > 0) {
+    console.error(`\nRequired target(s) missed:\n${missed.map((r) => `  ${r.bench}: ${r.metric}: ${r.value} (target ${r.target})`).join('\n')}`);
     process.exitCode = 1;
   }
 }

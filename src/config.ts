@@ -114,6 +114,11 @@ const schema = z.object({
   WEBHOOK_TIMEOUT_SECONDS: int(1, 60).default(10),
   WEBHOOK_SECRET_KEY: key32.optional(),
   WEBHOOK_SECRET_KEYS_PREVIOUS: keyList.optional(),
+  EVENT_STREAM_MAX_CONNECTIONS: int(1, 100_000).default(100),
+  EVENT_STREAM_MAX_PER_TOKEN: int(1, 100_000).default(10),
+  EVENT_STREAM_MAX_BUFFER_BYTES: int(16_384, 1_073_741_824).default(1_048_576),
+  LONG_POLL_MAX_CONNECTIONS: int(1, 100_000).default(1000),
+  LONG_POLL_MAX_PER_TOKEN: int(1, 100_000).default(100),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -189,6 +194,15 @@ export interface Config {
     token: string | null;
     /** METRICS_PORT / METRICS_HOST: /metrics on a listener of its own and not on PORT; null = on PORT. */
     listen: { host: string; port: number } | null;
+  };
+  /** Open connections the API holds for clients: what one token, and all of them, may keep open at once. */
+  streams: {
+    /** GET /v1/events/stream connections. */
+    eventStreams: { total: number; perToken: number };
+    /** Bytes a slow event-stream client may have waiting before it is cut off (told to resume from its last id). */
+    eventStreamMaxBufferBytes: number;
+    /** GET /v1/operations/:id?wait long polls. */
+    longPolls: { total: number; perToken: number };
   };
   logLevel: Env['LOG_LEVEL'];
 }
@@ -296,6 +310,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metrics: {
       token: e.METRICS_TOKEN ?? null,
       listen: e.METRICS_PORT === undefined ? null : { host: e.METRICS_HOST ?? e.HOST, port: e.METRICS_PORT },
+    },
+    streams: {
+      eventStreams: { total: e.EVENT_STREAM_MAX_CONNECTIONS, perToken: e.EVENT_STREAM_MAX_PER_TOKEN },
+      eventStreamMaxBufferBytes: e.EVENT_STREAM_MAX_BUFFER_BYTES,
+      longPolls: { total: e.LONG_POLL_MAX_CONNECTIONS, perToken: e.LONG_POLL_MAX_PER_TOKEN },
     },
     logLevel: e.LOG_LEVEL,
   };

@@ -33,6 +33,7 @@ import {
 import { CloudCatalogue } from './services/catalogue';
 import { OperationsService } from './services/operations.service';
 import { EventNotifications } from './events/notifications';
+import { ConcurrencyLimit } from './events/concurrency-limit';
 import { EventStream } from './events/event-stream';
 import { OperationWaiter } from './events/operation-waiter';
 import { eventView } from './api/views';
@@ -96,6 +97,8 @@ export interface Tailfleet {
   /** API roles only: long polls on operations and the SSE event stream. */
   waiter?: OperationWaiter;
   eventStream?: EventStream;
+  /** API roles only: the caps on open event streams and long polls. */
+  requestLimits?: { streams: ConcurrencyLimit; longPolls: ConcurrencyLimit };
   webhooks: WebhookRepository;
   /** Worker roles only: hands webhook deliveries written by the events trigger to the webhooks queue. */
   webhookRelay?: WebhookRelay;
@@ -385,12 +388,17 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       events: repositories.events,
       notifications,
       logger: logger.child({ component: 'event-stream' }),
+      maxBufferBytes: config.streams.eventStreamMaxBufferBytes,
       view: eventView,
     });
+    tf.requestLimits = {
+      streams: new ConcurrencyLimit({ total: config.streams.eventStreams.total, perHolder: config.streams.eventStreams.perToken }),
+      longPolls: new ConcurrencyLimit({ total: config.streams.longPolls.total, perHolder: config.streams.longPolls.perToken }),
+    };
     const priceSource: PriceSource = hetzner;
     tf.app = createApp({
       config,
-      events: { waiter: tf.waiter, stream: tf.eventStream },
+      events: { waiter: tf.waiter, stream: tf.eventStream, limits: tf.requestLimits },
       webhooks: { webhooks, allowPrivateUrls: config.webhooks.allowPrivateUrls },
       operations,
       cost: new CostService({

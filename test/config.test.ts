@@ -38,6 +38,25 @@ describe('config', () => {
     expect(c.http.board).to.equal(null);
   });
 
+  it('caps open event streams and long polls, in total and per token, and what a slow stream may buffer', () => {
+    expect(loadConfig(valid).streams).to.deep.equal({
+      eventStreams: { total: 100, perToken: 10 },
+      eventStreamMaxBufferBytes: 1_048_576,
+      longPolls: { total: 1000, perToken: 100 },
+    });
+    const set = loadConfig({
+      ...valid,
+      EVENT_STREAM_MAX_CONNECTIONS: '5',
+      EVENT_STREAM_MAX_PER_TOKEN: '2',
+      EVENT_STREAM_MAX_BUFFER_BYTES: '65536',
+      LONG_POLL_MAX_CONNECTIONS: '7',
+      LONG_POLL_MAX_PER_TOKEN: '3',
+    }).streams;
+    expect(set).to.deep.equal({ eventStreams: { total: 5, perToken: 2 }, eventStreamMaxBufferBytes: 65536, longPolls: { total: 7, perToken: 3 } });
+    const problems = problemsOf({ ...valid, EVENT_STREAM_MAX_CONNECTIONS: '0', EVENT_STREAM_MAX_BUFFER_BYTES: '100', LONG_POLL_MAX_PER_TOKEN: 'many' });
+    expect(problems.map((p) => p.split(':')[0])).to.include.members(['EVENT_STREAM_MAX_CONNECTIONS', 'EVENT_STREAM_MAX_BUFFER_BYTES', 'LONG_POLL_MAX_PER_TOKEN']);
+  });
+
   it('names every missing variable in one error', () => {
     const problems = problemsOf({});
     for (const name of [

@@ -11,6 +11,13 @@ export interface Row {
   target?: string;
   /** undefined when the line has no target. */
   met?: boolean;
+  /** A missed target fails the run (exit code 1), not only the line. */
+  required?: boolean;
+}
+
+/** The lines whose target is required and was missed. */
+export function missedRequired(rows: readonly Row[]): Row[] {
+  return rows.filter((r) => r.required === true && r.met === false);
 }
 
 export function percentile(sorted: number[], p: number): number {

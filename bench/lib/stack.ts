@@ -26,7 +26,8 @@ export const HETZNER_RATE_LIMIT = { limit: 3600, refillPerSecond: 1 };
 // An interrupted bench (Ctrl-C) still drops its databases and Redis keys.
 const open = new Set<() => Promise<void>>();
 let handlersInstalled = false;
-function closeOnSignal(close: () => Promise<void>): () => void {
+/** Runs `close` on SIGINT/SIGTERM; the returned function forgets it (once the bench closed by itself). */
+export function closeOnSignal(close: () => Promise<void>): () => void {
   if (!handlersInstalled) {
     handlersInstalled = true;
     for (const signal of ['SIGINT', 'SIGTERM'] as const) {

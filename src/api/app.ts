@@ -22,6 +22,7 @@ import { createReconcileRouter, registerReconcileMetrics, type ReconcileRouterDe
 import { createTokensRouter } from './tokens.routes';
 import { createEventsRouter } from './events.routes';
 import { createWebhooksRouter, type WebhooksRouterDeps } from './webhooks.routes';
+import type { ConcurrencyLimit } from '../events/concurrency-limit';
 import type { EventStream } from '../events/event-stream';
 import type { OperationWaiter } from '../events/operation-waiter';
 import { JSON_BODY_LIMIT, v1Router } from './v1.routes';
@@ -41,8 +42,15 @@ export interface AppDeps {
   readiness: () => Promise<Readiness>;
   /** Longest a scrape waits for one queue's job counts (default 2000 ms). */
   redisTimeoutMs?: number;
-  /** Long polls on GET /v1/operations/:id?wait and GET /v1/events/stream (omitted: wait answers at once, no stream). */
-  events?: { waiter: Pick<OperationWaiter, 'wait'>; stream: Pick<EventStream, 'open'> };
+  /**
+   * Long polls on GET /v1/operations/:id?wait and GET /v1/events/stream, each under its cap of open
+   * requests (omitted: wait answers at once, no stream).
+   */
+  events?: {
+    waiter: Pick<OperationWaiter, 'wait'>;
+    stream: Pick<EventStream, 'open'>;
+    limits: { streams: ConcurrencyLimit; longPolls: ConcurrencyLimit };
+  };
   /** /v1/webhooks (omitted: not served). */
   webhooks?: WebhooksRouterDeps;
   /** Agent costs and GET /v1/fleet/cost; omitted, neither is served. */
@@ -143,11 +151,11 @@ export function createApp(deps: AppDeps): Express {
     createTokensRouter({ tokens: deps.tokens }),
     createOperationListRouter({ operationList: deps.operationList }),
     ...(deps.reconcile ? [createReconcileRouter({ reconciler: deps.reconcile })] : []),
-    ...(deps.events ? [createEventsRouter({ stream: deps.events.stream })] : []),
+    ...(deps.events ? [createEventsRouter({ stream: deps.events.stream, limit: deps.events.limits.streams })] : []),
     ...(deps.webhooks ? [createWebhooksRouter(deps.webhooks)] : []),
     ...(deps.cost ? [createCostRouter({ cost: deps.cost })] : []),
   ];
-  app.use('/v1', bearerAuth(auth), v1Router(deps.operations, extra, { waiter: deps.events?.waiter, cost: deps.cost }));
+  app.use('/v1', bearerAuth(auth), v1Router(deps.operations, extra, { waiter: deps.events?.waiter, waitLimit: deps.events?.limits.longPolls, cost: deps.cost }));
 
   app.use((req, _res, next) => {
     next(new HttpProblem('route-not-found', `No route for ${req.method} ${req.path}.`));

@@ -302,6 +302,7 @@ registerRoute({
     '200': json('The operation (with `wait`: once it is final, or as it is when the time runs out).', operationDetailSchema),
     '400': problem('The id is not a UUID, or `wait` is not 0–60.'),
     '404': problem('Unknown operation.'),
+    '429': problem('With `wait`: the token, or the server, already holds as many long polls as allowed (LONG_POLL_MAX_PER_TOKEN, LONG_POLL_MAX_CONNECTIONS); `Retry-After` says when to try again, a read without `wait` is always answered.'),
   },
 });
 
@@ -457,7 +458,9 @@ registerRoute({
     'Each message has `id:` = the event id and `data:` = the event (as in GET /v1/agents/{id}/events). ' +
     'Reconnect with `Last-Event-ID` to receive every event after that id, then the live ones, without gaps ' +
     'or repeats; without it the stream starts at the newest event. Comments (`: heartbeat`) keep the ' +
-    'connection open.',
+    'connection open. A client that reads too slowly (more than EVENT_STREAM_MAX_BUFFER_BYTES waiting for it) ' +
+    'and a server shutting down end the stream with `event: reconnect` and `data: {"reason":…,"lastEventId":…}`: ' +
+    'reconnect with that `Last-Event-ID` to go on where it stopped.',
   tag: 'events',
   auth: 'read',
   query: eventStreamQuery,
@@ -473,6 +476,7 @@ registerRoute({
   responses: {
     '200': { description: 'The stream (text/event-stream), open until the client disconnects.', schema: z.string(), contentType: 'text/event-stream' },
     '400': problem('Invalid agentId or Last-Event-ID.'),
+    '429': problem('The token, or the server, already has as many streams open as allowed (EVENT_STREAM_MAX_PER_TOKEN, EVENT_STREAM_MAX_CONNECTIONS); `Retry-After` says when to try again.'),
   },
 });
 

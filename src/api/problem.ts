@@ -46,6 +46,7 @@ export const PROBLEM_KINDS = {
   'unsupported-media-type': { status: 415, title: 'Unsupported media type' },
   'idempotency-key-reused': { status: 422, title: 'Idempotency key already used for a different request' },
   'unavailable-server-spec': { status: 422, title: 'The cloud does not offer this server' },
+  'too-many-requests': { status: 429, title: 'Too many open requests' },
   'internal-error': { status: 500, title: 'Internal server error' },
   'service-unavailable': { status: 503, title: 'Service temporarily unavailable' },
 } as const;

@@ -6,7 +6,9 @@ import type { IdempotencyKey, OperationsService, RequestOptions } from '../servi
 import { actorOf, principalOf, requireScope } from './auth';
 import { HttpProblem, type FieldProblem, zodProblems } from './problem';
 import { guardRequestInput } from './request-guard';
+import type { ConcurrencyLimit } from '../events/concurrency-limit';
 import { FINAL_OPERATION_STATUSES, type OperationWaiter } from '../events/operation-waiter';
+import { admit } from './admission';
 import { getOperationQuery } from './webhook.schemas';
 import { createAgentBody, listAgentsQuery, listEventsQuery, UUID } from './schemas';
 import {
@@ -106,7 +108,7 @@ export function route(router: Router, path: string, handlers: Partial<Record<'ge
 export function v1Router(
   operations: OperationsService,
   extra: Router[] = [],
-  opts: { waiter?: Pick<OperationWaiter, 'wait'>; cost?: Pick<CostService, 'instanceCosts'> } = {},
+  opts: { waiter?: Pick<OperationWaiter, 'wait'>; waitLimit?: ConcurrencyLimit; cost?: Pick<CostService, 'instanceCosts'> } = {},
 ): Router {
   // Each agent shows its current monthly cost when the process can read prices.
   const costsOf = async (instances: Parameters<CostService['instanceCosts']>[0]) =>
@@ -217,16 +219,21 @@ export function v1Router(
       const { wait } = parse(getOperationQuery, req.query, 'query');
       let read: Awaited<ReturnType<OperationsService['getOperation']>>;
       if (wait && opts.waiter) {
+        const release = opts.waitLimit ? admit(opts.waitLimit, res, 'long polls') : () => undefined;
         // The client going away ends the wait; the answer then goes nowhere.
         const gone = new AbortController();
         res.once('close', () => gone.abort());
-        read = await opts.waiter.wait(
-          id,
-          wait * 1000,
-          () => operations.getOperation(id),
-          (r) => FINAL_OPERATION_STATUSES.has(r.operation.status),
-          gone.signal,
-        );
+        try {
+          read = await opts.waiter.wait(
+            id,
+            wait * 1000,
+            () => operations.getOperation(id),
+            (r) => FINAL_OPERATION_STATUSES.has(r.operation.status),
+            gone.signal,
+          );
+        } finally {
+          release();
+        }
       } else {
         read = await operations.getOperation(id);
       }

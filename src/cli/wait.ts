@@ -45,6 +45,8 @@ export async function followOperation(client: TailfleetClient, id: string, opts:
   // The first read is plain, so the state shows at once; then the server holds each request until
   // the operation is final (or 30 s pass).
   let first = true;
+  // The server already holds as many long polls as it allows: the next read is a plain one.
+  let busy = false;
   let last = '';
   try {
     for (;;) {
@@ -52,18 +54,21 @@ export async function followOperation(client: TailfleetClient, id: string, opts:
       let res: ApiResponse<OperationBody>;
       try {
         const seconds = Math.max(1, Math.min(LONG_POLL_SECONDS, Math.ceil((deadline - Date.now()) / 1000)));
-        const query = longPoll && !first ? `?wait=${seconds}` : '';
+        const query = longPoll && !first && !busy ? `?wait=${seconds}` : '';
         res = await client.request<OperationBody>('GET', `/v1/operations/${encodeURIComponent(id)}${query}`, {
           timeoutMs: longPoll ? (LONG_POLL_SECONDS + 30) * 1000 : undefined,
         });
       } catch (err) {
-        // A server that refuses the parameter gets plain polls from now on.
-        if (longPoll && err instanceof ApiError && err.status === 400) {
-          longPoll = false;
+        // A server that refuses the parameter gets plain polls from now on; one that answers 429
+        // (too many long polls open) a plain read now and, after the interval, a long poll again.
+        if (longPoll && !busy && err instanceof ApiError && (err.status === 400 || err.status === 429)) {
+          if (err.status === 400) longPoll = false;
+          else busy = true;
           continue;
         }
         throw err;
       }
+      busy = false;
       const op = res.body.operation;
       const line = describe(op);
       if (line !== last) {

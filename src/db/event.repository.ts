@@ -49,15 +49,23 @@ export class EventRepository {
     return managerOf(db).findOne(Event, { where: { entityType, entityId, toStatus }, order: { id: 'DESC' } });
   }
 
-  /** Events with an id above `afterId` (all agents, or one), in id order: the replay of the event stream. */
+  /**
+   * Events with an id above `afterId` (all agents, or one), in id order: the replay of the event
+   * stream. Read as plain rows, not entities: a replay reads page after page for every client that
+   * catches up, and building entities would cost more than the rows themselves.
+   */
   async listAfter(afterId: string, opts: { agentId?: string; limit: number }): Promise<Event[]> {
-    const qb = this.dataSource.manager
-      .createQueryBuilder(Event, 'e')
-      .where('e.id > :afterId', { afterId })
-      .orderBy('e.id', 'ASC')
-      .take(opts.limit);
-    if (opts.agentId !== undefined) qb.andWhere('e.agentId = :agentId', { agentId: opts.agentId });
-    return qb.getMany();
+    const byAgent = opts.agentId !== undefined;
+    return this.dataSource.query(
+      `SELECT e.id::text AS "id", e.entity_type AS "entityType", e.entity_id AS "entityId", e.agent_id AS "agentId",
+              e.from_status AS "fromStatus", e.to_status AS "toStatus", e.reason, e.operation_id AS "operationId",
+              e.actor, e.at
+         FROM events e
+        WHERE e.id > $1 ${byAgent ? 'AND e.agent_id = $3' : ''}
+        ORDER BY e.id
+        LIMIT $2`,
+      byAgent ? [afterId, opts.limit, opts.agentId] : [afterId, opts.limit],
+    );
   }
 
   /** The events with these ids that exist, in id order. */

@@ -17,6 +17,7 @@ import { contractOf, type ContractValidator } from '../helpers/contract';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 import { eventView } from '../../src/api/views';
 import { EventRepository } from '../../src/db/event.repository';
+import { ConcurrencyLimit } from '../../src/events/concurrency-limit';
 import { EventStream } from '../../src/events/event-stream';
 import { EventNotifications } from '../../src/events/notifications';
 import { OperationWaiter } from '../../src/events/operation-waiter';
@@ -116,6 +117,7 @@ export async function startApiHarness(label: string): Promise<ApiHarness> {
   const events = {
     waiter: new OperationWaiter(notifications),
     stream: new EventStream({ events: new EventRepository({ dataSource: db.dataSource }), notifications, logger: silentLogger, view: eventView }),
+    limits: { streams: new ConcurrencyLimit({ total: 100, perHolder: 10 }), longPolls: new ConcurrencyLimit({ total: 1000, perHolder: 100 }) },
   };
   const app = createApp({
     events,

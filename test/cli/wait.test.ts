@@ -49,6 +49,19 @@ describe('CLI: following an operation', () => {
     expect(out.text()).to.equal('stop 11111111 running 50% power_on\nstop 11111111 failed 50%\n');
   });
 
+  it('reads without waiting when the server has too many long polls open, then long-polls again', async () => {
+    const { client, urls } = scripted([
+      { status: 200, body: OP('running', 50, 'power_on') },
+      { status: 429, body: { type: 'urn:tailfleet:problem:too-many-requests', status: 429, detail: 'too many long polls' } },
+      { status: 200, body: OP('running', 60, 'power_on') },
+      { status: 200, body: OP('succeeded', 100, null) },
+    ]);
+    const out = terminal(false);
+    const res = await followOperation(client, OP('x', 0, null).operation.id, { intervalMs: 1, timeoutMs: 5000, out: out.stream });
+    expect(res.body.operation.status).to.equal('succeeded');
+    expect(urls.map((u) => new URL(u).search)).to.deep.equal(['', '?wait=5', '', '?wait=5']);
+  });
+
   it('long-polls for 30 seconds at a time after the first read', async () => {
     const { client, urls } = scripted([
       { status: 200, body: OP('queued', 0, null) },

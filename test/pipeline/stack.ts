@@ -120,7 +120,7 @@ export function apiClient(baseUrl: string, token: string) {
       body: text ? json : undefined,
     });
     if (wrong.length > 0) throw new Error(`The answer breaks the OpenAPI document:\n${wrong.join('\n')}\n${text.slice(0, 500)}`);
-    return { status: res.status, body: json };
+    return { status: res.status, headers: res.headers, body: json };
   };
   return {
     call,
