@@ -1,5 +1,8 @@
-# Sourced by .ci/run (bash). Brings a Debian 12 or Ubuntu 24.04 machine from "Node and root" to
-# one that runs the test suite, and changes nothing on a machine that already has it all:
+# Brings a Debian 12 or Ubuntu 24.04 machine from "Node and root" to one that runs the test suite
+# and the demo, and changes nothing on a machine that already has it all. Sourced by .ci/run (bash);
+# run as a command it does ci_setup_services and prints the exports for a shell to eval:
+#
+#   eval "$(.ci/setup-services.sh)" && npm run demo
 #
 #   ci_setup_services   installs what is missing from the distribution's packages (postgresql,
 #                       redis-server, cloud-init, and Debian's chromium), starts PostgreSQL and Redis
@@ -59,8 +62,9 @@ ci_apt_install() ( # packages...
     chmod 755 /usr/sbin/policy-rc.d
   fi
   ci_log "apt-get install $*"
-  "${apt[@]}" update
-  "${apt[@]}" install --no-install-recommends "$@"
+  # stdout stays free for the exports printed when this file runs as a command.
+  "${apt[@]}" update >&2
+  "${apt[@]}" install --no-install-recommends "$@" >&2
 )
 
 # The packages the suite needs that this machine lacks (none when all is there: then no apt at all).
@@ -102,7 +106,7 @@ ci_start_postgres() {
   fi
   ci_log "starting PostgreSQL $cluster"
   # shellcheck disable=SC2086
-  pg_ctlcluster --skip-systemctl-redirect $cluster start || true
+  pg_ctlcluster --skip-systemctl-redirect $cluster start >&2 || true
   ci_wait_for PostgreSQL ci_pg_up
 }
 
@@ -132,7 +136,7 @@ ci_setup_pg_role() {
   password=$(ci_pg_password)
   if ! ci_pg_login "$password"; then
     ci_log "PostgreSQL: role $CI_PG_ROLE with CREATEDB and a password"
-    ci_psql_as_postgres -X -q -v ON_ERROR_STOP=1 -v role="$CI_PG_ROLE" -v password="$password" <<'SQL'
+    ci_psql_as_postgres -X -q -v ON_ERROR_STOP=1 -v role="$CI_PG_ROLE" -v password="$password" >&2 <<'SQL'
 SELECT format('CREATE ROLE %I', :'role') WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
 SELECT format('ALTER ROLE %I WITH LOGIN CREATEDB PASSWORD %L', :'role', :'password') \gexec
 SQL
@@ -149,7 +153,7 @@ ci_redis_up() { [ "$(redis-cli -h 127.0.0.1 -p "$CI_REDIS_PORT" ping 2>/dev/null
 ci_start_redis() {
   ci_redis_up && return 0
   ci_log "starting Redis on port $CI_REDIS_PORT"
-  redis-server --daemonize yes --bind 127.0.0.1 --port "$CI_REDIS_PORT" --save "" --appendonly no
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$CI_REDIS_PORT" --save "" --appendonly no >&2
   ci_wait_for Redis ci_redis_up
 }
 
@@ -174,7 +178,7 @@ ci_setup_chromium() {
     path=$(node -e "console.log(require('playwright-core').chromium.executablePath())")
     if [ ! -x "$path" ]; then
       ci_log "installing Playwright's Chromium (Ubuntu's chromium package is a snap)"
-      npx --no-install playwright-core install --with-deps chromium
+      npx --no-install playwright-core install --with-deps --no-shell chromium
     fi
     export CHROMIUM_PATH="$path"
   fi
@@ -182,3 +186,10 @@ ci_setup_chromium() {
   export CHROMIUM_PATH
   ci_log "Chromium: $CHROMIUM_PATH"
 }
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  set -euo pipefail
+  cd "$(dirname "$0")/.."
+  ci_setup_services
+  printf 'export DATABASE_URL=%q REDIS_URL=%q\n' "$DATABASE_URL" "$REDIS_URL"
+fi
