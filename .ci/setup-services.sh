@@ -72,7 +72,7 @@ ci_missing_packages() {
   local missing=()
   if [ -z "${DATABASE_URL:-}" ] && ! command -v pg_ctlcluster >/dev/null; then missing+=(postgresql); fi
   if [ -z "${REDIS_URL:-}" ] && ! command -v redis-server >/dev/null; then missing+=(redis-server); fi
-  # The user-data tests feed cloud-init's own parser (Debian's Python package, via its CLI).
+  # The user-data tests check tailfleet's user data with cloud-init's own code (the distribution's package).
   if ! command -v cloud-init >/dev/null; then missing+=(cloud-init); fi
   # Ubuntu's chromium is a snap wrapper; ci_setup_chromium uses Playwright's build there instead.
   if [ -z "${CHROMIUM_PATH:-}" ] && [ "$(ci_distro)" = debian ] && ! ci_has_package chromium; then missing+=(chromium); fi
