@@ -15,7 +15,8 @@
 #   PGPORT (5432), REDIS_PORT (6379)  the local PostgreSQL cluster and Redis, on 127.0.0.1
 #   DATABASE_URL, REDIS_URL           use these servers as they are: nothing installed, started or set up
 #   CHROMIUM_PATH                     use this browser: no chromium installed
-#   CI_PG_ROLE (tailfleet_test)       the role the tests log in as (LOGIN CREATEDB, not a superuser)
+#   CI_PG_ROLE (tailfleet_test)       the role the tests log in as (LOGIN CREATEDB pg_signal_backend,
+#                                     not a superuser)
 #   CI_PG_PASSWORD                    its password; by default a random one kept in
 #                                     ${XDG_STATE_HOME:-~/.local/state}/tailfleet/ci-pg-password
 #
@@ -126,21 +127,26 @@ ci_pg_password() {
   cat "$file"
 }
 
-ci_pg_login() { # password
-  PGPASSWORD=$1 psql -h 127.0.0.1 -p "$CI_PGPORT" -U "$CI_PG_ROLE" -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1
+# Logs in over TCP with the password and checks the role can end other sessions: the tests drop
+# their databases WITH (FORCE), which terminates every session on them, autovacuum's included.
+ci_pg_role_ready() { # password
+  [ "$(PGPASSWORD=$1 psql -h 127.0.0.1 -p "$CI_PGPORT" -U "$CI_PG_ROLE" -d postgres -Atqc \
+    "SELECT pg_has_role('pg_signal_backend', 'USAGE')" 2>/dev/null)" = t ]
 }
 
-# The tests' role: LOGIN CREATEDB with a password. Set up only when logging in with it fails.
+# The tests' role: LOGIN CREATEDB, member of pg_signal_backend, with a password. Not a superuser.
+# Set up only when it is not ready.
 ci_setup_pg_role() {
   local password
   password=$(ci_pg_password)
-  if ! ci_pg_login "$password"; then
-    ci_log "PostgreSQL: role $CI_PG_ROLE with CREATEDB and a password"
+  if ! ci_pg_role_ready "$password"; then
+    ci_log "PostgreSQL: role $CI_PG_ROLE with CREATEDB, pg_signal_backend and a password"
     ci_psql_as_postgres -X -q -v ON_ERROR_STOP=1 -v role="$CI_PG_ROLE" -v password="$password" >&2 <<'SQL'
 SELECT format('CREATE ROLE %I', :'role') WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
-SELECT format('ALTER ROLE %I WITH LOGIN CREATEDB PASSWORD %L', :'role', :'password') \gexec
+SELECT format('ALTER ROLE %I WITH LOGIN CREATEDB INHERIT PASSWORD %L', :'role', :'password') \gexec
+SELECT format('GRANT pg_signal_backend TO %I', :'role') \gexec
 SQL
-    if ! ci_pg_login "$password"; then
+    if ! ci_pg_role_ready "$password"; then
       ci_log "cannot log in to 127.0.0.1:$CI_PGPORT as $CI_PG_ROLE with its password; see this cluster's pg_hba.conf"
       return 1
     fi
