@@ -50,9 +50,10 @@ type Table<K extends EventEntityType> = { readonly [S in StatusOf[K]]: readonly 
  *   are gone keeps failing and retrying in `destroying`, so there is no destroying → failed (that would
  *   hide a billed server) and no way back from destroying.
  * - running/stopped → hibernating → hibernated is hibernate (snapshot, then the server is deleted);
- *   hibernated → waking → running is wake (a new server from the snapshot). Like destroying, the two
- *   transitional states have no way back: a failed attempt keeps its state and is resumed by the
- *   job's retry or by a new hibernate/wake request, or the agent is destroyed from there.
+ *   hibernated → waking → running is wake (a new server from the snapshot). A failed attempt keeps
+ *   its state and is resumed by the job's retry or by a new hibernate/wake request, or the agent is
+ *   destroyed from there — except where nothing was taken yet: hibernating → running/stopped when no
+ *   snapshot exists, waking → hibernated when no server exists (the snapshot is still the agent).
  * - destroyed and failed are terminal: a new provision makes a new instance row (the partial unique
  *   index allows one live instance per agent, any number of dead ones).
  *
@@ -88,7 +89,7 @@ export const TRANSITIONS: { readonly [K in EventEntityType]: Table<K> } = {
     // (still there, as it was) is the truth again and the request can be made anew.
     hibernating: ['hibernated', 'destroying', 'running', 'stopped'],
     hibernated: ['waking', 'destroying'],
-    waking: ['running', 'destroying'],
+    waking: ['running', 'hibernated', 'destroying'],
     destroying: ['destroyed'],
     destroyed: [],
     failed: [],

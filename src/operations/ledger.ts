@@ -170,6 +170,18 @@ export class OperationLedger {
     );
   }
 
+  /**
+   * A new operation that finishes the work of one that failed for good and left its instance half-way
+   * (the reconciler's repair; the failed one stays failed). At most one per failed operation: the
+   * key names it, so a later pass gets the same operation back.
+   */
+  acceptRepair(failed: Pick<Operation, 'id' | 'type' | 'agentId'>, reason: string): Promise<CreatedOperation> {
+    const id = randomUUID();
+    return this.ds.transaction((m) =>
+      insertOperation(m, { type: failed.type, id, agentId: failed.agentId, idempotencyKey: `repair:${failed.id}`, queueJobId: jobIds.operation(id), reason }),
+    );
+  }
+
   /** A manual reconcile pass. */
   acceptReconcile(opts: { requestedBy?: string } = {}): Promise<CreatedOperation> {
     const id = randomUUID();
@@ -392,7 +404,9 @@ export class OperationLedger {
    * instance stuck and its job gone or ended). The relay or the caller then delivers it.
    */
   async requeue(operation: Operation, reason: string): Promise<Operation> {
-    const from: OperationStatus[] = operation.status === 'queued' ? ['running', 'failed'] : [operation.status];
+    // Never from an end: a final state is final (the reconciler requests a new operation instead).
+    if (FINAL_STATUSES.has(operation.status)) throw new TransitionConflictError('operation', operation.id, ['queued', 'running'], operation.status, 'queued');
+    const from: OperationStatus[] = operation.status === 'queued' ? ['running'] : [operation.status];
     const { row } = await transition(this.ds, {
       entity: 'operation',
       id: operation.id,

@@ -76,6 +76,12 @@ export async function checkStuck(ctx: PassContext, instance: Instance): Promise<
     }
   }
 
+  if (op.status === 'failed') {
+    // A failed provision is rolled back by the failed-provision listener and its sweep, never retried.
+    if (type === 'provision') return { ...base, action: 'awaiting_rollback', detail: `${since}; provision operation ${op.id} failed for good` };
+    return repairAfterFailure(deps, base, since, instance, op);
+  }
+
   const queue = queueFor(deps.queues, type)!;
   const jobId = op.queueJobId ?? jobIds.operation(op.id);
   const job = await queue.getJob(jobId);
@@ -110,4 +116,34 @@ async function provisionOperation(deps: ReconcilerDeps, instance: Instance): Pro
   const pj = await deps.repositories.provisioningJobs.findByInstance(instance.id);
   if (!pj) return null;
   return deps.repositories.operations.findProvisionOf(pj.id);
+}
+
+/**
+ * The operation that left the instance here failed for good, and a final state is final: its
+ * failure was announced and it is not run again. The repair is a new operation of the same type,
+ * requested by tailfleet itself, once per failed operation; its workflow resumes from the
+ * transitional state, as any re-run does.
+ */
+async function repairAfterFailure(
+  deps: ReconcilerDeps,
+  base: Omit<StuckFinding, 'action' | 'detail'>,
+  since: string,
+  instance: Instance,
+  failed: Operation,
+): Promise<StuckFinding> {
+  try {
+    const { operation, created } = await deps.ledger.acceptRepair(failed, `reconcile: instance ${since}; ${failed.type} operation ${failed.id} failed for good`);
+    if (created) {
+      await deps.outbox.deliver(operation, { instanceId: instance.id });
+      deps.metrics?.reconcileRepairs.inc({ kind: 'requeued' });
+    }
+    return {
+      ...base,
+      operationId: operation.id,
+      action: 'requeued',
+      detail: `${since}; ${failed.type} operation ${failed.id} failed for good, so ${failed.type} operation ${operation.id} was requested to finish the work`,
+    };
+  } catch (err) {
+    return { ...base, action: 'error', detail: `${since}; could not request a new ${failed.type}: ${(err as Error).message}` };
+  }
 }

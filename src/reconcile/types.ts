@@ -166,7 +166,7 @@ export interface ReconcilerDeps {
   dataSource: DataSource;
   repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'operations' | 'findings'>;
   /** Stuck operations go back to the queue through the ledger and the outbox. */
-  ledger: Pick<OperationLedger, 'requeue' | 'acceptReconcile'>;
+  ledger: Pick<OperationLedger, 'requeue' | 'acceptReconcile' | 'acceptRepair'>;
   outbox: Pick<Outbox, 'add' | 'deliver'>;
   hetzner: Pick<HetznerClient, 'listServers' | 'getServer' | 'deleteServer'>;
   tailscale: Pick<TailscaleClient, 'listDevices' | 'getDevice' | 'deleteDevice' | 'getAuthKey' | 'deleteAuthKey'>;

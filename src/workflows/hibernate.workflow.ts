@@ -191,6 +191,9 @@ export class HibernateWorkflow {
       await deleteInstanceSnapshots(this.deps, instance, { agentId, instanceId }, this.guarded('wake', ctx.operationId, agentId, instanceId));
     } catch (err) {
       await recordFailure(repos, instanceId, 'waking', 'Wake', err, log);
+      await this.revertUnwoken({ agentId, instanceId }, operationId, errorMessage(err), log).catch((revertErr: unknown) =>
+        log.warn({ err: revertErr }, '[Lifecycle] Could not put the instance back after a failed wake'),
+      );
       throw err;
     }
 
@@ -437,6 +440,28 @@ export class HibernateWorkflow {
       },
     ]);
     log.warn({ serverId: server.id, to }, `[Lifecycle] Hibernate failed before a snapshot existed; instance back to ${to}`);
+  }
+
+  /**
+   * A wake attempt that failed while no server existed for the instance (the create was refused, or
+   * never reached) leaves the agent as it was: hibernated on its snapshot, ready to be woken again,
+   * instead of `waking` with nothing under way when the last attempt fails. With a server (or a
+   * create whose answer was lost, found by its labels) the instance stays `waking` for the next
+   * attempt to resume.
+   */
+  private async revertUnwoken(ids: { agentId: string; instanceId: string }, operationId: string | null, error: string, log: Logger): Promise<void> {
+    const instance = await requireInstance(this.deps.repositories, ids.instanceId);
+    if (instance.status !== 'waking' || !instance.snapshotImageId || instance.serverId) return;
+    if ((await this.instanceServers(instance)).size > 0) return;
+    await move(this.deps.dataSource, {
+      entity: 'instance',
+      id: ids.instanceId,
+      from: ['waking'],
+      to: 'hibernated',
+      reason: `wake failed before any server existed (${error}); still hibernated on snapshot ${instance.snapshotImageId}`,
+      operationId,
+    });
+    log.warn({ imageId: instance.snapshotImageId }, '[Lifecycle] Wake failed before any server existed; instance back to hibernated');
   }
 
   /** The recorded server and any other server labelled for this instance. */

@@ -325,4 +325,18 @@ describe('lifecycle: hibernate and wake', function () {
     await h.hibernation.hibernate(a.agentId);
     await expectHibernated(a, device);
   });
+
+  it('puts a wake that failed before any server existed back to hibernated, keeping the cloud error; woken again, it wakes', async () => {
+    const { a, device } = await hibernated();
+    h.sim.control.setFaults([{ method: 'POST', route: '/hetzner/v1/servers', status: 422, code: 'invalid_input', times: 1 }]);
+    const err = await expectRejection(h.hibernation.wake(a.agentId));
+    expect(err).to.be.instanceOf(CloudApiError);
+    const { agent, instance } = await rows(h, a);
+    expect([instance.status, agent.status]).to.deep.equal(['hibernated', 'hibernated']);
+    expect(instance.error).to.be.a('string');
+    expect(cloud(h).servers).to.have.length(0);
+    expect(cloud(h).images).to.have.length(1);
+    await h.hibernation.wake(a.agentId);
+    await expectAwake(a, device);
+  });
 });

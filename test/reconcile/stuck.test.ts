@@ -58,7 +58,7 @@ describe('reconcile: instances stuck in a transitional state', function () {
     expect(await r.queues.stop.getJobCounts('waiting')).to.deep.equal({ waiting: 1 });
   });
 
-  it('retries a job that failed without its worker reverting the instance, with a fresh attempt budget; the stop then completes', async () => {
+  it('repairs an instance a failed stop left half-way with a new stop, leaving the failed one failed; the stop then completes', async () => {
     const a = await abandonedStop('stalled');
     const jobId = jobIds.operation(a.opId);
     await r.queues.stop.add('stop', { operationId: a.opId, agentId: a.agentId }, { jobId, attempts: 1 });
@@ -76,13 +76,17 @@ describe('reconcile: instances stuck in a transitional state', function () {
     const report = await r.reconciler({}, LATER).runPass();
 
     expect(report.stuck.map((s) => s.action)).to.deep.equal(['requeued']);
-    expect(report.stuck[0]!.detail).to.contain('was failed');
-    const job = (await r.queues.stop.getJob(jobId))!;
-    expect(await job.getState()).to.equal('waiting');
-    expect(job.attemptsMade).to.equal(0);
-    expect((await operationOf(r, a.opId)).status).to.equal('queued');
+    expect(report.stuck[0]!.detail).to.contain('failed for good');
+    // A final state is final: the failed stop stays failed and its job stays failed.
+    expect((await operationOf(r, a.opId)).status).to.equal('failed');
+    expect(await (await r.queues.stop.getJob(jobId))!.getState()).to.equal('failed');
+    const repair = report.stuck[0]!.operationId!;
+    expect(repair).to.not.equal(a.opId);
+    expect(await operationOf(r, repair)).to.deep.include({ type: 'stop', status: 'queued', requestedBy: 'system' });
+    // A second pass does not ask again.
+    expect((await r.reconciler({}, LATER).runPass()).stuck.map((s) => s.operationId)).to.deep.equal([repair]);
 
-    // A healthy worker picks it up and the lifecycle service finishes the stop from `stopping`.
+    // A healthy worker picks the new stop up and the workflow finishes it from `stopping`.
     const healthy = new Worker('stop', async (j) => r.h.power.stop(j.data.agentId, { operationId: j.data.operationId }), {
       connection: r.connection,
       prefix: r.prefix,
