@@ -2,26 +2,10 @@ import { expect } from 'chai';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, loadConfig } from '../src/config';
+import { loadConfig } from '../src/config';
+import { problemsOf, validEnv } from './helpers/config';
 
-const valid = {
-  DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/tailfleet',
-  REDIS_URL: 'redis://127.0.0.1:6379',
-  HETZNER_API_TOKEN: 'hz-token',
-  TAILSCALE_OAUTH_CLIENT_ID: 'client',
-  TAILSCALE_OAUTH_CLIENT_SECRET: 'secret',
-  API_TOKEN: 'a-long-enough-api-token',
-};
-
-function problemsOf(env: Record<string, string>): string[] {
-  try {
-    loadConfig(env);
-  } catch (err) {
-    expect(err).to.be.instanceOf(ConfigError);
-    return (err as ConfigError).problems;
-  }
-  throw new Error('expected a ConfigError');
-}
+const valid = validEnv;
 
 describe('config', () => {
   it('applies the documented defaults', () => {

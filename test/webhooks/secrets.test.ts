@@ -3,32 +3,16 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { ConfigError, loadConfig } from '../../src/config';
+import { loadConfig } from '../../src/config';
 import { WebhookSecretBox, WebhookSecretError, webhookKeyId } from '../../src/webhooks/secret-box';
 import { newWebhookSecret } from '../../src/webhooks/signing';
 import { createSuite, type Suite } from '../pipeline/stack';
+import { problemsOf, validEnv } from '../helpers/config';
 
 // Webhook secrets at rest: sealed with AES-256-GCM under WEBHOOK_SECRET_KEY, bound to their
 // subscription, readable under rotated-out keys, and re-sealed with the current key at start-up.
 
-const baseEnv = {
-  DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/tailfleet',
-  REDIS_URL: 'redis://127.0.0.1:6379',
-  HETZNER_API_TOKEN: 'hz-token',
-  TAILSCALE_OAUTH_CLIENT_ID: 'client',
-  TAILSCALE_OAUTH_CLIENT_SECRET: 'secret',
-  API_TOKEN: 'a-long-enough-api-token',
-};
-
-function problemsOf(env: Record<string, string>): string[] {
-  try {
-    loadConfig(env);
-  } catch (err) {
-    expect(err).to.be.instanceOf(ConfigError);
-    return (err as ConfigError).problems;
-  }
-  throw new Error('expected a ConfigError');
-}
+const baseEnv = validEnv;
 
 describe('webhooks: secrets at rest', function () {
   this.timeout(60_000);
