@@ -41,10 +41,11 @@ describe('pipeline: rejected cloud credentials', function () {
       const o = await op(id);
       return o.status === 'failed' ? o : undefined;
     });
-    const job = await waitFor('the job to fail in the queue', async () => {
-      const j = await tf!.queues.provision.getJob(`op-${id}`);
-      return (await j?.isFailed()) ? j : undefined;
-    });
+    // The job is read after its state is failed: a copy read before it (then asked isFailed) would
+    // carry the attempt count from before BullMQ's move to failed counted the attempt.
+    const job = await waitFor('the job to fail in the queue', async () =>
+      (await tf!.queues.provision.getJobState(`op-${id}`)) === 'failed' ? tf!.queues.provision.getJob(`op-${id}`) : undefined,
+    );
     return { api, failed, job };
   }
 

@@ -98,10 +98,11 @@ describe('pipeline: retries, rate limits and permanent errors', function () {
     expect(done.status).to.equal('failed');
     expect(done.attempts).to.equal(1);
     // The Operation is written before BullMQ moves the job, so wait for the queue to catch up.
-    const job = await waitFor('the job to fail in the queue', async () => {
-      const j = await tf.queues.start.getJob(`op-${res.body.operation.id}`);
-      return (await j?.isFailed()) ? j : undefined;
-    });
+    // Read after the state is failed, so the copy carries the attempt BullMQ counted on that move.
+    const jobId = `op-${res.body.operation.id}`;
+    const job = await waitFor('the job to fail in the queue', async () =>
+      (await tf.queues.start.getJobState(jobId)) === 'failed' ? tf.queues.start.getJob(jobId) : undefined,
+    );
     expect(job.attemptsMade).to.equal(1);
     // The lifecycle service put the instance back where it was, ready for another try.
     const agent = await api.get(`/v1/agents/${agentId}`);
