@@ -10,7 +10,7 @@ import { mintJobAuthKey, revokeJobAuthKeys } from './auth-keys';
 import { buildRejoinUserData, buildWakeUserData } from './cloud-init';
 import { waitForAgentDevice } from './enrollment';
 import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
-import { findLiveInstanceOfAgent, reachedBy, recordedServerIds, recordFailure, requireAgent, requireInstance } from './records';
+import { findLiveInstanceOfAgent, finishTogether, reachedBy, recordedServerIds, recordFailure, requireAgent, requireInstance } from './records';
 import { shutdownGuarded } from './guarded-shutdown';
 import { deleteInstanceSnapshots, deleteSnapshotImage, findSnapshots } from './snapshots';
 import { listWithRecorded, runningServer } from './servers';
@@ -146,7 +146,7 @@ export class HibernateWorkflow {
     }
 
     await r.step('finish', 90, 'marking the instance as hibernated');
-    await moveTogether(ds, [
+    await finishTogether(this.deps, [
       {
         entity: 'instance',
         id: ids.instanceId,
@@ -157,7 +157,7 @@ export class HibernateWorkflow {
         patch: { serverId: null, serverIp: null, stoppedAt: new Date(), error: null },
       },
       { entity: 'agent', id: agentId, from: ['active', 'paused'], to: 'hibernated', reason: 'instance hibernated', operationId, allowSame: true },
-    ]);
+    ], { instanceId: ids.instanceId, status: 'hibernated', operationId });
     await r.step('done', 100, 'hibernated');
     log.info({ imageId: instance.snapshotImageId }, `[Lifecycle] Agent ${agentId} hibernated`);
   }
@@ -198,7 +198,7 @@ export class HibernateWorkflow {
     }
 
     await r.step('finish', 90, 'marking the instance as running');
-    await moveTogether(ds, [
+    await finishTogether(this.deps, [
       {
         entity: 'instance',
         id: instanceId,
@@ -211,7 +211,7 @@ export class HibernateWorkflow {
         patch: { startedAt: new Date(), stoppedAt: null, error: null, snapshotImageId: null, snapshotSizeGb: null },
       },
       { entity: 'agent', id: agentId, from: ['hibernated'], to: 'active', reason: 'instance woke', operationId, allowSame: true },
-    ]);
+    ], { instanceId, status: 'running', operationId });
     // The step the operation ends on says which way the machine came back.
     await r.step(result.rejoined ? 'rejoined' : 'done', 100, result.rejoined ? `awake; joined the tailnet again as device ${result.deviceId}` : 'awake');
     log.info(result, `[Lifecycle] Agent ${agentId} woke${result.rejoined ? ' (joined the tailnet again)' : ''}`);

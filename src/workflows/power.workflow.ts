@@ -2,8 +2,8 @@ import { transition, type PatchOf } from '../db/transitions';
 import type { AgentStatus, Instance, InstanceStatus } from '../entities';
 import { StateConflictError } from '../errors';
 import type { Logger } from '../lib/logger';
-import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
-import { findLiveInstanceOfAgent, reachedBy, requireInstance } from './records';
+import { errorMessage, guarded, move } from './guarded-moves';
+import { findLiveInstanceOfAgent, finishedBy, finishTogether, reachedBy, requireInstance } from './records';
 import { shutdownGuarded } from './guarded-shutdown';
 import { silentReporter, type StepReporter } from './step-reporter';
 import { ownershipGuard, type OperationContext, type WorkflowDeps } from './workflow-deps';
@@ -114,11 +114,7 @@ export class PowerWorkflow {
     const log = this.deps.logger.child({ agentId, operationId, operation: d.operation });
     const found = await findLiveInstanceOfAgent(this.deps.repositories, agentId);
 
-    if (found?.status === d.to && (await reachedBy(this.deps.repositories, found.id, d.to, operationId))) {
-      log.info(`[Lifecycle] Agent ${agentId} ${d.alreadyLog}`);
-      await r.step('done', 100, d.already);
-      return;
-    }
+    if (found?.status === d.to && (await reachedBy(this.deps.repositories, found.id, d.to, operationId))) return this.finishedElsewhere(d, agentId, r, log);
     let instance: Instance;
     if (found?.status === d.from) {
       await r.step('prepare', 10, d.preparing);
@@ -138,12 +134,13 @@ export class PowerWorkflow {
       await r.step(d.callStep, 30, d.callMessage(serverId));
       result = await call(serverId, instance);
     } catch (err) {
+      if (await finishedBy(this.deps.repositories, instance.id, d.to, operationId)) return this.finishedElsewhere(d, agentId, r, log);
       await this.revert(instance.id, d.via, d.from, err, { operationId, reason: `${d.operation} failed` }, log);
       throw err;
     }
 
     await r.step('finish', 90, d.finishing);
-    await moveTogether(this.deps.dataSource, [
+    const moved = await finishTogether(this.deps, [
       {
         entity: 'instance',
         id: instance.id,
@@ -154,9 +151,15 @@ export class PowerWorkflow {
         patch: d.patch(),
       },
       { entity: 'agent', id: agentId, from: [d.agentFrom], to: d.agentTo, reason: d.agentReason, operationId, allowSame: true },
-    ]);
+    ], { instanceId: instance.id, status: d.to, operationId });
+    if (!moved) return this.finishedElsewhere(d, agentId, r, log);
     await r.step('done', 100, d.done);
     log.info(`[Lifecycle] Agent ${agentId} ${d.succeededLog}`);
+  }
+
+  private async finishedElsewhere(d: PowerDirection, agentId: string, r: StepReporter, log: Logger): Promise<void> {
+    log.info(`[Lifecycle] Agent ${agentId} ${d.alreadyLog}`);
+    await r.step('done', 100, d.already);
   }
 
   /**

@@ -1,8 +1,8 @@
 import type { Agent, Instance, InstanceStatus, ProvisioningJob } from '../entities';
 import { NotFoundError, StateConflictError } from '../errors';
-import type { Db } from '../db/transitions';
+import type { Db, TransitionRequest } from '../db/transitions';
 import type { Logger } from '../lib/logger';
-import { errorMessage } from './guarded-moves';
+import { errorMessage, moveTogether } from './guarded-moves';
 import type { WorkflowDeps } from './workflow-deps';
 
 type Repos = WorkflowDeps['repositories'];
@@ -42,6 +42,32 @@ export async function reachedBy(repos: Repos, instanceId: string, status: Instan
   if (!operationId) return false;
   const last = await repos.events.latestMoveInto('instance', instanceId, status);
   return last?.operationId === operationId;
+}
+
+/**
+ * The moves that end an operation's work on an instance. Two deliveries of one operation can run at
+ * once for a while (a worker that lost its lock goes on until it notices): when the other delivery
+ * made these moves first, the work is done, and this delivery finishes instead of failing on the
+ * conflict. Answers false when it found the moves already made.
+ */
+export async function finishTogether(
+  deps: Pick<WorkflowDeps, 'dataSource' | 'repositories'>,
+  requests: readonly TransitionRequest[],
+  done: { instanceId: string; status: InstanceStatus; operationId: string | null },
+): Promise<boolean> {
+  try {
+    await moveTogether(deps.dataSource, requests);
+    return true;
+  } catch (err) {
+    if (!(err instanceof StateConflictError) || !(await finishedBy(deps.repositories, done.instanceId, done.status, done.operationId))) throw err;
+    return false;
+  }
+}
+
+/** True when the instance is in `status` and this operation moved it there. */
+export async function finishedBy(repos: Repos, instanceId: string, status: InstanceStatus, operationId: string | null): Promise<boolean> {
+  const instance = await repos.instances.findById(instanceId);
+  return instance?.status === status && (await reachedBy(repos, instanceId, status, operationId));
 }
 
 /**

@@ -128,6 +128,21 @@ describe('lifecycle: stop and start', function () {
       const other = await newOperation(h, 'stop', a.agentId);
       expect(await expectRejection(h.power.stop(a.agentId, { operationId: other }))).to.be.instanceOf(StateConflictError);
     });
+    it('finishes both of two deliveries of one stop running at once, moving the instance once', async () => {
+      const a = await provisionedAgent(h);
+      const op = await newOperation(h, 'stop', a.agentId);
+      // A delivery that lost its lock goes on while the next one resumes from stopping: both shut down, one records it.
+      await transition(h.ds, { entity: 'instance', id: a.instanceId, from: ['running'], to: 'stopping', reason: 'test', operationId: op });
+      h.sim.control.setTimings({ shutdownMs: 300 });
+      try {
+        await Promise.all([h.power.stop(a.agentId, { operationId: op }), h.power.stop(a.agentId, { operationId: op })]);
+      } finally {
+        h.sim.control.setTimings({ shutdownMs: 20 });
+      }
+      const { agent, instance } = await rows(h, a);
+      expect([instance.status, agent.status]).to.deep.equal(['stopped', 'paused']);
+      expect((await transitionsOf(h, a.instanceId)).filter((t) => t === 'stopping→stopped')).to.have.length(1);
+    });
   });
 
   describe('start', () => {
