@@ -1,7 +1,10 @@
 import type { DataSource } from 'typeorm';
+import { AgentList } from './agent-list';
 import { AgentRepository } from './agent.repository';
+import { ApiTokenRepository } from './api-token.repository';
 import { EventRepository } from './event.repository';
 import { InstanceRepository } from './instance.repository';
+import { OperationList } from './operation-list';
 import { OperationRepository } from './operation.repository';
 import { OwnershipFindingRepository } from './ownership-finding.repository';
 import { ProvisioningJobRepository } from './provisioning-job.repository';
@@ -14,6 +17,10 @@ export interface Repositories {
   events: EventRepository;
   /** Refused destructive calls (ownership guard) and the audit events of every guarded call. */
   findings: OwnershipFindingRepository;
+  tokens: ApiTokenRepository;
+  /** Read models: the filtered, paged listings of agents and operations. */
+  agentList: AgentList;
+  operationList: OperationList;
 }
 
 export function createRepositories(dataSource: DataSource): Repositories {
@@ -25,5 +32,8 @@ export function createRepositories(dataSource: DataSource): Repositories {
     operations: new OperationRepository(deps),
     events: new EventRepository(deps),
     findings: new OwnershipFindingRepository(deps),
+    tokens: new ApiTokenRepository(deps),
+    agentList: new AgentList(deps),
+    operationList: new OperationList(deps),
   };
 }

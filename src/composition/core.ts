@@ -1,0 +1,99 @@
+import type { Config } from '../config';
+import { HetznerClient } from '../clients/hetzner/hetzner.client';
+import { EventNotifications } from '../events/notifications';
+import { CloudCredentialHealth, observeAll } from '../lib/cloud-health';
+import type { Logger } from '../lib/logger';
+import { OperationLedger } from '../operations/ledger';
+import { Outbox } from '../operations/outbox';
+import { CloudCatalogue } from '../services/catalogue';
+import { OperationsService } from '../services/operations.service';
+import { provisionFailureHook } from '../services/rollback-listener';
+import { WebhookRepository } from '../webhooks/webhook.repository';
+import { WebhookSecretBox } from '../webhooks/secret-box';
+import type { Infrastructure } from './infrastructure';
+import type { TailfleetOverrides } from './overrides';
+
+export interface Core {
+  /** The operation ledger: every status change of an operation. */
+  ledger: OperationLedger;
+  /** Delivers accepted operations to their queues. */
+  outbox: Outbox;
+  operations: OperationsService;
+  hetzner: HetznerClient;
+  /** Worker roles only: whether the clouds accept the configured credentials (shown on /readyz). */
+  cloudHealth?: CloudCredentialHealth;
+  notifications: EventNotifications;
+  webhooks: WebhookRepository;
+}
+
+/** What both roles share: the ledger and outbox, the operations, the Hetzner client, event notifications, webhooks. */
+export function createCore(
+  config: Config,
+  infra: Infrastructure,
+  roles: { api: boolean; workers: boolean },
+  overrides: Pick<TailfleetOverrides, 'hetzner' | 'rollbackListener'>,
+): Core {
+  const { dataSource, repositories, queues, logger, metrics } = infra;
+  const ledger = new OperationLedger({ dataSource, repositories, logger: logger.child({ component: 'ledger' }) });
+  const outbox = new Outbox({ queues, connection: infra.producer, logger: logger.child({ component: 'outbox' }) });
+  // One Hetzner client per process. Workers change the cloud through it (and readiness reports whether
+  // it accepts our credentials); the API only reads through it: the catalogue (server types,
+  // locations) that checks a create before it is accepted, and the prices behind agent costs and
+  // GET /v1/fleet/cost.
+  const cloudHealth = roles.workers ? new CloudCredentialHealth() : undefined;
+  const hetzner = new HetznerClient({
+    baseUrl: config.hetzner.apiUrl,
+    token: config.hetzner.token,
+    logger: logger.child({ component: 'hetzner' }),
+    observer: cloudHealth ? observeAll(metrics.cloudObserver, cloudHealth) : metrics.cloudObserver,
+    actionPollIntervalMs: config.pollIntervalMs,
+    serverPollIntervalMs: config.pollIntervalMs,
+    actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
+    ...overrides.hetzner,
+  });
+  const operations = new OperationsService({
+    dataSource,
+    queues,
+    ledger,
+    outbox,
+    repositories,
+    logger: logger.child({ component: 'operations' }),
+    defaults: {
+      serverType: config.hetzner.serverType,
+      image: config.hetzner.image,
+      location: config.hetzner.location,
+      sshKeys: config.hetzner.sshKeys,
+    },
+    maxAgents: config.maxAgents,
+    // API roles check a create's server type and location against the cloud's catalogue before
+    // accepting it (GET /server_types, GET /locations, cached).
+    catalogue: roles.api ? new CloudCatalogue({ hetzner, logger: logger.child({ component: 'catalogue' }) }) : undefined,
+  });
+  // The one final-failure hook: a provision that failed for good is marked so and rolled back
+  // (`rollbackListener: false` leaves the rollback to a later sweep).
+  ledger.onFinalFailure(provisionFailureHook({ dataSource, operations, rollback: overrides.rollbackListener !== false }));
+
+  const notifications = new EventNotifications({
+    connectionString: config.databaseUrl,
+    logger: logger.child({ component: 'event-listener' }),
+    applicationName: `tailfleet-${config.role}-listener`,
+  });
+  const webhooks = new WebhookRepository({ dataSource, secrets: new WebhookSecretBox(config.webhooks.secretKeys) });
+  return { ledger, outbox, operations, hetzner, cloudHealth, notifications, webhooks };
+}
+
+/** Webhook secrets in clear or under a rotated-out key are sealed with WEBHOOK_SECRET_KEY (see secret-box.ts). */
+export async function sealWebhookSecrets(config: Config, webhooks: WebhookRepository, logger: Logger): Promise<void> {
+  if (!config.webhooks.secretKeys) {
+    logger.warn('WEBHOOK_SECRET_KEY is not set: webhook secrets are stored in the clear (set it to encrypt them at rest)');
+    return;
+  }
+  const { resealed, unreadable } = await webhooks.resealSecrets();
+  if (resealed > 0) logger.info({ resealed }, 'Webhook secrets encrypted with the current WEBHOOK_SECRET_KEY');
+  if (unreadable.length > 0) {
+    logger.error(
+      { subscriptions: unreadable },
+      'Webhook secrets encrypted with a key that is not configured: add it to WEBHOOK_SECRET_KEYS_PREVIOUS, or their deliveries fail',
+    );
+  }
+}

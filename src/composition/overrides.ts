@@ -1,0 +1,19 @@
+import type { HetznerClientDeps } from '../clients/hetzner/hetzner.client';
+import type { TailscaleClientDeps } from '../clients/tailscale/tailscale.client';
+import type { Logger } from '../lib/logger';
+import type { Metrics } from '../lib/metrics';
+import type { WorkerSettings } from '../workers';
+
+/** What a test, a bench or the demo may set beside the config. */
+export interface TailfleetOverrides {
+  logger?: Logger;
+  metrics?: Metrics;
+  /** Extra client options (e.g. short retry delays in tests); the config supplies the rest. */
+  hetzner?: Partial<HetznerClientDeps>;
+  tailscale?: Partial<TailscaleClientDeps>;
+  worker?: Partial<WorkerSettings>;
+  /** Run the failed-provision hook and sweep in worker processes (default true). */
+  rollbackListener?: boolean;
+  /** Apply pending migrations at start (default true). */
+  migrate?: boolean;
+}
