@@ -23,7 +23,7 @@ import type { OutboxRelay } from './operations/relay';
 import type { Queues } from './queues/queues';
 import type { Reconciler } from './reconcile';
 import type { OperationsService } from './services/operations.service';
-import type { RollbackListener } from './services/rollback-listener';
+import type { RollbackListener } from './operations/rollback-listener';
 import type { EventNotifications } from './events/notifications';
 import type { ConcurrencyLimit } from './events/concurrency-limit';
 import type { EventStream } from './events/event-stream';

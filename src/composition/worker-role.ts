@@ -8,7 +8,7 @@ import { createProcessors } from '../processors';
 import { createReconcileProcessor, createReconcileWorker, ensureReconcileSchedule, scheduleReconcile } from '../processors/reconcile.processor';
 import { webhookJobOptions } from '../queues/queues';
 import { Reconciler, stuckTimeouts } from '../reconcile';
-import { RollbackListener } from '../services/rollback-listener';
+import { RollbackListener } from '../operations/rollback-listener';
 import { createWebhookProcessor, createWebhookWorker } from '../webhooks/delivery.processor';
 import { WebhookRelay } from '../webhooks/delivery-relay';
 import { createWorkers, DEFAULT_WORKER_SETTINGS, type WorkerPool } from '../workers';

@@ -20,7 +20,7 @@ import {
 import type { Logger } from '../lib/logger';
 import type { Queues } from '../queues/queues';
 import { AgentNameTakenError, NotFoundError, StateConflictError } from '../errors';
-import type { SpecChecker, SpecProblem } from './catalogue';
+import type { SpecChecker, SpecProblem } from '../clients/hetzner/catalogue';
 
 /**
  * The command side: turns a request into an Operation row and a queue job, and answers the read

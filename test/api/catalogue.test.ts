@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { HetznerClient } from '../../src/clients/hetzner/hetzner.client';
 import { silentLogger } from '../../src/lib/logger';
-import { CloudCatalogue } from '../../src/services/catalogue';
+import { CloudCatalogue } from '../../src/clients/hetzner/catalogue';
 import { SIM_DEFAULT_CREDENTIALS, startSimulator, type RunningSimulator } from '../../src/simulator';
 
 // The catalogue check against the simulator's GET /server_types and GET /locations, over HTTP.

@@ -1,7 +1,7 @@
 import type { DataSource } from 'typeorm';
 import { tryTransition } from '../db';
 import type { Logger } from '../lib/logger';
-import type { FinalFailureHook } from '../operations/ledger';
+import type { FinalFailureHook } from './ledger';
 import type { ProvisioningJobRepository } from '../db/provisioning-job.repository';
 
 const HALF_RECORDED_GRACE_SECONDS = 120;

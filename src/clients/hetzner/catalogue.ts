@@ -1,6 +1,6 @@
-import type { HetznerClient } from '../clients/hetzner/hetzner.client';
-import type { HetznerLocation, HetznerServerType } from '../clients/hetzner/hetzner.types';
-import type { Logger } from '../lib/logger';
+import type { HetznerClient } from './hetzner.client';
+import type { HetznerLocation, HetznerServerType } from './hetzner.types';
+import type { Logger } from '../../lib/logger';
 
 /**
  * What the cloud offers: server types, locations and where each type is available, read from the
