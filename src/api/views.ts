@@ -2,7 +2,33 @@ import { createHash } from 'node:crypto';
 import type { Response } from 'express';
 import type { Agent, AgentSpec, ApiToken, Event, Instance, Operation, ProvisioningJob } from '../entities';
 import { clientIdempotencyKey, type CreateAgentResult, type QueueJobInfo } from '../services/operations.service';
+import type { z } from 'zod';
 import { principalOf, scopeAllows } from './auth';
+import type {
+  agentCreatedSchema,
+  agentSchema,
+  agentSpecSchema,
+  commandAcceptedSchema,
+  eventSchema,
+  instanceSchema,
+  operationSchema,
+  provisioningJobSchema,
+  queueJobSchema,
+  tokenSchema,
+} from './schemas';
+
+/**
+ * What a view returns: the output of its response schema, where a date-time (`at`, `…At`) may still
+ * be a Date (JSON writes it as the ISO string the schema describes). A view that drifts from its
+ * schema does not compile.
+ */
+export type ViewOf<S extends z.ZodType> = WithDates<z.output<S>>;
+type WithDates<T> = T extends readonly (infer E)[]
+  ? WithDates<E>[]
+  : T extends object
+    ? { [K in keyof T]: K extends 'at' | `${string}At` ? DateOr<T[K]> : WithDates<T[K]> }
+    : T;
+type DateOr<T> = T extends string ? T | Date : T;
 
 /**
  * What the API shows of each row. Explicit mappers (rather than serialising entities) keep internal
@@ -27,7 +53,7 @@ export function viewerOf(res: Response): Viewer {
 }
 
 /** The spec; user data as text only for an admin, as its size and SHA-256 for everyone (enough to tell two apart). */
-export function agentSpecView(spec: AgentSpec, viewer: Viewer) {
+export function agentSpecView(spec: AgentSpec, viewer: Viewer): ViewOf<typeof agentSpecSchema> {
   const { userData } = spec;
   return {
     serverType: spec.serverType,
@@ -40,7 +66,7 @@ export function agentSpecView(spec: AgentSpec, viewer: Viewer) {
   };
 }
 
-export function agentView(a: Agent, viewer: Viewer) {
+export function agentView(a: Agent, viewer: Viewer): ViewOf<typeof agentSchema> {
   return {
     id: a.id,
     name: a.name,
@@ -52,7 +78,7 @@ export function agentView(a: Agent, viewer: Viewer) {
   };
 }
 
-export function instanceView(i: Instance) {
+export function instanceView(i: Instance): ViewOf<typeof instanceSchema> {
   return {
     id: i.id,
     agentId: i.agentId,
@@ -75,7 +101,7 @@ export function instanceView(i: Instance) {
   };
 }
 
-export function provisioningJobView(j: ProvisioningJob) {
+export function provisioningJobView(j: ProvisioningJob): ViewOf<typeof provisioningJobSchema> {
   return {
     id: j.id,
     agentId: j.agentId,
@@ -92,7 +118,7 @@ export function provisioningJobView(j: ProvisioningJob) {
 }
 
 /** The answer to a request that (re)provisions an agent: POST /v1/agents and .../reprovision. */
-export function provisionView(result: CreateAgentResult, viewer: Viewer) {
+export function provisionView(result: CreateAgentResult, viewer: Viewer): ViewOf<typeof agentCreatedSchema> {
   const agentId = result.agent.id;
   return {
     agent: agentView(result.agent, viewer),
@@ -104,7 +130,7 @@ export function provisionView(result: CreateAgentResult, viewer: Viewer) {
   };
 }
 
-export function operationView(o: Operation) {
+export function operationView(o: Operation): ViewOf<typeof operationSchema> {
   return {
     id: o.id,
     type: o.type,
@@ -127,7 +153,7 @@ export function operationView(o: Operation) {
 }
 
 /** A token as listed: never its secret or hash, only the prefix that tells it apart. */
-export function tokenView(t: ApiToken) {
+export function tokenView(t: ApiToken): ViewOf<typeof tokenSchema> {
   return {
     id: t.id,
     name: t.name,
@@ -140,7 +166,7 @@ export function tokenView(t: ApiToken) {
   };
 }
 
-export function eventView(e: Event) {
+export function eventView(e: Event): ViewOf<typeof eventSchema> {
   return {
     id: e.id,
     entityType: e.entityType,
@@ -155,7 +181,7 @@ export function eventView(e: Event) {
   };
 }
 
-export function queueJobView(j: QueueJobInfo | null) {
+export function queueJobView(j: QueueJobInfo | null): ViewOf<typeof queueJobSchema> | null {
   if (!j) return null;
   return {
     queue: j.queue,
@@ -169,7 +195,7 @@ export function queueJobView(j: QueueJobInfo | null) {
 }
 
 /** Body of a 202 (or a 200 replay) for every command. */
-export function commandView(operation: Operation) {
+export function commandView(operation: Operation): ViewOf<typeof commandAcceptedSchema> {
   return {
     operation: operationView(operation),
     job: { queue: operation.type, id: operation.queueJobId },

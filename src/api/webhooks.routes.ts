@@ -6,7 +6,8 @@ import { InvalidCursorError, type WebhookRepository } from '../webhooks/webhook.
 import { actorOf } from './auth';
 import { HttpProblem } from './problem';
 import { needs, invalid, parse, route, uuidParam } from './v1.routes';
-import { createWebhookBody, listDeliveriesQuery } from './webhook.schemas';
+import { createWebhookBody, listDeliveriesQuery, type webhookDeliverySchema, type webhookSchema } from './webhook.schemas';
+import type { ViewOf } from './views';
 
 export interface WebhooksRouterDeps {
   webhooks: Pick<WebhookRepository, 'create' | 'list' | 'get' | 'delete' | 'listDeliveries'>;
@@ -14,11 +15,11 @@ export interface WebhooksRouterDeps {
   lookup?: Lookup;
 }
 
-export function webhookView(s: WebhookSubscription) {
+export function webhookView(s: WebhookSubscription): ViewOf<typeof webhookSchema> {
   return { id: s.id, url: s.url, events: s.events, createdBy: s.createdBy, createdAt: s.createdAt };
 }
 
-export function webhookDeliveryView(d: WebhookDelivery) {
+export function webhookDeliveryView(d: WebhookDelivery): ViewOf<typeof webhookDeliverySchema> {
   return {
     id: d.id,
     subscriptionId: d.subscriptionId,
