@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import express, { type Express, type Request, type Response } from 'express';
 import type { Config } from '../config';
 import type { ApiTokenRepository } from '../db/api-token.repository';
 import type { OperationList } from '../db/operation-list';
@@ -16,6 +16,7 @@ import { createOperationListRouter } from './operation-list.routes';
 import { HttpProblem, problemErrorHandler } from './problem';
 import { metricsHandler, readyzHandler, type Readiness } from './probes';
 import { registerQueueMetrics } from './queue-metrics';
+import { servePublic } from './routing';
 import type { CostService } from '../cost/cost.service';
 import { createCostRouter } from './cost.routes';
 import { createReconcileRouter, registerReconcileMetrics, type ReconcileRouterDeps } from './reconcile.routes';
@@ -72,13 +73,6 @@ function routeLabel(req: Request, res: Response): string {
   return 'unmatched';
 }
 
-function tagRoute(template: string) {
-  return (_req: Request, res: Response, next: NextFunction) => {
-    res.locals.routeTemplate = template;
-    next();
-  };
-}
-
 export function createApp(deps: AppDeps): Express {
   const { http } = deps.config;
   const auth = new Authenticator({ bootstrapToken: http.apiToken, tokens: deps.tokens, logger: deps.logger });
@@ -115,17 +109,18 @@ export function createApp(deps: AppDeps): Express {
     next();
   });
 
-  app.get('/healthz', tagRoute('/healthz'), (_req, res) => {
-    res.json({ status: 'ok' });
+  servePublic(app, {
+    liveness: (_req, res) => {
+      res.json({ status: 'ok' });
+    },
+    readiness: readyzHandler(deps.readiness, auth),
   });
-
-  app.get('/readyz', tagRoute('/readyz'), readyzHandler(deps.readiness, auth));
 
   registerQueueMetrics(deps.metrics.registry, deps.queues, deps.logger, deps.redisTimeoutMs);
   if (deps.reconcile) registerReconcileMetrics(deps.metrics.registry, deps.reconcile, deps.logger);
   // With METRICS_PORT set, /metrics is served on that listener only (see createMetricsApp).
   if (!deps.config.metrics?.listen) {
-    app.get('/metrics', tagRoute('/metrics'), metricsHandler(deps.metrics, deps.config.metrics?.token ?? null));
+    servePublic(app, { metrics: metricsHandler(deps.metrics, deps.config.metrics?.token ?? null) });
   }
 
   const board = new ExpressAdapter();
@@ -144,8 +139,10 @@ export function createApp(deps: AppDeps): Express {
   // The contract of the API is public, like the API's existence; everything else under /v1 needs a
   // token, and each route the scope it names (see v1.routes.ts).
   const document = buildOpenApiDocument({ reconcile: deps.reconcile !== undefined, cost: deps.cost !== undefined });
-  app.get('/v1/openapi.json', tagRoute('/v1/openapi.json'), (_req, res) => {
-    res.json(document);
+  servePublic(app, {
+    getOpenApiDocument: (_req, res) => {
+      res.json(document);
+    },
   });
   const extra = [
     createTokensRouter({ tokens: deps.tokens }),

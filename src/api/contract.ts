@@ -37,9 +37,9 @@ import {
 /**
  * The route registry: every route of the API with its schemas, scope and answers, in one place.
  * The OpenAPI 3.1 document served at GET /v1/openapi.json is generated from it (and from the zod
- * schemas in schemas.ts), so adding a route means registering it here; the API tests check that
- * every registered route is served and every served route is registered, and validate real
- * answers against the generated document.
+ * schemas in schemas.ts), and routers serve handlers by an entry's operationId (routing.ts), so a
+ * route is declared once, here; the API tests check that every registered route is served, and
+ * validate real answers against the generated document.
  */
 
 type Method = 'get' | 'post' | 'delete';
@@ -62,8 +62,9 @@ export interface ApiRoute {
   description?: string;
   tag: 'agents' | 'operations' | 'provisioning' | 'tokens' | 'events' | 'webhooks' | 'system';
   /**
-   * The token scope the route needs (the same one its handler names with `needs(...)`); 'public'
-   * for routes without a token; or the security requirements verbatim.
+   * The token scope the route needs (checked before its handler runs: see routing.ts, which serves
+   * each handler at the path and scope of its entry); 'public' for routes without a token; or the
+   * security requirements verbatim.
    */
   auth: TokenScope | 'public' | Array<Record<string, string[]>>;
   /** Path parameters (all UUIDs) by name, with their description. */

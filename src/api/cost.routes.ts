@@ -1,7 +1,7 @@
 import express, { type Router } from 'express';
 import type { CostService } from '../cost/cost.service';
 import { HttpProblem } from './problem';
-import { needs, route } from './v1.routes';
+import { serve } from './routing';
 
 export interface CostRouterDeps {
   cost: Pick<CostService, 'fleetCost'>;
@@ -10,8 +10,8 @@ export interface CostRouterDeps {
 /** GET /v1/fleet/cost: what the fleet costs per month, and what hibernation saves (scope read). */
 export function createCostRouter(deps: CostRouterDeps): Router {
   const router = express.Router();
-  route(router, '/fleet/cost', {
-    get: needs('read', async (_req, res) => {
+  serve(router, {
+    getFleetCost: async (_req, res) => {
       let cost;
       try {
         cost = await deps.cost.fleetCost();
@@ -20,7 +20,7 @@ export function createCostRouter(deps: CostRouterDeps): Router {
         throw new HttpProblem('service-unavailable', `The cloud's price list cannot be read right now: ${(err as Error).message}`);
       }
       res.json(cost);
-    }),
+    },
   });
   return router;
 }

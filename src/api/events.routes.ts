@@ -2,14 +2,15 @@ import express, { type Router } from 'express';
 import type { ConcurrencyLimit } from '../events/concurrency-limit';
 import type { EventStream } from '../events/event-stream';
 import { admit } from './admission';
-import { invalid, needs, parse, route } from './v1.routes';
+import { invalid, parse } from './v1.routes';
+import { serve } from './routing';
 import { eventStreamQuery, LAST_EVENT_ID } from './webhook.schemas';
 
 /** GET /v1/events/stream: every event as it is written, as Server-Sent Events (read scope). */
 export function createEventsRouter(deps: { stream: Pick<EventStream, 'open'>; limit: ConcurrencyLimit }): Router {
   const router = express.Router({ strict: false });
-  route(router, '/events/stream', {
-    get: needs('read', async (req, res) => {
+  serve(router, {
+    streamEvents: async (req, res) => {
       const q = parse(eventStreamQuery, req.query, 'query');
       const lastEventId = req.get('last-event-id');
       if (lastEventId !== undefined && !LAST_EVENT_ID.test(lastEventId)) {
@@ -25,7 +26,7 @@ export function createEventsRouter(deps: { stream: Pick<EventStream, 'open'>; li
         release();
         throw err;
       }
-    }),
+    },
   });
   return router;
 }

@@ -2,14 +2,15 @@ import express, { type Router } from 'express';
 import type { OperationList } from '../db/operation-list';
 import { decodeCursor, encodeCursor } from '../services/operations.service';
 import { listOperationsQuery, UUID } from './schemas';
-import { needs, parse, route } from './v1.routes';
+import { parse } from './v1.routes';
+import { serve } from './routing';
 import { operationView } from './views';
 
 /** GET /v1/operations: every accepted command, newest first, filtered and keyset-paged. */
 export function createOperationListRouter(deps: { operationList: Pick<OperationList, 'list'> }): Router {
   const router = express.Router({ strict: false });
-  route(router, '/operations', {
-    get: needs('read', async (req, res) => {
+  serve(router, {
+    listOperations: async (req, res) => {
       const q = parse(listOperationsQuery, req.query, 'query');
       const limit = q.limit ?? 20;
       const page = await deps.operationList.list({
@@ -26,7 +27,7 @@ export function createOperationListRouter(deps: { operationList: Pick<OperationL
         limit,
         nextCursor: page.more && last ? encodeCursor(last.id) : null,
       });
-    }),
+    },
   });
   return router;
 }

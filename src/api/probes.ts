@@ -4,6 +4,7 @@ import type { CredentialStates } from '../lib/cloud-health';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
 import { bearerSecret, scopeAllows, type Authenticator } from './auth';
+import { servePublic } from './routing';
 import { HttpProblem, problemErrorHandler } from './problem';
 
 /**
@@ -108,7 +109,7 @@ export function createMetricsApp(deps: { metrics: Pick<Metrics, 'registry'>; tok
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.get('/metrics', metricsHandler(deps.metrics, deps.token));
+  servePublic(app, { metrics: metricsHandler(deps.metrics, deps.token) });
   app.use((req, _res, next) => {
     next(new HttpProblem('route-not-found', `No route for ${req.method} ${req.path}; this listener serves GET /metrics.`));
   });

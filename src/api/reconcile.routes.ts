@@ -1,16 +1,17 @@
-import express, { type Request, type Response, type Router } from 'express';
+import express, { type Router } from 'express';
 import { Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../lib/logger';
 import { reportGauges, type ReconcileReport, type Reconciler } from '../reconcile';
-import { actorOf, requireScope } from './auth';
+import { actorOf } from './auth';
 import { HttpProblem } from './problem';
+import { serve } from './routing';
 import { links, operationView } from './views';
 
 export interface ReconcileRouterDeps {
   reconciler: Pick<Reconciler, 'latestReport' | 'requestPass'>;
 }
 
-const ROUTE = '/reconcile';
+const REPORT = '/v1/reconcile';
 
 /**
  * GET /v1/reconcile: the latest report (whichever worker ran it; reports live in PostgreSQL).
@@ -19,31 +20,23 @@ const ROUTE = '/reconcile';
  */
 export function createReconcileRouter(deps: ReconcileRouterDeps): Router {
   const router = express.Router();
-  router
-    .route(ROUTE)
-    .all((_req: Request, res: Response, next) => {
-      res.locals.routeTemplate = `/v1${ROUTE}`;
-      next();
-    })
-    .get(requireScope('read'), async (_req, res) => {
+  serve(router, {
+    getReconcileReport: async (_req, res) => {
       const report = await deps.reconciler.latestReport();
       if (!report) {
         throw new HttpProblem('not-found', 'No reconcile pass has finished yet. POST /v1/reconcile runs one now.');
       }
-      res.json({ report, links: { self: `/v1${ROUTE}`, ...(report.operationId ? { operation: links.operation(report.operationId) } : {}) } });
-    })
-    .post(requireScope('operate'), async (_req, res) => {
+      res.json({ report, links: { self: REPORT, ...(report.operationId ? { operation: links.operation(report.operationId) } : {}) } });
+    },
+    requestReconcilePass: async (_req, res) => {
       const { operation, created } = await deps.reconciler.requestPass({ requestedBy: actorOf(res) });
       res.status(created ? 202 : 200).json({
         operation: operationView(operation),
         job: { queue: 'reconcile', id: operation.queueJobId },
-        links: { operation: links.operation(operation.id), report: `/v1${ROUTE}` },
+        links: { operation: links.operation(operation.id), report: REPORT },
       });
-    })
-    .all((req, res, next) => {
-      res.setHeader('Allow', 'GET, HEAD, POST');
-      next(new HttpProblem('method-not-allowed', `${req.method} is not allowed here; use GET, HEAD, POST.`));
-    });
+    },
+  });
   return router;
 }
 

@@ -3,14 +3,15 @@ import { TokenNameTakenError, type ApiTokenRepository } from '../db/api-token.re
 import { generateToken, isReservedTokenName } from './auth';
 import { HttpProblem } from './problem';
 import { createTokenBody, listTokensQuery } from './schemas';
-import { needs, parse, route, uuidParam } from './v1.routes';
+import { parse, uuidParam } from './v1.routes';
+import { serve } from './routing';
 import { tokenView } from './views';
 
 /** /v1/tokens: named API tokens (admin scope). A token's secret is shown once, in the 201. */
 export function createTokensRouter(deps: { tokens: Pick<ApiTokenRepository, 'create' | 'list' | 'revoke'> }): Router {
   const router = express.Router({ strict: false });
-  route(router, '/tokens', {
-    post: needs('admin', async (req, res) => {
+  serve(router, {
+    createToken: async (req, res) => {
       const input = parse(createTokenBody, req.body ?? {}, 'body');
       if (isReservedTokenName(input.name)) {
         throw new HttpProblem('name-reserved', `"${input.name}" is a name tailfleet records its own actions under; choose another.`, {
@@ -33,19 +34,19 @@ export function createTokensRouter(deps: { tokens: Pick<ApiTokenRepository, 'cre
       }
       res.setHeader('Cache-Control', 'no-store');
       res.status(201).json({ ...tokenView(row), token: secret.token });
-    }),
-    get: needs('admin', async (req, res) => {
+    },
+    listTokens: async (req, res) => {
       const q = parse(listTokensQuery, req.query, 'query');
       const rows = await deps.tokens.list({ includeRevoked: q.includeRevoked === 'true' });
       res.json({ items: rows.map(tokenView) });
-    }),
+    },
   });
-  route(router, '/tokens/:id', {
-    delete: needs('admin', async (req, res) => {
+  serve(router, {
+    revokeToken: async (req, res) => {
       const id = uuidParam(req);
       if (!(await deps.tokens.revoke(id))) throw new HttpProblem('not-found', `Token ${id} not found`);
       res.status(204).end();
-    }),
+    },
   });
   return router;
 }

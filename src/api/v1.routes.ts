@@ -1,11 +1,12 @@
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { z } from 'zod';
-import type { AgentStatus, TokenScope } from '../entities';
+import type { AgentStatus } from '../entities';
 import type { CostService } from '../cost/cost.service';
 import type { IdempotencyKey, OperationsService, RequestOptions } from '../services/operations.service';
-import { actorOf, principalOf, requireScope } from './auth';
+import { actorOf, principalOf } from './auth';
 import { HttpProblem, type FieldProblem, zodProblems } from './problem';
 import { guardRequestInput } from './request-guard';
+import { serve } from './routing';
 import type { ConcurrencyLimit } from '../events/concurrency-limit';
 import { FINAL_OPERATION_STATUSES, type OperationWaiter } from '../events/operation-waiter';
 import { admit } from './admission';
@@ -72,38 +73,6 @@ function requireJsonBody(req: Request, _res: Response, next: NextFunction): void
   next();
 }
 
-/** A handler with the token scope it needs. */
-export interface Scoped {
-  scope: TokenScope;
-  handler: RequestHandler;
-}
-
-export const needs = (scope: TokenScope, handler: RequestHandler): Scoped => ({ scope, handler });
-
-/**
- * Registers a route with its template (for metrics and logs), the scope each method needs (checked
- * before anything else is read) and a 405 for every other method.
- */
-export function route(router: Router, path: string, handlers: Partial<Record<'get' | 'post' | 'delete', Scoped>>): void {
-  const allowed = Object.keys(handlers).map((m) => m.toUpperCase());
-  if (allowed.includes('GET')) allowed.push('HEAD');
-  const r = router.route(path).all((_req, res, next) => {
-    res.locals.routeTemplate = `/v1${path}`;
-    next();
-  });
-  if (handlers.get) r.get(requireScope(handlers.get.scope), handlers.get.handler);
-  if (handlers.post) r.post(requireScope(handlers.post.scope), handlers.post.handler);
-  if (handlers.delete) r.delete(requireScope(handlers.delete.scope), handlers.delete.handler);
-  r.all((req, res, next) => {
-    res.setHeader('Allow', allowed.join(', '));
-    if (req.method === 'OPTIONS') {
-      res.status(204).end();
-      return;
-    }
-    next(new HttpProblem('method-not-allowed', `${req.method} is not allowed here; use ${allowed.join(', ')}.`));
-  });
-}
-
 /** Everything below /v1 that needs the bearer token (mounted after the auth middleware). */
 export function v1Router(
   operations: OperationsService,
@@ -118,8 +87,16 @@ export function v1Router(
   // Optional feature routers (e.g. /reconcile) share the token check and the body rules above.
   for (const r of extra) router.use(r);
 
-  route(router, '/agents', {
-    post: needs('operate', async (req, res) => {
+  const command =
+    (run: (id: string, opts: RequestOptions) => ReturnType<OperationsService['requestStop']>): RequestHandler =>
+    async (req, res) => {
+      const id = uuidParam(req);
+      const { operation, created } = await run(id, { idempotency: idempotencyKey(req, res), requestedBy: actorOf(res) });
+      res.status(created ? 202 : 200).json(commandView(operation));
+    };
+
+  serve(router, {
+    createAgent: async (req, res) => {
       const key = idempotencyKey(req, res);
       if (req.body === undefined) {
         throw invalid([{ path: '(body)', message: 'a JSON object with at least "name" is required' }]);
@@ -128,8 +105,8 @@ export function v1Router(
       const result = await operations.createAgent(input, { idempotency: key, requestedBy: actorOf(res) });
       if (result.created) res.location(links.agent(result.agent.id));
       res.status(result.created ? 201 : 200).json(provisionView(result, viewerOf(res)));
-    }),
-    get: needs('read', async (req, res) => {
+    },
+    listAgents: async (req, res) => {
       const q = parse(listAgentsQuery, req.query, 'query');
       const limit = q.limit ?? 20;
       const page = await operations.listAgents({
@@ -152,26 +129,17 @@ export function v1Router(
         ...(q.offset !== undefined ? { offset: q.offset } : {}),
         nextCursor: page.nextCursor,
       });
-    }),
-  });
-
-  route(router, '/agents/:id/reprovision', {
-    post: needs('operate', async (req, res) => {
+    },
+    reprovisionAgent: async (req, res) => {
       const id = uuidParam(req);
       const result = await operations.requestReprovision(id, { idempotency: idempotencyKey(req, res), requestedBy: actorOf(res) });
       res.status(result.created ? 202 : 200).json(provisionView(result, viewerOf(res)));
-    }),
-  });
-
-  route(router, '/operations/:id/cancel', {
-    post: needs('operate', async (req, res) => {
+    },
+    cancelOperation: async (req, res) => {
       const operation = await operations.cancelOperation(uuidParam(req), { requestedBy: actorOf(res) });
       res.status(200).json(commandView(operation));
-    }),
-  });
-
-  route(router, '/agents/:id', {
-    get: needs('read', async (req, res) => {
+    },
+    getAgent: async (req, res) => {
       const detail = await operations.getAgent(uuidParam(req));
       const [cost] = await costsOf([detail.instance]);
       res.json({
@@ -184,37 +152,20 @@ export function v1Router(
           ...(detail.operation ? { operation: links.operation(detail.operation.id) } : {}),
         },
       });
-    }),
-  });
-
-  route(router, '/agents/:id/events', {
-    get: needs('read', async (req, res) => {
+    },
+    listAgentEvents: async (req, res) => {
       const id = uuidParam(req);
       const q = parse(listEventsQuery, req.query, 'query');
       const page = await operations.listEvents(id, { limit: q.limit ?? 100, cursor: q.cursor });
       res.json({ items: page.items.map(eventView), nextCursor: page.nextCursor });
-    }),
-  });
-
-  const command =
-    (run: (id: string, opts: RequestOptions) => ReturnType<OperationsService['requestStop']>): RequestHandler =>
-    async (req, res) => {
-      const id = uuidParam(req);
-      const { operation, created } = await run(id, { idempotency: idempotencyKey(req, res), requestedBy: actorOf(res) });
-      res.status(created ? 202 : 200).json(commandView(operation));
-    };
-
-  route(router, '/agents/:id/stop', { post: needs('operate', command((id, opts) => operations.requestStop(id, opts))) });
-  route(router, '/agents/:id/start', { post: needs('operate', command((id, opts) => operations.requestStart(id, opts))) });
-  route(router, '/agents/:id/destroy', { post: needs('operate', command((id, opts) => operations.requestDestroy(id, opts))) });
-  route(router, '/agents/:id/hibernate', { post: needs('operate', command((id, opts) => operations.requestHibernate(id, opts))) });
-  route(router, '/agents/:id/wake', { post: needs('operate', command((id, opts) => operations.requestWake(id, opts))) });
-  route(router, '/provisioning-jobs/:id/rollback', {
-    post: needs('operate', command((id, opts) => operations.requestRollback(id, { ...opts, trigger: 'api' }))),
-  });
-
-  route(router, '/operations/:id', {
-    get: needs('read', async (req, res) => {
+    },
+    stopAgent: command((id, opts) => operations.requestStop(id, opts)),
+    startAgent: command((id, opts) => operations.requestStart(id, opts)),
+    destroyAgent: command((id, opts) => operations.requestDestroy(id, opts)),
+    hibernateAgent: command((id, opts) => operations.requestHibernate(id, opts)),
+    wakeAgent: command((id, opts) => operations.requestWake(id, opts)),
+    rollbackProvisioningJob: command((id, opts) => operations.requestRollback(id, { ...opts, trigger: 'api' })),
+    getOperation: async (req, res) => {
       const id = uuidParam(req);
       const { wait } = parse(getOperationQuery, req.query, 'query');
       let read: Awaited<ReturnType<OperationsService['getOperation']>>;
@@ -246,7 +197,7 @@ export function v1Router(
           ...(operation.agentId ? { agent: links.agent(operation.agentId) } : {}),
         },
       });
-    }),
+    },
   });
 
   return router;

@@ -5,7 +5,8 @@ import { newWebhookSecret } from '../webhooks/signing';
 import { InvalidCursorError, type WebhookRepository } from '../webhooks/webhook.repository';
 import { actorOf } from './auth';
 import { HttpProblem } from './problem';
-import { needs, invalid, parse, route, uuidParam } from './v1.routes';
+import { invalid, parse, uuidParam } from './v1.routes';
+import { serve } from './routing';
 import { createWebhookBody, listDeliveriesQuery, type webhookDeliverySchema, type webhookSchema } from './webhook.schemas';
 import type { ViewOf } from './views';
 
@@ -39,8 +40,8 @@ export function webhookDeliveryView(d: WebhookDelivery): ViewOf<typeof webhookDe
 /** /v1/webhooks: subscriptions and their deliveries (admin scope). The secret is shown once, in the 201. */
 export function createWebhooksRouter(deps: WebhooksRouterDeps): Router {
   const router = express.Router({ strict: false });
-  route(router, '/webhooks', {
-    post: needs('admin', async (req, res) => {
+  serve(router, {
+    createWebhook: async (req, res) => {
       const input = parse(createWebhookBody, req.body ?? {}, 'body');
       try {
         await checkWebhookUrl(input.url, { allowPrivate: deps.allowPrivateUrls, lookup: deps.lookup });
@@ -54,26 +55,26 @@ export function createWebhooksRouter(deps: WebhooksRouterDeps): Router {
       res.setHeader('Cache-Control', 'no-store');
       res.location(`/v1/webhooks/${row.id}`);
       res.status(201).json({ ...webhookView(row), secret });
-    }),
-    get: needs('admin', async (_req, res) => {
+    },
+    listWebhooks: async (_req, res) => {
       res.json({ items: (await deps.webhooks.list()).map(webhookView) });
-    }),
+    },
   });
-  route(router, '/webhooks/:id', {
-    get: needs('admin', async (req, res) => {
+  serve(router, {
+    getWebhook: async (req, res) => {
       const id = uuidParam(req);
       const row = await deps.webhooks.get(id);
       if (!row) throw new HttpProblem('not-found', `Webhook ${id} not found`);
       res.json(webhookView(row));
-    }),
-    delete: needs('admin', async (req, res) => {
+    },
+    deleteWebhook: async (req, res) => {
       const id = uuidParam(req);
       if (!(await deps.webhooks.delete(id))) throw new HttpProblem('not-found', `Webhook ${id} not found`);
       res.status(204).end();
-    }),
+    },
   });
-  route(router, '/webhooks/:id/deliveries', {
-    get: needs('admin', async (req, res) => {
+  serve(router, {
+    listWebhookDeliveries: async (req, res) => {
       const id = uuidParam(req);
       const q = parse(listDeliveriesQuery, req.query, 'query');
       if (!(await deps.webhooks.get(id))) throw new HttpProblem('not-found', `Webhook ${id} not found`);
@@ -84,7 +85,7 @@ export function createWebhooksRouter(deps: WebhooksRouterDeps): Router {
         if (err instanceof InvalidCursorError) throw invalid([{ path: 'query.cursor', message: err.message }]);
         throw err;
       }
-    }),
+    },
   });
   return router;
 }

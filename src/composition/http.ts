@@ -4,6 +4,7 @@ import express, { type Application } from 'express';
 import type { Authenticator } from '../api/auth';
 import { answerClientError, HttpProblem, problemErrorHandler } from '../api/problem';
 import { metricsHandler, readyzHandler, type Readiness } from '../api/probes';
+import { servePublic } from '../api/routing';
 import type { Config } from '../config';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
@@ -18,11 +19,13 @@ export function createProbeApp(deps: {
 }): Application {
   const app = express();
   app.disable('x-powered-by');
-  app.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok' });
+  servePublic(app, {
+    liveness: (_req, res) => {
+      res.json({ status: 'ok' });
+    },
+    readiness: readyzHandler(deps.readiness, deps.auth),
+    ...(deps.config.metrics.listen ? {} : { metrics: metricsHandler(deps.metrics, deps.config.metrics.token) }),
   });
-  app.get('/readyz', readyzHandler(deps.readiness, deps.auth));
-  if (!deps.config.metrics.listen) app.get('/metrics', metricsHandler(deps.metrics, deps.config.metrics.token));
   app.use((req, _res, next) => {
     next(new HttpProblem('route-not-found', `No route for ${req.method} ${req.path}; a worker serves /healthz, /readyz and /metrics.`));
   });

@@ -1,0 +1,76 @@
+import type { Express, RequestHandler, Router } from 'express';
+import { TOKEN_SCOPES, type TokenScope } from '../entities';
+import { requireScope } from './auth';
+import { registeredRoutes, type ApiRoute } from './contract';
+import { HttpProblem } from './problem';
+
+/**
+ * Routes are declared once, in the registry (contract.ts): its entry gives the method, the path and
+ * the scope. A router serves handlers by the entry's operationId, so a route cannot be served at
+ * another path or under another scope than the document says, and a handler with no entry fails at
+ * start-up.
+ */
+export type RouteHandlers = Record<string, RequestHandler>;
+
+type Method = ApiRoute['method'];
+
+/** Serves `handlers` (by operationId) on `router`, mounted at `base`. */
+export function serve(router: Router, handlers: RouteHandlers, base = '/v1'): void {
+  const byPath = new Map<string, Array<{ method: Method; scope: TokenScope; handler: RequestHandler }>>();
+  for (const [operationId, handler] of Object.entries(handlers)) {
+    const entry = registeredRoutes().find((r) => r.operationId === operationId);
+    if (!entry) throw new Error(`No route is registered as ${operationId}: add it to the registry (contract.ts) to serve it`);
+    if (!entry.path.startsWith(`${base}/`)) throw new Error(`${operationId} is registered at ${entry.path}, outside ${base}`);
+    const scope = entry.auth;
+    if (typeof scope !== 'string' || !(TOKEN_SCOPES as readonly string[]).includes(scope)) {
+      throw new Error(`${operationId} is registered without a token scope; a router under ${base} serves only scoped routes`);
+    }
+    const methods = byPath.get(entry.path) ?? [];
+    methods.push({ method: entry.method, scope: scope as TokenScope, handler });
+    byPath.set(entry.path, methods);
+  }
+  for (const [template, methods] of byPath) mount(router, base, template, methods);
+}
+
+/**
+ * One path: its template (for metrics and logs), the scope each method needs (checked before
+ * anything else is read) and a 405 for every other method.
+ */
+function mount(router: Router, base: string, template: string, methods: Array<{ method: Method; scope: TokenScope; handler: RequestHandler }>): void {
+  const allowed = methods.map((m) => m.method.toUpperCase());
+  if (allowed.includes('GET')) allowed.push('HEAD');
+  const path = template.slice(base.length).replace(/\{(\w+)\}/g, ':$1');
+  const r = router.route(path).all((_req, res, next) => {
+    res.locals.routeTemplate = `${base}${path}`;
+    next();
+  });
+  for (const m of methods) r[m.method](requireScope(m.scope), m.handler);
+  r.all((req, res, next) => {
+    res.setHeader('Allow', allowed.join(', '));
+    if (req.method === 'OPTIONS') {
+      res.status(204).end();
+      return;
+    }
+    next(new HttpProblem('method-not-allowed', `${req.method} is not allowed here; use ${allowed.join(', ')}.`));
+  });
+}
+
+/**
+ * The routes outside /v1 that need no token (probes, metrics, the document): served by operationId
+ * like the others, tagged with their template; their own handlers decide who may see what.
+ */
+export function servePublic(app: Express, handlers: RouteHandlers): void {
+  for (const [operationId, handler] of Object.entries(handlers)) {
+    const entry = registeredRoutes().find((r) => r.operationId === operationId);
+    if (!entry) throw new Error(`No route is registered as ${operationId}: add it to the registry (contract.ts) to serve it`);
+    if (entry.auth !== 'public') throw new Error(`${operationId} is not registered as public`);
+    app[entry.method](
+      entry.path,
+      (_req, res, next) => {
+        res.locals.routeTemplate = entry.path;
+        next();
+      },
+      handler,
+    );
+  }
+}
