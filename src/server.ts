@@ -46,7 +46,7 @@ import { ReconcileReports, Reconciler, stuckTimeouts } from './reconcile';
 import { RollbackListener, provisionFailureHook } from './services/rollback-listener';
 import { answerClientError, HttpProblem, problemErrorHandler } from './api/problem';
 import { DEFAULT_WORKER_SETTINGS, createWorkers, type WorkerPool, type WorkerSettings } from './workers';
-import { HibernateWorkflow, PowerWorkflow, ProvisionWorkflow, TeardownWorkflow, type WorkflowDeps } from './workflows';
+import { createWorkflows, type WorkflowDeps, type Workflows } from './workflows';
 
 /**
  * The composition root: the only place that builds infrastructure. Order follows the data flow —
@@ -85,7 +85,7 @@ export interface Tailfleet {
   /** The HTTP app: the API (roles all and api) or only probes and metrics (role worker). */
   app?: Application;
   /** Worker roles only: the workflows the processors call. */
-  workflows?: { provision: ProvisionWorkflow; power: PowerWorkflow; teardown: TeardownWorkflow; hibernation: HibernateWorkflow };
+  workflows?: Workflows;
   workers?: WorkerPool;
   rollbackListener?: RollbackListener;
   /** Worker roles only: re-delivers accepted operations whose job Redis does not hold. */
@@ -248,18 +248,13 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
         actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
       },
     };
-    const workflows = {
-      provision: new ProvisionWorkflow(workflowDeps),
-      power: new PowerWorkflow(workflowDeps),
-      teardown: new TeardownWorkflow(workflowDeps),
-      hibernation: new HibernateWorkflow(workflowDeps),
-    };
+    const workflows = createWorkflows(workflowDeps);
     const handledFailures = new Set<string>();
     const processors = createProcessors({
       ledger,
       handledFailures,
       outageRetryMs: config.queues.dbOutageRetryMs,
-      ...workflows,
+      workflows,
       logger: logger.child({ component: 'processor' }),
       metrics,
       queues,

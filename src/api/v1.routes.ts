@@ -1,6 +1,7 @@
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { z } from 'zod';
 import type { AgentStatus, TokenScope } from '../entities';
+import { AGENT_COMMAND_TYPES, commandOf } from '../operations/types';
 import type { CostService } from '../cost/cost.service';
 import type { IdempotencyKey, OperationsService, RequestOptions } from '../services/operations.service';
 import { actorOf, principalOf, requireScope } from './auth';
@@ -204,11 +205,10 @@ export function v1Router(
       res.status(created ? 202 : 200).json(commandView(operation));
     };
 
-  route(router, '/agents/:id/stop', { post: needs('operate', command((id, opts) => operations.requestStop(id, opts))) });
-  route(router, '/agents/:id/start', { post: needs('operate', command((id, opts) => operations.requestStart(id, opts))) });
-  route(router, '/agents/:id/destroy', { post: needs('operate', command((id, opts) => operations.requestDestroy(id, opts))) });
-  route(router, '/agents/:id/hibernate', { post: needs('operate', command((id, opts) => operations.requestHibernate(id, opts))) });
-  route(router, '/agents/:id/wake', { post: needs('operate', command((id, opts) => operations.requestWake(id, opts))) });
+  // One route per command an operation descriptor declares (src/operations/types).
+  for (const type of AGENT_COMMAND_TYPES) {
+    route(router, `/agents/:id/${type}`, { post: needs(commandOf(type).scope, command((id, opts) => operations.requestCommand(type, id, opts))) });
+  }
   route(router, '/provisioning-jobs/:id/rollback', {
     post: needs('operate', command((id, opts) => operations.requestRollback(id, { ...opts, trigger: 'api' }))),
   });

@@ -69,6 +69,11 @@ export class Operation {
   @Column({ type: 'varchar', length: 100, name: 'idempotency_route', nullable: true })
   idempotencyRoute!: string | null;
 
+  // What the operation was asked to do beyond its type, as its descriptor's args schema declares it
+  // (src/operations/types); checked when the operation is accepted and again when it is claimed.
+  @Column({ type: 'jsonb', name: 'args', default: () => "'{}'" })
+  args!: Record<string, unknown>;
+
   @Column({ type: 'varchar', length: 255, name: 'queue_job_id', nullable: true })
   queueJobId!: string | null;
 
