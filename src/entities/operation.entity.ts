@@ -13,7 +13,7 @@ import { Agent } from './agent.entity';
 import { ACTOR_MAX_LENGTH, SYSTEM_ACTOR } from './actor';
 import { ProvisioningJob } from './provisioning-job.entity';
 
-export const OPERATION_TYPES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile', 'hibernate', 'wake'] as const;
+export const OPERATION_TYPES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile', 'hibernate', 'wake', 'reboot'] as const;
 export type OperationType = (typeof OPERATION_TYPES)[number];
 
 export const OPERATION_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;

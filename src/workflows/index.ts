@@ -8,6 +8,7 @@ export type { OperationContext, WorkflowDeps, WorkflowSettings } from './workflo
 import { HibernateWorkflow } from './hibernate.workflow';
 import { PowerWorkflow } from './power.workflow';
 import { ProvisionWorkflow } from './provision.workflow';
+import { RebootWorkflow } from './reboot.workflow';
 import { TeardownWorkflow } from './teardown.workflow';
 import type { WorkflowDeps } from './workflow-deps';
 
@@ -18,6 +19,7 @@ export function createWorkflows(deps: WorkflowDeps) {
     power: new PowerWorkflow(deps),
     teardown: new TeardownWorkflow(deps),
     hibernation: new HibernateWorkflow(deps),
+    reboot: new RebootWorkflow(deps),
   };
 }
 export type Workflows = ReturnType<typeof createWorkflows>;

@@ -3,6 +3,7 @@ import type { AgentCommand, OperationDescriptor } from './descriptor';
 import { destroy } from './destroy';
 import { hibernate } from './hibernate';
 import { provision } from './provision';
+import { reboot } from './reboot';
 import { reconcile } from './reconcile';
 import { rollback } from './rollback';
 import { start } from './start';
@@ -24,6 +25,7 @@ export const OPERATIONS = {
   reconcile,
   hibernate,
   wake,
+  reboot,
 } as const satisfies { readonly [K in OperationType]: OperationDescriptor };
 
 type Registry = typeof OPERATIONS;
