@@ -31,7 +31,7 @@ import type { OperationWaiter } from './events/operation-waiter';
 import type { WebhookRepository } from './webhooks/webhook.repository';
 import type { WebhookRelay } from './webhooks/delivery-relay';
 import type { WorkerPool } from './workers';
-import type { HibernateWorkflow, PowerWorkflow, ProvisionWorkflow, TeardownWorkflow } from './workflows';
+import type { Workflows } from './workflows';
 
 export type { TailfleetOverrides } from './composition/overrides';
 
@@ -57,7 +57,7 @@ export interface Tailfleet {
   /** The HTTP app: the API (roles all and api) or only probes and metrics (role worker). */
   app?: Application;
   /** Worker roles only: the workflows the processors call. */
-  workflows?: { provision: ProvisionWorkflow; power: PowerWorkflow; teardown: TeardownWorkflow; hibernation: HibernateWorkflow };
+  workflows?: Workflows;
   workers?: WorkerPool;
   rollbackListener?: RollbackListener;
   /** Worker roles only: re-delivers accepted operations whose job Redis does not hold. */

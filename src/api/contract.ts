@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { TokenScope } from '../entities';
+import { AGENT_COMMAND_TYPES, commandOf, type AgentCommand, type AgentCommandType } from '../operations/types';
 import {
   agentCreatedSchema,
   agentDetailSchema,
@@ -95,27 +96,30 @@ export const idempotencyKeyHeader = {
   schema: { type: 'string', minLength: 1, maxLength: 200, pattern: '^[\\x21-\\x7E]+$' },
 };
 
-const commandResponses = (what: string): Record<string, ApiResponse> => ({
+const commandResponses = (what: string, refusal?: string): Record<string, ApiResponse> => ({
   '200': json('Replay of an earlier request with the same Idempotency-Key: the operation it created.', commandAcceptedSchema),
   '202': json(`${what} queued.`, commandAcceptedSchema),
   '400': problem('Malformed id, body or Idempotency-Key.'),
   '404': problem('Unknown agent.'),
-  '409': problem('The current state does not allow it (e.g. "No running instance to stop").'),
+  '409': problem(refusal ? `The current state does not allow it ("${refusal}").` : 'The current state does not allow it.'),
   '415': problem('A body was sent that is not JSON.'),
   '422': problem('Idempotency-Key already used for a different request.'),
 });
 
-const agentCommand = (verb: 'stop' | 'start' | 'destroy' | 'hibernate' | 'wake', summary: string, description: string): ApiRoute => ({
+/** The operationId of an agent command's route: its handler is served under it (routing.ts). */
+export const commandOperationId = (verb: AgentCommandType) => `${verb}Agent`;
+
+const agentCommand = (verb: AgentCommandType, rule: AgentCommand): ApiRoute => ({
   method: 'post',
   path: `/v1/agents/{id}/${verb}`,
-  operationId: `${verb}Agent`,
-  summary,
-  description,
+  operationId: commandOperationId(verb),
+  summary: rule.summary,
+  description: rule.description,
   tag: 'agents',
-  auth: 'operate',
+  auth: rule.scope,
   params: { id: 'Agent id.' },
   headers: [idempotencyKeyHeader],
-  responses: commandResponses(`The ${verb} operation was`),
+  responses: commandResponses(`The ${verb} operation was`, 'refusal' in rule ? rule.refusal : undefined),
 });
 
 const routes: ApiRoute[] = [];
@@ -213,13 +217,8 @@ registerRoute({
   },
 });
 
-registerRoute(
-  agentCommand('stop', 'Stop the agent (graceful shutdown, then power off after the timeout)', 'Requires a running instance.'),
-);
-registerRoute(agentCommand('start', 'Start a stopped agent', 'Requires a stopped instance.'));
-registerRoute(
-  agentCommand('destroy', 'Destroy the agent: delete its server and tailnet device', 'Allowed in any state except destroyed.'),
-);
+// The commands the operation descriptors declare (src/operations/types).
+for (const type of AGENT_COMMAND_TYPES) registerRoute(agentCommand(type, commandOf(type)));
 
 registerRoute({
   method: 'post',
@@ -376,24 +375,6 @@ registerRoute({
     '404': problem('Unknown token.'),
   },
 });
-
-registerRoute(
-  agentCommand(
-    'hibernate',
-    'Hibernate the agent: snapshot its server, then delete the server (the tailnet device is kept)',
-    'Requires a running or stopped instance (or one whose hibernation is to be resumed). The agent then pays ' +
-      'for its snapshot only; see GET /v1/fleet/cost.',
-  ),
-);
-registerRoute(
-  agentCommand(
-    'wake',
-    'Wake a hibernated agent: a new server from its snapshot, back as the same tailnet device',
-    'Requires a hibernated instance (or one whose waking is to be resumed). The snapshot is deleted once the ' +
-      'device is back online. If it does not come back, the machine joins the tailnet again with a new auth key ' +
-      'as a new device, and the operation ends on step `rejoined` instead of `done`.',
-  ),
-);
 
 // ---------------------------------------------------------------------------------------------
 // Fleet cost (mounted by processes that read prices)

@@ -1,10 +1,12 @@
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { z } from 'zod';
 import type { AgentStatus } from '../entities';
+import { AGENT_COMMAND_TYPES } from '../operations/types';
 import type { CostService } from '../cost/cost.service';
 import type { IdempotencyKey, OperationsService, RequestOptions } from '../services/operations.service';
 import { actorOf, principalOf } from './auth';
 import { HttpProblem, type FieldProblem, zodProblems } from './problem';
+import { commandOperationId } from './contract';
 import { guardRequestInput } from './request-guard';
 import { serve } from './routing';
 import type { ConcurrencyLimit } from '../events/concurrency-limit';
@@ -159,11 +161,10 @@ export function v1Router(
       const page = await operations.listEvents(id, { limit: q.limit ?? 100, cursor: q.cursor });
       res.json({ items: page.items.map(eventView), nextCursor: page.nextCursor });
     },
-    stopAgent: command((id, opts) => operations.requestStop(id, opts)),
-    startAgent: command((id, opts) => operations.requestStart(id, opts)),
-    destroyAgent: command((id, opts) => operations.requestDestroy(id, opts)),
-    hibernateAgent: command((id, opts) => operations.requestHibernate(id, opts)),
-    wakeAgent: command((id, opts) => operations.requestWake(id, opts)),
+    // One route per command an operation descriptor declares (src/operations/types).
+    ...Object.fromEntries(
+      AGENT_COMMAND_TYPES.map((type) => [commandOperationId(type), command((id, opts) => operations.requestCommand(type, id, opts))]),
+    ),
     rollbackProvisioningJob: command((id, opts) => operations.requestRollback(id, { ...opts, trigger: 'api' })),
     getOperation: async (req, res) => {
       const id = uuidParam(req);

@@ -5,6 +5,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ApiError, CliError, TailfleetClient, type ApiResponse } from './client';
 import { fields, table } from './table';
 import { followOperation, type OperationBody } from './wait';
+import { AGENT_COMMAND_TYPES, commandOf } from '../operations/types';
 
 /**
  * tailfleet: the command line for a tailfleet API. Reads TAILFLEET_URL and TAILFLEET_TOKEN (the
@@ -263,13 +264,8 @@ function agentsCommand(program: Command): void {
       await ctx.started(res, opts.wait === true, () => `agent ${res.body.agent.id} ${res.body.agent.name}\n${accepted('provision', res.body)}`);
     });
 
-  for (const [verb, what] of [
-    ['stop', 'shut the agent down (graceful, then power off)'],
-    ['start', 'power a stopped agent on'],
-    ['destroy', 'delete the agent’s server and tailnet device'],
-    ['hibernate', 'snapshot the agent’s server and delete it, keeping its tailnet device (pays for the snapshot only)'],
-    ['wake', 'bring a hibernated agent back on a new server from its snapshot, as the same tailnet device'],
-  ] as const) {
+  // One verb per command an operation descriptor declares (src/operations/types).
+  for (const [verb, what] of AGENT_COMMAND_TYPES.map((t) => [t, commandOf(t).cli] as const)) {
     agents
       .command(`${verb} <id>`)
       .description(what)

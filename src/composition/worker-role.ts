@@ -12,7 +12,7 @@ import { RollbackListener } from '../operations/rollback-listener';
 import { createWebhookProcessor, createWebhookWorker } from '../webhooks/delivery.processor';
 import { WebhookRelay } from '../webhooks/delivery-relay';
 import { createWorkers, DEFAULT_WORKER_SETTINGS, type WorkerPool } from '../workers';
-import { HibernateWorkflow, PowerWorkflow, ProvisionWorkflow, TeardownWorkflow, type WorkflowDeps } from '../workflows';
+import { createWorkflows, type WorkflowDeps, type Workflows } from '../workflows';
 import type { Core } from './core';
 import type { Infrastructure } from './infrastructure';
 import type { TailfleetOverrides } from './overrides';
@@ -33,7 +33,7 @@ export interface WorkerRole {
 
 export interface WorkerParts {
   /** The workflows the processors call. */
-  workflows: { provision: ProvisionWorkflow; power: PowerWorkflow; teardown: TeardownWorkflow; hibernation: HibernateWorkflow };
+  workflows: Workflows;
   workers: WorkerPool;
   rollbackListener?: RollbackListener;
   /** Re-delivers accepted operations whose job Redis does not hold. */
@@ -79,12 +79,7 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
       actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
     },
   };
-  const workflows = {
-    provision: new ProvisionWorkflow(workflowDeps),
-    power: new PowerWorkflow(workflowDeps),
-    teardown: new TeardownWorkflow(workflowDeps),
-    hibernation: new HibernateWorkflow(workflowDeps),
-  };
+  const workflows = createWorkflows(workflowDeps);
   const handledFailures = new Set<string>();
   const workers = createWorkers({
     connection,
@@ -94,7 +89,7 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
       ledger,
       handledFailures,
       outageRetryMs: config.queues.dbOutageRetryMs,
-      ...workflows,
+      workflows,
       logger: logger.child({ component: 'processor' }),
       metrics,
       queues,

@@ -1,5 +1,6 @@
 import { CannotExecuteNotConnectedError, In, type DataSource, type ObjectLiteral } from 'typeorm';
 import { Agent, Event, Instance, Operation, ProvisioningJob, SYSTEM_ACTOR, TERMINAL_INSTANCE_STATUSES, type OperationStatus, type OperationType } from '../entities';
+import { AGENT_COMMAND_TYPES, commandOf, type AgentCommandType } from '../operations/types';
 import { IdempotencyKeyConflictError, RecordNotFoundError } from './errors';
 import { type Db, hydrate, managerOf, type PatchOf, quotedTable, recordEvent } from './transitions';
 import { isUuid } from './uuid';
@@ -75,7 +76,7 @@ export async function insertOperation(db: Db, input: NewOperation): Promise<Crea
   return { operation: existing, created: false };
 }
 
-export type AgentCommandType = Extract<OperationType, 'stop' | 'start' | 'destroy' | 'hibernate' | 'wake'>;
+export type { AgentCommandType };
 
 /** What a stop/start/destroy request found; only `created` wrote anything. */
 export type AgentCommandOutcome =
@@ -86,12 +87,8 @@ export type AgentCommandOutcome =
   | { outcome: 'agent_destroyed' }
   | { outcome: 'destroy_pending'; operationId: string }
   | { outcome: 'same_pending'; operationId: string }
-  | { outcome: 'no_running_instance' }
-  | { outcome: 'no_stopped_instance' }
-  /** Hibernate needs a running or stopped instance (or one whose hibernation is to be resumed). */
-  | { outcome: 'not_hibernatable' }
-  /** Wake needs a hibernated instance (or one whose waking is to be resumed). */
-  | { outcome: 'not_hibernated' }
+  /** The live instance is in none of the statuses the command's descriptor accepts it from. */
+  | { outcome: 'wrong_state' }
   /** A request on another agent took the idempotency key between the check and the insert. */
   | { outcome: 'key_taken' };
 
@@ -106,12 +103,10 @@ export interface AgentCommandInput {
   idempotencyRoute?: string | null;
   /** Who asked (the actor); default `system`. */
   requestedBy?: string;
+  /** The operation's args, already validated against its descriptor; default none. */
+  args?: Record<string, unknown>;
 }
 
-const AGENT_COMMANDS: readonly AgentCommandType[] = ['stop', 'start', 'destroy', 'hibernate', 'wake'];
-// Live instance states from which each command may start (or, for the transitional one, resume).
-const HIBERNATABLE = ['running', 'stopped', 'hibernating'] as const;
-const WAKEABLE = ['hibernated', 'waking'] as const;
 const AGENT_COMMAND_STATEMENT = 'tailfleet_agent_command';
 // Only these characters are ever written into SQL text as a value; anything else is a parameter or refused.
 const LITERAL_SAFE = /^[A-Za-z0-9 _.:-]*$/;
@@ -119,17 +114,21 @@ const LITERAL_SAFE = /^[A-Za-z0-9 _.:-]*$/;
 /** A value this code generated or validated (ids, fixed words) as SQL text; never client input. */
 function literal(value: string | null): string {
   if (value === null) return 'NULL';
+  if (value === NO_ARGS) return `'${NO_ARGS}'`;
   if (!LITERAL_SAFE.test(value)) throw new Error(`refusing to write ${JSON.stringify(value)} into SQL text`);
   return `'${value}'`;
 }
+
+// The args of a command that takes none, the one JSON text written into SQL as it is.
+const NO_ARGS = '{}';
 
 const literalList = (values: readonly string[]) => `(${values.map(literal).join(', ')})`;
 
 const statements = new WeakMap<DataSource, { agents: string; command: string }>();
 
 /**
- * The command as one statement with seven parameters: $1 agent id, $2 command, $3 idempotency key,
- * $4 operation id, $5 queue job id, $6 requested by, $7 idempotency route. Checked in the order a request is answered: unknown agent,
+ * The command as one statement with eight parameters: $1 agent id, $2 command, $3 idempotency key,
+ * $4 operation id, $5 queue job id, $6 requested by, $7 idempotency route, $8 args. Checked in the order a request is answered: unknown agent,
  * repeated key, destroyed agent, destroy under way, same command under way, instance in the wrong
  * state; only then are the operation and its creation event inserted.
  */
@@ -141,6 +140,17 @@ function agentCommandStatement(dataSource: DataSource): { agents: string; comman
   const agents = quotedTable(dataSource.getMetadata(Agent));
   const instances = quotedTable(dataSource.getMetadata(Instance));
   const operationType = enumTypeName(dataSource, Operation, 'type');
+  // Each command's precondition, from its descriptor: one accepted from any state skips the check
+  // for a command of its type already under way; the others need the live instance in one of theirs.
+  const anyState = AGENT_COMMAND_TYPES.filter((t) => commandOf(t).from === 'any');
+  const preconditions = [
+    ...anyState.map((t) => `WHEN $2::text = ${literal(t)} THEN 'ok'`),
+    `WHEN EXISTS (SELECT 1 FROM pending WHERE type = $2::text) THEN 'same_pending'`,
+    ...AGENT_COMMAND_TYPES.flatMap((t) => {
+      const { from } = commandOf(t);
+      return from === 'any' ? [] : [`WHEN $2::text = ${literal(t)} AND COALESCE((SELECT status FROM live) NOT IN ${literalList(from)}, true) THEN 'wrong_state'`];
+    }),
+  ].join('\n        ');
   const command = `
     WITH agent AS (
       SELECT "status"::text AS status FROM ${agents} WHERE "id" = $1::uuid
@@ -149,7 +159,7 @@ function agentCommandStatement(dataSource: DataSource): { agents: string; comman
     ), pending AS (
       SELECT "id", "type"::text AS type, "requested_at" FROM ${operations}
       WHERE "agent_id" = $1::uuid AND "status"::text IN ${literalList(ACTIVE_OPERATION_STATUSES)}
-        AND "type"::text IN ${literalList(AGENT_COMMANDS)}
+        AND "type"::text IN ${literalList(AGENT_COMMAND_TYPES)}
     ), live AS (
       SELECT "status"::text AS status FROM ${instances}
       WHERE "agent_id" = $1::uuid AND NOT ("status"::text IN ${literalList(TERMINAL_INSTANCE_STATUSES)})
@@ -160,17 +170,12 @@ function agentCommandStatement(dataSource: DataSource): { agents: string; comman
         WHEN EXISTS (SELECT 1 FROM prior) THEN 'replay'
         WHEN (SELECT status FROM agent) = 'destroyed' THEN 'agent_destroyed'
         WHEN EXISTS (SELECT 1 FROM pending WHERE type = 'destroy') THEN 'destroy_pending'
-        WHEN $2::text = 'destroy' THEN 'ok'
-        WHEN EXISTS (SELECT 1 FROM pending WHERE type = $2::text) THEN 'same_pending'
-        WHEN $2::text = 'stop' AND (SELECT status FROM live) IS DISTINCT FROM 'running' THEN 'no_running_instance'
-        WHEN $2::text = 'start' AND (SELECT status FROM live) IS DISTINCT FROM 'stopped' THEN 'no_stopped_instance'
-        WHEN $2::text = 'hibernate' AND COALESCE((SELECT status FROM live) NOT IN ${literalList(HIBERNATABLE)}, true) THEN 'not_hibernatable'
-        WHEN $2::text = 'wake' AND COALESCE((SELECT status FROM live) NOT IN ${literalList(WAKEABLE)}, true) THEN 'not_hibernated'
+        ${preconditions}
         ELSE 'ok'
       END AS outcome
     ), inserted AS (
-      INSERT INTO ${operations} ("id", "type", "agent_id", "idempotency_key", "queue_job_id", "requested_by", "idempotency_route")
-      SELECT $4::uuid, $2::text::${operationType}, $1::uuid, $3::varchar, $5::varchar, $6::varchar, $7::varchar
+      INSERT INTO ${operations} ("id", "type", "agent_id", "idempotency_key", "queue_job_id", "requested_by", "idempotency_route", "args")
+      SELECT $4::uuid, $2::text::${operationType}, $1::uuid, $3::varchar, $5::varchar, $6::varchar, $7::varchar, $8::jsonb
       FROM verdict WHERE outcome = 'ok'
       ON CONFLICT ("idempotency_key") DO NOTHING
       RETURNING *
@@ -207,10 +212,11 @@ export async function requestAgentCommand(dataSource: DataSource, input: AgentCo
   const agentId = input.agentId.toLowerCase();
   const lock = `SELECT 1 FROM ${agents} WHERE "id" = ${literal(agentId)}::uuid FOR UPDATE`;
   const requestedBy = input.requestedBy ?? SYSTEM_ACTOR;
-  const values = [agentId, input.type, input.idempotencyKey, input.operationId, input.queueJobId, requestedBy, input.idempotencyRoute ?? null];
+  const args = JSON.stringify(input.args ?? {});
+  const values = [agentId, input.type, input.idempotencyKey, input.operationId, input.queueJobId, requestedBy, input.idempotencyRoute ?? null, args];
   const manager = dataSource.manager;
   const row =
-    input.idempotencyKey === null && LITERAL_SAFE.test(requestedBy)
+    input.idempotencyKey === null && LITERAL_SAFE.test(requestedBy) && args === NO_ARGS
       ? await lockAndExecute(dataSource, lock, command, values as Array<string | null>)
       : await manager.transaction(async (m) => {
           await m.query(lock);
@@ -228,10 +234,7 @@ export async function requestAgentCommand(dataSource: DataSource, input: AgentCo
       return { outcome, operationId: row.__conflict_id as string };
     case 'agent_not_found':
     case 'agent_destroyed':
-    case 'no_running_instance':
-    case 'no_stopped_instance':
-    case 'not_hibernatable':
-    case 'not_hibernated':
+    case 'wrong_state':
       return { outcome };
     default:
       throw new Error(`unexpected agent command outcome ${outcome}`);
@@ -296,7 +299,7 @@ export async function warmAgentCommands(dataSource: DataSource, connections: num
   const { agents, command } = agentCommandStatement(dataSource);
   const nobody = '00000000-0000-4000-8000-000000000000';
   const lock = `SELECT 1 FROM ${agents} WHERE "id" = ${literal(nobody)}::uuid FOR UPDATE`;
-  const values = [nobody, 'stop', null, nobody, 'op-warm-up', SYSTEM_ACTOR, null];
+  const values = [nobody, 'stop', null, nobody, 'op-warm-up', SYSTEM_ACTOR, null, NO_ARGS];
   // Never more than the pool holds: runners waiting for each other would wait for ever.
   const poolSize = (dataSource.options as { poolSize?: number }).poolSize ?? 10;
   const runners = Array.from({ length: Math.min(connections, poolSize) }, () => dataSource.createQueryRunner('master'));

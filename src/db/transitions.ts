@@ -1,16 +1,20 @@
 import { DataSource, type EntityManager, type EntityMetadata, type ObjectLiteral } from 'typeorm';
 import {
+  AGENT_STATUSES,
   Agent,
   type AgentStatus,
   Event,
   type EventEntityType,
+  INSTANCE_STATUSES,
   Instance,
   type InstanceStatus,
+  TERMINAL_INSTANCE_STATUSES,
   Operation,
   type OperationStatus,
   ProvisioningJob,
   type ProvisioningJobStatus,
 } from '../entities';
+import { descriptorOf, OPERATION_TYPE_NAMES, type Moves } from '../operations/types';
 import { IllegalTransitionError, RecordNotFoundError, TransitionConflictError } from './errors';
 import { isUuid } from './uuid';
 
@@ -37,32 +41,11 @@ type Table<K extends EventEntityType> = { readonly [S in StatusOf[K]]: readonly 
  * Every status change the system may make, and nothing else. Derived from SPEC "Domain and states"
  * and "Operations"; a move missing here is refused as a programming error before any SQL runs.
  *
- * instance
- * - pending → provisioning → running is the provision path; pending/provisioning → failed is the
- *   rollback of a provision that failed for good.
- * - running/stopped → failed: reconciliation found the server deleted behind tailfleet's back. The
- *   machine is lost (not destroyed on request), so the instance fails with the reason and the agent
- *   goes to `error`, from where it can be provisioned again; its device becomes an orphan for the sweeper.
- * - running → stopping → stopped and stopped → starting → running are stop and start.
- *   stopping → running and starting → stopped undo a stop / start that failed, so the job can retry
- *   from a stable state.
- * - every live state → destroying → destroyed. A destroy that cannot confirm the server and the device
- *   are gone keeps failing and retrying in `destroying`, so there is no destroying → failed (that would
- *   hide a billed server) and no way back from destroying.
- * - running/stopped → hibernating → hibernated is hibernate (snapshot, then the server is deleted);
- *   hibernated → waking → running is wake (a new server from the snapshot). A failed attempt keeps
- *   its state and is resumed by the job's retry or by a new hibernate/wake request, or the agent is
- *   destroyed from there — except where nothing was taken yet: hibernating → running/stopped when no
- *   snapshot exists, waking → hibernated when no server exists (the snapshot is still the agent).
- * - destroyed and failed are terminal: a new provision makes a new instance row (the partial unique
- *   index allows one live instance per agent, any number of dead ones).
- *
- * agent
- * - draft → provisioning → active ⇄ paused; any non-terminal state → destroyed.
- * - active/paused → hibernated once the instance is hibernated; hibernated → active once it woke.
- * - draft/provisioning → error when a provision is rolled back (the job may fail before the agent
- *   left draft); active/paused → error when reconciliation finds its machine broken.
- * - error → provisioning re-provisions (with a new instance); error → destroyed cleans up.
+ * instance and agent: the union of the moves each operation type declares (src/operations/types/),
+ * where each one says why. What holds across them: every live instance may be destroyed, and a destroy
+ * that cannot confirm the server and the device are gone keeps retrying in `destroying` (no way back,
+ * no destroying → failed that would hide a billed server); destroyed and failed are terminal (a new
+ * provision makes a new instance row: the partial unique index allows one live instance per agent).
  *
  * provisioning_job
  * - queued → running → succeeded | failed; failed → running when an operator retries it in Bull Board.
@@ -78,31 +61,9 @@ type Table<K extends EventEntityType> = { readonly [S in StatusOf[K]]: readonly 
  * No status moves to itself: re-running a step whose target is already reached is `allowSame`.
  */
 export const TRANSITIONS: { readonly [K in EventEntityType]: Table<K> } = {
-  instance: {
-    pending: ['provisioning', 'failed', 'destroying'],
-    provisioning: ['running', 'failed', 'destroying'],
-    running: ['stopping', 'hibernating', 'destroying', 'failed'],
-    stopping: ['stopped', 'running', 'destroying'],
-    stopped: ['starting', 'hibernating', 'destroying', 'failed'],
-    starting: ['running', 'stopped', 'destroying'],
-    // hibernating → running/stopped: the attempt failed before any snapshot existed, so the server
-    // (still there, as it was) is the truth again and the request can be made anew.
-    hibernating: ['hibernated', 'destroying', 'running', 'stopped'],
-    hibernated: ['waking', 'destroying'],
-    waking: ['running', 'hibernated', 'destroying'],
-    destroying: ['destroyed'],
-    destroyed: [],
-    failed: [],
-  },
-  agent: {
-    draft: ['provisioning', 'error', 'destroyed'],
-    provisioning: ['active', 'error', 'destroyed'],
-    active: ['paused', 'hibernated', 'error', 'destroyed'],
-    paused: ['active', 'hibernated', 'error', 'destroyed'],
-    hibernated: ['active', 'destroyed'],
-    error: ['provisioning', 'destroyed'],
-    destroyed: [],
-  },
+  // Instance and agent moves are the union of what each operation type declares it does.
+  instance: movesOf('instance', INSTANCE_STATUSES, TERMINAL_INSTANCE_STATUSES),
+  agent: movesOf('agent', AGENT_STATUSES, ['destroyed']),
   provisioning_job: {
     queued: ['running', 'failed', 'rolled_back'],
     running: ['succeeded', 'failed', 'rolled_back'],
@@ -118,6 +79,21 @@ export const TRANSITIONS: { readonly [K in EventEntityType]: Table<K> } = {
     cancelled: [],
   },
 };
+
+/** The table of one entity from the operation descriptors' moves (`*`: every non-terminal status). */
+function movesOf<K extends 'instance' | 'agent'>(entity: K, statuses: readonly StatusOf[K][], terminal: readonly StatusOf[K][]): Table<K> {
+  const table = Object.fromEntries(statuses.map((s) => [s, [] as StatusOf[K][]])) as Record<StatusOf[K], StatusOf[K][]>;
+  for (const type of OPERATION_TYPE_NAMES) {
+    const moves = descriptorOf(type)[entity] as Moves<StatusOf[K]>;
+    for (const [from, tos] of Object.entries(moves) as Array<[StatusOf[K] | '*', readonly StatusOf[K][]]>) {
+      for (const to of tos) {
+        const froms = from === '*' ? statuses.filter((s) => !terminal.includes(s) && s !== to) : [from];
+        for (const f of froms) if (!table[f].includes(to)) table[f].push(to);
+      }
+    }
+  }
+  return table;
+}
 
 export function canTransition<K extends EventEntityType>(entity: K, from: StatusOf[K], to: StatusOf[K]): boolean {
   const table = TRANSITIONS[entity] as Table<K>;

@@ -21,6 +21,8 @@ export const INSTANCE_STATUSES = [
   'hibernating',
   'hibernated',
   'waking',
+  // A reboot in place: back to running once the tailnet device is online again.
+  'rebooting',
   'destroying',
   'destroyed',
   'failed',

@@ -13,7 +13,7 @@ import { Agent } from './agent.entity';
 import { ACTOR_MAX_LENGTH, SYSTEM_ACTOR } from './actor';
 import { ProvisioningJob } from './provisioning-job.entity';
 
-export const OPERATION_TYPES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile', 'hibernate', 'wake'] as const;
+export const OPERATION_TYPES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile', 'hibernate', 'wake', 'reboot'] as const;
 export type OperationType = (typeof OPERATION_TYPES)[number];
 
 export const OPERATION_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
@@ -68,6 +68,11 @@ export class Operation {
   // on another route is another request (422), even for the same type of operation.
   @Column({ type: 'varchar', length: 100, name: 'idempotency_route', nullable: true })
   idempotencyRoute!: string | null;
+
+  // What the operation was asked to do beyond its type, as its descriptor's args schema declares it
+  // (src/operations/types); checked when the operation is accepted and again when it is claimed.
+  @Column({ type: 'jsonb', name: 'args', default: () => "'{}'" })
+  args!: Record<string, unknown>;
 
   @Column({ type: 'varchar', length: 255, name: 'queue_job_id', nullable: true })
   queueJobId!: string | null;

@@ -18,9 +18,10 @@ import {
   type ProvisionBundle,
   type Repositories,
 } from '../db';
-import type { Operation, OperationStatus } from '../entities';
+import type { Operation, OperationStatus, OperationType } from '../entities';
+import { descriptorOf } from './types';
 import type { Logger } from '../lib/logger';
-import { checkJobAgainstOperation, isStallFailure, jobIdOf } from '../queues/jobs';
+import { checkJobAgainstOperation, isStallFailure, JobMismatchError, jobIdOf } from '../queues/jobs';
 import { jobIds, type QueueName } from '../queues/queues';
 import { isDatabaseUnavailable } from './errors';
 
@@ -54,6 +55,13 @@ export interface Delivery {
   jobId: string;
   agentId?: string;
   provisioningJobId?: string;
+}
+
+/** An operation's args as its type's descriptor declares them; JobMismatchError when they are not. */
+function parseArgs(type: OperationType, args: unknown): Record<string, unknown> {
+  const parsed = descriptorOf(type).args.safeParse(args);
+  if (!parsed.success) throw new JobMismatchError(`Arguments of a ${type} are invalid: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'args'}: ${i.message}`).join('; ')}`);
+  return parsed.data;
 }
 
 function checkDelivery(delivery: Delivery, operation: Operation): void {
@@ -141,10 +149,11 @@ export class OperationLedger {
   acceptAgentCommand(
     type: AgentCommandType,
     agentId: string,
-    opts: { idempotencyKey: string | null; idempotencyRoute?: string | null; requestedBy?: string },
+    opts: { idempotencyKey: string | null; idempotencyRoute?: string | null; requestedBy?: string; args?: unknown },
   ): Promise<AgentCommandOutcome> {
     const operationId = randomUUID();
     return requestAgentCommand(this.ds, {
+      args: parseArgs(type, opts.args ?? {}),
       type,
       agentId,
       operationId,
@@ -219,7 +228,7 @@ export class OperationLedger {
     let from: OperationStatus = 'queued';
     for (let tries = 0; tries < 3; tries++) {
       try {
-        await transition(this.ds, {
+        const { row } = await transition(this.ds, {
           entity: 'operation',
           id: operationId,
           from: [from],
@@ -231,6 +240,7 @@ export class OperationLedger {
           // A retried operation keeps the time its first attempt started.
           patchIfNull: { startedAt: new Date() },
         });
+        parseArgs(row.type, row.args);
         return 'claimed';
       } catch (err) {
         if (err instanceof RecordNotFoundError) return 'missing';
@@ -241,7 +251,10 @@ export class OperationLedger {
         if (delivery) checkDelivery(delivery, current);
         const status = current.status;
         if (status === 'succeeded' || status === 'cancelled') return status;
-        if (status === 'running' && (await this.repos.operations.takeOverClaim(operationId, attempt, token))) return 'taken-over';
+        if (status === 'running' && (await this.repos.operations.takeOverClaim(operationId, attempt, token))) {
+          parseArgs(current.type, current.args);
+          return 'taken-over';
+        }
         if (status === 'failed') {
           // BullMQ counts an attempt when it fails a job, so an operator's retry of the failed job
           // comes with an attempt number past the one the operation failed at. A delivery at the

@@ -1,25 +1,18 @@
-import type { Queue } from 'bullmq';
+import type { Job, Queue } from 'bullmq';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
-import type { OPERATION_QUEUES } from '../queues/queues';
+import { OPERATIONS, WORKED_TYPES, type OperationDescriptor, type WorkedType } from '../operations/types';
 import type { OperationLedger } from '../operations/ledger';
-import type { HibernateWorkflow, PowerWorkflow, ProvisionWorkflow, TeardownWorkflow } from '../workflows';
-import { createDestroyProcessor } from './destroy.processor';
-import { createHibernateProcessor } from './hibernate.processor';
-import { createProvisionProcessor } from './provision.processor';
-import { createRollbackProcessor } from './rollback.processor';
-import { createStartProcessor } from './start.processor';
-import { createStopProcessor } from './stop.processor';
-import { createWakeProcessor } from './wake.processor';
+import type { JobPayloads } from '../queues/queues';
+import type { Workflows } from '../workflows';
+import { runOperation } from './run-operation';
 
-export type OperationQueueName = (typeof OPERATION_QUEUES)[number];
+export type OperationQueueName = WorkedType;
 
 export interface ProcessorDeps {
   ledger: OperationLedger;
-  provision: Pick<ProvisionWorkflow, 'provision'>;
-  power: Pick<PowerWorkflow, 'stop' | 'start'>;
-  teardown: Pick<TeardownWorkflow, 'destroy' | 'rollback'>;
-  hibernation: Pick<HibernateWorkflow, 'hibernate' | 'wake'>;
+  /** What the descriptors' workflow calls run on (src/workflows, createWorkflows). */
+  workflows: Workflows;
   logger: Logger;
   metrics: Pick<Metrics, 'jobs' | 'jobDuration'>;
   /** Each processor pauses its own queue on a 429. */
@@ -30,29 +23,26 @@ export interface ProcessorDeps {
   outageRetryMs?: number;
 }
 
-/** One processor per operation queue, each a thin call into one workflow through runOperation. */
-export function createProcessors(deps: ProcessorDeps) {
-  const base = (q: OperationQueueName) => ({
-    ledger: deps.ledger,
-    handledFailures: deps.handledFailures,
-    outageRetryMs: deps.outageRetryMs,
-    logger: deps.logger,
-    metrics: deps.metrics,
-    queue: deps.queues[q],
-    provision: deps.provision,
-    power: deps.power,
-    teardown: deps.teardown,
-    hibernation: deps.hibernation,
-  });
-  return {
-    provision: createProvisionProcessor(base('provision')),
-    stop: createStopProcessor(base('stop')),
-    start: createStartProcessor(base('start')),
-    destroy: createDestroyProcessor(base('destroy')),
-    rollback: createRollbackProcessor(base('rollback')),
-    hibernate: createHibernateProcessor(base('hibernate')),
-    wake: createWakeProcessor(base('wake')),
-  };
-}
+export type OperationProcessor<K extends OperationQueueName> = (job: Job<JobPayloads[K]>, token?: string, signal?: AbortSignal) => Promise<unknown>;
+export type Processors = { [K in OperationQueueName]: OperationProcessor<K> };
 
-export type Processors = ReturnType<typeof createProcessors>;
+/**
+ * One processor per operation queue, each the descriptor's workflow call (src/operations/types)
+ * run through runOperation.
+ */
+export function createProcessors(deps: ProcessorDeps): Processors {
+  const processor = <K extends OperationQueueName>(type: K): OperationProcessor<K> => {
+    const runner = {
+      ledger: deps.ledger,
+      handledFailures: deps.handledFailures,
+      outageRetryMs: deps.outageRetryMs,
+      logger: deps.logger,
+      metrics: deps.metrics,
+      queue: deps.queues[type],
+    };
+    const descriptor = OPERATIONS[type] as OperationDescriptor;
+    return (job, token, signal) =>
+      runOperation(runner, type, job, token, ({ reporter }) => descriptor.run!(deps.workflows, job as never, reporter), signal);
+  };
+  return Object.fromEntries(WORKED_TYPES.map((type) => [type, processor(type)])) as Processors;
+}

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ACTOR_MAX_LENGTH, type Operation, type OperationType } from '../entities';
-import { jobIds, type JobPayloads, type QueueName } from './queues';
+import { OPERATIONS, type PayloadKind, type PayloadOf } from '../operations/types';
+import { jobIds, QUEUE_NAMES, type JobPayloads, type QueueName } from './queues';
 
 /**
  * The one place that turns an operation into a queue job, and a job back into what it claims to be.
@@ -12,19 +13,19 @@ const uuid = z.uuid();
 // Who asked, copied into the job so Bull Board shows it; never used for decisions.
 const requestedBy = z.string().max(ACTOR_MAX_LENGTH).optional();
 
-export const jobPayloadSchemas = {
+const payloadSchemas = {
+  agent: z.object({ operationId: uuid, agentId: uuid, requestedBy }).strict(),
   provision: z.object({ operationId: uuid, agentId: uuid, instanceId: uuid, provisioningJobId: uuid, requestedBy }).strict(),
-  stop: z.object({ operationId: uuid, agentId: uuid, requestedBy }).strict(),
-  start: z.object({ operationId: uuid, agentId: uuid, requestedBy }).strict(),
-  destroy: z.object({ operationId: uuid, agentId: uuid, requestedBy }).strict(),
   rollback: z.object({ operationId: uuid, provisioningJobId: uuid, requestedBy }).strict(),
-  hibernate: z.object({ operationId: uuid, agentId: uuid, requestedBy }).strict(),
-  wake: z.object({ operationId: uuid, agentId: uuid, requestedBy }).strict(),
-  reconcile: z
-    .object({ operationId: uuid.optional(), trigger: z.enum(['schedule', 'manual']), requestedBy })
-    .strict(),
-  webhooks: z.object({ deliveryId: uuid, subscriptionId: uuid, type: z.string().max(64) }).strict(),
-} as const satisfies { [K in QueueName]: z.ZodType<JobPayloads[K]> };
+  reconcile: z.object({ operationId: uuid.optional(), trigger: z.enum(['schedule', 'manual']), requestedBy }).strict(),
+} as const satisfies { [K in PayloadKind]: z.ZodType<PayloadOf[K]> };
+
+const webhookPayload = z.object({ deliveryId: uuid, subscriptionId: uuid, type: z.string().max(64) }).strict();
+
+/** Each queue's payload schema: an operation type's is that of the payload kind its descriptor declares. */
+export const jobPayloadSchemas = Object.fromEntries(
+  QUEUE_NAMES.map((q) => [q, q === 'webhooks' ? webhookPayload : payloadSchemas[OPERATIONS[q].payload]]),
+) as unknown as { [K in QueueName]: z.ZodType<JobPayloads[K]> };
 
 /** A job that cannot be what it says it is: trying it again cannot help. */
 export class JobMismatchError extends Error {
@@ -63,34 +64,23 @@ export function operationJob(operation: Operation, extra: { instanceId?: string 
     if (value === null || value === undefined) throw new Error(`${operation.type} operation ${operation.id} has no ${what}`);
     return value;
   };
-  switch (operation.type) {
+  const type = operation.type;
+  const kind: PayloadKind = OPERATIONS[type].payload;
+  const job = <D>(data: D) => ({ queue: type, name: type, jobId, data }) as OperationJob;
+  switch (kind) {
     case 'provision':
-      return {
-        queue: 'provision',
-        name: 'provision',
-        jobId,
-        data: {
-          ...base,
-          agentId: need(operation.agentId, 'agent'),
-          instanceId: need(extra.instanceId, 'instance'),
-          provisioningJobId: need(operation.provisioningJobId, 'provisioning job'),
-        },
-      };
+      return job({
+        ...base,
+        agentId: need(operation.agentId, 'agent'),
+        instanceId: need(extra.instanceId, 'instance'),
+        provisioningJobId: need(operation.provisioningJobId, 'provisioning job'),
+      });
     case 'rollback':
-      return {
-        queue: 'rollback',
-        name: 'rollback',
-        jobId,
-        data: { ...base, provisioningJobId: need(operation.provisioningJobId, 'provisioning job') },
-      };
-    case 'stop':
-    case 'start':
-    case 'destroy':
-    case 'hibernate':
-    case 'wake':
-      return { queue: operation.type, name: operation.type, jobId, data: { ...base, agentId: need(operation.agentId, 'agent') } };
+      return job({ ...base, provisioningJobId: need(operation.provisioningJobId, 'provisioning job') });
+    case 'agent':
+      return job({ ...base, agentId: need(operation.agentId, 'agent') });
     case 'reconcile':
-      return { queue: 'reconcile', name: 'reconcile', jobId, data: { ...base, trigger: 'manual' } };
+      return job({ ...base, trigger: 'manual' });
   }
 }
 

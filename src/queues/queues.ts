@@ -1,5 +1,7 @@
 import { Queue, type JobsOptions } from 'bullmq';
 import IORedis, { type Redis } from 'ioredis';
+import type { OperationType } from '../entities';
+import { OPERATION_TYPE_NAMES, WORKED_TYPES, type OPERATIONS, type PayloadOf } from '../operations/types';
 
 /**
  * Everything the producer and the consumers must agree on: queue names, payloads, default job
@@ -7,9 +9,11 @@ import IORedis, { type Redis } from 'ioredis';
  * stored in Redis and shown in Bull Board.
  */
 
-export const QUEUE_NAMES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile', 'hibernate', 'wake', 'webhooks'] as const;
-export type QueueName = (typeof QUEUE_NAMES)[number];
-export const OPERATION_QUEUES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'hibernate', 'wake'] as const;
+/** One queue per operation type (src/operations/types), and the webhook deliveries'. */
+export type QueueName = OperationType | 'webhooks';
+export const QUEUE_NAMES: readonly QueueName[] = [...OPERATION_TYPE_NAMES, 'webhooks'];
+/** The queues whose jobs run a workflow call through the operation processors. */
+export const OPERATION_QUEUES = WORKED_TYPES;
 
 /** Who asked for the operation; shown in Bull Board, never used for decisions. */
 interface Requested {
@@ -41,17 +45,8 @@ export interface WebhookJobData {
   type: string;
 }
 
-export interface JobPayloads {
-  provision: ProvisionJobData;
-  stop: AgentJobData;
-  start: AgentJobData;
-  destroy: AgentJobData;
-  rollback: RollbackJobData;
-  reconcile: ReconcileJobData;
-  webhooks: WebhookJobData;
-  hibernate: AgentJobData;
-  wake: AgentJobData;
-}
+/** Each queue's payload: an operation type's is the kind its descriptor declares. */
+export type JobPayloads = { [K in OperationType]: PayloadOf[(typeof OPERATIONS)[K]['payload']] } & { webhooks: WebhookJobData };
 
 export interface QueueDefaults {
   attempts: number;
@@ -113,17 +108,7 @@ export function createQueues(deps: { connection: Redis; prefix: string; defaults
   const defaultJobOpts = defaultJobOptions(deps.defaults);
   const make = <K extends QueueName>(name: K) =>
     new Queue<JobPayloads[K]>(name, { connection: deps.connection, prefix: deps.prefix, defaultJobOptions: defaultJobOpts });
-  return {
-    provision: make('provision'),
-    stop: make('stop'),
-    start: make('start'),
-    destroy: make('destroy'),
-    rollback: make('rollback'),
-    reconcile: make('reconcile'),
-    webhooks: make('webhooks'),
-    hibernate: make('hibernate'),
-    wake: make('wake'),
-  };
+  return Object.fromEntries(QUEUE_NAMES.map((name) => [name, make(name)])) as Queues;
 }
 
 export async function closeQueues(queues: Queues): Promise<void> {

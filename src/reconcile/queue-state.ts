@@ -6,30 +6,13 @@ import type { ReconcilerDeps, Snapshot } from './types';
 /** BullMQ states in which a job will still run (or is running). */
 export const LIVE_JOB_STATES: readonly JobType[] = ['active', 'waiting', 'waiting-children', 'delayed', 'prioritized'];
 
+/** The queue that carries operations of a type: every type has one (an unknown type does not compile). */
 export function queueFor(queues: ReconcilerDeps['queues'], type: OperationType) {
-  switch (type) {
-    case 'provision':
-      return queues.provision;
-    case 'stop':
-      return queues.stop;
-    case 'start':
-      return queues.start;
-    case 'destroy':
-      return queues.destroy;
-    case 'rollback':
-      return queues.rollback;
-    case 'hibernate':
-      return queues.hibernate;
-    case 'wake':
-      return queues.wake;
-    default:
-      return null;
-  }
+  return queues[type];
 }
 
 async function jobState(queues: ReconcilerDeps['queues'], op: Operation): Promise<string | null> {
   const queue = queueFor(queues, op.type);
-  if (!queue) return null;
   const job = await queue.getJob(op.queueJobId ?? jobIds.operation(op.id));
   return job ? await job.getState() : null;
 }

@@ -1,5 +1,6 @@
 import type { JobType } from 'bullmq';
 import type { Instance, Operation } from '../entities';
+import { OPERATIONS, STUCK_STATUSES } from '../operations/types';
 import { jobIds } from '../queues/queues';
 import { LIVE_JOB_STATES, queueFor } from './queue-state';
 import type { PassContext, ReconcilerDeps, StuckFinding, TransitionalStatus } from './types';
@@ -9,18 +10,10 @@ import type { PassContext, ReconcilerDeps, StuckFinding, TransitionalStatus } fr
  * operation is put back on the queue, unless a rollback owns it or nothing can safely run again.
  */
 
-export const TRANSITIONAL: readonly TransitionalStatus[] = ['pending', 'provisioning', 'stopping', 'starting', 'hibernating', 'waking', 'destroying'];
-const OPERATION_FOR: Record<TransitionalStatus, 'provision' | 'stop' | 'start' | 'hibernate' | 'wake' | 'destroy'> = {
-  pending: 'provision',
-  provisioning: 'provision',
-  stopping: 'stop',
-  starting: 'start',
-  hibernating: 'hibernate',
-  waking: 'wake',
-  destroying: 'destroy',
-};
+export const TRANSITIONAL: readonly TransitionalStatus[] = STUCK_STATUSES.map((s) => s.status);
+const WATCHED = new Map(STUCK_STATUSES.map((s) => [s.status, s]));
 
-/** Derives per-state timeouts from the time each operation may legitimately take. */
+/** Derives per-state timeouts from the time each operation may legitimately take (its descriptor's rule). */
 export function stuckTimeouts(o: {
   actionTimeoutMs: number;
   shutdownTimeoutMs: number;
@@ -28,27 +21,19 @@ export function stuckTimeouts(o: {
   /** Slack for queueing and backoff between attempts. */
   marginMs?: number;
 }): Record<TransitionalStatus, number> {
-  const margin = o.marginMs ?? 5 * 60_000;
-  return {
-    pending: margin,
-    provisioning: 2 * o.actionTimeoutMs + o.enrollmentTimeoutMs + margin,
-    stopping: o.shutdownTimeoutMs + o.actionTimeoutMs + margin,
-    starting: o.actionTimeoutMs + margin,
-    // Shutdown, the snapshot (its own action deadline), the server's delete.
-    hibernating: o.shutdownTimeoutMs + 3 * o.actionTimeoutMs + margin,
-    // Create and boot, the device coming back (or a fresh join after a second create), the snapshot's delete.
-    waking: 4 * o.actionTimeoutMs + 2 * o.enrollmentTimeoutMs + margin,
-    destroying: 2 * o.actionTimeoutMs + margin,
-  };
+  const inputs = { ...o, marginMs: o.marginMs ?? 5 * 60_000 };
+  return Object.fromEntries(STUCK_STATUSES.map((s) => [s.status, s.timeout(inputs)])) as Record<TransitionalStatus, number>;
 }
 
 /** An instance sitting in a transitional state past its timeout: is anything still working on it? */
 export async function checkStuck(ctx: PassContext, instance: Instance): Promise<StuckFinding | null> {
   const { deps } = ctx;
   const status = instance.status as TransitionalStatus;
-  const type = OPERATION_FOR[status];
+  const watched = WATCHED.get(status);
+  if (!watched) return null;
+  const { type, failedForGood } = watched;
   const op =
-    type === 'provision'
+    OPERATIONS[type].payload === 'provision'
       ? await provisionOperation(deps, instance)
       : await deps.repositories.operations.latestOfAgent(instance.agentId, type);
   const lastMove = Math.max(instance.updatedAt.getTime(), op?.updatedAt.getTime() ?? 0);
@@ -68,7 +53,7 @@ export async function checkStuck(ctx: PassContext, instance: Instance): Promise<
   if (op.status === 'succeeded' || op.status === 'cancelled') {
     return { ...base, action: 'needs_attention', detail: `${since} but ${type} operation ${op.id} is ${op.status}` };
   }
-  if (type === 'provision' && op.provisioningJobId) {
+  if (failedForGood === 'rollback' && op.provisioningJobId) {
     const pj = await deps.repositories.provisioningJobs.findById(op.provisioningJobId);
     if (!pj) return { ...base, action: 'needs_attention', detail: `${since}; provisioning job ${op.provisioningJobId} is missing` };
     if (pj.status === 'failed' || pj.status === 'rolled_back') {
@@ -78,18 +63,18 @@ export async function checkStuck(ctx: PassContext, instance: Instance): Promise<
 
   if (op.status === 'failed') {
     // A failed provision is rolled back by the failed-provision listener and its sweep, never retried.
-    if (type === 'provision') return { ...base, action: 'awaiting_rollback', detail: `${since}; provision operation ${op.id} failed for good` };
+    if (failedForGood === 'rollback') return { ...base, action: 'awaiting_rollback', detail: `${since}; ${type} operation ${op.id} failed for good` };
     return repairAfterFailure(deps, base, since, instance, op);
   }
 
-  const queue = queueFor(deps.queues, type)!;
+  const queue = queueFor(deps.queues, type);
   const jobId = op.queueJobId ?? jobIds.operation(op.id);
   const job = await queue.getJob(jobId);
   const state = job ? await job.getState() : 'missing';
   if (LIVE_JOB_STATES.includes(state as JobType)) {
     return { ...base, action: 'job_active', detail: `${since}; job ${jobId} is ${state}` };
   }
-  if (type === 'provision' && state === 'failed') {
+  if (failedForGood === 'rollback' && state === 'failed') {
     // A provision that failed for good is rolled back, never retried: the failed-provision listener
     // and its sweep own it (retrying here would race the rollback).
     return { ...base, action: 'awaiting_rollback', detail: `${since}; job ${jobId} failed for good` };

@@ -5,6 +5,7 @@ import type { Repositories } from '../db/repositories';
 import type { Fleet } from '../fleet/fleet';
 import type { OwnershipGuard } from '../fleet/ownership-guard';
 import type { Agent, Instance, InstanceStatus, Operation, OperationType } from '../entities';
+import type { StuckStatus } from '../operations/types';
 import type { ReconcileTrigger } from '../entities/reconcile-report.entity';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
@@ -13,7 +14,8 @@ import type { Outbox } from '../operations/outbox';
 import type { Queues } from '../queues/queues';
 
 export type OrphanPolicy = 'report' | 'delete';
-export type TransitionalStatus = 'pending' | 'provisioning' | 'stopping' | 'starting' | 'hibernating' | 'waking' | 'destroying';
+/** An instance status an operation leaves behind when it stops half-way (declared by its descriptor). */
+export type TransitionalStatus = StuckStatus;
 
 export type DriftKind = 'server_off' | 'server_running' | 'server_gone' | 'device_gone' | 'device_replaced';
 
@@ -170,7 +172,7 @@ export interface ReconcilerDeps {
   outbox: Pick<Outbox, 'add' | 'deliver'>;
   hetzner: Pick<HetznerClient, 'listServers' | 'getServer' | 'deleteServer'>;
   tailscale: Pick<TailscaleClient, 'listDevices' | 'getDevice' | 'deleteDevice' | 'getAuthKey' | 'deleteAuthKey'>;
-  queues: Pick<Queues, 'provision' | 'stop' | 'start' | 'destroy' | 'rollback' | 'reconcile' | 'hibernate' | 'wake'>;
+  queues: Pick<Queues, OperationType>;
   /** The pass only ever lists, judges, repairs or deletes this fleet's servers and devices. */
   fleet: Fleet;
   logger: Logger;

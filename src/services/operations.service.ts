@@ -6,6 +6,7 @@ import type { TransitionRequest } from '../db/transitions';
 import type { Repositories } from '../db/repositories';
 import type { OperationLedger } from '../operations/ledger';
 import { withDeadline, type Outbox } from '../operations/outbox';
+import { commandOf, type AgentCommandType } from '../operations/types';
 import {
   Agent,
   Event,
@@ -197,7 +198,7 @@ const CLIENT_KEY_SLOT = /^client:[^:]*:(.*)$/s;
 const rollbackKey = (provisioningJobId: string) => `rollback:${provisioningJobId}`;
 const keySlot = (k: IdempotencyKey) => `${CLIENT_KEY_PREFIX}${k.owner}:${k.key}`;
 
-type AgentCommand = Extract<OperationType, 'stop' | 'start' | 'destroy' | 'hibernate' | 'wake'>;
+type AgentCommand = AgentCommandType;
 
 /** The client-visible Idempotency-Key of an operation (internal keys are not the client's business). */
 export function clientIdempotencyKey(operation: Operation): string | null {
@@ -434,6 +435,11 @@ export class OperationsService {
     return cancelled;
   }
 
+  /** A command its descriptor declares (src/operations/types): `POST /v1/agents/:id/<type>`. */
+  requestCommand(type: AgentCommandType, agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {
+    return this.requestAgentCommand(type, agentId, opts);
+  }
+
   requestStop(agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {
     return this.requestAgentCommand('stop', agentId, opts);
   }
@@ -590,14 +596,10 @@ export class OperationsService {
         throw new StateConflictError(`Agent ${agentId} is being destroyed (operation ${result.operationId})`);
       case 'same_pending':
         throw new StateConflictError(`A ${type} of agent ${agentId} is already in progress (operation ${result.operationId})`);
-      case 'no_running_instance':
-        throw new StateConflictError('No running instance to stop');
-      case 'no_stopped_instance':
-        throw new StateConflictError('No stopped instance to start');
-      case 'not_hibernatable':
-        throw new StateConflictError('No running or stopped instance to hibernate');
-      case 'not_hibernated':
-        throw new StateConflictError('No hibernated instance to wake');
+      case 'wrong_state': {
+        const rule = commandOf(type);
+        throw new StateConflictError(rule.from === 'any' ? `Agent ${agentId} cannot be ${type}ed` : rule.refusal);
+      }
     }
     const { operation } = result;
 

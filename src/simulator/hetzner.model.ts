@@ -165,6 +165,8 @@ export interface CreateServerInput {
 export interface HetznerHooks {
   onStatusChange(server: ServerRecord, from: ServerStatus, at: number): void;
   onDeleted(server: ServerRecord, at: number): void;
+  /** The operating system restarts (a reboot it honoured, or a reset) while the server stays `running`. */
+  onRestart(server: ServerRecord, at: number): void;
   /** The tailnet device whose state is on this server's disk, if any (copied into its snapshots). */
   deviceOnDisk(server: ServerRecord): string | null;
 }
@@ -459,10 +461,20 @@ export class HetznerCloud {
         });
       }
       case 'reboot':
-      case 'reset':
+        // As with shutdown, the action only reports that the ACPI signal was delivered: an OS that
+        // ignores it (or a server that is off) does not restart, and the status stays as it was.
         return this.startAction(server, command, now, duration, {
           onSuccess: (at) => {
-            if (kind === 'reset' || server.status === 'running') this.setStatus(server, 'running', at);
+            if (server.status === 'running' && !server.ignoresAcpi) this.deps.hooks.onRestart(server, at);
+          },
+        });
+      case 'reset':
+        // Power cut and back on: a running server restarts whatever its OS does, one that is off starts.
+        if (server.status === 'off') this.setStatus(server, 'starting', now);
+        return this.startAction(server, command, now, duration, {
+          onSuccess: (at) => {
+            if (server.status === 'running') this.deps.hooks.onRestart(server, at);
+            else this.setStatus(server, 'running', at);
           },
         });
     }

@@ -159,6 +159,7 @@ export class CloudSimulator {
       sshKeys: this.sshKeys,
       hooks: {
         onStatusChange: (server, _from, at) => this.onServerStatus(server, at),
+        onRestart: (server, at) => this.onServerRestart(server, at),
         onDeleted: (server, at) => {
           this.tailnet.onServerDeleted(server.id, at);
           this.enrollments.delete(server.id);
@@ -218,6 +219,19 @@ export class CloudSimulator {
       this.enrollments.set(server.id, e);
     }
     return e;
+  }
+
+  /**
+   * The machine restarts in place: its device drops off the tailnet at once and tailscaled is back
+   * after a boot, unless the server was switched off or changed power again meanwhile.
+   */
+  private onServerRestart(server: ServerRecord, at: number): void {
+    this.tailnet.onServerPower(server.id, false, at);
+    const seq = server.powerSeq;
+    this.scheduler.schedule(at + this.current.bootMs, (due) => {
+      if (this.hetzner.servers.get(server.id) !== server || server.powerSeq !== seq || server.status !== 'running') return;
+      this.tailnet.onServerPower(server.id, true, due);
+    });
   }
 
   private onServerStatus(server: ServerRecord, at: number): void {

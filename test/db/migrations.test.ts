@@ -32,10 +32,10 @@ describe('db: migrations', () => {
       { typname: 'event_entity_type', labels: 'agent,instance,provisioning_job,operation' },
       {
         typname: 'instance_status',
-        labels: 'pending,provisioning,running,stopping,stopped,starting,destroying,destroyed,failed,hibernating,hibernated,waking',
+        labels: 'pending,provisioning,running,stopping,stopped,starting,rebooting,destroying,destroyed,failed,hibernating,hibernated,waking',
       },
       { typname: 'operation_status', labels: 'queued,running,succeeded,failed,cancelled' },
-      { typname: 'operation_type', labels: 'provision,stop,start,destroy,rollback,reconcile,hibernate,wake' },
+      { typname: 'operation_type', labels: 'provision,stop,start,destroy,rollback,reconcile,hibernate,wake,reboot' },
       { typname: 'provisioning_job_status', labels: 'queued,running,succeeded,failed,rolled_back' },
     ]);
     const applied: Array<{ name: string }> = await db.dataSource.query(`SELECT name FROM migrations ORDER BY id`);

@@ -28,6 +28,7 @@ export const STUCK_AFTER: ReconcilerSettings['stuckAfterMs'] = {
   stopping: 60_000,
   starting: 60_000,
   hibernating: 60_000,
+  rebooting: 60_000,
   waking: 60_000,
   destroying: 60_000,
 };

@@ -229,6 +229,18 @@ export class HetznerClient {
     this.logger.warn({ serverId: id }, `[Hetzner] Server ${id} forced power off`);
   }
 
+  /** Sends the ACPI reboot signal; whether the OS reacts is up to it (the action only confirms the signal). */
+  async rebootServer(id: number): Promise<void> {
+    await this.settleAction(await this.serverAction(id, 'reboot'));
+    this.logger.info({ serverId: id }, `[Hetzner] Server ${id} sent the reboot signal`);
+  }
+
+  /** Cuts power and starts the server again, like pulling the plug: unsaved data may be lost. */
+  async resetServer(id: number): Promise<void> {
+    await this.settleAction(await this.serverAction(id, 'reset'));
+    this.logger.warn({ serverId: id }, `[Hetzner] Server ${id} reset`);
+  }
+
   // ---- images (snapshots) -----------------------------------------------------------------------
 
   /**
@@ -385,7 +397,7 @@ export class HetznerClient {
     return this.waitForAction(action.id);
   }
 
-  private async serverAction(id: number, name: 'shutdown' | 'poweron' | 'poweroff'): Promise<HetznerAction> {
+  private async serverAction(id: number, name: 'shutdown' | 'poweron' | 'poweroff' | 'reboot' | 'reset'): Promise<HetznerAction> {
     // Power actions are safe to repeat: a second shutdown/poweron/poweroff ends in the same state.
     const body = await this.core.request<{ action: HetznerAction }>({
       method: 'POST',

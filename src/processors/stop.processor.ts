@@ -1,9 +1,0 @@
-import type { Job } from 'bullmq';
-import type { AgentJobData } from '../queues/queues';
-import type { PowerWorkflow } from '../workflows';
-import { runOperation, type RunnerDeps } from './run-operation';
-
-export function createStopProcessor(deps: RunnerDeps & { power: Pick<PowerWorkflow, 'stop'> }) {
-  return (job: Job<AgentJobData>, token?: string, signal?: AbortSignal) =>
-    runOperation(deps, 'stop', job, token, ({ reporter }) => deps.power.stop(job.data.agentId, { operationId: job.data.operationId }, reporter), signal);
-}
