@@ -9,23 +9,21 @@ import {
   UpdateDateColumn,
 } from 'typeorm';
 import { Agent } from './agent.entity';
+import { TRANSITIONAL_INSTANCE_STATUSES } from '../operations/types';
 
+/**
+ * Settled statuses here; the transitional ones (stopping, rebooting, …) are declared beside the
+ * operation descriptors that pass through them (src/operations/types).
+ */
 export const INSTANCE_STATUSES = [
   'pending',
-  'provisioning',
   'running',
-  'stopping',
   'stopped',
-  'starting',
   // Hibernation: the server is snapshotted and deleted; waking creates a new one from the snapshot.
-  'hibernating',
   'hibernated',
-  'waking',
-  // A reboot in place: back to running once the tailnet device is online again.
-  'rebooting',
-  'destroying',
   'destroyed',
   'failed',
+  ...TRANSITIONAL_INSTANCE_STATUSES,
 ] as const;
 export type InstanceStatus = (typeof INSTANCE_STATUSES)[number];
 

@@ -12,9 +12,11 @@ import {
 import { Agent } from './agent.entity';
 import { ACTOR_MAX_LENGTH, SYSTEM_ACTOR } from './actor';
 import { ProvisioningJob } from './provisioning-job.entity';
+import { OPERATION_TYPE_NAMES, type OperationType } from '../operations/types';
 
-export const OPERATION_TYPES = ['provision', 'stop', 'start', 'destroy', 'rollback', 'reconcile', 'hibernate', 'wake', 'reboot'] as const;
-export type OperationType = (typeof OPERATION_TYPES)[number];
+// The operation types are the registry's: each has its descriptor (src/operations/types).
+export const OPERATION_TYPES = OPERATION_TYPE_NAMES;
+export type { OperationType };
 
 export const OPERATION_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 export type OperationStatus = (typeof OPERATION_STATUSES)[number];

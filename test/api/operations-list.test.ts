@@ -82,7 +82,7 @@ describe('HTTP API: GET /v1/operations', () => {
   it('refuses bad filters with a 400 naming each one', async () => {
     const res = await h.api.request(
       'GET',
-      '/v1/operations?limit=101&status=done&type=reboot&agentId=x&since=yesterday&cursor=AAAA&order=asc',
+      '/v1/operations?limit=101&status=done&type=resize&agentId=x&since=yesterday&cursor=AAAA&order=asc',
     );
     expect(res.status, res.text).to.equal(400);
     expect(res.body.errors.map((e: { path: string }) => e.path).sort()).to.deep.equal([

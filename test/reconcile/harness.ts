@@ -20,18 +20,12 @@ import {
   type LifecycleHarnessOptions,
 } from '../helpers/lifecycle';
 
+import { STUCK_STATUSES } from '../../src/operations/types';
+
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
-export const STUCK_AFTER: ReconcilerSettings['stuckAfterMs'] = {
-  pending: 60_000,
-  provisioning: 60_000,
-  stopping: 60_000,
-  starting: 60_000,
-  hibernating: 60_000,
-  rebooting: 60_000,
-  waking: 60_000,
-  destroying: 60_000,
-};
+// A minute in every status a stuck operation can leave an instance in (the descriptors name them).
+export const STUCK_AFTER = Object.fromEntries(STUCK_STATUSES.map((s) => [s.status, 60_000])) as ReconcilerSettings['stuckAfterMs'];
 
 export interface ReconcileHarness {
   h: LifecycleHarness;

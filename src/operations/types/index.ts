@@ -1,4 +1,4 @@
-import type { InstanceStatus, OperationType } from '../../entities';
+import type { InstanceStatus } from '../../entities';
 import type { AgentCommand, OperationDescriptor } from './descriptor';
 import { destroy } from './destroy';
 import { hibernate } from './hibernate';
@@ -13,8 +13,8 @@ import { wake } from './wake';
 export * from './descriptor';
 
 /**
- * Every operation type and its descriptor. A type in OPERATION_TYPES without a descriptor here (or a
- * descriptor of no such type) does not compile.
+ * Every operation type and its descriptor: the operation_type enum (OPERATION_TYPES in the entities)
+ * is this registry's keys, so a type has a descriptor by construction.
  */
 export const OPERATIONS = {
   provision,
@@ -26,7 +26,24 @@ export const OPERATIONS = {
   hibernate,
   wake,
   reboot,
-} as const satisfies { readonly [K in OperationType]: OperationDescriptor };
+} as const satisfies Record<string, OperationDescriptor>;
+
+export type OperationType = keyof typeof OPERATIONS;
+
+/**
+ * The instance statuses the descriptors pass through on the way to a settled one (their `instance`
+ * moves name them, typed against this list); the instance_status enum is the settled statuses
+ * (src/entities/instance.entity.ts) and these.
+ */
+export const TRANSITIONAL_INSTANCE_STATUSES = [
+  'provisioning',
+  'stopping',
+  'starting',
+  'hibernating',
+  'waking',
+  'rebooting',
+  'destroying',
+] as const;
 
 type Registry = typeof OPERATIONS;
 
@@ -39,7 +56,8 @@ export type StuckStatus = {
   [K in OperationType]: Registry[K] extends { stuck: { statuses: infer S } } ? keyof S & InstanceStatus : never;
 }[OperationType];
 
-export const OPERATION_TYPE_NAMES = Object.keys(OPERATIONS) as OperationType[];
+/** The registry's types, in its order (a non-empty tuple, as z.enum and the enum column take it). */
+export const OPERATION_TYPE_NAMES = Object.keys(OPERATIONS) as unknown as readonly [OperationType, ...OperationType[]];
 
 export function descriptorOf(type: OperationType): OperationDescriptor {
   return OPERATIONS[type];
