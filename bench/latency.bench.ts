@@ -14,7 +14,9 @@
  *
  *   npx tsx bench/latency.bench.ts [-- --seconds 2.5 --rounds 2]
  */
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
@@ -49,6 +51,8 @@ export interface LatencySeries {
   /** Share of the run the server's event loop was busy, and busy time per request (ms). */
   eventLoopUtilization: number;
   busyMsPerRequest: number;
+  /** CPU time of the server's thread per request (ms); NaN where the system does not tell it. */
+  cpuMsPerRequest: number;
 }
 
 export interface LatencyResult {
@@ -57,16 +61,37 @@ export interface LatencyResult {
   series: LatencySeries[];
   /** tailfleet / bare server-busy time per request, by rate. */
   busyRatio: Record<number, number>;
+  /** tailfleet / bare CPU time of the server's thread per request, by rate. */
+  cpuRatio: Record<number, number>;
   rows: Row[];
 }
 
 type Round = Omit<LatencySeries, 'rounds'>;
 
-function summarise(target: LatencySeries['target'], r: OpenLoopResult, elu: EventLoopUtilization): Round {
+let clockTicks: number | undefined;
+/**
+ * CPU time (ms) the main thread has used: what the server itself spends, whatever else runs on the
+ * machine. The event loop's busy time also counts the moments the thread waited for a CPU while it
+ * had work, which on a shared machine grows with everybody's load. Linux only (NaN elsewhere); the
+ * load generator runs on another thread and is not counted.
+ */
+function mainThreadCpuMs(): number {
+  try {
+    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks;
+  } catch {
+    return NaN;
+  }
+}
+
+function summarise(target: LatencySeries['target'], r: OpenLoopResult, elu: EventLoopUtilization, cpuMs: number): Round {
   const l = r.latencies;
   return {
     eventLoopUtilization: Number(elu.utilization.toFixed(3)),
     busyMsPerRequest: Number((elu.active / Math.max(1, r.sent)).toFixed(3)),
+    cpuMsPerRequest: Number((cpuMs / Math.max(1, r.sent)).toFixed(3)),
     target,
     rate: r.rate,
     sent: r.sent,
@@ -100,6 +125,7 @@ function best(rounds: Round[]): LatencySeries {
     sendLagP99Ms: min((r) => r.sendLagP99Ms),
     eventLoopUtilization: top.eventLoopUtilization,
     busyMsPerRequest: top.busyMsPerRequest,
+    cpuMsPerRequest: min((r) => r.cpuMsPerRequest),
   };
 }
 
@@ -114,8 +140,9 @@ async function window(t: Target, rate: number, ms: number): Promise<Round> {
   log(`latency: ${t.name} at ${rate} req/s for ${ms} ms`);
   const batch = t.requests(Math.floor((rate * ms) / 1000));
   const elu = performance.eventLoopUtilization();
+  const cpu = mainThreadCpuMs();
   const r = await openLoop(rate, ms, batch, t.expectStatus);
-  return summarise(t.name, r, performance.eventLoopUtilization(elu));
+  return summarise(t.name, r, performance.eventLoopUtilization(elu), mainThreadCpuMs() - cpu);
 }
 
 const requestsPerTarget = (ms: number, rounds: number) =>
@@ -211,7 +238,11 @@ export async function runLatencyBench(opts: { seconds?: number; rounds?: number 
   );
   const of = (target: LatencySeries['target'], rate: number) => series.find((s) => s.target === target && s.rate === rate)!;
   const busyRatio: Record<number, number> = {};
-  for (const rate of RATES) busyRatio[rate] = of('tailfleet', rate).busyMsPerRequest / of('bare', rate).busyMsPerRequest;
+  const cpuRatio: Record<number, number> = {};
+  for (const rate of RATES) {
+    busyRatio[rate] = of('tailfleet', rate).busyMsPerRequest / of('bare', rate).busyMsPerRequest;
+    cpuRatio[rate] = of('tailfleet', rate).cpuMsPerRequest / of('bare', rate).cpuMsPerRequest;
+  }
 
   const bench = 'latency';
   const bestOf = rounds > 1 ? `, best of ${rounds}` : '';
@@ -226,6 +257,9 @@ export async function runLatencyBench(opts: { seconds?: number; rounds?: number 
       metric: `${who} server busy per request @ ${s.rate} req/s${bestOf} (event loop ${Math.round(s.eventLoopUtilization * 100)}% busy)`,
       value: fmt.ms(s.busyMsPerRequest),
     });
+    if (Number.isFinite(s.cpuMsPerRequest)) {
+      rows.push({ bench, metric: `${who} server thread CPU per request @ ${s.rate} req/s${bestOf}`, value: fmt.ms(s.cpuMsPerRequest) });
+    }
     const gated = s.target === 'tailfleet' && s.rate === TARGET_RATE;
     rows.push({
       bench,
@@ -242,8 +276,11 @@ export async function runLatencyBench(opts: { seconds?: number; rounds?: number 
       value: fmt.ratio(busyRatio[rate]!),
       ...(gated ? { target: `≤ ${TARGET_BUSY_RATIO.toFixed(2)}`, met: busyRatio[rate]! <= TARGET_BUSY_RATIO } : {}),
     });
+    if (Number.isFinite(cpuRatio[rate])) {
+      rows.push({ bench, metric: `tailfleet / bare server thread CPU per request @ ${rate} req/s`, value: fmt.ratio(cpuRatio[rate]!) });
+    }
   }
-  return { seconds, rounds, series, busyRatio, rows };
+  return { seconds, rounds, series, busyRatio, cpuRatio, rows };
 }
 
 if (require.main === module) {
