@@ -7,9 +7,16 @@
  * request path alone. Each request stops a different running agent (seeded straight into the
  * database: only the API path is under test here).
  *
- *   npx tsx bench/latency.bench.ts [-- --seconds 2.5]
+ * Both servers run in this process, one idle while the other is measured, in rounds ordered
+ * bare, tailfleet, tailfleet, bare (A-B-B-A) at each rate, so both see the same machine: on a shared
+ * machine the load of others moves every figure, and a bare series measured a minute before
+ * tailfleet's would compare two different machines. Each figure is the best of its rounds.
+ *
+ *   npx tsx bench/latency.bench.ts [-- --seconds 2.5 --rounds 2]
  */
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
@@ -25,10 +32,14 @@ export const RATES = [100, 500];
 const WARMUP = { rate: 100, ms: 1000 };
 const TARGET_P99_MS = 25;
 const TARGET_RATE = 500;
+/** tailfleet's server-busy time per request at TARGET_RATE, at most this many times bare's. */
+const TARGET_BUSY_RATIO = 1.3;
 
 export interface LatencySeries {
   target: 'tailfleet' | 'bare';
   rate: number;
+  /** Rounds measured; the figures below are each the best (lowest) of them. */
+  rounds: number;
   sent: number;
   ok: number;
   errors: Record<string, number>;
@@ -40,19 +51,47 @@ export interface LatencySeries {
   /** Share of the run the server's event loop was busy, and busy time per request (ms). */
   eventLoopUtilization: number;
   busyMsPerRequest: number;
+  /** CPU time of the server's thread per request (ms); NaN where the system does not tell it. */
+  cpuMsPerRequest: number;
 }
 
 export interface LatencyResult {
   seconds: number;
+  rounds: number;
   series: LatencySeries[];
+  /** tailfleet / bare server-busy time per request, by rate. */
+  busyRatio: Record<number, number>;
+  /** tailfleet / bare CPU time of the server's thread per request, by rate. */
+  cpuRatio: Record<number, number>;
   rows: Row[];
 }
 
-function summarise(target: LatencySeries['target'], r: OpenLoopResult, elu: EventLoopUtilization): LatencySeries {
+type Round = Omit<LatencySeries, 'rounds'>;
+
+let clockTicks: number | undefined;
+/**
+ * CPU time (ms) the main thread has used: what the server itself spends, whatever else runs on the
+ * machine. The event loop's busy time also counts the moments the thread waited for a CPU while it
+ * had work, which on a shared machine grows with everybody's load. Linux only (NaN elsewhere); the
+ * load generator runs on another thread and is not counted.
+ */
+function mainThreadCpuMs(): number {
+  try {
+    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks;
+  } catch {
+    return NaN;
+  }
+}
+
+function summarise(target: LatencySeries['target'], r: OpenLoopResult, elu: EventLoopUtilization, cpuMs: number): Round {
   const l = r.latencies;
   return {
     eventLoopUtilization: Number(elu.utilization.toFixed(3)),
     busyMsPerRequest: Number((elu.active / Math.max(1, r.sent)).toFixed(3)),
+    cpuMsPerRequest: Number((cpuMs / Math.max(1, r.sent)).toFixed(3)),
     target,
     rate: r.rate,
     sent: r.sent,
@@ -66,31 +105,52 @@ function summarise(target: LatencySeries['target'], r: OpenLoopResult, elu: Even
   };
 }
 
-/** Warm-up, then each rate in turn; `requests(n)` hands out n requests never used before. */
-async function measure(
-  target: LatencySeries['target'],
-  ms: number,
-  requests: (n: number) => OpenLoopRequest[],
-  expectStatus: number,
-): Promise<LatencySeries[]> {
-  await openLoop(WARMUP.rate, WARMUP.ms, requests((WARMUP.rate * WARMUP.ms) / 1000), expectStatus);
-  const out: LatencySeries[] = [];
-  for (const rate of RATES) {
-    log(`latency: ${target} at ${rate} req/s for ${ms} ms`);
-    const batch = requests(Math.floor((rate * ms) / 1000));
-    const elu = performance.eventLoopUtilization();
-    const r = await openLoop(rate, ms, batch, expectStatus);
-    out.push(summarise(target, r, performance.eventLoopUtilization(elu)));
-  }
-  return out;
+/** Best round per figure; requests and failures are summed, so a failure in any round shows. */
+function best(rounds: Round[]): LatencySeries {
+  const min = (f: (r: Round) => number) => Math.min(...rounds.map(f));
+  const errors: Record<string, number> = {};
+  for (const r of rounds) for (const [k, n] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + n;
+  const top = rounds.reduce((a, b) => (b.busyMsPerRequest < a.busyMsPerRequest ? b : a));
+  return {
+    target: top.target,
+    rate: top.rate,
+    rounds: rounds.length,
+    sent: rounds.reduce((a, r) => a + r.sent, 0),
+    ok: rounds.reduce((a, r) => a + r.ok, 0),
+    errors,
+    p50: min((r) => r.p50),
+    p90: min((r) => r.p90),
+    p99: min((r) => r.p99),
+    max: min((r) => r.max),
+    sendLagP99Ms: min((r) => r.sendLagP99Ms),
+    eventLoopUtilization: top.eventLoopUtilization,
+    busyMsPerRequest: top.busyMsPerRequest,
+    cpuMsPerRequest: min((r) => r.cpuMsPerRequest),
+  };
 }
 
-const agentsNeeded = (ms: number) => (WARMUP.rate * WARMUP.ms) / 1000 + RATES.reduce((a, r) => a + Math.floor((r * ms) / 1000), 0);
+/** One server under test: `requests(n)` hands out n requests never used before. */
+interface Target {
+  name: LatencySeries['target'];
+  requests(n: number): OpenLoopRequest[];
+  expectStatus: number;
+}
 
-async function tailfleetSeries(ms: number): Promise<LatencySeries[]> {
+async function window(t: Target, rate: number, ms: number): Promise<Round> {
+  log(`latency: ${t.name} at ${rate} req/s for ${ms} ms`);
+  const batch = t.requests(Math.floor((rate * ms) / 1000));
+  const elu = performance.eventLoopUtilization();
+  const cpu = mainThreadCpuMs();
+  const r = await openLoop(rate, ms, batch, t.expectStatus);
+  return summarise(t.name, r, performance.eventLoopUtilization(elu), mainThreadCpuMs() - cpu);
+}
+
+const requestsPerTarget = (ms: number, rounds: number) =>
+  (WARMUP.rate * WARMUP.ms) / 1000 + rounds * RATES.reduce((a, r) => a + Math.floor((r * ms) / 1000), 0);
+
+async function startTailfleet(agents: number): Promise<{ target: Target; close(): Promise<void> }> {
   const stack = await startBenchStack('latency', { env: { ROLE: 'api' } });
   try {
-    const n = agentsNeeded(ms);
     // Running agents, as many provisions would have left them.
     const ids: string[] = (
       await stack.tf.dataSource.query(
@@ -101,7 +161,7 @@ async function tailfleetSeries(ms: number): Promise<LatencySeries[]> {
            SELECT id, 5000000 + row_number() OVER (), 'bench', 'fsn1', 'cx22', 'ubuntu-24.04', 'running', now() FROM a
            RETURNING agent_id
          ) SELECT agent_id AS id FROM i`,
-        [n],
+        [agents],
       )
     ).map((r: { id: string }) => r.id);
     let next = 0;
@@ -111,17 +171,20 @@ async function tailfleetSeries(ms: number): Promise<LatencySeries[]> {
         url: `${stack.tf.url}/v1/agents/${id}/stop`,
         headers: { authorization: `Bearer ${stack.apiToken}` },
       }));
-    const series = await measure('tailfleet', ms, requests, 202);
-    const [{ queued }] = await stack.tf.dataSource.query(`SELECT count(*)::int AS queued FROM operations WHERE status = 'queued'`);
-    const waiting = await stack.tf.queues.stop.getWaitingCount();
-    log(`latency: tailfleet left ${queued} queued operations and ${waiting} waiting stop jobs`);
-    return series;
-  } finally {
+    const close = async () => {
+      const [{ queued }] = await stack.tf.dataSource.query(`SELECT count(*)::int AS queued FROM operations WHERE status = 'queued'`);
+      const waiting = await stack.tf.queues.stop.getWaitingCount();
+      log(`latency: tailfleet left ${queued} queued operations and ${waiting} waiting stop jobs`);
+      await stack.close();
+    };
+    return { target: { name: 'tailfleet', requests, expectStatus: 202 }, close };
+  } catch (err) {
     await stack.close();
+    throw err;
   }
 }
 
-async function bareSeries(ms: number): Promise<LatencySeries[]> {
+async function startBare(): Promise<{ target: Target; close(): Promise<void> }> {
   const prefix = `tf-bench-bare-api-${randomUUID().slice(0, 8)}`;
   const producer = createProducerConnection(REDIS_URL);
   const queue = new Queue('stop', { connection: producer, prefix, defaultJobOptions: defaultJobOptions({ attempts: 5, backoffMs: 5000 }) });
@@ -135,49 +198,93 @@ async function bareSeries(ms: number): Promise<LatencySeries[]> {
   const server: Server = createServer(app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  try {
-    const requests = (count: number): OpenLoopRequest[] =>
-      Array.from({ length: count }, () => ({ method: 'POST', url: `${url}/v1/agents/${randomUUID()}/stop` }));
-    return await measure('bare', ms, requests, 202);
-  } finally {
+  const requests = (count: number): OpenLoopRequest[] =>
+    Array.from({ length: count }, () => ({ method: 'POST', url: `${url}/v1/agents/${randomUUID()}/stop` }));
+  const close = async () => {
     server.closeAllConnections();
     await new Promise((resolve) => server.close(resolve));
     await queue.close();
     producer.disconnect();
     await deleteRedisPrefix(prefix);
-  }
+  };
+  return { target: { name: 'bare', requests, expectStatus: 202 }, close };
 }
 
-export async function runLatencyBench(opts: { seconds?: number } = {}): Promise<LatencyResult> {
+export async function runLatencyBench(opts: { seconds?: number; rounds?: number } = {}): Promise<LatencyResult> {
   const seconds = opts.seconds ?? 2.5;
+  const rounds = Math.max(1, Math.round(opts.rounds ?? 2));
   const ms = seconds * 1000;
-  const bare = await bareSeries(ms);
-  const ours = await tailfleetSeries(ms);
+  const bare = await startBare();
+  let ours: Awaited<ReturnType<typeof startTailfleet>> | undefined;
+  const measured: Round[] = [];
+  try {
+    ours = await startTailfleet(requestsPerTarget(ms, rounds));
+    for (const t of [bare.target, ours.target]) {
+      await openLoop(WARMUP.rate, WARMUP.ms, t.requests((WARMUP.rate * WARMUP.ms) / 1000), t.expectStatus);
+    }
+    for (const rate of RATES) {
+      // A-B-B-A, A-B-B-A, …: neither server is always measured first.
+      for (let i = 0; i < rounds; i++) {
+        const order = i % 2 === 0 ? [bare.target, ours.target] : [ours.target, bare.target];
+        for (const t of order) measured.push(await window(t, rate, ms));
+      }
+    }
+  } finally {
+    await ours?.close();
+    await bare.close();
+  }
+  const series = (['bare', 'tailfleet'] as const).flatMap((target) =>
+    RATES.map((rate) => best(measured.filter((r) => r.target === target && r.rate === rate))),
+  );
+  const of = (target: LatencySeries['target'], rate: number) => series.find((s) => s.target === target && s.rate === rate)!;
+  const busyRatio: Record<number, number> = {};
+  const cpuRatio: Record<number, number> = {};
+  for (const rate of RATES) {
+    busyRatio[rate] = of('tailfleet', rate).busyMsPerRequest / of('bare', rate).busyMsPerRequest;
+    cpuRatio[rate] = of('tailfleet', rate).cpuMsPerRequest / of('bare', rate).cpuMsPerRequest;
+  }
+
   const bench = 'latency';
+  const bestOf = rounds > 1 ? `, best of ${rounds}` : '';
   const rows: Row[] = [];
-  for (const s of [...bare, ...ours]) {
+  for (const s of series) {
     const who = s.target === 'bare' ? 'bare Express+BullMQ' : 'tailfleet';
     const failed = s.sent - s.ok;
     const note = failed > 0 ? ` (${failed} failed: ${JSON.stringify(s.errors)})` : '';
-    rows.push({ bench, metric: `${who} p50 @ ${s.rate} req/s`, value: fmt.ms(s.p50) });
+    rows.push({ bench, metric: `${who} p50 @ ${s.rate} req/s${bestOf}`, value: fmt.ms(s.p50) });
     rows.push({
       bench,
-      metric: `${who} server busy per request @ ${s.rate} req/s (event loop ${Math.round(s.eventLoopUtilization * 100)}% busy)`,
+      metric: `${who} server busy per request @ ${s.rate} req/s${bestOf} (event loop ${Math.round(s.eventLoopUtilization * 100)}% busy)`,
       value: fmt.ms(s.busyMsPerRequest),
     });
+    if (Number.isFinite(s.cpuMsPerRequest)) {
+      rows.push({ bench, metric: `${who} server thread CPU per request @ ${s.rate} req/s${bestOf}`, value: fmt.ms(s.cpuMsPerRequest) });
+    }
     const gated = s.target === 'tailfleet' && s.rate === TARGET_RATE;
     rows.push({
       bench,
-      metric: `${who} p99 @ ${s.rate} req/s${note}`,
+      metric: `${who} p99 @ ${s.rate} req/s${bestOf}${note}`,
       value: fmt.ms(s.p99),
       ...(gated ? { target: `< ${TARGET_P99_MS} ms`, met: s.p99 < TARGET_P99_MS && failed === 0 } : {}),
     });
   }
-  return { seconds, series: [...bare, ...ours], rows };
+  for (const rate of RATES) {
+    const gated = rate === TARGET_RATE;
+    rows.push({
+      bench,
+      metric: `tailfleet / bare server busy per request @ ${rate} req/s`,
+      value: fmt.ratio(busyRatio[rate]!),
+      ...(gated ? { target: `≤ ${TARGET_BUSY_RATIO.toFixed(2)}`, met: busyRatio[rate]! <= TARGET_BUSY_RATIO } : {}),
+    });
+    if (Number.isFinite(cpuRatio[rate])) {
+      rows.push({ bench, metric: `tailfleet / bare server thread CPU per request @ ${rate} req/s`, value: fmt.ratio(cpuRatio[rate]!) });
+    }
+  }
+  return { seconds, rounds, series, busyRatio, cpuRatio, rows };
 }
 
 if (require.main === module) {
-  runLatencyBench({ seconds: numberArg('seconds', 2.5) })
+  runLatencyBench({ seconds: numberArg('seconds', 2.5), rounds: numberArg('rounds', 2) })
     .then((r) => {
       console.log(table(r.rows));
       const { rows: _rows, ...data } = r;

@@ -13,7 +13,7 @@ import type { OperationsService } from '../services/operations.service';
 import { Authenticator, bearerAuth, boardAuth } from './auth';
 import { buildOpenApiDocument } from './contract';
 import { createOperationListRouter } from './operation-list.routes';
-import { HttpProblem, problemErrorHandler } from './problem';
+import { HttpProblem, problemErrorHandler, requestLogger } from './problem';
 import { metricsHandler, readyzHandler, type Readiness } from './probes';
 import { registerQueueMetrics } from './queue-metrics';
 import { servePublic } from './routing';
@@ -81,14 +81,14 @@ export function createApp(deps: AppDeps): Express {
   app.set('etag', false);
   app.set('query parser', 'simple');
 
-  // Request id, child logger, access log and the request counter, for every request.
+  // Request id, access log and the request counter, for every request. Nothing here is built that
+  // the request may not need: the log line only when its level is on, a logger for the request only
+  // when something logs (see requestLogger).
   app.use((req, res, next) => {
-    const incoming = req.get('x-request-id');
-    const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    const incoming = req.headers['x-request-id'];
+    const requestId = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
     const started = process.hrtime.bigint();
-    const logger = deps.logger.child({ reqId: requestId });
     res.locals.requestId = requestId;
-    res.locals.logger = logger;
     res.setHeader('X-Request-Id', requestId);
     res.on('finish', () => {
       const route = routeLabel(req, res);
@@ -96,15 +96,10 @@ export function createApp(deps: AppDeps): Express {
       const labels = { method: req.method, route, status: String(res.statusCode) };
       deps.metrics.httpRequests.inc(labels);
       deps.metrics.httpRequestDuration.observe(labels, durationMs / 1000);
-      const entry = {
-        method: req.method,
-        route,
-        path: req.originalUrl.split('?')[0],
-        status: res.statusCode,
-        durationMs,
-      };
-      if (QUIET_ROUTES.has(route)) logger.debug(entry, 'request');
-      else logger.info(entry, 'request');
+      const level = QUIET_ROUTES.has(route) ? 'debug' : 'info';
+      if (!deps.logger.isLevelEnabled(level)) return;
+      const entry = { method: req.method, route, path: req.originalUrl.split('?')[0], status: res.statusCode, durationMs };
+      requestLogger(deps.logger, res)[level](entry, 'request');
     });
     next();
   });

@@ -184,12 +184,21 @@ export function sendProblem(req: Request, res: Response, problem: HttpProblem): 
   res.status(problem.status).type(PROBLEM_CONTENT_TYPE).send(JSON.stringify(body));
 }
 
+/**
+ * The logger for what a request logs, bound to its request id (`reqId`); made on first use and kept
+ * in res.locals.logger, so a request that logs nothing does not pay for a child logger.
+ */
+export function requestLogger(base: Logger, res: Response): Logger {
+  const locals = res.locals as { logger?: Logger; requestId?: string };
+  locals.logger ??= locals.requestId === undefined ? base : base.child({ reqId: locals.requestId });
+  return locals.logger;
+}
+
 /** The last middleware: turns every error into a problem and logs server-side failures with the cause. */
 export function problemErrorHandler(opts: { logger: Logger; bodyLimit: string }) {
   return (err: unknown, req: Request, res: Response, next: NextFunction): void => {
     const problem = toProblem(err, opts.bodyLimit);
-    const log = (res.locals.logger as Logger | undefined) ?? opts.logger;
-    if (problem.status >= 500) log.error({ err }, `Request failed: ${problem.detail}`);
+    if (problem.status >= 500) requestLogger(opts.logger, res).error({ err }, `Request failed: ${problem.detail}`);
     if (res.headersSent) {
       next(err);
       return;

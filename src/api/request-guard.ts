@@ -62,6 +62,14 @@ export function inputProblems(value: unknown, root: string): FieldProblem[] {
 
 /** Middleware (after the JSON body parser): a 400 naming every bad string, key or nesting in the query or body. */
 export function guardRequestInput(req: Request, _res: Response, next: NextFunction): void {
-  const problems = [...inputProblems(req.query, 'query'), ...inputProblems(req.body, 'body')];
+  // Most requests (commands, reads by id) carry neither: nothing to walk. Express parses the query
+  // string on every read of req.query, so it is read once, and only when there is one.
+  const query: unknown = req.url.includes('?') ? req.query : undefined;
+  if (query === undefined && req.body === undefined) {
+    next();
+    return;
+  }
+  const problems = inputProblems(query, 'query');
+  if (problems.length < MAX_PROBLEMS) problems.push(...inputProblems(req.body, 'body'));
   next(problems.length > 0 ? new HttpProblem('validation-error', 'The request has invalid fields.', { errors: problems.slice(0, MAX_PROBLEMS) }) : undefined);
 }
