@@ -64,7 +64,7 @@ export interface Tailfleet {
   relay?: OutboxRelay;
   /** Worker roles only: drift reconciler and orphan sweeper, run by the reconcile queue's worker. */
   reconciler?: Reconciler;
-  /** The process's one LISTEN connection: every event row written, by any process, at commit. */
+  /** The process's one event reader: every event row written, by any process, once committed. */
   notifications: EventNotifications;
   /** API roles only: long polls on operations and the SSE event stream. */
   waiter?: OperationWaiter;

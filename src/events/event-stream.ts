@@ -176,6 +176,10 @@ export class EventStream implements EventSubscriber {
     }
   }
 
+  interested(): boolean {
+    return this.clients.size > 0;
+  }
+
   notice(n: EventNotice): void {
     if (this.clients.size === 0) return;
     this.pending.push(n.id);

@@ -4,7 +4,7 @@ import type { EventNotice, EventNotifications, EventSubscriber } from './notific
 export const FINAL_OPERATION_STATUSES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled']);
 
 /**
- * Long polls on operations, all served by the process's one LISTEN connection: a waiter reads the
+ * Long polls on operations, all served by the process's one event reader: a waiter reads the
  * operation once after registering (so a change committed between the caller's first read and the
  * registration is not missed), then reads again only when an event says the operation reached a
  * final status, when the listener reconnected (notifications may have been lost), and once more when
@@ -23,6 +23,10 @@ export class OperationWaiter implements EventSubscriber {
     let n = 0;
     for (const set of this.waiting.values()) n += set.size;
     return n;
+  }
+
+  interested(): boolean {
+    return this.waiting.size > 0;
   }
 
   notice(n: EventNotice): void {

@@ -5,7 +5,7 @@ import { openSse, type SseConnection } from './sse-client';
 
 // Waiting on operations and following events, over real HTTP: an API-only process answers the long
 // polls and the stream, a worker process (launched when the test wants the work to happen) writes
-// the events; both talk only through PostgreSQL (LISTEN/NOTIFY) and Redis.
+// the events; both talk only through PostgreSQL (the events table) and Redis.
 
 describe('events: waiting on operations and the event stream', function () {
   this.timeout(60_000);

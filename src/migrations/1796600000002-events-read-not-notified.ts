@@ -1,0 +1,54 @@
+import type { MigrationInterface, QueryRunner } from 'typeorm';
+
+// The events trigger writes webhook deliveries only: readers of new events read the table
+// (src/events/notifications.ts). A NOTIFY in the trigger made PostgreSQL serialise the commit of
+// every transaction that wrote an event (a database-wide lock held through the disk flush).
+const BODY = (notify: boolean) => `
+CREATE OR REPLACE FUNCTION "tailfleet_event_written"() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+  kind text;
+  body jsonb;
+BEGIN${
+  notify
+    ? `
+  PERFORM pg_notify('tailfleet_events', json_build_object(
+    'schema', TG_TABLE_SCHEMA, 'id', NEW.id::text, 'entityType', NEW.entity_type,
+    'entityId', NEW.entity_id, 'agentId', NEW.agent_id, 'toStatus', NEW.to_status)::text);
+`
+    : ''
+}
+  IF NEW.entity_type = 'operation' AND NEW.to_status IN ('succeeded', 'failed', 'cancelled') THEN
+    kind := 'operation.' || NEW.to_status;
+    SELECT jsonb_build_object('operation', jsonb_build_object(
+        'id', o.id, 'type', o.type, 'status', NEW.to_status, 'agentId', o.agent_id, 'error', o.error,
+        'failedStep', o.failed_step, 'requestedBy', o.requested_by, 'requestedAt', o.requested_at,
+        'finishedAt', o.finished_at))
+      INTO body FROM operations o WHERE o.id = NEW.entity_id;
+  ELSIF NEW.entity_type = 'agent' THEN
+    kind := 'agent.status_changed';
+    SELECT jsonb_build_object('agent', jsonb_build_object('id', a.id, 'name', a.name, 'status', NEW.to_status))
+      INTO body FROM agents a WHERE a.id = NEW.entity_id;
+  ELSE
+    RETURN NULL;
+  END IF;
+
+  body := coalesce(body, '{}'::jsonb) || jsonb_build_object(
+    'eventId', NEW.id::text, 'from', NEW.from_status, 'to', NEW.to_status, 'reason', NEW.reason,
+    'actor', NEW.actor, 'operationId', NEW.operation_id);
+  INSERT INTO webhook_deliveries (subscription_id, event_id, type, data, occurred_at)
+    SELECT s.id, NEW.id, kind, body, NEW.at FROM webhook_subscriptions s WHERE kind = ANY (s.events);
+  RETURN NULL;
+END
+$fn$`;
+
+export class EventsReadNotNotified1796600000002 implements MigrationInterface {
+  name = 'EventsReadNotNotified1796600000002';
+
+  public async up(queryRunner: QueryRunner): Promise<void> {
+    await queryRunner.query(BODY(false));
+  }
+
+  public async down(queryRunner: QueryRunner): Promise<void> {
+    await queryRunner.query(BODY(true));
+  }
+}
