@@ -114,8 +114,10 @@ export class RecordNotFoundError extends NotFoundError {
 }
 
 /** A move that is not in the transition table: a bug in the caller, never a runtime race. */
-export class IllegalTransitionError extends Error {
+export class IllegalTransitionError extends TailfleetError {
   override readonly name = 'IllegalTransitionError';
+  readonly permanent = true;
+  readonly code = 'illegal_transition';
   constructor(
     readonly entity: EventEntityType,
     readonly from: readonly string[],
@@ -127,14 +129,60 @@ export class IllegalTransitionError extends Error {
 }
 
 /** An Idempotency-Key already names an operation of another type or for another agent. */
-export class IdempotencyKeyConflictError extends Error {
+export class IdempotencyKeyConflictError extends TailfleetError {
   override readonly name = 'IdempotencyKeyConflictError';
+  readonly permanent = true;
+  readonly code = 'idempotency_key_conflict';
   constructor(
     readonly idempotencyKey: string,
     readonly existingOperationId: string,
   ) {
     super(`idempotency key ${JSON.stringify(idempotencyKey)} was already used for operation ${existingOperationId}`);
   }
+}
+
+/**
+ * What tailfleet was given (a request, a job's payload, its environment, a webhook URL) is not
+ * something it can act on: the same input again cannot help.
+ */
+export class InvalidInputError extends TailfleetError {
+  readonly permanent: boolean = true;
+  readonly code: string = 'invalid_input';
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'InvalidInputError';
+  }
+}
+
+/** A list cursor that this API did not hand out (a 400 on query.cursor). */
+export class InvalidCursorError extends InvalidInputError {
+  override readonly code = 'invalid_cursor';
+
+  constructor(message = 'The cursor is not one this API handed out.') {
+    super(message);
+    this.name = 'InvalidCursorError';
+  }
+}
+
+/**
+ * Something tailfleet depends on did not answer in time, could not be read, or is busy with another
+ * caller: the same request a little later may well succeed.
+ */
+export class UnavailableError extends TailfleetError {
+  readonly permanent = false;
+  readonly code: string = 'unavailable';
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'UnavailableError';
+  }
+}
+
+/** The message of anything thrown: an Error's (its name when the message is empty), else the value as text. */
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message || err.name;
+  return String(err);
 }
 
 export function isPermanentError(err: unknown): boolean {

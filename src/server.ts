@@ -18,6 +18,7 @@ import { Fleet } from './fleet/fleet';
 import { CloudCredentialHealth, observeAll } from './lib/cloud-health';
 import { createLogger, type Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
+import { settlesWithin } from './lib/time';
 import { createProcessors } from './processors';
 import { createReconcileProcessor, createReconcileWorker, ensureReconcileSchedule, scheduleReconcile } from './processors/reconcile.processor';
 import { OperationLedger } from './operations/ledger';
@@ -599,18 +600,6 @@ function urlOf(server: Server): string {
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   return `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${addr.port}`;
-}
-
-async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([p.then(() => true as const), deadline]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 async function quit(conn: Redis): Promise<void> {

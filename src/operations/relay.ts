@@ -2,7 +2,9 @@ import type { Job } from 'bullmq';
 import type { DataSource } from 'typeorm';
 import type { OperationRepository } from '../db';
 import type { Operation } from '../entities';
+import { errorMessage } from '../errors';
 import type { Logger } from '../lib/logger';
+import { PeriodicPass } from '../lib/periodic';
 import { jobIdOf, queueOf, STALL_REQUEUE_LIMIT } from '../queues/jobs';
 import type { OperationLedger, QueueFailureOutcome } from './ledger';
 import type { Outbox } from './outbox';
@@ -78,48 +80,34 @@ export async function settleFailedJob(
 const RELAY_LOCK_KEY = 0x7466_6f62; // "tfob"
 
 export class OutboxRelay {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<RelayResult> | undefined;
-  private closed = false;
+  private readonly loop: PeriodicPass<RelayResult>;
   /** Running operations whose job was missing, and since when (this process's view). */
   private readonly missingSince = new Map<string, number>();
 
-  constructor(private readonly deps: RelayDeps) {}
+  constructor(private readonly deps: RelayDeps) {
+    this.loop = new PeriodicPass({
+      pass: () => this.pass(),
+      intervalMs: deps.intervalMs ?? 5000,
+      onResult: (r) => {
+        if (r.added + r.retried + r.failed > 0) deps.logger.warn({ reason: 'schedule', ...r }, 'Relay delivered operations Redis did not hold');
+      },
+      onError: (err) =>
+        deps.logger.warn({ err: { message: errorMessage(err) }, reason: 'schedule' }, 'Relay pass failed; trying again next interval'),
+    });
+  }
 
   /** A pass now, then one every interval. */
   start(): void {
-    const tick = () => {
-      if (this.closed) return;
-      void this.runSafely('schedule').finally(() => {
-        if (this.closed) return;
-        this.timer = setTimeout(tick, this.deps.intervalMs ?? 5000);
-        this.timer.unref();
-      });
-    };
-    tick();
+    this.loop.start();
   }
 
-  async close(): Promise<void> {
-    this.closed = true;
-    clearTimeout(this.timer);
-    await this.running?.catch(() => undefined);
+  close(): Promise<void> {
+    return this.loop.close();
   }
 
   /** One pass (concurrent callers share it). */
   runOnce(): Promise<RelayResult> {
-    this.running ??= this.pass().finally(() => {
-      this.running = undefined;
-    });
-    return this.running;
-  }
-
-  private async runSafely(reason: string): Promise<void> {
-    try {
-      const r = await this.runOnce();
-      if (r.added + r.retried + r.failed > 0) this.deps.logger.warn({ reason, ...r }, 'Relay delivered operations Redis did not hold');
-    } catch (err) {
-      this.deps.logger.warn({ err: { message: (err as Error).message }, reason }, 'Relay pass failed; trying again next interval');
-    }
+    return this.loop.runOnce();
   }
 
   private async pass(): Promise<RelayResult> {

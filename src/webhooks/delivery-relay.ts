@@ -1,6 +1,8 @@
 import type { Queue } from 'bullmq';
 import type { EventNotice, EventSubscriber } from '../events/notifications';
+import { errorMessage } from '../errors';
 import type { Logger } from '../lib/logger';
+import { PeriodicPass } from '../lib/periodic';
 import type { WebhookJobData } from '../queues/queues';
 import { settleFailedDelivery } from './delivery.processor';
 import type { WebhookRepository } from './webhook.repository';
@@ -32,24 +34,20 @@ export interface WebhookRelayDeps {
 }
 
 export class WebhookRelay implements EventSubscriber {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<number> | undefined;
-  private again = false;
-  private closed = false;
+  private readonly loop: PeriodicPass<number>;
   private lastLostCheck = 0;
 
-  constructor(private readonly deps: WebhookRelayDeps) {}
+  constructor(private readonly deps: WebhookRelayDeps) {
+    this.loop = new PeriodicPass({
+      pass: () => this.pass(),
+      intervalMs: deps.intervalMs ?? 2000,
+      onError: (err) =>
+        deps.logger.warn({ err: { message: errorMessage(err) } }, 'Webhook relay pass failed; trying again next interval'),
+    });
+  }
 
   start(): void {
-    const tick = () => {
-      if (this.closed) return;
-      void this.runSafely().finally(() => {
-        if (this.closed) return;
-        this.timer = setTimeout(tick, this.deps.intervalMs ?? 2000);
-        this.timer.unref();
-      });
-    };
-    tick();
+    this.loop.start();
   }
 
   notice(n: EventNotice): void {
@@ -62,35 +60,16 @@ export class WebhookRelay implements EventSubscriber {
 
   /** A pass soon (one more after the running one, when one runs). */
   nudge(): void {
-    if (this.closed) return;
-    if (this.running) this.again = true;
-    else void this.runSafely();
+    this.loop.nudge();
   }
 
-  async close(): Promise<void> {
-    this.closed = true;
-    clearTimeout(this.timer);
-    await this.running?.catch(() => undefined);
+  close(): Promise<void> {
+    return this.loop.close();
   }
 
   /** One pass: how many deliveries were handed to the queue. */
   runOnce(): Promise<number> {
-    this.running ??= this.pass().finally(() => {
-      this.running = undefined;
-      if (this.again && !this.closed) {
-        this.again = false;
-        void this.runSafely();
-      }
-    });
-    return this.running;
-  }
-
-  private async runSafely(): Promise<void> {
-    try {
-      await this.runOnce();
-    } catch (err) {
-      this.deps.logger.warn({ err: { message: (err as Error).message } }, 'Webhook relay pass failed; trying again next interval');
-    }
+    return this.loop.runOnce();
   }
 
   private async pass(): Promise<number> {
