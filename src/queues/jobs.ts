@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ACTOR_MAX_LENGTH, type Operation, type OperationType } from '../entities';
+import { InvalidInputError } from '../errors';
 import { jobIds, type JobPayloads, type QueueName } from './queues';
 
 /**
@@ -27,7 +28,7 @@ export const jobPayloadSchemas = {
 } as const satisfies { [K in QueueName]: z.ZodType<JobPayloads[K]> };
 
 /** A job that cannot be what it says it is: trying it again cannot help. */
-export class JobMismatchError extends Error {
+export class JobMismatchError extends InvalidInputError {
   constructor(message: string) {
     super(message);
     this.name = 'JobMismatchError';

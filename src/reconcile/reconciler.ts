@@ -2,6 +2,7 @@ import type { Job } from 'bullmq';
 import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import type { Operation } from '../entities';
+import { UnavailableError } from '../errors';
 import type { ReconcileTrigger } from '../entities/reconcile-report.entity';
 import { requestAutoHibernations } from './auto-hibernate';
 import { OwnershipGuard } from '../fleet/ownership-guard';
@@ -35,7 +36,8 @@ import type { DriftFinding, PassContext, ReconcileReport, ReconcilerDeps, Reconc
 const RECONCILE_LOCK_KEY = 7_412_903_612;
 
 /** Another pass holds the lock for longer than lockWaitMs. Transient: the job may try again. */
-export class ReconcileBusyError extends Error {
+export class ReconcileBusyError extends UnavailableError {
+  override readonly code = 'reconcile_busy';
   constructor() {
     super('Another reconcile pass is running');
     this.name = 'ReconcileBusyError';
