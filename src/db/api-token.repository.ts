@@ -1,6 +1,6 @@
 import { IsNull, type DataSource, type Repository } from 'typeorm';
 import { ApiToken, type TokenScope } from '../entities';
-import { TailfleetError } from '../errors';
+import { NameTakenError } from '../errors';
 import { isUniqueViolation } from './errors';
 
 export interface NewApiToken {
@@ -12,10 +12,8 @@ export interface NewApiToken {
 }
 
 /** Another live (not revoked) token already has this name. */
-export class TokenNameTakenError extends TailfleetError {
+export class TokenNameTakenError extends NameTakenError {
   override readonly name = 'TokenNameTakenError';
-  readonly permanent = true;
-  readonly code = 'name_taken';
   constructor(readonly tokenName: string) {
     super(`A token named "${tokenName}" already exists; revoke it first or pick another name.`);
   }

@@ -1,25 +1,25 @@
 /**
  * A pass that runs every interval in the background (the outbox relay, the webhook relay): one pass
  * at a time (callers during a pass share it), the next one an interval after the last ended, a
- * failed pass handed to `onError` and tried again next interval, and `close` waits for the pass
+ * failed pass handed to `passFailed` and tried again next interval, and `close` waits for the pass
  * under way. The timer never keeps the process alive.
  */
-export interface PeriodicPassOptions<T> {
-  pass: () => Promise<T>;
-  intervalMs: number;
-  /** A background pass (not runOnce's caller's) that ended well. */
-  onResult?: (result: T) => void;
-  /** A background pass that threw. */
-  onError: (err: unknown) => void;
-}
-
-export class PeriodicPass<T> {
+export abstract class PeriodicPass<T> {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<T> | undefined;
   private again = false;
   private closed = false;
 
-  constructor(private readonly opts: PeriodicPassOptions<T>) {}
+  constructor(private readonly intervalMs: number) {}
+
+  /** The work of one pass. */
+  protected abstract pass(): Promise<T>;
+
+  /** A background pass threw (runOnce's callers get the error themselves). */
+  protected abstract passFailed(err: unknown): void;
+
+  /** A background pass ended well. */
+  protected passEnded(_result: T): void {}
 
   /** A pass now, then one every interval. */
   start(): void {
@@ -27,7 +27,7 @@ export class PeriodicPass<T> {
       if (this.closed) return;
       void this.runSafely().finally(() => {
         if (this.closed) return;
-        this.timer = setTimeout(tick, this.opts.intervalMs);
+        this.timer = setTimeout(tick, this.intervalMs);
         this.timer.unref();
       });
     };
@@ -43,7 +43,7 @@ export class PeriodicPass<T> {
 
   /** One pass (concurrent callers share it). */
   runOnce(): Promise<T> {
-    this.running ??= this.opts.pass().finally(() => {
+    this.running ??= this.pass().finally(() => {
       this.running = undefined;
       if (this.again && !this.closed) {
         this.again = false;
@@ -61,10 +61,9 @@ export class PeriodicPass<T> {
 
   private async runSafely(): Promise<void> {
     try {
-      const result = await this.runOnce();
-      this.opts.onResult?.(result);
+      this.passEnded(await this.runOnce());
     } catch (err) {
-      this.opts.onError(err);
+      this.passFailed(err);
     }
   }
 }

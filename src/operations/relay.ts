@@ -79,38 +79,23 @@ export async function settleFailedJob(
 // Arbitrary, fixed: the advisory lock key of the relay (the reconciler uses another).
 const RELAY_LOCK_KEY = 0x7466_6f62; // "tfob"
 
-export class OutboxRelay {
-  private readonly loop: PeriodicPass<RelayResult>;
+export class OutboxRelay extends PeriodicPass<RelayResult> {
   /** Running operations whose job was missing, and since when (this process's view). */
   private readonly missingSince = new Map<string, number>();
 
   constructor(private readonly deps: RelayDeps) {
-    this.loop = new PeriodicPass({
-      pass: () => this.pass(),
-      intervalMs: deps.intervalMs ?? 5000,
-      onResult: (r) => {
-        if (r.added + r.retried + r.failed > 0) deps.logger.warn({ reason: 'schedule', ...r }, 'Relay delivered operations Redis did not hold');
-      },
-      onError: (err) =>
-        deps.logger.warn({ err: { message: errorMessage(err) }, reason: 'schedule' }, 'Relay pass failed; trying again next interval'),
-    });
+    super(deps.intervalMs ?? 5000);
   }
 
-  /** A pass now, then one every interval. */
-  start(): void {
-    this.loop.start();
+  protected override passEnded(r: RelayResult): void {
+    if (r.added + r.retried + r.failed > 0) this.deps.logger.warn({ reason: 'schedule', ...r }, 'Relay delivered operations Redis did not hold');
   }
 
-  close(): Promise<void> {
-    return this.loop.close();
+  protected passFailed(err: unknown): void {
+    this.deps.logger.warn({ err: { message: errorMessage(err) }, reason: 'schedule' }, 'Relay pass failed; trying again next interval');
   }
 
-  /** One pass (concurrent callers share it). */
-  runOnce(): Promise<RelayResult> {
-    return this.loop.runOnce();
-  }
-
-  private async pass(): Promise<RelayResult> {
+  protected async pass(): Promise<RelayResult> {
     const result: RelayResult = { ran: false, checked: 0, added: 0, retried: 0, failed: 0 };
     const runner = this.deps.dataSource.createQueryRunner();
     await runner.connect();

@@ -33,21 +33,11 @@ export interface WebhookRelayDeps {
   batchSize?: number;
 }
 
-export class WebhookRelay implements EventSubscriber {
-  private readonly loop: PeriodicPass<number>;
+export class WebhookRelay extends PeriodicPass<number> implements EventSubscriber {
   private lastLostCheck = 0;
 
   constructor(private readonly deps: WebhookRelayDeps) {
-    this.loop = new PeriodicPass({
-      pass: () => this.pass(),
-      intervalMs: deps.intervalMs ?? 2000,
-      onError: (err) =>
-        deps.logger.warn({ err: { message: errorMessage(err) } }, 'Webhook relay pass failed; trying again next interval'),
-    });
-  }
-
-  start(): void {
-    this.loop.start();
+    super(deps.intervalMs ?? 2000);
   }
 
   notice(n: EventNotice): void {
@@ -58,21 +48,12 @@ export class WebhookRelay implements EventSubscriber {
     this.nudge();
   }
 
-  /** A pass soon (one more after the running one, when one runs). */
-  nudge(): void {
-    this.loop.nudge();
-  }
-
-  close(): Promise<void> {
-    return this.loop.close();
+  protected passFailed(err: unknown): void {
+    this.deps.logger.warn({ err: { message: errorMessage(err) } }, 'Webhook relay pass failed; trying again next interval');
   }
 
   /** One pass: how many deliveries were handed to the queue. */
-  runOnce(): Promise<number> {
-    return this.loop.runOnce();
-  }
-
-  private async pass(): Promise<number> {
+  protected async pass(): Promise<number> {
     const batch = this.deps.batchSize ?? 500;
     let added = 0;
     for (;;) {
