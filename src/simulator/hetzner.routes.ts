@@ -44,7 +44,10 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
   const P = HETZNER_PREFIX;
   const actionList = (req: SimRequest, items: ActionRecord[], pagination: Pagination, now: number): SimResponse =>
     listPage(req, 'actions', { items: items.map((a) => h.actionBody(a, now)), pagination });
+  // The query parameters listings share; each store reads those its listing takes.
   const listParams = (req: SimRequest) => ({
+    name: req.query.get('name') ?? undefined,
+    labelSelector: req.query.get('label_selector') ?? undefined,
     status: req.query.getAll('status'),
     sort: req.query.getAll('sort'),
     page: req.query.get('page') ?? undefined,
@@ -69,11 +72,7 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
     })
     .add('GET', `${P}/servers`, (req) => {
       sim.now();
-      const { items, pagination } = h.listServers({
-        ...listParams(req),
-        name: req.query.get('name') ?? undefined,
-        labelSelector: req.query.get('label_selector') ?? undefined,
-      });
+      const { items, pagination } = h.listServers(listParams(req));
       return listPage(req, 'servers', { items: items.map((s) => h.serverBody(s)), pagination });
     })
     .add('GET', `${P}/servers/{id}`, (req) => {
@@ -110,12 +109,12 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
     })
     .add('GET', `${P}/server_types`, (req) => {
       sim.now();
-      const { items, pagination } = h.listServerTypes({ ...listParams(req), name: req.query.get('name') ?? undefined });
+      const { items, pagination } = h.listServerTypes(listParams(req));
       return listPage(req, 'server_types', { items, pagination });
     })
     .add('GET', `${P}/locations`, (req) => {
       sim.now();
-      const { items, pagination } = h.listLocations({ ...listParams(req), name: req.query.get('name') ?? undefined });
+      const { items, pagination } = h.listLocations(listParams(req));
       return listPage(req, 'locations', { items, pagination });
     })
     .add('GET', `${P}/actions/{id}`, (req) => {
@@ -133,8 +132,6 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
       const { items, pagination } = h.listImages({
         ...listParams(req),
         type: req.query.getAll('type'),
-        name: req.query.get('name') ?? undefined,
-        labelSelector: req.query.get('label_selector') ?? undefined,
         architecture: req.query.get('architecture') ?? undefined,
       });
       return listPage(req, 'images', { items, pagination });
@@ -162,12 +159,7 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
     .add('POST', `${P}/ssh_keys`, (req) => ({ status: 201, body: { ssh_key: keys.body(keys.create(jsonBody(req), sim.now())) } }))
     .add('GET', `${P}/ssh_keys`, (req) => {
       sim.now();
-      const { items, pagination } = keys.list({
-        ...listParams(req),
-        name: req.query.get('name') ?? undefined,
-        fingerprint: req.query.get('fingerprint') ?? undefined,
-        labelSelector: req.query.get('label_selector') ?? undefined,
-      });
+      const { items, pagination } = keys.list({ ...listParams(req), fingerprint: req.query.get('fingerprint') ?? undefined });
       return listPage(req, 'ssh_keys', { items: items.map((k) => keys.body(k)), pagination });
     })
     .add('GET', `${P}/ssh_keys/{id}`, (req) => ({ status: 200, body: { ssh_key: keys.body(keys.get(idParam(req, 'id', 'SSH key'))) } }))

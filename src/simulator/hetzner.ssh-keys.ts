@@ -134,6 +134,10 @@ export class SshKeyStore {
     return key;
   }
 
+  delete(id: number): void {
+    this.keys.delete(this.get(id).id);
+  }
+
   /** PUT /ssh_keys/{id}: a new name and/or labels (labels replace the old set). */
   update(id: number, body: unknown): SshKeyRecord {
     const key = this.get(id);
@@ -149,10 +153,6 @@ export class SshKeyStore {
     }
     key.labels = labelsAfter(b, key.labels);
     return key;
-  }
-
-  delete(id: number): void {
-    this.keys.delete(this.get(id).id);
   }
 
   list(q: SshKeyQuery): { items: SshKeyRecord[]; pagination: Pagination } {
