@@ -1,6 +1,7 @@
 import type { Job } from 'bullmq';
 import type { DataSource } from 'typeorm';
 import type { OperationRepository } from '../db';
+import { withAdvisoryLock } from '../db/advisory-lock';
 import type { Operation } from '../entities';
 import { errorMessage } from '../errors';
 import type { Logger } from '../lib/logger';
@@ -97,21 +98,11 @@ export class OutboxRelay extends PeriodicPass<RelayResult> {
 
   protected async pass(): Promise<RelayResult> {
     const result: RelayResult = { ran: false, checked: 0, added: 0, retried: 0, failed: 0 };
-    const runner = this.deps.dataSource.createQueryRunner();
-    await runner.connect();
-    try {
-      const [row] = (await runner.query('SELECT pg_try_advisory_lock($1) AS locked', [RELAY_LOCK_KEY])) as Array<{ locked: boolean }>;
-      if (!row?.locked) return result;
-      try {
-        result.ran = true;
-        await this.relay(result);
-        await this.deps.ensureSchedulers?.();
-      } finally {
-        await runner.query('SELECT pg_advisory_unlock($1)', [RELAY_LOCK_KEY]).catch(() => undefined);
-      }
-    } finally {
-      await runner.release();
-    }
+    await withAdvisoryLock(this.deps.dataSource, RELAY_LOCK_KEY, async () => {
+      result.ran = true;
+      await this.relay(result);
+      await this.deps.ensureSchedulers?.();
+    });
     return result;
   }
 
