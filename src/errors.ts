@@ -2,9 +2,9 @@ import type { EventEntityType } from './entities';
 
 /**
  * Every error tailfleet raises on purpose, in one hierarchy: what is missing (NotFoundError), what
- * the state does not allow (StateConflictError), what it was given and cannot act on
- * (InvalidInputError), what did not answer (UnavailableError), and a few of their own kind (a cloud
- * API's answer, src/clients/errors; an HTTP problem, src/api/problem). `permanent` tells a processor
+ * the state does not allow (StateConflictError), a name already in use (NameTakenError), what it
+ * was given and cannot act on (InvalidInputError), what did not answer (UnavailableError), and a few
+ * of their own kind (a cloud API's answer, src/clients/errors; an HTTP problem, src/api/problem). `permanent` tells a processor
  * that trying the same job again cannot help, so it should stop retrying; `code` names the kind of
  * failure for logs and clients.
  */
