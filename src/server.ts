@@ -7,6 +7,7 @@ import type { DataSource } from 'typeorm';
 import { createApp } from './api/app';
 import { Authenticator } from './api/auth';
 import { createMetricsApp, metricsHandler, readyzHandler, type Readiness } from './api/probes';
+import { CloudCredentialHealth, metricsObserver, observeAll } from './clients/observers';
 import { HetznerClient, type HetznerClientDeps } from './clients/hetzner/hetzner.client';
 import { TailscaleClient, type TailscaleClientDeps } from './clients/tailscale/tailscale.client';
 import type { Config } from './config';
@@ -15,7 +16,6 @@ import { OperationList } from './db/operation-list';
 import { CostService } from './cost/cost.service';
 import { PriceList, type PriceSource } from './cost/prices';
 import { Fleet } from './fleet/fleet';
-import { CloudCredentialHealth, observeAll } from './lib/cloud-health';
 import { createLogger, type Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
 import { settlesWithin } from './lib/time';
@@ -159,7 +159,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
   // locations) that checks a create before it is accepted, and the prices behind agent costs and
   // GET /v1/fleet/cost.
   const cloudHealth = runsWorkers ? new CloudCredentialHealth() : undefined;
-  const cloudObserver = cloudHealth ? observeAll(metrics.cloudObserver, cloudHealth) : metrics.cloudObserver;
+  const cloudObserver = cloudHealth ? observeAll(metricsObserver(metrics), cloudHealth) : metricsObserver(metrics);
   const hetzner = new HetznerClient({
     baseUrl: config.hetzner.apiUrl,
     token: config.hetzner.token,

@@ -1,5 +1,4 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { CloudRequestEvent, CloudRequestObserver, CloudRetryEvent } from '../clients/http';
 
 /** Seconds; from a health probe (~1 ms) to a slow list or a request stuck behind a busy pool. */
 const HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -34,26 +33,13 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   const reconcile = gauge('tailfleet_reconcile_findings', 'Findings of the latest reconcile pass by kind (orphan_servers, orphan_devices, drifted_instances, stuck_instances).', ['kind']);
   const reconcileRepairs = counter('tailfleet_reconcile_repairs_total', 'Repairs made by the reconciler by kind.', ['kind']);
 
-  const cloudObserver: Required<CloudRequestObserver> = {
-    onRequest(e: CloudRequestEvent): void {
-      const status = String(e.status);
-      cloudRequests.inc({ api: e.api, method: e.method, route: e.route, status });
-      cloudRequestDuration.observe({ api: e.api, method: e.method, route: e.route, status }, e.durationMs / 1000);
-      if (e.status === 429) cloudRateLimited.inc({ api: e.api, route: e.route });
-      if (e.rateLimitRemaining !== undefined) rateLimitRemaining.set({ api: e.api }, e.rateLimitRemaining);
-      if (e.rateLimitLimit !== undefined) rateLimitLimit.set({ api: e.api }, e.rateLimitLimit);
-    },
-    onRetry(e: CloudRetryEvent): void {
-      cloudRetries.inc({ api: e.api, reason: e.reason });
-    },
-  };
-
   return {
     registry,
     jobs,
     jobDuration,
     cloudRequests,
     rateLimitRemaining,
+    rateLimitLimit,
     httpRequests,
     httpRequestDuration,
     cloudRequestDuration,
@@ -61,7 +47,6 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     cloudRetries,
     reconcile,
     reconcileRepairs,
-    cloudObserver,
   };
 }
 
