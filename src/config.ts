@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { InvalidInputError } from './errors';
 import { DEFAULT_FLEET_NAME, FLEET_NAME_PATTERN } from './fleet/fleet';
 import type { WebhookSecretKeys } from './webhooks/secret-box';
 
@@ -207,7 +208,8 @@ export interface Config {
   logLevel: Env['LOG_LEVEL'];
 }
 
-export class ConfigError extends Error {
+export class ConfigError extends InvalidInputError {
+  override readonly code = 'invalid_config';
   constructor(readonly problems: string[]) {
     super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
     this.name = 'ConfigError';

@@ -1,25 +1,27 @@
 import type { EventEntityType } from './entities';
 
 /**
- * Every error tailfleet raises on purpose, in one hierarchy. `permanent` tells a processor that
- * trying the same job again cannot help (the thing does not exist, or its state does not allow the
- * operation), so it should stop retrying; cloud errors (`CloudApiError`, src/clients/errors) carry
- * their own `retryable` flag instead.
+ * Every error tailfleet raises on purpose, in one hierarchy: what is missing (NotFoundError), what
+ * the state does not allow (StateConflictError), a name already in use (NameTakenError), what it
+ * was given and cannot act on (InvalidInputError), what did not answer (UnavailableError), and a few
+ * of their own kind (a cloud API's answer, src/clients/errors; an HTTP problem, src/api/problem). `permanent` tells a processor
+ * that trying the same job again cannot help, so it should stop retrying; `code` names the kind of
+ * failure for logs and clients.
  */
 export abstract class TailfleetError extends Error {
   abstract readonly permanent: boolean;
   abstract readonly code: string;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+  }
 }
 
 /** An agent, instance, provisioning job or operation that does not exist. */
 export class NotFoundError extends TailfleetError {
+  override name = 'NotFoundError';
   readonly permanent = true;
   readonly code = 'not_found';
-
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
-    this.name = 'NotFoundError';
-  }
 }
 
 /**
@@ -33,7 +35,7 @@ export class StateConflictError extends TailfleetError {
   readonly lostRace: boolean;
 
   constructor(message: string, options?: { cause?: unknown; lostRace?: boolean }) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    super(message, options);
     this.name = 'StateConflictError';
     this.lostRace = options?.lostRace ?? false;
   }
@@ -114,8 +116,10 @@ export class RecordNotFoundError extends NotFoundError {
 }
 
 /** A move that is not in the transition table: a bug in the caller, never a runtime race. */
-export class IllegalTransitionError extends Error {
+export class IllegalTransitionError extends TailfleetError {
   override readonly name = 'IllegalTransitionError';
+  readonly permanent = true;
+  readonly code = 'illegal_transition';
   constructor(
     readonly entity: EventEntityType,
     readonly from: readonly string[],
@@ -126,9 +130,23 @@ export class IllegalTransitionError extends Error {
   }
 }
 
-/** An Idempotency-Key already names an operation of another type or for another agent. */
-export class IdempotencyKeyConflictError extends Error {
+/**
+ * What tailfleet was given (a request, a job's payload, its environment, a webhook URL) is not
+ * something it can act on: the same input again cannot help.
+ */
+export class InvalidInputError extends TailfleetError {
+  override name = 'InvalidInputError';
+  readonly permanent: boolean = true;
+  readonly code: string = 'invalid_input';
+}
+
+/**
+ * An Idempotency-Key already names an operation of another type or for another agent (the API
+ * answers it as IdempotencyKeyReuseError, a 422).
+ */
+export class IdempotencyKeyConflictError extends InvalidInputError {
   override readonly name = 'IdempotencyKeyConflictError';
+  override readonly code = 'idempotency_key_conflict';
   constructor(
     readonly idempotencyKey: string,
     readonly existingOperationId: string,
@@ -137,15 +155,45 @@ export class IdempotencyKeyConflictError extends Error {
   }
 }
 
+/** A list cursor that this API did not hand out (a 400 on query.cursor). */
+export class InvalidCursorError extends InvalidInputError {
+  override readonly name = 'InvalidCursorError';
+  override readonly code = 'invalid_cursor';
+
+  constructor(message = 'The cursor is not one this API handed out.') {
+    super(message);
+  }
+}
+
+/**
+ * Something tailfleet depends on did not answer in time, could not be read, or is busy with another
+ * caller: the same request a little later may well succeed.
+ */
+export class UnavailableError extends TailfleetError {
+  override name = 'UnavailableError';
+  readonly permanent = false;
+  readonly code: string = 'unavailable';
+}
+
+/** The message of anything thrown: an Error's (its name when the message is empty), else the value as text. */
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message || err.name;
+  return String(err);
+}
+
 export function isPermanentError(err: unknown): boolean {
   return err instanceof TailfleetError && err.permanent;
 }
 
-/** Another agent that is not destroyed has this name (partial unique index uq_agents_live_name). */
-export class AgentNameTakenError extends TailfleetError {
-  override readonly name = 'AgentNameTakenError';
+/** Another live record of the kind already has this name (a partial unique index said so). */
+export abstract class NameTakenError extends TailfleetError {
   readonly permanent = true;
   readonly code = 'name_taken';
+}
+
+/** Another agent that is not destroyed has this name (partial unique index uq_agents_live_name). */
+export class AgentNameTakenError extends NameTakenError {
+  override readonly name = 'AgentNameTakenError';
   constructor(
     readonly agentName: string,
     /** The agent holding the name, when it could be read. */

@@ -1,6 +1,6 @@
 import express, { type Router } from 'express';
 import type { OperationList } from '../db/operation-list';
-import { decodeCursor, encodeCursor } from '../services/operations.service';
+import { decodeCursor, encodeCursor } from '../lib/cursor';
 import { listOperationsQuery, UUID } from './schemas';
 import { parse } from './v1.routes';
 import { serve } from './routing';

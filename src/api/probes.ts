@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import express, { type Express, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
-import type { CredentialStates } from '../lib/cloud-health';
+import type { CredentialStates } from '../clients/observers';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
 import { bearerSecret, scopeAllows, type Authenticator } from './auth';

@@ -1,9 +1,9 @@
 import type { NextFunction, Request, Response } from 'express';
 import { ZodError } from 'zod';
 import type { Logger } from '../lib/logger';
-import { AgentNameTakenError, AgentQuotaExceededError, NotFoundError, StateConflictError } from '../errors';
-import { StateConflictError as TransitionStateConflict } from '../db/errors';
-import { IdempotencyKeyReuseError, InvalidCursorError, ServerSpecRejectedError } from '../services/operations.service';
+import { isDatabaseUnavailable } from '../operations/errors';
+import { AgentNameTakenError, AgentQuotaExceededError, InvalidCursorError, NotFoundError, StateConflictError, TailfleetError } from '../errors';
+import { IdempotencyKeyReuseError, ServerSpecRejectedError } from '../services/operations.service';
 
 /**
  * RFC 9457 problem details. Every 4xx/5xx the API sends has this one shape, so a client can branch
@@ -58,8 +58,12 @@ export function problemType(kind: ProblemKind): string {
 }
 
 /** An error that already knows its HTTP answer; thrown by handlers and middleware in src/api. */
-export class HttpProblem extends Error {
+export class HttpProblem extends TailfleetError {
   readonly status: number;
+  /** The problem's kind: what a client branches on. */
+  readonly code: ProblemKind;
+  /** Asking again unchanged cannot help, except after a 429 or a 5xx. */
+  readonly permanent: boolean;
   constructor(
     readonly kind: ProblemKind,
     readonly detail: string,
@@ -68,6 +72,8 @@ export class HttpProblem extends Error {
     super(detail);
     this.name = 'HttpProblem';
     this.status = PROBLEM_KINDS[kind].status;
+    this.code = kind;
+    this.permanent = this.status < 500 && this.status !== 429;
   }
 }
 
@@ -76,26 +82,6 @@ export function zodProblems(err: ZodError, root?: string): FieldProblem[] {
     const segments = [...(root ? [root] : []), ...issue.path.map(String)];
     return { path: segments.join('.') || '(root)', message: issue.message };
   });
-}
-
-/** Whether an error means PostgreSQL cannot be reached right now (as opposed to a bug in a query). */
-export function isDatabaseUnavailable(err: unknown): boolean {
-  const e = err as
-    | { code?: unknown; name?: unknown; message?: unknown; driverError?: { code?: unknown }; errors?: unknown }
-    | null;
-  if (!e || typeof e !== 'object') return false;
-  const code = String(e.driverError?.code ?? e.code ?? '');
-  // SQLSTATE 08xxx connection exceptions, 53xxx resources, 57P0x operator intervention (shutdown, cannot connect now).
-  if (/^(08|53|57P0)/.test(code)) return true;
-  if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'EPIPE'].includes(code)) return true;
-  // TypeORM after the DataSource was destroyed (shutdown in progress).
-  if (e.name === 'CannotExecuteNotConnectedError' || e.name === 'ConnectionIsNotSetError') return true;
-  // Node reports a refused dual-stack connect as an AggregateError of the per-address failures.
-  if (Array.isArray(e.errors) && e.errors.some(isDatabaseUnavailable)) return true;
-  const message = typeof e.message === 'string' ? e.message : '';
-  return /Connection terminated|timeout exceeded when trying to connect|DataSource is not initialized|Client has encountered a connection error/i.test(
-    message,
-  );
 }
 
 interface BodyParserError {
@@ -139,9 +125,8 @@ export function toProblem(err: unknown, bodyLimit: string): HttpProblem {
     });
   }
 
+  // Also a guarded write that lost to a concurrent request: the state moved under us.
   if (err instanceof StateConflictError) return new HttpProblem('state-conflict', err.message);
-  // Lost a guarded transition to a concurrent request: the state moved under us.
-  if (err instanceof TransitionStateConflict) return new HttpProblem('state-conflict', err.message);
   if (err instanceof InvalidCursorError) {
     return new HttpProblem('validation-error', 'The request has invalid fields.', {
       errors: [{ path: 'query.cursor', message: err.message }],

@@ -10,6 +10,7 @@ import {
   TOKEN_NAME_MAX_LENGTH,
   TOKEN_SCOPES,
 } from '../entities';
+import { UUID } from '../db/uuid';
 import { isReservedLabelKey } from '../fleet/server-labels';
 import { OPERATION_QUEUES } from '../queues/queues';
 import { mergedUserDataBytes, USER_DATA_MAX_BYTES, userDataProblem } from '../workflows/cloud-init';
@@ -41,7 +42,7 @@ const response = <T extends z.ZodType>(schema: T, meta: ComponentMeta): T => {
   return schema;
 };
 
-export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export { UUID };
 
 // ---------------------------------------------------------------------------------------------
 // Building blocks

@@ -2,7 +2,7 @@ import express, { type Router } from 'express';
 import { WEBHOOK_EVENT_TYPES, type WebhookDelivery, type WebhookSubscription } from '../entities';
 import { checkWebhookUrl, WebhookUrlError, type Lookup } from '../webhooks/address-guard';
 import { newWebhookSecret } from '../webhooks/signing';
-import { InvalidCursorError, type WebhookRepository } from '../webhooks/webhook.repository';
+import type { WebhookRepository } from '../webhooks/webhook.repository';
 import { actorOf } from './auth';
 import { HttpProblem } from './problem';
 import { invalid, parse, uuidParam } from './v1.routes';
@@ -78,13 +78,9 @@ export function createWebhooksRouter(deps: WebhooksRouterDeps): Router {
       const id = uuidParam(req);
       const q = parse(listDeliveriesQuery, req.query, 'query');
       if (!(await deps.webhooks.get(id))) throw new HttpProblem('not-found', `Webhook ${id} not found`);
-      try {
-        const page = await deps.webhooks.listDeliveries(id, { limit: q.limit ?? 20, cursor: q.cursor });
-        res.json({ items: page.items.map(webhookDeliveryView), nextCursor: page.nextCursor });
-      } catch (err) {
-        if (err instanceof InvalidCursorError) throw invalid([{ path: 'query.cursor', message: err.message }]);
-        throw err;
-      }
+      // An invalid cursor throws InvalidCursorError: a 400 on query.cursor (see toProblem).
+      const page = await deps.webhooks.listDeliveries(id, { limit: q.limit ?? 20, cursor: q.cursor });
+      res.json({ items: page.items.map(webhookDeliveryView), nextCursor: page.nextCursor });
     },
   });
   return router;

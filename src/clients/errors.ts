@@ -1,3 +1,5 @@
+import { TailfleetError } from '../errors';
+
 export type CloudApi = 'hetzner' | 'tailscale';
 
 export interface CloudApiErrorInit {
@@ -19,8 +21,10 @@ export interface CloudApiErrorInit {
   cause?: unknown;
 }
 
-export class CloudApiError extends Error {
+export class CloudApiError extends TailfleetError {
   readonly api: CloudApi;
+  /** A refusal the same request cannot turn around (a 4xx that is not retryable, other than 429). */
+  readonly permanent: boolean;
   readonly status: number;
   readonly code: string;
   readonly retryable: boolean;
@@ -36,6 +40,7 @@ export class CloudApiError extends Error {
     this.status = init.status;
     this.code = init.code;
     this.retryable = init.retryable;
+    this.permanent = !init.retryable && init.status >= 400 && init.status < 500 && init.status !== 429;
     this.retryAfterMs = init.retryAfterMs;
     this.method = init.method;
     this.path = init.path;

@@ -1,7 +1,7 @@
 import type { Config } from '../config';
 import { HetznerClient } from '../clients/hetzner/hetzner.client';
 import { EventNotifications } from '../events/notifications';
-import { CloudCredentialHealth, observeAll } from '../lib/cloud-health';
+import { CloudCredentialHealth, metricsObserver, observeAll } from '../clients/observers';
 import type { Logger } from '../lib/logger';
 import { OperationLedger } from '../operations/ledger';
 import { Outbox } from '../operations/outbox';
@@ -45,7 +45,7 @@ export function createCore(
     baseUrl: config.hetzner.apiUrl,
     token: config.hetzner.token,
     logger: logger.child({ component: 'hetzner' }),
-    observer: cloudHealth ? observeAll(metrics.cloudObserver, cloudHealth) : metrics.cloudObserver,
+    observer: cloudHealth ? observeAll(metricsObserver(metrics), cloudHealth) : metricsObserver(metrics),
     actionPollIntervalMs: config.pollIntervalMs,
     serverPollIntervalMs: config.pollIntervalMs,
     actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,

@@ -2,7 +2,7 @@ import type { Worker } from 'bullmq';
 import { TailscaleClient } from '../clients/tailscale/tailscale.client';
 import type { Config } from '../config';
 import { Fleet } from '../fleet/fleet';
-import { observeAll } from '../lib/cloud-health';
+import { metricsObserver, observeAll } from '../clients/observers';
 import { OutboxRelay } from '../operations/relay';
 import { createProcessors } from '../processors';
 import { createReconcileProcessor, createReconcileWorker, ensureReconcileSchedule, scheduleReconcile } from '../processors/reconcile.processor';
@@ -16,7 +16,8 @@ import { createWorkflows, type WorkflowDeps, type Workflows } from '../workflows
 import type { Core } from './core';
 import type { Infrastructure } from './infrastructure';
 import type { TailfleetOverrides } from './overrides';
-import { settlesWithin, type ShutdownStep } from './settles';
+import { settlesWithin } from '../lib/time';
+import type { ShutdownStep } from './shutdown-step';
 
 export interface WorkerRole {
   /** What the process shows of its worker role (Tailfleet's fields). */
@@ -56,7 +57,7 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
     tailnet: config.tailscale.tailnet,
     tags: config.tailscale.tags,
     logger: logger.child({ component: 'tailscale' }),
-    observer: core.cloudHealth ? observeAll(metrics.cloudObserver, core.cloudHealth) : metrics.cloudObserver,
+    observer: core.cloudHealth ? observeAll(metricsObserver(metrics), core.cloudHealth) : metricsObserver(metrics),
     enrollmentPollIntervalMs: config.pollIntervalMs,
     enrollmentTimeoutMs: config.tailscale.enrollmentTimeoutSeconds * 1000,
     ...overrides.tailscale,

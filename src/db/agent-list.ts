@@ -19,11 +19,7 @@ export interface AgentListQuery {
  * yield rows in page order; labels use the GIN index idx_agents_labels (`labels @> {...}`).
  */
 export class AgentList {
-  private readonly ds: DataSource;
-
-  constructor(deps: { dataSource: DataSource }) {
-    this.ds = deps.dataSource;
-  }
+  constructor(private readonly deps: { dataSource: DataSource }) {}
 
   async list(query: AgentListQuery): Promise<{ items: Agent[]; more: boolean }> {
     const rows = await this.query(query).getMany();
@@ -32,7 +28,7 @@ export class AgentList {
 
   /** The SELECT behind list(), one row more than a page; separate so its plan can be inspected. */
   query(query: AgentListQuery): SelectQueryBuilder<Agent> {
-    const qb = this.ds.getRepository(Agent).createQueryBuilder('a');
+    const qb = this.deps.dataSource.getRepository(Agent).createQueryBuilder('a');
     if (query.status && query.status.length > 0) {
       if (query.status.length === 1) qb.andWhere('a.status = :status', { status: query.status[0] });
       else qb.andWhere('a.status IN (:...statuses)', { statuses: query.status });
@@ -44,7 +40,7 @@ export class AgentList {
     if (query.after !== undefined) {
       // Compared in SQL, not through a JS Date, so microsecond timestamps never skip or repeat a row.
       qb.andWhere(
-        `(a.created_at, a.id) < (SELECT c.created_at, c.id FROM ${qb.escape(this.ds.getMetadata(Agent).tableName)} c WHERE c.id = :after)`,
+        `(a.created_at, a.id) < (SELECT c.created_at, c.id FROM ${qb.escape(this.deps.dataSource.getMetadata(Agent).tableName)} c WHERE c.id = :after)`,
         { after: query.after },
       );
     }

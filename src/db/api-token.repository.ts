@@ -1,5 +1,6 @@
 import { IsNull, type DataSource, type Repository } from 'typeorm';
 import { ApiToken, type TokenScope } from '../entities';
+import { NameTakenError } from '../errors';
 import { isUniqueViolation } from './errors';
 
 export interface NewApiToken {
@@ -11,7 +12,7 @@ export interface NewApiToken {
 }
 
 /** Another live (not revoked) token already has this name. */
-export class TokenNameTakenError extends Error {
+export class TokenNameTakenError extends NameTakenError {
   override readonly name = 'TokenNameTakenError';
   constructor(readonly tokenName: string) {
     super(`A token named "${tokenName}" already exists; revoke it first or pick another name.`);

@@ -1,6 +1,7 @@
 import type { Job, JobState, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Operation } from '../entities';
+import { UnavailableError } from '../errors';
 import type { Logger } from '../lib/logger';
 import { operationJob } from '../queues/jobs';
 import type { QueueName, Queues } from '../queues/queues';
@@ -89,7 +90,8 @@ export class Outbox {
   }
 }
 
-export class DeadlineError extends Error {
+export class DeadlineError extends UnavailableError {
+  override readonly code = 'deadline_passed';
   constructor(what: string, ms: number) {
     super(`${what} did not answer within ${ms} ms`);
     this.name = 'DeadlineError';

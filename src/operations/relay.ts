@@ -1,8 +1,11 @@
 import type { Job } from 'bullmq';
 import type { DataSource } from 'typeorm';
 import type { OperationRepository } from '../db';
+import { withAdvisoryLock } from '../db/advisory-lock';
 import type { Operation } from '../entities';
+import { errorMessage } from '../errors';
 import type { Logger } from '../lib/logger';
+import { PeriodicPass } from '../lib/periodic';
 import { jobIdOf, queueOf, STALL_REQUEUE_LIMIT } from '../queues/jobs';
 import type { OperationLedger, QueueFailureOutcome } from './ledger';
 import type { Outbox } from './outbox';
@@ -77,68 +80,29 @@ export async function settleFailedJob(
 // Arbitrary, fixed: the advisory lock key of the relay (the reconciler uses another).
 const RELAY_LOCK_KEY = 0x7466_6f62; // "tfob"
 
-export class OutboxRelay {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<RelayResult> | undefined;
-  private closed = false;
+export class OutboxRelay extends PeriodicPass<RelayResult> {
   /** Running operations whose job was missing, and since when (this process's view). */
   private readonly missingSince = new Map<string, number>();
 
-  constructor(private readonly deps: RelayDeps) {}
-
-  /** A pass now, then one every interval. */
-  start(): void {
-    const tick = () => {
-      if (this.closed) return;
-      void this.runSafely('schedule').finally(() => {
-        if (this.closed) return;
-        this.timer = setTimeout(tick, this.deps.intervalMs ?? 5000);
-        this.timer.unref();
-      });
-    };
-    tick();
+  constructor(private readonly deps: RelayDeps) {
+    super(deps.intervalMs ?? 5000);
   }
 
-  async close(): Promise<void> {
-    this.closed = true;
-    clearTimeout(this.timer);
-    await this.running?.catch(() => undefined);
+  protected override passEnded(r: RelayResult): void {
+    if (r.added + r.retried + r.failed > 0) this.deps.logger.warn({ reason: 'schedule', ...r }, 'Relay delivered operations Redis did not hold');
   }
 
-  /** One pass (concurrent callers share it). */
-  runOnce(): Promise<RelayResult> {
-    this.running ??= this.pass().finally(() => {
-      this.running = undefined;
-    });
-    return this.running;
+  protected passFailed(err: unknown): void {
+    this.deps.logger.warn({ err: { message: errorMessage(err) }, reason: 'schedule' }, 'Relay pass failed; trying again next interval');
   }
 
-  private async runSafely(reason: string): Promise<void> {
-    try {
-      const r = await this.runOnce();
-      if (r.added + r.retried + r.failed > 0) this.deps.logger.warn({ reason, ...r }, 'Relay delivered operations Redis did not hold');
-    } catch (err) {
-      this.deps.logger.warn({ err: { message: (err as Error).message }, reason }, 'Relay pass failed; trying again next interval');
-    }
-  }
-
-  private async pass(): Promise<RelayResult> {
+  protected async pass(): Promise<RelayResult> {
     const result: RelayResult = { ran: false, checked: 0, added: 0, retried: 0, failed: 0 };
-    const runner = this.deps.dataSource.createQueryRunner();
-    await runner.connect();
-    try {
-      const [row] = (await runner.query('SELECT pg_try_advisory_lock($1) AS locked', [RELAY_LOCK_KEY])) as Array<{ locked: boolean }>;
-      if (!row?.locked) return result;
-      try {
-        result.ran = true;
-        await this.relay(result);
-        await this.deps.ensureSchedulers?.();
-      } finally {
-        await runner.query('SELECT pg_advisory_unlock($1)', [RELAY_LOCK_KEY]).catch(() => undefined);
-      }
-    } finally {
-      await runner.release();
-    }
+    await withAdvisoryLock(this.deps.dataSource, RELAY_LOCK_KEY, async () => {
+      result.ran = true;
+      await this.relay(result);
+      await this.deps.ensureSchedulers?.();
+    });
     return result;
   }
 

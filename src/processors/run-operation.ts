@@ -2,11 +2,12 @@ import { DelayedError, UnrecoverableError, WaitingError, Worker, type Job, type 
 import { CloudApiError } from '../clients/errors';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
+import { untilAborted } from '../lib/time';
 import { isDatabaseUnavailable } from '../operations/errors';
 import type { OperationLedger } from '../operations/ledger';
 import { JobMismatchError, parseJobPayload } from '../queues/jobs';
 import type { JobPayloads, QueueName } from '../queues/queues';
-import { isPermanentError, StateConflictError } from '../errors';
+import { errorMessage, isPermanentError, StateConflictError } from '../errors';
 
 /**
  * The one adapter from a BullMQ delivery to the operation ledger: parse the job, claim its operation,
@@ -57,11 +58,6 @@ export function classifyError(err: unknown): ErrorClass {
   }
   if (err instanceof UnrecoverableError || (err as Error)?.name === 'UnrecoverableError') return 'permanent';
   return isPermanentError(err) ? 'permanent' : 'transient';
-}
-
-function errorMessage(err: unknown): string {
-  if (err instanceof Error) return err.message || err.name;
-  return String(err);
 }
 
 const clampPercent = (n: number) => Math.max(0, Math.min(100, Math.round(Number.isFinite(n) ? n : 0)));
@@ -272,7 +268,7 @@ export async function runOperation<K extends QueueName, T>(
 
   try {
     const work = fn({ job: job as Job<JobPayloads[K]>, reporter, logger });
-    const result = signal ? await raceAbort(work, signal) : await work;
+    const result = signal ? await untilAborted(work, signal, () => new ShutdownAbort()) : await work;
     await progressWriter.close();
     try {
       await deps.ledger.succeed(operationId, stepState());
@@ -375,32 +371,4 @@ class ShutdownAbort extends Error {
     super(SHUTDOWN_ABORT_REASON);
     this.name = 'ShutdownAbort';
   }
-}
-
-/**
- * Rejects as soon as the signal aborts; the work itself cannot be cancelled (the service takes no
- * signal), so its eventual outcome is swallowed — the process is on its way out.
- */
-function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) {
-    work.catch(() => undefined);
-    return Promise.reject(new ShutdownAbort());
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => {
-      work.catch(() => undefined);
-      reject(new ShutdownAbort());
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e as Error);
-      },
-    );
-  });
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ACTOR_MAX_LENGTH, type Operation, type OperationType } from '../entities';
+import { InvalidInputError } from '../errors';
 import { OPERATIONS, type PayloadKind, type PayloadOf } from '../operations/types';
 import { jobIds, QUEUE_NAMES, type JobPayloads, type QueueName } from './queues';
 
@@ -28,7 +29,7 @@ export const jobPayloadSchemas = Object.fromEntries(
 ) as unknown as { [K in QueueName]: z.ZodType<JobPayloads[K]> };
 
 /** A job that cannot be what it says it is: trying it again cannot help. */
-export class JobMismatchError extends Error {
+export class JobMismatchError extends InvalidInputError {
   constructor(message: string) {
     super(message);
     this.name = 'JobMismatchError';

@@ -2,6 +2,7 @@ import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import { isAgentHostname, type DeviceEvidence, type GuardOutcome } from '../fleet/ownership-guard';
 import { AGENT_LABEL, INSTANCE_LABEL, JOB_LABEL, MANAGED_LABEL } from '../fleet/server-labels';
+import { errorMessage } from '../errors';
 import type { Logger } from '../lib/logger';
 import { judgesDevice } from './ownership';
 import type { OrphanDeviceFinding, OrphanServerFinding, Ownership, PassContext, ReconcileReport } from './types';
@@ -125,83 +126,74 @@ export async function deleteOrphans(
     }
     return;
   }
-  await mapLimit(servers, DELETE_CONCURRENCY, (o) =>
-    settleOrphan(
-      o,
-      `server ${o.serverId}`,
-      errors,
-      async () => {
-        // The snapshot may be a few seconds old: ask the database once more right before deleting.
-        const owner = await serverOwner(ctx, o);
-        if (owner) return { kept: owner };
-        // The label is the licence to delete: read the server once more in case someone took it off.
-        const current = await deps.hetzner.getServer(Number(o.serverId));
-        if (!current) return 'vanished';
-        if (current.labels?.[MANAGED_LABEL.key] !== MANAGED_LABEL.value) return { kept: 'no longer carries the managed-by label' };
-        if (!deps.fleet.ownsServer(current)) return { kept: `no longer carries the label of fleet ${deps.fleet.name}` };
-        const agentId = current.labels?.[AGENT_LABEL] ?? null;
-        return ctx.guard.deleteServer(current, {}, { operation: 'reconcile', operationId: seen.operationId, agentId });
-      },
-      (deleted) => {
-        if (deleted) deps.metrics?.reconcileRepairs.inc({ kind: 'orphan_server_deleted' });
-        log.warn({ serverId: o.serverId, name: o.name }, `[Reconcile] Orphan server ${o.serverId} deleted`);
-      },
-    ),
-  );
-  await mapLimit(devices, DELETE_CONCURRENCY, (o) =>
-    settleOrphan(
-      o,
-      `device ${o.deviceId}`,
-      errors,
-      async () => {
-        const owner = await deviceOwner(ctx, o);
-        if (owner) return { kept: owner };
-        const device = seen.devices.get(o.deviceId);
-        if (!device) return 'vanished';
-        return ctx.guard.deleteDevice(device, orphanDeviceEvidence(ctx, device, seen), { operation: 'reconcile', operationId: seen.operationId });
-      },
-      (deleted) => {
-        if (deleted) deps.metrics?.reconcileRepairs.inc({ kind: 'orphan_device_deleted' });
-        log.warn({ deviceId: o.deviceId, hostname: o.hostname }, `[Reconcile] Orphan device ${o.deviceId} deleted`);
-      },
-    ),
-  );
+  const deleteServer = async (o: OrphanServerFinding): Promise<OrphanStep> => {
+    // The snapshot may be a few seconds old: ask the database once more right before deleting.
+    const owner = await serverOwner(ctx, o);
+    if (owner) return { kept: owner };
+    // The label is the licence to delete: read the server once more in case someone took it off.
+    const current = await deps.hetzner.getServer(Number(o.serverId));
+    if (!current) return 'vanished';
+    if (current.labels?.[MANAGED_LABEL.key] !== MANAGED_LABEL.value) return { kept: 'no longer carries the managed-by label' };
+    if (!deps.fleet.ownsServer(current)) return { kept: `no longer carries the label of fleet ${deps.fleet.name}` };
+    const agentId = current.labels?.[AGENT_LABEL] ?? null;
+    return ctx.guard.deleteServer(current, {}, { operation: 'reconcile', operationId: seen.operationId, agentId });
+  };
+  const deleteDevice = async (o: OrphanDeviceFinding): Promise<OrphanStep> => {
+    const owner = await deviceOwner(ctx, o);
+    if (owner) return { kept: owner };
+    const device = seen.devices.get(o.deviceId);
+    if (!device) return 'vanished';
+    return ctx.guard.deleteDevice(device, orphanDeviceEvidence(ctx, device, seen), { operation: 'reconcile', operationId: seen.operationId });
+  };
+
+  await mapLimit(servers, DELETE_CONCURRENCY, async (o) => {
+    const done = await settleOrphan(o, `server ${o.serverId}`, errors, () => deleteServer(o));
+    if (done === 'deleted') deps.metrics?.reconcileRepairs.inc({ kind: 'orphan_server_deleted' });
+    if (done) log.warn({ serverId: o.serverId, name: o.name }, `[Reconcile] Orphan server ${o.serverId} deleted`);
+  });
+  await mapLimit(devices, DELETE_CONCURRENCY, async (o) => {
+    const done = await settleOrphan(o, `device ${o.deviceId}`, errors, () => deleteDevice(o));
+    if (done === 'deleted') deps.metrics?.reconcileRepairs.inc({ kind: 'orphan_device_deleted' });
+    if (done) log.warn({ deviceId: o.deviceId, hostname: o.hostname }, `[Reconcile] Orphan device ${o.deviceId} deleted`);
+  });
 }
 
 /** How an orphan's delete went, short of an error: a reason to keep it, gone before it was read again, or what the guard did. */
 type OrphanStep = { kept: string } | 'vanished' | GuardOutcome;
 
-/** Runs one orphan's delete and writes how it ended on the finding; `done` follows a delete the guard allowed. */
+/**
+ * Runs one orphan's delete and writes how it ended on the finding. Returns what the guard did when
+ * it allowed the delete ('deleted', or 'already_gone' when the cloud no longer had it), else nothing.
+ */
 async function settleOrphan(
   o: OrphanServerFinding | OrphanDeviceFinding,
   what: string,
   errors: string[],
   attempt: () => Promise<OrphanStep>,
-  done: (deleted: boolean) => void,
-): Promise<void> {
+): Promise<'deleted' | 'already_gone' | undefined> {
   try {
     const step = await attempt();
     if (step === 'vanished') {
       o.action = 'already_gone';
-      return;
+      return undefined;
     }
     if (typeof step === 'object') {
       o.action = 'kept';
       o.detail = step.kept;
-      return;
+      return undefined;
     }
     if (step === 'refused') {
       o.action = 'kept';
       o.detail = 'needs attention: not provably this fleet\'s (see the ownership findings)';
-      return;
+      return undefined;
     }
-    const deleted = step === 'deleted';
-    o.action = deleted ? 'deleted' : 'already_gone';
-    done(deleted);
+    o.action = step;
+    return step;
   } catch (err) {
     o.action = 'delete_failed';
-    o.detail = (err as Error).message;
-    errors.push(`delete ${what}: ${(err as Error).message}`);
+    o.detail = errorMessage(err);
+    errors.push(`delete ${what}: ${errorMessage(err)}`);
+    return undefined;
   }
 }
 

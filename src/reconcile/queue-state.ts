@@ -1,6 +1,6 @@
 import type { JobType } from 'bullmq';
 import type { Operation, OperationType } from '../entities';
-import { jobIds } from '../queues/queues';
+import { jobIdOf } from '../queues/jobs';
 import type { ReconcilerDeps, Snapshot } from './types';
 
 /** BullMQ states in which a job will still run (or is running). */
@@ -13,7 +13,7 @@ export function queueFor(queues: ReconcilerDeps['queues'], type: OperationType) 
 
 async function jobState(queues: ReconcilerDeps['queues'], op: Operation): Promise<string | null> {
   const queue = queueFor(queues, op.type);
-  const job = await queue.getJob(op.queueJobId ?? jobIds.operation(op.id));
+  const job = await queue.getJob(jobIdOf(op));
   return job ? await job.getState() : null;
 }
 

@@ -1,7 +1,9 @@
 import type { Job } from 'bullmq';
 import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
+import { withAdvisoryLock } from '../db/advisory-lock';
 import type { Operation } from '../entities';
+import { UnavailableError } from '../errors';
 import type { ReconcileTrigger } from '../entities/reconcile-report.entity';
 import { requestAutoHibernations } from './auto-hibernate';
 import { OwnershipGuard } from '../fleet/ownership-guard';
@@ -35,7 +37,8 @@ import type { DriftFinding, PassContext, ReconcileReport, ReconcilerDeps, Reconc
 const RECONCILE_LOCK_KEY = 7_412_903_612;
 
 /** Another pass holds the lock for longer than lockWaitMs. Transient: the job may try again. */
-export class ReconcileBusyError extends Error {
+export class ReconcileBusyError extends UnavailableError {
+  override readonly code = 'reconcile_busy';
   constructor() {
     super('Another reconcile pass is running');
     this.name = 'ReconcileBusyError';
@@ -82,18 +85,10 @@ export class Reconciler {
 
   /** Runs one full pass and stores its report. Throws when the clouds cannot be listed. */
   async runPass(opts: { trigger?: ReconcileTrigger; operationId?: string | null } = {}): Promise<ReconcileReport> {
-    const runner = this.deps.dataSource.createQueryRunner();
-    await runner.connect();
-    try {
-      await this.acquireLock(runner);
-      try {
-        return await this.pass(opts.trigger ?? 'manual', opts.operationId ?? null);
-      } finally {
-        await runner.query('SELECT pg_advisory_unlock($1)', [RECONCILE_LOCK_KEY]).catch(() => undefined);
-      }
-    } finally {
-      await runner.release();
-    }
+    const pass = () => this.pass(opts.trigger ?? 'manual', opts.operationId ?? null);
+    const run = await withAdvisoryLock(this.deps.dataSource, RECONCILE_LOCK_KEY, pass, { waitMs: this.ctx.settings.lockWaitMs });
+    if (!run.locked) throw new ReconcileBusyError();
+    return run.value;
   }
 
   /**
@@ -104,16 +99,6 @@ export class Reconciler {
     const m = this.deps.metrics;
     if (!m) return;
     for (const [kind, value] of Object.entries(reportGauges(report))) m.reconcile.set({ kind }, value);
-  }
-
-  private async acquireLock(runner: { query(sql: string, params?: unknown[]): Promise<any> }): Promise<void> {
-    const deadline = Date.now() + this.ctx.settings.lockWaitMs;
-    while (true) {
-      const [row] = await runner.query('SELECT pg_try_advisory_lock($1) AS locked', [RECONCILE_LOCK_KEY]);
-      if (row?.locked) return;
-      if (Date.now() >= deadline) throw new ReconcileBusyError();
-      await new Promise((r) => setTimeout(r, 200));
-    }
   }
 
   private async pass(trigger: ReconcileTrigger, operationId: string | null): Promise<ReconcileReport> {

@@ -1,7 +1,7 @@
 import type { JobType } from 'bullmq';
 import type { Instance, Operation } from '../entities';
 import { OPERATIONS, STUCK_STATUSES } from '../operations/types';
-import { jobIds } from '../queues/queues';
+import { jobIdOf } from '../queues/jobs';
 import { LIVE_JOB_STATES, queueFor } from './queue-state';
 import type { PassContext, ReconcilerDeps, StuckFinding, TransitionalStatus } from './types';
 
@@ -68,7 +68,7 @@ export async function checkStuck(ctx: PassContext, instance: Instance): Promise<
   }
 
   const queue = queueFor(deps.queues, type);
-  const jobId = op.queueJobId ?? jobIds.operation(op.id);
+  const jobId = jobIdOf(op);
   const job = await queue.getJob(jobId);
   const state = job ? await job.getState() : 'missing';
   if (LIVE_JOB_STATES.includes(state as JobType)) {

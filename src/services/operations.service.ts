@@ -20,7 +20,9 @@ import {
 } from '../entities';
 import type { Logger } from '../lib/logger';
 import type { Queues } from '../queues/queues';
-import { AgentNameTakenError, NotFoundError, StateConflictError } from '../errors';
+import { AgentNameTakenError, InvalidInputError, NotFoundError, StateConflictError } from '../errors';
+import { decodeCursor, encodeCursor } from '../lib/cursor';
+import { UUID } from '../db/uuid';
 import type { SpecChecker, SpecProblem } from '../clients/hetzner/catalogue';
 
 /**
@@ -31,8 +33,8 @@ import type { SpecChecker, SpecProblem } from '../clients/hetzner/catalogue';
  */
 
 /** The Idempotency-Key was first used for a different request (other agent, type or body). */
-export class IdempotencyKeyReuseError extends Error {
-  readonly code = 'idempotency_key_reused';
+export class IdempotencyKeyReuseError extends InvalidInputError {
+  override readonly code = 'idempotency_key_reused';
   constructor(message: string) {
     super(message);
     this.name = 'IdempotencyKeyReuseError';
@@ -49,7 +51,8 @@ export interface OperationsDefaults {
 }
 
 /** The cloud's catalogue does not offer the server type in the location (422 naming the field). */
-export class ServerSpecRejectedError extends Error {
+export class ServerSpecRejectedError extends InvalidInputError {
+  override readonly code = 'server_spec_rejected';
   constructor(readonly problems: SpecProblem[]) {
     super(`The cloud cannot create this server: ${problems.map((p) => p.message).join('; ')}`);
     this.name = 'ServerSpecRejectedError';
@@ -183,13 +186,6 @@ interface AskedFor {
   provisioningJobId?: string;
 }
 
-export class InvalidCursorError extends Error {
-  constructor() {
-    super('The cursor is not one this API handed out.');
-    this.name = 'InvalidCursorError';
-  }
-}
-
 // Client keys and internal keys share one unique column; the prefixes keep a client from ever
 // claiming `rollback:<id>` and blocking the exactly-once rollback of that job, and the owner keeps
 // one token's key from ever naming another token's request.
@@ -204,20 +200,6 @@ type AgentCommand = AgentCommandType;
 export function clientIdempotencyKey(operation: Operation): string | null {
   const match = CLIENT_KEY_SLOT.exec(operation.idempotencyKey ?? '');
   return match ? match[1]! : null;
-}
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-/** Keyset cursors are opaque to clients (base64url of the last row's key) so their form can change. */
-export function encodeCursor(value: string): string {
-  return Buffer.from(value, 'utf8').toString('base64url');
-}
-
-/** The key a cursor names; InvalidCursorError (a 400 on query.cursor) when it is not one we handed out. */
-export function decodeCursor(cursor: string, valid: RegExp | ((value: string) => boolean)): string {
-  const value = Buffer.from(cursor, 'base64url').toString('utf8');
-  if (!(typeof valid === 'function' ? valid(value) : valid.test(value))) throw new InvalidCursorError();
-  return value;
 }
 
 // Event ids are PostgreSQL bigints: 19 digits may still be more than one holds.

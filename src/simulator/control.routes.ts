@@ -1,4 +1,4 @@
-import type { ApiModule } from './api-module';
+import { routedApi, type ApiModule } from './api-module';
 import { HetznerApiError, parseId } from './hetzner.model';
 import { BodyParseError, Router, parseJsonBody, type SimRequest } from './router';
 import type { CloudSimulator, SimDeviceInput, SimDevicePatch, SimServerInput, SimServerPatch } from './simulator';
@@ -92,25 +92,14 @@ export function createControlApi(sim: CloudSimulator): ApiModule {
     })
     .add('POST', `${P}/tokens/revoke`, () => ok({ revoked: c.revokeAccessTokens() }));
 
-  return {
-    prefix: P,
-    router,
-    handle(req, match) {
-      if (match.kind === 'not_found') return { status: 404, body: { error: 'unknown control route' } };
-      if (match.kind === 'method_not_allowed') return { status: 405, body: { error: 'method not allowed' } };
-      try {
-        return match.handler(req);
-      } catch (err) {
-        if (err instanceof ControlError) return { status: err.status, body: { error: err.message } };
-        if (err instanceof SimInputError || err instanceof BodyParseError) {
-          return { status: 400, body: { error: err.message } };
-        }
-        if (err instanceof HetznerApiError) return { status: 400, body: { error: err.message, details: err.details } };
-        throw err;
-      }
+  return routedApi(P, router, {
+    unrouted: (status) => ({ status, body: { error: status === 404 ? 'unknown control route' : 'method not allowed' } }),
+    failed: (err) => {
+      if (err instanceof ControlError) return { status: err.status, body: { error: err.message } };
+      if (err instanceof SimInputError || err instanceof BodyParseError) return { status: 400, body: { error: err.message } };
+      if (err instanceof HetznerApiError) return { status: 400, body: { error: err.message, details: err.details } };
+      return undefined;
     },
-    injectedError(status) {
-      return { status, body: { error: 'injected fault' } };
-    },
-  };
+    injectedError: (status) => ({ status, body: { error: 'injected fault' } }),
+  });
 }

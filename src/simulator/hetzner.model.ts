@@ -253,10 +253,7 @@ export class HetznerCloud {
   ) {}
 
   reset(): void {
-    this.servers.clear();
-    this.actions.clear();
-    this.images.clear();
-    this.byName.clear();
+    for (const collection of [this.servers, this.actions, this.images, this.byName]) collection.clear();
   }
 
   // ---- validation --------------------------------------------------------------------------
@@ -526,16 +523,14 @@ export class HetznerCloud {
     if (b.name !== undefined && (typeof b.name !== 'string' || !HOSTNAME.test(b.name))) {
       fields.push({ name: 'name', messages: ['must be a valid hostname (RFC 1123)'] });
     }
-    const problem = b.labels === undefined ? undefined : labelsProblem(b.labels);
-    if (problem) fields.push({ name: 'labels', messages: [problem] });
-    if (fields.length > 0) throw invalidInput(fields);
+    refuseInvalid(b, fields);
     if (typeof b.name === 'string' && b.name !== server.name) {
       this.assertNameFree(b.name);
       this.byName.delete(server.name);
       server.name = b.name;
       this.byName.set(server.name, server);
     }
-    if (b.labels !== undefined) server.labels = { ...(b.labels as Record<string, string>) };
+    server.labels = labelsAfter(b, server.labels);
     return server;
   }
 
@@ -549,11 +544,7 @@ export class HetznerCloud {
     const fields: FieldProblem[] = [];
     if (b.type !== undefined && b.type !== 'snapshot' && b.type !== 'backup') fields.push({ name: 'type', messages: ['must be snapshot or backup'] });
     if (b.description !== undefined && typeof b.description !== 'string') fields.push({ name: 'description', messages: ['must be a string'] });
-    if (b.labels !== undefined) {
-      const problem = labelsProblem(b.labels);
-      if (problem) fields.push({ name: 'labels', messages: [problem] });
-    }
-    if (fields.length > 0) throw invalidInput(fields);
+    refuseInvalid(b, fields);
     if (b.type === 'backup') throw new HetznerApiError(422, 'invalid_input', 'backups are not enabled for this server');
     const disk = serverTypeDisk(server.serverType);
     const origin = server.fromImage ?? server.systemImage!;
@@ -606,17 +597,15 @@ export class HetznerCloud {
     const fields: FieldProblem[] = [];
     if (b.description !== undefined && typeof b.description !== 'string') fields.push({ name: 'description', messages: ['must be a string'] });
     if (b.type !== undefined && b.type !== 'snapshot') fields.push({ name: 'type', messages: ['must be one of: snapshot'] });
-    const problem = b.labels === undefined ? undefined : labelsProblem(b.labels);
-    if (problem) fields.push({ name: 'labels', messages: [problem] });
-    if (fields.length > 0) throw invalidInput(fields);
+    refuseInvalid(b, fields);
     if (typeof b.description === 'string') image.description = b.description;
-    if (b.labels !== undefined) image.labels = { ...(b.labels as Record<string, string>) };
+    image.labels = labelsAfter(b, image.labels);
     return image;
   }
 
   deleteImage(id: number): void {
-    this.ownImage(id);
-    this.images.delete(id);
+    // ownImage answers 404 for an unknown id and 422 for a system image.
+    this.images.delete(this.ownImage(id).id);
   }
 
   /** GET /images: the system images and every snapshot, filtered like the real listing. */
@@ -633,8 +622,7 @@ export class HetznerCloud {
         (q.architecture === undefined || i.architecture === q.architecture) &&
         (!predicate || predicate(i.labels)),
     );
-    sortRecords(items, q.sort, (i) => i.name ?? '');
-    return paginate(items, q.page, q.perPage);
+    return sortedPage(items, q, (i) => i.name ?? '');
   }
 
   /** A snapshot this project owns; Hetzner's own system images cannot be changed or deleted. */
@@ -695,8 +683,7 @@ export class HetznerCloud {
     if (predicate || statuses) {
       items = items.filter((s) => (!statuses || statuses.has(s.status)) && (!predicate || predicate(s.labels)));
     }
-    sortRecords(items, q.sort, (s) => s.name);
-    return paginate(items, q.page, q.perPage);
+    return sortedPage(items, q, (s) => s.name);
   }
 
   listActions(
@@ -725,8 +712,7 @@ export class HetznerCloud {
       const statuses = new Set(q.status);
       items = items.filter((a) => statuses.has(a.status));
     }
-    sortRecords(items, q.sort, (a) => a.command);
-    return paginate(items, q.page, q.perPage);
+    return sortedPage(items, q, (a) => a.command);
   }
 
   // ---- response bodies ---------------------------------------------------------------------
@@ -926,6 +912,18 @@ export class HetznerCloud {
 
 export { parseId };
 
+/** 422 `invalid_input` for the problems of a body's fields, its `labels` (when it has them) checked too. */
+export function refuseInvalid(b: Record<string, unknown>, fields: FieldProblem[]): void {
+  const problem = b.labels === undefined ? undefined : labelsProblem(b.labels);
+  if (problem) fields.push({ name: 'labels', messages: [problem] });
+  if (fields.length > 0) throw invalidInput(fields);
+}
+
+/** The labels after a PUT body (its `labels` replace the old set; without them the old set stays). */
+export function labelsAfter(b: Record<string, unknown>, current: Record<string, string>): Record<string, string> {
+  return b.labels === undefined ? current : { ...(b.labels as Record<string, string>) };
+}
+
 export function labelsProblem(labels: unknown): string | undefined {
   if (typeof labels !== 'object' || labels === null || Array.isArray(labels)) return 'must be an object';
   for (const [key, value] of Object.entries(labels)) {
@@ -991,6 +989,16 @@ export function sortRecords<T extends { id: number }>(items: T[], sort: string[]
   const sign = dir === 'desc' ? -1 : 1;
   if (field === 'name') items.sort((a, b) => sign * name(a).localeCompare(name(b)) || a.id - b.id);
   else items.sort((a, b) => sign * (a.id - b.id));
+}
+
+/** A listing's page, after its `sort` (by id or by the name given). */
+export function sortedPage<T extends { id: number }>(
+  items: T[],
+  q: { sort?: string[]; page?: string; perPage?: string },
+  name: (x: T) => string,
+): { items: T[]; pagination: Pagination } {
+  sortRecords(items, q.sort, name);
+  return paginate(items, q.page, q.perPage);
 }
 
 export function paginate<T>(all: T[], pageRaw?: string, perPageRaw?: string): { items: T[]; pagination: Pagination } {

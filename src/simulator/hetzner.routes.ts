@@ -18,6 +18,11 @@ function idParam(req: SimRequest, name: string, what: string): number {
 }
 
 /** Hetzner's `Link` header next to `meta.pagination`. */
+/** A page of a listing as Hetzner answers it: the items under their key, the pagination in `meta` and in Link. */
+function listPage(req: SimRequest, key: string, page: { items: unknown[]; pagination: Pagination }): SimResponse {
+  return { status: 200, body: { [key]: page.items, meta: { pagination: page.pagination } }, headers: linkHeader(req, page.pagination) };
+}
+
 function linkHeader(req: SimRequest, p: Pagination): Record<string, string> {
   const link = (page: number, rel: string) => {
     const q = new URLSearchParams(req.query);
@@ -37,12 +42,12 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
   const keys = sim.sshKeys;
   const router = new Router();
   const P = HETZNER_PREFIX;
-  const actionList = (req: SimRequest, items: ActionRecord[], pagination: Pagination, now: number): SimResponse => ({
-    status: 200,
-    body: { actions: items.map((a) => h.actionBody(a, now)), meta: { pagination } },
-    headers: linkHeader(req, pagination),
-  });
+  const actionList = (req: SimRequest, items: ActionRecord[], pagination: Pagination, now: number): SimResponse =>
+    listPage(req, 'actions', { items: items.map((a) => h.actionBody(a, now)), pagination });
+  // The query parameters listings share; each store reads those its listing takes.
   const listParams = (req: SimRequest) => ({
+    name: req.query.get('name') ?? undefined,
+    labelSelector: req.query.get('label_selector') ?? undefined,
     status: req.query.getAll('status'),
     sort: req.query.getAll('sort'),
     page: req.query.get('page') ?? undefined,
@@ -67,16 +72,8 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
     })
     .add('GET', `${P}/servers`, (req) => {
       sim.now();
-      const { items, pagination } = h.listServers({
-        ...listParams(req),
-        name: req.query.get('name') ?? undefined,
-        labelSelector: req.query.get('label_selector') ?? undefined,
-      });
-      return {
-        status: 200,
-        body: { servers: items.map((s) => h.serverBody(s)), meta: { pagination } },
-        headers: linkHeader(req, pagination),
-      };
+      const { items, pagination } = h.listServers(listParams(req));
+      return listPage(req, 'servers', { items: items.map((s) => h.serverBody(s)), pagination });
     })
     .add('GET', `${P}/servers/{id}`, (req) => {
       sim.now();
@@ -112,13 +109,13 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
     })
     .add('GET', `${P}/server_types`, (req) => {
       sim.now();
-      const { items, pagination } = h.listServerTypes({ ...listParams(req), name: req.query.get('name') ?? undefined });
-      return { status: 200, body: { server_types: items, meta: { pagination } }, headers: linkHeader(req, pagination) };
+      const { items, pagination } = h.listServerTypes(listParams(req));
+      return listPage(req, 'server_types', { items, pagination });
     })
     .add('GET', `${P}/locations`, (req) => {
       sim.now();
-      const { items, pagination } = h.listLocations({ ...listParams(req), name: req.query.get('name') ?? undefined });
-      return { status: 200, body: { locations: items, meta: { pagination } }, headers: linkHeader(req, pagination) };
+      const { items, pagination } = h.listLocations(listParams(req));
+      return listPage(req, 'locations', { items, pagination });
     })
     .add('GET', `${P}/actions/{id}`, (req) => {
       const now = sim.now();
@@ -135,11 +132,9 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
       const { items, pagination } = h.listImages({
         ...listParams(req),
         type: req.query.getAll('type'),
-        name: req.query.get('name') ?? undefined,
-        labelSelector: req.query.get('label_selector') ?? undefined,
         architecture: req.query.get('architecture') ?? undefined,
       });
-      return { status: 200, body: { images: items, meta: { pagination } }, headers: linkHeader(req, pagination) };
+      return listPage(req, 'images', { items, pagination });
     })
     .add('GET', `${P}/images/{id}`, (req) => {
       sim.now();
@@ -164,17 +159,8 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
     .add('POST', `${P}/ssh_keys`, (req) => ({ status: 201, body: { ssh_key: keys.body(keys.create(jsonBody(req), sim.now())) } }))
     .add('GET', `${P}/ssh_keys`, (req) => {
       sim.now();
-      const { items, pagination } = keys.list({
-        ...listParams(req),
-        name: req.query.get('name') ?? undefined,
-        fingerprint: req.query.get('fingerprint') ?? undefined,
-        labelSelector: req.query.get('label_selector') ?? undefined,
-      });
-      return {
-        status: 200,
-        body: { ssh_keys: items.map((k) => keys.body(k)), meta: { pagination } },
-        headers: linkHeader(req, pagination),
-      };
+      const { items, pagination } = keys.list({ ...listParams(req), fingerprint: req.query.get('fingerprint') ?? undefined });
+      return listPage(req, 'ssh_keys', { items: items.map((k) => keys.body(k)), pagination });
     })
     .add('GET', `${P}/ssh_keys/{id}`, (req) => ({ status: 200, body: { ssh_key: keys.body(keys.get(idParam(req, 'id', 'SSH key'))) } }))
     .add('PUT', `${P}/ssh_keys/{id}`, (req) => ({

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { byIdOrName } from './hetzner.catalog';
-import { HetznerApiError, invalidInput, iso, jsonObject, labelFilter, labelsProblem, paginate, sortRecords, type FieldProblem, type Pagination } from './hetzner.model';
+import { HetznerApiError, iso, jsonObject, labelFilter, labelsAfter, refuseInvalid, sortedPage, type FieldProblem, type Pagination } from './hetzner.model';
 import { LabelSelectorCache } from './label-selector';
 
 /** What Hetzner lists as supported in its own `invalid_input` answer to an unknown key type. */
@@ -108,9 +108,7 @@ export class SshKeyStore {
       if ('problem' in parsed) fields.push({ name: 'public_key', messages: [parsed.problem] });
       else fingerprint = parsed.fingerprint;
     }
-    const labelProblem = b.labels === undefined ? undefined : labelsProblem(b.labels);
-    if (labelProblem) fields.push({ name: 'labels', messages: [labelProblem] });
-    if (fields.length > 0) throw invalidInput(fields);
+    refuseInvalid(b, fields);
     const name = b.name as string;
     this.assertNameFree(name);
     if ([...this.keys.values()].some((k) => k.fingerprint === fingerprint)) {
@@ -136,6 +134,10 @@ export class SshKeyStore {
     return key;
   }
 
+  delete(id: number): void {
+    this.keys.delete(this.get(id).id);
+  }
+
   /** PUT /ssh_keys/{id}: a new name and/or labels (labels replace the old set). */
   update(id: number, body: unknown): SshKeyRecord {
     const key = this.get(id);
@@ -144,20 +146,13 @@ export class SshKeyStore {
     if (b.name !== undefined && (typeof b.name !== 'string' || b.name.trim() === '')) {
       fields.push({ name: 'name', messages: ['must be a non-empty string'] });
     }
-    const labelProblem = b.labels === undefined ? undefined : labelsProblem(b.labels);
-    if (labelProblem) fields.push({ name: 'labels', messages: [labelProblem] });
-    if (fields.length > 0) throw invalidInput(fields);
+    refuseInvalid(b, fields);
     if (typeof b.name === 'string' && b.name !== key.name) {
       this.assertNameFree(b.name);
       key.name = b.name;
     }
-    if (b.labels !== undefined) key.labels = { ...(b.labels as Record<string, string>) };
+    key.labels = labelsAfter(b, key.labels);
     return key;
-  }
-
-  delete(id: number): void {
-    this.get(id);
-    this.keys.delete(id);
   }
 
   list(q: SshKeyQuery): { items: SshKeyRecord[]; pagination: Pagination } {
@@ -168,8 +163,7 @@ export class SshKeyStore {
         (q.fingerprint === undefined || k.fingerprint === q.fingerprint) &&
         (!predicate || predicate(k.labels)),
     );
-    sortRecords(items, q.sort, (k) => k.name);
-    return paginate(items, q.page, q.perPage);
+    return sortedPage(items, q, (k) => k.name);
   }
 
   /** A key named in POST /servers `ssh_keys` (an id or a name); undefined when the project has none such. */

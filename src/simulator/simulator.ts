@@ -275,14 +275,9 @@ export class CloudSimulator {
   private buildControl(): SimControl {
     return {
       reset: (timings) => {
-        this.scheduler.clear();
-        this.hetzner.reset();
-        this.sshKeys.reset();
-        this.tailnet.reset();
-        this.enrollments.clear();
-        this.counts.clear();
-        this.faults.clear();
-        this.rateLimiter.reset();
+        // Pending timers first, so nothing scheduled before the reset fires into the fresh state.
+        for (const held of [this.scheduler, this.enrollments, this.counts, this.faults]) held.clear();
+        for (const model of [this.hetzner, this.sshKeys, this.tailnet, this.rateLimiter]) model.reset();
         this.current = mergeTimings(this.initialTimings, timings);
         this.rateLimiter.configure(this.current.rateLimit);
       },

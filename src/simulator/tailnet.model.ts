@@ -86,14 +86,8 @@ export class Tailnet {
   }
 
   reset(): void {
-    this.keys.clear();
-    this.keysBySecret.clear();
-    this.devices.clear();
-    this.devicesByNodeId.clear();
-    this.devicesByServer.clear();
-    this.tokens.clear();
-    this.addressesInUse.clear();
-    this.namesInUse.clear();
+    const all = [this.keys, this.keysBySecret, this.devices, this.devicesByNodeId, this.devicesByServer, this.tokens, this.addressesInUse, this.namesInUse];
+    for (const collection of all) collection.clear();
   }
 
   // ---- OAuth -------------------------------------------------------------------------------

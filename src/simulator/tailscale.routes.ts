@@ -1,4 +1,4 @@
-import type { ApiModule } from './api-module';
+import { routedApi, type ApiModule } from './api-module';
 import { BodyParseError, Router, bearerToken, parseJsonBody, type SimRequest, type SimResponse } from './router';
 import type { CloudSimulator } from './simulator';
 import { TailscaleApiError } from './tailnet.model';
@@ -108,24 +108,16 @@ export function createTailscaleApi(sim: CloudSimulator): ApiModule {
       return ok();
     });
 
-  return {
-    prefix: P,
-    router,
-    handle(req, match) {
-      if (match.kind === 'not_found') return { status: 404, body: { message: 'not found' } };
-      if (match.kind === 'method_not_allowed') return { status: 405, body: { message: 'method not allowed' } };
-      try {
-        if (match.template !== `${P}/oauth/token`) t.authenticate(bearerToken(req), sim.now());
-        return match.handler(req);
-      } catch (err) {
-        if (err instanceof TailscaleApiError) return { status: err.status, body: { message: err.message } };
-        throw err;
-      }
-    },
-    injectedError(status, _code, message) {
-      return { status, body: { message: message ?? 'injected fault' } };
-    },
+  // Every route but the token exchange needs a live access token.
+  const authenticated = (req: SimRequest, template: string) => {
+    if (template !== `${P}/oauth/token`) t.authenticate(bearerToken(req), sim.now());
   };
+  return routedApi(P, router, {
+    check: authenticated,
+    failed: (err) => (err instanceof TailscaleApiError ? { status: err.status, body: { message: err.message } } : undefined),
+    unrouted: (status) => ({ status, body: { message: status === 404 ? 'not found' : 'method not allowed' } }),
+    injectedError: (status, _code, message) => ({ status, body: { message: message ?? 'injected fault' } }),
+  });
 }
 
 function jsonBody(req: SimRequest): unknown {

@@ -1,5 +1,6 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
+import { InvalidInputError } from '../errors';
 
 /**
  * Webhook receivers must be on the public internet: a URL that resolves to a loopback, private,
@@ -102,7 +103,8 @@ export type Lookup = (host: string) => Promise<string[]>;
 const systemLookup: Lookup = async (host) => (await dnsLookup(host, { all: true, verbatim: true })).map((a) => a.address);
 
 /** The URL is not one tailfleet delivers to: bad form, or a refused address. Not worth retrying. */
-export class WebhookUrlError extends Error {
+export class WebhookUrlError extends InvalidInputError {
+  override readonly code: string = 'webhook_url_refused';
   constructor(message: string) {
     super(message);
     this.name = 'WebhookUrlError';
@@ -115,9 +117,11 @@ export class WebhookUrlError extends Error {
  * ETIMEOUT, ESERVFAIL) is as passing as a receiver that does.
  */
 export class WebhookDnsError extends WebhookUrlError {
+  override readonly permanent = false;
   constructor(
     readonly host: string,
-    readonly code: string,
+    /** The resolver's code (ENOTFOUND, EAI_AGAIN …). */
+    override readonly code: string,
   ) {
     super(`the host ${host} does not resolve (${code})`);
     this.name = 'WebhookDnsError';

@@ -1,6 +1,8 @@
 import type { Queue } from 'bullmq';
 import type { EventNotice, EventSubscriber } from '../events/notifications';
+import { errorMessage } from '../errors';
 import type { Logger } from '../lib/logger';
+import { PeriodicPass } from '../lib/periodic';
 import type { WebhookJobData } from '../queues/queues';
 import { settleFailedDelivery } from './delivery.processor';
 import type { WebhookRepository } from './webhook.repository';
@@ -31,25 +33,11 @@ export interface WebhookRelayDeps {
   batchSize?: number;
 }
 
-export class WebhookRelay implements EventSubscriber {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<number> | undefined;
-  private again = false;
-  private closed = false;
+export class WebhookRelay extends PeriodicPass<number> implements EventSubscriber {
   private lastLostCheck = 0;
 
-  constructor(private readonly deps: WebhookRelayDeps) {}
-
-  start(): void {
-    const tick = () => {
-      if (this.closed) return;
-      void this.runSafely().finally(() => {
-        if (this.closed) return;
-        this.timer = setTimeout(tick, this.deps.intervalMs ?? 2000);
-        this.timer.unref();
-      });
-    };
-    tick();
+  constructor(private readonly deps: WebhookRelayDeps) {
+    super(deps.intervalMs ?? 2000);
   }
 
   notice(n: EventNotice): void {
@@ -60,40 +48,12 @@ export class WebhookRelay implements EventSubscriber {
     this.nudge();
   }
 
-  /** A pass soon (one more after the running one, when one runs). */
-  nudge(): void {
-    if (this.closed) return;
-    if (this.running) this.again = true;
-    else void this.runSafely();
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    clearTimeout(this.timer);
-    await this.running?.catch(() => undefined);
+  protected passFailed(err: unknown): void {
+    this.deps.logger.warn({ err: { message: errorMessage(err) } }, 'Webhook relay pass failed; trying again next interval');
   }
 
   /** One pass: how many deliveries were handed to the queue. */
-  runOnce(): Promise<number> {
-    this.running ??= this.pass().finally(() => {
-      this.running = undefined;
-      if (this.again && !this.closed) {
-        this.again = false;
-        void this.runSafely();
-      }
-    });
-    return this.running;
-  }
-
-  private async runSafely(): Promise<void> {
-    try {
-      await this.runOnce();
-    } catch (err) {
-      this.deps.logger.warn({ err: { message: (err as Error).message } }, 'Webhook relay pass failed; trying again next interval');
-    }
-  }
-
-  private async pass(): Promise<number> {
+  protected async pass(): Promise<number> {
     const batch = this.deps.batchSize ?? 500;
     let added = 0;
     for (;;) {

@@ -1,11 +1,12 @@
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../lib/logger';
+import { untilAborted } from '../lib/time';
 import { isStallFailure, JobMismatchError, parseJobPayload, STALL_REQUEUE_LIMIT } from '../queues/jobs';
 import type { WebhookJobData } from '../queues/queues';
-import { DEFAULT_WORKER_SETTINGS, isFinalFailure, type WorkerSettings } from '../workers';
+import { createQueueWorker, isFinalFailure, type WorkerSettings } from '../workers';
 import { resolveReceiver, WebhookDnsError, WebhookUrlError, type GuardOptions, type Lookup } from './address-guard';
-import { postToReceiver, untilAborted } from './receiver-request';
+import { postToReceiver } from './receiver-request';
 import { signedHeaders } from './signing';
 import type { WebhookRepository } from './webhook.repository';
 
@@ -138,17 +139,7 @@ export function createWebhookWorker(deps: {
   logger: Logger;
   settings?: Partial<WorkerSettings>;
 }): Worker<WebhookJobData> {
-  const settings = { ...DEFAULT_WORKER_SETTINGS, ...deps.settings };
-  const worker = new Worker<WebhookJobData>('webhooks', deps.processor, {
-    connection: deps.connection,
-    prefix: deps.prefix,
-    concurrency: deps.concurrency,
-    autorun: false,
-    lockDuration: settings.lockDurationMs,
-    stalledInterval: settings.stalledIntervalMs,
-    maxStalledCount: settings.maxStalledCount,
-  });
-  worker.on('error', (err) => deps.logger.error({ err, queue: 'webhooks' }, 'Worker error'));
+  const worker = createQueueWorker<WebhookJobData>('webhooks', deps.processor, deps);
   worker.on('failed', (job, err) => {
     if (!job || !isFinalFailure(job, err)) return;
     // The webhook relay settles it later if this does not get through (see WebhookRelay).

@@ -1,6 +1,7 @@
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { LookupFunction } from 'node:net';
+import { UnavailableError } from '../errors';
 import type { Receiver } from './address-guard';
 
 /**
@@ -15,13 +16,14 @@ import type { Receiver } from './address-guard';
  * the check that vetted it).
  */
 
-export class ReceiverRequestError extends Error {
-  constructor(
-    message: string,
-    readonly code: string | undefined,
-  ) {
+/** The request to a receiver failed below HTTP (refused, reset, TLS): an attempt to make again later. */
+export class ReceiverRequestError extends UnavailableError {
+  /** The socket's error code (ECONNREFUSED, DEPTH_ZERO_SELF_SIGNED_CERT …), or `request_failed`. */
+  override readonly code: string;
+  constructor(message: string, code: string | undefined) {
     super(message);
     this.name = 'ReceiverRequestError';
+    this.code = code ?? 'request_failed';
   }
 }
 
@@ -66,24 +68,5 @@ export function postToReceiver(
       else reject(new ReceiverRequestError(err.code ?? err.message, err.code));
     });
     req.end(init.body);
-  });
-}
-
-/** `p`, or an AbortError once `signal` fires (for steps that cannot be cancelled, such as getaddrinfo). */
-export function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
   });
 }

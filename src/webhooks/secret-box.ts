@@ -1,4 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { TailfleetError } from '../errors';
 import { SECRET_PREFIX } from './signing';
 
 /**
@@ -27,8 +28,11 @@ const FORMAT = 'enc:v1:';
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
-export class WebhookSecretError extends Error {
+/** A webhook secret key of the wrong size, or a stored secret that no configured key opens. */
+export class WebhookSecretError extends TailfleetError {
   override readonly name = 'WebhookSecretError';
+  readonly permanent = true;
+  readonly code = 'webhook_secret';
 }
 
 export function webhookKeyId(key: Buffer): string {

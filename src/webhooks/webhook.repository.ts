@@ -7,6 +7,7 @@ import {
   type WebhookDeliveryStatus,
   type WebhookEventType,
 } from '../entities';
+import { decodeCursor, encodeCursor } from '../lib/cursor';
 import { isUuid } from '../db/uuid';
 import { WebhookSecretBox } from './secret-box';
 
@@ -24,20 +25,18 @@ export interface DeliveryPage {
   nextCursor: string | null;
 }
 
-function encodeCursor(d: WebhookDelivery): string {
-  return Buffer.from(`${d.createdAt.toISOString()}|${d.id}`).toString('base64url');
+// A page of deliveries ends at a creation time and id (ties broken by id): the cursor holds both.
+const deliveryKey = (d: WebhookDelivery) => `${d.createdAt.toISOString()}|${d.id}`;
+
+function parseDeliveryKey(key: string): { createdAt: Date; id: string } {
+  const [at, id] = key.split('|');
+  return { createdAt: new Date(at ?? ''), id: id ?? '' };
 }
 
-function decodeCursor(cursor: string): { createdAt: Date; id: string } | null {
-  const [at, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
-  const createdAt = new Date(at ?? '');
-  if (Number.isNaN(createdAt.getTime()) || !id || !isUuid(id)) return null;
-  return { createdAt, id };
-}
-
-export class InvalidCursorError extends Error {
-  override readonly name = 'InvalidCursorError';
-}
+const isDeliveryKey = (key: string) => {
+  const { createdAt, id } = parseDeliveryKey(key);
+  return !Number.isNaN(createdAt.getTime()) && isUuid(id);
+};
 
 export class WebhookRepository {
   private readonly subscriptions: Repository<WebhookSubscription>;
@@ -112,13 +111,12 @@ export class WebhookRepository {
       .addOrderBy('d.id', 'DESC')
       .take(page.limit + 1);
     if (page.cursor !== undefined) {
-      const after = decodeCursor(page.cursor);
-      if (!after) throw new InvalidCursorError('cursor is not one this API gave out');
+      const after = parseDeliveryKey(decodeCursor(page.cursor, isDeliveryKey));
       qb.andWhere('(d.createdAt, d.id) < (:at, :id)', { at: after.createdAt, id: after.id });
     }
     const rows = await qb.getMany();
     const items = rows.slice(0, page.limit);
-    return { items, nextCursor: rows.length > page.limit ? encodeCursor(items[items.length - 1]!) : null };
+    return { items, nextCursor: rows.length > page.limit ? encodeCursor(deliveryKey(items[items.length - 1]!)) : null };
   }
 
   /** A delivery with its subscription, or null when either is gone. */

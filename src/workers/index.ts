@@ -1,6 +1,7 @@
-import { Worker, type Job } from 'bullmq';
+import { Worker, type Job, type Processor } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../lib/logger';
+import { settlesWithin } from '../lib/time';
 import type { OperationLedger } from '../operations/ledger';
 import { settleFailedJob } from '../operations/relay';
 import type { OperationRepository } from '../db';
@@ -34,6 +35,29 @@ export const DEFAULT_WORKER_SETTINGS: WorkerSettings = {
   stalledIntervalMs: 30_000,
   maxStalledCount: 2,
 };
+
+/**
+ * A BullMQ worker for one queue, that starts taking jobs when run() is called, with the lock
+ * settings above and its errors logged.
+ */
+export function createQueueWorker<D>(
+  name: string,
+  processor: Processor<D>,
+  deps: { connection: Redis; prefix: string; concurrency: number; settings?: Partial<WorkerSettings>; logger: Logger },
+): Worker<D> {
+  const settings = { ...DEFAULT_WORKER_SETTINGS, ...deps.settings };
+  const worker = new Worker<D>(name, processor, {
+    connection: deps.connection,
+    prefix: deps.prefix,
+    concurrency: deps.concurrency,
+    autorun: false,
+    lockDuration: settings.lockDurationMs,
+    stalledInterval: settings.stalledIntervalMs,
+    maxStalledCount: settings.maxStalledCount,
+  });
+  worker.on('error', (err) => deps.logger.error({ err, queue: name }, 'Worker error'));
+  return worker;
+}
 
 export interface WorkersDeps {
   /** A connection with maxRetriesPerRequest null (createWorkerConnection); shared, not closed here. */
@@ -77,16 +101,7 @@ export function createWorkers(deps: WorkersDeps): WorkerPool {
   const names = deps.queues ?? OPERATION_QUEUES;
 
   for (const name of names) {
-    const worker = new Worker(name, deps.processors[name] as never, {
-      connection: deps.connection,
-      prefix: deps.prefix,
-      concurrency: deps.concurrency,
-      autorun: false,
-      lockDuration: settings.lockDurationMs,
-      stalledInterval: settings.stalledIntervalMs,
-      maxStalledCount: settings.maxStalledCount,
-    });
-    worker.on('error', (err) => logger.error({ err, queue: name }, 'Worker error'));
+    const worker = createQueueWorker(name, deps.processors[name] as never, { ...deps, settings, logger });
     worker.on('stalled', (jobId) =>
       logger.warn({ queue: name, jobId }, 'Job stalled (its worker stopped renewing the lock); it is queued again'),
     );
@@ -131,29 +146,17 @@ export function createWorkers(deps: WorkersDeps): WorkerPool {
     },
     async close(drainTimeoutMs) {
       const closing = Promise.all(all().map((w) => w.close()));
-      const drained = await within(closing, drainTimeoutMs);
+      const drained = await settlesWithin(closing, drainTimeoutMs);
       if (!drained) {
         logger.warn(
           { drainTimeoutMs },
           'Drain deadline passed; leaving unfinished jobs to be picked up again by another worker',
         );
         for (const w of all()) w.cancelAllJobs(SHUTDOWN_ABORT_REASON);
-        if (!(await within(closing, ABANDON_GRACE_MS))) logger.error('Workers did not hand back their jobs in time');
+        if (!(await settlesWithin(closing, ABANDON_GRACE_MS))) logger.error('Workers did not hand back their jobs in time');
       }
       await Promise.allSettled([...pending]);
       return { drained };
     },
   };
-}
-
-async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([p.then(() => true as const), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

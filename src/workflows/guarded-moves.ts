@@ -27,6 +27,5 @@ export async function moveTogether(ds: DataSource, requests: readonly Transition
   await guarded(() => transitionTogether(ds, requests));
 }
 
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
+// The workflows take it from here, beside the moves whose failures it words.
+export { errorMessage } from '../errors';

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { CloudCredentialHealth } from '../../src/lib/cloud-health';
+import { CloudCredentialHealth } from '../../src/clients/observers';
 import type { Tailfleet } from '../../src/server';
 import { apiClient, createSuite, waitFor, type Suite } from './stack';
 

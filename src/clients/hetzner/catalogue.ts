@@ -1,5 +1,6 @@
 import type { HetznerClient } from './hetzner.client';
 import type { HetznerLocation, HetznerServerType } from './hetzner.types';
+import { UnavailableError } from '../../errors';
 import type { Logger } from '../../lib/logger';
 
 /**
@@ -15,7 +16,8 @@ export interface SpecProblem {
 }
 
 /** The cloud's catalogue could not be read and nothing was cached: the create cannot be judged. */
-export class CatalogueUnavailableError extends Error {
+export class CatalogueUnavailableError extends UnavailableError {
+  override readonly code = 'catalogue_unavailable';
   constructor(cause: unknown) {
     super('The cloud catalogue (server types and locations) cannot be read right now', { cause });
     this.name = 'CatalogueUnavailableError';

@@ -1,5 +1,11 @@
-import type { CloudApi } from '../clients/errors';
-import type { CloudRequestEvent, CloudRequestObserver } from '../clients/http';
+import type { Metrics } from '../lib/metrics';
+import type { CloudApi } from './errors';
+import type { CloudRequestEvent, CloudRequestObserver, CloudRetryEvent } from './http';
+
+/**
+ * What watches the clients' requests: the metrics, and whether the clouds accept our credentials.
+ * The clients report every attempt to one observer (observeAll puts several together).
+ */
 
 export type CredentialState = 'unknown' | 'ok' | 'unauthorized';
 export type CredentialStates = Record<CloudApi, CredentialState>;
@@ -50,6 +56,23 @@ export function observeAll(...observers: Array<CloudRequestObserver | undefined>
     },
     onRetry: (e) => {
       for (const o of present) o.onRetry?.(e);
+    },
+  };
+}
+
+/** The clients' requests and retries as metrics: count, latency, 429s, rate-limit headroom, retries. */
+export function metricsObserver(m: Metrics): Required<CloudRequestObserver> {
+  return {
+    onRequest(e: CloudRequestEvent): void {
+      const status = String(e.status);
+      m.cloudRequests.inc({ api: e.api, method: e.method, route: e.route, status });
+      m.cloudRequestDuration.observe({ api: e.api, method: e.method, route: e.route, status }, e.durationMs / 1000);
+      if (e.status === 429) m.cloudRateLimited.inc({ api: e.api, route: e.route });
+      if (e.rateLimitRemaining !== undefined) m.rateLimitRemaining.set({ api: e.api }, e.rateLimitRemaining);
+      if (e.rateLimitLimit !== undefined) m.rateLimitLimit.set({ api: e.api }, e.rateLimitLimit);
+    },
+    onRetry(e: CloudRetryEvent): void {
+      m.cloudRetries.inc({ api: e.api, reason: e.reason });
     },
   };
 }
