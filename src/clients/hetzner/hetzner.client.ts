@@ -1,7 +1,7 @@
-import { sleep as realSleep } from '../../lib/time';
 import { ActionFailedError, CloudApiError, WaitTimeoutError, isNotFound } from '../errors';
 import {
   ClientLogger,
+  defaultSleep,
   RateLimiter,
   RequestCore,
   requestPolicyOf,
@@ -67,7 +67,7 @@ export class HetznerClient {
     const token = deps.token;
     this.logger = deps.logger ?? silentClientLogger;
     this.now = deps.now ?? Date.now;
-    const sleep = deps.sleep ?? ((ms: number) => realSleep(ms));
+    const sleep = deps.sleep ?? defaultSleep;
     this.sleep = sleep;
     this.imagePollIntervalMs = deps.serverPollIntervalMs ?? 1000;
     this.actionTimeoutMs = deps.actionTimeoutMs ?? 10 * 60_000;

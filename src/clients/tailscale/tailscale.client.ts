@@ -1,15 +1,15 @@
-import { sleep as realSleep } from '../../lib/time';
 import { CloudApiError, WaitTimeoutError, isNotFound } from '../errors';
 import {
   AuthProvider,
   ClientLogger,
+  defaultSleep,
   RateLimiter,
   RequestCore,
   requestPolicyOf,
   silentClientLogger,
   type RequestPolicy,
 } from '../http';
-import { carriesTags, hostnameMatches } from '../../fleet/devices';
+import { carriesTags, hostnameMatches } from './devices';
 import { BatchPoller, KEEP_WAITING, PollVerdict } from '../poller';
 import type { CreatedAuthKey, OAuthTokenResponse, TailscaleDevice, TailscaleKey } from './tailscale.types';
 
@@ -94,7 +94,7 @@ export class TailscaleClient {
     this.tags = deps.tags ?? ['tag:agent'];
     this.enrollmentTimeoutMs = deps.enrollmentTimeoutMs ?? 5 * 60_000;
     const now = deps.now ?? Date.now;
-    const sleep = deps.sleep ?? ((ms: number) => realSleep(ms));
+    const sleep = deps.sleep ?? defaultSleep;
     this.sleep = sleep;
     this.now = now;
     this.devicePollIntervalMs = deps.enrollmentPollIntervalMs ?? 2000;
