@@ -28,14 +28,32 @@ export interface BatchPollerOptions<K, V> {
   logger?: ClientLogger;
 }
 
+export interface WaitOptions<V, R> {
+  timeoutMs: number;
+  evaluate: (value: V) => PollVerdict<R>;
+  timeoutError: () => Error;
+  /**
+   * Look at once rather than an interval from now: the caller has no reason to think the value is
+   * about to change (a read before acting, a look after an action that may already have done its
+   * work). Still never more than one round per interval.
+   */
+  immediate?: boolean;
+}
+
 /**
- * Lets any number of concurrent waits share one polling loop: every interval, the keys of all
- * pending waiters go to one `fetch` (which batches them into as few requests as the API allows),
- * and each waiter is settled from the result. The loop runs only while someone waits.
+ * The one polling loop of the clients: any number of concurrent waits (and reads) share it. Every
+ * round, the keys of all pending waiters go to one `fetch` (which batches them into as few requests
+ * as the API allows), and each waiter is settled from the result. Rounds are at most one per
+ * interval, and run only while someone waits. A waiter is settled only from a round that started
+ * after it began waiting, so nobody is answered with a value read before it asked.
  */
 export class BatchPoller<K, V> {
   private readonly waiters = new Map<K, Set<Waiter<V>>>();
   private running = false;
+  private lastPollAt = Number.NEGATIVE_INFINITY;
+  /** When the next round starts; an immediate waiter may bring it forward. */
+  private nextRoundAt = 0;
+  private wake?: () => void;
   private readonly opts: BatchPollerOptions<K, V>;
 
   constructor(opts: BatchPollerOptions<K, V>) {
@@ -48,13 +66,11 @@ export class BatchPoller<K, V> {
     return n;
   }
 
-  wait<R>(
-    key: K,
-    o: { timeoutMs: number; evaluate: (value: V) => PollVerdict<R>; timeoutError: () => Error },
-  ): Promise<R> {
+  wait<R>(key: K, o: WaitOptions<V, R>): Promise<R> {
     return new Promise<R>((resolve, reject) => {
+      const now = this.opts.now();
       const waiter: Waiter<V> = {
-        deadline: this.opts.now() + o.timeoutMs,
+        deadline: now + o.timeoutMs,
         evaluate: o.evaluate,
         timeoutError: o.timeoutError,
         resolve: resolve as (value: unknown) => void,
@@ -63,43 +79,71 @@ export class BatchPoller<K, V> {
       let set = this.waiters.get(key);
       if (!set) this.waiters.set(key, (set = new Set()));
       set.add(waiter);
-      if (!this.running) void this.run();
+      const wanted = o.immediate ? Math.max(now, this.lastPollAt + this.opts.intervalMs) : now + this.opts.intervalMs;
+      if (!this.running) {
+        this.nextRoundAt = wanted;
+        void this.run();
+      } else if (wanted < this.nextRoundAt) {
+        this.nextRoundAt = wanted;
+        this.wake?.();
+      }
     });
+  }
+
+  /** The key's value from the next round (at once when no round ran within the interval). */
+  read(key: K, o: { timeoutMs: number; timeoutError: () => Error }): Promise<V> {
+    return this.wait(key, { ...o, immediate: true, evaluate: (value) => ({ done: true, value }) });
   }
 
   private async run(): Promise<void> {
     this.running = true;
     try {
-      let lastPollAt = this.opts.now();
       while (this.waiters.size > 0) {
-        // Fixed rate: the time a poll took counts toward the interval, so it stays one poll per interval.
-        await this.opts.sleep(Math.max(0, lastPollAt + this.opts.intervalMs - this.opts.now()));
-        lastPollAt = this.opts.now();
+        await this.sleepUntilNextRound();
+        this.lastPollAt = this.opts.now();
+        // Fixed rate: the time a poll takes counts toward the interval, so it stays one poll per interval.
+        this.nextRoundAt = this.lastPollAt + this.opts.intervalMs;
         this.expire();
         if (this.waiters.size === 0) break;
-        const keys = [...this.waiters.keys()];
+        // Those waiting now are answered by this round; whoever comes while it runs waits for the next.
+        const asked = new Map([...this.waiters].map(([key, set]) => [key, [...set]]));
         let results: Map<K, V | Error>;
         try {
-          results = await this.opts.fetch(keys);
+          results = await this.opts.fetch([...asked.keys()]);
         } catch (err) {
-          results = new Map(keys.map((k) => [k, err instanceof Error ? err : new Error(String(err))]));
+          results = new Map([...asked.keys()].map((k) => [k, err instanceof Error ? err : new Error(String(err))]));
         }
-        for (const [key, value] of results) this.settle(key, value);
+        for (const [key, value] of results) this.settle(key, asked.get(key) ?? [], value);
         this.expire();
       }
     } catch (err) {
       // Only reachable if sleep itself fails; never leave waiters hanging.
       this.opts.logger?.error({ err }, 'Shared poller stopped');
-      for (const key of [...this.waiters.keys()]) this.settle(key, err instanceof Error ? err : new Error(String(err)));
+      const error = err instanceof Error ? err : new Error(String(err));
+      for (const [key, set] of [...this.waiters]) this.settle(key, [...set], error);
     } finally {
       this.running = false;
     }
   }
 
-  private settle(key: K, value: V | Error): void {
-    const set = this.waiters.get(key);
-    if (!set) return;
-    for (const waiter of [...set]) {
+  /** Sleeps until the next round is due; an immediate waiter arriving meanwhile may cut it short. */
+  private async sleepUntilNextRound(): Promise<void> {
+    for (;;) {
+      const wait = this.nextRoundAt - this.opts.now();
+      if (wait <= 0) {
+        // Let every caller of the current synchronous run join this round.
+        await Promise.resolve();
+        return;
+      }
+      const woken = new Promise<void>((resolve) => (this.wake = resolve));
+      await Promise.race([this.opts.sleep(wait), woken]);
+      this.wake = undefined;
+    }
+  }
+
+  private settle(key: K, waiters: Waiter<V>[], value: V | Error): void {
+    for (const waiter of waiters) {
+      if (!this.waiters.get(key)?.has(waiter)) continue;
       if (value instanceof Error) {
         this.remove(key, waiter);
         waiter.reject(value);
@@ -141,14 +185,20 @@ export class BatchPoller<K, V> {
 }
 
 /**
- * Collects the keys asked for in the same synchronous run and looks them up with one
- * `fetch`, so a burst of callers (e.g. 100 stops started together) costs one batched read.
+ * Collects the keys asked for together and looks them up with one `fetch`, so a burst of callers
+ * costs one batched read. Together means the same synchronous run, or with `windowMs` every call
+ * within that window after the first. A fetch starts after every call it answers: a caller that
+ * comes while one is under way waits for the next, so it never gets a value read before it asked
+ * (what a confirmation after a delete needs).
  */
 export class ReadCoalescer<K, V> {
   private pending = new Map<K, Array<{ resolve: (v: V) => void; reject: (e: unknown) => void }>>();
   private scheduled = false;
 
-  constructor(private readonly fetch: BatchFetch<K, V>) {}
+  constructor(
+    private readonly fetch: BatchFetch<K, V>,
+    private readonly window?: { windowMs: number; sleep: (ms: number) => Promise<void> },
+  ) {}
 
   get(key: K): Promise<V> {
     return new Promise<V>((resolve, reject) => {
@@ -157,9 +207,16 @@ export class ReadCoalescer<K, V> {
       list.push({ resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
-        // A microtask rather than a timer: it batches every caller of the current synchronous run and
-        // keeps working under fake timers.
-        queueMicrotask(() => void this.flush());
+        if (this.window && this.window.windowMs > 0) {
+          void this.window.sleep(this.window.windowMs).then(
+            () => this.flush(),
+            () => this.flush(),
+          );
+        } else {
+          // A microtask rather than a timer: it batches every caller of the current synchronous run and
+          // keeps working under fake timers.
+          queueMicrotask(() => void this.flush());
+        }
       }
     });
   }

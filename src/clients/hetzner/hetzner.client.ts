@@ -8,7 +8,8 @@ import {
   silentClientLogger,
   type RequestPolicy,
 } from '../http';
-import { BatchPoller, KEEP_WAITING, PollVerdict, ReadCoalescer } from '../poller';
+import { BatchPoller, KEEP_WAITING, PollVerdict } from '../poller';
+import { SharedListing } from './shared-listing';
 import type {
   CreateImageOptions,
   CreateImageResult,
@@ -38,6 +39,8 @@ export interface HetznerClientDeps extends RequestPolicy {
   /** Default deadline of waitForServerStatus. */
   serverWaitTimeoutMs?: number;
   managedLabelSelector?: string;
+  /** How long a shared listing (listServersShared, listImagesShared) waits for more callers; default the server poll interval. */
+  listingWindowMs?: number;
   /** Where the token comes from, named when the API rejects it (default HETZNER_API_TOKEN). */
   tokenSetting?: string;
 }
@@ -54,13 +57,15 @@ export class HetznerClient {
   private readonly serverWaitTimeoutMs: number;
   private readonly managedLabelSelector: string;
   private readonly actionPoller: BatchPoller<number, HetznerAction>;
+  /** Every read and status wait of a server: the reads before power actions join the status polls. */
   private readonly serverPoller: BatchPoller<number, HetznerServer | null>;
-  /** Reads of concurrent power operations, batched like the status polls. */
-  private readonly serverReader: ReadCoalescer<number, HetznerServer | null>;
+  private readonly imagePoller: BatchPoller<number, HetznerImage | null>;
+  private readonly sharedServers: SharedListing<HetznerServer>;
+  private readonly sharedImages: Map<string, SharedListing<HetznerImage>> = new Map();
   /** Pages the managed listing took last time; decides between one listing and per-server reads. */
   private managedListingPages = 1;
   private readonly sleep: (ms: number) => Promise<void>;
-  private readonly imagePollIntervalMs: number;
+  private readonly listingWindowMs: number;
 
   constructor(deps: HetznerClientDeps) {
     if (!deps.token) throw new Error('HetznerClient needs a token');
@@ -69,7 +74,7 @@ export class HetznerClient {
     this.now = deps.now ?? Date.now;
     const sleep = deps.sleep ?? defaultSleep;
     this.sleep = sleep;
-    this.imagePollIntervalMs = deps.serverPollIntervalMs ?? 1000;
+    this.listingWindowMs = deps.listingWindowMs ?? deps.serverPollIntervalMs ?? 1000;
     this.actionTimeoutMs = deps.actionTimeoutMs ?? 10 * 60_000;
     this.serverWaitTimeoutMs = deps.serverWaitTimeoutMs ?? 5 * 60_000;
     this.managedLabelSelector = deps.managedLabelSelector ?? 'managed-by=tailfleet';
@@ -99,7 +104,22 @@ export class HetznerClient {
       logger: this.logger,
       fetch: (ids) => this.fetchServers(ids),
     });
-    this.serverReader = new ReadCoalescer((ids) => this.fetchServers(ids));
+    this.imagePoller = new BatchPoller({
+      intervalMs: deps.serverPollIntervalMs ?? 1000,
+      sleep,
+      now: this.now,
+      logger: this.logger,
+      fetch: async (ids) => new Map(await Promise.all(ids.map(async (id) => [id, await this.getImage(id).catch((e: Error) => e)] as const))),
+    });
+    this.sharedServers = new SharedListing({
+      base: this.managedLabelSelector,
+      list: async (selector) => {
+        const { servers, pages } = await this.listServersWithPages(selector);
+        return { items: servers, pages };
+      },
+      windowMs: this.listingWindowMs,
+      sleep,
+    });
   }
 
   get rateLimiter(): RateLimiter {
@@ -151,6 +171,14 @@ export class HetznerClient {
     return (await this.listServersWithPages(labelSelector)).servers;
   }
 
+  /**
+   * Like listServers, from a listing taken after this call that concurrent callers share (see
+   * SharedListing): many destroys confirming their servers gone cost a few listings, not one each.
+   */
+  listServersShared(labelSelector: string): Promise<HetznerServer[]> {
+    return this.sharedServers.list(labelSelector);
+  }
+
   async deleteServer(id: number): Promise<boolean> {
     let action: HetznerAction;
     try {
@@ -179,7 +207,7 @@ export class HetznerClient {
     o: { timeoutMs?: number; verify?: (server: HetznerServer) => Promise<void> } = {},
   ): Promise<ShutdownResult> {
     const timeoutMs = o.timeoutMs ?? 60_000;
-    const server = await this.serverReader.get(id);
+    const server = await this.readServer(id);
     if (!server) throw this.serverNotFound(id, 'shutdown');
     if (server.status === 'off') {
       this.logger.info({ serverId: id }, `[Hetzner] Server ${id} is already off`);
@@ -192,11 +220,10 @@ export class HetznerClient {
     const action = await this.serverAction(id, 'shutdown');
     await this.settleAction(action);
     try {
-      // By the time the signal is confirmed the server may be off already: one look now (batched
-      // with every stop that got here at the same moment) instead of a whole poll interval first.
-      const now = await this.serverReader.get(id);
+      // By the time the signal is confirmed the server may be off already: the first look is the
+      // next shared round, not a whole poll interval later.
       const remaining = Math.max(0, timeoutMs - (this.now() - startedAt));
-      const off = now?.status === 'off' ? now : now && (await this.waitForServerStatus(id, 'off', { timeoutMs: remaining }));
+      const off = await this.waitForServerStatus(id, 'off', { timeoutMs: remaining, immediate: true });
       if (!off) throw this.serverNotFound(id, 'shutdown');
       this.logger.info({ serverId: id }, `[Hetzner] Server ${id} shut down gracefully`);
       return 'graceful';
@@ -212,7 +239,7 @@ export class HetznerClient {
   }
 
   async powerOnServer(id: number): Promise<PowerOnResult> {
-    const server = await this.serverReader.get(id);
+    const server = await this.readServer(id);
     if (!server) throw this.serverNotFound(id, 'poweron');
     if (server.status === 'running') {
       this.logger.info({ serverId: id }, `[Hetzner] Server ${id} is already running`);
@@ -268,6 +295,22 @@ export class HetznerClient {
     return this.listAll<HetznerImage>('/images', 'images', { type: o.type, label_selector: o.labelSelector });
   }
 
+  /** Like listImages, from a listing taken after this call that concurrent callers share (see listServersShared). */
+  listImagesShared(o: { type?: 'snapshot' | 'backup' | 'system' | 'app'; labelSelector: string }): Promise<HetznerImage[]> {
+    const type = o.type ?? '';
+    let shared = this.sharedImages.get(type);
+    if (!shared) {
+      shared = new SharedListing<HetznerImage>({
+        base: this.managedLabelSelector,
+        list: (selector) => this.listAllPaged<HetznerImage>('/images', 'images', { type: o.type, label_selector: selector }),
+        windowMs: this.listingWindowMs,
+        sleep: this.sleep,
+      });
+      this.sharedImages.set(type, shared);
+    }
+    return shared.list(o.labelSelector);
+  }
+
   /** Deletes an image; false when it was already gone. */
   async deleteImage(id: number): Promise<boolean> {
     try {
@@ -285,33 +328,34 @@ export class HetznerClient {
    * Resolves with the image once it is `available`; null once it no longer exists. Polled by the
    * image itself (not its action), so a resumed job that never saw the action can wait the same way.
    */
-  async waitForImageAvailable(id: number, o: { timeoutMs?: number } = {}): Promise<HetznerImage | null> {
+  waitForImageAvailable(id: number, o: { timeoutMs?: number } = {}): Promise<HetznerImage | null> {
     const timeoutMs = o.timeoutMs ?? this.actionTimeoutMs;
-    const deadline = this.now() + timeoutMs;
-    for (;;) {
-      const image = await this.getImage(id);
-      if (!image || image.status === 'available') return image;
-      if (image.status === 'unavailable') {
-        throw new CloudApiError({
-          api: 'hetzner',
-          status: 0,
-          code: 'image_unavailable',
-          message: `Hetzner image ${id} is unavailable`,
-          retryable: true,
-          method: 'GET',
-          path: `/images/${id}`,
-        });
-      }
-      if (this.now() >= deadline) {
-        throw new WaitTimeoutError({
+    return this.imagePoller.wait(id, {
+      timeoutMs,
+      immediate: true,
+      evaluate: (image): PollVerdict<HetznerImage | null> => {
+        if (!image || image.status === 'available') return { done: true, value: image };
+        if (image.status === 'unavailable') {
+          throw new CloudApiError({
+            api: 'hetzner',
+            status: 0,
+            code: 'image_unavailable',
+            message: `Hetzner image ${id} is unavailable`,
+            retryable: true,
+            method: 'GET',
+            path: `/images/${id}`,
+          });
+        }
+        return KEEP_WAITING;
+      },
+      timeoutError: () =>
+        new WaitTimeoutError({
           api: 'hetzner',
           code: 'image_timeout',
           path: `/images/${id}`,
           message: `Hetzner image ${id} was not available within ${timeoutMs} ms`,
-        });
-      }
-      await this.sleep(this.imagePollIntervalMs);
-    }
+        }),
+    });
   }
 
   // ---- prices ---------------------------------------------------------------------------------
@@ -360,10 +404,11 @@ export class HetznerClient {
    * waits share requests: one GET per server while few wait, one labelled listing for all of them
    * when that is cheaper.
    */
-  waitForServerStatus(id: number, status: string, o: { timeoutMs?: number } = {}): Promise<HetznerServer | null> {
+  waitForServerStatus(id: number, status: string, o: { timeoutMs?: number; immediate?: boolean } = {}): Promise<HetznerServer | null> {
     const timeoutMs = o.timeoutMs ?? this.serverWaitTimeoutMs;
     return this.serverPoller.wait(id, {
       timeoutMs,
+      immediate: o.immediate,
       evaluate: (server): PollVerdict<HetznerServer | null> => {
         if (server === null) return { done: true, value: null };
         return server.status === status ? { done: true, value: server } : KEEP_WAITING;
@@ -375,6 +420,15 @@ export class HetznerClient {
           path: `/servers/${id}`,
           message: `Hetzner server ${id} did not reach status '${status}' within ${timeoutMs} ms`,
         }),
+    });
+  }
+
+  /** The server as the next shared round reads it (batched with every wait and read of that round). */
+  private readServer(id: number): Promise<HetznerServer | null> {
+    return this.serverPoller.read(id, {
+      timeoutMs: this.serverWaitTimeoutMs,
+      timeoutError: () =>
+        new WaitTimeoutError({ api: 'hetzner', code: 'server_read_timeout', path: `/servers/${id}`, message: `Hetzner server ${id} could not be read` }),
     });
   }
 
@@ -403,8 +457,13 @@ export class HetznerClient {
 
   /** A short listing (images, server types, locations) read page by page, following next_page. */
   private async listAll<T>(path: string, key: string, query: Record<string, string | undefined>): Promise<T[]> {
+    return (await this.listAllPaged<T>(path, key, query)).items;
+  }
+
+  private async listAllPaged<T>(path: string, key: string, query: Record<string, string | undefined>): Promise<{ items: T[]; pages: number }> {
     const out: T[] = [];
-    for (let page: number | null | undefined = 1, reads = 0; page && reads < 100; reads++) {
+    let reads = 0;
+    for (let page: number | null | undefined = 1; page && reads < 100; reads++) {
       const body: Record<string, unknown> & { meta?: { pagination?: HetznerPagination } } = await this.core.request({
         method: 'GET',
         path,
@@ -416,7 +475,7 @@ export class HetznerClient {
       const next: number | null | undefined = body.meta?.pagination?.next_page;
       page = next && next > page ? next : null;
     }
-    return out;
+    return { items: out, pages: reads };
   }
 
   private async listServersWithPages(labelSelector?: string): Promise<{ servers: HetznerServer[]; pages: number }> {

@@ -10,7 +10,7 @@ import {
   type RequestPolicy,
 } from '../http';
 import { carriesTags, hostnameMatches } from './devices';
-import { BatchPoller, KEEP_WAITING, PollVerdict } from '../poller';
+import { BatchPoller, KEEP_WAITING, PollVerdict, ReadCoalescer } from '../poller';
 import type { CreatedAuthKey, OAuthTokenResponse, TailscaleDevice, TailscaleKey } from './tailscale.types';
 
 export interface TailscaleClientDeps extends RequestPolicy {
@@ -25,6 +25,8 @@ export interface TailscaleClientDeps extends RequestPolicy {
   enrollmentPollIntervalMs?: number;
   /** Default deadline of waitForEnrollment. */
   enrollmentTimeoutMs?: number;
+  /** How long a shared device listing (listDevicesShared) waits for more callers; default the enrollment poll interval. */
+  listingWindowMs?: number;
   /** A cached token is replaced this long before it expires. */
   tokenRefreshMarginMs?: number;
   /** Where the OAuth client comes from, named when Tailscale rejects it. */
@@ -82,9 +84,9 @@ export class TailscaleClient {
   private readonly enrollmentTimeoutMs: number;
   private readonly tokens: OAuthTokenSource;
   private readonly enrollmentPoller: BatchPoller<string, TailscaleDevice[]>;
-  private readonly sleep: (ms: number) => Promise<void>;
-  private readonly now: () => number;
-  private readonly devicePollIntervalMs: number;
+  /** Waits for known devices to come back online, by id. */
+  private readonly devicePoller: BatchPoller<string, TailscaleDevice | null>;
+  private readonly sharedDevices: ReadCoalescer<'devices', TailscaleDevice[]>;
 
   constructor(deps: TailscaleClientDeps) {
     if (!deps.clientId || !deps.clientSecret) throw new Error('TailscaleClient needs an OAuth client id and secret');
@@ -95,9 +97,6 @@ export class TailscaleClient {
     this.enrollmentTimeoutMs = deps.enrollmentTimeoutMs ?? 5 * 60_000;
     const now = deps.now ?? Date.now;
     const sleep = deps.sleep ?? defaultSleep;
-    this.sleep = sleep;
-    this.now = now;
-    this.devicePollIntervalMs = deps.enrollmentPollIntervalMs ?? 2000;
 
     this.tokens = new OAuthTokenSource(
       () =>
@@ -136,6 +135,17 @@ export class TailscaleClient {
         const devices = await this.listDevices();
         return new Map(hostnames.map((h) => [h, devices.filter((d) => hostnameMatches(d, h))]));
       },
+    });
+    this.devicePoller = new BatchPoller({
+      intervalMs: deps.enrollmentPollIntervalMs ?? 2000,
+      sleep,
+      now,
+      logger: this.logger,
+      fetch: (ids) => this.fetchDevices(ids),
+    });
+    this.sharedDevices = new ReadCoalescer(async () => new Map([['devices', await this.listDevices()]]), {
+      windowMs: deps.listingWindowMs ?? deps.enrollmentPollIntervalMs ?? 2000,
+      sleep,
     });
   }
 
@@ -239,6 +249,15 @@ export class TailscaleClient {
     return body.devices ?? [];
   }
 
+  /**
+   * The tailnet's devices from a listing taken after this call that concurrent callers share: every
+   * call within a short window waits for one listing that starts after the last of them, so many
+   * destroys looking for and confirming their devices cost a few listings, not one each.
+   */
+  listDevicesShared(): Promise<TailscaleDevice[]> {
+    return this.sharedDevices.get('devices');
+  }
+
   async getDevice(id: string): Promise<TailscaleDevice | null> {
     try {
       return await this.core.request<TailscaleDevice>({
@@ -258,22 +277,21 @@ export class TailscaleClient {
    * snapshot comes back as the same node). Resolves with the device once it is connected, or null
    * when the device no longer exists; WaitTimeoutError past the deadline.
    */
-  async waitForDeviceOnline(id: string, o: { timeoutMs?: number } = {}): Promise<TailscaleDevice | null> {
+  waitForDeviceOnline(id: string, o: { timeoutMs?: number } = {}): Promise<TailscaleDevice | null> {
     const timeoutMs = o.timeoutMs ?? this.enrollmentTimeoutMs;
-    const deadline = this.now() + timeoutMs;
-    for (;;) {
-      const device = await this.getDevice(id);
-      if (!device || device.connectedToControl === true) return device;
-      if (this.now() >= deadline) {
-        throw new WaitTimeoutError({
+    return this.devicePoller.wait(id, {
+      timeoutMs,
+      immediate: true,
+      evaluate: (device): PollVerdict<TailscaleDevice | null> =>
+        !device || device.connectedToControl === true ? { done: true, value: device } : KEEP_WAITING,
+      timeoutError: () =>
+        new WaitTimeoutError({
           api: 'tailscale',
           code: 'device_offline',
           path: `/device/${id}`,
           message: `Tailscale device ${id} did not come back online within ${timeoutMs} ms`,
-        });
-      }
-      await this.sleep(this.devicePollIntervalMs);
-    }
+        }),
+    });
   }
 
   /** 404 means the device is already gone, which is what the caller wanted: false, not an error. */
@@ -341,5 +359,23 @@ export class TailscaleClient {
             (untagged.size > 0 ? ` (untagged device ${[...untagged].join(', ')} has the hostname)` : ''),
         }),
     });
+  }
+
+  /** One device by id, or for several one listing (a device it does not show is read by id: gone or not). */
+  private async fetchDevices(ids: string[]): Promise<Map<string, TailscaleDevice | null | Error>> {
+    const out = new Map<string, TailscaleDevice | null | Error>();
+    let unlisted = ids;
+    if (ids.length > 1) {
+      try {
+        const byId = new Map((await this.listDevices()).map((d) => [d.id, d]));
+        unlisted = ids.filter((id) => !byId.has(id));
+        for (const id of ids) if (byId.has(id)) out.set(id, byId.get(id)!);
+      } catch (err) {
+        for (const id of ids) out.set(id, err as Error);
+        return out;
+      }
+    }
+    await Promise.all(unlisted.map(async (id) => out.set(id, await this.getDevice(id).catch((e: Error) => e))));
+    return out;
   }
 }
