@@ -7,6 +7,11 @@ export const KEEP_WAITING: PollVerdict<never> = { done: false };
 
 interface Waiter<V> {
   deadline: number;
+  /** When this waiter next needs a look. */
+  dueAt: number;
+  /** The time between its looks, grown by `backoff` after each look that did not finish it. */
+  stepMs: number;
+  backoff?: Backoff;
   /** May throw to reject the waiter (e.g. an action that ended in `error`). */
   evaluate(value: V): PollVerdict<unknown>;
   timeoutError(): Error;
@@ -16,16 +21,29 @@ interface Waiter<V> {
 
 /**
  * Per key: the latest value, or an Error when that key's lookup failed. A key missing from the
- * map had no news this round and keeps waiting.
+ * map had no news this round and keeps waiting. The map may carry keys that were not asked for
+ * (a listing answers for everything it lists): their waiters are settled too.
  */
 export type BatchFetch<K, V> = (keys: K[]) => Promise<Map<K, V | Error>>;
 
 export interface BatchPollerOptions<K, V> {
   intervalMs: number;
   fetch: BatchFetch<K, V>;
+  /**
+   * Requests a round for this many keys costs. Given, rounds are spaced so that the poll spends
+   * about one request per interval (a round of two requests is followed by two quiet intervals),
+   * but never more than MAX_SPACING intervals apart.
+   */
+  cost?: (keys: number) => number;
   sleep: (ms: number) => Promise<void>;
   now: () => number;
   logger?: ClientLogger;
+}
+
+/** Looks that grow apart: for waits that take long and do not need to be seen the moment they end. */
+export interface Backoff {
+  factor: number;
+  maxIntervalMs: number;
 }
 
 export interface WaitOptions<V, R> {
@@ -34,30 +52,35 @@ export interface WaitOptions<V, R> {
   timeoutError: () => Error;
   /**
    * Look at once rather than an interval from now: the caller has no reason to think the value is
-   * about to change (a read before acting, a look after an action that may already have done its
-   * work). Still never more than one round per interval.
+   * about to change (a read before acting). Still never more than one round per interval.
    */
   immediate?: boolean;
+  backoff?: Backoff;
 }
 
+/** The most intervals a costly round may push the next one back. */
+const MAX_SPACING = 4;
+
 /**
- * The one polling loop of the clients: any number of concurrent waits (and reads) share it. Every
- * round, the keys of all pending waiters go to one `fetch` (which batches them into as few requests
- * as the API allows), and each waiter is settled from the result. Rounds are at most one per
- * interval, and run only while someone waits. A waiter is settled only from a round that started
- * after it began waiting, so nobody is answered with a value read before it asked.
+ * The one polling loop of the clients: any number of concurrent waits (and reads) share it. A
+ * round runs when some waiter is due, at most one per interval and only while someone waits; the
+ * keys of the waiters due then go to one `fetch` (which batches them into as few requests as the
+ * API allows), and every waiter its answer covers is settled from it. A waiter is settled only
+ * from a round that started after it began waiting, so nobody is answered with a value read before
+ * it asked.
  */
 export class BatchPoller<K, V> {
   private readonly waiters = new Map<K, Set<Waiter<V>>>();
   private running = false;
   private lastPollAt = Number.NEGATIVE_INFINITY;
-  /** When the next round starts; an immediate waiter may bring it forward. */
-  private nextRoundAt = 0;
+  /** The least time from the last round to the next. */
+  private spacingMs: number;
   private wake?: () => void;
   private readonly opts: BatchPollerOptions<K, V>;
 
   constructor(opts: BatchPollerOptions<K, V>) {
     this.opts = opts;
+    this.spacingMs = opts.intervalMs;
   }
 
   get pending(): number {
@@ -69,8 +92,12 @@ export class BatchPoller<K, V> {
   wait<R>(key: K, o: WaitOptions<V, R>): Promise<R> {
     return new Promise<R>((resolve, reject) => {
       const now = this.opts.now();
+      const { intervalMs } = this.opts;
       const waiter: Waiter<V> = {
         deadline: now + o.timeoutMs,
+        dueAt: o.immediate ? now : now + intervalMs,
+        stepMs: intervalMs,
+        backoff: o.backoff,
         evaluate: o.evaluate,
         timeoutError: o.timeoutError,
         resolve: resolve as (value: unknown) => void,
@@ -79,14 +106,8 @@ export class BatchPoller<K, V> {
       let set = this.waiters.get(key);
       if (!set) this.waiters.set(key, (set = new Set()));
       set.add(waiter);
-      const wanted = o.immediate ? Math.max(now, this.lastPollAt + this.opts.intervalMs) : now + this.opts.intervalMs;
-      if (!this.running) {
-        this.nextRoundAt = wanted;
-        void this.run();
-      } else if (wanted < this.nextRoundAt) {
-        this.nextRoundAt = wanted;
-        this.wake?.();
-      }
+      if (!this.running) void this.run();
+      else this.wake?.();
     });
   }
 
@@ -99,37 +120,63 @@ export class BatchPoller<K, V> {
     this.running = true;
     try {
       while (this.waiters.size > 0) {
-        await this.sleepUntilNextRound();
-        this.lastPollAt = this.opts.now();
-        // Fixed rate: the time a poll takes counts toward the interval, so it stays one poll per interval.
-        this.nextRoundAt = this.lastPollAt + this.opts.intervalMs;
+        await this.sleepUntilDue();
         this.expire();
-        if (this.waiters.size === 0) break;
+        const startedAt = this.opts.now();
+        // No round can follow within the interval: whoever falls due by then is looked at now rather
+        // than costing a round of its own.
+        const due = this.dueKeys(startedAt + this.spacingMs);
+        if (due.length === 0) continue;
+        this.lastPollAt = startedAt;
+        const cost = this.opts.cost?.(due.length) ?? 1;
+        this.spacingMs = this.opts.intervalMs * Math.min(MAX_SPACING, Math.max(1, cost));
         // Those waiting now are answered by this round; whoever comes while it runs waits for the next.
         const asked = new Map([...this.waiters].map(([key, set]) => [key, [...set]]));
         let results: Map<K, V | Error>;
         try {
-          results = await this.opts.fetch([...asked.keys()]);
+          results = await this.opts.fetch(due);
         } catch (err) {
-          results = new Map([...asked.keys()].map((k) => [k, err instanceof Error ? err : new Error(String(err))]));
+          results = new Map(due.map((k) => [k, err instanceof Error ? err : new Error(String(err))]));
         }
-        for (const [key, value] of results) this.settle(key, asked.get(key) ?? [], value);
+        for (const [key, value] of results) {
+          const waiters = asked.get(key);
+          if (waiters) this.settle(key, waiters, value, startedAt);
+        }
         this.expire();
       }
     } catch (err) {
       // Only reachable if sleep itself fails; never leave waiters hanging.
       this.opts.logger?.error({ err }, 'Shared poller stopped');
       const error = err instanceof Error ? err : new Error(String(err));
-      for (const [key, set] of [...this.waiters]) this.settle(key, [...set], error);
+      for (const [key, set] of [...this.waiters]) this.settle(key, [...set], error, this.opts.now());
     } finally {
       this.running = false;
     }
   }
 
-  /** Sleeps until the next round is due; an immediate waiter arriving meanwhile may cut it short. */
-  private async sleepUntilNextRound(): Promise<void> {
+  private dueKeys(by: number): K[] {
+    const keys: K[] = [];
+    for (const [key, set] of this.waiters) if ([...set].some((w) => w.dueAt <= by)) keys.push(key);
+    return keys;
+  }
+
+  /**
+   * Sleeps until the next round may run (one interval after the last) and someone is due, or a
+   * deadline passes; a waiter arriving meanwhile wakes it to look again.
+   */
+  private async sleepUntilDue(): Promise<void> {
     for (;;) {
-      const wait = this.nextRoundAt - this.opts.now();
+      if (this.waiters.size === 0) return;
+      let due = Number.POSITIVE_INFINITY;
+      let deadline = Number.POSITIVE_INFINITY;
+      for (const set of this.waiters.values()) {
+        for (const w of set) {
+          due = Math.min(due, w.dueAt);
+          deadline = Math.min(deadline, w.deadline);
+        }
+      }
+      const at = Math.min(Math.max(due, this.lastPollAt + this.spacingMs), deadline);
+      const wait = at - this.opts.now();
       if (wait <= 0) {
         // Let every caller of the current synchronous run join this round.
         await Promise.resolve();
@@ -141,7 +188,7 @@ export class BatchPoller<K, V> {
     }
   }
 
-  private settle(key: K, waiters: Waiter<V>[], value: V | Error): void {
+  private settle(key: K, waiters: Waiter<V>[], value: V | Error, roundAt: number): void {
     for (const waiter of waiters) {
       if (!this.waiters.get(key)?.has(waiter)) continue;
       if (value instanceof Error) {
@@ -160,7 +207,10 @@ export class BatchPoller<K, V> {
       if (verdict.done) {
         this.remove(key, waiter);
         waiter.resolve(verdict.value);
+        continue;
       }
+      if (waiter.backoff) waiter.stepMs = Math.min(waiter.backoff.maxIntervalMs, waiter.stepMs * waiter.backoff.factor);
+      waiter.dueAt = roundAt + waiter.stepMs;
     }
   }
 

@@ -8,7 +8,7 @@ import {
   silentClientLogger,
   type RequestPolicy,
 } from '../http';
-import { BatchPoller, KEEP_WAITING, PollVerdict } from '../poller';
+import { BatchPoller, KEEP_WAITING, PollVerdict, type Backoff } from '../poller';
 import { SharedListing } from './shared-listing';
 import type {
   CreateImageOptions,
@@ -66,6 +66,8 @@ export class HetznerClient {
   private managedListingPages = 1;
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly listingWindowMs: number;
+  /** A shutdown is looked at after 1, 2.5, 4.75, … poll intervals, then every 4. */
+  private readonly shutdownBackoff: Backoff;
 
   constructor(deps: HetznerClientDeps) {
     if (!deps.token) throw new Error('HetznerClient needs a token');
@@ -75,6 +77,7 @@ export class HetznerClient {
     const sleep = deps.sleep ?? defaultSleep;
     this.sleep = sleep;
     this.listingWindowMs = deps.listingWindowMs ?? deps.serverPollIntervalMs ?? 1000;
+    this.shutdownBackoff = { factor: 1.5, maxIntervalMs: 4 * (deps.serverPollIntervalMs ?? 1000) };
     this.actionTimeoutMs = deps.actionTimeoutMs ?? 10 * 60_000;
     this.serverWaitTimeoutMs = deps.serverWaitTimeoutMs ?? 5 * 60_000;
     this.managedLabelSelector = deps.managedLabelSelector ?? 'managed-by=tailfleet';
@@ -103,6 +106,8 @@ export class HetznerClient {
       now: this.now,
       logger: this.logger,
       fetch: (ids) => this.fetchServers(ids),
+      // A listing page or a read per server, whichever is fewer (see fetchServers).
+      cost: (ids) => Math.min(ids, this.managedListingPages),
     });
     this.imagePoller = new BatchPoller({
       intervalMs: deps.serverPollIntervalMs ?? 1000,
@@ -218,18 +223,22 @@ export class HetznerClient {
 
     const startedAt = this.now();
     const action = await this.serverAction(id, 'shutdown');
-    await this.settleAction(action);
+    if (action.status === 'error') throw new ActionFailedError(action);
     try {
-      // By the time the signal is confirmed the server may be off already: the first look is the
-      // next shared round, not a whole poll interval later.
+      // Only the server says when it is off, so it alone is watched (no poll of the action as well),
+      // with looks that grow apart: an OS takes a while to shut down.
       const remaining = Math.max(0, timeoutMs - (this.now() - startedAt));
-      const off = await this.waitForServerStatus(id, 'off', { timeoutMs: remaining, immediate: true });
+      const off = await this.waitForServerStatus(id, 'off', { timeoutMs: remaining, backoff: this.shutdownBackoff });
       if (!off) throw this.serverNotFound(id, 'shutdown');
       this.logger.info({ serverId: id }, `[Hetzner] Server ${id} shut down gracefully`);
       return 'graceful';
     } catch (err) {
       if (!(err instanceof WaitTimeoutError)) throw err;
     }
+    // Not off in time: a shutdown that failed is reported as such; one the OS ignored is forced.
+    const sent = (await this.fetchActions([action.id])).get(action.id);
+    if (sent instanceof Error) throw sent;
+    if (sent?.status === 'error') throw new ActionFailedError(sent);
     this.logger.warn(
       { serverId: id, timeoutMs },
       `[Hetzner] Server ${id} did not shut down within ${Math.round(timeoutMs / 1000)}s, falling back to forced power off`,
@@ -404,11 +413,11 @@ export class HetznerClient {
    * waits share requests: one GET per server while few wait, one labelled listing for all of them
    * when that is cheaper.
    */
-  waitForServerStatus(id: number, status: string, o: { timeoutMs?: number; immediate?: boolean } = {}): Promise<HetznerServer | null> {
+  waitForServerStatus(id: number, status: string, o: { timeoutMs?: number; backoff?: Backoff } = {}): Promise<HetznerServer | null> {
     const timeoutMs = o.timeoutMs ?? this.serverWaitTimeoutMs;
     return this.serverPoller.wait(id, {
       timeoutMs,
-      immediate: o.immediate,
+      backoff: o.backoff,
       evaluate: (server): PollVerdict<HetznerServer | null> => {
         if (server === null) return { done: true, value: null };
         return server.status === status ? { done: true, value: server } : KEEP_WAITING;
@@ -565,12 +574,9 @@ export class HetznerClient {
         const { servers, pages } = await this.listServersWithPages(this.managedLabelSelector);
         this.managedListingPages = Math.max(1, pages);
         const byId = new Map(servers.map((s) => [s.id, s]));
-        const missing: number[] = [];
-        for (const id of ids) {
-          const server = byId.get(id);
-          if (server) out.set(id, server);
-          else missing.push(id);
-        }
+        // The listing answers for every server it shows, also those whose waiters were not due yet.
+        for (const server of servers) out.set(server.id, server);
+        const missing = ids.filter((id) => !byId.has(id));
         // Absent from the listing usually means deleted, but a server without the managed label
         // would be absent too: confirm those one by one (rare, so cheap).
         await this.readEach(missing, out);

@@ -87,6 +87,7 @@ export class TailscaleClient {
   /** Waits for known devices to come back online, by id. */
   private readonly devicePoller: BatchPoller<string, TailscaleDevice | null>;
   private readonly sharedDevices: ReadCoalescer<'devices', TailscaleDevice[]>;
+  private readonly enrollmentPollIntervalMs: number;
 
   constructor(deps: TailscaleClientDeps) {
     if (!deps.clientId || !deps.clientSecret) throw new Error('TailscaleClient needs an OAuth client id and secret');
@@ -95,6 +96,7 @@ export class TailscaleClient {
     this.tailnet = deps.tailnet ?? '-';
     this.tags = deps.tags ?? ['tag:agent'];
     this.enrollmentTimeoutMs = deps.enrollmentTimeoutMs ?? 5 * 60_000;
+    this.enrollmentPollIntervalMs = deps.enrollmentPollIntervalMs ?? 2000;
     const now = deps.now ?? Date.now;
     const sleep = deps.sleep ?? defaultSleep;
 
@@ -127,7 +129,7 @@ export class TailscaleClient {
       rateLimitModel: 'window',
     });
     this.enrollmentPoller = new BatchPoller({
-      intervalMs: deps.enrollmentPollIntervalMs ?? 2000,
+      intervalMs: this.enrollmentPollIntervalMs,
       sleep,
       now,
       logger: this.logger,
@@ -137,14 +139,14 @@ export class TailscaleClient {
       },
     });
     this.devicePoller = new BatchPoller({
-      intervalMs: deps.enrollmentPollIntervalMs ?? 2000,
+      intervalMs: this.enrollmentPollIntervalMs,
       sleep,
       now,
       logger: this.logger,
       fetch: (ids) => this.fetchDevices(ids),
     });
     this.sharedDevices = new ReadCoalescer(async () => new Map([['devices', await this.listDevices()]]), {
-      windowMs: deps.listingWindowMs ?? deps.enrollmentPollIntervalMs ?? 2000,
+      windowMs: deps.listingWindowMs ?? this.enrollmentPollIntervalMs,
       sleep,
     });
   }
@@ -336,6 +338,8 @@ export class TailscaleClient {
     const untagged = new Set<string>();
     return this.enrollmentPoller.wait(hostname, {
       timeoutMs,
+      // A machine takes a while to boot and join: looks that grow apart (up to every 4 intervals).
+      backoff: { factor: 1.5, maxIntervalMs: 4 * this.enrollmentPollIntervalMs },
       evaluate: (devices): PollVerdict<TailscaleDevice> => {
         for (const d of devices) {
           if (carriesTags(d, this.tags) || untagged.has(d.id)) continue;
