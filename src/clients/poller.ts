@@ -123,6 +123,8 @@ export class BatchPoller<K, V> {
         await this.sleepUntilDue();
         this.expire();
         const startedAt = this.opts.now();
+        // Woken for a deadline only: no round before the spacing is up.
+        if (startedAt < this.lastPollAt + this.spacingMs) continue;
         // No round can follow within the interval: whoever falls due by then is looked at now rather
         // than costing a round of its own.
         const due = this.dueKeys(startedAt + this.spacingMs);

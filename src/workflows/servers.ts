@@ -25,18 +25,21 @@ export async function listWithRecorded(
   return found;
 }
 
-/** The server once it is running, powered on first when it is off; null when it no longer exists. */
+/**
+ * The server once it is running, powered on first when it is off; null when it no longer exists.
+ * Its reads are the client's shared ones: many provisions finishing together cost a few listings.
+ */
 export async function runningServer(
-  hetzner: Pick<HetznerClient, 'getServer' | 'powerOnServer' | 'waitForServerStatus'>,
+  hetzner: Pick<HetznerClient, 'readServer' | 'powerOnServer' | 'waitForServerStatus'>,
   serverId: number,
   timeoutMs: number,
   onPowerOn: () => void = () => {},
 ): Promise<HetznerServer | null> {
-  let server = await hetzner.getServer(serverId);
+  let server = await hetzner.readServer(serverId);
   if (server?.status === 'off') {
     onPowerOn();
     await hetzner.powerOnServer(serverId);
-    server = await hetzner.getServer(serverId);
+    server = await hetzner.readServer(serverId);
   }
   if (server && server.status !== 'running') server = await hetzner.waitForServerStatus(serverId, 'running', { timeoutMs });
   return server;

@@ -432,8 +432,11 @@ export class HetznerClient {
     });
   }
 
-  /** The server as the next shared round reads it (batched with every wait and read of that round). */
-  private readServer(id: number): Promise<HetznerServer | null> {
+  /**
+   * The server (null once it no longer exists) as the next shared round reads it, batched with every
+   * wait and read of that round; like getServer, never an answer read before the call.
+   */
+  readServer(id: number): Promise<HetznerServer | null> {
     return this.serverPoller.read(id, {
       timeoutMs: this.serverWaitTimeoutMs,
       timeoutError: () =>
