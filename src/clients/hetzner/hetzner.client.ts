@@ -66,7 +66,7 @@ export class HetznerClient {
   private managedListingPages = 1;
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly listingWindowMs: number;
-  /** A shutdown is looked at after 1, 2.5, 4.75, … poll intervals, then every 4. */
+  /** A shutdown is looked at after 1, 3, 7 poll intervals, then every 4. */
   private readonly shutdownBackoff: Backoff;
 
   constructor(deps: HetznerClientDeps) {
@@ -77,7 +77,7 @@ export class HetznerClient {
     const sleep = deps.sleep ?? defaultSleep;
     this.sleep = sleep;
     this.listingWindowMs = deps.listingWindowMs ?? deps.serverPollIntervalMs ?? 1000;
-    this.shutdownBackoff = { factor: 1.5, maxIntervalMs: 4 * (deps.serverPollIntervalMs ?? 1000) };
+    this.shutdownBackoff = { factor: 2, maxIntervalMs: 4 * (deps.serverPollIntervalMs ?? 1000) };
     this.actionTimeoutMs = deps.actionTimeoutMs ?? 10 * 60_000;
     this.serverWaitTimeoutMs = deps.serverWaitTimeoutMs ?? 5 * 60_000;
     this.managedLabelSelector = deps.managedLabelSelector ?? 'managed-by=tailfleet';
@@ -119,8 +119,8 @@ export class HetznerClient {
     this.sharedServers = new SharedListing({
       base: this.managedLabelSelector,
       list: async (selector) => {
-        const { servers, pages } = await this.listServersWithPages(selector);
-        return { items: servers, pages };
+        const { servers, pages, complete } = await this.listServersWithPages(selector);
+        return { items: servers, pages, complete };
       },
       windowMs: this.listingWindowMs,
       sleep,
@@ -472,10 +472,17 @@ export class HetznerClient {
     return (await this.listAllPaged<T>(path, key, query)).items;
   }
 
-  private async listAllPaged<T>(path: string, key: string, query: Record<string, string | undefined>): Promise<{ items: T[]; pages: number }> {
+  /** `complete` as for listServersWithPages. */
+  private async listAllPaged<T>(
+    path: string,
+    key: string,
+    query: Record<string, string | undefined>,
+  ): Promise<{ items: T[]; pages: number; complete: boolean }> {
     const out: T[] = [];
+    const totals = new Set<number | null>();
     let reads = 0;
-    for (let page: number | null | undefined = 1; page && reads < 100; reads++) {
+    let page: number | null | undefined = 1;
+    for (; page && reads < 100; reads++) {
       const body: Record<string, unknown> & { meta?: { pagination?: HetznerPagination } } = await this.core.request({
         method: 'GET',
         path,
@@ -484,13 +491,20 @@ export class HetznerClient {
         query: { ...query, page, per_page: SERVERS_PER_PAGE },
       });
       out.push(...((body[key] as T[] | undefined) ?? []));
+      totals.add(body.meta?.pagination?.total_entries ?? (reads === 0 && !body.meta?.pagination?.next_page ? out.length : null));
       const next: number | null | undefined = body.meta?.pagination?.next_page;
       page = next && next > page ? next : null;
     }
-    return { items: out, pages: reads };
+    const complete = !page && totals.size === 1 && [...totals][0] === out.length;
+    return { items: out, pages: reads, complete };
   }
 
-  private async listServersWithPages(labelSelector?: string): Promise<{ servers: HetznerServer[]; pages: number }> {
+  /**
+   * `complete`: every page reported the same total and that many servers came back. Pages read while
+   * servers are deleted shift, and a server can slip from a later page to one already read: a
+   * listing that is not complete may lack a server that exists.
+   */
+  private async listServersWithPages(labelSelector?: string): Promise<{ servers: HetznerServer[]; pages: number; complete: boolean }> {
     const page = (n: number) =>
       this.core.request<{ servers: HetznerServer[]; meta?: { pagination?: HetznerPagination } }>({
         method: 'GET',
@@ -502,7 +516,7 @@ export class HetznerClient {
     const first = await page(1);
     const servers = [...first.servers];
     const pagination = first.meta?.pagination;
-    if (!pagination?.next_page) return { servers, pages: 1 };
+    if (!pagination?.next_page) return { servers, pages: 1, complete: true };
     // The first page says how many there are; fetch the rest together rather than one after another.
     const last = pagination.last_page ?? Math.ceil((pagination.total_entries ?? 0) / SERVERS_PER_PAGE);
     if (last > 1) {
@@ -514,7 +528,9 @@ export class HetznerClient {
         seen.add(x.id);
         servers.push(x);
       }
-      return { servers, pages: last };
+      const totals = new Set([first, ...rest].map((p) => p.meta?.pagination?.total_entries ?? null));
+      const complete = totals.size === 1 && !totals.has(null) && servers.length === [...totals][0];
+      return { servers, pages: last, complete };
     }
     // Neither last_page nor total_entries: follow next_page.
     let pages = 1;
@@ -525,7 +541,7 @@ export class HetznerClient {
       const following: number | null | undefined = body.meta?.pagination?.next_page;
       next = following && following > next ? following : null;
     }
-    return { servers, pages };
+    return { servers, pages, complete: false };
   }
 
   private async fetchActions(ids: number[]): Promise<Map<number, HetznerAction | Error>> {

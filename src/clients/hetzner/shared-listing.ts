@@ -1,7 +1,10 @@
 import { ReadCoalescer } from '../poller';
 
-/** One listing of every page: what it found and how many requests it took. */
-export type PagedListing<T> = (labelSelector: string) => Promise<{ items: T[]; pages: number }>;
+/**
+ * One listing of every page: what it found, how many requests it took, and whether it is complete
+ * (its pages agree on the total and it holds that many; pages read while items are deleted shift).
+ */
+export type PagedListing<T> = (labelSelector: string) => Promise<{ items: T[]; pages: number; complete: boolean }>;
 
 /**
  * Listings by label selector that concurrent callers share. Every call waits out a short window;
@@ -9,7 +12,8 @@ export type PagedListing<T> = (labelSelector: string) => Promise<{ items: T[]; p
  * one already under way), so a caller confirming that something is gone sees the cloud as it is
  * after its delete. When more callers wait than the broad listing (`base`, e.g.
  * `managed-by=tailfleet`) has pages, that one listing answers all of them, each filtered by its own
- * label terms; otherwise each selector is listed on its own.
+ * label terms; otherwise each selector is listed on its own. A broad listing that is not complete
+ * (a page shifted under it) answers nobody: each selector is then listed on its own.
  */
 export class SharedListing<T extends { labels?: Record<string, string> | null }> {
   private readonly coalescer: ReadCoalescer<string, T[]>;
@@ -55,8 +59,12 @@ export class SharedListing<T extends { labels?: Record<string, string> | null }>
       jobs.push(
         (async () => {
           try {
-            const { items, pages } = await this.o.list(this.o.base);
+            const { items, pages, complete } = await this.o.list(this.o.base);
             this.basePages = Math.max(1, pages);
+            if (!complete) {
+              await Promise.all([...narrower.keys()].map(async (s) => out.set(s, (await this.o.list(s)).items)));
+              return;
+            }
             for (const [s, terms] of narrower) {
               out.set(
                 s,

@@ -25,7 +25,7 @@ export interface TailscaleClientDeps extends RequestPolicy {
   enrollmentPollIntervalMs?: number;
   /** Default deadline of waitForEnrollment. */
   enrollmentTimeoutMs?: number;
-  /** How long a shared device listing (listDevicesShared) waits for more callers; default the enrollment poll interval. */
+  /** How long a shared listing (listDevicesShared, listAuthKeys) waits for more callers; default the enrollment poll interval. */
   listingWindowMs?: number;
   /** A cached token is replaced this long before it expires. */
   tokenRefreshMarginMs?: number;
@@ -87,6 +87,7 @@ export class TailscaleClient {
   /** Waits for known devices to come back online, by id. */
   private readonly devicePoller: BatchPoller<string, TailscaleDevice | null>;
   private readonly sharedDevices: ReadCoalescer<'devices', TailscaleDevice[]>;
+  private readonly sharedKeys: ReadCoalescer<'keys', TailscaleKey[]>;
   private readonly enrollmentPollIntervalMs: number;
 
   constructor(deps: TailscaleClientDeps) {
@@ -145,10 +146,9 @@ export class TailscaleClient {
       logger: this.logger,
       fetch: (ids) => this.fetchDevices(ids),
     });
-    this.sharedDevices = new ReadCoalescer(async () => new Map([['devices', await this.listDevices()]]), {
-      windowMs: deps.listingWindowMs ?? this.enrollmentPollIntervalMs,
-      sleep,
-    });
+    const listingWindow = { windowMs: deps.listingWindowMs ?? this.enrollmentPollIntervalMs, sleep };
+    this.sharedDevices = new ReadCoalescer(async () => new Map([['devices', await this.listDevices()]]), listingWindow);
+    this.sharedKeys = new ReadCoalescer(async () => new Map([['keys', await this.readAuthKeys()]]), listingWindow);
   }
 
   get rateLimiter(): RateLimiter {
@@ -193,8 +193,14 @@ export class TailscaleClient {
   /**
    * The tailnet's active keys (metadata, never secrets): auth keys not yet used, revoked or expired,
    * and API tokens. An entry that carries nothing but its id is read on its own for the rest.
+   * Concurrent callers share one listing, taken after the last of them asked (within the listing
+   * window): many provisions ending together cost a few listings, not one each.
    */
-  async listAuthKeys(): Promise<TailscaleKey[]> {
+  listAuthKeys(): Promise<TailscaleKey[]> {
+    return this.sharedKeys.get('keys');
+  }
+
+  private async readAuthKeys(): Promise<TailscaleKey[]> {
     const body = await this.core.request<{ keys?: TailscaleKey[] }>({
       method: 'GET',
       path: `/tailnet/${encodeURIComponent(this.tailnet)}/keys`,
