@@ -1,5 +1,5 @@
 /**
- * Cost of stopping many servers at once: tailfleet's Hetzner client (shared action and server polls)
+ * Cost of stopping many servers at once: tailfleet's Hetzner client (shared server reads and polls)
  * against a naive poller (one GET per action and one GET per server every interval), both against
  * the in-process simulator with Hetzner's real rate limit (3600/h, refilled 1/s).
  *
@@ -22,6 +22,8 @@ const POLL_MS = arg('poll-ms', 100);
 /** An ACPI shutdown that takes ten poll intervals, as a real OS needs a while. */
 const SHUTDOWN_MS = 10 * POLL_MS;
 const RATE_LIMIT = { limit: 3600, refillPerSecond: 1 };
+/** The shutdown call and a share of the shared reads and status polls. */
+const TARGET_PER_STOP = 1.3;
 
 interface PhaseResult {
   client: 'tailfleet' | 'naive';
@@ -186,8 +188,8 @@ async function main(): Promise<void> {
       )}\n`,
     );
     console.log(`\nWrote ${file}`);
-    if (ours.requestsPerStop > 3 || ours.rateLimited > 0) {
-      console.error(`tailfleet exceeded its target (≤ 3 requests per stop, no 429)`);
+    if (ours.requestsPerStop > TARGET_PER_STOP || ours.rateLimited > 0) {
+      console.error(`tailfleet exceeded its target (≤ ${TARGET_PER_STOP} requests per stop, no 429)`);
       process.exitCode = 1;
     }
   } finally {

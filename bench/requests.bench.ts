@@ -8,11 +8,16 @@
  *   npx tsx bench/requests.bench.ts [-- --agents 100 --poll-ms 100]
  */
 import type { Worker } from 'bullmq';
-import { fmt, log, table, writeResult, type Row } from './lib/report';
+import { fmt, log, missedRequired, table, writeResult, type Row } from './lib/report';
 import { api, cloud429s, cloudRequestCounts, HETZNER_RATE_LIMIT, startBenchStack, ZERO_TIMINGS } from './lib/stack';
 import { numberArg } from './throughput.bench';
 
-const TARGET_PER_STOP = 3;
+/** Hetzner requests per stop: the shutdown call and a share of the shared reads and status polls. */
+const TARGET_PER_STOP = 1.3;
+/** Per destroy: Hetzner, Tailscale (the deletes, and a share of the listings concurrent destroys share). */
+const TARGET_PER_DESTROY = { hetzner: 4, tailscale: 2 };
+/** Per provision, Hetzner / Tailscale: no more than before the shared listings (4.23 / 2.18). */
+const TARGET_PER_PROVISION = { hetzner: 4.23, tailscale: 2.18 };
 
 /** Cloud requests of one phase of `operations` concurrent provisions or destroys. */
 export interface CloudPhase {
@@ -181,6 +186,9 @@ export async function runRequestsBench(opts: { agents?: number; pollMs?: number 
         bench,
         metric: `Hetzner / Tailscale requests per provision (${agents} concurrent, create ${5 * pollMs} ms, boot ${3 * pollMs} ms, enrol ${5 * pollMs} ms; +${provision.oauthRequests} OAuth token)`,
         value: perOp(provision),
+        target: `≤ ${TARGET_PER_PROVISION.hetzner} / ${TARGET_PER_PROVISION.tailscale}`,
+        met: provision.hetznerPerOperation <= TARGET_PER_PROVISION.hetzner && provision.tailscalePerOperation <= TARGET_PER_PROVISION.tailscale,
+        required: true,
       },
       {
         bench,
@@ -188,6 +196,7 @@ export async function runRequestsBench(opts: { agents?: number; pollMs?: number 
         value: fmt.ratio(stop.perOperation),
         target: `≤ ${TARGET_PER_STOP}`,
         met: stop.perOperation <= TARGET_PER_STOP,
+        required: true,
       },
       { bench, metric: `Hetzner requests per start (${agents} concurrent, power-on ${3 * pollMs} ms)`, value: fmt.ratio(start.perOperation) },
       { bench, metric: 'Tailscale requests during stops + starts', value: String(stop.tailscaleRequests + start.tailscaleRequests) },
@@ -195,9 +204,26 @@ export async function runRequestsBench(opts: { agents?: number; pollMs?: number 
         bench,
         metric: `Hetzner / Tailscale requests per destroy (${agents} concurrent, delete ${3 * pollMs} ms; +${destroy.oauthRequests} OAuth token)`,
         value: perOp(destroy),
+        target: `≤ ${TARGET_PER_DESTROY.hetzner} / ${TARGET_PER_DESTROY.tailscale}`,
+        met: destroy.hetznerPerOperation <= TARGET_PER_DESTROY.hetzner && destroy.tailscalePerOperation <= TARGET_PER_DESTROY.tailscale,
+        required: true,
       },
-      { bench, metric: '429 responses seen by tailfleet (3600/h budget)', value: String(stop.rateLimited + start.rateLimited) },
-      { bench, metric: '429 responses seen by tailfleet, provisions / destroys', value: `${provision.rateLimited} / ${destroy.rateLimited}` },
+      {
+        bench,
+        metric: '429 responses seen by tailfleet, stops + starts (3600/h budget)',
+        value: String(stop.rateLimited + start.rateLimited),
+        target: '0',
+        met: stop.rateLimited + start.rateLimited === 0,
+        required: true,
+      },
+      {
+        bench,
+        metric: '429 responses seen by tailfleet, provisions / destroys',
+        value: `${provision.rateLimited} / ${destroy.rateLimited}`,
+        target: '0 / 0',
+        met: provision.rateLimited + destroy.rateLimited === 0,
+        required: true,
+      },
       { bench, metric: `wall time: ${agents} stops / ${agents} starts`, value: `${fmt.s(stop.wallMs)} / ${fmt.s(start.wallMs)}` },
       { bench, metric: `wall time: ${agents} provisions / ${agents} destroys`, value: `${fmt.s(provision.wallMs)} / ${fmt.s(destroy.wallMs)}` },
     ];
@@ -211,6 +237,11 @@ if (require.main === module) {
   runRequestsBench({ agents: numberArg('agents', 100), pollMs: numberArg('poll-ms', 100) })
     .then((r) => {
       console.log(table(r.rows));
+      const missed = missedRequired(r.rows);
+      if (missed.length > 0) {
+        console.error(`Missed: ${missed.map((m) => `${m.metric}: ${m.value} (target ${m.target})`).join('; ')}`);
+        process.exitCode = 1;
+      }
       for (const phase of ['provision', 'stop', 'start', 'destroy'] as const) console.log(`${phase} by route: ${JSON.stringify(r[phase].byRoute)}`);
       const { rows: _rows, ...data } = r;
       console.log(`\nWrote ${writeResult('requests', { at: new Date().toISOString(), ...data })}`);

@@ -1,5 +1,4 @@
 import pino from 'pino';
-import { sleep as realSleep } from '../lib/time';
 import { CloudApi, CloudApiError } from './errors';
 
 /** One finished attempt, for metrics. `route` is templated (`/servers/{id}`) to keep label cardinality low. */
@@ -39,6 +38,9 @@ export interface ClientLogger {
 }
 
 export const silentClientLogger: ClientLogger = pino({ level: 'silent' });
+
+/** The clients' default wait (they depend on nothing else of the service, so they bring their own). */
+export const defaultSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 
 /**
  * How the API refills its budget. Hetzner documents `refill`: the remaining count grows by
@@ -304,7 +306,7 @@ export class RequestCore {
     this.api = opts.api;
     this.baseUrl = opts.baseUrl.replace(/\/+$/, '');
     this.fetchFn = opts.fetch ?? globalThis.fetch.bind(globalThis);
-    this.sleepFn = opts.sleep ?? ((ms) => realSleep(ms));
+    this.sleepFn = opts.sleep ?? defaultSleep;
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
     this.logger = opts.logger ?? silentClientLogger;

@@ -65,9 +65,18 @@ export class Fleet {
     return fleet === undefined ? this.isDefault : fleet === this.name;
   }
 
-  /** This fleet's managed servers matching the extra selector terms. */
-  async listServers(hetzner: Pick<HetznerClient, 'listServers'>, extra: readonly string[] = []): Promise<HetznerServer[]> {
-    return (await hetzner.listServers(this.selector(extra))).filter((s) => this.ownsServer(s));
+  /**
+   * This fleet's managed servers matching the extra selector terms; `shared`: from a listing
+   * concurrent callers share, taken after this call (HetznerClient.listServersShared).
+   */
+  async listServers(
+    hetzner: Pick<HetznerClient, 'listServers'> & Partial<Pick<HetznerClient, 'listServersShared'>>,
+    extra: readonly string[] = [],
+    o: { shared?: boolean } = {},
+  ): Promise<HetznerServer[]> {
+    const selector = this.selector(extra);
+    const servers = o.shared && hetzner.listServersShared ? await hetzner.listServersShared(selector) : await hetzner.listServers(selector);
+    return servers.filter((s) => this.ownsServer(s));
   }
 
   /** An instance's hostname: the one recorded, else the one this fleet gives the agent. */

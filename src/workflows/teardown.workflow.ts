@@ -1,4 +1,5 @@
 import { CloudApiError } from '../clients/errors';
+import type { HetznerClient } from '../clients/hetzner/hetzner.client';
 import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
 import { LIVE_INSTANCE_STATUSES, type AgentStatus, type Instance, type InstanceStatus } from '../entities';
@@ -25,6 +26,18 @@ export interface RollbackResult {
 const LIVE: readonly InstanceStatus[] = LIVE_INSTANCE_STATUSES;
 const DESTROYABLE: InstanceStatus[] = LIVE.filter((s) => s !== 'destroying');
 const NOT_DESTROYED_AGENT: AgentStatus[] = ['draft', 'provisioning', 'active', 'paused', 'hibernated', 'error'];
+
+/**
+ * Ids one teardown run knows no longer exist: deleted by it (the delete's action completed, or the
+ * API answered 404) or read as gone. Ids are never reused, so they need no second look when the run
+ * confirms that nothing is left.
+ */
+interface Gone {
+  servers: Set<string>;
+  devices: Set<string>;
+}
+
+const nothingGoneYet = (): Gone => ({ servers: new Set(), devices: new Set() });
 
 /** A row moved from the status it was read in to failed. */
 function moveToFailed<K extends 'instance' | 'provisioning_job'>(
@@ -66,7 +79,7 @@ export class TeardownWorkflow {
       // Without a live instance nothing should exist; the labelled sweep catches a server a crashed provision left.
       log.info(`[Lifecycle] Agent ${agentId} has no live instance, nothing to clean up but leftovers`);
       await r.step('delete-server', 30, 'looking for leftover servers');
-      await this.deleteServers(agentServerTerms(agentId), { agentId }, { operation: 'destroy', operationId, agentId }, log);
+      await this.deleteServers(agentServerTerms(agentId), { agentId }, { operation: 'destroy', operationId, agentId }, log, nothingGoneYet());
       await move(ds, { entity: 'agent', id: agentId, from: NOT_DESTROYED_AGENT, to: 'destroyed', reason: 'destroyed', operationId, allowSame: true });
       await r.step('done', 100, 'destroyed');
       log.info(`[Lifecycle] Agent ${agentId} destroyed successfully`);
@@ -94,16 +107,17 @@ export class TeardownWorkflow {
     const hostname = this.deps.fleet.hostnameOf(instance, agent);
     const gctx: GuardContext = { operation: 'destroy', operationId, agentId, instanceId: instance.id };
     const serverEvidence: ServerEvidence = { agentId, recordedIds: recordedServerIds(instance) };
+    const gone = nothingGoneYet();
 
     try {
       await r.step('delete-server', 20, 'deleting the server');
-      await this.deleteServers(agentServerTerms(agentId), serverEvidence, gctx, log);
+      await this.deleteServers(agentServerTerms(agentId), serverEvidence, gctx, log, gone);
       await r.step('delete-device', 60, 'removing the tailnet device');
-      await this.deleteDevices(instance, hostname, gctx, log);
+      await this.deleteDevices(instance, hostname, gctx, log, gone);
       await r.step('delete-snapshot', 70, 'deleting hibernation snapshots');
       await this.deleteSnapshots(instance, gctx);
       await r.step('confirm', 80, 'confirming server, device and snapshots are gone');
-      await this.confirmGone(agentServerTerms(agentId), serverEvidence, instance, hostname);
+      await this.confirmGone(agentServerTerms(agentId), serverEvidence, instance, hostname, gone);
     } catch (err) {
       const message = errorMessage(err);
       log.error({ err }, `[Lifecycle] Destroy of agent ${agentId} failed: ${message}`);
@@ -182,15 +196,17 @@ export class TeardownWorkflow {
     const hostname = newer ? null : agentHostname;
 
     const gctx: GuardContext = { operation: 'rollback', operationId, agentId, instanceId: instance.id };
+    const gone = nothingGoneYet();
     await r.step('delete-server', 20, 'deleting the servers of this job');
     const cleanedHetzner = await this.deleteServers(
       jobServerTerms({ agentId, provisioningJobId }),
       { agentId, provisioningJobId, recordedIds: recordedServerIds(instance) },
       gctx,
       log,
+      gone,
     );
     await r.step('delete-device', 60, 'removing the tailnet device');
-    const cleanedTailscale = await this.deleteDevices(instance, hostname, gctx, log);
+    const cleanedTailscale = await this.deleteDevices(instance, hostname, gctx, log, gone);
     await revokeJobAuthKeys({ ...this.deps, guard: this.guard }, { provisioningJobId: job.id, hostname: agentHostname }, gctx, log);
     if (!cleanedHetzner && !cleanedTailscale) log.info(`[Lifecycle] No VM to clean up for job ${provisioningJobId}`);
 
@@ -218,10 +234,12 @@ export class TeardownWorkflow {
    * listing does not show them: their labels may have been changed), through the ownership guard.
    * True if any was deleted; a refused server stays and is left to its finding.
    */
-  private async deleteServers(terms: string[], evidence: ServerEvidence, ctx: GuardContext, log: Logger): Promise<boolean> {
+  private async deleteServers(terms: string[], evidence: ServerEvidence, ctx: GuardContext, log: Logger, gone: Gone): Promise<boolean> {
     let deleted = false;
-    for (const server of await this.candidateServers(terms, evidence)) {
-      if ((await this.guard.deleteServer(server, evidence, ctx)) === 'deleted') {
+    for (const server of await this.candidateServers(terms, evidence, gone)) {
+      const outcome = await this.guard.deleteServer(server, evidence, ctx);
+      if (outcome !== 'refused') gone.servers.add(String(server.id));
+      if (outcome === 'deleted') {
         deleted = true;
         log.info({ serverId: server.id }, `[Lifecycle] Server ${server.id} deleted`);
       }
@@ -229,8 +247,9 @@ export class TeardownWorkflow {
     return deleted;
   }
 
-  private candidateServers(terms: string[], evidence: ServerEvidence): Promise<HetznerServer[]> {
-    return listWithRecorded(this.deps, terms, evidence.recordedIds ?? []);
+  /** From a listing shared with concurrent teardowns, taken after this call. */
+  private candidateServers(terms: string[], evidence: ServerEvidence, gone: Gone): Promise<HetznerServer[]> {
+    return listWithRecorded(this.deps, terms, evidence.recordedIds ?? [], { shared: true, gone: gone.servers });
   }
 
   /**
@@ -238,11 +257,13 @@ export class TeardownWorkflow {
    * hostname, and whatever holds the recorded tailnet address — the last only as a candidate the
    * guard judges (an address may have been handed to another device). True if a device was deleted.
    */
-  private async deleteDevices(instance: Instance, hostname: string | null, ctx: GuardContext, log: Logger): Promise<boolean> {
+  private async deleteDevices(instance: Instance, hostname: string | null, ctx: GuardContext, log: Logger, gone: Gone): Promise<boolean> {
     const evidence = this.deviceEvidence(instance, hostname);
     let deleted = false;
-    for (const device of await this.instanceDevices(instance, hostname)) {
-      if ((await this.guard.deleteDevice(device, evidence, ctx)) === 'deleted') {
+    for (const device of await this.instanceDevices(instance, hostname, gone)) {
+      const outcome = await this.guard.deleteDevice(device, evidence, ctx);
+      if (outcome !== 'refused') gone.devices.add(device.id);
+      if (outcome === 'deleted') {
         deleted = true;
         log.info({ deviceId: device.id }, `[Lifecycle] Device ${device.id} removed from the tailnet`);
       }
@@ -261,43 +282,66 @@ export class TeardownWorkflow {
 
   /** A hibernated (or hibernating, or waking) instance's snapshot, and any other this agent's snapshots. */
   private deleteSnapshots(instance: Instance, ctx: GuardContext): Promise<void> {
-    return deleteInstanceSnapshots(this.deps, instance, { agentId: instance.agentId }, { guard: this.guard, ctx });
+    return deleteInstanceSnapshots({ ...this.deps, hetzner: this.sharedImages() }, instance, { agentId: instance.agentId }, { guard: this.guard, ctx });
   }
 
-  private async instanceDevices(instance: Instance, hostname: string | null): Promise<TailscaleDevice[]> {
+  /** The Hetzner client with its image listings shared with concurrent teardowns (taken after each call). */
+  private sharedImages(): Pick<HetznerClient, 'listImages' | 'getImage' | 'deleteImage'> {
+    const { hetzner } = this.deps;
+    return {
+      listImages: (o = {}) => (o.labelSelector ? hetzner.listImagesShared({ ...o, labelSelector: o.labelSelector }) : hetzner.listImages(o)),
+      getImage: (id) => hetzner.getImage(id),
+      deleteImage: (id) => hetzner.deleteImage(id),
+    };
+  }
+
+  /**
+   * From a device listing shared with concurrent teardowns, taken after this call. A recorded device
+   * the listing does not show is most likely gone; one read by id makes sure (a 404 is null),
+   * unless this run already knows it gone.
+   */
+  private async instanceDevices(instance: Instance, hostname: string | null, gone: Gone): Promise<TailscaleDevice[]> {
     const { tailscale } = this.deps;
-    const devices = await tailscale.listDevices();
+    const devices = await tailscale.listDevicesShared();
     const { tailscaleDeviceId: deviceId, tailscaleIp: ip } = instance;
     const found = devices.filter(
       (d) => d.id === deviceId || (!!ip && d.addresses?.includes(ip)) || (!!hostname && hostnameMatches(d, hostname)),
     );
-    if (deviceId && !found.some((d) => d.id === deviceId)) {
-      // Not listed, so most likely gone; one read by id makes sure (a 404 is null).
+    if (deviceId && !found.some((d) => d.id === deviceId) && !gone.devices.has(deviceId)) {
       const recorded = await tailscale.getDevice(deviceId);
       if (recorded) found.push(recorded);
+      else gone.devices.add(deviceId);
     }
     return found;
   }
 
-  /** Throws (retryable) while a server or device the guard would call ours is still there; refused ones do not count. */
-  private async confirmGone(terms: string[], evidence: ServerEvidence, instance: Instance, hostname: string): Promise<void> {
+  /**
+   * Throws (retryable) while a server or device the guard would call ours is still there; refused
+   * ones do not count. Every listing it reads was taken after the deletes above finished.
+   */
+  private async confirmGone(terms: string[], evidence: ServerEvidence, instance: Instance, hostname: string, gone: Gone): Promise<void> {
     const fleet = this.deps.fleet;
-    const left = (await this.candidateServers(terms, evidence)).filter((s) => judgeServer(fleet, s, evidence).ours).map((s) => `server ${s.id}`);
-    for (const image of await findSnapshots(this.deps.hetzner, fleet, { agentId: instance.agentId })) left.push(`snapshot ${image.id}`);
-    const servers = left.length;
     const deviceEvidence = this.deviceEvidence(instance, hostname);
-    for (const d of await this.instanceDevices(instance, hostname)) {
+    const [servers, snapshots, devices] = await Promise.all([
+      this.candidateServers(terms, evidence, gone),
+      findSnapshots(this.sharedImages(), fleet, { agentId: instance.agentId }),
+      this.instanceDevices(instance, hostname, gone),
+    ]);
+    const left = servers.filter((s) => judgeServer(fleet, s, evidence).ours).map((s) => `server ${s.id}`);
+    for (const image of snapshots) left.push(`snapshot ${image.id}`);
+    const serversLeft = left.length;
+    for (const d of devices) {
       if (judgeDevice(d, deviceEvidence).ours) left.push(`device ${d.id}`);
     }
     if (left.length > 0) {
       throw new CloudApiError({
-        api: servers > 0 ? 'hetzner' : 'tailscale',
+        api: serversLeft > 0 ? 'hetzner' : 'tailscale',
         status: 0,
         code: 'still_present',
         message: `Still present after deletion: ${left.join(', ')}`,
         retryable: true,
         method: 'GET',
-        path: servers > 0 ? '/servers' : '/devices',
+        path: serversLeft > 0 ? '/servers' : '/devices',
       });
     }
   }

@@ -168,6 +168,19 @@ describe('HetznerClient (against the simulator)', () => {
       expect(count('POST /hetzner/v1/servers/{id}/actions/poweron')).to.equal(0);
     });
 
+    it('reports a shutdown whose action failed, once the server is not off in time, without forcing it', async () => {
+      const h = client();
+      const id = await runningServer(h);
+      sim.control.updateServer(id, { failNextAction: 'acpi lost' });
+      sim.control.resetRequestCounts();
+
+      const err = await h.shutdownServer(id, { timeoutMs: 150 }).catch((e: unknown) => e);
+      expect(err).to.be.instanceOf(ActionFailedError);
+      expect((err as ActionFailedError).message).to.contain('acpi lost');
+      expect(count('POST /hetzner/v1/servers/{id}/actions/poweroff')).to.equal(0);
+      expect((await h.getServer(id))?.status).to.equal('running');
+    });
+
     it('rejects with ActionFailedError when an action ends in error', async () => {
       const h = client();
       const id = await runningServer(h);
@@ -259,6 +272,19 @@ describe('HetznerClient (against the simulator)', () => {
       const listings = count('GET /hetzner/v1/servers');
       expect(listings).to.be.at.least(2);
       expect(listings).to.be.at.most(intervals + 2);
+    });
+
+    it('answers concurrent shared listings from one managed listing, each with its own servers', async () => {
+      const h = client({ listingWindowMs: 50 });
+      const ids = await Promise.all(['x', 'y', 'z'].map((agent) => runningServer(h, { ...MANAGED, agent })));
+      sim.control.resetRequestCounts();
+      const found = await Promise.all(['x', 'y', 'z'].map((agent) => h.listServersShared(`managed-by=tailfleet,agent=${agent}`)));
+      expect(found.map((servers) => servers.map((x) => x.id))).to.deep.equal(ids.map((id) => [id]));
+      expect(count('GET /hetzner/v1/servers')).to.equal(1);
+
+      // A server deleted before the call is never in its answer.
+      await h.deleteServer(ids[0]);
+      expect(await h.listServersShared('managed-by=tailfleet,agent=x')).to.deep.equal([]);
     });
 
     it('resolves a server wait with null when the server disappears', async () => {

@@ -201,6 +201,30 @@ describe('TailscaleClient (against the simulator)', () => {
     });
   });
 
+  describe('shared listings', () => {
+    it('answers concurrent listDevicesShared callers with one listing taken after they asked', async () => {
+      const ts = client({ listingWindowMs: 50 });
+      const device = sim.control.createDevice({ hostname: 'shared-one' });
+      sim.control.resetRequestCounts();
+      const lists = await Promise.all([ts.listDevicesShared(), ts.listDevicesShared(), ts.listDevicesShared()]);
+      expect(count(DEVICES_ROUTE)).to.equal(1);
+      for (const list of lists) expect(list.map((d) => d.id)).to.include(device.id);
+
+      // A device deleted before the call is never in its answer.
+      await ts.deleteDevice(device.id);
+      expect((await ts.listDevicesShared()).map((d) => d.id)).not.to.include(device.id);
+    });
+
+    it('answers concurrent listAuthKeys callers with one listing', async () => {
+      const ts = client({ listingWindowMs: 50 });
+      const key = await ts.createAuthKey({ description: 'shared keys' });
+      sim.control.resetRequestCounts();
+      const lists = await Promise.all([ts.listAuthKeys(), ts.listAuthKeys()]);
+      expect(count(`GET ${KEYS_PATH}`)).to.equal(1);
+      for (const list of lists) expect(list.map((k) => k.id)).to.include(key.id);
+    });
+  });
+
   describe('OAuth token', () => {
     it('mints one token for 20 concurrent calls and reuses it', async () => {
       const ts = client();

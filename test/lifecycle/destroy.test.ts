@@ -1,6 +1,10 @@
 import { expect } from 'chai';
 import sinon from 'sinon';
 import { CloudApiError } from '../../src/clients/errors';
+import { HetznerClient } from '../../src/clients/hetzner/hetzner.client';
+import { TailscaleClient } from '../../src/clients/tailscale/tailscale.client';
+import { SIM_DEFAULT_CREDENTIALS } from '../../src/simulator';
+import { TeardownWorkflow } from '../../src/workflows/teardown.workflow';
 import { transition } from '../../src/db/transitions';
 import { Instance } from '../../src/entities';
 import { StateConflictError } from '../../src/errors';
@@ -91,6 +95,37 @@ describe('lifecycle: destroy', function () {
     h.sim.control.clearFaults();
     await h.teardown.destroy(a.agentId);
     await expectDestroyed(a);
+  });
+
+  it('shares the listings of concurrent destroys, and each still finds and deletes its own server and device', async () => {
+    const fixtures = [await provisionedAgent(h, 'share-a'), await provisionedAgent(h, 'share-b'), await provisionedAgent(h, 'share-c')];
+    // Clients whose shared listings wait long enough for the three destroys to meet.
+    const hetzner = new HetznerClient({
+      baseUrl: h.sim.hetznerUrl,
+      token: SIM_DEFAULT_CREDENTIALS.hetznerToken,
+      actionPollIntervalMs: 10,
+      serverPollIntervalMs: 10,
+      listingWindowMs: 300,
+    });
+    const tailscale = new TailscaleClient({
+      baseUrl: h.sim.tailscaleUrl,
+      clientId: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
+      clientSecret: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
+      enrollmentPollIntervalMs: 10,
+      listingWindowMs: 300,
+    });
+    const teardown = new TeardownWorkflow({ ...h.workflowDeps, hetzner, tailscale });
+    h.sim.control.resetRequestCounts();
+
+    await Promise.all(fixtures.map((a) => teardown.destroy(a.agentId)));
+
+    for (const a of fixtures) await expectDestroyed(a);
+    const counts = h.sim.control.requestCounts();
+    expect(counts['DELETE /hetzner/v1/servers/{id}']).to.equal(3);
+    expect(counts['DELETE /tailscale/api/v2/device/{deviceId}']).to.equal(3);
+    // Looking and confirming, each once per destroy: six listings of each kind without sharing.
+    expect(counts['GET /tailscale/api/v2/tailnet/{tailnet}/devices']).to.be.at.most(4);
+    expect(counts['GET /hetzner/v1/servers']).to.be.at.most(4);
   });
 
   describe('resumes after a crash', () => {

@@ -1,14 +1,15 @@
-import { sleep as realSleep } from '../../lib/time';
 import { ActionFailedError, CloudApiError, WaitTimeoutError, isNotFound } from '../errors';
 import {
   ClientLogger,
+  defaultSleep,
   RateLimiter,
   RequestCore,
   requestPolicyOf,
   silentClientLogger,
   type RequestPolicy,
 } from '../http';
-import { BatchPoller, KEEP_WAITING, PollVerdict, ReadCoalescer } from '../poller';
+import { BatchPoller, KEEP_WAITING, PollVerdict, type Backoff } from '../poller';
+import { SharedListing } from './shared-listing';
 import type {
   CreateImageOptions,
   CreateImageResult,
@@ -38,6 +39,8 @@ export interface HetznerClientDeps extends RequestPolicy {
   /** Default deadline of waitForServerStatus. */
   serverWaitTimeoutMs?: number;
   managedLabelSelector?: string;
+  /** How long a shared listing (listServersShared, listImagesShared) waits for more callers; default the server poll interval. */
+  listingWindowMs?: number;
   /** Where the token comes from, named when the API rejects it (default HETZNER_API_TOKEN). */
   tokenSetting?: string;
 }
@@ -54,22 +57,27 @@ export class HetznerClient {
   private readonly serverWaitTimeoutMs: number;
   private readonly managedLabelSelector: string;
   private readonly actionPoller: BatchPoller<number, HetznerAction>;
+  /** Every read and status wait of a server: the reads before power actions join the status polls. */
   private readonly serverPoller: BatchPoller<number, HetznerServer | null>;
-  /** Reads of concurrent power operations, batched like the status polls. */
-  private readonly serverReader: ReadCoalescer<number, HetznerServer | null>;
+  private readonly imagePoller: BatchPoller<number, HetznerImage | null>;
+  private readonly sharedServers: SharedListing<HetznerServer>;
+  private readonly sharedImages: Map<string, SharedListing<HetznerImage>> = new Map();
   /** Pages the managed listing took last time; decides between one listing and per-server reads. */
   private managedListingPages = 1;
   private readonly sleep: (ms: number) => Promise<void>;
-  private readonly imagePollIntervalMs: number;
+  private readonly listingWindowMs: number;
+  /** A shutdown is looked at after 1, 3, 7 poll intervals, then every 4. */
+  private readonly shutdownBackoff: Backoff;
 
   constructor(deps: HetznerClientDeps) {
     if (!deps.token) throw new Error('HetznerClient needs a token');
     const token = deps.token;
     this.logger = deps.logger ?? silentClientLogger;
     this.now = deps.now ?? Date.now;
-    const sleep = deps.sleep ?? ((ms: number) => realSleep(ms));
+    const sleep = deps.sleep ?? defaultSleep;
     this.sleep = sleep;
-    this.imagePollIntervalMs = deps.serverPollIntervalMs ?? 1000;
+    this.listingWindowMs = deps.listingWindowMs ?? deps.serverPollIntervalMs ?? 1000;
+    this.shutdownBackoff = { factor: 2, maxIntervalMs: 4 * (deps.serverPollIntervalMs ?? 1000) };
     this.actionTimeoutMs = deps.actionTimeoutMs ?? 10 * 60_000;
     this.serverWaitTimeoutMs = deps.serverWaitTimeoutMs ?? 5 * 60_000;
     this.managedLabelSelector = deps.managedLabelSelector ?? 'managed-by=tailfleet';
@@ -98,8 +106,25 @@ export class HetznerClient {
       now: this.now,
       logger: this.logger,
       fetch: (ids) => this.fetchServers(ids),
+      // A listing page or a read per server, whichever is fewer (see fetchServers).
+      cost: (ids) => Math.min(ids, this.managedListingPages),
     });
-    this.serverReader = new ReadCoalescer((ids) => this.fetchServers(ids));
+    this.imagePoller = new BatchPoller({
+      intervalMs: deps.serverPollIntervalMs ?? 1000,
+      sleep,
+      now: this.now,
+      logger: this.logger,
+      fetch: async (ids) => new Map(await Promise.all(ids.map(async (id) => [id, await this.getImage(id).catch((e: Error) => e)] as const))),
+    });
+    this.sharedServers = new SharedListing({
+      base: this.managedLabelSelector,
+      list: async (selector) => {
+        const { servers, pages, complete } = await this.listServersWithPages(selector);
+        return { items: servers, pages, complete };
+      },
+      windowMs: this.listingWindowMs,
+      sleep,
+    });
   }
 
   get rateLimiter(): RateLimiter {
@@ -151,6 +176,14 @@ export class HetznerClient {
     return (await this.listServersWithPages(labelSelector)).servers;
   }
 
+  /**
+   * Like listServers, from a listing taken after this call that concurrent callers share (see
+   * SharedListing): many destroys confirming their servers gone cost a few listings, not one each.
+   */
+  listServersShared(labelSelector: string): Promise<HetznerServer[]> {
+    return this.sharedServers.list(labelSelector);
+  }
+
   async deleteServer(id: number): Promise<boolean> {
     let action: HetznerAction;
     try {
@@ -179,7 +212,7 @@ export class HetznerClient {
     o: { timeoutMs?: number; verify?: (server: HetznerServer) => Promise<void> } = {},
   ): Promise<ShutdownResult> {
     const timeoutMs = o.timeoutMs ?? 60_000;
-    const server = await this.serverReader.get(id);
+    const server = await this.readServer(id);
     if (!server) throw this.serverNotFound(id, 'shutdown');
     if (server.status === 'off') {
       this.logger.info({ serverId: id }, `[Hetzner] Server ${id} is already off`);
@@ -190,19 +223,22 @@ export class HetznerClient {
 
     const startedAt = this.now();
     const action = await this.serverAction(id, 'shutdown');
-    await this.settleAction(action);
+    if (action.status === 'error') throw new ActionFailedError(action);
     try {
-      // By the time the signal is confirmed the server may be off already: one look now (batched
-      // with every stop that got here at the same moment) instead of a whole poll interval first.
-      const now = await this.serverReader.get(id);
+      // Only the server says when it is off, so it alone is watched (no poll of the action as well),
+      // with looks that grow apart: an OS takes a while to shut down.
       const remaining = Math.max(0, timeoutMs - (this.now() - startedAt));
-      const off = now?.status === 'off' ? now : now && (await this.waitForServerStatus(id, 'off', { timeoutMs: remaining }));
+      const off = await this.waitForServerStatus(id, 'off', { timeoutMs: remaining, backoff: this.shutdownBackoff });
       if (!off) throw this.serverNotFound(id, 'shutdown');
       this.logger.info({ serverId: id }, `[Hetzner] Server ${id} shut down gracefully`);
       return 'graceful';
     } catch (err) {
       if (!(err instanceof WaitTimeoutError)) throw err;
     }
+    // Not off in time: a shutdown that failed is reported as such; one the OS ignored is forced.
+    const sent = (await this.fetchActions([action.id])).get(action.id);
+    if (sent instanceof Error) throw sent;
+    if (sent?.status === 'error') throw new ActionFailedError(sent);
     this.logger.warn(
       { serverId: id, timeoutMs },
       `[Hetzner] Server ${id} did not shut down within ${Math.round(timeoutMs / 1000)}s, falling back to forced power off`,
@@ -212,7 +248,7 @@ export class HetznerClient {
   }
 
   async powerOnServer(id: number): Promise<PowerOnResult> {
-    const server = await this.serverReader.get(id);
+    const server = await this.readServer(id);
     if (!server) throw this.serverNotFound(id, 'poweron');
     if (server.status === 'running') {
       this.logger.info({ serverId: id }, `[Hetzner] Server ${id} is already running`);
@@ -280,6 +316,22 @@ export class HetznerClient {
     return this.listAll<HetznerImage>('/images', 'images', { type: o.type, label_selector: o.labelSelector });
   }
 
+  /** Like listImages, from a listing taken after this call that concurrent callers share (see listServersShared). */
+  listImagesShared(o: { type?: 'snapshot' | 'backup' | 'system' | 'app'; labelSelector: string }): Promise<HetznerImage[]> {
+    const type = o.type ?? '';
+    let shared = this.sharedImages.get(type);
+    if (!shared) {
+      shared = new SharedListing<HetznerImage>({
+        base: this.managedLabelSelector,
+        list: (selector) => this.listAllPaged<HetznerImage>('/images', 'images', { type: o.type, label_selector: selector }),
+        windowMs: this.listingWindowMs,
+        sleep: this.sleep,
+      });
+      this.sharedImages.set(type, shared);
+    }
+    return shared.list(o.labelSelector);
+  }
+
   /** Deletes an image; false when it was already gone. */
   async deleteImage(id: number): Promise<boolean> {
     try {
@@ -297,33 +349,34 @@ export class HetznerClient {
    * Resolves with the image once it is `available`; null once it no longer exists. Polled by the
    * image itself (not its action), so a resumed job that never saw the action can wait the same way.
    */
-  async waitForImageAvailable(id: number, o: { timeoutMs?: number } = {}): Promise<HetznerImage | null> {
+  waitForImageAvailable(id: number, o: { timeoutMs?: number } = {}): Promise<HetznerImage | null> {
     const timeoutMs = o.timeoutMs ?? this.actionTimeoutMs;
-    const deadline = this.now() + timeoutMs;
-    for (;;) {
-      const image = await this.getImage(id);
-      if (!image || image.status === 'available') return image;
-      if (image.status === 'unavailable') {
-        throw new CloudApiError({
-          api: 'hetzner',
-          status: 0,
-          code: 'image_unavailable',
-          message: `Hetzner image ${id} is unavailable`,
-          retryable: true,
-          method: 'GET',
-          path: `/images/${id}`,
-        });
-      }
-      if (this.now() >= deadline) {
-        throw new WaitTimeoutError({
+    return this.imagePoller.wait(id, {
+      timeoutMs,
+      immediate: true,
+      evaluate: (image): PollVerdict<HetznerImage | null> => {
+        if (!image || image.status === 'available') return { done: true, value: image };
+        if (image.status === 'unavailable') {
+          throw new CloudApiError({
+            api: 'hetzner',
+            status: 0,
+            code: 'image_unavailable',
+            message: `Hetzner image ${id} is unavailable`,
+            retryable: true,
+            method: 'GET',
+            path: `/images/${id}`,
+          });
+        }
+        return KEEP_WAITING;
+      },
+      timeoutError: () =>
+        new WaitTimeoutError({
           api: 'hetzner',
           code: 'image_timeout',
           path: `/images/${id}`,
           message: `Hetzner image ${id} was not available within ${timeoutMs} ms`,
-        });
-      }
-      await this.sleep(this.imagePollIntervalMs);
-    }
+        }),
+    });
   }
 
   // ---- prices ---------------------------------------------------------------------------------
@@ -372,10 +425,11 @@ export class HetznerClient {
    * waits share requests: one GET per server while few wait, one labelled listing for all of them
    * when that is cheaper.
    */
-  waitForServerStatus(id: number, status: string, o: { timeoutMs?: number } = {}): Promise<HetznerServer | null> {
+  waitForServerStatus(id: number, status: string, o: { timeoutMs?: number; backoff?: Backoff } = {}): Promise<HetznerServer | null> {
     const timeoutMs = o.timeoutMs ?? this.serverWaitTimeoutMs;
     return this.serverPoller.wait(id, {
       timeoutMs,
+      backoff: o.backoff,
       evaluate: (server): PollVerdict<HetznerServer | null> => {
         if (server === null) return { done: true, value: null };
         return server.status === status ? { done: true, value: server } : KEEP_WAITING;
@@ -387,6 +441,18 @@ export class HetznerClient {
           path: `/servers/${id}`,
           message: `Hetzner server ${id} did not reach status '${status}' within ${timeoutMs} ms`,
         }),
+    });
+  }
+
+  /**
+   * The server (null once it no longer exists) as the next shared round reads it, batched with every
+   * wait and read of that round; like getServer, never an answer read before the call.
+   */
+  readServer(id: number): Promise<HetznerServer | null> {
+    return this.serverPoller.read(id, {
+      timeoutMs: this.serverWaitTimeoutMs,
+      timeoutError: () =>
+        new WaitTimeoutError({ api: 'hetzner', code: 'server_read_timeout', path: `/servers/${id}`, message: `Hetzner server ${id} could not be read` }),
     });
   }
 
@@ -415,8 +481,20 @@ export class HetznerClient {
 
   /** A short listing (images, server types, locations) read page by page, following next_page. */
   private async listAll<T>(path: string, key: string, query: Record<string, string | undefined>): Promise<T[]> {
+    return (await this.listAllPaged<T>(path, key, query)).items;
+  }
+
+  /** `complete` as for listServersWithPages. */
+  private async listAllPaged<T>(
+    path: string,
+    key: string,
+    query: Record<string, string | undefined>,
+  ): Promise<{ items: T[]; pages: number; complete: boolean }> {
     const out: T[] = [];
-    for (let page: number | null | undefined = 1, reads = 0; page && reads < 100; reads++) {
+    const totals = new Set<number | null>();
+    let reads = 0;
+    let page: number | null | undefined = 1;
+    for (; page && reads < 100; reads++) {
       const body: Record<string, unknown> & { meta?: { pagination?: HetznerPagination } } = await this.core.request({
         method: 'GET',
         path,
@@ -425,13 +503,20 @@ export class HetznerClient {
         query: { ...query, page, per_page: SERVERS_PER_PAGE },
       });
       out.push(...((body[key] as T[] | undefined) ?? []));
+      totals.add(body.meta?.pagination?.total_entries ?? (reads === 0 && !body.meta?.pagination?.next_page ? out.length : null));
       const next: number | null | undefined = body.meta?.pagination?.next_page;
       page = next && next > page ? next : null;
     }
-    return out;
+    const complete = !page && totals.size === 1 && [...totals][0] === out.length;
+    return { items: out, pages: reads, complete };
   }
 
-  private async listServersWithPages(labelSelector?: string): Promise<{ servers: HetznerServer[]; pages: number }> {
+  /**
+   * `complete`: every page reported the same total and that many servers came back. Pages read while
+   * servers are deleted shift, and a server can slip from a later page to one already read: a
+   * listing that is not complete may lack a server that exists.
+   */
+  private async listServersWithPages(labelSelector?: string): Promise<{ servers: HetznerServer[]; pages: number; complete: boolean }> {
     const page = (n: number) =>
       this.core.request<{ servers: HetznerServer[]; meta?: { pagination?: HetznerPagination } }>({
         method: 'GET',
@@ -443,7 +528,7 @@ export class HetznerClient {
     const first = await page(1);
     const servers = [...first.servers];
     const pagination = first.meta?.pagination;
-    if (!pagination?.next_page) return { servers, pages: 1 };
+    if (!pagination?.next_page) return { servers, pages: 1, complete: true };
     // The first page says how many there are; fetch the rest together rather than one after another.
     const last = pagination.last_page ?? Math.ceil((pagination.total_entries ?? 0) / SERVERS_PER_PAGE);
     if (last > 1) {
@@ -455,7 +540,9 @@ export class HetznerClient {
         seen.add(x.id);
         servers.push(x);
       }
-      return { servers, pages: last };
+      const totals = new Set([first, ...rest].map((p) => p.meta?.pagination?.total_entries ?? null));
+      const complete = totals.size === 1 && !totals.has(null) && servers.length === [...totals][0];
+      return { servers, pages: last, complete };
     }
     // Neither last_page nor total_entries: follow next_page.
     let pages = 1;
@@ -466,7 +553,7 @@ export class HetznerClient {
       const following: number | null | undefined = body.meta?.pagination?.next_page;
       next = following && following > next ? following : null;
     }
-    return { servers, pages };
+    return { servers, pages, complete: false };
   }
 
   private async fetchActions(ids: number[]): Promise<Map<number, HetznerAction | Error>> {
@@ -518,12 +605,9 @@ export class HetznerClient {
         const { servers, pages } = await this.listServersWithPages(this.managedLabelSelector);
         this.managedListingPages = Math.max(1, pages);
         const byId = new Map(servers.map((s) => [s.id, s]));
-        const missing: number[] = [];
-        for (const id of ids) {
-          const server = byId.get(id);
-          if (server) out.set(id, server);
-          else missing.push(id);
-        }
+        // The listing answers for every server it shows, also those whose waiters were not due yet.
+        for (const server of servers) out.set(server.id, server);
+        const missing = ids.filter((id) => !byId.has(id));
         // Absent from the listing usually means deleted, but a server without the managed label
         // would be absent too: confirm those one by one (rare, so cheap).
         await this.readEach(missing, out);

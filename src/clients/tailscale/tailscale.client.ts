@@ -1,16 +1,16 @@
-import { sleep as realSleep } from '../../lib/time';
 import { CloudApiError, WaitTimeoutError, isNotFound } from '../errors';
 import {
   AuthProvider,
   ClientLogger,
+  defaultSleep,
   RateLimiter,
   RequestCore,
   requestPolicyOf,
   silentClientLogger,
   type RequestPolicy,
 } from '../http';
-import { carriesTags, hostnameMatches } from '../../fleet/devices';
-import { BatchPoller, KEEP_WAITING, PollVerdict } from '../poller';
+import { carriesTags, hostnameMatches } from './devices';
+import { BatchPoller, KEEP_WAITING, PollVerdict, ReadCoalescer } from '../poller';
 import type { CreatedAuthKey, OAuthTokenResponse, TailscaleDevice, TailscaleKey } from './tailscale.types';
 
 export interface TailscaleClientDeps extends RequestPolicy {
@@ -25,6 +25,8 @@ export interface TailscaleClientDeps extends RequestPolicy {
   enrollmentPollIntervalMs?: number;
   /** Default deadline of waitForEnrollment. */
   enrollmentTimeoutMs?: number;
+  /** How long a shared listing (listDevicesShared, listAuthKeys) waits for more callers; default the enrollment poll interval. */
+  listingWindowMs?: number;
   /** A cached token is replaced this long before it expires. */
   tokenRefreshMarginMs?: number;
   /** Where the OAuth client comes from, named when Tailscale rejects it. */
@@ -82,9 +84,11 @@ export class TailscaleClient {
   private readonly enrollmentTimeoutMs: number;
   private readonly tokens: OAuthTokenSource;
   private readonly enrollmentPoller: BatchPoller<string, TailscaleDevice[]>;
-  private readonly sleep: (ms: number) => Promise<void>;
-  private readonly now: () => number;
-  private readonly devicePollIntervalMs: number;
+  /** Waits for known devices to come back online, by id. */
+  private readonly devicePoller: BatchPoller<string, TailscaleDevice | null>;
+  private readonly sharedDevices: ReadCoalescer<'devices', TailscaleDevice[]>;
+  private readonly sharedKeys: ReadCoalescer<'keys', TailscaleKey[]>;
+  private readonly enrollmentPollIntervalMs: number;
 
   constructor(deps: TailscaleClientDeps) {
     if (!deps.clientId || !deps.clientSecret) throw new Error('TailscaleClient needs an OAuth client id and secret');
@@ -93,11 +97,9 @@ export class TailscaleClient {
     this.tailnet = deps.tailnet ?? '-';
     this.tags = deps.tags ?? ['tag:agent'];
     this.enrollmentTimeoutMs = deps.enrollmentTimeoutMs ?? 5 * 60_000;
+    this.enrollmentPollIntervalMs = deps.enrollmentPollIntervalMs ?? 2000;
     const now = deps.now ?? Date.now;
-    const sleep = deps.sleep ?? ((ms: number) => realSleep(ms));
-    this.sleep = sleep;
-    this.now = now;
-    this.devicePollIntervalMs = deps.enrollmentPollIntervalMs ?? 2000;
+    const sleep = deps.sleep ?? defaultSleep;
 
     this.tokens = new OAuthTokenSource(
       () =>
@@ -128,7 +130,7 @@ export class TailscaleClient {
       rateLimitModel: 'window',
     });
     this.enrollmentPoller = new BatchPoller({
-      intervalMs: deps.enrollmentPollIntervalMs ?? 2000,
+      intervalMs: this.enrollmentPollIntervalMs,
       sleep,
       now,
       logger: this.logger,
@@ -137,6 +139,16 @@ export class TailscaleClient {
         return new Map(hostnames.map((h) => [h, devices.filter((d) => hostnameMatches(d, h))]));
       },
     });
+    this.devicePoller = new BatchPoller({
+      intervalMs: this.enrollmentPollIntervalMs,
+      sleep,
+      now,
+      logger: this.logger,
+      fetch: (ids) => this.fetchDevices(ids),
+    });
+    const listingWindow = { windowMs: deps.listingWindowMs ?? this.enrollmentPollIntervalMs, sleep };
+    this.sharedDevices = new ReadCoalescer(async () => new Map([['devices', await this.listDevices()]]), listingWindow);
+    this.sharedKeys = new ReadCoalescer(async () => new Map([['keys', await this.readAuthKeys()]]), listingWindow);
   }
 
   get rateLimiter(): RateLimiter {
@@ -181,8 +193,14 @@ export class TailscaleClient {
   /**
    * The tailnet's active keys (metadata, never secrets): auth keys not yet used, revoked or expired,
    * and API tokens. An entry that carries nothing but its id is read on its own for the rest.
+   * Concurrent callers share one listing, taken after the last of them asked (within the listing
+   * window): many provisions ending together cost a few listings, not one each.
    */
-  async listAuthKeys(): Promise<TailscaleKey[]> {
+  listAuthKeys(): Promise<TailscaleKey[]> {
+    return this.sharedKeys.get('keys');
+  }
+
+  private async readAuthKeys(): Promise<TailscaleKey[]> {
     const body = await this.core.request<{ keys?: TailscaleKey[] }>({
       method: 'GET',
       path: `/tailnet/${encodeURIComponent(this.tailnet)}/keys`,
@@ -239,6 +257,15 @@ export class TailscaleClient {
     return body.devices ?? [];
   }
 
+  /**
+   * The tailnet's devices from a listing taken after this call that concurrent callers share: every
+   * call within a short window waits for one listing that starts after the last of them, so many
+   * destroys looking for and confirming their devices cost a few listings, not one each.
+   */
+  listDevicesShared(): Promise<TailscaleDevice[]> {
+    return this.sharedDevices.get('devices');
+  }
+
   async getDevice(id: string): Promise<TailscaleDevice | null> {
     try {
       return await this.core.request<TailscaleDevice>({
@@ -258,22 +285,21 @@ export class TailscaleClient {
    * snapshot comes back as the same node). Resolves with the device once it is connected, or null
    * when the device no longer exists; WaitTimeoutError past the deadline.
    */
-  async waitForDeviceOnline(id: string, o: { timeoutMs?: number } = {}): Promise<TailscaleDevice | null> {
+  waitForDeviceOnline(id: string, o: { timeoutMs?: number } = {}): Promise<TailscaleDevice | null> {
     const timeoutMs = o.timeoutMs ?? this.enrollmentTimeoutMs;
-    const deadline = this.now() + timeoutMs;
-    for (;;) {
-      const device = await this.getDevice(id);
-      if (!device || device.connectedToControl === true) return device;
-      if (this.now() >= deadline) {
-        throw new WaitTimeoutError({
+    return this.devicePoller.wait(id, {
+      timeoutMs,
+      immediate: true,
+      evaluate: (device): PollVerdict<TailscaleDevice | null> =>
+        !device || device.connectedToControl === true ? { done: true, value: device } : KEEP_WAITING,
+      timeoutError: () =>
+        new WaitTimeoutError({
           api: 'tailscale',
           code: 'device_offline',
           path: `/device/${id}`,
           message: `Tailscale device ${id} did not come back online within ${timeoutMs} ms`,
-        });
-      }
-      await this.sleep(this.devicePollIntervalMs);
-    }
+        }),
+    });
   }
 
   /** 404 means the device is already gone, which is what the caller wanted: false, not an error. */
@@ -318,6 +344,8 @@ export class TailscaleClient {
     const untagged = new Set<string>();
     return this.enrollmentPoller.wait(hostname, {
       timeoutMs,
+      // A machine takes a while to boot and join: looks that grow apart (up to every 4 intervals).
+      backoff: { factor: 1.5, maxIntervalMs: 4 * this.enrollmentPollIntervalMs },
       evaluate: (devices): PollVerdict<TailscaleDevice> => {
         for (const d of devices) {
           if (carriesTags(d, this.tags) || untagged.has(d.id)) continue;
@@ -341,5 +369,23 @@ export class TailscaleClient {
             (untagged.size > 0 ? ` (untagged device ${[...untagged].join(', ')} has the hostname)` : ''),
         }),
     });
+  }
+
+  /** One device by id, or for several one listing (a device it does not show is read by id: gone or not). */
+  private async fetchDevices(ids: string[]): Promise<Map<string, TailscaleDevice | null | Error>> {
+    const out = new Map<string, TailscaleDevice | null | Error>();
+    let unlisted = ids;
+    if (ids.length > 1) {
+      try {
+        const byId = new Map((await this.listDevices()).map((d) => [d.id, d]));
+        unlisted = ids.filter((id) => !byId.has(id));
+        for (const id of ids) if (byId.has(id)) out.set(id, byId.get(id)!);
+      } catch (err) {
+        for (const id of ids) out.set(id, err as Error);
+        return out;
+      }
+    }
+    await Promise.all(unlisted.map(async (id) => out.set(id, await this.getDevice(id).catch((e: Error) => e))));
+    return out;
   }
 }
