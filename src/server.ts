@@ -409,6 +409,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       }),
       tokens: new ApiTokenRepository({ dataSource }),
       operationList: new OperationList({ dataSource }),
+      findings: repositories.findings,
       metrics,
       logger: logger.child({ component: 'http' }),
       queues,

@@ -13,6 +13,8 @@ import type { OperationsService } from '../services/operations.service';
 import { Authenticator, bearerAuth, boardAuth } from './auth';
 import { buildOpenApiDocument } from './contract';
 import { createOperationListRouter } from './operation-list.routes';
+import { createFindingsRouter } from './findings.routes';
+import type { OwnershipFindingRepository } from '../db/ownership-finding.repository';
 import { HttpProblem, problemErrorHandler } from './problem';
 import { metricsHandler, readyzHandler, type Readiness } from './probes';
 import { registerQueueMetrics } from './queue-metrics';
@@ -35,6 +37,8 @@ export interface AppDeps {
   tokens: Pick<ApiTokenRepository, 'create' | 'list' | 'revoke' | 'findByHash' | 'touch'>;
   /** GET /v1/operations. */
   operationList: Pick<OperationList, 'list'>;
+  /** GET /v1/findings, POST /v1/findings/:id/resolve. */
+  findings: Pick<OwnershipFindingRepository, 'list' | 'resolve'>;
   metrics: Metrics;
   logger: Logger;
   queues: Queues;
@@ -150,6 +154,7 @@ export function createApp(deps: AppDeps): Express {
   const extra = [
     createTokensRouter({ tokens: deps.tokens }),
     createOperationListRouter({ operationList: deps.operationList }),
+    createFindingsRouter({ findings: deps.findings }),
     ...(deps.reconcile ? [createReconcileRouter({ reconciler: deps.reconcile })] : []),
     ...(deps.events ? [createEventsRouter({ stream: deps.events.stream, limit: deps.events.limits.streams })] : []),
     ...(deps.webhooks ? [createWebhooksRouter(deps.webhooks)] : []),

@@ -29,7 +29,7 @@ describe('db: migrations', () => {
     );
     expect(enums).to.deep.include.members([
       { typname: 'agent_status', labels: 'draft,provisioning,active,paused,error,destroyed,hibernated' },
-      { typname: 'event_entity_type', labels: 'agent,instance,provisioning_job,operation' },
+      { typname: 'event_entity_type', labels: 'agent,instance,provisioning_job,operation,finding' },
       {
         typname: 'instance_status',
         labels: 'pending,provisioning,running,stopping,stopped,starting,destroying,destroyed,failed,hibernating,hibernated,waking',

@@ -2,6 +2,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { expect } from 'chai';
 import type { DataSource } from 'typeorm';
+import { OwnershipFindingRepository } from '../../src/db/ownership-finding.repository';
 import { QUEUE_NAMES } from '../../src/queues/queues';
 import type { Tailfleet } from '../../src/server';
 import { apiClient, createSuite, type Suite } from '../pipeline/stack';
@@ -170,7 +171,7 @@ describe('API fuzzing: bad requests change nothing and never get a 5xx', functio
     tf = await suite.launch({ env: { ROLE: 'api' } });
     base = new URL(tf.url!);
     const api = apiClient(tf.url!, suite.apiToken);
-    ctx = { token: suite.apiToken, readToken: '', operateToken: '', tokenIds: [], tokenNames: [], agentIds: [], provisioningJobIds: [], operationIds: [] };
+    ctx = { token: suite.apiToken, readToken: '', operateToken: '', tokenIds: [], tokenNames: [], agentIds: [], provisioningJobIds: [], operationIds: [], openFindingIds: [], resolvedFindingIds: [] };
     for (const scope of ['read', 'operate'] as const) {
       const res = await api.post('/v1/tokens', { name: `fuzz-${scope}`, scope });
       expect(res.status).to.equal(201);
@@ -184,6 +185,15 @@ describe('API fuzzing: bad requests change nothing and never get a 5xx', functio
       ctx.agentIds.push(res.body.agent.id);
       ctx.provisioningJobIds.push(res.body.provisioningJob.id);
       ctx.operationIds.push(res.body.operation.id);
+    }
+    const findings = new OwnershipFindingRepository({ dataSource: suite.db.dataSource });
+    for (const [i, resourceType] of (['server', 'device', 'image'] as const).entries()) {
+      const f = await findings.recordRefusal(
+        { resourceType, resourceId: `fuzz-${i}`, resourceName: null, action: 'delete', operation: 'destroy', agentId: ctx.agentIds[i], matched: ['labels'], missing: ['recorded id'] },
+        'refused for the fuzz run',
+      );
+      if (i === 2) await findings.resolve(f.id, 'resolved before the run');
+      (i === 2 ? ctx.resolvedFindingIds : ctx.openFindingIds).push(f.id);
     }
   });
 

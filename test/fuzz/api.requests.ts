@@ -39,6 +39,9 @@ export interface FuzzContext {
   agentIds: string[];
   provisioningJobIds: string[];
   operationIds: string[];
+  /** Ownership findings: open ones (a request must not resolve them) and one resolved already. */
+  openFindingIds: string[];
+  resolvedFindingIds: string[];
 }
 
 const ROUTES_WITH_ID = [
@@ -57,6 +60,7 @@ const ROUTES_WITH_ID = [
   { method: 'GET', template: '/v1/webhooks/:id' },
   { method: 'DELETE', template: '/v1/webhooks/:id' },
   { method: 'GET', template: '/v1/webhooks/:id/deliveries' },
+  { method: 'POST', template: '/v1/findings/:id/resolve' },
 ] as const;
 
 const PROTECTED_ROUTES = [
@@ -68,6 +72,7 @@ const PROTECTED_ROUTES = [
   { method: 'POST', path: '/v1/tokens' },
   { method: 'GET', path: '/v1/webhooks' },
   { method: 'POST', path: '/v1/webhooks' },
+  { method: 'GET', path: '/v1/findings' },
   ...ROUTES_WITH_ID.map((r) => ({ method: r.method, path: r.template })),
 ];
 
@@ -291,6 +296,7 @@ export class RequestFactory {
       [3, () => this.tokens()],
       [2, () => this.scopes()],
       [3, () => this.webhooks()],
+      [3, () => this.findings()],
       [2, () => this.waitAndStream()],
       [3, () => this.badText()],
       [2, () => this.bigNumbers()],
@@ -1013,6 +1019,50 @@ export class RequestFactory {
       ],
       [2, () => ({ category: 'scope', method: 'DELETE', path: `/v1/tokens/${r.pick(this.ctx.tokenIds)}`, headers: r.pick([read, operate]), readOnly: false })],
       [1, () => ({ category: 'scope', method: 'GET', path: '/v1/tokens', headers: r.pick([read, operate]), readOnly: false })],
+    ])();
+  }
+
+  /**
+   * Resolving findings: every request is refused (a lower scope, a bad note, an unknown or resolved
+   * finding, a body that is not JSON), and listings with bad filters; valid listings are reads.
+   */
+  private findings(): FuzzRequest {
+    const r = this.rng;
+    const open = () => r.pick(this.ctx.openFindingIds);
+    const jsonType = ['content-type', 'application/json'];
+    const post = (path: string, headers: string[], body?: Buffer): FuzzRequest => ({ category: 'findings', method: 'POST', path, headers, body, readOnly: false });
+    const badNote = () =>
+      r.pick<unknown>(['', '   ', '\t\n', 'x'.repeat(2001), 7, null, true, ['fixed'], { text: 'fixed' }, 'a\u0000b', '\ud800']);
+    return r.weighted<() => FuzzRequest>([
+      [3, () => post(`/v1/findings/${open()}/resolve`, [...this.auth(), ...jsonType], json(r.bool(0.8) ? { note: badNote() } : r.pick<unknown>([{}, [], { note: 'fixed', extra: 1 }, { Note: 'fixed' }])))],
+      [2, () => post(`/v1/findings/${open()}/resolve`, [...r.pick([['authorization', `Bearer ${this.ctx.readToken}`], ['authorization', `Bearer ${this.ctx.operateToken}`]]), ...jsonType], json({ note: 'fixed by hand' }))],
+      [2, () => post(`/v1/findings/${r.pick(this.ctx.resolvedFindingIds)}/resolve`, [...this.auth(), ...jsonType], json({ note: 'again' }))],
+      [1, () => post(`/v1/findings/${r.uuid()}/resolve`, [...this.auth(), ...jsonType], json({ note: 'unknown' }))],
+      [1, () => post(`/v1/findings/${open()}/resolve`, [...this.auth(), 'content-type', r.pick(['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x'])], Buffer.from('note=fixed'))],
+      [1, () => post(`/v1/findings/${open()}/resolve`, this.auth())],
+      [
+        3,
+        () => ({
+          category: 'findings',
+          method: 'GET',
+          path: `/v1/findings?${r.pick([
+            'status=closed',
+            'status=open,resolved',
+            'status=',
+            'kind=vm',
+            'kind=server,,bogus',
+            `kind=${pathSegment(r.pick(SQL_INJECTIONS))}`,
+            'limit=0',
+            'limit=101',
+            `cursor=${Buffer.from('not-a-uuid').toString('base64url')}`,
+            `cursor=${Buffer.from(r.uuid()).toString('base64url')}`,
+            'status=open&kind=server,device&limit=5',
+            'colour=red',
+          ])}`,
+          headers: r.pick([this.auth(), ['authorization', `Bearer ${this.ctx.readToken}`]]),
+          readOnly: true,
+        }),
+      ],
     ])();
   }
 
