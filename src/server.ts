@@ -410,6 +410,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
       tokens: new ApiTokenRepository({ dataSource }),
       operationList: new OperationList({ dataSource }),
       findings: repositories.findings,
+      console: { requestBudget: () => hetzner.rateLimiter.state() },
       metrics,
       logger: logger.child({ component: 'http' }),
       queues,

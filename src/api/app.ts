@@ -28,6 +28,7 @@ import type { ConcurrencyLimit } from '../events/concurrency-limit';
 import type { EventStream } from '../events/event-stream';
 import type { OperationWaiter } from '../events/operation-waiter';
 import { JSON_BODY_LIMIT, v1Router } from './v1.routes';
+import { CONSOLE_PATH, createConsoleRouter, type ConsoleDeps } from '../console/router';
 
 export interface AppDeps {
   /** `metrics` omitted: /metrics is open, on this app. */
@@ -61,6 +62,8 @@ export interface AppDeps {
   cost?: CostService;
   /** GET/POST /v1/reconcile and the reconcile gauges; omitted, neither is served. */
   reconcile?: ReconcileRouterDeps['reconciler'];
+  /** The web console at /console (its session length, the request budget it shows). */
+  console?: Pick<ConsoleDeps, 'sessionTtlMs' | 'requestBudget'>;
 }
 
 export const BOARD_BASE_PATH = '/admin/queues';
@@ -161,6 +164,8 @@ export function createApp(deps: AppDeps): Express {
     ...(deps.cost ? [createCostRouter({ cost: deps.cost })] : []),
   ];
   app.use('/v1', bearerAuth(auth), v1Router(deps.operations, extra, { waiter: deps.events?.waiter, waitLimit: deps.events?.limits.longPolls, cost: deps.cost }));
+
+  app.use(CONSOLE_PATH, createConsoleRouter({ auth, secret: http.apiToken, ...deps.console }));
 
   app.use((req, _res, next) => {
     next(new HttpProblem('route-not-found', `No route for ${req.method} ${req.path}.`));
