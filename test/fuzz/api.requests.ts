@@ -42,6 +42,9 @@ export interface FuzzContext {
   /** Ownership findings: open ones (a request must not resolve them) and one resolved already. */
   openFindingIds: string[];
   resolvedFindingIds: string[];
+  /** A console session of the read token (Cookie header value) and the CSRF token its forms carry. */
+  consoleCookie: string;
+  consoleCsrf: string;
 }
 
 const ROUTES_WITH_ID = [
@@ -297,6 +300,7 @@ export class RequestFactory {
       [2, () => this.scopes()],
       [3, () => this.webhooks()],
       [3, () => this.findings()],
+      [4, () => this.consoleForms()],
       [2, () => this.waitAndStream()],
       [3, () => this.badText()],
       [2, () => this.bigNumbers()],
@@ -1019,6 +1023,68 @@ export class RequestFactory {
       ],
       [2, () => ({ category: 'scope', method: 'DELETE', path: `/v1/tokens/${r.pick(this.ctx.tokenIds)}`, headers: r.pick([read, operate]), readOnly: false })],
       [1, () => ({ category: 'scope', method: 'GET', path: '/v1/tokens', headers: r.pick([read, operate]), readOnly: false })],
+    ])();
+  }
+
+  /**
+   * The console's form posts: without a session (sent to sign-in), with a session but a missing,
+   * wrong or foreign CSRF token or origin (403), with a read token's session and its own CSRF token
+   * (the API refuses the action), and bodies the form parser refuses. Sign-in with bad tokens.
+   */
+  private consoleForms(): FuzzRequest {
+    const r = this.rng;
+    const form = 'application/x-www-form-urlencoded';
+    const agent = this.realAgent();
+    const target = () =>
+      r.pick([
+        `/console/agents/${agent}/${r.pick(['stop', 'start', 'reboot', 'hibernate', 'wake', 'destroy'])}`,
+        `/console/findings/${r.pick([...this.ctx.openFindingIds, r.uuid()])}/resolve`,
+        '/console/tokens',
+        `/console/tokens/${r.pick([...this.ctx.tokenIds, r.uuid()])}/revoke`,
+        '/console/webhooks',
+        `/console/webhooks/${r.uuid()}/delete`,
+        `/console/agents/${pathSegment(r.pick(['x', '..', '%00', ...SQL_INJECTIONS]))}/stop`,
+        `/console/agents/${agent}/${pathSegment(r.pick(['explode', 'STOP', '__proto__', 'stop;destroy']))}`,
+      ]);
+    const fields = () =>
+      r.pick([
+        `confirm=${encodeURIComponent(r.pick(['fuzz-target-0', 'fuzz-target-1', '', 'x'.repeat(300)]))}`,
+        `note=${encodeURIComponent(r.pick(['fixed', '', '\u0000', 'x'.repeat(3000)]))}`,
+        `name=${this.validName()}&scope=admin`,
+        `name=${this.validName()}&scope=read&expiresAt=${encodeURIComponent(r.pick(['yesterday', '2020-01-01T00:00', "1' OR 1=1"]))}`,
+        `url=${encodeURIComponent(r.pick(['https://93.184.215.14/hook', 'http://127.0.0.1/', 'javascript:alert(1)']))}&events=agent.status_changed&events=bogus`,
+        '__proto__=x&constructor=y',
+        `_csrf=${this.ctx.consoleCsrf}&_csrf=other`,
+      ]);
+    const cookie = ['cookie', this.ctx.consoleCookie];
+    const post = (path: string, headers: string[], body?: string, chunked?: boolean): FuzzRequest => ({
+      category: 'console',
+      method: 'POST',
+      path,
+      headers,
+      body: body === undefined ? undefined : Buffer.from(body),
+      chunked,
+      readOnly: false,
+    });
+    return r.weighted<() => FuzzRequest>([
+      // No session: back to sign-in.
+      [2, () => post(target(), ['content-type', form], `_csrf=${this.ctx.consoleCsrf}&${fields()}`)],
+      [1, () => post(target(), [...this.auth(), 'content-type', form], `_csrf=${this.ctx.consoleCsrf}&${fields()}`)],
+      [1, () => post(target(), ['cookie', r.pick([`tailfleet_console=${r.hex(40)}`, 'tailfleet_console=v1.a.b.c', `tailfleet_console=${'A'.repeat(5000)}`, 'tailfleet_console='])], `_csrf=x&${fields()}`)],
+      // A session, but the form is not its own.
+      [3, () => post(target(), [...cookie, 'content-type', form], r.pick([fields(), `_csrf=${r.hex(32)}&${fields()}`, `_csrf=&${fields()}`]))],
+      [1, () => post(target(), [...cookie, 'content-type', form, 'origin', r.pick(['https://evil.example', 'null', 'http://127.0.0.1:1'])], `_csrf=${this.ctx.consoleCsrf}&${fields()}`)],
+      // The read token's own session and CSRF token: the API refuses every action.
+      [4, () => post(target(), [...cookie, 'content-type', form], `_csrf=${encodeURIComponent(this.ctx.consoleCsrf)}&${fields()}`)],
+      // Bodies the form parser refuses.
+      [1, () => post(target(), [...cookie, 'content-type', form], `_csrf=${this.ctx.consoleCsrf}&pad=${'x'.repeat(r.int(16 * 1024 + 1, 64 * 1024))}`)],
+      [1, () => post(target(), [...cookie, 'content-type', form], Array.from({ length: 60 }, (_, i) => `f${i}=1`).join('&'))],
+      [1, () => post(target(), [...cookie, 'content-type', `${form}; charset=${r.pick(['utf-7', 'koi8-r', 'nonsense'])}`], `_csrf=${this.ctx.consoleCsrf}`)],
+      [1, () => post(target(), [...cookie, 'content-type', form, 'content-encoding', r.pick(['gzip', 'br', 'deflate'])], 'not compressed')],
+      [1, () => post(target(), [...cookie, 'content-type', r.pick(['application/json', 'text/plain', 'multipart/form-data; boundary=x'])], JSON.stringify({ _csrf: this.ctx.consoleCsrf }))],
+      // Sign-in with what is not a token.
+      [2, () => post('/console/sign-in', ['content-type', form], `token=${encodeURIComponent(r.pick(['', 'tf_' + r.hex(20), `${this.ctx.token}x`, 'A'.repeat(2000), "' OR 1=1 --", '\u0000']))}&next=${encodeURIComponent(r.pick(['/console', 'https://evil.example/', '//evil.example', '/console/../admin']))}`)],
+      [1, () => post('/console/sign-in', ['content-type', form, 'origin', 'https://evil.example'], `token=${encodeURIComponent(this.ctx.token)}`)],
     ])();
   }
 
