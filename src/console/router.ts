@@ -92,7 +92,8 @@ function sameOrigin(req: Request): boolean {
 
 /** Only paths inside the console are followed after sign-in (no open redirect). */
 function safeNext(next: unknown): string {
-  return typeof next === 'string' && /^\/console(\/[A-Za-z0-9/_\-.?=&%]*)?$/.test(next) && !next.includes('//') ? next : CONSOLE_PATH;
+  if (typeof next !== 'string' || next.includes('//') || next.includes('..')) return CONSOLE_PATH;
+  return /^\/console(\/[A-Za-z0-9/_\-.?=&%]*)?$/.test(next) ? next : CONSOLE_PATH;
 }
 
 export function createConsoleRouter(deps: ConsoleDeps): Router {
