@@ -48,6 +48,8 @@ const CSP = [
   "base-uri 'none'",
 ].join('; ');
 
+const PROBLEM_TITLES: Record<number, string> = { 400: 'Not understood', 403: 'Not allowed', 404: 'Not found', 413: 'Too large', 415: 'Not a form' };
+
 const AGENT_ACTIONS = ['stop', 'start', 'reboot', 'hibernate', 'wake', 'destroy'] as const;
 type AgentAction = (typeof AGENT_ACTIONS)[number];
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -453,9 +455,11 @@ export function createConsoleRouter(deps: ConsoleDeps): Router {
   });
 
   // Console pages answer a browser: an unexpected failure is a page, not a JSON document.
+  // A browser navigating gets a page; anything else the API's problem document.
   router.use((err: unknown, req: Request, res: Response, next: NextFunction) => {
-    if (err instanceof HttpProblem && (err.status === 404 || err.status === 403) && req.method === 'GET' && res.locals.console) {
-      render(res, 'error', { title: err.status === 404 ? 'Not found' : 'Not allowed', message: err.message }, err.status);
+    const browser = req.get('accept')?.includes('text/html') === true;
+    if (err instanceof HttpProblem && err.status < 500 && browser && !res.headersSent) {
+      render(res, 'error', { title: PROBLEM_TITLES[err.status] ?? 'Refused', message: err.message }, err.status);
       return;
     }
     next(err);

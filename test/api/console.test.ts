@@ -103,6 +103,17 @@ describe('HTTP: the console at /console', () => {
       body: new URLSearchParams({ _csrf: csrf }),
     });
     expect(foreign.status).to.equal(403);
+    expect(foreign.headers.get('content-type')).to.match(/^application\/problem\+json/);
+    // A browser with a stale form gets a page saying so.
+    const stale = await fetch(url('/console/sign-out'), {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { cookie, accept: 'text/html,application/xhtml+xml', 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ _csrf: 'stale' }),
+    });
+    expect(stale.status).to.equal(403);
+    expect(stale.headers.get('content-type')).to.match(/^text\/html/);
+    expect(await stale.text()).to.contain('reload the page and try again');
     const own = await fetch(url('/console/sign-out'), {
       method: 'POST',
       redirect: 'manual',
