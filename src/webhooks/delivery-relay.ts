@@ -53,7 +53,7 @@ export class WebhookRelay implements EventSubscriber {
   }
 
   notice(n: EventNotice): void {
-    if (n.entityType === 'operation' || n.entityType === 'agent') this.nudge();
+    if (n.entityType === 'operation' || n.entityType === 'agent' || n.entityType === 'finding') this.nudge();
   }
 
   resync(): void {
