@@ -54,9 +54,18 @@ const AGENT_ACTIONS = ['stop', 'start', 'reboot', 'hibernate', 'wake', 'destroy'
 type AgentAction = (typeof AGENT_ACTIONS)[number];
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/**
+ * A folder of the console's files: beside this module (the sources, or a build by `npm run build`,
+ * which copies them), else in the sources next to a build compiled by tsc alone (dist/src/console).
+ */
+function ownDir(name: 'views' | 'assets'): string {
+  const beside = join(__dirname, name);
+  return existsSync(beside) ? beside : join(__dirname, '..', '..', '..', 'src', 'console', name);
+}
+
 /** Files the console serves: its own, and the ones its dependencies ship. */
 function assetFiles(): Record<string, { path: string; type: string }> {
-  const own = (name: string) => join(__dirname, 'assets', name);
+  const own = (name: string) => join(ownDir('assets'), name);
   return {
     'console.js': { path: own('console.js'), type: 'text/javascript; charset=utf-8' },
     'console.css': { path: own('console.css'), type: 'text/css; charset=utf-8' },
@@ -101,7 +110,7 @@ function safeNext(next: unknown): string {
 export function createConsoleRouter(deps: ConsoleDeps): Router {
   const sealer = new SessionSealer(deps.secret);
   const ttl = deps.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS;
-  const views = join(__dirname, 'views');
+  const views = ownDir('views');
   const eta = new Eta({ views, autoEscape: true, cache: existsSync(join(__dirname, 'router.js')), useWith: false });
   const assets = assetFiles();
   const router = express.Router({ strict: false });
