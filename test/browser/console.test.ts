@@ -241,6 +241,7 @@ describe('console: the operator’s pages in a real browser', function () {
         } else {
           await page.goto(`${tf.url}${path}`);
         }
+        if (path.startsWith('/console/webhooks/')) await page.screenshot({ path: join(ARTIFACTS, 'console-webhook-deliveries.png'), fullPage: true });
         await page.addScriptTag({ path: require.resolve('axe-core/axe.min.js') });
         const violations = await page.evaluate(async () => {
           const axe = (window as unknown as { axe: { run: (ctx: Document, opts: unknown) => Promise<{ violations: Array<{ id: string; impact: string; nodes: Array<{ target: string[] }> }> }> } }).axe;
