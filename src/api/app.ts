@@ -13,6 +13,8 @@ import type { OperationsService } from '../services/operations.service';
 import { Authenticator, bearerAuth, boardAuth } from './auth';
 import { buildOpenApiDocument } from './contract';
 import { createOperationListRouter } from './operation-list.routes';
+import { createFindingsRouter } from './findings.routes';
+import type { OwnershipFindingRepository } from '../db/ownership-finding.repository';
 import { HttpProblem, problemErrorHandler, requestLogger } from './problem';
 import { metricsHandler, readyzHandler, type Readiness } from './probes';
 import { registerQueueMetrics } from './queue-metrics';
@@ -27,6 +29,7 @@ import type { ConcurrencyLimit } from '../events/concurrency-limit';
 import type { EventStream } from '../events/event-stream';
 import type { OperationWaiter } from '../events/operation-waiter';
 import { JSON_BODY_LIMIT, v1Router } from './v1.routes';
+import { CONSOLE_PATH, createConsoleRouter, type ConsoleDeps } from '../console/router';
 
 export interface AppDeps {
   /** `metrics` omitted: /metrics is open, on this app. */
@@ -36,6 +39,8 @@ export interface AppDeps {
   tokens: Pick<ApiTokenRepository, 'create' | 'list' | 'revoke' | 'findByHash' | 'touch'>;
   /** GET /v1/operations. */
   operationList: Pick<OperationList, 'list'>;
+  /** GET /v1/findings, POST /v1/findings/:id/resolve. */
+  findings: Pick<OwnershipFindingRepository, 'list' | 'resolve'>;
   metrics: Metrics;
   logger: Logger;
   queues: Queues;
@@ -58,6 +63,8 @@ export interface AppDeps {
   cost?: CostService;
   /** GET/POST /v1/reconcile and the reconcile gauges; omitted, neither is served. */
   reconcile?: ReconcileRouterDeps['reconciler'];
+  /** The web console at /console (its session length, the request budget it shows). */
+  console?: Pick<ConsoleDeps, 'sessionTtlMs' | 'requestBudget'>;
 }
 
 export const BOARD_BASE_PATH = '/admin/queues';
@@ -142,12 +149,15 @@ export function createApp(deps: AppDeps): Express {
   const extra = [
     createTokensRouter({ tokens: deps.tokens }),
     createOperationListRouter({ operationList: deps.operationList }),
+    createFindingsRouter({ findings: deps.findings }),
     ...(deps.reconcile ? [createReconcileRouter({ reconciler: deps.reconcile })] : []),
     ...(deps.events ? [createEventsRouter({ stream: deps.events.stream, limit: deps.events.limits.streams })] : []),
     ...(deps.webhooks ? [createWebhooksRouter(deps.webhooks)] : []),
     ...(deps.cost ? [createCostRouter({ cost: deps.cost })] : []),
   ];
   app.use('/v1', bearerAuth(auth), v1Router(deps.operations, extra, { waiter: deps.events?.waiter, waitLimit: deps.events?.limits.longPolls, cost: deps.cost }));
+
+  app.use(CONSOLE_PATH, createConsoleRouter({ auth, secret: http.apiToken, ...deps.console }));
 
   app.use((req, _res, next) => {
     next(new HttpProblem('route-not-found', `No route for ${req.method} ${req.path}.`));

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import {
   AGENT_NAME_MAX_LENGTH,
   AGENT_STATUSES,
-  EVENT_ENTITY_TYPES,
+  EVENT_SUBJECT_TYPES,
   INSTANCE_STATUSES,
   OPERATION_STATUSES,
   OPERATION_TYPES,
@@ -433,7 +433,7 @@ export const operationSchema = response(
 export const eventSchema = response(
   z.object({
     id: z.string().meta({ description: 'Monotonic (bigint as a string).' }),
-    entityType: z.enum(EVENT_ENTITY_TYPES),
+    entityType: z.enum(EVENT_SUBJECT_TYPES),
     entityId: uuid,
     agentId: uuid.nullable(),
     fromStatus: nullableString,

@@ -164,6 +164,27 @@ function operationFields(op: Row, job?: Row | null) {
 const accepted = (verb: string, body: { operation: Row }) =>
   `${verb}: operation ${body.operation.id} ${body.operation.status}`;
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * An agent named on the command line by its id or its name (as hcloud takes either). A name is
+ * looked up with GET /v1/agents?name=: the agent that is not destroyed wins (names are unique among
+ * those); several destroyed ones and nothing live is ambiguous, and so is an unknown name an error.
+ */
+async function agentIdOf(ctx: Context, ref: string): Promise<string> {
+  if (UUID.test(ref)) return ref;
+  const res = await ctx.client.request<{ items: Row[] }>('GET', `/v1/agents${query({ name: ref, limit: 100 })}`);
+  const named = res.body.items;
+  const live = named.filter((a) => a.status !== 'destroyed');
+  if (live.length === 1) return live[0]!.id as string;
+  if (named.length === 1) return named[0]!.id as string;
+  if (named.length === 0) throw new CliError(`error: no agent is named "${ref}" (give its name or id; tailfleet agents list)`);
+  const which = (live.length > 1 ? live : named).map((a) => `${a.id} (${a.status})`).join(', ');
+  throw new CliError(`error: the name "${ref}" is ambiguous: ${which}; give the id`);
+}
+
+const agentPath = async (ctx: Context, ref: string, tail = '') => `/v1/agents/${encodeURIComponent(await agentIdOf(ctx, ref))}${tail}`;
+
 function agentsCommand(program: Command): void {
   const agents = program.command('agents').description('agent machines');
 
@@ -194,11 +215,11 @@ function agentsCommand(program: Command): void {
     });
 
   agents
-    .command('get <id>')
-    .description('an agent with its instance and running operation')
-    .action(async (id: string, _opts: unknown, cmd: Command) => {
+    .command('get <agent>')
+    .description('an agent (id or name) with its instance and running operation')
+    .action(async (ref: string, _opts: unknown, cmd: Command) => {
       const ctx = new Context(cmd);
-      const res = await ctx.client.request<Row>('GET', `/v1/agents/${encodeURIComponent(id)}`);
+      const res = await ctx.client.request<Row>('GET', await agentPath(ctx, ref));
       const { agent, instance, operation } = res.body;
       ctx.print(res, () =>
         fields([
@@ -267,13 +288,13 @@ function agentsCommand(program: Command): void {
   // One verb per command an operation descriptor declares (src/operations/types).
   for (const [verb, what] of AGENT_COMMAND_TYPES.map((t) => [t, commandOf(t).cli] as const)) {
     agents
-      .command(`${verb} <id>`)
-      .description(what)
+      .command(`${verb} <agent>`)
+      .description(`${what} (the agent by id or name)`)
       .option('--idempotency-key <key>', 'makes the request safe to repeat')
       .option('--wait', 'follow the operation until it is final')
-      .action(async (id: string, opts: { idempotencyKey?: string; wait?: boolean }, cmd: Command) => {
+      .action(async (ref: string, opts: { idempotencyKey?: string; wait?: boolean }, cmd: Command) => {
         const ctx = new Context(cmd);
-        const res = await ctx.client.request<{ operation: OperationBody['operation'] }>('POST', `/v1/agents/${encodeURIComponent(id)}/${verb}`, {
+        const res = await ctx.client.request<{ operation: OperationBody['operation'] }>('POST', await agentPath(ctx, ref, `/${verb}`), {
           headers: opts.idempotencyKey ? { 'idempotency-key': opts.idempotencyKey } : {},
         });
         await ctx.started(res, opts.wait === true, () => accepted(verb, res.body));
@@ -284,13 +305,13 @@ function agentsCommand(program: Command): void {
 
 function reprovisionCommand(agents: Command): void {
   agents
-    .command('reprovision <id>')
-    .description('give an agent in error a fresh instance with the same spec')
+    .command('reprovision <agent>')
+    .description('give an agent in error (id or name) a fresh instance with the same spec')
     .option('--idempotency-key <key>', 'makes the request safe to repeat')
     .option('--wait', 'follow the provision until it is final')
-    .action(async (id: string, opts: { idempotencyKey?: string; wait?: boolean }, cmd: Command) => {
+    .action(async (ref: string, opts: { idempotencyKey?: string; wait?: boolean }, cmd: Command) => {
       const ctx = new Context(cmd);
-      const res = await ctx.client.request<{ operation: OperationBody['operation'] }>('POST', `/v1/agents/${encodeURIComponent(id)}/reprovision`, {
+      const res = await ctx.client.request<{ operation: OperationBody['operation'] }>('POST', await agentPath(ctx, ref, '/reprovision'), {
         headers: opts.idempotencyKey ? { 'idempotency-key': opts.idempotencyKey } : {},
       });
       await ctx.started(res, opts.wait === true, () => accepted('provision', res.body));
@@ -330,14 +351,15 @@ function opsCommand(program: Command): void {
     .description('list operations, newest first')
     .option('--status <statuses>', 'only these statuses (comma-separated)')
     .option('--type <types>', 'only these types (comma-separated)')
-    .option('--agent <id>', 'only operations on this agent')
+    .option('--agent <agent>', 'only operations on this agent (id or name)')
     .option('--since <time>', 'only operations requested at or after this ISO 8601 time')
     .option('--limit <n>', 'page size (1–100)', positiveInt('--limit'))
     .option('--cursor <cursor>', 'continue after a previous page')
     .option('--all', 'follow every page')
     .action(async (opts: { status?: string; type?: string; agent?: string; since?: string; limit?: number; cursor?: string; all?: boolean }, cmd: Command) => {
       const ctx = new Context(cmd);
-      const params = { status: opts.status, type: opts.type, agentId: opts.agent, since: opts.since, limit: opts.limit, cursor: opts.cursor };
+      const agentId = opts.agent === undefined ? undefined : await agentIdOf(ctx, opts.agent);
+      const params = { status: opts.status, type: opts.type, agentId, since: opts.since, limit: opts.limit, cursor: opts.cursor };
       const res = await listPages(ctx, '/v1/operations', params, opts.all === true);
       ctx.print(res, () =>
         table(
@@ -400,7 +422,7 @@ function tokensCommand(program: Command): void {
     });
 }
 
-const WEBHOOK_EVENTS = ['operation.succeeded', 'operation.failed', 'operation.cancelled', 'agent.status_changed'];
+const WEBHOOK_EVENTS = ['operation.succeeded', 'operation.failed', 'operation.cancelled', 'agent.status_changed', 'finding.resolved'];
 
 function webhooksCommand(program: Command): void {
   const webhooks = program.command('webhooks').description('signed webhooks (needs an admin token)');
@@ -532,9 +554,70 @@ function reconcileCommand(program: Command): void {
     });
 }
 
+function findingsCommand(program: Command): void {
+  const findings = program.command('findings').description('ownership findings: destructive calls refused for lack of proof');
+
+  findings
+    .command('list')
+    .description('list findings, newest first')
+    .addOption(new Option('--status <status>', 'only open or only resolved ones').choices(['open', 'resolved']))
+    .option('--kind <kinds>', 'only these resources (comma-separated: server, device, auth_key, image)')
+    .option('--limit <n>', 'page size (1–100)', positiveInt('--limit'))
+    .option('--cursor <cursor>', 'continue after a previous page')
+    .option('--all', 'follow every page')
+    .action(async (opts: { status?: string; kind?: string; limit?: number; cursor?: string; all?: boolean }, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const params = { status: opts.status, kind: opts.kind, limit: opts.limit, cursor: opts.cursor };
+      const res = await listPages(ctx, '/v1/findings', params, opts.all === true);
+      ctx.print(res, () =>
+        table(
+          ['ID', 'STATUS', 'RESOURCE', 'ACTION', 'BY', 'AGENT', 'MISSING', 'CREATED'],
+          res.body.items.map((f) => [
+            f.id,
+            f.status,
+            `${f.resourceType} ${f.resourceId}${f.resourceName ? ` (${f.resourceName})` : ''}`,
+            f.action,
+            f.operation,
+            f.agentId,
+            (f.missing as string[]).join('; '),
+            f.createdAt,
+          ]),
+        ),
+      );
+      if (res.body.nextCursor) ctx.note(`more: tailfleet findings list --cursor ${res.body.nextCursor}`);
+    });
+
+  findings
+    .command('resolve <id>')
+    .description('close an open finding with a note of what was done (needs an admin token)')
+    .requiredOption('--note <text>', 'what was done about it')
+    .action(async (id: string, opts: { note: string }, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<Row>('POST', `/v1/findings/${encodeURIComponent(id)}/resolve`, { body: { note: opts.note } });
+      ctx.print(res, () => `finding ${res.body.id} resolved by ${res.body.resolvedBy}: ${res.body.resolution}`);
+    });
+}
+
+function consoleCommand(program: Command): void {
+  program
+    .command('console')
+    .description("print the address of the API's web console (sign in there with an API token)")
+    .action((_opts: unknown, cmd: Command) => {
+      const { url } = cmd.optsWithGlobals<GlobalOptions>();
+      const base = url ?? process.env.TAILFLEET_URL ?? DEFAULT_URL;
+      let address: URL;
+      try {
+        address = new URL('console', base.endsWith('/') ? base : `${base}/`);
+      } catch {
+        throw new CliError(`error: --url / TAILFLEET_URL is not a URL: ${base}`, 2);
+      }
+      process.stdout.write(`${address.toString()}\n`);
+    });
+}
+
 export function buildProgram(): Command {
   const program = new Command('tailfleet')
-    .description('Command line for a tailfleet API (agents, operations, tokens, webhooks, reconcile, fleet cost).')
+    .description('Command line for a tailfleet API (agents, operations, findings, tokens, webhooks, reconcile, fleet cost, the console).')
     .option('--url <url>', `API base URL (default: $TAILFLEET_URL or ${DEFAULT_URL})`)
     .option('--token <token>', 'API token (default: $TAILFLEET_TOKEN)')
     .option('--json', "print the API's JSON as it came")
@@ -547,6 +630,8 @@ export function buildProgram(): Command {
   webhooksCommand(program);
   reconcileCommand(program);
   fleetCommand(program);
+  findingsCommand(program);
+  consoleCommand(program);
   return program;
 }
 

@@ -1,6 +1,7 @@
 import { type DataSource, IsNull } from 'typeorm';
-import { OwnershipFinding, type OwnedResourceType } from '../entities';
-import { type Db, managerOf } from './transitions';
+import { Agent, Event, Operation, OwnershipFinding, SYSTEM_ACTOR, type OwnedResourceType } from '../entities';
+import { NotFoundError, StateConflictError } from '../errors';
+import { type Db, hydrate, inTransaction, managerOf, quotedTable, returningRows } from './transitions';
 import { isUuid } from './uuid';
 
 /**
@@ -28,6 +29,25 @@ export interface NewOwnershipFinding extends AuditSubject {
   operation: string;
   matched: string[];
   missing: string[];
+}
+
+export type FindingStatus = 'open' | 'resolved';
+
+export interface FindingListQuery {
+  limit: number;
+  status?: FindingStatus;
+  /** Resource types (server, device, auth_key, image). */
+  kind?: OwnedResourceType[];
+  /** Id of the last finding of the previous page: the page continues after it. */
+  after?: string;
+}
+
+/** An operator tried to resolve a finding that is resolved already. */
+export class FindingResolvedError extends StateConflictError {
+  override readonly name = 'FindingResolvedError';
+  constructor(readonly finding: OwnershipFinding) {
+    super(`Finding ${finding.id} was resolved already (at ${finding.resolvedAt?.toISOString() ?? '?'} by ${finding.resolvedBy ?? 'system'}).`);
+  }
 }
 
 /** An id that can name a row here, or null (a label may carry anything). */
@@ -76,23 +96,26 @@ export class OwnershipFindingRepository {
   /**
    * A refused call: one open finding per resource, agent and action (a retried operation refusing
    * the same resource again adds no second one) and its `needs_attention` event every time. One
-   * statement: the finding is inserted unless an open one exists, without reading it first.
+   * statement: the finding is inserted unless an open one exists; answers the open finding's id.
    */
-  async recordRefusal(finding: NewOwnershipFinding, reason: string): Promise<void> {
+  async recordRefusal(finding: NewOwnershipFinding, reason: string): Promise<{ id: string }> {
     const params = auditParams({ ...finding, toStatus: 'needs_attention', reason });
-    await this.dataSource.query(
+    const rows: Array<{ id: string }> = await this.dataSource.query(
       `${SUBJECT_CTE},
+       open AS (
+         SELECT f.id FROM ownership_findings f
+         WHERE f.resource_type = $6::varchar AND f.resource_id = $7::varchar AND f.action = $9::varchar
+           AND f.agent_id IS NOT DISTINCT FROM $2::uuid AND f.resolved_at IS NULL
+       ),
        finding AS (
          INSERT INTO ownership_findings
            (resource_type, resource_id, resource_name, action, operation, operation_id, agent_id, instance_id, matched, missing)
          SELECT $6::varchar, $7::varchar, $8::varchar, $9::varchar, $10::varchar, $3::uuid, $2::uuid, $1::uuid, $11::jsonb, $12::jsonb
-         WHERE NOT EXISTS (
-           SELECT 1 FROM ownership_findings f
-           WHERE f.resource_type = $6::varchar AND f.resource_id = $7::varchar AND f.action = $9::varchar
-             AND f.agent_id IS NOT DISTINCT FROM $2::uuid AND f.resolved_at IS NULL
-         )
-       )
-       ${INSERT_EVENT}`,
+         WHERE NOT EXISTS (SELECT 1 FROM open)
+         RETURNING id
+       ),
+       logged AS (${INSERT_EVENT})
+       SELECT id FROM finding UNION ALL SELECT id FROM open LIMIT 1`,
       [
         ...params,
         finding.resourceType,
@@ -104,6 +127,7 @@ export class OwnershipFindingRepository {
         JSON.stringify(finding.missing),
       ],
     );
+    return { id: rows[0]!.id };
   }
 
   /** Open findings, oldest first. */
@@ -116,7 +140,69 @@ export class OwnershipFindingRepository {
     return managerOf(db).find(OwnershipFinding, { where: { agentId }, order: { createdAt: 'ASC', id: 'ASC' } });
   }
 
-  async resolve(id: string, resolution: string, db: Db = this.dataSource): Promise<void> {
-    await managerOf(db).update(OwnershipFinding, { id, resolvedAt: IsNull() }, { resolvedAt: new Date(), resolution });
+  /** Findings newest first, keyset-paged on (created_at, id) like the operations listing. */
+  async list(query: FindingListQuery, db: Db = this.dataSource): Promise<{ items: OwnershipFinding[]; more: boolean }> {
+    const qb = managerOf(db).getRepository(OwnershipFinding).createQueryBuilder('f');
+    if (query.status === 'open') qb.andWhere('f.resolved_at IS NULL');
+    if (query.status === 'resolved') qb.andWhere('f.resolved_at IS NOT NULL');
+    if (query.kind && query.kind.length > 0) qb.andWhere('f.resource_type IN (:...kinds)', { kinds: query.kind });
+    if (query.after !== undefined) {
+      // An id that names no finding ends the listing (the row comparison with NULL is never true).
+      const table = quotedTable(managerOf(db).connection.getMetadata(OwnershipFinding));
+      qb.andWhere(`(f.created_at, f.id) < (SELECT c.created_at, c.id FROM ${table} c WHERE c.id = :after)`, { after: query.after });
+    }
+    const rows = await qb.orderBy('f.created_at', 'DESC').addOrderBy('f.id', 'DESC').take(query.limit + 1).getMany();
+    return { items: rows.slice(0, query.limit), more: rows.length > query.limit };
+  }
+
+  get(id: string, db: Db = this.dataSource): Promise<OwnershipFinding | null> {
+    if (!isUuid(id)) return Promise.resolve(null);
+    return managerOf(db).findOne(OwnershipFinding, { where: { id } });
+  }
+
+  /**
+   * Closes an open finding: one guarded update (a finding is resolved once, by whoever comes first)
+   * and its event (`open` → `resolved`, entity type `finding`, on the agent's timeline when the agent
+   * is this database's), in one transaction. The event's trigger announces it on the event stream
+   * and writes the `finding.resolved` webhook deliveries. RecordNotFoundError for an unknown id,
+   * FindingResolvedError when it was resolved already.
+   */
+  async resolve(
+    id: string,
+    resolution: string,
+    opts: { actor?: string; db?: Db } = {},
+  ): Promise<OwnershipFinding> {
+    const actor = opts.actor ?? SYSTEM_ACTOR;
+    return inTransaction(opts.db ?? this.dataSource, async (m) => {
+      const table = quotedTable(m.connection.getMetadata(OwnershipFinding));
+      const rows: Record<string, unknown>[] = isUuid(id)
+        ? await m.query(
+            returningRows(
+              `UPDATE ${table} SET "resolved_at" = now(), "resolution" = $2, "resolved_by" = $3 WHERE "id" = $1 AND "resolved_at" IS NULL RETURNING *`,
+            ),
+            [id, resolution, actor],
+          )
+        : [];
+      const raw = rows[0];
+      if (!raw) {
+        const current = await this.get(id, m);
+        if (!current) throw new NotFoundError(`Finding ${id} not found`);
+        throw new FindingResolvedError(current);
+      }
+      const row = hydrate(m, OwnershipFinding, raw);
+      const agent = row.agentId ? await m.findOne(Agent, { where: { id: row.agentId }, select: { id: true } }) : null;
+      const operation = row.operationId ? await m.findOne(Operation, { where: { id: row.operationId }, select: { id: true } }) : null;
+      await m.insert(Event, {
+        entityType: 'finding',
+        entityId: row.id,
+        agentId: agent?.id ?? null,
+        fromStatus: 'open',
+        toStatus: 'resolved',
+        reason: `${row.action} of ${row.resourceType} ${row.resourceId} resolved: ${resolution}`,
+        operationId: operation?.id ?? null,
+        actor,
+      });
+      return row;
+    });
   }
 }

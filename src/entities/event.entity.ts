@@ -5,8 +5,14 @@ import { Operation } from './operation.entity';
 
 export const EVENT_ENTITY_TYPES = ['agent', 'instance', 'provisioning_job', 'operation'] as const;
 export type EventEntityType = (typeof EVENT_ENTITY_TYPES)[number];
+/**
+ * What an event may be about: the four rows moved by transitions (src/db/transitions.ts), and an
+ * ownership finding an operator resolved (open → resolved, written by OwnershipFindingRepository).
+ */
+export const EVENT_SUBJECT_TYPES = [...EVENT_ENTITY_TYPES, 'finding'] as const;
+export type EventSubjectType = (typeof EVENT_SUBJECT_TYPES)[number];
 
-// Append-only audit of status changes. entity_id points into one of four tables, so it has no foreign key.
+// Append-only audit of status changes. entity_id points into one of five tables, so it has no foreign key.
 @Entity({ name: 'events' })
 @Index('idx_events_agent_at', ['agentId', 'at'])
 @Index('idx_events_entity', ['entityType', 'entityId'])
@@ -15,8 +21,8 @@ export class Event {
   @PrimaryGeneratedColumn('identity', { type: 'bigint', generatedIdentity: 'ALWAYS', primaryKeyConstraintName: 'pk_events' })
   id!: string;
 
-  @Column({ type: 'enum', enum: EVENT_ENTITY_TYPES, enumName: 'event_entity_type', name: 'entity_type' })
-  entityType!: EventEntityType;
+  @Column({ type: 'enum', enum: EVENT_SUBJECT_TYPES, enumName: 'event_entity_type', name: 'entity_type' })
+  entityType!: EventSubjectType;
 
   @Column({ type: 'uuid', name: 'entity_id' })
   entityId!: string;

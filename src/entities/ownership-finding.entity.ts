@@ -1,4 +1,5 @@
 import { Column, CreateDateColumn, Entity, Index, PrimaryGeneratedColumn } from 'typeorm';
+import { ACTOR_MAX_LENGTH } from './actor';
 
 export const OWNED_RESOURCE_TYPES = ['server', 'device', 'auth_key', 'image'] as const;
 export type OwnedResourceType = (typeof OWNED_RESOURCE_TYPES)[number];
@@ -6,8 +7,8 @@ export type OwnedResourceType = (typeof OWNED_RESOURCE_TYPES)[number];
 /**
  * A destructive call the ownership guard refused (src/fleet/ownership-guard.ts): the resource was
  * left in place because the evidence that it is this fleet's did not agree. Open until the
- * reconciler sees the resource gone or owned by a live instance; listed in every reconcile report
- * meanwhile. The event written with it (to_status `needs_attention`) keeps the lasting history.
+ * reconciler sees the resource gone or owned by a live instance, or an operator resolves it
+ * (POST /v1/findings/:id/resolve); listed in every reconcile report meanwhile. The event written with it (to_status `needs_attention`) keeps the lasting history.
  */
 @Entity({ name: 'ownership_findings' })
 @Index('idx_ownership_findings_open', ['resolvedAt', 'createdAt'])
@@ -54,6 +55,11 @@ export class OwnershipFinding {
   @Column({ type: 'timestamptz', name: 'resolved_at', nullable: true })
   resolvedAt!: Date | null;
 
+  /** Why it was closed: what the reconciler saw, or the operator's note. */
   @Column({ type: 'text', name: 'resolution', nullable: true })
   resolution!: string | null;
+
+  /** Who closed it: `system` for the reconciler, else the token (see actorName). */
+  @Column({ type: 'varchar', length: ACTOR_MAX_LENGTH, name: 'resolved_by', nullable: true })
+  resolvedBy!: string | null;
 }

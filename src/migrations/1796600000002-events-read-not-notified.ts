@@ -1,8 +1,9 @@
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 
-// The events trigger writes webhook deliveries only: readers of new events read the table
-// (src/events/notifications.ts). A NOTIFY in the trigger made PostgreSQL serialise the commit of
-// every transaction that wrote an event (a database-wide lock held through the disk flush).
+// The events trigger, as the finding-resolutions migration left it, but writing webhook deliveries
+// only: readers of new events read the table (src/events/notifications.ts). A NOTIFY in the trigger
+// made PostgreSQL serialise the commit of every transaction that wrote an event (a database-wide lock
+// held through the disk flush).
 const BODY = (notify: boolean) => `
 CREATE OR REPLACE FUNCTION "tailfleet_event_written"() RETURNS trigger LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -28,6 +29,13 @@ BEGIN${
     kind := 'agent.status_changed';
     SELECT jsonb_build_object('agent', jsonb_build_object('id', a.id, 'name', a.name, 'status', NEW.to_status))
       INTO body FROM agents a WHERE a.id = NEW.entity_id;
+  ELSIF NEW.entity_type::text = 'finding' AND NEW.to_status = 'resolved' THEN
+    kind := 'finding.resolved';
+    SELECT jsonb_build_object('finding', jsonb_build_object(
+        'id', f.id, 'resourceType', f.resource_type, 'resourceId', f.resource_id, 'resourceName', f.resource_name,
+        'action', f.action, 'agentId', f.agent_id, 'resolution', f.resolution, 'resolvedBy', f.resolved_by,
+        'resolvedAt', f.resolved_at))
+      INTO body FROM ownership_findings f WHERE f.id = NEW.entity_id;
   ELSE
     RETURN NULL;
   END IF;

@@ -1,5 +1,6 @@
 import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
+import { FindingResolvedError } from '../db/ownership-finding.repository';
 import type { OwnershipFinding } from '../entities';
 import type { Logger } from '../lib/logger';
 import type { AttentionFinding, PassContext, Snapshot } from './types';
@@ -24,7 +25,7 @@ export async function reviewFindings(
   for (const f of open) {
     try {
       const resolution = await settled(ctx, f, snapshot, seen);
-      if (resolution) await repo.resolve(f.id, resolution);
+      if (resolution) await repo.resolve(f.id, resolution).catch(ignoreResolvedMeanwhile);
       out.push(view(f, resolution));
     } catch (err) {
       errors.push(`finding ${f.id}: ${(err as Error).message}`);
@@ -33,6 +34,11 @@ export async function reviewFindings(
     }
   }
   return out;
+}
+
+// An operator may have resolved it while the pass was looking.
+function ignoreResolvedMeanwhile(err: unknown): void {
+  if (!(err instanceof FindingResolvedError)) throw err;
 }
 
 async function settled(

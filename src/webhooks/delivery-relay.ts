@@ -41,7 +41,7 @@ export class WebhookRelay extends PeriodicPass<number> implements EventSubscribe
   }
 
   notice(n: EventNotice): void {
-    if (n.entityType === 'operation' || n.entityType === 'agent') this.nudge();
+    if (n.entityType === 'operation' || n.entityType === 'agent' || n.entityType === 'finding') this.nudge();
   }
 
   resync(): void {

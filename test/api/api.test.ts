@@ -542,6 +542,8 @@ describe('HTTP API', () => {
       'GET /v1/webhooks/{id}',
       'DELETE /v1/webhooks/{id}',
       'GET /v1/webhooks/{id}/deliveries',
+      'GET /v1/findings',
+      'POST /v1/findings/{id}/resolve',
     ];
 
     it('documents every route, and every documented route exists', async () => {

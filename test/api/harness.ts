@@ -6,6 +6,7 @@ import type { DataSource } from 'typeorm';
 import { createApp } from '../../src/api/app';
 import { ApiTokenRepository } from '../../src/db/api-token.repository';
 import { OperationList } from '../../src/db/operation-list';
+import { OwnershipFindingRepository } from '../../src/db/ownership-finding.repository';
 import { transition } from '../../src/db/transitions';
 import { Instance } from '../../src/entities';
 import { silentLogger } from '../../src/lib/logger';
@@ -126,6 +127,7 @@ export async function startApiHarness(label: string): Promise<ApiHarness> {
     operations,
     tokens: new ApiTokenRepository({ dataSource: db.dataSource }),
     operationList: new OperationList({ dataSource: db.dataSource }),
+    findings: new OwnershipFindingRepository({ dataSource: db.dataSource }),
     metrics,
     logger: silentLogger,
     queues,

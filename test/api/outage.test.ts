@@ -8,6 +8,7 @@ import { createApp } from '../../src/api/app';
 import { ApiTokenRepository } from '../../src/db/api-token.repository';
 import { createDataSource } from '../../src/db/data-source';
 import { OperationList } from '../../src/db/operation-list';
+import { OwnershipFindingRepository } from '../../src/db/ownership-finding.repository';
 import { Operation } from '../../src/entities';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics } from '../../src/lib/metrics';
@@ -40,6 +41,7 @@ describe('HTTP API while Redis or PostgreSQL is down', () => {
       operations,
       tokens: new ApiTokenRepository({ dataSource: h.ds }),
       operationList: new OperationList({ dataSource: h.ds }),
+      findings: new OwnershipFindingRepository({ dataSource: h.ds }),
       metrics: createMetrics(),
       logger: silentLogger,
       queues: brokenQueues,
@@ -152,6 +154,7 @@ describe('HTTP API while Redis or PostgreSQL is down', () => {
       operations,
       tokens: new ApiTokenRepository({ dataSource: ds }),
       operationList: new OperationList({ dataSource: ds }),
+      findings: new OwnershipFindingRepository({ dataSource: ds }),
       metrics: createMetrics(),
       logger: silentLogger,
       queues: h.queues,

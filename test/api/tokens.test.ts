@@ -59,13 +59,14 @@ function expectProblem(res: Answer, status: number, kind: string) {
 }
 
 /**
- * The policy, written down independently of the code under test: tokens, webhooks and Bull Board need admin,
+ * The policy, written down independently of the code under test: tokens, webhooks, resolving a finding and Bull Board need admin,
  * every other read needs read, every other write needs operate; the OpenAPI document, the probes
  * and metrics need nothing.
  */
 function expectedScope(method: string, path: string): TokenScope | 'public' {
   if (['/healthz', '/readyz', '/metrics', '/v1/openapi.json'].includes(path)) return 'public';
   if (path === '/admin/queues' || path.startsWith('/v1/tokens') || path.startsWith('/v1/webhooks')) return 'admin';
+  if (method === 'POST' && path.startsWith('/v1/findings/')) return 'admin';
   return method === 'GET' ? 'read' : 'operate';
 }
 

@@ -7,6 +7,7 @@ import { expect } from 'chai';
 import type { Tailfleet } from '../../src/server';
 import { apiClient, createSuite, type ApiClient, type Suite } from '../pipeline/stack';
 import { createSshKeys } from '../helpers/ssh-keys';
+import { OwnershipFindingRepository } from '../../src/db/ownership-finding.repository';
 import { ROOT, builtEnv, productionBuild } from '../helpers/build';
 
 // The tailfleet CLI as a user runs it: the built `dist/src/cli/main.js` (the package's `bin`) as a
@@ -284,5 +285,56 @@ describe('tailfleet CLI', function () {
     const notInError = await cli(['agents', 'reprovision', id]);
     expect(notInError.code).to.equal(1);
     expect(notInError.stderr).to.match(/^error 409 state-conflict: .*only an agent in error/);
+  });
+  it('takes an agent by name wherever it takes an id; an unknown or ambiguous name is a clear error', async () => {
+    const created = await api.post('/v1/agents', { name: 'cli-named' });
+    expect(created.status).to.equal(201);
+    const id = created.body.agent.id as string;
+    const get = ok(await cli(['--json', 'agents', 'get', 'cli-named']));
+    expect(JSON.parse(get.stdout).agent.id).to.equal(id);
+    const ops = ok(await cli(['--json', 'ops', 'list', '--agent', 'cli-named']));
+    expect(JSON.parse(ops.stdout).items.map((o: { agentId: string }) => o.agentId)).to.deep.equal([id]);
+
+    const unknown = await cli(['agents', 'stop', 'no-such-agent']);
+    expect(unknown.code).to.equal(1);
+    expect(unknown.stderr).to.equal('error: no agent is named "no-such-agent" (give its name or id; tailfleet agents list)\n');
+
+    // Names are unique among agents that are not destroyed; two destroyed ones under one name are ambiguous.
+    await suite.db.dataSource.query(`UPDATE agents SET status = 'destroyed' WHERE id = $1`, [id]);
+    const second = await api.post('/v1/agents', { name: 'cli-named' });
+    expect(second.status).to.equal(201);
+    const live = ok(await cli(['--json', 'agents', 'get', 'cli-named']));
+    expect(JSON.parse(live.stdout).agent.id).to.equal(second.body.agent.id);
+    await suite.db.dataSource.query(`UPDATE agents SET status = 'destroyed' WHERE id = $1`, [second.body.agent.id]);
+    const ambiguous = await cli(['agents', 'get', 'cli-named']);
+    expect(ambiguous.code).to.equal(1);
+    expect(ambiguous.stderr).to.match(/^error: the name "cli-named" is ambiguous: .*give the id\n$/);
+    expect(ambiguous.stderr).to.contain(id).and.to.contain(second.body.agent.id);
+  });
+
+  it('findings list and resolve; console prints the console address', async () => {
+    const finding = await new OwnershipFindingRepository({ dataSource: suite.db.dataSource }).recordRefusal(
+      { resourceType: 'server', resourceId: '987654', resourceName: 'stray-1', action: 'delete', operation: 'reconcile', matched: ['labels'], missing: ['recorded id'] },
+      'refused: no proof',
+    );
+    const list = ok(await cli(['findings', 'list', '--status', 'open', '--kind', 'server']));
+    const lines = list.stdout.trimEnd().split('\n');
+    expect(lines[0]).to.match(/^ID\s+STATUS\s+RESOURCE\s+ACTION\s+BY\s+AGENT\s+MISSING\s+CREATED$/);
+    expect(lines.find((l) => l.startsWith(finding.id))).to.match(/open\s+server 987654 \(stray-1\)\s+delete\s+reconcile/);
+
+    const token = (await api.post('/v1/tokens', { name: 'cli-findings-read', scope: 'read' })).body.token as string;
+    const refused = await cli(['findings', 'resolve', finding.id, '--note', 'deleted by hand'], { TAILFLEET_TOKEN: token });
+    expect(refused.code).to.equal(1);
+    expect(refused.stderr).to.match(/^error 403 forbidden: /);
+
+    const resolved = ok(await cli(['findings', 'resolve', finding.id, '--note', 'deleted by hand']));
+    expect(resolved.stdout).to.equal(`finding ${finding.id} resolved by bootstrap: deleted by hand\n`);
+    const json = JSON.parse(ok(await cli(['--json', 'findings', 'list', '--status', 'resolved'])).stdout);
+    expect(json.items.map((f: { id: string }) => f.id)).to.include(finding.id);
+
+    expect(ok(await cli(['console'])).stdout).to.equal(`${new URL('/console', tf.url).toString()}\n`);
+    expect(ok(await cli(['--url', 'https://fleet.example.com/base/', 'console'], { TAILFLEET_TOKEN: undefined })).stdout).to.equal(
+      'https://fleet.example.com/base/console\n',
+    );
   });
 });

@@ -2,6 +2,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { expect } from 'chai';
 import type { DataSource } from 'typeorm';
+import { OwnershipFindingRepository } from '../../src/db/ownership-finding.repository';
 import { QUEUE_NAMES } from '../../src/queues/queues';
 import type { Tailfleet } from '../../src/server';
 import { apiClient, createSuite, type Suite } from '../pipeline/stack';
@@ -97,7 +98,9 @@ function checkAnswer(req: FuzzRequest, res: Outcome): string[] {
   if (res.status >= 200 && res.status < 300 && !req.readOnly) problems.push(`a request with a defect was accepted (${res.status})`);
   if (res.headers['x-powered-by']) problems.push('x-powered-by header sent');
   if (STACK_TRACE.test(res.text)) problems.push('answer contains what looks like a stack trace or source path');
-  if (res.status >= 400 && req.method !== 'HEAD') {
+  // The console answers a browser: its refusals are pages (text/html), or a 303 to sign-in.
+  const consolePage = req.path.startsWith('/console/') && String(res.headers['content-type'] ?? '').startsWith('text/html');
+  if (res.status >= 400 && req.method !== 'HEAD' && !consolePage) {
     const type = String(res.headers['content-type'] ?? '');
     if (!type.startsWith('application/problem+json')) problems.push(`error content-type is ${JSON.stringify(type)}`);
     let body: any;
@@ -170,7 +173,7 @@ describe('API fuzzing: bad requests change nothing and never get a 5xx', functio
     tf = await suite.launch({ env: { ROLE: 'api' } });
     base = new URL(tf.url!);
     const api = apiClient(tf.url!, suite.apiToken);
-    ctx = { token: suite.apiToken, readToken: '', operateToken: '', tokenIds: [], tokenNames: [], agentIds: [], provisioningJobIds: [], operationIds: [] };
+    ctx = { token: suite.apiToken, readToken: '', operateToken: '', tokenIds: [], tokenNames: [], agentIds: [], provisioningJobIds: [], operationIds: [], openFindingIds: [], resolvedFindingIds: [], consoleCookie: '', consoleCsrf: '' };
     for (const scope of ['read', 'operate'] as const) {
       const res = await api.post('/v1/tokens', { name: `fuzz-${scope}`, scope });
       expect(res.status).to.equal(201);
@@ -185,6 +188,26 @@ describe('API fuzzing: bad requests change nothing and never get a 5xx', functio
       ctx.provisioningJobIds.push(res.body.provisioningJob.id);
       ctx.operationIds.push(res.body.operation.id);
     }
+    const findings = new OwnershipFindingRepository({ dataSource: suite.db.dataSource });
+    for (const [i, resourceType] of (['server', 'device', 'image'] as const).entries()) {
+      const f = await findings.recordRefusal(
+        { resourceType, resourceId: `fuzz-${i}`, resourceName: null, action: 'delete', operation: 'destroy', agentId: ctx.agentIds[i], matched: ['labels'], missing: ['recorded id'] },
+        'refused for the fuzz run',
+      );
+      if (i === 2) await findings.resolve(f.id, 'resolved before the run');
+      (i === 2 ? ctx.resolvedFindingIds : ctx.openFindingIds).push(f.id);
+    }
+    // A console session of the read token, and the CSRF token of its forms.
+    const signIn = await fetch(`${tf.url}/console/sign-in`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: ctx.readToken }),
+    });
+    expect(signIn.status).to.equal(303);
+    ctx.consoleCookie = signIn.headers.get('set-cookie')!.split(';')[0]!;
+    const page = await (await fetch(`${tf.url}/console/findings`, { headers: { cookie: ctx.consoleCookie } })).text();
+    ctx.consoleCsrf = /name="_csrf" value="([^"]+)"/.exec(page)![1]!;
   });
 
   after(async () => {

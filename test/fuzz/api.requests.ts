@@ -39,6 +39,12 @@ export interface FuzzContext {
   agentIds: string[];
   provisioningJobIds: string[];
   operationIds: string[];
+  /** Ownership findings: open ones (a request must not resolve them) and one resolved already. */
+  openFindingIds: string[];
+  resolvedFindingIds: string[];
+  /** A console session of the read token (Cookie header value) and the CSRF token its forms carry. */
+  consoleCookie: string;
+  consoleCsrf: string;
 }
 
 const ROUTES_WITH_ID = [
@@ -57,6 +63,7 @@ const ROUTES_WITH_ID = [
   { method: 'GET', template: '/v1/webhooks/:id' },
   { method: 'DELETE', template: '/v1/webhooks/:id' },
   { method: 'GET', template: '/v1/webhooks/:id/deliveries' },
+  { method: 'POST', template: '/v1/findings/:id/resolve' },
 ] as const;
 
 const PROTECTED_ROUTES = [
@@ -68,6 +75,7 @@ const PROTECTED_ROUTES = [
   { method: 'POST', path: '/v1/tokens' },
   { method: 'GET', path: '/v1/webhooks' },
   { method: 'POST', path: '/v1/webhooks' },
+  { method: 'GET', path: '/v1/findings' },
   ...ROUTES_WITH_ID.map((r) => ({ method: r.method, path: r.template })),
 ];
 
@@ -291,6 +299,8 @@ export class RequestFactory {
       [3, () => this.tokens()],
       [2, () => this.scopes()],
       [3, () => this.webhooks()],
+      [3, () => this.findings()],
+      [4, () => this.consoleForms()],
       [2, () => this.waitAndStream()],
       [3, () => this.badText()],
       [2, () => this.bigNumbers()],
@@ -1013,6 +1023,112 @@ export class RequestFactory {
       ],
       [2, () => ({ category: 'scope', method: 'DELETE', path: `/v1/tokens/${r.pick(this.ctx.tokenIds)}`, headers: r.pick([read, operate]), readOnly: false })],
       [1, () => ({ category: 'scope', method: 'GET', path: '/v1/tokens', headers: r.pick([read, operate]), readOnly: false })],
+    ])();
+  }
+
+  /**
+   * The console's form posts: without a session (sent to sign-in), with a session but a missing,
+   * wrong or foreign CSRF token or origin (403), with a read token's session and its own CSRF token
+   * (the API refuses the action), and bodies the form parser refuses. Sign-in with bad tokens.
+   */
+  private consoleForms(): FuzzRequest {
+    const r = this.rng;
+    const form = 'application/x-www-form-urlencoded';
+    const agent = this.realAgent();
+    const target = () =>
+      r.pick([
+        `/console/agents/${agent}/${r.pick(['stop', 'start', 'reboot', 'hibernate', 'wake', 'destroy'])}`,
+        `/console/findings/${r.pick([...this.ctx.openFindingIds, r.uuid()])}/resolve`,
+        '/console/tokens',
+        `/console/tokens/${r.pick([...this.ctx.tokenIds, r.uuid()])}/revoke`,
+        '/console/webhooks',
+        `/console/webhooks/${r.uuid()}/delete`,
+        `/console/agents/${pathSegment(r.pick(['x', '..', '%00', ...SQL_INJECTIONS]))}/stop`,
+        `/console/agents/${agent}/${pathSegment(r.pick(['explode', 'STOP', '__proto__', 'stop;destroy']))}`,
+      ]);
+    const fields = () =>
+      r.pick([
+        `confirm=${encodeURIComponent(r.pick(['fuzz-target-0', 'fuzz-target-1', '', 'x'.repeat(300)]))}`,
+        `note=${encodeURIComponent(r.pick(['fixed', '', '\u0000', 'x'.repeat(3000)]))}`,
+        `name=${this.validName()}&scope=admin`,
+        `name=${this.validName()}&scope=read&expiresAt=${encodeURIComponent(r.pick(['yesterday', '2020-01-01T00:00', "1' OR 1=1"]))}`,
+        `url=${encodeURIComponent(r.pick(['https://93.184.215.14/hook', 'http://127.0.0.1/', 'javascript:alert(1)']))}&events=agent.status_changed&events=bogus`,
+        '__proto__=x&constructor=y',
+        `_csrf=${this.ctx.consoleCsrf}&_csrf=other`,
+      ]);
+    const cookie = ['cookie', this.ctx.consoleCookie];
+    const post = (path: string, headers: string[], body?: string, chunked?: boolean): FuzzRequest => ({
+      category: 'console',
+      method: 'POST',
+      path,
+      headers,
+      body: body === undefined ? undefined : Buffer.from(body),
+      chunked,
+      readOnly: false,
+    });
+    return r.weighted<() => FuzzRequest>([
+      // No session: back to sign-in.
+      [2, () => post(target(), ['content-type', form], `_csrf=${this.ctx.consoleCsrf}&${fields()}`)],
+      [1, () => post(target(), [...this.auth(), 'content-type', form], `_csrf=${this.ctx.consoleCsrf}&${fields()}`)],
+      [1, () => post(target(), ['cookie', r.pick([`tailfleet_console=${r.hex(40)}`, 'tailfleet_console=v1.a.b.c', `tailfleet_console=${'A'.repeat(5000)}`, 'tailfleet_console='])], `_csrf=x&${fields()}`)],
+      // A session, but the form is not its own.
+      [3, () => post(target(), [...cookie, 'content-type', form], r.pick([fields(), `_csrf=${r.hex(32)}&${fields()}`, `_csrf=&${fields()}`]))],
+      [1, () => post(target(), [...cookie, 'content-type', form, 'origin', r.pick(['https://evil.example', 'null', 'http://127.0.0.1:1'])], `_csrf=${this.ctx.consoleCsrf}&${fields()}`)],
+      // The read token's own session and CSRF token: the API refuses every action.
+      [4, () => post(target(), [...cookie, 'content-type', form], `_csrf=${encodeURIComponent(this.ctx.consoleCsrf)}&${fields()}`)],
+      // Bodies the form parser refuses.
+      [1, () => post(target(), [...cookie, 'content-type', form], `_csrf=${this.ctx.consoleCsrf}&pad=${'x'.repeat(r.int(16 * 1024 + 1, 64 * 1024))}`)],
+      [1, () => post(target(), [...cookie, 'content-type', form], Array.from({ length: 60 }, (_, i) => `f${i}=1`).join('&'))],
+      [1, () => post(target(), [...cookie, 'content-type', `${form}; charset=${r.pick(['utf-7', 'koi8-r', 'nonsense'])}`], `_csrf=${this.ctx.consoleCsrf}`)],
+      [1, () => post(target(), [...cookie, 'content-type', form, 'content-encoding', r.pick(['gzip', 'br', 'deflate'])], 'not compressed')],
+      [1, () => post(target(), [...cookie, 'content-type', r.pick(['application/json', 'text/plain', 'multipart/form-data; boundary=x'])], JSON.stringify({ _csrf: this.ctx.consoleCsrf }))],
+      // Sign-in with what is not a token.
+      [2, () => post('/console/sign-in', ['content-type', form], `token=${encodeURIComponent(r.pick(['', 'tf_' + r.hex(20), `${this.ctx.token}x`, 'A'.repeat(2000), "' OR 1=1 --", '\u0000']))}&next=${encodeURIComponent(r.pick(['/console', 'https://evil.example/', '//evil.example', '/console/../admin']))}`)],
+      [1, () => post('/console/sign-in', ['content-type', form, 'origin', 'https://evil.example'], `token=${encodeURIComponent(this.ctx.token)}`)],
+    ])();
+  }
+
+  /**
+   * Resolving findings: every request is refused (a lower scope, a bad note, an unknown or resolved
+   * finding, a body that is not JSON), and listings with bad filters; valid listings are reads.
+   */
+  private findings(): FuzzRequest {
+    const r = this.rng;
+    const open = () => r.pick(this.ctx.openFindingIds);
+    const jsonType = ['content-type', 'application/json'];
+    const post = (path: string, headers: string[], body?: Buffer): FuzzRequest => ({ category: 'findings', method: 'POST', path, headers, body, readOnly: false });
+    const badNote = () =>
+      r.pick<unknown>(['', '   ', '\t\n', 'x'.repeat(2001), 7, null, true, ['fixed'], { text: 'fixed' }, 'a\u0000b', '\ud800']);
+    return r.weighted<() => FuzzRequest>([
+      [3, () => post(`/v1/findings/${open()}/resolve`, [...this.auth(), ...jsonType], json(r.bool(0.8) ? { note: badNote() } : r.pick<unknown>([{}, [], { note: 'fixed', extra: 1 }, { Note: 'fixed' }])))],
+      [2, () => post(`/v1/findings/${open()}/resolve`, [...r.pick([['authorization', `Bearer ${this.ctx.readToken}`], ['authorization', `Bearer ${this.ctx.operateToken}`]]), ...jsonType], json({ note: 'fixed by hand' }))],
+      [2, () => post(`/v1/findings/${r.pick(this.ctx.resolvedFindingIds)}/resolve`, [...this.auth(), ...jsonType], json({ note: 'again' }))],
+      [1, () => post(`/v1/findings/${r.uuid()}/resolve`, [...this.auth(), ...jsonType], json({ note: 'unknown' }))],
+      [1, () => post(`/v1/findings/${open()}/resolve`, [...this.auth(), 'content-type', r.pick(['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x'])], Buffer.from('note=fixed'))],
+      [1, () => post(`/v1/findings/${open()}/resolve`, this.auth())],
+      [
+        3,
+        () => ({
+          category: 'findings',
+          method: 'GET',
+          path: `/v1/findings?${r.pick([
+            'status=closed',
+            'status=open,resolved',
+            'status=',
+            'kind=vm',
+            'kind=server,,bogus',
+            `kind=${pathSegment(r.pick(SQL_INJECTIONS))}`,
+            'limit=0',
+            'limit=101',
+            `cursor=${Buffer.from('not-a-uuid').toString('base64url')}`,
+            `cursor=${Buffer.from(r.uuid()).toString('base64url')}`,
+            'status=open&kind=server,device&limit=5',
+            'colour=red',
+          ])}`,
+          headers: r.pick([this.auth(), ['authorization', `Bearer ${this.ctx.readToken}`]]),
+          readOnly: true,
+        }),
+      ],
     ])();
   }
 

@@ -2,6 +2,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
+import { OwnershipFindingRepository } from '../../src/db/ownership-finding.repository';
 import type { Tailfleet } from '../../src/server';
 import { isPrivateAddress } from '../../src/webhooks/address-guard';
 import { signWebhook } from '../../src/webhooks/signing';
@@ -82,7 +83,7 @@ describe('webhooks: signed deliveries through the outbox and the webhooks queue'
     const created = await api.post('/v1/webhooks', { url: receiverUrl });
     expect(created.status).to.equal(201);
     expect(created.body).to.include({ url: receiverUrl });
-    expect(created.body.events).to.have.members(['operation.succeeded', 'operation.failed', 'operation.cancelled', 'agent.status_changed']);
+    expect(created.body.events).to.have.members(['operation.succeeded', 'operation.failed', 'operation.cancelled', 'agent.status_changed', 'finding.resolved']);
     expect(created.body.secret).to.match(/^whsec_[A-Za-z0-9+/]+=*$/);
     expect(Buffer.from(created.body.secret.slice('whsec_'.length), 'base64').length).to.be.at.least(24);
     secret = created.body.secret;
@@ -155,6 +156,21 @@ describe('webhooks: signed deliveries through the outbox and the webhooks queue'
       expect(d.deliveredAt).to.be.a('string');
     }
     for (const d of rows) expect(await tf.queues.webhooks.getJob(d.id), d.id).to.not.equal(undefined);
+  });
+
+  it('delivers finding.resolved, signed, when an admin resolves an ownership finding', async () => {
+    const finding = await new OwnershipFindingRepository({ dataSource: suite.db.dataSource }).recordRefusal(
+      { resourceType: 'device', resourceId: 'dev-hooked', resourceName: 'stray-device', action: 'delete', operation: 'reconcile', matched: ['tags'], missing: ['hostname of this fleet'] },
+      'refused: not provably ours',
+    );
+    const res = await api.post(`/v1/findings/${finding.id}/resolve`, { note: 'removed from the tailnet by hand' });
+    expect(res.status).to.equal(200);
+    const got = await waitFor('the finding.resolved delivery', async () =>
+      received.find((r) => r.body.type === 'finding.resolved' && r.answered === 204 && r.body.data.finding?.id === finding.id),
+    );
+    expect(got.valid).to.equal(true);
+    expect(got.body.data).to.deep.include({ from: 'open', to: 'resolved', actor: 'bootstrap', reason: 'delete of device dev-hooked resolved: removed from the tailnet by hand' });
+    expect(got.body.data.finding).to.include({ resourceType: 'device', resourceId: 'dev-hooked', resolution: 'removed from the tailnet by hand', resolvedBy: 'bootstrap' });
   });
 
   it('deletes a subscription with its deliveries; later events are not sent to it', async () => {
