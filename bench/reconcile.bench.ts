@@ -17,9 +17,10 @@ import { createDataSource } from '../src/db/data-source';
 import { runMigrations } from '../src/db/migrate';
 import { createRepositories } from '../src/db/repositories';
 import { Fleet } from '../src/fleet/fleet';
+import { OwnershipGuard } from '../src/fleet/ownership-guard';
 import { silentLogger } from '../src/lib/logger';
 import { closeQueues, createQueues } from '../src/queues/queues';
-import { Reconciler, stuckTimeouts, type ReconcileReport } from '../src/reconcile';
+import { ReconcileReports, Reconciler, stuckTimeouts, type ReconcileReport } from '../src/reconcile';
 import { MANAGED_LABEL } from '../src/fleet/server-labels';
 import { OperationLedger } from '../src/operations/ledger';
 import { Outbox } from '../src/operations/outbox';
@@ -107,12 +108,18 @@ export async function runReconcileBench(opts: Partial<ReconcileBenchOptions> = {
       clientSecret: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
     });
     await tailscale.listDevices(); // mint the OAuth token outside the measured passes
+    const repositories = createRepositories(dataSource);
+    const ledger = new OperationLedger({ dataSource, repositories, logger: silentLogger });
+    const outbox = new Outbox({ queues, connection, logger: silentLogger });
+    const fleet = new Fleet();
     const reconciler = new Reconciler({
       dataSource,
-      repositories: createRepositories(dataSource),
-      ledger: new OperationLedger({ dataSource, repositories: createRepositories(dataSource), logger: silentLogger }),
-      outbox: new Outbox({ queues, connection, logger: silentLogger }),
-      fleet: new Fleet(),
+      repositories,
+      ledger,
+      outbox,
+      fleet,
+      guard: new OwnershipGuard({ hetzner, tailscale, fleet, audit: repositories.findings, logger: silentLogger }),
+      reports: new ReconcileReports({ dataSource, repositories, ledger, outbox }),
       hetzner,
       tailscale,
       queues,

@@ -23,7 +23,7 @@ import type { Outbox } from './operations/outbox';
 import type { OutboxRelay } from './operations/relay';
 import type { Queues } from './queues/queues';
 import type { Reconciler } from './reconcile';
-import type { OperationsService } from './services/operations.service';
+import type { OperationsService } from './operations/requests';
 import type { RollbackListener } from './operations/rollback-listener';
 import type { EventNotifications } from './events/notifications';
 import type { ConcurrencyLimit } from './events/concurrency-limit';

@@ -9,7 +9,8 @@ import type { OperationList } from '../db/operation-list';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
 import type { Queues } from '../queues/queues';
-import type { OperationsService } from '../services/operations.service';
+import type { OperationReads } from '../operations/read-models';
+import type { OperationsService } from '../operations/requests';
 import { Authenticator, bearerAuth, boardAuth } from './auth';
 import { buildOpenApiDocument } from './contract';
 import { createOperationListRouter } from './operation-list.routes';
@@ -35,6 +36,8 @@ export interface AppDeps {
   /** `metrics` omitted: /metrics is open, on this app. */
   config: Pick<Config, 'http'> & Partial<Pick<Config, 'metrics'>>;
   operations: OperationsService;
+  /** What the API reads: agents, events, operations with their queue jobs. */
+  reads: OperationReads;
   /** Named API tokens: looked up on every request, managed through /v1/tokens. */
   tokens: Pick<ApiTokenRepository, 'create' | 'list' | 'revoke' | 'findByHash' | 'touch'>;
   /** GET /v1/operations. */
@@ -155,7 +158,7 @@ export function createApp(deps: AppDeps): Express {
     ...(deps.webhooks ? [createWebhooksRouter(deps.webhooks)] : []),
     ...(deps.cost ? [createCostRouter({ cost: deps.cost })] : []),
   ];
-  app.use('/v1', bearerAuth(auth), v1Router(deps.operations, extra, { waiter: deps.events?.waiter, waitLimit: deps.events?.limits.longPolls, cost: deps.cost }));
+  app.use('/v1', bearerAuth(auth), v1Router(deps.operations, deps.reads, extra, { waiter: deps.events?.waiter, waitLimit: deps.events?.limits.longPolls, cost: deps.cost }));
 
   app.use(CONSOLE_PATH, createConsoleRouter({ auth, secret: http.apiToken, ...deps.console }));
 

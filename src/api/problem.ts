@@ -3,7 +3,7 @@ import { ZodError } from 'zod';
 import type { Logger } from '../lib/logger';
 import { isDatabaseUnavailable } from '../operations/errors';
 import { AgentNameTakenError, AgentQuotaExceededError, InvalidCursorError, NotFoundError, StateConflictError, TailfleetError } from '../errors';
-import { IdempotencyKeyReuseError, ServerSpecRejectedError } from '../services/operations.service';
+import { IdempotencyKeyReuseError, ServerSpecRejectedError } from '../operations/requests';
 
 /**
  * RFC 9457 problem details. Every 4xx/5xx the API sends has this one shape, so a client can branch

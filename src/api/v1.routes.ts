@@ -3,7 +3,8 @@ import { z } from 'zod';
 import type { AgentStatus } from '../entities';
 import { AGENT_COMMAND_TYPES } from '../operations/types';
 import type { CostService } from '../cost/cost.service';
-import type { IdempotencyKey, OperationsService, RequestOptions } from '../services/operations.service';
+import type { OperationReads } from '../operations/read-models';
+import type { IdempotencyKey, OperationsService, RequestOptions } from '../operations/requests';
 import { actorOf, principalOf } from './auth';
 import { HttpProblem, type FieldProblem, zodProblems } from './problem';
 import { commandOperationId } from './contract';
@@ -78,6 +79,7 @@ function requireJsonBody(req: Request, _res: Response, next: NextFunction): void
 /** Everything below /v1 that needs the bearer token (mounted after the auth middleware). */
 export function v1Router(
   operations: OperationsService,
+  reads: OperationReads,
   extra: Router[] = [],
   opts: { waiter?: Pick<OperationWaiter, 'wait'>; waitLimit?: ConcurrencyLimit; cost?: Pick<CostService, 'instanceCosts'> } = {},
 ): Router {
@@ -111,7 +113,7 @@ export function v1Router(
     listAgents: async (req, res) => {
       const q = parse(listAgentsQuery, req.query, 'query');
       const limit = q.limit ?? 20;
-      const page = await operations.listAgents({
+      const page = await reads.listAgents({
         limit,
         cursor: q.cursor,
         offset: q.offset,
@@ -142,7 +144,7 @@ export function v1Router(
       res.status(200).json(commandView(operation));
     },
     getAgent: async (req, res) => {
-      const detail = await operations.getAgent(uuidParam(req));
+      const detail = await reads.getAgent(uuidParam(req));
       const [cost] = await costsOf([detail.instance]);
       res.json({
         agent: { ...agentView(detail.agent, viewerOf(res)), ...cost },
@@ -158,7 +160,7 @@ export function v1Router(
     listAgentEvents: async (req, res) => {
       const id = uuidParam(req);
       const q = parse(listEventsQuery, req.query, 'query');
-      const page = await operations.listEvents(id, { limit: q.limit ?? 100, cursor: q.cursor });
+      const page = await reads.listEvents(id, { limit: q.limit ?? 100, cursor: q.cursor });
       res.json({ items: page.items.map(eventView), nextCursor: page.nextCursor });
     },
     // One route per command an operation descriptor declares (src/operations/types).
@@ -169,7 +171,7 @@ export function v1Router(
     getOperation: async (req, res) => {
       const id = uuidParam(req);
       const { wait } = parse(getOperationQuery, req.query, 'query');
-      let read: Awaited<ReturnType<OperationsService['getOperation']>>;
+      let read: Awaited<ReturnType<OperationReads['getOperation']>>;
       if (wait && opts.waiter) {
         const release = opts.waitLimit ? admit(opts.waitLimit, res, 'long polls') : () => undefined;
         // The client going away ends the wait; the answer then goes nowhere.
@@ -179,7 +181,7 @@ export function v1Router(
           read = await opts.waiter.wait(
             id,
             wait * 1000,
-            () => operations.getOperation(id),
+            () => reads.getOperation(id),
             (r) => FINAL_OPERATION_STATUSES.has(r.operation.status),
             gone.signal,
           );
@@ -187,7 +189,7 @@ export function v1Router(
           release();
         }
       } else {
-        read = await operations.getOperation(id);
+        read = await reads.getOperation(id);
       }
       const { operation, job } = read;
       res.json({

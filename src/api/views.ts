@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { Response } from 'express';
 import type { Agent, AgentSpec, ApiToken, Event, Instance, Operation, ProvisioningJob } from '../entities';
-import { clientIdempotencyKey, type CreateAgentResult, type QueueJobInfo } from '../services/operations.service';
+import type { QueueJobInfo } from '../operations/read-models';
+import { clientIdempotencyKey, type CreateAgentResult } from '../operations/requests';
 import type { z } from 'zod';
 import { principalOf, scopeAllows } from './auth';
 import type {

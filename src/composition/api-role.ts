@@ -8,7 +8,7 @@ import { PriceList } from '../cost/prices';
 import { ConcurrencyLimit } from '../events/concurrency-limit';
 import { EventStream } from '../events/event-stream';
 import { OperationWaiter } from '../events/operation-waiter';
-import { ReconcileReports } from '../reconcile';
+import { OperationReads } from '../operations/read-models';
 import type { Core } from './core';
 import type { Infrastructure } from './infrastructure';
 
@@ -30,7 +30,7 @@ export interface ApiParts {
 
 /** An API process: the HTTP app over the operations, waits and event streams, costs, tokens and webhooks. */
 export function createApiRole(config: Config, infra: Infrastructure, core: Core, readiness: () => Promise<Readiness>): ApiRole {
-  const { dataSource, repositories, logger } = infra;
+  const { repositories, logger } = infra;
   if (!config.http.board) {
     logger.info('Bull Board login is off (set BULL_BOARD_USER and BULL_BOARD_PASSWORD); an admin token still opens it');
   }
@@ -51,6 +51,7 @@ export function createApiRole(config: Config, infra: Infrastructure, core: Core,
     events: { waiter, stream: eventStream, limits: requestLimits },
     webhooks: { webhooks: core.webhooks, allowPrivateUrls: config.webhooks.allowPrivateUrls },
     operations: core.operations,
+    reads: new OperationReads({ repositories, queues: infra.queues, logger: logger.child({ component: 'reads' }) }),
     cost: new CostService({
       prices: new PriceList({ source: core.hetzner }),
       repositories,
@@ -65,7 +66,7 @@ export function createApiRole(config: Config, infra: Infrastructure, core: Core,
     logger: logger.child({ component: 'http' }),
     queues: infra.queues,
     readiness,
-    reconcile: new ReconcileReports({ dataSource, repositories, ledger: core.ledger, outbox: core.outbox }),
+    reconcile: core.reports,
   });
   return {
     app,

@@ -4,9 +4,10 @@ import { EventNotifications } from '../events/notifications';
 import { CloudCredentialHealth, metricsObserver, observeAll } from '../clients/observers';
 import type { Logger } from '../lib/logger';
 import { OperationLedger } from '../operations/ledger';
+import { ReconcileReports } from '../reconcile';
 import { Outbox } from '../operations/outbox';
 import { CloudCatalogue } from '../clients/hetzner/catalogue';
-import { OperationsService } from '../services/operations.service';
+import { OperationsService } from '../operations/requests';
 import { provisionFailureHook } from '../operations/rollback-listener';
 import { WebhookRepository } from '../webhooks/webhook.repository';
 import { WebhookSecretBox } from '../webhooks/secret-box';
@@ -24,6 +25,8 @@ export interface Core {
   cloudHealth?: CloudCredentialHealth;
   notifications: EventNotifications;
   webhooks: WebhookRepository;
+  /** Reconcile reports: kept by the worker role's passes, read and requested by the API. */
+  reports: ReconcileReports;
 }
 
 /** What both roles share: the ledger and outbox, the operations, the Hetzner client, event notifications, webhooks. */
@@ -79,7 +82,8 @@ export function createCore(
     applicationName: `tailfleet-${config.role}-listener`,
   });
   const webhooks = new WebhookRepository({ dataSource, secrets: new WebhookSecretBox(config.webhooks.secretKeys) });
-  return { ledger, outbox, operations, hetzner, cloudHealth, notifications, webhooks };
+  const reports = new ReconcileReports({ dataSource, repositories, ledger, outbox });
+  return { ledger, outbox, operations, hetzner, cloudHealth, notifications, webhooks, reports };
 }
 
 /** Webhook secrets in clear or under a rotated-out key are sealed with WEBHOOK_SECRET_KEY (see secret-box.ts). */

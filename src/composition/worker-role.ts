@@ -2,6 +2,7 @@ import type { Worker } from 'bullmq';
 import { TailscaleClient } from '../clients/tailscale/tailscale.client';
 import type { Config } from '../config';
 import { Fleet } from '../fleet/fleet';
+import { OwnershipGuard } from '../fleet/ownership-guard';
 import { metricsObserver, observeAll } from '../clients/observers';
 import { OutboxRelay } from '../operations/relay';
 import { createProcessors } from '../processors';
@@ -63,12 +64,15 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
     ...overrides.tailscale,
   });
   const fleet = new Fleet(config.fleetName);
+  // One guard for every destructive call of the process: the workflows' and the reconciler's.
+  const guard = new OwnershipGuard({ hetzner, tailscale, fleet, audit: repositories.findings, logger: logger.child({ component: 'ownership' }) });
   const workflowDeps: WorkflowDeps = {
     dataSource,
     repositories,
     hetzner,
     tailscale,
     fleet,
+    guard,
     logger: logger.child({ component: 'workflow' }),
     settings: {
       serverType: config.hetzner.serverType,
@@ -120,6 +124,8 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
     tailscale,
     queues,
     fleet,
+    guard,
+    reports: core.reports,
     logger: logger.child({ component: 'reconciler' }),
     metrics,
     ...(config.reconcile.autoHibernateAfterHours !== null

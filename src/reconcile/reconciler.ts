@@ -6,13 +6,12 @@ import type { Operation } from '../entities';
 import { UnavailableError } from '../errors';
 import type { ReconcileTrigger } from '../entities/reconcile-report.entity';
 import { requestAutoHibernations } from './auto-hibernate';
-import { OwnershipGuard } from '../fleet/ownership-guard';
 import { reviewFindings } from './attention';
 import { checkDevice, checkServer } from './drift';
 import { deleteOrphans, findOrphans } from './orphans';
 import { judgesDevice, ownership } from './ownership';
 import { LIVE_JOB_STATES } from './queue-state';
-import { ReconcileReports, reportGauges } from './reports';
+import { reportGauges, type ReconcileReports } from './reports';
 import { checkStuck, TRANSITIONAL } from './stuck';
 import type { DriftFinding, PassContext, ReconcileReport, ReconcilerDeps, ReconcilerSettings, Snapshot, StuckFinding } from './types';
 
@@ -52,25 +51,11 @@ export class Reconciler {
   constructor(private readonly deps: ReconcilerDeps) {
     const settings: Required<ReconcilerSettings> = {
       maxDeletesPerPass: 20,
-      keepReports: 200,
       lockWaitMs: 30_000,
       ...deps.settings,
     };
-    const guard = new OwnershipGuard({
-      hetzner: deps.hetzner,
-      tailscale: deps.tailscale,
-      fleet: deps.fleet,
-      audit: deps.repositories.findings,
-      logger: deps.logger,
-    });
-    this.ctx = { deps, guard, settings, now: deps.now ?? Date.now };
-    this.reports = new ReconcileReports({
-      dataSource: deps.dataSource,
-      repositories: deps.repositories,
-      ledger: deps.ledger,
-      outbox: deps.outbox,
-      keep: settings.keepReports,
-    });
+    this.ctx = { deps, guard: deps.guard, settings, now: deps.now ?? Date.now };
+    this.reports = deps.reports;
   }
 
   /** The newest stored report, from whichever process ran it; null before the first pass. */

@@ -4,6 +4,7 @@ import type { TailscaleClient } from '../clients/tailscale/tailscale.client';
 import type { Repositories } from '../db/repositories';
 import type { Fleet } from '../fleet/fleet';
 import type { OwnershipGuard } from '../fleet/ownership-guard';
+import type { ReconcileReports } from './reports';
 import type { Agent, Instance, InstanceStatus, Operation, OperationType } from '../entities';
 import type { StuckStatus } from '../operations/types';
 import type { ReconcileTrigger } from '../entities/reconcile-report.entity';
@@ -157,8 +158,6 @@ export interface ReconcilerSettings {
    * empty database) are reported, not deleted, until an operator looks.
    */
   maxDeletesPerPass?: number;
-  /** Reports kept in the database. */
-  keepReports?: number;
   /** How long a pass waits for another one (other worker) to finish before giving up. */
   lockWaitMs?: number;
 }
@@ -175,6 +174,10 @@ export interface ReconcilerDeps {
   queues: Pick<Queues, OperationType>;
   /** The pass only ever lists, judges, repairs or deletes this fleet's servers and devices. */
   fleet: Fleet;
+  /** Every delete of a pass goes through it (src/fleet/ownership-guard.ts). */
+  guard: OwnershipGuard;
+  /** Where each pass's report is kept, and manual passes are requested. */
+  reports: ReconcileReports;
   logger: Logger;
   metrics?: Pick<Metrics, 'reconcile' | 'reconcileRepairs'>;
   settings: ReconcilerSettings;

@@ -16,7 +16,7 @@ import { deleteInstanceSnapshots, deleteSnapshotImage, findSnapshots } from './s
 import { listWithRecorded, runningServer } from './servers';
 import { silentReporter, type StepReporter } from './step-reporter';
 import type { DeviceEvidence, GuardContext, OwnershipGuard, ServerEvidence } from '../fleet/ownership-guard';
-import { ownershipGuard, type OperationContext, type WorkflowDeps } from './workflow-deps';
+import type { OperationContext, WorkflowDeps } from './workflow-deps';
 
 /** What a wake did: whether the node came back from the snapshot or had to join the tailnet afresh. */
 export interface WakeResult {
@@ -66,7 +66,7 @@ export class HibernateWorkflow {
   private readonly guard: OwnershipGuard;
 
   constructor(private readonly deps: WorkflowDeps) {
-    this.guard = ownershipGuard(deps);
+    this.guard = deps.guard;
   }
 
   /** The guard and the audit subject of a snapshot delete. */

@@ -6,7 +6,7 @@ import { errorMessage, guarded, move } from './guarded-moves';
 import { findLiveInstanceOfAgent, finishedBy, finishTogether, reachedBy, requireInstance } from './records';
 import { shutdownGuarded } from './guarded-shutdown';
 import { silentReporter, type StepReporter } from './step-reporter';
-import { ownershipGuard, type OperationContext, type WorkflowDeps } from './workflow-deps';
+import type { OperationContext, WorkflowDeps } from './workflow-deps';
 import type { OwnershipGuard } from '../fleet/ownership-guard';
 
 /**
@@ -89,7 +89,7 @@ export class PowerWorkflow {
   private readonly guard: OwnershipGuard;
 
   constructor(private readonly deps: WorkflowDeps) {
-    this.guard = ownershipGuard(deps);
+    this.guard = deps.guard;
   }
 
   /** A stop may end in a forced power-off: the guard checks the server is this agent's before any power action. */

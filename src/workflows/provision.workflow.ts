@@ -14,7 +14,7 @@ import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
 import { requireAgent, requireInstance, requireInstanceForUpdate, requireJob } from './records';
 import { runningServer } from './servers';
 import { silentReporter, type StepReporter } from './step-reporter';
-import { ownershipGuard, type WorkflowDeps } from './workflow-deps';
+import type { WorkflowDeps } from './workflow-deps';
 
 export interface ProvisionInput {
   provisioningJobId: string;
@@ -31,7 +31,7 @@ export class ProvisionWorkflow {
   private readonly guard: OwnershipGuard;
 
   constructor(private readonly deps: WorkflowDeps) {
-    this.guard = ownershipGuard(deps);
+    this.guard = deps.guard;
   }
 
   async provision(input: ProvisionInput, r: StepReporter = silentReporter): Promise<void> {

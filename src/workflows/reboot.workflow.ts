@@ -7,7 +7,7 @@ import { reboot } from '../operations/types/reboot';
 import { guarded } from './guarded-moves';
 import { findLiveInstanceOfAgent, finishTogether, reachedBy } from './records';
 import { silentReporter, type StepReporter } from './step-reporter';
-import { ownershipGuard, type OperationContext, type WorkflowDeps } from './workflow-deps';
+import type { OperationContext, WorkflowDeps } from './workflow-deps';
 
 /**
  * Reboots an agent's machine in place (running → rebooting → running), by the rule a stop follows:
@@ -21,7 +21,7 @@ export class RebootWorkflow {
   private readonly guard: OwnershipGuard;
 
   constructor(private readonly deps: WorkflowDeps) {
-    this.guard = ownershipGuard(deps);
+    this.guard = deps.guard;
   }
 
   async reboot(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {

@@ -15,7 +15,7 @@ import { recordedServerIds, requireAgent, requireInstance, requireInstanceForUpd
 import { deleteInstanceSnapshots, findSnapshots } from './snapshots';
 import { listWithRecorded } from './servers';
 import { silentReporter, type StepReporter } from './step-reporter';
-import { ownershipGuard, type OperationContext, type WorkflowDeps } from './workflow-deps';
+import type { OperationContext, WorkflowDeps } from './workflow-deps';
 
 export interface RollbackResult {
   cleanedHetzner: boolean;
@@ -60,7 +60,7 @@ export class TeardownWorkflow {
   private readonly guard: OwnershipGuard;
 
   constructor(private readonly deps: WorkflowDeps) {
-    this.guard = ownershipGuard(deps);
+    this.guard = deps.guard;
   }
 
   async destroy(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {

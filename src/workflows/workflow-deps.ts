@@ -3,7 +3,7 @@ import type { HetznerClient } from '../clients/hetzner/hetzner.client';
 import type { TailscaleClient } from '../clients/tailscale/tailscale.client';
 import type { Repositories } from '../db/repositories';
 import type { Fleet } from '../fleet/fleet';
-import { OwnershipGuard } from '../fleet/ownership-guard';
+import type { OwnershipGuard } from '../fleet/ownership-guard';
 import type { Logger } from '../lib/logger';
 
 export interface WorkflowSettings {
@@ -16,7 +16,7 @@ export interface WorkflowSettings {
   actionTimeoutMs: number;
 }
 
-/** What every workflow is built from (src/server.ts builds it once and hands the same object to each). */
+/** What every workflow is built from (the worker role builds it once and hands the same object to each). */
 export interface WorkflowDeps {
   /** Transaction boundaries and guarded transitions (src/db/transitions); rows are read through `repositories`. */
   dataSource: DataSource;
@@ -25,21 +25,12 @@ export interface WorkflowDeps {
   tailscale: TailscaleClient;
   /** Which machines are this deployment's: the labels and hostnames it gives, the ones it looks for. */
   fleet: Fleet;
+  /** The guard every destructive call goes through (src/fleet/ownership-guard.ts), one per process. */
+  guard: OwnershipGuard;
   logger: Logger;
   settings: WorkflowSettings;
 }
 
 export interface OperationContext {
   operationId?: string;
-}
-
-/** The guard every destructive call of a workflow goes through (src/fleet/ownership-guard.ts). */
-export function ownershipGuard(deps: WorkflowDeps): OwnershipGuard {
-  return new OwnershipGuard({
-    hetzner: deps.hetzner,
-    tailscale: deps.tailscale,
-    fleet: deps.fleet,
-    audit: deps.repositories.findings,
-    logger: deps.logger,
-  });
 }

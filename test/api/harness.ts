@@ -12,7 +12,8 @@ import { Instance } from '../../src/entities';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics, type Metrics } from '../../src/lib/metrics';
 import { closeQueues, createProducerConnection, createQueues, type Queues } from '../../src/queues/queues';
-import type { OperationsService } from '../../src/services/operations.service';
+import type { OperationReads } from '../../src/operations/read-models';
+import type { OperationsService } from '../../src/operations/requests';
 import { operationsFor } from '../helpers/ledger';
 import { contractOf, type ContractValidator } from '../helpers/contract';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
@@ -97,6 +98,7 @@ export interface ApiHarness {
   prefix: string;
   metrics: Metrics;
   operations: OperationsService;
+  reads: OperationReads;
   server: Server;
   api: ApiClient;
   close(): Promise<void>;
@@ -112,7 +114,7 @@ export async function startApiHarness(label: string): Promise<ApiHarness> {
   });
   const queues = createQueues({ connection, prefix, defaults: { attempts: 3, backoffMs: 50 } });
   const metrics = createMetrics();
-  const { operations } = operationsFor({ dataSource: db.dataSource, queues, connection, defaults: DEFAULTS, redisTimeoutMs: 1000 });
+  const { operations, reads } = operationsFor({ dataSource: db.dataSource, queues, connection, defaults: DEFAULTS, redisTimeoutMs: 1000 });
   const notifications = new EventNotifications({ connectionString: db.url, logger: silentLogger });
   await notifications.start();
   const events = {
@@ -125,6 +127,7 @@ export async function startApiHarness(label: string): Promise<ApiHarness> {
     webhooks: { webhooks: new WebhookRepository({ dataSource: db.dataSource }), allowPrivateUrls: false },
     config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, board: BOARD } },
     operations,
+    reads,
     tokens: new ApiTokenRepository({ dataSource: db.dataSource }),
     operationList: new OperationList({ dataSource: db.dataSource }),
     findings: new OwnershipFindingRepository({ dataSource: db.dataSource }),
@@ -151,6 +154,7 @@ export async function startApiHarness(label: string): Promise<ApiHarness> {
     prefix,
     metrics,
     operations,
+    reads,
     server,
     api: apiClient(`http://127.0.0.1:${port}`),
     async close() {

@@ -7,7 +7,8 @@ import { silentLogger, type Logger } from '../../src/lib/logger';
 import { OperationLedger } from '../../src/operations/ledger';
 import { Outbox } from '../../src/operations/outbox';
 import { jobIds, type Queues } from '../../src/queues/queues';
-import { OperationsService, type OperationsDefaults } from '../../src/services/operations.service';
+import { OperationReads } from '../../src/operations/read-models';
+import { OperationsService, type OperationsDefaults } from '../../src/operations/requests';
 
 /** A ledger over a test database, wired as the composition root wires it. */
 export function ledgerFor(dataSource: DataSource, logger: Logger = silentLogger): OperationLedger {
@@ -21,20 +22,22 @@ export function operationsFor(deps: {
   connection: Redis;
   defaults: OperationsDefaults;
   redisTimeoutMs?: number;
-}): { operations: OperationsService; ledger: OperationLedger; outbox: Outbox } {
+}): { operations: OperationsService; reads: OperationReads; ledger: OperationLedger; outbox: Outbox } {
   const ledger = ledgerFor(deps.dataSource);
   const outbox = new Outbox({ queues: deps.queues, connection: deps.connection, logger: silentLogger, redisTimeoutMs: deps.redisTimeoutMs });
+  const repositories = createRepositories(deps.dataSource);
   const operations = new OperationsService({
     dataSource: deps.dataSource,
     queues: deps.queues,
     ledger,
     outbox,
-    repositories: createRepositories(deps.dataSource),
+    repositories,
     logger: silentLogger,
     defaults: deps.defaults,
     redisTimeoutMs: deps.redisTimeoutMs,
   });
-  return { operations, ledger, outbox };
+  const reads = new OperationReads({ repositories, queues: deps.queues, logger: silentLogger, redisTimeoutMs: deps.redisTimeoutMs });
+  return { operations, reads, ledger, outbox };
 }
 
 /** An agent with a queued stop operation whose job id is the operation's own (no job added). */

@@ -7,7 +7,7 @@ import { TailscaleClient } from '../../src/clients/tailscale/tailscale.client';
 import { AgentRepository } from '../../src/db/agent.repository';
 import { createRepositories, type Repositories } from '../../src/db/repositories';
 import { insertOperation } from '../../src/db/operation.repository';
-import { AUDIT_ACTIONS } from '../../src/fleet/ownership-guard';
+import { AUDIT_ACTIONS, OwnershipGuard } from '../../src/fleet/ownership-guard';
 import { Agent, Event, Instance, ProvisioningJob, type OperationType } from '../../src/entities';
 import { Fleet } from '../../src/fleet/fleet';
 import { silentLogger } from '../../src/lib/logger';
@@ -111,6 +111,7 @@ export async function startLifecycleHarness(
     hetzner,
     tailscale,
     fleet,
+    guard: new OwnershipGuard({ hetzner, tailscale, fleet, audit: repositories.findings, logger: silentLogger }),
     logger: silentLogger,
     settings: { ...FAST_SETTINGS, ...settings },
   };

@@ -11,7 +11,7 @@ import { silentLogger } from '../../src/lib/logger';
 import { SIM_DEFAULT_CREDENTIALS } from '../../src/simulator';
 import { ProvisionWorkflow, type WorkflowDeps } from '../../src/workflows';
 import { mintJobAuthKey } from '../../src/workflows/auth-keys';
-import { ownershipGuard } from '../../src/workflows/workflow-deps';
+import { OwnershipGuard } from '../../src/fleet/ownership-guard';
 import {
   cloud,
   FAST_SETTINGS,
@@ -370,7 +370,7 @@ describe('lifecycle: provision', function () {
       const { hostname } = await prepared(a);
       const ctx = { operation: 'provision', agentId: a.agentId, instanceId: a.instanceId };
 
-      const key = await mintJobAuthKey({ ...deps, guard: ownershipGuard(deps) }, { provisioningJobId: a.provisioningJobId, hostname }, ctx, silentLogger);
+      const key = await mintJobAuthKey({ ...deps, guard: new OwnershipGuard({ ...deps, audit: deps.repositories.findings }) }, { provisioningJobId: a.provisioningJobId, hostname }, ctx, silentLogger);
 
       expect(h.sim.control.requestCounts()[`POST ${KEYS_ROUTE}`]).to.equal(2);
       const keys = jobKeys(a);

@@ -21,6 +21,7 @@ import {
 } from '../helpers/lifecycle';
 
 import { STUCK_STATUSES } from '../../src/operations/types';
+import { ReconcileReports } from '../../src/reconcile/reports';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -72,6 +73,8 @@ export async function startReconcileHarness(label: string, options: LifecycleHar
         tailscale: h.tailscale,
         queues,
         fleet: h.fleet,
+        guard: h.workflowDeps.guard,
+        reports: new ReconcileReports({ dataSource: h.ds, repositories: h.repositories, ...delivery }),
         logger: silentLogger,
         metrics,
         settings: { orphans: 'report', graceSeconds: 0, tags: ['tag:agent'], stuckAfterMs: STUCK_AFTER, lockWaitMs: 5000, ...settings },

@@ -1,33 +1,27 @@
-import type { JobState, Queue } from 'bullmq';
 import type { DataSource } from 'typeorm';
-import { AgentList } from '../db/agent-list';
 import { IdempotencyKeyConflictError, LiveInstanceExistsError, TransitionConflictError } from '../db/errors';
 import type { TransitionRequest } from '../db/transitions';
 import type { Repositories } from '../db/repositories';
-import type { OperationLedger } from '../operations/ledger';
-import { withDeadline, type Outbox } from '../operations/outbox';
-import { commandOf, type AgentCommandType } from '../operations/types';
+import type { OperationLedger } from './ledger';
+import { withDeadline, type Outbox } from './outbox';
+import { commandOf, type AgentCommandType } from './types';
 import {
   Agent,
-  Event,
   Instance,
   Operation,
   ProvisioningJob,
   SYSTEM_ACTOR,
   type AgentSpec,
-  type AgentStatus,
   type OperationType,
 } from '../entities';
 import type { Logger } from '../lib/logger';
 import type { Queues } from '../queues/queues';
 import { AgentNameTakenError, InvalidInputError, NotFoundError, StateConflictError } from '../errors';
-import { decodeCursor, encodeCursor } from '../lib/cursor';
-import { UUID } from '../db/uuid';
 import type { SpecChecker, SpecProblem } from '../clients/hetzner/catalogue';
 
 /**
- * The command side: turns a request into an Operation row and a queue job, and answers the read
- * models the API serves. Rows are written first and the job is added after the commit, with a job id
+ * The command side: turns a request into an Operation row and a queue job (what the API reads is
+ * read-models.ts). Rows are written first and the job is added after the commit, with a job id
  * derived from the row, so a worker always finds what it is asked to work on and a repeated add is a
  * no-op in BullMQ.
  */
@@ -72,7 +66,7 @@ export interface OperationsDeps {
   /** MAX_AGENTS: live agents allowed at once (null or omitted: no limit). */
   maxAgents?: number | null;
   /**
-   * How long a read of a job's live state in Redis may take (default 5000). BullMQ waits
+   * How long removing a cancelled operation's job from Redis may take (default 5000). BullMQ waits
    * indefinitely for a connection that never came up, so the API must not.
    */
   redisTimeoutMs?: number;
@@ -126,57 +120,6 @@ export interface CommandResult {
 
 export type RollbackTrigger = 'api' | 'auto' | 'sweep';
 
-export interface ListAgentsQuery {
-  limit: number;
-  /** Opaque keyset cursor from a previous page (`nextCursor`). */
-  cursor?: string;
-  offset?: number;
-  status?: AgentStatus[];
-  /** Exact name. */
-  name?: string;
-  /** Every one of these labels. */
-  labels?: Record<string, string>;
-}
-
-export interface AgentWithInstance {
-  agent: Agent;
-  instance: Instance | null;
-}
-
-export interface AgentPage {
-  items: AgentWithInstance[];
-  nextCursor: string | null;
-}
-
-export interface AgentDetail extends AgentWithInstance {
-  /** Most recent queued or running operation of the agent. */
-  operation: Operation | null;
-}
-
-export interface EventPage {
-  items: Event[];
-  nextCursor: string | null;
-}
-
-export type QueueJobState = JobState | 'not_retained' | 'unavailable';
-
-export interface QueueJobInfo {
-  queue: string;
-  id: string;
-  state: QueueJobState;
-  progress?: unknown;
-  attemptsMade?: number;
-  failedReason?: string | null;
-  createdAt?: Date | null;
-  processedAt?: Date | null;
-  finishedAt?: Date | null;
-}
-
-export interface OperationDetail {
-  operation: Operation;
-  job: QueueJobInfo | null;
-}
-
 /** What a request asks for, to tell a replay from the reuse of a key for something else. */
 interface AskedFor {
   type: OperationType;
@@ -203,8 +146,6 @@ export function clientIdempotencyKey(operation: Operation): string | null {
 }
 
 // Event ids are PostgreSQL bigints: 19 digits may still be more than one holds.
-const BIGINT_MAX = 2n ** 63n - 1n;
-const isEventId = (value: string) => /^\d{1,19}$/.test(value) && BigInt(value) <= BIGINT_MAX;
 
 /** Equal as JSON, whatever the order of object keys. */
 function sameJson(a: unknown, b: unknown): boolean {
@@ -227,12 +168,10 @@ export class OperationsService {
   private readonly outbox: Outbox;
   private readonly redisTimeoutMs: number;
   private readonly catalogue: SpecChecker | undefined;
-  private readonly agentList: AgentList;
   private readonly maxAgents: number | null;
 
   constructor(deps: OperationsDeps) {
     this.catalogue = deps.catalogue;
-    this.agentList = new AgentList({ dataSource: deps.dataSource });
     this.maxAgents = deps.maxAgents ?? null;
     this.redisTimeoutMs = deps.redisTimeoutMs ?? 5000;
     this.ds = deps.dataSource;
@@ -500,50 +439,6 @@ export class OperationsService {
   }
 
   // ---------------------------------------------------------------------------------------------
-  // read models
-
-  async listAgents(query: ListAgentsQuery): Promise<AgentPage> {
-    const page = await this.agentList.list({
-      limit: query.limit,
-      status: query.status,
-      name: query.name,
-      labels: query.labels,
-      offset: query.offset,
-      after: query.cursor === undefined ? undefined : decodeCursor(query.cursor, UUID),
-    });
-    const instances = await this.repos.instances.currentOfAgents(page.items.map((a) => a.id));
-    const last = page.items[page.items.length - 1];
-    return {
-      items: page.items.map((agent) => ({ agent, instance: instances.get(agent.id) ?? null })),
-      nextCursor: page.more && last ? encodeCursor(last.id) : null,
-    };
-  }
-
-  async getAgent(agentId: string): Promise<AgentDetail> {
-    const agent = await this.mustGetAgent(agentId);
-    const [live, operation] = await Promise.all([
-      this.repos.instances.findLiveByAgent(agent.id),
-      this.repos.operations.findActiveByAgent(agent.id),
-    ]);
-    const instance = live ?? (await this.repos.instances.findLatestByAgent(agent.id));
-    return { agent, instance, operation };
-  }
-
-  async listEvents(agentId: string, page: { limit: number; cursor?: string }): Promise<EventPage> {
-    await this.mustGetAgent(agentId);
-    const afterId = page.cursor === undefined ? undefined : decodeCursor(page.cursor, isEventId);
-    const events = await this.repos.events.listForAgent(agentId, { limit: page.limit + 1, afterId });
-    const items = events.slice(0, page.limit);
-    return { items, nextCursor: events.length > page.limit ? encodeCursor(items[items.length - 1]!.id) : null };
-  }
-
-  async getOperation(operationId: string): Promise<OperationDetail> {
-    const operation = await this.repos.operations.findById(operationId);
-    if (!operation) throw new NotFoundError(`Operation ${operationId} not found`);
-    return { operation, job: await this.queueJobInfo(operation) };
-  }
-
-  // ---------------------------------------------------------------------------------------------
   // internals
 
   private async requestAgentCommand(type: AgentCommand, agentId: string, opts: RequestOptions): Promise<CommandResult> {
@@ -673,28 +568,4 @@ export class OperationsService {
     return agent;
   }
 
-  private async queueJobInfo(operation: Operation): Promise<QueueJobInfo | null> {
-    if (!operation.queueJobId) return null;
-    const queue: Queue = this.queues[operation.type];
-    const info: QueueJobInfo = { queue: queue.name, id: operation.queueJobId, state: 'not_retained' };
-    try {
-      const job = await withDeadline(queue.getJob(operation.queueJobId), this.redisTimeoutMs, 'Redis');
-      if (!job) return info;
-      const state = await withDeadline(job.getState(), this.redisTimeoutMs, 'Redis');
-      return {
-        ...info,
-        state: state === 'unknown' ? 'not_retained' : state,
-        progress: job.progress,
-        attemptsMade: job.attemptsMade,
-        failedReason: job.failedReason || null,
-        createdAt: job.timestamp ? new Date(job.timestamp) : null,
-        processedAt: job.processedOn ? new Date(job.processedOn) : null,
-        finishedAt: job.finishedOn ? new Date(job.finishedOn) : null,
-      };
-    } catch (err) {
-      // PostgreSQL is the source of truth; a Redis outage only hides the live job details.
-      this.logger.warn({ err, operationId: operation.id }, 'Could not read the queue job of an operation');
-      return { ...info, state: 'unavailable' };
-    }
-  }
 }
