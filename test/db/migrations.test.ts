@@ -5,7 +5,7 @@ import { expressionDrift, pendingSchemaChanges, runMigrations, schemaDrift } fro
 import { migrations } from '../../src/migrations';
 import {
   AGENT_STATUSES,
-  EVENT_ENTITY_TYPES,
+  EVENT_SUBJECT_TYPES,
   INSTANCE_STATUSES,
   OPERATION_STATUSES,
   OPERATION_TYPES,
@@ -40,7 +40,7 @@ describe('db: migrations', () => {
     const enumsOf = Object.fromEntries(enums.map((e) => [e.typname, e.labels.split(',').sort()]));
     const expectedEnums: Record<string, readonly string[]> = {
       agent_status: AGENT_STATUSES,
-      event_entity_type: EVENT_ENTITY_TYPES,
+      event_entity_type: EVENT_SUBJECT_TYPES,
       instance_status: INSTANCE_STATUSES,
       operation_status: OPERATION_STATUSES,
       operation_type: OPERATION_TYPES,
