@@ -1,6 +1,6 @@
 import express, { type Router } from 'express';
 import { z } from 'zod';
-import type { OwnershipFindingRepository } from '../db/ownership-finding.repository';
+import { findingFacts, type OwnershipFindingRepository } from '../db/ownership-finding.repository';
 import { OWNED_RESOURCE_TYPES, type OwnershipFinding } from '../entities';
 import { decodeCursor, encodeCursor } from '../lib/cursor';
 import { actorOf } from './auth';
@@ -71,16 +71,7 @@ export function findingView(f: OwnershipFinding) {
   return {
     id: f.id,
     status: f.resolvedAt ? ('resolved' as const) : ('open' as const),
-    resourceType: f.resourceType,
-    resourceId: f.resourceId,
-    resourceName: f.resourceName,
-    action: f.action,
-    operation: f.operation,
-    operationId: f.operationId,
-    agentId: f.agentId,
-    instanceId: f.instanceId,
-    matched: f.matched,
-    missing: f.missing,
+    ...findingFacts(f),
     createdAt: f.createdAt,
     resolvedAt: f.resolvedAt,
     resolvedBy: f.resolvedBy,

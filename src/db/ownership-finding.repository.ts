@@ -78,6 +78,22 @@ function auditParams(e: AuditEntry): unknown[] {
   return [uuidOrNull(e.instanceId), uuidOrNull(e.agentId), uuidOrNull(e.operationId), e.toStatus, e.reason];
 }
 
+/** What a refused call was, as every view of a finding shows it (the API's, the reconcile report's). */
+export function findingFacts(f: OwnershipFinding) {
+  return {
+    resourceType: f.resourceType,
+    resourceId: f.resourceId,
+    resourceName: f.resourceName,
+    action: f.action,
+    operation: f.operation,
+    operationId: f.operationId,
+    agentId: f.agentId,
+    instanceId: f.instanceId,
+    matched: f.matched,
+    missing: f.missing,
+  };
+}
+
 export class OwnershipFindingRepository {
   private readonly dataSource: DataSource;
 

@@ -79,16 +79,10 @@ export interface OperationReadsDeps {
 }
 
 export class OperationReads {
-  private readonly repos: OperationReadsDeps['repositories'];
-  private readonly queues: Queues;
-  private readonly logger: Logger;
-  private readonly redisTimeoutMs: number;
+  constructor(private readonly deps: OperationReadsDeps) {}
 
-  constructor(deps: OperationReadsDeps) {
-    this.repos = deps.repositories;
-    this.queues = deps.queues;
-    this.logger = deps.logger;
-    this.redisTimeoutMs = deps.redisTimeoutMs ?? 5000;
+  private get repos(): OperationReadsDeps['repositories'] {
+    return this.deps.repositories;
   }
 
   async listAgents(query: ListAgentsQuery): Promise<AgentPage> {
@@ -140,12 +134,13 @@ export class OperationReads {
 
   private async queueJobInfo(operation: Operation): Promise<QueueJobInfo | null> {
     if (!operation.queueJobId) return null;
-    const queue: Queue = this.queues[operation.type];
+    const queue: Queue = this.deps.queues[operation.type];
+    const timeoutMs = this.deps.redisTimeoutMs ?? 5000;
     const info: QueueJobInfo = { queue: queue.name, id: operation.queueJobId, state: 'not_retained' };
     try {
-      const job = await withDeadline(queue.getJob(operation.queueJobId), this.redisTimeoutMs, 'Redis');
+      const job = await withDeadline(queue.getJob(operation.queueJobId), timeoutMs, 'Redis');
       if (!job) return info;
-      const state = await withDeadline(job.getState(), this.redisTimeoutMs, 'Redis');
+      const state = await withDeadline(job.getState(), timeoutMs, 'Redis');
       return {
         ...info,
         state: state === 'unknown' ? 'not_retained' : state,
@@ -158,7 +153,7 @@ export class OperationReads {
       };
     } catch (err) {
       // PostgreSQL is the source of truth; a Redis outage only hides the live job details.
-      this.logger.warn({ err, operationId: operation.id }, 'Could not read the queue job of an operation');
+      this.deps.logger.warn({ err, operationId: operation.id }, 'Could not read the queue job of an operation');
       return { ...info, state: 'unavailable' };
     }
   }

@@ -1,6 +1,6 @@
 import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
-import { FindingResolvedError } from '../db/ownership-finding.repository';
+import { findingFacts, FindingResolvedError } from '../db/ownership-finding.repository';
 import type { OwnershipFinding } from '../entities';
 import type { Logger } from '../lib/logger';
 import type { AttentionFinding, PassContext, Snapshot } from './types';
@@ -73,16 +73,7 @@ async function settled(
 function view(f: OwnershipFinding, resolution: string | null): AttentionFinding {
   return {
     findingId: f.id,
-    resourceType: f.resourceType,
-    resourceId: f.resourceId,
-    resourceName: f.resourceName,
-    action: f.action,
-    operation: f.operation,
-    operationId: f.operationId,
-    agentId: f.agentId,
-    instanceId: f.instanceId,
-    matched: f.matched,
-    missing: f.missing,
+    ...findingFacts(f),
     createdAt: new Date(f.createdAt).toISOString(),
     state: resolution ? 'resolved' : 'open',
     ...(resolution ? { detail: resolution } : {}),
