@@ -5,5 +5,5 @@ import { runOperation, type RunnerDeps } from './run-operation';
 
 export function createHibernateProcessor(deps: RunnerDeps & { hibernation: Pick<HibernateWorkflow, 'hibernate'> }) {
   return (job: Job<AgentJobData>, token?: string, signal?: AbortSignal) =>
-    runOperation(deps, 'hibernate', job, token, ({ reporter }) => deps.hibernation.hibernate(job.data.agentId, { operationId: job.data.operationId }, reporter), signal);
+    runOperation(deps, 'hibernate', job, token, ({ reporter, operation }) => deps.hibernation.hibernate(job.data.agentId, operation, reporter), signal);
 }

@@ -3,6 +3,7 @@ import { CloudApiError } from '../clients/errors';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
 import { isDatabaseUnavailable } from '../operations/errors';
+import type { TransitionRequest } from '../db/transitions';
 import type { OperationLedger } from '../operations/ledger';
 import { JobMismatchError, parseJobPayload } from '../queues/jobs';
 import type { JobPayloads, QueueName } from '../queues/queues';
@@ -40,10 +41,22 @@ export interface RunnerDeps {
   handledFailures?: Set<string>;
 }
 
+/** The operation a workflow runs for (structurally the workflows' OperationContext). */
+export interface OperationHandle {
+  operationId: string;
+  /**
+   * Commits the work's last moves together with the operation's success (the ledger's finish), so
+   * the runner records no success of its own afterwards. `lastStep` is the step the operation shows
+   * once it succeeded. Throws, with nothing written, when a move cannot happen.
+   */
+  finish(moves: readonly TransitionRequest[], lastStep: string): Promise<void>;
+}
+
 export interface RunContext<D> {
   job: Job<D>;
   reporter: StepReporter;
   logger: Logger;
+  operation: OperationHandle;
 }
 
 export type ErrorClass = 'permanent' | 'rate_limited' | 'transient';
@@ -270,12 +283,23 @@ export async function runOperation<K extends QueueName, T>(
   void jobLog(`attempt ${attempt}/${maxAttempts} started`);
   logger.info('Job started');
 
+  // Set once the workflow's finish committed the operation's success with its last moves.
+  let succeeded = false;
+  const operation: OperationHandle = {
+    operationId,
+    async finish(moves, lastStep) {
+      // A progress write must not land between the success and the step it names (see ProgressWriter).
+      await progressWriter.close();
+      succeeded = await deps.ledger.finish(operationId, moves, { step: lastStep, percent: 100 });
+    },
+  };
+
   try {
-    const work = fn({ job: job as Job<JobPayloads[K]>, reporter, logger });
+    const work = fn({ job: job as Job<JobPayloads[K]>, reporter, logger, operation });
     const result = signal ? await raceAbort(work, signal) : await work;
     await progressWriter.close();
     try {
-      await deps.ledger.succeed(operationId, stepState());
+      if (!succeeded) await deps.ledger.succeed(operationId, stepState());
     } catch (err) {
       if (isDatabaseUnavailable(err)) return await waitForDatabase(err);
       throw err;

@@ -5,5 +5,5 @@ import { runOperation, type RunnerDeps } from './run-operation';
 
 export function createStartProcessor(deps: RunnerDeps & { power: Pick<PowerWorkflow, 'start'> }) {
   return (job: Job<AgentJobData>, token?: string, signal?: AbortSignal) =>
-    runOperation(deps, 'start', job, token, ({ reporter }) => deps.power.start(job.data.agentId, { operationId: job.data.operationId }, reporter), signal);
+    runOperation(deps, 'start', job, token, ({ reporter, operation }) => deps.power.start(job.data.agentId, operation, reporter), signal);
 }

@@ -5,5 +5,5 @@ import { runOperation, type RunnerDeps } from './run-operation';
 
 export function createStopProcessor(deps: RunnerDeps & { power: Pick<PowerWorkflow, 'stop'> }) {
   return (job: Job<AgentJobData>, token?: string, signal?: AbortSignal) =>
-    runOperation(deps, 'stop', job, token, ({ reporter }) => deps.power.stop(job.data.agentId, { operationId: job.data.operationId }, reporter), signal);
+    runOperation(deps, 'stop', job, token, ({ reporter, operation }) => deps.power.stop(job.data.agentId, operation, reporter), signal);
 }

@@ -5,5 +5,5 @@ import { runOperation, type RunnerDeps } from './run-operation';
 
 export function createWakeProcessor(deps: RunnerDeps & { hibernation: Pick<HibernateWorkflow, 'wake'> }) {
   return (job: Job<AgentJobData>, token?: string, signal?: AbortSignal) =>
-    runOperation(deps, 'wake', job, token, ({ reporter }) => deps.hibernation.wake(job.data.agentId, { operationId: job.data.operationId }, reporter), signal);
+    runOperation(deps, 'wake', job, token, ({ reporter, operation }) => deps.hibernation.wake(job.data.agentId, operation, reporter), signal);
 }

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { CloudApiError } from '../../src/clients/errors';
-import { transition } from '../../src/db/transitions';
+import { transition, type TransitionRequest } from '../../src/db/transitions';
 import { NotFoundError, StateConflictError } from '../../src/errors';
 import {
   cloud,
@@ -13,6 +13,7 @@ import {
   transitionsOf,
   type AgentFixture,
 } from '../helpers/lifecycle';
+import { ledgerFor } from '../helpers/ledger';
 
 const SHUTDOWN = '/hetzner/v1/servers/{id}/actions/shutdown';
 const POWERON = '/hetzner/v1/servers/{id}/actions/poweron';
@@ -142,6 +143,37 @@ describe('lifecycle: stop and start', function () {
       const { agent, instance } = await rows(h, a);
       expect([instance.status, agent.status]).to.deep.equal(['stopped', 'paused']);
       expect((await transitionsOf(h, a.instanceId)).filter((t) => t === 'stopping→stopped')).to.have.length(1);
+    });
+
+    it('finishes both of two deliveries of one stop when each commits its last moves with the operation success', async () => {
+      const ledger = ledgerFor(h.ds);
+      const a = await provisionedAgent(h);
+      const op = await newOperation(h, 'stop', a.agentId);
+      expect(await ledger.claim(op, { attempt: 1, token: 'd1' })).to.equal('claimed');
+      expect(await ledger.claim(op, { attempt: 2, token: 'd2' })).to.equal('taken-over');
+      await transition(h.ds, { entity: 'instance', id: a.instanceId, from: ['running'], to: 'stopping', reason: 'test', operationId: op });
+      // What the job runner does for each delivery: the workflow's finish, else the ledger's succeed.
+      const delivery = async () => {
+        let finished = false;
+        const finish = async (moves: readonly TransitionRequest[], step: string) => {
+          finished = await ledger.finish(op, moves, { step, percent: 100 });
+        };
+        await h.power.stop(a.agentId, { operationId: op, finish });
+        if (!finished) await ledger.succeed(op, { step: 'done', percent: 100 });
+        return finished;
+      };
+      h.sim.control.setTimings({ shutdownMs: 300 });
+      let finished: boolean[];
+      try {
+        finished = await Promise.all([delivery(), delivery()]);
+      } finally {
+        h.sim.control.setTimings({ shutdownMs: 20 });
+      }
+      expect(finished.filter(Boolean)).to.have.length(1);
+      const { agent, instance } = await rows(h, a);
+      expect([instance.status, agent.status]).to.deep.equal(['stopped', 'paused']);
+      expect((await transitionsOf(h, a.instanceId)).filter((t) => t === 'stopping→stopped')).to.have.length(1);
+      expect(await transitionsOf(h, op)).to.deep.equal(['∅→queued', 'queued→running', 'running→succeeded']);
     });
   });
 
