@@ -1,4 +1,4 @@
-import { transition, type PatchOf } from '../db/transitions';
+import { transition, transitionOf, type PatchOf } from '../db/transitions';
 import type { AgentStatus, Instance, InstanceStatus } from '../entities';
 import { StateConflictError } from '../errors';
 import type { Logger } from '../lib/logger';
@@ -112,20 +112,24 @@ export class PowerWorkflow {
   ): Promise<void> {
     const operationId = ctx.operationId ?? null;
     const log = this.deps.logger.child({ agentId, operationId, operation: d.operation });
-    const found = await findLiveInstanceOfAgent(this.deps.repositories, agentId);
 
-    if (found?.status === d.to && (await reachedBy(this.deps.repositories, found.id, d.to, operationId))) return this.finishedElsewhere(d, agentId, r, log);
-    let instance: Instance;
-    if (found?.status === d.from) {
-      await r.step('prepare', 10, d.preparing);
-      ({ row: instance } = await guarded(() =>
-        transition(this.deps.dataSource, { entity: 'instance', id: found.id, from: [d.from], to: d.via, reason: d.requested, operationId }),
-      ));
-    } else if (found?.status === d.via) {
-      log.info(d.resuming);
-      instance = found;
-    } else {
-      throw new StateConflictError(d.refused);
+    // The usual case first, in one statement: the agent's live instance moves from d.from to d.via.
+    // Only when it is not in d.from is the instance read, to tell a resumed run from a refused one.
+    await r.step('prepare', 10, d.preparing);
+    const request = { entity: 'instance', from: [d.from], to: d.via, reason: d.requested, operationId } as const;
+    let instance = (await guarded(() => transitionOf(this.deps.dataSource, { agentId }, request)))?.row;
+    if (!instance) {
+      const found = await findLiveInstanceOfAgent(this.deps.repositories, agentId);
+      if (found?.status === d.to && (await reachedBy(this.deps.repositories, found.id, d.to, operationId))) return this.finishedElsewhere(d, agentId, r, log);
+      if (found?.status === d.via) {
+        log.info(d.resuming);
+        instance = found;
+      } else if (found?.status === d.from) {
+        // Moved back into d.from between the two statements: the move by id says who won.
+        ({ row: instance } = await guarded(() => transition(this.deps.dataSource, { ...request, id: found.id })));
+      } else {
+        throw new StateConflictError(d.refused);
+      }
     }
 
     let result: string;
@@ -140,7 +144,7 @@ export class PowerWorkflow {
     }
 
     await r.step('finish', 90, d.finishing);
-    const moved = await finishTogether(this.deps, [
+    const moved = await finishTogether(this.deps, ctx, [
       {
         entity: 'instance',
         id: instance.id,
@@ -151,7 +155,7 @@ export class PowerWorkflow {
         patch: d.patch(),
       },
       { entity: 'agent', id: agentId, from: [d.agentFrom], to: d.agentTo, reason: d.agentReason, operationId, allowSame: true },
-    ], { instanceId: instance.id, status: d.to, operationId });
+    ], { instanceId: instance.id, status: d.to, lastStep: 'done' });
     if (!moved) return this.finishedElsewhere(d, agentId, r, log);
     await r.step('done', 100, d.done);
     log.info(`[Lifecycle] Agent ${agentId} ${d.succeededLog}`);
