@@ -1,6 +1,6 @@
 import { type DataSource, IsNull } from 'typeorm';
-import { Agent, Instance, Operation, OwnershipFinding, type EventEntityType, type OwnedResourceType } from '../entities';
-import { type Db, inTransaction, managerOf, recordEvent } from './transitions';
+import { Agent, Event, Instance, Operation, OwnershipFinding, type OwnedResourceType } from '../entities';
+import { type Db, managerOf, quotedTable } from './transitions';
 import { isUuid } from './uuid';
 
 /**
@@ -40,13 +40,30 @@ export class OwnershipFindingRepository {
     this.dataSource = deps.dataSource;
   }
 
-  /** The audit event of one destructive call (or refusal). */
+  /**
+   * The audit event of one destructive call (or refusal), in one statement: every stop writes one, so
+   * the subject is looked up inside the INSERT rather than by a read per row first.
+   */
   async recordAudit(entry: AuditEntry, db: Db = this.dataSource): Promise<void> {
-    await inTransaction(db, async (m) => {
-      const subject = await this.subject(entry, m);
-      if (!subject) return;
-      await recordEvent(m, { ...subject, fromStatus: null, toStatus: entry.toStatus, reason: entry.reason });
-    });
+    const m = managerOf(db);
+    const table = (target: { new (): unknown }) => quotedTable(m.connection.getMetadata(target));
+    const events = m.connection.getMetadata(Event);
+    const entityType = `${events.schema ? `"${events.schema}".` : ''}"${events.findColumnWithPropertyName('entityType')!.enumName}"`;
+    const [instanceId, agentId, operationId] = [uuidOrNull(entry.instanceId), uuidOrNull(entry.agentId), uuidOrNull(entry.operationId)];
+    if (!instanceId && !agentId && !operationId) return;
+    // The event goes on the instance when there is one, else the agent, else the operation; the
+    // operation column is set only when that row exists (a foreign key).
+    await m.query(
+      `INSERT INTO ${quotedTable(events)} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id")
+       SELECT s.entity_type::${entityType}, s.entity_id, s.agent_id, NULL, $4, $5, (SELECT "id" FROM ${table(Operation)} WHERE "id" = $3)
+       FROM (
+         SELECT 1 AS rank, 'instance' AS entity_type, "id" AS entity_id, "agent_id" FROM ${table(Instance)} WHERE "id" = $1
+         UNION ALL SELECT 2, 'agent', "id", "id" FROM ${table(Agent)} WHERE "id" = $2
+         UNION ALL SELECT 3, 'operation', "id", NULL FROM ${table(Operation)} WHERE "id" = $3
+       ) s
+       ORDER BY s.rank LIMIT 1`,
+      [instanceId, agentId, operationId, entry.toStatus, entry.reason],
+    );
   }
 
   /**
@@ -92,22 +109,5 @@ export class OwnershipFindingRepository {
 
   async resolve(id: string, resolution: string, db: Db = this.dataSource): Promise<void> {
     await managerOf(db).update(OwnershipFinding, { id, resolvedAt: IsNull() }, { resolvedAt: new Date(), resolution });
-  }
-
-  /** The row the event goes on, and the agent and operation columns it may carry (foreign keys). */
-  private async subject(
-    s: AuditSubject,
-    db: Db,
-  ): Promise<{ entityType: EventEntityType; entityId: string; agentId: string | null; operationId: string | null } | null> {
-    const m = managerOf(db);
-    const [instanceId, agentId, opId] = [uuidOrNull(s.instanceId), uuidOrNull(s.agentId), uuidOrNull(s.operationId)];
-    const instance = instanceId ? await m.findOne(Instance, { where: { id: instanceId }, select: { id: true, agentId: true } }) : null;
-    const agent = !instance && agentId ? await m.findOne(Agent, { where: { id: agentId }, select: { id: true } }) : null;
-    const operation = opId ? await m.findOne(Operation, { where: { id: opId }, select: { id: true } }) : null;
-    const operationId = operation?.id ?? null;
-    if (instance) return { entityType: 'instance', entityId: instance.id, agentId: instance.agentId, operationId };
-    if (agent) return { entityType: 'agent', entityId: agent.id, agentId: agent.id, operationId };
-    if (operationId) return { entityType: 'operation', entityId: operationId, agentId: null, operationId };
-    return null;
   }
 }
