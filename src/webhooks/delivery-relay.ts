@@ -31,6 +31,9 @@ export interface WebhookRelayDeps {
   batchSize?: number;
 }
 
+// The operation statuses whose events carry webhook deliveries (the webhooks migration's trigger).
+const OPERATION_ENDS: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled']);
+
 export class WebhookRelay implements EventSubscriber {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<number> | undefined;
@@ -53,7 +56,9 @@ export class WebhookRelay implements EventSubscriber {
   }
 
   notice(n: EventNotice): void {
-    if (n.entityType === 'operation' || n.entityType === 'agent') this.nudge();
+    // Only the events the trigger writes deliveries for: an agent's, and an operation's end (its
+    // claims, hand-backs and retries write none, and each nudge is a query).
+    if (n.entityType === 'agent' || (n.entityType === 'operation' && OPERATION_ENDS.has(n.toStatus))) this.nudge();
   }
 
   resync(): void {
