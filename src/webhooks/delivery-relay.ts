@@ -29,13 +29,18 @@ export interface WebhookRelayDeps {
   /** Time between checks for jobs Redis lost (default 60000). */
   lostCheckMs?: number;
   batchSize?: number;
+  /** How long a nudge waits for others to share its pass (default 50). */
+  nudgeDelayMs?: number;
 }
+
+const DEFAULT_NUDGE_DELAY_MS = 50;
 
 // The operation statuses whose events carry webhook deliveries (the webhooks migration's trigger).
 const OPERATION_ENDS: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled']);
 
 export class WebhookRelay implements EventSubscriber {
   private timer: NodeJS.Timeout | undefined;
+  private nudged: NodeJS.Timeout | undefined;
   private running: Promise<number> | undefined;
   private again = false;
   private closed = false;
@@ -65,16 +70,25 @@ export class WebhookRelay implements EventSubscriber {
     this.nudge();
   }
 
-  /** A pass soon (one more after the running one, when one runs). */
+  /**
+   * A pass soon (one more after the running one, when one runs). Nudges within `nudgeDelayMs` share
+   * one pass: under load every operation's end notifies, and a pass per notice is a query per event.
+   */
   nudge(): void {
-    if (this.closed) return;
-    if (this.running) this.again = true;
-    else void this.runSafely();
+    if (this.closed || this.nudged) return;
+    this.nudged = setTimeout(() => {
+      this.nudged = undefined;
+      if (this.closed) return;
+      if (this.running) this.again = true;
+      else void this.runSafely();
+    }, this.deps.nudgeDelayMs ?? DEFAULT_NUDGE_DELAY_MS);
+    this.nudged.unref();
   }
 
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.timer);
+    clearTimeout(this.nudged);
     await this.running?.catch(() => undefined);
   }
 
