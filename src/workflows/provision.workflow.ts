@@ -77,11 +77,11 @@ export class ProvisionWorkflow {
       step = 'wait-server';
       await r.step(step, 40, `waiting for server ${serverId} to run`);
       server = await this.waitForServerRunning(serverId, actionIds, log);
-      await this.recordServer(instance.id, server);
+      // The row as recorded: whether an earlier attempt already enrolled the device.
+      const current = await this.recordServer(instance.id, server);
 
       step = 'wait-enrollment';
       await r.step(step, 60, `waiting for ${hostname} to join the tailnet`);
-      const current = await requireInstance(this.deps.repositories, instance.id);
       if (current.tailscaleDeviceId) {
         log.info({ deviceId: current.tailscaleDeviceId }, '[Lifecycle] Tailnet device already recorded, skipping enrollment');
       } else {
@@ -146,6 +146,7 @@ export class ProvisionWorkflow {
         log.info('[Lifecycle] Instance already provisioning, resuming');
       } else if (instance.status === 'pending') {
         await move(m, { entity: 'instance', id: instance.id, from: ['pending'], to: 'provisioning', reason, operationId });
+        instance.status = 'provisioning';
       } else {
         throw new StateConflictError(`Instance ${instance.id} is ${instance.status}; it cannot be provisioned`);
       }
@@ -173,9 +174,12 @@ export class ProvisionWorkflow {
       // Fixed before any cloud call, so every later attempt, destroy and rollback looks for the same device.
       const hostname = this.deps.fleet.hostnameOf(instance, agent);
       if (instance.tailscaleHostname !== hostname || instance.serverName === null) {
-        await repos.instances.setNames(instance.id, { tailscaleHostname: hostname, serverName: instance.serverName ?? hostname }, m);
+        const names = { tailscaleHostname: hostname, serverName: instance.serverName ?? hostname };
+        await repos.instances.setNames(instance.id, names, m);
+        Object.assign(instance, names);
       }
-      return { agent, instance: await requireInstance(repos, instance.id, m), hostname };
+      // The locked row with what this transaction wrote: nobody else can have changed it meanwhile.
+      return { agent, instance, hostname };
     });
   }
 
@@ -320,8 +324,8 @@ export class ProvisionWorkflow {
    * where rollback and destroy look. The repository guards it: only while pending/provisioning, never
    * over a different id (the same id again is a no-op success for resumed runs).
    */
-  private async recordServer(instanceId: string, server: HetznerServer): Promise<void> {
-    await guarded(() =>
+  private async recordServer(instanceId: string, server: HetznerServer): Promise<Instance> {
+    return guarded(() =>
       this.deps.repositories.instances.setServer(instanceId, {
         serverId: String(server.id),
         serverName: server.name,
