@@ -135,6 +135,70 @@ class ProgressWriter {
   }
 }
 
+/**
+ * The job's own log and progress, what Bull Board shows. Each line and step used to cost a Redis
+ * command (two per step), most of a short job's Redis traffic; instead they are written at most
+ * once per interval, and once more when the attempt ends, so a short job costs one command for its
+ * log and one for its progress. The lines written together form one log entry, in order.
+ */
+class JobReport {
+  private lines: string[] = [];
+  private progress: { step: string; percent: number } | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private tail: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(
+    private readonly job: Pick<Job, 'log' | 'updateProgress'>,
+    private readonly intervalMs: number,
+    private readonly logger: () => Logger,
+  ) {}
+
+  log(line: string): void {
+    if (this.closed) return;
+    this.lines.push(`${new Date().toISOString()} ${line}`);
+    this.schedule();
+  }
+
+  step(step: string, percent: number): void {
+    if (this.closed) return;
+    this.progress = { step, percent };
+    this.schedule();
+  }
+
+  /** Writes what is buffered, after any write in flight. */
+  flush(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const { lines, progress } = this;
+    this.lines = [];
+    this.progress = undefined;
+    if (lines.length === 0 && !progress) return this.tail;
+    const warn = (what: string) => (err: unknown) => this.logger().warn({ err }, `Could not ${what}`);
+    this.tail = this.tail.then(async () => {
+      // Independent writes: sent together, they cost one round trip instead of two.
+      await Promise.all([
+        lines.length > 0 ? this.job.log(lines.join('\n')).catch(warn('append to the job log')) : undefined,
+        progress ? this.job.updateProgress(progress).catch(warn('report job progress')) : undefined,
+      ]);
+    });
+    return this.tail;
+  }
+
+  /** The attempt ended: the rest is written, and nothing after it. */
+  close(): Promise<void> {
+    const last = this.flush();
+    this.closed = true;
+    return last;
+  }
+
+  private schedule(): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => void this.flush(), this.intervalMs);
+    this.timer.unref();
+  }
+}
+
 // A reset time in the past or a few ms away still deserves a short pause, or the queue hammers the API.
 const MIN_RATE_LIMIT_PAUSE_MS = 250;
 // For a 429 that names no reset time (Tailscale sends none): the client has already waited and
@@ -175,34 +239,49 @@ export async function runOperation<K extends QueueName, T>(
   fn: (ctx: RunContext<JobPayloads[K]>) => Promise<T>,
   signal?: AbortSignal,
 ): Promise<T | undefined> {
+  const attempt = job.attemptsMade + 1;
+  const run: Attempt = { logger: deps.logger.child({ queue: queueName, jobId: job.id, attempt }) };
+  const report = new JobReport(job, deps.progressWriteIntervalMs ?? DEFAULT_PROGRESS_WRITE_INTERVAL_MS, () => run.logger);
+  try {
+    return await runAttempt(deps, queueName, job, token, fn, signal, run, report);
+  } finally {
+    // Before BullMQ moves the job on: its log and progress are complete when it completes or fails.
+    await report.close();
+  }
+}
+
+interface Attempt {
+  logger: Logger;
+}
+
+async function runAttempt<K extends QueueName, T>(
+  deps: RunnerDeps,
+  queueName: K,
+  job: Job<JobPayloads[K]>,
+  token: string | undefined,
+  fn: (ctx: RunContext<JobPayloads[K]>) => Promise<T>,
+  signal: AbortSignal | undefined,
+  run: Attempt,
+  report: JobReport,
+): Promise<T | undefined> {
   const started = process.hrtime.bigint();
   const attempt = job.attemptsMade + 1;
   const maxAttempts = job.opts.attempts ?? 1;
   const claimToken = token ?? null;
-  let logger = deps.logger.child({ queue: queueName, jobId: job.id, attempt });
+  let logger = run.logger;
 
   const observe = (outcome: string) => {
     deps.metrics.jobs.inc({ queue: queueName, outcome });
     deps.metrics.jobDuration.observe({ queue: queueName, outcome }, Number(process.hrtime.bigint() - started) / 1e9);
   };
-  // Chained, so lines keep their order even when one is not awaited.
-  let logTail: Promise<void> = Promise.resolve();
-  const jobLog = (line: string): Promise<void> => {
-    const stamped = `${new Date().toISOString()} ${line}`;
-    logTail = logTail
-      .then(() => job.log(stamped))
-      .then(
-        () => undefined,
-        (err: unknown) => logger.warn({ err }, 'Could not append to the job log'),
-      );
-    return logTail;
-  };
+  const jobLog = (line: string): void => report.log(line);
   const handled = () => deps.handledFailures?.add(String(job.id));
   /** Back to the queue without spending an attempt, because our own database is unreachable. */
   const waitForDatabase = async (err: unknown): Promise<never> => {
     const retryMs = deps.outageRetryMs ?? DEFAULT_OUTAGE_RETRY_MS;
     logger.warn({ err: { message: errorMessage(err) }, retryMs }, 'Database unreachable; the job waits and tries again without spending an attempt');
-    await jobLog(`database unreachable; trying again in ${retryMs} ms (no attempt spent)`);
+    jobLog(`database unreachable; trying again in ${retryMs} ms (no attempt spent)`);
+    await report.flush();
     await job.moveToDelayed(Date.now() + retryMs, token);
     observe('deferred');
     throw new DelayedError();
@@ -215,7 +294,7 @@ export async function runOperation<K extends QueueName, T>(
     return refuse(err as JobMismatchError);
   }
   const operationId = (data as OperationJobData).operationId;
-  logger = logger.child({ operationId });
+  logger = run.logger = logger.child({ operationId });
 
   let claim;
   try {
@@ -242,7 +321,7 @@ export async function runOperation<K extends QueueName, T>(
     // failure. The operation's failure stands; the job fails too, so an operator can retry it.
     handled();
     logger.warn('Operation already failed; this delivery is the failed attempt again and runs nothing');
-    await jobLog('operation already failed; nothing runs (retry the job to run it again)');
+    jobLog('operation already failed; nothing runs (retry the job to run it again)');
     observe('failed');
     throw new UnrecoverableError(`Operation ${operationId} already failed`);
   }
@@ -250,7 +329,7 @@ export async function runOperation<K extends QueueName, T>(
     // At-least-once delivery: the work was already done (or cancelled) and only the job's own
     // completion was lost. Running it again would turn a success into a state conflict.
     logger.info({ status: claim }, 'Operation already finished; nothing to do');
-    await jobLog(`operation already ${claim}; nothing to do`);
+    jobLog(`operation already ${claim}; nothing to do`);
     observe('completed');
     return undefined;
   }
@@ -271,16 +350,12 @@ export async function runOperation<K extends QueueName, T>(
       const percent = (currentPercent = clampPercent(progress));
       logger.info({ step: name, percent }, message ?? name);
       progressWriter.report(percent, name);
-      // Independent writes: sent together, they cost one round trip instead of two.
-      await Promise.all([
-        job.updateProgress({ step: name, percent }).catch((err: unknown) => logger.warn({ err }, 'Could not report job progress')),
-        jobLog(`[${name}] ${percent}%${message ? ` ${message}` : ''}`),
-      ]);
+      report.step(name, percent);
+      jobLog(`[${name}] ${percent}%${message ? ` ${message}` : ''}`);
     },
   };
 
-  // Not awaited: the line is chained ahead of every later one, and the work need not wait for Redis.
-  void jobLog(`attempt ${attempt}/${maxAttempts} started`);
+  jobLog(`attempt ${attempt}/${maxAttempts} started`);
   logger.info('Job started');
 
   // Set once the workflow's finish committed the operation's success with its last moves.
@@ -304,7 +379,7 @@ export async function runOperation<K extends QueueName, T>(
       if (isDatabaseUnavailable(err)) return await waitForDatabase(err);
       throw err;
     }
-    await jobLog('succeeded');
+    jobLog('succeeded');
     logger.info('Job succeeded');
     observe('completed');
     return result;
@@ -323,7 +398,7 @@ export async function runOperation<K extends QueueName, T>(
   async function refuse(err: JobMismatchError): Promise<never> {
     handled();
     logger.error({ err: { message: err.message } }, 'Job refused: it does not match an operation; nothing was changed');
-    await jobLog(`refused: ${err.message}`);
+    jobLog(`refused: ${err.message}`);
     observe('failed');
     throw new UnrecoverableError(err.message);
   }
@@ -338,6 +413,7 @@ export async function runOperation<K extends QueueName, T>(
         reason: 'worker shut down; the job resumes on another worker',
         error: `Interrupted by worker shutdown during ${currentStep ?? 'start'}; will resume`,
       });
+      await report.flush();
       await job.moveToDelayed(Date.now(), token);
       logger.warn({ step: currentStep }, 'Job interrupted by shutdown; back in the queue for another worker');
       observe('interrupted');
@@ -360,14 +436,14 @@ export async function runOperation<K extends QueueName, T>(
       const note = `Rate limited by ${(err as CloudApiError).api}; queue paused for ${Math.ceil(waitMs / 1000)}s`;
       await deps.ledger.abandon(operationId, claimToken, { ...stepState(), reason: note, error: note });
       await pauseQueue(deps.queue, waitMs);
-      await jobLog(`rate limited: queue ${queueName} paused for ${waitMs} ms`);
+      jobLog(`rate limited: queue ${queueName} paused for ${waitMs} ms`);
       logger.warn({ waitMs }, 'Cloud API rate limit reached; pausing the queue');
       observe('rate_limited');
       throw Worker.RateLimitError();
     }
 
     const final = kind === 'permanent' || attempt >= maxAttempts;
-    await jobLog(`failed${currentStep ? ` at ${currentStep}` : ''}: ${message}${final ? '' : ' (will retry)'}`);
+    jobLog(`failed${currentStep ? ` at ${currentStep}` : ''}: ${message}${final ? '' : ' (will retry)'}`);
     if (final) {
       handled();
       const failed = await deps.ledger.fail(operationId, claimToken, {
