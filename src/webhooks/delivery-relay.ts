@@ -29,11 +29,11 @@ export interface WebhookRelayDeps {
   /** Time between checks for jobs Redis lost (default 60000). */
   lostCheckMs?: number;
   batchSize?: number;
-  /** How long a nudge waits for others to share its pass (default 50). */
+  /** How long a nudge waits for others to share its pass (default 100). */
   nudgeDelayMs?: number;
 }
 
-const DEFAULT_NUDGE_DELAY_MS = 50;
+const DEFAULT_NUDGE_DELAY_MS = 100;
 
 // The operation statuses whose events carry webhook deliveries (the webhooks migration's trigger).
 const OPERATION_ENDS: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled']);
