@@ -474,6 +474,8 @@ type OutcomesOf<T extends readonly TransitionRequest<any>[]> = {
 export async function transitionTogether<const T extends readonly TransitionRequest<any>[]>(
   db: Db,
   requests: T,
+  /** Event rows that are no moves (an audit event of the work), written only when the moves happen. */
+  events: readonly NewEvent[] = [],
 ): Promise<OutcomesOf<T>> {
   const moves = requests as readonly TransitionRequest[];
   for (const req of moves) validate(req);
@@ -481,10 +483,15 @@ export async function transitionTogether<const T extends readonly TransitionRequ
   const keys = new Set(moves.map((r) => `${r.entity}:${r.id}`));
   if (keys.size !== moves.length) throw new Error('transitionTogether moves each row once; use transitionGroup for a row moved twice');
   for (const req of moves) if (!isUuid(req.id)) throw new RecordNotFoundError(req.entity, req.id);
-  if (moves.length === 0) return [] as unknown as OutcomesOf<T>;
+  if (moves.length === 0) {
+    if (events.length > 0) await inTransaction(db, async (m) => {
+      for (const event of events) await recordEvent(m, event);
+    });
+    return [] as unknown as OutcomesOf<T>;
+  }
 
   const manager = managerOf(db);
-  const events = quotedTable(manager.connection.getMetadata(Event));
+  const eventTable = quotedTable(manager.connection.getMetadata(Event));
   const params: unknown[] = [];
   const p = (value: unknown) => `$${params.push(value)}`;
   const last = moves.length - 1;
@@ -520,11 +527,18 @@ export async function transitionTogether<const T extends readonly TransitionRequ
       RETURNING t."id", t."${AGENT_COLUMN[req.entity]}" AS agent_id, p${i}.status AS from_status
     )`);
     writes.push(`e${i} AS (
-      INSERT INTO ${events} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id", "actor")
+      INSERT INTO ${eventTable} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id", "actor")
       SELECT ${p(req.entity)}, m."id", m.agent_id, m.from_status, ${p(req.to)}, ${p(req.reason)}, ${p(req.operationId ?? null)}::uuid, ${p(req.actor ?? 'system')}::varchar
       FROM m${i} m
     )`);
     outcomes.push(`SELECT ${i} AS i, p${i}.status AS from_status, EXISTS (SELECT 1 FROM m${i}) AS changed FROM p${i}`);
+  });
+  events.forEach((event, j) => {
+    writes.push(`a${j} AS (
+      INSERT INTO ${eventTable} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id", "actor")
+      SELECT ${p(event.entityType)}, ${p(event.entityId)}::uuid, ${p(event.agentId)}::uuid, ${p(event.fromStatus)}::varchar, ${p(event.toStatus)}::varchar, ${p(event.reason)}::varchar, ${p(event.operationId ?? null)}::uuid, ${p(event.actor ?? 'system')}::varchar
+      WHERE EXISTS (SELECT 1 FROM p${last})
+    )`);
   });
   const sql = `WITH ${[...guards, ...writes].join(',\n')}
     SELECT * FROM (${outcomes.join(' UNION ALL ')}) o WHERE EXISTS (SELECT 1 FROM p${last}) ORDER BY i`;

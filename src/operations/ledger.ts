@@ -12,6 +12,7 @@ import {
   type AgentCommandOutcome,
   type AgentCommandType,
   type CreatedOperation,
+  type NewEvent,
   type NewAgentWithProvision,
   type PatchOf,
   type ProvisionAgainInput,
@@ -307,19 +308,20 @@ export class OperationLedger {
    * is still `running`, and the success costs no round trip of its own. Answers true when the
    * operation succeeded with the moves; false when the operation was not `running` (a duplicate
    * delivery handed it back, or it already ended), in which case the moves alone were made and the
-   * caller records the outcome with succeed(), which knows those cases. A move that cannot happen
-   * throws as transitionTogether does (TransitionConflictError, RecordNotFoundError), with nothing
-   * written. A write that fails on the database is tried again, as in succeed.
+   * caller records the outcome with succeed(), which knows those cases. `events` (the work's audit
+   * events) are written with the moves. A move that cannot happen throws as transitionTogether does
+   * (TransitionConflictError, RecordNotFoundError), with nothing written. A write that fails on the
+   * database is tried again, as in succeed.
    */
-  async finish(operationId: string, moves: readonly TransitionRequest[], state: StepState = {}): Promise<boolean> {
+  async finish(operationId: string, moves: readonly TransitionRequest[], state: StepState = {}, events: readonly NewEvent[] = []): Promise<boolean> {
     for (let tries = 0; ; tries++) {
       try {
         // The operation first: the same lock order as cancel() (operation, then the rows it works on).
-        await transitionTogether(this.ds, [this.succeeded(operationId, state), ...moves]);
+        await transitionTogether(this.ds, [this.succeeded(operationId, state), ...moves], events);
         return true;
       } catch (err) {
         if ((err instanceof TransitionConflictError || err instanceof RecordNotFoundError) && err.entity === 'operation' && err.id === operationId) {
-          await transitionTogether(this.ds, moves);
+          await transitionTogether(this.ds, moves, events);
           return false;
         }
         if (err instanceof TransitionConflictError || err instanceof RecordNotFoundError) throw err;

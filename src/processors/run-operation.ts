@@ -3,7 +3,7 @@ import { CloudApiError } from '../clients/errors';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
 import { isDatabaseUnavailable } from '../operations/errors';
-import type { TransitionRequest } from '../db/transitions';
+import type { NewEvent, TransitionRequest } from '../db/transitions';
 import type { OperationLedger } from '../operations/ledger';
 import { JobMismatchError, parseJobPayload } from '../queues/jobs';
 import type { JobPayloads, QueueName } from '../queues/queues';
@@ -47,9 +47,10 @@ export interface OperationHandle {
   /**
    * Commits the work's last moves together with the operation's success (the ledger's finish), so
    * the runner records no success of its own afterwards. `lastStep` is the step the operation shows
-   * once it succeeded. Throws, with nothing written, when a move cannot happen.
+   * once it succeeded; `events` (the work's audit events) are written with the moves. Throws, with
+   * nothing written, when a move cannot happen.
    */
-  finish(moves: readonly TransitionRequest[], lastStep: string): Promise<void>;
+  finish(moves: readonly TransitionRequest[], lastStep: string, events?: readonly NewEvent[]): Promise<void>;
 }
 
 export interface RunContext<D> {
@@ -362,10 +363,10 @@ async function runAttempt<K extends QueueName, T>(
   let succeeded = false;
   const operation: OperationHandle = {
     operationId,
-    async finish(moves, lastStep) {
+    async finish(moves, lastStep, events) {
       // A progress write must not land between the success and the step it names (see ProgressWriter).
       await progressWriter.close();
-      succeeded = await deps.ledger.finish(operationId, moves, { step: lastStep, percent: 100 });
+      succeeded = await deps.ledger.finish(operationId, moves, { step: lastStep, percent: 100 }, events);
     },
   };
 

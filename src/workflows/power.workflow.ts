@@ -1,4 +1,5 @@
-import { transition, transitionOf, type PatchOf } from '../db/transitions';
+import type { AuditEntry } from '../db/ownership-finding.repository';
+import { transition, transitionOf, type NewEvent, type PatchOf } from '../db/transitions';
 import type { AgentStatus, Instance, InstanceStatus } from '../entities';
 import { StateConflictError } from '../errors';
 import type { Logger } from '../lib/logger';
@@ -92,15 +93,24 @@ export class PowerWorkflow {
     this.guard = ownershipGuard(deps);
   }
 
-  /** A stop may end in a forced power-off: the guard checks the server is this agent's before any power action. */
+  /**
+   * A stop may end in a forced power-off: the guard checks the server is this agent's before any power
+   * action. Its audit event is written with the stop's last moves (one statement fewer per stop).
+   */
   stop(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {
     return this.run(STOP, agentId, ctx, r, (serverId, instance) =>
-      shutdownGuarded(this.deps, this.guard, serverId, { operation: 'stop', operationId: ctx.operationId ?? null, agentId, instanceId: instance.id }),
+      shutdownGuarded(
+        this.deps,
+        this.guard,
+        serverId,
+        { operation: 'stop', operationId: ctx.operationId ?? null, agentId, instanceId: instance.id },
+        { keepAudit: true },
+      ),
     );
   }
 
   start(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {
-    return this.run(START, agentId, ctx, r, (serverId) => this.deps.hetzner.powerOnServer(serverId));
+    return this.run(START, agentId, ctx, r, async (serverId) => ({ result: await this.deps.hetzner.powerOnServer(serverId), audit: null }));
   }
 
   private async run(
@@ -108,7 +118,7 @@ export class PowerWorkflow {
     agentId: string,
     ctx: OperationContext,
     r: StepReporter,
-    call: (serverId: number, instance: Instance) => Promise<string>,
+    call: (serverId: number, instance: Instance) => Promise<{ result: string; audit: AuditEntry | null }>,
   ): Promise<void> {
     const operationId = ctx.operationId ?? null;
     const log = this.deps.logger.child({ agentId, operationId, operation: d.operation });
@@ -133,10 +143,11 @@ export class PowerWorkflow {
     }
 
     let result: string;
+    let audit: AuditEntry | null;
     try {
       const serverId = requireServerId(instance);
       await r.step(d.callStep, 30, d.callMessage(serverId));
-      result = await call(serverId, instance);
+      ({ result, audit } = await call(serverId, instance));
     } catch (err) {
       if (await finishedBy(this.deps.repositories, instance.id, d.to, operationId)) return this.finishedElsewhere(d, agentId, r, log);
       await this.revert(instance.id, d.via, d.from, err, { operationId, reason: `${d.operation} failed` }, log);
@@ -155,7 +166,7 @@ export class PowerWorkflow {
         patch: d.patch(),
       },
       { entity: 'agent', id: agentId, from: [d.agentFrom], to: d.agentTo, reason: d.agentReason, operationId, allowSame: true },
-    ], { instanceId: instance.id, status: d.to, lastStep: 'done' });
+    ], { instanceId: instance.id, status: d.to, lastStep: 'done', events: audit ? [auditEvent(audit, instance)] : [] });
     if (!moved) return this.finishedElsewhere(d, agentId, r, log);
     await r.step('done', 100, d.done);
     log.info(`[Lifecycle] Agent ${agentId} ${d.succeededLog}`);
@@ -201,6 +212,19 @@ export class PowerWorkflow {
     }
   }
 
+}
+
+/** The guard's audit entry as an event on the instance it was for. */
+function auditEvent(audit: AuditEntry, instance: Pick<Instance, 'id' | 'agentId'>): NewEvent {
+  return {
+    entityType: 'instance',
+    entityId: instance.id,
+    agentId: instance.agentId,
+    fromStatus: null,
+    toStatus: audit.toStatus,
+    reason: audit.reason,
+    operationId: audit.operationId ?? null,
+  };
 }
 
 function requireServerId(instance: Instance): number {

@@ -145,6 +145,30 @@ describe('lifecycle: stop and start', function () {
       expect((await transitionsOf(h, a.instanceId)).filter((t) => t === 'stopping→stopped')).to.have.length(1);
     });
 
+    it('ends with its instance, agent, ownership audit and operation success in one transaction', async () => {
+      const ledger = ledgerFor(h.ds);
+      const a = await provisionedAgent(h);
+      const op = await newOperation(h, 'stop', a.agentId);
+      expect(await ledger.claim(op, { attempt: 1, token: 'd1' })).to.equal('claimed');
+      let finished = false;
+      await h.power.stop(a.agentId, {
+        operationId: op,
+        finish: async (moves, step, events) => {
+          finished = await ledger.finish(op, moves, { step, percent: 100 }, events);
+        },
+      });
+      expect(finished).to.equal(true);
+      // xmin names the transaction that wrote a row.
+      const events: Array<{ entity_id: string; to_status: string; tx: string }> = await h.ds.query(
+        `SELECT entity_id, to_status, xmin::text AS tx FROM events WHERE operation_id = $1 AND to_status IN ('stopped', 'paused', 'server_powered_off', 'succeeded')`,
+        [op],
+      );
+      expect(events.map((e) => `${e.entity_id === op ? 'operation' : e.entity_id === a.agentId ? 'agent' : 'instance'}:${e.to_status}`).sort()).to.deep.equal(
+        ['agent:paused', 'instance:server_powered_off', 'instance:stopped', 'operation:succeeded'],
+      );
+      expect(new Set(events.map((e) => e.tx)).size).to.equal(1);
+    });
+
     it('finishes both of two deliveries of one stop when each commits its last moves with the operation success', async () => {
       const ledger = ledgerFor(h.ds);
       const a = await provisionedAgent(h);
