@@ -80,8 +80,8 @@ export const PRE_LEDGER_PER_OP = { commit: 'bb45875', sql: 6.0, redis: 12.2 };
 
 /**
  * What one stop or start may cost, the API's accept and the background passes (relays) included.
- * SQL: the accept, and on the worker the claim, the move to stopping/starting, the stop's ownership
- * audit and the finish that ends the work with the operation's success. Redis: the job's add, its
+ * SQL: the accept, and on the worker the claim, the move to stopping/starting and the finish that
+ * ends the work with the operation's success (and the stop's ownership audit). Redis: the job's add, its
  * fetch and completion, its log and progress written once. CPU: this process (API, worker, cloud
  * clients and the in-process simulator); loose on a loaded machine, the counts are exact.
  */
