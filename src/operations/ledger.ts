@@ -29,7 +29,7 @@ import { isDatabaseUnavailable } from './errors';
 /**
  * The operation ledger: the one module that moves an Operation through its life.
  *
- *   accept ─► queued ─claim─► running ─succeed─► succeeded
+ *   accept ─► queued ─claim─► running ─finish / succeed─► succeeded
  *               ▲  │            │ ├─fail────► failed ─(operator retry)─► queued/running
  *               │  cancel       │ └─retry / abandon ─► queued
  *               │  ▼            │
