@@ -10,9 +10,9 @@ export function createProvisionProcessor(deps: RunnerDeps & { provision: Pick<Pr
       'provision',
       job,
       token,
-      ({ reporter }) => {
-        const { provisioningJobId, operationId } = job.data;
-        return deps.provision.provision({ provisioningJobId, operationId, queueJobId: job.id }, reporter);
+      ({ reporter, operation }) => {
+        const { provisioningJobId } = job.data;
+        return deps.provision.provision({ provisioningJobId, ...operation, queueJobId: job.id }, reporter);
       },
       signal,
     );

@@ -1,6 +1,7 @@
 import { CloudApiError, mayHaveTakenEffect } from '../clients/errors';
 import type { CreateServerOptions, HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
+import type { TransitionRequest } from '../db/transitions';
 import type { Agent, Instance, ProvisioningJob } from '../entities';
 import { StateConflictError } from '../errors';
 import { hostnameMatches, tailnetIpv4 } from '../fleet/devices';
@@ -14,11 +15,10 @@ import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
 import { requireAgent, requireInstance, requireInstanceForUpdate, requireJob } from './records';
 import { runningServer } from './servers';
 import { silentReporter, type StepReporter } from './step-reporter';
-import { ownershipGuard, type WorkflowDeps } from './workflow-deps';
+import { ownershipGuard, type OperationContext, type WorkflowDeps } from './workflow-deps';
 
-export interface ProvisionInput {
+export interface ProvisionInput extends OperationContext {
   provisioningJobId: string;
-  operationId?: string;
   queueJobId?: string;
 }
 
@@ -92,7 +92,9 @@ export class ProvisionWorkflow {
 
       step = 'finish';
       await r.step(step, 90, 'marking the instance as running');
-      await moveTogether(this.deps.dataSource, [
+      // With the operation's success when the runner gave `finish`; the auth keys are tidied after.
+      const { finish } = input;
+      const moves: TransitionRequest[] = [
         {
           entity: 'instance',
           id: instance.id,
@@ -112,7 +114,9 @@ export class ProvisionWorkflow {
           operationId,
           patch: { finishedAt: new Date(), error: null, failedStep: null },
         },
-      ]);
+      ];
+      if (finish) await guarded(() => finish(moves, 'done'));
+      else await moveTogether(this.deps.dataSource, moves);
       await revokeJobAuthKeys(
         { ...this.deps, guard: this.guard },
         { provisioningJobId: job.id, hostname },
