@@ -304,40 +304,81 @@ export async function transition<K extends EventEntityType>(
   validate(req);
   if (!isUuid(req.id)) throw new RecordNotFoundError(req.entity, req.id);
   const manager = managerOf(db);
+  const moved = await moveWhere(manager, req, 'id', req.id);
+  if (moved) return moved;
+
+  const target = TARGETS[req.entity] as { new (): RowOf[K] };
+  const table = quotedTable(manager.connection.getMetadata(target));
+  const current: ObjectLiteral[] = await manager.query(`SELECT * FROM ${table} WHERE "id" = $1`, [req.id]);
+  if (current.length === 0) throw new RecordNotFoundError(req.entity, req.id);
+  const row = hydrate(manager, target, current[0]!);
+  const actual = (row as unknown as { status: StatusOf[K] }).status;
+  if (req.allowSame && actual === req.to) return { row, changed: false, from: actual };
+  throw new TransitionConflictError(req.entity, req.id, req.from, actual, req.to);
+}
+
+/**
+ * transition() for the one row of `owner` in one of `from` — the agent's live instance, of which the
+ * schema allows one (a partial unique index), so `from` must hold live statuses only — without
+ * reading the row first to learn its id. Null when no such row is in `from`: nothing changed, and
+ * the caller reads what there is. allowSame does not apply (there is no row to answer with).
+ */
+export async function transitionOf<K extends 'instance'>(
+  db: Db,
+  owner: { agentId: string },
+  req: Omit<TransitionRequest<K>, 'id' | 'allowSame'>,
+): Promise<TransitionResult<K> | null> {
+  const full = { ...req, id: owner.agentId } as TransitionRequest<K>;
+  validate(full);
+  if (!isUuid(owner.agentId)) return null;
+  return moveWhere(managerOf(db), full, 'agentId', owner.agentId);
+}
+
+/**
+ * The guarded move itself: one statement that locks the row named by `key` only if it is still in an
+ * allowed status (PostgreSQL re-checks the condition on the newest version after waiting for a
+ * concurrent writer), updates it, and writes its event, remembering the status it left. Null when
+ * no row matched.
+ */
+async function moveWhere<K extends EventEntityType>(
+  manager: EntityManager,
+  req: TransitionRequest<K>,
+  key: 'id' | 'agentId',
+  value: string,
+): Promise<TransitionResult<K> | null> {
   const target = TARGETS[req.entity] as { new (): RowOf[K] };
   const metadata = manager.connection.getMetadata(target);
   const events = manager.connection.getMetadata(Event);
   const table = quotedTable(metadata);
 
-  const params: unknown[] = [req.id, [...req.from], req.to, req.reason, req.operationId ?? null];
+  const params: unknown[] = [value, [...req.from], req.to, req.reason, req.operationId ?? null];
   const sets = [`"status" = $3`, `"updated_at" = now()`];
-  for (const [key, value] of Object.entries(req.patch ?? {})) {
+  for (const [column, v] of Object.entries(req.patch ?? {})) {
     // As in TypeORM's update(): undefined means "leave as is"; null clears the column.
-    if (value === undefined) continue;
-    params.push(value);
-    sets.push(`"${columnName(metadata, key)}" = $${params.length}`);
+    if (v === undefined) continue;
+    params.push(v);
+    sets.push(`"${columnName(metadata, column)}" = $${params.length}`);
   }
-  for (const [key, value] of Object.entries(req.patchIfNull ?? {})) {
-    if (value === undefined || value === null || (req.patch as Record<string, unknown> | undefined)?.[key] !== undefined) continue;
-    params.push(value);
-    const column = columnName(metadata, key);
-    sets.push(`"${column}" = COALESCE(t."${column}", $${params.length})`);
+  for (const [column, v] of Object.entries(req.patchIfNull ?? {})) {
+    if (v === undefined || v === null || (req.patch as Record<string, unknown> | undefined)?.[column] !== undefined) continue;
+    params.push(v);
+    const name = columnName(metadata, column);
+    sets.push(`"${name}" = COALESCE(t."${name}", $${params.length})`);
   }
   const entityTypeParam = params.push(req.entity);
   const actorParam = params.push(req.actor ?? 'system');
   const guards: string[] = [];
-  for (const [key, value] of Object.entries(req.guard ?? {})) {
-    if (value === undefined) continue;
-    params.push(value);
-    guards.push(` AND "${columnName(metadata, key)}" IS NOT DISTINCT FROM $${params.length}`);
+  for (const [column, v] of Object.entries(req.guard ?? {})) {
+    if (v === undefined) continue;
+    params.push(v);
+    guards.push(` AND "${columnName(metadata, column)}" IS NOT DISTINCT FROM $${params.length}`);
   }
 
-  // prev locks the row only if it is still in an allowed status (PostgreSQL re-checks the condition
-  // on the newest version after waiting for a concurrent writer), and remembers the status it left.
   const sql = `
     WITH prev AS (
       SELECT "id", "status" FROM ${table}
-      WHERE "id" = $1 AND "status"::text = ANY($2::text[])${guards.join('')}
+      WHERE "${columnName(metadata, key)}" = $1 AND "status"::text = ANY($2::text[])${guards.join('')}
+      LIMIT 1
       FOR UPDATE
     ), moved AS (
       UPDATE ${table} AS t SET ${sets.join(', ')}
@@ -351,18 +392,9 @@ export async function transition<K extends EventEntityType>(
     )
     SELECT * FROM moved`;
   const rows: ObjectLiteral[] = await manager.query(sql, params);
-
-  if (rows.length === 1) {
-    const raw = rows[0]!;
-    return { row: hydrate(manager, target, raw), changed: true, from: raw.__from_status as StatusOf[K] };
-  }
-
-  const current: ObjectLiteral[] = await manager.query(`SELECT * FROM ${table} WHERE "id" = $1`, [req.id]);
-  if (current.length === 0) throw new RecordNotFoundError(req.entity, req.id);
-  const row = hydrate(manager, target, current[0]!);
-  const actual = (row as unknown as { status: StatusOf[K] }).status;
-  if (req.allowSame && actual === req.to) return { row, changed: false, from: actual };
-  throw new TransitionConflictError(req.entity, req.id, req.from, actual, req.to);
+  if (rows.length !== 1) return null;
+  const raw = rows[0]!;
+  return { row: hydrate(manager, target, raw), changed: true, from: raw.__from_status as StatusOf[K] };
 }
 
 type ResultsOf<T extends readonly TransitionRequest<any>[]> = {
@@ -418,6 +450,8 @@ type OutcomesOf<T extends readonly TransitionRequest<any>[]> = {
 export async function transitionTogether<const T extends readonly TransitionRequest<any>[]>(
   db: Db,
   requests: T,
+  /** Event rows that are no moves (an audit event of the work), written only when the moves happen. */
+  events: readonly NewEvent[] = [],
 ): Promise<OutcomesOf<T>> {
   const moves = requests as readonly TransitionRequest[];
   for (const req of moves) validate(req);
@@ -425,10 +459,15 @@ export async function transitionTogether<const T extends readonly TransitionRequ
   const keys = new Set(moves.map((r) => `${r.entity}:${r.id}`));
   if (keys.size !== moves.length) throw new Error('transitionTogether moves each row once; use transitionGroup for a row moved twice');
   for (const req of moves) if (!isUuid(req.id)) throw new RecordNotFoundError(req.entity, req.id);
-  if (moves.length === 0) return [] as unknown as OutcomesOf<T>;
+  if (moves.length === 0) {
+    if (events.length > 0) await inTransaction(db, async (m) => {
+      for (const event of events) await recordEvent(m, event);
+    });
+    return [] as unknown as OutcomesOf<T>;
+  }
 
   const manager = managerOf(db);
-  const events = quotedTable(manager.connection.getMetadata(Event));
+  const eventTable = quotedTable(manager.connection.getMetadata(Event));
   const params: unknown[] = [];
   const p = (value: unknown) => `$${params.push(value)}`;
   const last = moves.length - 1;
@@ -464,11 +503,18 @@ export async function transitionTogether<const T extends readonly TransitionRequ
       RETURNING t."id", t."${AGENT_COLUMN[req.entity]}" AS agent_id, p${i}.status AS from_status
     )`);
     writes.push(`e${i} AS (
-      INSERT INTO ${events} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id", "actor")
+      INSERT INTO ${eventTable} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id", "actor")
       SELECT ${p(req.entity)}, m."id", m.agent_id, m.from_status, ${p(req.to)}, ${p(req.reason)}, ${p(req.operationId ?? null)}::uuid, ${p(req.actor ?? 'system')}::varchar
       FROM m${i} m
     )`);
     outcomes.push(`SELECT ${i} AS i, p${i}.status AS from_status, EXISTS (SELECT 1 FROM m${i}) AS changed FROM p${i}`);
+  });
+  events.forEach((event, j) => {
+    writes.push(`a${j} AS (
+      INSERT INTO ${eventTable} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id", "actor")
+      SELECT ${p(event.entityType)}, ${p(event.entityId)}::uuid, ${p(event.agentId)}::uuid, ${p(event.fromStatus)}::varchar, ${p(event.toStatus)}::varchar, ${p(event.reason)}::varchar, ${p(event.operationId ?? null)}::uuid, ${p(event.actor ?? 'system')}::varchar
+      WHERE EXISTS (SELECT 1 FROM p${last})
+    )`);
   });
   const sql = `WITH ${[...guards, ...writes].join(',\n')}
     SELECT * FROM (${outcomes.join(' UNION ALL ')}) o WHERE EXISTS (SELECT 1 FROM p${last}) ORDER BY i`;

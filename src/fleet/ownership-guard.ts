@@ -2,7 +2,7 @@ import type { HetznerClient } from '../clients/hetzner/hetzner.client';
 import type { HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleClient } from '../clients/tailscale/tailscale.client';
 import type { TailscaleDevice, TailscaleKey } from '../clients/tailscale/tailscale.types';
-import type { AuditSubject, NewOwnershipFinding } from '../db/ownership-finding.repository';
+import type { AuditEntry, AuditSubject, NewOwnershipFinding } from '../db/ownership-finding.repository';
 import type { OwnedResourceType } from '../entities/ownership-finding.entity';
 import { OwnershipRefusedError } from '../errors';
 import type { Logger } from '../lib/logger';
@@ -306,14 +306,26 @@ export class OwnershipGuard {
 
   /** The audit event of a shutdown checkPowerOff allowed, once it has happened (`how`: graceful, forced). */
   async auditPowerOff(server: Pick<HetznerServer, 'id' | 'name'>, verdict: Verdict, how: string, ctx: GuardContext): Promise<void> {
+    await this.deps.audit.recordAudit(this.powerOffAudit(server, verdict, how, ctx));
+  }
+
+  /**
+   * auditPowerOff's entry, logged but not written: for a caller that writes it together with its own
+   * moves (a stop, with the instance reaching `stopped`), and on its own if those cannot happen.
+   */
+  powerOffAudit(server: Pick<HetznerServer, 'id' | 'name'>, verdict: Verdict, how: string, ctx: GuardContext): AuditEntry {
     const resource: Resource = { type: 'server', id: String(server.id), name: server.name ?? null };
-    await this.allowed(resource, 'server_powered_off', `shut down (${how})`, verdict, ctx);
+    return this.allowedEntry(resource, 'server_powered_off', `shut down (${how})`, verdict, ctx);
   }
 
   private async allowed(r: Resource, action: AuditAction, done: string, v: Verdict, ctx: GuardContext): Promise<void> {
+    await this.deps.audit.recordAudit(this.allowedEntry(r, action, done, v, ctx));
+  }
+
+  private allowedEntry(r: Resource, action: AuditAction, done: string, v: Verdict, ctx: GuardContext): AuditEntry {
     const reason = `${ctx.operation}: ${describe(r)} ${done}; ours by ${v.matched.join('; ')}`;
     this.deps.logger.info({ resource: r, matched: v.matched, operation: ctx.operation }, `[Ownership] ${reason}`);
-    await this.deps.audit.recordAudit({ ...ctx, toStatus: action, reason });
+    return { ...ctx, toStatus: action, reason };
   }
 
   private async refuse(r: Resource, action: string, v: Verdict, ctx: GuardContext): Promise<'refused'> {

@@ -7,10 +7,12 @@ import {
   requestAgentCommand,
   transition,
   transitionGroup,
+  transitionTogether,
   tryTransition,
   type AgentCommandOutcome,
   type AgentCommandType,
   type CreatedOperation,
+  type NewEvent,
   type NewAgentWithProvision,
   type PatchOf,
   type ProvisionAgainInput,
@@ -28,7 +30,7 @@ import { isDatabaseUnavailable } from './errors';
 /**
  * The operation ledger: the one module that moves an Operation through its life.
  *
- *   accept ─► queued ─claim─► running ─succeed─► succeeded
+ *   accept ─► queued ─claim─► running ─finish / succeed─► succeeded
  *               ▲  │            │ ├─fail────► failed ─(operator retry)─► queued/running
  *               │  cancel       │ └─retry / abandon ─► queued
  *               │  ▼            │
@@ -284,8 +286,7 @@ export class OperationLedger {
    * while its operation stays `running`, because nothing else looks at a completed job again.
    */
   async succeed(operationId: string, state: StepState = {}): Promise<void> {
-    const patch = { ...stepPatch(state), progress: 100, error: null, failedStep: null, finishedAt: new Date() };
-    const done = { entity: 'operation', id: operationId, from: ['running'], to: 'succeeded', reason: 'job succeeded', operationId, patch } as const;
+    const done = this.succeeded(operationId, state);
     let from: OperationStatus = 'running';
     let conflicts = 0;
     for (let tries = 0; conflicts < 3; tries++) {
@@ -299,9 +300,7 @@ export class OperationLedger {
       } catch (err) {
         if (err instanceof RecordNotFoundError) return;
         if (!(err instanceof TransitionConflictError)) {
-          if (tries + 1 >= WRITE_TRIES) throw err;
-          this.logger.warn({ err, operationId, tries: tries + 1 }, 'Could not record the operation success; trying again');
-          await new Promise((resolve) => setTimeout(resolve, WRITE_RETRY_MS * 2 ** tries));
+          await this.beforeWriteRetry(err, tries, operationId, 'Could not record the operation success; trying again');
           continue;
         }
         conflicts++;
@@ -314,6 +313,34 @@ export class OperationLedger {
       }
     }
     this.logger.warn({ operationId }, 'Could not record the operation outcome: it keeps changing');
+  }
+
+  /**
+   * The work's last moves (its instance and agent reaching their final statuses) and the operation's
+   * success, committed together in one statement: nobody sees the instance `stopped` while its stop
+   * is still `running`, and the success costs no round trip of its own. Answers true when the
+   * operation succeeded with the moves; false when the operation was not `running` (a duplicate
+   * delivery handed it back, or it already ended), in which case the moves alone were made and the
+   * caller records the outcome with succeed(), which knows those cases. `events` (the work's audit
+   * events) are written with the moves. A move that cannot happen throws as transitionTogether does
+   * (TransitionConflictError, RecordNotFoundError), with nothing written. A write that fails on the
+   * database is tried again, as in succeed.
+   */
+  async finish(operationId: string, moves: readonly TransitionRequest[], state: StepState = {}, events: readonly NewEvent[] = []): Promise<boolean> {
+    for (let tries = 0; ; tries++) {
+      try {
+        // The operation first: the same lock order as cancel() (operation, then the rows it works on).
+        await transitionTogether(this.ds, [this.succeeded(operationId, state), ...moves], events);
+        return true;
+      } catch (err) {
+        if ((err instanceof TransitionConflictError || err instanceof RecordNotFoundError) && err.entity === 'operation' && err.id === operationId) {
+          await transitionTogether(this.ds, moves, events);
+          return false;
+        }
+        if (err instanceof TransitionConflictError || err instanceof RecordNotFoundError) throw err;
+        await this.beforeWriteRetry(err, tries, operationId, 'Could not record the work\'s end and the operation success; trying again');
+      }
+    }
   }
 
   /** An attempt failed and BullMQ will try again after its backoff. False when the claim is not ours. */
@@ -483,6 +510,19 @@ export class OperationLedger {
       patch,
     });
     return moved !== null;
+  }
+
+  /** The move of a running operation to succeeded, with the step reached last. */
+  private succeeded(operationId: string, state: StepState): TransitionRequest<'operation'> {
+    const patch = { ...stepPatch(state), progress: 100, error: null, failedStep: null, finishedAt: new Date() };
+    return { entity: 'operation', id: operationId, from: ['running'], to: 'succeeded', reason: 'job succeeded', operationId, patch };
+  }
+
+  /** Waits before another try of a write that failed on the database; throws the error after the last try. */
+  private async beforeWriteRetry(err: unknown, tries: number, operationId: string, message: string): Promise<void> {
+    if (tries + 1 >= WRITE_TRIES) throw err;
+    this.logger.warn({ err, operationId, tries: tries + 1 }, message);
+    await new Promise((resolve) => setTimeout(resolve, WRITE_RETRY_MS * 2 ** tries));
   }
 
   /** A guarded move; null when the row is gone or another writer moved it first. */

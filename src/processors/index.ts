@@ -42,7 +42,7 @@ export function createProcessors(deps: ProcessorDeps): Processors {
     };
     const descriptor = OPERATIONS[type] as OperationDescriptor;
     return (job, token, signal) =>
-      runOperation(runner, type, job, token, ({ reporter }) => descriptor.run!(deps.workflows, job as never, reporter), signal);
+      runOperation(runner, type, job, token, ({ reporter, operation }) => descriptor.run!(deps.workflows, job as never, reporter, operation), signal);
   };
   return Object.fromEntries(WORKED_TYPES.map((type) => [type, processor(type)])) as Processors;
 }

@@ -4,6 +4,7 @@ import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
 import { untilAborted } from '../lib/time';
 import { isDatabaseUnavailable } from '../operations/errors';
+import type { NewEvent, TransitionRequest } from '../db/transitions';
 import type { OperationLedger } from '../operations/ledger';
 import { JobMismatchError, parseJobPayload } from '../queues/jobs';
 import type { JobPayloads, QueueName } from '../queues/queues';
@@ -41,10 +42,23 @@ export interface RunnerDeps {
   handledFailures?: Set<string>;
 }
 
+/** The operation a workflow runs for (structurally the workflows' OperationContext). */
+export interface OperationHandle {
+  operationId: string;
+  /**
+   * Commits the work's last moves together with the operation's success (the ledger's finish), so
+   * the runner records no success of its own afterwards. `lastStep` is the step the operation shows
+   * once it succeeded; `events` (the work's audit events) are written with the moves. Throws, with
+   * nothing written, when a move cannot happen.
+   */
+  finish(moves: readonly TransitionRequest[], lastStep: string, events?: readonly NewEvent[]): Promise<void>;
+}
+
 export interface RunContext<D> {
   job: Job<D>;
   reporter: StepReporter;
   logger: Logger;
+  operation: OperationHandle;
 }
 
 export type ErrorClass = 'permanent' | 'rate_limited' | 'transient';
@@ -118,6 +132,70 @@ class ProgressWriter {
   }
 }
 
+/**
+ * The job's own log and progress, what Bull Board shows. Each line and step used to cost a Redis
+ * command (two per step), most of a short job's Redis traffic; instead they are written at most
+ * once per interval, and once more when the attempt ends, so a short job costs one command for its
+ * log and one for its progress. The lines written together form one log entry, in order.
+ */
+class JobReport {
+  private lines: string[] = [];
+  private progress: { step: string; percent: number } | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private tail: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(
+    private readonly job: Pick<Job, 'log' | 'updateProgress'>,
+    private readonly intervalMs: number,
+    private readonly logger: () => Logger,
+  ) {}
+
+  log(line: string): void {
+    if (this.closed) return;
+    this.lines.push(`${new Date().toISOString()} ${line}`);
+    this.schedule();
+  }
+
+  step(step: string, percent: number): void {
+    if (this.closed) return;
+    this.progress = { step, percent };
+    this.schedule();
+  }
+
+  /** Writes what is buffered, after any write in flight. */
+  flush(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const { lines, progress } = this;
+    this.lines = [];
+    this.progress = undefined;
+    if (lines.length === 0 && !progress) return this.tail;
+    const warn = (what: string) => (err: unknown) => this.logger().warn({ err }, `Could not ${what}`);
+    this.tail = this.tail.then(async () => {
+      // Independent writes: sent together, they cost one round trip instead of two.
+      await Promise.all([
+        lines.length > 0 ? this.job.log(lines.join('\n')).catch(warn('append to the job log')) : undefined,
+        progress ? this.job.updateProgress(progress).catch(warn('report job progress')) : undefined,
+      ]);
+    });
+    return this.tail;
+  }
+
+  /** The attempt ended: the rest is written, and nothing after it. */
+  close(): Promise<void> {
+    const last = this.flush();
+    this.closed = true;
+    return last;
+  }
+
+  private schedule(): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => void this.flush(), this.intervalMs);
+    this.timer.unref();
+  }
+}
+
 // A reset time in the past or a few ms away still deserves a short pause, or the queue hammers the API.
 const MIN_RATE_LIMIT_PAUSE_MS = 250;
 // For a 429 that names no reset time (Tailscale sends none): the client has already waited and
@@ -158,34 +236,49 @@ export async function runOperation<K extends QueueName, T>(
   fn: (ctx: RunContext<JobPayloads[K]>) => Promise<T>,
   signal?: AbortSignal,
 ): Promise<T | undefined> {
+  const attempt = job.attemptsMade + 1;
+  const run: Attempt = { logger: deps.logger.child({ queue: queueName, jobId: job.id, attempt }) };
+  const report = new JobReport(job, deps.progressWriteIntervalMs ?? DEFAULT_PROGRESS_WRITE_INTERVAL_MS, () => run.logger);
+  try {
+    return await runAttempt(deps, queueName, job, token, fn, signal, run, report);
+  } finally {
+    // Before BullMQ moves the job on: its log and progress are complete when it completes or fails.
+    await report.close();
+  }
+}
+
+interface Attempt {
+  logger: Logger;
+}
+
+async function runAttempt<K extends QueueName, T>(
+  deps: RunnerDeps,
+  queueName: K,
+  job: Job<JobPayloads[K]>,
+  token: string | undefined,
+  fn: (ctx: RunContext<JobPayloads[K]>) => Promise<T>,
+  signal: AbortSignal | undefined,
+  run: Attempt,
+  report: JobReport,
+): Promise<T | undefined> {
   const started = process.hrtime.bigint();
   const attempt = job.attemptsMade + 1;
   const maxAttempts = job.opts.attempts ?? 1;
   const claimToken = token ?? null;
-  let logger = deps.logger.child({ queue: queueName, jobId: job.id, attempt });
+  let logger = run.logger;
 
   const observe = (outcome: string) => {
     deps.metrics.jobs.inc({ queue: queueName, outcome });
     deps.metrics.jobDuration.observe({ queue: queueName, outcome }, Number(process.hrtime.bigint() - started) / 1e9);
   };
-  // Chained, so lines keep their order even when one is not awaited.
-  let logTail: Promise<void> = Promise.resolve();
-  const jobLog = (line: string): Promise<void> => {
-    const stamped = `${new Date().toISOString()} ${line}`;
-    logTail = logTail
-      .then(() => job.log(stamped))
-      .then(
-        () => undefined,
-        (err: unknown) => logger.warn({ err }, 'Could not append to the job log'),
-      );
-    return logTail;
-  };
+  const jobLog = (line: string): void => report.log(line);
   const handled = () => deps.handledFailures?.add(String(job.id));
   /** Back to the queue without spending an attempt, because our own database is unreachable. */
   const waitForDatabase = async (err: unknown): Promise<never> => {
     const retryMs = deps.outageRetryMs ?? DEFAULT_OUTAGE_RETRY_MS;
     logger.warn({ err: { message: errorMessage(err) }, retryMs }, 'Database unreachable; the job waits and tries again without spending an attempt');
-    await jobLog(`database unreachable; trying again in ${retryMs} ms (no attempt spent)`);
+    jobLog(`database unreachable; trying again in ${retryMs} ms (no attempt spent)`);
+    await report.flush();
     await job.moveToDelayed(Date.now() + retryMs, token);
     observe('deferred');
     throw new DelayedError();
@@ -198,7 +291,7 @@ export async function runOperation<K extends QueueName, T>(
     return refuse(err as JobMismatchError);
   }
   const operationId = (data as OperationJobData).operationId;
-  logger = logger.child({ operationId });
+  logger = run.logger = logger.child({ operationId });
 
   let claim;
   try {
@@ -225,7 +318,7 @@ export async function runOperation<K extends QueueName, T>(
     // failure. The operation's failure stands; the job fails too, so an operator can retry it.
     handled();
     logger.warn('Operation already failed; this delivery is the failed attempt again and runs nothing');
-    await jobLog('operation already failed; nothing runs (retry the job to run it again)');
+    jobLog('operation already failed; nothing runs (retry the job to run it again)');
     observe('failed');
     throw new UnrecoverableError(`Operation ${operationId} already failed`);
   }
@@ -233,7 +326,7 @@ export async function runOperation<K extends QueueName, T>(
     // At-least-once delivery: the work was already done (or cancelled) and only the job's own
     // completion was lost. Running it again would turn a success into a state conflict.
     logger.info({ status: claim }, 'Operation already finished; nothing to do');
-    await jobLog(`operation already ${claim}; nothing to do`);
+    jobLog(`operation already ${claim}; nothing to do`);
     observe('completed');
     return undefined;
   }
@@ -254,29 +347,36 @@ export async function runOperation<K extends QueueName, T>(
       const percent = (currentPercent = clampPercent(progress));
       logger.info({ step: name, percent }, message ?? name);
       progressWriter.report(percent, name);
-      // Independent writes: sent together, they cost one round trip instead of two.
-      await Promise.all([
-        job.updateProgress({ step: name, percent }).catch((err: unknown) => logger.warn({ err }, 'Could not report job progress')),
-        jobLog(`[${name}] ${percent}%${message ? ` ${message}` : ''}`),
-      ]);
+      report.step(name, percent);
+      jobLog(`[${name}] ${percent}%${message ? ` ${message}` : ''}`);
     },
   };
 
-  // Not awaited: the line is chained ahead of every later one, and the work need not wait for Redis.
-  void jobLog(`attempt ${attempt}/${maxAttempts} started`);
+  jobLog(`attempt ${attempt}/${maxAttempts} started`);
   logger.info('Job started');
 
+  // Set once the workflow's finish committed the operation's success with its last moves.
+  let succeeded = false;
+  const operation: OperationHandle = {
+    operationId,
+    async finish(moves, lastStep, events) {
+      // A progress write must not land between the success and the step it names (see ProgressWriter).
+      await progressWriter.close();
+      succeeded = await deps.ledger.finish(operationId, moves, { step: lastStep, percent: 100 }, events);
+    },
+  };
+
   try {
-    const work = fn({ job: job as Job<JobPayloads[K]>, reporter, logger });
+    const work = fn({ job: job as Job<JobPayloads[K]>, reporter, logger, operation });
     const result = signal ? await untilAborted(work, signal, () => new ShutdownAbort()) : await work;
     await progressWriter.close();
     try {
-      await deps.ledger.succeed(operationId, stepState());
+      if (!succeeded) await deps.ledger.succeed(operationId, stepState());
     } catch (err) {
       if (isDatabaseUnavailable(err)) return await waitForDatabase(err);
       throw err;
     }
-    await jobLog('succeeded');
+    jobLog('succeeded');
     logger.info('Job succeeded');
     observe('completed');
     return result;
@@ -295,7 +395,7 @@ export async function runOperation<K extends QueueName, T>(
   async function refuse(err: JobMismatchError): Promise<never> {
     handled();
     logger.error({ err: { message: err.message } }, 'Job refused: it does not match an operation; nothing was changed');
-    await jobLog(`refused: ${err.message}`);
+    jobLog(`refused: ${err.message}`);
     observe('failed');
     throw new UnrecoverableError(err.message);
   }
@@ -310,6 +410,7 @@ export async function runOperation<K extends QueueName, T>(
         reason: 'worker shut down; the job resumes on another worker',
         error: `Interrupted by worker shutdown during ${currentStep ?? 'start'}; will resume`,
       });
+      await report.flush();
       await job.moveToDelayed(Date.now(), token);
       logger.warn({ step: currentStep }, 'Job interrupted by shutdown; back in the queue for another worker');
       observe('interrupted');
@@ -332,14 +433,14 @@ export async function runOperation<K extends QueueName, T>(
       const note = `Rate limited by ${(err as CloudApiError).api}; queue paused for ${Math.ceil(waitMs / 1000)}s`;
       await deps.ledger.abandon(operationId, claimToken, { ...stepState(), reason: note, error: note });
       await pauseQueue(deps.queue, waitMs);
-      await jobLog(`rate limited: queue ${queueName} paused for ${waitMs} ms`);
+      jobLog(`rate limited: queue ${queueName} paused for ${waitMs} ms`);
       logger.warn({ waitMs }, 'Cloud API rate limit reached; pausing the queue');
       observe('rate_limited');
       throw Worker.RateLimitError();
     }
 
     const final = kind === 'permanent' || attempt >= maxAttempts;
-    await jobLog(`failed${currentStep ? ` at ${currentStep}` : ''}: ${message}${final ? '' : ' (will retry)'}`);
+    jobLog(`failed${currentStep ? ` at ${currentStep}` : ''}: ${message}${final ? '' : ' (will retry)'}`);
     if (final) {
       handled();
       const failed = await deps.ledger.fail(operationId, claimToken, {

@@ -33,6 +33,9 @@ export interface WebhookRelayDeps {
   batchSize?: number;
 }
 
+// The operation statuses whose events carry webhook deliveries (the events trigger).
+const OPERATION_ENDS: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled']);
+
 export class WebhookRelay extends PeriodicPass<number> implements EventSubscriber {
   private lastLostCheck = 0;
 
@@ -41,7 +44,9 @@ export class WebhookRelay extends PeriodicPass<number> implements EventSubscribe
   }
 
   notice(n: EventNotice): void {
-    if (n.entityType === 'operation' || n.entityType === 'agent' || n.entityType === 'finding') this.nudge();
+    // Only the events the trigger writes deliveries for: an agent's, an operation's end, a finding's
+    // (an operation's claims, hand-backs and retries write none, and each nudge is a query).
+    if (n.entityType === 'agent' || n.entityType === 'finding' || (n.entityType === 'operation' && OPERATION_ENDS.has(n.toStatus))) this.nudge();
   }
 
   resync(): void {

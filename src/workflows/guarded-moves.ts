@@ -1,6 +1,6 @@
 import type { DataSource } from 'typeorm';
 import { GuardedWriteConflictError, NotFoundError, RecordNotFoundError, StateConflictError } from '../errors';
-import { transition, transitionTogether, type Db, type TransitionRequest } from '../db/transitions';
+import { transition, transitionTogether, type Db, type NewEvent, type TransitionRequest } from '../db/transitions';
 import type { EventEntityType } from '../entities';
 
 /**
@@ -22,9 +22,9 @@ export async function move<K extends EventEntityType>(db: Db, req: TransitionReq
   return (await guarded(() => transition(db, req))).changed;
 }
 
-/** Moves that belong together (instance and agent, …) as one statement: all of them or none. */
-export async function moveTogether(ds: DataSource, requests: readonly TransitionRequest[]): Promise<void> {
-  await guarded(() => transitionTogether(ds, requests));
+/** Moves that belong together (instance and agent, …) as one statement: all of them or none, with `events` when they happen. */
+export async function moveTogether(ds: DataSource, requests: readonly TransitionRequest[], events: readonly NewEvent[] = []): Promise<void> {
+  await guarded(() => transitionTogether(ds, requests, events));
 }
 
 // The workflows take it from here, beside the moves whose failures it words.

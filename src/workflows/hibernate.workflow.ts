@@ -146,7 +146,7 @@ export class HibernateWorkflow {
     }
 
     await r.step('finish', 90, 'marking the instance as hibernated');
-    await finishTogether(this.deps, [
+    await finishTogether(this.deps, ctx, [
       {
         entity: 'instance',
         id: ids.instanceId,
@@ -157,7 +157,7 @@ export class HibernateWorkflow {
         patch: { serverId: null, serverIp: null, stoppedAt: new Date(), error: null },
       },
       { entity: 'agent', id: agentId, from: ['active', 'paused'], to: 'hibernated', reason: 'instance hibernated', operationId, allowSame: true },
-    ], { instanceId: ids.instanceId, status: 'hibernated', operationId });
+    ], { instanceId: ids.instanceId, status: 'hibernated', lastStep: 'done' });
     await r.step('done', 100, 'hibernated');
     log.info({ imageId: instance.snapshotImageId }, `[Lifecycle] Agent ${agentId} hibernated`);
   }
@@ -198,7 +198,9 @@ export class HibernateWorkflow {
     }
 
     await r.step('finish', 90, 'marking the instance as running');
-    await finishTogether(this.deps, [
+    // The step the operation ends on says which way the machine came back.
+    const lastStep = result.rejoined ? 'rejoined' : 'done';
+    await finishTogether(this.deps, ctx, [
       {
         entity: 'instance',
         id: instanceId,
@@ -211,9 +213,8 @@ export class HibernateWorkflow {
         patch: { startedAt: new Date(), stoppedAt: null, error: null, snapshotImageId: null, snapshotSizeGb: null },
       },
       { entity: 'agent', id: agentId, from: ['hibernated'], to: 'active', reason: 'instance woke', operationId, allowSame: true },
-    ], { instanceId, status: 'running', operationId });
-    // The step the operation ends on says which way the machine came back.
-    await r.step(result.rejoined ? 'rejoined' : 'done', 100, result.rejoined ? `awake; joined the tailnet again as device ${result.deviceId}` : 'awake');
+    ], { instanceId, status: 'running', lastStep });
+    await r.step(lastStep, 100, result.rejoined ? `awake; joined the tailnet again as device ${result.deviceId}` : 'awake');
     log.info(result, `[Lifecycle] Agent ${agentId} woke${result.rejoined ? ' (joined the tailnet again)' : ''}`);
     return result;
   }

@@ -1,4 +1,5 @@
-import { transition, type PatchOf } from '../db/transitions';
+import type { AuditEntry } from '../db/ownership-finding.repository';
+import { transition, transitionOf, type NewEvent, type PatchOf } from '../db/transitions';
 import type { AgentStatus, Instance, InstanceStatus } from '../entities';
 import { StateConflictError } from '../errors';
 import type { Logger } from '../lib/logger';
@@ -92,15 +93,24 @@ export class PowerWorkflow {
     this.guard = deps.guard;
   }
 
-  /** A stop may end in a forced power-off: the guard checks the server is this agent's before any power action. */
+  /**
+   * A stop may end in a forced power-off: the guard checks the server is this agent's before any power
+   * action. Its audit event is written with the stop's last moves (one statement fewer per stop).
+   */
   stop(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {
     return this.run(STOP, agentId, ctx, r, (serverId, instance) =>
-      shutdownGuarded(this.deps, this.guard, serverId, { operation: 'stop', operationId: ctx.operationId ?? null, agentId, instanceId: instance.id }),
+      shutdownGuarded(
+        this.deps,
+        this.guard,
+        serverId,
+        { operation: 'stop', operationId: ctx.operationId ?? null, agentId, instanceId: instance.id },
+        { keepAudit: true },
+      ),
     );
   }
 
   start(agentId: string, ctx: OperationContext = {}, r: StepReporter = silentReporter): Promise<void> {
-    return this.run(START, agentId, ctx, r, (serverId) => this.deps.hetzner.powerOnServer(serverId));
+    return this.run(START, agentId, ctx, r, async (serverId) => ({ result: await this.deps.hetzner.powerOnServer(serverId), audit: null }));
   }
 
   private async run(
@@ -108,31 +118,36 @@ export class PowerWorkflow {
     agentId: string,
     ctx: OperationContext,
     r: StepReporter,
-    call: (serverId: number, instance: Instance) => Promise<string>,
+    call: (serverId: number, instance: Instance) => Promise<{ result: string; audit: AuditEntry | null }>,
   ): Promise<void> {
     const operationId = ctx.operationId ?? null;
     const log = this.deps.logger.child({ agentId, operationId, operation: d.operation });
-    const found = await findLiveInstanceOfAgent(this.deps.repositories, agentId);
 
-    if (found?.status === d.to && (await reachedBy(this.deps.repositories, found.id, d.to, operationId))) return this.finishedElsewhere(d, agentId, r, log);
-    let instance: Instance;
-    if (found?.status === d.from) {
-      await r.step('prepare', 10, d.preparing);
-      ({ row: instance } = await guarded(() =>
-        transition(this.deps.dataSource, { entity: 'instance', id: found.id, from: [d.from], to: d.via, reason: d.requested, operationId }),
-      ));
-    } else if (found?.status === d.via) {
-      log.info(d.resuming);
-      instance = found;
-    } else {
-      throw new StateConflictError(d.refused);
+    // The usual case first, in one statement: the agent's live instance moves from d.from to d.via.
+    // Only when it is not in d.from is the instance read, to tell a resumed run from a refused one.
+    await r.step('prepare', 10, d.preparing);
+    const request = { entity: 'instance', from: [d.from], to: d.via, reason: d.requested, operationId } as const;
+    let instance = (await guarded(() => transitionOf(this.deps.dataSource, { agentId }, request)))?.row;
+    if (!instance) {
+      const found = await findLiveInstanceOfAgent(this.deps.repositories, agentId);
+      if (found?.status === d.to && (await reachedBy(this.deps.repositories, found.id, d.to, operationId))) return this.finishedElsewhere(d, agentId, r, log);
+      if (found?.status === d.via) {
+        log.info(d.resuming);
+        instance = found;
+      } else if (found?.status === d.from) {
+        // Moved back into d.from between the two statements: the move by id says who won.
+        ({ row: instance } = await guarded(() => transition(this.deps.dataSource, { ...request, id: found.id })));
+      } else {
+        throw new StateConflictError(d.refused);
+      }
     }
 
     let result: string;
+    let audit: AuditEntry | null;
     try {
       const serverId = requireServerId(instance);
       await r.step(d.callStep, 30, d.callMessage(serverId));
-      result = await call(serverId, instance);
+      ({ result, audit } = await call(serverId, instance));
     } catch (err) {
       if (await finishedBy(this.deps.repositories, instance.id, d.to, operationId)) return this.finishedElsewhere(d, agentId, r, log);
       await this.revert(instance.id, d.via, d.from, err, { operationId, reason: `${d.operation} failed` }, log);
@@ -140,7 +155,7 @@ export class PowerWorkflow {
     }
 
     await r.step('finish', 90, d.finishing);
-    const moved = await finishTogether(this.deps, [
+    const moved = await finishTogether(this.deps, ctx, [
       {
         entity: 'instance',
         id: instance.id,
@@ -151,7 +166,7 @@ export class PowerWorkflow {
         patch: d.patch(),
       },
       { entity: 'agent', id: agentId, from: [d.agentFrom], to: d.agentTo, reason: d.agentReason, operationId, allowSame: true },
-    ], { instanceId: instance.id, status: d.to, operationId });
+    ], { instanceId: instance.id, status: d.to, lastStep: 'done', events: audit ? [auditEvent(audit, instance)] : [] });
     if (!moved) return this.finishedElsewhere(d, agentId, r, log);
     await r.step('done', 100, d.done);
     log.info(`[Lifecycle] Agent ${agentId} ${d.succeededLog}`);
@@ -197,6 +212,19 @@ export class PowerWorkflow {
     }
   }
 
+}
+
+/** The guard's audit entry as an event on the instance it was for. */
+function auditEvent(audit: AuditEntry, instance: Pick<Instance, 'id' | 'agentId'>): NewEvent {
+  return {
+    entityType: 'instance',
+    entityId: instance.id,
+    agentId: instance.agentId,
+    fromStatus: null,
+    toStatus: audit.toStatus,
+    reason: audit.reason,
+    operationId: audit.operationId ?? null,
+  };
 }
 
 function requireServerId(instance: Instance): number {

@@ -1,6 +1,7 @@
 import { CloudApiError, mayHaveTakenEffect } from '../clients/errors';
 import type { CreateServerOptions, HetznerServer } from '../clients/hetzner/hetzner.types';
 import type { TailscaleDevice } from '../clients/tailscale/tailscale.types';
+import type { TransitionRequest } from '../db/transitions';
 import type { Agent, Instance, ProvisioningJob } from '../entities';
 import { StateConflictError } from '../errors';
 import { hostnameMatches, tailnetIpv4 } from '../fleet/devices';
@@ -14,11 +15,10 @@ import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
 import { requireAgent, requireInstance, requireInstanceForUpdate, requireJob } from './records';
 import { runningServer } from './servers';
 import { silentReporter, type StepReporter } from './step-reporter';
-import type { WorkflowDeps } from './workflow-deps';
+import type { OperationContext, WorkflowDeps } from './workflow-deps';
 
-export interface ProvisionInput {
+export interface ProvisionInput extends OperationContext {
   provisioningJobId: string;
-  operationId?: string;
   queueJobId?: string;
 }
 
@@ -77,11 +77,11 @@ export class ProvisionWorkflow {
       step = 'wait-server';
       await r.step(step, 40, `waiting for server ${serverId} to run`);
       server = await this.waitForServerRunning(serverId, actionIds, log);
-      await this.recordServer(instance.id, server);
+      // The row as recorded: whether an earlier attempt already enrolled the device.
+      const current = await this.recordServer(instance.id, server);
 
       step = 'wait-enrollment';
       await r.step(step, 60, `waiting for ${hostname} to join the tailnet`);
-      const current = await requireInstance(this.deps.repositories, instance.id);
       if (current.tailscaleDeviceId) {
         log.info({ deviceId: current.tailscaleDeviceId }, '[Lifecycle] Tailnet device already recorded, skipping enrollment');
       } else {
@@ -92,7 +92,9 @@ export class ProvisionWorkflow {
 
       step = 'finish';
       await r.step(step, 90, 'marking the instance as running');
-      await moveTogether(this.deps.dataSource, [
+      // With the operation's success when the runner gave `finish`; the auth keys are tidied after.
+      const { finish } = input;
+      const moves: TransitionRequest[] = [
         {
           entity: 'instance',
           id: instance.id,
@@ -112,7 +114,9 @@ export class ProvisionWorkflow {
           operationId,
           patch: { finishedAt: new Date(), error: null, failedStep: null },
         },
-      ]);
+      ];
+      if (finish) await guarded(() => finish(moves, 'done'));
+      else await moveTogether(this.deps.dataSource, moves);
       await revokeJobAuthKeys(
         { ...this.deps, guard: this.guard },
         { provisioningJobId: job.id, hostname },
@@ -146,6 +150,7 @@ export class ProvisionWorkflow {
         log.info('[Lifecycle] Instance already provisioning, resuming');
       } else if (instance.status === 'pending') {
         await move(m, { entity: 'instance', id: instance.id, from: ['pending'], to: 'provisioning', reason, operationId });
+        instance.status = 'provisioning';
       } else {
         throw new StateConflictError(`Instance ${instance.id} is ${instance.status}; it cannot be provisioned`);
       }
@@ -173,9 +178,12 @@ export class ProvisionWorkflow {
       // Fixed before any cloud call, so every later attempt, destroy and rollback looks for the same device.
       const hostname = this.deps.fleet.hostnameOf(instance, agent);
       if (instance.tailscaleHostname !== hostname || instance.serverName === null) {
-        await repos.instances.setNames(instance.id, { tailscaleHostname: hostname, serverName: instance.serverName ?? hostname }, m);
+        const names = { tailscaleHostname: hostname, serverName: instance.serverName ?? hostname };
+        await repos.instances.setNames(instance.id, names, m);
+        Object.assign(instance, names);
       }
-      return { agent, instance: await requireInstance(repos, instance.id, m), hostname };
+      // The locked row with what this transaction wrote: nobody else can have changed it meanwhile.
+      return { agent, instance, hostname };
     });
   }
 
@@ -320,8 +328,8 @@ export class ProvisionWorkflow {
    * where rollback and destroy look. The repository guards it: only while pending/provisioning, never
    * over a different id (the same id again is a no-op success for resumed runs).
    */
-  private async recordServer(instanceId: string, server: HetznerServer): Promise<void> {
-    await guarded(() =>
+  private async recordServer(instanceId: string, server: HetznerServer): Promise<Instance> {
+    return guarded(() =>
       this.deps.repositories.instances.setServer(instanceId, {
         serverId: String(server.id),
         serverName: server.name,

@@ -71,8 +71,9 @@ export class RebootWorkflow {
     await r.step('finish', 90, 'marking the instance as running');
     const moved = await finishTogether(
       this.deps,
+      ctx,
       [{ entity: 'instance', id: instance.id, from: ['rebooting'], to: 'running', reason: `server rebooted (${how}); device back online`, operationId, patch: { error: null } }],
-      { instanceId: instance.id, status: 'running', operationId },
+      { instanceId: instance.id, status: 'running', lastStep: 'done' },
     );
     await r.step('done', 100, moved ? 'rebooted' : 'already rebooted');
     log.info(`[Lifecycle] Agent ${agentId} rebooted (${how})`);

@@ -1,9 +1,9 @@
 import type { Agent, Instance, InstanceStatus, ProvisioningJob } from '../entities';
 import { NotFoundError, StateConflictError } from '../errors';
-import type { Db, TransitionRequest } from '../db/transitions';
+import { recordEvent, type Db, type NewEvent, type TransitionRequest } from '../db/transitions';
 import type { Logger } from '../lib/logger';
-import { errorMessage, moveTogether } from './guarded-moves';
-import type { WorkflowDeps } from './workflow-deps';
+import { errorMessage, guarded, moveTogether } from './guarded-moves';
+import type { OperationContext, WorkflowDeps } from './workflow-deps';
 
 type Repos = WorkflowDeps['repositories'];
 
@@ -45,23 +45,38 @@ export async function reachedBy(repos: Repos, instanceId: string, status: Instan
 }
 
 /**
- * The moves that end an operation's work on an instance. Two deliveries of one operation can run at
- * once for a while (a worker that lost its lock goes on until it notices): when the other delivery
- * made these moves first, the work is done, and this delivery finishes instead of failing on the
+ * The moves that end an operation's work on an instance, committed with the operation's success when
+ * the runner gave `ctx.finish` (else alone), and with `done.events`: audit events of what this run
+ * did, written whether or not the moves can happen. Two deliveries of one operation can run at once
+ * for a while (a worker that lost its lock goes on until it notices): when the other delivery made
+ * these moves first, the work is done, and this delivery finishes instead of failing on the
  * conflict. Answers false when it found the moves already made.
  */
 export async function finishTogether(
   deps: Pick<WorkflowDeps, 'dataSource' | 'repositories'>,
+  ctx: OperationContext,
   requests: readonly TransitionRequest[],
-  done: { instanceId: string; status: InstanceStatus; operationId: string | null },
+  done: { instanceId: string; status: InstanceStatus; lastStep: string; events?: readonly NewEvent[] },
 ): Promise<boolean> {
+  const operationId = ctx.operationId ?? null;
+  const events = done.events ?? [];
   try {
-    await moveTogether(deps.dataSource, requests);
+    const { finish } = ctx;
+    if (finish) await guarded(() => finish(requests, done.lastStep, events));
+    else await moveTogether(deps.dataSource, requests, events);
     return true;
   } catch (err) {
-    if (!(err instanceof StateConflictError) || !(await finishedBy(deps.repositories, done.instanceId, done.status, done.operationId))) throw err;
+    if (err instanceof StateConflictError && events.length > 0) await recordEvents(deps.dataSource, events);
+    if (!(err instanceof StateConflictError) || !(await finishedBy(deps.repositories, done.instanceId, done.status, operationId))) throw err;
     return false;
   }
+}
+
+/** Event rows on their own, in one transaction (what finishTogether writes when its moves cannot happen). */
+async function recordEvents(ds: WorkflowDeps['dataSource'], events: readonly NewEvent[]): Promise<void> {
+  await ds.transaction(async (m) => {
+    for (const event of events) await recordEvent(m, event);
+  });
 }
 
 /** True when the instance is in `status` and this operation moved it there. */

@@ -2,6 +2,7 @@ import type { DataSource } from 'typeorm';
 import type { HetznerClient } from '../clients/hetzner/hetzner.client';
 import type { TailscaleClient } from '../clients/tailscale/tailscale.client';
 import type { Repositories } from '../db/repositories';
+import type { NewEvent, TransitionRequest } from '../db/transitions';
 import type { Fleet } from '../fleet/fleet';
 import type { OwnershipGuard } from '../fleet/ownership-guard';
 import type { Logger } from '../lib/logger';
@@ -33,4 +34,9 @@ export interface WorkflowDeps {
 
 export interface OperationContext {
   operationId?: string;
+  /**
+   * Given by the job runner: commits the work's last moves together with the operation's success, in
+   * one statement. Without it (a workflow called directly) the moves are made alone.
+   */
+  finish?: (moves: readonly TransitionRequest[], lastStep: string, events?: readonly NewEvent[]) => Promise<void>;
 }

@@ -13,6 +13,7 @@ import {
   TRANSITIONS,
   transition,
   transitionGroup,
+  transitionOf,
   type TransitionResult,
   transitionTogether,
 } from '../../src/db/transitions';
@@ -502,6 +503,49 @@ describe('db: transitions', () => {
         const pair = [await statusOf('instance'), await statusOf('agent')];
         expect([['stopped', 'paused'], ['destroying', 'destroyed']], `round ${round}`).to.deep.include(pair);
       }
+    });
+  });
+
+  describe('transitionOf: the agent\'s live instance, without its id', () => {
+    const stop = { entity: 'instance', from: ['running'], to: 'stopping', reason: 'stop requested' } as const;
+
+    it('moves the live instance and writes its event, in one statement', async () => {
+      await force('instance', 'running');
+      const before = await eventCount();
+      const moved = await transitionOf(ds, { agentId: ids.agent }, { ...stop, operationId: ids.operation });
+      expect(moved?.row.id).to.equal(ids.instance);
+      expect(moved).to.include({ changed: true, from: 'running' });
+      expect(moved?.row.status).to.equal('stopping');
+      expect(await eventCount()).to.equal(before + 1);
+      const [event] = await ds.getRepository(Event).find({ order: { id: 'DESC' }, take: 1 });
+      expect([event!.entityId, event!.fromStatus, event!.toStatus, event!.operationId]).to.deep.equal([ids.instance, 'running', 'stopping', ids.operation]);
+    });
+
+    it('answers null and changes nothing when the instance is elsewhere, the agent has none or the id is not one', async () => {
+      await force('instance', 'stopped');
+      const before = await eventCount();
+      expect(await transitionOf(ds, { agentId: ids.agent }, stop)).to.equal(null);
+      expect(await statusOf('instance')).to.equal('stopped');
+      expect(await transitionOf(ds, { agentId: '00000000-0000-4000-8000-000000000000' }, stop)).to.equal(null);
+      expect(await transitionOf(ds, { agentId: 'not-a-uuid' }, stop)).to.equal(null);
+      expect(await eventCount()).to.equal(before);
+    });
+
+    it('moves the live instance, never a dead one of the same agent', async () => {
+      await force('instance', 'failed');
+      await force('agent', 'error');
+      const again = await agents.provisionAgain(ids.agent, { serverType: 'cx22', image: 'ubuntu-24.04' });
+      await ds.query(`UPDATE instances SET status = 'running' WHERE id = $1`, [again.instance.id]);
+      const moved = await transitionOf(ds, { agentId: ids.agent }, stop);
+      expect(moved?.row.id).to.equal(again.instance.id);
+      expect(await statusOf('instance')).to.equal('failed');
+    });
+
+    it('refuses a move not in the table before touching a row', async () => {
+      await force('instance', 'running');
+      const err = await transitionOf(ds, { agentId: ids.agent }, { ...stop, to: 'hibernated' }).catch((e: unknown) => e);
+      expect(err).to.be.instanceOf(IllegalTransitionError);
+      expect(await statusOf('instance')).to.equal('running');
     });
   });
 

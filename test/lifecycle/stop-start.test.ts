@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { CloudApiError } from '../../src/clients/errors';
-import { transition } from '../../src/db/transitions';
+import { transition, type TransitionRequest } from '../../src/db/transitions';
 import { NotFoundError, StateConflictError } from '../../src/errors';
 import {
   cloud,
@@ -13,6 +13,7 @@ import {
   transitionsOf,
   type AgentFixture,
 } from '../helpers/lifecycle';
+import { ledgerFor } from '../helpers/ledger';
 
 const SHUTDOWN = '/hetzner/v1/servers/{id}/actions/shutdown';
 const POWERON = '/hetzner/v1/servers/{id}/actions/poweron';
@@ -128,12 +129,13 @@ describe('lifecycle: stop and start', function () {
       const other = await newOperation(h, 'stop', a.agentId);
       expect(await expectRejection(h.power.stop(a.agentId, { operationId: other }))).to.be.instanceOf(StateConflictError);
     });
+
     it('finishes both of two deliveries of one stop running at once, moving the instance once', async () => {
       const a = await provisionedAgent(h);
       const op = await newOperation(h, 'stop', a.agentId);
       // A delivery that lost its lock goes on while the next one resumes from stopping: both shut down, one records it.
       await transition(h.ds, { entity: 'instance', id: a.instanceId, from: ['running'], to: 'stopping', reason: 'test', operationId: op });
-      h.sim.control.setTimings({ shutdownMs: 300 });
+      h.sim.control.setTimings({ shutdownMs: 120 });
       try {
         await Promise.all([h.power.stop(a.agentId, { operationId: op }), h.power.stop(a.agentId, { operationId: op })]);
       } finally {
@@ -142,6 +144,61 @@ describe('lifecycle: stop and start', function () {
       const { agent, instance } = await rows(h, a);
       expect([instance.status, agent.status]).to.deep.equal(['stopped', 'paused']);
       expect((await transitionsOf(h, a.instanceId)).filter((t) => t === 'stopping→stopped')).to.have.length(1);
+    });
+
+    it('ends with its instance, agent, ownership audit and operation success in one transaction', async () => {
+      const ledger = ledgerFor(h.ds);
+      const a = await provisionedAgent(h);
+      const op = await newOperation(h, 'stop', a.agentId);
+      expect(await ledger.claim(op, { attempt: 1, token: 'd1' })).to.equal('claimed');
+      let finished = false;
+      await h.power.stop(a.agentId, {
+        operationId: op,
+        finish: async (moves, step, events) => {
+          finished = await ledger.finish(op, moves, { step, percent: 100 }, events);
+        },
+      });
+      expect(finished).to.equal(true);
+      // xmin names the transaction that wrote a row.
+      const events: Array<{ entity_id: string; to_status: string; tx: string }> = await h.ds.query(
+        `SELECT entity_id, to_status, xmin::text AS tx FROM events WHERE operation_id = $1 AND to_status IN ('stopped', 'paused', 'server_powered_off', 'succeeded')`,
+        [op],
+      );
+      expect(events.map((e) => `${e.entity_id === op ? 'operation' : e.entity_id === a.agentId ? 'agent' : 'instance'}:${e.to_status}`).sort()).to.deep.equal(
+        ['agent:paused', 'instance:server_powered_off', 'instance:stopped', 'operation:succeeded'],
+      );
+      expect(new Set(events.map((e) => e.tx)).size).to.equal(1);
+    });
+
+    it('finishes both of two deliveries of one stop when each commits its last moves with the operation success', async () => {
+      const ledger = ledgerFor(h.ds);
+      const a = await provisionedAgent(h);
+      const op = await newOperation(h, 'stop', a.agentId);
+      expect(await ledger.claim(op, { attempt: 1, token: 'd1' })).to.equal('claimed');
+      expect(await ledger.claim(op, { attempt: 2, token: 'd2' })).to.equal('taken-over');
+      await transition(h.ds, { entity: 'instance', id: a.instanceId, from: ['running'], to: 'stopping', reason: 'test', operationId: op });
+      // What the job runner does for each delivery: the workflow's finish, else the ledger's succeed.
+      const delivery = async () => {
+        let finished = false;
+        const finish = async (moves: readonly TransitionRequest[], step: string) => {
+          finished = await ledger.finish(op, moves, { step, percent: 100 });
+        };
+        await h.power.stop(a.agentId, { operationId: op, finish });
+        if (!finished) await ledger.succeed(op, { step: 'done', percent: 100 });
+        return finished;
+      };
+      h.sim.control.setTimings({ shutdownMs: 120 });
+      let finished: boolean[];
+      try {
+        finished = await Promise.all([delivery(), delivery()]);
+      } finally {
+        h.sim.control.setTimings({ shutdownMs: 20 });
+      }
+      expect(finished.filter(Boolean)).to.have.length(1);
+      const { agent, instance } = await rows(h, a);
+      expect([instance.status, agent.status]).to.deep.equal(['stopped', 'paused']);
+      expect((await transitionsOf(h, a.instanceId)).filter((t) => t === 'stopping→stopped')).to.have.length(1);
+      expect(await transitionsOf(h, op)).to.deep.equal(['∅→queued', 'queued→running', 'running→succeeded']);
     });
   });
 

@@ -40,6 +40,23 @@ describe('pipeline: agent lifecycle end to end', function () {
     expect(state.servers[0]!.labels).to.include({ 'managed-by': 'tailfleet' });
   });
 
+  it('ends the provision and its operation in one transaction', async () => {
+    // xmin names the transaction that wrote a row: the instance, agent and job reach their ends with the operation's success.
+    const events: Array<{ entity_type: string; to_status: string; tx: string }> = await stack.tf.dataSource.query(
+      `SELECT e.entity_type::text, e.to_status, e.xmin::text AS tx FROM events e
+         JOIN operations o ON o.id = e.operation_id AND o.type = 'provision' AND o.agent_id = $1
+        WHERE e.to_status IN ('running', 'active', 'succeeded') AND e.from_status IS NOT NULL AND e.from_status <> 'queued'`,
+      [agentId],
+    );
+    expect(events.map((e) => `${e.entity_type}:${e.to_status}`).sort()).to.deep.equal([
+      'agent:active',
+      'instance:running',
+      'operation:succeeded',
+      'provisioning_job:succeeded',
+    ]);
+    expect(new Set(events.map((e) => e.tx)).size).to.equal(1);
+  });
+
   it('shows progress and a log in the BullMQ job', async () => {
     const agent = await stack.api.get(`/v1/agents/${agentId}`);
     const ops = await stack.tf.dataSource.query(`SELECT queue_job_id FROM operations WHERE agent_id = $1 AND type = 'provision'`, [

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { AgentStatus, InstanceStatus } from '../../entities';
 import type { AgentJobData, ProvisionJobData, ReconcileJobData, RollbackJobData } from '../../queues/queues';
 import type { StepReporter } from '../../workflows/step-reporter';
-import type { Workflows } from '../../workflows';
+import type { OperationContext, Workflows } from '../../workflows';
 
 /**
  * What one operation type is, in one place: everything that differs between a stop and a wake is
@@ -80,8 +80,11 @@ export interface OperationDescriptor<P extends PayloadKind = PayloadKind> {
    * `rollback`: a provision that failed for good is not retried, the rollback owns it.
    */
   stuck?: { statuses: { readonly [S in InstanceStatus]?: (t: StuckInputs) => number }; failedForGood: 'repair' | 'rollback' };
-  /** The workflow call a delivery of its job makes; absent when its queue has its own worker. */
-  run?(workflows: Workflows, job: { id?: string; data: PayloadOf[P] }, reporter: StepReporter): Promise<unknown>;
+  /**
+   * The workflow call a delivery of its job makes, with the operation's context (its id, and `finish`:
+   * the last moves committed with the operation's success); absent when its queue has its own worker.
+   */
+  run?(workflows: Workflows, job: { id?: string; data: PayloadOf[P] }, reporter: StepReporter, operation: OperationContext): Promise<unknown>;
 }
 
 /** No arguments: `{}`, and nothing else. */

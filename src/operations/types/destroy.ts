@@ -18,5 +18,5 @@ export const destroy = {
     cli: 'delete the agent’s server and tailnet device',
   },
   stuck: { statuses: { destroying: (t) => 2 * t.actionTimeoutMs + t.marginMs }, failedForGood: 'repair' },
-  run: (w, job, r) => w.teardown.destroy(job.data.agentId, { operationId: job.data.operationId }, r),
+  run: (w, job, r, op) => w.teardown.destroy(job.data.agentId, op, r),
 } satisfies OperationDescriptor<'agent'>;

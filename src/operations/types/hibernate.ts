@@ -20,5 +20,5 @@ export const hibernate = {
   },
   // Shutdown, the snapshot (its own action deadline), the server's delete.
   stuck: { statuses: { hibernating: (t) => t.shutdownTimeoutMs + 3 * t.actionTimeoutMs + t.marginMs }, failedForGood: 'repair' },
-  run: (w, job, r) => w.hibernation.hibernate(job.data.agentId, { operationId: job.data.operationId }, r),
+  run: (w, job, r, op) => w.hibernation.hibernate(job.data.agentId, op, r),
 } satisfies OperationDescriptor<'agent'>;

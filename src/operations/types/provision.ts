@@ -18,5 +18,5 @@ export const provision = {
     // A provision that failed for good is rolled back by the failed-provision listener and its sweep.
     failedForGood: 'rollback',
   },
-  run: (w, job, r) => w.provision.provision({ provisioningJobId: job.data.provisioningJobId, operationId: job.data.operationId, queueJobId: job.id }, r),
+  run: (w, job, r, op) => w.provision.provision({ provisioningJobId: job.data.provisioningJobId, ...op, queueJobId: job.id }, r),
 } satisfies OperationDescriptor<'provision'>;

@@ -23,5 +23,5 @@ export const reboot = {
   },
   // The graceful attempt, the reset and the device's return.
   stuck: { statuses: { rebooting: (t) => t.shutdownTimeoutMs + 2 * t.actionTimeoutMs + t.enrollmentTimeoutMs + t.marginMs }, failedForGood: 'repair' },
-  run: (w, job, r) => w.reboot.reboot(job.data.agentId, { operationId: job.data.operationId }, r),
+  run: (w, job, r, op) => w.reboot.reboot(job.data.agentId, op, r),
 } satisfies OperationDescriptor<'agent'>;

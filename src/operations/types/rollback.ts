@@ -9,5 +9,5 @@ export const rollback = {
   payload: 'rollback',
   instance: { pending: ['failed'], provisioning: ['failed'] },
   agent: { draft: ['error'], provisioning: ['error'] },
-  run: (w, job, r) => w.teardown.rollback(job.data.provisioningJobId, { operationId: job.data.operationId }, r),
+  run: (w, job, r, op) => w.teardown.rollback(job.data.provisioningJobId, op, r),
 } satisfies OperationDescriptor<'rollback'>;

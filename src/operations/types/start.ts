@@ -16,5 +16,5 @@ export const start = {
     cli: 'power a stopped agent on',
   },
   stuck: { statuses: { starting: (t) => t.actionTimeoutMs + t.marginMs }, failedForGood: 'repair' },
-  run: (w, job, r) => w.power.start(job.data.agentId, { operationId: job.data.operationId }, r),
+  run: (w, job, r, op) => w.power.start(job.data.agentId, op, r),
 } satisfies OperationDescriptor<'agent'>;

@@ -16,5 +16,5 @@ export const stop = {
     cli: 'shut the agent down (graceful, then power off)',
   },
   stuck: { statuses: { stopping: (t) => t.shutdownTimeoutMs + t.actionTimeoutMs + t.marginMs }, failedForGood: 'repair' },
-  run: (w, job, r) => w.power.stop(job.data.agentId, { operationId: job.data.operationId }, r),
+  run: (w, job, r, op) => w.power.stop(job.data.agentId, op, r),
 } satisfies OperationDescriptor<'agent'>;

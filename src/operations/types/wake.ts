@@ -20,5 +20,5 @@ export const wake = {
   },
   // Create and boot, the device coming back (or a fresh join after a second create), the snapshot's delete.
   stuck: { statuses: { waking: (t) => 4 * t.actionTimeoutMs + 2 * t.enrollmentTimeoutMs + t.marginMs }, failedForGood: 'repair' },
-  run: (w, job, r) => w.hibernation.wake(job.data.agentId, { operationId: job.data.operationId }, r),
+  run: (w, job, r, op) => w.hibernation.wake(job.data.agentId, op, r),
 } satisfies OperationDescriptor<'agent'>;
