@@ -6,7 +6,8 @@ import express, { type NextFunction, type Request, type RequestHandler, type Res
 import { scopeAllows, type Authenticator, type Principal } from '../api/auth';
 import { HttpProblem } from '../api/problem';
 import type { RateLimitState } from '../clients/http';
-import type { TokenScope } from '../entities';
+import { OPERATION_TYPES, type TokenScope } from '../entities';
+import { AGENT_COMMAND_TYPES, type AgentCommandType } from '../operations/types';
 import { ConsoleApi, problemText, qs, type ApiAnswer } from './api';
 import { fleetPage, hourlyOperations } from './fleet';
 import { csrfMatches, DEFAULT_SESSION_TTL_MS, SESSION_COOKIE, SessionSealer, type Session } from './session';
@@ -50,8 +51,9 @@ const CSP = [
 
 const PROBLEM_TITLES: Record<number, string> = { 400: 'Not understood', 403: 'Not allowed', 404: 'Not found', 413: 'Too large', 415: 'Not a form' };
 
-const AGENT_ACTIONS = ['stop', 'start', 'reboot', 'hibernate', 'wake', 'destroy'] as const;
-type AgentAction = (typeof AGENT_ACTIONS)[number];
+// The commands the operation descriptors declare, destroy last (it asks for the agent's name).
+const AGENT_ACTIONS: readonly AgentCommandType[] = [...AGENT_COMMAND_TYPES.filter((t) => t !== 'destroy'), 'destroy'];
+type AgentAction = AgentCommandType;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
@@ -312,7 +314,7 @@ export function createConsoleRouter(deps: ConsoleDeps): Router {
       303,
       answer.ok
         ? withNotice(back, 'notice', `${action}: operation ${answer.body.operation?.id ?? ''} ${answer.body.operation?.status ?? 'accepted'}`)
-        : withNotice(back, 'error', answer.status === 404 && action === 'reboot' ? 'This server does not offer reboot yet.' : problemText(answer)),
+        : withNotice(back, 'error', problemText(answer)),
     );
   });
 
@@ -326,6 +328,7 @@ export function createConsoleRouter(deps: ConsoleDeps): Router {
     render(res, 'operations', {
       title: 'Operations',
       filters,
+      types: OPERATION_TYPES,
       page: answer.ok ? answer.body : { items: [], nextCursor: null },
       error: answer.ok ? undefined : problemText(answer),
       nextLink: answer.ok && answer.body.nextCursor ? `${CONSOLE_PATH}/operations${qs({ ...filters, cursor: answer.body.nextCursor })}` : null,

@@ -151,8 +151,13 @@ describe('pipeline: durable operations', function () {
       const done = await finished(operationId);
       expect(done.status, done.error).to.equal('succeeded');
       expect(await rollbacksOf(created.body.provisioningJob.id)).to.equal(0);
-      const job = await producer.queues.provision.getJob(`op-${operationId}`);
-      expect(job!.attemptsMade).to.equal(1);
+      // The operation's success commits with the provision's last moves, a moment before BullMQ
+      // records the job completed: read the job once it is.
+      const job = await waitFor('the provision job to complete', async () => {
+        const j = await producer.queues.provision.getJob(`op-${operationId}`);
+        return (await j?.isCompleted()) ? j : undefined;
+      });
+      expect(job!.attemptsMade, (await producer.queues.provision.getJobLogs(job!.id!)).logs.join(" | ")).to.equal(1);
       const servers = suite.sim.control.state().servers.filter((s) => s.labels['tailfleet-agent'] === created.body.agent.id);
       expect(servers.map((s) => s.status)).to.deep.equal(['running']);
     } finally {
