@@ -20,7 +20,7 @@ import type { Redis } from 'ioredis';
  */
 
 export interface WebhookRelayDeps {
-  webhooks: Pick<WebhookRepository, 'unqueued' | 'markQueued' | 'queuedPending' | 'requeueStalled' | 'markFailed'>;
+  webhooks: Pick<WebhookRepository, 'unqueued' | 'markQueued' | 'queuedPending' | 'requeueStalled' | 'markFailed' | 'hasSubscriptions'>;
   queue: Queue<WebhookJobData>;
   /** The connection the queue uses (for the one-round-trip presence check). */
   connection: Redis;
@@ -38,9 +38,19 @@ const OPERATION_ENDS: ReadonlySet<string> = new Set(['succeeded', 'failed', 'can
 
 export class WebhookRelay extends PeriodicPass<number> implements EventSubscriber {
   private lastLostCheck = 0;
+  private subscribed = true;
+  private lastSubscriptionCheck = 0;
 
   constructor(private readonly deps: WebhookRelayDeps) {
     super(deps.intervalMs ?? 2000);
+  }
+
+  /**
+   * Event notices matter only while a subscription exists (learned once an interval by the pass): with
+   * none, the process's event reader need not read the table for this relay at all.
+   */
+  interested(): boolean {
+    return this.subscribed;
   }
 
   notice(n: EventNotice): void {
@@ -60,6 +70,10 @@ export class WebhookRelay extends PeriodicPass<number> implements EventSubscribe
   /** One pass: how many deliveries were handed to the queue. */
   protected async pass(): Promise<number> {
     const batch = this.deps.batchSize ?? 500;
+    if (Date.now() - this.lastSubscriptionCheck >= (this.deps.intervalMs ?? 2000)) {
+      this.lastSubscriptionCheck = Date.now();
+      this.subscribed = await this.deps.webhooks.hasSubscriptions();
+    }
     let added = 0;
     for (;;) {
       const rows = await this.deps.webhooks.unqueued(batch);

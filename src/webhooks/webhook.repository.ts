@@ -171,6 +171,14 @@ export class WebhookRepository {
   }
 
   /** Pending deliveries the relay has not handed to the queue yet, oldest first. */
+  /** Whether any subscription exists (no subscription, no delivery can be written). */
+  async hasSubscriptions(): Promise<boolean> {
+    const rows: Array<{ any: boolean }> = await this.subscriptions.query(
+      `SELECT EXISTS (SELECT 1 FROM ${this.subscriptions.metadata.tablePath.split('.').map((p) => `"${p}"`).join('.')}) AS "any"`,
+    );
+    return rows[0]?.any === true;
+  }
+
   unqueued(limit: number): Promise<WebhookDelivery[]> {
     return this.deliveries
       .createQueryBuilder('d')
