@@ -2,7 +2,7 @@ import express, { type Router } from 'express';
 import { z } from 'zod';
 import { findingFacts, type OwnershipFindingRepository } from '../db/ownership-finding.repository';
 import { OWNED_RESOURCE_TYPES, type OwnershipFinding } from '../entities';
-import { decodeCursor, encodeCursor } from '../lib/cursor';
+import { afterIdCursor, nextIdCursor } from '../lib/cursor';
 import { actorOf } from './auth';
 import { json, problem, registerRoute } from './contract';
 import { csvOf, cursorParam, intParam, requestComponents, responseComponents, UUID } from './schemas';
@@ -127,10 +127,9 @@ export function createFindingsRouter(deps: { findings: Pick<OwnershipFindingRepo
         limit,
         status: q.status,
         kind: q.kind,
-        after: q.cursor === undefined ? undefined : decodeCursor(q.cursor, UUID).toLowerCase(),
+        after: afterIdCursor(q.cursor, UUID),
       });
-      const last = page.items[page.items.length - 1];
-      res.json({ items: page.items.map(findingView), limit, nextCursor: page.more && last ? encodeCursor(last.id) : null });
+      res.json({ items: page.items.map(findingView), limit, nextCursor: nextIdCursor(page) });
     },
     resolveFinding: async (req, res) => {
       const id = uuidParam(req);

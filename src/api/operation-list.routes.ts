@@ -1,6 +1,6 @@
 import express, { type Router } from 'express';
 import type { OperationList } from '../db/operation-list';
-import { decodeCursor, encodeCursor } from '../lib/cursor';
+import { afterIdCursor, nextIdCursor } from '../lib/cursor';
 import { listOperationsQuery, UUID } from './schemas';
 import { parse } from './v1.routes';
 import { serve } from './routing';
@@ -19,14 +19,9 @@ export function createOperationListRouter(deps: { operationList: Pick<OperationL
         type: q.type,
         agentId: q.agentId,
         since: q.since,
-        after: q.cursor === undefined ? undefined : decodeCursor(q.cursor, UUID).toLowerCase(),
+        after: afterIdCursor(q.cursor, UUID),
       });
-      const last = page.items[page.items.length - 1];
-      res.json({
-        items: page.items.map(operationView),
-        limit,
-        nextCursor: page.more && last ? encodeCursor(last.id) : null,
-      });
+      res.json({ items: page.items.map(operationView), limit, nextCursor: nextIdCursor(page) });
     },
   });
   return router;

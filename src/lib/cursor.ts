@@ -11,3 +11,14 @@ export function decodeCursor(cursor: string, valid: RegExp | ((value: string) =>
   if (!(typeof valid === 'function' ? valid(value) : valid.test(value))) throw new InvalidCursorError();
   return value;
 }
+
+/** The row id a listing of rows keyed by UUID continues after; undefined for the first page. */
+export function afterIdCursor(cursor: string | undefined, valid: RegExp): string | undefined {
+  return cursor === undefined ? undefined : decodeCursor(cursor, valid).toLowerCase();
+}
+
+/** The cursor of the page after `items` (keyed by their ids), or null when there is none. */
+export function nextIdCursor(page: { items: ReadonlyArray<{ id: string }>; more: boolean }): string | null {
+  const last = page.items[page.items.length - 1];
+  return page.more && last ? encodeCursor(last.id) : null;
+}

@@ -3,7 +3,7 @@ import type { Repositories } from '../db/repositories';
 import { UUID } from '../db/uuid';
 import type { Agent, AgentStatus, Event, Instance, Operation } from '../entities';
 import { NotFoundError } from '../errors';
-import { decodeCursor, encodeCursor } from '../lib/cursor';
+import { afterIdCursor, decodeCursor, encodeCursor, nextIdCursor } from '../lib/cursor';
 import type { Logger } from '../lib/logger';
 import type { Queues } from '../queues/queues';
 import { withDeadline } from './outbox';
@@ -92,13 +92,12 @@ export class OperationReads {
       name: query.name,
       labels: query.labels,
       offset: query.offset,
-      after: query.cursor === undefined ? undefined : decodeCursor(query.cursor, UUID),
+      after: afterIdCursor(query.cursor, UUID),
     });
     const instances = await this.repos.instances.currentOfAgents(page.items.map((a) => a.id));
-    const last = page.items[page.items.length - 1];
     return {
       items: page.items.map((agent) => ({ agent, instance: instances.get(agent.id) ?? null })),
-      nextCursor: page.more && last ? encodeCursor(last.id) : null,
+      nextCursor: nextIdCursor(page),
     };
   }
 
