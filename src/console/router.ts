@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { parseCookie, stringifySetCookie } from 'cookie';
+import { parse as parseCookie, serialize as serializeCookie } from 'cookie';
 import { Eta } from 'eta';
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { scopeAllows, type Authenticator, type Principal } from '../api/auth';
@@ -135,9 +135,7 @@ export function createConsoleRouter(deps: ConsoleDeps): Router {
   const setCookie = (req: Request, res: Response, value: string, maxAgeSeconds: number) => {
     res.append(
       'Set-Cookie',
-      stringifySetCookie({
-        name: SESSION_COOKIE,
-        value,
+      serializeCookie(SESSION_COOKIE, value, {
         httpOnly: true,
         sameSite: 'strict',
         secure: isHttps(req),
