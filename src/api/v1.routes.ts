@@ -92,7 +92,7 @@ export function v1Router(
   for (const r of extra) router.use(r);
 
   const command =
-    (run: (id: string, opts: RequestOptions) => ReturnType<OperationsService['requestStop']>): RequestHandler =>
+    (run: (id: string, opts: RequestOptions) => ReturnType<OperationsService['requestCommand']>): RequestHandler =>
     async (req, res) => {
       const id = uuidParam(req);
       const { operation, created } = await run(id, { idempotency: idempotencyKey(req, res), requestedBy: actorOf(res) });

@@ -6,6 +6,7 @@ import { ApiError, CliError, TailfleetClient, type ApiResponse } from './client'
 import { fields, table } from './table';
 import { followOperation, type OperationBody } from './wait';
 import { AGENT_COMMAND_TYPES, commandOf } from '../operations/types';
+import { UUID } from '../db/uuid';
 
 /**
  * tailfleet: the command line for a tailfleet API. Reads TAILFLEET_URL and TAILFLEET_TOKEN (the
@@ -164,7 +165,6 @@ function operationFields(op: Row, job?: Row | null) {
 const accepted = (verb: string, body: { operation: Row }) =>
   `${verb}: operation ${body.operation.id} ${body.operation.status}`;
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * An agent named on the command line by its id or its name (as hcloud takes either). A name is

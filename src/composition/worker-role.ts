@@ -132,7 +132,7 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
       ? {
           autoHibernate: {
             afterMs: config.reconcile.autoHibernateAfterHours * 3_600_000,
-            request: (agentId: string) => operations.requestHibernate(agentId, { requestedBy: 'system' }),
+            request: (agentId: string) => operations.requestCommand('hibernate', agentId, { requestedBy: 'system' }),
           },
         }
       : {}),

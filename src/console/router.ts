@@ -12,6 +12,7 @@ import { ConsoleApi, problemText, qs, type ApiAnswer } from './api';
 import { fleetPage, hourlyOperations } from './fleet';
 import { csrfMatches, DEFAULT_SESSION_TTL_MS, SESSION_COOKIE, SessionSealer, type Session } from './session';
 import { helpers } from './view-helpers';
+import { UUID } from '../db/uuid';
 
 /**
  * The operator's console at /console: server-rendered pages (eta templates in ./views) over the
@@ -54,7 +55,6 @@ const PROBLEM_TITLES: Record<number, string> = { 400: 'Not understood', 403: 'No
 // The commands the operation descriptors declare, destroy last (it asks for the agent's name).
 const AGENT_ACTIONS: readonly AgentCommandType[] = [...AGENT_COMMAND_TYPES.filter((t) => t !== 'destroy'), 'destroy'];
 type AgentAction = AgentCommandType;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * A folder of the console's files: beside this module (the sources, or a build by `npm run build`,

@@ -361,27 +361,6 @@ export class OperationsService {
     return this.requestAgentCommand(type, agentId, opts);
   }
 
-  requestStop(agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {
-    return this.requestAgentCommand('stop', agentId, opts);
-  }
-
-  requestStart(agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {
-    return this.requestAgentCommand('start', agentId, opts);
-  }
-
-  requestDestroy(agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {
-    return this.requestAgentCommand('destroy', agentId, opts);
-  }
-
-  /** Snapshot the server and delete it; the tailnet device is kept for the wake. */
-  requestHibernate(agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {
-    return this.requestAgentCommand('hibernate', agentId, opts);
-  }
-
-  requestWake(agentId: string, opts: RequestOptions = {}): Promise<CommandResult> {
-    return this.requestAgentCommand('wake', agentId, opts);
-  }
-
   /**
    * At most one rollback operation per provisioning job, whoever asks (API, failed-provision
    * listener, sweep) and however often: the operation is found or created under `rollback:<pjId>`

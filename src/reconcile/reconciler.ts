@@ -90,7 +90,7 @@ export class Reconciler {
     const { ctx } = this;
     const { settings } = ctx;
     const startedAt = new Date(ctx.now());
-    const log = this.deps.logger.child({ component: 'reconciler', trigger, operationId });
+    const log = this.deps.logger.child({ trigger, operationId });
     const errors: string[] = [];
 
     const snapshot = await this.snapshot();

@@ -1,8 +1,7 @@
 import { expect } from 'chai';
 import { transition } from '../../src/db/transitions';
-import { Agent, Event, Operation, OPERATION_TYPES, ProvisioningJob } from '../../src/entities';
+import { Agent, Event, Operation, ProvisioningJob } from '../../src/entities';
 import { buildOpenApiDocument } from '../../src/api/contract';
-import { AGENT_COMMAND_TYPES } from '../../src/operations/types';
 import { ContractValidator } from '../helpers/contract';
 import { API_TOKEN, BOARD, DEFAULTS, jobIdsIn, markRunning, startApiHarness, type ApiHarness } from './harness';
 
@@ -487,9 +486,7 @@ describe('HTTP API', () => {
       const res = await h.api.request('GET', '/admin/queues/api/queues', { token: null, headers: auth });
       expect(res.status, res.text.slice(0, 300)).to.equal(200);
       const names = (res.body.queues as { name: string }[]).map((q) => q.name).sort();
-      // A queue per operation type (its descriptor's), and the webhooks queue.
-      expect(names).to.deep.equal([...OPERATION_TYPES, 'webhooks'].sort());
-      expect(names).to.include.members(['provision', 'stop', 'reconcile']);
+      expect(names).to.deep.equal(['destroy', 'hibernate', 'provision', 'reboot', 'reconcile', 'rollback', 'start', 'stop', 'wake', 'webhooks']);
 
       const page = await h.api.request('GET', '/admin/queues', { token: null, headers: auth });
       expect(page.status).to.equal(200);
@@ -521,8 +518,12 @@ describe('HTTP API', () => {
       'GET /v1/agents',
       'GET /v1/agents/{id}',
       'GET /v1/agents/{id}/events',
-      // stop, start, destroy, hibernate, wake, reboot: one route per command a descriptor declares.
-      ...AGENT_COMMAND_TYPES.map((type) => `POST /v1/agents/{id}/${type}`),
+      'POST /v1/agents/{id}/stop',
+      'POST /v1/agents/{id}/start',
+      'POST /v1/agents/{id}/destroy',
+      'POST /v1/agents/{id}/hibernate',
+      'POST /v1/agents/{id}/wake',
+      'POST /v1/agents/{id}/reboot',
       'POST /v1/agents/{id}/reprovision',
       'POST /v1/operations/{id}/cancel',
       'POST /v1/provisioning-jobs/{id}/rollback',

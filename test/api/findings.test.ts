@@ -106,12 +106,17 @@ describe('HTTP API: ownership findings', () => {
     const reader = stream.body!.getReader();
     const deadline = Date.now() + 10_000;
     let text = '';
+    // One read in flight at a time: a read left behind by the timer is awaited again, not dropped.
+    let pending = reader.read();
     while (!text.includes(`"entityId":"${ids.server}"`) && Date.now() < deadline) {
-      const chunk = await Promise.race([reader.read(), new Promise<null>((r) => setTimeout(() => r(null), 500))]);
-      if (chunk && !chunk.done) text += new TextDecoder().decode(chunk.value);
+      const chunk = await Promise.race([pending, new Promise<null>((r) => setTimeout(() => r(null), 500))]);
+      if (chunk === null) continue;
+      if (chunk.done) break;
+      text += new TextDecoder().decode(chunk.value);
+      pending = reader.read();
     }
     await reader.cancel();
-    expect(text).to.contain(`"entityType":"finding"`);
+    expect(text).to.contain(`"entityType":"finding"`).and.to.contain(`"entityId":"${ids.server}"`);
 
     const deliveries = await h.ds.getRepository(WebhookDelivery).find({ where: { subscriptionId: hook.body.id } });
     expect(deliveries).to.have.length(1);

@@ -231,8 +231,8 @@ describe('console: the operator’s pages in a real browser', function () {
     try {
       await signIn(page, suite.apiToken);
       const hook = await api.post('/v1/webhooks', { url: 'https://93.184.215.14/hooks/console', events: ['finding.resolved'] });
-      const pages = ['/console', '/console/agents', `/console/agents/${agents.green}`, `/console/agents/${agents.green}/destroy`, '/console/operations', '/console/findings?status=all', '/console/tokens', '/console/webhooks'];
-      if (hook.status === 201) pages.push(`/console/webhooks/${hook.body.id}`);
+      expect(hook.status, JSON.stringify(hook.body)).to.equal(201);
+      const pages = ['/console', '/console/agents', `/console/agents/${agents.green}`, `/console/agents/${agents.green}/destroy`, '/console/operations', '/console/findings?status=all', '/console/tokens', '/console/webhooks', `/console/webhooks/${hook.body.id}`];
       const found: string[] = [];
       for (const path of [...pages, 'sign-in']) {
         if (path === 'sign-in') {
