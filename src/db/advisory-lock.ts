@@ -17,7 +17,13 @@ export async function withAdvisoryLock<T>(
   opts: { waitMs?: number } = {},
 ): Promise<{ locked: true; value: T } | { locked: false }> {
   const runner = dataSource.createQueryRunner();
-  await runner.connect();
+  const connection = (await runner.connect()) as { on?: (e: 'error', f: () => void) => void; removeListener?: (e: 'error', f: () => void) => void };
+  // The connection sits checked out and idle while `work` runs on others. pg's pool listens for
+  // errors only on idle connections in the pool: a session ended under this one (a restart, an
+  // administrator's terminate) would emit an 'error' nobody handles and bring the process down.
+  // The lock goes with the session; the unlock below then fails quietly.
+  const ignore = () => undefined;
+  connection.on?.('error', ignore);
   try {
     const deadline = Date.now() + (opts.waitMs ?? 0);
     for (;;) {
@@ -32,6 +38,7 @@ export async function withAdvisoryLock<T>(
       await runner.query('SELECT pg_advisory_unlock($1)', [key]).catch(() => undefined);
     }
   } finally {
+    connection.removeListener?.('error', ignore);
     await runner.release();
   }
 }
