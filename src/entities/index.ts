@@ -4,6 +4,7 @@ import { Event } from './event.entity';
 import { Instance } from './instance.entity';
 import { Operation } from './operation.entity';
 import { OwnershipFinding } from './ownership-finding.entity';
+import { Pool } from './pool.entity';
 import { ProvisioningJob } from './provisioning-job.entity';
 import { ReconcileReportRecord } from './reconcile-report.entity';
 import { WebhookDelivery, WebhookSubscription } from './webhook.entity';
@@ -15,8 +16,9 @@ export * from './event.entity';
 export * from './instance.entity';
 export * from './operation.entity';
 export * from './ownership-finding.entity';
+export * from './pool.entity';
 export * from './provisioning-job.entity';
 export * from './reconcile-report.entity';
 export * from './webhook.entity';
 
-export const entities = [Agent, Instance, ProvisioningJob, Operation, Event, ReconcileReportRecord, ApiToken, WebhookSubscription, WebhookDelivery, OwnershipFinding];
+export const entities = [Agent, Instance, ProvisioningJob, Operation, Event, ReconcileReportRecord, ApiToken, WebhookSubscription, WebhookDelivery, OwnershipFinding, Pool];

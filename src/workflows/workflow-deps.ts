@@ -21,7 +21,7 @@ export interface WorkflowSettings {
 export interface WorkflowDeps {
   /** Transaction boundaries and guarded transitions (src/db/transitions); rows are read through `repositories`. */
   dataSource: DataSource;
-  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'events' | 'findings'>;
+  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'events' | 'findings' | 'operations'>;
   hetzner: HetznerClient;
   tailscale: TailscaleClient;
   /** Which machines are this deployment's: the labels and hostnames it gives, the ones it looks for. */
