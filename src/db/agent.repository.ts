@@ -1,6 +1,6 @@
 import type { DataSource, EntityManager } from 'typeorm';
 import { In } from 'typeorm';
-import { Agent, type AgentSpec, type AgentStatus, Instance, LIVE_AGENT_PREDICATE, Operation, ProvisioningJob } from '../entities';
+import { Agent, type AgentSpec, type AgentStatus, Instance, LIVE_AGENT_PREDICATE, Operation, type PoolRole, ProvisioningJob } from '../entities';
 import {
   AgentNameTakenError,
   AgentQuotaExceededError,
@@ -40,6 +40,10 @@ export interface NewAgentWithProvision extends InstanceSpec, ProvisionRequest {
   spec?: AgentSpec | null;
   /** MAX_AGENTS: creating one more live agent than this fails with AgentQuotaExceededError. */
   maxAgents?: number | null;
+  /** The pool the agent is made for, and its role there. */
+  pool?: { id: string; role: PoolRole };
+  /** Audit reason of the provision's creation event (a policy's "pool refill"); default "provision requested". */
+  reason?: string;
 }
 
 // Creates that count live agents against MAX_AGENTS take this transaction-scoped lock, so two of
@@ -120,7 +124,12 @@ export class AgentRepository {
       }
       let agent: Agent;
       try {
-        agent = await insertReturning(manager, Agent, { name: input.name, labels: input.labels ?? {}, spec: input.spec ?? null });
+        agent = await insertReturning(manager, Agent, {
+          name: input.name,
+          labels: input.labels ?? {},
+          spec: input.spec ?? null,
+          ...(input.pool ? { poolId: input.pool.id, poolRole: input.pool.role, claimedAt: input.pool.role === 'claimed' ? new Date() : null } : {}),
+        });
       } catch (err) {
         if (isUniqueViolation(err, LIVE_NAME_INDEX)) throw new AgentNameTakenError(input.name);
         throw err;
@@ -166,7 +175,7 @@ export class AgentRepository {
   private async insertProvision(
     manager: EntityManager,
     agent: Agent,
-    input: InstanceSpec & ProvisionRequest,
+    input: InstanceSpec & ProvisionRequest & { reason?: string },
   ): Promise<ProvisionBundle> {
     let instance: Instance;
     try {
@@ -192,6 +201,7 @@ export class AgentRepository {
       id: input.operationId,
       queueJobId: input.queueJobId ?? null,
       requestedBy: input.requestedBy,
+      reason: input.reason,
     });
     if (!created) {
       // The key was taken between our lookup and this insert; undo and let idempotent() answer.

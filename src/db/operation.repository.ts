@@ -19,6 +19,8 @@ export interface NewOperation {
   id?: string;
   /** Who asked (token name); default `system`. */
   requestedBy?: string;
+  /** The operation's args, already validated against its descriptor; default none. */
+  args?: Record<string, unknown>;
 }
 
 export interface CreatedOperation {
@@ -38,8 +40,8 @@ export async function insertOperation(db: Db, input: NewOperation): Promise<Crea
   const manager = managerOf(db);
   const table = quotedTable(manager.connection.getMetadata(Operation));
   const rows: ObjectLiteral[] = await manager.query(
-    `INSERT INTO ${table} ("id", "type", "agent_id", "provisioning_job_id", "idempotency_key", "queue_job_id", "requested_by", "idempotency_route")
-     VALUES (COALESCE($6::uuid, gen_random_uuid()), $1, $2, $3, $4, $5, $7, $8)
+    `INSERT INTO ${table} ("id", "type", "agent_id", "provisioning_job_id", "idempotency_key", "queue_job_id", "requested_by", "idempotency_route", "args")
+     VALUES (COALESCE($6::uuid, gen_random_uuid()), $1, $2, $3, $4, $5, $7, $8, $9::jsonb)
      ON CONFLICT ("idempotency_key") DO NOTHING
      RETURNING *`,
     [
@@ -51,6 +53,7 @@ export async function insertOperation(db: Db, input: NewOperation): Promise<Crea
       input.id ?? null,
       input.requestedBy ?? SYSTEM_ACTOR,
       input.idempotencyRoute ?? null,
+      JSON.stringify(input.args ?? {}),
     ],
   );
   if (rows.length === 1) {
@@ -105,6 +108,8 @@ export interface AgentCommandInput {
   requestedBy?: string;
   /** The operation's args, already validated against its descriptor; default none. */
   args?: Record<string, unknown>;
+  /** Audit reason of its creation event (a policy's "pool refill"); default "<type> requested". */
+  reason?: string;
 }
 
 const AGENT_COMMAND_STATEMENT = 'tailfleet_agent_command';
@@ -127,8 +132,9 @@ const literalList = (values: readonly string[]) => `(${values.map(literal).join(
 const statements = new WeakMap<DataSource, { agents: string; command: string }>();
 
 /**
- * The command as one statement with eight parameters: $1 agent id, $2 command, $3 idempotency key,
- * $4 operation id, $5 queue job id, $6 requested by, $7 idempotency route, $8 args. Checked in the order a request is answered: unknown agent,
+ * The command as one statement with nine parameters: $1 agent id, $2 command, $3 idempotency key,
+ * $4 operation id, $5 queue job id, $6 requested by, $7 idempotency route, $8 args, $9 the creation
+ * event's reason (NULL: "<command> requested"). Checked in the order a request is answered: unknown agent,
  * repeated key, destroyed agent, destroy under way, same command under way, instance in the wrong
  * state; only then are the operation and its creation event inserted.
  */
@@ -181,7 +187,7 @@ function agentCommandStatement(dataSource: DataSource): { agents: string; comman
       RETURNING *
     ), logged AS (
       INSERT INTO ${events} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id", "actor")
-      SELECT 'operation', "id", "agent_id", NULL, "status"::text, $2::text || ' requested', "id", "requested_by" FROM inserted
+      SELECT 'operation', "id", "agent_id", NULL, "status"::text, COALESCE($9::text, $2::text || ' requested'), "id", "requested_by" FROM inserted
     )
     SELECT verdict.outcome AS "__outcome",
       (SELECT p."id" FROM pending p
@@ -213,10 +219,10 @@ export async function requestAgentCommand(dataSource: DataSource, input: AgentCo
   const lock = `SELECT 1 FROM ${agents} WHERE "id" = ${literal(agentId)}::uuid FOR UPDATE`;
   const requestedBy = input.requestedBy ?? SYSTEM_ACTOR;
   const args = JSON.stringify(input.args ?? {});
-  const values = [agentId, input.type, input.idempotencyKey, input.operationId, input.queueJobId, requestedBy, input.idempotencyRoute ?? null, args];
+  const values = [agentId, input.type, input.idempotencyKey, input.operationId, input.queueJobId, requestedBy, input.idempotencyRoute ?? null, args, input.reason ?? null];
   const manager = dataSource.manager;
   const row =
-    input.idempotencyKey === null && LITERAL_SAFE.test(requestedBy) && args === NO_ARGS
+    input.idempotencyKey === null && LITERAL_SAFE.test(requestedBy) && args === NO_ARGS && input.reason === undefined
       ? await lockAndExecute(dataSource, lock, command, values as Array<string | null>)
       : await manager.transaction(async (m) => {
           await m.query(lock);
@@ -299,7 +305,7 @@ export async function warmAgentCommands(dataSource: DataSource, connections: num
   const { agents, command } = agentCommandStatement(dataSource);
   const nobody = '00000000-0000-4000-8000-000000000000';
   const lock = `SELECT 1 FROM ${agents} WHERE "id" = ${literal(nobody)}::uuid FOR UPDATE`;
-  const values = [nobody, 'stop', null, nobody, 'op-warm-up', SYSTEM_ACTOR, null, NO_ARGS];
+  const values = [nobody, 'stop', null, nobody, 'op-warm-up', SYSTEM_ACTOR, null, NO_ARGS, null];
   // Never more than the pool holds: runners waiting for each other would wait for ever.
   const poolSize = (dataSource.options as { poolSize?: number }).poolSize ?? 10;
   const runners = Array.from({ length: Math.min(connections, poolSize) }, () => dataSource.createQueryRunner('master'));

@@ -92,6 +92,8 @@ export const IDEMPOTENCY_KEY_TTL_MS = 24 * 3600 * 1000;
 export interface RequestOptions {
   idempotency?: IdempotencyKey;
   requestedBy?: string;
+  /** Why tailfleet asks itself (a policy's "pool refill"): the reason of the operation's creation event. */
+  reason?: string;
 }
 
 export interface CreateAgentInput {
@@ -168,7 +170,8 @@ export class OperationsService {
   private readonly outbox: Outbox;
   private readonly redisTimeoutMs: number;
   private readonly catalogue: SpecChecker | undefined;
-  private readonly maxAgents: number | null;
+  /** MAX_AGENTS (null: no limit); pools provision within it too. */
+  readonly maxAgents: number | null;
 
   constructor(deps: OperationsDeps) {
     this.catalogue = deps.catalogue;
@@ -252,6 +255,13 @@ export class OperationsService {
       `[API] Agent ${rows.agent.id} created, provision queued`,
     );
     return { ...rows, created: true };
+  }
+
+  /** ServerSpecRejectedError when the cloud's catalogue does not offer the spec (not checked without a catalogue). */
+  async checkSpec(spec: Pick<AgentSpec, 'serverType' | 'location'>): Promise<void> {
+    if (!this.catalogue) return;
+    const problems = await this.catalogue.check(spec);
+    if (problems.length > 0) throw new ServerSpecRejectedError(problems);
   }
 
   /**
@@ -432,6 +442,7 @@ export class OperationsService {
       idempotencyKey: key,
       idempotencyRoute: asked.route,
       requestedBy: opts.requestedBy,
+      reason: opts.reason,
     });
     switch (result.outcome) {
       case 'created':
