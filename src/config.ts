@@ -105,6 +105,8 @@ const schema = z.object({
   RECONCILE_INTERVAL_SECONDS: int(0, 86_400).default(300),
   RECONCILE_ORPHANS: z.enum(['report', 'delete']).default('report'),
   RECONCILE_GRACE_SECONDS: int(0, 86_400).default(900),
+  /** Time between passes of the policies (the pool policy: refills, rests, shrinks). */
+  POLICY_INTERVAL_SECONDS: int(1, 86_400).default(30),
   AUTO_HIBERNATE_AFTER_HOURS: z.coerce.number().positive('must be a positive number of hours').max(8760).optional(),
   // Both or neither: without the pair the board's own login is off and only an admin token opens it.
   BULL_BOARD_USER: z.string().regex(/^[^:\s]{1,64}$/, 'must be 1–64 characters without ":" or spaces').optional(),
@@ -178,6 +180,10 @@ export interface Config {
     graceSeconds: number;
     /** Paused agents older than this are hibernated by the reconcile pass; null = never. */
     autoHibernateAfterHours: number | null;
+  };
+  policy: {
+    /** Time between passes of the pool policy. */
+    intervalSeconds: number;
   };
   webhooks: {
     /** Accept receivers on loopback, private and link-local addresses (off: refused at subscription and at delivery). */
@@ -302,6 +308,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       graceSeconds: e.RECONCILE_GRACE_SECONDS,
       autoHibernateAfterHours: e.AUTO_HIBERNATE_AFTER_HOURS ?? null,
     },
+    policy: { intervalSeconds: e.POLICY_INTERVAL_SECONDS },
     webhooks: {
       allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS === 'true',
       attempts: e.WEBHOOK_ATTEMPTS,

@@ -10,6 +10,7 @@ import { createReconcileProcessor, createReconcileWorker, ensureReconcileSchedul
 import { webhookJobOptions } from '../queues/queues';
 import { Reconciler, stuckTimeouts } from '../reconcile';
 import { RollbackListener } from '../operations/rollback-listener';
+import { PoolPolicy } from '../pools/pool-policy';
 import { createWebhookProcessor, createWebhookWorker } from '../webhooks/delivery.processor';
 import { WebhookRelay } from '../webhooks/delivery-relay';
 import { createWorkers, DEFAULT_WORKER_SETTINGS, type WorkerPool } from '../workers';
@@ -44,6 +45,8 @@ export interface WorkerParts {
   reconciler: Reconciler;
   /** Hands webhook deliveries written by the events trigger to the webhooks queue. */
   webhookRelay: WebhookRelay;
+  /** Keeps every pool at its minReady (one process of the fleet at a time). */
+  poolPolicy: PoolPolicy;
 }
 
 /** A worker process: the workflows behind each operation queue, the webhook and reconcile workers, the sweeps and relays. */
@@ -191,6 +194,18 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
     },
   });
 
+  const poolPolicy = new PoolPolicy({
+    dataSource,
+    pools: core.poolRepository,
+    service: core.pools,
+    operations,
+    outbox,
+    requestBudget: () => hetzner.rateLimiter.state(),
+    logger: logger.child({ component: 'pool-policy' }),
+    intervalMs: config.policy.intervalSeconds * 1000,
+    ...(overrides.poolClock ? { now: overrides.poolClock } : {}),
+  });
+
   const runWorker = (worker: Worker, queue: string) =>
     worker.run().catch((err: unknown) => logger.error({ err, queue }, 'Worker stopped with an error'));
   const drainWorker = async (worker: Worker, drainMs: number, late: string) => {
@@ -198,7 +213,7 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
   };
 
   return {
-    parts: { workflows, workers, rollbackListener, relay, reconciler, webhookRelay },
+    parts: { workflows, workers, rollbackListener, relay, reconciler, webhookRelay, poolPolicy },
     async start() {
       await connection.ping();
       workers.run();
@@ -228,11 +243,13 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
       // A pass at start, then every few seconds: whatever was accepted while no worker ran, or lost
       // by Redis, reaches the queue.
       relay.start();
+      if (overrides.poolPolicy !== false) poolPolicy.start();
     },
     async closeLoops(step) {
       if (rollbackListener) await step('rollback-listener', () => rollbackListener.close());
       await step('relay', () => relay.close());
       await step('webhook-relay', () => webhookRelay.close());
+      await step('pool-policy', () => poolPolicy.close());
     },
   };
 }

@@ -100,20 +100,96 @@ export class PoolRepository {
   }
 
   /**
-   * Deletes the pool; its members keep their role and lose the pool (the foreign key sets it null).
-   * Returns the standbys that were its own, for the caller to destroy: every agent that was never
-   * claimed. Claimed agents are the claimers' and stay as they are.
+   * Deletes the pool and, in the same transaction, requests the destroy of each of its standbys
+   * (every agent that was never claimed and has no destroy under way), so none is left behind
+   * whatever happens next. Its members lose the pool (the foreign key sets it null); claimed agents
+   * are the claimers' and stay as they are. Returns the destroy operations, for the caller to deliver.
    */
-  async delete(pool: Pool): Promise<string[]> {
+  async delete(pool: Pool, opts: { requestedBy?: string } = {}): Promise<Operation[]> {
     return this.ds.transaction(async (m) => {
-      const { agents } = this.tables();
+      const { agents, operations } = this.tables();
       const rows = (await m.query(
-        `SELECT "id" FROM ${agents} WHERE "pool_id" = $1 AND "pool_role" = 'standby' AND "status" <> 'destroyed' FOR UPDATE`,
+        `SELECT a."id" FROM ${agents} a
+         WHERE a."pool_id" = $1 AND a."pool_role" = 'standby' AND a."status" <> 'destroyed'
+           AND NOT EXISTS (SELECT 1 FROM ${operations} o WHERE o."agent_id" = a."id" AND o."type" = 'destroy' AND o."status" IN ('queued', 'running'))
+         ORDER BY a."created_at" FOR UPDATE OF a`,
         [pool.id],
       )) as Array<{ id: string }>;
+      const destroying: Operation[] = [];
+      for (const { id: agentId } of rows) {
+        destroying.push(await this.insertCommand(m, 'destroy', agentId, `pool ${pool.name} deleted`, opts.requestedBy));
+      }
       await m.delete(Pool, { id: pool.id });
-      return rows.map((r) => r.id);
+      return destroying;
     });
+  }
+
+  /**
+   * A stop, hibernate or destroy of one standby, asked by the pool policy: inserted only while the
+   * agent is still a standby of the pool with nothing under way (and, for a stop or hibernate, its
+   * instance where that can start), under the agent's row lock. A claim locks the same row to take
+   * it, so the policy never stops, hibernates or destroys an agent that was just claimed. Null when
+   * the standby is no longer there to act on.
+   */
+  async requestForStandby(pool: Pool, agentId: string, type: 'stop' | 'hibernate' | 'destroy', reason: string): Promise<Operation | null> {
+    const { agents, instances, operations } = this.tables();
+    const instanceFrom: Record<typeof type, string> = {
+      stop: `i."status" = 'running' AND a."status" = 'active'`,
+      hibernate: `i."status" IN ('running', 'stopped') AND a."status" IN ('active', 'paused')`,
+      destroy: `a."status" <> 'destroyed'`,
+    };
+    return this.ds.transaction(async (m) => {
+      const [row] = (await m.query(
+        `SELECT a."id" FROM ${agents} a
+         LEFT JOIN ${instances} i ON i."agent_id" = a."id" AND i."status" NOT IN ('destroyed', 'failed')
+         WHERE a."id" = $1 AND a."pool_id" = $2 AND a."pool_role" = 'standby' AND ${instanceFrom[type]}
+           AND NOT EXISTS (SELECT 1 FROM ${operations} o WHERE o."agent_id" = a."id" AND o."status" IN ('queued', 'running'))
+         FOR UPDATE OF a`,
+        [agentId, pool.id],
+      )) as Array<{ id: string }>;
+      if (!row) return null;
+      return this.insertCommand(m, type, agentId, reason);
+    });
+  }
+
+  /**
+   * Claimed agents whose claim is under way but whose start or wake is not (a claim whose second
+   * request was lost with its process): what the pool policy asks for again.
+   */
+  async claimsWaitingForPower(): Promise<Array<{ agentId: string; type: 'start' | 'wake'; pool: string }>> {
+    const { agents, instances, operations } = this.tables();
+    const rows = (await this.ds.query(
+      `SELECT a."id", i."status"::text AS instance_status, c."args"->>'pool' AS pool
+       FROM ${agents} a
+       JOIN ${operations} c ON c."agent_id" = a."id" AND c."type" = 'claim' AND c."status" IN ('queued', 'running')
+       JOIN ${instances} i ON i."agent_id" = a."id" AND i."status" IN ('stopped', 'hibernated')
+       WHERE a."pool_role" = 'claimed' AND a."status" IN ('paused', 'hibernated')
+         AND NOT EXISTS (SELECT 1 FROM ${operations} o WHERE o."agent_id" = a."id" AND o."type" <> 'claim' AND o."status" IN ('queued', 'running'))`,
+    )) as Array<{ id: string; instance_status: 'stopped' | 'hibernated'; pool: string }>;
+    return rows.map((r) => ({ agentId: r.id, type: r.instance_status === 'stopped' ? 'start' : 'wake', pool: r.pool }));
+  }
+
+  /**
+   * The 95th percentile (ms) of how long the last 50 succeeded operations of this type took from
+   * request to end, for the pool's agents (or, with no pool, any agent's); null with none on record.
+   */
+  async durationP95(type: 'provision' | 'stop' | 'hibernate', pool: Pool | null): Promise<number | null> {
+    const { agents, operations } = this.tables();
+    const [row] = (await this.ds.query(
+      `SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95 FROM (
+         SELECT extract(epoch FROM o."finished_at" - o."requested_at") * 1000 AS ms
+         FROM ${operations} o JOIN ${agents} a ON a."id" = o."agent_id"
+         WHERE o."type" = $1 AND o."status" = 'succeeded' AND o."finished_at" IS NOT NULL AND ($2::uuid IS NULL OR a."pool_id" = $2::uuid)
+         ORDER BY o."finished_at" DESC LIMIT 50) recent`,
+      [type, pool?.id ?? null],
+    )) as Array<{ p95: number | string | null }>;
+    return row?.p95 === null || row?.p95 === undefined ? null : Number(row.p95);
+  }
+
+  private async insertCommand(m: EntityManager, type: 'stop' | 'hibernate' | 'destroy', agentId: string, reason: string, requestedBy?: string): Promise<Operation> {
+    const id = randomUUID();
+    const { operation } = await insertOperation(m, { type, id, agentId, queueJobId: jobIds.operation(id), reason, requestedBy });
+    return operation;
   }
 
   /** The counts of each pool (pools without members count zero). */

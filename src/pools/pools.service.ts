@@ -107,18 +107,9 @@ export class PoolsService {
   /** Deletes the pool and destroys its standbys; claimed agents are left as they are. */
   async delete(name: string, opts: { requestedBy?: string } = {}): Promise<{ pool: Pool; destroying: Operation[] }> {
     const pool = await this.mustGet(name);
-    const standbys = await this.deps.pools.delete(pool);
-    const destroying: Operation[] = [];
-    for (const agentId of standbys) {
-      try {
-        const { operation } = await this.deps.operations.requestCommand('destroy', agentId, { requestedBy: opts.requestedBy, reason: `pool ${pool.name} deleted` });
-        destroying.push(operation);
-      } catch (err) {
-        // Destroyed or being destroyed already.
-        if (!(err instanceof StateConflictError)) throw err;
-      }
-    }
-    this.deps.logger.info({ pool: pool.name, standbys: standbys.length }, `[Pools] Pool ${pool.name} deleted; ${destroying.length} standbys being destroyed`);
+    const destroying = await this.deps.pools.delete(pool, opts);
+    for (const operation of destroying) await this.deps.outbox.deliver(operation);
+    this.deps.logger.info({ pool: pool.name, standbys: destroying.length }, `[Pools] Pool ${pool.name} deleted; ${destroying.length} standbys being destroyed`);
     return { pool, destroying };
   }
 
@@ -137,11 +128,16 @@ export class PoolsService {
       if (taken.from !== 'running') {
         // The claim's own transaction has committed; the agent is claimed, so nothing else asks for it.
         const type = taken.from === 'stopped' ? 'start' : 'wake';
-        const { operation } = await this.deps.operations.requestCommand(type, taken.agent.id, {
-          requestedBy: opts.requestedBy,
-          reason: `claim from pool ${pool.name}: ${taken.from} standby`,
-        });
-        preparing = operation;
+        try {
+          const { operation } = await this.deps.operations.requestCommand(type, taken.agent.id, {
+            requestedBy: opts.requestedBy,
+            reason: `claim from pool ${pool.name}: ${taken.from} standby`,
+          });
+          preparing = operation;
+        } catch (err) {
+          // The pool policy resumed it first (it requests what a claim's process did not live to).
+          if (!(err instanceof StateConflictError)) throw err;
+        }
       }
       await this.deps.outbox.deliver(taken.operation);
       this.deps.logger.info({ pool: pool.name, agentId: taken.agent.id, from: taken.from }, `[Pools] ${taken.from} standby of pool ${pool.name} claimed`);
