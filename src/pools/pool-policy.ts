@@ -102,11 +102,14 @@ export class PoolPolicy extends PeriodicPass<PoolPassResult> {
     const now = this.now();
     const result: PoolPassResult = { skipped: false, refills: 0, rests: 0, destroys: 0, deferred: 0, budgetLeft: 0 };
     const { allowed, spent } = await this.budget(now);
-    let left = allowed - spent;
     await this.resumeClaims();
-    for (const pool of await this.deps.pools.list()) {
+    const pools = await Promise.all((await this.deps.pools.list()).map(async (pool) => ({ pool, members: await this.deps.pools.standbys(pool) })));
+    // The rest a standby of a stopped or hibernated pool still has ahead was paid for with its refill.
+    const reserved = pools.reduce((sum, { pool, members }) => sum + members.filter((m) => m.status !== 'error' && !m.ready).length * restCost(pool), 0);
+    let left = allowed - spent - reserved;
+    for (const { pool, members } of pools) {
       try {
-        left = await this.keep(pool, now, left, result);
+        left = await this.keep(pool, members, now, left, result);
       } catch (err) {
         // One pool's trouble (its spec refused, the quota reached) does not hold the others back.
         this.deps.logger.warn({ err, pool: pool.name }, `[Pools] Could not keep pool ${pool.name} stocked this pass`);
@@ -116,33 +119,27 @@ export class PoolPolicy extends PeriodicPass<PoolPassResult> {
     return result;
   }
 
-  private async keep(pool: Pool, now: Date, budgetLeft: number, result: PoolPassResult): Promise<number> {
+  private async keep(pool: Pool, members: StandbyMember[], now: Date, budgetLeft: number, result: PoolPassResult): Promise<number> {
     let left = budgetLeft;
     const log = this.deps.logger.child({ pool: pool.name });
     const lead = await this.readyLeadMs(pool);
     const target = targetAt(pool, new Date(now.getTime() + lead));
-    const members = await this.deps.pools.standbys(pool);
 
     const failed = members.filter((m) => m.status === 'error' && !m.busy);
     for (const m of failed) await this.act(pool, m.agentId, 'destroy', 'pool standby failed', result);
     const live = members.filter((m) => m.status !== 'error');
 
-    // New standbys of a stopped or hibernated pool are put to rest once they are up.
+    // New standbys of a stopped or hibernated pool are put to rest once they are up (their refill
+    // reserved what that costs).
     if (pool.standby !== 'running') {
       const rest = pool.standby === 'stopped' ? 'stop' : 'hibernate';
-      const cost = REQUESTS_PER_ACTION[rest];
       for (const m of live.filter((x) => canRest(x, pool))) {
-        if (left < cost) break;
-        if (await this.act(pool, m.agentId, rest, 'pool standby', result)) {
-          left -= cost;
-          result.rests++;
-        }
+        if (await this.act(pool, m.agentId, rest, 'pool standby', result)) result.rests++;
       }
     }
 
     if (live.length < target) {
-      // The rest of a stopped or hibernated standby is charged when it is requested.
-      const cost = REQUESTS_PER_ACTION.provision;
+      const cost = REQUESTS_PER_ACTION.provision + restCost(pool);
       const wanted = target - live.length;
       const affordable = Math.max(0, Math.min(wanted, Math.floor(left / cost)));
       for (let i = 0; i < affordable; i++) {
@@ -183,6 +180,11 @@ export class PoolPolicy extends PeriodicPass<PoolPassResult> {
       }
     }
   }
+}
+
+/** What putting a new standby of the pool to rest costs (nothing for a pool of running standbys). */
+function restCost(pool: Pool): number {
+  return pool.standby === 'stopped' ? REQUESTS_PER_ACTION.stop : pool.standby === 'hibernated' ? REQUESTS_PER_ACTION.hibernate : 0;
 }
 
 /** A standby that is up and should now be put to rest (stopped or hibernated). */
