@@ -5,7 +5,8 @@
  * time scale, so every figure is in real seconds: a create action of 10 s and its power-on of 5 s,
  * 30 s from a running server to its `tailscale up` (boot and cloud-init), 3 s to enroll (a create is
  * ready in about 48 s), a power-on of 5 s, an ACPI shutdown of 5 s — with Hetzner's budget of 3600
- * requests an hour and the default POLL_INTERVAL_MS.
+ * requests an hour and the default POLL_INTERVAL_MS (WORKER_CONCURRENCY 100, so the 70 provisions
+ * of the stocking run at once).
  *
  * Three pools are stocked at once: `warm` (running standbys), `parked` (stopped standbys) and `zbulk`
  * (more standbys than a tenth of the budget can pay for: its refills are held back). Then, at once:
@@ -72,7 +73,7 @@ const stats = (xs: number[]) => {
 
 export async function runPoolsBench() {
   const began = Date.now();
-  const stack = await startBenchStack('pools', { timings: REALISTIC_TIMINGS, env: { POLICY_INTERVAL_SECONDS: '1', POLL_INTERVAL_MS: '1000' } });
+  const stack = await startBenchStack('pools', { timings: REALISTIC_TIMINGS, env: { POLICY_INTERVAL_SECONDS: '1', POLL_INTERVAL_MS: '1000', WORKER_CONCURRENCY: '100' } });
   const call = api(stack.tf.url!, stack.apiToken);
   try {
     const hetznerRequests = () => cloudRequestCounts(stack.sim.control.requestCounts()).hetzner;
