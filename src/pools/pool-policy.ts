@@ -14,7 +14,7 @@ import { targetAt } from './schedule';
  * The pool policy: every POLICY_INTERVAL_SECONDS one process of the fleet (an advisory lock) keeps
  * each pool at the number of standbys its minReady and the schedule in force ask for, looking ahead
  * by the measured p95 time a standby takes to get ready so that a schedule's standbys are ready at
- * its time. Every action is an ordinary operation requested by `system` with its reason: "pool
+ * its time (and shrinking only once a schedule asking for fewer has come). Every action is an ordinary operation requested by `system` with its reason: "pool
  * refill" (a provision), "pool standby" (the stop or hibernate that puts a new standby to rest),
  * "pool shrink" (a destroy when fewer are wanted), "pool standby failed" (the destroy of a standby
  * whose provision failed). Refills and their rests spend at most REFILL_BUDGET_SHARE of the cloud's
@@ -122,8 +122,9 @@ export class PoolPolicy extends PeriodicPass<PoolPassResult> {
   private async keep(pool: Pool, members: StandbyMember[], now: Date, budgetLeft: number, result: PoolPassResult): Promise<number> {
     let left = budgetLeft;
     const log = this.deps.logger.child({ pool: pool.name });
+    // Up early by the time a standby takes to get ready; down only when the time has come.
     const lead = await this.readyLeadMs(pool);
-    const target = targetAt(pool, new Date(now.getTime() + lead));
+    const target = Math.max(targetAt(pool, now), targetAt(pool, new Date(now.getTime() + lead)));
 
     const failed = members.filter((m) => m.status === 'error' && !m.busy);
     for (const m of failed) await this.act(pool, m.agentId, 'destroy', 'pool standby failed', result);

@@ -132,6 +132,23 @@ describe('pools', function () {
     expect(serverOf(res.body.agent.id)!.labels).to.include({ owner: 'me' });
   });
 
+  it('claims a hibernated standby by waking it', async () => {
+    await api.post('/v1/pools', { name: 'sleepy', minReady: 1, standby: 'hibernated' });
+    await stocked('sleepy', 1);
+    const standby = (await api.get('/v1/agents?status=hibernated')).body.items;
+    expect(standby).to.have.length(1);
+    const res = await api.post('/v1/pools/sleepy/claim?wait=30', { name: 'woken-1' });
+    expect(res.status, JSON.stringify(res.body)).to.equal(200);
+    expect(res.body.from).to.equal('hibernated');
+    expect(res.body.preparing).to.include({ type: 'wake' });
+    expect(res.body.agent).to.include({ id: standby[0].id, name: 'woken-1', status: 'active' });
+    expect(res.body.operation.status).to.equal('succeeded');
+    const agent = await api.get(`/v1/agents/${res.body.agent.id}`);
+    expect(agent.body.instance.status).to.equal('running');
+    expect(serverOf(res.body.agent.id)!.status).to.equal('running');
+    await api.call('DELETE', '/v1/pools/sleepy');
+  });
+
   it('delete destroys the standbys and leaves claimed agents alone', async () => {
     const before = await stocked('web', 2);
     expect(before.counts).to.deep.equal({ ready: 2, starting: 0, claimed: 1 });
@@ -166,14 +183,17 @@ describe('pools', function () {
     });
     expect(created.status).to.equal(201);
     const lead = await tf.poolPolicy!.readyLeadMs(created.body as never);
-    expect(lead).to.be.lessThan(60_000);
+    expect(lead).to.be.greaterThan(2).and.lessThan(60_000);
     try {
       clock = new Date(Date.parse('2026-03-29T05:58:00Z') - lead); // 07:58 CEST: the evening schedule holds
       expect((await pass()).refills).to.equal(0);
       clock = new Date(Date.parse('2026-03-29T06:00:01Z') - lead); // 08:00:01 CEST, looking ahead by the lead
       expect((await pass()).refills).to.equal(1);
       await stocked('office', 1);
-      clock = new Date(Date.parse('2026-03-29T16:00:01Z') - lead); // 18:00:01 CEST: the pool shrinks
+      // Within the lead of 18:00 CEST: looking ahead raises a pool, it never shrinks one early.
+      clock = new Date(Date.parse('2026-03-29T16:00:00Z') - Math.floor(lead / 2));
+      expect((await pass()).destroys).to.equal(0);
+      clock = new Date('2026-03-29T16:00:01Z'); // 18:00:01 CEST: the pool shrinks
       const shrink = await pass();
       expect(shrink.destroys).to.equal(1);
       expect((await pool('office')).counts.ready).to.equal(0);
