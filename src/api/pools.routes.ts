@@ -8,10 +8,10 @@ import { cronProblem, isTimeZone } from '../pools/schedule';
 import { PoolSizeError, type PoolsService } from '../pools/pools.service';
 import { admit } from './admission';
 import { actorOf } from './auth';
-import { json, problem, registerRoute } from './contract';
+import { idempotencyKeyHeader, json, problem, registerRoute } from './contract';
 import { serve } from './routing';
 import { agentSchema, agentSpecSchema, createAgentBody, jobRefSchema, labelsSchema, linksSchema, operationSchema, requestComponents, responseComponents } from './schemas';
-import { invalid, parse } from './v1.routes';
+import { idempotencyKey, invalid, parse } from './v1.routes';
 import { agentSpecView, agentView, links, operationView, viewerOf, type Viewer } from './views';
 import { getOperationQuery } from './webhook.schemas';
 
@@ -232,14 +232,16 @@ registerRoute({
   auth: 'operate',
   params: nameParam,
   query: getOperationQuery,
+  headers: [idempotencyKeyHeader],
   body: claimPoolBody,
   responses: {
-    '200': json('With `wait`: the claim finished (succeeded or failed) within it.', claimAnswerSchema),
+    '200': json('With `wait`: the claim finished (succeeded or failed) within it; or the replay of an earlier request with the same Idempotency-Key (the claim it made).', claimAnswerSchema),
     '202': json('Claim accepted; the agent is handed over when its operation succeeds.', claimAnswerSchema),
     '400': problem('Invalid name, body or `wait`.'),
     '404': problem('Unknown pool.'),
     '409': problem('Another agent has the name asked for (type name-taken), or MAX_AGENTS agents exist (type quota-exceeded).'),
     '415': problem('Content-Type is not application/json.'),
+    '422': problem('Idempotency-Key already used for a different request (another route, or a claim on another pool).'),
     '429': problem('With `wait`: too many long polls open (LONG_POLL_MAX_PER_TOKEN, LONG_POLL_MAX_CONNECTIONS).'),
   },
 });
@@ -320,7 +322,7 @@ export function createPoolsRouter(deps: PoolsRouterDeps): Router {
       const name = nameOf(req.params.name);
       const { wait } = parse(getOperationQuery, req.query, 'query');
       const input = parse(claimPoolBody, req.body ?? {}, 'body');
-      const result = await deps.pools.claim(name, input, { requestedBy: actorOf(res) });
+      const result = await deps.pools.claim(name, input, { requestedBy: actorOf(res), idempotency: idempotencyKey(req, res) });
       let operation = result.operation;
       let agent = result.agent;
       if (wait && deps.waiter) {
@@ -336,12 +338,12 @@ export function createPoolsRouter(deps: PoolsRouterDeps): Router {
       }
       const final = FINAL_OPERATION_STATUSES.has(operation.status);
       if (!final) res.location(links.operation(operation.id));
-      res.status(final && wait ? 200 : 202).json({
+      res.status((final && wait) || !result.created ? 200 : 202).json({
         agent: agentView(agent, viewerOf(res)),
         operation: operationView(operation),
         from: result.from,
         preparing: result.preparing ? operationView(result.preparing) : null,
-        leaseSeconds: input.leaseSeconds ?? null,
+        leaseSeconds: (operation.args as { leaseSeconds?: number | null }).leaseSeconds ?? null,
         job: { queue: 'claim' as const, id: operation.queueJobId },
         links: { self: links.operation(operation.id), agent: links.agent(agent.id), pool: `/v1/pools/${name}` },
       });

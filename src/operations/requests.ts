@@ -257,6 +257,19 @@ export class OperationsService {
     return { ...rows, created: true };
   }
 
+  /**
+   * A client's Idempotency-Key for a request this service does not make itself (a pool claim): its
+   * stored slot (freed first when expired), and the operation it already names, if that operation
+   * was made by the same route and type (IdempotencyKeyReuseError when it was not).
+   */
+  async keyedRequest(idempotency: IdempotencyKey | undefined, type: OperationType): Promise<{ slot: string | null; previous: Operation | null }> {
+    const slot = await this.claimableSlot(idempotency);
+    if (!slot) return { slot: null, previous: null };
+    const previous = await this.repos.operations.findByIdempotencyKey(slot);
+    if (previous) this.mustBeSameRequest(previous, { type, route: idempotency!.route });
+    return { slot, previous };
+  }
+
   /** ServerSpecRejectedError when the cloud's catalogue does not offer the spec (not checked without a catalogue). */
   async checkSpec(spec: Pick<AgentSpec, 'serverType' | 'location'>): Promise<void> {
     if (!this.catalogue) return;

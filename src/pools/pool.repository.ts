@@ -57,6 +57,20 @@ export interface StandbyMember {
 
 export type ClaimSource = ClaimArgs['from'];
 
+/** A client's Idempotency-Key as stored (its slot) and the route it was sent to. */
+export interface ClaimKey {
+  slot: string;
+  route: string;
+}
+
+/** Another request with the same Idempotency-Key inserted its claim first. */
+export class ClaimKeyTakenError extends Error {
+  constructor() {
+    super('A claim with this Idempotency-Key was inserted by a concurrent request');
+    this.name = 'ClaimKeyTakenError';
+  }
+}
+
 export interface ClaimedStandby {
   agent: Agent;
   operation: Operation;
@@ -245,7 +259,7 @@ export class PoolRepository {
    */
   async claimStandby(
     pool: Pool,
-    input: { name?: string; labels?: Record<string, string>; leaseSeconds: number | null; requestedBy?: string },
+    input: { name?: string; labels?: Record<string, string>; leaseSeconds: number | null; requestedBy?: string; key?: ClaimKey },
   ): Promise<ClaimedStandby | null> {
     const { agents, instances, operations } = this.tables();
     try {
@@ -277,7 +291,7 @@ export class PoolRepository {
           from: picked.instance_status,
           labels: agent.labels,
           leaseSeconds: input.leaseSeconds,
-        }, input.requestedBy);
+        }, input.requestedBy, input.key);
         return { agent, operation, from: picked.instance_status };
       });
     } catch (err) {
@@ -286,18 +300,25 @@ export class PoolRepository {
     }
   }
 
-  /** The claim operation of an agent (queued, with its job id), inside the caller's transaction. */
-  async insertClaim(m: EntityManager, agentId: string, args: ClaimArgs, requestedBy?: string): Promise<Operation> {
+  /**
+   * The claim operation of an agent (queued, with its job id), inside the caller's transaction.
+   * ClaimKeyTakenError when a concurrent request with the same Idempotency-Key inserted its claim
+   * first: the caller's transaction is then undone, standby and all, and that claim is the answer.
+   */
+  async insertClaim(m: EntityManager, agentId: string, args: ClaimArgs, requestedBy?: string, key?: ClaimKey): Promise<Operation> {
     const id = randomUUID();
-    const { operation } = await insertOperation(m, {
+    const { operation, created } = await insertOperation(m, {
       type: 'claim',
       id,
       agentId,
       queueJobId: jobIds.operation(id),
       args,
       requestedBy,
+      idempotencyKey: key?.slot ?? null,
+      idempotencyRoute: key?.route ?? null,
       reason: `claim from pool ${args.pool} requested (${args.from === 'provision' ? 'no standby ready: provisioning' : `${args.from} standby`})`,
     });
+    if (!created) throw new ClaimKeyTakenError();
     return operation;
   }
 

@@ -5,9 +5,10 @@ import { SYSTEM_ACTOR, type Agent, type Operation, type Pool, type PoolSchedule,
 import { InvalidInputError, NotFoundError, StateConflictError } from '../errors';
 import type { Logger } from '../lib/logger';
 import type { Outbox } from '../operations/outbox';
-import type { OperationsDefaults, OperationsService } from '../operations/requests';
+import { IdempotencyKeyReuseError, type IdempotencyKey, type OperationsDefaults, type OperationsService } from '../operations/requests';
+import { claimArgs } from '../operations/types/claim';
 import { jobIds } from '../queues/queues';
-import type { ClaimSource, PoolCounts, PoolRepository } from './pool.repository';
+import { ClaimKeyTakenError, type ClaimKey, type ClaimSource, type PoolCounts, type PoolRepository } from './pool.repository';
 
 /**
  * Pools of standby agents made from one spec, and the claim that hands one over. The pool policy
@@ -38,13 +39,15 @@ export interface ClaimResult {
   from: ClaimSource;
   /** What else the claim asked for: the start, wake or provision that makes the agent ready. */
   preparing: Operation | null;
+  /** false: an earlier request with the same Idempotency-Key made this claim, which is the answer. */
+  created: boolean;
 }
 
 export interface PoolsDeps {
   dataSource: DataSource;
   pools: PoolRepository;
-  agents: Pick<AgentRepository, 'createWithProvision'>;
-  operations: Pick<OperationsService, 'checkSpec' | 'requestCommand' | 'maxAgents'>;
+  agents: Pick<AgentRepository, 'createWithProvision' | 'findById'>;
+  operations: Pick<OperationsService, 'checkSpec' | 'requestCommand' | 'maxAgents' | 'keyedRequest'>;
   outbox: Pick<Outbox, 'deliver'>;
   defaults: OperationsDefaults;
   logger: Logger;
@@ -119,10 +122,36 @@ export class PoolsService {
    * once the agent is ready; a stopped standby is started and a hibernated one woken by an operation
    * requested with the claim, in the same transaction.
    */
-  async claim(name: string, input: ClaimInput, opts: { requestedBy?: string } = {}): Promise<ClaimResult> {
+  async claim(name: string, input: ClaimInput, opts: { requestedBy?: string; idempotency?: IdempotencyKey } = {}): Promise<ClaimResult> {
     const pool = await this.mustGet(name);
+    const { slot, previous } = await this.deps.operations.keyedRequest(opts.idempotency, 'claim');
+    if (previous) return this.replay(previous, pool);
+    const key: ClaimKey | undefined = slot ? { slot, route: opts.idempotency!.route } : undefined;
+    try {
+      return await this.claimWith(pool, input, opts.requestedBy, key);
+    } catch (err) {
+      if (!(err instanceof ClaimKeyTakenError) || !slot) throw err;
+      const winner = (await this.deps.operations.keyedRequest(opts.idempotency, 'claim')).previous;
+      if (!winner) throw err;
+      return this.replay(winner, pool);
+    }
+  }
+
+  /** The answer to a repeated claim: the claim its key made first, if that was a claim on this pool. */
+  private async replay(previous: Operation, pool: Pool): Promise<ClaimResult> {
+    const args = claimArgs.safeParse(previous.args);
+    if (!args.success || args.data.pool !== pool.name || !previous.agentId) {
+      throw new IdempotencyKeyReuseError('Idempotency-Key was already used for a claim on another pool');
+    }
+    const agent = await this.deps.agents.findById(previous.agentId);
+    if (!agent) throw new NotFoundError(`Agent ${previous.agentId} not found`);
+    return { agent, operation: previous, from: args.data.from, preparing: null, created: false };
+  }
+
+  private async claimWith(pool: Pool, input: ClaimInput, requestedBy: string | undefined, key: ClaimKey | undefined): Promise<ClaimResult> {
+    const opts = { requestedBy };
     const leaseSeconds = input.leaseSeconds ?? null;
-    const taken = await this.deps.pools.claimStandby(pool, { name: input.name, labels: input.labels, leaseSeconds, requestedBy: opts.requestedBy });
+    const taken = await this.deps.pools.claimStandby(pool, { name: input.name, labels: input.labels, leaseSeconds, requestedBy, key });
     if (taken) {
       let preparing: Operation | null = null;
       if (taken.from !== 'running') {
@@ -141,9 +170,9 @@ export class PoolsService {
       }
       await this.deps.outbox.deliver(taken.operation);
       this.deps.logger.info({ pool: pool.name, agentId: taken.agent.id, from: taken.from }, `[Pools] ${taken.from} standby of pool ${pool.name} claimed`);
-      return { agent: taken.agent, operation: taken.operation, from: taken.from, preparing };
+      return { agent: taken.agent, operation: taken.operation, from: taken.from, preparing, created: true };
     }
-    return this.claimCold(pool, input, leaseSeconds, opts.requestedBy);
+    return this.claimCold(pool, input, leaseSeconds, requestedBy, key);
   }
 
   /** A standby for the pool, requested by the pool policy. */
@@ -153,7 +182,7 @@ export class PoolsService {
     return bundle.operation;
   }
 
-  private async claimCold(pool: Pool, input: ClaimInput, leaseSeconds: number | null, requestedBy?: string): Promise<ClaimResult> {
+  private async claimCold(pool: Pool, input: ClaimInput, leaseSeconds: number | null, requestedBy: string | undefined, key: ClaimKey | undefined): Promise<ClaimResult> {
     const result = await this.deps.dataSource.transaction(async (m) => {
       const bundle = await this.provision(
         pool,
@@ -166,13 +195,13 @@ export class PoolsService {
         },
         m,
       );
-      const operation = await this.deps.pools.insertClaim(m, bundle.agent.id, { pool: pool.name, from: 'provision', labels: bundle.agent.labels, leaseSeconds }, requestedBy);
+      const operation = await this.deps.pools.insertClaim(m, bundle.agent.id, { pool: pool.name, from: 'provision', labels: bundle.agent.labels, leaseSeconds }, requestedBy, key);
       return { bundle, operation };
     });
     await this.deps.outbox.deliver(result.bundle.operation, { instanceId: result.bundle.instance.id });
     await this.deps.outbox.deliver(result.operation);
     this.deps.logger.info({ pool: pool.name, agentId: result.bundle.agent.id }, `[Pools] No standby of pool ${pool.name} ready; claim provisions a new agent`);
-    return { agent: result.bundle.agent, operation: result.operation, from: 'provision', preparing: result.bundle.operation };
+    return { agent: result.bundle.agent, operation: result.operation, from: 'provision', preparing: result.bundle.operation, created: true };
   }
 
   private provision(

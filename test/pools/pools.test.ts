@@ -114,6 +114,23 @@ describe('pools', function () {
     expect((await pool('race')).counts).to.deep.equal({ ready: 0, starting: 0, claimed: 3 });
   });
 
+  it('answers a repeated claim with the same Idempotency-Key with the claim it made, once', async () => {
+    await stocked('race', 2);
+    const key = { 'idempotency-key': 'claim-job-77' };
+    const first = await api.post('/v1/pools/race/claim', { leaseSeconds: 120 }, key);
+    expect(first.status).to.equal(202);
+    const again = await api.post('/v1/pools/race/claim', { leaseSeconds: 120 }, key);
+    expect(again.status).to.equal(200);
+    expect(again.body.operation.id).to.equal(first.body.operation.id);
+    expect(again.body.agent.id).to.equal(first.body.agent.id);
+    expect(again.body.leaseSeconds).to.equal(120);
+    const elsewhere = await api.post('/v1/pools/web/claim', {}, key);
+    expect(elsewhere.status).to.equal(422);
+    expect((await api.get(`/v1/operations/${first.body.operation.id}?wait=30`)).body.operation.status).to.equal('succeeded');
+    const claims = (await api.get('/v1/operations?type=claim&limit=100')).body.items.filter((o: { idempotencyKey: string | null }) => o.idempotencyKey === 'claim-job-77');
+    expect(claims).to.have.length(1);
+  });
+
   it('claims a stopped standby by powering it on', async () => {
     await api.post('/v1/pools', { name: 'cold', minReady: 1, standby: 'stopped' });
     const p = await stocked('cold', 1);
