@@ -120,7 +120,8 @@ export class PoolsService {
    * Hands a standby over: the best one there is (running, else stopped, else hibernated), or a new
    * agent made from the pool's spec when none can be claimed. The claim operation labels its server
    * once the agent is ready; a stopped standby is started and a hibernated one woken by an operation
-   * requested with the claim, in the same transaction.
+   * requested right after the claim is committed (the pool policy requests it should this process
+   * die in between). A repeated Idempotency-Key answers with the claim it made.
    */
   async claim(name: string, input: ClaimInput, opts: { requestedBy?: string; idempotency?: IdempotencyKey } = {}): Promise<ClaimResult> {
     const pool = await this.mustGet(name);
@@ -149,7 +150,6 @@ export class PoolsService {
   }
 
   private async claimWith(pool: Pool, input: ClaimInput, requestedBy: string | undefined, key: ClaimKey | undefined): Promise<ClaimResult> {
-    const opts = { requestedBy };
     const leaseSeconds = input.leaseSeconds ?? null;
     const taken = await this.deps.pools.claimStandby(pool, { name: input.name, labels: input.labels, leaseSeconds, requestedBy, key });
     if (taken) {
@@ -159,7 +159,7 @@ export class PoolsService {
         const type = taken.from === 'stopped' ? 'start' : 'wake';
         try {
           const { operation } = await this.deps.operations.requestCommand(type, taken.agent.id, {
-            requestedBy: opts.requestedBy,
+            requestedBy,
             reason: `claim from pool ${pool.name}: ${taken.from} standby`,
           });
           preparing = operation;
