@@ -88,8 +88,6 @@ export function v1Router(
     opts.cost ? (await opts.cost.instanceCosts(instances)).map((cost) => ({ cost })) : instances.map(() => ({}));
   const router = express.Router({ strict: false });
   router.use(requireJsonBody, express.json({ limit: JSON_BODY_LIMIT, type: JSON_TYPES, strict: true }), guardRequestInput);
-  // Optional feature routers (e.g. /reconcile) share the token check and the body rules above.
-  for (const r of extra) router.use(r);
 
   const command =
     (run: (id: string, opts: RequestOptions) => ReturnType<OperationsService['requestCommand']>): RequestHandler =>
@@ -203,5 +201,8 @@ export function v1Router(
     },
   });
 
+  // Optional feature routers (e.g. /reconcile) share the token check and the body rules above. They
+  // come after the agent routes, which carry most of the traffic and so are matched first.
+  for (const r of extra) router.use(r);
   return router;
 }
