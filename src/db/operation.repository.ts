@@ -261,11 +261,18 @@ const prepared = new WeakSet<PgClient>();
  */
 async function lockAndExecute(dataSource: DataSource, lock: string, command: string, values: Array<string | null>): Promise<ObjectLiteral | undefined> {
   if (!dataSource.isInitialized) throw new CannotExecuteNotConnectedError();
-  const runner = dataSource.createQueryRunner('master');
+  // The driver's pg pool itself: a query runner per request would cost more than the query's own work.
+  const pool = (dataSource.driver as unknown as { master: { connect(): Promise<PgClient & { release(err?: Error): void }> } }).master;
+  const client = await pool.connect();
+  let failed: Error | undefined;
   try {
-    return await executeOn((await runner.connect()) as PgClient, lock, command, values);
+    return await executeOn(client, lock, command, values);
+  } catch (err) {
+    // A connection that broke mid-query is not handed out again.
+    if (!(err as { code?: string }).code) failed = err as Error;
+    throw err;
   } finally {
-    await runner.release();
+    client.release(failed);
   }
 }
 
