@@ -92,8 +92,14 @@ function isHttps(req: Request): boolean {
   return req.secure || req.get('x-forwarded-proto')?.split(',')[0]?.trim() === 'https';
 }
 
-/** Same origin: the form was posted by a page of this server (browsers send Origin on every POST). */
+/**
+ * Same origin: the form was posted by a page of this server. Browsers send Origin on every POST, and
+ * Sec-Fetch-Site where they support it; a request with neither comes from no browser (curl, a script),
+ * which cannot carry a victim's cookie across sites.
+ */
 function sameOrigin(req: Request): boolean {
+  const site = req.get('sec-fetch-site');
+  if (site !== undefined && site !== 'same-origin' && site !== 'none') return false;
   const origin = req.get('origin');
   if (origin === undefined) return true;
   try {
