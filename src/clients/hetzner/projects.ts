@@ -95,6 +95,7 @@ export class HetznerProjects {
   /** Moves the current scope to another project (a provision that chose, or was refused by, one). */
   use(project: string): void {
     const store = this.scope.getStore();
+    if (!store && project === this.list[0].name) return;
     if (!store) throw new Error('HetznerProjects.use outside a project scope');
     store.project = this.get(project);
   }
