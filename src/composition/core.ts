@@ -82,6 +82,8 @@ export function createCore(
       image: config.hetzner.image,
       location: config.hetzner.location,
       sshKeys: config.hetzner.sshKeys,
+      placements: config.hetzner.placements,
+      publicIpv4: config.hetzner.publicIpv4,
     },
     maxAgents: config.maxAgents,
     // API roles check a create's server type and location against the cloud's catalogue before
