@@ -368,6 +368,25 @@ export const fleetCostSchema = response(
       hibernationSaving: money.meta({ description: 'What hibernated agents save now (server and address, less snapshot).' }),
       potentialSaving: money.meta({ description: 'What hibernating every paused agent would save on top.' }),
     }),
+    projects: z
+      .array(
+        z.object({
+          name: z.string().meta({ description: 'The project as HETZNER_PROJECTS names it (`default` for HETZNER_API_TOKEN).' }),
+          servers: z.int().min(0).meta({ description: 'Live instances with a server in the project.' }),
+          maxServers: z.int().nullable().meta({ description: 'The configured server limit; null = not configured.' }),
+          full: z.boolean().meta({ description: 'Refused a create with resource_limit_exceeded within PLACEMENT_COOLDOWN_SECONDS.' }),
+          monthly: money,
+          budget: z
+            .object({ limit: z.int().nullable(), remaining: z.int().nullable(), at: dateTime })
+            .nullable()
+            .meta({ description: "Hetzner's request budget (RateLimit-Limit/-Remaining) as a worker last saw it; null until one has created there." }),
+          refusals: z
+            .object({ total: z.int().min(0), byCode: z.record(z.string(), z.int()) })
+            .meta({ description: 'Creates the project refused in the last 24 hours, by Hetzner error code.' }),
+        }),
+      )
+      .meta({ description: 'Per Hetzner project.' })
+      .optional(),
   }),
   { id: 'FleetCost' },
 );

@@ -221,6 +221,19 @@ export class InstanceRepository {
     return rows[0]?.project ?? null;
   }
 
+  /** Refused creates since `since`, per project and error code (of every instance, rolled-back ones too). */
+  async placementRefusalsSince(since: Date, db: Db = this.dataSource): Promise<{ project: string; code: string; n: number }[]> {
+    const manager = managerOf(db);
+    const table = quotedTable(manager.connection.getMetadata(Instance));
+    return manager.query(
+      `SELECT r->>'project' AS project, r->>'code' AS code, count(*)::int AS n
+       FROM ${table} i CROSS JOIN LATERAL jsonb_array_elements(i."placement_refusals") r
+       WHERE i."updated_at" >= $1 AND (r->>'at')::timestamptz >= $1
+       GROUP BY 1, 2 ORDER BY 1, 2`,
+      [since],
+    );
+  }
+
   /** Reads the instance and locks its row until the transaction `db` ends. */
   async findByIdForUpdate(id: string, db: Db): Promise<Instance | null> {
     if (!isUuid(id)) return null;

@@ -41,7 +41,19 @@ export interface CapacityStore {
   refused(places: readonly Placement[], projects: readonly string[]): Promise<{ places: Set<string>; projects: Set<string> }>;
   refusePlace(place: Placement, ttlMs: number): Promise<void>;
   markProjectFull(project: string, ttlMs: number): Promise<void>;
+  /** The project's request budget as a worker's client last saw it (kept an hour). */
+  noteBudget(project: string, budget: ProjectBudget): Promise<void>;
+  budgets(projects: readonly string[]): Promise<Map<string, ProjectBudget>>;
 }
+
+export interface ProjectBudget {
+  limit: number | null;
+  remaining: number | null;
+  /** ISO time it was seen. */
+  at: string;
+}
+
+const BUDGET_TTL_MS = 3_600_000;
 
 export const placeKey = (p: Placement): string => `${p.location}:${p.serverType}`;
 
@@ -52,7 +64,7 @@ export const placeKey = (p: Placement): string => `${p.location}:${p.serverType}
 export class RedisCapacityStore implements CapacityStore {
   constructor(private readonly deps: { redis: Redis; prefix: string }) {}
 
-  private key(kind: 'place' | 'project-full', id: string): string {
+  private key(kind: 'place' | 'project-full' | 'budget', id: string): string {
     return `${this.deps.prefix}:capacity:${kind}:${id}`;
   }
 
@@ -71,6 +83,24 @@ export class RedisCapacityStore implements CapacityStore {
 
   async markProjectFull(project: string, ttlMs: number): Promise<void> {
     if (ttlMs > 0) await this.deps.redis.set(this.key('project-full', project), String(Date.now()), 'PX', ttlMs);
+  }
+
+  async noteBudget(project: string, budget: ProjectBudget): Promise<void> {
+    await this.deps.redis.set(this.key('budget', project), JSON.stringify(budget), 'PX', BUDGET_TTL_MS);
+  }
+
+  async budgets(projects: readonly string[]): Promise<Map<string, ProjectBudget>> {
+    const values = projects.length === 0 ? [] : await this.deps.redis.mget(...projects.map((p) => this.key('budget', p)));
+    const out = new Map<string, ProjectBudget>();
+    projects.forEach((p, i) => {
+      if (values[i]) out.set(p, JSON.parse(values[i]!) as ProjectBudget);
+    });
+    return out;
+  }
+
+  /** Projects currently marked full. */
+  async fullProjects(projects: readonly string[]): Promise<Set<string>> {
+    return (await this.refused([], projects)).projects;
   }
 }
 
@@ -98,6 +128,16 @@ export class MemoryCapacityStore implements CapacityStore {
 
   async markProjectFull(project: string, ttlMs: number): Promise<void> {
     this.until.set(`project:${project}`, this.now() + ttlMs);
+  }
+
+  private readonly seen = new Map<string, ProjectBudget>();
+
+  async noteBudget(project: string, budget: ProjectBudget): Promise<void> {
+    this.seen.set(project, budget);
+  }
+
+  async budgets(projects: readonly string[]): Promise<Map<string, ProjectBudget>> {
+    return new Map(projects.flatMap((p) => (this.seen.has(p) ? [[p, this.seen.get(p)!] as const] : [])));
   }
 }
 
@@ -213,6 +253,8 @@ export async function createPlaced(
       continue;
     } finally {
       release();
+      const rl = project.client.rateLimiter.state();
+      await capacity.noteBudget(project.name, { limit: rl.limit ?? null, remaining: rl.remaining ?? null, at: new Date().toISOString() }).catch(() => undefined);
     }
     return { created, found: null, project: project.name, placement, refusals };
   }
