@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { CloudApiError } from '../clients/errors';
 import type { CreateServerOptions, CreateServerResult, HetznerServer } from '../clients/hetzner/hetzner.types';
-import type { HetznerProject, HetznerProjects, ProjectLoad } from '../clients/hetzner/projects';
+import type { HetznerProject, HetznerProjects } from '../clients/hetzner/projects';
 import type { Placement } from '../config';
 import type { PlacementRefusal } from '../entities';
 import type { Logger } from '../lib/logger';
@@ -196,8 +196,6 @@ export async function createPlaced(
     /** Servers the job made in the current project (what a refused create must not have left). */
     leftBehind(): Promise<HetznerServer[]>;
     refused(refusal: PlacementRefusal, next: { project: string; placement: Placement } | null): Promise<void>;
-    /** Servers counted per project when a refusal taught a limit. */
-    loads?: Map<string, ProjectLoad>;
   },
 ): Promise<PlacedCreate> {
   const { projects: registry, capacity } = deps;
@@ -242,7 +240,6 @@ export async function createPlaced(
       refusals.push(refusal);
       if (kind === 'project') {
         skipProject = project.name;
-        registry.learnLimit(project.name, o.loads?.get(project.name)?.servers ?? null);
         await capacity.markProjectFull(project.name, deps.cooldownMs).catch(() => undefined);
       } else {
         await capacity.refusePlace(placement, deps.cooldownMs).catch(() => undefined);

@@ -247,7 +247,6 @@ export class ProvisionWorkflow {
       const placed = await createPlaced(this.placement, {
         placements: placementsOf(agent.spec ?? { location: instance.location ?? settings.location, serverType: instance.serverType }, settings),
         projects: projectOrder(this.placement.projects, loads, instance.hetznerProject),
-        loads,
         choose: async (project, place) => {
           if (!(await repos.instances.choosePlacement(instance.id, { project, ...place }))) {
             throw new StateConflictError(`Instance ${instance.id} changed before its server was created; not creating one`);

@@ -29,6 +29,9 @@ export interface ProjectLoad {
  * listing of a retry. Used only to spread concurrent choices before their requests are counted.
  */
 const REQUESTS_PER_PROVISION = 6;
+/** Stands for a server limit nobody configured: far above any real one. */
+const UNKNOWN_LIMIT = 1_000_000;
+const LOW_BUDGET_FRACTION = 0.1;
 
 /**
  * The deployment's Hetzner projects, and which one the current operation works in.
@@ -48,8 +51,6 @@ export class HetznerProjects {
   private readonly scope = new AsyncLocalStorage<{ project: HetznerProject }>();
   /** Choices made in this process whose create has not answered yet, per project. */
   private readonly pending = new Map<string, number>();
-  /** Limits learned from resource_limit_exceeded: the servers counted when the cloud refused. */
-  private readonly learnedLimits = new Map<string, number>();
 
   constructor(projects: HetznerProject[]) {
     if (projects.length === 0) throw new Error('HetznerProjects needs at least one project');
@@ -100,11 +101,6 @@ export class HetznerProjects {
     store.project = this.get(project);
   }
 
-  /** A project is at its limit: the servers counted now are what it holds. */
-  learnLimit(project: string, servers: number | null): void {
-    if (servers !== null) this.learnedLimits.set(project, servers);
-  }
-
   /** Held while a create in `project` is in flight, so concurrent choices spread. */
   hold(project: string): () => void {
     this.pending.set(project, (this.pending.get(project) ?? 0) + 1);
@@ -116,11 +112,20 @@ export class HetznerProjects {
     };
   }
 
-  /** Room for servers: configured or learned limit minus counted servers and creates in flight; null = unknown (no limit known). */
-  serverRoom(project: HetznerProject, load: ProjectLoad | undefined): number | null {
-    const limit = project.maxServers ?? this.learnedLimits.get(project.name) ?? null;
-    if (limit === null) return null;
-    return limit - (load?.servers ?? 0) - (this.pending.get(project.name) ?? 0);
+  /**
+   * Room for servers: the configured limit less the servers counted and the creates in flight. With
+   * no limit configured (Hetzner has no API to read it) the room is unknown: a large number less the
+   * servers, so the emptier project still comes first; a resource_limit_exceeded marks it full.
+   */
+  serverRoom(project: HetznerProject, load: ProjectLoad | undefined): number {
+    const used = (load?.servers ?? 0) + (this.pending.get(project.name) ?? 0);
+    return (project.maxServers ?? UNKNOWN_LIMIT) - used;
+  }
+
+  /** Whether the project's budget is in its last tenth: other projects go first while it refills. */
+  private lowOnRequests(project: HetznerProject): boolean {
+    const { limit, remaining } = project.client.rateLimiter.state();
+    return limit !== undefined && remaining !== undefined && this.requestRoom(project) < limit * LOW_BUDGET_FRACTION;
   }
 
   /** Requests left in the project's budget as its client last saw it (the limit, or Hetzner's 3600, before any answer). */
@@ -131,24 +136,20 @@ export class HetznerProjects {
   }
 
   /**
-   * The projects in the order a provision tries them: those with room for a server first, by the
-   * most requests left (then the most server room, then fewest creates in flight); projects marked
-   * full, or with no server room left by what is counted, go last (they may have freed up).
+   * The projects in the order a provision tries them: projects marked full, or with no server room
+   * left by what is counted, go last (they may have freed up); then those low on requests; then the
+   * most server room (the fewest servers and creates in flight), the most requests left, the order
+   * configured.
    */
   rank(loads: Map<string, ProjectLoad>): HetznerProject[] {
     const scored = this.list.map((p, i) => {
       const load = loads.get(p.name);
       const room = this.serverRoom(p, load);
-      return { p, i, blocked: load?.full === true || (room !== null && room <= 0), requests: this.requestRoom(p), room: room ?? Infinity };
+      // Requests in tenths of the budget: a few requests more or less never outweigh a server.
+      const tenth = (p.client.rateLimiter.state().limit ?? 3600) * LOW_BUDGET_FRACTION;
+      return { p, i, blocked: load?.full === true || room <= 0, low: this.lowOnRequests(p), requests: Math.ceil(this.requestRoom(p) / tenth), room };
     });
-    scored.sort(
-      (a, b) =>
-        Number(a.blocked) - Number(b.blocked) ||
-        b.requests - a.requests ||
-        b.room - a.room ||
-        (this.pending.get(a.p.name) ?? 0) - (this.pending.get(b.p.name) ?? 0) ||
-        a.i - b.i,
-    );
+    scored.sort((a, b) => Number(a.blocked) - Number(b.blocked) || Number(a.low) - Number(b.low) || b.room - a.room || b.requests - a.requests || a.i - b.i);
     return scored.map((s) => s.p);
   }
 }
