@@ -156,6 +156,34 @@ describe('pipeline: placements, several Hetzner projects, IPv6-only', function (
     expect(suite.sim.control.state().servers).to.deep.equal([]);
   });
 
+  it('wakes from a snapshot at the next placement when the agent’s place sold out meanwhile, in the same project', async () => {
+    const view = await newAgent({ name: 'sleepy' });
+    const agentId = view.agent.id;
+    const project = view.instance.hetznerProject;
+    expect(view.instance.location).to.equal('fsn1');
+    await command(agentId, 'hibernate');
+    await control('PUT', '/capacity/sold-out/fsn1');
+    await command(agentId, 'wake');
+    const woken = (await api.get(`/v1/agents/${agentId}`)).body;
+    expect(woken.instance).to.include({ status: 'running', location: 'nbg1', hetznerProject: project });
+    expect(woken.instance.placementRefusals.map((r: any) => [r.location, r.code])).to.deep.equal([['fsn1', 'resource_unavailable']]);
+    expect(serversOf(agentId).map((s) => [s.location.name, s._sim.project])).to.deep.equal([['nbg1', project]]);
+  });
+
+  it('creates one server when a create’s answer is lost: the retry looks in the project it chose', async () => {
+    // The create happens, its answer does not arrive: the job's retry must find it, not make another.
+    await fetch(`${suite.sim.url}/_sim/faults`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify([{ method: 'POST', route: '/hetzner/v1/servers', status: 503, afterCommit: true, times: 1 }]),
+    });
+    const view = await newAgent({ name: 'lost-answer' });
+    const servers = serversOf(view.agent.id);
+    expect(servers).to.have.length(1);
+    expect(servers[0]._sim.project).to.equal(view.instance.hetznerProject);
+    expect(String(servers[0].id)).to.equal(view.instance.serverId);
+  });
+
   it('keeps one project’s operations going while the other answers nothing but 429', async () => {
     const inBeta = await newAgent({ name: 'storm-beta' });
     const betaProject = inBeta.instance.hetznerProject as string;
