@@ -217,6 +217,9 @@ export class ProvisionWorkflow {
         `Server ${instance.serverId} recorded for instance ${instance.id} no longer exists; roll the provision back`,
       );
     }
+    // With several projects, a project is recorded before any create: none recorded, nothing was
+    // created anywhere, and no project's budget is spent looking.
+    if (instance.hetznerProject === null && !this.placement.projects.single) return null;
     const found = await this.deps.fleet.listServers(hetzner, jobServerTerms({ agentId: job.agentId, provisioningJobId: job.id }));
     if (found.length === 0) return null;
     const [server, ...extra] = found.sort((a, b) => a.id - b.id);
