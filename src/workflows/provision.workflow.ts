@@ -273,7 +273,8 @@ export class ProvisionWorkflow {
       if (placed.refusals.length > 0) await recordLanding(this.deps, { instance, status: 'provisioning', operationId }, placed);
       created = placed.created!;
     } catch (err) {
-      if (!mayHaveTakenEffect(err)) {
+      // A refused create, or an instance that moved on before the create (StateConflictError from choosing a place).
+      if (!mayHaveTakenEffect(err) || err instanceof StateConflictError) {
         // No server will ever use this key: delete it rather than leave a live credential until it expires.
         const evidence = { recordedIds: [authKey.id], provisioningJobId: job.id, hostname };
         await this.guard.revokeAuthKey(authKey.id, evidence, guardContext(job, null)).catch((cleanupErr: unknown) => {
