@@ -37,7 +37,7 @@ const LOW_BUDGET_FRACTION = 0.1;
  * The deployment's Hetzner projects, and which one the current operation works in.
  *
  * Every call for an instance must reach the project its server (or snapshot) is in. Rather than
- * threading a client through every workflow, guard and helper, each operation runs inside a project
+ * threading a client through every workflow, guard and shared function, each operation runs inside a project
  * scope (`within`), and `client` — the HetznerClient every workflow holds — sends each call with
  * that project's client. A provision enters a scope of its own choosing (`use`) before it creates.
  * Outside any scope (a single-project deployment, the catalogue and price reads, which are the same
