@@ -12,6 +12,7 @@ import type { WebhookSecretKeys } from './webhooks/secret-box';
 
 const SECRET_VARS = [
   'HETZNER_API_TOKEN',
+  'HETZNER_PROJECTS',
   'TAILSCALE_OAUTH_CLIENT_SECRET',
   'API_TOKEN',
   'BULL_BOARD_PASSWORD',
@@ -62,7 +63,20 @@ const keyList = csv.transform((values, ctx) => {
 const schema = z.object({
   DATABASE_URL: url(['postgres:', 'postgresql:']),
   REDIS_URL: url(['redis:', 'rediss:']),
-  HETZNER_API_TOKEN: z.string().min(1, 'is required'),
+  // One of the two (checked below): a single project `default`, or several, each with its own token.
+  HETZNER_API_TOKEN: z.string().min(1).optional(),
+  HETZNER_PROJECTS: z.string().transform((v, ctx) => {
+    const parsed = parseProjects(v);
+    if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
+    return typeof parsed === 'string' ? z.NEVER : parsed;
+  }).optional(),
+  HETZNER_PLACEMENTS: z.string().transform((v, ctx) => {
+    const parsed = parsePlacements(v);
+    if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
+    return typeof parsed === 'string' ? z.NEVER : parsed;
+  }).optional(),
+  PLACEMENT_COOLDOWN_SECONDS: int(0, 86_400).default(600),
+  HETZNER_PUBLIC_IPV4: z.enum(['true', 'false'], { error: 'must be true or false' }).default('true'),
   HETZNER_API_URL: url(['http:', 'https:']).default('https://api.hetzner.cloud/v1'),
   TAILSCALE_OAUTH_CLIENT_ID: z.string().min(1, 'is required'),
   TAILSCALE_OAUTH_CLIENT_SECRET: z.string().min(1, 'is required'),
@@ -125,6 +139,60 @@ const schema = z.object({
 
 type Env = z.output<typeof schema>;
 
+const NAME = /^[a-z0-9-]+$/;
+
+/** A Hetzner project of the deployment: its API token and, when known, its server limit. */
+export interface HetznerProjectConfig {
+  name: string;
+  token: string;
+  /** The project's server limit as the operator knows it; null = learned from the cloud's refusals. */
+  maxServers: number | null;
+}
+
+/** Where a server may be created: a location and the server type to create there. */
+export interface Placement {
+  location: string;
+  serverType: string;
+}
+
+/** `name=token;maxServers=50,name2=token2`: the projects, or a message saying what is wrong. */
+export function parseProjects(value: string): HetznerProjectConfig[] | string {
+  const projects: HetznerProjectConfig[] = [];
+  for (const entry of value.split(',').map((e) => e.trim()).filter(Boolean)) {
+    const [head, ...options] = entry.split(';').map((p) => p.trim());
+    const eq = head.indexOf('=');
+    const name = eq < 0 ? '' : head.slice(0, eq).trim();
+    const token = eq < 0 ? '' : head.slice(eq + 1).trim();
+    // The token is a secret: a message names the project (or the entry's position), never the token.
+    const which = name || `entry ${projects.length + 1}`;
+    if (!name || !token) return `${which}: each entry must be name=token (e.g. main=TOKEN;maxServers=50,spare=TOKEN2)`;
+    if (!/^[a-z0-9][a-z0-9_-]{0,31}$/.test(name)) return `${name}: a project name is 1-32 lower-case letters, digits, '-' or '_'`;
+    if (projects.some((p) => p.name === name)) return `${name}: project named twice`;
+    let maxServers: number | null = null;
+    for (const option of options.filter(Boolean)) {
+      const m = /^maxServers=(\d{1,7})$/.exec(option);
+      if (!m || Number(m[1]) < 1) return `${name}: unknown option "${option.split('=')[0]}" (the only option is maxServers=N, N ≥ 1)`;
+      maxServers = Number(m[1]);
+    }
+    projects.push({ name, token, maxServers });
+  }
+  return projects.length > 0 ? projects : 'must name at least one project (name=token)';
+}
+
+/** `fsn1:cx22,nbg1:cx22,hel1:cx32`: placements in order of preference, or a message saying what is wrong. */
+export function parsePlacements(value: string): Placement[] | string {
+  const placements: Placement[] = [];
+  for (const entry of value.split(',').map((e) => e.trim()).filter(Boolean)) {
+    const [location, serverType, ...rest] = entry.split(':').map((p) => p.trim());
+    if (!location || !serverType || rest.length > 0 || !NAME.test(location) || !NAME.test(serverType)) {
+      return `"${entry}" is not location:serverType (e.g. fsn1:cx22,nbg1:cx22,hel1:cx32)`;
+    }
+    if (placements.some((p) => p.location === location && p.serverType === serverType)) return `${entry}: named twice`;
+    placements.push({ location, serverType });
+  }
+  return placements.length > 0 ? placements : 'must name at least one location:serverType';
+}
+
 export interface Config {
   databaseUrl: string;
   redisUrl: string;
@@ -143,7 +211,16 @@ export interface Config {
   };
   hetzner: {
     apiUrl: string;
+    /** The first project's token (the only one's unless HETZNER_PROJECTS names several). */
     token: string;
+    /** HETZNER_PROJECTS, or HETZNER_API_TOKEN as the single project `default`. */
+    projects: HetznerProjectConfig[];
+    /** HETZNER_PLACEMENTS: where an agent without placements of its own goes, in order; default HETZNER_LOCATION:HETZNER_SERVER_TYPE. */
+    placements: Placement[];
+    /** How long a (location, type) pair the cloud refused is skipped by every worker. */
+    placementCooldownSeconds: number;
+    /** HETZNER_PUBLIC_IPV4: whether servers get a primary IPv4 unless their agent says otherwise. */
+    publicIpv4: boolean;
     serverType: string;
     image: string;
     location: string;
@@ -250,11 +327,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (parsed.success && parsed.data.WEBHOOK_SECRET_KEYS_PREVIOUS && !parsed.data.WEBHOOK_SECRET_KEY) {
     problems.push('WEBHOOK_SECRET_KEYS_PREVIOUS: needs WEBHOOK_SECRET_KEY, the key new secrets are encrypted with');
   }
+  if (raw.HETZNER_API_TOKEN === undefined && raw.HETZNER_PROJECTS === undefined) {
+    problems.push('HETZNER_API_TOKEN: is required (or HETZNER_PROJECTS, for several Hetzner projects)');
+  } else if (raw.HETZNER_API_TOKEN !== undefined && raw.HETZNER_PROJECTS !== undefined) {
+    problems.push('HETZNER_PROJECTS: set either HETZNER_PROJECTS or HETZNER_API_TOKEN, not both (HETZNER_API_TOKEN alone is the project `default`)');
+  }
   if (raw.METRICS_HOST !== undefined && raw.METRICS_PORT === undefined) {
     problems.push('METRICS_HOST: set METRICS_PORT too (METRICS_HOST is the address of the metrics listener)');
   }
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   const e = parsed.data;
+  const projects = e.HETZNER_PROJECTS ?? [{ name: 'default', token: e.HETZNER_API_TOKEN!, maxServers: null }];
   return {
     databaseUrl: e.DATABASE_URL,
     redisUrl: e.REDIS_URL,
@@ -269,7 +352,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     hetzner: {
       apiUrl: e.HETZNER_API_URL.replace(/\/+$/, ''),
-      token: e.HETZNER_API_TOKEN,
+      token: projects[0].token,
+      projects,
+      placements: e.HETZNER_PLACEMENTS ?? [{ location: e.HETZNER_LOCATION, serverType: e.HETZNER_SERVER_TYPE }],
+      placementCooldownSeconds: e.PLACEMENT_COOLDOWN_SECONDS,
+      publicIpv4: e.HETZNER_PUBLIC_IPV4 === 'true',
       serverType: e.HETZNER_SERVER_TYPE,
       image: e.HETZNER_IMAGE,
       location: e.HETZNER_LOCATION,

@@ -1,3 +1,4 @@
+import type { HetznerProjects } from './clients/hetzner/projects';
 import 'reflect-metadata';
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
@@ -55,6 +56,8 @@ export interface Tailfleet {
   /** Delivers accepted operations to their queues. */
   outbox: Outbox;
   operations: OperationsService;
+  /** The Hetzner projects, each with its own client (HETZNER_PROJECTS, or HETZNER_API_TOKEN as `default`). */
+  projects: HetznerProjects;
   /** The HTTP app: the API (roles all and api) or only probes and metrics (role worker). */
   app?: Application;
   /** Worker roles only: the workflows the processors call. */

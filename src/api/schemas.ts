@@ -152,6 +152,11 @@ const userDataSchema = z
 // ---------------------------------------------------------------------------------------------
 // Requests
 
+const placementSchema = z.strictObject({
+  location: z.string().regex(/^[a-z0-9-]{1,32}$/, 'must be a Hetzner location name like fsn1'),
+  serverType: z.string().regex(/^[a-z0-9-]{1,32}$/, 'must be a Hetzner server type name like cx22'),
+});
+
 export const createAgentBody = request(
   z.strictObject({
     name: z
@@ -182,8 +187,30 @@ export const createAgentBody = request(
       .optional(),
     labels: labelsSchema.optional(),
     userData: userDataSchema.optional(),
+    placements: z
+      .array(placementSchema)
+      .min(1, 'must name at least one placement')
+      .max(10, 'at most 10 placements')
+      .refine((list) => new Set(list.map((p) => `${p.location}:${p.serverType}`)).size === list.length, 'must not name a placement twice')
+      .meta({
+        description:
+          'Where the server may go, in order: when the cloud refuses a create there (sold out, cannot place, disabled), ' +
+          'the next is tried in the same provision. Instead of location and serverType.',
+      })
+      .optional(),
+    publicIpv4: z
+      .boolean()
+      .meta({ description: 'false: the server gets no primary IPv4 (IPv6 only, cheaper; see the README for what it cannot reach).' })
+      .optional(),
+  }).refine((b) => b.placements === undefined || (b.location === undefined && b.serverType === undefined), {
+    path: ['placements'],
+    message: 'give placements or location/serverType, not both',
   }),
-  { id: 'CreateAgentRequest', description: 'Unset fields take the deployment\'s defaults (HETZNER_SERVER_TYPE, HETZNER_LOCATION, HETZNER_IMAGE, HETZNER_SSH_KEYS).' },
+  {
+    id: 'CreateAgentRequest',
+    description:
+      "Unset fields take the deployment's defaults (HETZNER_PLACEMENTS or HETZNER_SERVER_TYPE and HETZNER_LOCATION, HETZNER_IMAGE, HETZNER_SSH_KEYS, HETZNER_PUBLIC_IPV4).",
+  },
 );
 
 export const listAgentsQuery = z
@@ -308,6 +335,10 @@ export const agentSpecSchema = response(
     location: z.string(),
     image: z.string(),
     sshKeys: z.array(z.string()),
+    placements: z
+      .array(z.object({ location: z.string(), serverType: z.string() }))
+      .meta({ description: 'Where the server may go, in order (the first is location and serverType).' }),
+    publicIpv4: z.boolean().nullable().meta({ description: "Whether servers get a primary IPv4; null = the deployment's HETZNER_PUBLIC_IPV4." }),
     userData: nullableString.meta({
       description: 'The agent\'s cloud-init as sent; only an admin token sees it (it may carry credentials), null for every other scope and when none was given.',
     }),
@@ -337,6 +368,25 @@ export const fleetCostSchema = response(
       hibernationSaving: money.meta({ description: 'What hibernated agents save now (server and address, less snapshot).' }),
       potentialSaving: money.meta({ description: 'What hibernating every paused agent would save on top.' }),
     }),
+    projects: z
+      .array(
+        z.object({
+          name: z.string().meta({ description: 'The project as HETZNER_PROJECTS names it (`default` for HETZNER_API_TOKEN).' }),
+          servers: z.int().min(0).meta({ description: 'Live instances with a server in the project.' }),
+          maxServers: z.int().nullable().meta({ description: 'The configured server limit; null = not configured.' }),
+          full: z.boolean().meta({ description: 'Refused a create with resource_limit_exceeded within PLACEMENT_COOLDOWN_SECONDS.' }),
+          monthly: money,
+          budget: z
+            .object({ limit: z.int().nullable(), remaining: z.int().nullable(), at: dateTime })
+            .nullable()
+            .meta({ description: "Hetzner's request budget (RateLimit-Limit/-Remaining) as a worker last saw it; null until one has created there." }),
+          refusals: z
+            .object({ total: z.int().min(0), byCode: z.record(z.string(), z.int()) })
+            .meta({ description: 'Creates the project refused in the last 24 hours, by Hetzner error code.' }),
+        }),
+      )
+      .meta({ description: 'Per Hetzner project.' })
+      .optional(),
   }),
   { id: 'FleetCost' },
 );
@@ -374,6 +424,20 @@ export const instanceSchema = response(
     tailscaleHostname: nullableString,
     location: nullableString,
     serverType: z.string(),
+    hetznerProject: nullableString.meta({ description: 'The Hetzner project (HETZNER_PROJECTS name) the server and its snapshot are in; null before the first create.' }),
+    placementRefusals: z
+      .array(
+        z.object({
+          project: z.string(),
+          location: z.string(),
+          serverType: z.string(),
+          status: z.int(),
+          code: z.string().meta({ description: 'resource_unavailable (sold out), placement_error, resource_limit_exceeded (project full), …' }),
+          message: z.string(),
+          at: dateTime,
+        }),
+      )
+      .meta({ description: 'Creates the cloud refused before the server landed at location/serverType, oldest first.' }),
     image: z.string(),
     error: nullableString,
     startedAt: dateTime.nullable(),

@@ -1,3 +1,4 @@
+import { RedisCapacityStore } from '../workflows/placement';
 import type { Application } from 'express';
 import { createApp } from '../api/app';
 import type { Readiness } from '../api/probes';
@@ -57,6 +58,7 @@ export function createApiRole(config: Config, infra: Infrastructure, core: Core,
       repositories,
       defaultLocation: config.hetzner.location,
       logger: logger.child({ component: 'cost' }),
+      projects: { list: config.hetzner.projects, capacity: new RedisCapacityStore({ redis: infra.producer, prefix: config.queues.prefix }) },
     }),
     tokens: repositories.tokens,
     findings: repositories.findings,

@@ -14,6 +14,7 @@ import { createWebhookProcessor, createWebhookWorker } from '../webhooks/deliver
 import { WebhookRelay } from '../webhooks/delivery-relay';
 import { createWorkers, DEFAULT_WORKER_SETTINGS, type WorkerPool } from '../workers';
 import { createWorkflows, type WorkflowDeps, type Workflows } from '../workflows';
+import { RedisCapacityStore } from '../workflows/placement';
 import type { Core } from './core';
 import type { Infrastructure } from './infrastructure';
 import type { TailfleetOverrides } from './overrides';
@@ -49,7 +50,7 @@ export interface WorkerParts {
 /** A worker process: the workflows behind each operation queue, the webhook and reconcile workers, the sweeps and relays. */
 export function createWorkerRole(config: Config, infra: Infrastructure, core: Core, overrides: TailfleetOverrides): WorkerRole {
   const { dataSource, repositories, queues, logger, metrics } = infra;
-  const { ledger, outbox, hetzner, operations, webhooks } = core;
+  const { ledger, outbox, hetzner, projects, operations, webhooks } = core;
   const connection = infra.workerConnection!;
   const tailscale = new TailscaleClient({
     baseUrl: config.tailscale.apiUrl,
@@ -70,6 +71,8 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
     dataSource,
     repositories,
     hetzner,
+    projects,
+    capacity: new RedisCapacityStore({ redis: infra.producer, prefix: config.queues.prefix }),
     tailscale,
     fleet,
     guard,
@@ -82,6 +85,9 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
       shutdownTimeoutMs: config.hetzner.shutdownTimeoutSeconds * 1000,
       enrollmentTimeoutMs: config.tailscale.enrollmentTimeoutSeconds * 1000,
       actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
+      placements: config.hetzner.placements,
+      placementCooldownMs: config.hetzner.placementCooldownSeconds * 1000,
+      publicIpv4: config.hetzner.publicIpv4,
     },
   };
   const workflows = createWorkflows(workflowDeps);
@@ -98,6 +104,9 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
       logger: logger.child({ component: 'processor' }),
       metrics,
       queues,
+      // Each operation runs in the Hetzner project of its instance (one project: nothing to look up).
+      inProject: (data, run) =>
+        projects.single ? projects.within(null, run) : repositories.instances.projectOf(data).then((project) => projects.within(project, run)),
     }),
     ledger,
     operations: repositories.operations,
@@ -121,6 +130,7 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
     ledger,
     outbox,
     hetzner,
+    projects,
     tailscale,
     queues,
     fleet,

@@ -18,6 +18,8 @@ export interface AgentCost {
 
 export interface FleetCost {
   currency: string;
+  /** Per Hetzner project: servers, monthly cost, request budget, refused creates. */
+  projects?: ProjectCost[];
   monthly: {
     total: number;
     byStatus: Record<AgentStatus, number>;
@@ -31,15 +33,34 @@ export interface FleetCost {
   };
 }
 
+export interface ProjectCost {
+  name: string;
+  /** Live instances with a server in the project. */
+  servers: number;
+  /** The configured server limit; null = not configured. */
+  maxServers: number | null;
+  /** Marked full by a resource_limit_exceeded within the cooldown. */
+  full: boolean;
+  monthly: number;
+  /** The request budget as a worker last saw it; null until a worker has created there. */
+  budget: { limit: number | null; remaining: number | null; at: string } | null;
+  /** Creates the project refused in the last 24 hours, by Hetzner error code. */
+  refusals: { total: number; byCode: Record<string, number> };
+}
+
 /** Money to 4 decimals, as Hetzner quotes it. */
 export const round = (n: number) => Math.round(n * 10_000) / 10_000;
 
 const LIVE: readonly string[] = LIVE_INSTANCE_STATUSES;
 
-/** Monthly price of a server of this type and its primary IPv4 address; 0 when the cloud quotes none. */
-function serverAndAddress(prices: Prices, instance: Pick<Instance, 'serverType' | 'location'>, fallbackLocation: string) {
+/**
+ * Monthly price of a server of this type and its primary IPv4 address; 0 when the cloud quotes none.
+ * A server recorded without an IPv4 address was created IPv6-only: no address is billed.
+ */
+function serverAndAddress(prices: Prices, instance: Pick<Instance, 'serverType' | 'location' | 'serverId' | 'serverIp'>, fallbackLocation: string) {
   const location = instance.location ?? fallbackLocation;
-  return { server: prices.server(instance.serverType, location) ?? 0, primaryIpv4: prices.primaryIpv4(location) ?? 0 };
+  const ipv6Only = instance.serverId !== null && (instance.serverIp === null || instance.serverIp.includes(':'));
+  return { server: prices.server(instance.serverType, location) ?? 0, primaryIpv4: ipv6Only ? 0 : (prices.primaryIpv4(location) ?? 0) };
 }
 
 export function instanceCost(prices: Prices, instance: Instance | null, fallbackLocation: string): AgentCost {

@@ -18,6 +18,13 @@ export interface AgentSpec {
   sshKeys: string[];
   /** The application's own cloud-init (merged with the tailnet join at provision); never an auth key. */
   userData: string | null;
+  /**
+   * Where the server may go, in order of preference (the first is `location`/`serverType`); absent
+   * on agents that name a single place.
+   */
+  placements?: { location: string; serverType: string }[];
+  /** False: the server has no primary IPv4 (IPv6 only); absent = the fleet's HETZNER_PUBLIC_IPV4. */
+  publicIpv4?: boolean;
 }
 
 // Names are unique among agents that are not destroyed; the listing filters use the other indexes.

@@ -42,6 +42,10 @@ export interface OperationsDefaults {
   location: string;
   /** HETZNER_SSH_KEYS. */
   sshKeys?: string[];
+  /** HETZNER_PLACEMENTS: an agent that names no place of its own gets these (the first is its location and type). */
+  placements?: { location: string; serverType: string }[];
+  /** HETZNER_PUBLIC_IPV4 (default true). */
+  publicIpv4?: boolean;
 }
 
 /** The cloud's catalogue does not offer the server type in the location (422 naming the field). */
@@ -102,6 +106,8 @@ export interface CreateAgentInput {
   sshKeys?: string[];
   labels?: Record<string, string>;
   userData?: string;
+  placements?: { location: string; serverType: string }[];
+  publicIpv4?: boolean;
 }
 
 export interface CreateAgentResult {
@@ -192,12 +198,17 @@ export class OperationsService {
    * a request.
    */
   async createAgent(input: CreateAgentInput, opts: RequestOptions = {}): Promise<CreateAgentResult> {
+    const placements = input.placements ?? (input.location === undefined && input.serverType === undefined ? this.defaults.placements : undefined);
+    const publicIpv4 = input.publicIpv4 ?? this.defaults.publicIpv4;
     const spec: AgentSpec = {
-      serverType: input.serverType ?? this.defaults.serverType,
-      location: input.location ?? this.defaults.location,
+      serverType: placements?.[0].serverType ?? input.serverType ?? this.defaults.serverType,
+      location: placements?.[0].location ?? input.location ?? this.defaults.location,
       image: input.image ?? this.defaults.image,
       sshKeys: input.sshKeys ?? this.defaults.sshKeys ?? [],
       userData: input.userData ?? null,
+      ...(placements && placements.length > 1 ? { placements } : {}),
+      // Stored when it differs from the built-in default or was asked for, so a later change of the deployment's default does not change the agent.
+      ...(publicIpv4 !== undefined && (input.publicIpv4 !== undefined || publicIpv4 === false) ? { publicIpv4 } : {}),
     };
     const labels = input.labels ?? {};
     const key = await this.claimableSlot(opts.idempotency);

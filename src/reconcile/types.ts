@@ -1,3 +1,4 @@
+import type { HetznerProjects } from '../clients/hetzner/projects';
 import type { DataSource } from 'typeorm';
 import type { HetznerClient } from '../clients/hetzner/hetzner.client';
 import type { TailscaleClient } from '../clients/tailscale/tailscale.client';
@@ -170,6 +171,8 @@ export interface ReconcilerDeps {
   ledger: Pick<OperationLedger, 'requeue' | 'acceptReconcile' | 'acceptRepair'>;
   outbox: Pick<Outbox, 'add' | 'deliver'>;
   hetzner: Pick<HetznerClient, 'listServers' | 'getServer' | 'deleteServer'>;
+  /** Every project the pass lists; each instance's and orphan's calls go to its own (default: `hetzner` alone). */
+  projects?: HetznerProjects;
   tailscale: Pick<TailscaleClient, 'listDevices' | 'getDevice' | 'deleteDevice' | 'getAuthKey' | 'deleteAuthKey'>;
   queues: Pick<Queues, OperationType>;
   /** The pass only ever lists, judges, repairs or deletes this fleet's servers and devices. */
