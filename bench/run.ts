@@ -1,9 +1,9 @@
 /**
  * `npm run bench`: every benchmark in one run, one summary table, one JSON file under bench/results/.
  *
- *   npm run bench [-- --only throughput,relay,burst,requests,latency,clients,reconcile,streams]
+ *   npm run bench [-- --only throughput,relay,burst,requests,latency,clients,reconcile,streams,capacity]
  *
- * The in-process benches (throughput, relay, burst, requests, latency, reconcile, streams) each use their own database,
+ * The in-process benches (throughput, relay, burst, requests, latency, reconcile, streams, capacity) each use their own database,
  * Redis prefix and simulator, and clean up. The client bench exports no function (it runs on
  * import), so it runs as a child process and its printed table and JSON result are carried over.
  */
@@ -13,6 +13,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { runBurstBench } from './burst.bench';
+import { runCapacityBench } from './capacity.bench';
 import { runLatencyBench } from './latency.bench';
 import { fmt, log, missedTargets, RESULTS_DIR, table, writeResult, type Row } from './lib/report';
 import { runReconcileBench } from './reconcile.bench';
@@ -125,6 +126,7 @@ async function main(): Promise<void> {
     ['latency', () => runLatencyBench()],
     ['reconcile', () => runReconcileBench()],
     ['streams', () => runStreamsBench()],
+    ['capacity', () => runCapacityBench()],
   ];
   for (const [name, run] of inProcess) {
     if (!wanted(name)) continue;
