@@ -9,6 +9,7 @@ import {
   PROVISIONING_JOB_STATUSES,
   TOKEN_NAME_MAX_LENGTH,
   TOKEN_SCOPES,
+  NAMED_TOKEN_SCOPES,
 } from '../entities';
 import { UUID } from '../db/uuid';
 import { isReservedLabelKey } from '../fleet/server-labels';
@@ -264,7 +265,7 @@ export const createTokenBody = request(
       .string()
       .regex(TOKEN_NAME, `must be 1–${TOKEN_NAME_MAX_LENGTH} letters, digits, ".", "_" or "-", starting with a letter or digit`)
       .meta({ description: `Not one of the names tailfleet records itself under (${RESERVED_TOKEN_NAMES.join(', ')}), in any case: 422.` }),
-    scope: z.enum(TOKEN_SCOPES, { error: () => `must be one of ${TOKEN_SCOPES.join(', ')}` }),
+    scope: z.enum(NAMED_TOKEN_SCOPES, { error: () => `must be one of ${NAMED_TOKEN_SCOPES.join(', ')}` }),
     expiresAt: isoDateTimeParam()
       .refine((d) => d.getTime() > Date.now(), { message: 'must be in the future' })
       .nullable()

@@ -422,7 +422,7 @@ function tokensCommand(program: Command): void {
     });
 }
 
-const WEBHOOK_EVENTS = ['operation.succeeded', 'operation.failed', 'operation.cancelled', 'agent.status_changed', 'finding.resolved'];
+const WEBHOOK_EVENTS = ['operation.succeeded', 'operation.failed', 'operation.cancelled', 'agent.status_changed', 'agent.expiring', 'finding.resolved'];
 
 function webhooksCommand(program: Command): void {
   const webhooks = program.command('webhooks').description('signed webhooks (needs an admin token)');

@@ -82,6 +82,7 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
       shutdownTimeoutMs: config.hetzner.shutdownTimeoutSeconds * 1000,
       enrollmentTimeoutMs: config.tailscale.enrollmentTimeoutSeconds * 1000,
       actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
+      publicUrl: config.policy.publicUrl,
     },
   };
   const workflows = createWorkflows(workflowDeps);

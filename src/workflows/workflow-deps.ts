@@ -15,13 +15,15 @@ export interface WorkflowSettings {
   shutdownTimeoutMs: number;
   enrollmentTimeoutMs: number;
   actionTimeoutMs: number;
+  /** TAILFLEET_PUBLIC_URL: where agents' reporters send their activity; null/absent = no reporter. */
+  publicUrl?: string | null;
 }
 
 /** What every workflow is built from (the worker role builds it once and hands the same object to each). */
 export interface WorkflowDeps {
   /** Transaction boundaries and guarded transitions (src/db/transitions); rows are read through `repositories`. */
   dataSource: DataSource;
-  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'events' | 'findings'>;
+  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'events' | 'findings' | 'tokens'>;
   hetzner: HetznerClient;
   tailscale: TailscaleClient;
   /** Which machines are this deployment's: the labels and hostnames it gives, the ones it looks for. */

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import type { Response } from 'express';
 import { actorOf, hashToken } from '../../src/api/auth';
-import { ApiToken, TOKEN_SCOPES, type TokenScope } from '../../src/entities';
+import { ApiToken, NAMED_TOKEN_SCOPES, type TokenScope } from '../../src/entities';
 import type { Tailfleet } from '../../src/server';
 import { contractOf, type ContractValidator } from '../helpers/contract';
 import { createSuite, waitFor, type Suite } from '../pipeline/stack';
@@ -70,7 +70,7 @@ function expectedScope(method: string, path: string): TokenScope | 'public' {
   return method === 'GET' ? 'read' : 'operate';
 }
 
-const RANK: Record<TokenScope, number> = { read: 0, operate: 1, admin: 2 };
+const RANK: Record<TokenScope, number> = { agent: -1, read: 0, operate: 1, admin: 2 };
 
 describe('API: scoped tokens', function () {
   this.timeout(60_000);
@@ -90,7 +90,7 @@ describe('API: scoped tokens', function () {
     suite = await createSuite('tokens');
     tf = await suite.launch({ env: { ROLE: 'api', BULL_BOARD_USER: BOARD.user, BULL_BOARD_PASSWORD: BOARD.password } });
     url = tf.url!;
-    for (const scope of TOKEN_SCOPES) tokens[scope] = (await createToken(`table-${scope}`, scope)).token;
+    for (const scope of NAMED_TOKEN_SCOPES) tokens[scope] = (await createToken(`table-${scope}`, scope)).token;
   });
 
   after(async () => {
@@ -202,7 +202,7 @@ describe('API: scoped tokens', function () {
         const declared = op.security?.length === 0 ? 'public' : (op.security?.find((s) => s.bearerAuth)?.bearerAuth[0] ?? 'read');
         if (declared !== expected) wrong.push(`${method} ${path}: documented ${declared}, policy ${expected}`);
 
-        for (const scope of TOKEN_SCOPES) {
+        for (const scope of NAMED_TOKEN_SCOPES) {
           const res = await call(url, method, path.replace('{id}', UNKNOWN_ID), {
             token: tokens[scope],
             body: method === 'POST' ? {} : undefined,
