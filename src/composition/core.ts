@@ -66,6 +66,8 @@ export function createCore(
       image: config.hetzner.image,
       location: config.hetzner.location,
       sshKeys: config.hetzner.sshKeys,
+      reporter: config.policy.publicUrl !== null,
+      maxLifetimeHours: config.policy.maxAgentLifetimeHours,
     },
     maxAgents: config.maxAgents,
     // API roles check a create's server type and location against the cloud's catalogue before

@@ -1,4 +1,6 @@
 import type { DataSource } from 'typeorm';
+import { LifetimeExceededError } from '../errors';
+import type { IdleStep } from '../entities';
 import { IdempotencyKeyConflictError, LiveInstanceExistsError, TransitionConflictError } from '../db/errors';
 import type { TransitionRequest } from '../db/transitions';
 import type { Repositories } from '../db/repositories';
@@ -42,6 +44,10 @@ export interface OperationsDefaults {
   location: string;
   /** HETZNER_SSH_KEYS. */
   sshKeys?: string[];
+  /** TAILFLEET_PUBLIC_URL is set: agents get the activity reporter unless their spec says otherwise. */
+  reporter?: boolean;
+  /** MAX_AGENT_LIFETIME_HOURS: no agent expires later than this after its creation. */
+  maxLifetimeHours?: number | null;
 }
 
 /** The cloud's catalogue does not offer the server type in the location (422 naming the field). */
@@ -102,6 +108,11 @@ export interface CreateAgentInput {
   sshKeys?: string[];
   labels?: Record<string, string>;
   userData?: string;
+  idle?: IdleStep[];
+  /** false: no activity reporter on the machine. */
+  reporter?: boolean;
+  expiresAt?: Date;
+  ttlSeconds?: number;
 }
 
 export interface CreateAgentResult {
@@ -148,6 +159,18 @@ export function clientIdempotencyKey(operation: Operation): string | null {
 // Event ids are PostgreSQL bigints: 19 digits may still be more than one holds.
 
 /** Equal as JSON, whatever the order of object keys. */
+/**
+ * The expiry an agent is created with: its expiresAt or ttlSeconds, capped by the fleet's maximum
+ * lifetime (which alone gives the expiry when the request names none). A request beyond the maximum
+ * is refused rather than shortened: the client asked for something tailfleet will not do.
+ */
+export function agentExpiry(input: { expiresAt?: Date; ttlSeconds?: number }, now: Date, maxLifetimeHours: number | null): Date | null {
+  const asked = input.ttlSeconds !== undefined ? new Date(now.getTime() + input.ttlSeconds * 1000) : (input.expiresAt ?? null);
+  const limit = maxLifetimeHours === null ? null : new Date(now.getTime() + maxLifetimeHours * 3_600_000);
+  if (asked && limit && asked.getTime() > limit.getTime()) throw new LifetimeExceededError(maxLifetimeHours!, limit);
+  return asked ?? limit;
+}
+
 function sameJson(a: unknown, b: unknown): boolean {
   const canonical = (v: unknown): unknown =>
     Array.isArray(v)
@@ -198,7 +221,10 @@ export class OperationsService {
       image: input.image ?? this.defaults.image,
       sshKeys: input.sshKeys ?? this.defaults.sshKeys ?? [],
       userData: input.userData ?? null,
+      ...(input.idle ? { idle: input.idle } : {}),
+      reporter: this.defaults.reporter === true && input.reporter !== false,
     };
+    const expiresAt = agentExpiry(input, new Date(), this.defaults.maxLifetimeHours ?? null);
     const labels = input.labels ?? {};
     const key = await this.claimableSlot(opts.idempotency);
     const route = opts.idempotency?.route ?? null;
@@ -223,6 +249,7 @@ export class OperationsService {
         image: spec.image,
         labels,
         spec,
+        expiresAt,
         maxAgents: this.maxAgents,
         idempotencyKey: key,
         idempotencyRoute: route,
