@@ -98,6 +98,8 @@ export const IDEMPOTENCY_KEY_TTL_MS = 24 * 3600 * 1000;
 export interface RequestOptions {
   idempotency?: IdempotencyKey;
   requestedBy?: string;
+  /** Why tailfleet asks for it itself (a policy: "idle 30 min since …", "expired"). */
+  reason?: string;
 }
 
 export interface CreateAgentInput {
@@ -459,6 +461,7 @@ export class OperationsService {
       idempotencyKey: key,
       idempotencyRoute: asked.route,
       requestedBy: opts.requestedBy,
+      reason: opts.reason,
     });
     switch (result.outcome) {
       case 'created':

@@ -5,7 +5,6 @@ import { withAdvisoryLock } from '../db/advisory-lock';
 import type { Operation } from '../entities';
 import { UnavailableError } from '../errors';
 import type { ReconcileTrigger } from '../entities/reconcile-report.entity';
-import { requestAutoHibernations } from './auto-hibernate';
 import { reviewFindings } from './attention';
 import { checkDevice, checkServer } from './drift';
 import { deleteOrphans, findOrphans } from './orphans';
@@ -144,13 +143,6 @@ export class Reconciler {
     if (settings.orphans === 'delete') {
       await deleteOrphans(ctx, orphanServers, orphanDevices, errors, log, { operationId, devices: devicesById, servers });
     }
-    let autoHibernations: Awaited<ReturnType<typeof requestAutoHibernations>> = [];
-    try {
-      autoHibernations = await requestAutoHibernations(ctx, snapshot, log);
-    } catch (err) {
-      errors.push(`auto-hibernate: ${(err as Error).message}`);
-      log.error({ err }, 'Auto-hibernate failed');
-    }
     const attention = await reviewFindings(ctx, snapshot, { servers, devices: devicesById }, errors, log);
 
     const repairs =
@@ -199,7 +191,6 @@ export class Reconciler {
       stuck,
       orphanServers,
       orphanDevices,
-      ...(ctx.deps.autoHibernate ? { autoHibernations } : {}),
       attention,
       errors,
     };
