@@ -825,10 +825,13 @@ const COMMON_ERRORS: Record<string, ApiResponse> = {
 
 function responsesOf(route: ApiRoute): Record<string, ApiResponse> {
   if (typeof route.auth !== 'string' || route.auth === 'public') return route.responses;
+  // Every route refuses an agent's own credential (scope agent) but those it is for.
   const forbidden: Record<string, ApiResponse> =
     route.auth === 'read'
-      ? {}
-      : { '403': problem(`The token lacks scope ${route.auth} (WWW-Authenticate: Bearer error="insufficient_scope").`) };
+      ? { '403': problem("An agent's own credential (scope agent): it reports that agent's activity and reads nothing.") }
+      : route.auth === 'agent'
+        ? { '403': problem("An agent's credential used for another agent, or a read token.") }
+        : { '403': problem(`The token lacks scope ${route.auth} (WWW-Authenticate: Bearer error="insufficient_scope").`) };
   return { ...COMMON_ERRORS, ...forbidden, ...route.responses };
 }
 
