@@ -65,6 +65,8 @@ function expectProblem(res: Answer, status: number, kind: string) {
  */
 function expectedScope(method: string, path: string): TokenScope | 'public' {
   if (['/healthz', '/readyz', '/metrics', '/v1/openapi.json'].includes(path)) return 'public';
+  // What an agent's machine reports, and leases (a job on the machine may hold one): its own credential or operate.
+  if (method !== 'GET' && /^\/v1\/agents\/\{id\}\/(heartbeat|bootstrap|leases)/.test(path)) return 'agent';
   if (path === '/admin/queues' || path.startsWith('/v1/tokens') || path.startsWith('/v1/webhooks')) return 'admin';
   if (method === 'POST' && path.startsWith('/v1/findings/')) return 'admin';
   return method === 'GET' ? 'read' : 'operate';
@@ -207,7 +209,8 @@ describe('API: scoped tokens', function () {
             token: tokens[scope],
             body: method === 'POST' ? {} : undefined,
           });
-          const refused = expected !== 'public' && RANK[scope] < RANK[expected];
+          // A route for an agent's own credential takes operator tokens from operate up.
+          const refused = expected === 'agent' ? RANK[scope] < RANK.operate : expected !== 'public' && RANK[scope] < RANK[expected];
           table.push(`${scope.padEnd(7)} ${method.padEnd(6)} ${path} → ${res.status}`);
           if (res.status === 401) wrong.push(`${scope} ${method} ${path}: 401 (${res.text.slice(0, 120)})`);
           if (refused) {
