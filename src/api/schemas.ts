@@ -366,6 +366,17 @@ export const fleetCostSchema = response(
       hibernationSaving: money.meta({ description: 'What hibernated agents save now (server and address, less snapshot).' }),
       potentialSaving: money.meta({ description: 'What hibernating every paused agent would save on top.' }),
     }),
+    policies: z
+      .object({
+        month: z.string().meta({ description: 'YYYY-MM (UTC).' }),
+        saved: money.meta({
+          description: "Server and address hours not billed this month after a policy's hibernate or destroy (until the agent was started again), less the snapshots kept.",
+        }),
+        actions: z
+          .object({ stop: z.int(), hibernate: z.int(), destroy: z.int() })
+          .meta({ description: "The policies' actions this month that succeeded. A stop saves nothing: a server is billed while it is off." }),
+      })
+      .meta({ description: 'What the idle ladders, expiry and auto-hibernate saved this month.' }),
   }),
   { id: 'FleetCost' },
 );

@@ -1,12 +1,12 @@
 import type { Repositories } from '../db/repositories';
 import type { Instance } from '../entities';
 import type { Logger } from '../lib/logger';
-import { fleetCost, instanceCost, type AgentCost, type FleetCost } from './cost';
+import { fleetCost, instanceCost, policySaving, type AgentCost, type FleetCost } from './cost';
 import type { PriceList } from './prices';
 
 export interface CostServiceDeps {
   prices: Pick<PriceList, 'get'>;
-  repositories: Pick<Repositories, 'agents' | 'instances'>;
+  repositories: Pick<Repositories, 'agents' | 'instances' | 'activity'>;
   /** Where an instance without a recorded location lives (HETZNER_LOCATION). */
   defaultLocation: string;
   logger: Logger;
@@ -39,6 +39,9 @@ export class CostService {
       const agent = agents.get(instance.agentId);
       return agent ? [{ agent, instance }] : [];
     });
-    return fleetCost(prices, items, this.deps.defaultLocation);
+    const now = new Date();
+    const monthStart = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+    const records = await this.deps.repositories.activity.policyActionsSince(monthStart, now);
+    return fleetCost(prices, items, this.deps.defaultLocation, policySaving(prices, records, monthStart, this.deps.defaultLocation));
   }
 }

@@ -2,6 +2,7 @@ import type { DataSource } from 'typeorm';
 import { SYSTEM_ACTOR, type ActivityKind, type Agent, type BootstrapStatus, type HeartbeatFigures } from '../entities';
 import { Agent as AgentEntity } from '../entities';
 import { NotFoundError, StateConflictError } from '../errors';
+import type { PolicyActionRecord } from '../cost/cost';
 import { LEASE_ACTIVITY_SQL } from '../policy/leases';
 import { hydrate, recordEvent, returningRows } from './transitions';
 import { isUuid } from './uuid';
@@ -92,6 +93,34 @@ export class ActivityRepository {
     ])) as Array<Record<string, unknown>>;
     for (const row of rows) out.set(row.id as string, momentsOf(row));
     return out;
+  }
+
+  /**
+   * The policies' actions (operations tailfleet asked for itself, with a reason) that succeeded since
+   * `since`, each with the instance it acted on and until when its effect lasted: the agent's next
+   * operation someone asked for (a start, a wake, a reprovision), else `now`.
+   */
+  async policyActionsSince(since: Date, now: Date): Promise<PolicyActionRecord[]> {
+    const rows = (await this.deps.dataSource.query(
+      `SELECT o."type"::text AS "type", o."finished_at",
+         (SELECT min(n."requested_at") FROM "operations" n
+           WHERE n."agent_id" = o."agent_id" AND n."requested_at" > o."finished_at" AND n."requested_by" <> '${SYSTEM_ACTOR}') AS "until",
+         i."server_type", i."location", i."snapshot_size_gb"
+       FROM "operations" o
+       LEFT JOIN LATERAL (
+         SELECT "server_type", "location", "snapshot_size_gb" FROM "instances"
+         WHERE "agent_id" = o."agent_id" AND "created_at" <= o."finished_at" ORDER BY "created_at" DESC LIMIT 1
+       ) i ON true
+       WHERE o."requested_by" = '${SYSTEM_ACTOR}' AND o."reason" IS NOT NULL AND o."status" = 'succeeded'
+         AND o."type"::text IN ('stop', 'hibernate', 'destroy') AND o."finished_at" >= $1`,
+      [since],
+    )) as Array<Record<string, unknown>>;
+    return rows.map((r) => ({
+      type: r.type as PolicyActionRecord['type'],
+      from: new Date(r.finished_at as string),
+      until: r.until ? new Date(r.until as string) : now,
+      instance: { serverType: r.server_type as string, location: (r.location as string | null) ?? null, snapshotSizeGb: r.snapshot_size_gb === null ? null : Number(r.snapshot_size_gb) },
+    }));
   }
 
   /**

@@ -209,6 +209,12 @@ describe('policy: activity, leases, the idle ladder and expiry', function () {
       ['destroy', 'idle 3 min'],
     ]);
     expect((await api.get(`/v1/agents/${a}`)).body.agent.status).to.equal('destroyed');
+    // The cost view counts what the policies did this month.
+    const cost = (await api.get('/v1/fleet/cost')).body;
+    expect(cost.policies.month).to.equal(new Date().toISOString().slice(0, 7));
+    expect(cost.policies.actions.hibernate).to.be.at.least(1);
+    expect(cost.policies.actions.destroy).to.be.at.least(1);
+    expect(cost.policies.saved).to.be.at.least(0);
   });
 
   it('refuses a ladder out of order, and a heartbeat with a session counts as activity', async () => {
