@@ -10,7 +10,7 @@ export const LEASE_HOLDER_MAX_LENGTH = 200;
  * hands it to a claim (see LIVE_LEASE_SQL in src/policy/leases.ts).
  */
 @Entity({ name: 'agent_leases' })
-@Index('idx_agent_leases_live', ['agentId', 'expiresAt'], { where: `"released_at" IS NULL` })
+@Index('idx_agent_leases_agent', ['agentId', 'expiresAt'])
 export class AgentLease {
   @PrimaryGeneratedColumn('uuid', { primaryKeyConstraintName: 'pk_agent_leases' })
   id!: string;

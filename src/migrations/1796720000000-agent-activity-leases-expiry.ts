@@ -7,7 +7,7 @@ export class AgentActivityLeasesExpiry1796720000000 implements MigrationInterfac
 
   public async up(queryRunner: QueryRunner): Promise<void> {
     await queryRunner.query(`CREATE TABLE "agent_leases" ("id" uuid NOT NULL DEFAULT gen_random_uuid(), "agent_id" uuid NOT NULL, "holder" character varying(200) NOT NULL, "expires_at" TIMESTAMP WITH TIME ZONE NOT NULL, "released_at" TIMESTAMP WITH TIME ZONE, "created_by" character varying(128) NOT NULL DEFAULT 'system', "created_at" TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(), CONSTRAINT "pk_agent_leases" PRIMARY KEY ("id"))`);
-    await queryRunner.query(`CREATE INDEX "idx_agent_leases_live" ON "agent_leases" ("agent_id", "expires_at") WHERE "released_at" IS NULL`);
+    await queryRunner.query(`CREATE INDEX "idx_agent_leases_agent" ON "agent_leases" ("agent_id", "expires_at")`);
     await queryRunner.query(`ALTER TABLE "agents" ADD "expires_at" TIMESTAMP WITH TIME ZONE`);
     await queryRunner.query(`ALTER TABLE "agents" ADD "expiry_warned_for" TIMESTAMP WITH TIME ZONE`);
     await queryRunner.query(`ALTER TABLE "agents" ADD "last_activity_at" TIMESTAMP WITH TIME ZONE`);
@@ -44,7 +44,7 @@ export class AgentActivityLeasesExpiry1796720000000 implements MigrationInterfac
     await queryRunner.query(`ALTER TABLE "agents" DROP COLUMN "last_activity_at"`);
     await queryRunner.query(`ALTER TABLE "agents" DROP COLUMN "expiry_warned_for"`);
     await queryRunner.query(`ALTER TABLE "agents" DROP COLUMN "expires_at"`);
-    await queryRunner.query(`DROP INDEX "idx_agent_leases_live"`);
+    await queryRunner.query(`DROP INDEX "idx_agent_leases_agent"`);
     await queryRunner.query(`DROP TABLE "agent_leases"`);
   }
 }

@@ -1,12 +1,12 @@
 import type { DataSource } from 'typeorm';
-import { ACTIVITY_COLUMNS, momentsOf, type ActivityRepository } from '../db/activity.repository';
+import { momentsOf, type ActivityRepository } from '../db/activity.repository';
 import { withAdvisoryLock } from '../db/advisory-lock';
 import { SYSTEM_ACTOR, type AgentStatus, type IdleStep } from '../entities';
 import { errorMessage, StateConflictError } from '../errors';
 import type { Logger } from '../lib/logger';
 import { PeriodicPass } from '../lib/periodic';
 import { decide, type PolicyAction, type PolicyAgent, type PolicyDecision, type PolicySettings } from './decide';
-import { LIVE_LEASE_EXISTS } from './leases';
+import { LIVE_LEASE_PREDICATE } from './leases';
 
 /**
  * The policy loop: every POLICY_INTERVAL_SECONDS one process of the fleet (a session advisory lock,
@@ -42,19 +42,29 @@ export interface PolicyPass {
   requested: Array<{ agentId: string; action: PolicyAction; operationId: string; reason: string; dueAt: Date; at: Date }>;
 }
 
+// One row per agent: each table it joins is read once per agent, through its index on agent_id.
 const STATE_SQL = `
 SELECT a."id", a."status"::text AS "status", a."spec"->'idle' AS "idle", a."created_at", a."updated_at",
   a."expires_at", a."expiry_warned_for",
   i."status"::text AS "instance_status", i."started_at" AS "instance_started_at",
-  ${ACTIVITY_COLUMNS},
-  ${LIVE_LEASE_EXISTS('$1::timestamptz')} AS "leased",
-  EXISTS (SELECT 1 FROM "operations" o WHERE o."agent_id" = a."id" AND o."status"::text IN ('queued', 'running')) AS "operation_pending"
+  a."last_activity_at" AS "reported_at", a."last_activity_kind" AS "reported_kind",
+  l."lease_end", COALESCE(l."leased", false) AS "leased",
+  o."command_at", COALESCE(o."pending", false) AS "operation_pending"
 FROM "agents" a
 LEFT JOIN LATERAL (
   SELECT "status", "started_at" FROM "instances"
   WHERE "agent_id" = a."id" AND "status"::text NOT IN ('destroyed', 'failed')
   ORDER BY "created_at" DESC LIMIT 1
 ) i ON true
+LEFT JOIN LATERAL (
+  SELECT max(LEAST(COALESCE(l."released_at", l."expires_at"), l."expires_at")) AS "lease_end", bool_or(${LIVE_LEASE_PREDICATE('$1::timestamptz')}) AS "leased"
+  FROM "agent_leases" l WHERE l."agent_id" = a."id"
+) l ON true
+LEFT JOIN LATERAL (
+  SELECT max(o."requested_at") FILTER (WHERE o."requested_by" <> '${SYSTEM_ACTOR}') AS "command_at",
+    bool_or(o."status"::text IN ('queued', 'running')) AS "pending"
+  FROM "operations" o WHERE o."agent_id" = a."id"
+) o ON true
 WHERE a."status" <> 'destroyed'
   AND (a."spec"->'idle' IS NOT NULL OR a."expires_at" IS NOT NULL OR ($2::boolean AND a."status" = 'paused'))`;
 
