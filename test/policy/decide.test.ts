@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { loadConfig } from '../../src/config';
-import { decide, type PolicyAgent } from '../../src/policy/decide';
+import { decide, type PolicyAgent, type PolicySettings } from '../../src/policy/decide';
 import { idleLadderSchema } from '../../src/policy/idle-ladder';
 import { problemsOf, validEnv } from '../helpers/config';
 
@@ -9,7 +9,7 @@ import { problemsOf, validEnv } from '../helpers/config';
 
 const T0 = new Date('2030-01-01T00:00:00Z');
 const at = (seconds: number) => new Date(T0.getTime() + seconds * 1000);
-const settings = { expiryWarningMs: 600_000, autoHibernateAfterMs: null };
+const settings: PolicySettings = { expiryWarningMs: 600_000, autoHibernateAfterMs: null };
 
 function agent(over: Partial<PolicyAgent> = {}): PolicyAgent {
   return {
