@@ -38,7 +38,7 @@ export const ACTIVITY_COLUMNS = `a."last_activity_at" AS "reported_at", a."last_
   (SELECT max(o."requested_at") FROM "operations" o WHERE o."agent_id" = a."id" AND o."requested_by" <> '${SYSTEM_ACTOR}') AS "command_at"`;
 
 export function momentsOf(row: Record<string, unknown>): ActivityMoments {
-  const date = (v: unknown) => (v === null || v === undefined ? null : new Date(v as string | Date));
+  const date = (v: unknown) => (v === null || v === undefined ? null : new Date(v as string | number | Date));
   const reportedAt = date(row.reported_at);
   return {
     reported: reportedAt ? { at: reportedAt, kind: row.reported_kind as ActivityKind } : null,

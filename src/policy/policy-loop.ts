@@ -43,13 +43,16 @@ export interface PolicyPass {
 }
 
 // One row per agent: each table it joins is read once per agent, through its index on agent_id.
+// Times come as epoch milliseconds (float8): the driver turns those into numbers, far cheaper than
+// parsing timestamps, and a pass reads every agent the policies concern.
+const ms = (column: string) => `(extract(epoch from ${column}) * 1000)::float8`;
 const STATE_SQL = `
-SELECT a."id", a."status"::text AS "status", a."spec"->'idle' AS "idle", a."created_at", a."updated_at",
-  a."expires_at", a."expiry_warned_for",
-  i."status"::text AS "instance_status", i."started_at" AS "instance_started_at",
-  a."last_activity_at" AS "reported_at", a."last_activity_kind" AS "reported_kind",
-  l."lease_end", COALESCE(l."leased", false) AS "leased",
-  o."command_at", COALESCE(o."pending", false) AS "operation_pending"
+SELECT a."id", a."status"::text AS "status", a."spec"->'idle' AS "idle", ${ms('a."created_at"')} AS "created_at", ${ms('a."updated_at"')} AS "updated_at",
+  ${ms('a."expires_at"')} AS "expires_at", ${ms('a."expiry_warned_for"')} AS "expiry_warned_for",
+  i."status"::text AS "instance_status", ${ms('i."started_at"')} AS "instance_started_at",
+  ${ms('a."last_activity_at"')} AS "reported_at", a."last_activity_kind" AS "reported_kind",
+  ${ms('l."lease_end"')} AS "lease_end", COALESCE(l."leased", false) AS "leased",
+  ${ms('o."command_at"')} AS "command_at", COALESCE(o."pending", false) AS "operation_pending"
 FROM "agents" a
 LEFT JOIN LATERAL (
   SELECT "status", "started_at" FROM "instances"
@@ -69,7 +72,7 @@ WHERE a."status" <> 'destroyed'
   AND (a."spec"->'idle' IS NOT NULL OR a."expires_at" IS NOT NULL OR ($2::boolean AND a."status" = 'paused'))`;
 
 export function policyAgentOf(row: Record<string, unknown>): PolicyAgent {
-  const date = (v: unknown) => (v === null || v === undefined ? null : new Date(v as string | Date));
+  const date = (v: unknown) => (v === null || v === undefined ? null : new Date(v as string | number | Date));
   return {
     id: row.id as string,
     status: row.status as AgentStatus,
