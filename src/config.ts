@@ -120,6 +120,12 @@ const schema = z.object({
   RECONCILE_ORPHANS: z.enum(['report', 'delete']).default('report'),
   RECONCILE_GRACE_SECONDS: int(0, 86_400).default(900),
   AUTO_HIBERNATE_AFTER_HOURS: z.coerce.number().positive('must be a positive number of hours').max(8760).optional(),
+  TAILFLEET_PUBLIC_URL: url(['http:', 'https:'])
+    .refine((v) => /^https?:\/\/[^\s'"\\`$]+$/.test(v), { message: 'must not contain quotes, spaces, backslashes, backticks or $' })
+    .optional(),
+  POLICY_INTERVAL_SECONDS: int(1, 3600).default(30),
+  EXPIRY_WARNING_SECONDS: int(0, 30 * 86400).default(600),
+  MAX_AGENT_LIFETIME_HOURS: z.coerce.number().positive('must be a positive number of hours').max(87600).optional(),
   // Both or neither: without the pair the board's own login is off and only an admin token opens it.
   BULL_BOARD_USER: z.string().regex(/^[^:\s]{1,64}$/, 'must be 1–64 characters without ":" or spaces').optional(),
   BULL_BOARD_PASSWORD: z.string().min(8, 'must be at least 8 characters').optional(),
@@ -253,8 +259,18 @@ export interface Config {
     intervalSeconds: number;
     orphans: 'report' | 'delete';
     graceSeconds: number;
-    /** Paused agents older than this are hibernated by the reconcile pass; null = never. */
+    /** Paused agents older than this are hibernated by the policy loop (src/policy); null = never. */
     autoHibernateAfterHours: number | null;
+  };
+  policy: {
+    /** TAILFLEET_PUBLIC_URL: the API as agents' machines reach it; null = no activity reporter is installed. */
+    publicUrl: string | null;
+    /** How often the policy loop looks at every agent: an idle step or an expiry is acted on within this. */
+    intervalSeconds: number;
+    /** How long before an agent's expiry its `agent.expiring` webhook goes out. */
+    expiryWarningSeconds: number;
+    /** The longest any agent lives (from its creation); null = no fleet limit. */
+    maxAgentLifetimeHours: number | null;
   };
   webhooks: {
     /** Accept receivers on loopback, private and link-local addresses (off: refused at subscription and at delivery). */
@@ -388,6 +404,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       orphans: e.RECONCILE_ORPHANS,
       graceSeconds: e.RECONCILE_GRACE_SECONDS,
       autoHibernateAfterHours: e.AUTO_HIBERNATE_AFTER_HOURS ?? null,
+    },
+    policy: {
+      publicUrl: e.TAILFLEET_PUBLIC_URL ? e.TAILFLEET_PUBLIC_URL.replace(/\/+$/, '') : null,
+      intervalSeconds: e.POLICY_INTERVAL_SECONDS,
+      expiryWarningSeconds: e.EXPIRY_WARNING_SECONDS,
+      maxAgentLifetimeHours: e.MAX_AGENT_LIFETIME_HOURS ?? null,
     },
     webhooks: {
       allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS === 'true',

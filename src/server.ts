@@ -1,4 +1,5 @@
 import type { HetznerProjects } from './clients/hetzner/projects';
+import type { PolicyLoop } from './policy/policy-loop';
 import 'reflect-metadata';
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
@@ -68,6 +69,8 @@ export interface Tailfleet {
   relay?: OutboxRelay;
   /** Worker roles only: drift reconciler and orphan sweeper, run by the reconcile queue's worker. */
   reconciler?: Reconciler;
+  /** Worker roles only: idle ladders, expiry and auto-hibernate (src/policy). */
+  policyLoop?: PolicyLoop;
   /** The process's one event reader: every event row written, by any process, once committed. */
   notifications: EventNotifications;
   /** API roles only: long polls on operations and the SSE event stream. */

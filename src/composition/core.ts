@@ -84,6 +84,8 @@ export function createCore(
       sshKeys: config.hetzner.sshKeys,
       placements: config.hetzner.placements,
       publicIpv4: config.hetzner.publicIpv4,
+      reporter: config.policy.publicUrl !== null,
+      maxLifetimeHours: config.policy.maxAgentLifetimeHours,
     },
     maxAgents: config.maxAgents,
     // API roles check a create's server type and location against the cloud's catalogue before

@@ -16,4 +16,6 @@ export interface TailfleetOverrides {
   rollbackListener?: boolean;
   /** Apply pending migrations at start (default true). */
   migrate?: boolean;
+  /** The policy loop's clock (tests move it across a threshold instead of waiting for it). */
+  policyClock?: () => Date;
 }

@@ -1,3 +1,5 @@
+import { PolicyLoop } from '../policy/policy-loop';
+import { SYSTEM_ACTOR } from '../entities';
 import type { Worker } from 'bullmq';
 import { TailscaleClient } from '../clients/tailscale/tailscale.client';
 import type { Config } from '../config';
@@ -45,6 +47,8 @@ export interface WorkerParts {
   reconciler: Reconciler;
   /** Hands webhook deliveries written by the events trigger to the webhooks queue. */
   webhookRelay: WebhookRelay;
+  /** Idle ladders, expiry and auto-hibernate (src/policy): one pass per interval for the whole fleet. */
+  policyLoop: PolicyLoop;
 }
 
 /** A worker process: the workflows behind each operation queue, the webhook and reconcile workers, the sweeps and relays. */
@@ -88,6 +92,7 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
       placements: config.hetzner.placements,
       placementCooldownMs: config.hetzner.placementCooldownSeconds * 1000,
       publicIpv4: config.hetzner.publicIpv4,
+      publicUrl: config.policy.publicUrl,
     },
   };
   const workflows = createWorkflows(workflowDeps);
@@ -138,14 +143,6 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
     reports: core.reports,
     logger: logger.child({ component: 'reconciler' }),
     metrics,
-    ...(config.reconcile.autoHibernateAfterHours !== null
-      ? {
-          autoHibernate: {
-            afterMs: config.reconcile.autoHibernateAfterHours * 3_600_000,
-            request: (agentId: string) => operations.requestCommand('hibernate', agentId, { requestedBy: 'system' }),
-          },
-        }
-      : {}),
     settings: {
       orphans: config.reconcile.orphans,
       graceSeconds: config.reconcile.graceSeconds,
@@ -201,6 +198,24 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
     },
   });
 
+  const policyLoop = new PolicyLoop({
+    dataSource,
+    activity: repositories.activity,
+    actor: {
+      request: async (action, agentId, reason) => ({
+        operationId: (await operations.requestCommand(action, agentId, { requestedBy: SYSTEM_ACTOR, reason })).operation.id,
+      }),
+    },
+    logger: logger.child({ component: 'policy' }),
+    intervalMs: config.policy.intervalSeconds * 1000,
+    settings: {
+      expiryWarningMs: config.policy.expiryWarningSeconds * 1000,
+      autoHibernateAfterMs: config.reconcile.autoHibernateAfterHours === null ? null : config.reconcile.autoHibernateAfterHours * 3_600_000,
+      maxLifetimeHours: config.policy.maxAgentLifetimeHours,
+    },
+    now: overrides.policyClock,
+  });
+
   const runWorker = (worker: Worker, queue: string) =>
     worker.run().catch((err: unknown) => logger.error({ err, queue }, 'Worker stopped with an error'));
   const drainWorker = async (worker: Worker, drainMs: number, late: string) => {
@@ -208,7 +223,7 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
   };
 
   return {
-    parts: { workflows, workers, rollbackListener, relay, reconciler, webhookRelay },
+    parts: { workflows, workers, rollbackListener, relay, reconciler, webhookRelay, policyLoop },
     async start() {
       await connection.ping();
       workers.run();
@@ -238,10 +253,12 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
       // A pass at start, then every few seconds: whatever was accepted while no worker ran, or lost
       // by Redis, reaches the queue.
       relay.start();
+      policyLoop.start();
     },
     async closeLoops(step) {
       if (rollbackListener) await step('rollback-listener', () => rollbackListener.close());
       await step('relay', () => relay.close());
+      await step('policy', () => policyLoop.close());
       await step('webhook-relay', () => webhookRelay.close());
     },
   };

@@ -205,7 +205,8 @@ export function createConsoleRouter(deps: ConsoleDeps): Router {
     if (!sameOrigin(req)) throw new HttpProblem('forbidden', 'The sign-in form was posted from another site.');
     const token = typeof body.token === 'string' ? body.token.trim() : '';
     const principal = token && token.length <= 512 ? await deps.auth.authenticate(token) : null;
-    if (!principal) {
+    // An agent's own credential reports activity and reads nothing: it opens no console.
+    if (!principal || principal.scope === 'agent') {
       render(res, 'sign-in', { title: 'Sign in', next, expired: false, error: 'That token is not valid (unknown, revoked or expired).' }, 401);
       return;
     }

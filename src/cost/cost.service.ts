@@ -1,13 +1,13 @@
 import type { Repositories } from '../db/repositories';
 import type { Instance } from '../entities';
 import type { Logger } from '../lib/logger';
-import { fleetCost, instanceCost, round, type AgentCost, type FleetCost, type ProjectCost } from './cost';
+import { fleetCost, instanceCost, policySaving, round, type AgentCost, type FleetCost, type ProjectCost } from './cost';
 import type { CapacityStore } from '../workflows/placement';
 import type { PriceList } from './prices';
 
 export interface CostServiceDeps {
   prices: Pick<PriceList, 'get'>;
-  repositories: Pick<Repositories, 'agents' | 'instances'>;
+  repositories: Pick<Repositories, 'agents' | 'instances' | 'activity'>;
   /** Where an instance without a recorded location lives (HETZNER_LOCATION). */
   defaultLocation: string;
   logger: Logger;
@@ -44,7 +44,10 @@ export class CostService {
       const agent = agents.get(instance.agentId);
       return agent ? [{ agent, instance }] : [];
     });
-    const cost = fleetCost(prices, items, this.deps.defaultLocation);
+    const now = new Date();
+    const monthStart = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+    const records = await this.deps.repositories.activity.policyActionsSince(monthStart, now);
+    const cost = fleetCost(prices, items, this.deps.defaultLocation, policySaving(prices, records, monthStart, this.deps.defaultLocation));
     if (this.deps.projects) cost.projects = await this.projectCosts(prices, instances);
     return cost;
   }

@@ -31,6 +31,45 @@ export interface FleetCost {
      */
     potentialSaving: number;
   };
+  /** What the policies' actions (src/policy) saved since the start of this month (UTC). */
+  policies: PolicySaving;
+}
+
+export interface PolicySaving {
+  /** The month, `YYYY-MM` (UTC). */
+  month: string;
+  /** Server and address hours not billed after a policy's hibernate or destroy, less the snapshots kept meanwhile. */
+  saved: number;
+  /** The policies' actions this month that succeeded, by type. A stop saves nothing: Hetzner bills a server while it is off. */
+  actions: { stop: number; hibernate: number; destroy: number };
+}
+
+/** A policy's action that succeeded: from `from` until `until` (the agent's next start, or now) its server was not billed. */
+export interface PolicyActionRecord {
+  type: 'stop' | 'hibernate' | 'destroy';
+  from: Date;
+  until: Date;
+  instance: Pick<Instance, 'serverType' | 'location' | 'snapshotSizeGb'>;
+}
+
+// Hetzner caps a month at this many billed hours.
+const HOURS_PER_MONTH = 730;
+
+export function policySaving(prices: Prices, records: readonly PolicyActionRecord[], monthStart: Date, fallbackLocation: string): PolicySaving {
+  const actions = { stop: 0, hibernate: 0, destroy: 0 };
+  let saved = 0;
+  for (const r of records) {
+    actions[r.type]++;
+    if (r.type === 'stop') continue;
+    const from = Math.max(r.from.getTime(), monthStart.getTime());
+    const hours = Math.max(0, r.until.getTime() - from) / 3_600_000;
+    // The server is gone by now; its address is counted as billed, as for every server but an IPv6-only one.
+    const { server, primaryIpv4 } = serverAndAddress(prices, { ...r.instance, serverId: null, serverIp: null }, fallbackLocation);
+    const snapshot = r.type === 'hibernate' ? (r.instance.snapshotSizeGb ?? 0) * prices.snapshotPerGb : 0;
+    saved += ((server + primaryIpv4 - snapshot) * hours) / HOURS_PER_MONTH;
+  }
+  const month = `${monthStart.getUTCFullYear()}-${String(monthStart.getUTCMonth() + 1).padStart(2, '0')}`;
+  return { month, saved: round(saved), actions };
 }
 
 export interface ProjectCost {
@@ -75,7 +114,12 @@ export function instanceCost(prices: Prices, instance: Instance | null, fallback
   return cost;
 }
 
-export function fleetCost(prices: Prices, items: Array<{ agent: Pick<Agent, 'status'>; instance: Instance | null }>, fallbackLocation: string): FleetCost {
+export function fleetCost(
+  prices: Prices,
+  items: Array<{ agent: Pick<Agent, 'status'>; instance: Instance | null }>,
+  fallbackLocation: string,
+  policies: PolicySaving,
+): FleetCost {
   const byStatus = Object.fromEntries(AGENT_STATUSES.map((s) => [s, 0])) as Record<AgentStatus, number>;
   let total = 0;
   let hibernationSaving = 0;
@@ -94,5 +138,6 @@ export function fleetCost(prices: Prices, items: Array<{ agent: Pick<Agent, 'sta
   return {
     currency: prices.currency,
     monthly: { total: round(total), byStatus, hibernationSaving: round(hibernationSaving), potentialSaving: round(potentialSaving) },
+    policies,
   };
 }

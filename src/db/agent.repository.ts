@@ -38,6 +38,8 @@ export interface NewAgentWithProvision extends InstanceSpec, ProvisionRequest {
   labels?: Record<string, string>;
   /** The full spec, defaults filled in; stored on the agent for every later instance. */
   spec?: AgentSpec | null;
+  /** When the expiry policy destroys it (src/policy); null: never. */
+  expiresAt?: Date | null;
   /** MAX_AGENTS: creating one more live agent than this fails with AgentQuotaExceededError. */
   maxAgents?: number | null;
 }
@@ -120,7 +122,7 @@ export class AgentRepository {
       }
       let agent: Agent;
       try {
-        agent = await insertReturning(manager, Agent, { name: input.name, labels: input.labels ?? {}, spec: input.spec ?? null });
+        agent = await insertReturning(manager, Agent, { name: input.name, labels: input.labels ?? {}, spec: input.spec ?? null, expiresAt: input.expiresAt ?? null });
       } catch (err) {
         if (isUniqueViolation(err, LIVE_NAME_INDEX)) throw new AgentNameTakenError(input.name);
         throw err;

@@ -105,6 +105,8 @@ export interface AgentCommandInput {
   requestedBy?: string;
   /** The operation's args, already validated against its descriptor; default none. */
   args?: Record<string, unknown>;
+  /** Why tailfleet asks for it itself (a policy); written on the operation and its creation event. */
+  reason?: string | null;
 }
 
 const AGENT_COMMAND_STATEMENT = 'tailfleet_agent_command';
@@ -127,8 +129,8 @@ const literalList = (values: readonly string[]) => `(${values.map(literal).join(
 const statements = new WeakMap<DataSource, { agents: string; command: string }>();
 
 /**
- * The command as one statement with eight parameters: $1 agent id, $2 command, $3 idempotency key,
- * $4 operation id, $5 queue job id, $6 requested by, $7 idempotency route, $8 args. Checked in the order a request is answered: unknown agent,
+ * The command as one statement with nine parameters: $1 agent id, $2 command, $3 idempotency key,
+ * $4 operation id, $5 queue job id, $6 requested by, $7 idempotency route, $8 args, $9 reason. Checked in the order a request is answered: unknown agent,
  * repeated key, destroyed agent, destroy under way, same command under way, instance in the wrong
  * state; only then are the operation and its creation event inserted.
  */
@@ -174,14 +176,14 @@ function agentCommandStatement(dataSource: DataSource): { agents: string; comman
         ELSE 'ok'
       END AS outcome
     ), inserted AS (
-      INSERT INTO ${operations} ("id", "type", "agent_id", "idempotency_key", "queue_job_id", "requested_by", "idempotency_route", "args")
-      SELECT $4::uuid, $2::text::${operationType}, $1::uuid, $3::varchar, $5::varchar, $6::varchar, $7::varchar, $8::jsonb
+      INSERT INTO ${operations} ("id", "type", "agent_id", "idempotency_key", "queue_job_id", "requested_by", "idempotency_route", "args", "reason")
+      SELECT $4::uuid, $2::text::${operationType}, $1::uuid, $3::varchar, $5::varchar, $6::varchar, $7::varchar, $8::jsonb, $9::text
       FROM verdict WHERE outcome = 'ok'
       ON CONFLICT ("idempotency_key") DO NOTHING
       RETURNING *
     ), logged AS (
       INSERT INTO ${events} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id", "actor")
-      SELECT 'operation', "id", "agent_id", NULL, "status"::text, $2::text || ' requested', "id", "requested_by" FROM inserted
+      SELECT 'operation', "id", "agent_id", NULL, "status"::text, $2::text || ' requested' || COALESCE(': ' || "reason", ''), "id", "requested_by" FROM inserted
     )
     SELECT verdict.outcome AS "__outcome",
       (SELECT p."id" FROM pending p
@@ -213,10 +215,11 @@ export async function requestAgentCommand(dataSource: DataSource, input: AgentCo
   const lock = `SELECT 1 FROM ${agents} WHERE "id" = ${literal(agentId)}::uuid FOR UPDATE`;
   const requestedBy = input.requestedBy ?? SYSTEM_ACTOR;
   const args = JSON.stringify(input.args ?? {});
-  const values = [agentId, input.type, input.idempotencyKey, input.operationId, input.queueJobId, requestedBy, input.idempotencyRoute ?? null, args];
+  const reason = input.reason ?? null;
+  const values = [agentId, input.type, input.idempotencyKey, input.operationId, input.queueJobId, requestedBy, input.idempotencyRoute ?? null, args, reason];
   const manager = dataSource.manager;
   const row =
-    input.idempotencyKey === null && LITERAL_SAFE.test(requestedBy) && args === NO_ARGS
+    input.idempotencyKey === null && LITERAL_SAFE.test(requestedBy) && args === NO_ARGS && reason === null
       ? await lockAndExecute(dataSource, lock, command, values as Array<string | null>)
       : await manager.transaction(async (m) => {
           await m.query(lock);
@@ -306,7 +309,7 @@ export async function warmAgentCommands(dataSource: DataSource, connections: num
   const { agents, command } = agentCommandStatement(dataSource);
   const nobody = '00000000-0000-4000-8000-000000000000';
   const lock = `SELECT 1 FROM ${agents} WHERE "id" = ${literal(nobody)}::uuid FOR UPDATE`;
-  const values = [nobody, 'stop', null, nobody, 'op-warm-up', SYSTEM_ACTOR, null, NO_ARGS];
+  const values = [nobody, 'stop', null, nobody, 'op-warm-up', SYSTEM_ACTOR, null, NO_ARGS, null];
   // Never more than the pool holds: runners waiting for each other would wait for ever.
   const poolSize = (dataSource.options as { poolSize?: number }).poolSize ?? 10;
   const runners = Array.from({ length: Math.min(connections, poolSize) }, () => dataSource.createQueryRunner('master'));

@@ -151,7 +151,7 @@ export class OperationLedger {
   acceptAgentCommand(
     type: AgentCommandType,
     agentId: string,
-    opts: { idempotencyKey: string | null; idempotencyRoute?: string | null; requestedBy?: string; args?: unknown },
+    opts: { idempotencyKey: string | null; idempotencyRoute?: string | null; requestedBy?: string; args?: unknown; reason?: string },
   ): Promise<AgentCommandOutcome> {
     const operationId = randomUUID();
     return requestAgentCommand(this.ds, {
@@ -163,6 +163,7 @@ export class OperationLedger {
       idempotencyKey: opts.idempotencyKey,
       idempotencyRoute: opts.idempotencyRoute ?? null,
       requestedBy: opts.requestedBy,
+      reason: opts.reason ?? null,
     });
   }
 

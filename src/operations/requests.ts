@@ -1,4 +1,6 @@
 import type { DataSource } from 'typeorm';
+import { LifetimeExceededError } from '../errors';
+import type { IdleStep } from '../entities';
 import { IdempotencyKeyConflictError, LiveInstanceExistsError, TransitionConflictError } from '../db/errors';
 import type { TransitionRequest } from '../db/transitions';
 import type { Repositories } from '../db/repositories';
@@ -46,6 +48,10 @@ export interface OperationsDefaults {
   placements?: { location: string; serverType: string }[];
   /** HETZNER_PUBLIC_IPV4 (default true). */
   publicIpv4?: boolean;
+  /** TAILFLEET_PUBLIC_URL is set: agents get the activity reporter unless their spec says otherwise. */
+  reporter?: boolean;
+  /** MAX_AGENT_LIFETIME_HOURS: no agent expires later than this after its creation. */
+  maxLifetimeHours?: number | null;
 }
 
 /** The cloud's catalogue does not offer the server type in the location (422 naming the field). */
@@ -96,6 +102,8 @@ export const IDEMPOTENCY_KEY_TTL_MS = 24 * 3600 * 1000;
 export interface RequestOptions {
   idempotency?: IdempotencyKey;
   requestedBy?: string;
+  /** Why tailfleet asks for it itself (a policy: "idle 30 min since …", "expired"). */
+  reason?: string;
 }
 
 export interface CreateAgentInput {
@@ -108,6 +116,11 @@ export interface CreateAgentInput {
   userData?: string;
   placements?: { location: string; serverType: string }[];
   publicIpv4?: boolean;
+  idle?: IdleStep[];
+  /** false: no activity reporter on the machine. */
+  reporter?: boolean;
+  expiresAt?: Date;
+  ttlSeconds?: number;
 }
 
 export interface CreateAgentResult {
@@ -154,6 +167,18 @@ export function clientIdempotencyKey(operation: Operation): string | null {
 // Event ids are PostgreSQL bigints: 19 digits may still be more than one holds.
 
 /** Equal as JSON, whatever the order of object keys. */
+/**
+ * The expiry an agent is created with: its expiresAt or ttlSeconds, capped by the fleet's maximum
+ * lifetime (which alone gives the expiry when the request names none). A request beyond the maximum
+ * is refused rather than shortened: the client asked for something tailfleet will not do.
+ */
+export function agentExpiry(input: { expiresAt?: Date; ttlSeconds?: number }, now: Date, maxLifetimeHours: number | null): Date | null {
+  const asked = input.ttlSeconds !== undefined ? new Date(now.getTime() + input.ttlSeconds * 1000) : (input.expiresAt ?? null);
+  const limit = maxLifetimeHours === null ? null : new Date(now.getTime() + maxLifetimeHours * 3_600_000);
+  if (asked && limit && asked.getTime() > limit.getTime()) throw new LifetimeExceededError(maxLifetimeHours!, limit);
+  return asked ?? limit;
+}
+
 function sameJson(a: unknown, b: unknown): boolean {
   const canonical = (v: unknown): unknown =>
     Array.isArray(v)
@@ -209,7 +234,10 @@ export class OperationsService {
       ...(placements && placements.length > 1 ? { placements } : {}),
       // Stored when it differs from the built-in default or was asked for, so a later change of the deployment's default does not change the agent.
       ...(publicIpv4 !== undefined && (input.publicIpv4 !== undefined || publicIpv4 === false) ? { publicIpv4 } : {}),
+      ...(input.idle ? { idle: input.idle } : {}),
+      reporter: this.defaults.reporter === true && input.reporter !== false,
     };
+    const expiresAt = agentExpiry(input, new Date(), this.defaults.maxLifetimeHours ?? null);
     const labels = input.labels ?? {};
     const key = await this.claimableSlot(opts.idempotency);
     const route = opts.idempotency?.route ?? null;
@@ -234,6 +262,7 @@ export class OperationsService {
         image: spec.image,
         labels,
         spec,
+        expiresAt,
         maxAgents: this.maxAgents,
         idempotencyKey: key,
         idempotencyRoute: route,
@@ -443,6 +472,7 @@ export class OperationsService {
       idempotencyKey: key,
       idempotencyRoute: asked.route,
       requestedBy: opts.requestedBy,
+      reason: opts.reason,
     });
     switch (result.outcome) {
       case 'created':

@@ -5,7 +5,6 @@ import { withAdvisoryLock } from '../db/advisory-lock';
 import type { Operation } from '../entities';
 import { UnavailableError } from '../errors';
 import type { ReconcileTrigger } from '../entities/reconcile-report.entity';
-import { requestAutoHibernations } from './auto-hibernate';
 import { reviewFindings } from './attention';
 import { checkDevice, checkServer } from './drift';
 import { deleteOrphans, findOrphans } from './orphans';
@@ -166,13 +165,6 @@ export class Reconciler {
         inProjectOf: (serverId, fn) => inProject(serverProjects.get(serverId), fn),
       });
     }
-    let autoHibernations: Awaited<ReturnType<typeof requestAutoHibernations>> = [];
-    try {
-      autoHibernations = await requestAutoHibernations(ctx, snapshot, log);
-    } catch (err) {
-      errors.push(`auto-hibernate: ${(err as Error).message}`);
-      log.error({ err }, 'Auto-hibernate failed');
-    }
     const attention = await reviewFindings(ctx, snapshot, { servers, devices: devicesById }, errors, log);
 
     const repairs =
@@ -221,7 +213,6 @@ export class Reconciler {
       stuck,
       orphanServers,
       orphanDevices,
-      ...(ctx.deps.autoHibernate ? { autoHibernations } : {}),
       attention,
       errors,
     };

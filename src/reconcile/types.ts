@@ -134,17 +134,9 @@ export interface ReconcileReport {
   stuck: StuckFinding[];
   orphanServers: OrphanServerFinding[];
   orphanDevices: OrphanDeviceFinding[];
-  /** Hibernations this pass requested for agents paused past AUTO_HIBERNATE_AFTER_HOURS. */
-  autoHibernations?: AutoHibernation[];
   /** Ownership findings open when the pass began, and what the pass found of each. */
   attention: AttentionFinding[];
   errors: string[];
-}
-
-export interface AutoHibernation {
-  agentId: string;
-  operationId: string;
-  pausedSince: string;
 }
 
 export interface ReconcilerSettings {
@@ -185,8 +177,6 @@ export interface ReconcilerDeps {
   metrics?: Pick<Metrics, 'reconcile' | 'reconcileRepairs'>;
   settings: ReconcilerSettings;
   now?: () => number;
-  /** AUTO_HIBERNATE_AFTER_HOURS: agents paused longer than `afterMs` get a hibernate operation through `request`. */
-  autoHibernate?: { afterMs: number; request(agentId: string): Promise<{ operation: Operation }> };
 }
 
 /** What the checks of one pass share: the deps, the settings with their defaults, the clock. */

@@ -9,7 +9,8 @@ import type { GuardContext, OwnershipGuard } from '../fleet/ownership-guard';
 import { jobServerTerms, serverLabels } from '../fleet/server-labels';
 import type { Logger } from '../lib/logger';
 import { mintJobAuthKey, revokeJobAuthKeys } from './auth-keys';
-import { buildUserData, mergeUserData, USER_DATA_MAX_BYTES } from './cloud-init';
+import { buildUserData, mergeUserData, USER_DATA_MAX_BYTES, type ReporterInput } from './cloud-init';
+import { generateToken } from '../lib/tokens';
 import { waitForAgentDevice } from './enrollment';
 import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
 import { requireAgent, requireInstance, requireInstanceForUpdate, requireJob } from './records';
@@ -243,6 +244,12 @@ export class ProvisionWorkflow {
   ): Promise<{ server: HetznerServer; actionIds: number[] }> {
     const { hetzner, settings, repositories: repos } = this.deps;
     const authKey = await mintJobAuthKey({ ...this.deps, guard: this.guard }, { provisioningJobId: job.id, hostname }, guardContext(job, null), log);
+    // The machine's own credential for its activity reporter; an earlier attempt's is revoked with it.
+    const publicUrl = settings.publicUrl ?? null;
+    const reporter =
+      publicUrl !== null && agent.spec?.reporter !== false
+        ? { url: publicUrl, agentId: agent.id, token: await this.deps.repositories.tokens.issueAgentToken(agent.id, generateToken) }
+        : undefined;
 
     let created;
     try {
@@ -259,7 +266,7 @@ export class ProvisionWorkflow {
           hetzner.createServer(
             serverCreateOptions(
               { fleet: this.deps.fleet, settings },
-              { agent, instance, provisioningJobId: job.id, hostname, authKey: authKey.key, placement: place },
+              { agent, instance, provisioningJobId: job.id, hostname, authKey: authKey.key, reporter, placement: place },
             ),
           ),
         leftBehind: () => this.deps.fleet.listServers(hetzner, jobServerTerms({ agentId: job.agentId, provisioningJobId: job.id })),
@@ -414,6 +421,8 @@ export function serverCreateOptions(
     provisioningJobId: string;
     hostname: string;
     authKey: string;
+    /** The activity reporter to install, with the agent's credential (a secret, like the auth key). */
+    reporter?: ReporterInput;
     image?: string;
     /** Where to create it (a fallback place); default the instance's recorded location and type. */
     placement?: Placement;
@@ -423,7 +432,7 @@ export function serverCreateOptions(
   const { settings } = deps;
   const spec = agent.spec;
   const sshKeys = spec ? spec.sshKeys : settings.sshKeys;
-  const userData = mergeUserData(buildUserData({ authKey: input.authKey, hostname }), spec?.userData);
+  const userData = mergeUserData(buildUserData({ authKey: input.authKey, hostname, reporter: input.reporter }), spec?.userData);
   const size = Buffer.byteLength(userData);
   if (size > USER_DATA_MAX_BYTES) {
     throw new StateConflictError(`The agent's user data merged with the tailnet join is ${size} bytes; Hetzner takes at most ${USER_DATA_MAX_BYTES}`);

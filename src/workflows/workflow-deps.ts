@@ -24,13 +24,15 @@ export interface WorkflowSettings {
   placementCooldownMs?: number;
   /** HETZNER_PUBLIC_IPV4 (default true). */
   publicIpv4?: boolean;
+  /** TAILFLEET_PUBLIC_URL: where agents' reporters send their activity; null/absent = no reporter. */
+  publicUrl?: string | null;
 }
 
 /** What every workflow is built from (the worker role builds it once and hands the same object to each). */
 export interface WorkflowDeps {
   /** Transaction boundaries and guarded transitions (src/db/transitions); rows are read through `repositories`. */
   dataSource: DataSource;
-  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'events' | 'findings'>;
+  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'events' | 'findings' | 'tokens'>;
   /** Calls go to the project of the operation's instance (HetznerProjects.client); the only project's without `projects`. */
   hetzner: HetznerClient;
   /** The deployment's Hetzner projects (default: `hetzner` alone, as the project `default`). */

@@ -50,6 +50,8 @@ describe('API: agent specs', function () {
       userData: OWN_CLOUD_CONFIG,
       userDataSize: Buffer.byteLength(OWN_CLOUD_CONFIG),
       userDataSha256: createHash('sha256').update(OWN_CLOUD_CONFIG).digest('hex'),
+      idle: null,
+      reporter: false,
     });
     const done = await operationDone(created.body.operation.id);
     expect(done.operation.status, done.operation.error).to.equal('succeeded');

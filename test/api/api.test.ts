@@ -545,6 +545,13 @@ describe('HTTP API', () => {
       'GET /v1/webhooks/{id}/deliveries',
       'GET /v1/findings',
       'POST /v1/findings/{id}/resolve',
+      'POST /v1/agents/{id}/heartbeat',
+      'POST /v1/agents/{id}/bootstrap',
+      'POST /v1/agents/{id}/leases',
+      'GET /v1/agents/{id}/leases',
+      'POST /v1/agents/{id}/leases/{leaseId}/renew',
+      'DELETE /v1/agents/{id}/leases/{leaseId}',
+      'POST /v1/agents/{id}/extend',
     ];
 
     it('documents every route, and every documented route exists', async () => {

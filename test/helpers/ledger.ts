@@ -1,3 +1,4 @@
+import { PolicyRequests } from '../../src/policy/requests';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
@@ -22,7 +23,7 @@ export function operationsFor(deps: {
   connection: Redis;
   defaults: OperationsDefaults;
   redisTimeoutMs?: number;
-}): { operations: OperationsService; reads: OperationReads; ledger: OperationLedger; outbox: Outbox } {
+}): { operations: OperationsService; reads: OperationReads; ledger: OperationLedger; outbox: Outbox; policy: PolicyRequests } {
   const ledger = ledgerFor(deps.dataSource);
   const outbox = new Outbox({ queues: deps.queues, connection: deps.connection, logger: silentLogger, redisTimeoutMs: deps.redisTimeoutMs });
   const repositories = createRepositories(deps.dataSource);
@@ -37,7 +38,8 @@ export function operationsFor(deps: {
     redisTimeoutMs: deps.redisTimeoutMs,
   });
   const reads = new OperationReads({ repositories, queues: deps.queues, logger: silentLogger, redisTimeoutMs: deps.redisTimeoutMs });
-  return { operations, reads, ledger, outbox };
+  const policy = new PolicyRequests({ repositories, maxLifetimeHours: null, logger: silentLogger });
+  return { operations, reads, ledger, outbox, policy };
 }
 
 /** An agent with a queued stop operation whose job id is the operation's own (no job added). */
