@@ -5,7 +5,7 @@
 #   eval "$(.ci/setup-services.sh)" && npm run demo
 #
 #   ci_setup_services   installs what is missing from the distribution's packages (postgresql,
-#                       redis-server, cloud-init, and Debian's chromium), starts PostgreSQL and Redis
+#                       redis-server, cloud-init, curl, iproute2, and Debian's chromium), starts PostgreSQL and Redis
 #                       when they do not answer, gives the tests a PostgreSQL role with a password,
 #                       and exports DATABASE_URL and REDIS_URL.
 #   ci_setup_chromium   after `npm ci`: exports CHROMIUM_PATH (Debian's chromium; on Ubuntu, whose
@@ -75,6 +75,9 @@ ci_missing_packages() {
   if [ -z "${REDIS_URL:-}" ] && ! command -v redis-server >/dev/null; then missing+=(redis-server); fi
   # The user-data tests check tailfleet's user data with cloud-init's own code (the distribution's package).
   if ! command -v cloud-init >/dev/null; then missing+=(cloud-init); fi
+  # The activity reporter's test runs the reporter itself, which uses curl and ss as an agent's machine does.
+  if ! command -v curl >/dev/null; then missing+=(curl); fi
+  if ! command -v ss >/dev/null; then missing+=(iproute2); fi
   # Ubuntu's chromium is a snap wrapper; ci_setup_chromium uses Playwright's build there instead.
   if [ -z "${CHROMIUM_PATH:-}" ] && [ "$(ci_distro)" = debian ] && ! ci_has_package chromium; then missing+=(chromium); fi
   echo "${missing[@]}"

@@ -1,11 +1,11 @@
 /**
  * `npm run bench`: every benchmark in one run, one summary table, one JSON file under bench/results/.
  *
- *   npm run bench [-- --only throughput,relay,burst,requests,latency,clients,reconcile,streams]
+ *   npm run bench [-- --only throughput,relay,burst,requests,latency,clients,reconcile,streams,capacity,policy]
  *
- * The in-process benches (throughput, relay, burst, requests, latency, reconcile, streams) each use their own database,
- * Redis prefix and simulator, and clean up. The client bench exports no function (it runs on
- * import), so it runs as a child process and its printed table and JSON result are carried over.
+ * The in-process benches (throughput, relay, burst, requests, latency, reconcile, streams, capacity) each use their own database,
+ * Redis prefix and simulator, and clean up. The client and policy benches export no function (they run on
+ * import), so they run as child processes and its printed table and JSON result are carried over.
  */
 import { spawn } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
@@ -13,6 +13,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { runBurstBench } from './burst.bench';
+import { runCapacityBench } from './capacity.bench';
 import { runLatencyBench } from './latency.bench';
 import { fmt, log, missedTargets, RESULTS_DIR, table, writeResult, type Row } from './lib/report';
 import { runReconcileBench } from './reconcile.bench';
@@ -45,6 +46,13 @@ const CHILDREN: ChildBench[] = [
         ...(x.client === 'tailfleet' ? { target: '≤ 1.3', met: x.requestsPerStop <= 1.3 && x.rateLimited === 0 } : {}),
       }));
     },
+  },
+  {
+    name: 'policy',
+    script: 'policy.bench.ts',
+    args: [],
+    // The bench writes its own summary lines (with their targets) into its result.
+    rows: (r) => (Array.isArray(r?.rows) ? (r.rows as Row[]) : []),
   },
 ];
 
@@ -125,6 +133,7 @@ async function main(): Promise<void> {
     ['latency', () => runLatencyBench()],
     ['reconcile', () => runReconcileBench()],
     ['streams', () => runStreamsBench()],
+    ['capacity', () => runCapacityBench()],
   ];
   for (const [name, run] of inProcess) {
     if (!wanted(name)) continue;

@@ -12,6 +12,7 @@ import type { WebhookSecretKeys } from './webhooks/secret-box';
 
 const SECRET_VARS = [
   'HETZNER_API_TOKEN',
+  'HETZNER_PROJECTS',
   'TAILSCALE_OAUTH_CLIENT_SECRET',
   'API_TOKEN',
   'BULL_BOARD_PASSWORD',
@@ -62,7 +63,20 @@ const keyList = csv.transform((values, ctx) => {
 const schema = z.object({
   DATABASE_URL: url(['postgres:', 'postgresql:']),
   REDIS_URL: url(['redis:', 'rediss:']),
-  HETZNER_API_TOKEN: z.string().min(1, 'is required'),
+  // One of the two (checked below): a single project `default`, or several, each with its own token.
+  HETZNER_API_TOKEN: z.string().min(1).optional(),
+  HETZNER_PROJECTS: z.string().transform((v, ctx) => {
+    const parsed = parseProjects(v);
+    if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
+    return typeof parsed === 'string' ? z.NEVER : parsed;
+  }).optional(),
+  HETZNER_PLACEMENTS: z.string().transform((v, ctx) => {
+    const parsed = parsePlacements(v);
+    if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
+    return typeof parsed === 'string' ? z.NEVER : parsed;
+  }).optional(),
+  PLACEMENT_COOLDOWN_SECONDS: int(0, 86_400).default(600),
+  HETZNER_PUBLIC_IPV4: z.enum(['true', 'false'], { error: 'must be true or false' }).default('true'),
   HETZNER_API_URL: url(['http:', 'https:']).default('https://api.hetzner.cloud/v1'),
   TAILSCALE_OAUTH_CLIENT_ID: z.string().min(1, 'is required'),
   TAILSCALE_OAUTH_CLIENT_SECRET: z.string().min(1, 'is required'),
@@ -105,9 +119,13 @@ const schema = z.object({
   RECONCILE_INTERVAL_SECONDS: int(0, 86_400).default(300),
   RECONCILE_ORPHANS: z.enum(['report', 'delete']).default('report'),
   RECONCILE_GRACE_SECONDS: int(0, 86_400).default(900),
-  /** Time between passes of the policies (the pool policy: refills, rests, shrinks). */
-  POLICY_INTERVAL_SECONDS: int(1, 86_400).default(30),
   AUTO_HIBERNATE_AFTER_HOURS: z.coerce.number().positive('must be a positive number of hours').max(8760).optional(),
+  TAILFLEET_PUBLIC_URL: url(['http:', 'https:'])
+    .refine((v) => /^https?:\/\/[^\s'"\\`$]+$/.test(v), { message: 'must not contain quotes, spaces, backslashes, backticks or $' })
+    .optional(),
+  POLICY_INTERVAL_SECONDS: int(1, 3600).default(30),
+  EXPIRY_WARNING_SECONDS: int(0, 30 * 86400).default(600),
+  MAX_AGENT_LIFETIME_HOURS: z.coerce.number().positive('must be a positive number of hours').max(87600).optional(),
   // Both or neither: without the pair the board's own login is off and only an admin token opens it.
   BULL_BOARD_USER: z.string().regex(/^[^:\s]{1,64}$/, 'must be 1–64 characters without ":" or spaces').optional(),
   BULL_BOARD_PASSWORD: z.string().min(8, 'must be at least 8 characters').optional(),
@@ -127,6 +145,60 @@ const schema = z.object({
 
 type Env = z.output<typeof schema>;
 
+const NAME = /^[a-z0-9-]+$/;
+
+/** A Hetzner project of the deployment: its API token and, when known, its server limit. */
+export interface HetznerProjectConfig {
+  name: string;
+  token: string;
+  /** The project's server limit as the operator knows it; null = learned from the cloud's refusals. */
+  maxServers: number | null;
+}
+
+/** Where a server may be created: a location and the server type to create there. */
+export interface Placement {
+  location: string;
+  serverType: string;
+}
+
+/** `name=token;maxServers=50,name2=token2`: the projects, or a message saying what is wrong. */
+export function parseProjects(value: string): HetznerProjectConfig[] | string {
+  const projects: HetznerProjectConfig[] = [];
+  for (const entry of value.split(',').map((e) => e.trim()).filter(Boolean)) {
+    const [head, ...options] = entry.split(';').map((p) => p.trim());
+    const eq = head.indexOf('=');
+    const name = eq < 0 ? '' : head.slice(0, eq).trim();
+    const token = eq < 0 ? '' : head.slice(eq + 1).trim();
+    // The token is a secret: a message names the project (or the entry's position), never the token.
+    const which = name || `entry ${projects.length + 1}`;
+    if (!name || !token) return `${which}: each entry must be name=token (e.g. main=TOKEN;maxServers=50,spare=TOKEN2)`;
+    if (!/^[a-z0-9][a-z0-9_-]{0,31}$/.test(name)) return `${name}: a project name is 1-32 lower-case letters, digits, '-' or '_'`;
+    if (projects.some((p) => p.name === name)) return `${name}: project named twice`;
+    let maxServers: number | null = null;
+    for (const option of options.filter(Boolean)) {
+      const m = /^maxServers=(\d{1,7})$/.exec(option);
+      if (!m || Number(m[1]) < 1) return `${name}: unknown option "${option.split('=')[0]}" (the only option is maxServers=N, N ≥ 1)`;
+      maxServers = Number(m[1]);
+    }
+    projects.push({ name, token, maxServers });
+  }
+  return projects.length > 0 ? projects : 'must name at least one project (name=token)';
+}
+
+/** `fsn1:cx22,nbg1:cx22,hel1:cx32`: placements in order of preference, or a message saying what is wrong. */
+export function parsePlacements(value: string): Placement[] | string {
+  const placements: Placement[] = [];
+  for (const entry of value.split(',').map((e) => e.trim()).filter(Boolean)) {
+    const [location, serverType, ...rest] = entry.split(':').map((p) => p.trim());
+    if (!location || !serverType || rest.length > 0 || !NAME.test(location) || !NAME.test(serverType)) {
+      return `"${entry}" is not location:serverType (e.g. fsn1:cx22,nbg1:cx22,hel1:cx32)`;
+    }
+    if (placements.some((p) => p.location === location && p.serverType === serverType)) return `${entry}: named twice`;
+    placements.push({ location, serverType });
+  }
+  return placements.length > 0 ? placements : 'must name at least one location:serverType';
+}
+
 export interface Config {
   databaseUrl: string;
   redisUrl: string;
@@ -145,7 +217,16 @@ export interface Config {
   };
   hetzner: {
     apiUrl: string;
+    /** The first project's token (the only one's unless HETZNER_PROJECTS names several). */
     token: string;
+    /** HETZNER_PROJECTS, or HETZNER_API_TOKEN as the single project `default`. */
+    projects: HetznerProjectConfig[];
+    /** HETZNER_PLACEMENTS: where an agent without placements of its own goes, in order; default HETZNER_LOCATION:HETZNER_SERVER_TYPE. */
+    placements: Placement[];
+    /** How long a (location, type) pair the cloud refused is skipped by every worker. */
+    placementCooldownSeconds: number;
+    /** HETZNER_PUBLIC_IPV4: whether servers get a primary IPv4 unless their agent says otherwise. */
+    publicIpv4: boolean;
     serverType: string;
     image: string;
     location: string;
@@ -178,12 +259,18 @@ export interface Config {
     intervalSeconds: number;
     orphans: 'report' | 'delete';
     graceSeconds: number;
-    /** Paused agents older than this are hibernated by the reconcile pass; null = never. */
+    /** Paused agents older than this are hibernated by the policy loop (src/policy); null = never. */
     autoHibernateAfterHours: number | null;
   };
   policy: {
-    /** Time between passes of the pool policy. */
+    /** TAILFLEET_PUBLIC_URL: the API as agents' machines reach it; null = no activity reporter is installed. */
+    publicUrl: string | null;
+    /** How often the policy loop looks at every agent: an idle step or an expiry is acted on within this. */
     intervalSeconds: number;
+    /** How long before an agent's expiry its `agent.expiring` webhook goes out. */
+    expiryWarningSeconds: number;
+    /** The longest any agent lives (from its creation); null = no fleet limit. */
+    maxAgentLifetimeHours: number | null;
   };
   webhooks: {
     /** Accept receivers on loopback, private and link-local addresses (off: refused at subscription and at delivery). */
@@ -256,11 +343,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (parsed.success && parsed.data.WEBHOOK_SECRET_KEYS_PREVIOUS && !parsed.data.WEBHOOK_SECRET_KEY) {
     problems.push('WEBHOOK_SECRET_KEYS_PREVIOUS: needs WEBHOOK_SECRET_KEY, the key new secrets are encrypted with');
   }
+  if (raw.HETZNER_API_TOKEN === undefined && raw.HETZNER_PROJECTS === undefined) {
+    problems.push('HETZNER_API_TOKEN: is required (or HETZNER_PROJECTS, for several Hetzner projects)');
+  } else if (raw.HETZNER_API_TOKEN !== undefined && raw.HETZNER_PROJECTS !== undefined) {
+    problems.push('HETZNER_PROJECTS: set either HETZNER_PROJECTS or HETZNER_API_TOKEN, not both (HETZNER_API_TOKEN alone is the project `default`)');
+  }
   if (raw.METRICS_HOST !== undefined && raw.METRICS_PORT === undefined) {
     problems.push('METRICS_HOST: set METRICS_PORT too (METRICS_HOST is the address of the metrics listener)');
   }
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   const e = parsed.data;
+  const projects = e.HETZNER_PROJECTS ?? [{ name: 'default', token: e.HETZNER_API_TOKEN!, maxServers: null }];
   return {
     databaseUrl: e.DATABASE_URL,
     redisUrl: e.REDIS_URL,
@@ -275,7 +368,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     hetzner: {
       apiUrl: e.HETZNER_API_URL.replace(/\/+$/, ''),
-      token: e.HETZNER_API_TOKEN,
+      token: projects[0].token,
+      projects,
+      placements: e.HETZNER_PLACEMENTS ?? [{ location: e.HETZNER_LOCATION, serverType: e.HETZNER_SERVER_TYPE }],
+      placementCooldownSeconds: e.PLACEMENT_COOLDOWN_SECONDS,
+      publicIpv4: e.HETZNER_PUBLIC_IPV4 === 'true',
       serverType: e.HETZNER_SERVER_TYPE,
       image: e.HETZNER_IMAGE,
       location: e.HETZNER_LOCATION,
@@ -308,7 +405,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       graceSeconds: e.RECONCILE_GRACE_SECONDS,
       autoHibernateAfterHours: e.AUTO_HIBERNATE_AFTER_HOURS ?? null,
     },
-    policy: { intervalSeconds: e.POLICY_INTERVAL_SECONDS },
+    policy: {
+      publicUrl: e.TAILFLEET_PUBLIC_URL ? e.TAILFLEET_PUBLIC_URL.replace(/\/+$/, '') : null,
+      intervalSeconds: e.POLICY_INTERVAL_SECONDS,
+      expiryWarningSeconds: e.EXPIRY_WARNING_SECONDS,
+      maxAgentLifetimeHours: e.MAX_AGENT_LIFETIME_HOURS ?? null,
+    },
     webhooks: {
       allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS === 'true',
       attempts: e.WEBHOOK_ATTEMPTS,

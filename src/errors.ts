@@ -234,3 +234,16 @@ export class OwnershipRefusedError extends TailfleetError {
     this.name = 'OwnershipRefusedError';
   }
 }
+
+/** An expiry later than MAX_AGENT_LIFETIME_HOURS after the agent's creation (422 lifetime-exceeded). */
+export class LifetimeExceededError extends TailfleetError {
+  override readonly name = 'LifetimeExceededError';
+  readonly permanent = true;
+  readonly code = 'lifetime_exceeded';
+  constructor(
+    readonly maxLifetimeHours: number,
+    readonly latest: Date,
+  ) {
+    super(`The fleet's agents live at most ${maxLifetimeHours} h (MAX_AGENT_LIFETIME_HOURS): this agent can expire no later than ${latest.toISOString()}`);
+  }
+}

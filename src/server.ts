@@ -1,3 +1,5 @@
+import type { HetznerProjects } from './clients/hetzner/projects';
+import type { PolicyLoop } from './policy/policy-loop';
 import 'reflect-metadata';
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
@@ -57,6 +59,8 @@ export interface Tailfleet {
   /** Delivers accepted operations to their queues. */
   outbox: Outbox;
   operations: OperationsService;
+  /** The Hetzner projects, each with its own client (HETZNER_PROJECTS, or HETZNER_API_TOKEN as `default`). */
+  projects: HetznerProjects;
   /** The HTTP app: the API (roles all and api) or only probes and metrics (role worker). */
   app?: Application;
   /** Worker roles only: the workflows the processors call. */
@@ -67,6 +71,8 @@ export interface Tailfleet {
   relay?: OutboxRelay;
   /** Worker roles only: drift reconciler and orphan sweeper, run by the reconcile queue's worker. */
   reconciler?: Reconciler;
+  /** Worker roles only: idle ladders, expiry and auto-hibernate (src/policy). */
+  policyLoop?: PolicyLoop;
   /** Worker roles only: keeps every pool at its minReady. */
   poolPolicy?: PoolPolicy;
   /** The process's one Hetzner client (its request budget is the pool policy's too). */

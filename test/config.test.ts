@@ -137,4 +137,62 @@ describe('config', () => {
     expect(err.message).to.match(/API_TOKEN: must be at least 16 characters/);
     expect(err.message).not.to.include('short-secret');
   });
+
+  describe('Hetzner projects and placements', () => {
+    const { HETZNER_API_TOKEN: _token, ...withoutToken } = valid;
+
+    it('reads HETZNER_API_TOKEN alone as the single project `default`, placements from location and type, IPv4 on', () => {
+      const c = loadConfig({ ...valid, HETZNER_LOCATION: 'nbg1', HETZNER_SERVER_TYPE: 'cx32' });
+      expect(c.hetzner.projects).to.deep.equal([{ name: 'default', token: valid.HETZNER_API_TOKEN, maxServers: null }]);
+      expect(c.hetzner.placements).to.deep.equal([{ location: 'nbg1', serverType: 'cx32' }]);
+      expect(c.hetzner.placementCooldownSeconds).to.equal(600);
+      expect(c.hetzner.publicIpv4).to.equal(true);
+    });
+
+    it('reads several projects with their limits, placements in order, the cooldown and IPv6-only', () => {
+      const c = loadConfig({
+        ...withoutToken,
+        HETZNER_PROJECTS: 'main=tok-a;maxServers=50, spare=tok-b',
+        HETZNER_PLACEMENTS: 'fsn1:cx22,nbg1:cx22,hel1:cx32',
+        PLACEMENT_COOLDOWN_SECONDS: '60',
+        HETZNER_PUBLIC_IPV4: 'false',
+      });
+      expect(c.hetzner.projects).to.deep.equal([
+        { name: 'main', token: 'tok-a', maxServers: 50 },
+        { name: 'spare', token: 'tok-b', maxServers: null },
+      ]);
+      expect(c.hetzner.token).to.equal('tok-a');
+      expect(c.hetzner.placements).to.deep.equal([
+        { location: 'fsn1', serverType: 'cx22' },
+        { location: 'nbg1', serverType: 'cx22' },
+        { location: 'hel1', serverType: 'cx32' },
+      ]);
+      expect(c.hetzner.placementCooldownSeconds).to.equal(60);
+      expect(c.hetzner.publicIpv4).to.equal(false);
+    });
+
+    it('reads HETZNER_PROJECTS from a file', () => {
+      const file = join(mkdtempSync(join(tmpdir(), 'tailfleet-')), 'projects');
+      writeFileSync(file, 'a=t1,b=t2\n');
+      expect(loadConfig({ ...withoutToken, HETZNER_PROJECTS_FILE: file }).hetzner.projects.map((p) => p.name)).to.deep.equal(['a', 'b']);
+    });
+
+    it('names every bad variable, never a token', () => {
+      const problems = problemsOf({
+        ...valid,
+        HETZNER_PROJECTS: 'main=secret-token;maxServers=lots',
+        HETZNER_PLACEMENTS: 'fsn1-cx22',
+        PLACEMENT_COOLDOWN_SECONDS: '-1',
+        HETZNER_PUBLIC_IPV4: 'maybe',
+      });
+      const names = problems.map((p) => p.split(':')[0]);
+      expect(names).to.include.members(['HETZNER_PROJECTS', 'HETZNER_PLACEMENTS', 'PLACEMENT_COOLDOWN_SECONDS', 'HETZNER_PUBLIC_IPV4']);
+      expect(problems.join('\n')).to.not.include('secret-token');
+      expect(problemsOf({ ...valid, HETZNER_PROJECTS: 'a=t' }).some((p) => p.startsWith('HETZNER_PROJECTS: set either'))).to.equal(true);
+      for (const bad of ['a=t,a=u', 'noequals', 'UPPER=t', 'a=t;color=red']) {
+        expect(problemsOf({ ...withoutToken, HETZNER_PROJECTS: bad }).some((p) => p.startsWith('HETZNER_PROJECTS:')), bad).to.equal(true);
+      }
+      expect(problemsOf(withoutToken).some((p) => p.startsWith('HETZNER_API_TOKEN: is required'))).to.equal(true);
+    });
+  });
 });

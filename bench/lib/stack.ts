@@ -5,7 +5,7 @@ import { createDatabase, dropDatabase, scratchDatabaseName } from '../../src/db/
 import { silentLogger } from '../../src/lib/logger';
 import { deleteRedisPrefix as deleteRedisKeys } from '../../src/lib/redis-keys';
 import { createTailfleet, type Tailfleet, type TailfleetOverrides } from '../../src/server';
-import { simulatorEnv, startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
+import { simulatorEnv, startSimulator, type RunningSimulator, type SimProjectInput, type SimTimingsInput } from '../../src/simulator';
 
 export const ADMIN_DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -61,7 +61,13 @@ export interface BenchStack {
  */
 export async function startBenchStack(
   label: string,
-  opts: { timings?: SimTimingsInput; env?: Record<string, string>; overrides?: TailfleetOverrides } = {},
+  opts: {
+    timings?: SimTimingsInput;
+    env?: Record<string, string>;
+    overrides?: TailfleetOverrides;
+    /** Hetzner projects of the simulator, given to tailfleet as HETZNER_PROJECTS (default: one, HETZNER_API_TOKEN). */
+    projects?: SimProjectInput[];
+  } = {},
 ): Promise<BenchStack> {
   const dbName = scratchDatabaseName(`bench_${label}`);
   const databaseUrl = await createDatabase(ADMIN_DATABASE_URL, dbName);
@@ -79,7 +85,10 @@ export async function startBenchStack(
   };
   forget = closeOnSignal(close);
   try {
-    sim = await startSimulator({ timings: opts.timings ?? ZERO_TIMINGS, seed: 1 });
+    sim = await startSimulator({ timings: opts.timings ?? ZERO_TIMINGS, seed: 1, projects: opts.projects });
+    const projectEnv = opts.projects
+      ? { HETZNER_API_TOKEN: '', HETZNER_PROJECTS: opts.projects.map((p) => `${p.name}=${p.token}`).join(',') }
+      : {};
     const config = loadConfig({
       DATABASE_URL: databaseUrl,
       REDIS_URL,
@@ -91,6 +100,7 @@ export async function startBenchStack(
       POLL_INTERVAL_MS: '10',
       RECONCILE_INTERVAL_SECONDS: '0',
       LOG_LEVEL: 'silent',
+      ...projectEnv,
       ...opts.env,
     });
     tf = createTailfleet(config, { logger: silentLogger, ...opts.overrides });

@@ -1,3 +1,4 @@
+import type { PolicyRequests } from '../policy/requests';
 import { randomUUID } from 'node:crypto';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
@@ -40,6 +41,8 @@ export interface AppDeps {
   operations: OperationsService;
   /** What the API reads: agents, events, operations with their queue jobs. */
   reads: OperationReads;
+  /** An agent's reports, leases and expiry (src/policy). */
+  policy: PolicyRequests;
   /** Named API tokens: looked up on every request, managed through /v1/tokens. */
   tokens: Pick<ApiTokenRepository, 'create' | 'list' | 'revoke' | 'findByHash' | 'touch'>;
   /** GET /v1/operations. */
@@ -169,7 +172,7 @@ export function createApp(deps: AppDeps): Express {
     ...(deps.webhooks ? [createWebhooksRouter(deps.webhooks)] : []),
     ...(deps.cost ? [createCostRouter({ cost: deps.cost })] : []),
   ];
-  app.use('/v1', bearerAuth(auth), v1Router(deps.operations, deps.reads, extra, { waiter: deps.events?.waiter, waitLimit: deps.events?.limits.longPolls, cost: deps.cost }));
+  app.use('/v1', bearerAuth(auth), v1Router(deps.operations, deps.reads, extra, { policy: deps.policy, waiter: deps.events?.waiter, waitLimit: deps.events?.limits.longPolls, cost: deps.cost }));
 
   app.use(CONSOLE_PATH, createConsoleRouter({ auth, secret: http.apiToken, ...deps.console }));
 

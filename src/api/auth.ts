@@ -1,8 +1,9 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { SYSTEM_ACTOR, type ApiToken, type TokenScope } from '../entities';
 import type { Logger } from '../lib/logger';
 import { HttpProblem } from './problem';
+import { hashToken, TOKEN_PATTERN } from '../lib/tokens';
 
 /**
  * Who may call the API. A request carries one token: the deployment's API_TOKEN (the bootstrap
@@ -16,6 +17,8 @@ export interface Principal {
   scope: TokenScope;
   /** Row id of a named token; null for the bootstrap token, which has no row. */
   tokenId: string | null;
+  /** For an `agent`-scoped token: the one agent it may report for. */
+  agentId?: string | null;
 }
 
 export const BOOTSTRAP_TOKEN_NAME = 'bootstrap';
@@ -31,26 +34,39 @@ export function isReservedTokenName(name: string): boolean {
   return RESERVED_TOKEN_NAMES.includes(name.toLowerCase());
 }
 
-const SCOPE_RANK: Record<TokenScope, number> = { read: 0, operate: 1, admin: 2 };
+// An agent's own credential ranks below read: it opens nothing but the routes that need `agent`.
+const SCOPE_RANK: Record<TokenScope, number> = { agent: -1, read: 0, operate: 1, admin: 2 };
 
+/**
+ * Whether a principal of scope `have` may call a route that needs `need`. A route that needs `agent`
+ * (an agent reporting its own activity) takes that agent's credential — the handler checks that it
+ * is the agent of the path (agentMayReport) — or an operator's token (operate and up).
+ */
 export function scopeAllows(have: TokenScope, need: TokenScope): boolean {
+  if (need === 'agent') return have === 'agent' || SCOPE_RANK[have] >= SCOPE_RANK.operate;
   return SCOPE_RANK[have] >= SCOPE_RANK[need];
 }
 
-// `tf_` + base64url of 32 random bytes (43 characters, no padding).
-const TOKEN_PATTERN = /^tf_[A-Za-z0-9_-]{43}$/;
-const TOKEN_PREFIX_LENGTH = 10;
+/**
+ * Refuses (403) an agent's credential used for another agent than its own. Operator tokens that
+ * reached the handler (scopeAllows) may report for any agent.
+ */
+export function agentMayReport(res: Response, agentId: string): void {
+  const principal = principalOf(res);
+  if (!principal) throw new Error('agentMayReport() called on a request that was not authenticated');
+  if (principal.scope === 'agent' && principal.agentId !== agentId) {
+    throw new HttpProblem('forbidden', `The token "${principal.name}" reports for another agent; an agent's credential is good for its own agent only.`, {
+      requiredScope: 'agent',
+      tokenScope: principal.scope,
+    });
+  }
+}
+
+// Made and hashed in src/lib/tokens.ts (a provision makes an agent's credential with the same code).
+export { generateToken, hashToken, TOKEN_PATTERN } from '../lib/tokens';
+
 // A use is recorded at most once a minute per token: last_used_at is for spotting unused tokens.
 const TOUCH_INTERVAL_MS = 60_000;
-
-export function hashToken(token: string): string {
-  return createHash('sha256').update(token, 'utf8').digest('hex');
-}
-
-export function generateToken(): { token: string; tokenHash: string; tokenPrefix: string } {
-  const token = `tf_${randomBytes(32).toString('base64url')}`;
-  return { token, tokenHash: hashToken(token), tokenPrefix: token.slice(0, TOKEN_PREFIX_LENGTH) };
-}
 
 const digest = (value: string) => createHash('sha256').update(value, 'utf8').digest();
 
@@ -101,7 +117,7 @@ export class Authenticator {
       // Bookkeeping only: the request does not wait for it, and a failure does not fail the request.
       this.tokens.touch(row.id, now).catch((err: unknown) => this.logger.warn({ err, tokenId: row.id }, 'Could not record a token use'));
     }
-    return { name: row.name, scope: row.scope, tokenId: row.id };
+    return { name: row.name, scope: row.scope, tokenId: row.id, agentId: row.agentId };
   }
 }
 

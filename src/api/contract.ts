@@ -5,6 +5,16 @@ import {
   agentCreatedSchema,
   agentDetailSchema,
   agentPageSchema,
+  activityAnswerSchema,
+  agentSchema,
+  bootstrapBody,
+  createLeaseBody,
+  extendBody,
+  getAgentQuery,
+  heartbeatBody,
+  leaseListSchema,
+  leaseSchema,
+  renewLeaseBody,
   commandAcceptedSchema,
   createAgentBody,
   createTokenBody,
@@ -191,13 +201,19 @@ registerRoute({
   path: '/v1/agents/{id}',
   operationId: 'getAgent',
   summary: 'An agent with its current instance and its queued or running operation',
+  description:
+    'With `wait=ready` the answer comes once the agent is `ready` (running, joined, and its own cloud-init finished when ' +
+    'a reporter is installed), once it cannot become ready (destroyed, in error, or its bootstrap failed), or when ' +
+    '`timeout` seconds have passed — then as it is.',
   tag: 'agents',
   auth: 'read',
   params: { id: 'Agent id.' },
+  query: getAgentQuery,
   responses: {
     '200': json('The agent.', agentDetailSchema),
-    '400': problem('The id is not a UUID.'),
+    '400': problem('The id is not a UUID, or the query is invalid.'),
     '404': problem('Unknown agent.'),
+    '429': problem('With `wait`: as many long polls are open as allowed (LONG_POLL_MAX_PER_TOKEN, LONG_POLL_MAX_CONNECTIONS).'),
   },
 });
 
@@ -240,6 +256,128 @@ registerRoute({
     '409': problem('The agent is not in error, or still has a live instance.'),
     '415': problem('A body was sent that is not JSON.'),
     '422': problem('Idempotency-Key already used for a different request, or the cloud no longer offers the server type there.'),
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+// Activity, leases, expiry (src/policy)
+
+const agentReport = {
+  '400': problem('Malformed id or body.'),
+  '403': problem("An agent's credential used for another agent (or a read token)."),
+  '404': problem('Unknown agent.'),
+  '409': problem('The agent is destroyed.'),
+  '415': problem('The body is not JSON.'),
+};
+
+registerRoute({
+  method: 'post',
+  path: '/v1/agents/{id}/heartbeat',
+  operationId: 'agentHeartbeat',
+  summary: "The agent's machine reports its activity (every minute, from its reporter)",
+  description:
+    "Takes the agent's own credential (scope agent, made at provision) or an operate token. Busy, or with a session, the " +
+    'heartbeat is activity: the idle ladder counts from it.',
+  tag: 'agents',
+  auth: 'agent',
+  params: { id: 'Agent id.' },
+  body: heartbeatBody,
+  responses: { '200': json('Recorded.', activityAnswerSchema), ...agentReport },
+});
+
+registerRoute({
+  method: 'post',
+  path: '/v1/agents/{id}/bootstrap',
+  operationId: 'agentBootstrap',
+  summary: "The agent's machine reports how its own cloud-init ended",
+  description: "Takes the agent's own credential or an operate token. `done` makes a joined agent `ready`.",
+  tag: 'agents',
+  auth: 'agent',
+  params: { id: 'Agent id.' },
+  body: bootstrapBody,
+  responses: { '200': json('Recorded.', activityAnswerSchema), ...agentReport },
+});
+
+registerRoute({
+  method: 'post',
+  path: '/v1/agents/{id}/leases',
+  operationId: 'createLease',
+  summary: 'Take a lease: while it is live the agent is never stopped for idleness, expired or claimed',
+  description: "Takes an operate token or the agent's own credential (a job on the machine holding it).",
+  tag: 'agents',
+  auth: 'agent',
+  params: { id: 'Agent id.' },
+  body: createLeaseBody,
+  responses: {
+    '201': json('The lease.', leaseSchema, { Location: { description: 'URL of the lease (renew: POST …/renew, release: DELETE).', schema: { type: 'string' } } }),
+    ...agentReport,
+  },
+});
+
+registerRoute({
+  method: 'get',
+  path: '/v1/agents/{id}/leases',
+  operationId: 'listLeases',
+  summary: "The agent's live leases, soonest to expire first",
+  tag: 'agents',
+  auth: 'read',
+  params: { id: 'Agent id.' },
+  responses: { '200': json('Live leases.', leaseListSchema), '400': problem('The id is not a UUID.'), '404': problem('Unknown agent.') },
+});
+
+registerRoute({
+  method: 'post',
+  path: '/v1/agents/{id}/leases/{leaseId}/renew',
+  operationId: 'renewLease',
+  summary: 'Renew a live lease: it lives `ttlSeconds` from now',
+  tag: 'agents',
+  auth: 'agent',
+  params: { id: 'Agent id.', leaseId: 'Lease id.' },
+  body: renewLeaseBody,
+  responses: {
+    '200': json('The renewed lease.', leaseSchema),
+    ...agentReport,
+    '404': problem('Unknown agent or lease.'),
+    '409': problem('The lease was released or has expired (take a new one).'),
+  },
+});
+
+registerRoute({
+  method: 'delete',
+  path: '/v1/agents/{id}/leases/{leaseId}',
+  operationId: 'releaseLease',
+  summary: 'Release a lease (releasing a released lease changes nothing)',
+  description: 'Idle time counts from the release.',
+  tag: 'agents',
+  auth: 'agent',
+  params: { id: 'Agent id.', leaseId: 'Lease id.' },
+  responses: {
+    '200': json('The released lease.', leaseSchema),
+    '400': problem('Malformed id.'),
+    '403': problem("An agent's credential used for another agent (or a read token)."),
+    '404': problem('Unknown agent or lease.'),
+  },
+});
+
+registerRoute({
+  method: 'post',
+  path: '/v1/agents/{id}/extend',
+  operationId: 'extendAgent',
+  summary: "Move the agent's expiry",
+  description:
+    'The agent now expires `ttlSeconds` from now or at `expiresAt` — earlier or later than before — and is warned again ' +
+    '(`agent.expiring`) EXPIRY_WARNING_SECONDS before the new time. Recorded in its audit trail.',
+  tag: 'agents',
+  auth: 'operate',
+  params: { id: 'Agent id.' },
+  body: extendBody,
+  responses: {
+    '200': json('The agent with its new expiry.', agentSchema),
+    '400': problem('Malformed id or body.'),
+    '404': problem('Unknown agent.'),
+    '409': problem('The agent is destroyed.'),
+    '415': problem('The body is not JSON.'),
+    '422': problem('Later than MAX_AGENT_LIFETIME_HOURS after the agent was created (type lifetime-exceeded, `latest`).'),
   },
 });
 
@@ -687,10 +825,13 @@ const COMMON_ERRORS: Record<string, ApiResponse> = {
 
 function responsesOf(route: ApiRoute): Record<string, ApiResponse> {
   if (typeof route.auth !== 'string' || route.auth === 'public') return route.responses;
+  // Every route refuses an agent's own credential (scope agent) but those it is for.
   const forbidden: Record<string, ApiResponse> =
     route.auth === 'read'
-      ? {}
-      : { '403': problem(`The token lacks scope ${route.auth} (WWW-Authenticate: Bearer error="insufficient_scope").`) };
+      ? { '403': problem("An agent's own credential (scope agent): it reports that agent's activity and reads nothing.") }
+      : route.auth === 'agent'
+        ? { '403': problem("An agent's credential used for another agent, or a read token.") }
+        : { '403': problem(`The token lacks scope ${route.auth} (WWW-Authenticate: Bearer error="insufficient_scope").`) };
   return { ...COMMON_ERRORS, ...forbidden, ...route.responses };
 }
 

@@ -34,7 +34,16 @@ const poolName = z
 
 const count = (what: string) => z.int(`must be an integer`).min(0, 'must be at least 0').max(MAX_POOL_SIZE, `must be at most ${MAX_POOL_SIZE}`).meta({ description: what });
 
-const poolSpecBody = createAgentBody.omit({ name: true }).meta({
+const agentFields = createAgentBody.shape;
+const poolSpecBody = z.strictObject({
+  location: agentFields.location,
+  serverType: agentFields.serverType,
+  image: agentFields.image,
+  sshKeys: agentFields.sshKeys,
+  labels: agentFields.labels,
+  userData: agentFields.userData,
+  reporter: agentFields.reporter,
+}).meta({
   description:
     "What each standby is made from, as for an agent (POST /v1/agents); unset fields take the deployment's defaults. " +
     "`labels` are the standbys' while they wait; a claim gives the claimed agent its own.",

@@ -2,7 +2,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { ZodError } from 'zod';
 import type { Logger } from '../lib/logger';
 import { isDatabaseUnavailable } from '../operations/errors';
-import { AgentNameTakenError, AgentQuotaExceededError, NameTakenError, InvalidCursorError, NotFoundError, StateConflictError, TailfleetError } from '../errors';
+import { AgentNameTakenError, AgentQuotaExceededError, InvalidCursorError, LifetimeExceededError, NameTakenError, NotFoundError, StateConflictError, TailfleetError } from '../errors';
 import { IdempotencyKeyReuseError, ServerSpecRejectedError } from '../operations/requests';
 
 /**
@@ -46,6 +46,7 @@ export const PROBLEM_KINDS = {
   'unsupported-media-type': { status: 415, title: 'Unsupported media type' },
   'idempotency-key-reused': { status: 422, title: 'Idempotency key already used for a different request' },
   'unavailable-server-spec': { status: 422, title: 'The cloud does not offer this server' },
+  'lifetime-exceeded': { status: 422, title: "Beyond the fleet's maximum agent lifetime" },
   'too-many-requests': { status: 429, title: 'Too many open requests' },
   'internal-error': { status: 500, title: 'Internal server error' },
   'service-unavailable': { status: 503, title: 'Service temporarily unavailable' },
@@ -128,6 +129,7 @@ export function toProblem(err: unknown, bodyLimit: string): HttpProblem {
 
   // Also a guarded write that lost to a concurrent request: the state moved under us.
   if (err instanceof StateConflictError) return new HttpProblem('state-conflict', err.message);
+  if (err instanceof LifetimeExceededError) return new HttpProblem('lifetime-exceeded', err.message, { latest: err.latest.toISOString() });
   if (err instanceof InvalidCursorError) {
     return new HttpProblem('validation-error', 'The request has invalid fields.', {
       errors: [{ path: 'query.cursor', message: err.message }],

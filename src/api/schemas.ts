@@ -9,8 +9,13 @@ import {
   PROVISIONING_JOB_STATUSES,
   TOKEN_NAME_MAX_LENGTH,
   TOKEN_SCOPES,
+  NAMED_TOKEN_SCOPES,
+  ACTIVITY_KINDS,
+  BOOTSTRAP_STATUSES,
+  LEASE_HOLDER_MAX_LENGTH,
 } from '../entities';
 import { UUID } from '../db/uuid';
+import { idleLadderSchema } from '../policy/idle-ladder';
 import { isReservedLabelKey } from '../fleet/server-labels';
 import { OPERATION_QUEUES } from '../queues/queues';
 import { mergedUserDataBytes, USER_DATA_MAX_BYTES, userDataProblem } from '../workflows/cloud-init';
@@ -152,6 +157,11 @@ const userDataSchema = z
 // ---------------------------------------------------------------------------------------------
 // Requests
 
+const placementSchema = z.strictObject({
+  location: z.string().regex(/^[a-z0-9-]{1,32}$/, 'must be a Hetzner location name like fsn1'),
+  serverType: z.string().regex(/^[a-z0-9-]{1,32}$/, 'must be a Hetzner server type name like cx22'),
+});
+
 export const createAgentBody = request(
   z.strictObject({
     name: z
@@ -182,8 +192,49 @@ export const createAgentBody = request(
       .optional(),
     labels: labelsSchema.optional(),
     userData: userDataSchema.optional(),
-  }),
-  { id: 'CreateAgentRequest', description: 'Unset fields take the deployment\'s defaults (HETZNER_SERVER_TYPE, HETZNER_LOCATION, HETZNER_IMAGE, HETZNER_SSH_KEYS).' },
+    placements: z
+      .array(placementSchema)
+      .min(1, 'must name at least one placement')
+      .max(10, 'at most 10 placements')
+      .refine((list) => new Set(list.map((p) => `${p.location}:${p.serverType}`)).size === list.length, 'must not name a placement twice')
+      .meta({
+        description:
+          'Where the server may go, in order: when the cloud refuses a create there (sold out, cannot place, disabled), ' +
+          'the next is tried in the same provision. Instead of location and serverType.',
+      })
+      .optional(),
+    publicIpv4: z
+      .boolean()
+      .meta({ description: 'false: the server gets no primary IPv4 (IPv6 only, cheaper; see the README for what it cannot reach).' })
+      .optional(),
+    idle: idleLadderSchema.optional(),
+    reporter: z
+      .boolean()
+      .meta({
+        description:
+          'false: no activity reporter on the machine (then `ready` means joined, and only leases and commands count as activity). ' +
+          'Default true; without TAILFLEET_PUBLIC_URL no reporter is installed either way.',
+      })
+      .optional(),
+    expiresAt: isoDateTimeParam()
+      .refine((d) => d.getTime() > Date.now(), { message: 'must be in the future' })
+      .meta({ description: 'When the agent is destroyed (unless a lease is live then); extend with POST /v1/agents/{id}/extend.' })
+      .optional(),
+    ttlSeconds: z
+      .int('must be a whole number of seconds')
+      .min(60, 'must be at least 60')
+      .max(10 * 366 * 86400, 'must be at most ten years')
+      .meta({ description: 'The same as expiresAt, counted from now. Not both.' })
+      .optional(),
+  }).refine((b) => b.placements === undefined || (b.location === undefined && b.serverType === undefined), {
+    path: ['placements'],
+    message: 'give placements or location/serverType, not both',
+  }).refine((b) => b.expiresAt === undefined || b.ttlSeconds === undefined, { message: 'give expiresAt or ttlSeconds, not both', path: ['ttlSeconds'] }),
+  {
+    id: 'CreateAgentRequest',
+    description:
+      "Unset fields take the deployment's defaults (HETZNER_PLACEMENTS or HETZNER_SERVER_TYPE and HETZNER_LOCATION, HETZNER_IMAGE, HETZNER_SSH_KEYS, HETZNER_PUBLIC_IPV4).",
+  },
 );
 
 export const listAgentsQuery = z
@@ -264,7 +315,7 @@ export const createTokenBody = request(
       .string()
       .regex(TOKEN_NAME, `must be 1–${TOKEN_NAME_MAX_LENGTH} letters, digits, ".", "_" or "-", starting with a letter or digit`)
       .meta({ description: `Not one of the names tailfleet records itself under (${RESERVED_TOKEN_NAMES.join(', ')}), in any case: 422.` }),
-    scope: z.enum(TOKEN_SCOPES, { error: () => `must be one of ${TOKEN_SCOPES.join(', ')}` }),
+    scope: z.enum(NAMED_TOKEN_SCOPES, { error: () => `must be one of ${NAMED_TOKEN_SCOPES.join(', ')}` }),
     expiresAt: isoDateTimeParam()
       .refine((d) => d.getTime() > Date.now(), { message: 'must be in the future' })
       .nullable()
@@ -308,6 +359,10 @@ export const agentSpecSchema = response(
     location: z.string(),
     image: z.string(),
     sshKeys: z.array(z.string()),
+    placements: z
+      .array(z.object({ location: z.string(), serverType: z.string() }))
+      .meta({ description: 'Where the server may go, in order (the first is location and serverType).' }),
+    publicIpv4: z.boolean().nullable().meta({ description: "Whether servers get a primary IPv4; null = the deployment's HETZNER_PUBLIC_IPV4." }),
     userData: nullableString.meta({
       description: 'The agent\'s cloud-init as sent; only an admin token sees it (it may carry credentials), null for every other scope and when none was given.',
     }),
@@ -317,6 +372,11 @@ export const agentSpecSchema = response(
       .regex(/^[0-9a-f]{64}$/)
       .nullable()
       .meta({ description: 'Hex SHA-256 of the user data (UTF-8), to compare with a copy without reading it; null when none was given.' }),
+    idle: z
+      .array(z.object({ afterSeconds: z.int(), action: z.enum(['stop', 'hibernate', 'destroy']) }))
+      .nullable()
+      .meta({ description: 'The idle ladder; null: none.' }),
+    reporter: z.boolean().meta({ description: 'Whether the activity reporter is installed on its machines.' }),
   }),
   { id: 'AgentSpec', description: 'What every instance of the agent is made from, defaults filled in.' },
 );
@@ -337,6 +397,36 @@ export const fleetCostSchema = response(
       hibernationSaving: money.meta({ description: 'What hibernated agents save now (server and address, less snapshot).' }),
       potentialSaving: money.meta({ description: 'What hibernating every paused agent would save on top.' }),
     }),
+    projects: z
+      .array(
+        z.object({
+          name: z.string().meta({ description: 'The project as HETZNER_PROJECTS names it (`default` for HETZNER_API_TOKEN).' }),
+          servers: z.int().min(0).meta({ description: 'Live instances with a server in the project.' }),
+          maxServers: z.int().nullable().meta({ description: 'The configured server limit; null = not configured.' }),
+          full: z.boolean().meta({ description: 'Refused a create with resource_limit_exceeded within PLACEMENT_COOLDOWN_SECONDS.' }),
+          monthly: money,
+          budget: z
+            .object({ limit: z.int().nullable(), remaining: z.int().nullable(), at: dateTime })
+            .nullable()
+            .meta({ description: "Hetzner's request budget (RateLimit-Limit/-Remaining) as a worker last saw it; null until one has created there." }),
+          refusals: z
+            .object({ total: z.int().min(0), byCode: z.record(z.string(), z.int()) })
+            .meta({ description: 'Creates the project refused in the last 24 hours, by Hetzner error code.' }),
+        }),
+      )
+      .meta({ description: 'Per Hetzner project.' })
+      .optional(),
+    policies: z
+      .object({
+        month: z.string().meta({ description: 'YYYY-MM (UTC).' }),
+        saved: money.meta({
+          description: "Server and address hours not billed this month after a policy's hibernate or destroy (until the agent was started again), less the snapshots kept.",
+        }),
+        actions: z
+          .object({ stop: z.int(), hibernate: z.int(), destroy: z.int() })
+          .meta({ description: "The policies' actions this month that succeeded. A stop saves nothing: a server is billed while it is off." }),
+      })
+      .meta({ description: 'What the idle ladders, expiry and auto-hibernate saved this month.' }),
   }),
   { id: 'FleetCost' },
 );
@@ -355,6 +445,27 @@ export const agentSchema = response(
         description:
           'Current monthly cost (server and primary IPv4, or snapshot when hibernated); null while prices cannot be read. Only where the process reads prices.',
       }),
+    ready: z.boolean().meta({
+      description:
+        'Joined the tailnet and running, and (with the reporter) its own cloud-init has finished (`bootstrap.status` done). ' +
+        'GET /v1/agents/{id}?wait=ready waits for it.',
+    }),
+    expiresAt: dateTime.nullable().meta({
+      description: 'When the expiry policy destroys it (the earlier of its own expiry and MAX_AGENT_LIFETIME_HOURS from creation); null: never.',
+    }),
+    lastActivityAt: dateTime.nullable().meta({ description: 'The last activity the idle ladder counts from; null: none yet.' }),
+    lastActivity: z
+      .object({ at: dateTime, kind: z.enum(ACTIVITY_KINDS) })
+      .nullable()
+      .meta({ description: 'What that activity was: a busy heartbeat, a session, a lease (a live one counts as now), or a command.' }),
+    bootstrap: z
+      .object({ status: z.enum(BOOTSTRAP_STATUSES), detail: nullableString, at: dateTime })
+      .nullable()
+      .meta({ description: "How the machine's own cloud-init ended, as its reporter said; null until it did." }),
+    heartbeat: z
+      .object({ at: dateTime, busy: z.boolean().nullable(), sessions: z.int(), load: z.number().nullable() })
+      .nullable()
+      .meta({ description: 'The last heartbeat of its reporter; null: none yet.' }),
     createdAt: dateTime,
     updatedAt: dateTime,
   }),
@@ -374,6 +485,20 @@ export const instanceSchema = response(
     tailscaleHostname: nullableString,
     location: nullableString,
     serverType: z.string(),
+    hetznerProject: nullableString.meta({ description: 'The Hetzner project (HETZNER_PROJECTS name) the server and its snapshot are in; null before the first create.' }),
+    placementRefusals: z
+      .array(
+        z.object({
+          project: z.string(),
+          location: z.string(),
+          serverType: z.string(),
+          status: z.int(),
+          code: z.string().meta({ description: 'resource_unavailable (sold out), placement_error, resource_limit_exceeded (project full), …' }),
+          message: z.string(),
+          at: dateTime,
+        }),
+      )
+      .meta({ description: 'Creates the cloud refused before the server landed at location/serverType, oldest first.' }),
     image: z.string(),
     error: nullableString,
     startedAt: dateTime.nullable(),
@@ -421,6 +546,9 @@ export const operationSchema = response(
         'Who asked: `token:<name>#<token id>` for a named token, `bootstrap` for API_TOKEN, or `system` for the reconciler, ' +
         'the rollback hook and the sweep.',
       examples: ['token:ci-deploy#3f1c2a9e-0b7d-4c5e-9a41-2d6f8e7b1c03'],
+    }),
+    reason: nullableString.meta({
+      description: 'Why tailfleet asked for it itself (`requestedBy` system): e.g. "idle 30 min since 2030-01-31T12:00:00.000Z (last session)", "expired". Null for requests.',
     }),
     requestedAt: dateTime,
     startedAt: dateTime.nullable(),
@@ -596,4 +724,101 @@ export const reconcileReportSchema = response(
 
 export const reconcileReportAnswerSchema = response(z.object({ report: reconcileReportSchema, links: linksSchema }), {
   id: 'ReconcileReportAnswer',
+});
+
+// ---------------------------------------------------------------------------------------------
+// Activity, leases, expiry (src/policy)
+
+export const heartbeatBody = request(
+  z.strictObject({
+    busy: z.boolean().meta({ description: 'The application says it is working (the reporter: while its busy file exists).' }).optional(),
+    sessions: z.int('must be a whole number').min(0).max(100_000).meta({ description: 'Open login and SSH sessions.' }),
+    load: z.number().min(0).max(1_000_000).meta({ description: 'The 1-minute load average.' }).optional(),
+  }),
+  { id: 'HeartbeatRequest', description: 'Busy, or with a session, it counts as activity.' },
+);
+
+export const bootstrapBody = request(
+  z.strictObject({
+    status: z.enum(BOOTSTRAP_STATUSES, { error: () => `must be one of ${BOOTSTRAP_STATUSES.join(', ')}` }),
+    detail: z.string().max(500, 'must be at most 500 characters').optional(),
+  }),
+  { id: 'BootstrapRequest', description: "How the machine's own cloud-init ended (`cloud-init status --wait`)." },
+);
+
+export const activityAnswerSchema = response(
+  z.object({
+    agentId: uuid,
+    ready: z.boolean(),
+    lastActivity: z.object({ at: dateTime, kind: z.enum(ACTIVITY_KINDS) }).nullable(),
+  }),
+  { id: 'ActivityRecorded' },
+);
+
+const ttlSeconds = z
+  .int('must be a whole number of seconds')
+  .min(1, 'must be at least 1')
+  .max(366 * 86400, 'must be at most a year');
+
+export const createLeaseBody = request(
+  z.strictObject({
+    holder: z
+      .string()
+      .min(1, 'must not be empty')
+      .max(LEASE_HOLDER_MAX_LENGTH, `must be at most ${LEASE_HOLDER_MAX_LENGTH} characters`)
+      .regex(/^[\x20-\x7E]+$/, 'must be printable ASCII')
+      .meta({ description: 'Who holds it (a CI job, a user): shown in the lease and the audit.' }),
+    ttlSeconds: ttlSeconds.meta({ description: 'How long it lives unless renewed or released.' }),
+  }),
+  { id: 'CreateLeaseRequest' },
+);
+
+export const renewLeaseBody = request(
+  z.strictObject({ ttlSeconds: ttlSeconds.meta({ description: 'The lease lives this long from now.' }) }),
+  { id: 'RenewLeaseRequest' },
+);
+
+export const leaseSchema = response(
+  z.object({
+    id: uuid,
+    agentId: uuid,
+    holder: z.string(),
+    expiresAt: dateTime,
+    releasedAt: dateTime.nullable(),
+    live: z.boolean().meta({ description: 'Not released and not expired: the agent is not stopped, expired or claimed meanwhile.' }),
+    createdBy: z.string(),
+    createdAt: dateTime,
+  }),
+  { id: 'Lease' },
+);
+
+export const leaseListSchema = response(z.object({ items: z.array(leaseSchema) }), { id: 'LeaseList' });
+
+export const extendBody = request(
+  z
+    .strictObject({
+      ttlSeconds: z
+        .int('must be a whole number of seconds')
+        .min(60, 'must be at least 60')
+        .max(10 * 366 * 86400, 'must be at most ten years')
+        .meta({ description: 'The agent now expires this long from now.' })
+        .optional(),
+      expiresAt: isoDateTimeParam()
+        .refine((d) => d.getTime() > Date.now(), { message: 'must be in the future' })
+        .meta({ description: 'The agent now expires at this time.' })
+        .optional(),
+    })
+    .refine((b) => (b.ttlSeconds === undefined) !== (b.expiresAt === undefined), { message: 'give exactly one of ttlSeconds and expiresAt', path: ['ttlSeconds'] }),
+  { id: 'ExtendRequest', description: 'At most MAX_AGENT_LIFETIME_HOURS from the agent\'s creation (422 beyond).' },
+);
+
+/** The longest a GET /v1/agents/{id}?wait=ready holds the connection (as a long poll on an operation). */
+export const READY_WAIT_MAX_SECONDS = 60;
+
+export const getAgentQuery = z.strictObject({
+  wait: z
+    .literal('ready', { error: () => 'must be "ready"' })
+    .meta({ description: 'Answer once the agent is `ready` (or when `timeout` runs out: then as it is, with `ready` false).' })
+    .optional(),
+  timeout: intParam(0, READY_WAIT_MAX_SECONDS).meta({ description: `Seconds to wait with wait=ready (default ${READY_WAIT_MAX_SECONDS}).` }).optional(),
 });

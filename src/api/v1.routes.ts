@@ -5,7 +5,10 @@ import { AGENT_COMMAND_TYPES } from '../operations/types';
 import type { CostService } from '../cost/cost.service';
 import type { OperationReads } from '../operations/read-models';
 import type { IdempotencyKey, OperationsService, RequestOptions } from '../operations/requests';
-import { actorOf, principalOf } from './auth';
+import { actorOf, agentMayReport, principalOf } from './auth';
+import type { PolicyRequests } from '../policy/requests';
+import { isReady } from '../policy/ready';
+import { waitUntilReady } from '../policy/wait-ready';
 import { HttpProblem, type FieldProblem, zodProblems } from './problem';
 import { commandOperationId } from './contract';
 import { guardRequestInput } from './request-guard';
@@ -14,12 +17,25 @@ import type { ConcurrencyLimit } from '../events/concurrency-limit';
 import { FINAL_OPERATION_STATUSES, type OperationWaiter } from '../events/operation-waiter';
 import { admit } from './admission';
 import { getOperationQuery } from './webhook.schemas';
-import { createAgentBody, listAgentsQuery, listEventsQuery, UUID } from './schemas';
+import {
+  bootstrapBody,
+  createAgentBody,
+  createLeaseBody,
+  extendBody,
+  getAgentQuery,
+  heartbeatBody,
+  listAgentsQuery,
+  listEventsQuery,
+  READY_WAIT_MAX_SECONDS,
+  renewLeaseBody,
+  UUID,
+} from './schemas';
 import {
   agentView,
   commandView,
   eventView,
   instanceView,
+  leaseView,
   links,
   operationView,
   provisionView,
@@ -81,15 +97,20 @@ export function v1Router(
   operations: OperationsService,
   reads: OperationReads,
   extra: Router[] = [],
-  opts: { waiter?: Pick<OperationWaiter, 'wait'>; waitLimit?: ConcurrencyLimit; cost?: Pick<CostService, 'instanceCosts'> } = {},
+  opts: { policy: PolicyRequests; waiter?: Pick<OperationWaiter, 'wait'>; waitLimit?: ConcurrencyLimit; cost?: Pick<CostService, 'instanceCosts'> },
 ): Router {
+  const { policy } = opts;
   // Each agent shows its current monthly cost when the process can read prices.
   const costsOf = async (instances: Parameters<CostService['instanceCosts']>[0]) =>
     opts.cost ? (await opts.cost.instanceCosts(instances)).map((cost) => ({ cost })) : instances.map(() => ({}));
   const router = express.Router({ strict: false });
   router.use(requireJsonBody, express.json({ limit: JSON_BODY_LIMIT, type: JSON_TYPES, strict: true }), guardRequestInput);
-  // Optional feature routers (e.g. /reconcile) share the token check and the body rules above.
-  for (const r of extra) router.use(r);
+
+  // What a report answers: whether the agent is ready now, and its last activity.
+  const activityAnswer = async (id: string) => {
+    const detail = await reads.getAgent(id);
+    return { agentId: id, ready: isReady(detail.agent, detail.instance), lastActivity: detail.lastActivity };
+  };
 
   const command =
     (run: (id: string, opts: RequestOptions) => ReturnType<OperationsService['requestCommand']>): RequestHandler =>
@@ -124,8 +145,8 @@ export function v1Router(
       const costs = await costsOf(page.items.map((i) => i.instance));
       const viewer = viewerOf(res);
       res.json({
-        items: page.items.map(({ agent, instance }, i) => ({
-          ...agentView(agent, viewer),
+        items: page.items.map(({ agent, instance, lastActivity }, i) => ({
+          ...agentView(agent, viewer, { instance, lastActivity }),
           ...costs[i],
           instance: instance ? instanceView(instance) : null,
         })),
@@ -144,10 +165,24 @@ export function v1Router(
       res.status(200).json(commandView(operation));
     },
     getAgent: async (req, res) => {
-      const detail = await reads.getAgent(uuidParam(req));
+      const id = uuidParam(req);
+      const q = parse(getAgentQuery, req.query, 'query');
+      let detail: Awaited<ReturnType<OperationReads['getAgent']>>;
+      if (q.wait === 'ready') {
+        const release = opts.waitLimit ? admit(opts.waitLimit, res, 'long polls') : () => undefined;
+        const gone = new AbortController();
+        res.once('close', () => gone.abort());
+        try {
+          detail = await waitUntilReady(() => reads.getAgent(id), { timeoutMs: (q.timeout ?? READY_WAIT_MAX_SECONDS) * 1000, signal: gone.signal });
+        } finally {
+          release();
+        }
+      } else {
+        detail = await reads.getAgent(id);
+      }
       const [cost] = await costsOf([detail.instance]);
       res.json({
-        agent: { ...agentView(detail.agent, viewerOf(res)), ...cost },
+        agent: { ...agentView(detail.agent, viewerOf(res), detail), ...cost },
         instance: detail.instance ? instanceView(detail.instance) : null,
         operation: detail.operation ? operationView(detail.operation) : null,
         links: {
@@ -156,6 +191,52 @@ export function v1Router(
           ...(detail.operation ? { operation: links.operation(detail.operation.id) } : {}),
         },
       });
+    },
+    agentHeartbeat: async (req, res) => {
+      const id = uuidParam(req);
+      agentMayReport(res, id);
+      const body = parse(heartbeatBody, req.body ?? {}, 'body');
+      await policy.heartbeat(id, { busy: body.busy ?? null, sessions: body.sessions, load: body.load ?? null });
+      res.json(await activityAnswer(id));
+    },
+    agentBootstrap: async (req, res) => {
+      const id = uuidParam(req);
+      agentMayReport(res, id);
+      const body = parse(bootstrapBody, req.body ?? {}, 'body');
+      await policy.bootstrap(id, body.status, body.detail ?? null);
+      res.json(await activityAnswer(id));
+    },
+    createLease: async (req, res) => {
+      const id = uuidParam(req);
+      agentMayReport(res, id);
+      const body = parse(createLeaseBody, req.body ?? {}, 'body');
+      const lease = await policy.createLease(id, { ...body, createdBy: actorOf(res) });
+      res.location(`${links.agent(id)}/leases/${lease.id}`);
+      res.status(201).json(leaseView(lease));
+    },
+    listLeases: async (req, res) => {
+      const id = uuidParam(req);
+      res.json({ items: (await policy.listLeases(id)).map((l) => leaseView(l)) });
+    },
+    renewLease: async (req, res) => {
+      const id = uuidParam(req);
+      const leaseId = uuidParam(req, 'leaseId');
+      agentMayReport(res, id);
+      const body = parse(renewLeaseBody, req.body ?? {}, 'body');
+      res.json(leaseView(await policy.renewLease(id, leaseId, body.ttlSeconds)));
+    },
+    releaseLease: async (req, res) => {
+      const id = uuidParam(req);
+      const leaseId = uuidParam(req, 'leaseId');
+      agentMayReport(res, id);
+      res.json(leaseView(await policy.releaseLease(id, leaseId)));
+    },
+    extendAgent: async (req, res) => {
+      const id = uuidParam(req);
+      const body = parse(extendBody, req.body ?? {}, 'body');
+      await policy.extend(id, body, actorOf(res));
+      const detail = await reads.getAgent(id);
+      res.json(agentView(detail.agent, viewerOf(res), detail));
     },
     listAgentEvents: async (req, res) => {
       const id = uuidParam(req);
@@ -203,5 +284,8 @@ export function v1Router(
     },
   });
 
+  // Optional feature routers (e.g. /reconcile) share the token check and the body rules above. They
+  // come after the agent routes, which carry most of the traffic and so are matched first.
+  for (const r of extra) router.use(r);
   return router;
 }

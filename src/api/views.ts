@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { Response } from 'express';
-import type { Agent, AgentSpec, ApiToken, Event, Instance, Operation, ProvisioningJob } from '../entities';
+import { SYSTEM_ACTOR, type Agent, type AgentLease, type AgentSpec, type ApiToken, type Event, type Instance, type Operation, type ProvisioningJob } from '../entities';
+import type { LastActivity } from '../db/activity.repository';
+import { isReady } from '../policy/ready';
 import type { QueueJobInfo } from '../operations/read-models';
 import { clientIdempotencyKey, type CreateAgentResult } from '../operations/requests';
 import type { z } from 'zod';
@@ -12,6 +14,7 @@ import type {
   commandAcceptedSchema,
   eventSchema,
   instanceSchema,
+  leaseSchema,
   operationSchema,
   provisioningJobSchema,
   queueJobSchema,
@@ -61,21 +64,51 @@ export function agentSpecView(spec: AgentSpec, viewer: Viewer): ViewOf<typeof ag
     location: spec.location,
     image: spec.image,
     sshKeys: spec.sshKeys,
+    placements: spec.placements ?? [{ location: spec.location, serverType: spec.serverType }],
+    publicIpv4: spec.publicIpv4 ?? null,
     userData: viewer.seesUserData ? userData : null,
     userDataSize: userData === null ? null : Buffer.byteLength(userData, 'utf8'),
     userDataSha256: userData === null ? null : createHash('sha256').update(userData, 'utf8').digest('hex'),
+    idle: spec.idle ?? null,
+    reporter: spec.reporter === true,
   };
 }
 
-export function agentView(a: Agent, viewer: Viewer): ViewOf<typeof agentSchema> {
+/** What the agent view shows beside the agent row: its live instance (for `ready`) and its last activity. */
+export interface AgentViewContext {
+  instance: Instance | null;
+  lastActivity: LastActivity | null;
+}
+
+export function agentView(a: Agent, viewer: Viewer, ctx: AgentViewContext = { instance: null, lastActivity: null }): ViewOf<typeof agentSchema> {
   return {
     id: a.id,
     name: a.name,
     status: a.status,
     labels: a.labels ?? {},
     spec: a.spec ? agentSpecView(a.spec, viewer) : null,
+    ready: isReady(a, ctx.instance),
+    expiresAt: a.expiresAt,
+    lastActivityAt: ctx.lastActivity?.at ?? null,
+    lastActivity: ctx.lastActivity,
+    bootstrap: a.bootstrapStatus && a.bootstrapAt ? { status: a.bootstrapStatus, detail: a.bootstrapDetail, at: a.bootstrapAt } : null,
+    heartbeat: a.heartbeat && a.lastHeartbeatAt ? { at: a.lastHeartbeatAt, busy: a.heartbeat.busy, sessions: a.heartbeat.sessions, load: a.heartbeat.load } : null,
     createdAt: a.createdAt,
     updatedAt: a.updatedAt,
+  };
+}
+
+/** A lease as shown; `live` judged at `now`. */
+export function leaseView(l: AgentLease, now: Date = new Date()): ViewOf<typeof leaseSchema> {
+  return {
+    id: l.id,
+    agentId: l.agentId,
+    holder: l.holder,
+    expiresAt: l.expiresAt,
+    releasedAt: l.releasedAt,
+    live: l.releasedAt === null && l.expiresAt.getTime() > now.getTime(),
+    createdBy: l.createdBy,
+    createdAt: l.createdAt,
   };
 }
 
@@ -92,6 +125,8 @@ export function instanceView(i: Instance): ViewOf<typeof instanceSchema> {
     tailscaleHostname: i.tailscaleHostname,
     location: i.location,
     serverType: i.serverType,
+    hetznerProject: i.hetznerProject ?? null,
+    placementRefusals: i.placementRefusals ?? [],
     image: i.image,
     error: i.error,
     startedAt: i.startedAt,
@@ -122,7 +157,7 @@ export function provisioningJobView(j: ProvisioningJob): ViewOf<typeof provision
 export function provisionView(result: CreateAgentResult, viewer: Viewer): ViewOf<typeof agentCreatedSchema> {
   const agentId = result.agent.id;
   return {
-    agent: agentView(result.agent, viewer),
+    agent: agentView(result.agent, viewer, { instance: result.instance, lastActivity: result.operation.requestedBy === SYSTEM_ACTOR ? null : { at: result.operation.requestedAt, kind: 'command' } }),
     instance: instanceView(result.instance),
     operation: operationView(result.operation),
     provisioningJob: provisioningJobView(result.provisioningJob),
@@ -146,6 +181,7 @@ export function operationView(o: Operation): ViewOf<typeof operationSchema> {
     error: o.error,
     failedStep: o.failedStep,
     requestedBy: o.requestedBy,
+    reason: o.reason,
     requestedAt: o.requestedAt,
     startedAt: o.startedAt,
     finishedAt: o.finishedAt,

@@ -44,6 +44,26 @@ function userDataOf(value: string | undefined): string | undefined {
   }
 }
 
+const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+/** `90s`, `30m`, `8h`, `30d` (or plain seconds) into seconds. */
+const durationOf = (what: string) => (value: string) => {
+  const m = /^(\d{1,9})([smhd]?)$/.exec(value);
+  if (!m) throw new InvalidArgumentError(`${what} must be a duration such as 90s, 30m, 8h or 30d.`);
+  return Number(m[1]) * UNIT_SECONDS[m[2] || 's']!;
+};
+
+/** `stop@30m,hibernate@1d,destroy@30d` into an idle ladder. */
+function ladderOf(value: string): Array<{ afterSeconds: number; action: string }> {
+  return value.split(',').map((step) => {
+    const [action, after] = step.split('@');
+    if (!action || !after || !['stop', 'hibernate', 'destroy'].includes(action)) {
+      throw new InvalidArgumentError(`--idle ${step}: use action@duration, the action one of stop, hibernate, destroy`);
+    }
+    return { action, afterSeconds: durationOf('--idle')(after) };
+  });
+}
+
 interface GlobalOptions {
   url?: string;
   token?: string;
@@ -238,8 +258,27 @@ function agentsCommand(program: Command): void {
           ['error', instance?.error],
           ['operation', operation ? `${operation.type} ${operation.id} ${operation.status} ${operation.progress}%` : null],
           ['monthly cost', agent.cost ? `${agent.cost.monthly} ${agent.cost.currency}` : null],
+          ['ready', agent.ready ? 'yes' : 'no'],
+          ['bootstrap', agent.bootstrap ? `${agent.bootstrap.status} at ${agent.bootstrap.at}` : null],
+          ['last activity', agent.lastActivity ? `${agent.lastActivity.kind} at ${agent.lastActivity.at}` : null],
+          ['idle ladder', agent.spec?.idle ? agent.spec.idle.map((s: Row) => `${s.action}@${s.afterSeconds}s`).join(', ') : null],
+          ['expires', agent.expiresAt],
         ]),
       );
+    });
+
+  agents
+    .command('extend <agent>')
+    .description("move the agent's expiry (id or name): --ttl from now, or --expires-at")
+    .option('--ttl <duration>', 'expire this long from now, e.g. 2h', durationOf('--ttl'))
+    .option('--expires-at <time>', 'expire at this ISO 8601 time')
+    .action(async (ref: string, opts: { ttl?: number; expiresAt?: string }, cmd: Command) => {
+      const ctx = new Context(cmd);
+      if ((opts.ttl === undefined) === (opts.expiresAt === undefined)) throw new CliError('error: give --ttl or --expires-at (one of them)', 2);
+      const res = await ctx.client.request<Row>('POST', await agentPath(ctx, ref, '/extend'), {
+        body: opts.ttl !== undefined ? { ttlSeconds: opts.ttl } : { expiresAt: opts.expiresAt },
+      });
+      ctx.print(res, () => `${res.body.name} expires at ${res.body.expiresAt}`);
     });
 
   agents
@@ -251,6 +290,10 @@ function agentsCommand(program: Command): void {
     .option('--ssh-key <key>', 'Hetzner SSH key name or id (repeatable)', collect)
     .option('--label <key=value>', 'a label of the agent and its servers (repeatable)', collect)
     .option('--user-data <data>', 'the agent’s own cloud-init user data (#cloud-config, #! script, MIME, …); @file reads a file')
+    .option('--idle <steps>', 'idle ladder: comma-separated action@duration, e.g. stop@30m,hibernate@1d,destroy@30d', ladderOf)
+    .option('--ttl <duration>', 'expire (destroy) the agent this long from now, e.g. 8h', durationOf('--ttl'))
+    .option('--expires-at <time>', 'expire (destroy) the agent at this ISO 8601 time')
+    .option('--no-reporter', 'install no activity reporter on the machine')
     .option('--idempotency-key <key>', 'makes the request safe to repeat')
     .option('--wait', 'follow the provision until it is final')
     .action(async (
@@ -262,6 +305,10 @@ function agentsCommand(program: Command): void {
         sshKey?: string[];
         label?: string[];
         userData?: string;
+        idle?: Array<{ afterSeconds: number; action: string }>;
+        ttl?: number;
+        expiresAt?: string;
+        reporter?: boolean;
         idempotencyKey?: string;
         wait?: boolean;
       },
@@ -279,6 +326,10 @@ function agentsCommand(program: Command): void {
           ...(opts.sshKey ? { sshKeys: opts.sshKey } : {}),
           ...(labels ? { labels } : {}),
           ...(userData !== undefined ? { userData } : {}),
+          ...(opts.idle ? { idle: opts.idle } : {}),
+          ...(opts.ttl !== undefined ? { ttlSeconds: opts.ttl } : {}),
+          ...(opts.expiresAt ? { expiresAt: opts.expiresAt } : {}),
+          ...(opts.reporter === false ? { reporter: false } : {}),
         },
         headers: opts.idempotencyKey ? { 'idempotency-key': opts.idempotencyKey } : {},
       });
@@ -301,6 +352,50 @@ function agentsCommand(program: Command): void {
       });
   }
   reprovisionCommand(agents);
+}
+
+function leasesCommand(program: Command): void {
+  const leases = program.command('leases').description('leases: while one is live its agent is never stopped for idleness, expired or claimed');
+  const leaseRow = (l: Row) => [l.id, l.holder, l.expiresAt, l.live ? 'live' : l.releasedAt ? 'released' : 'expired'];
+
+  leases
+    .command('take <agent>')
+    .description('take a lease on an agent (id or name)')
+    .requiredOption('--holder <holder>', 'who holds it (a CI job, a user)')
+    .requiredOption('--ttl <duration>', 'how long it lives unless renewed or released, e.g. 2h', durationOf('--ttl'))
+    .action(async (ref: string, opts: { holder: string; ttl: number }, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<Row>('POST', await agentPath(ctx, ref, '/leases'), { body: { holder: opts.holder, ttlSeconds: opts.ttl } });
+      ctx.print(res, () => fields([['id', res.body.id], ['holder', res.body.holder], ['expires', res.body.expiresAt]]));
+    });
+
+  leases
+    .command('list <agent>')
+    .description("an agent's live leases")
+    .action(async (ref: string, _opts: unknown, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<{ items: Row[] }>('GET', await agentPath(ctx, ref, '/leases'));
+      ctx.print(res, () => table(['ID', 'HOLDER', 'EXPIRES', 'STATE'], res.body.items.map(leaseRow)));
+    });
+
+  leases
+    .command('renew <agent> <lease>')
+    .description('renew a live lease: it lives --ttl from now')
+    .requiredOption('--ttl <duration>', 'e.g. 2h', durationOf('--ttl'))
+    .action(async (ref: string, lease: string, opts: { ttl: number }, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<Row>('POST', await agentPath(ctx, ref, `/leases/${encodeURIComponent(lease)}/renew`), { body: { ttlSeconds: opts.ttl } });
+      ctx.print(res, () => `lease ${res.body.id} expires at ${res.body.expiresAt}`);
+    });
+
+  leases
+    .command('release <agent> <lease>')
+    .description('release a lease; idle time counts from now')
+    .action(async (ref: string, lease: string, _opts: unknown, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<Row>('DELETE', await agentPath(ctx, ref, `/leases/${encodeURIComponent(lease)}`));
+      ctx.print(res, () => `released ${res.body.id}`);
+    });
 }
 
 function reprovisionCommand(agents: Command): void {
@@ -422,7 +517,7 @@ function tokensCommand(program: Command): void {
     });
 }
 
-const WEBHOOK_EVENTS = ['operation.succeeded', 'operation.failed', 'operation.cancelled', 'agent.status_changed', 'finding.resolved'];
+const WEBHOOK_EVENTS = ['operation.succeeded', 'operation.failed', 'operation.cancelled', 'agent.status_changed', 'agent.expiring', 'finding.resolved'];
 
 function webhooksCommand(program: Command): void {
   const webhooks = program.command('webhooks').description('signed webhooks (needs an admin token)');
@@ -648,8 +743,8 @@ function fleetCommand(program: Command): void {
     .description('what the fleet costs per month, by agent status, and what hibernation saves')
     .action(async (_opts: unknown, cmd: Command) => {
       const ctx = new Context(cmd);
-      const res = await ctx.client.request<{ currency: string; monthly: Row }>('GET', '/v1/fleet/cost');
-      const { currency, monthly } = res.body;
+      const res = await ctx.client.request<{ currency: string; monthly: Row; policies?: Row }>('GET', '/v1/fleet/cost');
+      const { currency, monthly, policies } = res.body;
       ctx.print(res, () =>
         [
           table(
@@ -661,6 +756,12 @@ function fleetCommand(program: Command): void {
             ['total', `${monthly.total} ${currency}`],
             ['hibernation saves', `${monthly.hibernationSaving} ${currency}`],
             ['hibernating paused would save', `${monthly.potentialSaving} ${currency}`],
+            ...(policies
+              ? ([
+                  [`policies saved (${policies.month})`, `${policies.saved} ${currency}`],
+                  ['policy actions', `stop ${policies.actions.stop}, hibernate ${policies.actions.hibernate}, destroy ${policies.actions.destroy}`],
+                ] as Array<[string, string]>)
+              : []),
           ]),
         ].join('\n'),
       );
@@ -767,7 +868,7 @@ function consoleCommand(program: Command): void {
 
 export function buildProgram(): Command {
   const program = new Command('tailfleet')
-    .description('Command line for a tailfleet API (agents, operations, findings, tokens, webhooks, reconcile, fleet cost, the console).')
+    .description('Command line for a tailfleet API (agents, leases, operations, findings, tokens, webhooks, reconcile, fleet cost, the console).')
     .option('--url <url>', `API base URL (default: $TAILFLEET_URL or ${DEFAULT_URL})`)
     .option('--token <token>', 'API token (default: $TAILFLEET_TOKEN)')
     .option('--json', "print the API's JSON as it came")
@@ -780,6 +881,7 @@ export function buildProgram(): Command {
   webhooksCommand(program);
   reconcileCommand(program);
   fleetCommand(program);
+  leasesCommand(program);
   poolsCommand(program);
   findingsCommand(program);
   consoleCommand(program);

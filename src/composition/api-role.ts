@@ -1,3 +1,5 @@
+import { RedisCapacityStore } from '../workflows/placement';
+import { PolicyRequests } from '../policy/requests';
 import type { Application } from 'express';
 import { createApp } from '../api/app';
 import type { Readiness } from '../api/probes';
@@ -52,11 +54,13 @@ export function createApiRole(config: Config, infra: Infrastructure, core: Core,
     webhooks: { webhooks: core.webhooks, allowPrivateUrls: config.webhooks.allowPrivateUrls },
     operations: core.operations,
     reads: new OperationReads({ repositories, queues: infra.queues, logger: logger.child({ component: 'reads' }) }),
+    policy: new PolicyRequests({ repositories, maxLifetimeHours: config.policy.maxAgentLifetimeHours, logger: logger.child({ component: 'policy' }) }),
     cost: new CostService({
       prices: new PriceList({ source: core.hetzner }),
       repositories,
       defaultLocation: config.hetzner.location,
       logger: logger.child({ component: 'cost' }),
+      projects: { list: config.hetzner.projects, capacity: new RedisCapacityStore({ redis: infra.producer, prefix: config.queues.prefix }) },
     }),
     tokens: repositories.tokens,
     findings: repositories.findings,

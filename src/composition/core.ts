@@ -1,5 +1,6 @@
 import type { Config } from '../config';
 import { HetznerClient } from '../clients/hetzner/hetzner.client';
+import { HetznerProjects } from '../clients/hetzner/projects';
 import { EventNotifications } from '../events/notifications';
 import { CloudCredentialHealth, metricsObserver, observeAll } from '../clients/observers';
 import type { Logger } from '../lib/logger';
@@ -22,7 +23,10 @@ export interface Core {
   /** Delivers accepted operations to their queues. */
   outbox: Outbox;
   operations: OperationsService;
+  /** The current project's client (HetznerProjects.client): the only project's outside an operation. */
   hetzner: HetznerClient;
+  /** HETZNER_PROJECTS (or HETZNER_API_TOKEN as `default`): one client, and rate budget, each. */
+  projects: HetznerProjects;
   /** Worker roles only: whether the clouds accept the configured credentials (shown on /readyz). */
   cloudHealth?: CloudCredentialHealth;
   notifications: EventNotifications;
@@ -49,16 +53,28 @@ export function createCore(
   // locations) that checks a create before it is accepted, and the prices behind agent costs and
   // GET /v1/fleet/cost.
   const cloudHealth = roles.workers ? new CloudCredentialHealth() : undefined;
-  const hetzner = new HetznerClient({
-    baseUrl: config.hetzner.apiUrl,
-    token: config.hetzner.token,
-    logger: logger.child({ component: 'hetzner' }),
-    observer: cloudHealth ? observeAll(metricsObserver(metrics), cloudHealth) : metricsObserver(metrics),
-    actionPollIntervalMs: config.pollIntervalMs,
-    serverPollIntervalMs: config.pollIntervalMs,
-    actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
-    ...overrides.hetzner,
-  });
+  // One client per project: each has its own token and its own rate-limit budget, so a 429 in one
+  // project never slows the others (an override's shared limiter, if any, is not shared across them).
+  const several = config.hetzner.projects.length > 1;
+  const projects = new HetznerProjects(
+    config.hetzner.projects.map((p) => ({
+      name: p.name,
+      maxServers: p.maxServers,
+      client: new HetznerClient({
+        baseUrl: config.hetzner.apiUrl,
+        token: p.token,
+        tokenSetting: several ? `HETZNER_PROJECTS (project ${p.name})` : undefined,
+        logger: logger.child({ component: 'hetzner', ...(several ? { project: p.name } : {}) }),
+        observer: cloudHealth ? observeAll(metricsObserver(metrics), cloudHealth) : metricsObserver(metrics),
+        actionPollIntervalMs: config.pollIntervalMs,
+        serverPollIntervalMs: config.pollIntervalMs,
+        actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
+        ...overrides.hetzner,
+        ...(several ? { rateLimiter: undefined } : {}),
+      }),
+    })),
+  );
+  const hetzner = projects.client;
   const operations = new OperationsService({
     dataSource,
     queues,
@@ -71,6 +87,10 @@ export function createCore(
       image: config.hetzner.image,
       location: config.hetzner.location,
       sshKeys: config.hetzner.sshKeys,
+      placements: config.hetzner.placements,
+      publicIpv4: config.hetzner.publicIpv4,
+      reporter: config.policy.publicUrl !== null,
+      maxLifetimeHours: config.policy.maxAgentLifetimeHours,
     },
     maxAgents: config.maxAgents,
     // API roles check a create's server type and location against the cloud's catalogue before
@@ -100,10 +120,11 @@ export function createCore(
       image: config.hetzner.image,
       location: config.hetzner.location,
       sshKeys: config.hetzner.sshKeys,
+      reporter: config.policy.publicUrl !== null,
     },
     logger: logger.child({ component: 'pools' }),
   });
-  return { ledger, outbox, operations, hetzner, cloudHealth, notifications, webhooks, reports, pools, poolRepository };
+  return { ledger, outbox, operations, hetzner, projects, cloudHealth, notifications, webhooks, reports, pools, poolRepository };
 }
 
 /** Webhook secrets in clear or under a rotated-out key are sealed with WEBHOOK_SECRET_KEY (see secret-box.ts). */

@@ -16,6 +16,8 @@ export interface TailfleetOverrides {
   rollbackListener?: boolean;
   /** Apply pending migrations at start (default true). */
   migrate?: boolean;
+  /** The policy loop's clock (tests move it across a threshold instead of waiting for it). */
+  policyClock?: () => Date;
   /** Run the pool policy's passes in the background (default true; false: only runOnce() runs one). */
   poolPolicy?: boolean;
   /** The time the pool policy reads its schedules at (default: the system clock). */

@@ -1,3 +1,5 @@
+import { PolicyLoop } from '../policy/policy-loop';
+import { SYSTEM_ACTOR } from '../entities';
 import type { Worker } from 'bullmq';
 import { TailscaleClient } from '../clients/tailscale/tailscale.client';
 import type { Config } from '../config';
@@ -15,6 +17,7 @@ import { createWebhookProcessor, createWebhookWorker } from '../webhooks/deliver
 import { WebhookRelay } from '../webhooks/delivery-relay';
 import { createWorkers, DEFAULT_WORKER_SETTINGS, type WorkerPool } from '../workers';
 import { createWorkflows, type WorkflowDeps, type Workflows } from '../workflows';
+import { RedisCapacityStore } from '../workflows/placement';
 import type { Core } from './core';
 import type { Infrastructure } from './infrastructure';
 import type { TailfleetOverrides } from './overrides';
@@ -45,6 +48,8 @@ export interface WorkerParts {
   reconciler: Reconciler;
   /** Hands webhook deliveries written by the events trigger to the webhooks queue. */
   webhookRelay: WebhookRelay;
+  /** Idle ladders, expiry and auto-hibernate (src/policy): one pass per interval for the whole fleet. */
+  policyLoop: PolicyLoop;
   /** Keeps every pool at its minReady (one process of the fleet at a time). */
   poolPolicy: PoolPolicy;
 }
@@ -52,7 +57,7 @@ export interface WorkerParts {
 /** A worker process: the workflows behind each operation queue, the webhook and reconcile workers, the sweeps and relays. */
 export function createWorkerRole(config: Config, infra: Infrastructure, core: Core, overrides: TailfleetOverrides): WorkerRole {
   const { dataSource, repositories, queues, logger, metrics } = infra;
-  const { ledger, outbox, hetzner, operations, webhooks } = core;
+  const { ledger, outbox, hetzner, projects, operations, webhooks } = core;
   const connection = infra.workerConnection!;
   const tailscale = new TailscaleClient({
     baseUrl: config.tailscale.apiUrl,
@@ -73,6 +78,8 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
     dataSource,
     repositories,
     hetzner,
+    projects,
+    capacity: new RedisCapacityStore({ redis: infra.producer, prefix: config.queues.prefix }),
     tailscale,
     fleet,
     guard,
@@ -85,6 +92,10 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
       shutdownTimeoutMs: config.hetzner.shutdownTimeoutSeconds * 1000,
       enrollmentTimeoutMs: config.tailscale.enrollmentTimeoutSeconds * 1000,
       actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
+      placements: config.hetzner.placements,
+      placementCooldownMs: config.hetzner.placementCooldownSeconds * 1000,
+      publicIpv4: config.hetzner.publicIpv4,
+      publicUrl: config.policy.publicUrl,
     },
   };
   const workflows = createWorkflows(workflowDeps);
@@ -101,6 +112,9 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
       logger: logger.child({ component: 'processor' }),
       metrics,
       queues,
+      // Each operation runs in the Hetzner project of its instance (one project: nothing to look up).
+      inProject: (data, run) =>
+        projects.single ? projects.within(null, run) : repositories.instances.projectOf(data).then((project) => projects.within(project, run)),
     }),
     ledger,
     operations: repositories.operations,
@@ -124,6 +138,7 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
     ledger,
     outbox,
     hetzner,
+    projects,
     tailscale,
     queues,
     fleet,
@@ -131,14 +146,6 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
     reports: core.reports,
     logger: logger.child({ component: 'reconciler' }),
     metrics,
-    ...(config.reconcile.autoHibernateAfterHours !== null
-      ? {
-          autoHibernate: {
-            afterMs: config.reconcile.autoHibernateAfterHours * 3_600_000,
-            request: (agentId: string) => operations.requestCommand('hibernate', agentId, { requestedBy: 'system' }),
-          },
-        }
-      : {}),
     settings: {
       orphans: config.reconcile.orphans,
       graceSeconds: config.reconcile.graceSeconds,
@@ -194,6 +201,23 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
     },
   });
 
+  const policyLoop = new PolicyLoop({
+    dataSource,
+    activity: repositories.activity,
+    actor: {
+      request: async (action, agentId, reason) => ({
+        operationId: (await operations.requestCommand(action, agentId, { requestedBy: SYSTEM_ACTOR, reason })).operation.id,
+      }),
+    },
+    logger: logger.child({ component: 'policy' }),
+    intervalMs: config.policy.intervalSeconds * 1000,
+    settings: {
+      expiryWarningMs: config.policy.expiryWarningSeconds * 1000,
+      autoHibernateAfterMs: config.reconcile.autoHibernateAfterHours === null ? null : config.reconcile.autoHibernateAfterHours * 3_600_000,
+      maxLifetimeHours: config.policy.maxAgentLifetimeHours,
+    },
+    now: overrides.policyClock,
+  });
   const poolPolicy = new PoolPolicy({
     dataSource,
     pools: core.poolRepository,
@@ -213,7 +237,7 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
   };
 
   return {
-    parts: { workflows, workers, rollbackListener, relay, reconciler, webhookRelay, poolPolicy },
+    parts: { workflows, workers, rollbackListener, relay, reconciler, webhookRelay, policyLoop, poolPolicy },
     async start() {
       await connection.ping();
       workers.run();
@@ -243,11 +267,13 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
       // A pass at start, then every few seconds: whatever was accepted while no worker ran, or lost
       // by Redis, reaches the queue.
       relay.start();
+      policyLoop.start();
       if (overrides.poolPolicy !== false) poolPolicy.start();
     },
     async closeLoops(step) {
       if (rollbackListener) await step('rollback-listener', () => rollbackListener.close());
       await step('relay', () => relay.close());
+      await step('policy', () => policyLoop.close());
       await step('webhook-relay', () => webhookRelay.close());
       await step('pool-policy', () => poolPolicy.close());
     },

@@ -92,8 +92,14 @@ function isHttps(req: Request): boolean {
   return req.secure || req.get('x-forwarded-proto')?.split(',')[0]?.trim() === 'https';
 }
 
-/** Same origin: the form was posted by a page of this server (browsers send Origin on every POST). */
+/**
+ * Same origin: the form was posted by a page of this server. Browsers send Origin on every POST, and
+ * Sec-Fetch-Site where they support it; a request with neither comes from no browser (curl, a script),
+ * which cannot carry a victim's cookie across sites.
+ */
 function sameOrigin(req: Request): boolean {
+  const site = req.get('sec-fetch-site');
+  if (site !== undefined && site !== 'same-origin' && site !== 'none') return false;
   const origin = req.get('origin');
   if (origin === undefined) return true;
   try {
@@ -199,7 +205,8 @@ export function createConsoleRouter(deps: ConsoleDeps): Router {
     if (!sameOrigin(req)) throw new HttpProblem('forbidden', 'The sign-in form was posted from another site.');
     const token = typeof body.token === 'string' ? body.token.trim() : '';
     const principal = token && token.length <= 512 ? await deps.auth.authenticate(token) : null;
-    if (!principal) {
+    // An agent's own credential reports activity and reads nothing: it opens no console.
+    if (!principal || principal.scope === 'agent') {
       render(res, 'sign-in', { title: 'Sign in', next, expired: false, error: 'That token is not valid (unknown, revoked or expired).' }, 401);
       return;
     }

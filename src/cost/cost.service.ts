@@ -1,16 +1,21 @@
 import type { Repositories } from '../db/repositories';
 import type { Instance } from '../entities';
 import type { Logger } from '../lib/logger';
-import { fleetCost, instanceCost, type AgentCost, type FleetCost } from './cost';
+import { fleetCost, instanceCost, policySaving, round, type AgentCost, type FleetCost, type ProjectCost } from './cost';
+import type { CapacityStore } from '../workflows/placement';
 import type { PriceList } from './prices';
 
 export interface CostServiceDeps {
   prices: Pick<PriceList, 'get'>;
-  repositories: Pick<Repositories, 'agents' | 'instances'>;
+  repositories: Pick<Repositories, 'agents' | 'instances' | 'activity'>;
   /** Where an instance without a recorded location lives (HETZNER_LOCATION). */
   defaultLocation: string;
   logger: Logger;
+  /** The deployment's Hetzner projects and what the workers share about them (budgets, full marks). */
+  projects?: { list: readonly { name: string; maxServers: number | null }[]; capacity: Pick<CapacityStore, 'budgets' | 'refused'> };
 }
+
+const REFUSAL_WINDOW_MS = 24 * 3_600_000;
 
 /** The cost read model: per agent (shown in its view) and for the whole fleet (GET /v1/fleet/cost). */
 export class CostService {
@@ -39,6 +44,35 @@ export class CostService {
       const agent = agents.get(instance.agentId);
       return agent ? [{ agent, instance }] : [];
     });
-    return fleetCost(prices, items, this.deps.defaultLocation);
+    const now = new Date();
+    const monthStart = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+    const records = await this.deps.repositories.activity.policyActionsSince(monthStart, now);
+    const cost = fleetCost(prices, items, this.deps.defaultLocation, policySaving(prices, records, monthStart, this.deps.defaultLocation));
+    if (this.deps.projects) cost.projects = await this.projectCosts(prices, instances);
+    return cost;
+  }
+
+  private async projectCosts(prices: Awaited<ReturnType<CostServiceDeps['prices']['get']>>, instances: Instance[]): Promise<ProjectCost[]> {
+    const { list, capacity } = this.deps.projects!;
+    const names = list.map((p) => p.name);
+    const [refusals, budgets, full] = await Promise.all([
+      this.deps.repositories.instances.placementRefusalsSince(new Date(Date.now() - REFUSAL_WINDOW_MS)),
+      capacity.budgets(names).catch(() => new Map()),
+      capacity.refused([], names).then((r) => r.projects).catch(() => new Set<string>()),
+    ]);
+    return list.map((p) => {
+      const own = instances.filter((i) => (i.hetznerProject ?? names[0]) === p.name);
+      const byCode: Record<string, number> = {};
+      for (const r of refusals.filter((x) => x.project === p.name)) byCode[r.code] = r.n;
+      return {
+        name: p.name,
+        servers: own.filter((i) => i.serverId !== null).length,
+        maxServers: p.maxServers,
+        full: full.has(p.name),
+        monthly: round(own.reduce((sum, i) => sum + instanceCost(prices, i, this.deps.defaultLocation).monthly, 0)),
+        budget: budgets.get(p.name) ?? null,
+        refusals: { total: Object.values(byCode).reduce((a, b) => a + b, 0), byCode },
+      };
+    });
   }
 }

@@ -18,6 +18,8 @@ export interface AgentCost {
 
 export interface FleetCost {
   currency: string;
+  /** Per Hetzner project: servers, monthly cost, request budget, refused creates. */
+  projects?: ProjectCost[];
   monthly: {
     total: number;
     byStatus: Record<AgentStatus, number>;
@@ -29,6 +31,60 @@ export interface FleetCost {
      */
     potentialSaving: number;
   };
+  /** What the policies' actions (src/policy) saved since the start of this month (UTC). */
+  policies: PolicySaving;
+}
+
+export interface PolicySaving {
+  /** The month, `YYYY-MM` (UTC). */
+  month: string;
+  /** Server and address hours not billed after a policy's hibernate or destroy, less the snapshots kept meanwhile. */
+  saved: number;
+  /** The policies' actions this month that succeeded, by type. A stop saves nothing: Hetzner bills a server while it is off. */
+  actions: { stop: number; hibernate: number; destroy: number };
+}
+
+/** A policy's action that succeeded: from `from` until `until` (the agent's next start, or now) its server was not billed. */
+export interface PolicyActionRecord {
+  type: 'stop' | 'hibernate' | 'destroy';
+  from: Date;
+  until: Date;
+  instance: Pick<Instance, 'serverType' | 'location' | 'snapshotSizeGb'>;
+}
+
+// Hetzner caps a month at this many billed hours.
+const HOURS_PER_MONTH = 730;
+
+export function policySaving(prices: Prices, records: readonly PolicyActionRecord[], monthStart: Date, fallbackLocation: string): PolicySaving {
+  const actions = { stop: 0, hibernate: 0, destroy: 0 };
+  let saved = 0;
+  for (const r of records) {
+    actions[r.type]++;
+    if (r.type === 'stop') continue;
+    const from = Math.max(r.from.getTime(), monthStart.getTime());
+    const hours = Math.max(0, r.until.getTime() - from) / 3_600_000;
+    // The server is gone by now; its address is counted as billed, as for every server but an IPv6-only one.
+    const { server, primaryIpv4 } = serverAndAddress(prices, { ...r.instance, serverId: null, serverIp: null }, fallbackLocation);
+    const snapshot = r.type === 'hibernate' ? (r.instance.snapshotSizeGb ?? 0) * prices.snapshotPerGb : 0;
+    saved += ((server + primaryIpv4 - snapshot) * hours) / HOURS_PER_MONTH;
+  }
+  const month = `${monthStart.getUTCFullYear()}-${String(monthStart.getUTCMonth() + 1).padStart(2, '0')}`;
+  return { month, saved: round(saved), actions };
+}
+
+export interface ProjectCost {
+  name: string;
+  /** Live instances with a server in the project. */
+  servers: number;
+  /** The configured server limit; null = not configured. */
+  maxServers: number | null;
+  /** Marked full by a resource_limit_exceeded within the cooldown. */
+  full: boolean;
+  monthly: number;
+  /** The request budget as a worker last saw it; null until a worker has created there. */
+  budget: { limit: number | null; remaining: number | null; at: string } | null;
+  /** Creates the project refused in the last 24 hours, by Hetzner error code. */
+  refusals: { total: number; byCode: Record<string, number> };
 }
 
 /** Money to 4 decimals, as Hetzner quotes it. */
@@ -36,10 +92,14 @@ export const round = (n: number) => Math.round(n * 10_000) / 10_000;
 
 const LIVE: readonly string[] = LIVE_INSTANCE_STATUSES;
 
-/** Monthly price of a server of this type and its primary IPv4 address; 0 when the cloud quotes none. */
-function serverAndAddress(prices: Prices, instance: Pick<Instance, 'serverType' | 'location'>, fallbackLocation: string) {
+/**
+ * Monthly price of a server of this type and its primary IPv4 address; 0 when the cloud quotes none.
+ * A server recorded without an IPv4 address was created IPv6-only: no address is billed.
+ */
+function serverAndAddress(prices: Prices, instance: Pick<Instance, 'serverType' | 'location' | 'serverId' | 'serverIp'>, fallbackLocation: string) {
   const location = instance.location ?? fallbackLocation;
-  return { server: prices.server(instance.serverType, location) ?? 0, primaryIpv4: prices.primaryIpv4(location) ?? 0 };
+  const ipv6Only = instance.serverId !== null && (instance.serverIp === null || instance.serverIp.includes(':'));
+  return { server: prices.server(instance.serverType, location) ?? 0, primaryIpv4: ipv6Only ? 0 : (prices.primaryIpv4(location) ?? 0) };
 }
 
 export function instanceCost(prices: Prices, instance: Instance | null, fallbackLocation: string): AgentCost {
@@ -54,7 +114,12 @@ export function instanceCost(prices: Prices, instance: Instance | null, fallback
   return cost;
 }
 
-export function fleetCost(prices: Prices, items: Array<{ agent: Pick<Agent, 'status'>; instance: Instance | null }>, fallbackLocation: string): FleetCost {
+export function fleetCost(
+  prices: Prices,
+  items: Array<{ agent: Pick<Agent, 'status'>; instance: Instance | null }>,
+  fallbackLocation: string,
+  policies: PolicySaving,
+): FleetCost {
   const byStatus = Object.fromEntries(AGENT_STATUSES.map((s) => [s, 0])) as Record<AgentStatus, number>;
   let total = 0;
   let hibernationSaving = 0;
@@ -73,5 +138,6 @@ export function fleetCost(prices: Prices, items: Array<{ agent: Pick<Agent, 'sta
   return {
     currency: prices.currency,
     monthly: { total: round(total), byStatus, hibernationSaving: round(hibernationSaving), potentialSaving: round(potentialSaving) },
+    policies,
   };
 }

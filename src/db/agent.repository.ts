@@ -38,12 +38,16 @@ export interface NewAgentWithProvision extends InstanceSpec, ProvisionRequest {
   labels?: Record<string, string>;
   /** The full spec, defaults filled in; stored on the agent for every later instance. */
   spec?: AgentSpec | null;
+  /** When the expiry policy destroys it (src/policy); null: never. */
+  expiresAt?: Date | null;
   /** MAX_AGENTS: creating one more live agent than this fails with AgentQuotaExceededError. */
   maxAgents?: number | null;
   /** The pool the agent is made for, and its role there. */
   pool?: { id: string; role: PoolRole };
-  /** Audit reason of the provision's creation event (a policy's "pool refill"); default "provision requested". */
+  /** Audit reason of the provision's creation event; default "provision requested". */
   reason?: string;
+  /** Why tailfleet asks for the provision itself (a policy: "pool refill"), written on the operation. */
+  policyReason?: string;
 }
 
 // Creates that count live agents against MAX_AGENTS take this transaction-scoped lock, so two of
@@ -128,6 +132,7 @@ export class AgentRepository {
           name: input.name,
           labels: input.labels ?? {},
           spec: input.spec ?? null,
+          expiresAt: input.expiresAt ?? null,
           ...(input.pool ? { poolId: input.pool.id, poolRole: input.pool.role, claimedAt: input.pool.role === 'claimed' ? new Date() : null } : {}),
         });
       } catch (err) {
@@ -175,7 +180,7 @@ export class AgentRepository {
   private async insertProvision(
     manager: EntityManager,
     agent: Agent,
-    input: InstanceSpec & ProvisionRequest & { reason?: string },
+    input: InstanceSpec & ProvisionRequest & { reason?: string; policyReason?: string },
   ): Promise<ProvisionBundle> {
     let instance: Instance;
     try {
@@ -202,6 +207,7 @@ export class AgentRepository {
       queueJobId: input.queueJobId ?? null,
       requestedBy: input.requestedBy,
       reason: input.reason,
+      policyReason: input.policyReason,
     });
     if (!created) {
       // The key was taken between our lookup and this insert; undo and let idempotent() answer.

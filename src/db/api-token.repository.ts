@@ -19,6 +19,9 @@ export class TokenNameTakenError extends NameTakenError {
   }
 }
 
+/** The name of an agent's credential; a named token's name cannot contain ':', so it never clashes. */
+export const agentTokenName = (agentId: string) => `agent:${agentId}`;
+
 const LIVE_NAME_INDEX = 'uq_api_tokens_live_name';
 
 export class ApiTokenRepository {
@@ -41,7 +44,8 @@ export class ApiTokenRepository {
   /** Newest first; revoked tokens only when asked for. */
   list(opts: { includeRevoked?: boolean } = {}): Promise<ApiToken[]> {
     return this.repo.find({
-      where: opts.includeRevoked ? {} : { revokedAt: IsNull() },
+      // The agents' own credentials are the agents' business: listed with them, not here.
+      where: opts.includeRevoked ? { agentId: IsNull() } : { revokedAt: IsNull(), agentId: IsNull() },
       order: { createdAt: 'DESC', id: 'DESC' },
     });
   }
@@ -60,6 +64,26 @@ export class ApiTokenRepository {
       .where('id = :id', { id })
       .execute();
     return (result.affected ?? 0) > 0;
+  }
+
+  /**
+   * The credential of an agent's machine (scope `agent`): the agent's earlier ones are revoked in the
+   * same transaction, so a provision attempt made again leaves one live credential, the last one
+   * delivered. Answers the secret, which goes into the machine's user data and nowhere else.
+   */
+  async issueAgentToken(agentId: string, make: () => { token: string; tokenHash: string; tokenPrefix: string }): Promise<string> {
+    const { token, tokenHash, tokenPrefix } = make();
+    await this.repo.manager.transaction(async (m) => {
+      await m.getRepository(ApiToken).update({ agentId, revokedAt: IsNull() }, { revokedAt: () => 'now()' } as never);
+      await m.getRepository(ApiToken).insert({ name: agentTokenName(agentId), scope: 'agent', tokenHash, tokenPrefix, expiresAt: null, agentId });
+    });
+    return token;
+  }
+
+  /** Revokes every credential of the agent (its destroy); safe to run again. */
+  async revokeAgentTokens(agentId: string): Promise<number> {
+    const result = await this.repo.update({ agentId, revokedAt: IsNull() }, { revokedAt: () => 'now()' } as never);
+    return result.affected ?? 0;
   }
 
   /** Records a use; callers throttle, so a busy token does not cost a write per request. */

@@ -1,5 +1,5 @@
 import { In, Not, type DataSource, type ObjectLiteral } from 'typeorm';
-import { Instance, type InstanceStatus, LIVE_INSTANCE_STATUSES, TERMINAL_INSTANCE_STATUSES } from '../entities';
+import { Instance, ProvisioningJob, type InstanceStatus, LIVE_INSTANCE_STATUSES, type PlacementRefusal, TERMINAL_INSTANCE_STATUSES } from '../entities';
 import { GuardedUpdateConflictError, RecordNotFoundError, ServerIdConflictError } from './errors';
 import { type Db, hydrate, inTransaction, managerOf, quotedTable, recordEvent, returningRows } from './transitions';
 import { isUuid } from './uuid';
@@ -151,6 +151,87 @@ export class InstanceRepository {
     const current = await managerOf(db).findOne(Instance, { where: { id }, select: { id: true, status: true } });
     if (!current) throw new RecordNotFoundError('instance', id);
     throw new GuardedUpdateConflictError('instance', id, `record ${Object.keys(patch).join(', ')}`, current.status);
+  }
+
+  /**
+   * Where the next create of the instance goes (project, location, type), recorded before the create
+   * so a retried job looks in that project. Only while no server is recorded and the instance is
+   * being provisioned or woken; false otherwise (the instance moved on: the caller must not create).
+   */
+  async choosePlacement(id: string, place: { project: string; location: string; serverType: string }, db: Db = this.dataSource): Promise<boolean> {
+    if (!isUuid(id)) return false;
+    const manager = managerOf(db);
+    const table = quotedTable(manager.connection.getMetadata(Instance));
+    const rows: ObjectLiteral[] = await manager.query(
+      returningRows(`UPDATE ${table} SET "hetzner_project" = $2, "location" = $3, "server_type" = $4, "updated_at" = now()
+       WHERE "id" = $1 AND "server_id" IS NULL AND "status"::text = ANY($5::text[]) RETURNING "id"`),
+      [id, place.project, place.location, place.serverType, ['pending', 'provisioning', 'waking']],
+    );
+    return rows.length === 1;
+  }
+
+  /** Adds a refused create to the instance's record (the newest 20 are kept). */
+  async addPlacementRefusal(id: string, refusal: PlacementRefusal, db: Db = this.dataSource): Promise<void> {
+    const manager = managerOf(db);
+    const table = quotedTable(manager.connection.getMetadata(Instance));
+    await manager.query(
+      `UPDATE ${table} SET "placement_refusals" = (
+         SELECT coalesce(jsonb_agg(e ORDER BY n), '[]'::jsonb) FROM (
+           SELECT e, n FROM jsonb_array_elements("placement_refusals" || jsonb_build_array($2::jsonb)) WITH ORDINALITY AS x(e, n)
+           ORDER BY n DESC LIMIT 20) kept)
+       WHERE "id" = $1`,
+      [id, JSON.stringify(refusal)],
+    );
+  }
+
+  /** Instances holding (or being given) a server, per Hetzner project: what a project's server limit is measured against. */
+  async countServersByProject(db: Db = this.dataSource): Promise<Map<string, number>> {
+    const manager = managerOf(db);
+    const table = quotedTable(manager.connection.getMetadata(Instance));
+    const rows: { project: string; n: number }[] = await manager.query(
+      `SELECT "hetzner_project" AS project, count(*)::int AS n FROM ${table}
+       WHERE "hetzner_project" IS NOT NULL AND ("server_id" IS NOT NULL OR "status"::text = ANY($1::text[])) AND NOT ("status"::text = ANY($2::text[]))
+       GROUP BY 1`,
+      [['provisioning', 'waking'], [...TERMINAL_INSTANCE_STATUSES]],
+    );
+    return new Map(rows.map((r) => [r.project, r.n]));
+  }
+
+  /**
+   * The Hetzner project an operation's instance lives in: the instance's, the provisioning job's
+   * instance's, or the agent's newest instance's. Null when nothing was created yet.
+   */
+  async projectOf(ref: { instanceId?: string; provisioningJobId?: string; agentId?: string }, db: Db = this.dataSource): Promise<string | null> {
+    const manager = managerOf(db);
+    const table = quotedTable(manager.connection.getMetadata(Instance));
+    let rows: { project: string | null }[] = [];
+    if (ref.instanceId && isUuid(ref.instanceId)) {
+      rows = await manager.query(`SELECT "hetzner_project" AS project FROM ${table} WHERE "id" = $1`, [ref.instanceId]);
+    } else if (ref.provisioningJobId && isUuid(ref.provisioningJobId)) {
+      rows = await manager.query(
+        `SELECT i."hetzner_project" AS project FROM ${table} i JOIN ${quotedTable(manager.connection.getMetadata(ProvisioningJob))} j ON j."instance_id" = i."id" WHERE j."id" = $1`,
+        [ref.provisioningJobId],
+      );
+    } else if (ref.agentId && isUuid(ref.agentId)) {
+      rows = await manager.query(
+        `SELECT "hetzner_project" AS project FROM ${table} WHERE "agent_id" = $1 ORDER BY "created_at" DESC, "id" DESC LIMIT 1`,
+        [ref.agentId],
+      );
+    }
+    return rows[0]?.project ?? null;
+  }
+
+  /** Refused creates since `since`, per project and error code (of every instance, rolled-back ones too). */
+  async placementRefusalsSince(since: Date, db: Db = this.dataSource): Promise<{ project: string; code: string; n: number }[]> {
+    const manager = managerOf(db);
+    const table = quotedTable(manager.connection.getMetadata(Instance));
+    return manager.query(
+      `SELECT r->>'project' AS project, r->>'code' AS code, count(*)::int AS n
+       FROM ${table} i CROSS JOIN LATERAL jsonb_array_elements(i."placement_refusals") r
+       WHERE i."updated_at" >= $1 AND (r->>'at')::timestamptz >= $1
+       GROUP BY 1, 2 ORDER BY 1, 2`,
+      [since],
+    );
   }
 
   /** Reads the instance and locks its row until the transaction `db` ends. */

@@ -13,8 +13,10 @@ export interface NewOperation {
   /** Method and route template a client's key was sent to. */
   idempotencyRoute?: string | null;
   queueJobId?: string | null;
-  /** Audit reason for the creation event; default "<type> requested". */
+  /** Audit reason for the creation event; default "<type> requested" (with the policy's reason after a colon). */
   reason?: string;
+  /** Why tailfleet asks for it itself (a policy: "pool refill"); written on the operation. */
+  policyReason?: string | null;
   /** Chosen by the caller (so a job id derived from it can go into the same INSERT); default random. */
   id?: string;
   /** Who asked (token name); default `system`. */
@@ -40,8 +42,8 @@ export async function insertOperation(db: Db, input: NewOperation): Promise<Crea
   const manager = managerOf(db);
   const table = quotedTable(manager.connection.getMetadata(Operation));
   const rows: ObjectLiteral[] = await manager.query(
-    `INSERT INTO ${table} ("id", "type", "agent_id", "provisioning_job_id", "idempotency_key", "queue_job_id", "requested_by", "idempotency_route", "args")
-     VALUES (COALESCE($6::uuid, gen_random_uuid()), $1, $2, $3, $4, $5, $7, $8, $9::jsonb)
+    `INSERT INTO ${table} ("id", "type", "agent_id", "provisioning_job_id", "idempotency_key", "queue_job_id", "requested_by", "idempotency_route", "args", "reason")
+     VALUES (COALESCE($6::uuid, gen_random_uuid()), $1, $2, $3, $4, $5, $7, $8, $9::jsonb, $10)
      ON CONFLICT ("idempotency_key") DO NOTHING
      RETURNING *`,
     [
@@ -54,6 +56,7 @@ export async function insertOperation(db: Db, input: NewOperation): Promise<Crea
       input.requestedBy ?? SYSTEM_ACTOR,
       input.idempotencyRoute ?? null,
       JSON.stringify(input.args ?? {}),
+      input.policyReason ?? null,
     ],
   );
   if (rows.length === 1) {
@@ -64,7 +67,7 @@ export async function insertOperation(db: Db, input: NewOperation): Promise<Crea
       agentId: operation.agentId,
       fromStatus: null,
       toStatus: operation.status,
-      reason: input.reason ?? `${input.type} requested`,
+      reason: input.reason ?? `${input.type} requested${input.policyReason ? `: ${input.policyReason}` : ''}`,
       operationId: operation.id,
       actor: operation.requestedBy,
     });
@@ -108,8 +111,8 @@ export interface AgentCommandInput {
   requestedBy?: string;
   /** The operation's args, already validated against its descriptor; default none. */
   args?: Record<string, unknown>;
-  /** Audit reason of its creation event (a policy's "pool refill"); default "<type> requested". */
-  reason?: string;
+  /** Why tailfleet asks for it itself (a policy); written on the operation and its creation event. */
+  reason?: string | null;
 }
 
 const AGENT_COMMAND_STATEMENT = 'tailfleet_agent_command';
@@ -133,8 +136,7 @@ const statements = new WeakMap<DataSource, { agents: string; command: string }>(
 
 /**
  * The command as one statement with nine parameters: $1 agent id, $2 command, $3 idempotency key,
- * $4 operation id, $5 queue job id, $6 requested by, $7 idempotency route, $8 args, $9 the creation
- * event's reason (NULL: "<command> requested"). Checked in the order a request is answered: unknown agent,
+ * $4 operation id, $5 queue job id, $6 requested by, $7 idempotency route, $8 args, $9 reason. Checked in the order a request is answered: unknown agent,
  * repeated key, destroyed agent, destroy under way, same command under way, instance in the wrong
  * state; only then are the operation and its creation event inserted.
  */
@@ -180,14 +182,14 @@ function agentCommandStatement(dataSource: DataSource): { agents: string; comman
         ELSE 'ok'
       END AS outcome
     ), inserted AS (
-      INSERT INTO ${operations} ("id", "type", "agent_id", "idempotency_key", "queue_job_id", "requested_by", "idempotency_route", "args")
-      SELECT $4::uuid, $2::text::${operationType}, $1::uuid, $3::varchar, $5::varchar, $6::varchar, $7::varchar, $8::jsonb
+      INSERT INTO ${operations} ("id", "type", "agent_id", "idempotency_key", "queue_job_id", "requested_by", "idempotency_route", "args", "reason")
+      SELECT $4::uuid, $2::text::${operationType}, $1::uuid, $3::varchar, $5::varchar, $6::varchar, $7::varchar, $8::jsonb, $9::text
       FROM verdict WHERE outcome = 'ok'
       ON CONFLICT ("idempotency_key") DO NOTHING
       RETURNING *
     ), logged AS (
       INSERT INTO ${events} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id", "actor")
-      SELECT 'operation', "id", "agent_id", NULL, "status"::text, COALESCE($9::text, $2::text || ' requested'), "id", "requested_by" FROM inserted
+      SELECT 'operation', "id", "agent_id", NULL, "status"::text, $2::text || ' requested' || COALESCE(': ' || "reason", ''), "id", "requested_by" FROM inserted
     )
     SELECT verdict.outcome AS "__outcome",
       (SELECT p."id" FROM pending p
@@ -219,10 +221,11 @@ export async function requestAgentCommand(dataSource: DataSource, input: AgentCo
   const lock = `SELECT 1 FROM ${agents} WHERE "id" = ${literal(agentId)}::uuid FOR UPDATE`;
   const requestedBy = input.requestedBy ?? SYSTEM_ACTOR;
   const args = JSON.stringify(input.args ?? {});
-  const values = [agentId, input.type, input.idempotencyKey, input.operationId, input.queueJobId, requestedBy, input.idempotencyRoute ?? null, args, input.reason ?? null];
+  const reason = input.reason ?? null;
+  const values = [agentId, input.type, input.idempotencyKey, input.operationId, input.queueJobId, requestedBy, input.idempotencyRoute ?? null, args, reason];
   const manager = dataSource.manager;
   const row =
-    input.idempotencyKey === null && LITERAL_SAFE.test(requestedBy) && args === NO_ARGS && input.reason === undefined
+    input.idempotencyKey === null && LITERAL_SAFE.test(requestedBy) && args === NO_ARGS && reason === null
       ? await lockAndExecute(dataSource, lock, command, values as Array<string | null>)
       : await manager.transaction(async (m) => {
           await m.query(lock);
@@ -267,11 +270,18 @@ const prepared = new WeakSet<PgClient>();
  */
 async function lockAndExecute(dataSource: DataSource, lock: string, command: string, values: Array<string | null>): Promise<ObjectLiteral | undefined> {
   if (!dataSource.isInitialized) throw new CannotExecuteNotConnectedError();
-  const runner = dataSource.createQueryRunner('master');
+  // The driver's pg pool itself: a query runner per request would cost more than the query's own work.
+  const pool = (dataSource.driver as unknown as { master: { connect(): Promise<PgClient & { release(err?: Error): void }> } }).master;
+  const client = await pool.connect();
+  let failed: Error | undefined;
   try {
-    return await executeOn((await runner.connect()) as PgClient, lock, command, values);
+    return await executeOn(client, lock, command, values);
+  } catch (err) {
+    // A connection that broke mid-query is not handed out again.
+    if (!(err as { code?: string }).code) failed = err as Error;
+    throw err;
   } finally {
-    await runner.release();
+    client.release(failed);
   }
 }
 

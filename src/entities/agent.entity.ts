@@ -19,6 +19,40 @@ export interface AgentSpec {
   sshKeys: string[];
   /** The application's own cloud-init (merged with the tailnet join at provision); never an auth key. */
   userData: string | null;
+  /**
+   * Where the server may go, in order of preference (the first is `location`/`serverType`); absent
+   * on agents that name a single place.
+   */
+  placements?: { location: string; serverType: string }[];
+  /** False: the server has no primary IPv4 (IPv6 only); absent = the fleet's HETZNER_PUBLIC_IPV4. */
+  publicIpv4?: boolean;
+  /** The idle ladder (src/policy): what to do after how long without activity; absent = never. */
+  idle?: IdleStep[];
+  /** false: no activity reporter is installed on the machine (default true, when TAILFLEET_PUBLIC_URL is set). */
+  reporter?: boolean;
+}
+
+export const IDLE_ACTIONS = ['stop', 'hibernate', 'destroy'] as const;
+export type IdleAction = (typeof IDLE_ACTIONS)[number];
+
+/** One rung of an idle ladder: after this long without activity, this action. */
+export interface IdleStep {
+  afterSeconds: number;
+  action: IdleAction;
+}
+
+/** What last counted as activity of an agent (see src/policy). */
+export const ACTIVITY_KINDS = ['heartbeat-busy', 'session', 'lease', 'command'] as const;
+export type ActivityKind = (typeof ACTIVITY_KINDS)[number];
+
+export const BOOTSTRAP_STATUSES = ['done', 'error'] as const;
+export type BootstrapStatus = (typeof BOOTSTRAP_STATUSES)[number];
+
+/** The last heartbeat's figures, as the agent's reporter sent them. */
+export interface HeartbeatFigures {
+  busy: boolean | null;
+  sessions: number;
+  load: number | null;
 }
 
 // Names are unique among agents that are not destroyed; the listing filters use the other indexes.
@@ -29,6 +63,7 @@ export const LIVE_AGENT_PREDICATE = `"status" <> 'destroyed'`;
 @Index('idx_agents_created', ['createdAt', 'id'])
 @Index('idx_agents_status_created', ['status', 'createdAt', 'id'])
 @Index('idx_agents_name_created', ['name', 'createdAt', 'id'])
+@Index('idx_agents_expires', ['expiresAt'], { where: `"expires_at" IS NOT NULL AND "status" <> 'destroyed'` })
 // The pool policy and a claim read a pool's members by role.
 @Index('idx_agents_pool_role', ['poolId', 'poolRole'])
 // GIN (jsonb_path_ops) for `labels @> {...}`: written by hand in the migration, which TypeORM cannot express.
@@ -51,6 +86,36 @@ export class Agent {
   @Column({ type: 'jsonb', name: 'spec', nullable: true })
   spec!: AgentSpec | null;
 
+  /** When the expiry policy destroys the agent (a lease still live holds it off); null = no expiry of its own. */
+  @Column({ type: 'timestamptz', name: 'expires_at', nullable: true })
+  expiresAt!: Date | null;
+
+  /** The expiry an `agent.expiring` warning was written for: once per expiry, again after an extend. */
+  @Column({ type: 'timestamptz', name: 'expiry_warned_for', nullable: true })
+  expiryWarnedFor!: Date | null;
+
+  /** The last activity the agent reported (a busy heartbeat or a session); leases and commands are read from their rows. */
+  @Column({ type: 'timestamptz', name: 'last_activity_at', nullable: true })
+  lastActivityAt!: Date | null;
+
+  @Column({ type: 'varchar', length: 16, name: 'last_activity_kind', nullable: true })
+  lastActivityKind!: ActivityKind | null;
+
+  @Column({ type: 'timestamptz', name: 'last_heartbeat_at', nullable: true })
+  lastHeartbeatAt!: Date | null;
+
+  @Column({ type: 'jsonb', name: 'heartbeat', nullable: true })
+  heartbeat!: HeartbeatFigures | null;
+
+  /** What the machine's own cloud-init ended with, as its reporter said; null until it did. */
+  @Column({ type: 'varchar', length: 8, name: 'bootstrap_status', nullable: true })
+  bootstrapStatus!: BootstrapStatus | null;
+
+  @Column({ type: 'text', name: 'bootstrap_detail', nullable: true })
+  bootstrapDetail!: string | null;
+
+  @Column({ type: 'timestamptz', name: 'bootstrap_at', nullable: true })
+  bootstrapAt!: Date | null;
   /** The pool the agent was made for (null: an agent of its own, or its pool was deleted). */
   @Column({ type: 'uuid', name: 'pool_id', nullable: true })
   poolId!: string | null;

@@ -1,7 +1,13 @@
 import { Column, CreateDateColumn, Entity, Index, PrimaryGeneratedColumn } from 'typeorm';
 
-export const TOKEN_SCOPES = ['read', 'operate', 'admin'] as const;
+/**
+ * `agent`: the credential tailfleet makes for one agent's machine at provision (its `agentId`),
+ * good for reporting that agent's activity and nothing else; never made through POST /v1/tokens.
+ */
+export const TOKEN_SCOPES = ['read', 'operate', 'admin', 'agent'] as const;
 export type TokenScope = (typeof TOKEN_SCOPES)[number];
+/** The scopes an operator gives a named token. */
+export const NAMED_TOKEN_SCOPES = ['read', 'operate', 'admin'] as const;
 
 export const TOKEN_NAME_MAX_LENGTH = 64;
 
@@ -15,6 +21,7 @@ export const LIVE_TOKEN_PREDICATE = `"revoked_at" IS NULL`;
 @Entity({ name: 'api_tokens' })
 @Index('uq_api_tokens_live_name', ['name'], { unique: true, where: LIVE_TOKEN_PREDICATE })
 @Index('uq_api_tokens_hash', ['tokenHash'], { unique: true })
+@Index('idx_api_tokens_agent', ['agentId'], { where: `"agent_id" IS NOT NULL` })
 export class ApiToken {
   @PrimaryGeneratedColumn('uuid', { primaryKeyConstraintName: 'pk_api_tokens' })
   id!: string;
@@ -40,6 +47,10 @@ export class ApiToken {
 
   @Column({ type: 'timestamptz', name: 'revoked_at', nullable: true })
   revokedAt!: Date | null;
+
+  /** The agent an `agent`-scoped token reports for; null for every other token. */
+  @Column({ type: 'uuid', name: 'agent_id', nullable: true })
+  agentId!: string | null;
 
   @Column({ type: 'timestamptz', name: 'last_used_at', nullable: true })
   lastUsedAt!: Date | null;

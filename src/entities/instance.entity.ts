@@ -36,6 +36,18 @@ export const LIVE_INSTANCE_STATUSES = INSTANCE_STATUSES.filter(
 // Keep in sync with TERMINAL_INSTANCE_STATUSES; the drift test compares the predicate with the database.
 export const LIVE_INSTANCE_PREDICATE = `"status" NOT IN ('destroyed', 'failed')`;
 
+/** A create the cloud refused: where, in which project, and its answer. */
+export interface PlacementRefusal {
+  project: string;
+  location: string;
+  serverType: string;
+  /** Hetzner's error code: resource_unavailable, placement_error, resource_limit_exceeded, invalid_input, … */
+  code: string;
+  status: number;
+  message: string;
+  at: string;
+}
+
 @Entity({ name: 'instances' })
 @Index('uq_instances_live_agent', ['agentId'], { unique: true, where: LIVE_INSTANCE_PREDICATE })
 @Index('idx_instances_agent_created', ['agentId', 'createdAt'])
@@ -72,6 +84,15 @@ export class Instance {
 
   @Column({ type: 'varchar', length: 32, name: 'location', nullable: true })
   location!: string | null;
+
+  // The Hetzner project (HETZNER_PROJECTS name) the server and its snapshots live in; chosen before
+  // the first create and kept, so every later call for the instance goes to that project's API.
+  @Column({ type: 'varchar', length: 32, name: 'hetzner_project', nullable: true })
+  hetznerProject!: string | null;
+
+  // The places the cloud refused before the server landed where it is, oldest first.
+  @Column({ type: 'jsonb', name: 'placement_refusals', default: () => "'[]'" })
+  placementRefusals!: PlacementRefusal[];
 
   // The snapshot a hibernated instance lives in (Hetzner image id, int64 as a string), and its billed size.
   @Column({ type: 'bigint', name: 'snapshot_image_id', nullable: true })

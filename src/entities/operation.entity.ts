@@ -99,6 +99,10 @@ export class Operation {
   @Column({ type: 'varchar', length: ACTOR_MAX_LENGTH, name: 'requested_by', default: SYSTEM_ACTOR })
   requestedBy!: string;
 
+  /** Why tailfleet asked for it itself (a policy: "idle 30 min since …", "expired"); null for requests. */
+  @Column({ type: 'text', name: 'reason', nullable: true })
+  reason!: string | null;
+
   // The delivery (BullMQ lock token) that claimed the operation last. Only that delivery may fail or
   // retry it, so a duplicate delivery that lost the race never records a failure (nor triggers a
   // rollback) for work another delivery is finishing.

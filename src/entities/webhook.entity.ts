@@ -2,7 +2,7 @@ import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, Primary
 import { ACTOR_MAX_LENGTH, SYSTEM_ACTOR } from './actor';
 
 /** What a subscription can ask for; the trigger on `events` (see the webhooks migration) writes them. */
-export const WEBHOOK_EVENT_TYPES = ['operation.succeeded', 'operation.failed', 'operation.cancelled', 'agent.status_changed', 'finding.resolved'] as const;
+export const WEBHOOK_EVENT_TYPES = ['operation.succeeded', 'operation.failed', 'operation.cancelled', 'agent.status_changed', 'agent.expiring', 'finding.resolved'] as const;
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
 
 /**

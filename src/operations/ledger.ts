@@ -163,7 +163,7 @@ export class OperationLedger {
       idempotencyKey: opts.idempotencyKey,
       idempotencyRoute: opts.idempotencyRoute ?? null,
       requestedBy: opts.requestedBy,
-      reason: opts.reason,
+      reason: opts.reason ?? null,
     });
   }
 

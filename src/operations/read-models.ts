@@ -1,3 +1,4 @@
+import { lastActivityOf, type LastActivity } from '../db/activity.repository';
 import type { JobState, Queue } from 'bullmq';
 import type { Repositories } from '../db/repositories';
 import { UUID } from '../db/uuid';
@@ -28,6 +29,8 @@ export interface ListAgentsQuery {
 export interface AgentWithInstance {
   agent: Agent;
   instance: Instance | null;
+  /** What last counted as its activity (src/policy); null: nothing yet. */
+  lastActivity: LastActivity | null;
 }
 
 export interface AgentPage {
@@ -68,7 +71,7 @@ const BIGINT_MAX = 2n ** 63n - 1n;
 const isEventId = (value: string) => /^\d{1,19}$/.test(value) && BigInt(value) <= BIGINT_MAX;
 
 export interface OperationReadsDeps {
-  repositories: Pick<Repositories, 'agents' | 'instances' | 'operations' | 'events' | 'agentList'>;
+  repositories: Pick<Repositories, 'agents' | 'instances' | 'operations' | 'events' | 'agentList' | 'activity'>;
   queues: Queues;
   logger: Logger;
   /**
@@ -94,21 +97,28 @@ export class OperationReads {
       offset: query.offset,
       after: afterIdCursor(query.cursor, UUID),
     });
-    const instances = await this.repos.instances.currentOfAgents(page.items.map((a) => a.id));
+    const ids = page.items.map((a) => a.id);
+    const [instances, moments] = await Promise.all([this.repos.instances.currentOfAgents(ids), this.repos.activity.momentsOf(ids)]);
+    const now = new Date();
     return {
-      items: page.items.map((agent) => ({ agent, instance: instances.get(agent.id) ?? null })),
+      items: page.items.map((agent) => {
+        const m = moments.get(agent.id);
+        return { agent, instance: instances.get(agent.id) ?? null, lastActivity: m ? lastActivityOf(m, now) : null };
+      }),
       nextCursor: nextIdCursor(page),
     };
   }
 
   async getAgent(agentId: string): Promise<AgentDetail> {
     const agent = await this.mustGetAgent(agentId);
-    const [live, operation] = await Promise.all([
+    const [live, operation, moments] = await Promise.all([
       this.repos.instances.findLiveByAgent(agent.id),
       this.repos.operations.findActiveByAgent(agent.id),
+      this.repos.activity.momentsOf([agent.id]),
     ]);
     const instance = live ?? (await this.repos.instances.findLatestByAgent(agent.id));
-    return { agent, instance, operation };
+    const m = moments.get(agent.id);
+    return { agent, instance, operation, lastActivity: m ? lastActivityOf(m, new Date()) : null };
   }
 
   async listEvents(agentId: string, page: { limit: number; cursor?: string }): Promise<EventPage> {

@@ -1,4 +1,6 @@
 import type { DataSource } from 'typeorm';
+import { LifetimeExceededError } from '../errors';
+import type { IdleStep } from '../entities';
 import { IdempotencyKeyConflictError, LiveInstanceExistsError, TransitionConflictError } from '../db/errors';
 import type { TransitionRequest } from '../db/transitions';
 import type { Repositories } from '../db/repositories';
@@ -42,6 +44,14 @@ export interface OperationsDefaults {
   location: string;
   /** HETZNER_SSH_KEYS. */
   sshKeys?: string[];
+  /** HETZNER_PLACEMENTS: an agent that names no place of its own gets these (the first is its location and type). */
+  placements?: { location: string; serverType: string }[];
+  /** HETZNER_PUBLIC_IPV4 (default true). */
+  publicIpv4?: boolean;
+  /** TAILFLEET_PUBLIC_URL is set: agents get the activity reporter unless their spec says otherwise. */
+  reporter?: boolean;
+  /** MAX_AGENT_LIFETIME_HOURS: no agent expires later than this after its creation. */
+  maxLifetimeHours?: number | null;
 }
 
 /** The cloud's catalogue does not offer the server type in the location (422 naming the field). */
@@ -92,7 +102,7 @@ export const IDEMPOTENCY_KEY_TTL_MS = 24 * 3600 * 1000;
 export interface RequestOptions {
   idempotency?: IdempotencyKey;
   requestedBy?: string;
-  /** Why tailfleet asks itself (a policy's "pool refill"): the reason of the operation's creation event. */
+  /** Why tailfleet asks for it itself (a policy: "idle 30 min since …", "expired"). */
   reason?: string;
 }
 
@@ -104,6 +114,13 @@ export interface CreateAgentInput {
   sshKeys?: string[];
   labels?: Record<string, string>;
   userData?: string;
+  placements?: { location: string; serverType: string }[];
+  publicIpv4?: boolean;
+  idle?: IdleStep[];
+  /** false: no activity reporter on the machine. */
+  reporter?: boolean;
+  expiresAt?: Date;
+  ttlSeconds?: number;
 }
 
 export interface CreateAgentResult {
@@ -150,6 +167,18 @@ export function clientIdempotencyKey(operation: Operation): string | null {
 // Event ids are PostgreSQL bigints: 19 digits may still be more than one holds.
 
 /** Equal as JSON, whatever the order of object keys. */
+/**
+ * The expiry an agent is created with: its expiresAt or ttlSeconds, capped by the fleet's maximum
+ * lifetime (which alone gives the expiry when the request names none). A request beyond the maximum
+ * is refused rather than shortened: the client asked for something tailfleet will not do.
+ */
+export function agentExpiry(input: { expiresAt?: Date; ttlSeconds?: number }, now: Date, maxLifetimeHours: number | null): Date | null {
+  const asked = input.ttlSeconds !== undefined ? new Date(now.getTime() + input.ttlSeconds * 1000) : (input.expiresAt ?? null);
+  const limit = maxLifetimeHours === null ? null : new Date(now.getTime() + maxLifetimeHours * 3_600_000);
+  if (asked && limit && asked.getTime() > limit.getTime()) throw new LifetimeExceededError(maxLifetimeHours!, limit);
+  return asked ?? limit;
+}
+
 function sameJson(a: unknown, b: unknown): boolean {
   const canonical = (v: unknown): unknown =>
     Array.isArray(v)
@@ -195,13 +224,21 @@ export class OperationsService {
    * a request.
    */
   async createAgent(input: CreateAgentInput, opts: RequestOptions = {}): Promise<CreateAgentResult> {
+    const placements = input.placements ?? (input.location === undefined && input.serverType === undefined ? this.defaults.placements : undefined);
+    const publicIpv4 = input.publicIpv4 ?? this.defaults.publicIpv4;
     const spec: AgentSpec = {
-      serverType: input.serverType ?? this.defaults.serverType,
-      location: input.location ?? this.defaults.location,
+      serverType: placements?.[0].serverType ?? input.serverType ?? this.defaults.serverType,
+      location: placements?.[0].location ?? input.location ?? this.defaults.location,
       image: input.image ?? this.defaults.image,
       sshKeys: input.sshKeys ?? this.defaults.sshKeys ?? [],
       userData: input.userData ?? null,
+      ...(placements && placements.length > 1 ? { placements } : {}),
+      // Stored when it differs from the built-in default or was asked for, so a later change of the deployment's default does not change the agent.
+      ...(publicIpv4 !== undefined && (input.publicIpv4 !== undefined || publicIpv4 === false) ? { publicIpv4 } : {}),
+      ...(input.idle ? { idle: input.idle } : {}),
+      reporter: this.defaults.reporter === true && input.reporter !== false,
     };
+    const expiresAt = agentExpiry(input, new Date(), this.defaults.maxLifetimeHours ?? null);
     const labels = input.labels ?? {};
     const key = await this.claimableSlot(opts.idempotency);
     const route = opts.idempotency?.route ?? null;
@@ -226,6 +263,7 @@ export class OperationsService {
         image: spec.image,
         labels,
         spec,
+        expiresAt,
         maxAgents: this.maxAgents,
         idempotencyKey: key,
         idempotencyRoute: route,

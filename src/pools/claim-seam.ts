@@ -1,4 +1,7 @@
-import type { Agent, Instance } from '../entities';
+import type { LeaseRepository } from '../db/lease.repository';
+import type { Agent, AgentLease, Instance } from '../entities';
+import { LIVE_LEASE_EXISTS } from '../policy/leases';
+import { cannotBecomeReady, isReady } from '../policy/ready';
 
 /**
  * Where a claim meets what an agent itself reports and what holds it: the one place the choice of a
@@ -8,33 +11,38 @@ import type { Agent, Instance } from '../entities';
 
 /**
  * The SQL condition (on the agents row `alias`) a standby must meet to be claimed, beyond being a
- * settled standby of the pool with no operation under way. Nothing more yet; agent leases add "no
- * live lease" here.
+ * settled standby of the pool with no operation under way: no live lease holds it.
  */
 export function claimableStandbyCondition(alias: string): string {
-  return `${alias}."id" IS NOT NULL`;
+  return `NOT ${LIVE_LEASE_EXISTS('now()', `${alias}."id"`)}`;
 }
 
 /**
- * Whether a claimed agent may be handed over: active, its instance running and its tailnet device
- * enrolled. The agent's own report that its bootstrap finished (`ready`) belongs here too.
+ * Whether a claimed agent may be handed over: `ready` (running, joined, and — with a reporter — its
+ * own cloud-init finished; src/policy/ready.ts).
  */
 export function readyForClaim(agent: Agent, instance: Instance | null): boolean {
-  return agent.status === 'active' && instance?.status === 'running' && instance.tailscaleDeviceId !== null;
+  return isReady(agent, instance);
 }
 
 /** Why a claimed agent can never become ready (the claim then fails), or null while it still may. */
 export function neverReady(agent: Agent, instance: Instance | null): string | null {
-  if (agent.status === 'destroyed') return `agent ${agent.id} was destroyed`;
-  if (agent.status === 'error') return `agent ${agent.id} is in error (its provision failed)`;
+  if (cannotBecomeReady(agent)) return `agent ${agent.id} is ${agent.status}${agent.bootstrapStatus === 'error' ? ' and its bootstrap failed' : ''}`;
   if (!instance) return `agent ${agent.id} has no live instance`;
   return null;
 }
 
 /**
- * What a claim's `leaseSeconds` becomes once its agent is handed over. There is no lease facility
- * yet: the seconds stay recorded on the claim (its args), and null is answered.
+ * The lease a claim's `leaseSeconds` becomes once its agent is handed over, held by the claim (holder
+ * `claim <operation id>`, created by the claimer): while it is live the agent is never stopped for
+ * idleness, expired or claimed again. Once per claim: a claim run again finds its lease.
  */
-export async function leaseForClaim(_claim: { agentId: string; operationId: string | null; leaseSeconds: number | null; holder: string }): Promise<{ leaseId: string } | null> {
-  return null;
+export async function leaseForClaim(
+  leases: Pick<LeaseRepository, 'create' | 'listLive'>,
+  claim: { agentId: string; operationId: string | null; leaseSeconds: number | null; claimer: string },
+): Promise<AgentLease | null> {
+  if (claim.leaseSeconds === null || claim.operationId === null) return null;
+  const holder = `claim ${claim.operationId}`;
+  const live = await leases.listLive(claim.agentId);
+  return live.find((l) => l.holder === holder) ?? (await leases.create({ agentId: claim.agentId, holder, ttlSeconds: claim.leaseSeconds, createdBy: claim.claimer }));
 }

@@ -5,7 +5,6 @@ import { insertOperation } from '../db/operation.repository';
 import { hydrate, quotedTable, type Db, managerOf } from '../db/transitions';
 import {
   Agent,
-  Event,
   Instance,
   Operation,
   Pool,
@@ -202,7 +201,9 @@ export class PoolRepository {
 
   private async insertCommand(m: EntityManager, type: 'stop' | 'hibernate' | 'destroy', agentId: string, reason: string, requestedBy?: string): Promise<Operation> {
     const id = randomUUID();
-    const { operation } = await insertOperation(m, { type, id, agentId, queueJobId: jobIds.operation(id), reason, requestedBy });
+    // The policy's own requests carry their reason on the operation; a client's (a pool's delete) in its event.
+    const why = requestedBy === undefined ? { policyReason: reason } : { reason: `${type} requested: ${reason}` };
+    const { operation } = await insertOperation(m, { type, id, agentId, queueJobId: jobIds.operation(id), requestedBy, ...why });
     return operation;
   }
 
@@ -328,12 +329,10 @@ export class PoolRepository {
    */
   async policyRequestsSince(reasons: readonly string[], since: Date): Promise<Map<string, number>> {
     const { operations } = this.tables();
-    const events = quotedTable(this.ds.getMetadata(Event));
     const rows = (await this.ds.query(
       `SELECT o."type"::text AS type, count(*) AS n
        FROM ${operations} o
-       JOIN ${events} e ON e."entity_type" = 'operation' AND e."entity_id" = o."id" AND e."from_status" IS NULL
-       WHERE o."requested_at" >= $1 AND o."requested_by" = 'system' AND e."reason" = ANY($2::text[])
+       WHERE o."requested_at" >= $1 AND o."requested_by" = 'system' AND o."reason" = ANY($2::text[])
        GROUP BY o."type"`,
       [since, [...reasons]],
     )) as Array<{ type: string; n: string }>;

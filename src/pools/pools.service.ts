@@ -70,6 +70,8 @@ export class PoolsService {
       image: input.spec?.image ?? this.deps.defaults.image,
       sshKeys: input.spec?.sshKeys ?? this.deps.defaults.sshKeys ?? [],
       userData: input.spec?.userData ?? null,
+      // The activity reporter (with TAILFLEET_PUBLIC_URL): a standby is then ready for a claim once its own cloud-init is done.
+      reporter: this.deps.defaults.reporter === true && input.spec?.reporter !== false,
       labels: input.spec?.labels ?? {},
     };
     const pool = { name: input.name, spec, minReady: input.minReady, standby: input.standby, maxSize: input.maxSize ?? null, schedules: input.schedules ?? [] };
@@ -177,7 +179,7 @@ export class PoolsService {
 
   /** A standby for the pool, requested by the pool policy. */
   async refill(pool: Pool): Promise<Operation> {
-    const bundle = await this.provision(pool, { name: memberName(pool.name), labels: pool.spec.labels, role: 'standby', requestedBy: SYSTEM_ACTOR, reason: 'pool refill' });
+    const bundle = await this.provision(pool, { name: memberName(pool.name), labels: pool.spec.labels, role: 'standby', requestedBy: SYSTEM_ACTOR, policyReason: 'pool refill' });
     await this.deps.outbox.deliver(bundle.operation, { instanceId: bundle.instance.id });
     return bundle.operation;
   }
@@ -206,7 +208,7 @@ export class PoolsService {
 
   private provision(
     pool: Pool,
-    o: { name: string; labels: Record<string, string>; role: 'standby' | 'claimed'; requestedBy?: string; reason: string },
+    o: { name: string; labels: Record<string, string>; role: 'standby' | 'claimed'; requestedBy?: string; reason?: string; policyReason?: string },
     db: DataSource | Parameters<AgentRepository['createWithProvision']>[1] = this.deps.dataSource,
   ) {
     const operationId = randomUUID();
@@ -222,6 +224,7 @@ export class PoolsService {
         maxAgents: this.deps.operations.maxAgents,
         pool: { id: pool.id, role: o.role },
         reason: o.reason,
+        policyReason: o.policyReason,
         requestedBy: o.requestedBy,
         operationId,
         queueJobId: jobIds.operation(operationId),

@@ -21,6 +21,8 @@ export interface ProcessorDeps {
   handledFailures?: Set<string>;
   /** How long a job waits when the database is unreachable (default 5000). */
   outageRetryMs?: number;
+  /** Runs a job's workflow in the Hetzner project of the instance its payload names (default: as it is). */
+  inProject?: <T>(data: { agentId?: string; instanceId?: string; provisioningJobId?: string }, run: () => Promise<T>) => Promise<T>;
 }
 
 export type OperationProcessor<K extends OperationQueueName> = (job: Job<JobPayloads[K]>, token?: string, signal?: AbortSignal) => Promise<unknown>;
@@ -41,8 +43,16 @@ export function createProcessors(deps: ProcessorDeps): Processors {
       queue: deps.queues[type],
     };
     const descriptor = OPERATIONS[type] as OperationDescriptor;
+    const inProject = deps.inProject ?? ((_data, run) => run());
     return (job, token, signal) =>
-      runOperation(runner, type, job, token, ({ reporter, operation }) => descriptor.run!(deps.workflows, job as never, reporter, operation), signal);
+      runOperation(
+        runner,
+        type,
+        job,
+        token,
+        ({ reporter, operation }) => inProject(job.data as object, () => descriptor.run!(deps.workflows, job as never, reporter, operation)),
+        signal,
+      );
   };
   return Object.fromEntries(WORKED_TYPES.map((type) => [type, processor(type)])) as Processors;
 }

@@ -53,7 +53,11 @@ async function settled(
       const owner = snapshot.instances.find((i) => i.serverId === f.resourceId);
       if (owner) return `recorded by live instance ${owner.id} of agent ${owner.agentId}`;
       if (seen.servers.has(f.resourceId)) return null;
-      return (await deps.hetzner.getServer(Number(f.resourceId))) ? null : 'server gone';
+      // Not in any project's listing: read it in each project (ids are global, a server is in one).
+      for (const client of deps.projects?.list.map((p) => p.client) ?? [deps.hetzner]) {
+        if (await client.getServer(Number(f.resourceId))) return null;
+      }
+      return 'server gone';
     }
     case 'device': {
       const owner = snapshot.instances.find((i) => i.tailscaleDeviceId === f.resourceId);

@@ -104,6 +104,8 @@ export interface OrphanEvidence {
   devices: Map<string, TailscaleDevice>;
   /** This fleet's servers of the pass: a server tailfleet made is named after its agent's hostname. */
   servers: Map<string, HetznerServer>;
+  /** Runs a server's calls in the Hetzner project it was listed in (default: as they are). */
+  inProjectOf?: <T>(serverId: string, fn: () => Promise<T>) => Promise<T>;
 }
 
 export async function deleteOrphans(
@@ -146,8 +148,9 @@ export async function deleteOrphans(
     return ctx.guard.deleteDevice(device, orphanDeviceEvidence(ctx, device, seen), { operation: 'reconcile', operationId: seen.operationId });
   };
 
+  const inProject = seen.inProjectOf ?? ((_id, fn) => fn());
   await mapLimit(servers, DELETE_CONCURRENCY, async (o) => {
-    const done = await settleOrphan(o, `server ${o.serverId}`, errors, () => deleteServer(o));
+    const done = await settleOrphan(o, `server ${o.serverId}`, errors, () => inProject(o.serverId, () => deleteServer(o)));
     if (done === 'deleted') deps.metrics?.reconcileRepairs.inc({ kind: 'orphan_server_deleted' });
     if (done) log.warn({ serverId: o.serverId, name: o.name }, `[Reconcile] Orphan server ${o.serverId} deleted`);
   });

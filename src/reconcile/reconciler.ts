@@ -5,7 +5,6 @@ import { withAdvisoryLock } from '../db/advisory-lock';
 import type { Operation } from '../entities';
 import { UnavailableError } from '../errors';
 import type { ReconcileTrigger } from '../entities/reconcile-report.entity';
-import { requestAutoHibernations } from './auto-hibernate';
 import { reviewFindings } from './attention';
 import { checkDevice, checkServer } from './drift';
 import { deleteOrphans, findOrphans } from './orphans';
@@ -98,8 +97,25 @@ export class Reconciler {
     // another fleet, is ever judged, whatever the API (or a future selector bug) returns — and the
     // default fleet's selector cannot leave out other fleets (src/fleet/fleet.ts). Pages may overlap
     // when servers are deleted while listing, so ids are de-duplicated.
-    const [ownServers, devices] = await Promise.all([this.deps.fleet.listServers(this.deps.hetzner), this.deps.tailscale.listDevices()]);
-    const servers = new Map<string, HetznerServer>(ownServers.map((s) => [String(s.id), s]));
+    // Every project is listed (Hetzner's ids are global, so one map holds them all); a server's
+    // project decides where a later read or delete of it goes.
+    const projects = this.deps.projects;
+    const [perProject, devices] = await Promise.all([
+      Promise.all(
+        (projects?.list ?? [{ name: null, client: this.deps.hetzner }]).map(async (p) =>
+          (await this.deps.fleet.listServers(p.client)).map((s) => ({ s, project: p.name })),
+        ),
+      ),
+      this.deps.tailscale.listDevices(),
+    ]);
+    const servers = new Map<string, HetznerServer>();
+    const serverProjects = new Map<string, string>();
+    for (const { s, project } of perProject.flat()) {
+      servers.set(String(s.id), s);
+      if (project !== null) serverProjects.set(String(s.id), project);
+    }
+    const inProject = <T>(project: string | null | undefined, fn: () => Promise<T>): Promise<T> =>
+      projects ? projects.within(project && projects.names.includes(project) ? project : null, fn) : fn();
     const devicesById = new Map(devices.map((d) => [d.id, d]));
     // Candidates to take over a lost device id: tagged, this fleet's, enrolled and not recorded by any instance.
     const unclaimedByHostname = new Map<string, TailscaleDevice>();
@@ -116,7 +132,7 @@ export class Reconciler {
       try {
         if (instance.status === 'running' || instance.status === 'stopped') {
           const found =
-            (await checkServer(ctx, instance, servers, snapshot, deadInstanceIds)) ??
+            (await inProject(instance.hetznerProject, () => checkServer(ctx, instance, servers, snapshot, deadInstanceIds))) ??
             (await checkDevice(ctx, instance, devicesById, unclaimedByHostname, snapshot));
           if (found) drift.push(found);
           if (found?.action === 'error') errors.push(`instance ${instance.id}: ${found.detail}`);
@@ -142,14 +158,12 @@ export class Reconciler {
       previous,
     );
     if (settings.orphans === 'delete') {
-      await deleteOrphans(ctx, orphanServers, orphanDevices, errors, log, { operationId, devices: devicesById, servers });
-    }
-    let autoHibernations: Awaited<ReturnType<typeof requestAutoHibernations>> = [];
-    try {
-      autoHibernations = await requestAutoHibernations(ctx, snapshot, log);
-    } catch (err) {
-      errors.push(`auto-hibernate: ${(err as Error).message}`);
-      log.error({ err }, 'Auto-hibernate failed');
+      await deleteOrphans(ctx, orphanServers, orphanDevices, errors, log, {
+        operationId,
+        devices: devicesById,
+        servers,
+        inProjectOf: (serverId, fn) => inProject(serverProjects.get(serverId), fn),
+      });
     }
     const attention = await reviewFindings(ctx, snapshot, { servers, devices: devicesById }, errors, log);
 
@@ -199,7 +213,6 @@ export class Reconciler {
       stuck,
       orphanServers,
       orphanDevices,
-      ...(ctx.deps.autoHibernate ? { autoHibernations } : {}),
       attention,
       errors,
     };

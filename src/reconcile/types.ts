@@ -1,3 +1,4 @@
+import type { HetznerProjects } from '../clients/hetzner/projects';
 import type { DataSource } from 'typeorm';
 import type { HetznerClient } from '../clients/hetzner/hetzner.client';
 import type { TailscaleClient } from '../clients/tailscale/tailscale.client';
@@ -133,17 +134,9 @@ export interface ReconcileReport {
   stuck: StuckFinding[];
   orphanServers: OrphanServerFinding[];
   orphanDevices: OrphanDeviceFinding[];
-  /** Hibernations this pass requested for agents paused past AUTO_HIBERNATE_AFTER_HOURS. */
-  autoHibernations?: AutoHibernation[];
   /** Ownership findings open when the pass began, and what the pass found of each. */
   attention: AttentionFinding[];
   errors: string[];
-}
-
-export interface AutoHibernation {
-  agentId: string;
-  operationId: string;
-  pausedSince: string;
 }
 
 export interface ReconcilerSettings {
@@ -170,6 +163,8 @@ export interface ReconcilerDeps {
   ledger: Pick<OperationLedger, 'requeue' | 'acceptReconcile' | 'acceptRepair'>;
   outbox: Pick<Outbox, 'add' | 'deliver'>;
   hetzner: Pick<HetznerClient, 'listServers' | 'getServer' | 'deleteServer'>;
+  /** Every project the pass lists; each instance's and orphan's calls go to its own (default: `hetzner` alone). */
+  projects?: HetznerProjects;
   tailscale: Pick<TailscaleClient, 'listDevices' | 'getDevice' | 'deleteDevice' | 'getAuthKey' | 'deleteAuthKey'>;
   queues: Pick<Queues, OperationType>;
   /** The pass only ever lists, judges, repairs or deletes this fleet's servers and devices. */
@@ -182,8 +177,6 @@ export interface ReconcilerDeps {
   metrics?: Pick<Metrics, 'reconcile' | 'reconcileRepairs'>;
   settings: ReconcilerSettings;
   now?: () => number;
-  /** AUTO_HIBERNATE_AFTER_HOURS: agents paused longer than `afterMs` get a hibernate operation through `request`. */
-  autoHibernate?: { afterMs: number; request(agentId: string): Promise<{ operation: Operation }> };
 }
 
 /** What the checks of one pass share: the deps, the settings with their defaults, the clock. */

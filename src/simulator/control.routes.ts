@@ -90,7 +90,18 @@ export function createControlApi(sim: CloudSimulator): ApiModule {
       if (!c.deleteDevice(req.params.id)) throw new ControlError(404, `device ${req.params.id} not found`);
       return ok();
     })
-    .add('POST', `${P}/tokens/revoke`, () => ok({ revoked: c.revokeAccessTokens() }));
+    .add('POST', `${P}/tokens/revoke`, () => ok({ revoked: c.revokeAccessTokens() }))
+    .add('GET', `${P}/projects`, () => ok({ projects: c.projects() }))
+    .add('PATCH', `${P}/projects/{name}`, (req) => {
+      const body = objectBody(req, true) ?? {};
+      const project = c.updateProject(req.params.name, body as { maxServers?: number | null });
+      if (!project) throw new ControlError(404, `project ${req.params.name} not found`);
+      return ok({ project });
+    })
+    // A place is a location (`fsn1`) or a server type in a location (`cx22@fsn1`).
+    .add('GET', `${P}/capacity`, () => ok({ soldOut: c.state().soldOut }))
+    .add('PUT', `${P}/capacity/sold-out/{place}`, (req) => ok({ soldOut: c.setSoldOut(req.params.place, true) }))
+    .add('DELETE', `${P}/capacity/sold-out/{place}`, (req) => ok({ soldOut: c.setSoldOut(req.params.place, false) }));
 
   return routedApi(P, router, {
     unrouted: (status) => ({ status, body: { error: status === 404 ? 'unknown control route' : 'method not allowed' } }),

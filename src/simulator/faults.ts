@@ -10,6 +10,8 @@ export interface SimFaultRule {
    * prefix of the template or the path (`/tailscale`, `/hetzner/v1/servers/42`). Omitted = every route.
    */
   route?: string;
+  /** Only requests made with a token of this Hetzner project (by name); omitted = every request. */
+  project?: string;
   /** Probability that a matching request fails; defaults to 1 when status, code, hang or drop is given. */
   errorRate?: number;
   /** Status of the injected error (default 503). */
@@ -47,6 +49,7 @@ const ruleSchema = z
   .object({
     method: z.string().min(1).optional(),
     route: z.string().min(1).optional(),
+    project: z.string().min(1).optional(),
     errorRate: z.number().min(0).max(1).optional(),
     status: z.number().int().min(400).max(599).optional(),
     code: z.string().min(1).optional(),
@@ -111,13 +114,14 @@ export class FaultInjector {
   }
 
   /** Decides what happens to one request; consumes `times` of the rules that fired. */
-  decide(method: string, template: string | undefined, path: string): FaultOutcome {
+  decide(method: string, template: string | undefined, path: string, project?: string): FaultOutcome {
     const out: FaultOutcome = { latencyMs: this.latencyMs };
     if (this.rules.length === 0) return out;
     let spent = false;
     for (const rule of this.rules) {
       if (rule.methodUpper && rule.methodUpper !== method) continue;
       if (rule.route && !this.matchesRoute(rule.route, template, path)) continue;
+      if (rule.project !== undefined && rule.project !== project) continue;
       let fired = false;
       if (rule.latencyMs) {
         out.latencyMs += rule.latencyMs;

@@ -222,6 +222,18 @@ const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:
 const LABEL_NAME = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
 const LABEL_PREFIX = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$/;
 
+/** The id and address counters of one simulator. */
+export interface SimIdSequences {
+  server: number;
+  action: number;
+  ip: number;
+  image: number;
+}
+
+export function newIdSequences(): SimIdSequences {
+  return { server: 4_711_001, action: 1, ip: 1, image: 310_000_001 };
+}
+
 export function iso(ms: number): string {
   return new Date(ms).toISOString();
 }
@@ -235,11 +247,9 @@ export class HetznerCloud {
   private readonly typeBodies = new Map<string, ReturnType<typeof serverTypeBody>>();
   private readonly dcTypes = new Map<string, { supported: number[]; available: number[]; available_for_migration: number[] }>();
   // Ids and addresses are never reused within one simulator, even across reset(), so a stale id
-  // held by a client from an earlier test can never hit a new server.
-  private nextServerId = 4_711_001;
-  private nextActionId = 1;
-  private nextIp = 1;
-  private nextImageId = 310_000_001;
+  // held by a client from an earlier test can never hit a new server. Projects share the sequences:
+  // Hetzner's ids are global, so an id of one project never names something in another.
+  private readonly ids: SimIdSequences;
 
   constructor(
     private readonly deps: {
@@ -249,8 +259,16 @@ export class HetznerCloud {
       hooks: HetznerHooks;
       /** The project's SSH keys, which `ssh_keys` in a create must name. */
       sshKeys: SshKeyStore;
+      /** Shared by every project of one simulator (default: sequences of this project's own). */
+      ids?: SimIdSequences;
+      /** Capacity refused right now beside the catalogue's own (a location or a type in a location sold out). */
+      soldOut?: (serverType: string, location: string) => boolean;
+      /** The project's server limit; null = none. */
+      maxServers?: () => number | null;
     },
-  ) {}
+  ) {
+    this.ids = deps.ids ?? newIdSequences();
+  }
 
   reset(): void {
     for (const collection of [this.servers, this.actions, this.images, this.byName]) collection.clear();
@@ -335,7 +353,7 @@ export class HetznerCloud {
 
     const availability = serverTypeAvailability(serverType, location);
     if (availability === 'unsupported') throw notFoundInput('unsupported location for server type');
-    if (availability === 'sold_out') {
+    if (availability === 'sold_out' || this.deps.soldOut?.(serverType, location)) {
       throw new HetznerApiError(412, 'resource_unavailable', `server type ${serverType} is unavailable in location ${location}`);
     }
     if (fromImage) {
@@ -396,6 +414,11 @@ export class HetznerCloud {
     input: CreateServerInput,
     now: number,
   ): { server: ServerRecord; action: ActionRecord; nextActions: ActionRecord[] } {
+    const limit = this.deps.maxServers?.() ?? null;
+    if (limit !== null && this.servers.size >= limit) {
+      // The official example's body (error codes table of the spec): the project is at its limit.
+      throw new HetznerApiError(403, 'resource_limit_exceeded', 'project limit exceeded', { limits: [{ name: 'project_limit' }] });
+    }
     const server = this.insertServer(input, now, 'initializing');
     const t = this.deps.timings().actionDurationMs;
     const startAfterCreate = input.startAfterCreate;
@@ -549,7 +572,7 @@ export class HetznerCloud {
     const disk = serverTypeDisk(server.serverType);
     const origin = server.fromImage ?? server.systemImage!;
     const image: ImageRecord = {
-      id: this.nextImageId++,
+      id: this.ids.image++,
       type: 'snapshot',
       status: 'creating',
       description: typeof b.description === 'string' ? b.description : `${server.name}-${new Date(now).toISOString()}`,
@@ -782,11 +805,11 @@ export class HetznerCloud {
 
   private insertServer(input: CreateServerInput, now: number, status: ServerStatus): ServerRecord {
     this.assertNameFree(input.name);
-    let n = this.nextIp++;
+    let n = this.ids.ip++;
     let ipv4 = publicIpv4(n);
-    while (ipv4 === undefined) ipv4 = publicIpv4((n = this.nextIp++));
+    while (ipv4 === undefined) ipv4 = publicIpv4((n = this.ids.ip++));
     const server: ServerRecord = {
-      id: this.nextServerId++,
+      id: this.ids.server++,
       name: input.name,
       status,
       createdAt: now,
@@ -836,7 +859,7 @@ export class HetznerCloud {
     effects: { onSuccess: (at: number) => void; onError?: (at: number) => void },
   ): ActionRecord {
     const action: ActionRecord = {
-      id: this.nextActionId++,
+      id: this.ids.action++,
       command,
       status: 'running',
       startedAt: now,

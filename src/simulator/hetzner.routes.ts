@@ -2,7 +2,7 @@ import { DEFAULT_ERROR_CODES, type ApiModule } from './api-module';
 import { pricingBody, serverTypeBody, serverTypeById } from './hetzner.catalog';
 import { HetznerApiError, parseId, type ActionRecord, type Pagination, type PowerAction } from './hetzner.model';
 import { BodyParseError, Router, bearerToken, parseJsonBody, type SimRequest, type SimResponse } from './router';
-import type { CloudSimulator } from './simulator';
+import type { CloudSimulator, SimProject } from './simulator';
 
 export const HETZNER_PREFIX = '/hetzner/v1';
 const POWER_ACTIONS: PowerAction[] = ['shutdown', 'poweron', 'poweroff', 'reboot', 'reset'];
@@ -38,12 +38,12 @@ function linkHeader(req: SimRequest, p: Pagination): Record<string, string> {
 }
 
 export function createHetznerApi(sim: CloudSimulator): ApiModule {
-  const h = sim.hetzner;
-  const keys = sim.sshKeys;
+  // The project of the request being answered: set from its token before its handler runs (handlers are synchronous).
+  let p: SimProject = sim.projects[0];
   const router = new Router();
   const P = HETZNER_PREFIX;
   const actionList = (req: SimRequest, items: ActionRecord[], pagination: Pagination, now: number): SimResponse =>
-    listPage(req, 'actions', { items: items.map((a) => h.actionBody(a, now)), pagination });
+    listPage(req, 'actions', { items: items.map((a) => p.hetzner.actionBody(a, now)), pagination });
   // The query parameters listings share; each store reads those its listing takes.
   const listParams = (req: SimRequest) => ({
     name: req.query.get('name') ?? undefined,
@@ -56,15 +56,15 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
 
   router
     .add('POST', `${P}/servers`, (req) => {
-      const input = h.parseCreateBody(jsonBody(req));
+      const input = p.hetzner.parseCreateBody(jsonBody(req));
       const now = sim.now();
-      const { server, action, nextActions } = h.createServer(input, now);
+      const { server, action, nextActions } = p.hetzner.createServer(input, now);
       return {
         status: 201,
         body: {
-          server: h.serverBody(server),
-          action: h.actionBody(action, now),
-          next_actions: nextActions.map((a) => h.actionBody(a, now)),
+          server: p.hetzner.serverBody(server),
+          action: p.hetzner.actionBody(action, now),
+          next_actions: nextActions.map((a) => p.hetzner.actionBody(a, now)),
           // Hetzner only mails/returns a root password when no SSH key is given.
           root_password: server.sshKeys.length > 0 ? null : sim.random.string(20),
         },
@@ -72,64 +72,64 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
     })
     .add('GET', `${P}/servers`, (req) => {
       sim.now();
-      const { items, pagination } = h.listServers(listParams(req));
-      return listPage(req, 'servers', { items: items.map((s) => h.serverBody(s)), pagination });
+      const { items, pagination } = p.hetzner.listServers(listParams(req));
+      return listPage(req, 'servers', { items: items.map((s) => p.hetzner.serverBody(s)), pagination });
     })
     .add('GET', `${P}/servers/{id}`, (req) => {
       sim.now();
-      return { status: 200, body: { server: h.serverBody(h.getServer(idParam(req, 'id', 'server'))) } };
+      return { status: 200, body: { server: p.hetzner.serverBody(p.hetzner.getServer(idParam(req, 'id', 'server'))) } };
     })
     .add('PUT', `${P}/servers/{id}`, (req) => {
       sim.now();
-      return { status: 200, body: { server: h.serverBody(h.updateServer(idParam(req, 'id', 'server'), jsonBody(req))) } };
+      return { status: 200, body: { server: p.hetzner.serverBody(p.hetzner.updateServer(idParam(req, 'id', 'server'), jsonBody(req))) } };
     })
     .add('DELETE', `${P}/servers/{id}`, (req) => {
       const now = sim.now();
-      return { status: 200, body: { action: h.actionBody(h.deleteServer(idParam(req, 'id', 'server'), now), now) } };
+      return { status: 200, body: { action: p.hetzner.actionBody(p.hetzner.deleteServer(idParam(req, 'id', 'server'), now), now) } };
     })
     .add('GET', `${P}/servers/actions/{id}`, (req) => {
       const now = sim.now();
-      return { status: 200, body: { action: h.actionBody(h.getAction(idParam(req, 'id', 'action')), now) } };
+      return { status: 200, body: { action: p.hetzner.actionBody(p.hetzner.getAction(idParam(req, 'id', 'action')), now) } };
     })
     .add('GET', `${P}/servers/{id}/actions`, (req) => {
       const now = sim.now();
-      const { items, pagination } = h.listActions({ ids: [], ...listParams(req) }, idParam(req, 'id', 'server'));
+      const { items, pagination } = p.hetzner.listActions({ ids: [], ...listParams(req) }, idParam(req, 'id', 'server'));
       return actionList(req, items, pagination, now);
     })
     .add('GET', `${P}/servers/{id}/actions/{action_id}`, (req) => {
       const now = sim.now();
       const serverId = idParam(req, 'id', 'server');
-      const action = h.getAction(idParam(req, 'action_id', 'action'), serverId);
-      return { status: 200, body: { action: h.actionBody(action, now) } };
+      const action = p.hetzner.getAction(idParam(req, 'action_id', 'action'), serverId);
+      return { status: 200, body: { action: p.hetzner.actionBody(action, now) } };
     })
     .add('GET', `${P}/actions`, (req) => {
       const now = sim.now();
-      const { items, pagination } = h.listActions({ ids: req.query.getAll('id'), ...listParams(req) });
+      const { items, pagination } = p.hetzner.listActions({ ids: req.query.getAll('id'), ...listParams(req) });
       return actionList(req, items, pagination, now);
     })
     .add('GET', `${P}/server_types`, (req) => {
       sim.now();
-      const { items, pagination } = h.listServerTypes(listParams(req));
+      const { items, pagination } = p.hetzner.listServerTypes(listParams(req));
       return listPage(req, 'server_types', { items, pagination });
     })
     .add('GET', `${P}/locations`, (req) => {
       sim.now();
-      const { items, pagination } = h.listLocations(listParams(req));
+      const { items, pagination } = p.hetzner.listLocations(listParams(req));
       return listPage(req, 'locations', { items, pagination });
     })
     .add('GET', `${P}/actions/{id}`, (req) => {
       const now = sim.now();
-      return { status: 200, body: { action: h.actionBody(h.getAction(idParam(req, 'id', 'action')), now) } };
+      return { status: 200, body: { action: p.hetzner.actionBody(p.hetzner.getAction(idParam(req, 'id', 'action')), now) } };
     });
   router
     .add('POST', `${P}/servers/{id}/actions/create_image`, (req) => {
       const now = sim.now();
-      const { image, action } = h.createImage(idParam(req, 'id', 'server'), jsonBody(req), now);
-      return { status: 201, body: { image: h.imageBody(image), action: h.actionBody(action, now) } };
+      const { image, action } = p.hetzner.createImage(idParam(req, 'id', 'server'), jsonBody(req), now);
+      return { status: 201, body: { image: p.hetzner.imageBody(image), action: p.hetzner.actionBody(action, now) } };
     })
     .add('GET', `${P}/images`, (req) => {
       sim.now();
-      const { items, pagination } = h.listImages({
+      const { items, pagination } = p.hetzner.listImages({
         ...listParams(req),
         type: req.query.getAll('type'),
         architecture: req.query.get('architecture') ?? undefined,
@@ -138,15 +138,15 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
     })
     .add('GET', `${P}/images/{id}`, (req) => {
       sim.now();
-      return { status: 200, body: { image: h.imageBodyById(idParam(req, 'id', 'image')) } };
+      return { status: 200, body: { image: p.hetzner.imageBodyById(idParam(req, 'id', 'image')) } };
     })
     .add('PUT', `${P}/images/{id}`, (req) => {
       sim.now();
-      return { status: 200, body: { image: h.imageBody(h.updateImage(idParam(req, 'id', 'image'), jsonBody(req))) } };
+      return { status: 200, body: { image: p.hetzner.imageBody(p.hetzner.updateImage(idParam(req, 'id', 'image'), jsonBody(req))) } };
     })
     .add('DELETE', `${P}/images/{id}`, (req) => {
       sim.now();
-      h.deleteImage(idParam(req, 'id', 'image'));
+      p.hetzner.deleteImage(idParam(req, 'id', 'image'));
       return { status: 204 };
     })
     .add('GET', `${P}/pricing`, () => ({ status: 200, body: { pricing: pricingBody() } }))
@@ -156,25 +156,25 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
       return { status: 200, body: { server_type: serverTypeBody(name) } };
     });
   router
-    .add('POST', `${P}/ssh_keys`, (req) => ({ status: 201, body: { ssh_key: keys.body(keys.create(jsonBody(req), sim.now())) } }))
+    .add('POST', `${P}/ssh_keys`, (req) => ({ status: 201, body: { ssh_key: p.sshKeys.body(p.sshKeys.create(jsonBody(req), sim.now())) } }))
     .add('GET', `${P}/ssh_keys`, (req) => {
       sim.now();
-      const { items, pagination } = keys.list({ ...listParams(req), fingerprint: req.query.get('fingerprint') ?? undefined });
-      return listPage(req, 'ssh_keys', { items: items.map((k) => keys.body(k)), pagination });
+      const { items, pagination } = p.sshKeys.list({ ...listParams(req), fingerprint: req.query.get('fingerprint') ?? undefined });
+      return listPage(req, 'ssh_keys', { items: items.map((k) => p.sshKeys.body(k)), pagination });
     })
-    .add('GET', `${P}/ssh_keys/{id}`, (req) => ({ status: 200, body: { ssh_key: keys.body(keys.get(idParam(req, 'id', 'SSH key'))) } }))
+    .add('GET', `${P}/ssh_keys/{id}`, (req) => ({ status: 200, body: { ssh_key: p.sshKeys.body(p.sshKeys.get(idParam(req, 'id', 'SSH key'))) } }))
     .add('PUT', `${P}/ssh_keys/{id}`, (req) => ({
       status: 200,
-      body: { ssh_key: keys.body(keys.update(idParam(req, 'id', 'SSH key'), jsonBody(req))) },
+      body: { ssh_key: p.sshKeys.body(p.sshKeys.update(idParam(req, 'id', 'SSH key'), jsonBody(req))) },
     }))
     .add('DELETE', `${P}/ssh_keys/{id}`, (req) => {
-      keys.delete(idParam(req, 'id', 'SSH key'));
+      p.sshKeys.delete(idParam(req, 'id', 'SSH key'));
       return { status: 204 };
     });
   for (const kind of POWER_ACTIONS) {
     router.add('POST', `${P}/servers/{id}/actions/${kind}`, (req) => {
       const now = sim.now();
-      return { status: 201, body: { action: h.actionBody(h.powerAction(idParam(req, 'id', 'server'), kind, now), now) } };
+      return { status: 201, body: { action: p.hetzner.actionBody(p.hetzner.powerAction(idParam(req, 'id', 'server'), kind, now), now) } };
     });
   }
 
@@ -189,9 +189,11 @@ export function createHetznerApi(sim: CloudSimulator): ApiModule {
         return withLimits({ status: 429, body: errorBody('rate_limit_exceeded', 'limit of requests per hour reached') });
       }
       // The official answer to a missing, unknown or revoked token (see the 401 examples of the spec).
-      if (!token || !sim.credentials.hetznerTokens.includes(token)) {
+      const project = sim.projectOf(token);
+      if (!project) {
         return withLimits({ status: 401, body: errorBody('unauthorized', 'unable to authenticate') });
       }
+      p = project;
       if (match.kind === 'not_found') return withLimits({ status: 404, body: errorBody('not_found', 'not found') });
       if (match.kind === 'method_not_allowed') {
         return withLimits({ status: 405, body: errorBody('method_not_allowed', 'method not allowed') });

@@ -9,6 +9,8 @@ export type {
   SimAuthKeyState,
   SimControl,
   SimDeviceInput,
+  SimProjectInput,
+  SimProjectView,
   SimDevicePatch,
   SimServerInput,
   SimServerPatch,

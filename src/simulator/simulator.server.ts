@@ -2,8 +2,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo, Socket } from 'node:net';
 import type { ApiModule } from './api-module';
 import { createControlApi } from './control.routes';
-import { createHetznerApi } from './hetzner.routes';
-import type { SimRequest, SimResponse } from './router';
+import { HETZNER_PREFIX, createHetznerApi } from './hetzner.routes';
+import { bearerToken, type SimRequest, type SimResponse } from './router';
 import { CloudSimulator, type CloudSimulatorOptions, type SimControl } from './simulator';
 import { createTailscaleApi } from './tailscale.routes';
 
@@ -62,7 +62,8 @@ export async function startSimulator(opts: StartSimulatorOptions = {}): Promise<
     }
     const match = api.router.match(method, path);
     const template = match.kind === 'not_found' ? undefined : match.template;
-    if (api !== control) sim.countRequest(`${method} ${template ?? '(unmatched)'}`);
+    const project = api.prefix === HETZNER_PREFIX ? sim.projectOf(bearerToken({ headers: req.headers } as SimRequest)) : undefined;
+    if (api !== control) sim.countRequest(`${method} ${template ?? '(unmatched)'}`, project);
 
     const rawBody = await readBody(req);
     if (rawBody === undefined) {
@@ -79,7 +80,7 @@ export async function startSimulator(opts: StartSimulatorOptions = {}): Promise<
     };
 
     if (api !== control) {
-      const fault = sim.faults.decide(method, template, path);
+      const fault = sim.faults.decide(method, template, path, project?.name);
       if (fault.latencyMs > 0) await delay(fault.latencyMs);
       if (closing) return;
       // The request takes effect; only its answer is lost or replaced.

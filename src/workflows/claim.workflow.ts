@@ -37,7 +37,8 @@ export class ClaimWorkflow {
     const own = Object.fromEntries(Object.entries(server.labels).filter(([k]) => isReservedLabelKey(k)));
     await this.deps.hetzner.updateServer(serverId, { labels: { ...args.labels, ...own } });
 
-    await leaseForClaim({ agentId, operationId, leaseSeconds: args.leaseSeconds, holder: operation?.requestedBy ?? 'system' });
+    const lease = await leaseForClaim(this.deps.repositories.leases, { agentId, operationId, leaseSeconds: args.leaseSeconds, claimer: operation?.requestedBy ?? 'system' });
+    if (lease) await r.step('lease', 90, `leased to the claimer until ${lease.expiresAt.toISOString()}`);
     await r.step('done', 100, 'claimed');
     log.info(`[Pools] Agent ${agentId} of pool ${args.pool} handed over (from ${args.from})`);
   }

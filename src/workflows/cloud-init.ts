@@ -26,11 +26,140 @@ const AGENT_PART_NAME = 'agent-user-data';
 export interface UserDataInput {
   authKey: string;
   hostname: string;
+  /** The activity reporter to install (src/policy); absent: none. */
+  reporter?: ReporterInput;
 }
+
+/** Where the machine reports its activity, as whom. The token is the agent's own credential (scope `agent`). */
+export interface ReporterInput {
+  /** TAILFLEET_PUBLIC_URL: the API as the machine reaches it. */
+  url: string;
+  agentId: string;
+  token: string;
+}
+
+/** A public URL goes into a single-quoted shell assignment: no quote, no space, no control character. */
+export const REPORTER_URL = /^https?:\/\/[^\s'"\\`$]+$/;
+const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 function checkJoinInput(input: UserDataInput): void {
   if (!SHELL_SAFE.test(input.authKey)) throw new Error('Auth key contains characters that are not shell-safe');
   if (!isDnsLabel(input.hostname)) throw new Error(`Hostname ${JSON.stringify(input.hostname)} is not a DNS label`);
+  const r = input.reporter;
+  if (r && (!REPORTER_URL.test(r.url) || !UUID_SHAPE.test(r.agentId) || !SHELL_SAFE.test(r.token))) {
+    throw new Error('Reporter URL, agent id or credential is not shell-safe');
+  }
+}
+
+/** Where the reporter lives on the machine. */
+export const REPORTER_PATHS = {
+  script: '/usr/local/lib/tailfleet/reporter.sh',
+  env: '/etc/tailfleet/reporter.env',
+  busyFile: '/run/tailfleet/busy',
+} as const;
+
+/**
+ * The activity reporter, run by systemd: `reporter.sh bootstrap` once, after the machine's own
+ * cloud-init has finished (`cloud-init status --wait`), reports `done` or `error`; `reporter.sh
+ * heartbeat` every minute reports the login and SSH sessions (the larger of `who`'s count and the
+ * established connections to port 22, which includes sessions without a terminal), the 1-minute
+ * load, and `busy` while the application keeps the busy file. It sends nothing else, and nothing
+ * secret but its own credential. Every request is one curl with a timeout; a failed report is
+ * not retried (the next minute's heartbeat is the retry), so nothing piles up on the machine.
+ */
+export function reporterScript(): string {
+  return `#!/bin/bash
+# tailfleet activity reporter: "bootstrap" once cloud-init has finished, "heartbeat" every minute.
+set -u
+ENV_FILE="\${TAILFLEET_REPORTER_ENV:-${REPORTER_PATHS.env}}"
+# shellcheck disable=SC1090
+. "$ENV_FILE"
+BUSY_FILE="\${TAILFLEET_BUSY_FILE:-${REPORTER_PATHS.busyFile}}"
+
+post() {
+  curl -fsS --max-time 20 -o /dev/null -X POST \\
+    -H "Authorization: Bearer $TAILFLEET_AGENT_TOKEN" -H 'Content-Type: application/json' \\
+    --data "$2" "$TAILFLEET_URL/v1/agents/$TAILFLEET_AGENT_ID/$1"
+}
+
+case "\${1:-heartbeat}" in
+  bootstrap)
+    if cloud-init status --wait >/dev/null 2>&1; then
+      post bootstrap '{"status":"done"}'
+    else
+      # The last line of the status (e.g. "status: error"), as JSON-safe text.
+      detail=$(cloud-init status 2>/dev/null | tail -n 1 | tr -cd 'A-Za-z0-9 :._-' | cut -c1-200)
+      post bootstrap "{\\"status\\":\\"error\\",\\"detail\\":\\"$detail\\"}"
+    fi
+    ;;
+  heartbeat)
+    logins=$(who 2>/dev/null | wc -l)
+    ssh=$(ss -Htn state established '( sport = :22 )' 2>/dev/null | wc -l)
+    sessions=$(( logins > ssh ? logins : ssh ))
+    load=$(cut -d ' ' -f 1 /proc/loadavg)
+    busy=false
+    [ -e "$BUSY_FILE" ] && busy=true
+    post heartbeat "{\\"busy\\":$busy,\\"sessions\\":$sessions,\\"load\\":$load}"
+    ;;
+  *)
+    echo "usage: $0 bootstrap|heartbeat" >&2
+    exit 2
+    ;;
+esac
+`;
+}
+
+const REPORTER_UNITS = {
+  'tailfleet-reporter.service': [
+    '[Unit]',
+    'Description=tailfleet activity heartbeat',
+    'After=network-online.target',
+    '[Service]',
+    'Type=oneshot',
+    `ExecStart=${REPORTER_PATHS.script} heartbeat`,
+  ],
+  'tailfleet-reporter.timer': [
+    '[Unit]',
+    'Description=tailfleet activity heartbeat, every minute',
+    '[Timer]',
+    'OnBootSec=1min',
+    'OnUnitActiveSec=1min',
+    'AccuracySec=5s',
+    '[Install]',
+    'WantedBy=timers.target',
+  ],
+  'tailfleet-bootstrap-report.service': [
+    '[Unit]',
+    "Description=tailfleet: report the end of the machine's cloud-init",
+    'After=network-online.target',
+    '[Service]',
+    'Type=oneshot',
+    `ExecStart=${REPORTER_PATHS.script} bootstrap`,
+  ],
+} as const;
+
+/**
+ * Shell lines that install the reporter: its credential (mode 0600), the script, the systemd units;
+ * the timer starts, and the bootstrap report is queued without waiting (it waits for cloud-init,
+ * which is running this very script).
+ */
+function reporterInstall(r: ReporterInput): string[] {
+  const heredoc = (path: string, body: string, mode: string) => [`cat > ${path} <<'TAILFLEET_EOF'`, body.replace(/\n$/, ''), 'TAILFLEET_EOF', `chmod ${mode} ${path}`];
+  return [
+    '# tailfleet: the activity reporter (its credential reports this agent\'s activity and nothing else).',
+    'mkdir -p /etc/tailfleet /usr/local/lib/tailfleet',
+    '(umask 077 && cat > ' + REPORTER_PATHS.env + " <<'TAILFLEET_EOF'",
+    `TAILFLEET_URL='${r.url.replace(/\/+$/, '')}'`,
+    `TAILFLEET_AGENT_ID='${r.agentId}'`,
+    `TAILFLEET_AGENT_TOKEN='${r.token}'`,
+    'TAILFLEET_EOF',
+    ')',
+    ...heredoc(REPORTER_PATHS.script, reporterScript(), '0755'),
+    ...Object.entries(REPORTER_UNITS).flatMap(([name, lines]) => heredoc(`/etc/systemd/system/${name}`, lines.join('\n'), '0644')),
+    'systemctl daemon-reload',
+    'systemctl enable --now tailfleet-reporter.timer',
+    'systemctl start --no-block tailfleet-bootstrap-report.service',
+  ];
 }
 
 /**
@@ -38,7 +167,7 @@ function checkJoinInput(input: UserDataInput): void {
  * by hand): Tailscale is installed only when missing and `tailscale up` runs only while the node is
  * not up, so a spent single-use key is never offered twice.
  */
-function joinScript(upFlags: string | null): string {
+function joinScript(upFlags: string | null, reporter?: ReporterInput): string {
   return [
     '#!/bin/sh',
     '# tailfleet: join the tailnet before anything of the agent runs; safe to run again.',
@@ -48,6 +177,7 @@ function joinScript(upFlags: string | null): string {
       : ['if ! command -v tailscale >/dev/null 2>&1; then', '  curl -fsSL https://tailscale.com/install.sh | sh', 'fi']),
     'systemctl enable --now tailscaled',
     ...(upFlags === null ? [] : [`tailscale status >/dev/null 2>&1 || tailscale up ${upFlags}`]),
+    ...(reporter ? reporterInstall(reporter) : []),
     '',
   ].join('\n');
 }
@@ -59,7 +189,7 @@ function joinScript(upFlags: string | null): string {
  */
 export function buildUserData(input: UserDataInput): string {
   checkJoinInput(input);
-  return joinScript(`--auth-key=${input.authKey} --hostname=${input.hostname}`);
+  return joinScript(`--auth-key=${input.authKey} --hostname=${input.hostname}`, input.reporter);
 }
 
 /**
@@ -226,7 +356,9 @@ export function mergeUserData(join: string, own: string | null | undefined, boun
 const LONGEST_AUTH_KEY = 'k'.repeat(128);
 const LONGEST_HOSTNAME = 'h'.repeat(63);
 
-/** The size of the merged user data with the longest auth key and hostname, for the API's check. */
+const LONGEST_REPORTER: ReporterInput = { url: `https://${'u'.repeat(200)}`, agentId: '00000000-0000-4000-8000-000000000000', token: `tf_${'t'.repeat(43)}` };
+
+/** The size of the merged user data with the longest auth key, hostname and reporter, for the API's check. */
 export function mergedUserDataBytes(own: string): number {
-  return Buffer.byteLength(mergeUserData(buildUserData({ authKey: LONGEST_AUTH_KEY, hostname: LONGEST_HOSTNAME }), own));
+  return Buffer.byteLength(mergeUserData(buildUserData({ authKey: LONGEST_AUTH_KEY, hostname: LONGEST_HOSTNAME, reporter: LONGEST_REPORTER }), own));
 }

@@ -17,6 +17,8 @@ import { listWithRecorded, runningServer } from './servers';
 import { silentReporter, type StepReporter } from './step-reporter';
 import type { DeviceEvidence, GuardContext, OwnershipGuard, ServerEvidence } from '../fleet/ownership-guard';
 import type { OperationContext, WorkflowDeps } from './workflow-deps';
+import { createPlaced, placementsOf, placeKey, type Placement, type PlacementDeps } from './placement';
+import { placementDepsOf, recordLanding, recordPlacementRefusal } from './provision.workflow';
 
 /** What a wake did: whether the node came back from the snapshot or had to join the tailnet afresh. */
 export interface WakeResult {
@@ -39,6 +41,7 @@ export function wakeServerParams(o: {
   sshKeys: string[];
   userData: string;
   defaultLocation: string;
+  publicIpv4?: boolean;
 }): CreateServerOptions {
   return {
     name: o.instance.serverName ?? o.hostname,
@@ -48,6 +51,7 @@ export function wakeServerParams(o: {
     sshKeys: o.sshKeys.length > 0 ? o.sshKeys : undefined,
     userData: o.userData,
     labels: o.labels,
+    ...(o.publicIpv4 === false ? { publicIpv4: false } : {}),
   };
 }
 
@@ -64,9 +68,11 @@ export function wakeServerParams(o: {
  */
 export class HibernateWorkflow {
   private readonly guard: OwnershipGuard;
+  private readonly placement: PlacementDeps;
 
   constructor(private readonly deps: WorkflowDeps) {
     this.guard = deps.guard;
+    this.placement = placementDepsOf(deps);
   }
 
   /** The guard and the audit subject of a snapshot delete. */
@@ -342,10 +348,31 @@ export class HibernateWorkflow {
       sshKeys: settings.sshKeys,
       userData,
       defaultLocation: settings.location,
+      publicIpv4: agent.spec?.publicIpv4 ?? settings.publicIpv4 ?? true,
     });
+    // The snapshot is the project's: the server comes back in the same project, at the instance's
+    // place or, when that is refused, the next of the agent's places.
+    const project = this.placement.projects.current();
+    const here: Placement = { location: instance.location ?? settings.location, serverType: instance.serverType };
+    const places = [here, ...placementsOf(agent.spec, settings).filter((p) => placeKey(p) !== placeKey(here))];
+    const at = { instance, status: 'waking', operationId: null };
     let created;
     try {
-      created = await hetzner.createServer(params);
+      const placed = await createPlaced(this.placement, {
+        placements: places,
+        projects: [project],
+        choose: async (name, place) => {
+          if (!(await repos.instances.choosePlacement(instance.id, { project: name, ...place }))) {
+            throw new StateConflictError(`Instance ${instance.id} changed before its server was created; not creating one`);
+          }
+        },
+        create: (place) => hetzner.createServer({ ...params, location: place.location, serverType: place.serverType }),
+        leftBehind: () => fleet.listServers(hetzner, instanceTerms({ agentId: instance.agentId, instanceId: instance.id })),
+        refused: (refusal, next) => recordPlacementRefusal(this.deps, at, refusal, next),
+      });
+      if (placed.found) return placed.found;
+      if (placed.refusals.length > 0) await recordLanding(this.deps, at, placed);
+      created = placed.created!;
     } catch (err) {
       if (err instanceof CloudApiError && err.code === 'uniqueness_error') {
         // The name is the hostname: a parallel attempt most likely created it first.

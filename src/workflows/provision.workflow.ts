@@ -9,13 +9,18 @@ import type { GuardContext, OwnershipGuard } from '../fleet/ownership-guard';
 import { jobServerTerms, serverLabels } from '../fleet/server-labels';
 import type { Logger } from '../lib/logger';
 import { mintJobAuthKey, revokeJobAuthKeys } from './auth-keys';
-import { buildUserData, mergeUserData, USER_DATA_MAX_BYTES } from './cloud-init';
+import { buildUserData, mergeUserData, USER_DATA_MAX_BYTES, type ReporterInput } from './cloud-init';
+import { generateToken } from '../lib/tokens';
 import { waitForAgentDevice } from './enrollment';
 import { errorMessage, guarded, move, moveTogether } from './guarded-moves';
 import { requireAgent, requireInstance, requireInstanceForUpdate, requireJob } from './records';
 import { runningServer } from './servers';
 import { silentReporter, type StepReporter } from './step-reporter';
 import type { OperationContext, WorkflowDeps } from './workflow-deps';
+import { recordEvent } from '../db/transitions';
+import type { PlacementRefusal } from '../entities';
+import { HetznerProjects, type HetznerProject, type ProjectLoad } from '../clients/hetzner/projects';
+import { createPlaced, describeRefusal, MemoryCapacityStore, placementsOf, type Placement, type PlacementDeps } from './placement';
 
 export interface ProvisionInput extends OperationContext {
   provisioningJobId: string;
@@ -29,9 +34,11 @@ export interface ProvisionInput extends OperationContext {
  */
 export class ProvisionWorkflow {
   private readonly guard: OwnershipGuard;
+  private readonly placement: PlacementDeps;
 
   constructor(private readonly deps: WorkflowDeps) {
     this.guard = deps.guard;
+    this.placement = placementDepsOf(deps);
   }
 
   async provision(input: ProvisionInput, r: StepReporter = silentReporter): Promise<void> {
@@ -55,10 +62,17 @@ export class ProvisionWorkflow {
       throw new StateConflictError(`Provisioning job ${job.id} was rolled back; it cannot run again`);
     }
 
+    // A scope of its own: the project may change as creates are refused.
+    return this.placement.projects.within(undefined, () => this.run(input, job, operationId, log, r));
+  }
+
+  private async run(input: ProvisionInput, job: ProvisioningJob, operationId: string | null, log: Logger, r: StepReporter): Promise<void> {
     let step = 'prepare';
     try {
       await r.step(step, 5, 'marking the instance as provisioning');
       const { agent, instance, hostname } = await this.beginProvision(job, operationId, log);
+      // Where an earlier attempt chose to create: its server, if any, is looked for there.
+      if (instance.hetznerProject) this.placement.projects.use(instance.hetznerProject);
 
       step = 'find-server';
       await r.step(step, 10, 'looking for a server made by an earlier attempt');
@@ -69,7 +83,7 @@ export class ProvisionWorkflow {
       } else {
         step = 'create-server';
         await r.step(step, 20, 'creating an auth key and the server');
-        ({ server, actionIds } = await this.createServer(agent, instance, job, hostname, log));
+        ({ server, actionIds } = await this.createServer(agent, instance, job, hostname, operationId, log));
         await r.step(step, 30, `server ${server.id} created`);
       }
       const serverId = server.id;
@@ -204,6 +218,9 @@ export class ProvisionWorkflow {
         `Server ${instance.serverId} recorded for instance ${instance.id} no longer exists; roll the provision back`,
       );
     }
+    // With several projects, a project is recorded before any create: none recorded, nothing was
+    // created anywhere, and no project's budget is spent looking.
+    if (instance.hetznerProject === null && !this.placement.projects.single) return null;
     const found = await this.deps.fleet.listServers(hetzner, jobServerTerms({ agentId: job.agentId, provisioningJobId: job.id }));
     if (found.length === 0) return null;
     const [server, ...extra] = found.sort((a, b) => a.id - b.id);
@@ -222,20 +239,49 @@ export class ProvisionWorkflow {
     instance: Instance,
     job: ProvisioningJob,
     hostname: string,
+    operationId: string | null,
     log: Logger,
   ): Promise<{ server: HetznerServer; actionIds: number[] }> {
-    const { hetzner, settings } = this.deps;
+    const { hetzner, settings, repositories: repos } = this.deps;
     const authKey = await mintJobAuthKey({ ...this.deps, guard: this.guard }, { provisioningJobId: job.id, hostname }, guardContext(job, null), log);
+    // The machine's own credential for its activity reporter; an earlier attempt's is revoked with it.
+    const publicUrl = settings.publicUrl ?? null;
+    const reporter =
+      publicUrl !== null && agent.spec?.reporter !== false
+        ? { url: publicUrl, agentId: agent.id, token: await this.deps.repositories.tokens.issueAgentToken(agent.id, generateToken) }
+        : undefined;
 
     let created;
     try {
-      const options = serverCreateOptions(
-        { fleet: this.deps.fleet, settings },
-        { agent, instance, provisioningJobId: job.id, hostname, authKey: authKey.key },
-      );
-      created = await hetzner.createServer(options);
+      const loads = await projectLoads(this.deps, this.placement);
+      const placed = await createPlaced(this.placement, {
+        placements: placementsOf(agent.spec ?? { location: instance.location ?? settings.location, serverType: instance.serverType }, settings),
+        projects: projectOrder(this.placement.projects, loads, instance.hetznerProject),
+        choose: async (project, place) => {
+          if (!(await repos.instances.choosePlacement(instance.id, { project, ...place }))) {
+            throw new StateConflictError(`Instance ${instance.id} changed before its server was created; not creating one`);
+          }
+        },
+        create: (place) =>
+          hetzner.createServer(
+            serverCreateOptions(
+              { fleet: this.deps.fleet, settings },
+              { agent, instance, provisioningJobId: job.id, hostname, authKey: authKey.key, reporter, placement: place },
+            ),
+          ),
+        leftBehind: () => this.deps.fleet.listServers(hetzner, jobServerTerms({ agentId: job.agentId, provisioningJobId: job.id })),
+        refused: (refusal, next) => recordPlacementRefusal(this.deps, { instance, status: 'provisioning', operationId }, refusal, next),
+      });
+      if (placed.found) {
+        log.info({ serverId: placed.found.id }, `[Lifecycle] Found server ${placed.found.id} by its job label, resuming`);
+        await this.recordServer(instance.id, placed.found);
+        return { server: placed.found, actionIds: [] };
+      }
+      if (placed.refusals.length > 0) await recordLanding(this.deps, { instance, status: 'provisioning', operationId }, placed);
+      created = placed.created!;
     } catch (err) {
-      if (!mayHaveTakenEffect(err)) {
+      // A refused create, or an instance that moved on before the create (StateConflictError from choosing a place).
+      if (!mayHaveTakenEffect(err) || err instanceof StateConflictError) {
         // No server will ever use this key: delete it rather than leave a live credential until it expires.
         const evidence = { recordedIds: [authKey.id], provisioningJobId: job.id, hostname };
         await this.guard.revokeAuthKey(authKey.id, evidence, guardContext(job, null)).catch((cleanupErr: unknown) => {
@@ -375,30 +421,103 @@ export function serverCreateOptions(
     provisioningJobId: string;
     hostname: string;
     authKey: string;
+    /** The activity reporter to install, with the agent's credential (a secret, like the auth key). */
+    reporter?: ReporterInput;
     image?: string;
+    /** Where to create it (a fallback place); default the instance's recorded location and type. */
+    placement?: Placement;
   },
 ): CreateServerOptions {
   const { agent, instance, hostname } = input;
   const { settings } = deps;
   const spec = agent.spec;
   const sshKeys = spec ? spec.sshKeys : settings.sshKeys;
-  const userData = mergeUserData(buildUserData({ authKey: input.authKey, hostname }), spec?.userData);
+  const userData = mergeUserData(buildUserData({ authKey: input.authKey, hostname, reporter: input.reporter }), spec?.userData);
   const size = Buffer.byteLength(userData);
   if (size > USER_DATA_MAX_BYTES) {
     throw new StateConflictError(`The agent's user data merged with the tailnet join is ${size} bytes; Hetzner takes at most ${USER_DATA_MAX_BYTES}`);
   }
   return {
     name: instance.serverName ?? hostname,
-    serverType: instance.serverType || spec?.serverType || settings.serverType,
+    serverType: input.placement?.serverType ?? (instance.serverType || spec?.serverType || settings.serverType),
     image: input.image ?? (instance.image || spec?.image || settings.image),
-    location: instance.location ?? spec?.location ?? settings.location,
+    location: input.placement?.location ?? instance.location ?? spec?.location ?? settings.location,
     sshKeys: sshKeys.length > 0 ? sshKeys : undefined,
     userData,
+    publicIpv4: spec?.publicIpv4 ?? settings.publicIpv4 ?? true,
     labels: {
       ...(agent.labels ?? {}),
       ...serverLabels(deps.fleet, { agentId: agent.id, provisioningJobId: input.provisioningJobId, instanceId: instance.id }),
     },
   };
+}
+
+/** The placement settings of the workflows: the projects (the only client as `default` without them) and the cooldown store. */
+export function placementDepsOf(deps: WorkflowDeps): PlacementDeps {
+  return {
+    projects: deps.projects ?? new HetznerProjects([{ name: 'default', client: deps.hetzner, maxServers: null }]),
+    capacity: deps.capacity ?? new MemoryCapacityStore(),
+    cooldownMs: deps.settings.placementCooldownMs ?? 600_000,
+    logger: deps.logger,
+  };
+}
+
+/** What a project choice weighs: servers counted per project and the projects marked full (nothing to read with one project). */
+export async function projectLoads(deps: Pick<WorkflowDeps, 'repositories'>, placement: PlacementDeps): Promise<Map<string, ProjectLoad>> {
+  const loads = new Map<string, ProjectLoad>();
+  const { projects } = placement;
+  if (projects.single) return loads;
+  const [counts, refused] = await Promise.all([
+    deps.repositories.instances.countServersByProject(),
+    placement.capacity.refused([], projects.names).catch(() => ({ places: new Set<string>(), projects: new Set<string>() })),
+  ]);
+  for (const name of projects.names) loads.set(name, { servers: counts.get(name) ?? 0, full: refused.projects.has(name) });
+  return loads;
+}
+
+/** The projects in the order a create tries them: the recorded one first (a retry looks where it may have created), then by headroom. */
+export function projectOrder(projects: HetznerProjects, loads: Map<string, ProjectLoad>, recorded: string | null): HetznerProject[] {
+  const ranked = projects.rank(loads);
+  const first = recorded === null ? undefined : ranked.find((p) => p.name === recorded);
+  return first ? [first, ...ranked.filter((p) => p !== first)] : ranked;
+}
+
+/** A refused create on the instance's record and in its events, saying what comes next. */
+export async function recordPlacementRefusal(
+  deps: Pick<WorkflowDeps, 'dataSource' | 'repositories'>,
+  at: { instance: Pick<Instance, 'id' | 'agentId'>; status: string; operationId: string | null },
+  refusal: PlacementRefusal,
+  next: { project: string; placement: Placement } | null,
+): Promise<void> {
+  const then = next ? `; trying ${next.placement.location}/${next.placement.serverType} in project ${next.project}` : '; no placement left';
+  await deps.repositories.instances.addPlacementRefusal(at.instance.id, refusal);
+  await recordEvent(deps.dataSource, {
+    entityType: 'instance',
+    entityId: at.instance.id,
+    agentId: at.instance.agentId,
+    fromStatus: at.status,
+    toStatus: at.status,
+    reason: `placement refused: ${describeRefusal(refusal)} (${refusal.message})${then}`,
+    operationId: at.operationId,
+  });
+}
+
+/** Where a create landed after refusals, in the instance's events. */
+export async function recordLanding(
+  deps: Pick<WorkflowDeps, 'dataSource'>,
+  at: { instance: Pick<Instance, 'id' | 'agentId'>; status: string; operationId: string | null },
+  placed: { project: string; placement: Placement; refusals: PlacementRefusal[] },
+): Promise<void> {
+  const n = placed.refusals.length;
+  await recordEvent(deps.dataSource, {
+    entityType: 'instance',
+    entityId: at.instance.id,
+    agentId: at.instance.agentId,
+    fromStatus: at.status,
+    toStatus: at.status,
+    reason: `placed in ${placed.placement.location}/${placed.placement.serverType} in project ${placed.project} after ${n} refused placement${n === 1 ? '' : 's'}`,
+    operationId: at.operationId,
+  });
 }
 
 /** A provision's guarded calls: the audit events go on its instance (the operation id, when known, on the event). */

@@ -68,6 +68,8 @@ export class TeardownWorkflow {
     const operationId = ctx.operationId ?? null;
     const log = this.deps.logger.child({ agentId, operationId, operation: 'destroy' });
     const agent = await requireAgent(repos, agentId);
+    // The machine's credential goes first: a machine on its way out reports nothing any more.
+    await repos.tokens.revokeAgentTokens(agentId);
     const found = await repos.instances.findLiveByAgent(agentId);
 
     if (!found) {
@@ -208,6 +210,8 @@ export class TeardownWorkflow {
     await r.step('delete-device', 60, 'removing the tailnet device');
     const cleanedTailscale = await this.deleteDevices(instance, hostname, gctx, log, gone);
     await revokeJobAuthKeys({ ...this.deps, guard: this.guard }, { provisioningJobId: job.id, hostname: agentHostname }, gctx, log);
+    // The machine is gone, so is its reporter's credential (a reprovision issues a new one).
+    if (owned) await repos.tokens.revokeAgentTokens(agentId);
     if (!cleanedHetzner && !cleanedTailscale) log.info(`[Lifecycle] No VM to clean up for job ${provisioningJobId}`);
 
     await r.step('finish', 90, 'marking the job as rolled back');

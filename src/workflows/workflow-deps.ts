@@ -1,5 +1,8 @@
 import type { DataSource } from 'typeorm';
 import type { HetznerClient } from '../clients/hetzner/hetzner.client';
+import type { HetznerProjects } from '../clients/hetzner/projects';
+import type { Placement } from '../config';
+import type { CapacityStore } from './placement';
 import type { TailscaleClient } from '../clients/tailscale/tailscale.client';
 import type { Repositories } from '../db/repositories';
 import type { NewEvent, TransitionRequest } from '../db/transitions';
@@ -15,14 +18,27 @@ export interface WorkflowSettings {
   shutdownTimeoutMs: number;
   enrollmentTimeoutMs: number;
   actionTimeoutMs: number;
+  /** HETZNER_PLACEMENTS: where an agent without places of its own goes (default: location and serverType). */
+  placements?: Placement[];
+  /** How long a refused place (or a full project) is skipped by every worker (default 600 s). */
+  placementCooldownMs?: number;
+  /** HETZNER_PUBLIC_IPV4 (default true). */
+  publicIpv4?: boolean;
+  /** TAILFLEET_PUBLIC_URL: where agents' reporters send their activity; null/absent = no reporter. */
+  publicUrl?: string | null;
 }
 
 /** What every workflow is built from (the worker role builds it once and hands the same object to each). */
 export interface WorkflowDeps {
   /** Transaction boundaries and guarded transitions (src/db/transitions); rows are read through `repositories`. */
   dataSource: DataSource;
-  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'events' | 'findings' | 'operations'>;
+  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'events' | 'findings' | 'tokens' | 'operations' | 'leases'>;
+  /** Calls go to the project of the operation's instance (HetznerProjects.client); the only project's without `projects`. */
   hetzner: HetznerClient;
+  /** The deployment's Hetzner projects (default: `hetzner` alone, as the project `default`). */
+  projects?: HetznerProjects;
+  /** Refused places and full projects, shared by the workers (default: this process's memory). */
+  capacity?: CapacityStore;
   tailscale: TailscaleClient;
   /** Which machines are this deployment's: the labels and hostnames it gives, the ones it looks for. */
   fleet: Fleet;

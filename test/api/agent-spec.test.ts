@@ -45,9 +45,13 @@ describe('API: agent specs', function () {
       location: 'hel1',
       image: 'debian-12',
       sshKeys: ['ops-key', backupKeyId],
+      placements: [{ location: 'hel1', serverType: 'cpx21' }],
+      publicIpv4: null,
       userData: OWN_CLOUD_CONFIG,
       userDataSize: Buffer.byteLength(OWN_CLOUD_CONFIG),
       userDataSha256: createHash('sha256').update(OWN_CLOUD_CONFIG).digest('hex'),
+      idle: null,
+      reporter: false,
     });
     const done = await operationDone(created.body.operation.id);
     expect(done.operation.status, done.operation.error).to.equal('succeeded');

@@ -42,4 +42,15 @@ describe('cloud catalogue', () => {
   it('does not judge while the catalogue cannot be read', async () => {
     expect(await catalogue('not-the-token').check({ serverType: 'zz99', location: 'mars1' })).to.deep.equal([]);
   });
+
+  it('with several placements refuses an unknown place, and a sold-out one only when every place is', async () => {
+    const c = catalogue();
+    const soldOut = { location: 'sin', serverType: 'ccx13' };
+    expect(await c.check({ ...soldOut, placements: [soldOut, { location: 'fsn1', serverType: 'cx22' }] })).to.deep.equal([]);
+    const unknown = await c.check({ ...soldOut, placements: [soldOut, { location: 'mars1', serverType: 'cx22' }] });
+    expect(unknown.map((p) => p.field)).to.deep.equal(['placements.1.location']);
+    const single = await c.check({ ...soldOut, placements: [soldOut] });
+    expect(single.map((p) => p.field)).to.deep.equal(['serverType']);
+    expect(single[0]!.message).to.match(/right now$/);
+  });
 });

@@ -93,6 +93,10 @@ describe('HTTP: the console at /console', () => {
     expect(await wrong.text()).to.contain('not valid');
 
     expect((await signIn(API_TOKEN, { origin: 'https://evil.example' })).status).to.equal(403);
+    // A browser that hides the Origin still says where the request came from.
+    expect((await signIn(API_TOKEN, { 'sec-fetch-site': 'cross-site' })).status).to.equal(403);
+    expect((await signIn(API_TOKEN, { 'sec-fetch-site': 'same-site' })).status).to.equal(403);
+    expect((await signIn(API_TOKEN, { 'sec-fetch-site': 'same-origin' })).status).to.equal(303);
     const cookie = cookieOf(await signIn(readToken.token));
     const html = await (await page('/console/findings', cookie)).text();
     const csrf = /name="_csrf" value="([^"]+)"/.exec(html)![1]!;

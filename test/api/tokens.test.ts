@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import type { Response } from 'express';
 import { actorOf, hashToken } from '../../src/api/auth';
-import { ApiToken, TOKEN_SCOPES, type TokenScope } from '../../src/entities';
+import { ApiToken, NAMED_TOKEN_SCOPES, type TokenScope } from '../../src/entities';
 import type { Tailfleet } from '../../src/server';
 import { contractOf, type ContractValidator } from '../helpers/contract';
 import { createSuite, waitFor, type Suite } from '../pipeline/stack';
@@ -65,12 +65,14 @@ function expectProblem(res: Answer, status: number, kind: string) {
  */
 function expectedScope(method: string, path: string): TokenScope | 'public' {
   if (['/healthz', '/readyz', '/metrics', '/v1/openapi.json'].includes(path)) return 'public';
+  // What an agent's machine reports, and leases (a job on the machine may hold one): its own credential or operate.
+  if (method !== 'GET' && /^\/v1\/agents\/\{id\}\/(heartbeat|bootstrap|leases)/.test(path)) return 'agent';
   if (path === '/admin/queues' || path.startsWith('/v1/tokens') || path.startsWith('/v1/webhooks')) return 'admin';
   if (method === 'POST' && path.startsWith('/v1/findings/')) return 'admin';
   return method === 'GET' ? 'read' : 'operate';
 }
 
-const RANK: Record<TokenScope, number> = { read: 0, operate: 1, admin: 2 };
+const RANK: Record<TokenScope, number> = { agent: -1, read: 0, operate: 1, admin: 2 };
 
 describe('API: scoped tokens', function () {
   this.timeout(60_000);
@@ -90,7 +92,7 @@ describe('API: scoped tokens', function () {
     suite = await createSuite('tokens');
     tf = await suite.launch({ env: { ROLE: 'api', BULL_BOARD_USER: BOARD.user, BULL_BOARD_PASSWORD: BOARD.password } });
     url = tf.url!;
-    for (const scope of TOKEN_SCOPES) tokens[scope] = (await createToken(`table-${scope}`, scope)).token;
+    for (const scope of NAMED_TOKEN_SCOPES) tokens[scope] = (await createToken(`table-${scope}`, scope)).token;
   });
 
   after(async () => {
@@ -202,12 +204,13 @@ describe('API: scoped tokens', function () {
         const declared = op.security?.length === 0 ? 'public' : (op.security?.find((s) => s.bearerAuth)?.bearerAuth[0] ?? 'read');
         if (declared !== expected) wrong.push(`${method} ${path}: documented ${declared}, policy ${expected}`);
 
-        for (const scope of TOKEN_SCOPES) {
+        for (const scope of NAMED_TOKEN_SCOPES) {
           const res = await call(url, method, path.replace('{id}', UNKNOWN_ID), {
             token: tokens[scope],
             body: method === 'POST' ? {} : undefined,
           });
-          const refused = expected !== 'public' && RANK[scope] < RANK[expected];
+          // A route for an agent's own credential takes operator tokens from operate up.
+          const refused = expected === 'agent' ? RANK[scope] < RANK.operate : expected !== 'public' && RANK[scope] < RANK[expected];
           table.push(`${scope.padEnd(7)} ${method.padEnd(6)} ${path} → ${res.status}`);
           if (res.status === 401) wrong.push(`${scope} ${method} ${path}: 401 (${res.text.slice(0, 120)})`);
           if (refused) {

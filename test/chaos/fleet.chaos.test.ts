@@ -43,6 +43,12 @@ const BAD_IMAGE_AGENTS = 6;
 const CREATE_CONCURRENCY = 8;
 const SCRIPT_CONCURRENCY = 24;
 
+/** The first project holds a third of the fleet at most: the provisions meet its limit and move on to the second. */
+const PROJECTS = [
+  { name: 'alpha', token: 'chaos-alpha', maxServers: Math.floor(AGENTS / 3) },
+  { name: 'beta', token: 'chaos-beta' },
+];
+
 const TIMINGS: SimTimingsInput = {
   actionDurationMs: 40,
   // The no-key agents' boots are held (HELD_BOOT_MS) until their keys are revoked.
@@ -131,7 +137,10 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
     DATABASE_URL: db!.url,
     REDIS_URL: redis!.url,
     HETZNER_API_URL: sim!.hetznerUrl,
-    HETZNER_API_TOKEN: SIM_DEFAULT_CREDENTIALS.hetznerToken,
+    // Two Hetzner projects, the first of which fills up during the provisions, and two places, the
+    // first of which sells out during them.
+    HETZNER_PROJECTS: PROJECTS.map((p) => `${p.name}=${p.token}`).join(','),
+    HETZNER_PLACEMENTS: 'fsn1:cx22,nbg1:cx22',
     TAILSCALE_API_URL: sim!.tailscaleUrl,
     TAILSCALE_OAUTH_CLIENT_ID: SIM_DEFAULT_CREDENTIALS.tailscaleClientId,
     TAILSCALE_OAUTH_CLIENT_SECRET: SIM_DEFAULT_CREDENTIALS.tailscaleClientSecret,
@@ -164,7 +173,7 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
     redis = new RedisProcess(await freePort(), tmp);
     await redis.start();
     db = await createTestDatabase('chaos', { poolSize: 5 });
-    sim = await startSimulator({ timings: TIMINGS, seed });
+    sim = await startSimulator({ timings: TIMINGS, seed, projects: PROJECTS });
     api = createTailfleet(loadConfig({ ...env(), ROLE: 'api' }), { logger: silentLogger });
     await api.start();
     receiver = createServer((req, res) => {
@@ -595,7 +604,7 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
     const agents: { id: string; name: string; kind: string; provisioningJobId: string; operationId: string }[] = [];
 
     const provisioned = async (share: number) => (await countJobs(['succeeded'])) >= AGENTS * share;
-    const phase1Faults = ['429 burst in phase 1', 'kill #1', 'pg drop', 'rolling restart #1', 'rolling restart #2', 'rolling restart #3'];
+    const phase1Faults = ['429 burst in phase 1', 'kill #1', 'pg drop', 'rolling restart #1', 'rolling restart #2', 'rolling restart #3', 'fsn1 sold out'];
     triggers.push(
       fault({ name: '429 burst in phase 1', after: () => provisioned(0.15), run: async () => burst429('phase 1') }),
       fault({
@@ -606,6 +615,15 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
         run: () => killWorker(workers[0]!, 'mid-provisioning'),
       }),
       fault({ name: 'pg drop', after: () => provisioned(0.55), run: () => dropPostgres('mid-provisioning') }),
+      // From here the provisions (and later wakes) fall back to nbg1.
+      fault({
+        name: 'fsn1 sold out',
+        after: () => provisioned(0.35),
+        run: async () => {
+          control.setSoldOut('fsn1', true);
+          note('fsn1 sold out');
+        },
+      }),
       // Deploys during the provisions: the other worker than the one SIGKILLed above.
       // One after the other (each waits for the previous worker to be up), early enough that all
       // three happen while provisions are still running even on a slow machine.
@@ -955,6 +973,17 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
     expect(fired['chaos:5xx']).to.be.greaterThan(0);
     expect(fired['chaos:429']).to.be.greaterThan(0);
     expect(stats.acpiIgnoring.size).to.be.greaterThan(0);
+    // The capacity faults met: the first project refused at its limit, fsn1 refused once sold out, and
+    // servers live in both projects, none over the first one's limit.
+    const refusals: { code: string; n: number }[] = await ds.query(
+      `SELECT r->>'code' AS code, count(*)::int AS n FROM instances CROSS JOIN LATERAL jsonb_array_elements(placement_refusals) r GROUP BY 1`,
+    );
+    const refusedBy = Object.fromEntries(refusals.map((r) => [r.code, r.n]));
+    expect(refusedBy.resource_limit_exceeded ?? 0, JSON.stringify(refusedBy)).to.be.greaterThan(0);
+    const live = control.state().servers;
+    expect(live.filter((x) => x._sim.project === 'alpha').length).to.be.at.most(PROJECTS[0].maxServers!);
+    expect(live.some((x) => x._sim.project === 'beta')).to.equal(true);
+    expect(live.some((x) => x.location.name === 'nbg1')).to.equal(true);
     passed = true;
   });
 });

@@ -286,6 +286,31 @@ describe('tailfleet CLI', function () {
     expect(notInError.code).to.equal(1);
     expect(notInError.stderr).to.match(/^error 409 state-conflict: .*only an agent in error/);
   });
+  it('agents create --idle --ttl, agents extend, and leases take, list, renew and release (the agent by name)', async () => {
+    const created = JSON.parse(ok(await cli(['--json', 'agents', 'create', 'cli-policy', '--idle', 'stop@30m,hibernate@1d', '--ttl', '8h', '--no-reporter'])).stdout);
+    expect(created.agent.spec.idle).to.deep.equal([
+      { afterSeconds: 1800, action: 'stop' },
+      { afterSeconds: 86400, action: 'hibernate' },
+    ]);
+    expect(created.agent.spec.reporter).to.equal(false);
+    expect(new Date(created.agent.expiresAt).getTime() - Date.now()).to.be.within(8 * 3600_000 - 60_000, 8 * 3600_000);
+    const bad = await cli(['agents', 'create', 'cli-bad-ladder', '--idle', 'nap@5m']);
+    expect(bad.code).to.not.equal(0);
+    expect(bad.stderr).to.match(/--idle nap@5m: use action@duration/);
+
+    const extended = ok(await cli(['agents', 'extend', 'cli-policy', '--ttl', '2d']));
+    expect(extended.stdout).to.match(/^cli-policy expires at \S+\n$/);
+    expect((await cli(['agents', 'extend', 'cli-policy'])).code).to.equal(2);
+
+    const lease = JSON.parse(ok(await cli(['--json', 'leases', 'take', 'cli-policy', '--holder', 'nightly-build', '--ttl', '2h'])).stdout);
+    expect(lease).to.include({ holder: 'nightly-build', live: true });
+    const listed = ok(await cli(['leases', 'list', 'cli-policy']));
+    expect(listed.stdout).to.match(new RegExp(`^${lease.id}\\s+nightly-build\\s+\\S+ \\S+Z\\s+live$`, 'm'));
+    expect(ok(await cli(['leases', 'renew', 'cli-policy', lease.id, '--ttl', '3h'])).stdout).to.match(new RegExp(`^lease ${lease.id} expires at `));
+    expect(ok(await cli(['leases', 'release', 'cli-policy', lease.id])).stdout).to.equal(`released ${lease.id}\n`);
+    expect(JSON.parse(ok(await cli(['--json', 'leases', 'list', 'cli-policy'])).stdout).items).to.deep.equal([]);
+  });
+
   it('takes an agent by name wherever it takes an id; an unknown or ambiguous name is a clear error', async () => {
     const created = await api.post('/v1/agents', { name: 'cli-named' });
     expect(created.status).to.equal(201);

@@ -1,3 +1,4 @@
+import { PolicyRequests } from '../../src/policy/requests';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
@@ -24,7 +25,7 @@ export function operationsFor(deps: {
   connection: Redis;
   defaults: OperationsDefaults;
   redisTimeoutMs?: number;
-}): { operations: OperationsService; reads: OperationReads; ledger: OperationLedger; outbox: Outbox; pools: PoolsService } {
+}): { operations: OperationsService; reads: OperationReads; ledger: OperationLedger; outbox: Outbox; policy: PolicyRequests; pools: PoolsService } {
   const ledger = ledgerFor(deps.dataSource);
   const outbox = new Outbox({ queues: deps.queues, connection: deps.connection, logger: silentLogger, redisTimeoutMs: deps.redisTimeoutMs });
   const repositories = createRepositories(deps.dataSource);
@@ -48,7 +49,8 @@ export function operationsFor(deps: {
     defaults: deps.defaults,
     logger: silentLogger,
   });
-  return { operations, reads, ledger, outbox, pools };
+  const policy = new PolicyRequests({ repositories, maxLifetimeHours: null, logger: silentLogger });
+  return { operations, reads, ledger, outbox, policy, pools };
 }
 
 /** An agent with a queued stop operation whose job id is the operation's own (no job added). */

@@ -9,7 +9,7 @@ describe('pipeline: hibernate, wake and what the fleet costs', function () {
   this.timeout(60_000);
 
   // A tenth of a second of pause is "long" here, so the reconcile pass hibernates paused agents.
-  const stack = launchedSuite('pipeline_hibernate', { env: { RECONCILE_INTERVAL_SECONDS: '0', AUTO_HIBERNATE_AFTER_HOURS: '0.00003' } });
+  const stack = launchedSuite('pipeline_hibernate', { env: { RECONCILE_INTERVAL_SECONDS: '0', AUTO_HIBERNATE_AFTER_HOURS: '0.00003', POLICY_INTERVAL_SECONDS: '1' } });
 
   const finished = async (operationId: string) => (await operationEnded(stack.api, operationId)).operation;
 
@@ -125,14 +125,12 @@ describe('pipeline: hibernate, wake and what the fleet costs', function () {
     expect((await stack.api.get(`/v1/agents/${agentId}`)).body.agent.cost.monthly).to.equal(0);
   });
 
-  it('auto-hibernates an agent paused longer than AUTO_HIBERNATE_AFTER_HOURS, as an operation by system', async () => {
+  it('auto-hibernates an agent paused longer than AUTO_HIBERNATE_AFTER_HOURS, as an operation by system with its reason', async () => {
     const agentId = await newAgent('sleeper-4');
     const potential = (await stack.api.get('/v1/fleet/cost')).body.monthly.potentialSaving;
     await command(agentId, 'stop');
     expect((await stack.api.get('/v1/fleet/cost')).body.monthly.potentialSaving).to.be.greaterThan(potential);
-    await new Promise((r) => setTimeout(r, 200));
-    const pass = await stack.api.post('/v1/reconcile');
-    await finished(pass.body.operation.id);
+    // The policy loop (every POLICY_INTERVAL_SECONDS) asks for it once the agent has been paused long enough.
     const ops = await waitFor('a hibernate operation', async () => {
       const list = await stack.api.get(`/v1/operations?agentId=${agentId}&type=hibernate`);
       return list.body.items.length > 0 ? list.body.items : undefined;
@@ -142,9 +140,8 @@ describe('pipeline: hibernate, wake and what the fleet costs', function () {
     expect(op.status, op.error).to.equal('succeeded');
     const detail = await stack.tf.dataSource.query(`SELECT requested_by FROM operations WHERE id = $1`, [op.id]);
     expect(detail[0].requested_by).to.equal('system');
+    expect(op.reason).to.match(/^paused since .* \(AUTO_HIBERNATE_AFTER_HOURS\)$/);
     expect((await stack.api.get(`/v1/agents/${agentId}`)).body.agent.status).to.equal('hibernated');
-    const report = (await stack.api.get('/v1/reconcile')).body.report;
-    expect(report.autoHibernations.map((h: { agentId: string }) => h.agentId)).to.include(agentId);
   });
 
   it('refuses hibernate and wake for an unknown agent and a malformed id', async () => {

@@ -4,7 +4,7 @@ import { loadConfig, type Config } from '../../src/config';
 import { silentLogger } from '../../src/lib/logger';
 import { deleteRedisPrefix as deleteRedisKeys } from '../../src/lib/redis-keys';
 import { createTailfleet, type Tailfleet, type TailfleetOverrides } from '../../src/server';
-import { simulatorEnv, startSimulator, type RunningSimulator, type SimTimingsInput } from '../../src/simulator';
+import { simulatorEnv, startSimulator, type RunningSimulator, type SimProjectInput, type SimTimingsInput } from '../../src/simulator';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -50,16 +50,25 @@ export interface Suite {
   close(): Promise<void>;
 }
 
+export interface SuiteOptions {
+  /** Hetzner projects of the simulator; the suite's processes get HETZNER_PROJECTS instead of HETZNER_API_TOKEN. */
+  projects?: SimProjectInput[];
+  /** A simulator shared with another suite (another fleet in the same cloud); its owner closes it. */
+  sim?: RunningSimulator;
+}
+
 /** Per-suite database, Redis prefix and simulator; every tailfleet it launches is stopped at close(). */
-export async function createSuite(label: string, timings: SimTimingsInput = TINY_TIMINGS): Promise<Suite> {
+export async function createSuite(label: string, timings: SimTimingsInput = TINY_TIMINGS, opts: SuiteOptions = {}): Promise<Suite> {
   const db = await createTestDatabase(label);
-  const sim = await startSimulator({ timings });
+  const sim = opts.sim ?? (await startSimulator({ timings, projects: opts.projects }));
+  const ownSim = opts.sim === undefined;
   const prefix = `tf-test-${label}-${randomBytes(4).toString('hex')}`;
   const apiToken = randomBytes(24).toString('hex');
   const launched: Tailfleet[] = [];
   const ctx = { db, sim, prefix, apiToken };
 
-  const config = (extra: Record<string, string> = {}) => loadConfig(stackEnv(ctx, extra));
+  const projectEnv: Record<string, string> = opts.projects ? { HETZNER_API_TOKEN: '', HETZNER_PROJECTS: opts.projects.map((p) => `${p.name}=${p.token}`).join(',') } : {};
+  const config = (extra: Record<string, string> = {}) => loadConfig(stackEnv(ctx, { ...projectEnv, ...extra }));
   return {
     ...ctx,
     config,
@@ -78,7 +87,7 @@ export async function createSuite(label: string, timings: SimTimingsInput = TINY
     },
     async close() {
       await Promise.allSettled(launched.map((tf) => tf.stop()));
-      await sim.close();
+      if (ownSim) await sim.close();
       await deleteRedisPrefix(prefix);
       await db.drop();
     },

@@ -64,7 +64,7 @@ describe('pools', function () {
     const refills = provisions.body.items.filter((o: { requestedBy: string }) => o.requestedBy === 'system');
     expect(refills).to.have.length(2);
     const events = await api.get(`/v1/agents/${refills[0].agentId}/events`);
-    expect(events.body.items.find((e: { entityType: string; fromStatus: string | null }) => e.entityType === 'operation' && e.fromStatus === null).reason).to.equal('pool refill');
+    expect(events.body.items.find((e: { entityType: string; fromStatus: string | null }) => e.entityType === 'operation' && e.fromStatus === null).reason).to.equal('provision requested: pool refill');
   });
 
   it('claims a running standby without creating a server: renames it, labels its server, records leaseSeconds', async () => {
@@ -95,6 +95,28 @@ describe('pools', function () {
     expect(claimEvents[0].actor).to.equal('bootstrap');
     const op = await api.get(`/v1/operations/${res.body.operation.id}`);
     expect(op.body.operation.type).to.equal('claim');
+    // leaseSeconds became a lease held by the claim.
+    const leases = await api.get(`/v1/agents/${res.body.agent.id}/leases`);
+    expect(leases.body.items).to.have.length(1);
+    expect(leases.body.items[0].holder).to.equal(`claim ${res.body.operation.id}`);
+    const left = Date.parse(leases.body.items[0].expiresAt) - Date.now();
+    expect(left).to.be.within(500_000, 600_000);
+  });
+
+  it('never claims a standby that a live lease holds', async () => {
+    const standbys = await stocked('web', 2);
+    expect(standbys.counts.ready).to.equal(2);
+    const agents = (await api.get('/v1/agents?status=active&limit=100')).body.items.filter((a: { name: string }) => a.name.startsWith('web-'));
+    const held = agents[0];
+    expect((await api.post(`/v1/agents/${held.id}/leases`, { holder: 'someone', ttlSeconds: 300 })).status).to.equal(201);
+    const first = await api.post('/v1/pools/web/claim', {});
+    expect(first.body.from).to.equal('running');
+    expect(first.body.agent.id).not.to.equal(held.id);
+    const second = await api.post('/v1/pools/web/claim', {});
+    expect(second.body.from).to.equal('provision');
+    for (const c of [first, second]) await api.get(`/v1/operations/${c.body.operation.id}?wait=30`);
+    const lease = (await api.get(`/v1/agents/${held.id}/leases`)).body.items[0];
+    expect((await api.call('DELETE', `/v1/agents/${held.id}/leases/${lease.id}`)).status).to.be.oneOf([200, 204]);
   });
 
   it('never hands the same standby to two concurrent claims; a claim that finds none ready provisions one (202)', async () => {
@@ -168,7 +190,7 @@ describe('pools', function () {
 
   it('delete destroys the standbys and leaves claimed agents alone', async () => {
     const before = await stocked('web', 2);
-    expect(before.counts).to.deep.equal({ ready: 2, starting: 0, claimed: 1 });
+    expect(before.counts).to.deep.equal({ ready: 2, starting: 0, claimed: 3 });
     const claimed = (await api.get('/v1/agents?name=ci-runner-1')).body.items[0];
     const res = await api.call('DELETE', '/v1/pools/web');
     expect(res.status).to.equal(200);

@@ -83,7 +83,7 @@ describe('webhooks: signed deliveries through the outbox and the webhooks queue'
     const created = await api.post('/v1/webhooks', { url: receiverUrl });
     expect(created.status).to.equal(201);
     expect(created.body).to.include({ url: receiverUrl });
-    expect(created.body.events).to.have.members(['operation.succeeded', 'operation.failed', 'operation.cancelled', 'agent.status_changed', 'finding.resolved']);
+    expect(created.body.events).to.have.members(['operation.succeeded', 'operation.failed', 'operation.cancelled', 'agent.status_changed', 'agent.expiring', 'finding.resolved']);
     expect(created.body.secret).to.match(/^whsec_[A-Za-z0-9+/]+=*$/);
     expect(Buffer.from(created.body.secret.slice('whsec_'.length), 'base64').length).to.be.at.least(24);
     secret = created.body.secret;

@@ -11,7 +11,8 @@ import type { Logger } from '../../lib/logger';
  */
 
 export interface SpecProblem {
-  field: 'serverType' | 'location';
+  /** serverType, location, or placements.N.serverType / placements.N.location. */
+  field: string;
   message: string;
 }
 
@@ -25,7 +26,7 @@ export class CatalogueUnavailableError extends UnavailableError {
 }
 
 export interface SpecChecker {
-  check(spec: { serverType: string; location: string }): Promise<SpecProblem[]>;
+  check(spec: { serverType: string; location: string; placements?: { location: string; serverType: string }[] }): Promise<SpecProblem[]>;
 }
 
 interface Snapshot {
@@ -58,7 +59,7 @@ export class CloudCatalogue implements SpecChecker {
    * catalogue cannot be read (and nothing is cached) the pair is not judged: the create is accepted
    * and the cloud's own answer to it decides, as before there was a catalogue.
    */
-  async check(spec: { serverType: string; location: string }): Promise<SpecProblem[]> {
+  async check(spec: { serverType: string; location: string; placements?: { location: string; serverType: string }[] }): Promise<SpecProblem[]> {
     let catalogue: Snapshot;
     try {
       catalogue = await this.current();
@@ -66,21 +67,35 @@ export class CloudCatalogue implements SpecChecker {
       this.deps.logger.warn({ err }, '[Catalogue] Cannot read the cloud catalogue; accepting the create unchecked');
       return [];
     }
+    if (!spec.placements || spec.placements.length <= 1) return this.checkPlace(catalogue, spec, { location: 'location', serverType: 'serverType' });
+    // Several places: each must exist and be offered; sold out right now only refuses when all are
+    // (the provision falls back from one to the next).
+    const problems: SpecProblem[] = [];
+    const unavailable: SpecProblem[] = [];
+    spec.placements.forEach((place, i) => {
+      for (const p of this.checkPlace(catalogue, place, { location: `placements.${i}.location`, serverType: `placements.${i}.serverType` })) {
+        (p.message.endsWith('right now') ? unavailable : problems).push(p);
+      }
+    });
+    return unavailable.length === spec.placements.length ? [...problems, ...unavailable] : problems;
+  }
+
+  private checkPlace(catalogue: Snapshot, spec: { serverType: string; location: string }, field: { location: string; serverType: string }): SpecProblem[] {
     const problems: SpecProblem[] = [];
     const location = catalogue.locations.get(spec.location);
     if (!location) {
-      problems.push({ field: 'location', message: `unknown location "${spec.location}" (known: ${[...catalogue.locations.keys()].join(', ')})` });
+      problems.push({ field: field.location, message: `unknown location "${spec.location}" (known: ${[...catalogue.locations.keys()].join(', ')})` });
     }
     const type = catalogue.types.get(spec.serverType);
     if (!type) {
-      problems.push({ field: 'serverType', message: `unknown server type "${spec.serverType}"` });
+      problems.push({ field: field.serverType, message: `unknown server type "${spec.serverType}"` });
     } else if (location) {
       const offer = type.locations.find((l) => l.name === spec.location);
       const gone = offer?.deprecation && Date.parse(offer.deprecation.unavailable_after) <= this.now();
       if (!offer || gone) {
-        problems.push({ field: 'serverType', message: `server type "${spec.serverType}" is not offered in location "${spec.location}"` });
+        problems.push({ field: field.serverType, message: `server type "${spec.serverType}" is not offered in location "${spec.location}"` });
       } else if (!offer.available) {
-        problems.push({ field: 'serverType', message: `server type "${spec.serverType}" is unavailable in location "${spec.location}" right now` });
+        problems.push({ field: field.serverType, message: `server type "${spec.serverType}" is unavailable in location "${spec.location}" right now` });
       }
     }
     return problems;

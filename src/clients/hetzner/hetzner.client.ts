@@ -151,6 +151,7 @@ export class HetznerClient {
         user_data: o.userData,
         labels: o.labels,
         start_after_create: true,
+        ...(o.publicIpv4 === false ? { public_net: { enable_ipv4: false, enable_ipv6: true } } : {}),
       },
     });
     this.logger.info({ serverId: body.server.id, name: o.name }, `[Hetzner] Server ${body.server.id} created`);

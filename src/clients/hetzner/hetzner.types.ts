@@ -79,6 +79,8 @@ export interface CreateServerOptions {
   sshKeys?: string[];
   userData?: string;
   labels: Record<string, string>;
+  /** False: no primary IPv4 (`public_net.enable_ipv4: false`), the server has IPv6 only. Default true. */
+  publicIpv4?: boolean;
 }
 
 export interface CreateServerResult {

@@ -54,6 +54,12 @@
       }
       if (!e || !e.toStatus) return;
       var selector = null;
+      // An expiry warning or an extend is an agent event that leaves its status as it was: timeline only.
+      var notice = e.entityType === 'agent' && (e.toStatus === 'expiring' || e.toStatus === 'extended');
+      if (notice) {
+        addToTimeline(e);
+        return;
+      }
       if (e.entityType === 'agent') selector = '[data-agent-status="' + e.entityId + '"]';
       else if (e.entityType === 'instance' && e.agentId) selector = '[data-instance-of="' + e.agentId + '"]';
       else if (e.entityType === 'operation') selector = '[data-operation-status="' + e.entityId + '"]';
