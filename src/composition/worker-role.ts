@@ -224,7 +224,8 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
     service: core.pools,
     operations,
     outbox,
-    requestBudget: () => hetzner.rateLimiter.state(),
+    // Refills may all land in one project: a tenth of the smallest project's budget is a tenth of any one's.
+    requestBudget: () => ({ limit: Math.min(...core.projects.list.map((p) => p.client.rateLimiter.state().limit ?? 3600)) }),
     logger: logger.child({ component: 'pool-policy' }),
     intervalMs: config.policy.intervalSeconds * 1000,
     ...(overrides.poolClock ? { now: overrides.poolClock } : {}),

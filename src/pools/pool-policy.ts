@@ -54,8 +54,8 @@ export interface PoolPolicyDeps {
   service: Pick<PoolsService, 'refill'>;
   operations: Pick<OperationsService, 'requestCommand'>;
   outbox: Pick<Outbox, 'deliver'>;
-  /** The Hetzner client's view of its request budget (RateLimit-Limit). */
-  requestBudget: () => RateLimitState;
+  /** The Hetzner request budget an hour (RateLimit-Limit) refills are measured against: with several projects, the smallest one's. */
+  requestBudget: () => Pick<RateLimitState, 'limit'>;
   logger: Logger;
   intervalMs: number;
   /** Time as the schedules read it (tests move it across a daylight-saving change). */
