@@ -396,9 +396,11 @@ export class ProvisionWorkflow {
     log.error({ err, step }, `[Lifecycle] Provision failed at ${step}: ${message}`);
     const repos = this.deps.repositories;
     try {
+      // Instance before job: the order every transition takes its rows in (instance, agent, job), so a
+      // failing attempt cannot deadlock with a concurrent one recording its server.
       await this.deps.dataSource.transaction(async (m) => {
-        await repos.provisioningJobs.recordFailure(job.id, { error: message, failedStep: step }, m);
         await repos.instances.recordError(job.instanceId, 'provisioning', message, m);
+        await repos.provisioningJobs.recordFailure(job.id, { error: message, failedStep: step }, m);
       });
     } catch (dbErr) {
       log.error({ err: dbErr }, '[Lifecycle] Could not record the provision failure');
