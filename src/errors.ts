@@ -203,6 +203,14 @@ export class AgentNameTakenError extends NameTakenError {
   }
 }
 
+/** Another pool has this name. */
+export class PoolNameTakenError extends NameTakenError {
+  override readonly name = 'PoolNameTakenError';
+  constructor(readonly poolName: string) {
+    super(`A pool named ${poolName} already exists`);
+  }
+}
+
 /** MAX_AGENTS live agents exist already. */
 export class AgentQuotaExceededError extends TailfleetError {
   override readonly name = 'AgentQuotaExceededError';

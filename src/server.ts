@@ -34,6 +34,8 @@ import type { OperationWaiter } from './events/operation-waiter';
 import type { WebhookRepository } from './webhooks/webhook.repository';
 import type { WebhookRelay } from './webhooks/delivery-relay';
 import type { WorkerPool } from './workers';
+import type { PoolPolicy } from './pools/pool-policy';
+import type { HetznerClient } from './clients/hetzner/hetzner.client';
 import type { Workflows } from './workflows';
 
 export type { TailfleetOverrides } from './composition/overrides';
@@ -71,6 +73,10 @@ export interface Tailfleet {
   reconciler?: Reconciler;
   /** Worker roles only: idle ladders, expiry and auto-hibernate (src/policy). */
   policyLoop?: PolicyLoop;
+  /** Worker roles only: keeps every pool at its minReady. */
+  poolPolicy?: PoolPolicy;
+  /** The process's one Hetzner client (its request budget is the pool policy's too). */
+  hetzner: HetznerClient;
   /** The process's one event reader: every event row written, by any process, once committed. */
   notifications: EventNotifications;
   /** API roles only: long polls on operations and the SSE event stream. */

@@ -25,6 +25,8 @@ import type { CostService } from '../cost/cost.service';
 import { createCostRouter } from './cost.routes';
 import { createReconcileRouter, registerReconcileMetrics, type ReconcileRouterDeps } from './reconcile.routes';
 import { createTokensRouter } from './tokens.routes';
+import { createPoolsRouter } from './pools.routes';
+import type { PoolsService } from '../pools/pools.service';
 import { createEventsRouter } from './events.routes';
 import { createWebhooksRouter, type WebhooksRouterDeps } from './webhooks.routes';
 import type { ConcurrencyLimit } from '../events/concurrency-limit';
@@ -69,6 +71,8 @@ export interface AppDeps {
   cost?: CostService;
   /** GET/POST /v1/reconcile and the reconcile gauges; omitted, neither is served. */
   reconcile?: ReconcileRouterDeps['reconciler'];
+  /** /v1/pools and claims. */
+  pools: PoolsService;
   /** The web console at /console (its session length, the request budget it shows). */
   console?: Pick<ConsoleDeps, 'sessionTtlMs' | 'requestBudget'>;
 }
@@ -156,6 +160,13 @@ export function createApp(deps: AppDeps): Express {
     createTokensRouter({ tokens: deps.tokens }),
     createOperationListRouter({ operationList: deps.operationList }),
     createFindingsRouter({ findings: deps.findings }),
+    createPoolsRouter({
+      pools: deps.pools,
+      waiter: deps.events?.waiter,
+      waitLimit: deps.events?.limits.longPolls,
+      readOperation: async (id) => (await deps.reads.getOperation(id)).operation,
+      readAgent: async (id) => (await deps.reads.getAgent(id)).agent,
+    }),
     ...(deps.reconcile ? [createReconcileRouter({ reconciler: deps.reconcile })] : []),
     ...(deps.events ? [createEventsRouter({ stream: deps.events.stream, limit: deps.events.limits.streams })] : []),
     ...(deps.webhooks ? [createWebhooksRouter(deps.webhooks)] : []),

@@ -53,7 +53,7 @@ import {
  * validate real answers against the generated document.
  */
 
-type Method = 'get' | 'post' | 'delete';
+type Method = 'get' | 'post' | 'patch' | 'delete';
 
 export interface ApiResponse {
   description: string;
@@ -71,15 +71,15 @@ export interface ApiRoute {
   operationId: string;
   summary: string;
   description?: string;
-  tag: 'agents' | 'operations' | 'provisioning' | 'tokens' | 'events' | 'webhooks' | 'system';
+  tag: 'agents' | 'pools' | 'operations' | 'provisioning' | 'tokens' | 'events' | 'webhooks' | 'system';
   /**
    * The token scope the route needs (checked before its handler runs: see routing.ts, which serves
    * each handler at the path and scope of its entry); 'public' for routes without a token; or the
    * security requirements verbatim.
    */
   auth: TokenScope | 'public' | Array<Record<string, string[]>>;
-  /** Path parameters (all UUIDs) by name, with their description. */
-  params?: Record<string, string>;
+  /** Path parameters by name: a description (the parameter is a UUID), or a description and its JSON Schema. */
+  params?: Record<string, string | { description: string; schema: Record<string, unknown> }>;
   query?: z.ZodObject;
   /** Extra header parameters (e.g. Idempotency-Key). */
   headers?: Array<Record<string, unknown>>;
@@ -839,12 +839,12 @@ function operationOf(route: ApiRoute) {
   const security =
     route.auth === 'public' ? [] : typeof route.auth === 'string' ? [{ bearerAuth: [route.auth] }] : route.auth;
   const parameters = [
-    ...Object.entries(route.params ?? {}).map(([name, description]) => ({
+    ...Object.entries(route.params ?? {}).map(([name, param]) => ({
       name,
       in: 'path',
       required: true,
-      description,
-      schema: { type: 'string', format: 'uuid' },
+      description: typeof param === 'string' ? param : param.description,
+      schema: typeof param === 'string' ? { type: 'string', format: 'uuid' } : param.schema,
     })),
     ...(route.query ? queryParameters(route.query) : []),
     ...(route.headers ?? []),
@@ -909,6 +909,7 @@ export function buildOpenApiDocument(opts: { reconcile?: boolean; cost?: boolean
     security: [{ bearerAuth: [] }],
     tags: [
       { name: 'agents', description: 'Agent machines and their lifecycle commands.' },
+      { name: 'pools', description: 'Pools of standby agents, kept stocked and handed over by claims.' },
       { name: 'operations', description: 'Accepted commands and their progress.' },
       { name: 'provisioning', description: 'Provisioning jobs.' },
       { name: 'tokens', description: 'Named API tokens and their scopes.' },

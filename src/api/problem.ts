@@ -2,7 +2,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { ZodError } from 'zod';
 import type { Logger } from '../lib/logger';
 import { isDatabaseUnavailable } from '../operations/errors';
-import { AgentNameTakenError, AgentQuotaExceededError, InvalidCursorError, LifetimeExceededError, NotFoundError, StateConflictError, TailfleetError } from '../errors';
+import { AgentNameTakenError, AgentQuotaExceededError, InvalidCursorError, LifetimeExceededError, NameTakenError, NotFoundError, StateConflictError, TailfleetError } from '../errors';
 import { IdempotencyKeyReuseError, ServerSpecRejectedError } from '../operations/requests';
 
 /**
@@ -119,6 +119,7 @@ export function toProblem(err: unknown, bodyLimit: string): HttpProblem {
   if (err instanceof AgentNameTakenError) {
     return new HttpProblem('name-taken', err.message, err.existingAgentId ? { agentId: err.existingAgentId } : {});
   }
+  if (err instanceof NameTakenError) return new HttpProblem('name-taken', err.message);
   if (err instanceof AgentQuotaExceededError) return new HttpProblem('quota-exceeded', err.message, { limit: err.limit });
   if (err instanceof ServerSpecRejectedError) {
     return new HttpProblem('unavailable-server-spec', err.message, {

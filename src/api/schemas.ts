@@ -112,7 +112,7 @@ export function labelValueProblem(value: string): string | null {
   return 'the value must be empty or 1–63 letters, digits, "-", "_" or ".", starting and ending with a letter or digit';
 }
 
-const labelsSchema = z
+export const labelsSchema = z
   .record(z.string(), z.string({ error: () => 'label values must be strings' }))
   .superRefine((labels, ctx) => {
     const keys = Object.keys(labels);

@@ -70,7 +70,7 @@ export function uuidParam(req: Request, name = 'id'): string {
 }
 
 /** The request's Idempotency-Key, scoped to the token that sent it and the route it was sent to. */
-function idempotencyKey(req: Request, res: Response): IdempotencyKey | undefined {
+export function idempotencyKey(req: Request, res: Response): IdempotencyKey | undefined {
   const value = req.get('idempotency-key');
   if (value === undefined) return undefined;
   if (!IDEMPOTENCY_KEY.test(value)) {

@@ -585,6 +585,156 @@ function webhooksCommand(program: Command): void {
     });
 }
 
+/** `--schedule "<cron>@<zone>=<minReady>"`, repeatable, e.g. "0 8 * * 1-5@Europe/Berlin=5". */
+function schedulesOf(terms: string[] | undefined): Array<{ cron: string; timezone: string; minReady: number }> | undefined {
+  if (!terms) return undefined;
+  return terms.map((term) => {
+    const m = /^(.+)@([^@=]+)=(\d{1,9})$/.exec(term.trim());
+    if (!m) throw new InvalidArgumentError(`--schedule ${term}: use "<cron>@<time zone>=<minReady>", e.g. "0 8 * * 1-5@Europe/Berlin=5"`);
+    return { cron: m[1]!.trim(), timezone: m[2]!.trim(), minReady: Number(m[3]) };
+  });
+}
+
+const nonNegativeInt = (what: string) => (value: string) => {
+  if (!/^\d{1,9}$/.test(value)) throw new InvalidArgumentError(`${what} must be a non-negative integer.`);
+  return Number(value);
+};
+
+const poolPath = (name: string, tail = '') => `/v1/pools/${encodeURIComponent(name)}${tail}`;
+
+function poolFields(p: Row): string {
+  return fields([
+    ['name', p.name],
+    ['standby', p.standby],
+    ['min ready', p.minReady],
+    ['max size', p.maxSize],
+    ['ready', p.counts.ready],
+    ['starting', p.counts.starting],
+    ['claimed', p.counts.claimed],
+    ['server type', p.spec.serverType],
+    ['location', p.spec.location],
+    ['image', p.spec.image],
+    ...(p.schedules as Row[]).map((s, i): [string, string] => [`schedule ${i + 1}`, `${s.cron} (${s.timezone}) → ${s.minReady}`]),
+    ['created', p.createdAt],
+  ]);
+}
+
+function poolsCommand(program: Command): void {
+  const pools = program.command('pools').description('pools of standby agents, and claims');
+
+  pools
+    .command('list')
+    .description('every pool with its counts')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<{ items: Row[] }>('GET', '/v1/pools');
+      ctx.print(res, () =>
+        table(
+          ['NAME', 'STANDBY', 'MIN READY', 'MAX', 'READY', 'STARTING', 'CLAIMED', 'SCHEDULES'],
+          res.body.items.map((p) => [p.name, p.standby, p.minReady, p.maxSize, p.counts.ready, p.counts.starting, p.counts.claimed, p.schedules.length]),
+        ),
+      );
+    });
+
+  pools
+    .command('show <name>')
+    .description('a pool with its counts: ready, starting, claimed')
+    .action(async (name: string, _opts: unknown, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<Row>('GET', poolPath(name));
+      ctx.print(res, () => poolFields(res.body));
+    });
+
+  const specOptions = (c: Command) =>
+    c
+      .option('--location <location>', 'Hetzner location of the standbys, e.g. fsn1')
+      .option('--server-type <type>', 'Hetzner server type, e.g. cx22')
+      .option('--image <image>', 'image name or snapshot id')
+      .option('--ssh-key <key>', 'Hetzner SSH key name or id (repeatable)', collect)
+      .option('--label <key=value>', 'a label of the standbys while they wait (repeatable)', collect)
+      .option('--user-data <data>', 'the standbys’ own cloud-init; @file reads a file')
+      .option('--max-size <n>', 'the most standbys at once', positiveInt('--max-size'))
+      .option('--schedule <cron@zone=n>', 'from <cron> in <zone> on, keep n ready (repeatable), e.g. "0 8 * * 1-5@Europe/Berlin=5"', collect);
+  type SpecOpts = { location?: string; serverType?: string; image?: string; sshKey?: string[]; label?: string[]; userData?: string; maxSize?: number; schedule?: string[] };
+  const specOf = (opts: SpecOpts) => {
+    const labels = labelsOf(opts.label);
+    const userData = userDataOf(opts.userData);
+    const spec = {
+      ...(opts.location ? { location: opts.location } : {}),
+      ...(opts.serverType ? { serverType: opts.serverType } : {}),
+      ...(opts.image ? { image: opts.image } : {}),
+      ...(opts.sshKey ? { sshKeys: opts.sshKey } : {}),
+      ...(labels ? { labels } : {}),
+      ...(userData !== undefined ? { userData } : {}),
+    };
+    const schedules = schedulesOf(opts.schedule);
+    return {
+      ...(Object.keys(spec).length ? { spec } : {}),
+      ...(opts.maxSize !== undefined ? { maxSize: opts.maxSize } : {}),
+      ...(schedules ? { schedules } : {}),
+    };
+  };
+
+  specOptions(
+    pools
+      .command('create <name>')
+      .description('create a pool; the pool policy provisions its standbys')
+      .requiredOption('--min-ready <n>', 'standbys to keep ready', nonNegativeInt('--min-ready'))
+      .addOption(new Option('--standby <mode>', 'how standbys wait').choices(['running', 'stopped', 'hibernated']).default('running')),
+  ).action(async (name: string, opts: SpecOpts & { minReady: number; standby: string }, cmd: Command) => {
+    const ctx = new Context(cmd);
+    const res = await ctx.client.request<Row>('POST', '/v1/pools', { body: { name, minReady: opts.minReady, standby: opts.standby, ...specOf(opts) } });
+    ctx.print(res, () => poolFields(res.body));
+  });
+
+  specOptions(
+    pools
+      .command('update <name>')
+      .description('change what a pool keeps (a new spec applies to standbys made from now on)')
+      .option('--min-ready <n>', 'standbys to keep ready', nonNegativeInt('--min-ready'))
+      .addOption(new Option('--standby <mode>', 'how standbys wait').choices(['running', 'stopped', 'hibernated']))
+      .option('--no-max-size', 'no limit on the standbys')
+      .option('--no-schedules', 'remove every schedule'),
+  ).action(async (name: string, opts: Omit<SpecOpts, 'maxSize'> & { minReady?: number; standby?: string; maxSize?: number | false; schedules?: false }, cmd: Command) => {
+    const ctx = new Context(cmd);
+    const { maxSize, schedules: noSchedules, ...rest } = opts;
+    const body = {
+      ...specOf(rest),
+      ...(opts.minReady !== undefined ? { minReady: opts.minReady } : {}),
+      ...(opts.standby ? { standby: opts.standby } : {}),
+      ...(maxSize === false ? { maxSize: null } : typeof maxSize === 'number' ? { maxSize } : {}),
+      ...(noSchedules === false ? { schedules: [] } : {}),
+    };
+    const res = await ctx.client.request<Row>('PATCH', poolPath(name), { body });
+    ctx.print(res, () => poolFields(res.body));
+  });
+
+  pools
+    .command('delete <name>')
+    .description('delete a pool and destroy its standbys (claimed agents stay)')
+    .action(async (name: string, _opts: unknown, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const res = await ctx.client.request<Row>('DELETE', poolPath(name));
+      ctx.print(res, () => `pool ${name} deleted; ${res.body.destroying.length} standbys being destroyed`);
+    });
+
+  pools
+    .command('claim <name>')
+    .description('take a ready standby of the pool (or a new agent when none is ready)')
+    .option('--name <agent-name>', 'the claimed agent’s new name')
+    .option('--label <key=value>', 'a label of the claimed agent and its server (repeatable)', collect)
+    .option('--lease <seconds>', 'how long you hold the agent', positiveInt('--lease'))
+    .option('--wait', 'follow the claim until the agent is handed over')
+    .action(async (name: string, opts: { name?: string; label?: string[]; lease?: number; wait?: boolean }, cmd: Command) => {
+      const ctx = new Context(cmd);
+      const labels = labelsOf(opts.label);
+      const res = await ctx.client.request<Row & { operation: OperationBody['operation'] }>('POST', poolPath(name, '/claim'), {
+        body: { ...(opts.name ? { name: opts.name } : {}), ...(labels ? { labels } : {}), ...(opts.lease ? { leaseSeconds: opts.lease } : {}) },
+      });
+      await ctx.started(res, opts.wait === true, () => `agent ${res.body.agent.id} ${res.body.agent.name} (from ${res.body.from})\n${accepted('claim', res.body)}`);
+    });
+}
+
 function fleetCommand(program: Command): void {
   const fleet = program.command('fleet').description('the fleet as a whole');
 
@@ -732,6 +882,7 @@ export function buildProgram(): Command {
   reconcileCommand(program);
   fleetCommand(program);
   leasesCommand(program);
+  poolsCommand(program);
   findingsCommand(program);
   consoleCommand(program);
   return program;

@@ -71,6 +71,7 @@ export function createApiRole(config: Config, infra: Infrastructure, core: Core,
     queues: infra.queues,
     readiness,
     reconcile: core.reports,
+    pools: core.pools,
   });
   return {
     app,

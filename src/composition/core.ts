@@ -9,6 +9,8 @@ import { ReconcileReports } from '../reconcile';
 import { Outbox } from '../operations/outbox';
 import { CloudCatalogue } from '../clients/hetzner/catalogue';
 import { OperationsService } from '../operations/requests';
+import { PoolRepository } from '../pools/pool.repository';
+import { PoolsService } from '../pools/pools.service';
 import { provisionFailureHook } from '../operations/rollback-listener';
 import { WebhookRepository } from '../webhooks/webhook.repository';
 import { WebhookSecretBox } from '../webhooks/secret-box';
@@ -31,6 +33,9 @@ export interface Core {
   webhooks: WebhookRepository;
   /** Reconcile reports: kept by the worker role's passes, read and requested by the API. */
   reports: ReconcileReports;
+  /** Pools: managed and claimed through the API, kept stocked by the worker role's pool policy. */
+  pools: PoolsService;
+  poolRepository: PoolRepository;
 }
 
 /** What both roles share: the ledger and outbox, the operations, the Hetzner client, event notifications, webhooks. */
@@ -103,7 +108,23 @@ export function createCore(
   });
   const webhooks = new WebhookRepository({ dataSource, secrets: new WebhookSecretBox(config.webhooks.secretKeys) });
   const reports = new ReconcileReports({ dataSource, repositories, ledger, outbox });
-  return { ledger, outbox, operations, hetzner, projects, cloudHealth, notifications, webhooks, reports };
+  const poolRepository = new PoolRepository({ dataSource });
+  const pools = new PoolsService({
+    dataSource,
+    pools: poolRepository,
+    agents: repositories.agents,
+    operations,
+    outbox,
+    defaults: {
+      serverType: config.hetzner.serverType,
+      image: config.hetzner.image,
+      location: config.hetzner.location,
+      sshKeys: config.hetzner.sshKeys,
+      reporter: config.policy.publicUrl !== null,
+    },
+    logger: logger.child({ component: 'pools' }),
+  });
+  return { ledger, outbox, operations, hetzner, projects, cloudHealth, notifications, webhooks, reports, pools, poolRepository };
 }
 
 /** Webhook secrets in clear or under a rotated-out key are sealed with WEBHOOK_SECRET_KEY (see secret-box.ts). */

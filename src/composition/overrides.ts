@@ -18,4 +18,8 @@ export interface TailfleetOverrides {
   migrate?: boolean;
   /** The policy loop's clock (tests move it across a threshold instead of waiting for it). */
   policyClock?: () => Date;
+  /** Run the pool policy's passes in the background (default true; false: only runOnce() runs one). */
+  poolPolicy?: boolean;
+  /** The time the pool policy reads its schedules at (default: the system clock). */
+  poolClock?: () => Date;
 }

@@ -12,6 +12,7 @@ import { createReconcileProcessor, createReconcileWorker, ensureReconcileSchedul
 import { webhookJobOptions } from '../queues/queues';
 import { Reconciler, stuckTimeouts } from '../reconcile';
 import { RollbackListener } from '../operations/rollback-listener';
+import { PoolPolicy } from '../pools/pool-policy';
 import { createWebhookProcessor, createWebhookWorker } from '../webhooks/delivery.processor';
 import { WebhookRelay } from '../webhooks/delivery-relay';
 import { createWorkers, DEFAULT_WORKER_SETTINGS, type WorkerPool } from '../workers';
@@ -49,6 +50,8 @@ export interface WorkerParts {
   webhookRelay: WebhookRelay;
   /** Idle ladders, expiry and auto-hibernate (src/policy): one pass per interval for the whole fleet. */
   policyLoop: PolicyLoop;
+  /** Keeps every pool at its minReady (one process of the fleet at a time). */
+  poolPolicy: PoolPolicy;
 }
 
 /** A worker process: the workflows behind each operation queue, the webhook and reconcile workers, the sweeps and relays. */
@@ -215,6 +218,18 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
     },
     now: overrides.policyClock,
   });
+  const poolPolicy = new PoolPolicy({
+    dataSource,
+    pools: core.poolRepository,
+    service: core.pools,
+    operations,
+    outbox,
+    // Refills may all land in one project: a tenth of the smallest project's budget is a tenth of any one's.
+    requestBudget: () => ({ limit: Math.min(...core.projects.list.map((p) => p.client.rateLimiter.state().limit ?? 3600)) }),
+    logger: logger.child({ component: 'pool-policy' }),
+    intervalMs: config.policy.intervalSeconds * 1000,
+    ...(overrides.poolClock ? { now: overrides.poolClock } : {}),
+  });
 
   const runWorker = (worker: Worker, queue: string) =>
     worker.run().catch((err: unknown) => logger.error({ err, queue }, 'Worker stopped with an error'));
@@ -223,7 +238,7 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
   };
 
   return {
-    parts: { workflows, workers, rollbackListener, relay, reconciler, webhookRelay, policyLoop },
+    parts: { workflows, workers, rollbackListener, relay, reconciler, webhookRelay, policyLoop, poolPolicy },
     async start() {
       await connection.ping();
       workers.run();
@@ -254,12 +269,14 @@ export function createWorkerRole(config: Config, infra: Infrastructure, core: Co
       // by Redis, reaches the queue.
       relay.start();
       policyLoop.start();
+      if (overrides.poolPolicy !== false) poolPolicy.start();
     },
     async closeLoops(step) {
       if (rollbackListener) await step('rollback-listener', () => rollbackListener.close());
       await step('relay', () => relay.close());
       await step('policy', () => policyLoop.close());
       await step('webhook-relay', () => webhookRelay.close());
+      await step('pool-policy', () => poolPolicy.close());
     },
   };
 }

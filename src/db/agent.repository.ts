@@ -1,6 +1,6 @@
 import type { DataSource, EntityManager } from 'typeorm';
 import { In } from 'typeorm';
-import { Agent, type AgentSpec, type AgentStatus, Instance, LIVE_AGENT_PREDICATE, Operation, ProvisioningJob } from '../entities';
+import { Agent, type AgentSpec, type AgentStatus, Instance, LIVE_AGENT_PREDICATE, Operation, type PoolRole, ProvisioningJob } from '../entities';
 import {
   AgentNameTakenError,
   AgentQuotaExceededError,
@@ -42,6 +42,12 @@ export interface NewAgentWithProvision extends InstanceSpec, ProvisionRequest {
   expiresAt?: Date | null;
   /** MAX_AGENTS: creating one more live agent than this fails with AgentQuotaExceededError. */
   maxAgents?: number | null;
+  /** The pool the agent is made for, and its role there. */
+  pool?: { id: string; role: PoolRole };
+  /** Audit reason of the provision's creation event; default "provision requested". */
+  reason?: string;
+  /** Why tailfleet asks for the provision itself (a policy: "pool refill"), written on the operation. */
+  policyReason?: string;
 }
 
 // Creates that count live agents against MAX_AGENTS take this transaction-scoped lock, so two of
@@ -122,7 +128,13 @@ export class AgentRepository {
       }
       let agent: Agent;
       try {
-        agent = await insertReturning(manager, Agent, { name: input.name, labels: input.labels ?? {}, spec: input.spec ?? null, expiresAt: input.expiresAt ?? null });
+        agent = await insertReturning(manager, Agent, {
+          name: input.name,
+          labels: input.labels ?? {},
+          spec: input.spec ?? null,
+          expiresAt: input.expiresAt ?? null,
+          ...(input.pool ? { poolId: input.pool.id, poolRole: input.pool.role, claimedAt: input.pool.role === 'claimed' ? new Date() : null } : {}),
+        });
       } catch (err) {
         if (isUniqueViolation(err, LIVE_NAME_INDEX)) throw new AgentNameTakenError(input.name);
         throw err;
@@ -168,7 +180,7 @@ export class AgentRepository {
   private async insertProvision(
     manager: EntityManager,
     agent: Agent,
-    input: InstanceSpec & ProvisionRequest,
+    input: InstanceSpec & ProvisionRequest & { reason?: string; policyReason?: string },
   ): Promise<ProvisionBundle> {
     let instance: Instance;
     try {
@@ -194,6 +206,8 @@ export class AgentRepository {
       id: input.operationId,
       queueJobId: input.queueJobId ?? null,
       requestedBy: input.requestedBy,
+      reason: input.reason,
+      policyReason: input.policyReason,
     });
     if (!created) {
       // The key was taken between our lookup and this insert; undo and let idempotent() answer.

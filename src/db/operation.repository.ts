@@ -13,12 +13,16 @@ export interface NewOperation {
   /** Method and route template a client's key was sent to. */
   idempotencyRoute?: string | null;
   queueJobId?: string | null;
-  /** Audit reason for the creation event; default "<type> requested". */
+  /** Audit reason for the creation event; default "<type> requested" (with the policy's reason after a colon). */
   reason?: string;
+  /** Why tailfleet asks for it itself (a policy: "pool refill"); written on the operation. */
+  policyReason?: string | null;
   /** Chosen by the caller (so a job id derived from it can go into the same INSERT); default random. */
   id?: string;
   /** Who asked (token name); default `system`. */
   requestedBy?: string;
+  /** The operation's args, already validated against its descriptor; default none. */
+  args?: Record<string, unknown>;
 }
 
 export interface CreatedOperation {
@@ -38,8 +42,8 @@ export async function insertOperation(db: Db, input: NewOperation): Promise<Crea
   const manager = managerOf(db);
   const table = quotedTable(manager.connection.getMetadata(Operation));
   const rows: ObjectLiteral[] = await manager.query(
-    `INSERT INTO ${table} ("id", "type", "agent_id", "provisioning_job_id", "idempotency_key", "queue_job_id", "requested_by", "idempotency_route")
-     VALUES (COALESCE($6::uuid, gen_random_uuid()), $1, $2, $3, $4, $5, $7, $8)
+    `INSERT INTO ${table} ("id", "type", "agent_id", "provisioning_job_id", "idempotency_key", "queue_job_id", "requested_by", "idempotency_route", "args", "reason")
+     VALUES (COALESCE($6::uuid, gen_random_uuid()), $1, $2, $3, $4, $5, $7, $8, $9::jsonb, $10)
      ON CONFLICT ("idempotency_key") DO NOTHING
      RETURNING *`,
     [
@@ -51,6 +55,8 @@ export async function insertOperation(db: Db, input: NewOperation): Promise<Crea
       input.id ?? null,
       input.requestedBy ?? SYSTEM_ACTOR,
       input.idempotencyRoute ?? null,
+      JSON.stringify(input.args ?? {}),
+      input.policyReason ?? null,
     ],
   );
   if (rows.length === 1) {
@@ -61,7 +67,7 @@ export async function insertOperation(db: Db, input: NewOperation): Promise<Crea
       agentId: operation.agentId,
       fromStatus: null,
       toStatus: operation.status,
-      reason: input.reason ?? `${input.type} requested`,
+      reason: input.reason ?? `${input.type} requested${input.policyReason ? `: ${input.policyReason}` : ''}`,
       operationId: operation.id,
       actor: operation.requestedBy,
     });

@@ -1,4 +1,5 @@
-import { Column, CreateDateColumn, Entity, Index, PrimaryGeneratedColumn, UpdateDateColumn } from 'typeorm';
+import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn, UpdateDateColumn } from 'typeorm';
+import { Pool, POOL_ROLES, type PoolRole } from './pool.entity';
 
 export const AGENT_STATUSES = ['draft', 'provisioning', 'active', 'paused', 'hibernated', 'error', 'destroyed'] as const;
 export type AgentStatus = (typeof AGENT_STATUSES)[number];
@@ -63,6 +64,8 @@ export const LIVE_AGENT_PREDICATE = `"status" <> 'destroyed'`;
 @Index('idx_agents_status_created', ['status', 'createdAt', 'id'])
 @Index('idx_agents_name_created', ['name', 'createdAt', 'id'])
 @Index('idx_agents_expires', ['expiresAt'], { where: `"expires_at" IS NOT NULL AND "status" <> 'destroyed'` })
+// The pool policy and a claim read a pool's members by role.
+@Index('idx_agents_pool_role', ['poolId', 'poolRole'])
 // GIN (jsonb_path_ops) for `labels @> {...}`: written by hand in the migration, which TypeORM cannot express.
 @Index('idx_agents_labels', { synchronize: false })
 export class Agent {
@@ -113,6 +116,20 @@ export class Agent {
 
   @Column({ type: 'timestamptz', name: 'bootstrap_at', nullable: true })
   bootstrapAt!: Date | null;
+  /** The pool the agent was made for (null: an agent of its own, or its pool was deleted). */
+  @Column({ type: 'uuid', name: 'pool_id', nullable: true })
+  poolId!: string | null;
+
+  @ManyToOne(() => Pool, { nullable: true, onDelete: 'SET NULL' })
+  @JoinColumn({ name: 'pool_id', foreignKeyConstraintName: 'fk_agents_pool' })
+  pool?: Pool | null;
+
+  /** `standby` while it waits in its pool, `claimed` once handed over; null for agents made outside pools. */
+  @Column({ type: 'enum', enum: POOL_ROLES, enumName: 'agent_pool_role', name: 'pool_role', nullable: true })
+  poolRole!: PoolRole | null;
+
+  @Column({ type: 'timestamptz', name: 'claimed_at', nullable: true })
+  claimedAt!: Date | null;
 
   @CreateDateColumn({ type: 'timestamptz', name: 'created_at' })
   createdAt!: Date;

@@ -5,6 +5,7 @@ import { Instance } from './instance.entity';
 import { AgentLease } from './lease.entity';
 import { Operation } from './operation.entity';
 import { OwnershipFinding } from './ownership-finding.entity';
+import { Pool } from './pool.entity';
 import { ProvisioningJob } from './provisioning-job.entity';
 import { ReconcileReportRecord } from './reconcile-report.entity';
 import { WebhookDelivery, WebhookSubscription } from './webhook.entity';
@@ -17,8 +18,9 @@ export * from './instance.entity';
 export * from './lease.entity';
 export * from './operation.entity';
 export * from './ownership-finding.entity';
+export * from './pool.entity';
 export * from './provisioning-job.entity';
 export * from './reconcile-report.entity';
 export * from './webhook.entity';
 
-export const entities = [Agent, Instance, ProvisioningJob, Operation, Event, ReconcileReportRecord, ApiToken, WebhookSubscription, WebhookDelivery, OwnershipFinding, AgentLease];
+export const entities = [Agent, Instance, ProvisioningJob, Operation, Event, ReconcileReportRecord, ApiToken, WebhookSubscription, WebhookDelivery, OwnershipFinding, AgentLease, Pool];

@@ -199,7 +199,8 @@ export class OperationsService {
   private readonly outbox: Outbox;
   private readonly redisTimeoutMs: number;
   private readonly catalogue: SpecChecker | undefined;
-  private readonly maxAgents: number | null;
+  /** MAX_AGENTS (null: no limit); pools provision within it too. */
+  readonly maxAgents: number | null;
 
   constructor(deps: OperationsDeps) {
     this.catalogue = deps.catalogue;
@@ -292,6 +293,26 @@ export class OperationsService {
       `[API] Agent ${rows.agent.id} created, provision queued`,
     );
     return { ...rows, created: true };
+  }
+
+  /**
+   * A client's Idempotency-Key for a request this service does not make itself (a pool claim): its
+   * stored slot (freed first when expired), and the operation it already names, if that operation
+   * was made by the same route and type (IdempotencyKeyReuseError when it was not).
+   */
+  async keyedRequest(idempotency: IdempotencyKey | undefined, type: OperationType): Promise<{ slot: string | null; previous: Operation | null }> {
+    const slot = await this.claimableSlot(idempotency);
+    if (!slot) return { slot: null, previous: null };
+    const previous = await this.repos.operations.findByIdempotencyKey(slot);
+    if (previous) this.mustBeSameRequest(previous, { type, route: idempotency!.route });
+    return { slot, previous };
+  }
+
+  /** ServerSpecRejectedError when the cloud's catalogue does not offer the spec (not checked without a catalogue). */
+  async checkSpec(spec: Pick<AgentSpec, 'serverType' | 'location'>): Promise<void> {
+    if (!this.catalogue) return;
+    const problems = await this.catalogue.check(spec);
+    if (problems.length > 0) throw new ServerSpecRejectedError(problems);
   }
 
   /**

@@ -24,6 +24,8 @@ export interface PolicyAgent {
   moments: ActivityMoments;
   /** A live lease holds it. */
   leased: boolean;
+  /** A pool's standby: its pool's policy decides how it waits (src/pools), so it is never auto-hibernated. */
+  poolStandby?: boolean;
   /** An operation of it is queued or running: someone's request goes first. */
   operationPending: boolean;
 }
@@ -112,7 +114,7 @@ export function decide(agent: PolicyAgent, now: Date, settings: PolicySettings):
   }
 
   const after = settings.autoHibernateAfterMs;
-  if (after !== null && agent.status === 'paused' && agent.instanceStatus === 'stopped') {
+  if (after !== null && !agent.poolStandby && agent.status === 'paused' && agent.instanceStatus === 'stopped') {
     const dueAt = new Date(agent.updatedAt.getTime() + after);
     if (dueAt.getTime() <= now.getTime()) {
       out.push({

@@ -52,7 +52,8 @@ SELECT a."id", a."status"::text AS "status", a."spec"->'idle' AS "idle", ${ms('a
   i."status"::text AS "instance_status", ${ms('i."started_at"')} AS "instance_started_at",
   ${ms('a."last_activity_at"')} AS "reported_at", a."last_activity_kind" AS "reported_kind",
   ${ms('l."lease_end"')} AS "lease_end", COALESCE(l."leased", false) AS "leased",
-  ${ms('o."command_at"')} AS "command_at", COALESCE(o."pending", false) AS "operation_pending"
+  ${ms('o."command_at"')} AS "command_at", COALESCE(o."pending", false) AS "operation_pending",
+  a."pool_role" IS NOT DISTINCT FROM 'standby' AS "pool_standby"
 FROM "agents" a
 LEFT JOIN LATERAL (
   SELECT "status", "started_at" FROM "instances"
@@ -86,6 +87,7 @@ export function policyAgentOf(row: Record<string, unknown>): PolicyAgent {
     moments: momentsOf(row),
     leased: row.leased === true,
     operationPending: row.operation_pending === true,
+    poolStandby: row.pool_standby === true,
   };
 }
 

@@ -5,6 +5,7 @@ export { TeardownWorkflow, type RollbackResult } from './teardown.workflow';
 export { silentReporter, type StepReporter } from './step-reporter';
 export type { OperationContext, WorkflowDeps, WorkflowSettings } from './workflow-deps';
 
+import { ClaimWorkflow } from './claim.workflow';
 import { HibernateWorkflow } from './hibernate.workflow';
 import { PowerWorkflow } from './power.workflow';
 import { ProvisionWorkflow } from './provision.workflow';
@@ -20,6 +21,7 @@ export function createWorkflows(deps: WorkflowDeps) {
     teardown: new TeardownWorkflow(deps),
     hibernation: new HibernateWorkflow(deps),
     reboot: new RebootWorkflow(deps),
+    claim: new ClaimWorkflow(deps),
   };
 }
 export type Workflows = ReturnType<typeof createWorkflows>;

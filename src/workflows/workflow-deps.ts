@@ -32,7 +32,7 @@ export interface WorkflowSettings {
 export interface WorkflowDeps {
   /** Transaction boundaries and guarded transitions (src/db/transitions); rows are read through `repositories`. */
   dataSource: DataSource;
-  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'events' | 'findings' | 'tokens'>;
+  repositories: Pick<Repositories, 'agents' | 'instances' | 'provisioningJobs' | 'events' | 'findings' | 'tokens' | 'operations' | 'leases'>;
   /** Calls go to the project of the operation's instance (HetznerProjects.client); the only project's without `projects`. */
   hetzner: HetznerClient;
   /** The deployment's Hetzner projects (default: `hetzner` alone, as the project `default`). */

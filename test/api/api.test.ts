@@ -486,7 +486,7 @@ describe('HTTP API', () => {
       const res = await h.api.request('GET', '/admin/queues/api/queues', { token: null, headers: auth });
       expect(res.status, res.text.slice(0, 300)).to.equal(200);
       const names = (res.body.queues as { name: string }[]).map((q) => q.name).sort();
-      expect(names).to.deep.equal(['destroy', 'hibernate', 'provision', 'reboot', 'reconcile', 'rollback', 'start', 'stop', 'wake', 'webhooks']);
+      expect(names).to.deep.equal(['claim', 'destroy', 'hibernate', 'provision', 'reboot', 'reconcile', 'rollback', 'start', 'stop', 'wake', 'webhooks']);
 
       const page = await h.api.request('GET', '/admin/queues', { token: null, headers: auth });
       expect(page.status).to.equal(200);
@@ -552,6 +552,12 @@ describe('HTTP API', () => {
       'POST /v1/agents/{id}/leases/{leaseId}/renew',
       'DELETE /v1/agents/{id}/leases/{leaseId}',
       'POST /v1/agents/{id}/extend',
+      'POST /v1/pools',
+      'GET /v1/pools',
+      'GET /v1/pools/{name}',
+      'PATCH /v1/pools/{name}',
+      'DELETE /v1/pools/{name}',
+      'POST /v1/pools/{name}/claim',
     ];
 
     it('documents every route, and every documented route exists', async () => {

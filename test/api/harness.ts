@@ -114,7 +114,7 @@ export async function startApiHarness(label: string): Promise<ApiHarness> {
   });
   const queues = createQueues({ connection, prefix, defaults: { attempts: 3, backoffMs: 50 } });
   const metrics = createMetrics();
-  const { operations, reads, policy } = operationsFor({ dataSource: db.dataSource, queues, connection, defaults: DEFAULTS, redisTimeoutMs: 1000 });
+  const { operations, reads, policy, pools } = operationsFor({ dataSource: db.dataSource, queues, connection, defaults: DEFAULTS, redisTimeoutMs: 1000 });
   const notifications = new EventNotifications({ connectionString: db.url, logger: silentLogger });
   await notifications.start();
   const events = {
@@ -129,6 +129,7 @@ export async function startApiHarness(label: string): Promise<ApiHarness> {
     operations,
     reads,
     policy,
+    pools,
     tokens: new ApiTokenRepository({ dataSource: db.dataSource }),
     operationList: new OperationList({ dataSource: db.dataSource }),
     findings: new OwnershipFindingRepository({ dataSource: db.dataSource }),

@@ -35,12 +35,13 @@ describe('HTTP API while Redis or PostgreSQL is down', () => {
     brokenRedis.on('error', () => undefined);
     brokenQueues = createQueues({ connection: brokenRedis, prefix: `tf-test-${randomBytes(6).toString('hex')}`, defaults: { attempts: 1, backoffMs: 10 } });
     for (const q of Object.values(brokenQueues)) q.on('error', () => undefined);
-    const { operations, reads, policy } = operationsFor({ dataSource: h.ds, queues: brokenQueues, connection: brokenRedis, defaults: DEFAULTS, redisTimeoutMs: 200 });
+    const { operations, reads, policy, pools } = operationsFor({ dataSource: h.ds, queues: brokenQueues, connection: brokenRedis, defaults: DEFAULTS, redisTimeoutMs: 200 });
     const app = createApp({
       config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, board: BOARD } },
       operations,
       reads,
       policy,
+      pools,
       tokens: new ApiTokenRepository({ dataSource: h.ds }),
       operationList: new OperationList({ dataSource: h.ds }),
       findings: new OwnershipFindingRepository({ dataSource: h.ds }),
@@ -150,12 +151,13 @@ describe('HTTP API while Redis or PostgreSQL is down', () => {
     url.host = `127.0.0.1:${proxy.port}`;
     const ds = createDataSource({ url: url.toString(), poolSize: 2, connectTimeoutMs: 1000 });
     await ds.initialize();
-    const { operations, reads, policy } = operationsFor({ dataSource: ds, queues: h.queues, connection: h.connection, defaults: DEFAULTS });
+    const { operations, reads, policy, pools } = operationsFor({ dataSource: ds, queues: h.queues, connection: h.connection, defaults: DEFAULTS });
     const app = createApp({
       config: { http: { host: '127.0.0.1', port: 0, apiToken: API_TOKEN, board: BOARD } },
       operations,
       reads,
       policy,
+      pools,
       tokens: new ApiTokenRepository({ dataSource: ds }),
       operationList: new OperationList({ dataSource: ds }),
       findings: new OwnershipFindingRepository({ dataSource: ds }),

@@ -362,4 +362,30 @@ describe('tailfleet CLI', function () {
       'https://fleet.example.com/base/console\n',
     );
   });
+  it('pools create, list, show, update, claim --wait and delete', async () => {
+    const created = ok(await cli(['pools', 'create', 'cli-pool', '--min-ready', '0', '--standby', 'stopped', '--max-size', '3', '--label', 'tier=warm', '--schedule', '0 8 * * 1-5@Europe/Berlin=2']));
+    expect(created.stdout).to.match(/^name\s+cli-pool$/m).and.to.match(/^standby\s+stopped$/m).and.to.match(/^schedule 1\s+0 8 \* \* 1-5 \(Europe\/Berlin\) → 2$/m);
+    const list = ok(await cli(['pools', 'list'])).stdout.trimEnd().split('\n');
+    expect(list[0]).to.match(/^NAME\s+STANDBY\s+MIN READY\s+MAX\s+READY\s+STARTING\s+CLAIMED\s+SCHEDULES$/);
+    expect(list[1]).to.match(/^cli-pool\s+stopped\s+0\s+3\s+0\s+0\s+0\s+1$/);
+    const updated = ok(await cli(['pools', 'update', 'cli-pool', '--no-schedules', '--no-max-size', '--standby', 'running']));
+    expect(updated.stdout).to.match(/^standby\s+running$/m).and.to.match(/^max size\s+-$/m).and.not.to.match(/schedule 1/);
+    const bad = await cli(['pools', 'create', 'cli-pool-2', '--min-ready', '1', '--schedule', 'every morning']);
+    expect(bad.code).to.not.equal(0);
+    expect(bad.stderr).to.match(/--schedule every morning: use/);
+
+    // No standby is ready: the claim provisions one and follows it until it is handed over.
+    const claim = ok(await cli(['pools', 'claim', 'cli-pool', '--name', 'cli-claimed', '--label', 'owner=cli', '--lease', '900', '--wait']));
+    expect(claim.stdout).to.match(/^agent [0-9a-f-]{36} cli-claimed \(from provision\)$/m).and.to.match(/^claim [0-9a-f-]{36} succeeded$/m);
+    const shown = ok(await cli(['pools', 'show', 'cli-pool'])).stdout;
+    expect(shown).to.match(/^claimed\s+1$/m);
+    const agent = (await api.get('/v1/agents?name=cli-claimed')).body.items[0];
+    expect(agent).to.deep.include({ status: 'active', labels: { owner: 'cli' } });
+
+    expect(ok(await cli(['pools', 'delete', 'cli-pool'])).stdout).to.equal('pool cli-pool deleted; 0 standbys being destroyed\n');
+    expect((await api.get(`/v1/agents/${agent.id}`)).body.agent.status).to.equal('active');
+    const gone = await cli(['pools', 'show', 'cli-pool']);
+    expect(gone.code).to.equal(1);
+    expect(gone.stderr).to.match(/^error 404 not-found: /);
+  });
 });

@@ -76,6 +76,8 @@ const PROTECTED_ROUTES = [
   { method: 'GET', path: '/v1/webhooks' },
   { method: 'POST', path: '/v1/webhooks' },
   { method: 'GET', path: '/v1/findings' },
+  { method: 'GET', path: '/v1/pools' },
+  { method: 'POST', path: '/v1/pools' },
   ...ROUTES_WITH_ID.map((r) => ({ method: r.method, path: r.template })),
 ];
 
@@ -300,6 +302,7 @@ export class RequestFactory {
       [2, () => this.scopes()],
       [3, () => this.webhooks()],
       [3, () => this.findings()],
+      [3, () => this.pools()],
       [4, () => this.consoleForms()],
       [2, () => this.waitAndStream()],
       [3, () => this.badText()],
@@ -1085,6 +1088,66 @@ export class RequestFactory {
       // Sign-in with what is not a token.
       [2, () => post('/console/sign-in', ['content-type', form], `token=${encodeURIComponent(r.pick(['', 'tf_' + r.hex(20), `${this.ctx.token}x`, 'A'.repeat(2000), "' OR 1=1 --", '\u0000']))}&next=${encodeURIComponent(r.pick(['/console', 'https://evil.example/', '//evil.example', '/console/../admin']))}`)],
       [1, () => post('/console/sign-in', ['content-type', form, 'origin', 'https://evil.example'], `token=${encodeURIComponent(this.ctx.token)}`)],
+    ])();
+  }
+
+  /**
+   * Pools: creates and changes with a defect, claims and deletes of pools that do not exist, names
+   * that are not pool names, a lower scope; the listing is a read. No pool exists, so nothing may
+   * be created, claimed or destroyed.
+   */
+  private pools(): FuzzRequest {
+    const r = this.rng;
+    const jsonType = ['content-type', 'application/json'];
+    const req = (method: string, path: string, headers: string[], body?: Buffer, readOnly = false): FuzzRequest => ({ category: 'pools', method, path, headers, body, readOnly });
+    const name = () => r.pick(['web', 'ci-runners', `p${r.int(0, 999)}`]);
+    const badName = () => pathSegment(r.pick(['Web', 'a_b', '-x', 'x-', `${'a'.repeat(41)}`, '..', '%00', ' ', 'w%2Fx', ...SQL_INJECTIONS]));
+    const badSchedule = () =>
+      r.pick<unknown>([
+        { cron: '61 * * * *', timezone: 'UTC', minReady: 1 },
+        { cron: '0 0 8 * * *', timezone: 'UTC', minReady: 1 },
+        { cron: '0 8 * * *', timezone: 'Mars/Olympus', minReady: 1 },
+        { cron: '0 8 * * *', timezone: 'Europe/Berlin', minReady: -1 },
+        { cron: '0 8 * * *', timezone: 'Europe/Berlin' },
+        { cron: 'every morning', timezone: 'UTC', minReady: 1 },
+        { cron: '0 8 * * *', timezone: 'UTC', minReady: 1, extra: true },
+        '0 8 * * *',
+        null,
+      ]);
+    const badCreate = () =>
+      r.pick<unknown>([
+        {},
+        { name: name(), minReady: 1 },
+        { name: name(), standby: 'running' },
+        { name: name(), minReady: -1, standby: 'running' },
+        { name: name(), minReady: 101, standby: 'running' },
+        { name: name(), minReady: 1.5, standby: 'running' },
+        { name: name(), minReady: '1', standby: 'running' },
+        { name: name(), minReady: 1, standby: 'warm' },
+        { name: name(), minReady: 3, standby: 'running', maxSize: 2 },
+        { name: name(), minReady: 1, standby: 'running', maxSize: 0 },
+        { name: name(), minReady: 1, standby: 'running', schedules: [badSchedule()] },
+        { name: name(), minReady: 0, standby: 'running', maxSize: 1, schedules: [{ cron: '0 8 * * *', timezone: 'UTC', minReady: 2 }] },
+        { name: name(), minReady: 1, standby: 'running', schedules: Array.from({ length: 21 }, () => ({ cron: '0 8 * * *', timezone: 'UTC', minReady: 1 })) },
+        { name: name(), minReady: 1, standby: 'running', spec: { labels: { 'managed-by': 'me' } } },
+        { name: name(), minReady: 1, standby: 'running', spec: { name: 'x' } },
+        { name: name(), minReady: 1, standby: 'running', spec: { serverType: 'CX22!' } },
+        { name: 'Bad Name', minReady: 1, standby: 'running' },
+        { name: 'a'.repeat(41), minReady: 1, standby: 'running' },
+        { name: name(), minReady: 1, standby: 'running', extra: 1 },
+        [],
+        'pool',
+      ]);
+    return r.weighted<() => FuzzRequest>([
+      [5, () => req('POST', '/v1/pools', [...this.auth(), ...jsonType], json(badCreate()))],
+      [1, () => req('POST', '/v1/pools', ['authorization', `Bearer ${this.ctx.readToken}`, ...jsonType], json({ name: name(), minReady: 1, standby: 'running' }))],
+      [1, () => req('POST', '/v1/pools', this.auth())],
+      [2, () => req('PATCH', `/v1/pools/${name()}`, [...this.auth(), ...jsonType], json(r.pick<unknown>([{}, { minReady: 1 }, { name: 'x' }, { maxSize: 0 }, { schedules: [badSchedule()] }, { standby: 'warm' }])))],
+      [2, () => req('POST', `/v1/pools/${name()}/claim${r.bool() ? '' : `?wait=${r.pick(['5', '61', 'x'])}`}`, [...this.auth(), ...jsonType], json(r.pick<unknown>([{}, { leaseSeconds: 0 }, { labels: { 'tailfleet-agent': 'x' } }, { name: 'Bad Name' }, { extra: 1 }])))],
+      [1, () => req('DELETE', `/v1/pools/${name()}`, this.auth())],
+      [2, () => req(r.pick(['GET', 'PATCH', 'DELETE', 'POST']), `/v1/pools/${badName()}${r.bool() ? '/claim' : ''}`, [...this.auth(), ...jsonType], json({ minReady: 1 }), false)],
+      [1, () => req('GET', '/v1/pools', this.auth(), undefined, true)],
+      [1, () => req(r.pick(['PUT', 'POST']), `/v1/pools/${name()}/claim/x`, this.auth())],
     ])();
   }
 

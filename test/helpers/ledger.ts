@@ -10,6 +10,8 @@ import { Outbox } from '../../src/operations/outbox';
 import { jobIds, type Queues } from '../../src/queues/queues';
 import { OperationReads } from '../../src/operations/read-models';
 import { OperationsService, type OperationsDefaults } from '../../src/operations/requests';
+import { PoolRepository } from '../../src/pools/pool.repository';
+import { PoolsService } from '../../src/pools/pools.service';
 
 /** A ledger over a test database, wired as the composition root wires it. */
 export function ledgerFor(dataSource: DataSource, logger: Logger = silentLogger): OperationLedger {
@@ -23,7 +25,7 @@ export function operationsFor(deps: {
   connection: Redis;
   defaults: OperationsDefaults;
   redisTimeoutMs?: number;
-}): { operations: OperationsService; reads: OperationReads; ledger: OperationLedger; outbox: Outbox; policy: PolicyRequests } {
+}): { operations: OperationsService; reads: OperationReads; ledger: OperationLedger; outbox: Outbox; policy: PolicyRequests; pools: PoolsService } {
   const ledger = ledgerFor(deps.dataSource);
   const outbox = new Outbox({ queues: deps.queues, connection: deps.connection, logger: silentLogger, redisTimeoutMs: deps.redisTimeoutMs });
   const repositories = createRepositories(deps.dataSource);
@@ -38,8 +40,17 @@ export function operationsFor(deps: {
     redisTimeoutMs: deps.redisTimeoutMs,
   });
   const reads = new OperationReads({ repositories, queues: deps.queues, logger: silentLogger, redisTimeoutMs: deps.redisTimeoutMs });
+  const pools = new PoolsService({
+    dataSource: deps.dataSource,
+    pools: new PoolRepository({ dataSource: deps.dataSource }),
+    agents: repositories.agents,
+    operations,
+    outbox,
+    defaults: deps.defaults,
+    logger: silentLogger,
+  });
   const policy = new PolicyRequests({ repositories, maxLifetimeHours: null, logger: silentLogger });
-  return { operations, reads, ledger, outbox, policy };
+  return { operations, reads, ledger, outbox, policy, pools };
 }
 
 /** An agent with a queued stop operation whose job id is the operation's own (no job added). */

@@ -81,6 +81,8 @@ describe('policy: decisions', () => {
     expect(acts(paused, 3699, s)).to.deep.equal([]);
     expect(acts(paused, 3700, s)).to.deep.equal(['hibernate']);
     expect(acts({ ...paused, leased: true }, 9000, s)).to.deep.equal([]);
+    // A stopped pool's standby waits as its pool keeps it.
+    expect(acts({ ...paused, poolStandby: true }, 9000, s)).to.deep.equal([]);
   });
 
   it('refuses ladders that go back in time or in depth, or are too short', () => {

@@ -173,6 +173,21 @@ export class HetznerClient {
     }
   }
 
+  /**
+   * PUT /servers/{id}: the server's labels (the whole set: Hetzner replaces it) and, when given, its
+   * name. Safe to repeat: the same body leaves the same server.
+   */
+  async updateServer(id: number, o: { labels: Record<string, string>; name?: string }): Promise<HetznerServer> {
+    const body = await this.core.request<{ server: HetznerServer }>({
+      method: 'PUT',
+      path: `/servers/${id}`,
+      route: '/servers/{id}',
+      json: { labels: o.labels, ...(o.name !== undefined ? { name: o.name } : {}) },
+      idempotent: true,
+    });
+    return body.server;
+  }
+
   async listServers(labelSelector?: string): Promise<HetznerServer[]> {
     return (await this.listServersWithPages(labelSelector)).servers;
   }

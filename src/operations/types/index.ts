@@ -1,5 +1,6 @@
 import type { InstanceStatus } from '../../entities';
 import type { AgentCommand, OperationDescriptor } from './descriptor';
+import { claim } from './claim';
 import { destroy } from './destroy';
 import { hibernate } from './hibernate';
 import { provision } from './provision';
@@ -26,6 +27,7 @@ export const OPERATIONS = {
   hibernate,
   wake,
   reboot,
+  claim,
 } as const satisfies Record<string, OperationDescriptor>;
 
 export type OperationType = keyof typeof OPERATIONS;
