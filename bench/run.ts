@@ -1,9 +1,9 @@
 /**
  * `npm run bench`: every benchmark in one run, one summary table, one JSON file under bench/results/.
  *
- *   npm run bench [-- --only throughput,relay,burst,requests,latency,clients,reconcile,streams,capacity,policy]
+ *   npm run bench [-- --only throughput,relay,burst,requests,latency,clients,reconcile,streams,capacity,pools,policy]
  *
- * The in-process benches (throughput, relay, burst, requests, latency, reconcile, streams, capacity) each use their own database,
+ * The in-process benches (throughput, relay, burst, requests, latency, reconcile, streams, capacity, pools) each use their own database,
  * Redis prefix and simulator, and clean up. The client and policy benches export no function (they run on
  * import), so they run as child processes and its printed table and JSON result are carried over.
  */
@@ -14,6 +14,7 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { runBurstBench } from './burst.bench';
 import { runCapacityBench } from './capacity.bench';
+import { runPoolsBench } from './pools.bench';
 import { runLatencyBench } from './latency.bench';
 import { fmt, log, missedTargets, RESULTS_DIR, table, writeResult, type Row } from './lib/report';
 import { runReconcileBench } from './reconcile.bench';
@@ -134,6 +135,7 @@ async function main(): Promise<void> {
     ['reconcile', () => runReconcileBench()],
     ['streams', () => runStreamsBench()],
     ['capacity', () => runCapacityBench()],
+    ['pools', () => runPoolsBench()],
   ];
   for (const [name, run] of inProcess) {
     if (!wanted(name)) continue;
