@@ -56,11 +56,23 @@ export class HetznerProjects {
     if (projects.length === 0) throw new Error('HetznerProjects needs at least one project');
     this.list = projects;
     this.byName = new Map(projects.map((p) => [p.name, p]));
+    // One project: its client itself, and no scopes (an AsyncLocalStorage in use makes every promise
+    // of the process pay for tracking its context).
+    if (projects.length === 1) {
+      this.client = projects[0].client;
+      return;
+    }
+    const bound = new Map<HetznerClient, Map<PropertyKey, unknown>>();
     this.client = new Proxy({} as HetznerClient, {
       get: (_target, prop) => {
         const client = this.current().client;
         const value = (client as unknown as Record<PropertyKey, unknown>)[prop];
-        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(client) : value;
+        if (typeof value !== 'function') return value;
+        let methods = bound.get(client);
+        if (!methods) bound.set(client, (methods = new Map()));
+        let method = methods.get(prop);
+        if (!method) methods.set(prop, (method = (value as (...a: unknown[]) => unknown).bind(client)));
+        return method;
       },
     });
   }
@@ -89,12 +101,20 @@ export class HetznerProjects {
    * undefined = a scope of its own starting at the caller's project.
    */
   within<T>(project: string | null | undefined, fn: () => Promise<T>): Promise<T> {
+    if (this.single) {
+      if (typeof project === 'string') this.get(project);
+      return fn();
+    }
     const start = project === undefined ? this.current() : project === null ? this.list[0] : this.get(project);
     return this.scope.run({ project: start }, fn);
   }
 
   /** Moves the current scope to another project (a provision that chose, or was refused by, one). */
   use(project: string): void {
+    if (this.single) {
+      this.get(project);
+      return;
+    }
     const store = this.scope.getStore();
     if (!store && project === this.list[0].name) return;
     if (!store) throw new Error('HetznerProjects.use outside a project scope');
