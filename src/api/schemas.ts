@@ -162,6 +162,11 @@ const placementSchema = z.strictObject({
   serverType: z.string().regex(/^[a-z0-9-]{1,32}$/, 'must be a Hetzner server type name like cx22'),
 });
 
+/** An agent's lifetime from now, in seconds (create and extend). */
+const lifetimeSeconds = () => z.int('must be a whole number of seconds').min(60, 'must be at least 60').max(10 * 366 * 86400, 'must be at most ten years');
+/** A moment still to come (an agent's expiry). */
+const futureTime = () => isoDateTimeParam().refine((d) => d.getTime() > Date.now(), { message: 'must be in the future' });
+
 export const createAgentBody = request(
   z.strictObject({
     name: z
@@ -216,16 +221,10 @@ export const createAgentBody = request(
           'Default true; without TAILFLEET_PUBLIC_URL no reporter is installed either way.',
       })
       .optional(),
-    expiresAt: isoDateTimeParam()
-      .refine((d) => d.getTime() > Date.now(), { message: 'must be in the future' })
+    expiresAt: futureTime()
       .meta({ description: 'When the agent is destroyed (unless a lease is live then); extend with POST /v1/agents/{id}/extend.' })
       .optional(),
-    ttlSeconds: z
-      .int('must be a whole number of seconds')
-      .min(60, 'must be at least 60')
-      .max(10 * 366 * 86400, 'must be at most ten years')
-      .meta({ description: 'The same as expiresAt, counted from now. Not both.' })
-      .optional(),
+    ttlSeconds: lifetimeSeconds().meta({ description: 'The same as expiresAt, counted from now. Not both.' }).optional(),
   }).refine((b) => b.placements === undefined || (b.location === undefined && b.serverType === undefined), {
     path: ['placements'],
     message: 'give placements or location/serverType, not both',
@@ -797,14 +796,8 @@ export const leaseListSchema = response(z.object({ items: z.array(leaseSchema) }
 export const extendBody = request(
   z
     .strictObject({
-      ttlSeconds: z
-        .int('must be a whole number of seconds')
-        .min(60, 'must be at least 60')
-        .max(10 * 366 * 86400, 'must be at most ten years')
-        .meta({ description: 'The agent now expires this long from now.' })
-        .optional(),
-      expiresAt: isoDateTimeParam()
-        .refine((d) => d.getTime() > Date.now(), { message: 'must be in the future' })
+      ttlSeconds: lifetimeSeconds().meta({ description: 'The agent now expires this long from now.' }).optional(),
+      expiresAt: futureTime()
         .meta({ description: 'The agent now expires at this time.' })
         .optional(),
     })

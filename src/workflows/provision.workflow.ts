@@ -487,19 +487,26 @@ export function projectOrder(projects: HetznerProjects, loads: Map<string, Proje
 /** A refused create on the instance's record and in its events, saying what comes next. */
 export async function recordPlacementRefusal(
   deps: Pick<WorkflowDeps, 'dataSource' | 'repositories'>,
-  at: { instance: Pick<Instance, 'id' | 'agentId'>; status: string; operationId: string | null },
+  at: PlacementAt,
   refusal: PlacementRefusal,
   next: { project: string; placement: Placement } | null,
 ): Promise<void> {
   const then = next ? `; trying ${next.placement.location}/${next.placement.serverType} in project ${next.project}` : '; no placement left';
   await deps.repositories.instances.addPlacementRefusal(at.instance.id, refusal);
-  await recordEvent(deps.dataSource, {
+  await recordPlacementEvent(deps, at, `placement refused: ${describeRefusal(refusal)} (${refusal.message})${then}`);
+}
+
+type PlacementAt = { instance: Pick<Instance, 'id' | 'agentId'>; status: string; operationId: string | null };
+
+/** An event on the instance about where its server goes; its status does not change. */
+function recordPlacementEvent(deps: Pick<WorkflowDeps, 'dataSource'>, at: PlacementAt, reason: string): Promise<unknown> {
+  return recordEvent(deps.dataSource, {
     entityType: 'instance',
     entityId: at.instance.id,
     agentId: at.instance.agentId,
     fromStatus: at.status,
     toStatus: at.status,
-    reason: `placement refused: ${describeRefusal(refusal)} (${refusal.message})${then}`,
+    reason,
     operationId: at.operationId,
   });
 }
@@ -507,19 +514,12 @@ export async function recordPlacementRefusal(
 /** Where a create landed after refusals, in the instance's events. */
 export async function recordLanding(
   deps: Pick<WorkflowDeps, 'dataSource'>,
-  at: { instance: Pick<Instance, 'id' | 'agentId'>; status: string; operationId: string | null },
+  at: PlacementAt,
   placed: { project: string; placement: Placement; refusals: PlacementRefusal[] },
 ): Promise<void> {
   const n = placed.refusals.length;
-  await recordEvent(deps.dataSource, {
-    entityType: 'instance',
-    entityId: at.instance.id,
-    agentId: at.instance.agentId,
-    fromStatus: at.status,
-    toStatus: at.status,
-    reason: `placed in ${placed.placement.location}/${placed.placement.serverType} in project ${placed.project} after ${n} refused placement${n === 1 ? '' : 's'}`,
-    operationId: at.operationId,
-  });
+  const where = `${placed.placement.location}/${placed.placement.serverType} in project ${placed.project}`;
+  await recordPlacementEvent(deps, at, `placed in ${where} after ${n} refused placement${n === 1 ? '' : 's'}`);
 }
 
 /** A provision's guarded calls: the audit events go on its instance (the operation id, when known, on the event). */
