@@ -19,7 +19,7 @@
  * machine the load of others moves every figure, and a bare series measured a minute before
  * tailfleet's would compare two different machines. Each figure is the best of its rounds.
  *
- *   npx tsx bench/latency.bench.ts [-- --seconds 2.5 --rounds 2]
+ *   npx tsx bench/latency.bench.ts [-- --seconds 2.5 --rounds 3]
  */
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -253,7 +253,7 @@ async function startDurable(databaseUrl: string, poolSize: number): Promise<{ ta
 
 export async function runLatencyBench(opts: { seconds?: number; rounds?: number } = {}): Promise<LatencyResult> {
   const seconds = opts.seconds ?? 2.5;
-  const rounds = Math.max(1, Math.round(opts.rounds ?? 2));
+  const rounds = Math.max(1, Math.round(opts.rounds ?? 3));
   const ms = seconds * 1000;
   const bare = await startBare();
   let ours: Awaited<ReturnType<typeof startTailfleet>> | undefined;
@@ -337,7 +337,7 @@ export async function runLatencyBench(opts: { seconds?: number; rounds?: number 
 }
 
 if (require.main === module) {
-  runLatencyBench({ seconds: numberArg('seconds', 2.5), rounds: numberArg('rounds', 2) })
+  runLatencyBench({ seconds: numberArg('seconds', 2.5), rounds: numberArg('rounds', 3) })
     .then((r) => {
       console.log(table(r.rows));
       const { rows: _rows, ...data } = r;
