@@ -1,5 +1,3 @@
-import type { DataSource } from 'typeorm';
-
 /**
  * A live lease: not released and not yet expired. The predicate, over `agent_leases` rows aliased
  * `l`, with the moment to judge at as `$now`-style placeholder `:now` replaced by the caller's
@@ -10,15 +8,6 @@ export const LIVE_LEASE_PREDICATE = (now: string) => `l."released_at" IS NULL AN
 
 export const LIVE_LEASE_EXISTS = (now: string, agent = 'a."id"') =>
   `EXISTS (SELECT 1 FROM "agent_leases" l WHERE l."agent_id" = ${agent} AND ${LIVE_LEASE_PREDICATE(now)})`;
-
-/** Whether the agent has a live lease at `at` (default: the database's now()). */
-export async function hasLiveLease(dataSource: DataSource, agentId: string, at?: Date): Promise<boolean> {
-  const rows = (await dataSource.query(
-    `SELECT ${LIVE_LEASE_EXISTS('COALESCE($2::timestamptz, now())', '$1::uuid')} AS "live"`,
-    [agentId, at ?? null],
-  )) as Array<{ live: boolean }>;
-  return rows[0]?.live === true;
-}
 
 /**
  * When a lease last counted as activity: its end (released, or expired) — for a live lease a moment
