@@ -16,7 +16,8 @@ import type { ShutdownStep } from './composition/shutdown-step';
 import { settlesWithin } from './lib/time';
 import { createWorkerRole } from './composition/worker-role';
 import type { Config } from './config';
-import { runMigrations, warmAgentCommands, type Repositories } from './db';
+import { warmAgentCommands, type Repositories } from './db';
+import { openDatabase } from './composition/database';
 import type { CloudCredentialHealth } from './clients/observers';
 import type { Logger } from './lib/logger';
 import type { Metrics } from './lib/metrics';
@@ -132,11 +133,7 @@ export function createTailfleet(config: Config, overrides: TailfleetOverrides = 
   async function start(): Promise<void> {
     if (started) throw new Error('tailfleet already started');
     started = true;
-    await dataSource.initialize();
-    if (overrides.migrate !== false) {
-      const { applied } = await runMigrations(dataSource);
-      if (applied.length > 0) logger.info({ applied }, 'Database migrations applied');
-    }
+    await openDatabase(dataSource, { migrate: overrides.migrate !== false, logger, waitMs: overrides.databaseStartupWaitMs });
     // Not fatal: unsealed rows keep working, and the next start tries again.
     await sealWebhookSecrets(config, core.webhooks, logger).catch((err: unknown) => logger.error({ err }, 'Could not encrypt the webhook secrets'));
     if (infra.apiConnections > 0) {

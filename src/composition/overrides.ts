@@ -16,6 +16,8 @@ export interface TailfleetOverrides {
   rollbackListener?: boolean;
   /** Apply pending migrations at start (default true). */
   migrate?: boolean;
+  /** How long start() waits for an unreachable PostgreSQL (default DATABASE_STARTUP_WAIT_MS, 60 s). */
+  databaseStartupWaitMs?: number;
   /** The policy loop's clock (tests move it across a threshold instead of waiting for it). */
   policyClock?: () => Date;
   /** Run the pool policy's passes in the background (default true; false: only runOnce() runs one). */

@@ -130,6 +130,8 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
   let receiver: Server | undefined;
   const receivedWebhooks: ReceivedWebhook[] = [];
   let passed = false;
+  // The run's timeline, printed when it fails before its summary.
+  let timeline: string[] = [];
   // Ends the test's background loops and waiters in `after`, also when the test failed half-way.
   let stopBackground = () => undefined as void;
 
@@ -215,6 +217,7 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
     // Children first, whatever happened: no worker or Redis may outlive the suite.
     await Promise.allSettled(workers.map((w) => w.stop()));
     if (!passed) {
+      console.log(`      --- timeline ---\n      ${timeline.join('\n      ')}`);
       for (const w of workers) console.log(`      --- last output of ${w.name} ---\n${w.lastOutput(15)}`);
     }
     await api?.stop().catch(() => undefined);
@@ -248,6 +251,7 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
       acpiIgnoring: new Set(),
       revokedKeys: new Set(),
     };
+    timeline = stats.events;
     const note = (what: string) => stats.events.push(`${((Date.now() - started) / 1000).toFixed(1)}s ${what}`);
 
     // ---- HTTP client of the API, retrying 503s (Redis or PostgreSQL away) once the API is ready again.
@@ -420,7 +424,10 @@ describe('chaos: a fleet of agents through crashes, restarts and cloud faults', 
         timeoutMs: ARMED_DEADLINE_MS + 60_000,
         intervalMs: 100,
       }).catch(() => undefined);
-      expect(mine.filter((t) => t.state !== 'done').map((t) => `${t.name} (${t.state})`), `${phase} faults that never fired`).to.deep.equal([]);
+      expect(
+        mine.filter((t) => t.state !== 'done').map((t) => `${t.name} (${t.state})`),
+        `${phase} faults that never fired (errors in the triggers: ${failures.map((e) => e.message).join(' | ') || 'none'})`,
+      ).to.deep.equal([]);
     };
     const triggerRuns: Promise<unknown>[] = [];
     let revokedDone = 0;

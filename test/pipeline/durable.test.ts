@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import pino from 'pino';
 import type { Tailfleet } from '../../src/server';
 import { RECONCILE_SCHEDULER_ID } from '../../src/processors/reconcile.processor';
 import { startTcpProxy } from '../helpers/tcp-proxy';
@@ -169,6 +170,62 @@ describe('pipeline: durable operations', function () {
       suite.sim.control.setTimings({ enrollDelayMs: 20 });
       await proxy.cut().catch(() => undefined);
     }
+  });
+
+  describe('a process that starts while PostgreSQL cannot be reached', () => {
+    /** A proxied database URL whose proxy is cut, and the warnings of a logger to watch the wait. */
+    const unreachable = async () => {
+      const url = new URL(suite.db.url);
+      const proxy = await startTcpProxy({ host: url.hostname, port: Number(url.port || 5432) });
+      url.host = `127.0.0.1:${proxy.port}`;
+      await proxy.cut();
+      const warnings: string[] = [];
+      const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
+      const waits = () => warnings.filter((l) => l.includes('PostgreSQL cannot be reached yet')).length;
+      return { proxy, databaseUrl: url.toString(), logger, waits };
+    };
+
+    it('waits for it, and starts once it answers', async () => {
+      const { proxy, databaseUrl, logger, waits } = await unreachable();
+      try {
+        let started = false;
+        const starting = suite.launch({ env: { ROLE: 'worker', ...relayFast, DATABASE_URL: databaseUrl }, overrides: { logger } }).then((tf) => {
+          started = true;
+          workers.push(tf);
+          return tf;
+        });
+        await waitFor('the worker to find PostgreSQL unreachable twice', async () => waits() >= 2);
+        expect(started, 'started without its database').to.equal(false);
+        await proxy.restore();
+        const worker = await starting;
+        // It works: an accepted stop reaches it and is carried out.
+        expect(await worker.dataSource.query('SELECT 1 AS ok')).to.deep.equal([{ ok: 1 }]);
+        const created = await api.post('/v1/agents', { name: 'late-database' });
+        const done = await finished(created.body.operation.id);
+        expect(done.status, done.error).to.equal('succeeded');
+      } finally {
+        await Promise.all(workers.map((w) => w.stop()));
+        workers = [];
+        await proxy.cut().catch(() => undefined);
+      }
+    });
+
+    it('gives up with the database error once its wait is over', async () => {
+      const { proxy, databaseUrl, logger, waits } = await unreachable();
+      try {
+        const failure = await suite
+          .launch({ env: { ROLE: 'worker', DATABASE_URL: databaseUrl }, overrides: { logger, databaseStartupWaitMs: 500 } })
+          .then(
+            () => undefined,
+            (err: Error) => err,
+          );
+        expect(failure, 'start did not fail').to.be.instanceOf(Error);
+        expect(String(failure!.message)).to.match(/ECONNREFUSED|connect/i);
+        expect(waits()).to.be.at.least(1);
+      } finally {
+        await proxy.cut().catch(() => undefined);
+      }
+    });
   });
 
   it('a job BullMQ fails for stalling (its worker died) is delivered again, not failed', async () => {
