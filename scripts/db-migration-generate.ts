@@ -2,7 +2,7 @@
 // only the committed migrations applied, so the state of a developer's own database never leaks in.
 // Usage: npm run db:migration:generate -- <name-in-kebab-case>
 import 'reflect-metadata';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createDatabase, dropDatabase, scratchDatabaseName } from '../src/db/admin';
 import { createDataSource } from '../src/db/data-source';
@@ -65,15 +65,7 @@ async function main(): Promise<void> {
     const file = `${timestamp}-${name}`;
     writeFileSync(join(MIGRATIONS_DIR, `${file}.ts`), render(className, up, down));
 
-    const indexPath = join(MIGRATIONS_DIR, 'index.ts');
-    const index = readFileSync(indexPath, 'utf8')
-      .replace(/^(import type .*\n)/m, `$1import { ${className} } from './${file}';\n`)
-      .replace(/(migrations: Array<new \(\) => MigrationInterface> = \[)([^\]]*)\]/, (_m, head: string, list: string) => {
-        const items = list.split(',').map((s) => s.trim()).filter(Boolean);
-        return `${head}${[...items, className].join(', ')}]`;
-      });
-    writeFileSync(indexPath, index);
-    console.log(`wrote src/migrations/${file}.ts (${up.length} statements) and registered ${className}`);
+    console.log(`wrote src/migrations/${file}.ts (${up.length} statements); src/migrations/index.ts loads it by its name`);
   } finally {
     await dataSource.destroy().catch(() => undefined);
     await dropDatabase(adminUrl, database);

@@ -1,3 +1,5 @@
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
 import { expect } from 'chai';
 import { createDatabase, dropDatabase, scratchDatabaseName } from '../../src/db/admin';
 import { createDataSource } from '../../src/db/data-source';
@@ -50,6 +52,14 @@ describe('db: migrations', () => {
     expect(enumsOf.instance_status).to.include.members(['pending', 'running', 'stopping', 'hibernated', 'destroyed']);
     const applied: Array<{ name: string }> = await db.dataSource.query(`SELECT name FROM migrations ORDER BY id`);
     expect(applied.map((m) => m.name)).to.deep.equal(migrations.map((m) => new m().name));
+  });
+
+  it('are every file of src/migrations, oldest first, each one class named after its timestamp', () => {
+    const files = readdirSync(path.join(__dirname, '../../src/migrations')).filter((f) => f !== 'index.ts');
+    expect(files.length).to.be.greaterThan(15);
+    expect(migrations.map((m) => m.name)).to.have.length(files.length);
+    const stamps = files.map((f) => f.slice(0, 13)).sort();
+    expect(migrations.map((m) => m.name.slice(-13))).to.deep.equal(stamps);
   });
 
   it('leave nothing for TypeORM to change: entities and migrations agree (drift check)', async () => {

@@ -1,4 +1,5 @@
 import { gzipSync } from 'node:zlib';
+import { AGENT_COMMAND_TYPES } from '../../src/operations/types';
 import type { Prng } from './prng';
 
 /**
@@ -1040,7 +1041,7 @@ export class RequestFactory {
     const agent = this.realAgent();
     const target = () =>
       r.pick([
-        `/console/agents/${agent}/${r.pick(['stop', 'start', 'reboot', 'hibernate', 'wake', 'destroy'])}`,
+        `/console/agents/${agent}/${r.pick(AGENT_COMMAND_TYPES)}`,
         `/console/findings/${r.pick([...this.ctx.openFindingIds, r.uuid()])}/resolve`,
         '/console/tokens',
         `/console/tokens/${r.pick([...this.ctx.tokenIds, r.uuid()])}/revoke`,

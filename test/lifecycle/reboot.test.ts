@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { StateConflictError } from '../../src/errors';
 import { transition } from '../../src/db/transitions';
-import { markRunning, startApiHarness, type ApiHarness } from '../api/harness';
+import { BOARD, markRunning, startApiHarness, type ApiHarness } from '../api/harness';
 import { reboot } from '../../src/operations/types/reboot';
 import { RebootWorkflow } from '../../src/workflows/reboot.workflow';
 import { cloud, expectRejection, FAST_TIMINGS, newOperation, provisionedAgent, rows, transitionsOf, useLifecycleHarness, type AgentFixture } from '../helpers/lifecycle';
@@ -116,5 +116,9 @@ describe('api: POST /v1/agents/:id/reboot', function () {
     const spec = await h.api.request('GET', '/v1/openapi.json');
     expect(spec.status, spec.text).to.equal(200);
     expect(spec.body.paths['/v1/agents/{id}/reboot'].post.responses['409'].description).to.contain(reboot.command.refusal);
+    // Its own queue, shown in Bull Board beside the others.
+    const auth = { authorization: `Basic ${Buffer.from(`${BOARD.user}:${BOARD.password}`).toString('base64')}` };
+    const board = await h.api.request('GET', '/admin/queues/api/queues', { token: null, headers: auth });
+    expect((board.body.queues as { name: string }[]).map((q) => q.name)).to.include('reboot');
   });
 });

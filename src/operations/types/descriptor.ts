@@ -13,8 +13,11 @@ import type { OperationContext, Workflows } from '../../workflows';
  * Descriptors import values from nothing but zod, so the entities, the transition table and the CLI
  * can read the registry without loading the workflows: a descriptor names its workflow call against
  * the type of the workflows object, which the worker role builds once (createWorkflows in
- * src/workflows/index.ts). Each module writes `{ … } satisfies OperationDescriptor<kind>`, which keeps
- * its literal shape for the registry's derived types.
+ * src/workflows/index.ts). A type with a workflow class of its own loads that module on its first
+ * delivery and hands it to `workflows.own(…)`, which builds it once (src/operations/types/reboot.ts):
+ * adding such a type touches no shared list but the registry. Each module writes
+ * `{ … } satisfies OperationDescriptor<kind>`, which keeps its literal shape for the registry's
+ * derived types.
  */
 
 /** The shape of the ids a type's job carries (payloads are ids only; see src/queues/queues.ts). */

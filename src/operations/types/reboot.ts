@@ -1,5 +1,10 @@
 import { noArgs, type OperationDescriptor } from './descriptor';
 
+/** Its workflow, loaded on the first delivery: descriptors load no workflow code (see ./descriptor.ts). */
+const workflow = () =>
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  (require('../../workflows/reboot.workflow') as typeof import('../../workflows/reboot.workflow')).RebootWorkflow;
+
 /**
  * Restarts the agent's machine in place: the ACPI reboot signal, then a reset (power cut and back
  * on, through the ownership guard) when the tailnet device has not dropped off and come back within
@@ -23,5 +28,5 @@ export const reboot = {
   },
   // The graceful attempt, the reset and the device's return.
   stuck: { statuses: { rebooting: (t) => t.shutdownTimeoutMs + 2 * t.actionTimeoutMs + t.enrollmentTimeoutMs + t.marginMs }, failedForGood: 'repair' },
-  run: (w, job, r, op) => w.reboot.reboot(job.data.agentId, op, r),
+  run: (w, job, r, op) => w.own(workflow).reboot(job.data.agentId, op, r),
 } satisfies OperationDescriptor<'agent'>;
