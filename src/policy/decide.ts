@@ -28,6 +28,26 @@ export interface PolicyAgent {
   poolStandby?: boolean;
   /** An operation of it is queued or running: someone's request goes first. */
   operationPending: boolean;
+  /**
+   * The policies' own requests (by `system`) for it that failed since the last one that succeeded:
+   * how many, and when the last one ended. None: null or absent.
+   */
+  policyFailures?: { count: number; lastAt: Date } | null;
+}
+
+/**
+ * After a policy's request failed, the policies leave the agent alone for a while before asking
+ * again, doubling each time: an agent whose destroy keeps failing (a cloud refusing, a credential
+ * revoked) is not asked every pass, each time spending cloud requests and writing a failed
+ * operation. The failures are in the operation list, each with its error and webhook.
+ */
+export const POLICY_RETRY_BACKOFF = { firstMs: 60_000, maxMs: 3_600_000 };
+
+/** When a policy may act on the agent again after its failures; null: at once. */
+export function policyRetryAt(failures: PolicyAgent['policyFailures']): Date | null {
+  if (!failures || failures.count <= 0) return null;
+  const wait = Math.min(POLICY_RETRY_BACKOFF.maxMs, POLICY_RETRY_BACKOFF.firstMs * 2 ** Math.min(failures.count - 1, 30));
+  return new Date(failures.lastAt.getTime() + wait);
 }
 
 export interface PolicySettings {
@@ -87,8 +107,11 @@ export function decide(agent: PolicyAgent, now: Date, settings: PolicySettings):
   if (expiresAt && now.getTime() >= expiresAt.getTime() - settings.expiryWarningMs && agent.expiryWarnedFor?.getTime() !== expiresAt.getTime()) {
     out.push({ kind: 'warn', agentId: agent.id, expiresAt });
   }
-  // A lease holds off every action; a pending operation goes first (the next pass looks again).
+  // A lease holds off every action; a pending operation goes first (the next pass looks again); so
+  // does the backoff after a policy's request for it failed.
   if (agent.leased || agent.operationPending) return out;
+  const retryAt = policyRetryAt(agent.policyFailures);
+  if (retryAt && now.getTime() < retryAt.getTime()) return out;
 
   if (expiresAt && now.getTime() >= expiresAt.getTime()) {
     out.push({ kind: 'act', agentId: agent.id, action: 'destroy', cause: 'expired', reason: `expired at ${expiresAt.toISOString()}`, dueAt: expiresAt });

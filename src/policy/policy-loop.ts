@@ -53,6 +53,8 @@ SELECT a."id", a."status"::text AS "status", a."spec"->'idle' AS "idle", ${ms('a
   ${ms('a."last_activity_at"')} AS "reported_at", a."last_activity_kind" AS "reported_kind",
   ${ms('l."lease_end"')} AS "lease_end", COALESCE(l."leased", false) AS "leased",
   ${ms('o."command_at"')} AS "command_at", COALESCE(o."pending", false) AS "operation_pending",
+  (SELECT count(*) FROM unnest(o."policy_failed") f WHERE f > COALESCE(o."policy_ok_at", '-infinity'))::int AS "policy_failures",
+  ${ms('(SELECT max(f) FROM unnest(o."policy_failed") f)')} AS "policy_failed_at",
   a."pool_role" IS NOT DISTINCT FROM 'standby' AS "pool_standby"
 FROM "agents" a
 LEFT JOIN LATERAL (
@@ -66,7 +68,9 @@ LEFT JOIN LATERAL (
 ) l ON true
 LEFT JOIN LATERAL (
   SELECT max(o."requested_at") FILTER (WHERE o."requested_by" <> '${SYSTEM_ACTOR}') AS "command_at",
-    bool_or(o."status"::text IN ('queued', 'running')) AS "pending"
+    bool_or(o."status"::text IN ('queued', 'running')) AS "pending",
+    max(o."finished_at") FILTER (WHERE o."requested_by" = '${SYSTEM_ACTOR}' AND o."status"::text = 'succeeded') AS "policy_ok_at",
+    array_agg(o."finished_at") FILTER (WHERE o."requested_by" = '${SYSTEM_ACTOR}' AND o."status"::text = 'failed') AS "policy_failed"
   FROM "operations" o WHERE o."agent_id" = a."id"
 ) o ON true
 WHERE a."status" <> 'destroyed'
@@ -88,6 +92,7 @@ export function policyAgentOf(row: Record<string, unknown>): PolicyAgent {
     leased: row.leased === true,
     operationPending: row.operation_pending === true,
     poolStandby: row.pool_standby === true,
+    policyFailures: Number(row.policy_failures ?? 0) > 0 ? { count: Number(row.policy_failures), lastAt: date(row.policy_failed_at)! } : null,
   };
 }
 

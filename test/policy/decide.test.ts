@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { loadConfig } from '../../src/config';
-import { decide, type PolicyAgent, type PolicySettings } from '../../src/policy/decide';
+import { decide, policyRetryAt, type PolicyAgent, type PolicySettings } from '../../src/policy/decide';
 import { idleLadderSchema } from '../../src/policy/idle-ladder';
 import { problemsOf, validEnv } from '../helpers/config';
 
@@ -73,6 +73,21 @@ describe('policy: decisions', () => {
     expect(expired[0]).to.include({ kind: 'act', action: 'destroy', cause: 'expired', reason: 'expired at 2030-01-01T01:00:00.000Z' });
     expect(acts({ ...expiring, leased: true }, 99_999)).to.deep.equal([]);
     expect(acts(agent({ expiresAt: at(100) }), 90_000)).to.deep.equal(['destroy']);
+  });
+
+  it('backs off after its own requests failed: a minute, doubling, at most an hour; warnings go on', () => {
+    const expired = agent({ idle: null, expiresAt: at(100) });
+    const failing = (count: number, lastAt: number) => ({ ...expired, policyFailures: { count, lastAt: at(lastAt) } });
+    expect(acts(failing(1, 1000), 1059)).to.deep.equal([]);
+    expect(acts(failing(1, 1000), 1060)).to.deep.equal(['destroy']);
+    expect(acts(failing(3, 1000), 1239)).to.deep.equal([]);
+    expect(acts(failing(3, 1000), 1240)).to.deep.equal(['destroy']);
+    expect(acts(failing(40, 1000), 4599)).to.deep.equal([]);
+    expect(acts(failing(40, 1000), 4600)).to.deep.equal(['destroy']);
+    expect(policyRetryAt(null)).to.equal(null);
+    // The expiry warning is not held back.
+    const warned = decide({ ...failing(1, 1000), expiresAt: at(1200) }, at(1010), settings);
+    expect(warned.map((d) => d.kind)).to.deep.equal(['warn']);
   });
 
   it('hibernates a paused agent without a ladder after AUTO_HIBERNATE_AFTER_HOURS', () => {

@@ -278,6 +278,42 @@ describe('policy: activity, leases, the idle ladder and expiry', function () {
     expect(lease.status).to.equal(201);
   });
 
+  it('leaves an agent alone for a while after its policy request failed, longer after each failure', async () => {
+    const a = await provisioned('undeletable', { ttlSeconds: 120 });
+    const destroysAt = async (skew: number) => {
+      skewMs = skew;
+      return (await pass()).requested.filter((r) => r.agentId === a);
+    };
+    /** Runs the requested destroy to its failure, then dates the failure at the loop's clock. */
+    const failed = async (requested: Array<{ operationId: string }>) => {
+      expect(requested).to.have.length(1);
+      const ended = await operationEnded(api, requested[0]!.operationId);
+      expect(ended.operation.status).to.equal('failed');
+      await suite.db.dataSource.query(`UPDATE operations SET finished_at = now() + make_interval(secs => $2) WHERE id = $1`, [
+        requested[0]!.operationId,
+        skewMs / 1000,
+      ]);
+    };
+    // The project refuses every server delete: each expiry destroy fails for good.
+    suite.sim.control.setFaults([{ method: 'DELETE', route: '/hetzner/v1/servers/{id}', status: 403, code: 'forbidden', message: 'not allowed' }]);
+    try {
+      await failed(await destroysAt(200_000));
+      expect(await destroysAt(230_000), 'asked again within a minute').to.deep.equal([]);
+      await failed(await destroysAt(262_000));
+      expect(await destroysAt(362_000), 'asked again within two minutes of the second failure').to.deep.equal([]);
+      await failed(await destroysAt(387_000));
+      expect(await destroysAt(507_000), 'asked again within four minutes of the third failure').to.deep.equal([]);
+    } finally {
+      suite.sim.control.clearFaults();
+    }
+    // Once the cloud lets it, the request after the backoff destroys the agent.
+    const done = await destroysAt(628_000);
+    expect(done.map((r) => r.action)).to.deep.equal(['destroy']);
+    expect((await operationEnded(api, done[0]!.operationId)).operation.status).to.equal('succeeded');
+    const failures = (await policyOps(a)).filter((o) => o.status === 'failed');
+    expect(failures).to.have.length(3);
+  });
+
   it('caps every agent at MAX_AGENT_LIFETIME_HOURS: the default expiry, and a longer one refused (create and extend)', async () => {
     const tooLong = await api.post('/v1/agents', { name: 'forever', ttlSeconds: 25 * 3600 });
     expect(tooLong.status).to.equal(422);
