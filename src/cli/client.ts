@@ -1,3 +1,5 @@
+import { jsonOf } from '../lib/json';
+
 /**
  * The CLI's view of the HTTP API: one request path over the global fetch, every failure turned into
  * an error that knows how to say itself in one line.
@@ -91,12 +93,8 @@ export class TailfleetClient {
       throw new CliError(`error: cannot reach ${this.baseUrl}: ${why}`);
     }
     const text = await res.text();
-    let body: unknown = undefined;
-    try {
-      body = text ? JSON.parse(text) : undefined;
-    } catch {
-      // Not JSON (a proxy's error page, say): described from the text below.
-    }
+    // Not JSON (a proxy's error page, say): described from the text below.
+    const body = jsonOf(text);
     if (res.status >= 400) {
       const problem = body && typeof body === 'object' ? (body as Problem) : null;
       throw new ApiError(res.status, problem, text);
