@@ -5,6 +5,12 @@ import { jsonOf } from '../lib/json';
  * an error that knows how to say itself in one line.
  */
 
+export interface RequestOptions {
+  body?: unknown;
+  headers?: Record<string, string>;
+  timeoutMs?: number;
+}
+
 export interface Problem {
   type?: string;
   title?: string;
@@ -76,7 +82,7 @@ export class TailfleetClient {
     return this.baseUrl;
   }
 
-  async request<T = any>(method: string, path: string, opts: { body?: unknown; headers?: Record<string, string>; timeoutMs?: number } = {}): Promise<ApiResponse<T>> {
+  async request<T = any>(method: string, path: string, opts: RequestOptions = {}): Promise<ApiResponse<T>> {
     const headers: Record<string, string> = { accept: 'application/json', authorization: `Bearer ${this.token}`, ...opts.headers };
     if (opts.body !== undefined) headers['content-type'] = 'application/json';
     let res: Response;
