@@ -270,32 +270,32 @@ const agentReport = {
   '415': problem('The body is not JSON.'),
 };
 
-registerRoute({
-  method: 'post',
-  path: '/v1/agents/{id}/heartbeat',
+/** A report of the agent's machine (POST /v1/agents/{id}/<what>): it answers the activity recorded. */
+const agentReportRoute = (what: string, route: Pick<ApiRoute, 'operationId' | 'summary' | 'description' | 'body'>) =>
+  registerRoute({
+    method: 'post',
+    path: `/v1/agents/{id}/${what}`,
+    ...route,
+    tag: 'agents',
+    auth: 'agent',
+    params: { id: 'Agent id.' },
+    responses: { '200': json('Recorded.', activityAnswerSchema), ...agentReport },
+  });
+
+agentReportRoute('heartbeat', {
   operationId: 'agentHeartbeat',
   summary: "The agent's machine reports its activity (every minute, from its reporter)",
   description:
     "Takes the agent's own credential (scope agent, made at provision) or an operate token. Busy, or with a session, the " +
     'heartbeat is activity: the idle ladder counts from it.',
-  tag: 'agents',
-  auth: 'agent',
-  params: { id: 'Agent id.' },
   body: heartbeatBody,
-  responses: { '200': json('Recorded.', activityAnswerSchema), ...agentReport },
 });
 
-registerRoute({
-  method: 'post',
-  path: '/v1/agents/{id}/bootstrap',
+agentReportRoute('bootstrap', {
   operationId: 'agentBootstrap',
   summary: "The agent's machine reports how its own cloud-init ended",
   description: "Takes the agent's own credential or an operate token. `done` makes a joined agent `ready`.",
-  tag: 'agents',
-  auth: 'agent',
-  params: { id: 'Agent id.' },
   body: bootstrapBody,
-  responses: { '200': json('Recorded.', activityAnswerSchema), ...agentReport },
 });
 
 registerRoute({
@@ -462,9 +462,22 @@ registerRoute({
 });
 
 // ---------------------------------------------------------------------------------------------
-// Tokens
+// Admin-only collections: tokens here, webhooks with the events below
 
-registerRoute({
+/** A route of an admin-only collection: its tag, and the admin scope. */
+const adminRoute = (tag: 'tokens' | 'webhooks') => (route: Omit<ApiRoute, 'tag' | 'auth'>) => registerRoute({ ...route, tag, auth: 'admin' });
+const tokenRoute = adminRoute('tokens');
+const webhookRoute = adminRoute('webhooks');
+
+/** A route on one subscription, by its id: a malformed id is a 400 (unless the route says more), an unknown one a 404. */
+const subscriptionRoute = (route: Omit<ApiRoute, 'tag' | 'auth' | 'params'>) =>
+  webhookRoute({
+    ...route,
+    params: { id: 'Subscription id.' },
+    responses: { '400': problem('The id is not a UUID.'), ...route.responses, '404': problem('Unknown subscription.') },
+  });
+
+tokenRoute({
   method: 'post',
   path: '/v1/tokens',
   operationId: 'createToken',
@@ -473,8 +486,6 @@ registerRoute({
     'The secret (`tf_` + 43 characters) is stored only as its SHA-256, so it cannot be shown again: ' +
     'keep it from this answer. Names are unique among tokens that are not revoked; `bootstrap` is ' +
     'reserved for API_TOKEN.',
-  tag: 'tokens',
-  auth: 'admin',
   body: createTokenBody,
   responses: {
     '201': json('The token, with its secret.', tokenCreatedSchema),
@@ -485,13 +496,11 @@ registerRoute({
   },
 });
 
-registerRoute({
+tokenRoute({
   method: 'get',
   path: '/v1/tokens',
   operationId: 'listTokens',
   summary: 'List API tokens (never their secrets or hashes), newest first',
-  tag: 'tokens',
-  auth: 'admin',
   query: listTokensQuery,
   responses: {
     '200': json('The tokens.', tokenListSchema),
@@ -499,13 +508,11 @@ registerRoute({
   },
 });
 
-registerRoute({
+tokenRoute({
   method: 'delete',
   path: '/v1/tokens/{id}',
   operationId: 'revokeToken',
   summary: 'Revoke a token: the next request that carries it gets a 401',
-  tag: 'tokens',
-  auth: 'admin',
   params: { id: 'Token id.' },
   responses: {
     '204': { description: 'Revoked (or already revoked).' },
@@ -600,7 +607,7 @@ registerRoute({
   },
 });
 
-registerRoute({
+webhookRoute({
   method: 'post',
   path: '/v1/webhooks',
   operationId: 'createWebhook',
@@ -611,8 +618,6 @@ registerRoute({
     'and retried with exponential backoff for more than a day until the receiver answers 2xx within 10 s. ' +
     'URLs that resolve to loopback, private or link-local addresses are refused unless the deployment sets ' +
     'WEBHOOK_ALLOW_PRIVATE_URLS=true.',
-  tag: 'webhooks',
-  auth: 'admin',
   body: createWebhookBody,
   responses: {
     '201': json('The subscription, with its secret.', webhookCreatedSchema, {
@@ -623,59 +628,39 @@ registerRoute({
   },
 });
 
-registerRoute({
+webhookRoute({
   method: 'get',
   path: '/v1/webhooks',
   operationId: 'listWebhooks',
   summary: 'List webhook subscriptions (never their secrets), newest first',
-  tag: 'webhooks',
-  auth: 'admin',
   responses: { '200': json('The subscriptions.', webhookListSchema) },
 });
 
-registerRoute({
+subscriptionRoute({
   method: 'get',
   path: '/v1/webhooks/{id}',
   operationId: 'getWebhook',
   summary: 'A webhook subscription',
-  tag: 'webhooks',
-  auth: 'admin',
-  params: { id: 'Subscription id.' },
-  responses: {
-    '200': json('The subscription.', webhookSchema),
-    '400': problem('The id is not a UUID.'),
-    '404': problem('Unknown subscription.'),
-  },
+  responses: { '200': json('The subscription.', webhookSchema) },
 });
 
-registerRoute({
+subscriptionRoute({
   method: 'delete',
   path: '/v1/webhooks/{id}',
   operationId: 'deleteWebhook',
   summary: 'Delete a subscription and its deliveries (retries still queued send nothing)',
-  tag: 'webhooks',
-  auth: 'admin',
-  params: { id: 'Subscription id.' },
-  responses: {
-    '204': { description: 'Deleted.' },
-    '400': problem('The id is not a UUID.'),
-    '404': problem('Unknown subscription.'),
-  },
+  responses: { '204': { description: 'Deleted.' } },
 });
 
-registerRoute({
+subscriptionRoute({
   method: 'get',
   path: '/v1/webhooks/{id}/deliveries',
   operationId: 'listWebhookDeliveries',
   summary: "A subscription's deliveries with every attempt's status, duration and error, newest first",
-  tag: 'webhooks',
-  auth: 'admin',
-  params: { id: 'Subscription id.' },
   query: listDeliveriesQuery,
   responses: {
     '200': json('One page of deliveries.', webhookDeliveryPageSchema),
     '400': problem('The id or a query parameter is invalid.'),
-    '404': problem('Unknown subscription.'),
   },
 });
 

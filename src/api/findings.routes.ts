@@ -2,10 +2,10 @@ import express, { type Router } from 'express';
 import { z } from 'zod';
 import { findingFacts, type OwnershipFindingRepository } from '../db/ownership-finding.repository';
 import { OWNED_RESOURCE_TYPES, type OwnershipFinding } from '../entities';
-import { afterIdCursor, nextIdCursor } from '../lib/cursor';
+import { idPage } from '../lib/cursor';
 import { actorOf } from './auth';
 import { json, problem, registerRoute } from './contract';
-import { csvOf, cursorParam, intParam, requestComponents, responseComponents, UUID } from './schemas';
+import { csvOf, cursorParam, intParam, requestComponents, responseComponents } from './schemas';
 import { serve } from './routing';
 import { parse, uuidParam } from './v1.routes';
 
@@ -122,14 +122,7 @@ export function createFindingsRouter(deps: { findings: Pick<OwnershipFindingRepo
   serve(router, {
     listFindings: async (req, res) => {
       const q = parse(listFindingsQuery, req.query, 'query');
-      const limit = q.limit ?? 20;
-      const page = await deps.findings.list({
-        limit,
-        status: q.status,
-        kind: q.kind,
-        after: afterIdCursor(q.cursor, UUID),
-      });
-      res.json({ items: page.items.map(findingView), limit, nextCursor: nextIdCursor(page) });
+      res.json(await idPage(q, (page) => deps.findings.list({ ...page, status: q.status, kind: q.kind }), findingView));
     },
     resolveFinding: async (req, res) => {
       const id = uuidParam(req);

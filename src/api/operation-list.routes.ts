@@ -1,7 +1,7 @@
 import express, { type Router } from 'express';
 import type { OperationList } from '../db/operation-list';
-import { afterIdCursor, nextIdCursor } from '../lib/cursor';
-import { listOperationsQuery, UUID } from './schemas';
+import { idPage } from '../lib/cursor';
+import { listOperationsQuery } from './schemas';
 import { parse } from './v1.routes';
 import { serve } from './routing';
 import { operationView } from './views';
@@ -12,16 +12,8 @@ export function createOperationListRouter(deps: { operationList: Pick<OperationL
   serve(router, {
     listOperations: async (req, res) => {
       const q = parse(listOperationsQuery, req.query, 'query');
-      const limit = q.limit ?? 20;
-      const page = await deps.operationList.list({
-        limit,
-        status: q.status,
-        type: q.type,
-        agentId: q.agentId,
-        since: q.since,
-        after: afterIdCursor(q.cursor, UUID),
-      });
-      res.json({ items: page.items.map(operationView), limit, nextCursor: nextIdCursor(page) });
+      const filters = { status: q.status, type: q.type, agentId: q.agentId, since: q.since };
+      res.json(await idPage(q, (page) => deps.operationList.list({ ...page, ...filters }), operationView));
     },
   });
   return router;

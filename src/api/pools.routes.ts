@@ -1,6 +1,6 @@
 import express, { type Router } from 'express';
 import { z } from 'zod';
-import { AGENT_NAME_MAX_LENGTH, POOL_NAME_MAX_LENGTH, STANDBY_MODES, type Operation, type Pool } from '../entities';
+import { POOL_NAME_MAX_LENGTH, STANDBY_MODES, type Operation, type Pool } from '../entities';
 import type { ConcurrencyLimit } from '../events/concurrency-limit';
 import { FINAL_OPERATION_STATUSES, type OperationWaiter } from '../events/operation-waiter';
 import type { PoolCounts } from '../pools/pool.repository';
@@ -10,7 +10,7 @@ import { admit } from './admission';
 import { actorOf } from './auth';
 import { idempotencyKeyHeader, json, problem, registerRoute } from './contract';
 import { serve } from './routing';
-import { agentSchema, agentSpecSchema, createAgentBody, jobRefSchema, labelsSchema, linksSchema, operationSchema, requestComponents, responseComponents } from './schemas';
+import { agentName, agentSchema, agentSpecSchema, boundedString, createAgentBody, jobRefSchema, labelsSchema, linksSchema, operationSchema, requestComponents, responseComponents } from './schemas';
 import { idempotencyKey, invalid, parse } from './v1.routes';
 import { agentSpecView, agentView, links, operationView, viewerOf, type Viewer } from './views';
 import { getOperationQuery } from './webhook.schemas';
@@ -25,10 +25,7 @@ export const MAX_POOL_SIZE = 100;
 const MAX_SCHEDULES = 20;
 const MAX_LEASE_SECONDS = 30 * 24 * 3600;
 
-const poolName = z
-  .string()
-  .min(1, 'must not be empty')
-  .max(POOL_NAME_MAX_LENGTH, `must be at most ${POOL_NAME_MAX_LENGTH} characters`)
+const poolName = boundedString(POOL_NAME_MAX_LENGTH)
   .regex(POOL_NAME, 'must be a DNS label: lower-case letters, digits and inner hyphens')
   .meta({ description: 'A DNS label; standbys are named `<pool>-<8 hex digits>`.' });
 
@@ -93,11 +90,7 @@ export const updatePoolBody = z
 requestComponents.add(updatePoolBody, { id: 'UpdatePoolRequest', description: 'Only the fields given change; a new spec applies to standbys made from now on.' });
 
 export const claimPoolBody = z.strictObject({
-  name: z
-    .string()
-    .min(1, 'must not be empty')
-    .max(AGENT_NAME_MAX_LENGTH, `must be at most ${AGENT_NAME_MAX_LENGTH} characters`)
-    .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'must be a DNS label: lower-case letters, digits and inner hyphens')
+  name: agentName
     .meta({ description: "The claimed agent's new name (unique among agents that are not destroyed); omitted, it keeps its standby name." })
     .optional(),
   labels: labelsSchema.optional(),

@@ -52,6 +52,15 @@ export { UUID };
 // ---------------------------------------------------------------------------------------------
 // Building blocks
 
+/** A string of 1 to `max` characters. */
+export const boundedString = (max: number) => z.string().min(1, 'must not be empty').max(max, `must be at most ${max} characters`);
+
+/** An agent's name: a DNS label (its servers and tailnet device are named after it). */
+export const agentName = boundedString(AGENT_NAME_MAX_LENGTH).regex(
+  /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/,
+  'must be a DNS label: lower-case letters, digits and inner hyphens',
+);
+
 const uuid = z.uuid();
 const dateTime = z.iso.datetime({ offset: true });
 const nullableString = z.string().nullable();
@@ -129,10 +138,7 @@ export const labelsSchema = z
     examples: [{ customer: 'acme', tier: 'gold' }],
   });
 
-const userDataSchema = z
-  .string()
-  .min(1, 'must not be empty')
-  .max(USER_DATA_MAX_BYTES, `must be at most ${USER_DATA_MAX_BYTES} characters`)
+const userDataSchema = boundedString(USER_DATA_MAX_BYTES)
   .superRefine((value, ctx) => {
     const problem = userDataProblem(value);
     if (problem) {
@@ -169,12 +175,7 @@ const futureTime = () => isoDateTimeParam().refine((d) => d.getTime() > Date.now
 
 export const createAgentBody = request(
   z.strictObject({
-    name: z
-      .string()
-      .min(1, 'must not be empty')
-      .max(AGENT_NAME_MAX_LENGTH, `must be at most ${AGENT_NAME_MAX_LENGTH} characters`)
-      .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'must be a DNS label: lower-case letters, digits and inner hyphens')
-      .meta({ description: 'A DNS label: lower-case letters, digits and inner hyphens.' }),
+    name: agentName.meta({ description: 'A DNS label: lower-case letters, digits and inner hyphens.' }),
     location: z
       .string()
       .regex(/^[a-z0-9-]{1,32}$/, 'must be a Hetzner location name like fsn1')
@@ -761,10 +762,7 @@ const ttlSeconds = z
 
 export const createLeaseBody = request(
   z.strictObject({
-    holder: z
-      .string()
-      .min(1, 'must not be empty')
-      .max(LEASE_HOLDER_MAX_LENGTH, `must be at most ${LEASE_HOLDER_MAX_LENGTH} characters`)
+    holder: boundedString(LEASE_HOLDER_MAX_LENGTH)
       .regex(/^[\x20-\x7E]+$/, 'must be printable ASCII')
       .meta({ description: 'Who holds it (a CI job, a user): shown in the lease and the audit.' }),
     ttlSeconds: ttlSeconds.meta({ description: 'How long it lives unless renewed or released.' }),

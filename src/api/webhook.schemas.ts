@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { WEBHOOK_DELIVERY_STATUSES, WEBHOOK_EVENT_TYPES } from '../entities';
-import { cursorParam, intParam, requestComponents, responseComponents, UUID } from './schemas';
+import { boundedString, cursorParam, intParam, requestComponents, responseComponents, UUID } from './schemas';
 
 /** Schemas of the waiting, event stream and webhook routes (registered in contract.ts). */
 
@@ -29,10 +29,7 @@ export const eventStreamQuery = z.strictObject({
 export const LAST_EVENT_ID = /^\d{1,18}$/;
 
 export const createWebhookBody = z.strictObject({
-  url: z
-    .string()
-    .min(1, 'must not be empty')
-    .max(2000, 'must be at most 2000 characters')
+  url: boundedString(2000)
     .meta({ description: 'An http(s) URL on a public address: loopback, private and link-local addresses are refused.' }),
   events: z
     .array(z.enum(WEBHOOK_EVENT_TYPES, { error: () => `must be one of ${WEBHOOK_EVENT_TYPES.join(', ')}` }))

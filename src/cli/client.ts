@@ -1,7 +1,15 @@
+import { jsonOf } from '../lib/json';
+
 /**
  * The CLI's view of the HTTP API: one request path over the global fetch, every failure turned into
  * an error that knows how to say itself in one line.
  */
+
+export interface RequestOptions {
+  body?: unknown;
+  headers?: Record<string, string>;
+  timeoutMs?: number;
+}
 
 export interface Problem {
   type?: string;
@@ -74,7 +82,7 @@ export class TailfleetClient {
     return this.baseUrl;
   }
 
-  async request<T = any>(method: string, path: string, opts: { body?: unknown; headers?: Record<string, string>; timeoutMs?: number } = {}): Promise<ApiResponse<T>> {
+  async request<T = any>(method: string, path: string, opts: RequestOptions = {}): Promise<ApiResponse<T>> {
     const headers: Record<string, string> = { accept: 'application/json', authorization: `Bearer ${this.token}`, ...opts.headers };
     if (opts.body !== undefined) headers['content-type'] = 'application/json';
     let res: Response;
@@ -91,12 +99,8 @@ export class TailfleetClient {
       throw new CliError(`error: cannot reach ${this.baseUrl}: ${why}`);
     }
     const text = await res.text();
-    let body: unknown = undefined;
-    try {
-      body = text ? JSON.parse(text) : undefined;
-    } catch {
-      // Not JSON (a proxy's error page, say): described from the text below.
-    }
+    // Not JSON (a proxy's error page, say): described from the text below.
+    const body = jsonOf(text);
     if (res.status >= 400) {
       const problem = body && typeof body === 'object' ? (body as Problem) : null;
       throw new ApiError(res.status, problem, text);

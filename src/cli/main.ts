@@ -2,8 +2,8 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ApiError, CliError, TailfleetClient, type ApiResponse } from './client';
-import { fields, table } from './table';
+import { ApiError, CliError, TailfleetClient, type ApiResponse, type RequestOptions } from './client';
+import { fields, table, type Cell } from './table';
 import { followOperation, type OperationBody } from './wait';
 import { AGENT_COMMAND_TYPES, commandOf } from '../operations/types';
 import { UUID } from '../db/uuid';
@@ -111,6 +111,33 @@ class Context {
     if (!this.json) process.stderr.write(`${text}\n`);
   }
 
+  /** One request, its answer printed: `human` renders its body. */
+  async show<T = Row>(method: string, path: string, human: (body: T) => string, options?: RequestOptions): Promise<void> {
+    const res = await this.client.request<T>(method, path, options);
+    this.print(res, () => human(res.body));
+  }
+
+  /** A request that starts an operation: followed to its end with `wait`, else printed with how to follow it. */
+  async start(method: string, path: string, wait: boolean | undefined, human: (body: Row & { operation: Row }) => string, options?: RequestOptions): Promise<void> {
+    const res = await this.client.request<Row & { operation: OperationBody['operation'] }>(method, path, options);
+    await this.started(res, wait === true, () => human(res.body));
+  }
+
+  /** GET `path`: its items as a table of `headers`, a row each. */
+  showItems(path: string, headers: string[], row: (item: Row) => Cell[]): Promise<void> {
+    return this.show<{ items: Row[] }>('GET', path, (body) => table(headers, body.items.map(row)));
+  }
+
+  /**
+   * A paged listing as a table: one page, or with `all` every page (printed as one); `more` is the
+   * command that continues after the page, named when there is a next one.
+   */
+  async showPages(path: string, params: Params, all: boolean, headers: string[], row: (item: Row) => Cell[], more?: string): Promise<void> {
+    const res = await listPages(this, path, params, all);
+    this.print(res, () => table(headers, res.body.items.map(row)));
+    if (more && res.body.nextCursor) this.note(`more: tailfleet ${more} --cursor ${res.body.nextCursor}`);
+  }
+
   /** After a command that started an operation: follow it when asked, and fail when it failed. */
   async started(res: ApiResponse<{ operation: OperationBody['operation'] }>, wait: boolean, human: () => string): Promise<void> {
     if (!wait) {
@@ -137,9 +164,20 @@ class Context {
   }
 }
 
+/**
+ * A command's action with its Context first: commander calls an action with the command's arguments,
+ * its options and the command itself last.
+ */
+const act =
+  <A extends unknown[]>(run: (ctx: Context, ...args: A) => Promise<void>) =>
+  async (...args: unknown[]): Promise<void> =>
+    run(new Context(args[args.length - 1] as Command), ...(args.slice(0, -1) as A));
+
 type Row = Record<string, any>;
 
-const query = (params: Record<string, string | number | string[] | undefined>) => {
+type Params = Record<string, string | number | string[] | undefined>;
+
+const query = (params: Params) => {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) {
     if (Array.isArray(v)) for (const item of v) q.append(k, item);
@@ -149,8 +187,16 @@ const query = (params: Record<string, string | number | string[] | undefined>) =
   return s ? `?${s}` : '';
 };
 
+/** The paging options of a listing, after its filters. */
+type PageOpts = { limit?: number; cursor?: string; all?: boolean };
+const pageOptions = (c: Command) =>
+  c
+    .option('--limit <n>', 'page size (1–100)', positiveInt('--limit'))
+    .option('--cursor <cursor>', 'continue after a previous page')
+    .option('--all', 'follow every page');
+
 /** Lists a paged collection: one page, or with `all` every page (printed as one). */
-async function listPages(ctx: Context, path: string, params: Record<string, string | number | string[] | undefined>, all: boolean) {
+async function listPages(ctx: Context, path: string, params: Params, all: boolean) {
   const first = await ctx.client.request<{ items: Row[]; nextCursor: string | null }>('GET', path + query(params));
   if (!all) return first;
   const items = [...first.body.items];
@@ -182,9 +228,40 @@ function operationFields(op: Row, job?: Row | null) {
   ]);
 }
 
+/** The header that makes a request safe to repeat, when a key is given. */
+const idempotency = (key: string | undefined): Record<string, string> => (key ? { 'idempotency-key': key } : {});
+
 const accepted = (verb: string, body: { operation: Row }) =>
   `${verb}: operation ${body.operation.id} ${body.operation.status}`;
 
+
+/** What a server is made from, as agents create and pools create/update take it. */
+type ServerSpecOpts = { location?: string; serverType?: string; image?: string; sshKey?: string[]; label?: string[]; userData?: string };
+
+/** The server spec options; `whose` names what they describe in the help (the agent's servers, a pool's standbys). */
+function serverSpecOptions(c: Command, whose: { location: string; image: string; label: string; userData: string }): Command {
+  return c
+    .option('--location <location>', `${whose.location}, e.g. fsn1`)
+    .option('--server-type <type>', 'Hetzner server type, e.g. cx22')
+    .option('--image <image>', whose.image)
+    .option('--ssh-key <key>', 'Hetzner SSH key name or id (repeatable)', collect)
+    .option('--label <key=value>', whose.label, collect)
+    .option('--user-data <data>', whose.userData);
+}
+
+/** The given server spec options as the API's fields (sshKeys, labels, userData read from @file). */
+function serverSpecOf(opts: ServerSpecOpts) {
+  const labels = labelsOf(opts.label);
+  const userData = userDataOf(opts.userData);
+  return {
+    ...(opts.location ? { location: opts.location } : {}),
+    ...(opts.serverType ? { serverType: opts.serverType } : {}),
+    ...(opts.image ? { image: opts.image } : {}),
+    ...(opts.sshKey ? { sshKeys: opts.sshKey } : {}),
+    ...(labels ? { labels } : {}),
+    ...(userData !== undefined ? { userData } : {}),
+  };
+}
 
 /**
  * An agent named on the command line by its id or its name (as hcloud takes either). A name is
@@ -205,43 +282,32 @@ async function agentIdOf(ctx: Context, ref: string): Promise<string> {
 
 const agentPath = async (ctx: Context, ref: string, tail = '') => `/v1/agents/${encodeURIComponent(await agentIdOf(ctx, ref))}${tail}`;
 
-function agentsCommand(program: Command): void {
-  const agents = program.command('agents').description('agent machines');
-
-  agents
-    .command('list')
-    .description('list agents, newest first')
-    .option('--status <statuses>', 'only these statuses (comma-separated)')
-    .option('--name <name>', 'only the agents with this name')
-    .option('--label <key=value>', 'only agents with this label (repeatable: all must match)', collect)
-    .option('--limit <n>', 'page size (1–100)', positiveInt('--limit'))
-    .option('--cursor <cursor>', 'continue after a previous page')
-    .option('--all', 'follow every page')
-    .action(async (opts: { status?: string; name?: string; label?: string[]; limit?: number; cursor?: string; all?: boolean }, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await listPages(
-        ctx,
+function agentsCommands(agents: Command): void {
+  pageOptions(
+    agents
+      .command('list')
+      .description('list agents, newest first')
+      .option('--status <statuses>', 'only these statuses (comma-separated)')
+      .option('--name <name>', 'only the agents with this name')
+      .option('--label <key=value>', 'only agents with this label (repeatable: all must match)', collect),
+  ).action(
+    act((ctx, opts: PageOpts & { status?: string; name?: string; label?: string[] }) =>
+      ctx.showPages(
         '/v1/agents',
         { status: opts.status, name: opts.name, label: opts.label, limit: opts.limit, cursor: opts.cursor },
         opts.all === true,
-      );
-      ctx.print(res, () =>
-        table(
-          ['ID', 'NAME', 'STATUS', 'INSTANCE', 'SERVER IP', 'TAILNET IP', 'CREATED'],
-          res.body.items.map((a) => [a.id, a.name, a.status, a.instance?.status, a.instance?.serverIp, a.instance?.tailscaleIp, a.createdAt]),
-        ),
-      );
-      if (res.body.nextCursor) ctx.note(`more: tailfleet agents list --cursor ${res.body.nextCursor}`);
-    });
+        ['ID', 'NAME', 'STATUS', 'INSTANCE', 'SERVER IP', 'TAILNET IP', 'CREATED'],
+        (a) => [a.id, a.name, a.status, a.instance?.status, a.instance?.serverIp, a.instance?.tailscaleIp, a.createdAt],
+        'agents list',
+      ),
+    ),
+  );
 
   agents
     .command('get <agent>')
     .description('an agent (id or name) with its instance and running operation')
-    .action(async (ref: string, _opts: unknown, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<Row>('GET', await agentPath(ctx, ref));
-      const { agent, instance, operation } = res.body;
-      ctx.print(res, () =>
+    .action(act(async (ctx, ref: string) =>
+      ctx.show('GET', await agentPath(ctx, ref), ({ agent, instance, operation }) =>
         fields([
           ['id', agent.id],
           ['name', agent.name],
@@ -264,98 +330,71 @@ function agentsCommand(program: Command): void {
           ['idle ladder', agent.spec?.idle ? agent.spec.idle.map((s: Row) => `${s.action}@${s.afterSeconds}s`).join(', ') : null],
           ['expires', agent.expiresAt],
         ]),
-      );
-    });
+      ),
+    ));
 
   agents
     .command('extend <agent>')
     .description("move the agent's expiry (id or name): --ttl from now, or --expires-at")
     .option('--ttl <duration>', 'expire this long from now, e.g. 2h', durationOf('--ttl'))
     .option('--expires-at <time>', 'expire at this ISO 8601 time')
-    .action(async (ref: string, opts: { ttl?: number; expiresAt?: string }, cmd: Command) => {
-      const ctx = new Context(cmd);
+    .action(act(async (ctx, ref: string, opts: { ttl?: number; expiresAt?: string }) => {
       if ((opts.ttl === undefined) === (opts.expiresAt === undefined)) throw new CliError('error: give --ttl or --expires-at (one of them)', 2);
-      const res = await ctx.client.request<Row>('POST', await agentPath(ctx, ref, '/extend'), {
-        body: opts.ttl !== undefined ? { ttlSeconds: opts.ttl } : { expiresAt: opts.expiresAt },
-      });
-      ctx.print(res, () => `${res.body.name} expires at ${res.body.expiresAt}`);
-    });
+      const body = opts.ttl !== undefined ? { ttlSeconds: opts.ttl } : { expiresAt: opts.expiresAt };
+      await ctx.show('POST', await agentPath(ctx, ref, '/extend'), (agent) => `${agent.name} expires at ${agent.expiresAt}`, { body });
+    }));
 
-  agents
-    .command('create <name>')
-    .description('create an agent and provision its server')
-    .option('--location <location>', 'Hetzner location, e.g. fsn1')
-    .option('--server-type <type>', 'Hetzner server type, e.g. cx22')
-    .option('--image <image>', 'image name or snapshot id, e.g. ubuntu-24.04')
-    .option('--ssh-key <key>', 'Hetzner SSH key name or id (repeatable)', collect)
-    .option('--label <key=value>', 'a label of the agent and its servers (repeatable)', collect)
-    .option('--user-data <data>', 'the agent’s own cloud-init user data (#cloud-config, #! script, MIME, …); @file reads a file')
+  serverSpecOptions(agents.command('create <name>').description('create an agent and provision its server'), {
+    location: 'Hetzner location',
+    image: 'image name or snapshot id, e.g. ubuntu-24.04',
+    label: 'a label of the agent and its servers (repeatable)',
+    userData: 'the agent’s own cloud-init user data (#cloud-config, #! script, MIME, …); @file reads a file',
+  })
     .option('--idle <steps>', 'idle ladder: comma-separated action@duration, e.g. stop@30m,hibernate@1d,destroy@30d', ladderOf)
     .option('--ttl <duration>', 'expire (destroy) the agent this long from now, e.g. 8h', durationOf('--ttl'))
     .option('--expires-at <time>', 'expire (destroy) the agent at this ISO 8601 time')
     .option('--no-reporter', 'install no activity reporter on the machine')
     .option('--idempotency-key <key>', 'makes the request safe to repeat')
     .option('--wait', 'follow the provision until it is final')
-    .action(async (
-      name: string,
-      opts: {
-        location?: string;
-        serverType?: string;
-        image?: string;
-        sshKey?: string[];
-        label?: string[];
-        userData?: string;
-        idle?: Array<{ afterSeconds: number; action: string }>;
-        ttl?: number;
-        expiresAt?: string;
-        reporter?: boolean;
-        idempotencyKey?: string;
-        wait?: boolean;
-      },
-      cmd: Command,
-    ) => {
-      const ctx = new Context(cmd);
-      const labels = labelsOf(opts.label);
-      const userData = userDataOf(opts.userData);
-      const res = await ctx.client.request<Row & { operation: OperationBody['operation'] }>('POST', '/v1/agents', {
-        body: {
-          name,
-          ...(opts.location ? { location: opts.location } : {}),
-          ...(opts.serverType ? { serverType: opts.serverType } : {}),
-          ...(opts.image ? { image: opts.image } : {}),
-          ...(opts.sshKey ? { sshKeys: opts.sshKey } : {}),
-          ...(labels ? { labels } : {}),
-          ...(userData !== undefined ? { userData } : {}),
-          ...(opts.idle ? { idle: opts.idle } : {}),
-          ...(opts.ttl !== undefined ? { ttlSeconds: opts.ttl } : {}),
-          ...(opts.expiresAt ? { expiresAt: opts.expiresAt } : {}),
-          ...(opts.reporter === false ? { reporter: false } : {}),
-        },
-        headers: opts.idempotencyKey ? { 'idempotency-key': opts.idempotencyKey } : {},
-      });
-      await ctx.started(res, opts.wait === true, () => `agent ${res.body.agent.id} ${res.body.agent.name}\n${accepted('provision', res.body)}`);
-    });
+    .action(
+      act(async (ctx, name: string, opts: ServerSpecOpts & { idle?: Array<{ afterSeconds: number; action: string }>; ttl?: number; expiresAt?: string; reporter?: boolean; idempotencyKey?: string; wait?: boolean }) => {
+        const options = {
+          body: {
+            name,
+            ...serverSpecOf(opts),
+            ...(opts.idle ? { idle: opts.idle } : {}),
+            ...(opts.ttl !== undefined ? { ttlSeconds: opts.ttl } : {}),
+            ...(opts.expiresAt ? { expiresAt: opts.expiresAt } : {}),
+            ...(opts.reporter === false ? { reporter: false } : {}),
+          },
+          headers: idempotency(opts.idempotencyKey),
+        };
+        await ctx.start('POST', '/v1/agents', opts.wait, (body) => `agent ${body.agent.id} ${body.agent.name}\n${accepted('provision', body)}`, options);
+      }),
+    );
 
-  // One verb per command an operation descriptor declares (src/operations/types).
-  for (const [verb, what] of AGENT_COMMAND_TYPES.map((t) => [t, commandOf(t).cli] as const)) {
+  // One verb per command an operation descriptor declares (src/operations/types), then reprovision
+  // (a fresh provision of an agent in error): each starts an operation on the agent.
+  const operationVerbs = [
+    ...AGENT_COMMAND_TYPES.map((verb) => ({ verb, description: `${commandOf(verb).cli} (the agent by id or name)`, operation: verb, follows: 'operation' })),
+    { verb: 'reprovision', description: 'give an agent in error (id or name) a fresh instance with the same spec', operation: 'provision', follows: 'provision' },
+  ];
+  for (const { verb, description, operation, follows } of operationVerbs) {
     agents
       .command(`${verb} <agent>`)
-      .description(`${what} (the agent by id or name)`)
+      .description(description)
       .option('--idempotency-key <key>', 'makes the request safe to repeat')
-      .option('--wait', 'follow the operation until it is final')
-      .action(async (ref: string, opts: { idempotencyKey?: string; wait?: boolean }, cmd: Command) => {
-        const ctx = new Context(cmd);
-        const res = await ctx.client.request<{ operation: OperationBody['operation'] }>('POST', await agentPath(ctx, ref, `/${verb}`), {
-          headers: opts.idempotencyKey ? { 'idempotency-key': opts.idempotencyKey } : {},
-        });
-        await ctx.started(res, opts.wait === true, () => accepted(verb, res.body));
-      });
+      .option('--wait', `follow the ${follows} until it is final`)
+      .action(
+        act(async (ctx, ref: string, opts: { idempotencyKey?: string; wait?: boolean }) => {
+          const headers = idempotency(opts.idempotencyKey);
+          await ctx.start('POST', await agentPath(ctx, ref, `/${verb}`), opts.wait, (body) => accepted(operation, body), { headers });
+        }),
+      );
   }
-  reprovisionCommand(agents);
 }
 
-function leasesCommand(program: Command): void {
-  const leases = program.command('leases').description('leases: while one is live its agent is never stopped for idleness, expired or claimed');
+function leasesCommands(leases: Command): void {
   const leaseRow = (l: Row) => [l.id, l.holder, l.expiresAt, l.live ? 'live' : l.releasedAt ? 'released' : 'expired'];
 
   leases
@@ -363,226 +402,132 @@ function leasesCommand(program: Command): void {
     .description('take a lease on an agent (id or name)')
     .requiredOption('--holder <holder>', 'who holds it (a CI job, a user)')
     .requiredOption('--ttl <duration>', 'how long it lives unless renewed or released, e.g. 2h', durationOf('--ttl'))
-    .action(async (ref: string, opts: { holder: string; ttl: number }, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<Row>('POST', await agentPath(ctx, ref, '/leases'), { body: { holder: opts.holder, ttlSeconds: opts.ttl } });
-      ctx.print(res, () => fields([['id', res.body.id], ['holder', res.body.holder], ['expires', res.body.expiresAt]]));
-    });
+    .action(act(async (ctx, ref: string, opts: { holder: string; ttl: number }) => {
+      const body = { holder: opts.holder, ttlSeconds: opts.ttl };
+      await ctx.show('POST', await agentPath(ctx, ref, '/leases'), (l) => fields([['id', l.id], ['holder', l.holder], ['expires', l.expiresAt]]), { body });
+    }));
 
   leases
     .command('list <agent>')
     .description("an agent's live leases")
-    .action(async (ref: string, _opts: unknown, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<{ items: Row[] }>('GET', await agentPath(ctx, ref, '/leases'));
-      ctx.print(res, () => table(['ID', 'HOLDER', 'EXPIRES', 'STATE'], res.body.items.map(leaseRow)));
-    });
+    .action(act(async (ctx, ref: string) => ctx.showItems(await agentPath(ctx, ref, '/leases'), ['ID', 'HOLDER', 'EXPIRES', 'STATE'], leaseRow)));
 
   leases
     .command('renew <agent> <lease>')
     .description('renew a live lease: it lives --ttl from now')
     .requiredOption('--ttl <duration>', 'e.g. 2h', durationOf('--ttl'))
-    .action(async (ref: string, lease: string, opts: { ttl: number }, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<Row>('POST', await agentPath(ctx, ref, `/leases/${encodeURIComponent(lease)}/renew`), { body: { ttlSeconds: opts.ttl } });
-      ctx.print(res, () => `lease ${res.body.id} expires at ${res.body.expiresAt}`);
-    });
+    .action(act(async (ctx, ref: string, lease: string, opts: { ttl: number }) => {
+      const path = await agentPath(ctx, ref, `/leases/${encodeURIComponent(lease)}/renew`);
+      await ctx.show('POST', path, (l) => `lease ${l.id} expires at ${l.expiresAt}`, { body: { ttlSeconds: opts.ttl } });
+    }));
 
   leases
     .command('release <agent> <lease>')
     .description('release a lease; idle time counts from now')
-    .action(async (ref: string, lease: string, _opts: unknown, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<Row>('DELETE', await agentPath(ctx, ref, `/leases/${encodeURIComponent(lease)}`));
-      ctx.print(res, () => `released ${res.body.id}`);
-    });
+    .action(act(async (ctx, ref: string, lease: string) => ctx.show('DELETE', await agentPath(ctx, ref, `/leases/${encodeURIComponent(lease)}`), (l) => `released ${l.id}`)));
 }
 
-function reprovisionCommand(agents: Command): void {
-  agents
-    .command('reprovision <agent>')
-    .description('give an agent in error (id or name) a fresh instance with the same spec')
-    .option('--idempotency-key <key>', 'makes the request safe to repeat')
-    .option('--wait', 'follow the provision until it is final')
-    .action(async (ref: string, opts: { idempotencyKey?: string; wait?: boolean }, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<{ operation: OperationBody['operation'] }>('POST', await agentPath(ctx, ref, '/reprovision'), {
-        headers: opts.idempotencyKey ? { 'idempotency-key': opts.idempotencyKey } : {},
-      });
-      await ctx.started(res, opts.wait === true, () => accepted('provision', res.body));
-    });
-}
-
-function opsCommand(program: Command): void {
-  const ops = program.command('ops').description('operations (accepted commands and their progress)');
-
+function opsCommands(ops: Command): void {
   ops
     .command('get <id>')
     .description('state, progress and error of an operation')
-    .action(async (id: string, _opts: unknown, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<Row>('GET', `/v1/operations/${encodeURIComponent(id)}`);
-      ctx.print(res, () => operationFields(res.body.operation, res.body.job));
-    });
+    .action(act((ctx, id: string) => ctx.show('GET', `/v1/operations/${encodeURIComponent(id)}`, (body) => operationFields(body.operation, body.job))));
 
   ops
     .command('cancel <id>')
     .description('cancel an operation that is still queued')
-    .action(async (id: string, _opts: unknown, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<{ operation: OperationBody['operation'] }>('POST', `/v1/operations/${encodeURIComponent(id)}/cancel`);
-      ctx.print(res, () => `operation ${res.body.operation.id} ${res.body.operation.status}`);
-    });
+    .action(act((ctx, id: string) => ctx.show('POST', `/v1/operations/${encodeURIComponent(id)}/cancel`, ({ operation: op }) => `operation ${op.id} ${op.status}`)));
 
   ops
     .command('wait <id>')
     .description('follow an operation until it is final; fails when it does')
-    .action(async (id: string, _opts: unknown, cmd: Command) => {
-      await new Context(cmd).follow(id);
-    });
+    .action(act((ctx, id: string) => ctx.follow(id)));
 
-  ops
-    .command('list')
-    .description('list operations, newest first')
-    .option('--status <statuses>', 'only these statuses (comma-separated)')
-    .option('--type <types>', 'only these types (comma-separated)')
-    .option('--agent <agent>', 'only operations on this agent (id or name)')
-    .option('--since <time>', 'only operations requested at or after this ISO 8601 time')
-    .option('--limit <n>', 'page size (1–100)', positiveInt('--limit'))
-    .option('--cursor <cursor>', 'continue after a previous page')
-    .option('--all', 'follow every page')
-    .action(async (opts: { status?: string; type?: string; agent?: string; since?: string; limit?: number; cursor?: string; all?: boolean }, cmd: Command) => {
-      const ctx = new Context(cmd);
+  pageOptions(
+    ops
+      .command('list')
+      .description('list operations, newest first')
+      .option('--status <statuses>', 'only these statuses (comma-separated)')
+      .option('--type <types>', 'only these types (comma-separated)')
+      .option('--agent <agent>', 'only operations on this agent (id or name)')
+      .option('--since <time>', 'only operations requested at or after this ISO 8601 time'),
+  ).action(
+    act(async (ctx, opts: PageOpts & { status?: string; type?: string; agent?: string; since?: string }) => {
       const agentId = opts.agent === undefined ? undefined : await agentIdOf(ctx, opts.agent);
       const params = { status: opts.status, type: opts.type, agentId, since: opts.since, limit: opts.limit, cursor: opts.cursor };
-      const res = await listPages(ctx, '/v1/operations', params, opts.all === true);
-      ctx.print(res, () =>
-        table(
-          ['ID', 'TYPE', 'STATUS', 'PROGRESS', 'STEP', 'AGENT', 'REQUESTED'],
-          res.body.items.map((o) => [o.id, o.type, o.status, `${o.progress}%`, o.currentStep, o.agentId, o.requestedAt]),
-        ),
-      );
-      if (res.body.nextCursor) ctx.note(`more: tailfleet ops list --cursor ${res.body.nextCursor}`);
-    });
+      const headers = ['ID', 'TYPE', 'STATUS', 'PROGRESS', 'STEP', 'AGENT', 'REQUESTED'];
+      await ctx.showPages('/v1/operations', params, opts.all === true, headers, (o) => [o.id, o.type, o.status, `${o.progress}%`, o.currentStep, o.agentId, o.requestedAt], 'ops list');
+    }),
+  );
 }
 
-function tokensCommand(program: Command): void {
-  const tokens = program.command('tokens').description('named API tokens (needs an admin token)');
-
+function tokensCommands(tokens: Command): void {
   tokens
     .command('create <name>')
     .description('create a token; its secret is shown only now')
     .addOption(new Option('--scope <scope>', 'what the token may do').choices(['read', 'operate', 'admin']).makeOptionMandatory())
     .option('--expires-at <time>', 'ISO 8601 time after which the token stops working')
-    .action(async (name: string, opts: { scope: string; expiresAt?: string }, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<Row>('POST', '/v1/tokens', {
-        body: { name, scope: opts.scope, ...(opts.expiresAt ? { expiresAt: opts.expiresAt } : {}) },
-      });
-      const t = res.body;
-      ctx.print(res, () =>
-        fields([
-          ['id', t.id],
-          ['name', t.name],
-          ['scope', t.scope],
-          ['expires', t.expiresAt ?? 'never'],
-          ['token', t.token],
-        ]),
-      );
+    .action(act(async (ctx, name: string, opts: { scope: string; expiresAt?: string }) => {
+      const body = { name, scope: opts.scope, ...(opts.expiresAt ? { expiresAt: opts.expiresAt } : {}) };
+      const tokenFields = (t: Row) => fields([['id', t.id], ['name', t.name], ['scope', t.scope], ['expires', t.expiresAt ?? 'never'], ['token', t.token]]);
+      await ctx.show('POST', '/v1/tokens', tokenFields, { body });
       ctx.note('Store the token now: it is not shown again.');
-    });
+    }));
 
   tokens
     .command('list')
     .description('list tokens (never their secrets)')
     .option('--include-revoked', 'also list revoked tokens')
-    .action(async (opts: { includeRevoked?: boolean }, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<{ items: Row[] }>('GET', `/v1/tokens${opts.includeRevoked ? '?includeRevoked=true' : ''}`);
-      ctx.print(res, () =>
-        table(
-          ['ID', 'NAME', 'SCOPE', 'PREFIX', 'CREATED', 'EXPIRES', 'LAST USED', 'REVOKED'],
-          res.body.items.map((t) => [t.id, t.name, t.scope, t.tokenPrefix, t.createdAt, t.expiresAt, t.lastUsedAt, t.revokedAt]),
-        ),
-      );
-    });
+    .action(act((ctx, opts: { includeRevoked?: boolean }) =>
+      ctx.showItems(
+        `/v1/tokens${opts.includeRevoked ? '?includeRevoked=true' : ''}`,
+        ['ID', 'NAME', 'SCOPE', 'PREFIX', 'CREATED', 'EXPIRES', 'LAST USED', 'REVOKED'],
+        (t) => [t.id, t.name, t.scope, t.tokenPrefix, t.createdAt, t.expiresAt, t.lastUsedAt, t.revokedAt],
+      ),
+    ));
 
   tokens
     .command('revoke <id>')
     .description('revoke a token; its next request is refused')
-    .action(async (id: string, _opts: unknown, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request('DELETE', `/v1/tokens/${encodeURIComponent(id)}`);
-      ctx.print(res, () => `revoked ${id}`);
-    });
+    .action(act((ctx, id: string) => ctx.show('DELETE', `/v1/tokens/${encodeURIComponent(id)}`, () => `revoked ${id}`)));
 }
 
 const WEBHOOK_EVENTS = ['operation.succeeded', 'operation.failed', 'operation.cancelled', 'agent.status_changed', 'agent.expiring', 'finding.resolved'];
 
-function webhooksCommand(program: Command): void {
-  const webhooks = program.command('webhooks').description('signed webhooks (needs an admin token)');
-
+function webhooksCommands(webhooks: Command): void {
   webhooks
     .command('create <url>')
     .description('subscribe a URL to events; its signing secret is shown only now')
     .option('--events <types>', `comma-separated event types (default: all of ${WEBHOOK_EVENTS.join(', ')})`)
-    .action(async (url: string, opts: { events?: string }, cmd: Command) => {
-      const ctx = new Context(cmd);
+    .action(act(async (ctx, url: string, opts: { events?: string }) => {
       const events = opts.events?.split(',').map((e) => e.trim()).filter(Boolean);
-      const res = await ctx.client.request<Row>('POST', '/v1/webhooks', { body: { url, ...(events ? { events } : {}) } });
-      const w = res.body;
-      ctx.print(res, () =>
-        fields([
-          ['id', w.id],
-          ['url', w.url],
-          ['events', (w.events as string[]).join(', ')],
-          ['secret', w.secret],
-        ]),
-      );
+      const webhookFields = (w: Row) => fields([['id', w.id], ['url', w.url], ['events', (w.events as string[]).join(', ')], ['secret', w.secret]]);
+      await ctx.show('POST', '/v1/webhooks', webhookFields, { body: { url, ...(events ? { events } : {}) } });
       ctx.note('Store the secret now: it is not shown again.');
-    });
+    }));
 
   webhooks
     .command('list')
     .description('list subscriptions (never their secrets)')
-    .action(async (_opts: unknown, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<{ items: Row[] }>('GET', '/v1/webhooks');
-      ctx.print(res, () =>
-        table(
-          ['ID', 'URL', 'EVENTS', 'CREATED BY', 'CREATED'],
-          res.body.items.map((w) => [w.id, w.url, (w.events as string[]).join(','), w.createdBy, w.createdAt]),
-        ),
-      );
-    });
+    .action(act((ctx) => ctx.showItems('/v1/webhooks', ['ID', 'URL', 'EVENTS', 'CREATED BY', 'CREATED'], (w) => [w.id, w.url, (w.events as string[]).join(','), w.createdBy, w.createdAt])));
 
   webhooks
     .command('delete <id>')
     .description('delete a subscription and its deliveries')
-    .action(async (id: string, _opts: unknown, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request('DELETE', `/v1/webhooks/${encodeURIComponent(id)}`);
-      ctx.print(res, () => `deleted ${id}`);
-    });
+    .action(act((ctx, id: string) => ctx.show('DELETE', `/v1/webhooks/${encodeURIComponent(id)}`, () => `deleted ${id}`)));
 
   webhooks
     .command('deliveries <id>')
     .description("a subscription's deliveries, newest first, with their last attempt")
     .option('--limit <n>', 'deliveries per page (≤ 100)', positiveInt('--limit'))
     .option('--all', 'every page')
-    .action(async (id: string, opts: { limit?: number; all?: boolean }, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await listPages(ctx, `/v1/webhooks/${encodeURIComponent(id)}/deliveries`, { limit: opts.limit }, opts.all === true);
-      ctx.print(res, () =>
-        table(
-          ['ID', 'TYPE', 'STATUS', 'ATTEMPTS', 'LAST ANSWER', 'LAST ERROR', 'OCCURRED'],
-          res.body.items.map((d) => {
-            const last = (d.attemptLog as Row[]).at(-1);
-            return [d.id, d.type, d.status, d.attempts, last?.status, last?.error, d.occurredAt];
-          }),
-        ),
-      );
-    });
+    .action(act((ctx, id: string, opts: { limit?: number; all?: boolean }) => {
+      const headers = ['ID', 'TYPE', 'STATUS', 'ATTEMPTS', 'LAST ANSWER', 'LAST ERROR', 'OCCURRED'];
+      return ctx.showPages(`/v1/webhooks/${encodeURIComponent(id)}/deliveries`, { limit: opts.limit }, opts.all === true, headers, (d) => {
+        const last = (d.attemptLog as Row[]).at(-1);
+        return [d.id, d.type, d.status, d.attempts, last?.status, last?.error, d.occurredAt];
+      });
+    }));
 }
 
 /** `--schedule "<cron>@<zone>=<minReady>"`, repeatable, e.g. "0 8 * * 1-5@Europe/Berlin=5". */
@@ -619,54 +564,35 @@ function poolFields(p: Row): string {
   ]);
 }
 
-function poolsCommand(program: Command): void {
-  const pools = program.command('pools').description('pools of standby agents, and claims');
-
+function poolsCommands(pools: Command): void {
   pools
     .command('list')
     .description('every pool with its counts')
-    .action(async (_opts: unknown, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<{ items: Row[] }>('GET', '/v1/pools');
-      ctx.print(res, () =>
-        table(
-          ['NAME', 'STANDBY', 'MIN READY', 'MAX', 'READY', 'STARTING', 'CLAIMED', 'SCHEDULES'],
-          res.body.items.map((p) => [p.name, p.standby, p.minReady, p.maxSize, p.counts.ready, p.counts.starting, p.counts.claimed, p.schedules.length]),
-        ),
-      );
-    });
+    .action(act((ctx) =>
+      ctx.showItems(
+        '/v1/pools',
+        ['NAME', 'STANDBY', 'MIN READY', 'MAX', 'READY', 'STARTING', 'CLAIMED', 'SCHEDULES'],
+        (p) => [p.name, p.standby, p.minReady, p.maxSize, p.counts.ready, p.counts.starting, p.counts.claimed, p.schedules.length],
+      ),
+    ));
 
   pools
     .command('show <name>')
     .description('a pool with its counts: ready, starting, claimed')
-    .action(async (name: string, _opts: unknown, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<Row>('GET', poolPath(name));
-      ctx.print(res, () => poolFields(res.body));
-    });
+    .action(act((ctx, name: string) => ctx.show('GET', poolPath(name), poolFields)));
 
   const specOptions = (c: Command) =>
-    c
-      .option('--location <location>', 'Hetzner location of the standbys, e.g. fsn1')
-      .option('--server-type <type>', 'Hetzner server type, e.g. cx22')
-      .option('--image <image>', 'image name or snapshot id')
-      .option('--ssh-key <key>', 'Hetzner SSH key name or id (repeatable)', collect)
-      .option('--label <key=value>', 'a label of the standbys while they wait (repeatable)', collect)
-      .option('--user-data <data>', 'the standbys’ own cloud-init; @file reads a file')
+    serverSpecOptions(c, {
+      location: 'Hetzner location of the standbys',
+      image: 'image name or snapshot id',
+      label: 'a label of the standbys while they wait (repeatable)',
+      userData: 'the standbys’ own cloud-init; @file reads a file',
+    })
       .option('--max-size <n>', 'the most standbys at once', positiveInt('--max-size'))
       .option('--schedule <cron@zone=n>', 'from <cron> in <zone> on, keep n ready (repeatable), e.g. "0 8 * * 1-5@Europe/Berlin=5"', collect);
-  type SpecOpts = { location?: string; serverType?: string; image?: string; sshKey?: string[]; label?: string[]; userData?: string; maxSize?: number; schedule?: string[] };
+  type SpecOpts = ServerSpecOpts & { maxSize?: number; schedule?: string[] };
   const specOf = (opts: SpecOpts) => {
-    const labels = labelsOf(opts.label);
-    const userData = userDataOf(opts.userData);
-    const spec = {
-      ...(opts.location ? { location: opts.location } : {}),
-      ...(opts.serverType ? { serverType: opts.serverType } : {}),
-      ...(opts.image ? { image: opts.image } : {}),
-      ...(opts.sshKey ? { sshKeys: opts.sshKey } : {}),
-      ...(labels ? { labels } : {}),
-      ...(userData !== undefined ? { userData } : {}),
-    };
+    const spec = serverSpecOf(opts);
     const schedules = schedulesOf(opts.schedule);
     return {
       ...(Object.keys(spec).length ? { spec } : {}),
@@ -681,11 +607,11 @@ function poolsCommand(program: Command): void {
       .description('create a pool; the pool policy provisions its standbys')
       .requiredOption('--min-ready <n>', 'standbys to keep ready', nonNegativeInt('--min-ready'))
       .addOption(new Option('--standby <mode>', 'how standbys wait').choices(['running', 'stopped', 'hibernated']).default('running')),
-  ).action(async (name: string, opts: SpecOpts & { minReady: number; standby: string }, cmd: Command) => {
-    const ctx = new Context(cmd);
-    const res = await ctx.client.request<Row>('POST', '/v1/pools', { body: { name, minReady: opts.minReady, standby: opts.standby, ...specOf(opts) } });
-    ctx.print(res, () => poolFields(res.body));
-  });
+  ).action(
+    act(async (ctx, name: string, opts: SpecOpts & { minReady: number; standby: string }) => {
+      await ctx.show('POST', '/v1/pools', poolFields, { body: { name, minReady: opts.minReady, standby: opts.standby, ...specOf(opts) } });
+    }),
+  );
 
   specOptions(
     pools
@@ -695,28 +621,24 @@ function poolsCommand(program: Command): void {
       .addOption(new Option('--standby <mode>', 'how standbys wait').choices(['running', 'stopped', 'hibernated']))
       .option('--no-max-size', 'no limit on the standbys')
       .option('--no-schedules', 'remove every schedule'),
-  ).action(async (name: string, opts: Omit<SpecOpts, 'maxSize'> & { minReady?: number; standby?: string; maxSize?: number | false; schedules?: false }, cmd: Command) => {
-    const ctx = new Context(cmd);
-    const { maxSize, schedules: noSchedules, ...rest } = opts;
-    const body = {
-      ...specOf(rest),
-      ...(opts.minReady !== undefined ? { minReady: opts.minReady } : {}),
-      ...(opts.standby ? { standby: opts.standby } : {}),
-      ...(maxSize === false ? { maxSize: null } : typeof maxSize === 'number' ? { maxSize } : {}),
-      ...(noSchedules === false ? { schedules: [] } : {}),
-    };
-    const res = await ctx.client.request<Row>('PATCH', poolPath(name), { body });
-    ctx.print(res, () => poolFields(res.body));
-  });
+  ).action(
+    act(async (ctx, name: string, opts: Omit<SpecOpts, 'maxSize'> & { minReady?: number; standby?: string; maxSize?: number | false; schedules?: false }) => {
+      const { maxSize, schedules: noSchedules, ...rest } = opts;
+      const body = {
+        ...specOf(rest),
+        ...(opts.minReady !== undefined ? { minReady: opts.minReady } : {}),
+        ...(opts.standby ? { standby: opts.standby } : {}),
+        ...(maxSize === false ? { maxSize: null } : typeof maxSize === 'number' ? { maxSize } : {}),
+        ...(noSchedules === false ? { schedules: [] } : {}),
+      };
+      await ctx.show('PATCH', poolPath(name), poolFields, { body });
+    }),
+  );
 
   pools
     .command('delete <name>')
     .description('delete a pool and destroy its standbys (claimed agents stay)')
-    .action(async (name: string, _opts: unknown, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<Row>('DELETE', poolPath(name));
-      ctx.print(res, () => `pool ${name} deleted; ${res.body.destroying.length} standbys being destroyed`);
-    });
+    .action(act((ctx, name: string) => ctx.show('DELETE', poolPath(name), (body) => `pool ${name} deleted; ${body.destroying.length} standbys being destroyed`)));
 
   pools
     .command('claim <name>')
@@ -725,27 +647,19 @@ function poolsCommand(program: Command): void {
     .option('--label <key=value>', 'a label of the claimed agent and its server (repeatable)', collect)
     .option('--lease <seconds>', 'how long you hold the agent', positiveInt('--lease'))
     .option('--wait', 'follow the claim until the agent is handed over')
-    .action(async (name: string, opts: { name?: string; label?: string[]; lease?: number; wait?: boolean }, cmd: Command) => {
-      const ctx = new Context(cmd);
+    .action(act(async (ctx, name: string, opts: { name?: string; label?: string[]; lease?: number; wait?: boolean }) => {
       const labels = labelsOf(opts.label);
-      const res = await ctx.client.request<Row & { operation: OperationBody['operation'] }>('POST', poolPath(name, '/claim'), {
-        body: { ...(opts.name ? { name: opts.name } : {}), ...(labels ? { labels } : {}), ...(opts.lease ? { leaseSeconds: opts.lease } : {}) },
-      });
-      await ctx.started(res, opts.wait === true, () => `agent ${res.body.agent.id} ${res.body.agent.name} (from ${res.body.from})\n${accepted('claim', res.body)}`);
-    });
+      const body = { ...(opts.name ? { name: opts.name } : {}), ...(labels ? { labels } : {}), ...(opts.lease ? { leaseSeconds: opts.lease } : {}) };
+      await ctx.start('POST', poolPath(name, '/claim'), opts.wait, (claim) => `agent ${claim.agent.id} ${claim.agent.name} (from ${claim.from})\n${accepted('claim', claim)}`, { body });
+    }));
 }
 
-function fleetCommand(program: Command): void {
-  const fleet = program.command('fleet').description('the fleet as a whole');
-
+function fleetCommands(fleet: Command): void {
   fleet
     .command('cost')
     .description('what the fleet costs per month, by agent status, and what hibernation saves')
-    .action(async (_opts: unknown, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<{ currency: string; monthly: Row; policies?: Row }>('GET', '/v1/fleet/cost');
-      const { currency, monthly, policies } = res.body;
-      ctx.print(res, () =>
+    .action(act((ctx) =>
+      ctx.show<{ currency: string; monthly: Row; policies?: Row }>('GET', '/v1/fleet/cost', ({ currency, monthly, policies }) =>
         [
           table(
             ['STATUS', `MONTHLY (${currency})`],
@@ -764,31 +678,22 @@ function fleetCommand(program: Command): void {
               : []),
           ]),
         ].join('\n'),
-      );
-    });
+      ),
+    ));
 }
 
-function reconcileCommand(program: Command): void {
-  const reconcile = program.command('reconcile').description('drift, stuck instances and orphans');
-
+function reconcileCommands(reconcile: Command): void {
   reconcile
     .command('run')
     .description('queue a reconcile pass now')
     .option('--wait', 'follow the pass until it is final')
-    .action(async (opts: { wait?: boolean }, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<{ operation: OperationBody['operation'] }>('POST', '/v1/reconcile');
-      await ctx.started(res, opts.wait === true, () => accepted('reconcile', res.body));
-    });
+    .action(act((ctx, opts: { wait?: boolean }) => ctx.start('POST', '/v1/reconcile', opts.wait, (body) => accepted('reconcile', body))));
 
   reconcile
     .command('show')
     .description('the latest report')
-    .action(async (_opts: unknown, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<{ report: Row }>('GET', '/v1/reconcile');
-      const r = res.body.report;
-      ctx.print(res, () =>
+    .action(act((ctx) =>
+      ctx.show<{ report: Row }>('GET', '/v1/reconcile', ({ report: r }) =>
         [
           fields([
             ['trigger', r.trigger],
@@ -801,52 +706,46 @@ function reconcileCommand(program: Command): void {
           table(['FINDING', 'COUNT'], Object.entries((r.summary ?? {}) as Record<string, number>)),
           ...((r.errors as string[] | undefined)?.length ? ['', ...(r.errors as string[]).map((e) => `error: ${e}`)] : []),
         ].join('\n'),
-      );
-    });
+      ),
+    ));
 }
 
-function findingsCommand(program: Command): void {
-  const findings = program.command('findings').description('ownership findings: destructive calls refused for lack of proof');
-
-  findings
-    .command('list')
-    .description('list findings, newest first')
-    .addOption(new Option('--status <status>', 'only open or only resolved ones').choices(['open', 'resolved']))
-    .option('--kind <kinds>', 'only these resources (comma-separated: server, device, auth_key, image)')
-    .option('--limit <n>', 'page size (1–100)', positiveInt('--limit'))
-    .option('--cursor <cursor>', 'continue after a previous page')
-    .option('--all', 'follow every page')
-    .action(async (opts: { status?: string; kind?: string; limit?: number; cursor?: string; all?: boolean }, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const params = { status: opts.status, kind: opts.kind, limit: opts.limit, cursor: opts.cursor };
-      const res = await listPages(ctx, '/v1/findings', params, opts.all === true);
-      ctx.print(res, () =>
-        table(
-          ['ID', 'STATUS', 'RESOURCE', 'ACTION', 'BY', 'AGENT', 'MISSING', 'CREATED'],
-          res.body.items.map((f) => [
-            f.id,
-            f.status,
-            `${f.resourceType} ${f.resourceId}${f.resourceName ? ` (${f.resourceName})` : ''}`,
-            f.action,
-            f.operation,
-            f.agentId,
-            (f.missing as string[]).join('; '),
-            f.createdAt,
-          ]),
-        ),
-      );
-      if (res.body.nextCursor) ctx.note(`more: tailfleet findings list --cursor ${res.body.nextCursor}`);
-    });
+function findingsCommands(findings: Command): void {
+  pageOptions(
+    findings
+      .command('list')
+      .description('list findings, newest first')
+      .addOption(new Option('--status <status>', 'only open or only resolved ones').choices(['open', 'resolved']))
+      .option('--kind <kinds>', 'only these resources (comma-separated: server, device, auth_key, image)'),
+  ).action(
+    act((ctx, opts: PageOpts & { status?: string; kind?: string }) =>
+      ctx.showPages(
+        '/v1/findings',
+        { status: opts.status, kind: opts.kind, limit: opts.limit, cursor: opts.cursor },
+        opts.all === true,
+        ['ID', 'STATUS', 'RESOURCE', 'ACTION', 'BY', 'AGENT', 'MISSING', 'CREATED'],
+        (f) => [
+          f.id,
+          f.status,
+          `${f.resourceType} ${f.resourceId}${f.resourceName ? ` (${f.resourceName})` : ''}`,
+          f.action,
+          f.operation,
+          f.agentId,
+          (f.missing as string[]).join('; '),
+          f.createdAt,
+        ],
+        'findings list',
+      ),
+    ),
+  );
 
   findings
     .command('resolve <id>')
     .description('close an open finding with a note of what was done (needs an admin token)')
     .requiredOption('--note <text>', 'what was done about it')
-    .action(async (id: string, opts: { note: string }, cmd: Command) => {
-      const ctx = new Context(cmd);
-      const res = await ctx.client.request<Row>('POST', `/v1/findings/${encodeURIComponent(id)}/resolve`, { body: { note: opts.note } });
-      ctx.print(res, () => `finding ${res.body.id} resolved by ${res.body.resolvedBy}: ${res.body.resolution}`);
-    });
+    .action(act((ctx, id: string, opts: { note: string }) =>
+      ctx.show('POST', `/v1/findings/${encodeURIComponent(id)}/resolve`, (f) => `finding ${f.id} resolved by ${f.resolvedBy}: ${f.resolution}`, { body: { note: opts.note } }),
+    ));
 }
 
 function consoleCommand(program: Command): void {
@@ -866,6 +765,19 @@ function consoleCommand(program: Command): void {
     });
 }
 
+/** The command groups, in the order help lists them: name, description, and what declares their commands. */
+const COMMAND_GROUPS: Array<[string, string, (group: Command) => void]> = [
+  ['agents', 'agent machines', agentsCommands],
+  ['ops', 'operations (accepted commands and their progress)', opsCommands],
+  ['tokens', 'named API tokens (needs an admin token)', tokensCommands],
+  ['webhooks', 'signed webhooks (needs an admin token)', webhooksCommands],
+  ['reconcile', 'drift, stuck instances and orphans', reconcileCommands],
+  ['fleet', 'the fleet as a whole', fleetCommands],
+  ['leases', 'leases: while one is live its agent is never stopped for idleness, expired or claimed', leasesCommands],
+  ['pools', 'pools of standby agents, and claims', poolsCommands],
+  ['findings', 'ownership findings: destructive calls refused for lack of proof', findingsCommands],
+];
+
 export function buildProgram(): Command {
   const program = new Command('tailfleet')
     .description('Command line for a tailfleet API (agents, leases, operations, findings, tokens, webhooks, reconcile, fleet cost, the console).')
@@ -875,15 +787,7 @@ export function buildProgram(): Command {
     .option('--poll-interval <ms>', 'how often --wait asks for progress', positiveInt('--poll-interval'), 1000)
     .option('--timeout <seconds>', 'how long --wait follows an operation', positiveInt('--timeout'), 1800)
     .showHelpAfterError();
-  agentsCommand(program);
-  opsCommand(program);
-  tokensCommand(program);
-  webhooksCommand(program);
-  reconcileCommand(program);
-  fleetCommand(program);
-  leasesCommand(program);
-  poolsCommand(program);
-  findingsCommand(program);
+  for (const [name, description, declare] of COMMAND_GROUPS) declare(program.command(name).description(description));
   consoleCommand(program);
   return program;
 }

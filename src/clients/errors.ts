@@ -122,6 +122,17 @@ export function isNotFound(err: unknown): boolean {
   return err instanceof CloudApiError && err.status === 404;
 }
 
+/**
+ * A rejection handler for a request on one resource: `value` when the API answered 404 (a read finds
+ * nothing, a delete finds it already gone), the error again otherwise.
+ */
+export const whenNotFound =
+  <T>(value: T) =>
+  (err: unknown): T => {
+    if (isNotFound(err)) return value;
+    throw err;
+  };
+
 export function isRateLimited(err: unknown): boolean {
   return err instanceof CloudApiError && err.status === 429;
 }

@@ -172,6 +172,18 @@ export type RequestPolicy = Pick<
   | 'rateLimiter'
 >;
 
+/** What a cloud client is built with besides its policy: where it logs, how it waits and what time it is (tests pass their own). */
+export interface ClientRuntime {
+  logger?: ClientLogger;
+  sleep?: (ms: number) => Promise<void>;
+  now?: () => number;
+}
+
+/** The runtime with its defaults: a silent logger, real timers and the system clock. */
+export function runtimeOf(deps: ClientRuntime): Required<ClientRuntime> {
+  return { logger: deps.logger ?? silentClientLogger, sleep: deps.sleep ?? defaultSleep, now: deps.now ?? Date.now };
+}
+
 export function requestPolicyOf(deps: RequestPolicy): RequestPolicy {
   return {
     fetch: deps.fetch,
@@ -187,15 +199,12 @@ export function requestPolicyOf(deps: RequestPolicy): RequestPolicy {
   };
 }
 
-export interface RequestCoreOptions {
+export interface RequestCoreOptions extends ClientRuntime {
   api: CloudApi;
   baseUrl: string;
   fetch?: typeof fetch;
-  sleep?: (ms: number) => Promise<void>;
-  now?: () => number;
   /** Source of jitter in [0, 1). */
   random?: () => number;
-  logger?: ClientLogger;
   observer?: CloudRequestObserver;
   auth?: AuthProvider;
   /** Strings that must never appear in an error message (tokens, client secrets). */

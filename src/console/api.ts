@@ -1,5 +1,6 @@
 import { isIPv6 } from 'node:net';
 import type { Request } from 'express';
+import { jsonOf } from '../lib/json';
 
 /**
  * The console is a client of the /v1 API, in the same process: each page reads through it and each
@@ -41,13 +42,7 @@ export class ConsoleApi {
       headers: this.headers(body === undefined ? headers : { 'content-type': 'application/json', ...headers }),
       body: body === undefined ? undefined : JSON.stringify(body),
     });
-    const text = await res.text();
-    let parsed: unknown;
-    try {
-      parsed = text ? JSON.parse(text) : undefined;
-    } catch {
-      parsed = { detail: text.slice(0, 200) };
-    }
+    const parsed = jsonOf(await res.text(), (text) => ({ detail: text.slice(0, 200) }));
     return { status: res.status, body: parsed as T, ok: res.ok };
   }
 

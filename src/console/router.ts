@@ -247,6 +247,27 @@ export function createConsoleRouter(deps: ConsoleDeps): Router {
       handler(req, res).catch(next);
     });
 
+  /**
+   * A page of a paged listing (`view` is also its path): the API's page, or none with its problem,
+   * and the link to the next page with the same filters.
+   */
+  const listingPage = (
+    res: Response,
+    view: 'agents' | 'operations' | 'findings',
+    p: { title: string; filters: Parameters<typeof qs>[0]; answer: ApiAnswer },
+    extra: Record<string, unknown> = {},
+  ) => {
+    const { title, filters, answer } = p;
+    render(res, view, {
+      title,
+      filters,
+      page: answer.ok ? answer.body : { items: [], nextCursor: null },
+      error: answer.ok ? undefined : problemText(answer),
+      nextLink: answer.ok && answer.body.nextCursor ? `${CONSOLE_PATH}/${view}${qs({ ...filters, cursor: answer.body.nextCursor })}` : null,
+      ...extra,
+    });
+  };
+
   post('/sign-out', async (req, res) => {
     setCookie(req, res, '', 0);
     res.redirect(303, `${CONSOLE_PATH}/sign-in`);
@@ -268,13 +289,7 @@ export function createConsoleRouter(deps: ConsoleDeps): Router {
     const labels = (Array.isArray(q.label) ? q.label : [q.label]).map(str).filter((l): l is string => l !== undefined);
     const filters = { status: one(q.status), name: one(q.name), label: labels, cursor: one(q.cursor) };
     const answer = await signedOf(res).api.get(`/v1/agents${qs({ ...filters, limit: 25 })}`);
-    render(res, 'agents', {
-      title: 'Agents',
-      filters,
-      page: answer.ok ? answer.body : { items: [], nextCursor: null },
-      error: answer.ok ? undefined : problemText(answer),
-      nextLink: answer.ok && answer.body.nextCursor ? `${CONSOLE_PATH}/agents${qs({ ...filters, cursor: answer.body.nextCursor })}` : null,
-    });
+    listingPage(res, 'agents', { title: 'Agents', filters, answer });
   });
 
   get('/agents/:id', async (req, res) => {
@@ -330,28 +345,14 @@ export function createConsoleRouter(deps: ConsoleDeps): Router {
     const q = req.query as Record<string, unknown>;
     const filters = { status: one(q.status), type: one(q.type), agentId: one(q.agentId), cursor: one(q.cursor) };
     const answer = await signedOf(res).api.get(`/v1/operations${qs({ ...filters, limit: 50 })}`);
-    render(res, 'operations', {
-      title: 'Operations',
-      filters,
-      types: OPERATION_TYPES,
-      page: answer.ok ? answer.body : { items: [], nextCursor: null },
-      error: answer.ok ? undefined : problemText(answer),
-      nextLink: answer.ok && answer.body.nextCursor ? `${CONSOLE_PATH}/operations${qs({ ...filters, cursor: answer.body.nextCursor })}` : null,
-      hourly: hourlyOperations(answer.ok ? answer.body.items : []),
-    });
+    listingPage(res, 'operations', { title: 'Operations', filters, answer }, { types: OPERATION_TYPES, hourly: hourlyOperations(answer.ok ? answer.body.items : []) });
   });
 
   get('/findings', async (req, res) => {
     const q = req.query as Record<string, unknown>;
     const filters = { status: one(q.status) ?? 'open', kind: one(q.kind), cursor: one(q.cursor) };
     const answer = await signedOf(res).api.get(`/v1/findings${qs({ ...filters, status: filters.status === 'all' ? undefined : filters.status, limit: 50 })}`);
-    render(res, 'findings', {
-      title: 'Findings',
-      filters,
-      page: answer.ok ? answer.body : { items: [], nextCursor: null },
-      error: answer.ok ? undefined : problemText(answer),
-      nextLink: answer.ok && answer.body.nextCursor ? `${CONSOLE_PATH}/findings${qs({ ...filters, cursor: answer.body.nextCursor })}` : null,
-    });
+    listingPage(res, 'findings', { title: 'Findings', filters, answer });
   });
 
   post('/findings/:id/resolve', async (req, res) => {
@@ -370,59 +371,67 @@ export function createConsoleRouter(deps: ConsoleDeps): Router {
     return false;
   };
 
-  const tokensPage = async (res: Response, extra: Record<string, unknown> = {}, status = 200) => {
-    const answer = await signedOf(res).api.get('/v1/tokens?includeRevoked=true');
-    render(res, 'tokens', { title: 'Tokens', tokens: answer.ok ? answer.body.items : [], ...extra }, status);
-  };
+  /**
+   * An admin-only collection (tokens, webhooks): its page lists it; a create answers with the page
+   * showing what was made (its secret is in this answer only: rendered, never put in a URL) or the
+   * API's problem; removing one redirects back to the page with a notice.
+   */
+  const adminCollection = (c: {
+    name: 'tokens' | 'webhooks';
+    title: string;
+    /** The query of the page's listing. */
+    listing?: string;
+    createBody: (form: Record<string, unknown>) => Record<string, unknown>;
+    /** The path segment of the removing form, and what its notices say. */
+    remove: { action: string; done: string; unknown: string };
+  }) => {
+    const page = async (res: Response, extra: Record<string, unknown> = {}, status = 200) => {
+      const answer = await signedOf(res).api.get(`/v1/${c.name}${c.listing ?? ''}`);
+      render(res, c.name, { title: c.title, [c.name]: answer.ok ? answer.body.items : [], ...extra }, status);
+    };
 
-  get('/tokens', async (_req, res) => {
-    if (adminOnly(res)) await tokensPage(res);
-  });
-
-  post('/tokens', async (req, res) => {
-    if (!adminOnly(res)) return;
-    const body = req.body as Record<string, unknown>;
-    const expires = str(body.expiresAt);
-    const answer = await signedOf(res).api.call('POST', '/v1/tokens', {
-      name: str(body.name) ?? '',
-      scope: str(body.scope) ?? '',
-      ...(expires ? { expiresAt: /Z|[+-]\d\d:\d\d$/.test(expires) ? expires : `${expires}:00Z` } : {}),
+    get(`/${c.name}`, async (_req, res) => {
+      if (adminOnly(res)) await page(res);
     });
-    // The secret is shown in this answer only: rendered, never put in a URL.
-    if (answer.ok) await tokensPage(res, { created: answer.body }, 201);
-    else await tokensPage(res, { error: problemText(answer) }, answer.status);
-  });
 
-  post('/tokens/:id/revoke', async (req, res) => {
-    if (!adminOnly(res)) return;
-    const id = String(req.params.id);
-    const answer = UUID.test(id) ? await signedOf(res).api.call('DELETE', `/v1/tokens/${id}`) : ({ ok: false, status: 404, body: { detail: 'No such token.' } } as ApiAnswer);
-    res.redirect(303, withNotice(`${CONSOLE_PATH}/tokens`, answer.ok ? 'notice' : 'error', answer.ok ? 'Token revoked.' : problemText(answer)));
-  });
+    post(`/${c.name}`, async (req, res) => {
+      if (!adminOnly(res)) return;
+      const answer = await signedOf(res).api.call('POST', `/v1/${c.name}`, c.createBody(req.body as Record<string, unknown>));
+      if (answer.ok) await page(res, { created: answer.body }, 201);
+      else await page(res, { error: problemText(answer) }, answer.status);
+    });
 
-  const webhooksPage = async (res: Response, extra: Record<string, unknown> = {}, status = 200) => {
-    const answer = await signedOf(res).api.get('/v1/webhooks');
-    render(res, 'webhooks', { title: 'Webhooks', webhooks: answer.ok ? answer.body.items : [], ...extra }, status);
+    post(`/${c.name}/:id/${c.remove.action}`, async (req, res) => {
+      if (!adminOnly(res)) return;
+      const id = String(req.params.id);
+      const answer = UUID.test(id) ? await signedOf(res).api.call('DELETE', `/v1/${c.name}/${id}`) : ({ ok: false, status: 404, body: { detail: c.remove.unknown } } as ApiAnswer);
+      res.redirect(303, withNotice(`${CONSOLE_PATH}/${c.name}`, answer.ok ? 'notice' : 'error', answer.ok ? c.remove.done : problemText(answer)));
+    });
   };
 
-  get('/webhooks', async (_req, res) => {
-    if (adminOnly(res)) await webhooksPage(res);
+  adminCollection({
+    name: 'tokens',
+    title: 'Tokens',
+    listing: '?includeRevoked=true',
+    createBody: (form) => {
+      const expires = str(form.expiresAt);
+      return {
+        name: str(form.name) ?? '',
+        scope: str(form.scope) ?? '',
+        ...(expires ? { expiresAt: /Z|[+-]\d\d:\d\d$/.test(expires) ? expires : `${expires}:00Z` } : {}),
+      };
+    },
+    remove: { action: 'revoke', done: 'Token revoked.', unknown: 'No such token.' },
   });
 
-  post('/webhooks', async (req, res) => {
-    if (!adminOnly(res)) return;
-    const body = req.body as Record<string, unknown>;
-    const events = (Array.isArray(body.events) ? body.events : [body.events]).map(str).filter((e): e is string => e !== undefined);
-    const answer = await signedOf(res).api.call('POST', '/v1/webhooks', { url: str(body.url) ?? '', ...(events.length ? { events } : {}) });
-    if (answer.ok) await webhooksPage(res, { created: answer.body }, 201);
-    else await webhooksPage(res, { error: problemText(answer) }, answer.status);
-  });
-
-  post('/webhooks/:id/delete', async (req, res) => {
-    if (!adminOnly(res)) return;
-    const id = String(req.params.id);
-    const answer = UUID.test(id) ? await signedOf(res).api.call('DELETE', `/v1/webhooks/${id}`) : ({ ok: false, status: 404, body: { detail: 'No such webhook.' } } as ApiAnswer);
-    res.redirect(303, withNotice(`${CONSOLE_PATH}/webhooks`, answer.ok ? 'notice' : 'error', answer.ok ? 'Webhook deleted.' : problemText(answer)));
+  adminCollection({
+    name: 'webhooks',
+    title: 'Webhooks',
+    createBody: (form) => {
+      const events = (Array.isArray(form.events) ? form.events : [form.events]).map(str).filter((e): e is string => e !== undefined);
+      return { url: str(form.url) ?? '', ...(events.length ? { events } : {}) };
+    },
+    remove: { action: 'delete', done: 'Webhook deleted.', unknown: 'No such webhook.' },
   });
 
   get('/webhooks/:id', async (req, res) => {

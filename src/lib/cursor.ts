@@ -1,3 +1,4 @@
+import { UUID } from '../db/uuid';
 import { InvalidCursorError } from '../errors';
 
 /** Keyset cursors are opaque to clients (base64url of the last row's key) so their form can change. */
@@ -21,4 +22,18 @@ export function afterIdCursor(cursor: string | undefined, valid: RegExp): string
 export function nextIdCursor(page: { items: ReadonlyArray<{ id: string }>; more: boolean }): string | null {
   const last = page.items[page.items.length - 1];
   return page.more && last ? encodeCursor(last.id) : null;
+}
+
+/**
+ * One page of a listing of rows keyed by UUID: the query's limit (default 20) and cursor go to
+ * `list`, the rows come back through `view` with the limit and the cursor of the next page.
+ */
+export async function idPage<Row extends { id: string }, View>(
+  query: { limit?: number; cursor?: string },
+  list: (page: { limit: number; after: string | undefined }) => Promise<{ items: Row[]; more: boolean }>,
+  view: (row: Row) => View,
+): Promise<{ items: View[]; limit: number; nextCursor: string | null }> {
+  const limit = query.limit ?? 20;
+  const page = await list({ limit, after: afterIdCursor(query.cursor, UUID) });
+  return { items: page.items.map(view), limit, nextCursor: nextIdCursor(page) };
 }

@@ -17,6 +17,8 @@ import {
   type Architecture,
   type SystemImage,
 } from './hetzner.catalog';
+// The wire format only (types): the simulator shares no code with the client it stands in for.
+import type { HetznerImage, HetznerPagination } from '../clients/hetzner/hetzner.types';
 import type { SshKeyStore } from './hetzner.ssh-keys';
 import { LabelSelectorCache, LabelSelectorError } from './label-selector';
 import type { Random } from './random';
@@ -100,17 +102,12 @@ export interface ImageRecord {
   deviceId: string | null;
 }
 
-/** An image in the official shape (GET /images, a server's `image`). */
-export interface ImageBody {
-  id: number;
+/**
+ * An image in the official shape (GET /images, a server's `image`): the wire format the client reads,
+ * with every field the simulator fills in.
+ */
+export interface ImageBody extends HetznerImage {
   type: 'system' | 'snapshot';
-  status: ImageStatus;
-  name: string | null;
-  description: string;
-  image_size: number | null;
-  disk_size: number;
-  created: string;
-  created_from: { id: number; name: string } | null;
   bound_to: null;
   os_flavor: string;
   os_version: string | null;
@@ -180,14 +177,8 @@ export interface ListQuery {
   perPage?: string;
 }
 
-export interface Pagination {
-  page: number;
-  per_page: number;
-  previous_page: number | null;
-  next_page: number | null;
-  last_page: number | null;
-  total_entries: number | null;
-}
+/** A listing's `meta.pagination`, as the client reads it. */
+export type Pagination = HetznerPagination;
 
 const POWER_COMMANDS: Record<PowerAction, ActionCommand> = {
   shutdown: 'shutdown_server',

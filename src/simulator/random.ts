@@ -1,4 +1,4 @@
-/** Seeded PRNG (mulberry32) so a fixed `seed` reproduces ACPI choices, fault draws and addresses. */
+/** Seeded PRNG (mulberry32) so a fixed `seed` reproduces ACPI choices, fault draws and addresses (and the fuzz and chaos suites their runs). */
 export class Random {
   private state: number;
 

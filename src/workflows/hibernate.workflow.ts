@@ -15,10 +15,10 @@ import { shutdownGuarded } from './guarded-shutdown';
 import { deleteInstanceSnapshots, deleteSnapshotImage, findSnapshots } from './snapshots';
 import { listWithRecorded, runningServer } from './servers';
 import { silentReporter, type StepReporter } from './step-reporter';
-import type { DeviceEvidence, GuardContext, OwnershipGuard, ServerEvidence } from '../fleet/ownership-guard';
-import type { OperationContext, WorkflowDeps } from './workflow-deps';
-import { createPlaced, placementsOf, placeKey, type Placement, type PlacementDeps } from './placement';
-import { placementDepsOf, recordLanding, recordPlacementRefusal } from './provision.workflow';
+import type { DeviceEvidence, GuardContext, ServerEvidence } from '../fleet/ownership-guard';
+import type { OperationContext } from './workflow-deps';
+import { createPlaced, placementsOf, placeKey, type Placement } from './placement';
+import { PlacingWorkflow, recordLanding, recordPlacementRefusal } from './provision.workflow';
 
 /** What a wake did: whether the node came back from the snapshot or had to join the tailnet afresh. */
 export interface WakeResult {
@@ -66,14 +66,7 @@ export function wakeServerParams(o: {
  * Every step may run again after a crash: a snapshot is looked up by its labels before one is made,
  * a server by its labels before one is created, and the ids are recorded right after each create.
  */
-export class HibernateWorkflow {
-  private readonly guard: OwnershipGuard;
-  private readonly placement: PlacementDeps;
-
-  constructor(private readonly deps: WorkflowDeps) {
-    this.guard = deps.guard;
-    this.placement = placementDepsOf(deps);
-  }
+export class HibernateWorkflow extends PlacingWorkflow {
 
   /** The guard and the audit subject of a snapshot delete. */
   private guarded(operation: string, operationId: string | null | undefined, agentId: string, instanceId: string) {

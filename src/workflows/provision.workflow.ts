@@ -27,19 +27,23 @@ export interface ProvisionInput extends OperationContext {
   queueJobId?: string;
 }
 
+/** A workflow that creates servers: the guard of its destructive calls and the placement of its creates (provision, wake). */
+export abstract class PlacingWorkflow {
+  protected readonly guard: OwnershipGuard;
+  protected readonly placement: PlacementDeps;
+
+  constructor(protected readonly deps: WorkflowDeps) {
+    this.guard = deps.guard;
+    this.placement = placementDepsOf(deps);
+  }
+}
+
 /**
  * Creates an agent's server, waits for it to run and join the tailnet, and records each step as a
  * guarded transition (src/db/transitions). It may run again after a crash at any point — queues
  * deliver at least once — and continues from where the last run got to.
  */
-export class ProvisionWorkflow {
-  private readonly guard: OwnershipGuard;
-  private readonly placement: PlacementDeps;
-
-  constructor(private readonly deps: WorkflowDeps) {
-    this.guard = deps.guard;
-    this.placement = placementDepsOf(deps);
-  }
+export class ProvisionWorkflow extends PlacingWorkflow {
 
   async provision(input: ProvisionInput, r: StepReporter = silentReporter): Promise<void> {
     const { provisioningJobId } = input;

@@ -3,6 +3,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
+import { jsonOf } from '../../src/lib/json';
 import { createApp } from '../../src/api/app';
 import { ApiTokenRepository } from '../../src/db/api-token.repository';
 import { OperationList } from '../../src/db/operation-list';
@@ -69,12 +70,7 @@ export function apiClient(baseUrl: string): ApiClient {
       // An event stream stays open: its status and headers are the answer.
       const streaming = res.headers.get('content-type')?.startsWith('text/event-stream') === true;
       const text = streaming ? (await res.body?.cancel(), '') : await res.text();
-      let parsed: unknown;
-      try {
-        parsed = text ? JSON.parse(text) : undefined;
-      } catch {
-        parsed = undefined;
-      }
+      const parsed = jsonOf(text);
       if (method !== 'HEAD') {
         contract ??= contractOf(baseUrl);
         const wrong = (await contract).check(method, path, {

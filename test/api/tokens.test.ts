@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import type { Response } from 'express';
 import { actorOf, hashToken } from '../../src/api/auth';
 import { ApiToken, NAMED_TOKEN_SCOPES, type TokenScope } from '../../src/entities';
+import { jsonOf } from '../../src/lib/json';
 import type { Tailfleet } from '../../src/server';
 import { contractOf, type ContractValidator } from '../helpers/contract';
 import { createSuite, waitFor, type Suite } from '../pipeline/stack';
@@ -33,12 +34,7 @@ async function call(
   // An event stream stays open: its status and headers are the answer.
   const streaming = res.headers.get('content-type')?.startsWith('text/event-stream') === true;
   const text = streaming ? (await res.body?.cancel(), '') : await res.text();
-  let body: unknown;
-  try {
-    body = text ? JSON.parse(text) : undefined;
-  } catch {
-    body = undefined;
-  }
+  const body = jsonOf(text);
   contracts[baseUrl] ??= contractOf(baseUrl);
   const wrong = (await contracts[baseUrl]).check(method, path, { status: res.status, contentType: res.headers.get('content-type'), body: text ? (body ?? text) : undefined });
   if (wrong.length > 0) throw new Error(`The answer breaks the OpenAPI document:\n${wrong.join('\n')}`);

@@ -1,26 +1,24 @@
+import { Random } from '../../src/simulator/random';
+
 /**
- * A small seeded PRNG (mulberry32): the same seed gives the same sequence on every machine, so a
- * failing fuzz or chaos run can be replayed exactly with its printed seed.
+ * A small seeded PRNG over the simulator's (mulberry32): the same seed gives the same sequence on
+ * every machine, so a failing fuzz or chaos run can be replayed exactly with its printed seed.
  */
 export class Prng {
-  private state: number;
+  private readonly random: Random;
 
   constructor(readonly seed: number) {
-    this.state = seed >>> 0;
+    this.random = new Random(seed);
   }
 
   /** A float in [0, 1). */
   next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.random.next();
   }
 
   /** An integer in [min, max]. */
   int(min: number, max: number): number {
-    return min + Math.floor(this.next() * (max - min + 1));
+    return min + this.random.int(max - min + 1);
   }
 
   bool(p = 0.5): boolean {
@@ -29,7 +27,7 @@ export class Prng {
 
   pick<T>(items: readonly T[]): T {
     if (items.length === 0) throw new Error('pick from an empty list');
-    return items[Math.floor(this.next() * items.length)]!;
+    return items[this.random.int(items.length)]!;
   }
 
   /** Picks by weight: `[[weight, value], ...]`. */
@@ -44,13 +42,11 @@ export class Prng {
   }
 
   string(length: number, alphabet: string): string {
-    let s = '';
-    for (let i = 0; i < length; i++) s += alphabet[Math.floor(this.next() * alphabet.length)];
-    return s;
+    return this.random.string(length, alphabet);
   }
 
   hex(length: number): string {
-    return this.string(length, '0123456789abcdef');
+    return this.random.hex(length);
   }
 
   /** A random v4-shaped UUID: with 122 random bits it never names a row that exists. */

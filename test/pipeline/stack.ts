@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { contractOf, type ContractValidator } from '../helpers/contract';
 import { loadConfig, type Config } from '../../src/config';
+import { jsonOf } from '../../src/lib/json';
 import { silentLogger } from '../../src/lib/logger';
 import { deleteRedisPrefix as deleteRedisKeys } from '../../src/lib/redis-keys';
 import { createTailfleet, type Tailfleet, type TailfleetOverrides } from '../../src/server';
@@ -116,12 +117,7 @@ export function apiClient(baseUrl: string, token: string) {
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await res.text();
-    let json: any;
-    try {
-      json = text ? JSON.parse(text) : undefined;
-    } catch {
-      json = text;
-    }
+    const json: any = jsonOf(text, (raw) => raw);
     contract ??= contractOf(baseUrl);
     const wrong = (await contract).check(method, path, {
       status: res.status,

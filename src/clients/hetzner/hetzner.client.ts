@@ -1,11 +1,11 @@
-import { ActionFailedError, CloudApiError, WaitTimeoutError, isNotFound } from '../errors';
+import { ActionFailedError, CloudApiError, WaitTimeoutError, whenNotFound } from '../errors';
 import {
-  ClientLogger,
-  defaultSleep,
   RateLimiter,
   RequestCore,
   requestPolicyOf,
-  silentClientLogger,
+  runtimeOf,
+  type ClientLogger,
+  type ClientRuntime,
   type RequestPolicy,
 } from '../http';
 import { BatchPoller, KEEP_WAITING, PollVerdict, type Backoff } from '../poller';
@@ -26,12 +26,9 @@ import type {
   ShutdownResult,
 } from './hetzner.types';
 
-export interface HetznerClientDeps extends RequestPolicy {
+export interface HetznerClientDeps extends RequestPolicy, ClientRuntime {
   baseUrl: string;
   token: string;
-  logger?: ClientLogger;
-  sleep?: (ms: number) => Promise<void>;
-  now?: () => number;
   actionPollIntervalMs?: number;
   serverPollIntervalMs?: number;
   /** Default deadline of waitForAction(s). */
@@ -72,10 +69,8 @@ export class HetznerClient {
   constructor(deps: HetznerClientDeps) {
     if (!deps.token) throw new Error('HetznerClient needs a token');
     const token = deps.token;
-    this.logger = deps.logger ?? silentClientLogger;
-    this.now = deps.now ?? Date.now;
-    const sleep = deps.sleep ?? defaultSleep;
-    this.sleep = sleep;
+    const runtime = runtimeOf(deps);
+    ({ logger: this.logger, now: this.now, sleep: this.sleep } = runtime);
     this.listingWindowMs = deps.listingWindowMs ?? deps.serverPollIntervalMs ?? 1000;
     this.shutdownBackoff = { factor: 2, maxIntervalMs: 4 * (deps.serverPollIntervalMs ?? 1000) };
     this.actionTimeoutMs = deps.actionTimeoutMs ?? 10 * 60_000;
@@ -85,9 +80,7 @@ export class HetznerClient {
       api: 'hetzner',
       baseUrl: deps.baseUrl,
       ...requestPolicyOf(deps),
-      sleep,
-      now: this.now,
-      logger: this.logger,
+      ...runtime,
       auth: { header: async () => `Bearer ${token}` },
       secrets: () => [token],
       unauthorizedHint: deps.tokenSetting ?? 'HETZNER_API_TOKEN',
@@ -95,25 +88,19 @@ export class HetznerClient {
     });
     this.actionPoller = new BatchPoller({
       intervalMs: deps.actionPollIntervalMs ?? 1000,
-      sleep,
-      now: this.now,
-      logger: this.logger,
+      ...runtime,
       fetch: (ids) => this.fetchActions(ids),
     });
     this.serverPoller = new BatchPoller({
       intervalMs: deps.serverPollIntervalMs ?? 1000,
-      sleep,
-      now: this.now,
-      logger: this.logger,
+      ...runtime,
       fetch: (ids) => this.fetchServers(ids),
       // A listing page or a read per server, whichever is fewer (see fetchServers).
       cost: (ids) => Math.min(ids, this.managedListingPages),
     });
     this.imagePoller = new BatchPoller({
       intervalMs: deps.serverPollIntervalMs ?? 1000,
-      sleep,
-      now: this.now,
-      logger: this.logger,
+      ...runtime,
       fetch: async (ids) => new Map(await Promise.all(ids.map(async (id) => [id, await this.getImage(id).catch((e: Error) => e)] as const))),
     });
     this.sharedServers = new SharedListing({
@@ -123,7 +110,7 @@ export class HetznerClient {
         return { items: servers, pages, complete };
       },
       windowMs: this.listingWindowMs,
-      sleep,
+      sleep: this.sleep,
     });
   }
 
@@ -158,19 +145,10 @@ export class HetznerClient {
     return { server: body.server, action: body.action, nextActions: body.next_actions ?? [] };
   }
 
-  async getServer(id: number): Promise<HetznerServer | null> {
-    try {
-      const body = await this.core.request<{ server: HetznerServer }>({
-        method: 'GET',
-        path: `/servers/${id}`,
-        route: '/servers/{id}',
-        idempotent: true,
-      });
-      return body.server;
-    } catch (err) {
-      if (isNotFound(err)) return null;
-      throw err;
-    }
+  getServer(id: number): Promise<HetznerServer | null> {
+    return this.core
+      .request<{ server: HetznerServer }>({ method: 'GET', path: `/servers/${id}`, route: '/servers/{id}', idempotent: true })
+      .then((body) => body.server, whenNotFound(null));
   }
 
   /**
@@ -201,16 +179,10 @@ export class HetznerClient {
   }
 
   async deleteServer(id: number): Promise<boolean> {
-    let action: HetznerAction;
-    try {
-      ({ action } = await this.core.request<{ action: HetznerAction }>({
-        method: 'DELETE',
-        path: `/servers/${id}`,
-        route: '/servers/{id}',
-        idempotent: true,
-      }));
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
+    const action = await this.core
+      .request<{ action: HetznerAction }>({ method: 'DELETE', path: `/servers/${id}`, route: '/servers/{id}', idempotent: true })
+      .then((body) => body.action, whenNotFound(null));
+    if (!action) {
       this.logger.info({ serverId: id }, `[Hetzner] Server ${id} already deleted`);
       return false;
     }
@@ -312,19 +284,10 @@ export class HetznerClient {
     return { image: body.image, action: body.action };
   }
 
-  async getImage(id: number): Promise<HetznerImage | null> {
-    try {
-      const body = await this.core.request<{ image: HetznerImage }>({
-        method: 'GET',
-        path: `/images/${id}`,
-        route: '/images/{id}',
-        idempotent: true,
-      });
-      return body.image;
-    } catch (err) {
-      if (isNotFound(err)) return null;
-      throw err;
-    }
+  getImage(id: number): Promise<HetznerImage | null> {
+    return this.core
+      .request<{ image: HetznerImage }>({ method: 'GET', path: `/images/${id}`, route: '/images/{id}', idempotent: true })
+      .then((body) => body.image, whenNotFound(null));
   }
 
   /** Images of a type matching a label selector, every page. */
@@ -350,15 +313,11 @@ export class HetznerClient {
 
   /** Deletes an image; false when it was already gone. */
   async deleteImage(id: number): Promise<boolean> {
-    try {
-      await this.core.request<unknown>({ method: 'DELETE', path: `/images/${id}`, route: '/images/{id}', idempotent: true });
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-      this.logger.info({ imageId: id }, `[Hetzner] Image ${id} already deleted`);
-      return false;
-    }
-    this.logger.info({ imageId: id }, `[Hetzner] Image ${id} deleted`);
-    return true;
+    const deleted = await this.core
+      .request<unknown>({ method: 'DELETE', path: `/images/${id}`, route: '/images/{id}', idempotent: true })
+      .then(() => true, whenNotFound(false));
+    this.logger.info({ imageId: id }, `[Hetzner] Image ${id} ${deleted ? 'deleted' : 'already deleted'}`);
+    return deleted;
   }
 
   /**
@@ -385,13 +344,7 @@ export class HetznerClient {
         }
         return KEEP_WAITING;
       },
-      timeoutError: () =>
-        new WaitTimeoutError({
-          api: 'hetzner',
-          code: 'image_timeout',
-          path: `/images/${id}`,
-          message: `Hetzner image ${id} was not available within ${timeoutMs} ms`,
-        }),
+      timeoutError: this.waitTimeout('image_timeout', `/images/${id}`, `Hetzner image ${id} was not available within ${timeoutMs} ms`),
     });
   }
 
@@ -422,13 +375,7 @@ export class HetznerClient {
         if (action.status === 'error') throw new ActionFailedError(action);
         return KEEP_WAITING;
       },
-      timeoutError: () =>
-        new WaitTimeoutError({
-          api: 'hetzner',
-          code: 'action_timeout',
-          path: `/actions/${id}`,
-          message: `Hetzner action ${id} did not finish within ${timeoutMs} ms`,
-        }),
+      timeoutError: this.waitTimeout('action_timeout', `/actions/${id}`, `Hetzner action ${id} did not finish within ${timeoutMs} ms`),
     });
   }
 
@@ -450,13 +397,7 @@ export class HetznerClient {
         if (server === null) return { done: true, value: null };
         return server.status === status ? { done: true, value: server } : KEEP_WAITING;
       },
-      timeoutError: () =>
-        new WaitTimeoutError({
-          api: 'hetzner',
-          code: 'server_status_timeout',
-          path: `/servers/${id}`,
-          message: `Hetzner server ${id} did not reach status '${status}' within ${timeoutMs} ms`,
-        }),
+      timeoutError: this.waitTimeout('server_status_timeout', `/servers/${id}`, `Hetzner server ${id} did not reach status '${status}' within ${timeoutMs} ms`),
     });
   }
 
@@ -467,9 +408,13 @@ export class HetznerClient {
   readServer(id: number): Promise<HetznerServer | null> {
     return this.serverPoller.read(id, {
       timeoutMs: this.serverWaitTimeoutMs,
-      timeoutError: () =>
-        new WaitTimeoutError({ api: 'hetzner', code: 'server_read_timeout', path: `/servers/${id}`, message: `Hetzner server ${id} could not be read` }),
+      timeoutError: this.waitTimeout('server_read_timeout', `/servers/${id}`, `Hetzner server ${id} could not be read`),
     });
+  }
+
+  /** What a wait of this client ends with past its deadline. */
+  private waitTimeout(code: string, path: string, message: string): () => WaitTimeoutError {
+    return () => new WaitTimeoutError({ api: 'hetzner', code, path, message });
   }
 
   /** Skips the poll when the API already reported the action finished. */

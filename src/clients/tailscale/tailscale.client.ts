@@ -1,27 +1,24 @@
-import { CloudApiError, WaitTimeoutError, isNotFound } from '../errors';
+import { CloudApiError, WaitTimeoutError, whenNotFound } from '../errors';
 import {
-  AuthProvider,
-  ClientLogger,
-  defaultSleep,
-  RateLimiter,
   RequestCore,
   requestPolicyOf,
-  silentClientLogger,
+  runtimeOf,
+  type AuthProvider,
+  type ClientLogger,
+  type ClientRuntime,
+  type RateLimiter,
   type RequestPolicy,
 } from '../http';
 import { carriesTags, hostnameMatches } from './devices';
 import { BatchPoller, KEEP_WAITING, PollVerdict, ReadCoalescer } from '../poller';
 import type { CreatedAuthKey, OAuthTokenResponse, TailscaleDevice, TailscaleKey } from './tailscale.types';
 
-export interface TailscaleClientDeps extends RequestPolicy {
+export interface TailscaleClientDeps extends RequestPolicy, ClientRuntime {
   baseUrl: string;
   clientId: string;
   clientSecret: string;
   tailnet?: string;
   tags?: string[];
-  logger?: ClientLogger;
-  sleep?: (ms: number) => Promise<void>;
-  now?: () => number;
   enrollmentPollIntervalMs?: number;
   /** Default deadline of waitForEnrollment. */
   enrollmentTimeoutMs?: number;
@@ -93,13 +90,13 @@ export class TailscaleClient {
   constructor(deps: TailscaleClientDeps) {
     if (!deps.clientId || !deps.clientSecret) throw new Error('TailscaleClient needs an OAuth client id and secret');
     const { clientId, clientSecret } = deps;
-    this.logger = deps.logger ?? silentClientLogger;
+    const runtime = runtimeOf(deps);
+    const { now } = runtime;
+    this.logger = runtime.logger;
     this.tailnet = deps.tailnet ?? '-';
     this.tags = deps.tags ?? ['tag:agent'];
     this.enrollmentTimeoutMs = deps.enrollmentTimeoutMs ?? 5 * 60_000;
     this.enrollmentPollIntervalMs = deps.enrollmentPollIntervalMs ?? 2000;
-    const now = deps.now ?? Date.now;
-    const sleep = deps.sleep ?? defaultSleep;
 
     this.tokens = new OAuthTokenSource(
       () =>
@@ -121,9 +118,7 @@ export class TailscaleClient {
       api: 'tailscale',
       baseUrl: deps.baseUrl,
       ...requestPolicyOf(deps),
-      sleep,
-      now,
-      logger: this.logger,
+      ...runtime,
       auth: this.tokens,
       secrets: () => [clientSecret, this.tokens.secret()],
       // Tailscale does not document how its budget refills; assume nothing comes back before the reset.
@@ -131,9 +126,7 @@ export class TailscaleClient {
     });
     this.enrollmentPoller = new BatchPoller({
       intervalMs: this.enrollmentPollIntervalMs,
-      sleep,
-      now,
-      logger: this.logger,
+      ...runtime,
       fetch: async (hostnames) => {
         const devices = await this.listDevices();
         return new Map(hostnames.map((h) => [h, devices.filter((d) => hostnameMatches(d, h))]));
@@ -141,12 +134,10 @@ export class TailscaleClient {
     });
     this.devicePoller = new BatchPoller({
       intervalMs: this.enrollmentPollIntervalMs,
-      sleep,
-      now,
-      logger: this.logger,
+      ...runtime,
       fetch: (ids) => this.fetchDevices(ids),
     });
-    const listingWindow = { windowMs: deps.listingWindowMs ?? this.enrollmentPollIntervalMs, sleep };
+    const listingWindow = { windowMs: deps.listingWindowMs ?? this.enrollmentPollIntervalMs, sleep: runtime.sleep };
     this.sharedDevices = new ReadCoalescer(async () => new Map([['devices', await this.listDevices()]]), listingWindow);
     this.sharedKeys = new ReadCoalescer(async () => new Map([['keys', await this.readAuthKeys()]]), listingWindow);
   }
@@ -217,34 +208,18 @@ export class TailscaleClient {
   }
 
   /** The key's metadata (never its secret), or null when Tailscale does not know it. */
-  async getAuthKey(id: string): Promise<TailscaleKey | null> {
-    try {
-      return await this.core.request<TailscaleKey>({
-        method: 'GET',
-        path: `/tailnet/${encodeURIComponent(this.tailnet)}/keys/${encodeURIComponent(id)}`,
-        route: '/tailnet/{tailnet}/keys/{keyId}',
-        idempotent: true,
-      });
-    } catch (err) {
-      if (isNotFound(err)) return null;
-      throw err;
-    }
+  getAuthKey(id: string): Promise<TailscaleKey | null> {
+    return this.core.request<TailscaleKey>({ method: 'GET', ...this.authKeyPath(id), idempotent: true }).catch(whenNotFound(null));
   }
 
   async deleteAuthKey(id: string): Promise<boolean> {
-    try {
-      await this.core.request({
-        method: 'DELETE',
-        path: `/tailnet/${encodeURIComponent(this.tailnet)}/keys/${encodeURIComponent(id)}`,
-        route: '/tailnet/{tailnet}/keys/{keyId}',
-        idempotent: true,
-      });
-    } catch (err) {
-      if (isNotFound(err)) return false;
-      throw err;
-    }
-    this.logger.info({ keyId: id }, `[Tailscale] Auth key ${id} deleted`);
-    return true;
+    const deleted = await this.core.request({ method: 'DELETE', ...this.authKeyPath(id), idempotent: true }).then(() => true, whenNotFound(false));
+    if (deleted) this.logger.info({ keyId: id }, `[Tailscale] Auth key ${id} deleted`);
+    return deleted;
+  }
+
+  private authKeyPath(id: string): { path: string; route: string } {
+    return { path: `/tailnet/${encodeURIComponent(this.tailnet)}/keys/${encodeURIComponent(id)}`, route: '/tailnet/{tailnet}/keys/{keyId}' };
   }
 
   async listDevices(): Promise<TailscaleDevice[]> {
@@ -266,18 +241,10 @@ export class TailscaleClient {
     return this.sharedDevices.get('devices');
   }
 
-  async getDevice(id: string): Promise<TailscaleDevice | null> {
-    try {
-      return await this.core.request<TailscaleDevice>({
-        method: 'GET',
-        path: `/device/${encodeURIComponent(id)}`,
-        route: '/device/{deviceId}',
-        idempotent: true,
-      });
-    } catch (err) {
-      if (isNotFound(err)) return null;
-      throw err;
-    }
+  getDevice(id: string): Promise<TailscaleDevice | null> {
+    return this.core
+      .request<TailscaleDevice>({ method: 'GET', path: `/device/${encodeURIComponent(id)}`, route: '/device/{deviceId}', idempotent: true })
+      .catch(whenNotFound(null));
   }
 
   /**
@@ -304,20 +271,11 @@ export class TailscaleClient {
 
   /** 404 means the device is already gone, which is what the caller wanted: false, not an error. */
   async deleteDevice(id: string): Promise<boolean> {
-    try {
-      await this.core.request({
-        method: 'DELETE',
-        path: `/device/${encodeURIComponent(id)}`,
-        route: '/device/{deviceId}',
-        idempotent: true,
-      });
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-      this.logger.info({ deviceId: id }, `[Tailscale] Device ${id} was already gone`);
-      return false;
-    }
-    this.logger.info({ deviceId: id }, `[Tailscale] Device ${id} deleted from network`);
-    return true;
+    const deleted = await this.core
+      .request({ method: 'DELETE', path: `/device/${encodeURIComponent(id)}`, route: '/device/{deviceId}', idempotent: true })
+      .then(() => true, whenNotFound(false));
+    this.logger.info({ deviceId: id }, `[Tailscale] Device ${id} ${deleted ? 'deleted from network' : 'was already gone'}`);
+    return deleted;
   }
 
   async findDeviceByIp(ip: string): Promise<TailscaleDevice | undefined> {
