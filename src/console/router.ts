@@ -298,10 +298,16 @@ export function createConsoleRouter(deps: ConsoleDeps): Router {
     if (!UUID.test(id)) throw new HttpProblem('not-found', `No agent ${id}.`);
     const detail = await api.get(`/v1/agents/${id}`);
     if (!detail.ok) throw new HttpProblem(detail.status === 404 ? 'not-found' : 'service-unavailable', problemText(detail));
-    const [events, operations] = await Promise.all([api.get(`/v1/agents/${id}/events?limit=500`), api.get(`/v1/operations${qs({ agentId: id, limit: 100 })}`)]);
+    const [events, operations, leases] = await Promise.all([
+      api.get(`/v1/agents/${id}/events?limit=500`),
+      api.get(`/v1/operations${qs({ agentId: id, limit: 100 })}`),
+      api.get(`/v1/agents/${id}/leases`),
+    ]);
     render(res, 'agent', {
       title: detail.body.agent.name,
       detail: detail.body,
+      // The live leases: while one is, no policy stops, expires or claims the agent.
+      leases: leases.ok ? (leases.body.items as Array<{ live: boolean }>).filter((l) => l.live) : null,
       timeline: helpers.timeline(events.ok ? events.body.items : [], operations.ok ? operations.body.items : []),
       actions: AGENT_ACTIONS,
     });
@@ -336,6 +342,14 @@ export function createConsoleRouter(deps: ConsoleDeps): Router {
         ? withNotice(back, 'notice', `${action}: operation ${answer.body.operation?.id ?? ''} ${answer.body.operation?.status ?? 'accepted'}`)
         : withNotice(back, 'error', problemText(answer)),
     );
+  });
+
+  // ---------------------------------------------------------------------------------------------
+  // Pools
+
+  get('/pools', async (_req, res) => {
+    const answer = await signedOf(res).api.get('/v1/pools');
+    render(res, 'pools', { title: 'Pools', pools: answer.ok ? answer.body.items : [], error: answer.ok ? undefined : problemText(answer) });
   });
 
   // ---------------------------------------------------------------------------------------------

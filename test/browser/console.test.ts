@@ -103,6 +103,7 @@ describe('console: the operator’s pages in a real browser', function () {
       expect(await page.locator('#chart-hourly').evaluate((c: HTMLCanvasElement) => c.width > 0)).to.equal(true);
       for (const [path, shot] of [
         ['/console/agents', 'console-agents'],
+        ['/console/pools', 'console-pools-empty'],
         [`/console/agents/${agents.green}`, 'console-agent'],
         ['/console/operations', 'console-operations'],
         ['/console/findings', 'console-findings'],
@@ -226,13 +227,57 @@ describe('console: the operator’s pages in a real browser', function () {
     }
   });
 
+  it('shows the pools with their counts, and an agent’s readiness, last activity, expiry and live leases', async () => {
+    // A pool whose policy keeps nothing (its minimum and its schedule's are 0): the counts stay as made.
+    const pool = await api.post('/v1/pools', {
+      name: 'console-pool',
+      minReady: 0,
+      standby: 'stopped',
+      maxSize: 4,
+      spec: { serverType: 'cx22', labels: { tier: 'warm' } },
+      schedules: [{ cron: '0 8 * * 1-5', timezone: 'Europe/Berlin', minReady: 0 }],
+    });
+    expect(pool.status, JSON.stringify(pool.body)).to.equal(201);
+    const lease = await api.post(`/v1/agents/${agents.blue}/leases`, { holder: 'nightly-build', ttlSeconds: 3600 });
+    expect(lease.status, JSON.stringify(lease.body)).to.equal(201);
+    const extended = await api.post(`/v1/agents/${agents.blue}/extend`, { ttlSeconds: 7200 });
+    expect(extended.status, JSON.stringify(extended.body)).to.equal(200);
+
+    const { context, page, problems } = await open();
+    try {
+      await signIn(page, tokens.read);
+      await page.getByRole('link', { name: 'Pools' }).click();
+      await page.waitForURL(`${tf.url}/console/pools`);
+      const row = page.locator('tr[data-pool="console-pool"]');
+      expect(await row.getByRole('rowheader').textContent()).to.equal('console-pool');
+      expect(await row.locator('[data-count="ready"]').textContent()).to.equal('0');
+      expect(await row.locator('[data-count="claimed"]').textContent()).to.equal('0');
+      expect(await row.textContent()).to.contain('0 8 * * 1-5').and.to.contain('Europe/Berlin').and.to.contain('cx22').and.to.contain('tier=warm');
+      await page.screenshot({ path: join(ARTIFACTS, 'console-pools.png'), fullPage: true });
+
+      await page.goto(`${tf.url}/console/agents/${agents.blue}`);
+      const card = page.locator('article', { has: page.getByRole('heading', { name: 'Readiness and leases' }) });
+      expect(await card.locator(`[data-leases="${agents.blue}"]`).textContent()).to.contain('nightly-build until');
+      const text = (await card.textContent())!;
+      expect(text).to.contain(new Date(extended.body.expiresAt).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z'));
+      // The activity the API reports for it (its creation was a command; the lease is one too).
+      const activity = (await api.get(`/v1/agents/${agents.blue}`)).body.agent.lastActivity;
+      expect(activity).to.not.equal(null);
+      expect(text).to.contain(`${activity.kind} at ${activity.at.replace('T', ' ').replace(/\.\d+Z$/, 'Z')}`);
+      expect(problems, 'console errors or CSP violations').to.deep.equal([]);
+    } finally {
+      await context.close();
+      await api.call('DELETE', `/v1/agents/${agents.blue}/leases/${lease.body.id}`);
+    }
+  });
+
   it('has no serious or critical accessibility violations (axe-core) on any page', async () => {
     const { context, page } = await open({ bypassCSP: true });
     try {
       await signIn(page, suite.apiToken);
       const hook = await api.post('/v1/webhooks', { url: 'https://93.184.215.14/hooks/console', events: ['finding.resolved'] });
       expect(hook.status, JSON.stringify(hook.body)).to.equal(201);
-      const pages = ['/console', '/console/agents', `/console/agents/${agents.green}`, `/console/agents/${agents.green}/destroy`, '/console/operations', '/console/findings?status=all', '/console/tokens', '/console/webhooks', `/console/webhooks/${hook.body.id}`];
+      const pages = ['/console', '/console/agents', '/console/pools', `/console/agents/${agents.blue}`, `/console/agents/${agents.green}`, `/console/agents/${agents.green}/destroy`, '/console/operations', '/console/findings?status=all', '/console/tokens', '/console/webhooks', `/console/webhooks/${hook.body.id}`];
       const found: string[] = [];
       for (const path of [...pages, 'sign-in']) {
         if (path === 'sign-in') {
