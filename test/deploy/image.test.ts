@@ -4,6 +4,8 @@ import { expect } from 'chai';
 // Already installed as mocha's dependency; reads docker-compose.yml here.
 import { load as loadYaml } from 'js-yaml';
 import { execForm, parseCopy, parseDockerfile, parseEnv, parseHealthcheck } from '../../scripts/dockerfile';
+import { loadConfig } from '../../src/config';
+import { validEnv } from '../helpers/config';
 
 // The shape of the production image, compose file and scripts. `npm run check:image` replays the
 // Dockerfile's commands for real; this only holds the files to what a deployment relies on.
@@ -93,10 +95,19 @@ describe('deployment files', () => {
       expect(tailfleet.command).to.equal(undefined);
       expect(compose.services.simulator.command).to.deep.equal(['node', 'dist/src/simulator/main.js']);
       const sim = compose.services.simulator.environment;
-      const fallback = (v: string) => /:-([^}]*)\}$/.exec(v)?.[1];
+      const fallback = (v: string) => /:?-([^}]*)\}$/.exec(v)?.[1];
       expect(fallback(tailfleet.environment.HETZNER_API_TOKEN)).to.equal(fallback(sim.SIM_HETZNER_TOKEN));
       expect(fallback(tailfleet.environment.TAILSCALE_OAUTH_CLIENT_ID)).to.equal(fallback(sim.SIM_TAILSCALE_CLIENT_ID));
       expect(fallback(tailfleet.environment.TAILSCALE_OAUTH_CLIENT_SECRET)).to.equal(fallback(sim.SIM_TAILSCALE_CLIENT_SECRET));
+    });
+
+    it('passes several Hetzner projects through: the simulator token is the default only while HETZNER_API_TOKEN is unset', () => {
+      // `${VAR-default}`: an empty HETZNER_API_TOKEN stays empty (unset for tailfleet's config) beside HETZNER_PROJECTS.
+      expect(tailfleet.environment.HETZNER_API_TOKEN).to.equal('${HETZNER_API_TOKEN-sim-token}');
+      expect(tailfleet.environment.HETZNER_PROJECTS).to.equal('${HETZNER_PROJECTS:-}');
+      const config = loadConfig({ ...validEnv, HETZNER_API_TOKEN: '', HETZNER_PROJECTS: 'main=tok-1,spare=tok-2' });
+      expect(config.hetzner.projects.map((p) => p.name)).to.deep.equal(['main', 'spare']);
+      expect(read('.env.example')).to.match(/^#HETZNER_PROJECTS=/m);
     });
   });
 });
