@@ -227,7 +227,7 @@ describe('console: the operator’s pages in a real browser', function () {
     }
   });
 
-  it('shows the pools with their counts, and an agent’s readiness, last activity, expiry and live leases', async () => {
+  it('shows each project’s request budget, the pools with their counts, and an agent’s readiness, last activity, expiry and live leases', async () => {
     // A pool whose policy keeps nothing (its minimum and its schedule's are 0): the counts stay as made.
     const pool = await api.post('/v1/pools', {
       name: 'console-pool',
@@ -246,6 +246,9 @@ describe('console: the operator’s pages in a real browser', function () {
     const { context, page, problems } = await open();
     try {
       await signIn(page, tokens.read);
+      // The fleet page's budget tile: each Hetzner project as the workers last saw it.
+      const project = (await page.locator('[data-project="default"]').textContent())!;
+      expect(project).to.match(/^default: \d+ \/ \d+ requests left \(.+\); \d+ servers$/);
       await page.getByRole('link', { name: 'Pools' }).click();
       await page.waitForURL(`${tf.url}/console/pools`);
       const row = page.locator('tr[data-pool="console-pool"]');
