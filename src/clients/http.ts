@@ -68,6 +68,8 @@ export class RateLimiter {
   private resetAt?: number;
   private blockedUntil = 0;
   private lastGrantAt = Number.NEGATIVE_INFINITY;
+  /** Reservations whose request has not been answered yet (waiting to be sent, or sent). */
+  private inFlight = 0;
   private readonly model: RateLimitModel;
   private readonly paceBelow: number;
   private readonly now: () => number;
@@ -85,14 +87,26 @@ export class RateLimiter {
     const spacing = this.spacingMs(at);
     if (spacing > 0) at = Math.max(at, this.lastGrantAt + spacing);
     this.lastGrantAt = at;
+    this.inFlight++;
     // Count the request against the budget now; the response will correct the estimate.
     if (this.remaining !== undefined) this.remaining = Math.max(0, this.remaining - 1);
     return at - now;
   }
 
-  observe(h: { limit?: number; remaining?: number; resetAt?: number }): void {
+  /**
+   * A reserved request was answered (`h`: its rate-limit headers) or given up (no headers). The
+   * budget a response reports does not count the requests still in flight beside it, each of which
+   * will spend one: without subtracting them, a burst's first answers would report a budget the
+   * rest of the burst has already spent, and the pacing would start too late.
+   */
+  settle(h?: { limit?: number; remaining?: number; resetAt?: number }): void {
+    this.inFlight = Math.max(0, this.inFlight - 1);
+    if (h) this.observe(h, this.inFlight);
+  }
+
+  observe(h: { limit?: number; remaining?: number; resetAt?: number }, inFlight = 0): void {
     if (h.limit !== undefined) this.limit = h.limit;
-    if (h.remaining !== undefined) this.remaining = h.remaining;
+    if (h.remaining !== undefined) this.remaining = Math.max(0, h.remaining - inFlight);
     if (h.resetAt !== undefined) this.resetAt = h.resetAt;
   }
 
@@ -283,7 +297,7 @@ export function parseRateLimitHeaders(
 class TimeoutSignal extends Error {}
 
 type Attempt =
-  | { kind: 'response'; status: number; headers: Headers; body: unknown }
+  | { kind: 'response'; status: number; headers: Headers; body: unknown; rateLimit: ReturnType<typeof parseRateLimitHeaders> }
   | { kind: 'network'; error: unknown }
   | { kind: 'timeout' };
 
@@ -343,10 +357,19 @@ export class RequestCore {
     let refreshedAuth = false;
     for (let attempt = 1; ; attempt++) {
       const wait = this.rateLimiter.reserve();
-      if (wait > 0) await this.sleepFn(wait);
-
-      const authHeader = req.auth === false || !this.auth ? undefined : await this.auth.header();
-      const result = await this.attempt(req, authHeader);
+      let sent = false;
+      let result: Attempt;
+      let authHeader: string | undefined;
+      try {
+        if (wait > 0) await this.sleepFn(wait);
+        authHeader = req.auth === false || !this.auth ? undefined : await this.auth.header();
+        sent = true;
+        // attempt() settles the reservation with what the answer says, before anyone hears of it.
+        result = await this.attempt(req, authHeader);
+      } finally {
+        // A reservation whose request never went (no credential could be had) is settled here.
+        if (!sent) this.rateLimiter.settle();
+      }
 
       if (result.kind === 'response' && result.status >= 200 && result.status < 300) {
         return { status: result.status, body: result.body as T };
@@ -437,7 +460,7 @@ export class RequestCore {
     try {
       const res = await this.fetchFn(this.buildUrl(req), { method: req.method, headers, body, signal: controller.signal });
       const text = await res.text();
-      result = { kind: 'response', status: res.status, headers: res.headers, body: parseBody(text) };
+      result = { kind: 'response', status: res.status, headers: res.headers, body: parseBody(text), rateLimit: parseRateLimitHeaders(res.headers, this.now()) };
     } catch (error) {
       result = timedOut ? { kind: 'timeout' } : { kind: 'network', error };
     } finally {
@@ -451,11 +474,10 @@ export class RequestCore {
       status: result.kind === 'response' ? result.status : result.kind,
       durationMs: this.now() - started,
     };
+    this.rateLimiter.settle(result.kind === 'response' ? result.rateLimit : undefined);
     if (result.kind === 'response') {
-      const rl = parseRateLimitHeaders(result.headers, this.now());
-      this.rateLimiter.observe(rl);
-      event.rateLimitLimit = rl.limit;
-      event.rateLimitRemaining = rl.remaining;
+      event.rateLimitLimit = result.rateLimit.limit;
+      event.rateLimitRemaining = result.rateLimit.remaining;
     }
     try {
       this.observer?.onRequest(event);

@@ -41,6 +41,27 @@ describe('RateLimiter', () => {
     expect([rl.reserve(), rl.reserve()]).to.deep.equal([0, 0]);
   });
 
+  it('counts the requests still in flight against the budget an answer reports', () => {
+    const rl = new RateLimiter({ model: 'refill', now: () => T0 });
+    // A burst of 50 before any answer: nothing is known, nothing is paced.
+    expect(Array.from({ length: 50 }, () => rl.reserve()).every((w) => w === 0)).to.equal(true);
+    // The first answer says 400 of 3600 are left; the 49 still in flight will spend 49 of them.
+    rl.settle({ limit: 3600, remaining: 400, resetAt: T0 + 3_200_000 });
+    expect(rl.state().remaining).to.equal(351);
+    // Said low enough, the next request is paced although the answer alone would not have paced it.
+    rl.settle({ limit: 3600, remaining: 380, resetAt: T0 + 3_200_000 });
+    expect(rl.state().remaining).to.equal(332);
+    const low = new RateLimiter({ model: 'refill', now: () => T0 });
+    for (let i = 0; i < 300; i++) low.reserve();
+    low.settle({ limit: 3600, remaining: 400, resetAt: T0 + 3_500_000 });
+    expect(low.state().remaining).to.equal(101);
+    expect([low.reserve(), low.reserve()][1]).to.be.greaterThan(0);
+    // Requests given up (no answer) leave the count too.
+    for (let i = 0; i < 299; i++) low.settle();
+    low.settle({ limit: 3600, remaining: 400, resetAt: T0 + 3_500_000 });
+    expect(low.state().remaining).to.equal(399);
+  });
+
   it('holds every caller back after a 429', () => {
     const rl = new RateLimiter({ now: () => T0 });
     rl.blockUntil(T0 + 1500);
