@@ -1,5 +1,8 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
+import { join } from 'node:path';
 import { loadConfig, type Config } from '../../src/config';
 import { createDatabase, dropDatabase, scratchDatabaseName } from '../../src/db/admin';
 import { silentLogger } from '../../src/lib/logger';
@@ -43,9 +46,9 @@ export function closeOnSignal(close: () => Promise<void>): () => void {
   };
 }
 
-export interface BenchStack {
+export interface BenchStack<S = RunningSimulator> {
   label: string;
-  sim: RunningSimulator;
+  sim: S;
   prefix: string;
   apiToken: string;
   databaseUrl: string;
@@ -59,21 +62,38 @@ export interface BenchStack {
  * One tailfleet built through the composition root (role all) against its own database, its own
  * Redis prefix and an in-process simulator, with logging off so the numbers measure the service.
  */
-export async function startBenchStack(
+export function startBenchStack(label: string, opts: BenchStackOptions = {}): Promise<BenchStack> {
+  return startStack(label, opts, startSimulator);
+}
+
+/**
+ * The same stack with the simulator in a process of its own (`npm run simulator`), for benches that
+ * measure tailfleet's CPU: the cloud's work (serialising listings, its timers) is then not counted as
+ * tailfleet's, as in production, where it runs on Hetzner's and Tailscale's machines. Its own CPU is
+ * read from /proc for the row beside.
+ */
+export function startBenchStackWithSimulatorProcess(label: string, opts: Omit<BenchStackOptions, 'projects'> = {}): Promise<BenchStack<SimulatorProcess>> {
+  return startStack(label, opts, startSimulatorProcess);
+}
+
+interface BenchStackOptions {
+  timings?: SimTimingsInput;
+  env?: Record<string, string>;
+  overrides?: TailfleetOverrides;
+  /** Hetzner projects of the simulator, given to tailfleet as HETZNER_PROJECTS (default: one, HETZNER_API_TOKEN). */
+  projects?: SimProjectInput[];
+}
+
+async function startStack<S extends { hetznerUrl: string; tailscaleUrl: string; close(): Promise<void> }>(
   label: string,
-  opts: {
-    timings?: SimTimingsInput;
-    env?: Record<string, string>;
-    overrides?: TailfleetOverrides;
-    /** Hetzner projects of the simulator, given to tailfleet as HETZNER_PROJECTS (default: one, HETZNER_API_TOKEN). */
-    projects?: SimProjectInput[];
-  } = {},
-): Promise<BenchStack> {
+  opts: BenchStackOptions,
+  simulator: (o: { timings: SimTimingsInput; seed: number; projects?: SimProjectInput[] }) => Promise<S>,
+): Promise<BenchStack<S>> {
   const dbName = scratchDatabaseName(`bench_${label}`);
   const databaseUrl = await createDatabase(ADMIN_DATABASE_URL, dbName);
   const prefix = `tf-bench-${label}-${randomBytes(4).toString('hex')}`;
   const apiToken = randomBytes(24).toString('hex');
-  let sim: RunningSimulator | undefined;
+  let sim: S | undefined;
   let tf: Tailfleet | undefined;
   let forget: () => void = () => undefined;
   const close = async () => {
@@ -85,7 +105,7 @@ export async function startBenchStack(
   };
   forget = closeOnSignal(close);
   try {
-    sim = await startSimulator({ timings: opts.timings ?? ZERO_TIMINGS, seed: 1, projects: opts.projects });
+    sim = await simulator({ timings: opts.timings ?? ZERO_TIMINGS, seed: 1, projects: opts.projects });
     const projectEnv = opts.projects
       ? { HETZNER_API_TOKEN: '', HETZNER_PROJECTS: opts.projects.map((p) => `${p.name}=${p.token}`).join(',') }
       : {};
@@ -110,6 +130,72 @@ export async function startBenchStack(
     await close();
     throw err;
   }
+}
+
+/** The simulator as `npm run simulator` runs it, in a child process, and what the benches ask of it. */
+export interface SimulatorProcess {
+  hetznerUrl: string;
+  tailscaleUrl: string;
+  /** Requests by route since the last reset (its control API). */
+  requestCounts(): Promise<Record<string, number>>;
+  resetRequestCounts(): Promise<void>;
+  /** CPU the process has used so far (user + system), ms, from /proc. */
+  cpuMs(): number;
+  close(): Promise<void>;
+}
+
+async function startSimulatorProcess(o: { timings: SimTimingsInput; seed: number }): Promise<SimulatorProcess> {
+  const root = join(__dirname, '..', '..');
+  // tsx as a loader in the one process (its CLI would put the simulator in a grandchild, out of /proc/<pid>).
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', join(root, 'src/simulator/main.ts')], {
+    cwd: root,
+    env: { ...process.env, SIM_PORT: '0', SIM_SEED: String(o.seed), SIM_TIMINGS: JSON.stringify(o.timings) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => fail(new Error(`the simulator did not start in 30 s: ${err.slice(-500)}`)), 30_000);
+    const fail = (e: Error) => {
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+      reject(e);
+    };
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /listening on (http:\/\/\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    child.once('exit', (code) => fail(new Error(`the simulator exited (${code}) before it listened: ${err.slice(-500)}`)));
+  });
+  child.stdout!.resume();
+  const control = async (method: string, path: string): Promise<any> => {
+    const res = await fetch(`${url}/_sim${path}`, { method });
+    if (!res.ok) throw new Error(`simulator ${method} /_sim${path} → ${res.status}`);
+    return res.json();
+  };
+  const ticksPerMs = 100 / 1000; // USER_HZ: 100 on Linux
+  return {
+    hetznerUrl: `${url}/hetzner/v1`,
+    tailscaleUrl: `${url}/tailscale/api/v2`,
+    requestCounts: async () => (await control('GET', '/requests')).counts,
+    resetRequestCounts: async () => void (await control('POST', '/requests/reset')),
+    cpuMs: () => {
+      const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / ticksPerMs;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
 }
 
 /** Deletes this run's keys from the shared Redis (src/lib/redis-keys.ts). */
