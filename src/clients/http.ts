@@ -1,5 +1,6 @@
 import pino from 'pino';
 import { CloudApi, CloudApiError } from './errors';
+import { fetchTransport, nodeTransport, type Transport, type TransportResponse } from './transport';
 
 /** One finished attempt, for metrics. `route` is templated (`/servers/{id}`) to keep label cardinality low. */
 export interface CloudRequestEvent {
@@ -279,7 +280,7 @@ export function parseRetryAfter(value: string | null, now: number): number | und
 
 /** `RateLimit-*` headers; Reset is a UNIX timestamp (Hetzner) or, if small, seconds from now (IETF draft). */
 export function parseRateLimitHeaders(
-  headers: Headers,
+  headers: Pick<Headers, 'get'>,
   now: number,
 ): { limit?: number; remaining?: number; resetAt?: number } {
   const num = (name: string) => {
@@ -297,7 +298,7 @@ export function parseRateLimitHeaders(
 class TimeoutSignal extends Error {}
 
 type Attempt =
-  | { kind: 'response'; status: number; headers: Headers; body: unknown; rateLimit: ReturnType<typeof parseRateLimitHeaders> }
+  | { kind: 'response'; status: number; headers: TransportResponse['headers']; body: unknown; rateLimit: ReturnType<typeof parseRateLimitHeaders> }
   | { kind: 'network'; error: unknown }
   | { kind: 'timeout' };
 
@@ -309,7 +310,7 @@ export class RequestCore {
   readonly api: CloudApi;
   readonly rateLimiter: RateLimiter;
   private readonly baseUrl: string;
-  private readonly fetchFn: typeof fetch;
+  private readonly transport: Transport;
   private readonly sleepFn: (ms: number) => Promise<void>;
   private readonly now: () => number;
   private readonly random: () => number;
@@ -328,7 +329,7 @@ export class RequestCore {
   constructor(opts: RequestCoreOptions) {
     this.api = opts.api;
     this.baseUrl = opts.baseUrl.replace(/\/+$/, '');
-    this.fetchFn = opts.fetch ?? globalThis.fetch.bind(globalThis);
+    this.transport = opts.fetch ? fetchTransport(opts.fetch) : nodeTransport;
     this.sleepFn = opts.sleep ?? defaultSleep;
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
@@ -458,9 +459,8 @@ export class RequestCore {
     const started = this.now();
     let result: Attempt;
     try {
-      const res = await this.fetchFn(this.buildUrl(req), { method: req.method, headers, body, signal: controller.signal });
-      const text = await res.text();
-      result = { kind: 'response', status: res.status, headers: res.headers, body: parseBody(text), rateLimit: parseRateLimitHeaders(res.headers, this.now()) };
+      const res = await this.transport(this.buildUrl(req), { method: req.method, headers, body, signal: controller.signal });
+      result = { kind: 'response', status: res.status, headers: res.headers, body: parseBody(res.text), rateLimit: parseRateLimitHeaders(res.headers, this.now()) };
     } catch (error) {
       result = timedOut ? { kind: 'timeout' } : { kind: 'network', error };
     } finally {
