@@ -5,8 +5,8 @@ import type { EventEntityType } from './entities';
  * the state does not allow (StateConflictError), a name already in use (NameTakenError), what it
  * was given and cannot act on (InvalidInputError), what did not answer (UnavailableError), and a few
  * of their own kind (a cloud API's answer, src/clients/errors; an HTTP problem, src/api/problem). `permanent` tells a processor
- * that trying the same job again cannot help, so it should stop retrying; `code` names the kind of
- * failure for logs and clients.
+ * that trying the same job again cannot help, so it should stop retrying (true of every
+ * PermanentError); `code` names the kind of failure for logs and clients.
  */
 export abstract class TailfleetError extends Error {
   abstract readonly permanent: boolean;
@@ -17,10 +17,14 @@ export abstract class TailfleetError extends Error {
   }
 }
 
-/** An agent, instance, provisioning job or operation that does not exist. */
-export class NotFoundError extends TailfleetError {
-  override name = 'NotFoundError';
+/** A kind of failure that trying the same job again can never help. */
+export abstract class PermanentError extends TailfleetError {
   readonly permanent = true;
+}
+
+/** An agent, instance, provisioning job or operation that does not exist. */
+export class NotFoundError extends PermanentError {
+  override name = 'NotFoundError';
   readonly code = 'not_found';
 }
 
@@ -28,8 +32,7 @@ export class NotFoundError extends TailfleetError {
  * The current state does not allow the operation, or another operation changed it first (the loser
  * of a guarded write lands here, as one of the subclasses below or wrapped by a workflow).
  */
-export class StateConflictError extends TailfleetError {
-  readonly permanent = true;
+export class StateConflictError extends PermanentError {
   readonly code = 'state_conflict';
   /** True when a guarded write lost to another operation (as opposed to a state that never allowed the request). */
   readonly lostRace: boolean;
@@ -116,9 +119,8 @@ export class RecordNotFoundError extends NotFoundError {
 }
 
 /** A move that is not in the transition table: a bug in the caller, never a runtime race. */
-export class IllegalTransitionError extends TailfleetError {
+export class IllegalTransitionError extends PermanentError {
   override readonly name = 'IllegalTransitionError';
-  readonly permanent = true;
   readonly code = 'illegal_transition';
   constructor(
     readonly entity: EventEntityType,
@@ -136,6 +138,7 @@ export class IllegalTransitionError extends TailfleetError {
  */
 export class InvalidInputError extends TailfleetError {
   override name = 'InvalidInputError';
+  // Not a PermanentError: one of its kinds is worth another attempt (WebhookDnsError at delivery).
   readonly permanent: boolean = true;
   readonly code: string = 'invalid_input';
 }
@@ -186,8 +189,7 @@ export function isPermanentError(err: unknown): boolean {
 }
 
 /** Another live record of the kind already has this name (a partial unique index said so). */
-export abstract class NameTakenError extends TailfleetError {
-  readonly permanent = true;
+export abstract class NameTakenError extends PermanentError {
   readonly code = 'name_taken';
 }
 
@@ -212,9 +214,8 @@ export class PoolNameTakenError extends NameTakenError {
 }
 
 /** MAX_AGENTS live agents exist already. */
-export class AgentQuotaExceededError extends TailfleetError {
+export class AgentQuotaExceededError extends PermanentError {
   override readonly name = 'AgentQuotaExceededError';
-  readonly permanent = true;
   readonly code = 'quota_exceeded';
   constructor(readonly limit: number) {
     super(`The fleet already has its maximum of ${limit} agents that are not destroyed (MAX_AGENTS)`);
@@ -225,8 +226,7 @@ export class AgentQuotaExceededError extends TailfleetError {
  * The ownership guard (src/fleet/ownership-guard.ts) refused a destructive call on a resource whose
  * evidence of being this fleet's did not agree. Retrying cannot make a foreign resource ours.
  */
-export class OwnershipRefusedError extends TailfleetError {
-  readonly permanent = true;
+export class OwnershipRefusedError extends PermanentError {
   readonly code = 'ownership_refused';
 
   constructor(message: string) {
@@ -236,9 +236,8 @@ export class OwnershipRefusedError extends TailfleetError {
 }
 
 /** An expiry later than MAX_AGENT_LIFETIME_HOURS after the agent's creation (422 lifetime-exceeded). */
-export class LifetimeExceededError extends TailfleetError {
+export class LifetimeExceededError extends PermanentError {
   override readonly name = 'LifetimeExceededError';
-  readonly permanent = true;
   readonly code = 'lifetime_exceeded';
   constructor(
     readonly maxLifetimeHours: number,

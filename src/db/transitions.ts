@@ -35,7 +35,9 @@ export interface RowOf {
   operation: Operation;
 }
 
-type Table<K extends EventEntityType> = { readonly [S in StatusOf[K]]: readonly StatusOf[K][] };
+/** The statuses each status may move to. */
+type Rows<S extends string> = { readonly [F in S]: readonly S[] };
+type Table<K extends EventEntityType> = Rows<StatusOf[K]>;
 
 /**
  * Every status change the system may make, and nothing else. Derived from SPEC "Domain and states"
@@ -64,21 +66,25 @@ export const TRANSITIONS: { readonly [K in EventEntityType]: Table<K> } = {
   // Instance and agent moves are the union of what each operation type declares it does.
   instance: movesOf('instance', INSTANCE_STATUSES, TERMINAL_INSTANCE_STATUSES),
   agent: movesOf('agent', AGENT_STATUSES, ['destroyed']),
-  provisioning_job: {
+  provisioning_job: endingIn(['succeeded', 'rolled_back'], {
     queued: ['running', 'failed', 'rolled_back'],
     running: ['succeeded', 'failed', 'rolled_back'],
     failed: ['running', 'rolled_back'],
-    succeeded: [],
-    rolled_back: [],
-  },
-  operation: {
+  }),
+  operation: endingIn(['succeeded', 'cancelled'], {
     queued: ['running', 'failed', 'cancelled'],
     running: ['succeeded', 'failed', 'queued'],
     failed: ['queued', 'running'],
-    succeeded: [],
-    cancelled: [],
-  },
+  }),
 };
+
+/**
+ * A table written out: its terminal statuses, which no move leaves, and the moves out of every other
+ * status (each to a status of the table).
+ */
+function endingIn<T extends string, F extends string>(terminal: readonly T[], moves: { readonly [S in F]: readonly NoInfer<F | T>[] }): Rows<F | T> {
+  return { ...moves, ...Object.fromEntries(terminal.map((s) => [s, []])) } as Rows<F | T>;
+}
 
 /** The table of one entity from the operation descriptors' moves (`*`: every non-terminal status). */
 function movesOf<K extends 'instance' | 'agent'>(entity: K, statuses: readonly StatusOf[K][], terminal: readonly StatusOf[K][]): Table<K> {

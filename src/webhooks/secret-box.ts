@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
-import { TailfleetError } from '../errors';
+import { PermanentError } from '../errors';
 import { SECRET_PREFIX } from './signing';
 
 /**
@@ -29,9 +29,8 @@ const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
 /** A webhook secret key of the wrong size, or a stored secret that no configured key opens. */
-export class WebhookSecretError extends TailfleetError {
+export class WebhookSecretError extends PermanentError {
   override readonly name = 'WebhookSecretError';
-  readonly permanent = true;
   readonly code = 'webhook_secret';
 }
 

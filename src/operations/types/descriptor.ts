@@ -3,6 +3,7 @@ import type { AgentStatus, InstanceStatus } from '../../entities';
 import type { AgentJobData, ProvisionJobData, ReconcileJobData, RollbackJobData } from '../../queues/queues';
 import type { StepReporter } from '../../workflows/step-reporter';
 import type { OperationContext, Workflows } from '../../workflows';
+import type { TransitionalInstanceStatus } from './index';
 
 /**
  * What one operation type is, in one place: everything that differs between a stop and a wake is
@@ -75,14 +76,14 @@ export interface OperationDescriptor<P extends PayloadKind = PayloadKind> {
   /** The instance and agent moves it makes (with the undo of a failed attempt). */
   instance: Moves<InstanceStatus>;
   agent: Moves<AgentStatus>;
-  /** Present when an API client (and the CLI) may request it on an agent. */
-  command?: AgentCommand;
   /**
    * The transitional instance statuses it leaves behind when it stops half-way, each with the time
    * it may legitimately sit there; the reconciler puts the operation back on its queue after that.
    * `rollback`: a provision that failed for good is not retried, the rollback owns it.
    */
   stuck?: { statuses: { readonly [S in InstanceStatus]?: (t: StuckInputs) => number }; failedForGood: 'repair' | 'rollback' };
+  /** Present when an API client (and the CLI) may request it on an agent. */
+  command?: AgentCommand;
   /**
    * The workflow call a delivery of its job makes, with the operation's context (its id, and `finish`:
    * the last moves committed with the operation's success); absent when its queue has its own worker.
@@ -92,3 +93,16 @@ export interface OperationDescriptor<P extends PayloadKind = PayloadKind> {
 
 /** No arguments: `{}`, and nothing else. */
 export const noArgs = z.object({}).strict();
+
+/**
+ * The instance moves of a reversible operation: from its settled status (or any of several) through
+ * its transitional `via` to `to`, and back to where it was when an attempt fails, so the request can
+ * be retried (or made anew) from there.
+ */
+export function through(from: InstanceStatus | readonly InstanceStatus[], via: TransitionalInstanceStatus, to: InstanceStatus): Moves<InstanceStatus> {
+  const froms = typeof from === 'string' ? [from] : from;
+  const moves: { [S in InstanceStatus]?: InstanceStatus[] } = {};
+  for (const f of froms) moves[f] = [via];
+  moves[via] = [to, ...froms];
+  return moves;
+}

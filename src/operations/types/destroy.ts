@@ -10,6 +10,7 @@ export const destroy = {
   payload: 'agent',
   instance: { '*': ['destroying'], destroying: ['destroyed'] },
   agent: { '*': ['destroyed'] },
+  stuck: { statuses: { destroying: (t) => 2 * t.actionTimeoutMs + t.marginMs }, failedForGood: 'repair' },
   command: {
     from: 'any',
     scope: 'operate',
@@ -17,6 +18,5 @@ export const destroy = {
     description: 'Allowed in any state except destroyed.',
     cli: 'delete the agent’s server and tailnet device',
   },
-  stuck: { statuses: { destroying: (t) => 2 * t.actionTimeoutMs + t.marginMs }, failedForGood: 'repair' },
   run: (w, job, r, op) => w.teardown.destroy(job.data.agentId, op, r),
 } satisfies OperationDescriptor<'agent'>;

@@ -1,4 +1,4 @@
-import { noArgs, type OperationDescriptor } from './descriptor';
+import { noArgs, through, type OperationDescriptor } from './descriptor';
 
 /** Snapshots the server and deletes it; the tailnet device is kept for the wake. */
 export const hibernate = {
@@ -6,8 +6,10 @@ export const hibernate = {
   payload: 'agent',
   // hibernating → running/stopped: the attempt failed before any snapshot existed, so the server
   // (still there, as it was) is the truth again and the request can be made anew.
-  instance: { running: ['hibernating'], stopped: ['hibernating'], hibernating: ['hibernated', 'running', 'stopped'] },
+  instance: through(['running', 'stopped'], 'hibernating', 'hibernated'),
   agent: { active: ['hibernated'], paused: ['hibernated'] },
+  // Shutdown, the snapshot (its own action deadline), the server's delete.
+  stuck: { statuses: { hibernating: (t) => t.shutdownTimeoutMs + 3 * t.actionTimeoutMs + t.marginMs }, failedForGood: 'repair' },
   command: {
     from: ['running', 'stopped', 'hibernating'],
     refusal: 'No running or stopped instance to hibernate',
@@ -18,7 +20,5 @@ export const hibernate = {
       'for its snapshot only; see GET /v1/fleet/cost.',
     cli: 'snapshot the agent’s server and delete it, keeping its tailnet device (pays for the snapshot only)',
   },
-  // Shutdown, the snapshot (its own action deadline), the server's delete.
-  stuck: { statuses: { hibernating: (t) => t.shutdownTimeoutMs + 3 * t.actionTimeoutMs + t.marginMs }, failedForGood: 'repair' },
   run: (w, job, r, op) => w.hibernation.hibernate(job.data.agentId, op, r),
 } satisfies OperationDescriptor<'agent'>;

@@ -46,6 +46,7 @@ export const TRANSITIONAL_INSTANCE_STATUSES = [
   'rebooting',
   'destroying',
 ] as const;
+export type TransitionalInstanceStatus = (typeof TRANSITIONAL_INSTANCE_STATUSES)[number];
 
 type Registry = typeof OPERATIONS;
 

@@ -16,6 +16,8 @@ export const reboot = {
   // rebooting → destroying: a destroy may take the machine mid-reboot, as from any live status.
   instance: { running: ['rebooting'], rebooting: ['running'] },
   agent: {},
+  // The graceful attempt, the reset and the device's return.
+  stuck: { statuses: { rebooting: (t) => t.shutdownTimeoutMs + 2 * t.actionTimeoutMs + t.enrollmentTimeoutMs + t.marginMs }, failedForGood: 'repair' },
   command: {
     from: ['running', 'rebooting'],
     refusal: 'No running instance to reboot',
@@ -26,7 +28,5 @@ export const reboot = {
       'online again after the restart.',
     cli: 'restart the agent’s machine (graceful, then reset) and wait for its tailnet device',
   },
-  // The graceful attempt, the reset and the device's return.
-  stuck: { statuses: { rebooting: (t) => t.shutdownTimeoutMs + 2 * t.actionTimeoutMs + t.enrollmentTimeoutMs + t.marginMs }, failedForGood: 'repair' },
   run: (w, job, r, op) => w.own(workflow).reboot(job.data.agentId, op, r),
 } satisfies OperationDescriptor<'agent'>;
