@@ -2,6 +2,7 @@ import type { Config } from '../config';
 import { HetznerClient } from '../clients/hetzner/hetzner.client';
 import { HetznerProjects } from '../clients/hetzner/projects';
 import { EventNotifications } from '../events/notifications';
+import { INSTANCE_LABEL } from '../fleet/server-labels';
 import { CloudCredentialHealth, metricsObserver, observeAll } from '../clients/observers';
 import type { Logger } from '../lib/logger';
 import { OperationLedger } from '../operations/ledger';
@@ -69,6 +70,8 @@ export function createCore(
         actionPollIntervalMs: config.pollIntervalMs,
         serverPollIntervalMs: config.pollIntervalMs,
         actionTimeoutMs: config.hetzner.actionTimeoutSeconds * 1000,
+        // Every server tailfleet makes carries its instance's id: status polls list just the servers waited for.
+        identityLabel: INSTANCE_LABEL,
         ...overrides.hetzner,
         ...(several ? { rateLimiter: undefined } : {}),
       }),

@@ -287,6 +287,51 @@ describe('HetznerClient (against the simulator)', () => {
       expect(await h.listServersShared('managed-by=tailfleet,agent=x')).to.deep.equal([]);
     });
 
+    it('lists the servers waited for by their identity label, a page of 50 per request, and only those', async () => {
+      const selectors: string[] = [];
+      const h = client({
+        identityLabel: 'inst',
+        fetch: (input, init) => {
+          const url = new URL(String(input));
+          if (url.pathname.endsWith('/servers')) selectors.push(url.searchParams.get('label_selector') ?? '');
+          return fetch(input, init);
+        },
+      });
+      const ids = await Promise.all(Array.from({ length: 70 }, (_, i) => runningServer(h, { ...MANAGED, inst: `i-${i}` })));
+      const waited = ids.slice(0, 55);
+      selectors.length = 0;
+      sim.control.resetRequestCounts();
+
+      const waits = Promise.all(waited.map((id) => h.waitForServerStatus(id, 'off', { timeoutMs: 3000 })));
+      for (const id of waited) sim.control.updateServer(id, { status: 'off' });
+      const servers = await waits;
+
+      expect(servers.map((x) => x?.status)).to.deep.equal(Array(55).fill('off'));
+      expect(selectors.length).to.be.at.least(2);
+      // Never the whole managed listing: each request names at most 50 of the servers waited for.
+      for (const selector of selectors) {
+        const named = /^managed-by=tailfleet,inst in \(([^)]*)\)$/.exec(selector);
+        expect(named, selector).to.not.equal(null);
+        const values = named![1]!.split(',');
+        expect(values.length).to.be.at.most(50);
+        expect(values.every((v) => Number(v.slice(2)) < 55)).to.equal(true);
+      }
+      expect(count('GET /hetzner/v1/servers/{id}')).to.equal(0);
+    });
+
+    it('reads a server missing from its identity listing before reporting it gone', async () => {
+      const h = client({ identityLabel: 'inst' });
+      const [kept, gone] = await Promise.all(['a', 'b'].map((inst) => runningServer(h, { ...MANAGED, inst })));
+      sim.control.resetRequestCounts();
+      const both = Promise.all([h.waitForServerStatus(kept, 'off', { timeoutMs: 2000 }), h.waitForServerStatus(gone, 'off', { timeoutMs: 2000 })]);
+      sim.control.deleteServer(gone);
+      sim.control.updateServer(kept, { status: 'off' });
+      const [a, b] = await both;
+      expect(a?.status).to.equal('off');
+      expect(b).to.equal(null);
+      expect(count('GET /hetzner/v1/servers/{id}')).to.be.at.least(1);
+    });
+
     it('resolves a server wait with null when the server disappears', async () => {
       const h = client();
       const id = await runningServer(h);

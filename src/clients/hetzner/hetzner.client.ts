@@ -36,6 +36,14 @@ export interface HetznerClientDeps extends RequestPolicy, ClientRuntime {
   /** Default deadline of waitForServerStatus. */
   serverWaitTimeoutMs?: number;
   managedLabelSelector?: string;
+  /**
+   * A label whose value tells each server from every other (tailfleet's instance label). The servers
+   * a status poll waits for are then listed by that label (`k in (…)`, up to a page of them per
+   * request) rather than by the whole managed listing: fewer requests on a large fleet and answers
+   * that carry only the servers asked for. A server whose label this client has not seen yet is read
+   * as before.
+   */
+  identityLabel?: string;
   /** How long a shared listing (listServersShared, listImagesShared) waits for more callers; default the server poll interval. */
   listingWindowMs?: number;
   /** Where the token comes from, named when the API rejects it (default HETZNER_API_TOKEN). */
@@ -45,6 +53,10 @@ export interface HetznerClientDeps extends RequestPolicy, ClientRuntime {
 /** The API accepts at most this many `id` filters per GET /actions, the same chunk hcloud-go uses. */
 const ACTION_IDS_PER_REQUEST = 25;
 const SERVERS_PER_PAGE = 50;
+/** Servers whose identity label is remembered (the oldest forgotten first); a fleet's worth. */
+const IDENTITIES_KEPT = 20_000;
+/** A label value that can stand in a selector's `in (…)` list as it is. */
+const SELECTOR_SAFE_VALUE = /^[A-Za-z0-9._-]{1,63}$/;
 
 export class HetznerClient {
   private readonly core: RequestCore;
@@ -61,6 +73,9 @@ export class HetznerClient {
   private readonly sharedImages: Map<string, SharedListing<HetznerImage>> = new Map();
   /** Pages the managed listing took last time; decides between one listing and per-server reads. */
   private managedListingPages = 1;
+  private readonly identityLabel: string | undefined;
+  /** Server id → its identity label's value, from the servers this client has read. */
+  private readonly identities = new Map<number, string>();
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly listingWindowMs: number;
   /** A shutdown is looked at after 1, 3, 7 poll intervals, then every 4. */
@@ -76,6 +91,7 @@ export class HetznerClient {
     this.actionTimeoutMs = deps.actionTimeoutMs ?? 10 * 60_000;
     this.serverWaitTimeoutMs = deps.serverWaitTimeoutMs ?? 5 * 60_000;
     this.managedLabelSelector = deps.managedLabelSelector ?? 'managed-by=tailfleet';
+    this.identityLabel = deps.identityLabel;
     this.core = new RequestCore({
       api: 'hetzner',
       baseUrl: deps.baseUrl,
@@ -95,8 +111,8 @@ export class HetznerClient {
       intervalMs: deps.serverPollIntervalMs ?? 1000,
       ...runtime,
       fetch: (ids) => this.fetchServers(ids),
-      // A listing page or a read per server, whichever is fewer (see fetchServers).
-      cost: (ids) => Math.min(ids, this.managedListingPages),
+      // A listing page or a read per server, whichever is fewer; by identity, a page per 50 (see fetchServers).
+      cost: (ids) => Math.min(ids, this.managedListingPages, this.identityLabel ? Math.ceil(ids / SERVERS_PER_PAGE) : Infinity),
     });
     this.imagePoller = new BatchPoller({
       intervalMs: deps.serverPollIntervalMs ?? 1000,
@@ -142,13 +158,14 @@ export class HetznerClient {
       },
     });
     this.logger.info({ serverId: body.server.id, name: o.name }, `[Hetzner] Server ${body.server.id} created`);
+    this.remember(body.server);
     return { server: body.server, action: body.action, nextActions: body.next_actions ?? [] };
   }
 
   getServer(id: number): Promise<HetznerServer | null> {
     return this.core
       .request<{ server: HetznerServer }>({ method: 'GET', path: `/servers/${id}`, route: '/servers/{id}', idempotent: true })
-      .then((body) => body.server, whenNotFound(null));
+      .then((body) => this.remember(body.server), whenNotFound(null));
   }
 
   /**
@@ -488,6 +505,7 @@ export class HetznerClient {
       });
     const first = await page(1);
     const servers = [...first.servers];
+    for (const x of first.servers) this.remember(x);
     const pagination = first.meta?.pagination;
     if (!pagination?.next_page) return { servers, pages: 1, complete: true };
     // The first page says how many there are; fetch the rest together rather than one after another.
@@ -497,6 +515,7 @@ export class HetznerClient {
       // A server deleted meanwhile shifts the pages; never report one twice.
       const seen = new Set(servers.map((x) => x.id));
       for (const x of rest.flatMap((p) => p.servers)) {
+        this.remember(x);
         if (seen.has(x.id)) continue;
         seen.add(x.id);
         servers.push(x);
@@ -509,6 +528,7 @@ export class HetznerClient {
     let pages = 1;
     for (let next: number | null | undefined = pagination.next_page; next; ) {
       const body = await page(next);
+      for (const x of body.servers) this.remember(x);
       servers.push(...body.servers);
       pages++;
       const following: number | null | undefined = body.meta?.pagination?.next_page;
@@ -519,10 +539,8 @@ export class HetznerClient {
 
   private async fetchActions(ids: number[]): Promise<Map<number, HetznerAction | Error>> {
     const out = new Map<number, HetznerAction | Error>();
-    const chunks: number[][] = [];
-    for (let i = 0; i < ids.length; i += ACTION_IDS_PER_REQUEST) chunks.push(ids.slice(i, i + ACTION_IDS_PER_REQUEST));
     await Promise.all(
-      chunks.map(async (chunk) => {
+      chunks(ids, ACTION_IDS_PER_REQUEST).map(async (chunk) => {
         try {
           const body = await this.core.request<{ actions: HetznerAction[] }>({
             method: 'GET',
@@ -558,27 +576,54 @@ export class HetznerClient {
 
   private async fetchServers(ids: number[]): Promise<Map<number, HetznerServer | null | Error>> {
     const out = new Map<number, HetznerServer | null | Error>();
+    // Servers whose identity is known are listed by it: a page of them per request, each answer
+    // holding only servers asked for. One alone is read (the same one request, a smaller answer).
+    const known = ids.filter((id) => this.identities.has(id));
+    const rest = known.length > 1 ? ids.filter((id) => !this.identities.has(id)) : ids;
+    const jobs: Array<Promise<void>> = known.length > 1 ? chunks(known, SERVERS_PER_PAGE).map((chunk) => this.listByIdentity(chunk, out)) : [];
     // One listing costs `managedListingPages` requests and answers for every waiting server. Up to
     // that many waiters, reading each server costs no more requests and far smaller answers (a
     // listing page carries 50 whole servers).
-    if (ids.length > this.managedListingPages) {
-      try {
-        const { servers, pages } = await this.listServersWithPages(this.managedLabelSelector);
-        this.managedListingPages = Math.max(1, pages);
-        const byId = new Map(servers.map((s) => [s.id, s]));
-        // The listing answers for every server it shows, also those whose waiters were not due yet.
-        for (const server of servers) out.set(server.id, server);
-        const missing = ids.filter((id) => !byId.has(id));
-        // Absent from the listing usually means deleted, but a server without the managed label
-        // would be absent too: confirm those one by one (rare, so cheap).
-        await this.readEach(missing, out);
-      } catch (err) {
-        for (const id of ids) out.set(id, err as Error);
-      }
-      return out;
-    }
-    await this.readEach(ids, out);
+    if (rest.length > this.managedListingPages) jobs.push(this.listManaged(rest, out));
+    else jobs.push(this.readEach(rest, out));
+    await Promise.all(jobs);
     return out;
+  }
+
+  private async listManaged(ids: number[], out: Map<number, HetznerServer | null | Error>): Promise<void> {
+    try {
+      const { servers, pages } = await this.listServersWithPages(this.managedLabelSelector);
+      this.managedListingPages = Math.max(1, pages);
+      // The listing answers for every server it shows, also those whose waiters were not due yet.
+      for (const server of servers) out.set(server.id, server);
+      // Absent from the listing usually means deleted, but a server without the managed label
+      // would be absent too: confirm those one by one (rare, so cheap).
+      await this.readEach(ids.filter((id) => !out.has(id)), out);
+    } catch (err) {
+      for (const id of ids) out.set(id, err as Error);
+    }
+  }
+
+  /** At most a page of servers by their identity label; one missing from the answer is read (deleted, or relabelled). */
+  private async listByIdentity(ids: number[], out: Map<number, HetznerServer | null | Error>): Promise<void> {
+    const values = ids.map((id) => this.identities.get(id)!);
+    try {
+      const { servers } = await this.listServersWithPages(`${this.managedLabelSelector},${this.identityLabel} in (${values.join(',')})`);
+      for (const server of servers) out.set(server.id, server);
+      await this.readEach(ids.filter((id) => !out.has(id)), out);
+    } catch (err) {
+      for (const id of ids) out.set(id, err as Error);
+    }
+  }
+
+  /** Keeps the server's identity label for later status polls; returns the server. */
+  private remember(server: HetznerServer): HetznerServer {
+    const value = this.identityLabel ? server.labels?.[this.identityLabel] : undefined;
+    if (value === undefined || !SELECTOR_SAFE_VALUE.test(value)) return server;
+    this.identities.delete(server.id);
+    this.identities.set(server.id, value);
+    if (this.identities.size > IDENTITIES_KEPT) this.identities.delete(this.identities.keys().next().value!);
+    return server;
   }
 
   private async readEach(ids: number[], out: Map<number, HetznerServer | null | Error>): Promise<void> {
@@ -604,4 +649,11 @@ export class HetznerClient {
       path: `/servers/${id}`,
     });
   }
+}
+
+/** `items` in runs of at most `size`. */
+function chunks<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
 }
