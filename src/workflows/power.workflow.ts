@@ -9,22 +9,19 @@ import { shutdownGuarded } from './guarded-shutdown';
 import { silentReporter, type StepReporter } from './step-reporter';
 import type { OperationContext, WorkflowDeps } from './workflow-deps';
 import type { OwnershipGuard } from '../fleet/ownership-guard';
+import { start } from '../operations/types/start';
+import { stop } from '../operations/types/stop';
 
 /**
  * Stop and start are one shape: a settled status (`running`/`stopped`) moves through a transitional
  * one to the other settled status by one Hetzner call, and the agent follows (`active`/`paused`).
- * Each direction is described by a table row; the steps are the same code.
+ * The statuses and the refusal are the operation descriptor's (src/operations/types), written once
+ * there; each direction adds its words, and the steps are the same code.
  */
-interface PowerDirection {
+interface PowerDirection extends PowerStatuses {
   operation: 'stop' | 'start';
-  from: InstanceStatus;
-  via: InstanceStatus;
-  to: InstanceStatus;
-  agentFrom: AgentStatus;
-  agentTo: AgentStatus;
   requested: string;
   resuming: string;
-  refused: string;
   preparing: string;
   callStep: string;
   callMessage: (serverId: number) => string;
@@ -39,16 +36,29 @@ interface PowerDirection {
   succeededLog: string;
 }
 
+interface PowerStatuses {
+  from: InstanceStatus;
+  via: InstanceStatus;
+  to: InstanceStatus;
+  agentFrom: AgentStatus;
+  agentTo: AgentStatus;
+  refused: string;
+}
+
+/** A reversible descriptor's statuses: its command's settled status, the transitional one its move goes through, and where it ends. */
+function statusesOf(d: typeof stop | typeof start): PowerStatuses {
+  const from: InstanceStatus = d.command.from[0];
+  const via = d.instance[from]![0]!;
+  const to = d.instance[via]![0]!;
+  const [agentFrom, agentTo] = Object.entries(d.agent)[0] as [AgentStatus, AgentStatus[]];
+  return { from, via, to, agentFrom, agentTo: agentTo[0]!, refused: d.command.refusal };
+}
+
 const STOP: PowerDirection = {
   operation: 'stop',
-  from: 'running',
-  via: 'stopping',
-  to: 'stopped',
-  agentFrom: 'active',
-  agentTo: 'paused',
+  ...statusesOf(stop),
   requested: 'stop requested',
   resuming: '[Lifecycle] Instance already stopping, resuming the shutdown',
-  refused: 'No running instance to stop',
   preparing: 'marking the instance as stopping',
   callStep: 'shutdown',
   callMessage: (id) => `shutting down server ${id}`,
@@ -64,14 +74,9 @@ const STOP: PowerDirection = {
 
 const START: PowerDirection = {
   operation: 'start',
-  from: 'stopped',
-  via: 'starting',
-  to: 'running',
-  agentFrom: 'paused',
-  agentTo: 'active',
+  ...statusesOf(start),
   requested: 'start requested',
   resuming: '[Lifecycle] Instance already starting, resuming the power-on',
-  refused: 'No stopped instance to start',
   preparing: 'marking the instance as starting',
   callStep: 'poweron',
   callMessage: (id) => `powering on server ${id}`,
