@@ -356,7 +356,8 @@ export class HibernateWorkflow extends PlacingWorkflow {
         projects: [project],
         choose: async (name, place) => {
           if (!(await repos.instances.choosePlacement(instance.id, { project: name, ...place }))) {
-            throw new StateConflictError(`Instance ${instance.id} changed before its server was created; not creating one`);
+            // Another delivery of this job chose first (or another operation took the instance): a lost race.
+            throw new StateConflictError(`Instance ${instance.id} changed before its server was created; not creating one`, { lostRace: true });
           }
         },
         create: (place) => hetzner.createServer({ ...params, location: place.location, serverType: place.serverType }),

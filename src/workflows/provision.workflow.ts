@@ -263,7 +263,8 @@ export class ProvisionWorkflow extends PlacingWorkflow {
         projects: projectOrder(this.placement.projects, loads, instance.hetznerProject),
         choose: async (project, place) => {
           if (!(await repos.instances.choosePlacement(instance.id, { project, ...place }))) {
-            throw new StateConflictError(`Instance ${instance.id} changed before its server was created; not creating one`);
+            // Another delivery of this job chose first (or another operation took the instance): a lost race.
+            throw new StateConflictError(`Instance ${instance.id} changed before its server was created; not creating one`, { lostRace: true });
           }
         },
         create: (place) =>

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import pino from 'pino';
 import sinon from 'sinon';
+import { waitFor } from '../helpers/wait';
 import { CloudApiError } from '../../src/clients/errors';
 import { transition } from '../../src/db/transitions';
 import { Instance } from '../../src/entities';
@@ -253,6 +254,31 @@ describe('lifecycle: provision', function () {
     // Nothing left that could join another machine.
     expect(keys.filter((k) => !k.invalid)).to.deep.equal([]);
     expect(instance.error).to.equal(null);
+  });
+
+  it('stops as a lost race, writing nothing on the job, when another attempt stored its server before this one chose a placement', async () => {
+    const a = await newAgent(h);
+    const real = h.tailscale.createAuthKey.bind(h.tailscale);
+    let calls = 0;
+    // The first attempt is held at its auth key until the second has created and recorded its server.
+    sinon.stub(h.tailscale, 'createAuthKey').callsFake(async (o) => {
+      if (++calls === 1) {
+        await waitFor('the other attempt to record its server', async () => (await rows(h, a)).instance.serverId);
+      }
+      return real(o);
+    });
+    const held = settle(run(a));
+    await waitFor('the first attempt to ask for its key', () => calls === 1);
+    await run(a);
+    const err = await held;
+    expect(err).to.be.instanceOf(StateConflictError);
+    expect((err as StateConflictError).lostRace).to.equal(true);
+    // The winner's record stands: the loser wrote no failure over it.
+    const { job, instance } = await expectProvisioned(a);
+    expect(job.error).to.equal(null);
+    expect(job.failedStep).to.equal(null);
+    expect(instance.error).to.equal(null);
+    expect(cloud(h).servers).to.have.length(1);
   });
 
   it('records the failure and keeps the instance provisioning when enrollment times out', async () => {
