@@ -93,7 +93,11 @@ describe('pipeline: placements, several Hetzner projects, IPv6-only', function (
     const agentId = view.agent.id;
     await command(agentId, 'stop');
     await command(agentId, 'start');
+    // A reboot is seen by the device dropping off the tailnet and coming back: with a 20 ms boot a
+    // loaded machine's poll can miss the drop entirely (as test/lifecycle/reboot.test.ts says too).
+    suite.sim.control.setTimings({ bootMs: 300 });
     await command(agentId, 'reboot');
+    suite.sim.control.setTimings({ bootMs: TINY_TIMINGS.bootMs });
     await command(agentId, 'hibernate');
     expect(suite.sim.control.state().images.length).to.equal(1);
     await command(agentId, 'wake');
