@@ -54,41 +54,45 @@ function statusesOf(d: typeof stop | typeof start): PowerStatuses {
   return { from, via, to, agentFrom, agentTo: agentTo[0]!, refused: d.command.refusal };
 }
 
-const STOP: PowerDirection = {
-  operation: 'stop',
-  ...statusesOf(stop),
-  requested: 'stop requested',
+/**
+ * A direction from its descriptor's statuses and the words only it has; the rest of its words follow
+ * from the statuses (`marking the instance as stopping`, `already stopped`).
+ */
+function direction(
+  operation: PowerDirection['operation'],
+  descriptor: typeof stop | typeof start,
+  own: Pick<PowerDirection, 'resuming' | 'callStep' | 'callMessage' | 'moved' | 'patch'> & { past: string },
+): PowerDirection {
+  const statuses = statusesOf(descriptor);
+  const { past, ...words } = own;
+  return {
+    operation,
+    ...statuses,
+    ...words,
+    requested: `${operation} requested`,
+    preparing: `marking the instance as ${statuses.via}`,
+    finishing: `marking the instance as ${statuses.to}`,
+    agentReason: `instance ${past}`,
+    done: statuses.to,
+    already: `already ${statuses.to}`,
+    alreadyLog: `already ${past} by this operation`,
+    succeededLog: `${past} successfully`,
+  };
+}
+
+const STOP = direction('stop', stop, {
+  past: 'stopped', callStep: 'shutdown', callMessage: (id) => `shutting down server ${id}`,
   resuming: '[Lifecycle] Instance already stopping, resuming the shutdown',
-  preparing: 'marking the instance as stopping',
-  callStep: 'shutdown',
-  callMessage: (id) => `shutting down server ${id}`,
-  finishing: 'marking the instance as stopped',
   moved: (result) => (result === 'already_off' ? 'server already off' : `server shut down (${result})`),
   patch: () => ({ stoppedAt: new Date(), error: null }),
-  agentReason: 'instance stopped',
-  done: 'stopped',
-  already: 'already stopped',
-  alreadyLog: 'already stopped by this operation',
-  succeededLog: 'stopped successfully',
-};
+});
 
-const START: PowerDirection = {
-  operation: 'start',
-  ...statusesOf(start),
-  requested: 'start requested',
+const START = direction('start', start, {
+  past: 'started', callStep: 'poweron', callMessage: (id) => `powering on server ${id}`,
   resuming: '[Lifecycle] Instance already starting, resuming the power-on',
-  preparing: 'marking the instance as starting',
-  callStep: 'poweron',
-  callMessage: (id) => `powering on server ${id}`,
-  finishing: 'marking the instance as running',
   moved: (result) => (result === 'already_running' ? 'server already running' : 'server powered on'),
   patch: () => ({ startedAt: new Date(), stoppedAt: null, error: null }),
-  agentReason: 'instance started',
-  done: 'running',
-  already: 'already running',
-  alreadyLog: 'already started by this operation',
-  succeededLog: 'started successfully',
-};
+});
 
 /** Stops and starts an agent's server, recording each move as a guarded transition; safe to run again. */
 export class PowerWorkflow {
