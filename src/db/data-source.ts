@@ -23,6 +23,17 @@ export interface DatabaseOptions {
 const IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;
 
 /**
+ * Every pooled connection always has an 'error' listener. pg's pool listens only while a connection
+ * sits idle in it, TypeORM only while its query runner holds one: a session the server ends at
+ * another moment (an administrator's terminate, a restart while the process is starting or
+ * draining) would emit an 'error' nobody handles and bring the process down. What such an error
+ * means still reaches whoever uses the connection next: its query fails.
+ */
+function listenForErrors(client: { on(event: 'error', listener: () => void): unknown }): void {
+  client.on('error', () => undefined);
+}
+
+/**
  * Builds (does not connect) the one DataSource shape the service, the scripts and the tests use.
  * The schema is never synchronised from entities: committed migrations are the only source of DDL.
  */
@@ -42,6 +53,7 @@ export function createDataSource(options: DatabaseOptions): DataSource {
     extra: {
       ...(schema ? { options: `-c search_path=${schema}` } : {}),
       ...(options.minConnections ? { min: options.minConnections } : {}),
+      onConnect: listenForErrors,
     },
     entities,
     migrations,
