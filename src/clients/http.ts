@@ -217,6 +217,7 @@ export function requestPolicyOf(deps: RequestPolicy): RequestPolicy {
 export interface RequestCoreOptions extends ClientRuntime {
   api: CloudApi;
   baseUrl: string;
+  /** Sends with this fetch instead of node:http (a test's interceptor of the requests); default node:http keep-alive. */
   fetch?: typeof fetch;
   /** Source of jitter in [0, 1). */
   random?: () => number;
