@@ -1,4 +1,5 @@
 import { DataSource, type EntityManager, type EntityMetadata, type ObjectLiteral } from 'typeorm';
+import type { ColumnMetadata } from 'typeorm/metadata/ColumnMetadata';
 import {
   AGENT_STATUSES,
   Agent,
@@ -245,13 +246,49 @@ export function returningRows(updateSql: string): string {
   return `WITH changed AS (${updateSql}) SELECT * FROM changed`;
 }
 
-/** Turns a raw `RETURNING *` / `SELECT *` row into an entity instance (entities here have no embeddeds). */
+/** How one column's raw value becomes its property's: as it comes, as a Date, or through the driver. */
+interface ColumnReader {
+  name: string;
+  property: string;
+  read: 'as-is' | 'date' | ColumnMetadata;
+}
+
+// Column types the driver hands back unchanged (no transformer): most columns, read on every request.
+const AS_IS_TYPES = new Set<unknown>(['uuid', 'varchar', 'character varying', 'text', 'integer', 'int', 'int4', 'smallint', 'bigint', 'json', 'jsonb']);
+const DATE_TYPES = new Set<unknown>(['timestamp', 'timestamptz', 'timestamp with time zone', 'timestamp without time zone', 'datetime', Date]);
+
+function readerOf(column: ColumnMetadata): ColumnReader['read'] {
+  if (column.transformer || column.isArray) return column;
+  if (AS_IS_TYPES.has(column.type)) return 'as-is';
+  // An enum of strings only: the driver turns numeric-looking values into numbers only when the enum has numbers.
+  if ((column.type === 'enum' || column.type === 'simple-enum') && column.enum?.every((v) => typeof v === 'string')) return 'as-is';
+  if (DATE_TYPES.has(column.type)) return 'date';
+  return column;
+}
+
+const readers = new WeakMap<EntityMetadata, ColumnReader[]>();
+
+/**
+ * Turns a raw `RETURNING *` / `SELECT *` row (or its `row_to_json`) into an entity instance (entities
+ * here have no embeddeds). What each column needs is worked out once per entity: the same values
+ * the driver's prepareHydratedValue gives, without asking it column by column.
+ */
 export function hydrate<T extends ObjectLiteral>(manager: EntityManager, target: { new (): T }, raw: ObjectLiteral): T {
   const metadata = manager.connection.getMetadata(target);
+  let columns = readers.get(metadata);
+  if (!columns) {
+    columns = metadata.columns.map((column) => ({ name: column.databaseName, property: column.propertyName, read: readerOf(column) }));
+    readers.set(metadata, columns);
+  }
+  const { driver } = manager.connection;
   const entity = metadata.create() as Record<string, unknown>;
-  for (const column of metadata.columns) {
-    if (!(column.databaseName in raw)) continue;
-    entity[column.propertyName] = manager.connection.driver.prepareHydratedValue(raw[column.databaseName], column);
+  for (const { name, property, read } of columns) {
+    if (!(name in raw)) continue;
+    const value: unknown = raw[name];
+    if (read === 'as-is') entity[property] = value;
+    // DateUtils.normalizeHydratedDate: a string (row_to_json) becomes a Date, a Date stays.
+    else if (read === 'date') entity[property] = typeof value === 'string' && value !== '' ? new Date(value) : value;
+    else entity[property] = driver.prepareHydratedValue(value, read);
   }
   return entity as T;
 }
