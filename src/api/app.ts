@@ -121,6 +121,33 @@ export function createApp(deps: AppDeps): Express {
     next();
   });
 
+  // The contract of the API is public, like the API's existence; everything else under /v1 needs a
+  // token, and each route the scope it names (see v1.routes.ts).
+  const document = buildOpenApiDocument({ reconcile: deps.reconcile !== undefined, cost: deps.cost !== undefined });
+  servePublic(app, {
+    getOpenApiDocument: (_req, res) => {
+      res.json(document);
+    },
+  });
+  const extra = [
+    createTokensRouter({ tokens: deps.tokens }),
+    createOperationListRouter({ operationList: deps.operationList }),
+    createFindingsRouter({ findings: deps.findings }),
+    createPoolsRouter({
+      pools: deps.pools,
+      waiter: deps.events?.waiter,
+      waitLimit: deps.events?.limits.longPolls,
+      readOperation: async (id) => (await deps.reads.getOperation(id)).operation,
+      readAgent: async (id) => (await deps.reads.getAgent(id)).agent,
+    }),
+    ...(deps.reconcile ? [createReconcileRouter({ reconciler: deps.reconcile })] : []),
+    ...(deps.events ? [createEventsRouter({ stream: deps.events.stream, limit: deps.events.limits.streams })] : []),
+    ...(deps.webhooks ? [createWebhooksRouter(deps.webhooks)] : []),
+    ...(deps.cost ? [createCostRouter({ cost: deps.cost })] : []),
+  ];
+  app.use('/v1', bearerAuth(auth), v1Router(deps.operations, deps.reads, extra, { policy: deps.policy, waiter: deps.events?.waiter, waitLimit: deps.events?.limits.longPolls, cost: deps.cost }));
+
+  // Probes, metrics and the board after /v1, which carries the traffic and so is matched first.
   servePublic(app, {
     liveness: (_req, res) => {
       res.json({ status: 'ok' });
@@ -147,32 +174,6 @@ export function createApp(deps: AppDeps): Express {
   const boardApp = board.getRouter() as Express;
   boardApp.disable('x-powered-by');
   app.use(BOARD_BASE_PATH, boardAuth({ login: http.board, auth }), boardApp);
-
-  // The contract of the API is public, like the API's existence; everything else under /v1 needs a
-  // token, and each route the scope it names (see v1.routes.ts).
-  const document = buildOpenApiDocument({ reconcile: deps.reconcile !== undefined, cost: deps.cost !== undefined });
-  servePublic(app, {
-    getOpenApiDocument: (_req, res) => {
-      res.json(document);
-    },
-  });
-  const extra = [
-    createTokensRouter({ tokens: deps.tokens }),
-    createOperationListRouter({ operationList: deps.operationList }),
-    createFindingsRouter({ findings: deps.findings }),
-    createPoolsRouter({
-      pools: deps.pools,
-      waiter: deps.events?.waiter,
-      waitLimit: deps.events?.limits.longPolls,
-      readOperation: async (id) => (await deps.reads.getOperation(id)).operation,
-      readAgent: async (id) => (await deps.reads.getAgent(id)).agent,
-    }),
-    ...(deps.reconcile ? [createReconcileRouter({ reconciler: deps.reconcile })] : []),
-    ...(deps.events ? [createEventsRouter({ stream: deps.events.stream, limit: deps.events.limits.streams })] : []),
-    ...(deps.webhooks ? [createWebhooksRouter(deps.webhooks)] : []),
-    ...(deps.cost ? [createCostRouter({ cost: deps.cost })] : []),
-  ];
-  app.use('/v1', bearerAuth(auth), v1Router(deps.operations, deps.reads, extra, { policy: deps.policy, waiter: deps.events?.waiter, waitLimit: deps.events?.limits.longPolls, cost: deps.cost }));
 
   app.use(CONSOLE_PATH, createConsoleRouter({ auth, secret: http.apiToken, ...deps.console }));
 

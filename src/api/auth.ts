@@ -188,16 +188,11 @@ function insufficientScope(principal: Principal, need: TokenScope, realm: 'Beare
   });
 }
 
-/** Refuses (403) a principal whose scope does not include `need`. Mount after bearerAuth. */
-export function requireScope(need: TokenScope): RequestHandler {
-  return (_req: Request, res: Response, next: NextFunction) => {
-    const principal = principalOf(res);
-    if (!principal) {
-      next(new Error('requireScope mounted without bearerAuth in front of it'));
-      return;
-    }
-    next(scopeAllows(principal.scope, need) ? undefined : insufficientScope(principal, need));
-  };
+/** Why the request's principal may not use a route that needs `need` (403), or undefined when it may. */
+export function scopeRefusal(res: Response, need: TokenScope): Error | undefined {
+  const principal = principalOf(res);
+  if (!principal) return new Error('a scoped route is served only behind bearerAuth');
+  return scopeAllows(principal.scope, need) ? undefined : insufficientScope(principal, need);
 }
 
 export interface BoardAuthOptions {

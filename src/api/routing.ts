@@ -1,6 +1,6 @@
 import type { Express, RequestHandler, Router } from 'express';
 import { TOKEN_SCOPES, type TokenScope } from '../entities';
-import { requireScope } from './auth';
+import { scopeRefusal } from './auth';
 import { registeredRoutes, type ApiRoute } from './contract';
 import { HttpProblem } from './problem';
 
@@ -40,12 +40,22 @@ function mount(router: Router, base: string, template: string, methods: Array<{ 
   const allowed = methods.map((m) => m.method.toUpperCase());
   if (allowed.includes('GET')) allowed.push('HEAD');
   const path = template.slice(base.length).replace(/\{(\w+)\}/g, ':$1');
-  const r = router.route(path).all((_req, res, next) => {
-    res.locals.routeTemplate = `${base}${path}`;
-    next();
-  });
-  for (const m of methods) r[m.method](requireScope(m.scope), m.handler);
+  const routeTemplate = `${base}${path}`;
+  const r = router.route(path);
+  // One layer per method: the template (for logs and metrics), the token's scope, then the handler.
+  for (const { method, scope, handler } of methods) {
+    r[method]((req, res, next) => {
+      res.locals.routeTemplate = routeTemplate;
+      const refused = scopeRefusal(res, scope);
+      if (refused) {
+        next(refused);
+        return;
+      }
+      return handler(req, res, next);
+    });
+  }
   r.all((req, res, next) => {
+    res.locals.routeTemplate = routeTemplate;
     res.setHeader('Allow', allowed.join(', '));
     if (req.method === 'OPTIONS') {
       res.status(204).end();
@@ -64,13 +74,9 @@ export function servePublic(app: Express, handlers: RouteHandlers): void {
     const entry = registeredRoutes().find((r) => r.operationId === operationId);
     if (!entry) throw new Error(`No route is registered as ${operationId}: add it to the registry (contract.ts) to serve it`);
     if (entry.auth !== 'public') throw new Error(`${operationId} is not registered as public`);
-    app[entry.method](
-      entry.path,
-      (_req, res, next) => {
-        res.locals.routeTemplate = entry.path;
-        next();
-      },
-      handler,
-    );
+    app[entry.method](entry.path, (req, res, next) => {
+      res.locals.routeTemplate = entry.path;
+      return handler(req, res, next);
+    });
   }
 }
