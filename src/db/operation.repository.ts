@@ -115,6 +115,8 @@ export interface AgentCommandInput {
   reason?: string | null;
 }
 
+/** The names the lock and the command are prepared under on each connection. */
+const LOCK_STATEMENT = 'tailfleet_agent_lock';
 const AGENT_COMMAND_STATEMENT = 'tailfleet_agent_command';
 // Only these characters are ever written into SQL text as a value; anything else is a parameter or refused.
 const LITERAL_SAFE = /^[A-Za-z0-9 _.:-]*$/;
@@ -132,7 +134,13 @@ const NO_ARGS = '{}';
 
 const literalList = (values: readonly string[]) => `(${values.map(literal).join(', ')})`;
 
-const statements = new WeakMap<DataSource, { agents: string; command: string }>();
+interface AgentCommandStatements {
+  /** Locks the agent row: `$1` the agent id. */
+  lock: string;
+  command: string;
+}
+
+const statements = new WeakMap<DataSource, AgentCommandStatements>();
 
 /**
  * The command as one statement with nine parameters: $1 agent id, $2 command, $3 idempotency key,
@@ -140,7 +148,7 @@ const statements = new WeakMap<DataSource, { agents: string; command: string }>(
  * repeated key, destroyed agent, destroy under way, same command under way, instance in the wrong
  * state; only then are the operation and its creation event inserted.
  */
-function agentCommandStatement(dataSource: DataSource): { agents: string; command: string } {
+function agentCommandStatement(dataSource: DataSource): AgentCommandStatements {
   const cached = statements.get(dataSource);
   if (cached) return cached;
   const operations = quotedTable(dataSource.getMetadata(Operation));
@@ -199,7 +207,7 @@ function agentCommandStatement(dataSource: DataSource): { agents: string; comman
         ORDER BY p."requested_at" DESC LIMIT 1) AS "__conflict_id",
       row_to_json(o) AS "__operation"
     FROM verdict LEFT JOIN (SELECT * FROM inserted UNION ALL SELECT * FROM prior) o ON true`;
-  const built = { agents, command };
+  const built = { lock: `SELECT 1 FROM ${agents} WHERE "id" = $1::uuid FOR UPDATE`, command };
   statements.set(dataSource, built);
   return built;
 }
@@ -212,15 +220,14 @@ function agentCommandStatement(dataSource: DataSource): { agents: string; comman
  * (With the lock in the same statement they could: a statement's snapshot predates its lock wait.)
  *
  * Without an idempotency key every value is an id or a fixed word, and lock and command go as one
- * simple query: one round trip, run by PostgreSQL as one implicit transaction, the command from a
- * statement prepared once per connection. A key is client text, so keyed requests bind it as a
- * parameter in an ordinary transaction.
+ * simple query: one round trip, run by PostgreSQL as one implicit transaction, both statements
+ * prepared once per connection. A key is client text, so keyed requests bind it as a parameter in
+ * an ordinary transaction.
  */
 export async function requestAgentCommand(dataSource: DataSource, input: AgentCommandInput): Promise<AgentCommandOutcome> {
   if (!isUuid(input.agentId)) return { outcome: 'agent_not_found' };
-  const { agents, command } = agentCommandStatement(dataSource);
+  const built = agentCommandStatement(dataSource);
   const agentId = input.agentId.toLowerCase();
-  const lock = `SELECT 1 FROM ${agents} WHERE "id" = ${literal(agentId)}::uuid FOR UPDATE`;
   const requestedBy = input.requestedBy ?? SYSTEM_ACTOR;
   const args = JSON.stringify(input.args ?? {});
   const reason = input.reason ?? null;
@@ -228,10 +235,10 @@ export async function requestAgentCommand(dataSource: DataSource, input: AgentCo
   const manager = dataSource.manager;
   const row =
     input.idempotencyKey === null && LITERAL_SAFE.test(requestedBy) && args === NO_ARGS && reason === null
-      ? await lockAndExecute(dataSource, lock, command, values as Array<string | null>)
+      ? await lockAndExecute(dataSource, built, values as Array<string | null>)
       : await manager.transaction(async (m) => {
-          await m.query(lock);
-          return ((await m.query(command, values)) as ObjectLiteral[])[0];
+          await m.query(built.lock, [agentId]);
+          return ((await m.query(built.command, values)) as ObjectLiteral[])[0];
         });
   if (!row) throw new Error('agent command statement returned no row');
   const outcome = row.__outcome as string;
@@ -263,21 +270,21 @@ interface PgClient {
   query(sql: string): Promise<{ rows: ObjectLiteral[] } | Array<{ rows: ObjectLiteral[] }>>;
 }
 
-/** Connections on which the command statement is prepared. */
+/** Connections on which both statements are known to be prepared. */
 const prepared = new WeakSet<PgClient>();
 
 /**
- * `<lock>; EXECUTE <command>(…)` as one simple query, preparing the command first on a connection
- * that has not seen it. TypeORM's query() keeps a single result, so this talks to the pool's client.
+ * `EXECUTE <lock>(…); EXECUTE <command>(…)` as one simple query. TypeORM's query() keeps a single
+ * result, so this talks to the pool's client.
  */
-async function lockAndExecute(dataSource: DataSource, lock: string, command: string, values: Array<string | null>): Promise<ObjectLiteral | undefined> {
+async function lockAndExecute(dataSource: DataSource, built: AgentCommandStatements, values: Array<string | null>): Promise<ObjectLiteral | undefined> {
   if (!dataSource.isInitialized) throw new CannotExecuteNotConnectedError();
   // The driver's pg pool itself: a query runner per request would cost more than the query's own work.
   const pool = (dataSource.driver as unknown as { master: { connect(): Promise<PgClient & { release(err?: Error): void }> } }).master;
   const client = await pool.connect();
   let failed: Error | undefined;
   try {
-    return await executeOn(client, lock, command, values);
+    return await executeOn(client, built, values);
   } catch (err) {
     // A connection that broke mid-query is not handed out again.
     if (!(err as { code?: string }).code) failed = err as Error;
@@ -287,24 +294,34 @@ async function lockAndExecute(dataSource: DataSource, lock: string, command: str
   }
 }
 
-async function executeOn(client: PgClient, lock: string, command: string, values: Array<string | null>): Promise<ObjectLiteral | undefined> {
-  const execute = `EXECUTE ${AGENT_COMMAND_STATEMENT}(${values.map(literal).join(', ')})`;
+async function executeOn(client: PgClient, built: AgentCommandStatements, values: Array<string | null>): Promise<ObjectLiteral | undefined> {
+  const execute = `EXECUTE ${LOCK_STATEMENT}(${literal(values[0]!)});\nEXECUTE ${AGENT_COMMAND_STATEMENT}(${values.map(literal).join(', ')})`;
   for (let retried = false; ; retried = true) {
-    const prepare = prepared.has(client) ? '' : `PREPARE ${AGENT_COMMAND_STATEMENT} AS ${command};\n`;
+    if (!prepared.has(client)) await prepareOn(client, built);
     try {
-      const result = await client.query(`${prepare}${lock};\n${execute}`);
-      prepared.add(client);
+      const result = await client.query(execute);
       const results = Array.isArray(result) ? result : [result];
       return results[results.length - 1]?.rows[0];
     } catch (err) {
-      // PREPARE is not undone when a later statement of the query fails, so the set can be wrong
-      // either way; both errors are raised before anything is written, and one retry settles it.
-      const code = (err as { code?: string }).code;
-      if (retried || (code !== '42P05' && code !== '26000')) throw err;
-      if (code === '42P05') prepared.add(client);
-      else prepared.delete(client);
+      // The session lost its statements (a DISCARD ALL, say): raised before anything is written.
+      if (retried || (err as { code?: string }).code !== '26000') throw err;
+      prepared.delete(client);
     }
   }
+}
+
+/** Prepares whichever of the two statements the connection's session does not hold yet. */
+async function prepareOn(client: PgClient, built: AgentCommandStatements): Promise<void> {
+  const held = (await client.query(
+    `SELECT name FROM pg_prepared_statements WHERE name IN ('${LOCK_STATEMENT}', '${AGENT_COMMAND_STATEMENT}')`,
+  )) as { rows: Array<{ name: string }> };
+  const names = new Set(held.rows.map((r) => r.name));
+  const missing = [
+    ...(names.has(LOCK_STATEMENT) ? [] : [`PREPARE ${LOCK_STATEMENT} AS ${built.lock}`]),
+    ...(names.has(AGENT_COMMAND_STATEMENT) ? [] : [`PREPARE ${AGENT_COMMAND_STATEMENT} AS ${built.command}`]),
+  ];
+  if (missing.length > 0) await client.query(missing.join(';\n'));
+  prepared.add(client);
 }
 
 /**
@@ -314,9 +331,8 @@ async function executeOn(client: PgClient, lock: string, command: string, values
  * milliseconds; warmed at start-up, the first burst of requests does not pay for it.
  */
 export async function warmAgentCommands(dataSource: DataSource, connections: number): Promise<void> {
-  const { agents, command } = agentCommandStatement(dataSource);
+  const built = agentCommandStatement(dataSource);
   const nobody = '00000000-0000-4000-8000-000000000000';
-  const lock = `SELECT 1 FROM ${agents} WHERE "id" = ${literal(nobody)}::uuid FOR UPDATE`;
   const values = [nobody, 'stop', null, nobody, 'op-warm-up', SYSTEM_ACTOR, null, NO_ARGS, null];
   // Never more than the pool holds: runners waiting for each other would wait for ever.
   const poolSize = (dataSource.options as { poolSize?: number }).poolSize ?? 10;
@@ -324,7 +340,7 @@ export async function warmAgentCommands(dataSource: DataSource, connections: num
   try {
     // Held all at once, so the pool opens that many distinct connections.
     const clients = (await Promise.all(runners.map((r) => r.connect()))) as PgClient[];
-    await Promise.all(clients.map((client) => executeOn(client, lock, command, values)));
+    await Promise.all(clients.map((client) => executeOn(client, built, values)));
   } finally {
     await Promise.all(runners.map((r) => r.release()));
   }

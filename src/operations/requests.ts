@@ -482,7 +482,7 @@ export class OperationsService {
   // internals
 
   private async requestAgentCommand(type: AgentCommand, agentId: string, opts: RequestOptions): Promise<CommandResult> {
-    const key = await this.claimableSlot(opts.idempotency);
+    const key = opts.idempotency ? await this.claimableSlot(opts.idempotency) : null;
     const asked = { type, route: opts.idempotency?.route ?? null, agentId };
     if (key) {
       const previous = await this.repos.operations.findByIdempotencyKey(key);

@@ -48,6 +48,17 @@ describe('db: agent command statement', () => {
     expect(await count('operations WHERE type = \'stop\'')).to.equal(2);
   });
 
+  it('prepares only the statement the session lost when it still holds the other', async () => {
+    expect((await requestAgentCommand(ds, stop(await runningAgent('half-1')))).outcome).to.equal('created');
+    for (const [lost, name] of [['tailfleet_agent_command', 'half-2'], ['tailfleet_agent_lock', 'half-3']] as const) {
+      await ds.query(`DEALLOCATE ${lost}`);
+      expect((await requestAgentCommand(ds, stop(await runningAgent(name)))).outcome).to.equal('created');
+      const held = await ds.query(`SELECT name FROM pg_prepared_statements WHERE name LIKE 'tailfleet_agent_%' ORDER BY name`);
+      expect(held.map((r: { name: string }) => r.name)).to.deep.equal(['tailfleet_agent_command', 'tailfleet_agent_lock']);
+    }
+    expect(await count('operations WHERE type = \'stop\'')).to.equal(3);
+  });
+
   it('warms the connections without writing anything, and commands run on them afterwards', async () => {
     const before = { operations: await count('operations'), events: await count('events') };
     await warmAgentCommands(ds, 5); // more than the pool holds: it warms what there is and returns
