@@ -1,5 +1,6 @@
 import 'reflect-metadata';
-import { DataSource, type LoggerOptions } from 'typeorm';
+import type { Pool } from 'pg';
+import { CannotExecuteNotConnectedError, DataSource, type LoggerOptions } from 'typeorm';
 import { entities } from '../entities';
 import { migrations } from '../migrations';
 
@@ -66,4 +67,13 @@ export function createDataSource(options: DatabaseOptions): DataSource {
     installExtensions: false,
     logging: options.logging ?? false,
   });
+}
+
+/**
+ * The driver's pg pool itself, for the few hot paths where a TypeORM query runner per call would cost
+ * more than the query's own work (or a result TypeORM drops is needed, as with several statements).
+ */
+export function pgPoolOf(dataSource: DataSource): Pool {
+  if (!dataSource.isInitialized) throw new CannotExecuteNotConnectedError();
+  return (dataSource.driver as unknown as { master: Pool }).master;
 }

@@ -1,9 +1,10 @@
-import { CannotExecuteNotConnectedError, In, type DataSource, type ObjectLiteral } from 'typeorm';
+import { In, type DataSource, type ObjectLiteral } from 'typeorm';
 import { Agent, Event, Instance, Operation, ProvisioningJob, SYSTEM_ACTOR, TERMINAL_INSTANCE_STATUSES, type OperationStatus, type OperationType } from '../entities';
 import { AGENT_COMMAND_TYPES, commandOf, type AgentCommandType } from '../operations/types';
 import { IdempotencyKeyConflictError, RecordNotFoundError } from './errors';
 import { type Db, hydrate, managerOf, type PatchOf, quotedTable, recordEvent } from './transitions';
 import { isUuid } from './uuid';
+import { pgPoolOf } from './data-source';
 
 export interface NewOperation {
   type: OperationType;
@@ -279,10 +280,7 @@ const prepared = new WeakSet<PgClient>();
  * result, so this talks to the pool's client.
  */
 async function lockAndExecute(dataSource: DataSource, built: AgentCommandStatements, values: Array<string | null>): Promise<ObjectLiteral | undefined> {
-  if (!dataSource.isInitialized) throw new CannotExecuteNotConnectedError();
-  // The driver's pg pool itself: a query runner per request would cost more than the query's own work.
-  const pool = (dataSource.driver as unknown as { master: { connect(): Promise<PgClient & { release(err?: Error): void }> } }).master;
-  const client = await pool.connect();
+  const client = await pgPoolOf(dataSource).connect();
   let failed: Error | undefined;
   try {
     return await executeOn(client, built, values);

@@ -1,12 +1,7 @@
 import { expect } from 'chai';
+import { pgPoolOf } from '../../src/db/data-source';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 import { waitFor } from '../helpers/wait';
-
-interface PooledClient {
-  query(sql: string): Promise<{ rows: Array<Record<string, unknown>> }>;
-  release(err?: Error): void;
-  once(event: 'end', listener: () => void): void;
-}
 
 describe('db: a pooled connection ended by the server', () => {
   let db: TestDatabase;
@@ -19,8 +14,7 @@ describe('db: a pooled connection ended by the server', () => {
   });
 
   it('does not bring the process down when it was checked out and idle, and the next query on it fails instead', async () => {
-    const pool = (db.dataSource.driver as unknown as { master: { connect(): Promise<PooledClient> } }).master;
-    const client = await pool.connect();
+    const client = await pgPoolOf(db.dataSource).connect();
     const [{ pid }] = (await client.query('SELECT pg_backend_pid() AS pid')).rows as Array<{ pid: number }>;
     let ended = false;
     client.once('end', () => (ended = true));
