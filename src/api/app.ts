@@ -145,6 +145,8 @@ export function createApp(deps: AppDeps): Express {
     ...(deps.webhooks ? [createWebhooksRouter(deps.webhooks)] : []),
     ...(deps.cost ? [createCostRouter({ cost: deps.cost })] : []),
   ];
+  // The token check is a layer of the app itself: its 401 is answered at once, before a malformed
+  // body the parser is still reading can close the connection (an error leaving a router waits a turn).
   app.use('/v1', bearerAuth(auth), v1Router(deps.operations, deps.reads, extra, { policy: deps.policy, waiter: deps.events?.waiter, waitLimit: deps.events?.limits.longPolls, cost: deps.cost }));
 
   // Probes, metrics and the board after /v1, which carries the traffic and so is matched first.

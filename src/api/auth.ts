@@ -106,8 +106,14 @@ export class Authenticator {
     this.now = deps.now ?? (() => new Date());
   }
 
+  /** The bootstrap token's principal when `secret` is API_TOKEN: known without a database round trip. */
+  bootstrapPrincipal(secret: string): Principal | null {
+    return sameSecret(secret, this.bootstrap) ? { name: BOOTSTRAP_TOKEN_NAME, scope: 'admin', tokenId: null } : null;
+  }
+
   async authenticate(secret: string): Promise<Principal | null> {
-    if (sameSecret(secret, this.bootstrap)) return { name: BOOTSTRAP_TOKEN_NAME, scope: 'admin', tokenId: null };
+    const bootstrap = this.bootstrapPrincipal(secret);
+    if (bootstrap) return bootstrap;
     // Anything that cannot be a named token is refused without a database round trip.
     if (!TOKEN_PATTERN.test(secret)) return null;
     const row = await this.tokens.findByHash(hashToken(secret));
@@ -155,17 +161,7 @@ export function bearerSecret(req: Request): string | undefined {
 
 /** `Authorization: Bearer <token>` for the /v1 API; sets res.locals.principal. */
 export function bearerAuth(auth: Authenticator): RequestHandler {
-  return async (req: Request, res: Response, next: NextFunction) => {
-    const secret = bearerSecret(req);
-    if (!secret) {
-      next(
-        new HttpProblem('unauthorized', 'Send an API token as "Authorization: Bearer <token>".', {
-          headers: { 'WWW-Authenticate': 'Bearer realm="tailfleet"' },
-        }),
-      );
-      return;
-    }
-    const principal = await auth.authenticate(secret);
+  const admit = (principal: Principal | null, res: Response, next: NextFunction): void => {
     if (!principal) {
       next(
         new HttpProblem('unauthorized', 'The bearer token is not valid (unknown, revoked or expired).', {
@@ -176,6 +172,21 @@ export function bearerAuth(auth: Authenticator): RequestHandler {
     }
     res.locals.principal = principal;
     next();
+  };
+  return (req: Request, res: Response, next: NextFunction) => {
+    const secret = bearerSecret(req);
+    if (!secret) {
+      next(
+        new HttpProblem('unauthorized', 'Send an API token as "Authorization: Bearer <token>".', {
+          headers: { 'WWW-Authenticate': 'Bearer realm="tailfleet"' },
+        }),
+      );
+      return;
+    }
+    // API_TOKEN is answered at once; a named token is looked up.
+    const bootstrap = auth.bootstrapPrincipal(secret);
+    if (bootstrap) return admit(bootstrap, res, next);
+    return auth.authenticate(secret).then((principal) => admit(principal, res, next));
   };
 }
 

@@ -1,4 +1,4 @@
-import type { Express, RequestHandler, Router } from 'express';
+import type { Express, NextFunction, Request, RequestHandler, Response, Router } from 'express';
 import { TOKEN_SCOPES, type TokenScope } from '../entities';
 import { scopeRefusal } from './auth';
 import { registeredRoutes, type ApiRoute } from './contract';
@@ -79,4 +79,29 @@ export function servePublic(app: Express, handlers: RouteHandlers): void {
       return handler(req, res, next);
     });
   }
+}
+
+/**
+ * Middlewares run one after the other as one router layer: what every request under a router goes
+ * through, without the router matching and dispatching each (a command would otherwise walk a layer
+ * per step). An error, or a returned promise that rejects, skips the rest as in Express.
+ */
+export function inOrder(...handlers: RequestHandler[]): RequestHandler {
+  return (req: Request, res: Response, next: NextFunction) => {
+    let i = 0;
+    const step = (err?: unknown): void => {
+      if (err !== undefined || i === handlers.length) {
+        next(err);
+        return;
+      }
+      const handler = handlers[i++]!;
+      try {
+        const result: unknown = handler(req, res, step);
+        if (result instanceof Promise) result.then(undefined, (e: unknown) => step(e ?? new Error('Rejected promise')));
+      } catch (e) {
+        step(e);
+      }
+    };
+    step();
+  };
 }

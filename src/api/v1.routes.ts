@@ -12,7 +12,7 @@ import { waitUntilReady } from '../policy/wait-ready';
 import { HttpProblem, type FieldProblem, zodProblems } from './problem';
 import { commandOperationId } from './contract';
 import { guardRequestInput } from './request-guard';
-import { serve } from './routing';
+import { inOrder, serve } from './routing';
 import type { ConcurrencyLimit } from '../events/concurrency-limit';
 import { FINAL_OPERATION_STATUSES, type OperationWaiter } from '../events/operation-waiter';
 import { admit } from './admission';
@@ -92,7 +92,7 @@ function requireJsonBody(req: Request, _res: Response, next: NextFunction): void
   next();
 }
 
-/** Everything below /v1 that needs the bearer token (mounted after the auth middleware). */
+/** Everything below /v1 that needs the bearer token (mounted after the auth middleware); the body rules first, as one layer. */
 export function v1Router(
   operations: OperationsService,
   reads: OperationReads,
@@ -104,7 +104,7 @@ export function v1Router(
   const costsOf = async (instances: Parameters<CostService['instanceCosts']>[0]) =>
     opts.cost ? (await opts.cost.instanceCosts(instances)).map((cost) => ({ cost })) : instances.map(() => ({}));
   const router = express.Router({ strict: false });
-  router.use(requireJsonBody, express.json({ limit: JSON_BODY_LIMIT, type: JSON_TYPES, strict: true }), guardRequestInput);
+  router.use(inOrder(requireJsonBody, express.json({ limit: JSON_BODY_LIMIT, type: JSON_TYPES, strict: true }), guardRequestInput));
 
   // What a report answers: whether the agent is ready now, and its last activity.
   const activityAnswer = async (id: string) => {
