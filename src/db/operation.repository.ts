@@ -168,8 +168,9 @@ function agentCommandStatement(dataSource: DataSource): AgentCommandStatements {
       return from === 'any' ? [] : [`WHEN $2::text = ${literal(t)} AND COALESCE((SELECT status FROM live) NOT IN ${literalList(from)}, true) THEN 'wrong_state'`];
     }),
   ].join('\n        ');
-  // The operation comes back as one json column: the driver describes and parses one field instead
-  // of twenty, which is most of what the API spends reading the answer.
+  // The answer is one json column (the outcome, a conflicting operation, the operation's row): the
+  // driver describes and parses one field instead of twenty-odd, which is most of what the API spent
+  // reading it.
   const command = `
     WITH agent AS (
       SELECT "status"::text AS status FROM ${agents} WHERE "id" = $1::uuid
@@ -202,11 +203,12 @@ function agentCommandStatement(dataSource: DataSource): AgentCommandStatements {
       INSERT INTO ${events} ("entity_type", "entity_id", "agent_id", "from_status", "to_status", "reason", "operation_id", "actor")
       SELECT 'operation', "id", "agent_id", NULL, "status"::text, $2::text || ' requested' || COALESCE(': ' || "reason", ''), "id", "requested_by" FROM inserted
     )
-    SELECT verdict.outcome AS "__outcome",
-      (SELECT p."id" FROM pending p
+    SELECT json_build_object(
+      'outcome', verdict.outcome,
+      'conflictId', (SELECT p."id" FROM pending p
         WHERE p.type = CASE WHEN verdict.outcome = 'destroy_pending' THEN 'destroy' ELSE $2::text END
-        ORDER BY p."requested_at" DESC LIMIT 1) AS "__conflict_id",
-      row_to_json(o) AS "__operation"
+        ORDER BY p."requested_at" DESC LIMIT 1),
+      'operation', row_to_json(o)) AS "answer"
     FROM verdict LEFT JOIN (SELECT * FROM inserted UNION ALL SELECT * FROM prior) o ON true`;
   // No columns: the lock has nothing to say, and an empty row costs the driver least to read.
   const built = { lock: `SELECT FROM ${agents} WHERE "id" = $1::uuid FOR UPDATE`, command };
@@ -243,15 +245,16 @@ export async function requestAgentCommand(dataSource: DataSource, input: AgentCo
           return ((await m.query(built.command, values)) as ObjectLiteral[])[0];
         });
   if (!row) throw new Error('agent command statement returned no row');
-  const outcome = row.__outcome as string;
+  const answer = row.answer as { outcome: string; conflictId: string | null; operation: ObjectLiteral | null };
+  const { outcome } = answer;
   switch (outcome) {
     case 'ok':
-      return row.__operation ? { outcome: 'created', operation: hydrate(manager, Operation, row.__operation) } : { outcome: 'key_taken' };
+      return answer.operation ? { outcome: 'created', operation: hydrate(manager, Operation, answer.operation) } : { outcome: 'key_taken' };
     case 'replay':
-      return { outcome: 'replay', operation: hydrate(manager, Operation, row.__operation) };
+      return { outcome: 'replay', operation: hydrate(manager, Operation, answer.operation!) };
     case 'destroy_pending':
     case 'same_pending':
-      return { outcome, operationId: row.__conflict_id as string };
+      return { outcome, operationId: answer.conflictId! };
     case 'agent_not_found':
     case 'agent_destroyed':
     case 'wrong_state':

@@ -58,31 +58,36 @@ export interface OperationJob<K extends QueueName = QueueName> {
  * `rollback-<provisioning job>`), so adding it again while it exists is a no-op in BullMQ.
  * A provision needs its instance id, which the operation row does not hold: the caller passes it.
  */
+/** A value the operation must carry for its job; a clear error naming what is missing otherwise. */
+function required<T>(operation: Operation, value: T | null | undefined, what: string): T {
+  if (value === null || value === undefined) throw new Error(`${operation.type} operation ${operation.id} has no ${what}`);
+  return value;
+}
+
 export function operationJob(operation: Operation, extra: { instanceId?: string } = {}): OperationJob {
-  const jobId = jobIdOf(operation);
-  const base = { operationId: operation.id, requestedBy: operation.requestedBy };
-  const need = <T>(value: T | null | undefined, what: string): T => {
-    if (value === null || value === undefined) throw new Error(`${operation.type} operation ${operation.id} has no ${what}`);
-    return value;
-  };
   const type = operation.type;
-  const kind: PayloadKind = OPERATIONS[type].payload;
-  const job = <D>(data: D) => ({ queue: type, name: type, jobId, data }) as OperationJob;
-  switch (kind) {
+  const base = { operationId: operation.id, requestedBy: operation.requestedBy };
+  let data: object;
+  switch (OPERATIONS[type].payload satisfies PayloadKind) {
     case 'provision':
-      return job({
+      data = {
         ...base,
-        agentId: need(operation.agentId, 'agent'),
-        instanceId: need(extra.instanceId, 'instance'),
-        provisioningJobId: need(operation.provisioningJobId, 'provisioning job'),
-      });
+        agentId: required(operation, operation.agentId, 'agent'),
+        instanceId: required(operation, extra.instanceId, 'instance'),
+        provisioningJobId: required(operation, operation.provisioningJobId, 'provisioning job'),
+      };
+      break;
     case 'rollback':
-      return job({ ...base, provisioningJobId: need(operation.provisioningJobId, 'provisioning job') });
+      data = { ...base, provisioningJobId: required(operation, operation.provisioningJobId, 'provisioning job') };
+      break;
     case 'agent':
-      return job({ ...base, agentId: need(operation.agentId, 'agent') });
+      data = { ...base, agentId: required(operation, operation.agentId, 'agent') };
+      break;
     case 'reconcile':
-      return job({ ...base, trigger: 'manual' });
+      data = { ...base, trigger: 'manual' };
+      break;
   }
+  return { queue: type, name: type, jobId: jobIdOf(operation), data } as OperationJob;
 }
 
 /**
