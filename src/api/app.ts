@@ -145,9 +145,12 @@ export function createApp(deps: AppDeps): Express {
     ...(deps.webhooks ? [createWebhooksRouter(deps.webhooks)] : []),
     ...(deps.cost ? [createCostRouter({ cost: deps.cost })] : []),
   ];
-  // The token check is a layer of the app itself: its 401 is answered at once, before a malformed
-  // body the parser is still reading can close the connection (an error leaving a router waits a turn).
-  app.use('/v1', bearerAuth(auth), v1Router(deps.operations, deps.reads, extra, { policy: deps.policy, waiter: deps.events?.waiter, waitLimit: deps.events?.limits.longPolls, cost: deps.cost }));
+  const authenticate = bearerAuth(auth);
+  const v1 = v1Router(deps.operations, deps.reads, extra, { policy: deps.policy, waiter: deps.events?.waiter, waitLimit: deps.events?.limits.longPolls, cost: deps.cost });
+  // The token check and the routes as one layer of the app. A refusal goes straight on to the problem
+  // handler: it is answered at once, before a malformed body the parser is still reading can close
+  // the connection (an error leaving a router waits a turn of the event loop).
+  app.use('/v1', (req, res, next) => authenticate(req, res, (err?: unknown) => (err === undefined ? v1(req, res, next) : next(err))));
 
   // Probes, metrics and the board after /v1, which carries the traffic and so is matched first.
   servePublic(app, {
