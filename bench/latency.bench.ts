@@ -259,6 +259,8 @@ export async function runLatencyBench(opts: { seconds?: number; rounds?: number 
   let ours: Awaited<ReturnType<typeof startTailfleet>> | undefined;
   let durable: Awaited<ReturnType<typeof startDurable>> | undefined;
   const measured: Round[] = [];
+  /** tailfleet / durable busy per request within each round: how far the machine moves the figure. */
+  const roundRatios: Record<number, number[]> = {};
   try {
     ours = await startTailfleet(requestsPerTarget(ms, rounds));
     durable = await startDurable(ours.databaseUrl, ours.poolSize);
@@ -270,7 +272,9 @@ export async function runLatencyBench(opts: { seconds?: number; rounds?: number 
       // A-B-C-C-B-A, …: no server is always measured first.
       for (let i = 0; i < rounds; i++) {
         const order = i % 2 === 0 ? targets : [...targets].reverse();
-        for (const t of order) measured.push(await window(t, rate, ms));
+        const round: Partial<Record<TargetName, Round>> = {};
+        for (const t of order) measured.push((round[t.name] = await window(t, rate, ms)));
+        (roundRatios[rate] ??= []).push(round.tailfleet!.busyMsPerRequest / round.durable!.busyMsPerRequest);
       }
     }
   } finally {
@@ -328,6 +332,12 @@ export async function runLatencyBench(opts: { seconds?: number; rounds?: number 
       metric: `tailfleet / durable route server busy per request @ ${rate} req/s`,
       value: fmt.ratio(durableBusyRatio[rate]!),
       ...(gated ? { target: `≤ ${TARGET_BUSY_RATIO.toFixed(2)}`, met: durableBusyRatio[rate]! <= TARGET_BUSY_RATIO } : {}),
+    });
+    const spread = roundRatios[rate] ?? [];
+    rows.push({
+      bench,
+      metric: `tailfleet / durable route server busy per request @ ${rate} req/s, round by round (lowest–highest of ${spread.length})`,
+      value: `${fmt.ratio(Math.min(...spread))}–${fmt.ratio(Math.max(...spread))}`,
     });
     if (Number.isFinite(cpuRatio[rate])) {
       rows.push({ bench, metric: `tailfleet / bare server thread CPU per request @ ${rate} req/s`, value: fmt.ratio(cpuRatio[rate]!) });
