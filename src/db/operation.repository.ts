@@ -178,7 +178,7 @@ function agentCommandStatement(dataSource: DataSource): AgentCommandStatements {
       SELECT * FROM ${operations} WHERE "idempotency_key" = $3::varchar
     ), pending AS (
       SELECT "id", "type"::text AS type, "requested_at" FROM ${operations}
-      WHERE "agent_id" = $1::uuid AND "status"::text IN ${literalList(ACTIVE_OPERATION_STATUSES)}
+      WHERE "agent_id" = $1::uuid AND "status" IN ${literalList(ACTIVE_OPERATION_STATUSES)}
         AND "type"::text IN ${literalList(AGENT_COMMAND_TYPES)}
     ), live AS (
       SELECT "status"::text AS status FROM ${instances}

@@ -29,6 +29,8 @@ export type OperationStatus = (typeof OPERATION_STATUSES)[number];
 @Index('idx_operations_provisioning_job', ['provisioningJobId'])
 // The relay's look-up of accepted work that may need (re)delivery; small, because finished rows leave it.
 @Index('idx_operations_pending', ['requestedAt'], { where: `"status" IN ('queued', 'running')` })
+// An agent's operations under way (a command's checks, pool claims): as small as the one above.
+@Index('idx_operations_agent_active', ['agentId'], { where: `"status" IN ('queued', 'running')` })
 // GET /v1/operations pages newest first by (requested_at, id); a B-tree index serves the descending
 // order by scanning backwards, so these need no DESC of their own.
 @Index('idx_operations_requested', ['requestedAt', 'id'])

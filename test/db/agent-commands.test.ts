@@ -59,6 +59,26 @@ describe('db: agent command statement', () => {
     expect(await count('operations WHERE type = \'stop\'')).to.equal(3);
   });
 
+  it("finds an agent's operations under way without reading its history", async () => {
+    const agentId = await runningAgent('veteran');
+    // Five thousand finished stops behind it, as a long-lived agent collects.
+    await ds.query(
+      `INSERT INTO operations (type, agent_id, status, queue_job_id, requested_at)
+       SELECT 'stop', $1, 'succeeded', 'op-old-' || g, now() - g * interval '1 minute' FROM generate_series(1, 5000) g`,
+      [agentId],
+    );
+    await ds.query('ANALYZE operations');
+    expect((await requestAgentCommand(ds, stop(agentId))).outcome).to.equal('created');
+    const operationId = randomUUID();
+    const [{ 'QUERY PLAN': plan }] = await ds.query(
+      `EXPLAIN (FORMAT JSON) EXECUTE tailfleet_agent_command('${agentId}', 'stop', NULL, '${operationId}', 'op-${operationId}', 'system', NULL, '{}', NULL)`,
+    );
+    const text = JSON.stringify(plan);
+    expect(text).to.include('idx_operations_agent_active');
+    expect(text).to.not.include('idx_operations_agent_requested');
+    expect(await requestAgentCommand(ds, stop(agentId))).to.deep.include({ outcome: 'same_pending' });
+  });
+
   it('warms the connections without writing anything, and commands run on them afterwards', async () => {
     const before = { operations: await count('operations'), events: await count('events') };
     await warmAgentCommands(ds, 5); // more than the pool holds: it warms what there is and returns
