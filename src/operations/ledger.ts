@@ -325,21 +325,24 @@ export class OperationLedger {
    * caller records the outcome with succeed(), which knows those cases. `events` (the work's audit
    * events) are written with the moves. A move that cannot happen throws as transitionTogether does
    * (TransitionConflictError, RecordNotFoundError), with nothing written. A write that fails on the
-   * database is tried again, as in succeed.
+   * database, with the success or without it, is tried again, as in succeed.
    */
   async finish(operationId: string, moves: readonly TransitionRequest[], state: StepState = {}, events: readonly NewEvent[] = []): Promise<boolean> {
+    let withSuccess = true;
     for (let tries = 0; ; tries++) {
       try {
         // The operation first: the same lock order as cancel() (operation, then the rows it works on).
-        await transitionTogether(this.ds, [this.succeeded(operationId, state), ...moves], events);
-        return true;
+        await transitionTogether(this.ds, withSuccess ? [this.succeeded(operationId, state), ...moves] : moves, events);
+        return withSuccess;
       } catch (err) {
-        if ((err instanceof TransitionConflictError || err instanceof RecordNotFoundError) && err.entity === 'operation' && err.id === operationId) {
-          await transitionTogether(this.ds, moves, events);
-          return false;
+        const refused = err instanceof TransitionConflictError || err instanceof RecordNotFoundError;
+        if (refused && withSuccess && err.entity === 'operation' && err.id === operationId) {
+          withSuccess = false;
+          tries--;
+          continue;
         }
-        if (err instanceof TransitionConflictError || err instanceof RecordNotFoundError) throw err;
-        await this.beforeWriteRetry(err, tries, operationId, 'Could not record the work\'s end and the operation success; trying again');
+        if (refused) throw err;
+        await this.beforeWriteRetry(err, tries, operationId, 'Could not record the work\'s end; trying again');
       }
     }
   }

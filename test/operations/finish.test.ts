@@ -84,6 +84,27 @@ describe('operation ledger: finish', function () {
     expect(await statuses(s)).to.include({ operation: 'failed', instance: 'provisioning', agent: 'provisioning' });
   });
 
+  it('tries the moves alone again when the database fails them once (the work is not left unrecorded)', async () => {
+    const s = await stopWithMoves();
+    await ledger.claim(s.operationId, { attempt: 1, token: 'd1' });
+    await ledger.fail(s.operationId, 'd1', { reason: 'failed for good', error: 'boom' });
+    // The first write of the instance's move fails on the database; a sequence is not rolled back
+    // with the statement, so only the first attempt fails.
+    await db.dataSource.query(`CREATE SEQUENCE finish_faults`);
+    await db.dataSource.query(
+      `CREATE FUNCTION finish_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN IF nextval('finish_faults') = 1 THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$`,
+    );
+    await db.dataSource.query(`CREATE TRIGGER finish_fault BEFORE UPDATE ON instances FOR EACH ROW EXECUTE FUNCTION finish_fault()`);
+    try {
+      expect(await ledger.finish(s.operationId, s.moves, { step: 'done' })).to.equal(false);
+      expect(await statuses(s)).to.include({ operation: 'failed', instance: 'provisioning', agent: 'provisioning' });
+      expect(Number((await db.dataSource.query(`SELECT last_value FROM finish_faults`))[0].last_value)).to.equal(2);
+    } finally {
+      await db.dataSource.query(`DROP TRIGGER finish_fault ON instances; DROP FUNCTION finish_fault(); DROP SEQUENCE finish_faults`);
+    }
+  });
+
   it('writes nothing when a move cannot happen, and names the row that refused', async () => {
     const s = await stopWithMoves();
     await ledger.claim(s.operationId, { attempt: 1, token: 'd1' });
