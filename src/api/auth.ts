@@ -112,8 +112,11 @@ export class Authenticator {
   }
 
   async authenticate(secret: string): Promise<Principal | null> {
-    const bootstrap = this.bootstrapPrincipal(secret);
-    if (bootstrap) return bootstrap;
+    return this.bootstrapPrincipal(secret) ?? this.namedPrincipal(secret);
+  }
+
+  /** A named token's principal (looked up by its hash); null when unknown, revoked or expired. */
+  async namedPrincipal(secret: string): Promise<Principal | null> {
     // Anything that cannot be a named token is refused without a database round trip.
     if (!TOKEN_PATTERN.test(secret)) return null;
     const row = await this.tokens.findByHash(hashToken(secret));
@@ -186,7 +189,7 @@ export function bearerAuth(auth: Authenticator): RequestHandler {
     // API_TOKEN is answered at once; a named token is looked up.
     const bootstrap = auth.bootstrapPrincipal(secret);
     if (bootstrap) return admit(bootstrap, res, next);
-    return auth.authenticate(secret).then((principal) => admit(principal, res, next));
+    return auth.namedPrincipal(secret).then((principal) => admit(principal, res, next));
   };
 }
 

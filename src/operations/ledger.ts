@@ -329,20 +329,17 @@ export class OperationLedger {
    */
   async finish(operationId: string, moves: readonly TransitionRequest[], state: StepState = {}, events: readonly NewEvent[] = []): Promise<boolean> {
     let withSuccess = true;
-    for (let tries = 0; ; tries++) {
+    for (let tries = 0; ; ) {
       try {
         // The operation first: the same lock order as cancel() (operation, then the rows it works on).
         await transitionTogether(this.ds, withSuccess ? [this.succeeded(operationId, state), ...moves] : moves, events);
         return withSuccess;
       } catch (err) {
         const refused = err instanceof TransitionConflictError || err instanceof RecordNotFoundError;
-        if (refused && withSuccess && err.entity === 'operation' && err.id === operationId) {
-          withSuccess = false;
-          tries--;
-          continue;
-        }
-        if (refused) throw err;
-        await this.beforeWriteRetry(err, tries, operationId, 'Could not record the work\'s end; trying again');
+        // The operation is not running: the moves alone, at once (not a failed try).
+        if (refused && withSuccess && err.entity === 'operation' && err.id === operationId) withSuccess = false;
+        else if (refused) throw err;
+        else await this.beforeWriteRetry(err, tries++, operationId, 'Could not record the work\'s end; trying again');
       }
     }
   }

@@ -354,12 +354,7 @@ export class HibernateWorkflow extends PlacingWorkflow {
       const placed = await createPlaced(this.placement, {
         placements: places,
         projects: [project],
-        choose: async (name, place) => {
-          if (!(await repos.instances.choosePlacement(instance.id, { project: name, ...place }))) {
-            // Another delivery of this job chose first (or another operation took the instance): a lost race.
-            throw new StateConflictError(`Instance ${instance.id} changed before its server was created; not creating one`, { lostRace: true });
-          }
-        },
+        choose: (name, place) => this.choosePlacement(instance.id, { project: name, ...place }),
         create: (place) => hetzner.createServer({ ...params, location: place.location, serverType: place.serverType }),
         leftBehind: () => fleet.listServers(hetzner, instanceTerms({ agentId: instance.agentId, instanceId: instance.id })),
         refused: (refusal, next) => recordPlacementRefusal(this.deps, at, refusal, next),

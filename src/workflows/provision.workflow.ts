@@ -36,6 +36,17 @@ export abstract class PlacingWorkflow {
     this.guard = deps.guard;
     this.placement = placementDepsOf(deps);
   }
+
+  /**
+   * Records where the instance's server is about to be created, or throws when the instance changed
+   * first: another delivery of this job chose before this one (or another operation took the
+   * instance), a lost race, so this delivery creates nothing and hands back.
+   */
+  protected async choosePlacement(instanceId: string, placement: { project: string; location: string; serverType: string }): Promise<void> {
+    if (!(await this.deps.repositories.instances.choosePlacement(instanceId, placement))) {
+      throw new StateConflictError(`Instance ${instanceId} changed before its server was created; not creating one`, { lostRace: true });
+    }
+  }
 }
 
 /**
@@ -246,7 +257,7 @@ export class ProvisionWorkflow extends PlacingWorkflow {
     operationId: string | null,
     log: Logger,
   ): Promise<{ server: HetznerServer; actionIds: number[] }> {
-    const { hetzner, settings, repositories: repos } = this.deps;
+    const { hetzner, settings } = this.deps;
     const authKey = await mintJobAuthKey({ ...this.deps, guard: this.guard }, { provisioningJobId: job.id, hostname }, guardContext(job, null), log);
     // The machine's own credential for its activity reporter; an earlier attempt's is revoked with it.
     const publicUrl = settings.publicUrl ?? null;
@@ -261,12 +272,7 @@ export class ProvisionWorkflow extends PlacingWorkflow {
       const placed = await createPlaced(this.placement, {
         placements: placementsOf(agent.spec ?? { location: instance.location ?? settings.location, serverType: instance.serverType }, settings),
         projects: projectOrder(this.placement.projects, loads, instance.hetznerProject),
-        choose: async (project, place) => {
-          if (!(await repos.instances.choosePlacement(instance.id, { project, ...place }))) {
-            // Another delivery of this job chose first (or another operation took the instance): a lost race.
-            throw new StateConflictError(`Instance ${instance.id} changed before its server was created; not creating one`, { lostRace: true });
-          }
-        },
+        choose: (project, place) => this.choosePlacement(instance.id, { project, ...place }),
         create: (place) =>
           hetzner.createServer(
             serverCreateOptions(
